@@ -1,0 +1,10 @@
+//! Compiles proto/ with a protoc that comes from crates.io, so a fresh machine needs nothing else.
+fn main() {
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc exists");
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=proto");
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_protos(&["proto/agent.proto"], &["proto"])
+        .expect("proto/agent.proto compiles");
+}

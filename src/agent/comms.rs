@@ -1,0 +1,210 @@
+//! The client side of the agent protocol, one implementation for the real agent and for
+//! loadgen: connect (TCP, mTLS, HTTP/2), open the task stream, post uploads.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use prost::Message;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpSocket;
+use tokio_rustls::TlsConnector;
+
+use crate::agent::url::ServerUrl;
+use crate::protocol::framing::{self, FrameDecoder, FrameError};
+use crate::protocol::{pb, CONTENT_TYPE, TASKS_PATH, UPLOAD_PATH};
+
+/// Agent-side deadline for connect + TLS + HTTP/2 setup.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Agent-side deadline for one upload round trip.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest ack body read back from the server.
+const MAX_ACK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommsError {
+    #[error("connect to {url}: {source}")]
+    Connect { url: String, source: std::io::Error },
+    #[error("TLS with {url}: {source}")]
+    Tls { url: String, source: std::io::Error },
+    #[error("HTTP/2: {0}")]
+    H2(#[from] h2::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("server answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("task stream: {0}")]
+    Frame(#[from] FrameError),
+    #[error("bad server name `{0}`")]
+    ServerName(String),
+}
+
+/// An open connection to one frontend.
+pub struct Connection {
+    send: SendRequest<Bytes>,
+    pub url: ServerUrl,
+    pub connect_time: Duration,
+}
+
+/// The task stream of a connection: frames from the server, in order.
+pub struct TaskStream {
+    body: h2::RecvStream,
+    decoder: FrameDecoder,
+}
+
+/// The server's answer to one upload.
+#[derive(Debug, Clone)]
+pub struct UploadReply {
+    pub status: u16,
+    pub ack: Option<pb::UploadAck>,
+}
+
+pub async fn connect(
+    url: &ServerUrl,
+    tls: Arc<rustls::ClientConfig>,
+    local_ip: Option<IpAddr>,
+) -> Result<(Connection, TaskStream), CommsError> {
+    let started = Instant::now();
+    let fut = connect_inner(url, tls, local_ip);
+    let (send, tasks) = tokio::time::timeout(CONNECT_TIMEOUT, fut).await.map_err(|_| CommsError::Timeout(CONNECT_TIMEOUT))??;
+    Ok((Connection { send, url: url.clone(), connect_time: started.elapsed() }, tasks))
+}
+
+async fn connect_inner(
+    url: &ServerUrl,
+    tls: Arc<rustls::ClientConfig>,
+    local_ip: Option<IpAddr>,
+) -> Result<(SendRequest<Bytes>, TaskStream), CommsError> {
+    let io_err = |source| CommsError::Connect { url: url.to_string(), source };
+    let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(io_err)?
+        .next()
+        .ok_or_else(|| io_err(std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address")))?;
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io_err)?;
+    if let Some(ip) = local_ip {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(io_err)?;
+    }
+    let tcp = socket.connect(addr).await.map_err(io_err)?;
+    tcp.set_nodelay(true).map_err(io_err)?;
+    let name = ServerName::try_from(url.host.clone()).map_err(|_| CommsError::ServerName(url.host.clone()))?;
+    let tls_stream = TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|source| CommsError::Tls { url: url.to_string(), source })?;
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(256 * 1024)
+        .handshake::<_, Bytes>(tls_stream)
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await?;
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(format!("https://{}:{}{}", url.host, url.port, TASKS_PATH))
+        .body(())
+        .expect("static request parts are valid");
+    let (response, _) = send.send_request(request, true)?;
+    let response = response.await?;
+    if response.status() != 200 {
+        let message = format!("task stream refused");
+        return Err(CommsError::Status { status: response.status().as_u16(), message });
+    }
+    let tasks = TaskStream { body: response.into_body(), decoder: FrameDecoder::new(crate::limits::MAX_TASK_FRAME_BYTES) };
+    Ok((send, tasks))
+}
+
+impl TaskStream {
+    /// The next server message; None when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<pb::ServerMessage>, CommsError> {
+        loop {
+            if let Some(msg) = self.decoder.next_message::<pb::ServerMessage>()? {
+                return Ok(Some(msg));
+            }
+            match self.body.data().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.decoder.extend(&chunk);
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Posts one upload message and reads the ack.
+    pub async fn upload(&mut self, upload: &pb::Upload) -> Result<UploadReply, CommsError> {
+        self.post_raw(framing::encode(upload)).await
+    }
+
+    /// Posts raw bytes as an upload body (tests use it to send hostile bodies).
+    pub async fn post_raw(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {
+        let fut = self.post_inner(body);
+        tokio::time::timeout(UPLOAD_TIMEOUT, fut).await.map_err(|_| CommsError::Timeout(UPLOAD_TIMEOUT))?
+    }
+
+    async fn post_inner(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://{}:{}{}", self.url.host, self.url.port, UPLOAD_PATH))
+            .header("content-type", CONTENT_TYPE)
+            .header("content-length", body.len())
+            .body(())
+            .expect("static request parts are valid");
+        let mut send = self.send.clone().ready().await?;
+        let (response, mut stream) = send.send_request(request, false)?;
+        // The server may answer (413, 503) before it has read the body: whichever
+        // comes first decides, and a refused body is not an error of ours.
+        tokio::pin!(response);
+        let response = tokio::select! {
+            sent = send_body(&mut stream, body) => match sent {
+                Ok(()) => response.await?,
+                Err(e) => match tokio::time::timeout(Duration::from_secs(1), response).await {
+                    Ok(Ok(r)) => r,
+                    _ => return Err(e),
+                },
+            },
+            r = &mut response => r?,
+        };
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut decoder = FrameDecoder::new(MAX_ACK_BYTES);
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            decoder.extend(&chunk);
+            if decoder.pending_bytes() > MAX_ACK_BYTES + 10 {
+                break;
+            }
+        }
+        let ack = decoder.next_frame().ok().flatten().and_then(|b| pb::UploadAck::decode(b).ok());
+        Ok(UploadReply { status, ack })
+    }
+}
+
+/// Sends `body` respecting the peer's flow-control window.
+async fn send_body(stream: &mut h2::SendStream<Bytes>, mut body: Bytes) -> Result<(), CommsError> {
+    if body.is_empty() {
+        stream.send_data(body, true)?;
+        return Ok(());
+    }
+    while !body.is_empty() {
+        stream.reserve_capacity(body.len());
+        let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await;
+        let n = match granted {
+            Some(n) => n?,
+            None => return Err(CommsError::Status { status: 0, message: "stream closed while sending".into() }),
+        };
+        if n == 0 {
+            continue;
+        }
+        let chunk = body.split_to(n.min(body.len()));
+        stream.send_data(chunk, body.is_empty())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The agent's life: connect to a frontend (random first, rotating on failure, backing
+//! off with jitter after each full round of URLs), hold the task stream, run what it
+//! pushes, and deliver every result until acknowledged, across reconnects.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::agent::comms::{self, CommsError, Connection, TaskStream};
+use crate::agent::outbox::{OutItem, Outbox};
+use crate::agent::runner::Runner;
+use crate::agent::url::ServerUrl;
+use crate::limits::{AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN};
+use crate::protocol::pb::{self, upload_ack};
+
+/// Flow ids remembered so a task pushed twice (queue scan + notification, reconnect)
+/// runs once. Bounded: the oldest are forgotten first.
+const MAX_REMEMBERED_FLOWS: usize = 10_000;
+/// Tasks received but not yet run, at most; beyond it the stream is read no further.
+const MAX_QUEUED_TASKS: usize = 256;
+/// Pause after the server says it is overloaded (503) before sending again.
+const OVERLOAD_PAUSE: Duration = Duration::from_secs(5);
+
+/// What loadgen (or a log) wants to know as the agent works. All default to nothing.
+pub trait Observer: Send + Sync + 'static {
+    fn connected(&self, _connect_time: Duration, _first: bool) {}
+    fn disconnected(&self, _why: &str) {}
+    fn task_received(&self, _task: &pb::Task) {}
+    fn uploaded(&self, _bytes: u64, _rows: u64) {}
+    fn flow_done(&self, _flow_id: &str, _rows: u64) {}
+    fn error(&self, _what: &str) {}
+}
+
+pub struct AgentOptions {
+    pub urls: Vec<ServerUrl>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub local_ip: Option<IpAddr>,
+    pub info: pb::ClientInfo,
+    pub max_upload_bytes: u64,
+    /// Fault injection for tests and loadgen: drop the connection after every N-th
+    /// upload without taking its ack, so the item is resent after the reconnect. 0 = off.
+    pub drop_connection_every_uploads: u64,
+}
+
+/// State that outlives a connection.
+struct AgentState {
+    outbox: Outbox,
+    queue: VecDeque<pb::Task>,
+    seen: HashSet<String>,
+    seen_order: VecDeque<String>,
+}
+
+impl AgentState {
+    fn remember(&mut self, flow_id: &str) -> bool {
+        if !self.seen.insert(flow_id.to_string()) {
+            return false;
+        }
+        self.seen_order.push_back(flow_id.to_string());
+        if self.seen_order.len() > MAX_REMEMBERED_FLOWS {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Runs the agent until `stop` resolves.
+pub async fn run(
+    opts: AgentOptions,
+    runner: Arc<dyn Runner>,
+    observer: Arc<dyn Observer>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut state = AgentState {
+        outbox: Outbox::new(opts.max_upload_bytes),
+        queue: VecDeque::new(),
+        seen: HashSet::new(),
+        seen_order: VecDeque::new(),
+    };
+    let n = opts.urls.len();
+    let mut next = rand::thread_rng().gen_range(0..n);
+    let (mut failures_in_round, mut round, mut first) = (0usize, 0u32, true);
+    while !*stop.borrow() {
+        let url = &opts.urls[next % n];
+        match comms::connect(url, opts.tls.clone(), opts.local_ip).await {
+            Ok((conn, tasks)) => {
+                observer.connected(conn.connect_time, first);
+                first = false;
+                failures_in_round = 0;
+                round = 0;
+                let why = tokio::select! {
+                    why = session(&opts, conn, tasks, &mut state, &runner, observer.as_ref()) => why,
+                    _ = stop.changed() => "stopping".to_string(),
+                };
+                observer.disconnected(&why);
+            }
+            Err(e) => {
+                observer.error(&e.to_string());
+                next += 1;
+                failures_in_round += 1;
+                if failures_in_round >= n {
+                    failures_in_round = 0;
+                    let pause = backoff(round);
+                    round = round.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Full jitter over an exponential ceiling: a fleet that lost its frontend at once
+/// comes back spread out instead of in one wave.
+pub fn backoff(round: u32) -> Duration {
+    let ceiling = AGENT_BACKOFF_MIN.saturating_mul(1u32 << round.min(16)).min(AGENT_BACKOFF_MAX);
+    let ms = rand::thread_rng().gen_range(AGENT_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
+    Duration::from_millis(ms)
+}
+
+/// One connection: returns why it ended.
+async fn session(
+    opts: &AgentOptions,
+    mut conn: Connection,
+    tasks: TaskStream,
+    state: &mut AgentState,
+    runner: &Arc<dyn Runner>,
+    observer: &dyn Observer,
+) -> String {
+    let (tx, mut rx) = mpsc::channel::<pb::Task>(MAX_QUEUED_TASKS);
+    let reader = tokio::spawn(read_tasks(tasks, tx));
+    let _abort = AbortOnDrop(reader);
+    let info = pb::Upload { kind: Some(pb::upload::Kind::Info(opts.info.clone())) };
+    if let Err(e) = conn.upload(&info).await {
+        return format!("client info: {e}");
+    }
+    let mut uploads = 0u64;
+    loop {
+        while let Ok(task) = rx.try_recv() {
+            accept_task(state, task, observer);
+        }
+        if !state.outbox.is_empty() {
+            uploads += 1;
+            let every = opts.drop_connection_every_uploads;
+            if every > 0 && uploads % every == 0 {
+                let item = state.outbox.front().expect("outbox is not empty").to_upload();
+                let _ = conn.upload(&item).await;
+                return "injected disconnect before the ack".to_string();
+            }
+            if let Err(e) = deliver_front(&mut conn, state, observer).await {
+                return e.to_string();
+            }
+            continue;
+        }
+        if let Some(task) = state.queue.pop_front() {
+            let outputs = collect(runner.clone(), task.clone()).await;
+            state.outbox.add_flow(&task.flow_id, outputs);
+            continue;
+        }
+        match rx.recv().await {
+            Some(task) => accept_task(state, task, observer),
+            None => return "task stream ended".to_string(),
+        }
+    }
+}
+
+fn accept_task(state: &mut AgentState, task: pb::Task, observer: &dyn Observer) {
+    if state.remember(&task.flow_id) {
+        observer.task_received(&task);
+        state.queue.push_back(task);
+    }
+}
+
+async fn collect(runner: Arc<dyn Runner>, task: pb::Task) -> Vec<crate::agent::outbox::ArtifactOutput> {
+    if !runner.is_blocking() {
+        return runner.collect(&task);
+    }
+    tokio::task::spawn_blocking(move || runner.collect(&task)).await.unwrap_or_default()
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<pb::Task>) {
+    while let Ok(Some(msg)) = tasks.next().await {
+        if let Some(pb::server_message::Kind::Task(task)) = msg.kind {
+            if tx.send(task).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the outbox's front item and acts on the answer.
+async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: &dyn Observer) -> Result<(), CommsError> {
+    let item = state.outbox.front().expect("caller checked the outbox is not empty").clone();
+    let reply = conn.upload(&item.to_upload()).await?;
+    let (bytes, rows) = match &item {
+        OutItem::Batch(b) => (b.jsonl.len() as u64, b.row_count as u64),
+        OutItem::Status(_) => (0, 0),
+    };
+    let flow_id = match &item {
+        OutItem::Batch(b) => b.flow_id.clone(),
+        OutItem::Status(s) => s.flow_id.clone(),
+    };
+    match reply.status {
+        200 => {
+            let status = reply.ack.as_ref().map(|a| a.status).unwrap_or(upload_ack::Status::Ok as i32);
+            if status == upload_ack::Status::OutOfOrder as i32 {
+                // The server lacks batches this agent no longer holds: give the flow up.
+                observer.error(&format!("flow {flow_id}: server expects another batch; dropping the flow"));
+                state.outbox.drop_flow(&flow_id);
+                return Ok(());
+            }
+            state.outbox.pop_front();
+            observer.uploaded(bytes, rows);
+            if let OutItem::Status(s) = &item {
+                observer.flow_done(&s.flow_id, s.artifacts.iter().map(|a| a.rows).sum());
+            }
+        }
+        413 => state.outbox.split_front(),
+        503 | 408 => tokio::time::sleep(OVERLOAD_PAUSE).await,
+        status => {
+            let message = reply.ack.map(|a| a.message).unwrap_or_default();
+            observer.error(&format!("flow {flow_id}: server refused an upload ({status}): {message}"));
+            state.outbox.drop_flow(&flow_id);
+        }
+    }
+    Ok(())
+}

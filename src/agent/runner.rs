@@ -1,0 +1,44 @@
+//! What runs a task: the real agent's native artifacts, or loadgen's synthetic ones.
+
+use std::collections::BTreeMap;
+
+use crate::agent::outbox::ArtifactOutput;
+use crate::protocol::pb;
+
+pub trait Runner: Send + Sync + 'static {
+    /// Collects every artifact of the task. May block (it runs on a blocking thread
+    /// when `is_blocking` says so).
+    fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput>;
+    fn is_blocking(&self) -> bool;
+}
+
+/// Appends `row` as one JSONL line.
+pub fn push_row(jsonl: &mut Vec<u8>, row: &serde_json::Value) {
+    serde_json::to_writer(&mut *jsonl, row).expect("a JSON value always serialises");
+    jsonl.push(b'\n');
+}
+
+/// The real agent: artifacts read from this host.
+pub struct NativeRunner;
+
+impl Runner for NativeRunner {
+    fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput> {
+        task.artifacts
+            .iter()
+            .map(|request| {
+                let params: BTreeMap<String, String> = request.parameters.clone().into_iter().collect();
+                let mut jsonl = Vec::new();
+                let mut rows = 0u64;
+                let result = crate::agent::artifacts::collect(&request.name, &params, &mut |row| {
+                    push_row(&mut jsonl, &row);
+                    rows += 1;
+                });
+                ArtifactOutput { name: request.name.clone(), jsonl, rows, error: result.err().map(|e| e.to_string()) }
+            })
+            .collect()
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+}

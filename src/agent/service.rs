@@ -1,0 +1,80 @@
+//! The real agent process: identity from the writeback file, TLS from the client config,
+//! native artifacts, progress in the log; stops on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::run::{self, AgentOptions, Observer};
+use crate::agent::runner::NativeRunner;
+use crate::agent::url::ServerUrl;
+use crate::config::ClientConfig;
+use crate::protocol::pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("writeback: {0}")]
+    Writeback(#[from] crate::agent::writeback::WritebackError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::server::TlsConfigError),
+    #[error("config: {0}")]
+    Url(#[from] crate::agent::url::UrlError),
+}
+
+/// Logs what the agent does at the levels an operator needs.
+struct LogObserver;
+
+impl Observer for LogObserver {
+    fn connected(&self, connect_time: Duration, _first: bool) {
+        tracing::info!(?connect_time, "connected");
+    }
+    fn disconnected(&self, why: &str) {
+        tracing::warn!("disconnected: {why}");
+    }
+    fn task_received(&self, task: &pb::Task) {
+        tracing::info!(flow = %task.flow_id, artifacts = task.artifacts.len(), "task received");
+    }
+    fn flow_done(&self, flow_id: &str, rows: u64) {
+        tracing::info!(flow = %flow_id, rows, "flow delivered");
+    }
+    fn error(&self, what: &str) {
+        tracing::warn!("{what}");
+    }
+}
+
+/// Facts the agent reports about its host after every connect.
+pub fn host_info() -> pb::ClientInfo {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    pb::ClientInfo { hostname: read("/proc/sys/kernel/hostname"), os: "linux".into(), version: env!("CARGO_PKG_VERSION").into() }
+}
+
+pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
+    let identity = crate::agent::writeback::load_or_create(&config.client.writeback_path)?;
+    println!("packhunt client {} starting", identity.client_id());
+    let tls = crate::tls::client::agent_client_config(
+        &config.client.ca_certificate,
+        identity.rustls_cert_chain(),
+        identity.rustls_private_key(),
+    )?;
+    let urls = config.client.server_urls.iter().map(|u| ServerUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    let opts = AgentOptions { urls, tls, local_ip: None, info: host_info(), max_upload_bytes: config.client.max_upload_bytes, drop_connection_every_uploads: 0 };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop().await;
+        let _ = stop_tx.send(true);
+    });
+    run::run(opts, Arc::new(NativeRunner), Arc::new(LogObserver), stop_rx).await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,91 @@
+//! The GUI/API server. It runs on the priority executor (or, in the `shared` baseline,
+//! on agent shard 0) and reaches agent shards only through the notifier: it writes
+//! requests to the datastore and says "client C has new work"; it never touches a
+//! session.
+
+pub mod auth;
+pub mod gui;
+pub mod presence;
+pub mod routes;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_rustls::TlsAcceptor;
+use glommio::net::TcpListener;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::config::ServerConfig;
+use crate::datastore::Datastore;
+use crate::shard::ctx::ShutdownSignal;
+use crate::shard::mesh::Notifier;
+
+/// What every API request can reach.
+pub struct ApiCtx {
+    pub config: Arc<ServerConfig>,
+    pub datastore: Datastore,
+    pub notifier: Notifier,
+    pub presence: Rc<presence::Presence>,
+    pub auth: auth::Authenticator,
+    pub frontend_name: String,
+}
+
+/// Runs hyper's connection futures on the current glommio executor.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        glommio::spawn_local(fut).detach();
+    }
+}
+
+pub fn bind(config: &ServerConfig) -> std::io::Result<TcpListener> {
+    TcpListener::bind((config.gui.bind_address.as_str(), config.gui.port)).map_err(std::io::Error::from)
+}
+
+/// Accepts GUI/API connections until shutdown.
+pub async fn serve(ctx: Rc<ApiCtx>, listener: TcpListener, tls: TlsAcceptor, shutdown: ShutdownSignal) {
+    use futures::future::{self, Either};
+    let mut shutdown = shutdown;
+    loop {
+        let accept = listener.accept();
+        futures::pin_mut!(accept);
+        let stream = match future::select(accept, shutdown).await {
+            Either::Left((Ok(stream), signal)) => {
+                shutdown = signal;
+                stream
+            }
+            Either::Left((Err(e), signal)) => {
+                shutdown = signal;
+                tracing::warn!("GUI accept failed: {e}");
+                glommio::timer::sleep(crate::limits::ACCEPT_BACKOFF_ON_EMFILE).await;
+                continue;
+            }
+            Either::Right(_) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (ctx, tls) = (ctx.clone(), tls.clone());
+        glommio::spawn_local(async move {
+            let Ok(tls_stream) = tls.accept(stream).await else { return };
+            let io = TokioIo::new(tls_stream.compat());
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(routes::handle(&ctx, req).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
+            builder.http1().header_read_timeout(None);
+            if let Err(e) = builder.serve_connection(io, service).await {
+                tracing::debug!("GUI connection ended: {e}");
+            }
+        })
+        .detach();
+    }
+}
+
+pub type ApiResponse = hyper::Response<Full<Bytes>>;

@@ -1,0 +1,352 @@
+//! GUI/API routes (DESIGN.md, "API shapes"). Every route needs a user; writes need the
+//! administrator role. Errors are `{"error": "..."}` with the status that says whose
+//! fault it was.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{ApiCtx, ApiResponse};
+use crate::config::Role;
+use crate::datastore::{self, ArtifactName, ArtifactRequestDoc, DatastoreError, Fault, FlowRequest, FlowState, FlowStatusDoc};
+use crate::ids::{ClientId, FlowId};
+use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_LIMIT, MAX_RESULT_PAGE_ROWS};
+use crate::metrics::{metrics, FlowEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is above {MAX_API_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Datastore(#[from] DatastoreError),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Datastore(e) if e.is_not_found() => StatusCode::NOT_FOUND,
+            Self::Datastore(e) => match e.fault() {
+                Fault::Agent => StatusCode::BAD_REQUEST,
+                Fault::Overload => StatusCode::SERVICE_UNAVAILABLE,
+                Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+}
+
+impl From<crate::ids::IdError> for ApiError {
+    fn from(e: crate::ids::IdError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+type ApiResult = Result<ApiResponse, ApiError>;
+
+pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse {
+    metrics().api_requests.fetch_add(1, Ordering::Relaxed);
+    let result = dispatch(ctx, req).await;
+    result.unwrap_or_else(|e| {
+        let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
+        if matches!(e, ApiError::Unauthorized) {
+            metrics().api_unauthorized.fetch_add(1, Ordering::Relaxed);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"packhunt\""));
+        }
+        resp
+    })
+}
+
+async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = ctx.auth.check(auth).ok_or(ApiError::Unauthorized)?;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method != Method::GET && principal.role != Role::Administrator {
+        return Err(ApiError::Forbidden(format!("user `{}` may only read", principal.user)));
+    }
+    match (&method, segments.as_slice()) {
+        (&Method::GET, [""]) => Ok(html_response(crate::api::gui::INDEX_HTML)),
+        (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
+        (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(StatusCode::OK, &crate::artifacts::catalogue_json())),
+        (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
+        (&Method::GET, ["api", "v1", "clients"]) => list_clients(ctx, &query),
+        (&Method::POST, ["api", "v1", "clients", id, "collections"]) => {
+            let client_id = ClientId::parse(id)?;
+            let body = read_body(req).await?;
+            create_collection(ctx, &client_id, &body).await
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "collections"]) => list_collections(ctx, &ClientId::parse(id)?),
+        (&Method::GET, ["api", "v1", "clients", id, "collections", flow]) => {
+            get_collection(ctx, &ClientId::parse(id)?, &FlowId::parse(flow)?)
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"]) => {
+            results(ctx, &ClientId::parse(id)?, &FlowId::parse(flow)?, &query)
+        }
+        _ => Err(ApiError::NotFound(format!("no route for {method} {}", shown(&path)))),
+    }
+}
+
+async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(req.into_body(), MAX_API_BODY_BYTES);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge),
+        Err(e) => Err(ApiError::BadRequest(format!("reading body: {e}"))),
+    }
+}
+
+fn frontends(ctx: &ApiCtx) -> ApiResponse {
+    let items = vec![json!({
+        "name": ctx.frontend_name,
+        "role": "master",
+        "connected_clients": ctx.presence.connected_count(),
+        "up": true,
+    })];
+    json_response(StatusCode::OK, &json!({ "items": items }))
+}
+
+fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
+    let search = query.get("search").map(String::as_str).unwrap_or("");
+    let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_LIMIT as u64) as usize;
+    let mut items = Vec::new();
+    let mut total = 0usize;
+    for client_id in datastore::list_clients(&ctx.datastore)? {
+        let info = datastore::read_client_info(&ctx.datastore.client(&client_id)).ok();
+        if !client_matches(&client_id, info.as_ref(), search) {
+            continue;
+        }
+        total += 1;
+        if items.len() >= limit {
+            continue;
+        }
+        let connected = ctx.presence.is_connected(&client_id);
+        let (hostname, os, labels, first_seen, last_seen) = match &info {
+            Some(i) => (i.hostname.clone(), i.os.clone(), i.labels.clone(), i.first_seen_ms, i.last_seen_ms),
+            None => (String::new(), String::new(), Vec::new(), 0, 0),
+        };
+        items.push(json!({
+            "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
+            "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
+            "frontend": if connected { json!(ctx.frontend_name) } else { json!(null) },
+        }));
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "items": items, "total": total })))
+}
+
+fn client_matches(id: &ClientId, info: Option<&datastore::ClientInfoDoc>, search: &str) -> bool {
+    if search.is_empty() || id.as_str().starts_with(search) {
+        return true;
+    }
+    let Some(info) = info else { return false };
+    match search.strip_prefix("label:") {
+        Some(label) => info.labels.iter().any(|l| l == label),
+        None => info.hostname.contains(search),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CollectionBody {
+    artifacts: Vec<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+}
+
+async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> ApiResult {
+    let body: CollectionBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let artifacts = crate::artifacts::validate_request(&body.artifacts, &body.parameters)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .into_iter()
+        .map(|(name, parameters)| Ok(ArtifactRequestDoc { name: ArtifactName::parse(&name)?, parameters }))
+        .collect::<Result<Vec<_>, DatastoreError>>()?;
+    let client = ctx.datastore.client(client_id);
+    if !client.path().exists() {
+        return Err(ApiError::NotFound(format!("client {client_id} has never connected")));
+    }
+    let flow_id = FlowId::random();
+    let now_us = now_us();
+    let request = FlowRequest {
+        flow_id: flow_id.clone(),
+        client_id: client_id.clone(),
+        artifacts,
+        create_time_ms: now_us / 1000,
+        create_time_us: now_us,
+        hunt_id: None,
+    };
+    datastore::write_request(&client, &request)?;
+    datastore::write_status(&client, &FlowStatusDoc::scheduled(&request))?;
+    datastore::enqueue_task(&client, &flow_id)?;
+    metrics().flow(FlowEvent::Scheduled);
+    // Written to disk first, so an agent that connects at any moment finds it queued.
+    ctx.notifier.notify(client_id, &flow_id).await;
+    Ok(json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() })))
+}
+
+fn list_collections(ctx: &ApiCtx, client_id: &ClientId) -> ApiResult {
+    let client = ctx.datastore.client(client_id);
+    let mut items = Vec::new();
+    for flow_id in datastore::list_flows(&client)? {
+        if let Ok(doc) = live_status(ctx, client_id, &flow_id) {
+            items.push(status_json(&doc));
+        }
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+}
+
+fn get_collection(ctx: &ApiCtx, client_id: &ClientId, flow_id: &FlowId) -> ApiResult {
+    let doc = live_status(ctx, client_id, flow_id)?;
+    Ok(json_response(StatusCode::OK, &status_json(&doc)))
+}
+
+/// status.json, with rows counted from the result sets while the flow is in progress.
+fn live_status(ctx: &ApiCtx, client_id: &ClientId, flow_id: &FlowId) -> Result<FlowStatusDoc, ApiError> {
+    let client = ctx.datastore.client(client_id);
+    let dir = client.flow(flow_id);
+    let mut doc = datastore::read_status(&client, flow_id)?;
+    if doc.state == FlowState::InProgress {
+        let request = datastore::read_request(&client, flow_id)?;
+        doc.artifacts.clear();
+        let (mut rows, mut bytes) = (0, 0);
+        for a in &request.artifacts {
+            let s = datastore::summary(&dir.result_paths(&a.name))?;
+            rows += s.rows;
+            bytes += s.bytes;
+            doc.artifacts.push(datastore::ArtifactRowsDoc { name: a.name.clone(), rows: s.rows });
+        }
+        doc.total_rows = rows;
+        doc.total_bytes = bytes;
+    }
+    Ok(doc)
+}
+
+fn status_json(doc: &FlowStatusDoc) -> serde_json::Value {
+    serde_json::to_value(doc).expect("status documents serialise")
+}
+
+fn results(ctx: &ApiCtx, client_id: &ClientId, flow_id: &FlowId, query: &BTreeMap<String, String>) -> ApiResult {
+    let client = ctx.datastore.client(client_id);
+    let dir = client.flow(flow_id);
+    let request = datastore::read_request(&client, flow_id)?;
+    let artifact = match query.get("artifact") {
+        Some(a) => a.clone(),
+        None => request.artifacts.first().map(|a| a.name.to_string()).unwrap_or_default(),
+    };
+    if !request.artifacts.iter().any(|a| a.name.as_str() == artifact) {
+        return Err(ApiError::BadRequest(format!("flow {flow_id} did not collect `{}`", shown(&artifact))));
+    }
+    let start_row = parse_number(query, "start_row", 0)?;
+    let rows = parse_number(query, "rows", DEFAULT_RESULT_PAGE_ROWS)?.min(MAX_RESULT_PAGE_ROWS);
+    let (total, page) = datastore::read_rows(&dir.result_paths(&ArtifactName::parse(&artifact)?), start_row, rows)?;
+    // Rows go out as the agent sent them: spliced in, not re-encoded.
+    let mut out = Vec::with_capacity(64 + page.iter().map(|r| r.len() + 1).sum::<usize>());
+    out.extend_from_slice(format!("{{\"total_rows\":{total},\"start_row\":{start_row},\"rows\":[").as_bytes());
+    for (i, row) in page.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(row);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(out)))
+}
+
+fn parse_number(query: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, ApiError> {
+    match query.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer"))),
+    }
+}
+
+/// `a=1&b=x%20y` -> map; later keys win.
+pub fn parse_query(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex()) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn shown(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> ApiResponse {
+    bytes_response(status, "application/json", Bytes::from(serde_json::to_vec(value).expect("JSON values serialise")))
+}
+
+fn text_response(text: String) -> ApiResponse {
+    bytes_response(StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(text))
+}
+
+fn html_response(html: &'static str) -> ApiResponse {
+    bytes_response(StatusCode::OK, "text/html; charset=utf-8", Bytes::from_static(html.as_bytes()))
+}
+
+fn bytes_response(status: StatusCode, content_type: &str, body: Bytes) -> ApiResponse {
+    hyper::Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query("search=label%3Aprod&limit=5&x=a+b&bad=%zz&tail=%4");
+        assert_eq!(q["search"], "label:prod");
+        assert_eq!(q["limit"], "5");
+        assert_eq!(q["x"], "a b");
+        assert_eq!(q["bad"], "%zz");
+        assert_eq!(q["tail"], "%4");
+    }
+}

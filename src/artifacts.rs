@@ -1,0 +1,582 @@
+//! The built-in artifact catalogue, shared by the server API and the agent: which
+//! artifacts exist, their parameters with types and defaults, and the one parser that
+//! turns a collection request into typed, default-filled parameters.
+//!
+//! Owns: names, descriptions, parameter definitions, request validation and the JSON
+//! shape of `GET /api/v1/artifacts`. Must not: collect anything (that is
+//! `agent::artifacts`) or know about sessions, flows or the datastore.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+/// A collection request may name at most this many artifacts. The catalogue is far
+/// smaller; the cap keeps a hostile request from making us build a huge reply or task.
+/// Lives here rather than in `limits.rs` because it is a property of the request format,
+/// not an operator knob.
+pub const MAX_ARTIFACTS_PER_REQUEST: usize = 32;
+
+/// Longest string or glob parameter value. 4096 is Linux PATH_MAX: no glob that can
+/// match a real path is longer, and every parameter value travels in each task frame.
+pub const MAX_PARAMETER_VALUE_BYTES: usize = 4096;
+
+/// Longest slice of caller input echoed back in an error message: errors are shown to
+/// the caller and logged, and a 1 MiB artifact name must not become a 1 MiB log line.
+const MAX_ECHOED_INPUT_CHARS: usize = 200;
+
+const _: () = assert!(MAX_ARTIFACTS_PER_REQUEST >= CATALOGUE.len());
+
+pub const CLIENT_INFO: &str = "Generic.Client.Info";
+pub const PSLIST: &str = "Linux.Sys.Pslist";
+pub const USERS: &str = "Linux.Sys.Users";
+pub const NETSTAT: &str = "Linux.Network.Netstat";
+pub const FILES_GLOB: &str = "Generic.Files.Glob";
+pub const CLIENT_STATS: &str = "Generic.Client.Stats";
+pub const PROCESS_START: &str = "Linux.Events.ProcessStart";
+
+/// One built-in artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactDef {
+    /// Invariant: unique within the catalogue.
+    pub name: &'static str,
+    pub description: &'static str,
+    pub kind: ArtifactKind,
+    /// Invariant: parameter names are unique within one artifact.
+    pub parameters: &'static [ParamDef],
+}
+
+/// Collections run once and finish; event artifacts run for as long as the client event
+/// table lists them and are never part of a collection request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    Collection,
+    Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamDef {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// `None` makes the parameter required. Invariant: a default parses as `kind`.
+    pub default: Option<&'static str>,
+    pub kind: ParamKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Bool,
+    U64,
+    /// An absolute path pattern (`*`, `?`, `[...]`, `**`), expanded by the agent.
+    Glob,
+}
+
+/// Why an artifact request or collection failed. Every variant except `Io` is the
+/// caller's fault (the API answers 400); `Io` is the endpoint's (the flow records it).
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("no artifacts requested")]
+    EmptyRequest,
+    #[error("{count} artifacts requested, at most {max} allowed")]
+    TooManyArtifacts { count: usize, max: usize },
+    #[error("unknown artifact `{0}`")]
+    UnknownArtifact(String),
+    #[error("artifact `{0}` is requested more than once")]
+    DuplicateArtifact(String),
+    #[error("`{0}` is an event artifact: set it in the client event table, not a collection")]
+    EventArtifact(String),
+    #[error("parameters given for `{0}`, which is not in the artifact list")]
+    ParametersForUnrequested(String),
+    #[error("artifact `{artifact}` has no parameter `{parameter}`")]
+    UnknownParameter { artifact: String, parameter: String },
+    #[error("artifact `{artifact}` needs parameter `{parameter}`")]
+    MissingParameter { artifact: String, parameter: String },
+    #[error("artifact `{artifact}` parameter `{parameter}`: {reason}")]
+    BadParameter {
+        artifact: String,
+        parameter: String,
+        reason: String,
+    },
+    #[error("artifact `{artifact}` cannot run: {what}: {source}")]
+    Io {
+        artifact: String,
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl ArtifactError {
+    /// True when the request was wrong (HTTP 400), false when the endpoint failed.
+    pub fn is_caller_fault(&self) -> bool {
+        !matches!(self, ArtifactError::Io { .. })
+    }
+}
+
+/// A collection request after parsing: artifact name and its parameters with defaults
+/// filled, every value in its canonical string form (`"true"`, `"10000"`).
+pub type ResolvedRequest = Vec<(String, BTreeMap<String, String>)>;
+
+pub fn catalogue() -> &'static [ArtifactDef] {
+    CATALOGUE
+}
+
+pub fn find(name: &str) -> Option<&'static ArtifactDef> {
+    CATALOGUE.iter().find(|def| def.name == name)
+}
+
+/// Parses a collection request (`{"artifacts":[…],"parameters":{artifact:{param:value}}}`)
+/// into the artifacts in request order, each with every parameter filled in.
+pub fn validate_request(
+    artifacts: &[String],
+    parameters: &BTreeMap<String, BTreeMap<String, Value>>,
+) -> Result<ResolvedRequest, ArtifactError> {
+    if artifacts.is_empty() {
+        return Err(ArtifactError::EmptyRequest);
+    }
+    if artifacts.len() > MAX_ARTIFACTS_PER_REQUEST {
+        return Err(ArtifactError::TooManyArtifacts {
+            count: artifacts.len(),
+            max: MAX_ARTIFACTS_PER_REQUEST,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut defs = Vec::with_capacity(artifacts.len());
+    for name in artifacts {
+        let def = find_collectable(name)?;
+        if !seen.insert(def.name) {
+            return Err(ArtifactError::DuplicateArtifact(def.name.to_string()));
+        }
+        defs.push(def);
+    }
+    if let Some(stray) = parameters.keys().find(|name| !seen.contains(name.as_str())) {
+        return Err(ArtifactError::ParametersForUnrequested(echo(stray)));
+    }
+    let empty = BTreeMap::new();
+    let mut resolved = Vec::with_capacity(defs.len());
+    for def in defs {
+        let given = parameters.get(def.name).unwrap_or(&empty);
+        let mut as_strings = BTreeMap::new();
+        for (param_name, value) in given {
+            let param = lookup_param(def, param_name)?;
+            as_strings.insert(
+                param.name.to_string(),
+                json_to_param_string(def, param, value)?,
+            );
+        }
+        resolved.push((def.name.to_string(), resolve_params(def, &as_strings)?));
+    }
+    Ok(resolved)
+}
+
+/// The collectable artifact called `name`: unknown and event artifacts are errors.
+pub fn find_collectable(name: &str) -> Result<&'static ArtifactDef, ArtifactError> {
+    let def = find(name).ok_or_else(|| ArtifactError::UnknownArtifact(echo(name)))?;
+    match def.kind {
+        ArtifactKind::Collection => Ok(def),
+        ArtifactKind::Event => Err(ArtifactError::EventArtifact(def.name.to_string())),
+    }
+}
+
+/// Checks string parameters against `def` and fills in defaults. The agent runs this on
+/// what a task carries: the server validated it already, but the agent must not trust a
+/// peer's parsing (an older server, a replayed task) to decide how much disk it walks.
+pub fn resolve_params(
+    def: &ArtifactDef,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ArtifactError> {
+    for name in given.keys() {
+        lookup_param(def, name)?;
+    }
+    let mut resolved = BTreeMap::new();
+    for param in def.parameters {
+        let raw = match (given.get(param.name), param.default) {
+            (Some(value), _) => value.as_str(),
+            (None, Some(default)) => default,
+            (None, None) => {
+                return Err(ArtifactError::MissingParameter {
+                    artifact: def.name.to_string(),
+                    parameter: param.name.to_string(),
+                })
+            }
+        };
+        let canonical = param
+            .kind
+            .parse_str(raw)
+            .map_err(|reason| bad(def, param, reason))?;
+        resolved.insert(param.name.to_string(), canonical);
+    }
+    Ok(resolved)
+}
+
+impl ParamKind {
+    /// The name `GET /api/v1/artifacts` shows as a parameter's `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamKind::String => "string",
+            ParamKind::Bool => "bool",
+            ParamKind::U64 => "u64",
+            ParamKind::Glob => "glob",
+        }
+    }
+
+    /// Parses a string-form value into its canonical string, or says why it is wrong.
+    pub fn parse_str(self, raw: &str) -> Result<String, String> {
+        match self {
+            ParamKind::Bool => match raw {
+                "true" | "false" => Ok(raw.to_string()),
+                _ => Err("must be true or false".to_string()),
+            },
+            // `u64::from_str` accepts a leading `+`; a decimal string is digits only.
+            ParamKind::U64 if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) => {
+                Err("must be a non-negative integer".to_string())
+            }
+            ParamKind::U64 => raw
+                .parse::<u64>()
+                .map(|n| n.to_string())
+                .map_err(|_| format!("must be at most {}", u64::MAX)),
+            ParamKind::String => check_text(raw).map(|()| raw.to_string()),
+            ParamKind::Glob => check_glob(raw).map(|()| raw.to_string()),
+        }
+    }
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Collection => "collection",
+            ArtifactKind::Event => "event",
+        }
+    }
+}
+
+/// The body of `GET /api/v1/artifacts`.
+pub fn catalogue_json() -> Value {
+    let items: Vec<Value> = CATALOGUE.iter().map(artifact_json).collect();
+    json!({ "items": items })
+}
+
+fn artifact_json(def: &ArtifactDef) -> Value {
+    let parameters: Vec<Value> = def
+        .parameters
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "description": p.description,
+                "default": p.default,
+                "type": p.kind.as_str(),
+            })
+        })
+        .collect();
+    json!({
+        "name": def.name,
+        "description": def.description,
+        "kind": def.kind.as_str(),
+        "parameters": parameters,
+    })
+}
+
+fn lookup_param(def: &ArtifactDef, name: &str) -> Result<&'static ParamDef, ArtifactError> {
+    def.parameters
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ArtifactError::UnknownParameter {
+            artifact: def.name.to_string(),
+            parameter: echo(name),
+        })
+}
+
+/// JSON value -> string form. Bool and u64 take either their JSON type or its string,
+/// because scripts and HTML forms send both; strings and globs take only strings.
+fn json_to_param_string(
+    def: &ArtifactDef,
+    param: &ParamDef,
+    value: &Value,
+) -> Result<String, ArtifactError> {
+    let raw = match (param.kind, value) {
+        (_, Value::String(s)) => s.clone(),
+        (ParamKind::Bool, Value::Bool(b)) => b.to_string(),
+        (ParamKind::U64, Value::Number(n)) => match n.as_u64() {
+            Some(n) => n.to_string(),
+            None => return Err(bad(def, param, "must be a non-negative integer".into())),
+        },
+        (kind, _) => return Err(bad(def, param, format!("must be a {}", kind.as_str()))),
+    };
+    param
+        .kind
+        .parse_str(&raw)
+        .map_err(|reason| bad(def, param, reason))
+}
+
+fn check_text(raw: &str) -> Result<(), String> {
+    if raw.len() > MAX_PARAMETER_VALUE_BYTES {
+        return Err(format!("longer than {MAX_PARAMETER_VALUE_BYTES} bytes"));
+    }
+    if raw.contains('\0') {
+        return Err("contains a NUL byte".to_string());
+    }
+    Ok(())
+}
+
+/// Server-side sanity for a glob: the agent's expander is the full parser, but the
+/// mistakes an analyst actually makes (relative path, unclosed `[`) are cheaper to
+/// report at request time than as a failed flow minutes later.
+fn check_glob(raw: &str) -> Result<(), String> {
+    check_text(raw)?;
+    if !raw.starts_with('/') {
+        return Err("must be an absolute path pattern".to_string());
+    }
+    let mut rest = raw;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let members = rest.strip_prefix(['!', '^']).unwrap_or(rest);
+        // Same rule as the agent's expander: a class ends at the first `]` after at least
+        // one member, so `[]]` matches `]` and `[]` never closes.
+        let close = members.char_indices().skip(1).find(|&(_, c)| c == ']');
+        match close {
+            Some((at, _)) if !members[..at].contains('/') => rest = &members[at + 1..],
+            _ => return Err("unclosed `[` in the pattern".to_string()),
+        }
+    }
+    Ok(())
+}
+
+fn bad(def: &ArtifactDef, param: &ParamDef, reason: String) -> ArtifactError {
+    ArtifactError::BadParameter {
+        artifact: def.name.to_string(),
+        parameter: param.name.to_string(),
+        reason,
+    }
+}
+
+fn echo(input: &str) -> String {
+    input.chars().take(MAX_ECHOED_INPUT_CHARS).collect()
+}
+
+// A const, not a static, so the compile-time assertion above can count it.
+const CATALOGUE: &[ArtifactDef] = &[
+    ArtifactDef {
+        name: CLIENT_INFO,
+        description: "Host facts: hostname, OS, kernel release, architecture, boot time, \
+                      uptime and agent version.",
+        kind: ArtifactKind::Collection,
+        parameters: &[],
+    },
+    ArtifactDef {
+        name: PSLIST,
+        description: "Running processes from /proc: pid, parent, name, executable, command \
+                      line, user, state, resident memory and start time.",
+        kind: ArtifactKind::Collection,
+        parameters: &[],
+    },
+    ArtifactDef {
+        name: USERS,
+        description: "Local accounts from /etc/passwd.",
+        kind: ArtifactKind::Collection,
+        parameters: &[],
+    },
+    ArtifactDef {
+        name: NETSTAT,
+        description: "TCP sockets (IPv4 and IPv6) from /proc/net: addresses, ports, state, \
+                      owner uid and inode.",
+        kind: ArtifactKind::Collection,
+        parameters: &[],
+    },
+    ArtifactDef {
+        name: FILES_GLOB,
+        description: "Files matching a glob: path, size, mode, mtime, and optionally SHA-256.",
+        kind: ArtifactKind::Collection,
+        parameters: &[
+            ParamDef {
+                name: "pattern",
+                description: "Absolute path pattern; `*`, `?`, `[...]` match within one \
+                              path segment, `**` matches any number of directories.",
+                default: Some("/etc/*.conf"),
+                kind: ParamKind::Glob,
+            },
+            ParamDef {
+                name: "hash",
+                description: "Also compute the SHA-256 of each regular file.",
+                default: Some("false"),
+                kind: ParamKind::Bool,
+            },
+            ParamDef {
+                name: "max_results",
+                description: "Stop after this many matches.",
+                default: Some("10000"),
+                kind: ParamKind::U64,
+            },
+        ],
+    },
+    ArtifactDef {
+        name: CLIENT_STATS,
+        description: "Agent CPU and memory use, sampled periodically.",
+        kind: ArtifactKind::Event,
+        parameters: &[ParamDef {
+            name: "period_s",
+            description: "Seconds between samples.",
+            default: Some("10"),
+            kind: ParamKind::U64,
+        }],
+    },
+    ArtifactDef {
+        name: PROCESS_START,
+        description: "One row for each process started on the endpoint.",
+        kind: ArtifactKind::Event,
+        parameters: &[],
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    //! Goal: every documented request error is produced, valid requests come back with
+    //! defaults filled and values canonical, and the catalogue is self-consistent.
+    //! Method: call `validate_request` with hand-built requests and match error variants.
+
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn params(
+        artifact: &str,
+        pairs: &[(&str, Value)],
+    ) -> BTreeMap<String, BTreeMap<String, Value>> {
+        let inner = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        BTreeMap::from([(artifact.to_string(), inner)])
+    }
+
+    #[test]
+    fn valid_request_fills_defaults_in_request_order() {
+        let request = names(&[FILES_GLOB, CLIENT_INFO]);
+        let given = params(
+            FILES_GLOB,
+            &[("hash", json!(true)), ("max_results", json!("25"))],
+        );
+        let resolved = validate_request(&request, &given).unwrap();
+        assert_eq!(resolved.len(), 2);
+        assert_eq!(resolved[0].0, FILES_GLOB);
+        assert_eq!(resolved[0].1["pattern"], "/etc/*.conf");
+        assert_eq!(resolved[0].1["hash"], "true");
+        assert_eq!(resolved[0].1["max_results"], "25");
+        assert_eq!(resolved[1], (CLIENT_INFO.to_string(), BTreeMap::new()));
+    }
+
+    #[test]
+    fn bool_and_u64_accept_json_and_string_forms() {
+        for (hash, max) in [(json!(false), json!(7)), (json!("false"), json!("0007"))] {
+            let given = params(FILES_GLOB, &[("hash", hash), ("max_results", max)]);
+            let resolved = validate_request(&names(&[FILES_GLOB]), &given).unwrap();
+            assert_eq!(resolved[0].1["hash"], "false");
+            assert_eq!(resolved[0].1["max_results"], "7");
+        }
+    }
+
+    #[test]
+    fn empty_and_oversized_requests_are_refused() {
+        let none = BTreeMap::new();
+        assert!(matches!(
+            validate_request(&[], &none),
+            Err(ArtifactError::EmptyRequest)
+        ));
+        let many = vec![CLIENT_INFO.to_string(); MAX_ARTIFACTS_PER_REQUEST + 1];
+        let err = validate_request(&many, &none).unwrap_err();
+        assert!(matches!(
+            err,
+            ArtifactError::TooManyArtifacts { count: 33, max: 32 }
+        ));
+    }
+
+    #[test]
+    fn unknown_duplicate_and_event_artifacts_are_refused() {
+        let none = BTreeMap::new();
+        let err = validate_request(&names(&["Linux.Nope"]), &none).unwrap_err();
+        assert!(err.to_string().contains("Linux.Nope"), "{err}");
+        let err = validate_request(&names(&[PSLIST, USERS, PSLIST]), &none).unwrap_err();
+        assert!(matches!(err, ArtifactError::DuplicateArtifact(ref n) if n == PSLIST));
+        let err = validate_request(&names(&[CLIENT_STATS]), &none).unwrap_err();
+        assert!(err.to_string().contains("is an event artifact"), "{err}");
+        assert!(err.is_caller_fault());
+    }
+
+    #[test]
+    fn parameters_for_missing_artifact_and_unknown_parameter_are_refused() {
+        let given = params(FILES_GLOB, &[("pattern", json!("/tmp/*"))]);
+        let err = validate_request(&names(&[PSLIST]), &given).unwrap_err();
+        assert!(matches!(err, ArtifactError::ParametersForUnrequested(ref n) if n == FILES_GLOB));
+        let given = params(FILES_GLOB, &[("colour", json!("red"))]);
+        let err = validate_request(&names(&[FILES_GLOB]), &given).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(FILES_GLOB) && text.contains("colour"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_values_are_refused() {
+        let cases = [
+            ("hash", json!("yes")),
+            ("hash", json!(1)),
+            ("max_results", json!(-1)),
+            ("max_results", json!(1.5)),
+            ("max_results", json!("+5")),
+            ("max_results", json!("")),
+            ("max_results", json!("18446744073709551616")),
+            ("max_results", json!(true)),
+            ("pattern", json!(5)),
+            ("pattern", json!("etc/*.conf")),
+            ("pattern", json!("/etc/[ab.conf")),
+            (
+                "pattern",
+                json!(format!("/{}", "a".repeat(MAX_PARAMETER_VALUE_BYTES))),
+            ),
+        ];
+        for (name, value) in cases {
+            let given = params(FILES_GLOB, &[(name, value.clone())]);
+            let err = validate_request(&names(&[FILES_GLOB]), &given).unwrap_err();
+            let named = matches!(err, ArtifactError::BadParameter { ref parameter, .. }
+                if parameter == name);
+            assert!(named, "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn resolve_params_checks_agent_side_strings() {
+        let def = find(FILES_GLOB).unwrap();
+        let given = BTreeMap::from([("max_results".to_string(), "x".to_string())]);
+        assert!(matches!(
+            resolve_params(def, &given),
+            Err(ArtifactError::BadParameter { .. })
+        ));
+        let given = BTreeMap::from([("nope".to_string(), "1".to_string())]);
+        assert!(matches!(
+            resolve_params(def, &given),
+            Err(ArtifactError::UnknownParameter { .. })
+        ));
+    }
+
+    #[test]
+    fn catalogue_is_consistent_and_serialises() {
+        let mut seen = BTreeSet::new();
+        for def in catalogue() {
+            assert!(seen.insert(def.name), "duplicate {}", def.name);
+            // Every default must itself be a valid value, or a default request would fail.
+            resolve_params(def, &BTreeMap::new()).unwrap();
+        }
+        let body = catalogue_json();
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), catalogue().len());
+        let glob = items.iter().find(|i| i["name"] == FILES_GLOB).unwrap();
+        assert_eq!(glob["kind"], "collection");
+        assert_eq!(glob["parameters"][0]["name"], "pattern");
+        assert_eq!(glob["parameters"][0]["type"], "glob");
+        assert_eq!(glob["parameters"][0]["default"], "/etc/*.conf");
+        let stats = items.iter().find(|i| i["name"] == CLIENT_STATS).unwrap();
+        assert_eq!(stats["kind"], "event");
+    }
+}

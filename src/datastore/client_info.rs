@@ -1,0 +1,233 @@
+//! `clients/<client_id>/info.json`: what the server knows about an endpoint, and the
+//! list of known clients.
+//!
+//! Owns the document format and its atomic replacement; it must not decide what the
+//! agent's facts mean (labels, hunt conditions) or bound them: sessions cap what an
+//! agent may send before it gets here.
+
+use std::fs;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{ensure_dir, read_json, write_json};
+use super::path::{ClientDir, Datastore};
+use super::{io_error, serde_ids, DatastoreError};
+use crate::ids::ClientId;
+
+/// `info.json`. Field names match the API's client item (DESIGN.md, "API shapes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfoDoc {
+    #[serde(with = "serde_ids::client_id")]
+    pub client_id: ClientId,
+    pub hostname: String,
+    pub os: String,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub version: String,
+}
+
+/// Reads `info.json`; missing → `NotFound`, a document for another client → corrupt.
+pub fn read_client_info(client: &ClientDir) -> Result<ClientInfoDoc, DatastoreError> {
+    let path = client.info_json();
+    let doc: ClientInfoDoc = read_json(&path)?;
+    if &doc.client_id != client.id() {
+        return Err(DatastoreError::Corrupt {
+            path,
+            reason: "names another client".into(),
+        });
+    }
+    Ok(doc)
+}
+
+/// Replaces `info.json`, creating the client folder on first contact.
+pub fn write_client_info(client: &ClientDir, doc: &ClientInfoDoc) -> Result<(), DatastoreError> {
+    if &doc.client_id != client.id() {
+        return Err(DatastoreError::Mismatch {
+            what: "info.json client_id is not this client",
+        });
+    }
+    ensure_dir(client.path(), client.fsync_documents())?;
+    write_json(&client.info_json(), doc, client.fsync_documents())
+}
+
+/// Longest hostname, os or version kept from an agent, in characters: real values are
+/// far shorter (a DNS name is at most 253 bytes) and these are shown in the GUI.
+pub const MAX_CLIENT_FACT_CHARS: usize = 256;
+
+/// Records that the agent connected now with these facts: creates `info.json` on first
+/// contact (first_seen = now), otherwise updates facts and last_seen and keeps labels
+/// and first_seen. Facts are cut to [`MAX_CLIENT_FACT_CHARS`]. An unreadable old
+/// document is replaced rather than blocking the agent (its labels are lost).
+pub fn record_seen(
+    client: &ClientDir,
+    hostname: &str,
+    os: &str,
+    version: &str,
+) -> Result<ClientInfoDoc, DatastoreError> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    record_seen_at(client, hostname, os, version, now_ms)
+}
+
+/// [`record_seen`] with the clock passed in.
+pub fn record_seen_at(
+    client: &ClientDir,
+    hostname: &str,
+    os: &str,
+    version: &str,
+    now_ms: u64,
+) -> Result<ClientInfoDoc, DatastoreError> {
+    let cut = |s: &str| s.chars().take(MAX_CLIENT_FACT_CHARS).collect::<String>();
+    let mut doc = match read_client_info(client) {
+        Ok(doc) => doc,
+        Err(err) if err.is_not_found() => first_contact(client, now_ms),
+        Err(DatastoreError::Document { .. } | DatastoreError::Corrupt { .. }) => {
+            first_contact(client, now_ms)
+        }
+        Err(err) => return Err(err),
+    };
+    doc.hostname = cut(hostname);
+    doc.os = cut(os);
+    doc.version = cut(version);
+    doc.last_seen_ms = doc.last_seen_ms.max(now_ms);
+    write_client_info(client, &doc)?;
+    Ok(doc)
+}
+
+fn first_contact(client: &ClientDir, now_ms: u64) -> ClientInfoDoc {
+    ClientInfoDoc {
+        client_id: client.id().clone(),
+        hostname: String::new(),
+        os: String::new(),
+        labels: Vec::new(),
+        first_seen_ms: now_ms,
+        last_seen_ms: now_ms,
+        version: String::new(),
+    }
+}
+
+/// Every client folder under `clients/`, sorted by id; anything whose name is not a
+/// valid client id, or that is not a folder, is skipped.
+pub fn list_clients(datastore: &Datastore) -> Result<Vec<ClientId>, DatastoreError> {
+    let dir = datastore.clients_dir();
+    let entries = fs::read_dir(&dir).map_err(io_error("list", &dir))?;
+    let mut clients = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error("list", &dir))?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| ClientId::parse(n).ok())
+        else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            clients.push(id);
+        }
+    }
+    clients.sort_unstable();
+    Ok(clients)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: &ClientId) -> ClientInfoDoc {
+        ClientInfoDoc {
+            client_id: id.clone(),
+            hostname: "web-01".into(),
+            os: "linux".into(),
+            labels: vec!["prod".into()],
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn info_round_trips_and_checks_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let id = ClientId::parse("C.0123456789abcdef").unwrap();
+        let client = ds.client(&id);
+        assert!(read_client_info(&client).unwrap_err().is_not_found());
+        let mut info = doc(&id);
+        write_client_info(&client, &info).unwrap();
+        assert_eq!(read_client_info(&client).unwrap(), info);
+        info.last_seen_ms = 99;
+        write_client_info(&client, &info).unwrap();
+        assert_eq!(read_client_info(&client).unwrap().last_seen_ms, 99);
+
+        let other = ClientId::parse("C.fedcba9876543210").unwrap();
+        assert!(matches!(
+            write_client_info(&client, &doc(&other)),
+            Err(DatastoreError::Mismatch { .. })
+        ));
+        // A document copied from another client's folder is not trusted.
+        let text = fs::read_to_string(client.info_json()).unwrap();
+        fs::write(
+            client.info_json(),
+            text.replace(id.as_str(), other.as_str()),
+        )
+        .unwrap();
+        assert!(matches!(
+            read_client_info(&client),
+            Err(DatastoreError::Corrupt { .. })
+        ));
+        fs::write(client.info_json(), text.replace(id.as_str(), "../../etc")).unwrap();
+        assert!(matches!(
+            read_client_info(&client),
+            Err(DatastoreError::Document { .. })
+        ));
+    }
+
+    #[test]
+    fn record_seen_creates_then_updates_keeping_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let id = ClientId::parse("C.0123456789abcdef").unwrap();
+        let client = ds.client(&id);
+        let first = record_seen_at(&client, "web-01", "linux", "0.1.0", 1_000).unwrap();
+        assert_eq!((first.first_seen_ms, first.last_seen_ms), (1_000, 1_000));
+        assert_eq!(read_client_info(&client).unwrap(), first);
+
+        let mut labelled = first.clone();
+        labelled.labels = vec!["prod".into()];
+        write_client_info(&client, &labelled).unwrap();
+        let long = "h".repeat(10_000);
+        let second = record_seen_at(&client, &long, "linux", "0.2.0", 5_000).unwrap();
+        assert_eq!((second.first_seen_ms, second.last_seen_ms), (1_000, 5_000));
+        assert_eq!(second.labels, ["prod"]);
+        assert_eq!(second.hostname.len(), MAX_CLIENT_FACT_CHARS);
+        assert_eq!(second.version, "0.2.0");
+
+        fs::write(client.info_json(), b"{").unwrap();
+        let repaired = record_seen_at(&client, "web-01", "linux", "0.2.0", 6_000).unwrap();
+        assert_eq!(read_client_info(&client).unwrap(), repaired);
+    }
+
+    #[test]
+    fn list_clients_skips_everything_that_is_not_a_client_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        assert!(list_clients(&ds).unwrap().is_empty());
+        let ids: Vec<ClientId> = ["C.00000000000000ff", "C.0123456789abcdef"]
+            .iter()
+            .map(|s| ClientId::parse(s).unwrap())
+            .collect();
+        for id in ids.iter().rev() {
+            write_client_info(&ds.client(id), &doc(id)).unwrap();
+        }
+        let clients = ds.clients_dir();
+        fs::create_dir(clients.join("C.0123456789ABCDEF")).unwrap();
+        fs::create_dir(clients.join("lost+found")).unwrap();
+        fs::write(clients.join("C.1111111111111111"), b"file").unwrap();
+        fs::write(clients.join("C.2222222222222222.tmp.0000000000000000"), b"").unwrap();
+        assert_eq!(list_clients(&ds).unwrap(), ids);
+    }
+}

@@ -1,0 +1,428 @@
+//! Flow documents and the per-client task queue.
+//!
+//! Owns `request.json` (what was asked) and `status.json` (where it stands) of one
+//! collection, the listing of a client's collections, and `tasks/`: one file per flow
+//! the agent has not picked up yet, so a task survives a frontend restart and is
+//! delivered by whichever frontend the agent reaches next. Documents are replaced
+//! atomically (`atomic.rs`). It must not decide state transitions; callers do.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{ensure_dir, read_json, write_atomic, write_json};
+use super::path::{ArtifactName, ClientDir};
+use super::{io_error, serde_ids, DatastoreError};
+use crate::ids::{ClientId, FlowId};
+
+/// `request.json`: the collection as the API accepted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRequest {
+    #[serde(with = "serde_ids::flow_id")]
+    pub flow_id: FlowId,
+    #[serde(with = "serde_ids::client_id")]
+    pub client_id: ClientId,
+    pub artifacts: Vec<ArtifactRequestDoc>,
+    pub create_time_ms: u64,
+    /// Server wall clock at creation, µs: sent with the task so loadgen can measure
+    /// delivery latency (DESIGN.md, "API shapes").
+    pub create_time_us: u64,
+    #[serde(default)]
+    pub hunt_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRequestDoc {
+    pub name: ArtifactName,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowState {
+    Scheduled,
+    InProgress,
+    Finished,
+    Error,
+    Cancelled,
+}
+
+impl FlowState {
+    /// Finished, error and cancelled flows take no more batches.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Finished | Self::Error | Self::Cancelled)
+    }
+}
+
+/// `status.json`, also the body of `GET .../collections/{flow_id}` (DESIGN.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStatusDoc {
+    #[serde(with = "serde_ids::flow_id")]
+    pub flow_id: FlowId,
+    pub state: FlowState,
+    pub total_rows: u64,
+    pub total_bytes: u64,
+    pub artifacts: Vec<ArtifactRowsDoc>,
+    pub errors: Vec<String>,
+    pub create_time_ms: u64,
+    pub start_time_ms: Option<u64>,
+    pub finish_time_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRowsDoc {
+    pub name: ArtifactName,
+    pub rows: u64,
+}
+
+impl FlowStatusDoc {
+    /// The status of a flow that was just requested.
+    pub fn scheduled(request: &FlowRequest) -> Self {
+        Self {
+            flow_id: request.flow_id.clone(),
+            state: FlowState::Scheduled,
+            total_rows: 0,
+            total_bytes: 0,
+            artifacts: request
+                .artifacts
+                .iter()
+                .map(|a| ArtifactRowsDoc {
+                    name: a.name.clone(),
+                    rows: 0,
+                })
+                .collect(),
+            errors: Vec::new(),
+            create_time_ms: request.create_time_ms,
+            start_time_ms: None,
+            finish_time_ms: None,
+        }
+    }
+}
+
+/// Writes `request.json`, creating the flow folder. The request must be this client's.
+pub fn write_request(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
+    if &request.client_id != client.id() {
+        return Err(DatastoreError::Mismatch {
+            what: "request.json client_id is not this client",
+        });
+    }
+    let flow = client.flow(&request.flow_id);
+    ensure_dir(flow.path(), flow.fsync_documents())?;
+    write_json(&flow.request_json(), request, flow.fsync_documents())
+}
+
+/// Reads `request.json`; a document naming another flow or client is corrupt.
+pub fn read_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest, DatastoreError> {
+    let path = client.flow(flow_id).request_json();
+    let request: FlowRequest = read_json(&path)?;
+    if &request.flow_id != flow_id || &request.client_id != client.id() {
+        return Err(DatastoreError::Corrupt {
+            path,
+            reason: "names another flow or client".into(),
+        });
+    }
+    Ok(request)
+}
+
+/// Replaces `status.json` of `status.flow_id`, creating the flow folder if needed.
+pub fn write_status(client: &ClientDir, status: &FlowStatusDoc) -> Result<(), DatastoreError> {
+    let flow = client.flow(&status.flow_id);
+    ensure_dir(flow.path(), flow.fsync_documents())?;
+    write_json(&flow.status_json(), status, flow.fsync_documents())
+}
+
+/// Reads `status.json`; a document naming another flow is corrupt.
+pub fn read_status(client: &ClientDir, flow_id: &FlowId) -> Result<FlowStatusDoc, DatastoreError> {
+    let path = client.flow(flow_id).status_json();
+    let status: FlowStatusDoc = read_json(&path)?;
+    if &status.flow_id != flow_id {
+        return Err(DatastoreError::Corrupt {
+            path,
+            reason: "names another flow".into(),
+        });
+    }
+    Ok(status)
+}
+
+/// The client's flows, newest first (by request create time; flows whose request is
+/// missing or unreadable sort last, still listed so they can be inspected). Entries
+/// that are not flow folders (temp files, junk) are skipped.
+pub fn list_flows(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
+    let dir = client.collections_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("list", &dir)(e)),
+    };
+    let mut flows: Vec<(u64, u64, FlowId)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error("list", &dir))?;
+        let Some(flow_id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| FlowId::parse(n).ok())
+        else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let (ms, us) =
+            read_request(client, &flow_id).map_or((0, 0), |r| (r.create_time_ms, r.create_time_us));
+        flows.push((ms, us, flow_id));
+    }
+    flows.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(flows.into_iter().map(|(_, _, id)| id).collect())
+}
+
+/// Queues `flow_id` for the agent: `tasks/<flow_id>` (content: the id, for humans).
+/// Idempotent.
+pub fn enqueue_task(client: &ClientDir, flow_id: &FlowId) -> Result<(), DatastoreError> {
+    ensure_dir(&client.tasks_dir(), client.fsync_documents())?;
+    write_atomic(
+        &client.task_path(flow_id),
+        flow_id.as_str().as_bytes(),
+        client.fsync_documents(),
+    )
+}
+
+/// Flows queued for the agent, oldest first (file mtime, then id). Files that are not
+/// a flow id (temp files of an unfinished enqueue, junk) are skipped.
+pub fn pending_tasks(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
+    let dir = client.tasks_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("list", &dir)(e)),
+    };
+    let mut tasks: Vec<(SystemTime, FlowId)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error("list", &dir))?;
+        let Some(flow_id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| FlowId::parse(n).ok())
+        else {
+            continue;
+        };
+        // A task removed between listing and stat is simply no longer pending.
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            tasks.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), flow_id));
+        }
+    }
+    tasks.sort_unstable();
+    Ok(tasks.into_iter().map(|(_, id)| id).collect())
+}
+
+/// Dequeues `flow_id`. Returns whether it was pending; removing twice is fine (an
+/// agent may take the task on two frontends in turn).
+pub fn remove_task(client: &ClientDir, flow_id: &FlowId) -> Result<bool, DatastoreError> {
+    let path = client.task_path(flow_id);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error("remove", &path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::path::Datastore;
+
+    fn setup() -> (tempfile::TempDir, ClientDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), true).unwrap();
+        let client = ds.client(&ClientId::parse("C.0123456789abcdef").unwrap());
+        (dir, client)
+    }
+
+    fn request(client: &ClientDir, n: u64, create_time_ms: u64) -> FlowRequest {
+        let mut parameters = BTreeMap::new();
+        parameters.insert("pattern".to_string(), "/etc/*.conf".to_string());
+        FlowRequest {
+            flow_id: FlowId::parse(&format!("F.{n:016X}")).unwrap(),
+            client_id: client.id().clone(),
+            artifacts: vec![ArtifactRequestDoc {
+                name: ArtifactName::parse("Generic.Files.Glob").unwrap(),
+                parameters,
+            }],
+            create_time_ms,
+            create_time_us: create_time_ms * 1000,
+            hunt_id: None,
+        }
+    }
+
+    #[test]
+    fn request_and_status_round_trip() {
+        let (_dir, client) = setup();
+        let req = request(&client, 1, 1_700_000_000_000);
+        write_request(&client, &req).unwrap();
+        assert_eq!(read_request(&client, &req.flow_id).unwrap(), req);
+        let mut status = FlowStatusDoc::scheduled(&req);
+        write_status(&client, &status).unwrap();
+        assert_eq!(read_status(&client, &req.flow_id).unwrap(), status);
+        status.state = FlowState::Finished;
+        status.finish_time_ms = Some(5);
+        write_status(&client, &status).unwrap();
+        assert_eq!(
+            read_status(&client, &req.flow_id).unwrap().state,
+            FlowState::Finished
+        );
+        let missing = FlowId::parse("F.00000000000000FF").unwrap();
+        assert!(read_status(&client, &missing).unwrap_err().is_not_found());
+    }
+
+    // Goal: status.json is exactly the API's collection shape (DESIGN.md, "API shapes").
+    #[test]
+    fn status_json_has_the_api_shape() {
+        let (_dir, client) = setup();
+        let mut status = FlowStatusDoc::scheduled(&request(&client, 1, 9));
+        status.state = FlowState::InProgress;
+        let json: serde_json::Value = serde_json::to_value(&status).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want = [
+            "flow_id",
+            "state",
+            "total_rows",
+            "total_bytes",
+            "artifacts",
+            "errors",
+            "create_time_ms",
+            "start_time_ms",
+            "finish_time_ms",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(json["state"], "in_progress");
+        assert_eq!(json["flow_id"], "F.0000000000000001");
+        assert_eq!(
+            json["artifacts"][0],
+            serde_json::json!({"name": "Generic.Files.Glob", "rows": 0})
+        );
+        for (state, text) in [
+            (FlowState::Scheduled, "scheduled"),
+            (FlowState::Cancelled, "cancelled"),
+            (FlowState::Error, "error"),
+            (FlowState::Finished, "finished"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn hostile_documents_are_rejected_on_read() {
+        let (_dir, client) = setup();
+        let req = request(&client, 1, 1);
+        write_request(&client, &req).unwrap();
+        let path = client.flow(&req.flow_id).request_json();
+        let text = fs::read_to_string(&path).unwrap();
+        for (from, to) in [
+            ("Generic.Files.Glob", "../../etc"),
+            ("F.0000000000000001", "F.0000000000000002"),
+            ("C.0123456789abcdef", "C.fedcba9876543210"),
+            ("C.0123456789abcdef", "../x"),
+        ] {
+            fs::write(&path, text.replace(from, to)).unwrap();
+            assert!(read_request(&client, &req.flow_id).is_err(), "{to}");
+        }
+        let mut other = req.clone();
+        other.client_id = ClientId::parse("C.fedcba9876543210").unwrap();
+        assert!(matches!(
+            write_request(&client, &other),
+            Err(DatastoreError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn list_flows_is_newest_first_and_skips_junk() {
+        let (_dir, client) = setup();
+        for (n, t) in [(1, 100), (2, 300), (3, 200)] {
+            write_request(&client, &request(&client, n, t)).unwrap();
+        }
+        let cdir = client.collections_dir();
+        fs::create_dir(cdir.join("F.0000000000000009")).unwrap(); // no request.json yet
+        fs::create_dir(cdir.join("F.000000000000000a")).unwrap(); // not an id
+        fs::create_dir(cdir.join("..F.0000000000000004")).unwrap();
+        fs::write(cdir.join("F.0000000000000005"), b"a file, not a flow").unwrap();
+        fs::write(cdir.join("F.0000000000000006.tmp.0123456789abcdef"), b"").unwrap();
+        let ids: Vec<String> = list_flows(&client)
+            .unwrap()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "F.0000000000000002",
+                "F.0000000000000003",
+                "F.0000000000000001",
+                "F.0000000000000009"
+            ]
+        );
+        let (_dir2, empty) = setup();
+        assert!(list_flows(&empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn task_queue_enqueue_list_remove() {
+        let (_dir, client) = setup();
+        assert!(pending_tasks(&client).unwrap().is_empty());
+        let ids: Vec<FlowId> = (1..=3)
+            .map(|n| FlowId::parse(&format!("F.{n:016X}")).unwrap())
+            .collect();
+        for id in &ids {
+            enqueue_task(&client, id).unwrap();
+        }
+        enqueue_task(&client, &ids[0]).unwrap(); // idempotent
+        fs::write(
+            client
+                .tasks_dir()
+                .join("F.0000000000000007.tmp.00000000000000aa"),
+            b"",
+        )
+        .unwrap();
+        fs::write(client.tasks_dir().join("notes"), b"").unwrap();
+        let mut pending = pending_tasks(&client).unwrap();
+        pending.sort();
+        assert_eq!(pending, ids);
+        assert!(remove_task(&client, &ids[1]).unwrap());
+        assert!(!remove_task(&client, &ids[1]).unwrap());
+        let mut pending = pending_tasks(&client).unwrap();
+        pending.sort();
+        assert_eq!(pending, [ids[0].clone(), ids[2].clone()]);
+    }
+
+    // Goal: tasks come out oldest first. Method: set the mtimes explicitly (the kernel's
+    // coarse clock can give equal mtimes to quick successive writes).
+    #[test]
+    fn pending_tasks_are_oldest_first() {
+        let (_dir, client) = setup();
+        let ids: Vec<FlowId> = (1..=3)
+            .map(|n| FlowId::parse(&format!("F.{n:016X}")).unwrap())
+            .collect();
+        let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        for (id, age_s) in ids.iter().zip([10u64, 30, 20]) {
+            enqueue_task(&client, id).unwrap();
+            let file = fs::File::options()
+                .write(true)
+                .open(client.task_path(id))
+                .unwrap();
+            file.set_modified(base - std::time::Duration::from_secs(age_s))
+                .unwrap();
+        }
+        assert_eq!(
+            pending_tasks(&client).unwrap(),
+            [ids[1].clone(), ids[2].clone(), ids[0].clone()]
+        );
+    }
+}

@@ -1,0 +1,682 @@
+//! Where things live on disk: the ONLY place datastore paths are joined.
+//!
+//! Owns the layout of DESIGN.md ("Datastore layout"), the [`ArtifactName`] newtype and
+//! the sanitiser that turns an agent-side file path into a path strictly inside the
+//! flow's `uploads/`. Every component joined here is either a validated id
+//! ([`ClientId`], [`FlowId`], [`HuntId`]), a validated [`ArtifactName`], a constant, or
+//! the output of [`sanitise_upload_path`]; so nothing a client sends can name a path
+//! outside its own `clients/<client_id>/` folder. It does no io except
+//! [`Datastore::open`] creating the top-level folders.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use super::{io_error, shown, DatastoreError};
+use crate::ids::{ClientId, FlowId, HuntId};
+
+const CLIENTS_DIR: &str = "clients";
+const HUNTS_DIR: &str = "hunts";
+const SERVER_DIR: &str = "server";
+
+/// Longest artifact name. Catalogue names are ~30 characters; 128 leaves room and keeps
+/// `<name>.batches` far below NAME_MAX (255 bytes).
+pub const MAX_ARTIFACT_NAME_BYTES: usize = 128;
+/// Longest sanitised upload path component, in characters (all ASCII after
+/// sanitising): below NAME_MAX (255 bytes) with room for a suffix.
+pub const MAX_UPLOAD_COMPONENT_CHARS: usize = 200;
+/// Deepest sanitised upload path; deeper agent paths keep their last components, since
+/// the file name is the part an analyst needs.
+pub const MAX_UPLOAD_DEPTH: usize = 32;
+/// Longest sanitised upload path, in bytes, so that datastore root + flow folder +
+/// upload stays under Linux PATH_MAX (4096). 32 × 200 alone would exceed it.
+pub const MAX_UPLOAD_RELATIVE_BYTES: usize = 2048;
+
+const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS + 1 <= MAX_UPLOAD_RELATIVE_BYTES);
+const _: () = assert!(MAX_ARTIFACT_NAME_BYTES + ".batches".len() <= 255);
+
+/// The datastore root. Cheap to clone; carries the fsync setting so every document
+/// writer below it applies the same durability.
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    root: PathBuf,
+    fsync_documents: bool,
+}
+
+impl Datastore {
+    /// Opens (creating if needed) the datastore at `root`: `clients/`, `hunts/`, `server/`.
+    pub fn open(root: PathBuf, fsync_documents: bool) -> Result<Self, DatastoreError> {
+        for sub in [CLIENTS_DIR, HUNTS_DIR, SERVER_DIR] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io_error("create dir", &dir))?;
+        }
+        Ok(Self {
+            root,
+            fsync_documents,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn fsync_documents(&self) -> bool {
+        self.fsync_documents
+    }
+
+    pub fn clients_dir(&self) -> PathBuf {
+        self.root.join(CLIENTS_DIR)
+    }
+
+    pub fn hunts_dir(&self) -> PathBuf {
+        self.root.join(HUNTS_DIR)
+    }
+
+    pub fn server_dir(&self) -> PathBuf {
+        self.root.join(SERVER_DIR)
+    }
+
+    /// `hunts/<hunt_id>.json`.
+    pub fn hunt_path(&self, hunt: &HuntId) -> PathBuf {
+        self.hunts_dir().join(format!("{}.json", hunt.as_str()))
+    }
+
+    /// `clients/<client_id>/`; a handle only, nothing is created.
+    pub fn client(&self, id: &ClientId) -> ClientDir {
+        ClientDir {
+            id: id.clone(),
+            dir: self.clients_dir().join(id.as_str()),
+            fsync_documents: self.fsync_documents,
+        }
+    }
+}
+
+/// One client's folder. Invariant: `dir` is `<root>/clients/<id>`.
+#[derive(Debug, Clone)]
+pub struct ClientDir {
+    id: ClientId,
+    dir: PathBuf,
+    fsync_documents: bool,
+}
+
+impl ClientDir {
+    pub fn id(&self) -> &ClientId {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn fsync_documents(&self) -> bool {
+        self.fsync_documents
+    }
+
+    pub fn info_json(&self) -> PathBuf {
+        self.dir.join("info.json")
+    }
+
+    pub fn collections_dir(&self) -> PathBuf {
+        self.dir.join("collections")
+    }
+
+    /// `tasks/`: one file per flow the agent has not yet picked up.
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.dir.join("tasks")
+    }
+
+    pub fn task_path(&self, flow: &FlowId) -> PathBuf {
+        self.tasks_dir().join(flow.as_str())
+    }
+
+    /// `monitoring/<artifact>/<YYYY-MM-DD>.jsonl`, the UTC day of `unix_ms`.
+    pub fn monitoring_path(&self, artifact: &ArtifactName, unix_ms: u64) -> PathBuf {
+        let (year, month, day) = civil_date(unix_ms / 86_400_000);
+        let file = format!("{year:04}-{month:02}-{day:02}.jsonl");
+        self.dir
+            .join("monitoring")
+            .join(artifact.as_str())
+            .join(file)
+    }
+
+    /// `collections/<flow_id>/`; a handle only, nothing is created.
+    pub fn flow(&self, flow: &FlowId) -> FlowDir {
+        FlowDir {
+            id: flow.clone(),
+            client_id: self.id.clone(),
+            dir: self.collections_dir().join(flow.as_str()),
+            fsync_documents: self.fsync_documents,
+        }
+    }
+}
+
+/// One flow's folder. Invariant: `dir` is `<root>/clients/<client_id>/collections/<id>`.
+#[derive(Debug, Clone)]
+pub struct FlowDir {
+    id: FlowId,
+    client_id: ClientId,
+    dir: PathBuf,
+    fsync_documents: bool,
+}
+
+impl FlowDir {
+    pub fn id(&self) -> &FlowId {
+        &self.id
+    }
+
+    /// The client whose folder this flow lives in.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn fsync_documents(&self) -> bool {
+        self.fsync_documents
+    }
+
+    pub fn request_json(&self) -> PathBuf {
+        self.dir.join("request.json")
+    }
+
+    pub fn status_json(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+
+    pub fn results_dir(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.dir.join("uploads")
+    }
+
+    /// The three files of one artifact's result set.
+    pub fn result_paths(&self, artifact: &ArtifactName) -> ResultPaths {
+        let results = self.results_dir();
+        let name = artifact.as_str();
+        ResultPaths {
+            jsonl: results.join(format!("{name}.jsonl")),
+            index: results.join(format!("{name}.index")),
+            batches: results.join(format!("{name}.batches")),
+            results_dir: results,
+            sync: self.fsync_documents,
+        }
+    }
+
+    /// Where the agent's file `agent_path` is stored: always strictly inside
+    /// `uploads/` (see [`sanitise_upload_path`]).
+    pub fn upload_path(&self, agent_path: &str) -> Result<PathBuf, DatastoreError> {
+        let relative = sanitise_upload_path(agent_path)?;
+        // Paired check on the sanitiser's invariant: only plain components, at least one.
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if !plain || relative.as_os_str().is_empty() {
+            return Err(DatastoreError::BadUploadPath {
+                shown: shown(agent_path),
+                reason: "does not name a file",
+            });
+        }
+        Ok(self.uploads_dir().join(relative))
+    }
+}
+
+/// The files of one (flow, artifact) result set; see `resultset.rs` for their format.
+#[derive(Debug, Clone)]
+pub struct ResultPaths {
+    results_dir: PathBuf,
+    jsonl: PathBuf,
+    index: PathBuf,
+    batches: PathBuf,
+    sync: bool,
+}
+
+impl ResultPaths {
+    pub fn results_dir(&self) -> &Path {
+        &self.results_dir
+    }
+
+    pub fn jsonl(&self) -> &Path {
+        &self.jsonl
+    }
+
+    pub fn index(&self) -> &Path {
+        &self.index
+    }
+
+    pub fn batches(&self) -> &Path {
+        &self.batches
+    }
+
+    /// Whether appends are made durable before they are acknowledged (follows the
+    /// datastore's fsync setting).
+    pub fn sync(&self) -> bool {
+        self.sync
+    }
+}
+
+/// A validated artifact name, safe as a single path component.
+/// Invariant: matches `^[A-Za-z0-9]+(\.[A-Za-z0-9_]+)*$` and is at most 128 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArtifactName(String);
+
+impl ArtifactName {
+    pub fn parse(raw: &str) -> Result<Self, DatastoreError> {
+        match artifact_name_problem(raw) {
+            None => Ok(Self(raw.to_string())),
+            Some(reason) => Err(DatastoreError::BadName {
+                kind: "artifact name",
+                shown: shown(raw),
+                reason,
+            }),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn artifact_name_problem(raw: &str) -> Option<&'static str> {
+    if raw.is_empty() {
+        return Some("empty");
+    }
+    if raw.len() > MAX_ARTIFACT_NAME_BYTES {
+        return Some("longer than 128 bytes");
+    }
+    let mut segments = raw.split('.');
+    let first = segments.next().unwrap_or("");
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Some("must start with letters or digits");
+    }
+    let segment_ok =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !segments.all(segment_ok) {
+        return Some("segments after a dot must be non-empty letters, digits or _");
+    }
+    None
+}
+
+impl AsRef<str> for ArtifactName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<ArtifactName> for String {
+    fn from(name: ArtifactName) -> String {
+        name.0
+    }
+}
+
+/// Compare with raw names (e.g. from an upload) without parsing them first: equality
+/// with a valid name implies the raw name is valid too.
+impl PartialEq<str> for ArtifactName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ArtifactName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for ArtifactName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl fmt::Display for ArtifactName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for ArtifactName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ArtifactName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Turns an agent-side path (`/etc/passwd`, `C:\x\y`, `\\?\C:\x`, `../../x`) into a
+/// relative path of plain components: root, drive and device prefixes are dropped, as
+/// are empty, `.` and `..` components; any character outside `[A-Za-z0-9._-]` becomes
+/// `_`; components are cut to [`MAX_UPLOAD_COMPONENT_CHARS`]; only the last
+/// [`MAX_UPLOAD_DEPTH`] components (and at most [`MAX_UPLOAD_RELATIVE_BYTES`]) are kept.
+/// Different agent paths may map to the same result; that is accepted, never escaping is
+/// the point. Errors when nothing is left.
+pub fn sanitise_upload_path(agent_path: &str) -> Result<PathBuf, DatastoreError> {
+    let mut kept: VecDeque<String> = VecDeque::with_capacity(MAX_UPLOAD_DEPTH + 1);
+    for raw in strip_path_prefix(agent_path).split(['/', '\\']) {
+        if raw.is_empty() || raw == "." || raw == ".." {
+            continue;
+        }
+        kept.push_back(sanitise_component(raw));
+        if kept.len() > MAX_UPLOAD_DEPTH {
+            kept.pop_front();
+        }
+    }
+    let mut total_bytes: usize = kept.iter().map(|c| c.len() + 1).sum();
+    while total_bytes > MAX_UPLOAD_RELATIVE_BYTES {
+        // Cannot empty the deque: one component is at most 201 bytes (const-asserted).
+        total_bytes -= kept.pop_front().map_or(0, |c| c.len() + 1);
+    }
+    if kept.is_empty() {
+        return Err(DatastoreError::BadUploadPath {
+            shown: shown(agent_path),
+            reason: "no file name left after removing root, `.` and `..`",
+        });
+    }
+    Ok(kept.into_iter().collect())
+}
+
+/// Drops the Windows namespace prefixes (`\\?\UNC\`, `\\?\`, `\\.\`) and a drive
+/// letter (`C:`, also drive-relative `C:x`); a leading `/` needs no special case
+/// because empty components are dropped anyway.
+fn strip_path_prefix(agent_path: &str) -> &str {
+    let mut rest = agent_path;
+    for prefix in [r"\\?\UNC\", r"\\?\", r"\\.\", "//?/", "//./"] {
+        if let Some(stripped) = rest.strip_prefix(prefix) {
+            rest = stripped;
+            break;
+        }
+    }
+    let bytes = rest.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        rest = &rest[2..];
+    }
+    rest
+}
+
+fn sanitise_component(raw: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    raw.chars()
+        .take(MAX_UPLOAD_COMPONENT_CHARS)
+        .map(|c| if allowed(c) { c } else { '_' })
+        .collect()
+}
+
+/// `path` + `.tmp.<16 hex>` in the same folder, so the final rename stays on one
+/// filesystem. Ids and artifact names never contain `.tmp.` + 16 hex in a way that
+/// parses as an id, so listings skip these files.
+pub(crate) fn temp_sibling(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    let mut temp: OsString = name.to_os_string();
+    temp.push(format!(".tmp.{:016x}", rand::random::<u64>()));
+    Some(path.with_file_name(temp))
+}
+
+/// (year, month, day) of a count of days since 1970-01-01, proleptic Gregorian.
+/// Howard Hinnant's `civil_from_days` (chrono-compatible algorithms, public domain).
+fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
+    let z = days_since_epoch + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientId {
+        ClientId::parse("C.0123456789abcdef").unwrap()
+    }
+
+    fn flow() -> FlowId {
+        FlowId::parse("F.0123456789ABCDEF").unwrap()
+    }
+
+    // Goal: the layout is exactly DESIGN.md's. Method: build every path under a fake root.
+    #[test]
+    fn layout_matches_design() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().join("ds"), false).unwrap();
+        for sub in ["clients", "hunts", "server"] {
+            assert!(dir.path().join("ds").join(sub).is_dir(), "{sub}");
+        }
+        let c = ds.client(&client());
+        let base = dir.path().join("ds/clients/C.0123456789abcdef");
+        assert_eq!(c.info_json(), base.join("info.json"));
+        assert_eq!(c.task_path(&flow()), base.join("tasks/F.0123456789ABCDEF"));
+        let f = c.flow(&flow());
+        let fbase = base.join("collections/F.0123456789ABCDEF");
+        assert_eq!(f.path(), fbase);
+        assert_eq!(f.request_json(), fbase.join("request.json"));
+        assert_eq!(f.status_json(), fbase.join("status.json"));
+        let rp = f.result_paths(&ArtifactName::parse("Linux.Sys.Pslist").unwrap());
+        assert_eq!(rp.jsonl(), fbase.join("results/Linux.Sys.Pslist.jsonl"));
+        assert_eq!(rp.index(), fbase.join("results/Linux.Sys.Pslist.index"));
+        assert_eq!(rp.batches(), fbase.join("results/Linux.Sys.Pslist.batches"));
+        assert_eq!(
+            f.upload_path("/etc/passwd").unwrap(),
+            fbase.join("uploads/etc/passwd")
+        );
+        let hunt = HuntId::parse("H.0123456789ABCDEF").unwrap();
+        assert_eq!(
+            ds.hunt_path(&hunt),
+            dir.path().join("ds/hunts/H.0123456789ABCDEF.json")
+        );
+    }
+
+    #[test]
+    fn monitoring_path_uses_the_utc_day() {
+        let ds = Datastore {
+            root: PathBuf::from("/r"),
+            fsync_documents: false,
+        };
+        let c = ds.client(&client());
+        let a = ArtifactName::parse("Generic.Client.Stats").unwrap();
+        // 2024-02-29T23:59:59.999Z (a leap day) and the epoch.
+        let p = c.monitoring_path(&a, 1_709_251_199_999);
+        assert!(
+            p.ends_with("monitoring/Generic.Client.Stats/2024-02-29.jsonl"),
+            "{p:?}"
+        );
+        assert!(c.monitoring_path(&a, 0).ends_with("1970-01-01.jsonl"));
+        assert!(c
+            .monitoring_path(&a, 1_709_251_200_000)
+            .ends_with("2024-03-01.jsonl"));
+        assert!(c
+            .monitoring_path(&a, 951_782_400_000)
+            .ends_with("2000-02-29.jsonl"));
+    }
+
+    #[test]
+    fn artifact_names_are_validated() {
+        for good in [
+            "Generic.Client.Info",
+            "A",
+            "a1.b_c",
+            "X.Y_.Z9",
+            &"a".repeat(128),
+        ] {
+            assert!(ArtifactName::parse(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(129);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".a",
+            "a.",
+            "a..b",
+            "a/b",
+            "a\\b",
+            "_a",
+            "A_b.c",
+            "a.b-c",
+            "a b",
+            "é",
+            "a\0",
+            "../etc/passwd",
+            "a.b/../c",
+            &too_long,
+            "a.\u{202e}b",
+        ] {
+            let err = ArtifactName::parse(bad).unwrap_err();
+            assert!(matches!(err, DatastoreError::BadName { .. }), "{bad}");
+        }
+    }
+
+    #[test]
+    fn artifact_name_deserialising_validates() {
+        let ok: ArtifactName = serde_json::from_str("\"Linux.Sys.Pslist\"").unwrap();
+        assert_eq!(ok.as_str(), "Linux.Sys.Pslist");
+        assert!(serde_json::from_str::<ArtifactName>("\"../x\"").is_err());
+        assert_eq!(serde_json::to_string(&ok).unwrap(), "\"Linux.Sys.Pslist\"");
+        assert!(
+            ok == "Linux.Sys.Pslist" && ok != "Linux.Sys" && ok == "Linux.Sys.Pslist".to_string()
+        );
+    }
+
+    fn sanitised(raw: &str) -> String {
+        sanitise_upload_path(raw)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn sanitiser_maps_agent_paths() {
+        assert_eq!(sanitised("/etc/passwd"), "etc/passwd");
+        assert_eq!(sanitised(r"C:\x\y"), "x/y");
+        assert_eq!(sanitised("C:rel.txt"), "rel.txt");
+        assert_eq!(sanitised("../../x"), "x");
+        assert_eq!(sanitised("a/./b/../../c"), "a/b/c");
+        assert_eq!(
+            sanitised(r"\\?\C:\Windows\System32\cmd.exe"),
+            "Windows/System32/cmd.exe"
+        );
+        assert_eq!(sanitised(r"\\?\UNC\srv\share\f"), "srv/share/f");
+        assert_eq!(sanitised(r"\\srv\share\f"), "srv/share/f");
+        assert_eq!(sanitised("/tmp/a b/$x:y*?"), "tmp/a_b/_x_y__");
+        assert_eq!(sanitised("/home/é/..."), "home/_/...");
+        assert_eq!(sanitised("/x\0y/.. /~"), "x_y/.._/_");
+        assert_eq!(sanitised("//a//b//"), "a/b");
+    }
+
+    #[test]
+    fn sanitiser_rejects_paths_that_name_nothing() {
+        for raw in [
+            "",
+            "/",
+            "\\",
+            "..",
+            "../..",
+            "./././",
+            "C:",
+            r"C:\",
+            r"\\?\",
+            "//?/C:/..",
+        ] {
+            let err = sanitise_upload_path(raw).unwrap_err();
+            assert!(
+                matches!(err, DatastoreError::BadUploadPath { .. }),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sanitiser_caps_component_length_depth_and_total() {
+        let long = format!("/{}", "a".repeat(1000));
+        assert_eq!(sanitised(&long).len(), MAX_UPLOAD_COMPONENT_CHARS);
+        let deep: String = (0..100).map(|i| format!("/d{i}")).collect();
+        let p = sanitise_upload_path(&deep).unwrap();
+        assert_eq!(p.components().count(), MAX_UPLOAD_DEPTH);
+        assert!(p.ends_with("d99"), "the file name survives");
+        let wide: String = (0..32)
+            .map(|i| format!("/{i}{}", "w".repeat(300)))
+            .collect();
+        let p = sanitise_upload_path(&wide).unwrap();
+        assert!(p.as_os_str().len() <= MAX_UPLOAD_RELATIVE_BYTES);
+        // 10 components of 200 chars + separators fit in 2048 bytes; 11 do not.
+        assert_eq!(p.components().count(), 10);
+        assert!(p.to_str().unwrap().starts_with("22w"));
+        assert!(p.file_name().unwrap().to_str().unwrap().starts_with("31w"));
+    }
+
+    // Goal: whatever the agent sends, the upload lands strictly inside uploads/.
+    // Method: hostile fixed cases plus 20k random strings over a path-heavy alphabet.
+    #[test]
+    fn upload_paths_never_escape_uploads() {
+        use rand::{Rng, SeedableRng};
+        let ds = Datastore {
+            root: PathBuf::from("/r"),
+            fsync_documents: false,
+        };
+        let f = ds.client(&client()).flow(&flow());
+        let uploads = f.uploads_dir();
+        let alphabet: Vec<char> = "./\\:?*a\0 é~$C".chars().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut cases: Vec<String> = [
+            "../../../etc/shadow",
+            "/..",
+            "a/../../..",
+            r"..\..\x",
+            "....//....//x",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..24);
+            cases.push(
+                (0..len)
+                    .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                    .collect(),
+            );
+        }
+        for raw in &cases {
+            let Ok(p) = f.upload_path(raw) else { continue };
+            let rel = p.strip_prefix(&uploads).expect("inside uploads");
+            assert!(rel.components().count() >= 1, "{raw:?}");
+            assert!(
+                rel.components().all(|c| matches!(c, Component::Normal(_))),
+                "{raw:?} -> {p:?}"
+            );
+            let s = rel.to_str().unwrap();
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b)),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn temp_siblings_stay_in_the_folder() {
+        let p = Path::new("/a/b/status.json");
+        let t = temp_sibling(p).unwrap();
+        assert_eq!(t.parent(), p.parent());
+        assert!(t
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("status.json.tmp."));
+        assert_ne!(temp_sibling(p), temp_sibling(p));
+        assert!(temp_sibling(Path::new("/")).is_none());
+    }
+}

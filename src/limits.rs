@@ -1,0 +1,73 @@
+//! Every limit in one place: its default, its unit and why this value. The config
+//! (`config.rs`) takes its defaults from here; nothing else hard-codes a limit.
+
+use std::time::Duration;
+
+/// Largest single upload request (one result batch, file chunk or status).
+/// DESIGN.md: 5 MiB; above it the server answers 413 and the agent splits the batch.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Hard ceiling on `max_upload_bytes` a config may set: uploads are held in memory
+/// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
+pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Uploads processed at once per frontend. DESIGN.md: 2 × cores × 8.
+pub fn default_concurrency() -> u32 {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    2 * cores * 8
+}
+
+/// New agent connections accepted per second per frontend (DESIGN.md).
+pub const DEFAULT_MAX_CONNECTIONS_PER_SECOND: u32 = 200;
+
+/// Agents assigned to hunts per second, fleet-wide (DESIGN.md).
+pub const DEFAULT_HUNT_RECRUITMENT_PER_SECOND: u32 = 100;
+
+/// TLS handshake must finish within this (DESIGN.md: 10 s).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no request and no task for this long is closed (DESIGN.md: 10 min).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// One request (upload or API call) must complete within this (DESIGN.md: 60 s).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// glommio registers this much memory per shard for io_uring buffers. memlock is
+/// 8 MiB on the target box and glommio refuses below 512 KiB (DESIGN.md, "This machine").
+pub const DEFAULT_IO_MEMORY_BYTES: usize = 1024 * 1024;
+pub const MIN_IO_MEMORY_BYTES: usize = 512 * 1024;
+
+/// Open files a frontend may use; agents are refused (not crashed) above
+/// `max_open_files - RESERVED_FILES`. 20,000 is this box's hard limit; production raises it.
+pub const DEFAULT_MAX_OPEN_FILES: u64 = 20_000;
+/// Files kept back for result sets, the datastore and the API while agents hold the rest.
+pub const RESERVED_FILES: u64 = 512;
+
+/// How long an accept loop sleeps after EMFILE/ENFILE: the listener stays readable while
+/// the process is out of files, so retrying at once would spin a core.
+pub const ACCEPT_BACKOFF_ON_EMFILE: Duration = Duration::from_millis(100);
+
+/// Largest server->agent frame the agent accepts on its task stream. A task names a few
+/// artifacts and parameters; 1 MiB is far above any real one and caps a hostile length.
+pub const MAX_TASK_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Tasks queued per session before the push stream applies backpressure.
+pub const SESSION_TASK_QUEUE_LEN: usize = 1024;
+
+/// Cross-shard queues (priority shard <-> agent shards): bounded, see shard/mesh.rs.
+pub const MESH_QUEUE_LEN: usize = 65_536;
+
+/// A rows request may ask for at most this many rows in one page.
+pub const MAX_RESULT_PAGE_ROWS: u64 = 10_000;
+/// Default rows per page when the caller does not say.
+pub const DEFAULT_RESULT_PAGE_ROWS: u64 = 100;
+/// Clients listed per page at most.
+pub const MAX_CLIENT_LIST_LIMIT: usize = 10_000;
+
+/// Largest API request body (collection requests are small JSON documents).
+pub const MAX_API_BODY_BYTES: usize = 1024 * 1024;
+
+/// Agent reconnect backoff: starts here, doubles per failed round of URLs, capped.
+pub const AGENT_BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub const AGENT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+const _: () = assert!(MIN_IO_MEMORY_BYTES <= DEFAULT_IO_MEMORY_BYTES);
+const _: () = assert!(DEFAULT_MAX_UPLOAD_BYTES <= MAX_MAX_UPLOAD_BYTES);

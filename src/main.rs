@@ -1,0 +1,151 @@
+//! The `packhunt` command line: config generation, the frontend, the endpoint agent and
+//! the quickstart. The only place (with tests and loadgen) that uses anyhow.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use packhunt::config::{generate, ClientConfig, ServerConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "packhunt", version, about = "Thread-per-core frontend server for endpoint-visibility fleets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or extend a deployment's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a frontend: agent shards on the agent port, GUI/API on the GUI port.
+    Frontend {
+        /// server.config.toml written by `packhunt config generate`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an endpoint agent (Linux) that connects to the configured frontends.
+    Client {
+        /// client.config.toml written by `packhunt config generate`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Generate a config under ./packhunt-data if there is none, then start a master
+    /// frontend with the GUI and print how to reach it.
+    Quickstart {
+        /// Where the deployment lives.
+        #[arg(long, default_value = "packhunt-data")]
+        dir: PathBuf,
+        /// Also start this many local agents (separate processes) against the frontend.
+        #[arg(long, default_value_t = 0)]
+        clients: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write a CA, the master's certificate, server.config.toml, client.config.toml and
+    /// an `admin` user into a new folder.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// Host agents use to reach the master; goes into its certificate.
+        #[arg(long, default_value = "127.0.0.1")]
+        public_host: String,
+        #[arg(long, default_value_t = 8000)]
+        frontend_port: u16,
+        #[arg(long, default_value_t = 8889)]
+        gui_port: u16,
+        /// Password of the `admin` user; generated and printed once if not given.
+        #[arg(long, env = "PACKHUNT_ADMIN_PASSWORD")]
+        admin_password: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PACKHUNT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Config(ConfigCommand::Generate { out, public_host, frontend_port, gui_port, admin_password }) => {
+            let opts = generate::GenerateOptions { out_dir: out, public_host, frontend_port, gui_port, admin_password };
+            let generated = generate::generate(&opts)?;
+            print_generated(&generated);
+            Ok(())
+        }
+        Command::Frontend { config } => run_frontend(&config),
+        Command::Client { config } => run_client(&config),
+        Command::Quickstart { dir, clients } => quickstart(&dir, clients),
+    }
+}
+
+fn print_generated(g: &generate::Generated) {
+    println!("wrote {}", g.server_config_path.display());
+    println!("wrote {}", g.client_config_path.display());
+    if g.password_was_generated {
+        println!("admin password (shown once): {}", g.admin_password);
+    }
+}
+
+fn run_frontend(path: &std::path::Path) -> Result<()> {
+    let config = ServerConfig::load(path)?;
+    packhunt::shard::pool::run_frontend(Arc::new(config)).context("frontend failed")?;
+    Ok(())
+}
+
+fn run_client(path: &std::path::Path) -> Result<()> {
+    let config = ClientConfig::load(path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(packhunt::agent::service::run_from_config(config))?;
+    Ok(())
+}
+
+fn quickstart(dir: &std::path::Path, clients: usize) -> Result<()> {
+    let server_config = dir.join("server.config.toml");
+    if !server_config.exists() {
+        let opts = generate::GenerateOptions {
+            out_dir: dir.to_path_buf(),
+            public_host: "127.0.0.1".into(),
+            frontend_port: 8000,
+            gui_port: 8889,
+            admin_password: None,
+        };
+        let generated = generate::generate(&opts)?;
+        print_generated(&generated);
+        std::fs::write(dir.join("admin-password.txt"), format!("{}\n", generated.admin_password))
+            .context("saving the admin password")?;
+    }
+    let config = ServerConfig::load(&server_config)?;
+    println!("GUI: https://{}:{}/  (user admin, password in {})", config.gui.bind_address, config.gui.port, dir.join("admin-password.txt").display());
+    println!("agents: packhunt client --config {}", dir.join("client.config.toml").display());
+    let mut children = Vec::new();
+    for i in 0..clients {
+        let client_dir = dir.join(format!("client-{i}"));
+        std::fs::create_dir_all(&client_dir)?;
+        let client_config = client_dir.join("client.config.toml");
+        let mut cc = ClientConfig::load(&dir.join("client.config.toml"))?;
+        cc.client.writeback_path = PathBuf::from("client.writeback.toml");
+        packhunt::config::write_toml(&client_config, &cc)?;
+        let exe = std::env::current_exe()?;
+        children.push(std::process::Command::new(exe).arg("client").arg("--config").arg(&client_config).spawn()?);
+    }
+    if clients > 0 {
+        println!("started {clients} local agents");
+    }
+    let result = packhunt::shard::pool::run_frontend(Arc::new(config));
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if let Err(e) = result {
+        bail!("frontend failed: {e}");
+    }
+    Ok(())
+}

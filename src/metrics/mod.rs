@@ -1,0 +1,229 @@
+//! Process-wide counters and gauges, rendered in Prometheus text format by `GET /metrics`.
+//! One typed field per thing that can happen (vector-style events, not string keys), so
+//! a misspelt metric is a compile error. Relaxed atomics: each value is independent and
+//! only ever read for display. client_id is never a label.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Why an upload or connection was refused; the `reason` label of rejection counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    TooLarge,
+    BadFrame,
+    BadJsonl,
+    BadName,
+    NotYourFlow,
+    UnknownFlow,
+    FlowClosed,
+    Internal,
+    Overloaded,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 9] = [
+        Self::TooLarge,
+        Self::BadFrame,
+        Self::BadJsonl,
+        Self::BadName,
+        Self::NotYourFlow,
+        Self::UnknownFlow,
+        Self::FlowClosed,
+        Self::Internal,
+        Self::Overloaded,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::BadFrame => "bad_frame",
+            Self::BadJsonl => "bad_jsonl",
+            Self::BadName => "bad_name",
+            Self::NotYourFlow => "not_your_flow",
+            Self::UnknownFlow => "unknown_flow",
+            Self::FlowClosed => "flow_closed",
+            Self::Internal => "internal",
+            Self::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// Why an agent connection ended before or instead of serving; `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    OutOfFiles,
+    HandshakeFailed,
+    HandshakeTimeout,
+    NoClientCertificate,
+    Http2Failed,
+    IdleTimeout,
+}
+
+impl ConnectionRefusal {
+    pub const ALL: [ConnectionRefusal; 6] = [
+        Self::OutOfFiles,
+        Self::HandshakeFailed,
+        Self::HandshakeTimeout,
+        Self::NoClientCertificate,
+        Self::Http2Failed,
+        Self::IdleTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OutOfFiles => "out_of_files",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::NoClientCertificate => "no_client_certificate",
+            Self::Http2Failed => "http2_failed",
+            Self::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// Flow state transitions, counted once each as they are written to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    Scheduled,
+    Started,
+    Finished,
+    Errored,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicI64,
+    pub handshakes_completed: AtomicU64,
+    pub sessions_open: AtomicI64,
+    pub session_conflicts: AtomicU64,
+    pub tasks_pushed: AtomicU64,
+    pub notifications_sent: AtomicU64,
+    pub notifications_dropped: AtomicU64,
+    pub uploads_accepted: AtomicU64,
+    pub uploads_duplicate: AtomicU64,
+    pub uploads_out_of_order: AtomicU64,
+    pub upload_bytes: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub result_bytes_written: AtomicU64,
+    pub files_uploaded_bytes: AtomicU64,
+    pub api_requests: AtomicU64,
+    pub api_unauthorized: AtomicU64,
+    upload_rejections: [AtomicU64; RejectReason::ALL.len()],
+    connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
+    flow_events: [AtomicU64; 4],
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide registry.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    pub fn upload_rejected(&self, reason: RejectReason) {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        self.upload_rejections[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_refused(&self, reason: ConnectionRefusal) {
+        let i = ConnectionRefusal::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        self.connection_refusals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn flow(&self, event: FlowEvent) {
+        self.flow_events[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upload_rejections(&self, reason: RejectReason) -> u64 {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        self.upload_rejections[i].load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let counters: [(&str, &str, &AtomicU64); 15] = [
+            ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),
+            ("packhunt_handshakes_completed_total", "Agent mTLS handshakes completed", &self.handshakes_completed),
+            ("packhunt_session_conflicts_total", "Task streams opened for a client id that already had one", &self.session_conflicts),
+            ("packhunt_tasks_pushed_total", "Tasks pushed to agents", &self.tasks_pushed),
+            ("packhunt_notifications_sent_total", "Cross-shard work notifications sent", &self.notifications_sent),
+            ("packhunt_notifications_dropped_total", "Cross-shard work notifications dropped (queue full past deadline)", &self.notifications_dropped),
+            ("packhunt_uploads_accepted_total", "Upload requests accepted", &self.uploads_accepted),
+            ("packhunt_uploads_duplicate_total", "Result batches acknowledged as already written", &self.uploads_duplicate),
+            ("packhunt_uploads_out_of_order_total", "Result batches ahead of the expected sequence", &self.uploads_out_of_order),
+            ("packhunt_upload_bytes_total", "Upload request body bytes received", &self.upload_bytes),
+            ("packhunt_rows_written_total", "Result rows appended to the datastore", &self.rows_written),
+            ("packhunt_result_bytes_written_total", "Result bytes appended to the datastore", &self.result_bytes_written),
+            ("packhunt_file_upload_bytes_total", "Uploaded file bytes written", &self.files_uploaded_bytes),
+            ("packhunt_api_requests_total", "GUI/API requests served", &self.api_requests),
+            ("packhunt_api_unauthorized_total", "GUI/API requests refused for missing or wrong credentials", &self.api_unauthorized),
+        ];
+        for (name, help, value) in counters {
+            write_metric(&mut out, name, help, "counter", &[("", value.load(Ordering::Relaxed) as i64)]);
+        }
+        let gauges: [(&str, &str, &AtomicI64); 2] = [
+            ("packhunt_connections_open", "Agent connections open", &self.connections_open),
+            ("packhunt_sessions_open", "Agents with an open task stream", &self.sessions_open),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(&mut out, name, help, "gauge", &[("", value.load(Ordering::Relaxed))]);
+        }
+        let rejections: Vec<(String, i64)> = RejectReason::ALL
+            .iter()
+            .zip(&self.upload_rejections)
+            .map(|(r, v)| (format!("reason=\"{}\"", r.label()), v.load(Ordering::Relaxed) as i64))
+            .collect();
+        write_labelled(&mut out, "packhunt_upload_rejections_total", "Uploads refused, by reason", &rejections);
+        let refusals: Vec<(String, i64)> = ConnectionRefusal::ALL
+            .iter()
+            .zip(&self.connection_refusals)
+            .map(|(r, v)| (format!("reason=\"{}\"", r.label()), v.load(Ordering::Relaxed) as i64))
+            .collect();
+        write_labelled(&mut out, "packhunt_connection_refusals_total", "Agent connections ended early, by reason", &refusals);
+        let flows: Vec<(String, i64)> = ["scheduled", "in_progress", "finished", "error"]
+            .iter()
+            .zip(&self.flow_events)
+            .map(|(s, v)| (format!("state=\"{s}\""), v.load(Ordering::Relaxed) as i64))
+            .collect();
+        write_labelled(&mut out, "packhunt_flow_transitions_total", "Flows entering each state", &flows);
+        out
+    }
+}
+
+fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, values: &[(&str, i64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in values {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+fn write_labelled(out: &mut String, name: &str, help: &str, values: &[(String, i64)]) {
+    let borrowed: Vec<(&str, i64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    write_metric(out, name, help, "counter", &borrowed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_reason_with_its_count() {
+        let m = Metrics::default();
+        m.upload_rejected(RejectReason::TooLarge);
+        m.upload_rejected(RejectReason::TooLarge);
+        m.flow(FlowEvent::Finished);
+        let text = m.render();
+        assert!(text.contains("packhunt_upload_rejections_total{reason=\"too_large\"} 2"));
+        assert!(text.contains("packhunt_upload_rejections_total{reason=\"bad_jsonl\"} 0"));
+        assert!(text.contains("packhunt_flow_transitions_total{state=\"finished\"} 1"));
+        assert!(text.contains("# TYPE packhunt_connections_open gauge"));
+    }
+}

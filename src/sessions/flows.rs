@@ -1,0 +1,157 @@
+//! The flows one agent connection is writing: their requests, statuses and open result
+//! sets. Owned by the connection, so its files close when it ends and a flow is never
+//! held open by two connections of one shard. Everything is re-read from disk on open,
+//! because the agent may have written earlier batches through another frontend.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+
+use crate::datastore::{self, AppendOutcome, ArtifactName, ClientDir, FlowDir, FlowRequest, FlowState, FlowStatusDoc, ResultSet};
+use crate::ids::{ClientId, FlowId};
+use crate::metrics::{metrics, FlowEvent};
+use crate::protocol::pb;
+use crate::sessions::upload::UploadError;
+use crate::shard::ctx::ShardCtx;
+
+/// Largest file an agent may upload into one flow (offset + chunk).
+pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+pub enum BatchOutcome {
+    Written { rows: u64, next_seq: u64 },
+    Duplicate { next_seq: u64 },
+    OutOfOrder { next_seq: u64 },
+}
+
+struct OpenFlow {
+    client: ClientDir,
+    dir: FlowDir,
+    request: FlowRequest,
+    status: FlowStatusDoc,
+    sets: HashMap<String, ResultSet>,
+}
+
+#[derive(Default)]
+pub struct OpenFlows {
+    flows: HashMap<FlowId, OpenFlow>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl OpenFlows {
+    fn open(&mut self, ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) -> Result<&mut OpenFlow, UploadError> {
+        if !self.flows.contains_key(flow_id) {
+            let client = ctx.datastore.client(client_id);
+            let dir = client.flow(flow_id);
+            // The flow must exist under this client's own folder: an agent can only
+            // write into collections that were scheduled for it.
+            let request = datastore::read_request(&client, flow_id).map_err(|e| match e.is_not_found() {
+                true => UploadError::NotYourFlow { flow: flow_id.to_string(), client: client_id.clone() },
+                false => UploadError::Datastore(e),
+            })?;
+            let status = datastore::read_status(&client, flow_id)?;
+            self.flows.insert(flow_id.clone(), OpenFlow { client, dir, request, status, sets: HashMap::new() });
+        }
+        Ok(self.flows.get_mut(flow_id).expect("inserted above"))
+    }
+
+    pub fn append(
+        &mut self,
+        ctx: &ShardCtx,
+        client_id: &ClientId,
+        flow_id: &FlowId,
+        artifact: &str,
+        seq: u64,
+        jsonl: &[u8],
+    ) -> Result<BatchOutcome, UploadError> {
+        let flow = self.open(ctx, client_id, flow_id)?;
+        if !flow.request.artifacts.iter().any(|a| a.name.as_str() == artifact) {
+            return Err(UploadError::ArtifactNotRequested { flow: flow_id.clone(), artifact: datastore_shown(artifact) });
+        }
+        if !flow.sets.contains_key(artifact) {
+            let name = ArtifactName::parse(artifact)?;
+            let set = ResultSet::open(&flow.dir.result_paths(&name))?;
+            flow.sets.insert(artifact.to_string(), set);
+        }
+        let set = flow.sets.get_mut(artifact).expect("inserted above");
+        let closed = flow.status.state.is_terminal();
+        if closed && seq >= set.next_seq() {
+            return Err(UploadError::FlowClosed { flow: flow_id.clone(), state: format!("{:?}", flow.status.state).to_lowercase() });
+        }
+        let outcome = match set.append_batch(seq, jsonl)? {
+            AppendOutcome::Written { rows } => BatchOutcome::Written { rows, next_seq: set.next_seq() },
+            AppendOutcome::Duplicate => BatchOutcome::Duplicate { next_seq: set.next_seq() },
+            AppendOutcome::OutOfOrder { expected } => BatchOutcome::OutOfOrder { next_seq: expected },
+        };
+        if matches!(outcome, BatchOutcome::Written { .. }) && flow.status.state == FlowState::Scheduled {
+            flow.status.state = FlowState::InProgress;
+            flow.status.start_time_ms = Some(now_ms());
+            datastore::write_status(&flow.client, &flow.status)?;
+            metrics().flow(FlowEvent::Started);
+        }
+        Ok(outcome)
+    }
+
+    /// The agent says the flow is done: count what is on disk (not what the agent
+    /// claims), record any difference as an error, and close the flow.
+    pub fn finish(&mut self, ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, report: &pb::FlowStatus) -> Result<(), UploadError> {
+        let flow = self.open(ctx, client_id, flow_id)?;
+        if flow.status.state.is_terminal() {
+            self.flows.remove(flow_id);
+            return Ok(()); // a resent status: already recorded
+        }
+        let mut status = flow.status.clone();
+        status.errors.extend(report.errors.iter().take(100).map(|e| e.chars().take(1000).collect::<String>()));
+        let (mut total_rows, mut total_bytes) = (0u64, 0u64);
+        status.artifacts.clear();
+        for requested in &flow.request.artifacts {
+            let summary = datastore::summary(&flow.dir.result_paths(&requested.name))?;
+            total_rows += summary.rows;
+            total_bytes += summary.bytes;
+            if let Some(claimed) = report.artifacts.iter().find(|a| a.name == requested.name.as_str()) {
+                if claimed.rows != summary.rows {
+                    status.errors.push(format!("{}: agent sent {} rows, {} are stored", requested.name, claimed.rows, summary.rows));
+                }
+            }
+            status.artifacts.push(datastore::ArtifactRowsDoc { name: requested.name.clone(), rows: summary.rows });
+        }
+        let failed = report.state == pb::flow_status::State::Error as i32 || !status.errors.is_empty();
+        status.state = if failed { FlowState::Error } else { FlowState::Finished };
+        status.total_rows = total_rows;
+        status.total_bytes = total_bytes;
+        let now = now_ms();
+        status.start_time_ms.get_or_insert(now);
+        status.finish_time_ms = Some(now);
+        datastore::write_status(&flow.client, &status)?;
+        datastore::remove_task(&flow.client, flow_id)?;
+        metrics().flow(if failed { FlowEvent::Errored } else { FlowEvent::Finished });
+        self.flows.remove(flow_id);
+        Ok(())
+    }
+
+    /// Writes a chunk of an uploaded file into the flow's uploads/ folder.
+    pub fn write_file(&mut self, ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, chunk: &pb::FileChunk) -> Result<u64, UploadError> {
+        let flow = self.open(ctx, client_id, flow_id)?;
+        let path = flow.dir.upload_path(&chunk.path)?;
+        let end = chunk.offset.checked_add(chunk.data.len() as u64);
+        if end.is_none_or(|end| end > MAX_UPLOADED_FILE_BYTES) {
+            return Err(UploadError::TooLarge { max_bytes: MAX_UPLOADED_FILE_BYTES });
+        }
+        let io = |e: std::io::Error| UploadError::Datastore(datastore::DatastoreError::Io { op: "write upload", path: path.clone(), source: e });
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(io)?;
+        file.write_all_at(&chunk.data, chunk.offset).map_err(io)?;
+        if chunk.eof {
+            (&file).flush().map_err(io)?;
+        }
+        Ok(chunk.data.len() as u64)
+    }
+}
+
+fn datastore_shown(raw: &str) -> String {
+    raw.chars().take(64).collect()
+}

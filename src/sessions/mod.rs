@@ -1,0 +1,9 @@
+//! The server side of connected agents: which agents this shard holds (registry), the
+//! push stream that carries their tasks (tasks), and their uploads (upload, flows).
+//! Data flows one way: transport hands requests in, the datastore receives what they
+//! carry, and presence goes out to the priority executor.
+
+pub mod flows;
+pub mod registry;
+pub mod tasks;
+pub mod upload;

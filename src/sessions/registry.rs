@@ -1,0 +1,102 @@
+//! Agents connected to this shard: client id -> the sender of its task stream.
+//!
+//! One client id should have one live task stream. When a second one opens (a quick
+//! reconnect whose old TCP connection is not yet seen dead, or a cloned VM sharing a
+//! writeback), the newer stream wins and the older one is ended; each such takeover is
+//! counted in `packhunt_session_conflicts_total` so clones show up as a rising count.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::ids::{ClientId, FlowId};
+use crate::limits::SESSION_TASK_QUEUE_LEN;
+use crate::metrics::metrics;
+
+/// One agent's live task stream as the shard sees it.
+pub struct Live {
+    pub session_id: u64,
+    pub frames: LocalSender<Bytes>,
+    /// Flows already pushed on this stream, so a notification that races the queue
+    /// scan at connect time does not push a task twice.
+    pub delivered: Rc<RefCell<HashSet<FlowId>>>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    live: RefCell<HashMap<ClientId, Live>>,
+}
+
+/// What a newly registered stream gets: its frame receiver.
+pub struct Registration {
+    pub frames: LocalReceiver<Bytes>,
+    pub delivered: Rc<RefCell<HashSet<FlowId>>>,
+}
+
+impl Registry {
+    /// Registers a task stream; an older stream of the same client is ended.
+    pub fn register(&self, client_id: &ClientId, session_id: u64) -> Registration {
+        let (tx, rx) = local_channel::new_bounded(SESSION_TASK_QUEUE_LEN);
+        let delivered = Rc::new(RefCell::new(HashSet::new()));
+        let live = Live { session_id, frames: tx, delivered: delivered.clone() };
+        let old = self.live.borrow_mut().insert(client_id.clone(), live);
+        match old {
+            Some(old) => {
+                metrics().session_conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(client = %client_id, "second task stream for one client id; ending the older one");
+                // Dropping the only sender ends the older stream's pump.
+                drop(old);
+            }
+            None => {
+                metrics().sessions_open.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Registration { frames: rx, delivered }
+    }
+
+    /// Removes the stream if it is still the registered one for the client.
+    pub fn unregister(&self, client_id: &ClientId, session_id: u64) -> bool {
+        let mut live = self.live.borrow_mut();
+        if live.get(client_id).map(|l| l.session_id) == Some(session_id) {
+            live.remove(client_id);
+            metrics().sessions_open.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Queues a frame on the client's stream if it is connected here and the flow was
+    /// not pushed on this stream yet. Returns whether the frame was queued.
+    pub fn push(&self, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) -> bool {
+        let live = self.live.borrow();
+        let Some(session) = live.get(client_id) else { return false };
+        if !session.delivered.borrow_mut().insert(flow_id.clone()) {
+            return false;
+        }
+        // When the stream's queue is full the agent is not reading; the task stays
+        // queued on disk and is delivered on its next connect.
+        session.frames.try_send(frame).is_ok()
+    }
+
+    pub fn is_connected(&self, client_id: &ClientId) -> bool {
+        self.live.borrow().contains_key(client_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.borrow().is_empty()
+    }
+
+    /// Ends every stream (shutdown): their connections then drain and close.
+    pub fn close_all(&self) {
+        let ended = std::mem::take(&mut *self.live.borrow_mut());
+        metrics().sessions_open.fetch_sub(ended.len() as i64, Ordering::Relaxed);
+    }
+}

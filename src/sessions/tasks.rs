@@ -1,0 +1,119 @@
+//! The push channel: one long-lived response per agent that streams `ServerMessage`
+//! frames. Opening it registers the agent on this shard, announces its presence, and
+//! delivers every task queued on disk while it was away.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::future::{self, Either};
+use futures::pin_mut;
+use h2::server::SendResponse;
+
+use crate::datastore::{flow, DatastoreError};
+use crate::ids::{ClientId, FlowId};
+use crate::metrics::metrics;
+use crate::protocol::{framing, pb};
+use crate::shard::ctx::ShardCtx;
+use crate::shard::mesh::PresenceEvent;
+
+/// Builds the task frame for a queued flow from its request.json.
+pub fn task_frame(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) -> Result<Bytes, DatastoreError> {
+    let client = ctx.datastore.client(client_id);
+    let request = flow::read_request(&client, flow_id)?;
+    let task = pb::Task {
+        flow_id: flow_id.to_string(),
+        artifacts: request
+            .artifacts
+            .into_iter()
+            .map(|a| pb::ArtifactRequest { name: a.name.to_string(), parameters: a.parameters.into_iter().collect() })
+            .collect(),
+        create_time_us: request.create_time_us,
+        hunt_id: request.hunt_id.unwrap_or_default(),
+    };
+    Ok(framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Task(task)) }))
+}
+
+/// Pushes a flow to the client if it is connected to this shard.
+pub fn deliver(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) {
+    if !ctx.sessions.is_connected(client_id) {
+        return;
+    }
+    match task_frame(ctx, client_id, flow_id) {
+        Ok(frame) => {
+            if ctx.sessions.push(client_id, flow_id, frame) {
+                metrics().tasks_pushed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) => tracing::warn!(client = %client_id, flow = %flow_id, "cannot build task: {e}"),
+    }
+}
+
+/// Serves `GET /agent/v1/tasks` until the agent goes away or the shard stops.
+pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respond: SendResponse<Bytes>) {
+    let session_id = ctx.next_session_id();
+    let registration = ctx.sessions.register(&client_id, session_id);
+    let connected = PresenceEvent::Connected { client_id: client_id.clone(), shard: ctx.shard, session: session_id };
+    let _ = ctx.presence.send(connected).await;
+
+    let response = http::Response::builder()
+        .status(200)
+        .header("content-type", crate::protocol::CONTENT_TYPE)
+        .body(())
+        .expect("static response parts are valid");
+    if let Ok(mut stream) = respond.send_response(response, false) {
+        let hello = pb::Hello { client_id: client_id.to_string(), frontend: ctx.frontend_name.clone() };
+        let hello = framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Hello(hello)) });
+        if stream.send_data(hello, false).is_ok() {
+            deliver_pending(&ctx, &client_id);
+            pump(&registration.frames, &mut stream).await;
+        }
+    }
+
+    if ctx.sessions.unregister(&client_id, session_id) {
+        let gone = PresenceEvent::Disconnected { client_id, shard: ctx.shard, session: session_id };
+        let _ = ctx.presence.send(gone).await;
+    }
+}
+
+/// Tasks queued on disk while the agent was away (or before this stream registered).
+fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
+    let client = ctx.datastore.client(client_id);
+    match flow::pending_tasks(&client) {
+        Ok(flows) => flows.iter().for_each(|f| deliver(ctx, client_id, f)),
+        Err(e) => tracing::warn!(client = %client_id, "cannot list queued tasks: {e}"),
+    }
+}
+
+/// Forwards frames until the registry closes the queue or the agent resets the stream.
+async fn pump(frames: &glommio::channels::local_channel::LocalReceiver<Bytes>, stream: &mut h2::SendStream<Bytes>) {
+    enum Event {
+        Frame(Bytes),
+        Closed,
+        Reset,
+    }
+    loop {
+        let event = {
+            let next = frames.recv();
+            let reset = future::poll_fn(|cx| stream.poll_reset(cx));
+            pin_mut!(next, reset);
+            match future::select(next, reset).await {
+                Either::Left((Some(frame), _)) => Event::Frame(frame),
+                Either::Left((None, _)) => Event::Closed,
+                Either::Right(_) => Event::Reset,
+            }
+        };
+        match event {
+            Event::Frame(frame) => {
+                if stream.send_data(frame, false).is_err() {
+                    return;
+                }
+            }
+            Event::Closed => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Event::Reset => return,
+        }
+    }
+}

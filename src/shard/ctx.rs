@@ -1,0 +1,66 @@
+//! What one agent shard owns, shared by its tasks through `Rc`: the config, the
+//! datastore handle, the registry of agents connected to this shard, and the shutdown
+//! signal. Nothing here is reachable from another thread.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::{FutureExt, Shared};
+
+use crate::config::ServerConfig;
+use crate::datastore::Datastore;
+use crate::sessions::registry::Registry;
+use crate::shard::mesh::PresenceSender;
+
+/// Resolves once when the process is asked to stop.
+pub type ShutdownSignal = Shared<futures::channel::oneshot::Receiver<()>>;
+
+pub struct ShardCtx {
+    pub shard: usize,
+    pub config: Arc<ServerConfig>,
+    pub datastore: Datastore,
+    /// `host:port` of this frontend, as agents and the API name it.
+    pub frontend_name: String,
+    pub sessions: Registry,
+    pub presence: PresenceSender,
+    shutdown: ShutdownSignal,
+    next_session_id: Cell<u64>,
+}
+
+impl ShardCtx {
+    pub fn new(
+        shard: usize,
+        config: Arc<ServerConfig>,
+        datastore: Datastore,
+        frontend_name: String,
+        presence: PresenceSender,
+        shutdown: ShutdownSignal,
+    ) -> Rc<Self> {
+        Rc::new(Self {
+            shard,
+            config,
+            datastore,
+            frontend_name,
+            sessions: Registry::default(),
+            presence,
+            shutdown,
+            next_session_id: Cell::new(1),
+        })
+    }
+
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.shutdown.clone()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shutdown.clone().now_or_never().is_some()
+    }
+
+    /// A shard-unique session number; with the shard index it names one connection.
+    pub fn next_session_id(&self) -> u64 {
+        let id = self.next_session_id.get();
+        self.next_session_id.set(id + 1);
+        id
+    }
+}

@@ -1,0 +1,98 @@
+//! Bounded cross-shard queues between the priority executor and the agent shards.
+//!
+//! priority -> shard: `ShardMessage` (work notifications), one queue per shard; every
+//! shard gets every notification and acts only if it holds the agent, which leaves no
+//! window between an agent connecting and the priority executor learning where it is.
+//! When full: the sender waits up to `NOTIFY_SEND_DEADLINE`, then drops and counts
+//! (`packhunt_notifications_dropped_total`); the work itself is never lost because it
+//! is queued on disk first and the agent picks it up when it next connects.
+//!
+//! shard -> priority: `PresenceEvent` (who is connected where), one queue per shard.
+//! When full: the shard waits (presence must not be lost or the client list lies).
+
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+
+use glommio::{GlommioError, ResourceType};
+
+use crate::ids::{ClientId, FlowId};
+use crate::shard::deadline::with_deadline;
+use crate::limits::MESH_QUEUE_LEN;
+
+/// How long a notification may wait for room in a full shard queue.
+pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    /// New work was queued on disk for this client.
+    Notify { client_id: ClientId, flow_id: FlowId },
+}
+
+#[derive(Debug, Clone)]
+pub enum PresenceEvent {
+    Connected { client_id: ClientId, shard: usize, session: u64 },
+    Disconnected { client_id: ClientId, shard: usize, session: u64 },
+}
+
+/// The unconnected ends handed to one agent shard's thread.
+pub struct ShardEnds {
+    pub notifications: SharedReceiver<ShardMessage>,
+    pub presence: SharedSender<PresenceEvent>,
+}
+
+/// The unconnected ends handed to the priority executor's thread.
+pub struct PriorityEnds {
+    pub notifications: Vec<SharedSender<ShardMessage>>,
+    pub presence: Vec<SharedReceiver<PresenceEvent>>,
+}
+
+/// Builds the queues for `shards` agent shards.
+pub fn build(shards: usize) -> (PriorityEnds, Vec<ShardEnds>) {
+    let mut priority = PriorityEnds { notifications: Vec::new(), presence: Vec::new() };
+    let mut ends = Vec::new();
+    for _ in 0..shards {
+        let (ntx, nrx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
+        let (ptx, prx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
+        priority.notifications.push(ntx);
+        priority.presence.push(prx);
+        ends.push(ShardEnds { notifications: nrx, presence: ptx });
+    }
+    (priority, ends)
+}
+
+/// Connected senders from the priority executor to every shard.
+pub struct Notifier {
+    shards: Vec<ConnectedSender<ShardMessage>>,
+}
+
+impl Notifier {
+    pub async fn connect(ends: Vec<SharedSender<ShardMessage>>) -> Self {
+        let mut shards = Vec::with_capacity(ends.len());
+        for end in ends {
+            shards.push(end.connect().await);
+        }
+        Self { shards }
+    }
+
+    /// Tells every shard that `client_id` has new work; see the module doc for the policy.
+    pub async fn notify(&self, client_id: &ClientId, flow_id: &FlowId) {
+        let m = crate::metrics::metrics();
+        for shard in &self.shards {
+            let msg = ShardMessage::Notify { client_id: client_id.clone(), flow_id: flow_id.clone() };
+            let sent = match shard.try_send(msg) {
+                Ok(()) => true,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+                    with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg)).await.is_some_and(|r| r.is_ok())
+                }
+                Err(_) => false,
+            };
+            let counter = if sent { &m.notifications_sent } else { &m.notifications_dropped };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+pub type PresenceReceiver = ConnectedReceiver<PresenceEvent>;
+pub type NotificationReceiver = ConnectedReceiver<ShardMessage>;
+pub type PresenceSender = ConnectedSender<PresenceEvent>;

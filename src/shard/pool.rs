@@ -1,0 +1,176 @@
+//! Starts a frontend: one pinned glommio executor per agent shard, the priority
+//! executor for the GUI/API, the queues between them; then waits for SIGINT/SIGTERM
+//! and shuts everything down in order (stop accepting, finish uploads, close files).
+
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures_rustls::TlsAcceptor;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::api::{self, presence::Presence, ApiCtx};
+use crate::config::{GuiPriority, ServerConfig};
+use crate::datastore::Datastore;
+use crate::limits::MIN_IO_MEMORY_BYTES;
+use crate::shard::ctx::{ShardCtx, ShutdownSignal};
+use crate::shard::mesh::{self, Notifier, PriorityEnds, ShardEnds};
+use crate::tls::server::{agent_server_config, gui_server_config};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("datastore: {0}")]
+    Datastore(#[from] crate::datastore::DatastoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::server::TlsConfigError),
+    #[error("cannot start executor `{name}`: {message}")]
+    Executor { name: String, message: String },
+    #[error("cannot listen on {what}: {source}")]
+    Bind { what: String, source: std::io::Error },
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What each executor reports once its listeners are bound (or failed to).
+type Ready = Result<(), FrontendError>;
+
+/// Runs a master frontend until SIGINT/SIGTERM.
+pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
+    let datastore = Datastore::open(config.datastore.location.clone(), config.datastore.fsync_documents)?;
+    let agent_tls = TlsAcceptor::from(agent_server_config(&config.frontend.certificate, &config.frontend.private_key)?);
+    let gui_tls = TlsAcceptor::from(gui_server_config(&config.frontend.certificate, &config.frontend.private_key)?);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let shards = if config.frontend.shards == 0 { cores } else { config.frontend.shards };
+    let (priority_ends, shard_ends) = mesh::build(shards);
+    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+    let shutdown: ShutdownSignal = stop_rx.shared();
+    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+    let name = config.master_name();
+
+    let api = ApiSetup { config: config.clone(), datastore: datastore.clone(), ends: priority_ends, tls: gui_tls, name: name.clone() };
+    let mut api = Some(api);
+    let mut handles = Vec::new();
+    for (shard, ends) in shard_ends.into_iter().enumerate() {
+        let on_shard = if config.gui.priority == GuiPriority::Shared && shard == 0 { api.take() } else { None };
+        let setup = ShardSetup { shard, config: config.clone(), datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), api: on_shard };
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
+            .name(&format!("agent-shard-{shard}"))
+            .io_memory(config.frontend.io_memory_bytes);
+        let (ready, stop) = (ready_tx.clone(), shutdown.clone());
+        let handle = builder
+            .spawn(move || run_shard(setup, stop, ready))
+            .map_err(|e| FrontendError::Executor { name: format!("agent-shard-{shard}"), message: e.to_string() })?;
+        handles.push(handle);
+    }
+    if let Some(api) = api {
+        // The kernel, not glommio's fair share, decides between this thread and the
+        // agent shards: it is unpinned and usually idle, so it is woken first.
+        let builder = LocalExecutorBuilder::new(Placement::Unbound).name("priority").io_memory(MIN_IO_MEMORY_BYTES);
+        let (ready, stop) = (ready_tx.clone(), shutdown.clone());
+        let handle = builder
+            .spawn(move || run_api(api, stop, ready))
+            .map_err(|e| FrontendError::Executor { name: "priority".into(), message: e.to_string() })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    // Every shard reports, and so does the API wherever it runs.
+    for _ in 0..shards + 1 {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    println!(
+        "packhunt frontend {name} ready: agents on {}:{} ({shards} shards), GUI/API on https://{}:{}/ (priority: {:?})",
+        config.frontend.bind_address, config.frontend.agent_port, config.gui.bind_address, config.gui.port, config.gui.priority
+    );
+    wait_for_signal()?;
+    println!("packhunt frontend stopping: finishing uploads in flight");
+    let _ = stop_tx.send(());
+    for handle in handles {
+        let _ = handle.join();
+    }
+    println!("packhunt frontend stopped");
+    Ok(())
+}
+
+fn wait_for_signal() -> Result<(), FrontendError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(FrontendError::Signals)?;
+    let _ = signals.forever().next();
+    Ok(())
+}
+
+struct ApiSetup {
+    config: Arc<ServerConfig>,
+    datastore: Datastore,
+    ends: PriorityEnds,
+    tls: TlsAcceptor,
+    name: String,
+}
+
+struct ShardSetup {
+    shard: usize,
+    config: Arc<ServerConfig>,
+    datastore: Datastore,
+    ends: ShardEnds,
+    tls: TlsAcceptor,
+    name: String,
+    api: Option<ApiSetup>,
+}
+
+async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
+    let ShardSetup { shard, config, datastore, ends, tls, name, api } = setup;
+    // Connect both queue ends first: the priority side waits for every shard.
+    let presence = ends.presence.connect().await;
+    let notifications = ends.notifications.connect().await;
+    let ctx = ShardCtx::new(shard, config, datastore, name, presence, shutdown.clone());
+    if let Some(api) = api {
+        glommio::spawn_local(run_api(api, shutdown.clone(), ready.clone())).detach();
+    }
+    let listener = match crate::transport::accept::bind(&ctx) {
+        Ok(l) => l,
+        Err(source) => {
+            let what = format!("agent port {}:{}", ctx.config.frontend.bind_address, ctx.config.frontend.agent_port);
+            let _ = ready.send(Err(FrontendError::Bind { what, source }));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let notify_ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        while let Some(msg) = notifications.recv().await {
+            match msg {
+                mesh::ShardMessage::Notify { client_id, flow_id } => {
+                    crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id)
+                }
+            }
+        }
+    })
+    .detach();
+    crate::transport::accept::run(ctx, listener, tls).await;
+}
+
+async fn run_api(setup: ApiSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
+    let ApiSetup { config, datastore, ends, tls, name } = setup;
+    let presence = Rc::new(Presence::default());
+    for receiver in ends.presence {
+        let events = receiver.connect().await;
+        glommio::spawn_local(api::presence::follow(presence.clone(), events)).detach();
+    }
+    let notifier = Notifier::connect(ends.notifications).await;
+    let listener = match api::bind(&config) {
+        Ok(l) => l,
+        Err(source) => {
+            let what = format!("GUI port {}:{}", config.gui.bind_address, config.gui.port);
+            let _ = ready.send(Err(FrontendError::Bind { what, source }));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let auth = api::auth::Authenticator::new(config.users.clone());
+    let ctx = Rc::new(ApiCtx { config, datastore, notifier, presence, auth, frontend_name: name });
+    api::serve(ctx, listener, tls, shutdown).await;
+}

@@ -1,0 +1,27 @@
+//! rustls client config for agents (and loadgen): pin the deployment CA, present the
+//! agent's own certificate, TLS 1.3 only, ALPN h2, resumption on.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use super::pem;
+use super::server::{provider, TlsConfigError};
+
+pub fn agent_client_config(
+    ca_pem: &str,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem::certificates(ca_pem)? {
+        roots.add(cert)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(cert_chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}

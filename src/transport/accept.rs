@@ -1,0 +1,110 @@
+//! The accept loop of one agent shard. Every shard binds the agent port with
+//! SO_REUSEPORT (glommio's default), so the kernel spreads new connections over shards.
+//! Admission happens before any TLS work: a connection above the open-files budget is
+//! closed at once. On EMFILE the listener stays readable, so the loop sleeps instead
+//! of spinning.
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::{self, Either};
+use futures::pin_mut;
+use futures_rustls::TlsAcceptor;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::limits::{ACCEPT_BACKOFF_ON_EMFILE, RESERVED_FILES};
+use crate::metrics::{metrics, ConnectionRefusal};
+use crate::shard::ctx::ShardCtx;
+use crate::transport::agent_conn;
+
+/// How long a stopping shard waits for its connections to finish their uploads.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// TCP keepalive finds agents whose host vanished without a FIN; cheap, in the kernel.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
+    let f = &ctx.config.frontend;
+    TcpListener::bind((f.bind_address.as_str(), f.agent_port)).map_err(io::Error::from)
+}
+
+/// Accepts until shutdown, then drains this shard's connections.
+pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor) {
+    let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES) as i64;
+    let live = Rc::new(Cell::new(0usize));
+    let mut shutdown = ctx.shutdown_signal();
+    loop {
+        let accept = listener.accept();
+        pin_mut!(accept);
+        let accepted = match future::select(accept, shutdown).await {
+            Either::Left((accepted, signal)) => {
+                shutdown = signal;
+                accepted
+            }
+            Either::Right(_) => break,
+        };
+        match accepted.map_err(io::Error::from) {
+            Ok(stream) => {
+                metrics().connections_accepted.fetch_add(1, Ordering::Relaxed);
+                if metrics().connections_open.load(Ordering::Relaxed) >= max_connections {
+                    metrics().connection_refused(ConnectionRefusal::OutOfFiles);
+                    continue; // dropping the stream closes it before any TLS work
+                }
+                admit(&ctx, &acceptor, &live, stream);
+            }
+            Err(e) if is_out_of_files(&e) => {
+                metrics().connection_refused(ConnectionRefusal::OutOfFiles);
+                tracing::warn!(shard = ctx.shard, "accept: {e}; backing off");
+                glommio::timer::sleep(ACCEPT_BACKOFF_ON_EMFILE).await;
+            }
+            Err(e) => {
+                tracing::warn!(shard = ctx.shard, "accept failed: {e}");
+                glommio::timer::sleep(ACCEPT_BACKOFF_ON_EMFILE).await;
+            }
+        }
+    }
+    drop(listener);
+    drain(&ctx, &live).await;
+}
+
+fn admit(ctx: &Rc<ShardCtx>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, stream: TcpStream) {
+    // Nagle × delayed ACK gave 40 ms outliers on task pushes (DESIGN.md).
+    let _ = stream.set_nodelay(true);
+    set_keepalive(&stream);
+    live.set(live.get() + 1);
+    let (ctx, acceptor, live) = (ctx.clone(), acceptor.clone(), live.clone());
+    glommio::spawn_local(async move {
+        agent_conn::serve(ctx, acceptor, stream).await;
+        live.set(live.get() - 1);
+    })
+    .detach();
+}
+
+fn set_keepalive(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY-free: borrow the fd only for the duration of the setsockopt calls.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+}
+
+fn is_out_of_files(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Ends every task stream, then waits (bounded) for uploads in flight to finish.
+async fn drain(ctx: &ShardCtx, live: &Cell<usize>) {
+    ctx.sessions.close_all();
+    let started = std::time::Instant::now();
+    while live.get() > 0 && started.elapsed() < DRAIN_DEADLINE {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if live.get() > 0 {
+        tracing::warn!(shard = ctx.shard, open = live.get(), "connections still open after the drain deadline");
+    }
+}

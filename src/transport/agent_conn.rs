@@ -1,0 +1,173 @@
+//! One agent connection on an agent shard: mTLS handshake under a deadline, the client
+//! id from the certificate's key, then HTTP/2 with each request routed to the session
+//! code. The connection's open result sets live and die with it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::future::{self, Either};
+use futures::pin_mut;
+use futures_rustls::TlsAcceptor;
+use glommio::net::TcpStream;
+use h2::server::SendResponse;
+use http::{Method, Request, StatusCode};
+
+use crate::ids::ClientId;
+use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
+use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
+use crate::sessions::flows::OpenFlows;
+use crate::sessions::{tasks, upload};
+use crate::shard::ctx::ShardCtx;
+use crate::transport::body::{self, BodyError};
+use crate::transport::compat;
+use crate::shard::deadline::with_deadline;
+
+/// HTTP/2 settings for agent connections. Windows are large enough that a 5 MiB upload
+/// is not throttled by window updates on a fast link; they cost nothing while idle.
+const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// An agent has one task stream and a few uploads in flight.
+const MAX_CONCURRENT_STREAMS: u32 = 16;
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Decrements the open-connection gauge however the connection ends.
+struct OpenGuard;
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) {
+    metrics().connections_open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard;
+    let limits = &ctx.config.limits;
+    let tls = match with_deadline(limits.handshake_timeout(), acceptor.accept(stream)).await {
+        None => return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout),
+        Some(Err(e)) => {
+            tracing::debug!("agent TLS handshake failed: {e}");
+            return metrics().connection_refused(ConnectionRefusal::HandshakeFailed);
+        }
+        Some(Ok(tls)) => tls,
+    };
+    let client_id = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| crate::tls::identity::client_id_from_certificate(cert).ok());
+    let Some(client_id) = client_id else {
+        return metrics().connection_refused(ConnectionRefusal::NoClientCertificate);
+    };
+    metrics().handshakes_completed.fetch_add(1, Ordering::Relaxed);
+
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .handshake::<_, Bytes>(compat::tokio_io(tls));
+    let conn = match with_deadline(limits.handshake_timeout(), handshake).await {
+        Some(Ok(conn)) => conn,
+        _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
+    };
+    drive(ctx, client_id, conn).await;
+}
+
+/// Accepts requests until the agent leaves; on shutdown, says GOAWAY and lets the
+/// requests in flight (uploads) finish.
+async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Connection<compat::ServerIo, Bytes>) {
+    let flows = Rc::new(RefCell::new(OpenFlows::default()));
+    let mut shutdown = Some(ctx.shutdown_signal());
+    loop {
+        let next = match shutdown.take() {
+            Some(signal) => {
+                let raced = {
+                    let accept = conn.accept();
+                    pin_mut!(accept);
+                    match future::select(accept, signal).await {
+                        Either::Left((next, signal)) => Some((next, signal)),
+                        Either::Right(_) => None,
+                    }
+                };
+                match raced {
+                    Some((next, signal)) => {
+                        shutdown = Some(signal);
+                        next
+                    }
+                    None => {
+                        conn.graceful_shutdown();
+                        continue;
+                    }
+                }
+            }
+            None => conn.accept().await,
+        };
+        match next {
+            Some(Ok((request, respond))) => {
+                let task = route(ctx.clone(), client_id.clone(), flows.clone(), request, respond);
+                glommio::spawn_local(task).detach();
+            }
+            Some(Err(e)) => {
+                tracing::debug!(client = %client_id, "agent connection ended: {e}");
+                break;
+            }
+            None => break,
+        }
+    }
+}
+
+async fn route(
+    ctx: Rc<ShardCtx>,
+    client_id: ClientId,
+    flows: Rc<RefCell<OpenFlows>>,
+    request: Request<h2::RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, TASKS_PATH) => tasks::serve_task_stream(ctx, client_id, respond).await,
+        (&Method::POST, UPLOAD_PATH) => handle_upload(ctx, client_id, flows, request, respond).await,
+        _ => respond_bytes(respond, StatusCode::NOT_FOUND, Bytes::new()),
+    }
+}
+
+async fn handle_upload(
+    ctx: Rc<ShardCtx>,
+    client_id: ClientId,
+    flows: Rc<RefCell<OpenFlows>>,
+    request: Request<h2::RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let limits = &ctx.config.limits;
+    let declared = body::declared_length(request.headers());
+    let mut recv = request.into_body();
+    let read = with_deadline(limits.request_timeout(), body::read_capped(&mut recv, declared, limits.max_upload_bytes));
+    let answer = match read.await {
+        Some(Ok(bytes)) => upload::handle(&ctx, &client_id, &mut flows.borrow_mut(), bytes),
+        Some(Err(BodyError::TooLarge { max_bytes })) => upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes }),
+        Some(Err(BodyError::Stream(e))) => {
+            tracing::debug!(client = %client_id, "upload body failed: {e}");
+            return;
+        }
+        None => {
+            metrics().upload_rejected(RejectReason::Overloaded);
+            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new());
+        }
+    };
+    respond_bytes(respond, answer.status, answer.encode());
+}
+
+fn respond_bytes(mut respond: SendResponse<Bytes>, status: StatusCode, body: Bytes) {
+    let response = http::Response::builder()
+        .status(status)
+        .header("content-type", crate::protocol::CONTENT_TYPE)
+        .body(())
+        .expect("static response parts are valid");
+    if let Ok(mut stream) = respond.send_response(response, body.is_empty()) {
+        if !body.is_empty() {
+            let _ = stream.send_data(body, true);
+        }
+    }
+}

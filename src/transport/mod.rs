@@ -1,0 +1,7 @@
+//! Agent-facing transport: the per-shard accept loop (SO_REUSEPORT, admission, EMFILE
+//! backoff) and one agent connection (TLS, HTTP/2, request routing, timeouts).
+
+pub mod accept;
+pub mod agent_conn;
+pub mod body;
+pub mod compat;
