@@ -1,0 +1,26 @@
+//! Goal: loadgen explains itself and refuses a fleet this process cannot hold, with a
+//! message that says why. (Its fleets are exercised against real frontends in the
+//! packhunt crate's tests/fleet.rs.)
+
+use std::process::Command;
+
+#[test]
+fn help_names_the_fleet_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--clients", "--duration-s", "--report", "--ramp-per-second", "--identity-dir"] {
+        assert!(text.contains(flag), "{flag} in --help");
+    }
+}
+
+#[test]
+fn refuses_more_agents_than_open_files_allow() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--config", "/nonexistent.toml", "--clients", "100000000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8(out.stderr).unwrap();
+    assert!(text.contains("open files"), "{text}");
+}

@@ -1,0 +1,122 @@
+//! Goal: a real `packhunt client` is tasked through the API and its rows land on disk
+//! and come back through the results API, paged; the API refuses callers without the
+//! right credentials. Method: a generated deployment, a frontend process and an agent
+//! process on loopback ports.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{count_lines, flow_results, Deployment, Proc};
+
+#[test]
+fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Result<()> {
+    let deployment = Deployment::start()?;
+    let agent = Proc(
+        Command::new(common::packhunt_bin())
+            .args(["client", "--config"])
+            .arg(deployment.client_config())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let clients = deployment.wait_connected(1, Duration::from_secs(20))?;
+    let client = &clients[0];
+    let api = deployment.api();
+
+    let flow = api.collect(client, &["Generic.Client.Info", "Linux.Sys.Pslist"])?;
+    let statuses = deployment.wait_flows(&[(client.clone(), flow.clone())], Duration::from_secs(30))?;
+    let status = &statuses[0];
+    assert_eq!(status["state"], "finished", "{status}");
+
+    let pslist_rows = status["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "Linux.Sys.Pslist").unwrap()["rows"]
+        .as_u64()
+        .unwrap();
+    assert!(pslist_rows > 1, "a Linux host runs more than one process");
+    let info_path = flow_results(&deployment.datastore(), client, &flow, "Generic.Client.Info");
+    let pslist_path = flow_results(&deployment.datastore(), client, &flow, "Linux.Sys.Pslist");
+    assert_eq!(count_lines(&info_path), 1);
+    assert_eq!(count_lines(&pslist_path) as u64, pslist_rows);
+    assert_eq!(status["total_rows"].as_u64().unwrap(), pslist_rows + 1);
+
+    // Page through the rows three at a time: together they are the file, in order.
+    let on_disk: Vec<serde_json::Value> = std::fs::read_to_string(&pslist_path)?
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut paged = Vec::new();
+    let mut start = 0;
+    loop {
+        let (code, page) = api.get(&format!(
+            "/api/v1/clients/{client}/collections/{flow}/results?artifact=Linux.Sys.Pslist&start_row={start}&rows=3"
+        ))?;
+        assert_eq!(code, 200);
+        assert_eq!(page["total_rows"].as_u64().unwrap(), pslist_rows);
+        assert_eq!(page["start_row"].as_u64().unwrap(), start);
+        let rows = page["rows"].as_array().unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        assert!(rows.len() <= 3);
+        paged.extend(rows.iter().cloned());
+        start += rows.len() as u64;
+    }
+    assert_eq!(paged, on_disk);
+    let (_, info) = api.get(&format!("/api/v1/clients/{client}/collections/{flow}/results?artifact=Generic.Client.Info"))?;
+    assert!(!info["rows"][0]["hostname"].as_str().unwrap().is_empty());
+
+    // The collection is listed for the client, and the client shows its hostname.
+    let (_, list) = api.get(&format!("/api/v1/clients/{client}/collections"))?;
+    assert!(list["items"].as_array().unwrap().iter().any(|f| f["flow_id"] == flow.as_str()));
+    let (_, found) = api.get(&format!("/api/v1/clients?search={}", &client[..6]))?;
+    assert_eq!(found["total"], 1);
+    drop(agent);
+    Ok(())
+}
+
+#[test]
+fn api_refuses_missing_or_wrong_credentials() -> anyhow::Result<()> {
+    let deployment = Deployment::start()?;
+    let api = deployment.api();
+    for path in ["/api/v1/clients", "/api/v1/artifacts", "/api/v1/frontends", "/metrics"] {
+        let (code, _) = api.without_auth().request("GET", path, None)?;
+        assert_eq!(code, 401, "{path} without credentials");
+        let (code, _) = api.with_auth("admin", "not-the-password").request("GET", path, None)?;
+        assert_eq!(code, 401, "{path} with a wrong password");
+        let (code, _) = api.with_auth("nobody", common::ADMIN_PASSWORD).request("GET", path, None)?;
+        assert_eq!(code, 401, "{path} with an unknown user");
+        let (code, _) = api.request("GET", path, None)?;
+        assert_eq!(code, 200, "{path} with the right credentials");
+    }
+    let (code, body) = api.without_auth().post("/api/v1/clients/C.0123456789abcdef/collections", &serde_json::json!({"artifacts": ["Generic.Client.Info"]}))?;
+    assert_eq!(code, 401);
+    assert!(body["error"].is_string());
+    let (_, metrics) = api.get_text("/metrics")?;
+    let unauthorized: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("packhunt_api_unauthorized_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap()
+        .parse()?;
+    assert_eq!(unauthorized, 13);
+    Ok(())
+}
+
+#[test]
+fn api_rejects_bad_collection_requests_with_a_message() -> anyhow::Result<()> {
+    let deployment = Deployment::start()?;
+    let api = deployment.api();
+    let cases = [
+        ("/api/v1/clients/C.0123456789abcdef/collections", serde_json::json!({"artifacts": ["No.Such.Artifact"]}), 400),
+        ("/api/v1/clients/C.0123456789abcdef/collections", serde_json::json!({"artifacts": ["Generic.Files.Glob"], "parameters": {"Generic.Files.Glob": {"nope": "1"}}}), 400),
+        ("/api/v1/clients/..%2F..%2Fetc/collections", serde_json::json!({"artifacts": ["Generic.Client.Info"]}), 400),
+        ("/api/v1/clients/../../etc/collections", serde_json::json!({"artifacts": ["Generic.Client.Info"]}), 404),
+        ("/api/v1/clients/C.0123456789abcdef/collections", serde_json::json!({"artifacts": ["Generic.Client.Info"]}), 404),
+    ];
+    for (path, body, want) in cases {
+        let (code, answer) = api.post(path, &body)?;
+        assert_eq!(code, want, "{path} {body} -> {answer}");
+        assert!(answer["error"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+    }
+    Ok(())
+}

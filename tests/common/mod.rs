@@ -1,0 +1,274 @@
+//! Test harness: a real deployment in a temp folder, a frontend process on free
+//! loopback ports, an HTTPS API client pinned to the deployment's CA, and helpers to run
+//! the packhunt and loadgen binaries.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "test-admin-pw";
+
+pub fn packhunt_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_packhunt"))
+}
+
+/// loadgen is built next to packhunt by `cargo test --workspace` (its own integration
+/// test makes cargo build the binary before any test runs).
+pub fn loadgen_bin() -> PathBuf {
+    packhunt_bin().with_file_name("loadgen")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A generated deployment and its running master frontend. Killed on drop.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub agent_port: u16,
+    pub gui_port: u16,
+    frontend: Option<Child>,
+    ca_pem: String,
+}
+
+impl Deployment {
+    /// Generates a config and starts a frontend; `edit` may change server.config.toml.
+    pub fn start_with(edit: impl FnOnce(&mut String)) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (agent_port, gui_port) = (free_port(), free_port());
+        let status = Command::new(packhunt_bin())
+            .args(["config", "generate", "--out"])
+            .arg(dir.path())
+            .args(["--frontend-port", &agent_port.to_string(), "--gui-port", &gui_port.to_string()])
+            .args(["--admin-password", ADMIN_PASSWORD])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("config generate failed");
+        }
+        let server_config = dir.path().join("server.config.toml");
+        let mut text = std::fs::read_to_string(&server_config)?;
+        edit(&mut text);
+        std::fs::write(&server_config, text)?;
+        let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(dir.path().join("client.config.toml"))?)?;
+        let mut d = Deployment { dir, agent_port, gui_port, frontend: None, ca_pem: client.client.ca_certificate };
+        d.start_frontend()?;
+        Ok(d)
+    }
+
+    pub fn start() -> Result<Self> {
+        Self::start_with(|_| {})
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn datastore(&self) -> PathBuf {
+        self.path().join("datastore")
+    }
+
+    pub fn client_config(&self) -> PathBuf {
+        self.path().join("client.config.toml")
+    }
+
+    /// Starts the frontend and waits for its ready line.
+    pub fn start_frontend(&mut self) -> Result<()> {
+        let mut child = Command::new(packhunt_bin())
+            .args(["frontend", "--config"])
+            .arg(self.path().join("server.config.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().context("frontend exited before it was ready")??;
+        if !line.contains("ready") {
+            bail!("unexpected first line from frontend: {line}");
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.frontend = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop_frontend(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.frontend.take().context("no frontend running")?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        Ok(child.wait()?)
+    }
+
+    /// Writes a copy of client.config.toml with `edit` applied; returns its path.
+    pub fn client_config_with(&self, name: &str, edit: impl FnOnce(&mut packhunt::config::ClientConfig)) -> Result<PathBuf> {
+        let mut cfg = packhunt::config::ClientConfig::load(&self.client_config())?;
+        edit(&mut cfg);
+        let path = self.path().join(name);
+        packhunt::config::write_toml(&path, &cfg)?;
+        Ok(path)
+    }
+
+    pub fn api(&self) -> Api {
+        Api { port: self.gui_port, ca_pem: self.ca_pem.clone(), auth: Some(("admin".into(), ADMIN_PASSWORD.into())) }
+    }
+
+    /// Waits until `n` agents show as connected in the API.
+    pub fn wait_connected(&self, n: usize, limit: Duration) -> Result<Vec<String>> {
+        let api = self.api();
+        let started = Instant::now();
+        loop {
+            let (_, clients) = api.get(&format!("/api/v1/clients?limit={}", n.max(1) * 2))?;
+            let ids: Vec<String> = clients["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["connected"] == true)
+                .map(|c| c["client_id"].as_str().unwrap().to_string())
+                .collect();
+            if ids.len() >= n {
+                return Ok(ids);
+            }
+            if started.elapsed() > limit {
+                bail!("only {} of {n} agents connected after {limit:?}", ids.len());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until every flow is in a terminal state; returns their status documents.
+    pub fn wait_flows(&self, flows: &[(String, String)], limit: Duration) -> Result<Vec<Value>> {
+        let api = self.api();
+        let started = Instant::now();
+        let mut done = Vec::new();
+        let mut pending: Vec<(String, String)> = flows.to_vec();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for (client, flow) in pending {
+                let (_, status) = api.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?;
+                match status["state"].as_str() {
+                    Some("finished") | Some("error") => done.push(status),
+                    _ => still.push((client, flow)),
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if started.elapsed() > limit {
+                bail!("{} flows not finished after {limit:?}, e.g. {:?}", pending.len(), pending[0]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(done)
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.frontend.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A small HTTPS client for the GUI/API port, pinned to the deployment's CA.
+#[derive(Clone)]
+pub struct Api {
+    pub port: u16,
+    ca_pem: String,
+    pub auth: Option<(String, String)>,
+}
+
+impl Api {
+    pub fn without_auth(&self) -> Api {
+        Api { auth: None, ..self.clone() }
+    }
+
+    pub fn with_auth(&self, user: &str, pw: &str) -> Api {
+        Api { auth: Some((user.into(), pw.into())), ..self.clone() }
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let (status, body) = self.request("GET", path, None)?;
+        Ok((status, serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON: {}", String::from_utf8_lossy(&body)))?))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let (status, body) = self.request("POST", path, Some(serde_json::to_vec(body)?))?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    pub fn get_text(&self, path: &str) -> Result<(u16, String)> {
+        let (status, body) = self.request("GET", path, None)?;
+        Ok((status, String::from_utf8(body)?))
+    }
+
+    /// Schedules a collection; returns the flow id.
+    pub fn collect(&self, client_id: &str, artifacts: &[&str]) -> Result<String> {
+        let (status, body) = self.post(&format!("/api/v1/clients/{client_id}/collections"), &serde_json::json!({ "artifacts": artifacts }))?;
+        if status != 200 {
+            bail!("collection for {client_id} refused: {status} {body}");
+        }
+        Ok(body["flow_id"].as_str().context("flow_id")?.to_string())
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(self.request_async(method, path, body))
+    }
+
+    async fn request_async(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in packhunt::tls::pem::certificates(&self.ca_pem)? {
+            roots.add(cert)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(packhunt::tls::server::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder().method(method).uri(path).header("host", "127.0.0.1");
+        if let Some((user, pw)) = &self.auth {
+            use base64::Engine;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+            req = req.header("authorization", format!("Basic {token}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok((status, body))
+    }
+}
+
+/// Lines of a file (for checking what landed on disk).
+pub fn count_lines(path: &Path) -> usize {
+    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+}
+
+pub fn flow_results(datastore: &Path, client: &str, flow: &str, artifact: &str) -> PathBuf {
+    datastore.join("clients").join(client).join("collections").join(flow).join("results").join(format!("{artifact}.jsonl"))
+}
