@@ -45,6 +45,12 @@ enum Command {
         /// Also start this many local agents (separate processes) against the frontend.
         #[arg(long, default_value_t = 0)]
         clients: usize,
+        /// Agent port of a newly generated deployment.
+        #[arg(long, default_value_t = 8000)]
+        frontend_port: u16,
+        /// GUI/API port of a newly generated deployment.
+        #[arg(long, default_value_t = 8889)]
+        gui_port: u16,
     },
 }
 
@@ -82,7 +88,7 @@ fn main() -> Result<()> {
         }
         Command::Frontend { config } => run_frontend(&config),
         Command::Client { config } => run_client(&config),
-        Command::Quickstart { dir, clients } => quickstart(&dir, clients),
+        Command::Quickstart { dir, clients, frontend_port, gui_port } => quickstart(&dir, clients, frontend_port, gui_port),
     }
 }
 
@@ -107,14 +113,14 @@ fn run_client(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn quickstart(dir: &std::path::Path, clients: usize) -> Result<()> {
+fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_port: u16) -> Result<()> {
     let server_config = dir.join("server.config.toml");
     if !server_config.exists() {
         let opts = generate::GenerateOptions {
             out_dir: dir.to_path_buf(),
             public_host: "127.0.0.1".into(),
-            frontend_port: 8000,
-            gui_port: 8889,
+            frontend_port,
+            gui_port,
             admin_password: None,
         };
         let generated = generate::generate(&opts)?;
@@ -123,8 +129,8 @@ fn quickstart(dir: &std::path::Path, clients: usize) -> Result<()> {
             .context("saving the admin password")?;
     }
     let config = ServerConfig::load(&server_config)?;
-    println!("GUI: https://{}:{}/  (user admin, password in {})", config.gui.bind_address, config.gui.port, dir.join("admin-password.txt").display());
-    println!("agents: packhunt client --config {}", dir.join("client.config.toml").display());
+    eprintln!("GUI: https://{}:{}/  (user admin, password in {})", config.gui.bind_address, config.gui.port, dir.join("admin-password.txt").display());
+    eprintln!("agents: packhunt client --config {}", dir.join("client.config.toml").display());
     let mut children = Vec::new();
     for i in 0..clients {
         let client_dir = dir.join(format!("client-{i}"));
@@ -134,7 +140,18 @@ fn quickstart(dir: &std::path::Path, clients: usize) -> Result<()> {
         cc.client.writeback_path = PathBuf::from("client.writeback.toml");
         packhunt::config::write_toml(&client_config, &cc)?;
         let exe = std::env::current_exe()?;
-        children.push(std::process::Command::new(exe).arg("client").arg("--config").arg(&client_config).spawn()?);
+        let mut command = std::process::Command::new(exe);
+        command.arg("client").arg("--config").arg(&client_config);
+        // The local agents live only as long as the quickstart that started them.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        children.push(command.spawn()?);
     }
     if clients > 0 {
         println!("started {clients} local agents");

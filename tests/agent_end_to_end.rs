@@ -70,7 +70,29 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     assert!(list["items"].as_array().unwrap().iter().any(|f| f["flow_id"] == flow.as_str()));
     let (_, found) = api.get(&format!("/api/v1/clients?search={}", &client[..6]))?;
     assert_eq!(found["total"], 1);
+
+    // Offline: the task waits on disk, scheduled; the same agent (same writeback, so the
+    // same client id) gets it as soon as it reconnects.
     drop(agent);
+    let started = std::time::Instant::now();
+    while deployment.api().get("/api/v1/clients")?.1["items"][0]["connected"] == true {
+        assert!(started.elapsed() < Duration::from_secs(10), "agent shows as disconnected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let queued = api.collect(client, &["Linux.Sys.Users"])?;
+    let (_, status) = api.get(&format!("/api/v1/clients/{client}/collections/{queued}"))?;
+    assert_eq!(status["state"], "scheduled");
+    let _agent = Proc(
+        Command::new(common::packhunt_bin())
+            .args(["client", "--config"])
+            .arg(deployment.client_config())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let statuses = deployment.wait_flows(&[(client.clone(), queued.clone())], Duration::from_secs(30))?;
+    assert_eq!(statuses[0]["state"], "finished");
+    let users = flow_results(&deployment.datastore(), client, &queued, "Linux.Sys.Users");
+    assert!(std::fs::read_to_string(users)?.contains("\"name\":\"root\""));
     Ok(())
 }
 

@@ -139,7 +139,19 @@ impl OpenFlows {
         if end.is_none_or(|end| end > MAX_UPLOADED_FILE_BYTES) {
             return Err(UploadError::TooLarge { max_bytes: MAX_UPLOADED_FILE_BYTES });
         }
-        let io = |e: std::io::Error| UploadError::Datastore(datastore::DatastoreError::Io { op: "write upload", path: path.clone(), source: e });
+        let io = |e: std::io::Error| {
+            use std::io::ErrorKind::{AlreadyExists, IsADirectory, NotADirectory};
+            // Two agent paths that sanitise to a file and a folder of one name: the agent's
+            // input, not our disk, so 400 (not 500) and no server path in the answer.
+            let error = match e.kind() {
+                IsADirectory | NotADirectory | AlreadyExists => datastore::DatastoreError::BadUploadPath {
+                    shown: datastore_shown(&chunk.path),
+                    reason: "collides with a file or folder uploaded before",
+                },
+                _ => datastore::DatastoreError::Io { op: "write upload", path: path.clone(), source: e },
+            };
+            UploadError::Datastore(error)
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }

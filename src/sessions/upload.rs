@@ -46,6 +46,8 @@ impl UploadError {
             Self::Datastore(e) => match e {
                 DatastoreError::Jsonl { .. } => RejectReason::BadJsonl,
                 e if e.fault() == Fault::Agent => RejectReason::BadName,
+                // A full disk: 503 so the agent keeps the batch and backs off (DESIGN.md).
+                e if e.fault() == Fault::Overload => RejectReason::Overloaded,
                 _ => RejectReason::Internal,
             },
         }

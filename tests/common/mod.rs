@@ -199,6 +199,10 @@ pub struct Api {
 }
 
 impl Api {
+    pub fn for_port(port: u16, ca_pem: &str) -> Api {
+        Api { port, ca_pem: ca_pem.to_string(), auth: None }
+    }
+
     pub fn without_auth(&self) -> Api {
         Api { auth: None, ..self.clone() }
     }

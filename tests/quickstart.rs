@@ -1,0 +1,51 @@
+//! Goal: `packhunt quickstart` on an empty folder generates a deployment, starts a
+//! frontend whose API answers with the printed admin password, and starts local agents
+//! that connect. Method: run the binary with free ports and poll the API.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Proc;
+
+#[test]
+fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("packhunt-data");
+    let (agent_port, gui_port) = (common::free_port(), common::free_port());
+    let mut child = Proc(
+        Command::new(common::packhunt_bin())
+            .args(["quickstart", "--clients", "2", "--frontend-port", &agent_port.to_string(), "--gui-port", &gui_port.to_string(), "--dir"])
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.contains("ready") {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "quickstart printed its ready line");
+    let password = std::fs::read_to_string(data.join("admin-password.txt"))?.trim().to_string();
+    let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(data.join("client.config.toml"))?)?;
+    assert_eq!(client.client.server_urls, vec![format!("https://127.0.0.1:{agent_port}/")]);
+    let deployment_api = common::Api::for_port(gui_port, &client.client.ca_certificate).with_auth("admin", &password);
+    let started = Instant::now();
+    loop {
+        let (code, body) = deployment_api.get("/api/v1/frontends")?;
+        assert_eq!(code, 200);
+        if body["items"][0]["connected_clients"] == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "two local agents connect: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
