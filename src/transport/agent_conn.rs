@@ -2,9 +2,10 @@
 //! id from the certificate's key, then HTTP/2 with each request routed to the session
 //! code. The connection's open result sets live and die with it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{self, Either};
@@ -76,39 +77,102 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) 
     drive(ctx, client_id, conn).await;
 }
 
-/// Accepts requests until the agent leaves; on shutdown, says GOAWAY and lets the
-/// requests in flight (uploads) finish.
+/// Why the accept loop stopped waiting for the next request.
+enum Interrupt {
+    Shutdown,
+    Idle,
+}
+
+/// Requests in flight on one connection and when the last one ended. A connection with
+/// no request for `idle_timeout` is closed; the task stream counts as a request, so a
+/// healthy agent never idles out (dead peers are found by TCP keepalive).
+#[derive(Clone)]
+struct Activity {
+    in_flight: Rc<Cell<usize>>,
+    last_end: Rc<Cell<Instant>>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { in_flight: Rc::new(Cell::new(0)), last_end: Rc::new(Cell::new(Instant::now())) }
+    }
+
+    /// Counts one request in flight until the returned guard drops.
+    fn begin(&self) -> ActivityGuard {
+        self.in_flight.set(self.in_flight.get() + 1);
+        ActivityGuard(self.clone())
+    }
+
+    /// Resolves once the connection has been idle for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let due = self.last_end.get() + limit;
+            let now = Instant::now();
+            if self.in_flight.get() == 0 && now >= due {
+                return;
+            }
+            glommio::timer::sleep(if now < due { due - now } else { limit }).await;
+        }
+    }
+}
+
+struct ActivityGuard(Activity);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+        self.0.last_end.set(Instant::now());
+    }
+}
+
+/// Accepts requests until the agent leaves; on shutdown (or when idle), says GOAWAY and
+/// lets the requests in flight (uploads) finish.
 async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Connection<compat::ServerIo, Bytes>) {
     let flows = Rc::new(RefCell::new(OpenFlows::default()));
-    let mut shutdown = Some(ctx.shutdown_signal());
+    let activity = Activity::new();
+    let idle_timeout = ctx.config.limits.idle_timeout();
+    let mut closing = false;
     loop {
-        let next = match shutdown.take() {
-            Some(signal) => {
-                let raced = {
-                    let accept = conn.accept();
-                    pin_mut!(accept);
-                    match future::select(accept, signal).await {
-                        Either::Left((next, signal)) => Some((next, signal)),
-                        Either::Right(_) => None,
-                    }
-                };
-                match raced {
-                    Some((next, signal)) => {
-                        shutdown = Some(signal);
-                        next
-                    }
-                    None => {
-                        conn.graceful_shutdown();
-                        continue;
-                    }
+        let raced = {
+            let accept = conn.accept();
+            let interrupt = async {
+                if closing {
+                    return future::pending().await;
                 }
+                let shutdown = ctx.shutdown_signal();
+                let idle = activity.idle_for(idle_timeout);
+                pin_mut!(idle);
+                match future::select(shutdown, idle).await {
+                    Either::Left(_) => Interrupt::Shutdown,
+                    Either::Right(_) => Interrupt::Idle,
+                }
+            };
+            pin_mut!(accept, interrupt);
+            match future::select(accept, interrupt).await {
+                Either::Left((next, _)) => Ok(next),
+                Either::Right((why, _)) => Err(why),
             }
-            None => conn.accept().await,
+        };
+        let next = match raced {
+            Ok(next) => next,
+            Err(why) => {
+                if matches!(why, Interrupt::Idle) {
+                    metrics().connection_refused(ConnectionRefusal::IdleTimeout);
+                }
+                closing = true;
+                conn.graceful_shutdown();
+                continue;
+            }
         };
         match next {
             Some(Ok((request, respond))) => {
+                let guard = activity.begin();
                 let task = route(ctx.clone(), client_id.clone(), flows.clone(), request, respond);
-                glommio::spawn_local(task).detach();
+                glommio::spawn_local(async move {
+                    task.await;
+                    drop(guard);
+                })
+                .detach();
             }
             Some(Err(e)) => {
                 tracing::debug!(client = %client_id, "agent connection ended: {e}");

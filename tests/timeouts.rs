@@ -1,0 +1,83 @@
+//! Goal: the handshake and idle timeouts close connections that hold a slot without
+//! doing anything, count them in /metrics, and leave working agents alone. Method: a
+//! frontend with short timeouts; raw TCP / TLS + HTTP/2 peers built in the test; a
+//! real agent holding its task stream alongside.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Deployment, Proc};
+use tokio::io::AsyncReadExt;
+
+fn metric(deployment: &Deployment, line_prefix: &str) -> anyhow::Result<u64> {
+    let (_, text) = deployment.api().get_text("/metrics")?;
+    let line = text.lines().find(|l| l.starts_with(line_prefix)).ok_or_else(|| anyhow::anyhow!("no {line_prefix}"))?;
+    Ok(line.rsplit(' ').next().unwrap().parse()?)
+}
+
+fn short_timeouts(text: &mut String) {
+    *text = text
+        .lines()
+        .map(|l| match l.split('=').next().map(str::trim) {
+            Some("handshake_timeout_ms") => "handshake_timeout_ms = 300".to_string(),
+            Some("idle_timeout_ms") => "idle_timeout_ms = 500".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+}
+
+#[test]
+fn silent_tcp_peer_is_closed_after_the_handshake_timeout() -> anyhow::Result<()> {
+    let deployment = Deployment::start_with(short_timeouts)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let waited = rt.block_on(async {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await??;
+        anyhow::ensure!(n == 0, "server closes without sending anything");
+        Ok::<_, anyhow::Error>(started.elapsed())
+    })?;
+    assert!(waited < Duration::from_secs(5), "closed by the 300 ms handshake timeout, not by chance");
+    assert_eq!(metric(&deployment, "packhunt_connection_refusals_total{reason=\"handshake_timeout\"}")?, 1);
+    Ok(())
+}
+
+#[test]
+fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::Result<()> {
+    let deployment = Deployment::start_with(short_timeouts)?;
+    let _agent = Proc(
+        Command::new(common::packhunt_bin())
+            .args(["client", "--config"])
+            .arg(deployment.client_config())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    deployment.wait_connected(1, Duration::from_secs(20))?;
+    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
+    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
+    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let closed_after = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls)).connect(name, tcp).await?;
+        let (_send, conn) = h2::client::handshake(stream).await?;
+        let started = Instant::now();
+        // The connection future resolves when the server says GOAWAY and closes.
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await?;
+        Ok::<_, anyhow::Error>(started.elapsed())
+    })?;
+    assert!(closed_after >= Duration::from_millis(400), "not closed before the idle timeout: {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(5));
+    assert_eq!(metric(&deployment, "packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
+    // The real agent holds its task stream open, so it is still connected.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(deployment.wait_connected(1, Duration::from_secs(1))?.len(), 1);
+    assert_eq!(metric(&deployment, "packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
+    Ok(())
+}
