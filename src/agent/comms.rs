@@ -59,6 +59,8 @@ pub struct TaskStream {
 pub struct UploadReply {
     pub status: u16,
     pub ack: Option<pb::UploadAck>,
+    /// The server's `Retry-After`, when it sent one (503).
+    pub retry_after: Option<Duration>,
 }
 
 pub async fn connect(
@@ -172,6 +174,12 @@ impl Connection {
             r = &mut response => r?,
         };
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let mut body = response.into_body();
         let mut decoder = FrameDecoder::new(MAX_ACK_BYTES);
         while let Some(chunk) = body.data().await {
@@ -183,7 +191,7 @@ impl Connection {
             }
         }
         let ack = decoder.next_frame().ok().flatten().and_then(|b| pb::UploadAck::decode(b).ok());
-        Ok(UploadReply { status, ack })
+        Ok(UploadReply { status, ack, retry_after })
     }
 }
 

@@ -22,8 +22,10 @@ use crate::protocol::pb::{self, upload_ack};
 const MAX_REMEMBERED_FLOWS: usize = 10_000;
 /// Tasks received but not yet run, at most; beyond it the stream is read no further.
 const MAX_QUEUED_TASKS: usize = 256;
-/// Pause after the server says it is overloaded (503) before sending again.
+/// Pause after the server says it is overloaded (503) without a Retry-After.
 const OVERLOAD_PAUSE: Duration = Duration::from_secs(5);
+/// Longest Retry-After honoured: a misconfigured server must not park agents for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What loadgen (or a log) wants to know as the agent works. All default to nothing.
 pub trait Observer: Send + Sync + 'static {
@@ -230,7 +232,13 @@ async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: 
             }
         }
         413 => state.outbox.split_front(),
-        503 | 408 => tokio::time::sleep(OVERLOAD_PAUSE).await,
+        503 | 408 => {
+            // Keep the data and wait as told, spread by jitter so a fleet that was refused
+            // at once does not come back at once.
+            let wait = reply.retry_after.unwrap_or(OVERLOAD_PAUSE).min(MAX_RETRY_AFTER);
+            let jitter = rand::thread_rng().gen_range(0..=wait.as_millis() as u64 / 4);
+            tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
+        }
         status => {
             let message = reply.ack.map(|a| a.message).unwrap_or_default();
             observer.error(&format!("flow {flow_id}: server refused an upload ({status}): {message}"));

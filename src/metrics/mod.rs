@@ -19,10 +19,11 @@ pub enum RejectReason {
     FlowClosed,
     Internal,
     Overloaded,
+    Timeout,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         Self::TooLarge,
         Self::BadFrame,
         Self::BadJsonl,
@@ -32,6 +33,7 @@ impl RejectReason {
         Self::FlowClosed,
         Self::Internal,
         Self::Overloaded,
+        Self::Timeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -45,6 +47,7 @@ impl RejectReason {
             Self::FlowClosed => "flow_closed",
             Self::Internal => "internal",
             Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Every refusal says whose fault it was (status code + metric reason) and writes nothing.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -69,17 +70,24 @@ impl UploadError {
 pub struct Answer {
     pub status: StatusCode,
     pub ack: pb::UploadAck,
+    /// Sent as `Retry-After` with a 503: how long the agent should keep its data and wait.
+    pub retry_after: Option<Duration>,
 }
+
+/// How long an agent waits after the datastore refused a write for lack of space: long,
+/// so a full disk does not start a re-upload storm (DESIGN.md, "Lessons").
+pub const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(300);
 
 impl Answer {
     fn ok(status: upload_ack::Status, next_seq: u64) -> Self {
-        Self { status: StatusCode::OK, ack: pb::UploadAck { status: status as i32, next_seq, message: String::new() } }
+        Self { status: StatusCode::OK, ack: pb::UploadAck { status: status as i32, next_seq, message: String::new() }, retry_after: None }
     }
 
     pub fn rejected(e: &UploadError) -> Self {
         metrics().upload_rejected(e.reason());
         let ack = pb::UploadAck { status: upload_ack::Status::Rejected as i32, next_seq: 0, message: e.to_string() };
-        Self { status: e.status(), ack }
+        let retry_after = (e.reason() == RejectReason::Overloaded).then_some(RETRY_AFTER_DISK_FULL);
+        Self { status: e.status(), ack, retry_after }
     }
 
     pub fn encode(&self) -> Bytes {

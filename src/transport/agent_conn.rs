@@ -193,7 +193,7 @@ async fn route(
     match (request.method(), request.uri().path()) {
         (&Method::GET, TASKS_PATH) => tasks::serve_task_stream(ctx, client_id, respond).await,
         (&Method::POST, UPLOAD_PATH) => handle_upload(ctx, client_id, flows, request, respond).await,
-        _ => respond_bytes(respond, StatusCode::NOT_FOUND, Bytes::new()),
+        _ => respond_bytes(respond, StatusCode::NOT_FOUND, Bytes::new(), None),
     }
 }
 
@@ -216,19 +216,19 @@ async fn handle_upload(
             return;
         }
         None => {
-            metrics().upload_rejected(RejectReason::Overloaded);
-            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new());
+            metrics().upload_rejected(RejectReason::Timeout);
+            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
         }
     };
-    respond_bytes(respond, answer.status, answer.encode());
+    respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
 }
 
-fn respond_bytes(mut respond: SendResponse<Bytes>, status: StatusCode, body: Bytes) {
-    let response = http::Response::builder()
-        .status(status)
-        .header("content-type", crate::protocol::CONTENT_TYPE)
-        .body(())
-        .expect("static response parts are valid");
+fn respond_bytes(mut respond: SendResponse<Bytes>, status: StatusCode, body: Bytes, retry_after: Option<Duration>) {
+    let mut response = http::Response::builder().status(status).header("content-type", crate::protocol::CONTENT_TYPE);
+    if let Some(wait) = retry_after {
+        response = response.header("retry-after", wait.as_secs());
+    }
+    let response = response.body(()).expect("static response parts are valid");
     if let Ok(mut stream) = respond.send_response(response, body.is_empty()) {
         if !body.is_empty() {
             let _ = stream.send_data(body, true);

@@ -1,0 +1,99 @@
+//! Goal: when the datastore's disk is full, an upload is refused with 503 and a long
+//! Retry-After (so agents keep their data instead of starting a re-upload storm), the
+//! result set stays whole, and once there is room the same batch is accepted.
+//! Method: the datastore on a 4 MiB tmpfs (skipped with a message where mounting is not
+//! allowed), a real frontend, and the agent comms client uploading 512 KiB batches.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use packhunt::agent::comms;
+use packhunt::agent::url::ServerUrl;
+use packhunt::protocol::pb;
+
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().ok()?.success();
+        ok.then(|| Mount(path.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn rows(n: usize, width: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(width)).into_bytes()).collect()
+}
+
+#[test]
+fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::Result<()> {
+    let mount_dir = tempfile::tempdir()?;
+    let Some(_mount) = Mount::tmpfs(&mount_dir.path().join("ds"), "4m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount rights)");
+        return Ok(());
+    };
+    let datastore = mount_dir.path().join("ds");
+    let location = datastore.display().to_string();
+    let deployment = common::Deployment::start_with(|text| *text = text.replace("location = \"datastore\"", &format!("location = \"{location}\"")))?;
+    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
+    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
+    let client_id = identity.client_id().to_string();
+    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+    let url = ServerUrl::parse(&config.client.server_urls[0])?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut conn, mut tasks) = rt.block_on(comms::connect(&url, tls, None))?;
+    let info = pb::Upload { kind: Some(pb::upload::Kind::Info(pb::ClientInfo { hostname: "h".into(), os: "linux".into(), version: "t".into() })) };
+    assert_eq!(rt.block_on(conn.upload(&info))?.status, 200);
+    let flow = deployment.api().collect(&client_id, &["Linux.Sys.Users"])?;
+    rt.block_on(async {
+        loop {
+            if let Some(pb::server_message::Kind::Task(t)) = tasks.next().await?.and_then(|m| m.kind) {
+                anyhow::ensure!(t.flow_id == flow);
+                return Ok(());
+            }
+        }
+    })?;
+
+    let batch = |seq: u64, jsonl: Vec<u8>| pb::Upload {
+        kind: Some(pb::upload::Kind::Result(pb::ResultBatch { flow_id: flow.clone(), artifact: "Linux.Sys.Users".into(), seq, jsonl: Bytes::from(jsonl), row_count: 0 })),
+    };
+    // Something else on the disk that the operator can delete to make room.
+    let filler = datastore.join("filler");
+    std::fs::write(&filler, vec![0u8; 1536 * 1024])?;
+    let chunk = rows(1000, 500); // ~512 KiB
+    let mut seq = 0;
+    let refusal = loop {
+        let reply = rt.block_on(conn.upload(&batch(seq, chunk.clone())))?;
+        if reply.status != 200 {
+            break reply;
+        }
+        seq += 1;
+        assert!(seq < 32, "a 4 MiB disk must fill up");
+    };
+    assert_eq!(refusal.status, 503, "{refusal:?}");
+    assert_eq!(refusal.retry_after, Some(Duration::from_secs(300)));
+    let results = common::flow_results(&datastore, &client_id, &flow, "Linux.Sys.Users");
+    let lines = common::count_lines(&results) as u64;
+    assert_eq!(lines, seq * 1000, "only whole committed batches are on disk");
+    assert_eq!(std::fs::metadata(results.with_extension("index"))?.len(), lines * 8);
+
+    // Make room: the agent resends the very batch it kept, and it is appended once.
+    std::fs::remove_file(&filler)?;
+    let reply = rt.block_on(conn.upload(&batch(seq, chunk.clone())))?;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.ack.map(|a| a.status), Some(pb::upload_ack::Status::Ok as i32));
+    assert_eq!(common::count_lines(&results) as u64, (seq + 1) * 1000);
+    let (_, metrics) = deployment.api().get_text("/metrics")?;
+    assert!(metrics.lines().any(|l| l.starts_with("packhunt_upload_rejections_total{reason=\"overloaded\"}") && !l.ends_with(" 0")));
+    Ok(())
+}
