@@ -50,7 +50,8 @@ fn case_oversized_upload(d: &Deployment, rt: &Runtime) -> Result<()> {
     assert_eq!(reply.status, 413, "{reply:?}");
     assert!(ack_message(&reply).contains("max_upload_bytes"), "{reply:?}");
     // No content-length: the server can only find out by counting what arrives.
-    let status = rt.block_on(post_without_length(d.agent_port, agent.tls.clone(), packhunt::protocol::framing::encode(&big)))?;
+    let whole = packhunt::protocol::framing::encode(&big);
+    let status = rt.block_on(raw_post(d.agent_port, agent.tls.clone(), None, whole, true))?;
     assert_eq!(status, 413);
 
     let results = flow_dir(d, &agent.id, &flow).join("results");
@@ -119,20 +120,20 @@ fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
     for (agent_path, _) in &landed {
         assert_ok(&send(rt, &mut agent, &file_chunk(&flow, agent_path, agent_path.as_bytes()))?, 0);
     }
-    let collide = send(rt, &mut agent, &file_chunk(&flow, "/etc", b"a file where a folder is"))?;
-    eprintln!("COLLIDE {collide:?}");
-    let collide = send(rt, &mut agent, &file_chunk(&flow, "/x/y", b"a folder where a file is"))?;
-    eprintln!("COLLIDE {collide:?}");
     let refused = [
         file_chunk(&flow, "../../..", b"nothing left"),
+        file_chunk(&flow, "/etc", b"a file where a folder was made"),
+        file_chunk(&flow, "/x/y", b"a folder where a file was made"),
         file_chunk("../../../../etc", "y", b"bad flow id"),
         batch(&flow, "../../x", 0, b"{}\n"),
         batch(&flow, "Linux.Sys.Users/../../../../x", 0, b"{}\n"),
     ];
     for upload in &refused {
-        assert_refused(&send(rt, &mut agent, upload)?, 400, &[]);
+        let reply = send(rt, &mut agent, upload)?;
+        assert_refused(&reply, 400, &[]);
+        assert!(!ack_message(&reply).contains(d.path().to_str().unwrap()), "server path leaked: {reply:?}");
     }
-    assert_eq!(rejections(d, "bad_name")? - bad_name, 4);
+    assert_eq!(rejections(d, "bad_name")? - bad_name, 6);
 
     let after: BTreeSet<PathBuf> = files_under(d.path()).into_iter().collect();
     let created: BTreeSet<PathBuf> = after.difference(&before).cloned().collect();
@@ -342,16 +343,40 @@ fn non_tls_and_certificateless_connections_are_refused() -> Result<()> {
     assert_still_serving(&d, &rt)
 }
 
+/// Goal: an upload whose body stops halfway does not hold its request open: it is
+/// answered 408 at the request timeout, counted (reason timeout), and the agent's other
+/// work goes on. (Silent TCP peers and idle connections: tests/timeouts.rs.)
+#[test]
+fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> {
+    let d = Deployment::start_with(|text| set_limit(text, "request_timeout_ms", 1000))?;
+    let rt = runtime();
+    let mut agent = rt.block_on(connect_agent(&d))?;
+    let flow = tasked(&d, &rt, &mut agent)?;
+    let timeouts = rejections(&d, "timeout")?;
+    // Declares 1000 bytes, sends 10, never ends the stream.
+    let half = Bytes::from_static(&[0u8; 10]);
+    let status = rt.block_on(raw_post(d.agent_port, agent.tls.clone(), Some(1000), half, false))?;
+    assert_eq!(status, 408);
+    assert_eq!(rejections(&d, "timeout")? - timeouts, 1);
+    assert!(!flow_dir(&d, &agent.id, &flow).join("results").exists());
+    assert_ok(&send(&rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?, 1);
+    assert_still_serving(&d, &rt)
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
 /// A deployment whose uploads are capped at 64 KiB, so oversized bodies stay small.
 fn start() -> Result<Deployment> {
-    Deployment::start_with(|text| {
-        let line = text.lines().find(|l| l.starts_with("max_upload_bytes = ")).expect("generated config sets max_upload_bytes").to_string();
-        *text = text.replace(&line, &format!("max_upload_bytes = {MAX_UPLOAD_BYTES}"));
-    })
+    Deployment::start_with(|text| set_limit(text, "max_upload_bytes", MAX_UPLOAD_BYTES))
+}
+
+/// Replaces the `key = …` line of the generated server config.
+fn set_limit(text: &mut String, key: &str, value: u64) {
+    let prefix = format!("{key} = ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).expect("the generated config sets every limit");
+    *text = text.replace(&line.to_string(), &format!("{prefix}{value}"));
 }
 
 fn runtime() -> Runtime {
@@ -374,7 +399,8 @@ fn ca_pem(d: &Deployment) -> Result<String> {
 /// ClientInfo so the client folder (and so the API's view of the client) exists.
 async fn connect_agent(d: &Deployment) -> Result<Agent> {
     let identity = AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(&ca_pem(d)?, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+    let (chain, key) = (identity.rustls_cert_chain(), identity.rustls_private_key());
+    let tls = packhunt::tls::client::agent_client_config(&ca_pem(d)?, chain, key)?;
     let url = ServerUrl { host: "127.0.0.1".into(), port: d.agent_port };
     let (mut conn, mut tasks) = comms::connect(&url, tls.clone(), None).await?;
     match next_message(&mut tasks).await?.kind {
@@ -409,8 +435,10 @@ fn send(rt: &Runtime, agent: &mut Agent, upload: &pb::Upload) -> Result<UploadRe
     Ok(rt.block_on(agent.conn.upload(upload))?)
 }
 
-/// POSTs `body` on a fresh HTTP/2 connection without a content-length; returns the status.
-async fn post_without_length(port: u16, tls: Arc<rustls::ClientConfig>, body: Bytes) -> Result<u16> {
+/// POSTs `body` on a fresh HTTP/2 connection of the agent's identity, with `declared` as
+/// content-length (none if None), ending the stream after it only if `end`; returns the
+/// status.
+async fn raw_post(port: u16, tls: Arc<rustls::ClientConfig>, declared: Option<u64>, body: Bytes, end: bool) -> Result<u16> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
     let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
@@ -419,13 +447,16 @@ async fn post_without_length(port: u16, tls: Arc<rustls::ClientConfig>, body: By
         let _ = conn.await;
     });
     let uri = format!("https://127.0.0.1:{port}{}", packhunt::protocol::UPLOAD_PATH);
-    let request = http::Request::post(uri).header("content-type", packhunt::protocol::CONTENT_TYPE).body(())?;
-    let (response, mut stream) = send.ready().await?.send_request(request, false)?;
+    let mut request = http::Request::post(uri).header("content-type", packhunt::protocol::CONTENT_TYPE);
+    if let Some(n) = declared {
+        request = request.header("content-length", n);
+    }
+    let (response, mut stream) = send.ready().await?.send_request(request.body(())?, false)?;
     let chunks: Vec<Bytes> = body.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
         // The server may refuse (and reset the stream) before the end; that is the point.
-        if stream.send_data(chunk, i == last).is_err() {
+        if stream.send_data(chunk, end && i == last).is_err() {
             break;
         }
     }
@@ -450,18 +481,21 @@ async fn read_until_closed(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Resu
 
 fn batch(flow: &str, artifact: &str, seq: u64, jsonl: &[u8]) -> pb::Upload {
     let row_count = jsonl.iter().filter(|&&b| b == b'\n').count() as u32;
-    let batch = pb::ResultBatch { flow_id: flow.into(), artifact: artifact.into(), seq, jsonl: Bytes::copy_from_slice(jsonl), row_count };
+    let jsonl = Bytes::copy_from_slice(jsonl);
+    let batch = pb::ResultBatch { flow_id: flow.into(), artifact: artifact.into(), seq, jsonl, row_count };
     pb::Upload { kind: Some(Kind::Result(batch)) }
 }
 
 fn file_chunk(flow: &str, path: &str, data: &[u8]) -> pb::Upload {
-    let chunk = pb::FileChunk { flow_id: flow.into(), path: path.into(), offset: 0, data: Bytes::copy_from_slice(data), eof: true };
+    let data = Bytes::copy_from_slice(data);
+    let chunk = pb::FileChunk { flow_id: flow.into(), path: path.into(), offset: 0, data, eof: true };
     pb::Upload { kind: Some(Kind::File(chunk)) }
 }
 
 /// `count` JSONL rows numbered from `first`, ~90 bytes each.
 fn rows(first: usize, count: usize) -> Vec<u8> {
-    (first..first + count).map(|i| format!("{{\"user\":\"user{i}\",\"uid\":{i},\"home\":\"/home/user{i}\",\"shell\":\"/bin/bash\"}}\n")).collect::<String>().into_bytes()
+    let row = |i| format!("{{\"user\":\"user{i}\",\"uid\":{i},\"home\":\"/home/user{i}\",\"shell\":\"/bin/bash\"}}\n");
+    (first..first + count).map(row).collect::<String>().into_bytes()
 }
 
 fn pb_len(upload: &pb::Upload) -> u64 {

@@ -32,6 +32,10 @@ pub enum FrontendError {
     Signals(std::io::Error),
 }
 
+/// How long start-up may take before the frontend gives up (an executor that died
+/// before reporting would otherwise leave it waiting forever).
+const STARTUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What each executor reports once its listeners are bound (or failed to).
 type Ready = Result<(), FrontendError>;
 
@@ -76,10 +80,13 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
     drop(ready_tx);
     // Every shard reports, and so does the API wherever it runs.
     for _ in 0..shards + 1 {
-        match ready_rx.recv() {
+        match ready_rx.recv_timeout(STARTUP_DEADLINE) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => break,
+            Err(_) => {
+                let message = format!("not every executor was ready within {STARTUP_DEADLINE:?}");
+                return Err(FrontendError::Executor { name: "startup".into(), message });
+            }
         }
     }
     println!(

@@ -27,8 +27,20 @@ pub fn loadgen_bin() -> PathBuf {
     packhunt_bin().with_file_name("loadgen")
 }
 
+/// A port no other test of this run is using. Chosen below the kernel's ephemeral range
+/// (32768+), so the thousands of outgoing agent connections a loadgen test makes can't
+/// take it between this call and the frontend's bind; spread by pid across test binaries.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A generated deployment and its running master frontend. Killed on drop.
@@ -90,12 +102,30 @@ impl Deployment {
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().context("frontend exited before it was ready")??;
+        // Read the ready line on a thread so a frontend that never gets ready fails the
+        // test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30));
+        let line = match first {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => {
+                let _ = child.kill();
+                bail!("frontend exited before it was ready");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!("frontend not ready within 30 s");
+            }
+        };
         if !line.contains("ready") {
+            let _ = child.kill();
             bail!("unexpected first line from frontend: {line}");
         }
-        std::thread::spawn(move || for _ in lines {});
         self.frontend = Some(child);
         Ok(())
     }
