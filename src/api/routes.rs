@@ -14,10 +14,11 @@ use serde_json::json;
 
 use crate::api::{ApiCtx, ApiResponse};
 use crate::config::Role;
-use crate::datastore::{self, ArtifactName, ArtifactRequestDoc, DatastoreError, Fault, FlowRequest, FlowState, FlowStatusDoc};
+use crate::datastore::{self, ArtifactName, Datastore, ArtifactRequestDoc, DatastoreError, Fault, FlowRequest, FlowState, FlowStatusDoc};
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_LIMIT, MAX_RESULT_PAGE_ROWS};
 use crate::metrics::{metrics, FlowEvent};
+use crate::shard::offload::offload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -89,18 +90,23 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
         (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(StatusCode::OK, &crate::artifacts::catalogue_json())),
         (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
-        (&Method::GET, ["api", "v1", "clients"]) => list_clients(ctx, &query),
+        (&Method::GET, ["api", "v1", "clients"]) => list_clients(ctx, &query).await,
         (&Method::POST, ["api", "v1", "clients", id, "collections"]) => {
             let client_id = ClientId::parse(id)?;
             let body = read_body(req).await?;
             create_collection(ctx, &client_id, &body).await
         }
-        (&Method::GET, ["api", "v1", "clients", id, "collections"]) => list_collections(ctx, &ClientId::parse(id)?),
+        (&Method::GET, ["api", "v1", "clients", id, "collections"]) => {
+            let (ds, client) = (ctx.datastore.clone(), ClientId::parse(id)?);
+            offload(move || list_collections(&ds, &client)).await
+        }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow]) => {
-            get_collection(ctx, &ClientId::parse(id)?, &FlowId::parse(flow)?)
+            let (ds, client, flow) = (ctx.datastore.clone(), ClientId::parse(id)?, FlowId::parse(flow)?);
+            offload(move || get_collection(&ds, &client, &flow)).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"]) => {
-            results(ctx, &ClientId::parse(id)?, &FlowId::parse(flow)?, &query)
+            let (ds, client, flow) = (ctx.datastore.clone(), ClientId::parse(id)?, FlowId::parse(flow)?);
+            offload(move || results(&ds, &client, &flow, &query)).await
         }
         _ => Err(ApiError::NotFound(format!("no route for {method} {}", shown(&path)))),
     }
@@ -125,31 +131,41 @@ fn frontends(ctx: &ApiCtx) -> ApiResponse {
     json_response(StatusCode::OK, &json!({ "items": items }))
 }
 
-fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
-    let search = query.get("search").map(String::as_str).unwrap_or("");
+async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
+    let search = query.get("search").cloned().unwrap_or_default();
     let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_LIMIT as u64) as usize;
-    let mut items = Vec::new();
-    let mut total = 0usize;
-    for client_id in datastore::list_clients(&ctx.datastore)? {
-        let info = datastore::read_client_info(&ctx.datastore.client(&client_id)).ok();
-        if !client_matches(&client_id, info.as_ref(), search) {
-            continue;
+    let ds = ctx.datastore.clone();
+    let (total, page) = offload(move || {
+        let mut page = Vec::new();
+        let mut total = 0usize;
+        for client_id in datastore::list_clients(&ds)? {
+            let info = datastore::read_client_info(&ds.client(&client_id)).ok();
+            if !client_matches(&client_id, info.as_ref(), &search) {
+                continue;
+            }
+            total += 1;
+            if page.len() < limit {
+                page.push((client_id, info));
+            }
         }
-        total += 1;
-        if items.len() >= limit {
-            continue;
-        }
-        let connected = ctx.presence.is_connected(&client_id);
-        let (hostname, os, labels, first_seen, last_seen) = match &info {
-            Some(i) => (i.hostname.clone(), i.os.clone(), i.labels.clone(), i.first_seen_ms, i.last_seen_ms),
-            None => (String::new(), String::new(), Vec::new(), 0, 0),
-        };
-        items.push(json!({
-            "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
-            "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
-            "frontend": if connected { json!(ctx.frontend_name) } else { json!(null) },
-        }));
-    }
+        Ok::<_, DatastoreError>((total, page))
+    })
+    .await?;
+    let items: Vec<serde_json::Value> = page
+        .into_iter()
+        .map(|(client_id, info)| {
+            let connected = ctx.presence.is_connected(&client_id);
+            let (hostname, os, labels, first_seen, last_seen) = match info {
+                Some(i) => (i.hostname, i.os, i.labels, i.first_seen_ms, i.last_seen_ms),
+                None => (String::new(), String::new(), Vec::new(), 0, 0),
+            };
+            json!({
+                "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
+                "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
+                "frontend": if connected { json!(ctx.frontend_name) } else { json!(null) },
+            })
+        })
+        .collect();
     Ok(json_response(StatusCode::OK, &json!({ "items": items, "total": total })))
 }
 
@@ -180,9 +196,6 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         .map(|(name, parameters)| Ok(ArtifactRequestDoc { name: ArtifactName::parse(&name)?, parameters }))
         .collect::<Result<Vec<_>, DatastoreError>>()?;
     let client = ctx.datastore.client(client_id);
-    if !client.path().exists() {
-        return Err(ApiError::NotFound(format!("client {client_id} has never connected")));
-    }
     let flow_id = FlowId::random();
     let now_us = now_us();
     let request = FlowRequest {
@@ -193,34 +206,41 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         create_time_us: now_us,
         hunt_id: None,
     };
-    datastore::write_request(&client, &request)?;
-    datastore::write_status(&client, &FlowStatusDoc::scheduled(&request))?;
-    datastore::enqueue_task(&client, &flow_id)?;
+    let queued = offload(move || {
+        if !client.path().exists() {
+            return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+        }
+        datastore::write_request(&client, &request)?;
+        datastore::write_status(&client, &FlowStatusDoc::scheduled(&request))?;
+        datastore::enqueue_task(&client, &request.flow_id)?;
+        Ok(())
+    });
+    queued.await?;
     metrics().flow(FlowEvent::Scheduled);
     // Written to disk first, so an agent that connects at any moment finds it queued.
     ctx.notifier.notify(client_id, &flow_id).await;
     Ok(json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() })))
 }
 
-fn list_collections(ctx: &ApiCtx, client_id: &ClientId) -> ApiResult {
-    let client = ctx.datastore.client(client_id);
+fn list_collections(ds: &Datastore, client_id: &ClientId) -> ApiResult {
+    let client = ds.client(client_id);
     let mut items = Vec::new();
     for flow_id in datastore::list_flows(&client)? {
-        if let Ok(doc) = live_status(ctx, client_id, &flow_id) {
+        if let Ok(doc) = live_status(ds, client_id, &flow_id) {
             items.push(status_json(&doc));
         }
     }
     Ok(json_response(StatusCode::OK, &json!({ "items": items })))
 }
 
-fn get_collection(ctx: &ApiCtx, client_id: &ClientId, flow_id: &FlowId) -> ApiResult {
-    let doc = live_status(ctx, client_id, flow_id)?;
+fn get_collection(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> ApiResult {
+    let doc = live_status(ds, client_id, flow_id)?;
     Ok(json_response(StatusCode::OK, &status_json(&doc)))
 }
 
 /// status.json, with rows counted from the result sets while the flow is in progress.
-fn live_status(ctx: &ApiCtx, client_id: &ClientId, flow_id: &FlowId) -> Result<FlowStatusDoc, ApiError> {
-    let client = ctx.datastore.client(client_id);
+fn live_status(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<FlowStatusDoc, ApiError> {
+    let client = ds.client(client_id);
     let dir = client.flow(flow_id);
     let mut doc = datastore::read_status(&client, flow_id)?;
     if doc.state == FlowState::InProgress {
@@ -243,8 +263,8 @@ fn status_json(doc: &FlowStatusDoc) -> serde_json::Value {
     serde_json::to_value(doc).expect("status documents serialise")
 }
 
-fn results(ctx: &ApiCtx, client_id: &ClientId, flow_id: &FlowId, query: &BTreeMap<String, String>) -> ApiResult {
-    let client = ctx.datastore.client(client_id);
+fn results(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId, query: &BTreeMap<String, String>) -> ApiResult {
+    let client = ds.client(client_id);
     let dir = client.flow(flow_id);
     let request = datastore::read_request(&client, flow_id)?;
     let artifact = match query.get("artifact") {

@@ -20,10 +20,11 @@ pub enum RejectReason {
     Internal,
     Overloaded,
     Timeout,
+    Busy,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         Self::TooLarge,
         Self::BadFrame,
         Self::BadJsonl,
@@ -34,6 +35,7 @@ impl RejectReason {
         Self::Internal,
         Self::Overloaded,
         Self::Timeout,
+        Self::Busy,
     ];
 
     pub fn label(self) -> &'static str {
@@ -48,6 +50,7 @@ impl RejectReason {
             Self::Internal => "internal",
             Self::Overloaded => "overloaded",
             Self::Timeout => "timeout",
+            Self::Busy => "busy",
         }
     }
 }

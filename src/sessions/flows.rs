@@ -2,17 +2,23 @@
 //! sets. Owned by the connection, so its files close when it ends and a flow is never
 //! held open by two connections of one shard. Everything is re-read from disk on open,
 //! because the agent may have written earlier batches through another frontend.
+//!
+//! All file work runs on the blocking pool (`shard::offload`): an open flow is checked
+//! out of the connection's map, moved to a pool thread for the operation, and checked
+//! back in. A second upload for a flow that is checked out is refused as busy (503 with
+//! a short Retry-After); the real agent sends one upload at a time and never sees it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use crate::datastore::{self, AppendOutcome, ArtifactName, ClientDir, FlowDir, FlowRequest, FlowState, FlowStatusDoc, ResultSet};
+use crate::datastore::{self, AppendOutcome, ArtifactName, ClientDir, Datastore, FlowDir, FlowRequest, FlowState, FlowStatusDoc, ResultSet};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::sessions::upload::UploadError;
-use crate::shard::ctx::ShardCtx;
+use crate::shard::offload::offload;
 
 /// Largest file an agent may upload into one flow (offset + chunk).
 pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
@@ -23,7 +29,7 @@ pub enum BatchOutcome {
     OutOfOrder { next_seq: u64 },
 }
 
-struct OpenFlow {
+pub struct OpenFlow {
     client: ClientDir,
     dir: FlowDir,
     request: FlowRequest,
@@ -31,9 +37,16 @@ struct OpenFlow {
     sets: HashMap<String, ResultSet>,
 }
 
+/// A connection's flows. Invariant: a `Busy` slot is an operation in flight on the
+/// blocking pool; it is replaced by `Idle` (or removed) when that operation returns.
+enum Slot {
+    Idle(Box<OpenFlow>),
+    Busy,
+}
+
 #[derive(Default)]
 pub struct OpenFlows {
-    flows: HashMap<FlowId, OpenFlow>,
+    flows: RefCell<HashMap<FlowId, Slot>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -41,54 +54,88 @@ pub fn now_ms() -> u64 {
 }
 
 impl OpenFlows {
-    fn open(&mut self, ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) -> Result<&mut OpenFlow, UploadError> {
-        if !self.flows.contains_key(flow_id) {
-            let client = ctx.datastore.client(client_id);
-            let dir = client.flow(flow_id);
-            // The flow must exist under this client's own folder: an agent can only
-            // write into collections that were scheduled for it.
-            let request = datastore::read_request(&client, flow_id).map_err(|e| match e.is_not_found() {
-                true => UploadError::NotYourFlow { flow: flow_id.to_string(), client: client_id.clone() },
-                false => UploadError::Datastore(e),
-            })?;
-            let status = datastore::read_status(&client, flow_id)?;
-            self.flows.insert(flow_id.clone(), OpenFlow { client, dir, request, status, sets: HashMap::new() });
-        }
-        Ok(self.flows.get_mut(flow_id).expect("inserted above"))
+    /// Runs `op` on the flow (opened from disk if this connection has not yet) on the
+    /// blocking pool. The flow stays open afterwards unless it was closed.
+    pub async fn with_flow<R, F>(&self, datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId, op: F) -> Result<R, UploadError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut OpenFlow) -> Result<R, UploadError> + Send + 'static,
+    {
+        let prior = self.check_out(flow_id)?;
+        let (datastore, client_id, id) = (datastore.clone(), client_id.clone(), flow_id.clone());
+        let (result, back) = offload(move || {
+            let mut flow = match prior {
+                Some(flow) => flow,
+                None => match OpenFlow::open(&datastore, &client_id, &id) {
+                    Ok(flow) => Box::new(flow),
+                    Err(e) => return (Err(e), None),
+                },
+            };
+            let result = op(&mut flow);
+            let keep = !flow.status.state.is_terminal();
+            (result, keep.then_some(flow))
+        })
+        .await;
+        self.check_in(flow_id, back);
+        result
     }
 
-    pub fn append(
-        &mut self,
-        ctx: &ShardCtx,
-        client_id: &ClientId,
-        flow_id: &FlowId,
-        artifact: &str,
-        seq: u64,
-        jsonl: &[u8],
-    ) -> Result<BatchOutcome, UploadError> {
-        let flow = self.open(ctx, client_id, flow_id)?;
-        if !flow.request.artifacts.iter().any(|a| a.name.as_str() == artifact) {
-            return Err(UploadError::ArtifactNotRequested { flow: flow_id.clone(), artifact: datastore_shown(artifact) });
+    fn check_out(&self, flow_id: &FlowId) -> Result<Option<Box<OpenFlow>>, UploadError> {
+        let mut flows = self.flows.borrow_mut();
+        match flows.insert(flow_id.clone(), Slot::Busy) {
+            None => Ok(None),
+            Some(Slot::Idle(flow)) => Ok(Some(flow)),
+            Some(Slot::Busy) => Err(UploadError::Busy { flow: flow_id.clone() }),
         }
-        if !flow.sets.contains_key(artifact) {
+    }
+
+    fn check_in(&self, flow_id: &FlowId, flow: Option<Box<OpenFlow>>) {
+        let mut flows = self.flows.borrow_mut();
+        match flow {
+            Some(flow) => flows.insert(flow_id.clone(), Slot::Idle(flow)),
+            None => flows.remove(flow_id),
+        };
+    }
+}
+
+impl OpenFlow {
+    fn open(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<Self, UploadError> {
+        let client = datastore.client(client_id);
+        let dir = client.flow(flow_id);
+        // The flow must exist under this client's own folder: an agent can only write
+        // into collections that were scheduled for it.
+        let request = datastore::read_request(&client, flow_id).map_err(|e| match e.is_not_found() {
+            true => UploadError::NotYourFlow { flow: flow_id.to_string(), client: client_id.clone() },
+            false => UploadError::Datastore(e),
+        })?;
+        let status = datastore::read_status(&client, flow_id)?;
+        Ok(Self { client, dir, request, status, sets: HashMap::new() })
+    }
+
+    pub fn append(&mut self, artifact: &str, seq: u64, jsonl: &[u8]) -> Result<BatchOutcome, UploadError> {
+        let flow_id = self.dir.id().clone();
+        if !self.request.artifacts.iter().any(|a| a.name.as_str() == artifact) {
+            return Err(UploadError::ArtifactNotRequested { flow: flow_id, artifact: datastore_shown(artifact) });
+        }
+        if !self.sets.contains_key(artifact) {
             let name = ArtifactName::parse(artifact)?;
-            let set = ResultSet::open(&flow.dir.result_paths(&name))?;
-            flow.sets.insert(artifact.to_string(), set);
+            let set = ResultSet::open(&self.dir.result_paths(&name))?;
+            self.sets.insert(artifact.to_string(), set);
         }
-        let set = flow.sets.get_mut(artifact).expect("inserted above");
-        let closed = flow.status.state.is_terminal();
-        if closed && seq >= set.next_seq() {
-            return Err(UploadError::FlowClosed { flow: flow_id.clone(), state: format!("{:?}", flow.status.state).to_lowercase() });
+        let set = self.sets.get_mut(artifact).expect("inserted above");
+        if self.status.state.is_terminal() && seq >= set.next_seq() {
+            let state = format!("{:?}", self.status.state).to_lowercase();
+            return Err(UploadError::FlowClosed { flow: flow_id, state });
         }
         let outcome = match set.append_batch(seq, jsonl)? {
             AppendOutcome::Written { rows } => BatchOutcome::Written { rows, next_seq: set.next_seq() },
             AppendOutcome::Duplicate => BatchOutcome::Duplicate { next_seq: set.next_seq() },
             AppendOutcome::OutOfOrder { expected } => BatchOutcome::OutOfOrder { next_seq: expected },
         };
-        if matches!(outcome, BatchOutcome::Written { .. }) && flow.status.state == FlowState::Scheduled {
-            flow.status.state = FlowState::InProgress;
-            flow.status.start_time_ms = Some(now_ms());
-            datastore::write_status(&flow.client, &flow.status)?;
+        if matches!(outcome, BatchOutcome::Written { .. }) && self.status.state == FlowState::Scheduled {
+            self.status.state = FlowState::InProgress;
+            self.status.start_time_ms = Some(now_ms());
+            datastore::write_status(&self.client, &self.status)?;
             metrics().flow(FlowEvent::Started);
         }
         Ok(outcome)
@@ -96,18 +143,16 @@ impl OpenFlows {
 
     /// The agent says the flow is done: count what is on disk (not what the agent
     /// claims), record any difference as an error, and close the flow.
-    pub fn finish(&mut self, ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, report: &pb::FlowStatus) -> Result<(), UploadError> {
-        let flow = self.open(ctx, client_id, flow_id)?;
-        if flow.status.state.is_terminal() {
-            self.flows.remove(flow_id);
+    pub fn finish(&mut self, report: &pb::FlowStatus) -> Result<(), UploadError> {
+        if self.status.state.is_terminal() {
             return Ok(()); // a resent status: already recorded
         }
-        let mut status = flow.status.clone();
+        let mut status = self.status.clone();
         status.errors.extend(report.errors.iter().take(100).map(|e| e.chars().take(1000).collect::<String>()));
         let (mut total_rows, mut total_bytes) = (0u64, 0u64);
         status.artifacts.clear();
-        for requested in &flow.request.artifacts {
-            let summary = datastore::summary(&flow.dir.result_paths(&requested.name))?;
+        for requested in &self.request.artifacts {
+            let summary = datastore::summary(&self.dir.result_paths(&requested.name))?;
             total_rows += summary.rows;
             total_bytes += summary.bytes;
             if let Some(claimed) = report.artifacts.iter().find(|a| a.name == requested.name.as_str()) {
@@ -124,17 +169,16 @@ impl OpenFlows {
         let now = now_ms();
         status.start_time_ms.get_or_insert(now);
         status.finish_time_ms = Some(now);
-        datastore::write_status(&flow.client, &status)?;
-        datastore::remove_task(&flow.client, flow_id)?;
+        datastore::write_status(&self.client, &status)?;
+        datastore::remove_task(&self.client, self.dir.id())?;
         metrics().flow(if failed { FlowEvent::Errored } else { FlowEvent::Finished });
-        self.flows.remove(flow_id);
+        self.status = status;
         Ok(())
     }
 
     /// Writes a chunk of an uploaded file into the flow's uploads/ folder.
-    pub fn write_file(&mut self, ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, chunk: &pb::FileChunk) -> Result<u64, UploadError> {
-        let flow = self.open(ctx, client_id, flow_id)?;
-        let path = flow.dir.upload_path(&chunk.path)?;
+    pub fn write_file(&mut self, chunk: &pb::FileChunk) -> Result<u64, UploadError> {
+        let path = self.dir.upload_path(&chunk.path)?;
         let end = chunk.offset.checked_add(chunk.data.len() as u64);
         if end.is_none_or(|end| end > MAX_UPLOADED_FILE_BYTES) {
             return Err(UploadError::TooLarge { max_bytes: MAX_UPLOADED_FILE_BYTES });

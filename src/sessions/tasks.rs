@@ -10,16 +10,18 @@ use futures::future::{self, Either};
 use futures::pin_mut;
 use h2::server::SendResponse;
 
-use crate::datastore::{flow, DatastoreError};
+use crate::datastore::{flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::metrics;
 use crate::protocol::{framing, pb};
 use crate::shard::ctx::ShardCtx;
 use crate::shard::mesh::PresenceEvent;
+use crate::shard::offload::offload;
 
-/// Builds the task frame for a queued flow from its request.json.
-pub fn task_frame(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) -> Result<Bytes, DatastoreError> {
-    let client = ctx.datastore.client(client_id);
+/// Builds the task frame for a queued flow from its request.json. Blocking: run it
+/// through `offload`.
+pub fn task_frame(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<Bytes, DatastoreError> {
+    let client = datastore.client(client_id);
     let request = flow::read_request(&client, flow_id)?;
     let task = pb::Task {
         flow_id: flow_id.to_string(),
@@ -35,17 +37,20 @@ pub fn task_frame(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) -> Res
 }
 
 /// Pushes a flow to the client if it is connected to this shard.
-pub fn deliver(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) {
+pub async fn deliver(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) {
     if !ctx.sessions.is_connected(client_id) {
         return;
     }
-    match task_frame(ctx, client_id, flow_id) {
-        Ok(frame) => {
-            if ctx.sessions.push(client_id, flow_id, frame) {
-                metrics().tasks_pushed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    let (datastore, client, flow) = (ctx.datastore.clone(), client_id.clone(), flow_id.clone());
+    match offload(move || task_frame(&datastore, &client, &flow)).await {
+        Ok(frame) => push(ctx, client_id, flow_id, frame),
         Err(e) => tracing::warn!(client = %client_id, flow = %flow_id, "cannot build task: {e}"),
+    }
+}
+
+fn push(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) {
+    if ctx.sessions.push(client_id, flow_id, frame) {
+        metrics().tasks_pushed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -65,7 +70,7 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
         let hello = pb::Hello { client_id: client_id.to_string(), frontend: ctx.frontend_name.clone() };
         let hello = framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Hello(hello)) });
         if stream.send_data(hello, false).is_ok() {
-            deliver_pending(&ctx, &client_id);
+            deliver_pending(&ctx, &client_id).await;
             pump(&registration.frames, &mut stream).await;
         }
     }
@@ -77,10 +82,16 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
 }
 
 /// Tasks queued on disk while the agent was away (or before this stream registered).
-fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
-    let client = ctx.datastore.client(client_id);
-    match flow::pending_tasks(&client) {
-        Ok(flows) => flows.iter().for_each(|f| deliver(ctx, client_id, f)),
+async fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
+    let (datastore, client) = (ctx.datastore.clone(), client_id.clone());
+    let frames = offload(move || {
+        let queued = flow::pending_tasks(&datastore.client(&client))?;
+        let frames = queued.into_iter().filter_map(|f| task_frame(&datastore, &client, &f).ok().map(|b| (f, b)));
+        Ok::<_, DatastoreError>(frames.collect::<Vec<_>>())
+    })
+    .await;
+    match frames {
+        Ok(frames) => frames.into_iter().for_each(|(flow_id, frame)| push(ctx, client_id, &flow_id, frame)),
         Err(e) => tracing::warn!(client = %client_id, "cannot list queued tasks: {e}"),
     }
 }

@@ -13,7 +13,9 @@ use crate::ids::{ClientId, FlowId, IdError};
 use crate::metrics::{metrics, RejectReason};
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
+use crate::datastore::ClientDir;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
+use crate::shard::offload::offload;
 use crate::shard::ctx::ShardCtx;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum UploadError {
     ArtifactNotRequested { flow: FlowId, artifact: String },
     #[error("flow {flow} is already {state}; no more results are taken")]
     FlowClosed { flow: FlowId, state: String },
+    #[error("another upload for flow {flow} is in progress on this connection")]
+    Busy { flow: FlowId },
     #[error("{0}")]
     Datastore(#[from] DatastoreError),
 }
@@ -44,6 +48,7 @@ impl UploadError {
             Self::BadId(_) | Self::ArtifactNotRequested { .. } => RejectReason::BadName,
             Self::NotYourFlow { .. } => RejectReason::NotYourFlow,
             Self::FlowClosed { .. } => RejectReason::FlowClosed,
+            Self::Busy { .. } => RejectReason::Busy,
             Self::Datastore(e) => match e {
                 DatastoreError::Jsonl { .. } => RejectReason::BadJsonl,
                 e if e.fault() == Fault::Agent => RejectReason::BadName,
@@ -60,7 +65,7 @@ impl UploadError {
             RejectReason::NotYourFlow => StatusCode::FORBIDDEN,
             RejectReason::FlowClosed => StatusCode::CONFLICT,
             RejectReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            RejectReason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::Overloaded | RejectReason::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -77,6 +82,9 @@ pub struct Answer {
 /// How long an agent waits after the datastore refused a write for lack of space: long,
 /// so a full disk does not start a re-upload storm (DESIGN.md, "Lessons").
 pub const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(300);
+/// How long to wait before resending an upload refused because another one for the
+/// same flow was still being written.
+pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 
 impl Answer {
     fn ok(status: upload_ack::Status, next_seq: u64) -> Self {
@@ -86,7 +94,11 @@ impl Answer {
     pub fn rejected(e: &UploadError) -> Self {
         metrics().upload_rejected(e.reason());
         let ack = pb::UploadAck { status: upload_ack::Status::Rejected as i32, next_seq: 0, message: e.to_string() };
-        let retry_after = (e.reason() == RejectReason::Overloaded).then_some(RETRY_AFTER_DISK_FULL);
+        let retry_after = match e.reason() {
+            RejectReason::Overloaded => Some(RETRY_AFTER_DISK_FULL),
+            RejectReason::Busy => Some(RETRY_AFTER_BUSY),
+            _ => None,
+        };
         Self { status: e.status(), ack, retry_after }
     }
 
@@ -96,11 +108,12 @@ impl Answer {
 }
 
 /// Handles one upload body (already capped at `max_upload_bytes` by the transport).
-pub fn handle(ctx: &ShardCtx, client_id: &ClientId, flows: &mut OpenFlows, body: Bytes) -> Answer {
+pub async fn handle(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, body: Bytes) -> Answer {
     let body_bytes = body.len() as u64;
-    let result = framing::decode_single::<pb::Upload>(body, ctx.config.limits.max_upload_bytes)
-        .map_err(UploadError::from)
-        .and_then(|upload| dispatch(ctx, client_id, flows, upload));
+    let result = match framing::decode_single::<pb::Upload>(body, ctx.config.limits.max_upload_bytes) {
+        Ok(upload) => dispatch(ctx, client_id, flows, upload).await,
+        Err(e) => Err(e.into()),
+    };
     match result {
         Ok(answer) => {
             let m = metrics();
@@ -115,17 +128,21 @@ pub fn handle(ctx: &ShardCtx, client_id: &ClientId, flows: &mut OpenFlows, body:
     }
 }
 
-fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &mut OpenFlows, upload: pb::Upload) -> Result<Answer, UploadError> {
+async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, upload: pb::Upload) -> Result<Answer, UploadError> {
     use pb::upload::Kind;
+    let ds = &ctx.datastore;
     match upload.kind.ok_or(UploadError::Empty)? {
         Kind::Result(batch) => {
             let flow_id = FlowId::parse(&batch.flow_id)?;
-            let outcome = flows.append(ctx, client_id, &flow_id, &batch.artifact, batch.seq, &batch.jsonl)?;
+            let bytes = batch.jsonl.len() as u64;
+            let outcome = flows
+                .with_flow(ds, client_id, &flow_id, move |flow| flow.append(&batch.artifact, batch.seq, &batch.jsonl))
+                .await?;
             let m = metrics();
             Ok(match outcome {
                 BatchOutcome::Written { rows, next_seq } => {
                     m.rows_written.fetch_add(rows, Ordering::Relaxed);
-                    m.result_bytes_written.fetch_add(batch.jsonl.len() as u64, Ordering::Relaxed);
+                    m.result_bytes_written.fetch_add(bytes, Ordering::Relaxed);
                     Answer::ok(upload_ack::Status::Ok, next_seq)
                 }
                 BatchOutcome::Duplicate { next_seq } => {
@@ -140,45 +157,37 @@ fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &mut OpenFlows, upload:
         }
         Kind::Status(status) => {
             let flow_id = FlowId::parse(&status.flow_id)?;
-            flows.finish(ctx, client_id, &flow_id, &status)?;
+            flows.with_flow(ds, client_id, &flow_id, move |flow| flow.finish(&status)).await?;
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
         Kind::File(chunk) => {
             let flow_id = FlowId::parse(&chunk.flow_id)?;
-            let written = flows.write_file(ctx, client_id, &flow_id, &chunk)?;
+            let written = flows.with_flow(ds, client_id, &flow_id, move |flow| flow.write_file(&chunk)).await?;
             metrics().files_uploaded_bytes.fetch_add(written, Ordering::Relaxed);
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
         Kind::Info(info) => {
-            record_seen(ctx, client_id, &info)?;
+            let client = ds.client(client_id);
+            offload(move || record_seen(&client, &info)).await?;
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
     }
 }
 
-/// Writes info.json for a connecting agent: what it reports now, with the labels and
-/// first-seen time kept from before.
-fn record_seen(ctx: &ShardCtx, client_id: &ClientId, info: &pb::ClientInfo) -> Result<(), UploadError> {
-    let client = ctx.datastore.client(client_id);
-    let now = crate::sessions::flows::now_ms();
-    let bounded = |s: &str| s.chars().take(256).collect::<String>();
-    let mut doc = match client_info::read_client_info(&client) {
-        Ok(doc) => doc,
-        Err(e) if e.is_not_found() => client_info::ClientInfoDoc {
-            client_id: client_id.clone(),
-            hostname: String::new(),
-            os: String::new(),
-            labels: Vec::new(),
-            first_seen_ms: now,
-            last_seen_ms: now,
-            version: String::new(),
-        },
-        Err(e) => return Err(e.into()),
-    };
-    doc.hostname = bounded(&info.hostname);
-    doc.os = bounded(&info.os);
-    doc.version = bounded(&info.version);
-    doc.last_seen_ms = now;
-    client_info::write_client_info(&client, &doc)?;
+/// Writes info.json for a connecting agent (facts now, labels and first-seen kept).
+/// Skipped when nothing changed and the last write is recent: a fleet reconnecting at
+/// once then costs no writes at all.
+fn record_seen(client: &ClientDir, info: &pb::ClientInfo) -> Result<(), UploadError> {
+    if let Ok(doc) = client_info::read_client_info(client) {
+        let fresh = crate::sessions::flows::now_ms().saturating_sub(doc.last_seen_ms) < LAST_SEEN_REFRESH_MS;
+        if fresh && doc.hostname == info.hostname && doc.os == info.os && doc.version == info.version {
+            return Ok(());
+        }
+    }
+    client_info::record_seen(client, &info.hostname, &info.os, &info.version)?;
     Ok(())
 }
+
+/// How stale `last_seen_ms` may get before a reconnect rewrites info.json. Whether an
+/// agent is connected now comes from presence, not from this field.
+const LAST_SEEN_REFRESH_MS: u64 = 10 * 60 * 1000;

@@ -7,4 +7,5 @@
 pub mod ctx;
 pub mod deadline;
 pub mod mesh;
+pub mod offload;
 pub mod pool;

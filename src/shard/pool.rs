@@ -151,7 +151,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         while let Some(msg) = notifications.recv().await {
             match msg {
                 mesh::ShardMessage::Notify { client_id, flow_id } => {
-                    crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id)
+                    crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id).await
                 }
             }
         }

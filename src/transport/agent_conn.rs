@@ -2,7 +2,7 @@
 //! id from the certificate's key, then HTTP/2 with each request routed to the session
 //! code. The connection's open result sets live and die with it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -128,7 +128,7 @@ impl Drop for ActivityGuard {
 /// Accepts requests until the agent leaves; on shutdown (or when idle), says GOAWAY and
 /// lets the requests in flight (uploads) finish.
 async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Connection<compat::ServerIo, Bytes>) {
-    let flows = Rc::new(RefCell::new(OpenFlows::default()));
+    let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
     let idle_timeout = ctx.config.limits.idle_timeout();
     let mut closing = false;
@@ -186,7 +186,7 @@ async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Con
 async fn route(
     ctx: Rc<ShardCtx>,
     client_id: ClientId,
-    flows: Rc<RefCell<OpenFlows>>,
+    flows: Rc<OpenFlows>,
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
@@ -200,7 +200,7 @@ async fn route(
 async fn handle_upload(
     ctx: Rc<ShardCtx>,
     client_id: ClientId,
-    flows: Rc<RefCell<OpenFlows>>,
+    flows: Rc<OpenFlows>,
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
@@ -209,7 +209,7 @@ async fn handle_upload(
     let mut recv = request.into_body();
     let read = with_deadline(limits.request_timeout(), body::read_capped(&mut recv, declared, limits.max_upload_bytes));
     let answer = match read.await {
-        Some(Ok(bytes)) => upload::handle(&ctx, &client_id, &mut flows.borrow_mut(), bytes),
+        Some(Ok(bytes)) => upload::handle(&ctx, &client_id, &flows, bytes).await,
         Some(Err(BodyError::TooLarge { max_bytes })) => upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes }),
         Some(Err(BodyError::Stream(e))) => {
             tracing::debug!(client = %client_id, "upload body failed: {e}");
