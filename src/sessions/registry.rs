@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use futures::channel::mpsc;
 
 use crate::ids::{ClientId, FlowId};
 use crate::limits::SESSION_TASK_QUEUE_LEN;
@@ -20,7 +20,7 @@ use crate::metrics::metrics;
 /// One agent's live task stream as the shard sees it.
 pub struct Live {
     pub session_id: u64,
-    pub frames: LocalSender<Bytes>,
+    pub frames: mpsc::Sender<Bytes>,
     /// Flows already pushed on this stream, so a notification that races the queue
     /// scan at connect time does not push a task twice.
     pub delivered: Rc<RefCell<HashSet<FlowId>>>,
@@ -33,14 +33,16 @@ pub struct Registry {
 
 /// What a newly registered stream gets: its frame receiver.
 pub struct Registration {
-    pub frames: LocalReceiver<Bytes>,
+    pub frames: mpsc::Receiver<Bytes>,
     pub delivered: Rc<RefCell<HashSet<FlowId>>>,
 }
 
 impl Registry {
     /// Registers a task stream; an older stream of the same client is ended.
     pub fn register(&self, client_id: &ClientId, session_id: u64) -> Registration {
-        let (tx, rx) = local_channel::new_bounded(SESSION_TASK_QUEUE_LEN);
+        // futures' channel allocates per queued message, not for its capacity up front:
+        // a glommio local channel of the same bound cost 32 KiB per idle agent.
+        let (tx, rx) = mpsc::channel(SESSION_TASK_QUEUE_LEN);
         let delivered = Rc::new(RefCell::new(HashSet::new()));
         let live = Live { session_id, frames: tx, delivered: delivered.clone() };
         let old = self.live.borrow_mut().insert(client_id.clone(), live);
@@ -72,8 +74,8 @@ impl Registry {
     /// Queues a frame on the client's stream if it is connected here and the flow was
     /// not pushed on this stream yet. Returns whether the frame was queued.
     pub fn push(&self, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) -> bool {
-        let live = self.live.borrow();
-        let Some(session) = live.get(client_id) else { return false };
+        let mut live = self.live.borrow_mut();
+        let Some(session) = live.get_mut(client_id) else { return false };
         if !session.delivered.borrow_mut().insert(flow_id.clone()) {
             return false;
         }

@@ -57,7 +57,7 @@ fn push(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) {
 /// Serves `GET /agent/v1/tasks` until the agent goes away or the shard stops.
 pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respond: SendResponse<Bytes>) {
     let session_id = ctx.next_session_id();
-    let registration = ctx.sessions.register(&client_id, session_id);
+    let mut registration = ctx.sessions.register(&client_id, session_id);
     let connected = PresenceEvent::Connected { client_id: client_id.clone(), shard: ctx.shard, session: session_id };
     let _ = ctx.presence.send(connected).await;
 
@@ -71,7 +71,7 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
         let hello = framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Hello(hello)) });
         if stream.send_data(hello, false).is_ok() {
             deliver_pending(&ctx, &client_id).await;
-            pump(&registration.frames, &mut stream).await;
+            pump(&mut registration.frames, &mut stream).await;
         }
     }
 
@@ -97,7 +97,7 @@ async fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
 }
 
 /// Forwards frames until the registry closes the queue or the agent resets the stream.
-async fn pump(frames: &glommio::channels::local_channel::LocalReceiver<Bytes>, stream: &mut h2::SendStream<Bytes>) {
+async fn pump(frames: &mut futures::channel::mpsc::Receiver<Bytes>, stream: &mut h2::SendStream<Bytes>) {
     enum Event {
         Frame(Bytes),
         Closed,
@@ -105,7 +105,7 @@ async fn pump(frames: &glommio::channels::local_channel::LocalReceiver<Bytes>, s
     }
     loop {
         let event = {
-            let next = frames.recv();
+            let next = futures::StreamExt::next(frames);
             let reset = future::poll_fn(|cx| stream.poll_reset(cx));
             pin_mut!(next, reset);
             match future::select(next, reset).await {
