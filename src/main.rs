@@ -74,7 +74,15 @@ enum ConfigCommand {
     },
 }
 
-fn main() -> Result<()> {
+fn main() {
+    // Errors are for operators: the message chain, no backtrace, exit status 1.
+    if let Err(e) = run() {
+        eprintln!("packhunt: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PACKHUNT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

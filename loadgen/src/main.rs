@@ -93,7 +93,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 
-fn main() -> Result<()> {
+fn main() {
+    // Errors are for operators: the message chain, no backtrace, exit status 1.
+    if let Err(e) = run() {
+        eprintln!("loadgen: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     check_fd_budget(args.clients)?;
     let config = ClientConfig::load(&args.config)?;

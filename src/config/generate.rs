@@ -120,7 +120,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
 
     let datastore = opts.out_dir.join(DATASTORE_DIR);
     std::fs::create_dir_all(&datastore)
-        .map_err(|source| ConfigError::Write { path: datastore.clone(), source })?;
+        .map_err(|source| ConfigError::Write { path: datastore.clone(), error: source })?;
     // The server config goes last: it is what makes a rerun refuse, so a failure before
     // it leaves a folder that a plain rerun repairs.
     super::write_toml(&client_config_path, &client)?;
@@ -279,7 +279,7 @@ fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigError> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|source| ConfigError::Write { path: path.to_path_buf(), source })
+    write().map_err(|source| ConfigError::Write { path: path.to_path_buf(), error: source })
 }
 
 /// The host ends up in a certificate SAN, a TLS server name and a URL: accept only what

@@ -15,10 +15,10 @@ use crate::limits;
 /// Errors loading or writing a config file. Always the operator's fault or the disk's.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: cannot write: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: cannot write: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {message}")]
@@ -310,12 +310,12 @@ pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), ConfigErro
     let write = |p: &Path, t: &str| std::fs::write(p, t);
     write(&tmp, &text)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| ConfigError::Write { path: path.to_path_buf(), source })
+        .map_err(|source| ConfigError::Write { path: path.to_path_buf(), error: source })
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), error: source })?;
     // toml's error message names the key and shows the offending line.
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
