@@ -112,7 +112,7 @@ async fn connect_inner(
     let (response, _) = send.send_request(request, true)?;
     let response = response.await?;
     if response.status() != 200 {
-        let message = format!("task stream refused");
+        let message = "task stream refused".to_string();
         return Err(CommsError::Status { status: response.status().as_u16(), message });
     }
     let tasks = TaskStream { body: response.into_body(), decoder: FrameDecoder::new(crate::limits::MAX_TASK_FRAME_BYTES) };

@@ -231,8 +231,8 @@ mod tests {
     fn deep_nesting_and_long_rows_are_handled() {
         let depth = 200_000;
         let mut deep = b"{\"a\":".to_vec();
-        deep.extend(std::iter::repeat(b'[').take(depth));
-        deep.extend(std::iter::repeat(b']').take(depth));
+        deep.extend(std::iter::repeat_n(b'[', depth));
+        deep.extend(std::iter::repeat_n(b']', depth));
         deep.extend_from_slice(b"}\n");
         let mut index = Vec::new();
         assert_eq!(validate_and_index(&deep, 0, &mut index).unwrap(), 1);

@@ -33,7 +33,7 @@ pub const MAX_UPLOAD_DEPTH: usize = 32;
 /// upload stays under Linux PATH_MAX (4096). 32 × 200 alone would exceed it.
 pub const MAX_UPLOAD_RELATIVE_BYTES: usize = 2048;
 
-const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS + 1 <= MAX_UPLOAD_RELATIVE_BYTES);
+const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);
 const _: () = assert!(MAX_ARTIFACT_NAME_BYTES + ".batches".len() <= 255);
 
 /// The datastore root. Cheap to clone; carries the fsync setting so every document
@@ -545,9 +545,8 @@ mod tests {
         assert_eq!(ok.as_str(), "Linux.Sys.Pslist");
         assert!(serde_json::from_str::<ArtifactName>("\"../x\"").is_err());
         assert_eq!(serde_json::to_string(&ok).unwrap(), "\"Linux.Sys.Pslist\"");
-        assert!(
-            ok == "Linux.Sys.Pslist" && ok != "Linux.Sys" && ok == "Linux.Sys.Pslist".to_string()
-        );
+        let owned = String::from("Linux.Sys.Pslist");
+        assert!(ok == "Linux.Sys.Pslist" && ok != "Linux.Sys" && ok == owned);
     }
 
     fn sanitised(raw: &str) -> String {

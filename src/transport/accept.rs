@@ -86,7 +86,8 @@ fn admit(ctx: &Rc<ShardCtx>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, str
 
 fn set_keepalive(stream: &TcpStream) {
     use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY-free: borrow the fd only for the duration of the setsockopt calls.
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow; the borrow is only
+    // used for the setsockopt calls below and never closes the fd.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let sock = socket2::SockRef::from(&fd);
     let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
