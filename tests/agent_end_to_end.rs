@@ -113,13 +113,7 @@ fn api_refuses_missing_or_wrong_credentials() -> anyhow::Result<()> {
     let (code, body) = api.without_auth().post("/api/v1/clients/C.0123456789abcdef/collections", &serde_json::json!({"artifacts": ["Generic.Client.Info"]}))?;
     assert_eq!(code, 401);
     assert!(body["error"].is_string());
-    let (_, metrics) = api.get_text("/metrics")?;
-    let unauthorized: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("packhunt_api_unauthorized_total "))
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap()
-        .parse()?;
+    let unauthorized = deployment.metric("packhunt_api_unauthorized_total")?;
     assert_eq!(unauthorized, 13);
     Ok(())
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -34,13 +33,8 @@ fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, 
     }
     let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
     assert!(loadgen.0.wait()?.success(), "loadgen exits once every flow is delivered");
+    let sent = common::loadgen_rows_sent(&report)?;
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    let sent: HashMap<String, u64> = report["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["flow_id"].as_str().unwrap().to_string(), f["rows"].as_u64().unwrap()))
-        .collect();
     assert_eq!(sent.len(), clients, "loadgen delivered one flow per agent");
     for status in &statuses {
         let flow = status["flow_id"].as_str().unwrap();
@@ -69,13 +63,7 @@ fn agents_reconnecting_mid_flow_lose_and_duplicate_nothing() -> anyhow::Result<(
     // every third ack so batches are resent after reconnects.
     let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
     run_fleet(&deployment, 20, &config, &["--drop-connection-every-uploads", "3"], &["Linux.Sys.Pslist"])?;
-    let (_, metrics) = deployment.api().get_text("/metrics")?;
-    let duplicates: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("packhunt_uploads_duplicate_total "))
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap()
-        .parse()?;
+    let duplicates = deployment.metric("packhunt_uploads_duplicate_total")?;
     assert!(duplicates > 0, "resent batches were seen and not written twice");
     Ok(())
 }
@@ -126,13 +114,8 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     deployment.start_frontend()?;
     let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
     assert!(loadgen.0.wait()?.success());
+    let sent = common::loadgen_rows_sent(&report)?;
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    let sent: HashMap<String, u64> = report["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["flow_id"].as_str().unwrap().to_string(), f["rows"].as_u64().unwrap()))
-        .collect();
     for status in &statuses {
         let flow = status["flow_id"].as_str().unwrap();
         assert_eq!(status["state"], "finished", "{status}");

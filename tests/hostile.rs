@@ -557,12 +557,8 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// One series' value from /metrics, e.g. `packhunt_upload_rejections_total{reason="bad_name"}`.
 fn metric(d: &Deployment, series: &str) -> Result<u64> {
-    let (code, text) = d.api().get_text("/metrics")?;
-    ensure!(code == 200, "/metrics answered {code}");
-    let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
-    value.with_context(|| format!("{series} missing from /metrics"))
+    d.metric(series)
 }
 
 fn rejections(d: &Deployment, reason: &str) -> Result<u64> {

@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 use common::{Deployment, Proc};
 use tokio::io::AsyncReadExt;
 
-fn metric(deployment: &Deployment, line_prefix: &str) -> anyhow::Result<u64> {
-    let (_, text) = deployment.api().get_text("/metrics")?;
-    let line = text.lines().find(|l| l.starts_with(line_prefix)).ok_or_else(|| anyhow::anyhow!("no {line_prefix}"))?;
-    Ok(line.rsplit(' ').next().unwrap().parse()?)
-}
-
 fn short_timeouts(text: &mut String) {
     *text = text
         .lines()
@@ -43,7 +37,7 @@ fn silent_tcp_peer_is_closed_after_the_handshake_timeout() -> anyhow::Result<()>
         Ok::<_, anyhow::Error>(started.elapsed())
     })?;
     assert!(waited < Duration::from_secs(5), "closed by the 300 ms handshake timeout, not by chance");
-    assert_eq!(metric(&deployment, "packhunt_connection_refusals_total{reason=\"handshake_timeout\"}")?, 1);
+    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_timeout\"}")?, 1);
     Ok(())
 }
 
@@ -74,10 +68,10 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
     })?;
     assert!(closed_after >= Duration::from_millis(400), "not closed before the idle timeout: {closed_after:?}");
     assert!(closed_after < Duration::from_secs(5));
-    assert_eq!(metric(&deployment, "packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
+    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
     // The real agent holds its task stream open, so it is still connected.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(deployment.wait_connected(1, Duration::from_secs(1))?.len(), 1);
-    assert_eq!(metric(&deployment, "packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
+    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
     Ok(())
 }

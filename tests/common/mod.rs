@@ -150,6 +150,14 @@ impl Deployment {
         Api { port: self.gui_port, ca_pem: self.ca_pem.clone(), auth: Some(("admin".into(), ADMIN_PASSWORD.into())) }
     }
 
+    /// One series' value from /metrics, e.g. `packhunt_upload_rejections_total{reason="bad_name"}`.
+    pub fn metric(&self, series: &str) -> Result<u64> {
+        let (code, text) = self.api().get_text("/metrics")?;
+        anyhow::ensure!(code == 200, "/metrics answered {code}");
+        let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+        value.with_context(|| format!("{series} missing from /metrics"))
+    }
+
     /// Waits until `n` agents show as connected in the API.
     pub fn wait_connected(&self, n: usize, limit: Duration) -> Result<Vec<String>> {
         let api = self.api();
@@ -305,4 +313,11 @@ pub fn count_lines(path: &Path) -> usize {
 
 pub fn flow_results(datastore: &Path, client: &str, flow: &str, artifact: &str) -> PathBuf {
     datastore.join("clients").join(client).join("collections").join(flow).join("results").join(format!("{artifact}.jsonl"))
+}
+
+/// flow id -> rows sent, from a loadgen JSON report.
+pub fn loadgen_rows_sent(report: &Path) -> Result<std::collections::HashMap<String, u64>> {
+    let report: Value = serde_json::from_slice(&std::fs::read(report)?)?;
+    let flows = report["flows"].as_array().context("report has flows")?;
+    Ok(flows.iter().map(|f| (f["flow_id"].as_str().unwrap_or_default().to_string(), f["rows"].as_u64().unwrap_or(0))).collect())
 }
