@@ -35,6 +35,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IO_MEMORY_BYTES: usize = 1024 * 1024;
 pub const MIN_IO_MEMORY_BYTES: usize = 512 * 1024;
 
+/// Datastore I/O threads per executor. A status document costs ~2.2 ms of fsync on the
+/// reference disk (tuning.md) and an NFS round trip about a millisecond: with one thread
+/// a shard could write at most a few hundred documents a second. 8 overlap that waiting
+/// at the cost of 8 mostly idle threads per executor.
+pub const DEFAULT_IO_THREADS_PER_EXECUTOR: usize = 8;
+pub const MAX_IO_THREADS_PER_EXECUTOR: usize = 256;
+
 /// Open files a frontend may use; agents are refused (not crashed) above
 /// `max_open_files - RESERVED_FILES`. 20,000 is this box's hard limit; production raises it.
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 20_000;

@@ -217,7 +217,11 @@ fn server_config(
             ca_certificate: ca.cert_pem.clone(),
             ca_private_key: ca.key_pem.clone(),
         },
-        datastore: DatastoreSection { location: DATASTORE_DIR.into(), fsync_documents: true },
+        datastore: DatastoreSection {
+            location: DATASTORE_DIR.into(),
+            fsync_documents: true,
+            io_threads_per_executor: crate::limits::DEFAULT_IO_THREADS_PER_EXECUTOR,
+        },
         limits: LimitsSection::default(),
         users: vec![UserEntry {
             name: ADMIN_USER.into(),

@@ -105,6 +105,10 @@ pub struct DatastoreSection {
     /// fsync whole-file documents (status.json, info.json, ...) before the rename.
     #[serde(default = "default_true")]
     pub fsync_documents: bool,
+    /// Threads per executor that do datastore file work (mostly waiting on the disk or
+    /// NFS, so more threads than cores: fsyncs and NFS round trips then overlap).
+    #[serde(default = "default_io_threads")]
+    pub io_threads_per_executor: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,6 +198,9 @@ pub struct ClientSection {
 fn default_true() -> bool {
     true
 }
+fn default_io_threads() -> usize {
+    limits::DEFAULT_IO_THREADS_PER_EXECUTOR
+}
 fn default_io_memory_bytes() -> usize {
     limits::DEFAULT_IO_MEMORY_BYTES
 }
@@ -249,6 +256,13 @@ impl ServerConfig {
             return Err(invalid(
                 "frontend.max_open_files",
                 format!("must exceed the {} files kept in reserve", limits::RESERVED_FILES),
+            ));
+        }
+        let io_threads = self.datastore.io_threads_per_executor;
+        if io_threads == 0 || io_threads > limits::MAX_IO_THREADS_PER_EXECUTOR {
+            return Err(invalid(
+                "datastore.io_threads_per_executor",
+                format!("must be 1..={}", limits::MAX_IO_THREADS_PER_EXECUTOR),
             ));
         }
         if self.users.is_empty() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures_rustls::TlsAcceptor;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::api::{self, presence::Presence, ApiCtx};
 use crate::config::{GuiPriority, ServerConfig};
@@ -60,7 +60,8 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
         let setup = ShardSetup { shard, config: config.clone(), datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), api: on_shard };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
-            .io_memory(config.frontend.io_memory_bytes);
+            .io_memory(config.frontend.io_memory_bytes)
+            .blocking_thread_pool_placement(io_threads(&config));
         let (ready, stop) = (ready_tx.clone(), shutdown.clone());
         let handle = builder
             .spawn(move || run_shard(setup, stop, ready))
@@ -70,7 +71,10 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
     if let Some(api) = api {
         // The kernel, not glommio's fair share, decides between this thread and the
         // agent shards: it is unpinned and usually idle, so it is woken first.
-        let builder = LocalExecutorBuilder::new(Placement::Unbound).name("priority").io_memory(MIN_IO_MEMORY_BYTES);
+        let builder = LocalExecutorBuilder::new(Placement::Unbound)
+            .name("priority")
+            .io_memory(MIN_IO_MEMORY_BYTES)
+            .blocking_thread_pool_placement(io_threads(&config));
         let (ready, stop) = (ready_tx.clone(), shutdown.clone());
         let handle = builder
             .spawn(move || run_api(api, stop, ready))
@@ -101,6 +105,12 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
     }
     println!("packhunt frontend stopped");
     Ok(())
+}
+
+/// The datastore I/O threads of one executor (see `shard::offload`): unpinned, since
+/// they mostly wait on the disk.
+fn io_threads(config: &ServerConfig) -> PoolPlacement {
+    PoolPlacement::Unbound(config.datastore.io_threads_per_executor)
 }
 
 fn wait_for_signal() -> Result<(), FrontendError> {
