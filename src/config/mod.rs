@@ -404,6 +404,14 @@ mod tests {
     }
 
     #[test]
+    fn zero_io_threads_is_invalid() {
+        let (_, err) = load_edited(|v| {
+            table(v, "datastore").insert("io_threads_per_executor".into(), 0.into());
+        });
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "datastore.io_threads_per_executor"), "{err}");
+    }
+
+    #[test]
     fn bad_password_hash_is_invalid() {
         let (_, err) = load_edited(|v| {
             let users = v.get_mut("users").and_then(toml::Value::as_array_mut).unwrap();
