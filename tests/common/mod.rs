@@ -130,6 +130,10 @@ impl Deployment {
         Ok(())
     }
 
+    pub fn frontend_pid(&self) -> Option<u32> {
+        self.frontend.as_ref().map(|c| c.id())
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn stop_frontend(&mut self) -> Result<std::process::ExitStatus> {
         let mut child = self.frontend.take().context("no frontend running")?;
