@@ -1,5 +1,5 @@
-//! Goal: a loadgen fleet of 1,000 agents each gets a collection and every flow finishes
-//! with exactly the rows loadgen reports sending; agents that drop their connection in
+//! Goal: a loadgen fleet of 1,000 agents (split over worker processes) each gets a
+//! collection and every flow finishes with exactly the rows loadgen reports sending; agents that drop their connection in
 //! the middle of a flow lose and duplicate nothing. Method: a frontend process and a
 //! loadgen process on loopback; counts compared between loadgen's report, the API and
 //! the files on disk.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{count_lines, flow_results, Deployment, Proc};
 
-fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, extra: &[&str], artifacts: &[&str]) -> anyhow::Result<()> {
+fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, extra: &[&str], artifacts: &[&str]) -> anyhow::Result<serde_json::Value> {
     let report = deployment.path().join("report.json");
     let mut loadgen = Proc(
         Command::new(common::loadgen_bin())
@@ -47,13 +47,19 @@ fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, 
         assert_eq!(on_disk as u64, sent[flow.as_str()], "flow {flow} on disk");
     }
     assert_eq!(report["tasks_received"].as_u64(), Some(clients as u64));
-    Ok(())
+    Ok(report)
 }
 
 #[test]
 fn thousand_agents_each_finish_a_collection_with_exact_rows() -> anyhow::Result<()> {
+    // Three loadgen worker processes (400 + 400 + 200 agents) whose reports are merged.
     let deployment = Deployment::start()?;
-    run_fleet(&deployment, 1000, &deployment.client_config(), &[], &["Generic.Client.Info", "Linux.Sys.Users"])
+    let workers = ["--agents-per-worker", "400"];
+    let report = run_fleet(&deployment, 1000, &deployment.client_config(), &workers, &["Generic.Client.Info", "Linux.Sys.Users"])?;
+    assert_eq!(report["workers"], 3);
+    assert_eq!(report["connected_peak"], 1000, "the merged series sees the whole fleet at once");
+    assert_eq!(report["task_latency"]["count"], 1000, "histograms of all workers are merged");
+    Ok(())
 }
 
 #[test]

@@ -1,14 +1,18 @@
 //! Fleet-wide measurements, shared by every simulated agent of this process: counters
 //! as atomics, latencies in HDR histograms behind a mutex (recorded once per event, not
-//! per row).
+//! per row), a per-second time series, and the JSON report. Reports of worker processes
+//! merge exactly: histograms travel serialised (HdrHistogram V2, base64).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::{Context, Result};
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use packhunt::agent::run::Observer;
 use packhunt::protocol::pb;
@@ -28,11 +32,16 @@ pub struct Stats {
     /// flow id -> (client id, rows sent), for checking exact counts against the server.
     flows: Mutex<HashMap<String, (String, u64)>>,
     last_error: Mutex<Option<String>>,
+    series: Mutex<Vec<SeriesPoint>>,
+}
+
+/// Latencies from 1 µs to 1 hour at 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
 }
 
 impl Stats {
     pub fn new() -> Self {
-        let hist = || Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid"));
         Self {
             connected: AtomicI64::new(0),
             connected_peak: AtomicI64::new(0),
@@ -43,15 +52,35 @@ impl Stats {
             upload_rows: AtomicU64::new(0),
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            connect_us: hist(),
-            task_latency_us: hist(),
+            connect_us: Mutex::new(new_histogram()),
+            task_latency_us: Mutex::new(new_histogram()),
             flows: Mutex::new(HashMap::new()),
             last_error: Mutex::new(None),
+            series: Mutex::new(Vec::new()),
         }
     }
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap().clone()
+    }
+
+    /// The counters now, as one point of the time series.
+    pub fn snapshot(&self, t_s: u64) -> SeriesPoint {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SeriesPoint {
+            t_s,
+            connected: self.connected.load(Ordering::Relaxed),
+            ever_connected: l(&self.ever_connected),
+            tasks: l(&self.tasks),
+            flows: l(&self.flows_done),
+            upload_bytes: l(&self.upload_bytes),
+            errors: l(&self.errors),
+            reconnects: l(&self.reconnects),
+        }
+    }
+
+    pub fn record_point(&self, point: SeriesPoint) {
+        self.series.lock().unwrap().push(point);
     }
 }
 
@@ -99,24 +128,41 @@ impl Observer for AgentObserver {
     }
 }
 
-#[derive(Serialize)]
+/// Counters at one second of the run (cumulative, except `connected`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub t_s: u64,
+    pub connected: i64,
+    pub ever_connected: u64,
+    pub tasks: u64,
+    pub flows: u64,
+    pub upload_bytes: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+}
+
+#[derive(Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    pub p999_us: u64,
     pub max_us: u64,
+    /// The whole histogram (HdrHistogram V2, base64) so reports merge exactly.
+    pub histogram_v2: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct FlowReport {
     pub client_id: String,
     pub flow_id: String,
     pub rows: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Report {
     pub clients: usize,
+    pub workers: usize,
     pub duration_s: f64,
     pub connected_peak: i64,
     pub connected_at_end: i64,
@@ -132,24 +178,42 @@ pub struct Report {
     pub errors: u64,
     pub last_error: Option<String>,
     pub reconnects: u64,
+    pub series: Vec<SeriesPoint>,
     pub flows: Vec<FlowReport>,
 }
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    Percentiles { count: h.len(), p50_us: h.value_at_quantile(0.5), p99_us: h.value_at_quantile(0.99), max_us: h.max() }
+    let mut bytes = Vec::new();
+    V2Serializer::new().serialize(h, &mut bytes).expect("serialising to memory cannot fail");
+    Percentiles {
+        count: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+        histogram_v2: base64::engine::general_purpose::STANDARD.encode(bytes),
+    }
+}
+
+fn histogram_of(p: &Percentiles) -> Result<Histogram<u64>> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&p.histogram_v2).context("histogram base64")?;
+    Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).map_err(|e| anyhow::anyhow!("histogram: {e:?}"))
 }
 
 impl Stats {
     pub fn report(&self, clients: usize, duration: Duration, connect_all: Option<Duration>) -> Report {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let flows = self.flows.lock().unwrap();
-        let mut flows: Vec<FlowReport> = flows
+        let mut flows: Vec<FlowReport> = self
+            .flows
+            .lock()
+            .unwrap()
             .iter()
             .map(|(f, (c, r))| FlowReport { client_id: c.clone(), flow_id: f.clone(), rows: *r })
             .collect();
         flows.sort_by(|a, b| a.flow_id.cmp(&b.flow_id));
         Report {
             clients,
+            workers: 1,
             duration_s: duration.as_secs_f64(),
             connected_peak: self.connected_peak.load(Ordering::Relaxed),
             connected_at_end: self.connected.load(Ordering::Relaxed),
@@ -165,7 +229,94 @@ impl Stats {
             errors: l(&self.errors),
             last_error: self.last_error(),
             reconnects: l(&self.reconnects),
+            series: self.series.lock().unwrap().clone(),
             flows,
         }
+    }
+}
+
+/// Sums the points of several workers second by second.
+pub fn sum_series(all: &[&[SeriesPoint]]) -> Vec<SeriesPoint> {
+    let len = all.iter().map(|s| s.len()).max().unwrap_or(0);
+    (0..len)
+        .map(|i| {
+            let mut sum = SeriesPoint { t_s: i as u64 + 1, ..Default::default() };
+            for series in all {
+                // A worker that stopped early keeps its last counters.
+                if let Some(p) = series.get(i).or(series.last()) {
+                    sum.connected += if i < series.len() { p.connected } else { 0 };
+                    sum.ever_connected += p.ever_connected;
+                    sum.tasks += p.tasks;
+                    sum.flows += p.flows;
+                    sum.upload_bytes += p.upload_bytes;
+                    sum.errors += p.errors;
+                    sum.reconnects += p.reconnects;
+                }
+            }
+            sum
+        })
+        .collect()
+}
+
+/// One report for a fleet run by several worker processes.
+pub fn merge(reports: Vec<Report>) -> Result<Report> {
+    let mut connect = new_histogram();
+    let mut latency = new_histogram();
+    for r in &reports {
+        connect.add(histogram_of(&r.connect_time)?).context("merging connect times")?;
+        latency.add(histogram_of(&r.task_latency)?).context("merging task latencies")?;
+    }
+    let series = sum_series(&reports.iter().map(|r| r.series.as_slice()).collect::<Vec<_>>());
+    let duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
+    let connect_all = reports.iter().map(|r| r.time_to_connect_all_s).collect::<Option<Vec<f64>>>();
+    let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let upload_bytes = sum(|r| r.upload_bytes);
+    Ok(Report {
+        clients: reports.iter().map(|r| r.clients).sum(),
+        workers: reports.len(),
+        duration_s,
+        connected_peak: series.iter().map(|p| p.connected).max().unwrap_or(0),
+        connected_at_end: reports.iter().map(|r| r.connected_at_end).sum(),
+        ever_connected: sum(|r| r.ever_connected),
+        time_to_connect_all_s: connect_all.map(|v| v.into_iter().fold(0.0, f64::max)),
+        connect_time: percentiles(&connect),
+        tasks_received: sum(|r| r.tasks_received),
+        task_latency: percentiles(&latency),
+        upload_bytes,
+        upload_rows: sum(|r| r.upload_rows),
+        upload_mb_per_second: upload_bytes as f64 / 1e6 / duration_s.max(1e-9),
+        flows_completed: sum(|r| r.flows_completed),
+        errors: sum(|r| r.errors),
+        last_error: reports.iter().find_map(|r| r.last_error.clone()),
+        reconnects: sum(|r| r.reconnects),
+        series,
+        flows: reports.into_iter().flat_map(|r| r.flows).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_reports_keep_exact_percentiles_and_sums() {
+        let a = Stats::new();
+        let b = Stats::new();
+        for v in 1..=100u64 {
+            a.task_latency_us.lock().unwrap().record(v).unwrap();
+            b.task_latency_us.lock().unwrap().record(v + 100).unwrap();
+        }
+        a.tasks.store(100, Ordering::Relaxed);
+        b.tasks.store(100, Ordering::Relaxed);
+        a.record_point(SeriesPoint { t_s: 1, connected: 3, ..Default::default() });
+        b.record_point(SeriesPoint { t_s: 1, connected: 4, ..Default::default() });
+        let merged = merge(vec![a.report(10, Duration::from_secs(1), None), b.report(5, Duration::from_secs(2), None)]).unwrap();
+        assert_eq!(merged.clients, 15);
+        assert_eq!(merged.tasks_received, 200);
+        assert_eq!(merged.task_latency.count, 200);
+        assert_eq!(merged.task_latency.p50_us, 100);
+        assert_eq!(merged.task_latency.max_us, 200);
+        assert_eq!(merged.connected_peak, 7);
+        assert_eq!(merged.duration_s, 2.0);
     }
 }
