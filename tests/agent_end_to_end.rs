@@ -70,6 +70,8 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     assert!(list["items"].as_array().unwrap().iter().any(|f| f["flow_id"] == flow.as_str()));
     let (_, found) = api.get(&format!("/api/v1/clients?search={}", &client[..6]))?;
     assert_eq!(found["total"], 1);
+    let (_, online) = api.get("/api/v1/clients?connected=true")?;
+    assert_eq!(online["items"][0]["client_id"], client.as_str());
 
     // Offline: the task waits on disk, scheduled; the same agent (same writeback, so the
     // same client id) gets it as soon as it reconnects.
@@ -79,6 +81,11 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
         assert!(started.elapsed() < Duration::from_secs(10), "agent shows as disconnected");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let (_, online) = api.get("/api/v1/clients?connected=true")?;
+    assert_eq!(online["total"], 0, "no agent is connected: {online}");
+    let (_, known) = api.get("/api/v1/clients")?;
+    assert_eq!(known["total"], 1, "the agent is still known: {known}");
+    assert_eq!(api.get("/api/v1/clients?connected=maybe")?.0, 400);
     let queued = api.collect(client, &["Linux.Sys.Users"])?;
     let (_, status) = api.get(&format!("/api/v1/clients/{client}/collections/{queued}"))?;
     assert_eq!(status["state"], "scheduled");

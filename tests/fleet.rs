@@ -130,3 +130,34 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     assert!(report["reconnects"].as_u64().unwrap() >= clients as u64, "every agent came back after the restart");
     Ok(())
 }
+
+#[test]
+fn tasking_scenario_schedules_through_the_api_and_probes_it() -> anyhow::Result<()> {
+    // Goal: loadgen's tasking scenario schedules collections through the API on its own,
+    // its agents receive them, and the API probe records latencies.
+    // Method: 50 agents in two workers for 6 s; counts checked, timings not.
+    let deployment = Deployment::start()?;
+    let report_path = deployment.path().join("tasking.json");
+    let status = Command::new(common::loadgen_bin())
+        .arg("--config")
+        .arg(deployment.client_config())
+        .args(["--clients", "50", "--agents-per-worker", "25", "--duration-s", "6", "--scenario", "tasking"])
+        .args(["--task-rate-per-second", "20", "--probe-rate-per-second", "20"])
+        .args(["--api-url", &format!("https://127.0.0.1:{}/", deployment.gui_port), "--api-password", common::ADMIN_PASSWORD])
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    assert!(status.success());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path)?)?;
+    let scheduled = report["collections_scheduled"].as_u64().unwrap();
+    let received = report["tasks_received"].as_u64().unwrap();
+    assert_eq!(report["scenario"], "tasking");
+    assert_eq!(report["schedule_errors"], 0);
+    assert!(scheduled > 0, "{report}");
+    assert!(received > 0 && received <= scheduled, "received {received} of {scheduled}");
+    assert!(report["api_latency"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(deployment.metric("packhunt_flow_transitions_total{state=\"scheduled\"}")?, scheduled);
+    Ok(())
+}

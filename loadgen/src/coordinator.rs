@@ -37,13 +37,23 @@ pub fn run(args: &Args) -> Result<()> {
         children.push((child, report));
     }
     eprintln!("loadgen: {} agents over {workers} worker processes", args.clients);
-    watch(args, &latest, &mut children)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let plan = args.driver_plan(&packhunt::config::ClientConfig::load(&args.config)?.client.ca_certificate)?;
+    let driver = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(crate::driver::drive(plan, stop_rx))
+    });
+    let watched = watch(args, &latest, &mut children);
+    let _ = stop_tx.send(true);
+    let outcome = driver.join().map_err(|_| anyhow::anyhow!("the scenario driver panicked"))?;
+    watched?;
     let mut reports = Vec::new();
     for (_, path) in &children {
         let text = std::fs::read(path).with_context(|| format!("worker report {}", path.display()))?;
         reports.push(serde_json::from_slice::<Report>(&text)?);
     }
-    let merged = stats::merge(reports)?;
+    let mut merged = stats::merge(reports)?;
+    merged.add_driver(args.scenario, outcome?);
     let text = serde_json::to_string_pretty(&merged)?;
     match &args.report {
         Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
@@ -67,6 +77,8 @@ fn spawn_worker(args: &Args, first: usize, count: usize, workers: usize, report:
     cmd.args(["--source-ips", &args.source_ips.to_string()]);
     cmd.args(["--drop-connection-every-uploads", &args.drop_connection_every_uploads.to_string()]);
     cmd.args(["--agents-per-worker", &args.agents_per_worker.to_string()]);
+    cmd.arg("--scenario").arg(format!("{:?}", args.scenario).to_lowercase());
+    cmd.args(["--upload-bytes-per-agent", &args.upload_bytes_per_agent.to_string()]);
     if let Some(dir) = &args.identity_dir {
         cmd.arg("--identity-dir").arg(dir);
     }

@@ -23,6 +23,10 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let source_ips = if args.source_ips == 0 { fleet_size.div_ceil(AGENTS_PER_SOURCE_IP).max(1) } else { args.source_ips };
     let stats = Arc::new(Stats::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = Arc::new(SyntheticRunner::for_args(&args));
+    // Workers only run agents; the coordinator (or a lone process) drives the scenario.
+    let driver = (!args.worker).then(|| args.driver_plan(&config.client.ca_certificate)).transpose()?;
+    let driver = driver.map(|plan| tokio::spawn(crate::driver::drive(plan, stop_rx.clone())));
     let started = Instant::now();
     let mut agents = Vec::with_capacity(args.clients);
     for (local, identity) in identities.into_iter().enumerate() {
@@ -43,11 +47,11 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             drop_connection_every_uploads: args.drop_connection_every_uploads,
         };
         let observer = Arc::new(AgentObserver { stats: stats.clone(), client_id: identity.client_id().to_string() });
-        let stop = stop_rx.clone();
+        let (stop, runner) = (stop_rx.clone(), runner.clone());
         let delay = Duration::from_micros(local as u64 * 1_000_000 / args.ramp_per_second.max(1));
         agents.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            run::run(opts, Arc::new(SyntheticRunner), observer, stop).await;
+            run::run(opts, runner, observer, stop).await;
         }));
     }
     let connect_all = watch_progress(&args, &stats, started).await;
@@ -55,7 +59,10 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     for agent in agents {
         let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
     }
-    let report = stats.report(args.clients, started.elapsed(), connect_all);
+    let mut report = stats.report(args.clients, started.elapsed(), connect_all);
+    if let Some(driver) = driver {
+        report.add_driver(args.scenario, driver.await??);
+    }
     let text = serde_json::to_string_pretty(&report)?;
     match &args.report {
         Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,

@@ -4,7 +4,9 @@
 //! worker processes whose reports are merged. Prints progress while it runs and writes
 //! a JSON report.
 
+mod api;
 mod coordinator;
+mod driver;
 mod fleet;
 mod stats;
 
@@ -69,17 +71,75 @@ pub struct Args {
     /// Run as a worker: print progress as JSON lines on stdout for the coordinator.
     #[arg(long, hide = true)]
     pub worker: bool,
+    /// What the fleet is asked to do through the API: idle (connect and hold), tasking
+    /// (random agents tasked at --task-rate-per-second), upload (every agent streams
+    /// --upload-bytes-per-agent of rows). tasking and upload need --api-url.
+    #[arg(long, value_enum, default_value = "idle")]
+    pub scenario: driver::Scenario,
+    /// GUI/API URL of the frontend, e.g. https://127.0.0.1:8889/ (for scenarios and the
+    /// latency probe).
+    #[arg(long)]
+    pub api_url: Option<String>,
+    #[arg(long, default_value = "admin")]
+    pub api_user: String,
+    #[arg(long, env = "LOADGEN_API_PASSWORD")]
+    pub api_password: Option<String>,
+    /// tasking: collections scheduled per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub task_rate_per_second: f64,
+    /// upload: bytes of rows each agent sends for its collection.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub upload_bytes_per_agent: u64,
+    /// GUI/API latency probe requests per second while the run lasts (needs --api-url;
+    /// 0 = off).
+    #[arg(long, default_value_t = 20.0)]
+    pub probe_rate_per_second: f64,
 }
 
-/// Answers every artifact with deterministic synthetic rows.
-pub struct SyntheticRunner;
+impl Args {
+    /// The scenario driver's plan (only the coordinator or a lone process drives).
+    pub fn driver_plan(&self, ca_pem: &str) -> Result<driver::DriverPlan> {
+        let target = match (&self.api_url, &self.api_password) {
+            (Some(url), Some(pw)) => Some(api::ApiTarget::parse(url, ca_pem, &self.api_user, pw)?),
+            (Some(_), None) => bail!("--api-url needs --api-password (or LOADGEN_API_PASSWORD)"),
+            _ => None,
+        };
+        Ok(driver::DriverPlan {
+            target,
+            scenario: self.scenario,
+            clients: self.clients,
+            task_rate_per_second: self.task_rate_per_second,
+            probe_rate_per_second: self.probe_rate_per_second,
+        })
+    }
+}
+
+/// Answers every artifact with deterministic synthetic rows: the usual count, or in the
+/// upload scenario enough Pslist rows to reach the asked-for bytes.
+pub struct SyntheticRunner {
+    pub pslist_rows: Option<usize>,
+}
+
+/// Mean size of a synthetic Pslist row, for turning bytes into rows.
+const PSLIST_ROW_BYTES: u64 = 250;
+
+impl SyntheticRunner {
+    pub fn for_args(args: &Args) -> Self {
+        let rows = (args.scenario == driver::Scenario::Upload).then(|| (args.upload_bytes_per_agent / PSLIST_ROW_BYTES).max(1) as usize);
+        Self { pslist_rows: rows }
+    }
+}
 
 impl Runner for SyntheticRunner {
     fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput> {
         task.artifacts
             .iter()
             .map(|a| {
-                let count = packhunt::agent::artifacts::synthetic::synthetic_row_count(&a.name);
+                let usual = packhunt::agent::artifacts::synthetic::synthetic_row_count(&a.name);
+                let count = match (self.pslist_rows, a.name.as_str()) {
+                    (Some(rows), packhunt::artifacts::PSLIST) => rows,
+                    _ => usual,
+                };
                 let seed = fnv1a(task.flow_id.as_bytes()) ^ fnv1a(a.name.as_bytes());
                 let mut jsonl = Vec::new();
                 let rows = packhunt::agent::artifacts::synthetic::synthetic_rows(&a.name, count, seed);

@@ -161,6 +161,12 @@ pub struct FlowReport {
 
 #[derive(Serialize, Deserialize)]
 pub struct Report {
+    pub scenario: Option<crate::driver::Scenario>,
+    /// Collections the scenario scheduled through the API, and how many it could not.
+    pub collections_scheduled: u64,
+    pub schedule_errors: u64,
+    /// GUI/API latency measured by the probe while the run lasted.
+    pub api_latency: Option<Percentiles>,
     pub clients: usize,
     pub workers: usize,
     pub duration_s: f64,
@@ -212,6 +218,10 @@ impl Stats {
             .collect();
         flows.sort_by(|a, b| a.flow_id.cmp(&b.flow_id));
         Report {
+            scenario: None,
+            collections_scheduled: 0,
+            schedule_errors: 0,
+            api_latency: None,
             clients,
             workers: 1,
             duration_s: duration.as_secs_f64(),
@@ -232,6 +242,16 @@ impl Stats {
             series: self.series.lock().unwrap().clone(),
             flows,
         }
+    }
+}
+
+impl Report {
+    /// Adds what the scenario driver did and measured.
+    pub fn add_driver(&mut self, scenario: crate::driver::Scenario, outcome: crate::driver::DriverOutcome) {
+        self.scenario = Some(scenario);
+        self.collections_scheduled = outcome.collections_scheduled;
+        self.schedule_errors = outcome.schedule_errors;
+        self.api_latency = outcome.api_latency_us.as_ref().map(percentiles);
     }
 }
 
@@ -272,6 +292,10 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
     let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
     let upload_bytes = sum(|r| r.upload_bytes);
     Ok(Report {
+        scenario: None,
+        collections_scheduled: 0,
+        schedule_errors: 0,
+        api_latency: None,
         clients: reports.iter().map(|r| r.clients).sum(),
         workers: reports.len(),
         duration_s,

@@ -35,6 +35,13 @@ impl Presence {
         self.live.borrow().contains_key(client_id)
     }
 
+    /// Every connected client, sorted by id.
+    pub fn connected_ids(&self) -> Vec<ClientId> {
+        let mut ids: Vec<ClientId> = self.live.borrow().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn connected_count(&self) -> usize {
         self.live.borrow().len()
     }

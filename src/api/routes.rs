@@ -135,10 +135,20 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
     let search = query.get("search").cloned().unwrap_or_default();
     let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_LIMIT as u64) as usize;
     let ds = ctx.datastore.clone();
+    // `connected=true` lists from presence (no scan of every client folder on disk).
+    let only_connected = match query.get("connected").map(String::as_str) {
+        None | Some("") | Some("false") => None,
+        Some("true") => Some(ctx.presence.connected_ids()),
+        Some(_) => return Err(ApiError::BadRequest("`connected` must be true or false".into())),
+    };
     let (total, page) = offload(move || {
         let mut page = Vec::new();
         let mut total = 0usize;
-        for client_id in datastore::list_clients(&ds)? {
+        let candidates = match only_connected {
+            Some(ids) => ids,
+            None => datastore::list_clients(&ds)?,
+        };
+        for client_id in candidates {
             let info = datastore::read_client_info(&ds.client(&client_id)).ok();
             if !client_matches(&client_id, info.as_ref(), &search) {
                 continue;

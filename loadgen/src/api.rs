@@ -1,0 +1,86 @@
+//! A small HTTPS client for the frontend's GUI/API port, pinned to the deployment CA:
+//! one keep-alive HTTP/1.1 connection, so what it measures is the server's latency, not
+//! a TCP + TLS handshake per request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// Where the API is and who to be there.
+#[derive(Clone)]
+pub struct ApiTarget {
+    pub host: String,
+    pub port: u16,
+    pub ca_pem: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl ApiTarget {
+    /// `https://HOST:PORT[/]`.
+    pub fn parse(url: &str, ca_pem: &str, user: &str, password: &str) -> Result<Self> {
+        let rest = url.strip_prefix("https://").context("API URL must start with https://")?;
+        let (host, port) = rest.trim_end_matches('/').rsplit_once(':').context("API URL needs a port")?;
+        Ok(Self { host: host.to_string(), port: port.parse()?, ca_pem: ca_pem.to_string(), user: user.into(), password: password.into() })
+    }
+}
+
+pub struct ApiClient {
+    target: ApiTarget,
+    send: SendRequest<Full<Bytes>>,
+    auth: String,
+}
+
+impl ApiClient {
+    pub async fn connect(target: &ApiTarget) -> Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in packhunt::tls::pem::certificates(&target.ca_pem)? {
+            roots.add(cert)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(packhunt::tls::server::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", target.user, target.password));
+        Ok(Self { target: target.clone(), send, auth: format!("Basic {token}") })
+    }
+
+    /// One request; returns status, body and how long it took.
+    pub async fn request(&mut self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes, Duration)> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.target.host)
+            .header("authorization", &self.auth)
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let started = Instant::now();
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body, started.elapsed()))
+    }
+
+    /// Schedules a collection; returns the flow id.
+    pub async fn collect(&mut self, client_id: &str, artifacts: &[&str]) -> Result<String> {
+        let body = serde_json::to_vec(&serde_json::json!({ "artifacts": artifacts }))?;
+        let (status, answer, _) = self.request("POST", &format!("/api/v1/clients/{client_id}/collections"), Some(body)).await?;
+        if status != 200 {
+            bail!("collection for {client_id} refused: {status} {}", String::from_utf8_lossy(&answer));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&answer)?;
+        Ok(v["flow_id"].as_str().context("flow_id in answer")?.to_string())
+    }
+}

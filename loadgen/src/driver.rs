@@ -1,0 +1,146 @@
+//! What the fleet is asked to do through the API while it runs (the scenario), and the
+//! GUI/API latency probe. Both talk to the API as an operator's script would.
+//!
+//! idle:    connect and hold; nothing is scheduled.
+//! tasking: once the fleet is connected, schedule `Generic.Client.Info` on random
+//!          connected agents at `--task-rate-per-second`; agents measure delivery.
+//! upload:  once the fleet is connected, schedule one collection on every agent; each
+//!          answers with `--upload-bytes-per-agent` of rows, as fast as it can.
+//! The probe GETs /api/v1/frontends at `--probe-rate-per-second` on one keep-alive
+//! connection for the whole run and reports the latency percentiles.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use tokio::sync::watch;
+
+use crate::api::{ApiClient, ApiTarget};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    Idle,
+    Tasking,
+    Upload,
+}
+
+/// Longest wait for the fleet to show as connected before a scenario starts anyway.
+const CONNECT_WAIT: Duration = Duration::from_secs(600);
+
+pub struct DriverPlan {
+    pub target: Option<ApiTarget>,
+    pub scenario: Scenario,
+    pub clients: usize,
+    pub task_rate_per_second: f64,
+    pub probe_rate_per_second: f64,
+}
+
+#[derive(Default)]
+pub struct DriverOutcome {
+    pub collections_scheduled: u64,
+    pub schedule_errors: u64,
+    pub api_latency_us: Option<Histogram<u64>>,
+}
+
+/// Runs the scenario and the probe until `stop` turns true.
+pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<DriverOutcome> {
+    let Some(target) = plan.target.clone() else {
+        anyhow::ensure!(plan.scenario == Scenario::Idle, "scenario {:?} needs --api-url and --api-password", plan.scenario);
+        return Ok(DriverOutcome::default());
+    };
+    let probe = (plan.probe_rate_per_second > 0.0).then(|| tokio::spawn(probe(target.clone(), plan.probe_rate_per_second, stop.clone())));
+    let mut outcome = schedule(&plan, &target, stop).await?;
+    if let Some(probe) = probe {
+        outcome.api_latency_us = Some(probe.await??);
+    }
+    Ok(outcome)
+}
+
+async fn schedule(plan: &DriverPlan, target: &ApiTarget, mut stop: watch::Receiver<bool>) -> Result<DriverOutcome> {
+    let mut outcome = DriverOutcome::default();
+    if plan.scenario == Scenario::Idle {
+        let _ = stop.wait_for(|s| *s).await;
+        return Ok(outcome);
+    }
+    let mut api = ApiClient::connect(target).await?;
+    let ids = wait_connected(&mut api, plan.clients, &mut stop).await?;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    match plan.scenario {
+        Scenario::Upload => {
+            for id in &ids {
+                if *stop.borrow() {
+                    break;
+                }
+                tally(&mut outcome, api.collect(id, &["Linux.Sys.Pslist"]).await);
+            }
+        }
+        Scenario::Tasking => {
+            let every = Duration::from_secs_f64(1.0 / plan.task_rate_per_second.max(0.001));
+            let mut next = Instant::now();
+            while !*stop.borrow() {
+                let Some(id) = ids.choose(&mut rng) else { break };
+                tally(&mut outcome, api.collect(id, &["Generic.Client.Info"]).await);
+                next += every;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+        Scenario::Idle => {}
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    Ok(outcome)
+}
+
+fn tally(outcome: &mut DriverOutcome, result: Result<String>) {
+    match result {
+        Ok(_) => outcome.collections_scheduled += 1,
+        Err(e) => {
+            outcome.schedule_errors += 1;
+            if outcome.schedule_errors <= 3 {
+                eprintln!("loadgen: scheduling failed: {e:#}");
+            }
+        }
+    }
+}
+
+/// Client ids the API shows as connected, once there are `want` of them (or the wait
+/// runs out).
+async fn wait_connected(api: &mut ApiClient, want: usize, stop: &mut watch::Receiver<bool>) -> Result<Vec<String>> {
+    let started = Instant::now();
+    loop {
+        let path = format!("/api/v1/clients?connected=true&limit={}", want.max(1));
+        let (_, body, _) = api.request("GET", &path, None).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let ids: Vec<String> = v["items"]
+            .as_array()
+            .map(|items| items.iter().filter(|c| c["connected"] == true).filter_map(|c| c["client_id"].as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if ids.len() >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
+            return Ok(ids);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// GETs a cheap API route at a fixed rate. Latency counts from when a request was due,
+/// not when it was sent, so a stalled server shows up in the percentiles instead of as
+/// fewer samples (no coordinated omission).
+async fn probe(target: ApiTarget, rate_per_second: f64, stop: watch::Receiver<bool>) -> Result<Histogram<u64>> {
+    let mut hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut api = ApiClient::connect(&target).await?;
+    let every = Duration::from_secs_f64(1.0 / rate_per_second);
+    let mut due = Instant::now();
+    while !*stop.borrow() {
+        tokio::time::sleep_until(due.into()).await;
+        let (status, _, _) = api.request("GET", "/api/v1/frontends", None).await?;
+        anyhow::ensure!(status == 200, "API probe answered {status}");
+        let _ = hist.record((due.elapsed().as_micros() as u64).max(1));
+        due += every;
+    }
+    Ok(hist)
+}
