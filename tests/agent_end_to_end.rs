@@ -143,3 +143,22 @@ fn api_rejects_bad_collection_requests_with_a_message() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn shared_priority_baseline_serves_the_api_and_agents() -> anyhow::Result<()> {
+    // Goal: `gui.priority = "shared"` (GUI/API on agent shard 0 at equal priority, the
+    // baseline the benchmarks compare against) starts and works end to end.
+    let deployment = Deployment::start_with(|text| *text = text.replace("priority = \"executor\"", "priority = \"shared\""))?;
+    let _agent = Proc(
+        Command::new(common::packhunt_bin())
+            .args(["client", "--config"])
+            .arg(deployment.client_config())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let client = deployment.wait_connected(1, Duration::from_secs(20))?.remove(0);
+    let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
+    let status = deployment.wait_flows(&[(client, flow)], Duration::from_secs(20))?;
+    assert_eq!(status[0]["state"], "finished");
+    Ok(())
+}

@@ -140,13 +140,15 @@ struct ShardSetup {
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
     let ShardSetup { shard, config, datastore, ends, tls, name, api } = setup;
-    // Connect both queue ends first: the priority side waits for every shard.
-    let presence = ends.presence.connect().await;
-    let notifications = ends.notifications.connect().await;
-    let ctx = ShardCtx::new(shard, config, datastore, name, presence, shutdown.clone());
+    // In the `shared` baseline the API runs here: start it before waiting on the queue
+    // ends below, since their other ends are the API's and would never connect.
     if let Some(api) = api {
         glommio::spawn_local(run_api(api, shutdown.clone(), ready.clone())).detach();
     }
+    // Connect both queue ends first: the API side waits for every shard.
+    let presence = ends.presence.connect().await;
+    let notifications = ends.notifications.connect().await;
+    let ctx = ShardCtx::new(shard, config, datastore, name, presence, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {
