@@ -101,10 +101,10 @@ fn run() -> Result<()> {
 }
 
 fn print_generated(g: &generate::Generated) {
-    println!("wrote {}", g.server_config_path.display());
-    println!("wrote {}", g.client_config_path.display());
+    packhunt::say!("wrote {}", g.server_config_path.display());
+    packhunt::say!("wrote {}", g.client_config_path.display());
     if g.password_was_generated {
-        println!("admin password (shown once): {}", g.admin_password);
+        packhunt::say!("admin password (shown once): {}", g.admin_password);
     }
 }
 
@@ -162,7 +162,7 @@ fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_por
         children.push(command.spawn()?);
     }
     if clients > 0 {
-        println!("started {clients} local agents");
+        packhunt::say!("started {clients} local agents");
     }
     let result = packhunt::shard::pool::run_frontend(Arc::new(config));
     for mut child in children {

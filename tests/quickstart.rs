@@ -24,15 +24,11 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
             .spawn()?,
     );
     let stdout = child.0.stdout.take().unwrap();
-    let mut ready = false;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if line.contains("ready") {
-            ready = true;
-            break;
-        }
-    }
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.by_ref().map_while(Result::ok).any(|line| line.contains("ready"));
     assert!(ready, "quickstart printed its ready line");
+    // Keep reading: the agents share quickstart's stdout.
+    std::thread::spawn(move || lines.for_each(drop));
     let password = std::fs::read_to_string(data.join("admin-password.txt"))?.trim().to_string();
     let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(data.join("client.config.toml"))?)?;
     assert_eq!(client.client.server_urls, vec![format!("https://127.0.0.1:{agent_port}/")]);

@@ -49,7 +49,7 @@ pub fn host_info() -> pb::ClientInfo {
 
 pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
     let identity = crate::agent::writeback::load_or_create(&config.client.writeback_path)?;
-    println!("packhunt client {} starting", identity.client_id());
+    crate::say!("packhunt client {} starting", identity.client_id());
     let tls = crate::tls::client::agent_client_config(
         &config.client.ca_certificate,
         identity.rustls_cert_chain(),

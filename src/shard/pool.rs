@@ -93,17 +93,17 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
             }
         }
     }
-    println!(
+    crate::say!(
         "packhunt frontend {name} ready: agents on {}:{} ({shards} shards), GUI/API on https://{}:{}/ (priority: {:?})",
         config.frontend.bind_address, config.frontend.agent_port, config.gui.bind_address, config.gui.port, config.gui.priority
     );
     wait_for_signal()?;
-    println!("packhunt frontend stopping: finishing uploads in flight");
+    crate::say!("packhunt frontend stopping: finishing uploads in flight");
     let _ = stop_tx.send(());
     for handle in handles {
         let _ = handle.join();
     }
-    println!("packhunt frontend stopped");
+    crate::say!("packhunt frontend stopped");
     Ok(())
 }
 
@@ -146,8 +146,8 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         glommio::spawn_local(run_api(api, shutdown.clone(), ready.clone())).detach();
     }
     // Connect both queue ends first: the API side waits for every shard.
-    let presence = ends.presence.connect().await;
-    let notifications = ends.notifications.connect().await;
+    let presence = mesh::connect_polled(ends.presence.connect()).await;
+    let notifications = mesh::connect_polled(ends.notifications.connect()).await;
     let ctx = ShardCtx::new(shard, config, datastore, name, presence, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
@@ -176,7 +176,7 @@ async fn run_api(setup: ApiSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let ApiSetup { config, datastore, ends, tls, name } = setup;
     let presence = Rc::new(Presence::default());
     for receiver in ends.presence {
-        let events = receiver.connect().await;
+        let events = mesh::connect_polled(receiver.connect()).await;
         glommio::spawn_local(api::presence::follow(presence.clone(), events)).detach();
     }
     let notifier = Notifier::connect(ends.notifications).await;
