@@ -168,11 +168,12 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    // Every process (this one, or each worker) holds at most this many agents.
+    check_fd_budget(args.clients.min(args.agents_per_worker))?;
     let config = ClientConfig::load(&args.config)?;
     if !args.worker && args.clients > args.agents_per_worker {
         return coordinator::run(&args);
     }
-    check_fd_budget(args.clients)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(fleet::run_fleet(args, config))
 }
@@ -184,7 +185,7 @@ fn check_fd_budget(clients: usize) -> Result<()> {
     }
     if clients as u64 + RESERVED_FDS > limit {
         bail!(
-            "{clients} agents need {} open files but this process may hold {limit}; run several loadgen processes",
+            "{clients} agents in one process need {} open files but a process may hold {limit}; lower --agents-per-worker",
             clients as u64 + RESERVED_FDS
         );
     }

@@ -17,7 +17,7 @@ fn help_names_the_fleet_options() {
 #[test]
 fn refuses_more_agents_than_open_files_allow() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--config", "/nonexistent.toml", "--clients", "100000000"])
+        .args(["--config", "/nonexistent.toml", "--clients", "100000000", "--agents-per-worker", "100000000"])
         .output()
         .unwrap();
     assert!(!out.status.success());
