@@ -5,21 +5,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{count_lines, flow_results, Deployment, Proc};
+use common::{count_lines, flow_results, Deployment};
 
 #[test]
 fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Result<()> {
     let deployment = Deployment::start()?;
-    let agent = Proc(
-        Command::new(common::packhunt_bin())
-            .args(["client", "--config"])
-            .arg(deployment.client_config())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let agent = common::start_agent(&deployment)?;
     let clients = deployment.wait_connected(1, Duration::from_secs(20))?;
     let client = &clients[0];
     let api = deployment.api();
@@ -89,13 +82,7 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     let queued = api.collect(client, &["Linux.Sys.Users"])?;
     let (_, status) = api.get(&format!("/api/v1/clients/{client}/collections/{queued}"))?;
     assert_eq!(status["state"], "scheduled");
-    let _agent = Proc(
-        Command::new(common::packhunt_bin())
-            .args(["client", "--config"])
-            .arg(deployment.client_config())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let _agent = common::start_agent(&deployment)?;
     let statuses = deployment.wait_flows(&[(client.clone(), queued.clone())], Duration::from_secs(30))?;
     assert_eq!(statuses[0]["state"], "finished");
     let users = flow_results(&deployment.datastore(), client, &queued, "Linux.Sys.Users");
@@ -149,13 +136,7 @@ fn shared_priority_baseline_serves_the_api_and_agents() -> anyhow::Result<()> {
     // Goal: `gui.priority = "shared"` (GUI/API on agent shard 0 at equal priority, the
     // baseline the benchmarks compare against) starts and works end to end.
     let deployment = Deployment::start_with(|text| *text = text.replace("priority = \"executor\"", "priority = \"shared\""))?;
-    let _agent = Proc(
-        Command::new(common::packhunt_bin())
-            .args(["client", "--config"])
-            .arg(deployment.client_config())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let _agent = common::start_agent(&deployment)?;
     let client = deployment.wait_connected(1, Duration::from_secs(20))?.remove(0);
     let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
     let status = deployment.wait_flows(&[(client, flow)], Duration::from_secs(20))?;

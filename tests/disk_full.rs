@@ -11,8 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use packhunt::agent::comms;
-use packhunt::agent::url::ServerUrl;
 use packhunt::protocol::pb;
 
 struct Mount(PathBuf);
@@ -45,24 +43,9 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
     let datastore = mount_dir.path().join("ds");
     let location = datastore.display().to_string();
     let deployment = common::Deployment::start_with(|text| *text = text.replace("location = \"datastore\"", &format!("location = \"{location}\"")))?;
-    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
-    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let client_id = identity.client_id().to_string();
-    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
-    let url = ServerUrl::parse(&config.client.server_urls[0])?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (mut conn, mut tasks) = rt.block_on(comms::connect(&url, tls, None))?;
-    let info = pb::Upload { kind: Some(pb::upload::Kind::Info(pb::ClientInfo { hostname: "h".into(), os: "linux".into(), version: "t".into() })) };
-    assert_eq!(rt.block_on(conn.upload(&info))?.status, 200);
-    let flow = deployment.api().collect(&client_id, &["Linux.Sys.Users"])?;
-    rt.block_on(async {
-        loop {
-            if let Some(pb::server_message::Kind::Task(t)) = tasks.next().await?.and_then(|m| m.kind) {
-                anyhow::ensure!(t.flow_id == flow);
-                return Ok(());
-            }
-        }
-    })?;
+    let mut agent = common::RawAgent::connect(&deployment)?;
+    let flow = agent.tasked(&deployment, &["Linux.Sys.Users"])?;
+    let client_id = agent.client_id.clone();
 
     let batch = |seq: u64, jsonl: Vec<u8>| pb::Upload {
         kind: Some(pb::upload::Kind::Result(pb::ResultBatch { flow_id: flow.clone(), artifact: "Linux.Sys.Users".into(), seq, jsonl: Bytes::from(jsonl), row_count: 0 })),
@@ -73,7 +56,7 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
     let chunk = rows(1000, 500); // ~512 KiB
     let mut seq = 0;
     let refusal = loop {
-        let reply = rt.block_on(conn.upload(&batch(seq, chunk.clone())))?;
+        let reply = agent.upload(&batch(seq, chunk.clone()))?;
         if reply.status != 200 {
             break reply;
         }
@@ -89,7 +72,7 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
 
     // Make room: the agent resends the very batch it kept, and it is appended once.
     std::fs::remove_file(&filler)?;
-    let reply = rt.block_on(conn.upload(&batch(seq, chunk.clone())))?;
+    let reply = agent.upload(&batch(seq, chunk.clone()))?;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.ack.map(|a| a.status), Some(pb::upload_ack::Status::Ok as i32));
     assert_eq!(common::count_lines(&results) as u64, (seq + 1) * 1000);

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Deployment, Proc};
+use common::Deployment;
 use tokio::io::AsyncReadExt;
 
 fn short_timeouts(text: &mut String) {
@@ -44,13 +43,7 @@ fn silent_tcp_peer_is_closed_after_the_handshake_timeout() -> anyhow::Result<()>
 #[test]
 fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::Result<()> {
     let deployment = Deployment::start_with(short_timeouts)?;
-    let _agent = Proc(
-        Command::new(common::packhunt_bin())
-            .args(["client", "--config"])
-            .arg(deployment.client_config())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let _agent = common::start_agent(&deployment)?;
     deployment.wait_connected(1, Duration::from_secs(20))?;
     let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
     let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;

@@ -325,3 +325,58 @@ pub fn loadgen_rows_sent(report: &Path) -> Result<std::collections::HashMap<Stri
     let flows = report["flows"].as_array().context("report has flows")?;
     Ok(flows.iter().map(|f| (f["flow_id"].as_str().unwrap_or_default().to_string(), f["rows"].as_u64().unwrap_or(0))).collect())
 }
+
+/// Starts a real `packhunt client` against the deployment; killed on drop.
+pub fn start_agent(deployment: &Deployment) -> Result<Proc> {
+    let child = Command::new(packhunt_bin())
+        .args(["client", "--config"])
+        .arg(deployment.client_config())
+        .stdout(Stdio::null())
+        .spawn()?;
+    Ok(Proc(child))
+}
+
+/// An agent driven by the test through the real comms client: connected (which
+/// registers it), its ClientInfo sent so its client folder exists.
+pub struct RawAgent {
+    pub rt: tokio::runtime::Runtime,
+    pub conn: packhunt::agent::comms::Connection,
+    pub tasks: packhunt::agent::comms::TaskStream,
+    pub client_id: String,
+}
+
+impl RawAgent {
+    pub fn connect(deployment: &Deployment) -> Result<Self> {
+        use packhunt::protocol::pb;
+        let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
+        let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
+        let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+        let url = packhunt::agent::url::ServerUrl::parse(&config.client.server_urls[0])?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (mut conn, tasks) = rt.block_on(packhunt::agent::comms::connect(&url, tls, None))?;
+        let facts = pb::ClientInfo { hostname: "raw-agent".into(), os: "linux".into(), version: "test".into() };
+        let status = rt.block_on(conn.upload(&pb::Upload { kind: Some(pb::upload::Kind::Info(facts)) }))?.status;
+        anyhow::ensure!(status == 200, "ClientInfo answered {status}");
+        Ok(Self { rt, conn, tasks, client_id: identity.client_id().to_string() })
+    }
+
+    /// Schedules a collection for this agent and reads its task off the stream.
+    pub fn tasked(&mut self, deployment: &Deployment, artifacts: &[&str]) -> Result<String> {
+        use packhunt::protocol::pb;
+        let flow = deployment.api().collect(&self.client_id, artifacts)?;
+        let tasks = &mut self.tasks;
+        self.rt.block_on(async {
+            loop {
+                if let Some(pb::server_message::Kind::Task(t)) = tasks.next().await?.and_then(|m| m.kind) {
+                    anyhow::ensure!(t.flow_id == flow, "task for another flow");
+                    return Ok(());
+                }
+            }
+        })?;
+        Ok(flow)
+    }
+
+    pub fn upload(&mut self, upload: &packhunt::protocol::pb::Upload) -> Result<packhunt::agent::comms::UploadReply> {
+        Ok(self.rt.block_on(self.conn.upload(upload))?)
+    }
+}
