@@ -2,7 +2,6 @@
 //! one keep-alive HTTP/1.1 connection, so what it measures is the server's latency, not
 //! a TCP + TLS handshake per request.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -39,18 +38,11 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub async fn connect(target: &ApiTarget) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in packhunt::tls::pem::certificates(&target.ca_pem)? {
-            roots.add(cert)?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(packhunt::tls::server::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = packhunt::tls::client::api_client_config(&target.ca_pem)?;
         let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(true)?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", target.user, target.password));

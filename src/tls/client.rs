@@ -14,14 +14,29 @@ pub fn agent_client_config(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(pinned_roots(ca_pem)?)
+        .with_client_auth_cert(cert_chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS config for scripts and tools calling the GUI/API port (loadgen's driver and
+/// probe, the tests): the deployment CA pinned, no client certificate.
+pub fn api_client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(pinned_roots(ca_pem)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The deployment CA as the only trusted root.
+fn pinned_roots(ca_pem: &str) -> Result<RootCertStore, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     for cert in pem::certificates(ca_pem)? {
         roots.add(cert)?;
     }
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(cert_chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok(roots)
 }

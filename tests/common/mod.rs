@@ -6,7 +6,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -283,17 +282,10 @@ impl Api {
     }
 
     async fn request_async(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in packhunt::tls::pem::certificates(&self.ca_pem)? {
-            roots.add(cert)?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(packhunt::tls::server::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let mut req = hyper::Request::builder().method(method).uri(path).header("host", "127.0.0.1");
