@@ -15,6 +15,7 @@ macro_rules! say {
 pub mod agent;
 pub mod api;
 pub mod artifacts;
+pub mod clock;
 pub mod config;
 pub mod datastore;
 pub mod ids;

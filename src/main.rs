@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use packhunt::config::{generate, ClientConfig, ServerConfig};
 
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

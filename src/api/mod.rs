@@ -18,7 +18,6 @@ use glommio::net::TcpListener;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
@@ -73,7 +72,7 @@ pub async fn serve(ctx: Rc<ApiCtx>, listener: TcpListener, tls: TlsAcceptor, shu
         let (ctx, tls) = (ctx.clone(), tls.clone());
         glommio::spawn_local(async move {
             let Ok(tls_stream) = tls.accept(stream).await else { return };
-            let io = TokioIo::new(tls_stream.compat());
+            let io = TokioIo::new(crate::transport::compat::TokioCompat::new(tls_stream));
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, std::convert::Infallible>(routes::handle(&ctx, req).await) }

@@ -169,6 +169,9 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
                 Some(i) => (i.hostname, i.os, i.labels, i.first_seen_ms, i.last_seen_ms),
                 None => (String::new(), String::new(), Vec::new(), 0, 0),
             };
+            // The stored last_seen is written at most every LAST_SEEN_WRITE_INTERVAL_MS; a
+            // connected agent is being seen now.
+            let last_seen = if connected { last_seen.max(crate::clock::now_ms()) } else { last_seen };
             json!({
                 "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
                 "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
@@ -207,7 +210,7 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         .collect::<Result<Vec<_>, DatastoreError>>()?;
     let client = ctx.datastore.client(client_id);
     let flow_id = FlowId::random();
-    let now_us = now_us();
+    let now_us = crate::clock::now_us();
     let request = FlowRequest {
         flow_id: flow_id.clone(),
         client_id: client_id.clone(),
@@ -342,9 +345,6 @@ fn shown(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> ApiResponse {
     bytes_response(status, "application/json", Bytes::from(serde_json::to_vec(value).expect("JSON values serialise")))

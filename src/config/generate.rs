@@ -204,6 +204,7 @@ fn server_config(
             shards: 0,
             io_memory_bytes: crate::limits::DEFAULT_IO_MEMORY_BYTES,
             max_open_files: crate::limits::DEFAULT_MAX_OPEN_FILES,
+            transparent_huge_pages: false,
             certificate,
             private_key,
         },

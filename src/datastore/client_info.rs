@@ -6,7 +6,6 @@
 //! agent may send before it gets here.
 
 use std::fs;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,20 +56,26 @@ pub fn write_client_info(client: &ClientDir, doc: &ClientInfoDoc) -> Result<(), 
 /// far shorter (a DNS name is at most 253 bytes) and these are shown in the GUI.
 pub const MAX_CLIENT_FACT_CHARS: usize = 256;
 
+/// How stale a stored `last_seen_ms` may get before a reconnect rewrites `info.json`
+/// with unchanged facts. Rewriting on every connect made each reconnect allocate and
+/// fsync a new inode (temp file, rename, directory sync): half the frontend's CPU per
+/// connection in a reconnect storm. Whether an agent is connected now comes from
+/// presence, not from this field.
+pub const LAST_SEEN_WRITE_INTERVAL_MS: u64 = 10 * 60 * 1000;
+
 /// Records that the agent connected now with these facts: creates `info.json` on first
 /// contact (first_seen = now), otherwise updates facts and last_seen and keeps labels
-/// and first_seen. Facts are cut to [`MAX_CLIENT_FACT_CHARS`]. An unreadable old
-/// document is replaced rather than blocking the agent (its labels are lost).
+/// and first_seen. Facts are cut to [`MAX_CLIENT_FACT_CHARS`]. Unchanged facts seen
+/// again within [`LAST_SEEN_WRITE_INTERVAL_MS`] of the stored last_seen write nothing.
+/// An unreadable old document is replaced rather than blocking the agent (its labels
+/// are lost).
 pub fn record_seen(
     client: &ClientDir,
     hostname: &str,
     os: &str,
     version: &str,
 ) -> Result<ClientInfoDoc, DatastoreError> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    record_seen_at(client, hostname, os, version, now_ms)
+    record_seen_at(client, hostname, os, version, crate::clock::now_ms())
 }
 
 /// [`record_seen`] with the clock passed in.
@@ -90,9 +95,12 @@ pub fn record_seen_at(
         }
         Err(err) => return Err(err),
     };
-    doc.hostname = cut(hostname);
-    doc.os = cut(os);
-    doc.version = cut(version);
+    let (hostname, os, version) = (cut(hostname), cut(os), cut(version));
+    let unchanged = doc.hostname == hostname && doc.os == os && doc.version == version;
+    if unchanged && now_ms < doc.last_seen_ms.saturating_add(LAST_SEEN_WRITE_INTERVAL_MS) {
+        return Ok(doc);
+    }
+    (doc.hostname, doc.os, doc.version) = (hostname, os, version);
     doc.last_seen_ms = doc.last_seen_ms.max(now_ms);
     write_client_info(client, &doc)?;
     Ok(doc)
@@ -205,6 +213,17 @@ mod tests {
         assert_eq!(second.labels, ["prod"]);
         assert_eq!(second.hostname.len(), MAX_CLIENT_FACT_CHARS);
         assert_eq!(second.version, "0.2.0");
+
+        // Same facts again soon after: nothing is written; later, last_seen moves on.
+        let soon = record_seen_at(&client, &long, "linux", "0.2.0", 5_000 + LAST_SEEN_WRITE_INTERVAL_MS - 1).unwrap();
+        assert_eq!(soon.last_seen_ms, 5_000);
+        assert_eq!(read_client_info(&client).unwrap(), second);
+        let later = record_seen_at(&client, &long, "linux", "0.2.0", 5_000 + LAST_SEEN_WRITE_INTERVAL_MS).unwrap();
+        assert_eq!(later.last_seen_ms, 5_000 + LAST_SEEN_WRITE_INTERVAL_MS);
+        assert_eq!(read_client_info(&client).unwrap(), later);
+        let upgraded = record_seen_at(&client, &long, "linux", "0.3.0", 5_000 + LAST_SEEN_WRITE_INTERVAL_MS + 1).unwrap();
+        assert_eq!(read_client_info(&client).unwrap().version, "0.3.0");
+        assert_eq!(upgraded.last_seen_ms, 5_000 + LAST_SEEN_WRITE_INTERVAL_MS + 1);
 
         fs::write(client.info_json(), b"{").unwrap();
         let repaired = record_seen_at(&client, "web-01", "linux", "0.2.0", 6_000).unwrap();

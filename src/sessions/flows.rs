@@ -8,6 +8,7 @@
 //! back in. A second upload for a flow that is checked out is refused as busy (503 with
 //! a short Retry-After); the real agent sends one upload at a time and never sees it.
 
+use crate::clock::now_ms;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
@@ -54,9 +55,6 @@ pub struct OpenFlows {
     flows: RefCell<HashMap<FlowId, Slot>>,
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 impl OpenFlows {
     /// Runs `op` on the flow (opened from disk if this connection has not yet) on the

@@ -174,20 +174,9 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
     }
 }
 
-/// Writes info.json for a connecting agent (facts now, labels and first-seen kept).
-/// Skipped when nothing changed and the last write is recent: a fleet reconnecting at
-/// once then costs no writes at all.
+/// Writes info.json for a connecting agent (facts now, labels and first-seen kept); a
+/// reconnect with unchanged facts writes nothing (see `client_info::record_seen`).
 fn record_seen(client: &ClientDir, info: &pb::ClientInfo) -> Result<(), UploadError> {
-    if let Ok(doc) = client_info::read_client_info(client) {
-        let fresh = crate::sessions::flows::now_ms().saturating_sub(doc.last_seen_ms) < LAST_SEEN_REFRESH_MS;
-        if fresh && doc.hostname == info.hostname && doc.os == info.os && doc.version == info.version {
-            return Ok(());
-        }
-    }
     client_info::record_seen(client, &info.hostname, &info.os, &info.version)?;
     Ok(())
 }
-
-/// How stale `last_seen_ms` may get before a reconnect rewrites info.json. Whether an
-/// agent is connected now comes from presence, not from this field.
-const LAST_SEEN_REFRESH_MS: u64 = 10 * 60 * 1000;

@@ -41,6 +41,9 @@ type Ready = Result<(), FrontendError>;
 
 /// Runs a master frontend until SIGINT/SIGTERM.
 pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
+    if !config.frontend.transparent_huge_pages {
+        disable_transparent_huge_pages();
+    }
     let datastore = Datastore::open(config.datastore.location.clone(), config.datastore.fsync_documents)?;
     let agent_tls = TlsAcceptor::from(agent_server_config(&config.frontend.certificate, &config.frontend.private_key)?);
     let gui_tls = TlsAcceptor::from(gui_server_config(&config.frontend.certificate, &config.frontend.private_key)?);
@@ -192,4 +195,15 @@ async fn run_api(setup: ApiSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let auth = api::auth::Authenticator::new(config.users.clone());
     let ctx = Rc::new(ApiCtx { config, datastore, notifier, presence, auth, frontend_name: name });
     api::serve(ctx, listener, tls, shutdown).await;
+}
+
+/// Stops the kernel from backing this process's memory with huge pages (mappings made from
+/// now on, and khugepaged's collapsing). Best effort: a kernel without THP has nothing to
+/// turn off.
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::debug!("PR_SET_THP_DISABLE failed: {}", std::io::Error::last_os_error());
+    }
 }

@@ -45,7 +45,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) 
     metrics().connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
-    let tls = match with_deadline(limits.handshake_timeout(), acceptor.accept(stream)).await {
+    // The handshake futures are boxed so that their state is freed once the connection is
+    // up; inline, they would size this task's allocation for the connection's whole life.
+    let tls = match with_deadline(limits.handshake_timeout(), Box::pin(acceptor.accept(stream))).await {
         None => return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout),
         Some(Err(e)) => {
             tracing::debug!("agent TLS handshake failed: {e}");
@@ -63,6 +65,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) 
         return metrics().connection_refused(ConnectionRefusal::NoClientCertificate);
     };
     metrics().handshakes_completed.fetch_add(1, Ordering::Relaxed);
+    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        metrics().handshakes_resumed.fetch_add(1, Ordering::Relaxed);
+    }
 
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
@@ -70,7 +75,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) 
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .handshake::<_, Bytes>(compat::tokio_io(tls));
-    let conn = match with_deadline(limits.handshake_timeout(), handshake).await {
+    let conn = match with_deadline(limits.handshake_timeout(), Box::pin(handshake)).await {
         Some(Ok(conn)) => conn,
         _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
     };
@@ -192,7 +197,9 @@ async fn route(
 ) {
     match (request.method(), request.uri().path()) {
         (&Method::GET, TASKS_PATH) => tasks::serve_task_stream(ctx, client_id, respond).await,
-        (&Method::POST, UPLOAD_PATH) => handle_upload(ctx, client_id, flows, request, respond).await,
+        // Boxed: h2 may keep a waker of a finished request's task until the next request,
+        // which keeps the task's allocation, sized by its largest future, alive with it.
+        (&Method::POST, UPLOAD_PATH) => Box::pin(handle_upload(ctx, client_id, flows, request, respond)).await,
         _ => respond_bytes(respond, StatusCode::NOT_FOUND, Bytes::new(), None),
     }
 }
