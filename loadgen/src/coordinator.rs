@@ -101,21 +101,36 @@ fn spawn_worker(args: &Args, first: usize, count: usize, workers: usize, report:
 fn watch(args: &Args, latest: &Mutex<Vec<SeriesPoint>>, children: &mut [(Child, std::path::PathBuf)]) -> Result<()> {
     let started = Instant::now();
     let stop = signal_flag()?;
+    // Storms are the workers' business: pass each signal on.
+    let storms = [libc::SIGUSR1, libc::SIGUSR2].map(|signal| {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook_register(signal, flag.clone()).map(|()| (signal, flag))
+    });
+    let storms = storms.into_iter().collect::<Result<Vec<_>>>()?;
     let mut stopping: Option<Instant> = None;
     let mut last_bytes = 0u64;
     loop {
         std::thread::sleep(Duration::from_secs(1));
+        for (signal, flag) in &storms {
+            if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                children.iter().for_each(|(c, _)| unsafe {
+                    libc::kill(c.id() as i32, *signal);
+                });
+            }
+        }
         let sum = stats::sum_series(&latest.lock().unwrap().iter().map(std::slice::from_ref).collect::<Vec<_>>());
         let now = sum.first().cloned().unwrap_or_default();
         eprintln!(
-            "[{:>4}s] connected {}/{} tasks {} flows {} upload {:.1} MB/s errors {}",
+            "[{:>4}s] connected {}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}",
             started.elapsed().as_secs(),
             now.connected,
             args.clients,
             now.tasks,
             now.flows,
             now.upload_bytes.saturating_sub(last_bytes) as f64 / 1e6,
-            now.errors
+            now.errors,
+            now.reconnects,
+            now.tickets_offered
         );
         last_bytes = now.upload_bytes;
         let done_flows = args.exit_after_flows > 0 && now.flows >= args.exit_after_flows;

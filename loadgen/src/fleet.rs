@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use packhunt::agent::run::{self, AgentOptions};
+use packhunt::agent::run::{self, AgentOptions, Observer};
 use packhunt::agent::url::ServerUrl;
 use packhunt::config::ClientConfig;
 use packhunt::protocol::pb;
 use packhunt::tls::agent_key::AgentIdentity;
 
-use crate::stats::{AgentObserver, Stats};
+use crate::stats::{AgentObserver, CountingTicketStore, Stats};
 use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP};
 
 pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
@@ -24,34 +24,31 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let stats = Arc::new(Stats::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(SyntheticRunner::for_args(&args));
+    let ca_pem: Arc<str> = config.client.ca_certificate.as_str().into();
     // Workers only run agents; the coordinator (or a lone process) drives the scenario.
     let driver = (!args.worker).then(|| args.driver_plan(&config.client.ca_certificate)).transpose()?;
     let driver = driver.map(|plan| tokio::spawn(crate::driver::drive(plan, stop_rx.clone())));
+    let storm = storm_signals()?;
     let started = Instant::now();
     let mut agents = Vec::with_capacity(args.clients);
     for (local, identity) in identities.into_iter().enumerate() {
         let i = args.first_agent + local;
-        let tls = packhunt::tls::client::agent_client_config(
-            &config.client.ca_certificate,
-            identity.rustls_cert_chain(),
-            identity.rustls_private_key(),
-        )?;
-        let local_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8));
-        let info = pb::ClientInfo { hostname: format!("loadgen-{i}"), os: "linux".into(), version: "loadgen".into() };
-        let opts = AgentOptions {
+        let plan = AgentPlan {
             urls: urls.clone(),
-            tls,
-            local_ip: Some(local_ip),
-            info,
+            local_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)),
+            info: pb::ClientInfo { hostname: format!("loadgen-{i}"), os: "linux".into(), version: "loadgen".into() },
             max_upload_bytes: config.client.max_upload_bytes,
             drop_connection_every_uploads: args.drop_connection_every_uploads,
+            ca_pem: ca_pem.clone(),
+            identity,
         };
-        let observer = Arc::new(AgentObserver { stats: stats.clone(), client_id: identity.client_id().to_string() });
-        let (stop, runner) = (stop_rx.clone(), runner.clone());
+        let tls = plan.tls(&stats)?;
+        let observer = Arc::new(AgentObserver::new(stats.clone(), plan.identity.client_id().to_string()));
+        let (stop, storm, runner, stats) = (stop_rx.clone(), storm.clone(), runner.clone(), stats.clone());
         let delay = Duration::from_micros(local as u64 * 1_000_000 / args.ramp_per_second.max(1));
         agents.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            run::run(opts, runner, observer, stop).await;
+            plan.run(tls, runner, observer, stop, storm, stats).await;
         }));
     }
     let connect_all = watch_progress(&args, &stats, started).await;
@@ -119,19 +116,116 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
         let bytes = stats.upload_bytes.load(Ordering::Relaxed);
         if !args.worker {
             eprintln!(
-            "[{:>4}s] connected {connected}/{} tasks {} flows {} upload {:.1} MB/s errors {}",
+            "[{:>4}s] connected {connected}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}",
             started.elapsed().as_secs(),
             args.clients,
             stats.tasks.load(Ordering::Relaxed),
             stats.flows_done.load(Ordering::Relaxed),
             (bytes - last_bytes) as f64 / 1e6,
             stats.errors.load(Ordering::Relaxed),
+            stats.reconnects.load(Ordering::Relaxed),
+            stats.tickets_offered.load(Ordering::Relaxed),
         );
         }
         last_bytes = bytes;
         let flows = stats.flows_done.load(Ordering::Relaxed);
         if Instant::now() >= deadline || (args.exit_after_flows > 0 && flows >= args.exit_after_flows) {
             return connect_all;
+        }
+    }
+}
+
+/// A reconnect storm asked for by signal; `count` tells storms apart.
+#[derive(Clone, Copy, Default)]
+struct Storm {
+    count: u64,
+    /// Reconnect with a new TLS config, so without a ticket (a full handshake).
+    fresh_tls: bool,
+}
+
+/// SIGUSR1: storm with tickets kept; SIGUSR2: storm with fresh TLS configs.
+fn storm_signals() -> Result<tokio::sync::watch::Receiver<Storm>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut resume = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut fresh = signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
+    let (tx, rx) = tokio::sync::watch::channel(Storm::default());
+    tokio::spawn(async move {
+        loop {
+            let fresh_tls = tokio::select! {
+                Some(()) = resume.recv() => false,
+                Some(()) = fresh.recv() => true,
+                else => return,
+            };
+            tx.send_modify(|s| *s = Storm { count: s.count + 1, fresh_tls });
+            eprintln!("loadgen: reconnect storm {} ({})", tx.borrow().count, if fresh_tls { "full handshakes" } else { "resumed" });
+        }
+    });
+    Ok(rx)
+}
+
+/// One simulated agent: what it needs to (re)build its options and TLS config.
+struct AgentPlan {
+    urls: Vec<ServerUrl>,
+    local_ip: IpAddr,
+    info: pb::ClientInfo,
+    max_upload_bytes: u64,
+    drop_connection_every_uploads: u64,
+    ca_pem: Arc<str>,
+    identity: AgentIdentity,
+}
+
+impl AgentPlan {
+    /// The agent's own client config, with its ticket cache counting the tickets offered.
+    fn tls(&self, stats: &Arc<Stats>) -> Result<Arc<rustls::ClientConfig>> {
+        let config = packhunt::tls::client::agent_client_config(&self.ca_pem, self.identity.rustls_cert_chain(), self.identity.rustls_private_key())?;
+        let mut config = Arc::unwrap_or_clone(config);
+        config.resumption = rustls::client::Resumption::store(Arc::new(CountingTicketStore::new(stats.clone())));
+        Ok(Arc::new(config))
+    }
+
+    fn options(&self, tls: Arc<rustls::ClientConfig>) -> AgentOptions {
+        AgentOptions {
+            urls: self.urls.clone(),
+            tls,
+            local_ip: Some(self.local_ip),
+            info: self.info.clone(),
+            max_upload_bytes: self.max_upload_bytes,
+            drop_connection_every_uploads: self.drop_connection_every_uploads,
+        }
+    }
+
+    /// Runs the agent until `stop`; each storm ends its run and starts another with the same
+    /// TLS config (so the client offers its ticket) or, when asked, a fresh one.
+    async fn run(
+        self,
+        mut tls: Arc<rustls::ClientConfig>,
+        runner: Arc<SyntheticRunner>,
+        observer: Arc<AgentObserver>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut storm: tokio::sync::watch::Receiver<Storm>,
+        stats: Arc<Stats>,
+    ) {
+        loop {
+            // A storm from before this agent started is not for it.
+            storm.borrow_and_update();
+            let (phase_tx, phase_rx) = tokio::sync::watch::channel(false);
+            let phase_over = async {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    _ = async { if storm.changed().await.is_err() { std::future::pending::<()>().await } } => {}
+                }
+                let _ = phase_tx.send(true);
+            };
+            tokio::join!(run::run(self.options(tls.clone()), runner.clone(), observer.clone(), phase_rx), phase_over);
+            if *stop.borrow() {
+                return;
+            }
+            if storm.borrow().fresh_tls {
+                match self.tls(&stats) {
+                    Ok(fresh) => tls = fresh,
+                    Err(e) => observer.error(&format!("new TLS config: {e:#}")),
+                }
+            }
         }
     }
 }

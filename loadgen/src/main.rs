@@ -8,6 +8,7 @@ mod api;
 mod coordinator;
 mod driver;
 mod fleet;
+mod handshake;
 mod stats;
 
 use std::path::PathBuf;
@@ -30,7 +31,14 @@ pub(crate) const AGENTS_PER_SOURCE_IP: usize = 20_000;
 const RESERVED_FDS: u64 = 200;
 
 #[derive(Parser)]
-#[command(name = "loadgen", about = "Simulated packhunt agent fleets (real mTLS + HTTP/2 connections)")]
+#[command(
+    name = "loadgen",
+    about = "Simulated packhunt agent fleets (real mTLS + HTTP/2 connections)",
+    after_help = "Reconnect storms: SIGUSR1 makes every connected agent drop its connection and \
+reconnect at once, offering its TLS session ticket (resumed handshakes); SIGUSR2 does the same \
+with a fresh TLS config per agent (no ticket: full handshakes). Results not yet acknowledged \
+are dropped, so storm an idle fleet."
+)]
 pub struct Args {
     /// client.config.toml of the deployment to load.
     #[arg(long)]
@@ -94,6 +102,14 @@ pub struct Args {
     /// 0 = off).
     #[arg(long, default_value_t = 20.0)]
     pub probe_rate_per_second: f64,
+    /// Run no fleet: time N full and N resumed agent-port TLS handshakes in memory with
+    /// the deployment's own server config (--server-config) and print the server side's
+    /// CPU per handshake as JSON.
+    #[arg(long, value_name = "N", requires = "server_config")]
+    pub measure_handshake: Option<usize>,
+    /// server.config.toml of the deployment, for --measure-handshake.
+    #[arg(long)]
+    pub server_config: Option<PathBuf>,
 }
 
 impl Args {
@@ -168,6 +184,11 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    if let (Some(n), Some(server_config)) = (args.measure_handshake, &args.server_config) {
+        let report = handshake::measure(server_config, &args.config, n)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     // Every process (this one, or each worker) holds at most this many agents.
     check_fd_budget(args.clients.min(args.agents_per_worker))?;
     let config = ClientConfig::load(&args.config)?;

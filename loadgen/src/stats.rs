@@ -27,6 +27,8 @@ pub struct Stats {
     pub upload_rows: AtomicU64,
     pub flows_done: AtomicU64,
     pub errors: AtomicU64,
+    /// Connections on which an agent offered a TLS session ticket (asked to resume).
+    pub tickets_offered: AtomicU64,
     connect_us: Mutex<Histogram<u64>>,
     task_latency_us: Mutex<Histogram<u64>>,
     /// flow id -> (client id, rows sent), for checking exact counts against the server.
@@ -52,6 +54,7 @@ impl Stats {
             upload_rows: AtomicU64::new(0),
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            tickets_offered: AtomicU64::new(0),
             connect_us: Mutex::new(new_histogram()),
             task_latency_us: Mutex::new(new_histogram()),
             flows: Mutex::new(HashMap::new()),
@@ -76,6 +79,7 @@ impl Stats {
             upload_bytes: l(&self.upload_bytes),
             errors: l(&self.errors),
             reconnects: l(&self.reconnects),
+            tickets_offered: l(&self.tickets_offered),
         }
     }
 
@@ -88,14 +92,72 @@ impl Stats {
 pub struct AgentObserver {
     pub stats: std::sync::Arc<Stats>,
     pub client_id: String,
+    /// A storm restarts the agent's run, which then reports its next connection as its
+    /// first; this remembers that it was not.
+    connected_before: std::sync::atomic::AtomicBool,
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+impl AgentObserver {
+    pub fn new(stats: std::sync::Arc<Stats>, client_id: String) -> Self {
+        Self { stats, client_id, connected_before: std::sync::atomic::AtomicBool::new(false) }
+    }
 }
+
+/// The agent's default ticket cache (rustls' in-memory one, same size), counting the
+/// tickets taken out of it: each is a resumption the agent offers the server.
+pub struct CountingTicketStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    stats: std::sync::Arc<Stats>,
+}
+
+/// rustls' default `Resumption::in_memory_sessions` size.
+const TICKET_CACHE_ENTRIES: usize = 256;
+
+impl CountingTicketStore {
+    pub fn new(stats: std::sync::Arc<Stats>) -> Self {
+        Self { inner: rustls::client::ClientSessionMemoryCache::new(TICKET_CACHE_ENTRIES), stats }
+    }
+}
+
+impl std::fmt::Debug for CountingTicketStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingTicketStore").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl rustls::client::ClientSessionStore for CountingTicketStore {
+    fn set_kx_hint(&self, name: rustls::pki_types::ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: rustls::pki_types::ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(&self, name: rustls::pki_types::ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(&self, name: &rustls::pki_types::ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let ticket = self.inner.take_tls13_ticket(name);
+        if ticket.is_some() {
+            self.stats.tickets_offered.fetch_add(1, Ordering::Relaxed);
+        }
+        ticket
+    }
+}
+
+use packhunt::clock::now_us;
 
 impl Observer for AgentObserver {
     fn connected(&self, connect_time: Duration, first: bool) {
+        let first = first && !self.connected_before.swap(true, Ordering::Relaxed);
         let s = &self.stats;
         let now = s.connected.fetch_add(1, Ordering::Relaxed) + 1;
         s.connected_peak.fetch_max(now, Ordering::Relaxed);
@@ -139,6 +201,8 @@ pub struct SeriesPoint {
     pub upload_bytes: u64,
     pub errors: u64,
     pub reconnects: u64,
+    #[serde(default)]
+    pub tickets_offered: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -184,6 +248,9 @@ pub struct Report {
     pub errors: u64,
     pub last_error: Option<String>,
     pub reconnects: u64,
+    /// Connections on which an agent offered a TLS session ticket.
+    #[serde(default)]
+    pub tickets_offered: u64,
     pub series: Vec<SeriesPoint>,
     pub flows: Vec<FlowReport>,
 }
@@ -239,6 +306,7 @@ impl Stats {
             errors: l(&self.errors),
             last_error: self.last_error(),
             reconnects: l(&self.reconnects),
+            tickets_offered: l(&self.tickets_offered),
             series: self.series.lock().unwrap().clone(),
             flows,
         }
@@ -271,6 +339,7 @@ pub fn sum_series(all: &[&[SeriesPoint]]) -> Vec<SeriesPoint> {
                     sum.upload_bytes += p.upload_bytes;
                     sum.errors += p.errors;
                     sum.reconnects += p.reconnects;
+                    sum.tickets_offered += p.tickets_offered;
                 }
             }
             sum
@@ -313,6 +382,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         errors: sum(|r| r.errors),
         last_error: reports.iter().find_map(|r| r.last_error.clone()),
         reconnects: sum(|r| r.reconnects),
+        tickets_offered: sum(|r| r.tickets_offered),
         series,
         flows: reports.into_iter().flat_map(|r| r.flows).collect(),
     })

@@ -1,0 +1,275 @@
+# benches/lib.sh — helpers shared by the measurement scripts (sourced, not run).
+#
+# The sourcing script sets OUT (results folder) and calls lib_init, which snapshots the
+# binaries, opens $OUT/run.log and installs the cleanup trap. Deployments, frontends and
+# loadgens started through these helpers are remembered and stopped by that trap, however
+# the script ends. Everything listens on loopback only.
+#
+# Knobs read here: BIN_DIR (packhunt + loadgen, default this tree's target/release),
+# LOADGEN_CPUS (taskset list for loadgen, default 1; empty = unpinned), CONNECT_TIMEOUT (s).
+
+LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLK_TCK=$(getconf CLK_TCK)
+PW=pw
+LOADGEN_CPUS=${LOADGEN_CPUS-1}
+CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-300}
+FE_PID="" LG_PID="" GUI_PORT=""
+ALL_FE_PIDS=() ALL_LG_PIDS=()
+
+lib_init() {   # lib_init NAME: binaries, log, trap
+    local name=$1 tool
+    for tool in curl jq ss dd awk taskset sha256sum; do
+        command -v "$tool" >/dev/null || { echo "$name: needs $tool" >&2; exit 1; }
+    done
+    BIN_DIR=${BIN_DIR:-$LIB_ROOT/target/release}
+    if [[ ! -x $BIN_DIR/packhunt || ! -x $BIN_DIR/loadgen ]]; then
+        [[ $BIN_DIR == "$LIB_ROOT/target/release" ]] || { echo "$name: no binaries in $BIN_DIR" >&2; exit 1; }
+        (cd "$LIB_ROOT" && cargo build --release --workspace)
+    fi
+    mkdir -p "$OUT/bin"
+    # A concurrent `cargo build --release` may relink the binaries mid-run.
+    cp "$BIN_DIR/packhunt" "$BIN_DIR/loadgen" "$OUT/bin/"
+    PACKHUNT=$OUT/bin/packhunt
+    LOADGEN=$OUT/bin/loadgen
+    RESULTS=$OUT/results.tsv
+    RATIOS=$OUT/ratios.tsv
+    : >"$RESULTS"
+    : >"$RATIOS"
+    trap lib_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+lib_cleanup() {
+    local p
+    for p in "${ALL_LG_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${ALL_FE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 2
+    for p in "${ALL_LG_PIDS[@]}" "${ALL_FE_PIDS[@]}"; do
+        # timeout's loadgen child first, while it is still timeout's child
+        pkill -KILL -P "$p" 2>/dev/null || true
+        kill -KILL "$p" 2>/dev/null || true
+    done
+}
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/run.log" >&2; }
+now_ms() { date +%s%3N; }
+ms_to_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+rep() { jq -r "$1" "$2"; }
+
+# ---------------------------------------------------------------- deployments --------
+free_port() {   # below the ephemeral range (32768-60999), so agents' source ports never collide
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 12000))
+        [[ -z $(ss -Htan "( sport = :$p )") && ! -e $OUT/.port.$p ]] && { : >"$OUT/.port.$p"; echo "$p"; return; }
+    done
+}
+
+deploy() {   # deploy DIR: a fresh deployment on free loopback ports; sets GUI_PORT
+    local dir=$1 fport
+    fport=$(free_port)
+    GUI_PORT=$(free_port)
+    "$PACKHUNT" config generate --out "$dir" --admin-password "$PW" \
+        --frontend-port "$fport" --gui-port "$GUI_PORT" >"$dir.generate.log" 2>&1
+    echo "$GUI_PORT" >"$dir/gui.port"
+    # The generated agent port binds 0.0.0.0; benchmarks stay on loopback.
+    set_key "$dir" frontend bind_address '"127.0.0.1"'
+}
+
+set_key() {   # set_key DIR SECTION KEY VALUE (TOML literal): replace a key the generator wrote
+    local f=$1/server.config.toml
+    awk -v sec="[$2]" -v k="$3" -v v="$4" '
+        /^\[/ { cur = $0 }
+        cur == sec && $1 == k && $2 == "=" && !done { print k " = " v; done = 1; next }
+        { print }
+        END { if (!done) exit 3 }' "$f" >"$f.new" || { log "set_key: no $3 in [$2] of $f"; exit 1; }
+    mv "$f.new" "$f"
+}
+
+use_deployment() { GUI_PORT=$(cat "$1/gui.port"); }
+
+# ---------------------------------------------------------------- processes ----------
+start_frontend() {   # start_frontend DIR [ENV=VALUE ...]: sets FE_PID once it says ready
+    local dir=$1 i
+    shift
+    env "$@" "$PACKHUNT" frontend --config "$dir/server.config.toml" >"$dir/frontend.out" 2>"$dir/frontend.err" &
+    FE_PID=$!
+    ALL_FE_PIDS+=("$FE_PID")
+    for ((i = 0; i < 300; i++)); do
+        grep -q ready "$dir/frontend.out" 2>/dev/null && { log "frontend $FE_PID ($*): $(head -1 "$dir/frontend.out")"; return; }
+        kill -0 "$FE_PID" 2>/dev/null || { log "frontend died at start:"; tail -20 "$dir/frontend.err" >&2; exit 1; }
+        sleep 0.1
+    done
+    log "frontend not ready after 30 s"
+    exit 1
+}
+
+stop_frontend() {   # SIGTERM (graceful), SIGKILL after 15 s
+    local i
+    [[ -z $FE_PID ]] && return
+    kill -TERM "$FE_PID" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do kill -0 "$FE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$FE_PID" 2>/dev/null || true
+    wait "$FE_PID" 2>/dev/null || true
+    FE_PID=""
+}
+
+# start_loadgen DIR NAME LIMIT_S ARGS...: loadgen for DIR's deployment, report $DIR/NAME.json,
+# stderr $DIR/NAME.err; sets LG_PID (the `timeout` wrapper that ends it after LIMIT_S).
+start_loadgen() {
+    local dir=$1 name=$2 limit=$3 pin=()
+    shift 3
+    [[ -n $LOADGEN_CPUS ]] && pin=(taskset -c "$LOADGEN_CPUS")
+    timeout --signal=INT --kill-after=30 "$limit" "${pin[@]}" \
+        "$LOADGEN" --config "$dir/client.config.toml" --report "$dir/$name.json" "$@" 2>"$dir/$name.err" &
+    LG_PID=$!
+    ALL_LG_PIDS+=("$LG_PID")
+    LG_ERR=$dir/$name.err
+}
+
+stop_loadgen() {   # SIGINT: loadgen stops its agents and writes the report
+    local i lg
+    [[ -z $LG_PID ]] && return
+    lg=$(loadgen_pid)
+    kill -INT "${lg:-$LG_PID}" 2>/dev/null || true
+    for ((i = 0; i < 600; i++)); do kill -0 "$LG_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$LG_PID" 2>/dev/null || true
+    wait "$LG_PID" 2>/dev/null || true
+    LG_PID=""
+}
+
+wait_loadgen_exit() {   # wait_loadgen_exit TIMEOUT_S -> 0 if loadgen ended by itself
+    local i
+    for ((i = 0; i < $1 * 10; i++)); do
+        kill -0 "$LG_PID" 2>/dev/null || { wait "$LG_PID" 2>/dev/null || true; LG_PID=""; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+
+loadgen_pid() { pgrep -P "$LG_PID" -x loadgen | head -1 || true; }   # the child of `timeout`
+
+wait_identities() {   # until loadgen has made its keys and starts ramping (or exits)
+    local i
+    for ((i = 0; i < 6000; i++)); do
+        grep -q 'identities ready\|worker processes' "$LG_ERR" 2>/dev/null && return 0
+        kill -0 "$LG_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# progress FIELD: the latest value loadgen printed for FIELD (connected, tasks, flows,
+# errors, reconnects, tickets) in its once-a-second progress line; 0 before the first.
+progress() {
+    awk -v f="$1" '/^\[ *[0-9]+s\] connected / { for (i = 2; i < NF; i++) if ($i == f) v = $(i + 1) }
+                   END { sub(/\/.*/, "", v); print v + 0 }' "$LG_ERR" 2>/dev/null || echo 0
+}
+
+# wait_progress FIELD TARGET TIMEOUT_S -> 0 once FIELD >= TARGET, 1 on timeout or exit.
+wait_progress() {
+    local field=$1 target=$2 limit=$3 start
+    start=$(now_ms)
+    while (($(progress "$field") < target)); do
+        if (($(now_ms) - start > limit * 1000)) || ! kill -0 "$LG_PID" 2>/dev/null; then
+            log "loadgen $field reached only $(progress "$field") of $target"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------- probes -------------
+api() { curl -sk --max-time 60 -u "admin:$PW" "https://127.0.0.1:$GUI_PORT$1"; }
+metrics_to() { api /metrics >"$1" 2>/dev/null || : >"$1"; }
+metric_in() {   # metric_in FILE 'name' or 'name{label="x"}' -> value (0 if absent)
+    awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }' "$1"
+}
+metric() { api /metrics 2>/dev/null | awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'; }
+refusals_in() {   # refusals_in FILE -> "reason n, ..." for the nonzero connection refusals
+    awk -F'[{}"= ]+' '/^packhunt_connection_refusals_total\{/ && $NF != 0 { printf "%s%s %s", s, $3, $NF; s = ", " }
+                      END { if (!s) printf "none" }' "$1"
+}
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+proc_ticks() {   # utime + stime of a process in clock ticks (0 if it is gone)
+    [[ -n $1 && -r /proc/$1/stat ]] || { echo 0; return; }
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+# cpu_ns PID: CPU time of all the process's threads (schedstat), in ns. utime + stime
+# count in ticks of 10 ms, too coarse for a thousand handshakes of ~0.3 ms each.
+cpu_ns() {
+    [[ -n $1 && -d /proc/$1/task ]] || { echo 0; return; }
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'   # %d saturates at 2^31 in mawk
+}
+# cpu_snap PID -> "wall_ms cpu_ns ticks"; cpu_delta A B -> "cpu_s wall_s ticks_s"
+cpu_snap() { echo "$(now_ms) $(cpu_ns "$1") $(proc_ticks "$1")"; }
+cpu_delta() {
+    awk -v a="$1" -v b="$2" -v t="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        printf "%.6f %.3f %.2f\n", (y[2] - x[2]) / 1e9, (y[1] - x[1]) / 1000, (y[3] - x[3]) / t }'
+}
+
+dd_rate() {   # dd_rate DIR MB -> MB/s (10^6 bytes) of a sequential append with fdatasync
+    local f=$1/dd.test line
+    line=$(dd if=/dev/zero of="$f" bs=1M count="$2" oflag=append conv=notrunc,fdatasync 2>&1 | tail -1)
+    rm -f "$f"
+    echo "dd: $line" >>"$OUT/run.log"
+    # "... copied, 2.1 s, 511 MB/s" -> bytes / seconds, whatever unit dd picked
+    echo "$line" | awk -F', ' '{ split($1, b, " "); split($(NF-1), s, " "); printf "%.1f\n", b[1] / s[1] / 1e6 }'
+}
+
+calc() { awk "BEGIN { x = $1; printf \"%.${2:-2}f\n\", x }"; }
+
+# ---------------------------------------------------------------- results ------------
+# record FIGURE ARM VALUE: one repeat's value (in repeat order) of FIGURE for ARM.
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; log "  $1 [$2] = $3"; }
+
+median() {   # median V... (numbers only; others are skipped) -> median or "-"
+    printf '%s\n' "$@" | awk '$1 ~ /^-?[0-9.]+(e[-+]?[0-9]+)?$/' | sort -g |
+        awk '{ v[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+median_of() {   # median_of FIGURE ARM
+    local vals
+    mapfile -t vals < <(awk -F'\t' -v f="$1" -v a="$2" '$1 == f && $2 == a { print $3 }' "$RESULTS")
+    median "${vals[@]}"
+}
+
+# ratio LABEL FIGURE_A ARM_A FIGURE_B ARM_B: median(A) / median(B)
+ratio() {
+    local a b
+    a=$(median_of "$2" "$3")
+    b=$(median_of "$4" "$5")
+    printf '%s\t%s\n' "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.3f", a / b }')" >>"$RATIOS"
+}
+
+# print_table TITLE: every figure and arm with its repeats and median, then the ratios
+# (of medians); to stdout and $OUT/table.md.
+print_table() {
+    {
+        echo "## $1"
+        echo
+        awk -F'\t' '
+            { k = $1 SUBSEP $2; if (!(k in n)) order[++m] = k; v[k, ++n[k]] = $3; if (n[k] > w) w = n[k] }
+            END {
+                printf "| figure | arm |"; for (i = 1; i <= w; i++) printf " r%d |", i; printf " median |\n"
+                printf "|---|---|"; for (i = 1; i <= w; i++) printf "---|"; printf "---|\n"
+                for (j = 1; j <= m; j++) {
+                    split(order[j], fa, SUBSEP); printf "| %s | %s |", fa[1], fa[2]
+                    c = 0; delete nums
+                    for (i = 1; i <= w; i++) { x = v[order[j], i]; printf " %s |", (i <= n[order[j]] ? x : "")
+                        if (i <= n[order[j]] && x ~ /^-?[0-9.]+(e[-+]?[0-9]+)?$/) nums[++c] = x + 0 }
+                    for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (nums[b] < nums[a]) { t = nums[a]; nums[a] = nums[b]; nums[b] = t }
+                    if (!c) med = "-"; else if (c % 2) med = nums[(c + 1) / 2]; else med = (nums[c / 2] + nums[c / 2 + 1]) / 2
+                    printf " %s |\n", med
+                }
+            }' "$RESULTS"
+        if [[ -s $RATIOS ]]; then
+            echo
+            echo "| ratio (of medians) | value |"
+            echo "|---|---|"
+            awk -F'\t' '{ printf "| %s | %s |\n", $1, $2 }' "$RATIOS"
+        fi
+    } | tee "$OUT/table.md"
+}

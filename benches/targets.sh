@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# benches/targets.sh — one command per performance target, each running its arms in one
+# invocation, alternating (A, B, A, B, ...) for REPEATS rounds, and printing a table of
+# every repeat's value, the median, and ratios of medians (also $OUT/table.md).
+#
+#   bash benches/targets.sh p1 [N]        RSS per idle agent, THP on vs off (N=19000)
+#   bash benches/targets.sh p1-fleet [N]  3 frontends x N agents each (N=17000), THP on vs off
+#   bash benches/targets.sh p2 [N]        task delivery latency, N agents vs FEW (N=19000)
+#   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000)
+#   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents
+#                                         (N=15000), [gui] priority executor vs shared
+#   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
+#                                         reconnect (resumed / full) vs in-memory rustls
+#                                         handshakes (N=1000)
+#
+# Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
+# RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
+# = unpinned), SHARDS ([frontend] shards; default 1 for p1, p1-fleet, p6 and the generated
+# 0 = one per core for p2, p3, p4), and per target: see the *_defaults lines below.
+#
+# Pinning: the frontend pins agent shard k to cpu k itself (src/shard/pool.rs); its
+# priority (GUI/API) executor and the datastore I/O threads are unpinned. With SHARDS=1
+# (p1, p1-fleet, p6) the frontend's agent work is on cpu 0 and loadgen runs on cpu 1, so
+# per-connection server cost is not mixed with load generation. p6's in-memory handshakes
+# run on cpu 0 too (HS_CPU), the core the frontend's shard is measured on. p2, p3 and p4
+# keep the generated one-shard-per-core layout (a frontend as deployed), so there loadgen
+# (still on cpu 1) shares cpu 1 with shard 1: the box has only two cores. p1-fleet's three
+# frontends all put their one shard on cpu 0. curl and dd are never pinned.
+#
+# CPU figures are the frontend's whole-process CPU (all threads' schedstat run time;
+# utime + stime ticks are logged alongside in run.log). The box is shared: read single
+# values with the spread of the repeats.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+
+usage() { sed -n '2,15p' "$0" >&2; exit 2; }
+TARGET=${1:-}
+[[ -n $TARGET ]] || usage
+shift
+REPEATS=${REPEATS:-3}
+RAMP=${RAMP:-1000}
+OUT=${OUT:-$(mktemp -d "/tmp/packhunt-$TARGET.XXXXXX")}
+mkdir -p "$OUT"
+lib_init "targets.sh $TARGET"
+log "target $TARGET; results under $OUT; $(nproc) cores; loadavg $(loadavg); REPEATS=$REPEATS; loadgen cpus '${LOADGEN_CPUS}'"
+log "packhunt sha256 $(sha256sum "$PACKHUNT" | cut -c1-12); HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); ulimit -n $(ulimit -n)"
+
+# fleet_up DIR NAME N LIMIT_S ARGS...: start loadgen and wait until N agents are connected;
+# sets RAMP_S (identities ready -> all connected, from loadgen's 1 s progress lines).
+fleet_up() {
+    local dir=$1 name=$2 n=$3 limit=$4 t0
+    shift 4
+    start_loadgen "$dir" "$name" "$limit" --clients "$n" --ramp-per-second "$RAMP" --duration-s "$limit" "$@"
+    wait_identities || { log "loadgen exited early:"; tail -5 "$LG_ERR" >&2; return 1; }
+    t0=$(now_ms)
+    if wait_progress connected "$n" "$CONNECT_TIMEOUT"; then RAMP_S=$(ms_to_s "$t0" "$(now_ms)"); else RAMP_S=miss; fi
+}
+
+api_args() { echo --api-url "https://127.0.0.1:$GUI_PORT/" --api-password "$PW"; }
+
+# ---------------------------------------------------------------- p1 -----------------
+p1_one() {   # p1_one ARM N REPEAT: one frontend, N idle agents
+    local arm=$1 n=$2 r=$3 dir=$OUT/p1-$1-$3 thp=true base rss conn
+    [[ $arm == nothp ]] && thp=false
+    deploy "$dir"
+    set_key "$dir" frontend shards "${SHARDS:-1}"
+    set_key "$dir" frontend transparent_huge_pages "$thp"
+    start_frontend "$dir"
+    sleep 2
+    base=$(status_kib "$FE_PID" VmRSS)
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 600)) || true
+    sleep "$SETTLE_S"
+    rss=$(status_kib "$FE_PID" VmRSS)
+    metrics_to "$dir/metrics.txt"
+    conn=$(metric_in "$dir/metrics.txt" packhunt_sessions_open)
+    log "p1 $arm r$r: RSS $base -> $rss KiB with $conn sessions; AnonHugePages $(awk '$1 == "AnonHugePages:" { print $2 }' "/proc/$FE_PID/smaps_rollup") KiB"
+    stop_loadgen
+    stop_frontend
+    record "RSS per idle agent (KiB)" "$arm" "$(calc "$conn > 0 ? ($rss - $base) / $conn : 0" 1)"
+    record "RSS baseline before agents (MiB)" "$arm" "$(calc "$base / 1024" 1)"
+    record "agents connected (sessions_open)" "$arm" "$conn"
+    record "time to connect all (s)" "$arm" "$RAMP_S"
+    record "handshake timeouts" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_connection_refusals_total{reason="handshake_timeout"}')"
+    record "refusals (all reasons)" "$arm" "$(refusals_in "$dir/metrics.txt" | tr ' ' _)"
+    record "loadgen errors" "$arm" "$(rep .errors "$dir/fleet.json" 2>/dev/null || echo '?')"
+}
+
+run_p1() {
+    local n=${1:-${N:-19000}} r arm
+    SETTLE_S=${SETTLE_S:-5}
+    log "p1: N=$n per frontend, arms thp / nothp ([frontend] transparent_huge_pages = true / false, the default), shards ${SHARDS:-1}"
+    for ((r = 1; r <= REPEATS; r++)); do
+        for arm in thp nothp; do p1_one "$arm" "$n" "$r"; done
+    done
+    ratio "RSS per idle agent nothp / thp" "RSS per idle agent (KiB)" nothp "RSS per idle agent (KiB)" thp
+    print_table "p1: frontend RSS per idle agent, N=$n, shards ${SHARDS:-1} ($OUT)"
+}
+
+p1_fleet_one() {   # p1_fleet_one ARM N REPEAT: FRONTENDS frontends, N agents each
+    local arm=$1 n=$2 r=$3 thp=true k dir total=0 conn rss
+    local fe=() lg=() base=() dirs=()
+    [[ $arm == nothp ]] && thp=false
+    for ((k = 1; k <= FRONTENDS; k++)); do
+        dir=$OUT/p1f-$arm-$r-fe$k
+        dirs+=("$dir")
+        deploy "$dir"
+        set_key "$dir" frontend shards "${SHARDS:-1}"
+        set_key "$dir" frontend transparent_huge_pages "$thp"
+        start_frontend "$dir"
+        fe+=("$FE_PID")
+    done
+    sleep 2
+    for ((k = 0; k < FRONTENDS; k++)); do base+=("$(status_kib "${fe[k]}" VmRSS)"); done
+    # Each loadgen binds its agents' source ports before connecting, so the three fleets
+    # share each source address's ~28k ephemeral ports: spread every fleet over 3 addresses.
+    for ((k = 0; k < FRONTENDS; k++)); do
+        start_loadgen "${dirs[k]}" fleet $((CONNECT_TIMEOUT + 900)) --clients "$n" --ramp-per-second "$RAMP" \
+            --duration-s $((CONNECT_TIMEOUT + 900)) --source-ips "$FRONTENDS"
+        lg+=("$LG_PID")
+    done
+    for ((k = 0; k < FRONTENDS; k++)); do
+        LG_PID=${lg[k]} LG_ERR=${dirs[k]}/fleet.err
+        wait_progress connected "$n" "$CONNECT_TIMEOUT" || true
+    done
+    sleep "$SETTLE_S"
+    for ((k = 0; k < FRONTENDS; k++)); do
+        use_deployment "${dirs[k]}"
+        rss=$(status_kib "${fe[k]}" VmRSS)
+        metrics_to "${dirs[k]}/metrics.txt"
+        conn=$(metric_in "${dirs[k]}/metrics.txt" packhunt_sessions_open)
+        total=$((total + conn))
+        record "frontend $((k + 1)): RSS per idle agent (KiB)" "$arm" "$(calc "$conn > 0 ? ($rss - ${base[k]}) / $conn : 0" 1)"
+        record "frontend $((k + 1)): agents connected" "$arm" "$conn"
+        record "frontend $((k + 1)): handshake timeouts" "$arm" "$(metric_in "${dirs[k]}/metrics.txt" 'packhunt_connection_refusals_total{reason="handshake_timeout"}')"
+    done
+    record "total agents connected" "$arm" "$total"
+    for ((k = 0; k < FRONTENDS; k++)); do LG_PID=${lg[k]}; stop_loadgen; done
+    for ((k = 0; k < FRONTENDS; k++)); do FE_PID=${fe[k]}; stop_frontend; done
+}
+
+run_p1_fleet() {
+    local n=${1:-${N:-17000}} r arm
+    FRONTENDS=${FRONTENDS:-3}
+    SETTLE_S=${SETTLE_S:-5}
+    log "p1-fleet: $FRONTENDS frontends x $n agents, arms thp / nothp, shards ${SHARDS:-1} each"
+    for ((r = 1; r <= REPEATS; r++)); do
+        for arm in thp nothp; do p1_fleet_one "$arm" "$n" "$r"; done
+    done
+    ratio "frontend 1 RSS per agent nothp / thp" "frontend 1: RSS per idle agent (KiB)" nothp "frontend 1: RSS per idle agent (KiB)" thp
+    print_table "p1-fleet: $FRONTENDS frontends x $n idle agents ($OUT)"
+}
+
+# ---------------------------------------------------------------- p2 -----------------
+p2_one() {   # p2_one ARM N REPEAT: tasking scenario until TASKS tasks arrived
+    local arm=$1 n=$2 r=$3 dir=$OUT/p2-$1-$3 rp
+    deploy "$dir"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    start_frontend "$dir"
+    # shellcheck disable=SC2046
+    fleet_up "$dir" tasking "$n" $((CONNECT_TIMEOUT + 900)) --scenario tasking \
+        --task-rate-per-second "$TASK_RATE" --probe-rate-per-second 0 $(api_args) || true
+    wait_progress tasks "$TASKS" $((TASKS * 4 / ${TASK_RATE%.*} + 120)) || true
+    stop_loadgen
+    metrics_to "$dir/metrics.txt"
+    stop_frontend
+    rp=$dir/tasking.json
+    record "task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp")"
+    record "task latency p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$rp")"
+    record "tasks received / scheduled" "$arm" "$(rep '"\(.tasks_received)/\(.collections_scheduled)"' "$rp")"
+    record "agents connected (peak)" "$arm" "$(rep .connected_peak "$rp")"
+    record "time to connect all (s)" "$arm" "$RAMP_S"
+}
+
+run_p2() {
+    local n=${1:-${N:-19000}} r
+    FEW=${FEW:-100}
+    TASKS=${TASKS:-200}
+    TASK_RATE=${TASK_RATE:-20}
+    log "p2: task delivery with $n agents (loaded) vs $FEW (idle); $TASKS tasks at $TASK_RATE/s each"
+    for ((r = 1; r <= REPEATS; r++)); do
+        p2_one loaded "$n" "$r"
+        p2_one idle "$FEW" "$r"
+    done
+    ratio "p50 loaded / idle" "task latency p50 (ms)" loaded "task latency p50 (ms)" idle
+    ratio "p99 loaded / idle" "task latency p99 (ms)" loaded "task latency p99 (ms)" idle
+    print_table "p2: task delivery latency (API call -> agent has the task), loaded=$n idle=$FEW agents ($OUT)"
+}
+
+# ---------------------------------------------------------------- p3 -----------------
+p3_ingest() {   # p3_ingest N REPEAT -> sets P3_DIR (its datastore is on the disk dd measures)
+    local n=$1 r=$2 dir=$OUT/p3-ingest-$2 a b d bytes window
+    P3_DIR=$dir
+    deploy "$dir"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    start_frontend "$dir"
+    # shellcheck disable=SC2046
+    fleet_up "$dir" upload "$n" $((CONNECT_TIMEOUT + INGEST_TIMEOUT)) --scenario upload \
+        --upload-bytes-per-agent "$UPLOAD_BYTES" --exit-after-flows "$n" --probe-rate-per-second 0 $(api_args) || true
+    a=$(cpu_snap "$FE_PID")
+    wait_loadgen_exit "$INGEST_TIMEOUT" || { log "p3: flows not done after $INGEST_TIMEOUT s"; stop_loadgen; }
+    b=$(cpu_snap "$FE_PID")
+    d=$(cpu_delta "$a" "$b")
+    echo "p3 ingest r$r cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    metrics_to "$dir/metrics.txt"
+    stop_frontend
+    bytes=$(metric_in "$dir/metrics.txt" packhunt_result_bytes_written_total)
+    # first collection created -> last finished, as the frontend wrote them in status.json
+    window=$(find "$dir/datastore/clients" -path '*/collections/*/status.json' -print0 | xargs -0 cat |
+        jq -s '(map(.finish_time_ms // 0) | max) - (map(.create_time_ms) | min)')
+    record "ingest MB/s (result bytes, first create -> last finish)" ingest "$(calc "$bytes / 1e6 / ($window / 1000)" 1)"
+    record "frontend CPU-s/s (of $(nproc))" ingest "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
+    record "MB/s per server core (MB per frontend CPU-s)" ingest "$(calc "$bytes / 1e6 / ${d%% *}" 1)"
+    record "flows finished / agents" ingest "$(metric_in "$dir/metrics.txt" 'packhunt_flow_transitions_total{state="finished"}')/$n"
+    record "result MB written" ingest "$(calc "$bytes / 1e6" 1)"
+}
+
+run_p3() {
+    local n=${1:-${N:-1000}} r
+    UPLOAD_BYTES=${UPLOAD_BYTES:-2097152}
+    INGEST_TIMEOUT=${INGEST_TIMEOUT:-900}
+    DD_MB=${DD_MB:-1024}
+    KEEP_DATA=${KEEP_DATA:-0}
+    log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating"
+    for ((r = 1; r <= REPEATS; r++)); do
+        p3_ingest "$n" "$r"
+        log "p3 dd r$r on $(df --output=source,fstype "$P3_DIR/datastore" | tail -1 | tr -s ' ')"
+        record "ingest MB/s (result bytes, first create -> last finish)" dd "$(dd_rate "$P3_DIR/datastore" "$DD_MB")"
+        [[ $KEEP_DATA == 1 ]] || rm -rf "$P3_DIR/datastore"
+    done
+    ratio "ingest / dd" "ingest MB/s (result bytes, first create -> last finish)" ingest "ingest MB/s (result bytes, first create -> last finish)" dd
+    print_table "p3: result ingest vs the datastore disk's sequential append, $n agents ($OUT)"
+}
+
+# ---------------------------------------------------------------- p4 -----------------
+p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
+    local dir=$1 name=$2 a b d
+    a=$(cpu_snap "$FE_PID")
+    # shellcheck disable=SC2046
+    start_loadgen "$dir" "$name" $((PROBE_S + 60)) --clients 0 --duration-s "$PROBE_S" \
+        --probe-rate-per-second "$PROBE_RATE" $(api_args)
+    wait_loadgen_exit $((PROBE_S + 60)) || stop_loadgen
+    b=$(cpu_snap "$FE_PID")
+    d=$(cpu_delta "$a" "$b")
+    echo "p4 $ARM probe cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    record "API probe p50 (ms)" "$ARM" "$(rep '.api_latency.p50_us / 1000' "$dir/$name.json")"
+    record "API probe p99 (ms)" "$ARM" "$(rep '.api_latency.p99_us / 1000' "$dir/$name.json")"
+    record "probe requests" "$ARM" "$(rep .api_latency.count "$dir/$name.json")"
+    record "frontend CPU-s/s during probe" "$ARM" "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
+}
+
+p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
+    local load=$1 prio=$2 n=$3 r=$4 dir=$OUT/p4-$1-$2-$4 fleet_lg u0 u1 s0
+    ARM=$load-$prio
+    deploy "$dir"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    set_key "$dir" gui priority "\"$prio\""
+    start_frontend "$dir"
+    if [[ $load == loaded ]]; then
+        # shellcheck disable=SC2046
+        fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 1800)) --scenario upload \
+            --upload-bytes-per-agent "$UPLOAD_BYTES" --probe-rate-per-second 0 $(api_args) || true
+        fleet_lg=$LG_PID
+        # loadgen schedules one collection per agent through the API, one POST at a time,
+        # while earlier agents already upload: probe as soon as uploads flow, and record
+        # how much scheduling (itself API work) overlapped the probe.
+        wait_progress tasks "$LOAD_TASKS" "$SCHEDULE_TIMEOUT" || true
+        sleep "$LOAD_WARMUP_S"
+        u0=$(metric packhunt_upload_bytes_total)
+        s0=$(metric 'packhunt_flow_transitions_total{state="scheduled"}')
+        p4_probe "$dir" probe
+        u1=$(metric packhunt_upload_bytes_total)
+        record "collections scheduled (API POSTs) during probe" "$ARM" "$(($(metric 'packhunt_flow_transitions_total{state="scheduled"}') - s0))"
+        record "agent upload MB/s during probe" "$ARM" "$(calc "($u1 - $u0) / 1e6 / $PROBE_S" 1)"
+        record "flows finished when probe ended (of $n; < n = still loaded)" "$ARM" "$(metric 'packhunt_flow_transitions_total{state="finished"}')"
+        LG_PID=$fleet_lg
+        stop_loadgen
+    else
+        p4_probe "$dir" probe
+    fi
+    stop_frontend
+    [[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$dir/datastore"
+}
+
+run_p4() {
+    local n=${1:-${N:-15000}} r prio load
+    PROBE_S=${PROBE_S:-30}
+    PROBE_RATE=${PROBE_RATE:-20}
+    UPLOAD_BYTES=${UPLOAD_BYTES:-4194304}
+    LOAD_WARMUP_S=${LOAD_WARMUP_S:-3}
+    SCHEDULE_TIMEOUT=${SCHEDULE_TIMEOUT:-600}
+    LOAD_TASKS=${LOAD_TASKS:-20}
+    log "p4: API probe ${PROBE_RATE}/s for ${PROBE_S}s: idle vs $n uploading agents, gui.priority executor vs shared"
+    for ((r = 1; r <= REPEATS; r++)); do
+        for prio in executor shared; do
+            for load in idle loaded; do p4_one "$load" "$prio" "$n" "$r"; done
+        done
+    done
+    for prio in executor shared; do
+        ratio "p50 loaded / idle ($prio)" "API probe p50 (ms)" "loaded-$prio" "API probe p50 (ms)" "idle-$prio"
+        ratio "p99 loaded / idle ($prio)" "API probe p99 (ms)" "loaded-$prio" "API probe p99 (ms)" "idle-$prio"
+    done
+    ratio "p50 shared / executor, loaded" "API probe p50 (ms)" loaded-shared "API probe p50 (ms)" loaded-executor
+    ratio "p99 shared / executor, loaded" "API probe p99 (ms)" loaded-shared "API probe p99 (ms)" loaded-executor
+    print_table "p4: GUI/API latency probe, idle vs $n uploading agents ($OUT)"
+}
+
+# ---------------------------------------------------------------- p6 -----------------
+FIG_CONN="server CPU per connection (us)"
+
+# p6_storm KIND(resumed|full) N IDLE_CPU_S_PER_S: every agent reconnects at once
+p6_storm() {
+    local kind=$1 n=$2 idle=$3 sig=USR1 r0 t0 a b d cpu wall h0 h1
+    [[ $kind == full ]] && sig=USR2
+    r0=$(progress reconnects)
+    t0=$(progress tickets)
+    h0=$(metric 'packhunt_connection_refusals_total{reason="handshake_timeout"}')
+    sleep 1
+    a=$(cpu_snap "$FE_PID")
+    kill -"$sig" "$(loadgen_pid)"
+    wait_progress reconnects $((r0 + n)) "$STORM_TIMEOUT" || true
+    b=$(cpu_snap "$FE_PID")
+    d=$(cpu_delta "$a" "$b")
+    read -r cpu wall _ <<<"$d"
+    echo "p6 storm-$kind cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    h1=$(metric 'packhunt_connection_refusals_total{reason="handshake_timeout"}')
+    record "$FIG_CONN" "storm-$kind" "$(calc "($cpu - $idle * $wall) * 1e6 / $n" 1)"
+    record "storm: reconnects / tickets offered" "storm-$kind" "$(($(progress reconnects) - r0))/$(($(progress tickets) - t0))"
+    record "storm: seconds to reconnect all" "storm-$kind" "$wall"
+    record "storm: handshake timeouts" "storm-$kind" "$((h1 - h0))"
+}
+
+p6_round() {   # p6_round N REPEAT: ramp, storms (resumed, full), in-memory handshakes
+    local n=$1 r=$2 dir=$P6_DIR a b d cpu wall idle lg
+    a=$(cpu_snap "$FE_PID")
+    fleet_up "$dir" "fleet-$r" "$n" $((CONNECT_TIMEOUT + 1800)) || true
+    b=$(cpu_snap "$FE_PID")
+    d=$(cpu_delta "$a" "$b")
+    echo "p6 ramp r$r cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    record "$FIG_CONN" ramp-new-agent "$(calc "${d%% *} * 1e6 / $n" 1)"
+    record "ramp: seconds to connect all" ramp-new-agent "$RAMP_S"
+    sleep 2
+    # The frontend's own CPU with the fleet connected and quiet, taken out of storm windows.
+    a=$(cpu_snap "$FE_PID")
+    sleep "$IDLE_S"
+    b=$(cpu_snap "$FE_PID")
+    read -r cpu wall _ <<<"$(cpu_delta "$a" "$b")"
+    idle=$(calc "$cpu / $wall" 4)
+    record "frontend idle CPU-s/s, fleet connected" ramp-new-agent "$idle"
+    p6_storm resumed "$n" "$idle"
+    p6_storm full "$n" "$idle"
+    stop_loadgen
+    lg=$dir/handshake-$r.json
+    taskset -c "$HS_CPU" "$LOADGEN" --config "$dir/client.config.toml" --server-config "$dir/server.config.toml" \
+        --measure-handshake "$HANDSHAKES" >"$lg" 2>>"$OUT/run.log"
+    record "$FIG_CONN" inmem-full "$(rep '.full.server_cpu_us_mean * 10 | round / 10' "$lg")"
+    record "$FIG_CONN" inmem-resumed "$(rep '.resumed.server_cpu_us_mean * 10 | round / 10' "$lg")"
+    record "in-memory: server saw resumed / handshakes" inmem-resumed "$(rep '"\(.resumed.server_saw_resumed)/\(.resumed.count)"' "$lg")"
+    record "in-memory p99 (us)" inmem-full "$(rep '.full.server_cpu_us_p99 | round' "$lg")"
+    record "in-memory p99 (us)" inmem-resumed "$(rep '.resumed.server_cpu_us_p99 | round' "$lg")"
+}
+
+run_p6() {
+    local n=${1:-${N:-1000}} r resumed_metrics
+    HANDSHAKES=${HANDSHAKES:-2000}
+    HS_CPU=${HS_CPU:-0}
+    IDLE_S=${IDLE_S:-3}
+    STORM_TIMEOUT=${STORM_TIMEOUT:-300}
+    P6_DIR=$OUT/p6
+    log "p6: $n agents per round (new fleet each round), storms resumed / full; $HANDSHAKES in-memory handshakes per kind on cpu $HS_CPU; shards ${SHARDS:-1}"
+    deploy "$P6_DIR"
+    set_key "$P6_DIR" frontend shards "${SHARDS:-1}"
+    start_frontend "$P6_DIR"
+    for ((r = 1; r <= REPEATS; r++)); do p6_round "$n" "$r"; done
+    metrics_to "$P6_DIR/metrics.txt"
+    stop_frontend
+    record "frontend refusals over the run" all "$(refusals_in "$P6_DIR/metrics.txt" | tr ' ' _)"
+    # Whether the server resumed is only visible client-side (tickets offered) unless
+    # the frontend grows a counter for it.
+    resumed_metrics=$(grep -o '^packhunt_[a-z_]*resum[a-z_]*' "$P6_DIR/metrics.txt" | sort -u | paste -sd, || true)
+    record "frontend metrics about resumption" all "${resumed_metrics:-none}"
+    ratio "ramp (new agent) / in-memory full" "$FIG_CONN" ramp-new-agent "$FIG_CONN" inmem-full
+    ratio "storm full / in-memory full" "$FIG_CONN" storm-full "$FIG_CONN" inmem-full
+    ratio "storm resumed / in-memory resumed" "$FIG_CONN" storm-resumed "$FIG_CONN" inmem-resumed
+    ratio "storm resumed / storm full" "$FIG_CONN" storm-resumed "$FIG_CONN" storm-full
+    ratio "in-memory resumed / full" "$FIG_CONN" inmem-resumed "$FIG_CONN" inmem-full
+    print_table "p6: frontend CPU per connection vs in-memory rustls handshakes, $n agents ($OUT)"
+}
+
+case $TARGET in
+    p1) run_p1 "$@" ;;
+    p1-fleet) run_p1_fleet "$@" ;;
+    p2) run_p2 "$@" ;;
+    p3) run_p3 "$@" ;;
+    p4) run_p4 "$@" ;;
+    p6) run_p6 "$@" ;;
+    *) usage ;;
+esac
