@@ -265,10 +265,10 @@ impl MeshPair {
             .spawn(move || async move {
                 let notifications = connect_polled(shard_end.notifications.connect()).await;
                 let mut received = 0u64;
-                while let Some(ShardMessage::Notify { client_id, flow_id }) =
+                while let Some(ShardMessage::Notify { client_id, flow_id, frame }) =
                     notifications.recv().await
                 {
-                    black_box((client_id, flow_id));
+                    black_box((client_id, flow_id, frame));
                     received += 1;
                     if received % MESH_MESSAGES == 0 && batch_tx.send(()).is_err() {
                         return;
@@ -282,11 +282,13 @@ impl MeshPair {
             .spawn(move || async move {
                 let notifier = Notifier::connect(priority_ends.notifications).await;
                 let (client, flow) = (client_id(42), flow_id(42));
+                // Notifications carry the task frame (about this size for one artifact).
+                let frame = bytes::Bytes::from(vec![0u8; 120]);
                 // Blocking this executor while idle is fine: it runs nothing else.
                 while let Ok(batches) = requests_rx.recv() {
                     let start = Instant::now();
                     for _ in 0..batches * MESH_MESSAGES {
-                        notifier.notify(&client, &flow).await;
+                        notifier.notify(&client, &flow, Some(frame.clone())).await;
                     }
                     for _ in 0..batches {
                         batch_rx

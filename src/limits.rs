@@ -23,6 +23,14 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SECOND: u32 = 200;
 /// Agents assigned to hunts per second, fleet-wide (DESIGN.md).
 pub const DEFAULT_HUNT_RECRUITMENT_PER_SECOND: u32 = 100;
 
+/// Connections one agent shard takes through the handshake (TLS + HTTP/2) at once;
+/// the rest wait in the kernel's accept queue. Unbounded, a connection burst larger
+/// than a core can serve within the handshake deadline made every handshake slow, many
+/// timed out after the work was spent, and their agents came back for more: a 19k
+/// ramp on one shard took 131 s with 7,874 timeouts (tuning.md, P1). 256 keeps a core
+/// busy through 100 ms of network round trips at ~1 ms of CPU per handshake.
+pub const DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD: u32 = 256;
+
 /// TLS handshake must finish within this (DESIGN.md: 10 s).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no request and no task for this long is closed (DESIGN.md: 10 min).

@@ -68,3 +68,43 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
     assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
     Ok(())
 }
+
+/// With one handshake permit per shard, a silent TCP peer holds the only permit: the
+/// next peer's TLS handshake gets no answer until the first one leaves, then completes.
+#[test]
+fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()> {
+    let deployment = Deployment::start_with(|text| {
+        *text = text
+            .lines()
+            .map(|l| match l.split('=').next().map(str::trim) {
+                Some("shards") => "shards = 1".to_string(),
+                Some("handshakes_in_flight_per_shard") => "handshakes_in_flight_per_shard = 1".to_string(),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    })?;
+    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
+    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
+    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let port = deployment.agent_port;
+        let connect_tls = |tls: Arc<rustls::ClientConfig>| async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+            anyhow::Ok(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?)
+        };
+        let silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        // Let the shard accept the silent peer (and so spend its only permit) first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(1500), connect_tls(tls.clone())).await;
+        anyhow::ensure!(waiting.is_err(), "a handshake completed while the only permit was held");
+        drop(silent);
+        let done = tokio::time::timeout(Duration::from_secs(10), connect_tls(tls.clone())).await;
+        anyhow::ensure!(matches!(done, Ok(Ok(_))), "handshake after the permit came back: {:?}", done.map(|r| r.map(|_| ())));
+        Ok(())
+    })?;
+    assert!(deployment.metric("packhunt_handshakes_completed_total")? >= 1);
+    Ok(())
+}

@@ -219,19 +219,25 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         create_time_us: now_us,
         hunt_id: None,
     };
-    let queued = offload(move || {
-        if !client.path().exists() {
-            return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+    let frame = crate::sessions::tasks::frame_for(request.clone());
+    let written = offload({
+        let client = client.clone();
+        move || {
+            if !client.path().exists() {
+                return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+            }
+            datastore::write_scheduled(&client, &request)?;
+            Ok(())
         }
-        datastore::write_request(&client, &request)?;
-        datastore::write_status(&client, &FlowStatusDoc::scheduled(&request))?;
-        datastore::enqueue_task(&client, &request.flow_id)?;
-        Ok(())
     });
-    queued.await?;
+    written.await?;
     metrics().flow(FlowEvent::Scheduled);
-    // Written to disk first, so an agent that connects at any moment finds it queued.
-    ctx.notifier.notify(client_id, &flow_id).await;
+    // Queued on disk first, so an agent that connects at any moment finds it; the agent is
+    // told before the fsyncs, which then run while it works, and the caller hears back
+    // only once the flow is durable.
+    ctx.notifier.notify(client_id, &flow_id, Some(frame)).await;
+    let flow = flow_id.clone();
+    offload(move || datastore::sync_scheduled(&client, &flow)).await?;
     Ok(json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() })))
 }
 

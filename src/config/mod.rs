@@ -124,6 +124,8 @@ pub struct LimitsSection {
     pub hunt_recruitment_per_second: u32,
     pub max_upload_bytes: u64,
     pub handshake_timeout_ms: u64,
+    /// Connections each agent shard handshakes at once; more wait in the accept queue.
+    pub handshakes_in_flight_per_shard: u32,
     pub idle_timeout_ms: u64,
     pub request_timeout_ms: u64,
 }
@@ -136,6 +138,7 @@ impl Default for LimitsSection {
             hunt_recruitment_per_second: limits::DEFAULT_HUNT_RECRUITMENT_PER_SECOND,
             max_upload_bytes: limits::DEFAULT_MAX_UPLOAD_BYTES,
             handshake_timeout_ms: limits::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+            handshakes_in_flight_per_shard: limits::DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD,
             idle_timeout_ms: limits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             request_timeout_ms: limits::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
         }
@@ -244,6 +247,7 @@ impl ServerConfig {
             ("limits.max_connections_per_second", l.max_connections_per_second as u64),
             ("limits.hunt_recruitment_per_second", l.hunt_recruitment_per_second as u64),
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.handshakes_in_flight_per_shard", l.handshakes_in_flight_per_shard as u64),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
             ("limits.request_timeout_ms", l.request_timeout_ms),
         ] {

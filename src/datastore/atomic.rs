@@ -66,6 +66,15 @@ fn sync_parent(path: &Path) -> Result<(), DatastoreError> {
     sync_dir(parent)
 }
 
+/// Makes a file written earlier without `fsync` durable (its data and size). A file
+/// already replaced by a later rename is synced under its new contents; one already
+/// removed reports NotFound.
+pub fn sync_file(path: &Path) -> Result<(), DatastoreError> {
+    File::open(path)
+        .and_then(|f| f.sync_data())
+        .map_err(io_error("fsync", path))
+}
+
 /// fsyncs a folder, making entries created or renamed in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), DatastoreError> {
     File::open(dir)

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{ensure_dir, read_json, write_atomic, write_json};
+use super::atomic::{ensure_dir, read_json, sync_dir, sync_file, write_atomic, write_json};
 use super::path::{ArtifactName, ClientDir};
 use super::{io_error, serde_ids, DatastoreError};
 use crate::ids::{ClientId, FlowId};
@@ -125,6 +125,46 @@ pub fn read_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest,
         });
     }
     Ok(request)
+}
+
+/// Schedules a flow: `request.json`, `status.json` (scheduled) and the agent's queue
+/// entry, written without waiting for the disk so that the agent can be told at once;
+/// [`sync_scheduled`] then makes them durable, and only after it may the scheduler
+/// report success. A crash in between loses a flow nobody was told exists, at worst
+/// one its agent already started, whose uploads are then refused as unknown.
+pub fn write_scheduled(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
+    if &request.client_id != client.id() {
+        return Err(DatastoreError::Mismatch {
+            what: "request.json client_id is not this client",
+        });
+    }
+    let flow = client.flow(&request.flow_id);
+    ensure_dir(flow.path(), false)?;
+    write_json(&flow.request_json(), request, false)?;
+    write_json(&flow.status_json(), &FlowStatusDoc::scheduled(request), false)?;
+    ensure_dir(&client.tasks_dir(), false)?;
+    write_atomic(&client.task_path(&request.flow_id), request.flow_id.as_str().as_bytes(), false)
+}
+
+/// Makes what [`write_scheduled`] wrote durable (nothing to do without
+/// `fsync_documents`). The queue entry may already be gone (delivered), and status.json
+/// already replaced by the agent's progress: both are fine.
+pub fn sync_scheduled(client: &ClientDir, flow_id: &FlowId) -> Result<(), DatastoreError> {
+    if !client.fsync_documents() {
+        return Ok(());
+    }
+    let flow = client.flow(flow_id);
+    sync_file(&flow.request_json())?;
+    sync_file(&flow.status_json())?;
+    match sync_file(&client.task_path(flow_id)) {
+        Err(e) if e.is_not_found() => {}
+        other => other?,
+    }
+    // The folder entries: the renames, and the folders made for this flow.
+    for dir in [flow.path(), client.collections_dir().as_path(), client.tasks_dir().as_path(), client.path()] {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Replaces `status.json` of `status.flow_id`, creating the flow folder if needed.
@@ -255,6 +295,30 @@ mod tests {
             create_time_us: create_time_ms * 1000,
             hunt_id: None,
         }
+    }
+
+    #[test]
+    fn scheduled_flows_are_readable_before_and_after_the_sync() {
+        let (_dir, client) = setup();
+        // The client folder exists: scheduling is only for agents that have connected.
+        std::fs::create_dir_all(client.path()).unwrap();
+        let req = request(&client, 7, 1_700_000_000_000);
+        write_scheduled(&client, &req).unwrap();
+        assert_eq!(read_request(&client, &req.flow_id).unwrap(), req);
+        assert_eq!(read_status(&client, &req.flow_id).unwrap(), FlowStatusDoc::scheduled(&req));
+        assert_eq!(pending_tasks(&client).unwrap(), [req.flow_id.clone()]);
+        sync_scheduled(&client, &req.flow_id).unwrap();
+        // Delivered (queue entry gone) before the sync ran: still fine.
+        let second = request(&client, 8, 1_700_000_000_001);
+        write_scheduled(&client, &second).unwrap();
+        remove_task(&client, &second.flow_id).unwrap();
+        sync_scheduled(&client, &second.flow_id).unwrap();
+        assert_eq!(pending_tasks(&client).unwrap(), [req.flow_id.clone()]);
+        // Another client's request is refused, and writes nothing.
+        let mut foreign = request(&client, 9, 1);
+        foreign.client_id = ClientId::parse("C.00000000000000aa").unwrap();
+        assert!(matches!(write_scheduled(&client, &foreign), Err(DatastoreError::Mismatch { .. })));
+        assert!(read_request(&client, &foreign.flow_id).is_err());
     }
 
     #[test]

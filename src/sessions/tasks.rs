@@ -22,9 +22,13 @@ use crate::shard::offload::offload;
 /// through `offload`.
 pub fn task_frame(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<Bytes, DatastoreError> {
     let client = datastore.client(client_id);
-    let request = flow::read_request(&client, flow_id)?;
+    Ok(frame_for(flow::read_request(&client, flow_id)?))
+}
+
+/// The task frame for a flow's request.
+pub fn frame_for(request: flow::FlowRequest) -> Bytes {
     let task = pb::Task {
-        flow_id: flow_id.to_string(),
+        flow_id: request.flow_id.to_string(),
         artifacts: request
             .artifacts
             .into_iter()
@@ -33,13 +37,17 @@ pub fn task_frame(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId)
         create_time_us: request.create_time_us,
         hunt_id: request.hunt_id.unwrap_or_default(),
     };
-    Ok(framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Task(task)) }))
+    framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Task(task)) })
 }
 
-/// Pushes a flow to the client if it is connected to this shard.
-pub async fn deliver(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId) {
+/// Pushes a flow to the client if it is connected to this shard: `frame` when the
+/// scheduler sent it along (no disk read), else built from request.json.
+pub async fn deliver(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Option<Bytes>) {
     if !ctx.sessions.is_connected(client_id) {
         return;
+    }
+    if let Some(frame) = frame {
+        return push(ctx, client_id, flow_id, frame);
     }
     let (datastore, client, flow) = (ctx.datastore.clone(), client_id.clone(), flow_id.clone());
     match offload(move || task_frame(&datastore, &client, &flow)).await {

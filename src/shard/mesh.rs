@@ -16,6 +16,8 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 
 use glommio::{GlommioError, ResourceType};
 
+use bytes::Bytes;
+
 use crate::ids::{ClientId, FlowId};
 use crate::shard::deadline::with_deadline;
 use crate::limits::MESH_QUEUE_LEN;
@@ -25,8 +27,9 @@ pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub enum ShardMessage {
-    /// New work was queued on disk for this client.
-    Notify { client_id: ClientId, flow_id: FlowId },
+    /// New work was queued on disk for this client; `frame` is its task frame when the
+    /// sender has it, so that the shard pushes it without reading the disk.
+    Notify { client_id: ClientId, flow_id: FlowId, frame: Option<Bytes> },
 }
 
 #[derive(Debug, Clone)]
@@ -96,10 +99,10 @@ impl Notifier {
     }
 
     /// Tells every shard that `client_id` has new work; see the module doc for the policy.
-    pub async fn notify(&self, client_id: &ClientId, flow_id: &FlowId) {
+    pub async fn notify(&self, client_id: &ClientId, flow_id: &FlowId, frame: Option<Bytes>) {
         let m = crate::metrics::metrics();
         for shard in &self.shards {
-            let msg = ShardMessage::Notify { client_id: client_id.clone(), flow_id: flow_id.clone() };
+            let msg = ShardMessage::Notify { client_id: client_id.clone(), flow_id: flow_id.clone(), frame: frame.clone() };
             let sent = match shard.try_send(msg) {
                 Ok(()) => true,
                 Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {

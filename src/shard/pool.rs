@@ -165,8 +165,8 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     glommio::spawn_local(async move {
         while let Some(msg) = notifications.recv().await {
             match msg {
-                mesh::ShardMessage::Notify { client_id, flow_id } => {
-                    crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id).await
+                mesh::ShardMessage::Notify { client_id, flow_id, frame } => {
+                    crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id, frame).await
                 }
             }
         }

@@ -1,8 +1,11 @@
 //! The accept loop of one agent shard. Every shard binds the agent port with
 //! SO_REUSEPORT (glommio's default), so the kernel spreads new connections over shards.
 //! Admission happens before any TLS work: a connection above the open-files budget is
-//! closed at once. On EMFILE the listener stays readable, so the loop sleeps instead
-//! of spinning.
+//! closed at once. A shard accepts only while it has a handshake permit
+//! (`limits.handshakes_in_flight_per_shard`): beyond that, connections wait in the
+//! kernel's accept queue instead of sharing the core so thinly that they all miss the
+//! handshake deadline. On EMFILE the listener stays readable, so the loop sleeps
+//! instead of spinning.
 
 use std::cell::Cell;
 use std::io;
@@ -14,6 +17,7 @@ use futures::future::{self, Either};
 use futures::pin_mut;
 use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::limits::{ACCEPT_BACKOFF_ON_EMFILE, RESERVED_FILES};
 use crate::metrics::{metrics, ConnectionRefusal};
@@ -36,8 +40,20 @@ pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
 pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor) {
     let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES) as i64;
     let live = Rc::new(Cell::new(0usize));
+    let permits = Rc::new(Semaphore::new(u64::from(ctx.config.limits.handshakes_in_flight_per_shard)));
     let mut shutdown = ctx.shutdown_signal();
     loop {
+        let permit = {
+            let acquire = permits.acquire_static_permit(1);
+            pin_mut!(acquire);
+            match future::select(acquire, shutdown).await {
+                Either::Left((Ok(permit), signal)) => {
+                    shutdown = signal;
+                    permit
+                }
+                Either::Left((Err(_), _)) | Either::Right(_) => break,
+            }
+        };
         let accept = listener.accept();
         pin_mut!(accept);
         let accepted = match future::select(accept, shutdown).await {
@@ -54,7 +70,7 @@ pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor
                     metrics().connection_refused(ConnectionRefusal::OutOfFiles);
                     continue; // dropping the stream closes it before any TLS work
                 }
-                admit(&ctx, &acceptor, &live, stream);
+                admit(&ctx, &acceptor, &live, stream, permit);
             }
             Err(e) if is_out_of_files(&e) => {
                 metrics().connection_refused(ConnectionRefusal::OutOfFiles);
@@ -71,14 +87,14 @@ pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor
     drain(&ctx, &live).await;
 }
 
-fn admit(ctx: &Rc<ShardCtx>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, stream: TcpStream) {
+fn admit(ctx: &Rc<ShardCtx>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, stream: TcpStream, handshake: StaticPermit) {
     // Nagle × delayed ACK gave 40 ms outliers on task pushes (DESIGN.md).
     let _ = stream.set_nodelay(true);
     set_keepalive(&stream);
     live.set(live.get() + 1);
     let (ctx, acceptor, live) = (ctx.clone(), acceptor.clone(), live.clone());
     glommio::spawn_local(async move {
-        agent_conn::serve(ctx, acceptor, stream).await;
+        agent_conn::serve(ctx, acceptor, stream, handshake).await;
         live.set(live.get() - 1);
     })
     .detach();

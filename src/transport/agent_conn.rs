@@ -12,6 +12,7 @@ use futures::future::{self, Either};
 use futures::pin_mut;
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
+use glommio::sync::StaticPermit;
 use h2::server::SendResponse;
 use http::{Method, Request, StatusCode};
 
@@ -41,7 +42,8 @@ impl Drop for OpenGuard {
     }
 }
 
-pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) {
+/// `handshake` is the shard's handshake permit, returned once HTTP/2 is up (or failed).
+pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream, handshake: StaticPermit) {
     metrics().connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
@@ -69,16 +71,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream) 
         metrics().handshakes_resumed.fetch_add(1, Ordering::Relaxed);
     }
 
-    let handshake = h2::server::Builder::new()
+    let h2_handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .handshake::<_, Bytes>(compat::tokio_io(tls));
-    let conn = match with_deadline(limits.handshake_timeout(), Box::pin(handshake)).await {
+    let conn = match with_deadline(limits.handshake_timeout(), Box::pin(h2_handshake)).await {
         Some(Ok(conn)) => conn,
         _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
     };
+    drop(handshake);
     drive(ctx, client_id, conn).await;
 }
 
