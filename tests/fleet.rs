@@ -11,6 +11,24 @@ use std::time::Duration;
 
 use common::{count_lines, flow_results, Deployment, Proc};
 
+/// Paging the connected clients (offset + limit, with `total`) lists every agent once.
+fn assert_connected_pages_cover(api: &common::Api, ids: &[String]) -> anyhow::Result<()> {
+    let page = ids.len() / 3 + 1;
+    let mut seen = Vec::new();
+    for offset in (0..ids.len() + page).step_by(page) {
+        let (status, body) = api.get(&format!("/api/v1/clients?connected=true&offset={offset}&limit={page}"))?;
+        assert_eq!(status, 200);
+        assert_eq!(body["total"].as_u64(), Some(ids.len() as u64));
+        seen.extend(body["items"].as_array().unwrap().iter().map(|c| c["client_id"].as_str().unwrap().to_string()));
+    }
+    let (mut seen_sorted, mut want) = (seen.clone(), ids.to_vec());
+    seen_sorted.sort();
+    want.sort();
+    assert_eq!(seen.len(), ids.len(), "no client twice, none past the end");
+    assert_eq!(seen_sorted, want);
+    Ok(())
+}
+
 fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, extra: &[&str], artifacts: &[&str]) -> anyhow::Result<serde_json::Value> {
     let report = deployment.path().join("report.json");
     let mut loadgen = Proc(
@@ -27,6 +45,7 @@ fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, 
     );
     let ids = deployment.wait_connected(clients, Duration::from_secs(120))?;
     let api = deployment.api();
+    assert_connected_pages_cover(&api, &ids)?;
     let mut flows = Vec::new();
     for id in &ids {
         flows.push((id.clone(), api.collect(id, artifacts)?));

@@ -140,18 +140,37 @@ fn tally(outcome: &mut DriverOutcome, result: Result<String>) {
 async fn wait_connected(api: &mut ApiClient, want: usize, stop: &mut watch::Receiver<bool>) -> Result<Vec<String>> {
     let started = Instant::now();
     loop {
-        let path = format!("/api/v1/clients?connected=true&limit={}", want.max(1));
-        let (_, body, _) = api.request("GET", &path, None).await?;
-        let v: serde_json::Value = serde_json::from_slice(&body)?;
-        let ids: Vec<String> = v["items"]
-            .as_array()
-            .map(|items| items.iter().filter(|c| c["connected"] == true).filter_map(|c| c["client_id"].as_str().map(String::from)).collect())
-            .unwrap_or_default();
-        if ids.len() >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
-            return Ok(ids);
+        let (total, _) = connected_page(api, 0, 1).await?;
+        if total >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The API pages at most API_PAGE items at a time.
+    let mut ids = Vec::new();
+    loop {
+        let (total, page) = connected_page(api, ids.len(), API_PAGE).await?;
+        let got = page.len();
+        ids.extend(page);
+        if got == 0 || ids.len() >= total {
+            return Ok(ids);
+        }
+    }
+}
+
+/// Largest page the API serves (`MAX_CLIENT_LIST_LIMIT`).
+const API_PAGE: usize = 10_000;
+
+/// (total connected, ids of this page).
+async fn connected_page(api: &mut ApiClient, offset: usize, limit: usize) -> Result<(usize, Vec<String>)> {
+    let path = format!("/api/v1/clients?connected=true&offset={offset}&limit={limit}");
+    let (_, body, _) = api.request("GET", &path, None).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let ids = v["items"]
+        .as_array()
+        .map(|items| items.iter().filter(|c| c["connected"] == true).filter_map(|c| c["client_id"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    Ok((v["total"].as_u64().unwrap_or(0) as usize, ids))
 }
 
 /// GETs a cheap API route at a fixed rate. Latency counts from when a request was due,

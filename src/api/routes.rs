@@ -134,6 +134,8 @@ fn frontends(ctx: &ApiCtx) -> ApiResponse {
 async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
     let search = query.get("search").cloned().unwrap_or_default();
     let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_LIMIT as u64) as usize;
+    // Items to skip first: with `total`, pages through a fleet larger than one page.
+    let offset = parse_number(query, "offset", 0)? as usize;
     let ds = ctx.datastore.clone();
     // `connected=true` lists from presence (no scan of every client folder on disk).
     let only_connected = match query.get("connected").map(String::as_str) {
@@ -148,13 +150,19 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
             Some(ids) => ids,
             None => datastore::list_clients(&ds)?,
         };
+        let read_info = |id: &ClientId| datastore::read_client_info(&ds.client(id)).ok();
         for client_id in candidates {
-            let info = datastore::read_client_info(&ds.client(&client_id)).ok();
-            if !client_matches(&client_id, info.as_ref(), &search) {
-                continue;
+            // Without a search, info.json is read only for the page, not for every client.
+            let mut info = None;
+            if !search.is_empty() {
+                info = read_info(&client_id);
+                if !client_matches(&client_id, info.as_ref(), &search) {
+                    continue;
+                }
             }
             total += 1;
-            if page.len() < limit {
+            if total > offset && page.len() < limit {
+                let info = info.or_else(|| read_info(&client_id));
                 page.push((client_id, info));
             }
         }
