@@ -6,8 +6,8 @@
 #   bash benches/targets.sh p1 [N]        RSS per idle agent, THP on vs off (N=19000)
 #   bash benches/targets.sh p1-fleet [N]  3 frontends x N agents each (N=17000), THP on vs off
 #   bash benches/targets.sh p2 [N]        task delivery latency, N agents vs FEW (N=19000)
-#   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000)
-#   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents
+#   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000; P3_FSYNC=true)
+#   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents (P4_FSYNC=false)
 #                                         (N=15000), [gui] priority executor vs shared
 #   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
 #                                         reconnect (resumed / full) vs in-memory rustls
@@ -194,6 +194,7 @@ p3_ingest() {   # p3_ingest N REPEAT -> sets P3_DIR (its datastore is on the dis
     local n=$1 r=$2 dir=$OUT/p3-ingest-$2 a b d bytes window
     P3_DIR=$dir
     deploy "$dir"
+    set_key "$dir" datastore fsync_documents "$P3_FSYNC"
     [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
     start_frontend "$dir"
     # shellcheck disable=SC2046
@@ -220,10 +221,11 @@ p3_ingest() {   # p3_ingest N REPEAT -> sets P3_DIR (its datastore is on the dis
 run_p3() {
     local n=${1:-${N:-1000}} r
     UPLOAD_BYTES=${UPLOAD_BYTES:-2097152}
+    P3_FSYNC=${P3_FSYNC:-true}
     INGEST_TIMEOUT=${INGEST_TIMEOUT:-900}
     DD_MB=${DD_MB:-1024}
     KEEP_DATA=${KEEP_DATA:-0}
-    log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating"
+    log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating; datastore.fsync_documents = $P3_FSYNC"
     for ((r = 1; r <= REPEATS; r++)); do
         p3_ingest "$n" "$r"
         log "p3 dd r$r on $(df --output=source,fstype "$P3_DIR/datastore" | tail -1 | tr -s ' ')"
@@ -257,6 +259,9 @@ p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
     deploy "$dir"
     [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
     set_key "$dir" gui priority "\"$prio\""
+    # P4 is about CPU scheduling: with fsyncs the uploads wait on the disk and leave the
+    # shards idle (0.33 CPU-s/s measured), so by default the load is the CPU-bound kind.
+    set_key "$dir" datastore fsync_documents "$P4_FSYNC"
     start_frontend "$dir"
     if [[ $load == loaded ]]; then
         # shellcheck disable=SC2046
@@ -287,12 +292,13 @@ p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
 run_p4() {
     local n=${1:-${N:-15000}} r prio load
     PROBE_S=${PROBE_S:-30}
+    P4_FSYNC=${P4_FSYNC:-false}
     PROBE_RATE=${PROBE_RATE:-20}
     UPLOAD_BYTES=${UPLOAD_BYTES:-4194304}
     LOAD_WARMUP_S=${LOAD_WARMUP_S:-3}
     SCHEDULE_TIMEOUT=${SCHEDULE_TIMEOUT:-600}
     LOAD_TASKS=${LOAD_TASKS:-20}
-    log "p4: API probe ${PROBE_RATE}/s for ${PROBE_S}s: idle vs $n uploading agents, gui.priority executor vs shared"
+    log "p4: API probe ${PROBE_RATE}/s for ${PROBE_S}s: idle vs $n uploading agents, gui.priority executor vs shared; datastore.fsync_documents = $P4_FSYNC"
     for ((r = 1; r <= REPEATS; r++)); do
         for prio in executor shared; do
             for load in idle loaded; do p4_one "$load" "$prio" "$n" "$r"; done

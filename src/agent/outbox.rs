@@ -16,8 +16,8 @@ const UPLOAD_OVERHEAD_BYTES: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct ArtifactOutput {
     pub name: String,
-    /// JSON objects, each terminated by '\n'.
-    pub jsonl: Vec<u8>,
+    /// JSON objects, each terminated by '\n'. Batches are slices of it, not copies.
+    pub jsonl: Bytes,
     pub rows: u64,
     pub error: Option<String>,
 }
@@ -153,14 +153,14 @@ impl Outbox {
 }
 
 /// Splits JSONL at line ends into chunks of at most `max_bytes` (a longer single line
-/// becomes a chunk of its own).
-pub fn split_lines(jsonl: &[u8], max_bytes: usize) -> Vec<(Bytes, u32)> {
+/// becomes a chunk of its own); the chunks share `jsonl`'s memory.
+pub fn split_lines(jsonl: &Bytes, max_bytes: usize) -> Vec<(Bytes, u32)> {
     let mut out = Vec::new();
     let (mut start, mut pos, mut rows) = (0usize, 0usize, 0u32);
     while pos < jsonl.len() {
         let end = jsonl[pos..].iter().position(|&b| b == b'\n').map_or(jsonl.len(), |i| pos + i + 1);
         if end - start > max_bytes && rows > 0 {
-            out.push((Bytes::copy_from_slice(&jsonl[start..pos]), rows));
+            out.push((jsonl.slice(start..pos), rows));
             start = pos;
             rows = 0;
         }
@@ -168,7 +168,7 @@ pub fn split_lines(jsonl: &[u8], max_bytes: usize) -> Vec<(Bytes, u32)> {
         pos = end;
     }
     if rows > 0 {
-        out.push((Bytes::copy_from_slice(&jsonl[start..]), rows));
+        out.push((jsonl.slice(start..), rows));
     }
     out
 }
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn split_keeps_every_row_once_under_the_cap() {
-        let data = rows(100, 50);
+        let data = Bytes::from(rows(100, 50));
         let parts = split_lines(&data, 700);
         assert!(parts.iter().all(|(b, _)| b.len() <= 700 && b.ends_with(b"\n")));
         assert_eq!(parts.iter().map(|(_, r)| *r).sum::<u32>(), 100);
@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn split_front_renumbers_later_batches() {
         let mut ob = Outbox::new(4096);
-        let out = ArtifactOutput { name: "A".into(), jsonl: rows(200, 40), rows: 200, error: None };
+        let out = ArtifactOutput { name: "A".into(), jsonl: rows(200, 40).into(), rows: 200, error: None };
         ob.add_flow("F.0000000000000001", vec![out]);
         let before = ob.len();
         ob.split_front();

@@ -33,7 +33,7 @@ impl Runner for NativeRunner {
                     push_row(&mut jsonl, &row);
                     rows += 1;
                 });
-                ArtifactOutput { name: request.name.clone(), jsonl, rows, error: result.err().map(|e| e.to_string()) }
+                ArtifactOutput { name: request.name.clone(), jsonl: jsonl.into(), rows, error: result.err().map(|e| e.to_string()) }
             })
             .collect()
     }
