@@ -73,14 +73,17 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
     }
     if let Some(api) = api {
         // The kernel, not glommio's fair share, decides between this thread and the
-        // agent shards: it is unpinned and usually idle, so it is woken first.
+        // agent shards: it is unpinned, usually idle, and niced above them.
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
             .name("priority")
             .io_memory(MIN_IO_MEMORY_BYTES)
             .blocking_thread_pool_placement(io_threads(&config));
         let (ready, stop) = (ready_tx.clone(), shutdown.clone());
         let handle = builder
-            .spawn(move || run_api(api, stop, ready))
+            .spawn(move || {
+                favour_this_thread();
+                run_api(api, stop, ready)
+            })
             .map_err(|e| FrontendError::Executor { name: "priority".into(), message: e.to_string() })?;
         handles.push(handle);
     }
@@ -205,5 +208,21 @@ fn disable_transparent_huge_pages() {
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc != 0 {
         tracing::debug!("PR_SET_THP_DISABLE failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// How much the kernel favours the priority (GUI/API) thread over the agent shards and
+/// everything else on the box. With both cores busy, the thread at the shards' nice level
+/// waited for a CPU and the GUI/API p99 under load was ~30 ms (tuning.md, P4); at −10 it
+/// weighs ~9× a default thread, so a request that wakes it preempts a busy shard.
+const PRIORITY_THREAD_NICE: libc::c_int = -10;
+
+/// Best effort: without CAP_SYS_NICE the thread keeps the default priority.
+fn favour_this_thread() {
+    // SAFETY: gettid and setpriority take and return integers only; on Linux
+    // PRIO_PROCESS with a thread id changes that one thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, PRIORITY_THREAD_NICE) };
+    if rc != 0 {
+        tracing::info!("GUI/API thread keeps the default priority: {}", std::io::Error::last_os_error());
     }
 }
