@@ -118,10 +118,11 @@ stop_frontend() {   # SIGTERM (graceful), SIGKILL after 15 s
 # start_loadgen DIR NAME LIMIT_S ARGS...: loadgen for DIR's deployment, report $DIR/NAME.json,
 # stderr $DIR/NAME.err; sets LG_PID (the `timeout` wrapper that ends it after LIMIT_S).
 start_loadgen() {
-    local dir=$1 name=$2 limit=$3 pin=()
+    local dir=$1 name=$2 limit=$3 pin=() prio=()
     shift 3
     [[ -n $LOADGEN_CPUS ]] && pin=(taskset -c "$LOADGEN_CPUS")
-    timeout --signal=INT --kill-after=30 "$limit" "${pin[@]}" \
+    [[ -n ${LOADGEN_NICE:-} ]] && prio=(nice -n "$LOADGEN_NICE")
+    timeout --signal=INT --kill-after=30 "$limit" "${prio[@]}" "${pin[@]}" \
         "$LOADGEN" --config "$dir/client.config.toml" --report "$dir/$name.json" "$@" 2>"$dir/$name.err" &
     LG_PID=$!
     ALL_LG_PIDS+=("$LG_PID")
