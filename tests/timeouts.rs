@@ -11,16 +11,23 @@ use std::time::{Duration, Instant};
 use common::Deployment;
 use tokio::io::AsyncReadExt;
 
-fn short_timeouts(text: &mut String) {
+/// Replaces the value of each `key = ...` line of the generated server config.
+fn set_keys(text: &mut String, keys: &[(&str, &str)]) {
     *text = text
         .lines()
-        .map(|l| match l.split('=').next().map(str::trim) {
-            Some("handshake_timeout_ms") => "handshake_timeout_ms = 300".to_string(),
-            Some("idle_timeout_ms") => "idle_timeout_ms = 500".to_string(),
-            _ => l.to_string(),
+        .map(|l| {
+            let key = l.split('=').next().map(str::trim).unwrap_or_default();
+            match keys.iter().find(|(k, _)| *k == key) {
+                Some((k, v)) => format!("{k} = {v}"),
+                None => l.to_string(),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n");
+}
+
+fn short_timeouts(text: &mut String) {
+    set_keys(text, &[("handshake_timeout_ms", "300"), ("idle_timeout_ms", "500")]);
 }
 
 #[test]
@@ -73,17 +80,7 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
 /// next peer's TLS handshake gets no answer until the first one leaves, then completes.
 #[test]
 fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()> {
-    let deployment = Deployment::start_with(|text| {
-        *text = text
-            .lines()
-            .map(|l| match l.split('=').next().map(str::trim) {
-                Some("shards") => "shards = 1".to_string(),
-                Some("handshakes_in_flight_per_shard") => "handshakes_in_flight_per_shard = 1".to_string(),
-                _ => l.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-    })?;
+    let deployment = Deployment::start_with(|text| set_keys(text, &[("shards", "1"), ("handshakes_in_flight_per_shard", "1")]))?;
     let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
     let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
     let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
