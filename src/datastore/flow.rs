@@ -104,14 +104,18 @@ impl FlowStatusDoc {
 
 /// Writes `request.json`, creating the flow folder. The request must be this client's.
 pub fn write_request(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
+    write_request_synced(client, request, client.fsync_documents())
+}
+
+fn write_request_synced(client: &ClientDir, request: &FlowRequest, fsync: bool) -> Result<(), DatastoreError> {
     if &request.client_id != client.id() {
         return Err(DatastoreError::Mismatch {
             what: "request.json client_id is not this client",
         });
     }
     let flow = client.flow(&request.flow_id);
-    ensure_dir(flow.path(), flow.fsync_documents())?;
-    write_json(&flow.request_json(), request, flow.fsync_documents())
+    ensure_dir(flow.path(), fsync)?;
+    write_json(&flow.request_json(), request, fsync)
 }
 
 /// Reads `request.json`; a document naming another flow or client is corrupt.
@@ -133,17 +137,10 @@ pub fn read_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest,
 /// report success. A crash in between loses a flow nobody was told exists, at worst
 /// one its agent already started, whose uploads are then refused as unknown.
 pub fn write_scheduled(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
-    if &request.client_id != client.id() {
-        return Err(DatastoreError::Mismatch {
-            what: "request.json client_id is not this client",
-        });
-    }
+    write_request_synced(client, request, false)?;
     let flow = client.flow(&request.flow_id);
-    ensure_dir(flow.path(), false)?;
-    write_json(&flow.request_json(), request, false)?;
     write_json(&flow.status_json(), &FlowStatusDoc::scheduled(request), false)?;
-    ensure_dir(&client.tasks_dir(), false)?;
-    write_atomic(&client.task_path(&request.flow_id), request.flow_id.as_str().as_bytes(), false)
+    enqueue_task_synced(client, &request.flow_id, false)
 }
 
 /// Makes what [`write_scheduled`] wrote durable (nothing to do without
@@ -221,12 +218,12 @@ pub fn list_flows(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
 /// Queues `flow_id` for the agent: `tasks/<flow_id>` (content: the id, for humans).
 /// Idempotent.
 pub fn enqueue_task(client: &ClientDir, flow_id: &FlowId) -> Result<(), DatastoreError> {
-    ensure_dir(&client.tasks_dir(), client.fsync_documents())?;
-    write_atomic(
-        &client.task_path(flow_id),
-        flow_id.as_str().as_bytes(),
-        client.fsync_documents(),
-    )
+    enqueue_task_synced(client, flow_id, client.fsync_documents())
+}
+
+fn enqueue_task_synced(client: &ClientDir, flow_id: &FlowId, fsync: bool) -> Result<(), DatastoreError> {
+    ensure_dir(&client.tasks_dir(), fsync)?;
+    write_atomic(&client.task_path(flow_id), flow_id.as_str().as_bytes(), fsync)
 }
 
 /// Flows queued for the agent, oldest first (file mtime, then id). Files that are not
