@@ -7,4 +7,10 @@ fn main() {
         .bytes(["."])
         .compile_protos(&["proto/agent.proto"], &["proto"])
         .expect("proto/agent.proto compiles");
+    // The replication service: our own TLS and connectors, so no tonic transport glue.
+    tonic_prost_build::configure()
+        .bytes(".")
+        .build_transport(false)
+        .compile_protos(&["proto/replication.proto"], &["proto"])
+        .expect("proto/replication.proto compiles");
 }

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod sessions;
 pub mod shard;
 pub mod tls;

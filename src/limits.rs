@@ -70,6 +70,28 @@ pub const SESSION_TASK_QUEUE_LEN: usize = 1024;
 /// Cross-shard queues (priority shard <-> agent shards): bounded, see shard/mesh.rs.
 pub const MESH_QUEUE_LEN: usize = 65_536;
 
+/// Messages waiting for the replication thread (presence, flow states, notifications
+/// bound for other frontends). A burst of 19,000 reconnects fits; beyond that presence
+/// is dropped and resent as a snapshot (src/replication/queue.rs).
+pub const REPLICATION_OUTBOUND_QUEUE_LEN: usize = 65_536;
+/// Messages from other frontends waiting for the hub executor.
+pub const REPLICATION_INBOUND_QUEUE_LEN: usize = 65_536;
+/// Messages queued on one peer's stream; a peer that falls this far behind loses
+/// messages (counted) rather than growing the master's memory.
+pub const REPLICATION_LINK_QUEUE_LEN: usize = 16_384;
+/// Client ids per presence snapshot message (~60 bytes each, well under gRPC's 4 MiB).
+pub const PRESENCE_SNAPSHOT_CHUNK: usize = 5_000;
+/// A minion's wait before relinking grows from MIN to MAX (with jitter) while the master
+/// stays unreachable.
+pub const REPLICATION_BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub const REPLICATION_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on an idle link: a master cut off by the network (no RST) is noticed
+/// within interval + timeout.
+pub const REPLICATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const REPLICATION_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A new link must finish TLS and say Hello within this.
+pub const REPLICATION_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A rows request may ask for at most this many rows in one page.
 pub const MAX_RESULT_PAGE_ROWS: u64 = 10_000;
 /// Default rows per page when the caller does not say.

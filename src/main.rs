@@ -25,11 +25,20 @@ enum Command {
     /// Create or extend a deployment's configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Run a frontend: agent shards on the agent port, GUI/API on the GUI port.
+    /// Run a frontend: the master (agent shards on the agent port, GUI/API on the GUI
+    /// port, the replication service for minions) or, with --minion, a minion that serves
+    /// agents only and links to the master.
     Frontend {
-        /// server.config.toml written by `packhunt config generate`.
+        /// server.config.toml written by `packhunt config generate` (the same file on
+        /// every frontend).
         #[arg(long)]
         config: PathBuf,
+        /// Run as a minion; --node names which one.
+        #[arg(long, requires = "node")]
+        minion: bool,
+        /// HOST:PORT of the minion to run, as added with `packhunt config frontend --name`.
+        #[arg(long, requires = "minion")]
+        node: Option<String>,
     },
     /// Run an endpoint agent (Linux) that connects to the configured frontends.
     Client {
@@ -69,9 +78,27 @@ enum ConfigCommand {
         frontend_port: u16,
         #[arg(long, default_value_t = 8889)]
         gui_port: u16,
+        /// Port of the master's replication service, which minions connect to.
+        #[arg(long, default_value_t = packhunt::config::DEFAULT_REPLICATION_PORT)]
+        replication_port: u16,
         /// Password of the `admin` user; generated and printed once if not given.
         #[arg(long, env = "PACKHUNT_ADMIN_PASSWORD")]
         admin_password: Option<String>,
+    },
+    /// Add a minion frontend: issues its certificate from the deployment CA, adds it to
+    /// server.config.toml and its URL to client.config.toml next to it. Restart the
+    /// master so it accepts the new minion's link; then run the minion with
+    /// `packhunt frontend --config F --minion --node HOST:PORT`.
+    Frontend {
+        /// The deployment's server.config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// HOST:PORT agents use to reach the minion; HOST goes into its certificate.
+        #[arg(long)]
+        name: String,
+        /// Serve the minion's /metrics on this port (HTTPS, same users as the API).
+        #[arg(long)]
+        metrics_port: Option<u16>,
     },
 }
 
@@ -89,13 +116,23 @@ fn run() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Config(ConfigCommand::Generate { out, public_host, frontend_port, gui_port, admin_password }) => {
-            let opts = generate::GenerateOptions { out_dir: out, public_host, frontend_port, gui_port, admin_password };
+        Command::Config(ConfigCommand::Generate { out, public_host, frontend_port, gui_port, replication_port, admin_password }) => {
+            let opts = generate::GenerateOptions { out_dir: out, public_host, frontend_port, gui_port, replication_port, admin_password };
             let generated = generate::generate(&opts)?;
             print_generated(&generated);
             Ok(())
         }
-        Command::Frontend { config } => run_frontend(&config),
+        Command::Config(ConfigCommand::Frontend { config, name, metrics_port }) => {
+            let added = packhunt::config::minion::add_minion(&config, &name, metrics_port)?;
+            packhunt::say!("added minion {} to {}", added.name, config.display());
+            match added.client_config_path {
+                Some(client) => packhunt::say!("agents configured from {} now spread over it too", client.display()),
+                None => packhunt::say!("no client.config.toml next to it: add https://{}/ to your agents' server_urls", added.name),
+            }
+            packhunt::say!("run it with: packhunt frontend --config {} --minion --node {}", config.display(), added.name);
+            Ok(())
+        }
+        Command::Frontend { config, minion: _, node } => run_frontend(&config, node.as_deref()),
         Command::Client { config } => run_client(&config),
         Command::Quickstart { dir, clients, frontend_port, gui_port } => quickstart(&dir, clients, frontend_port, gui_port),
     }
@@ -109,9 +146,10 @@ fn print_generated(g: &generate::Generated) {
     }
 }
 
-fn run_frontend(path: &std::path::Path) -> Result<()> {
+fn run_frontend(path: &std::path::Path, node: Option<&str>) -> Result<()> {
     let config = ServerConfig::load(path)?;
-    packhunt::shard::pool::run_frontend(Arc::new(config)).context("frontend failed")?;
+    let identity = config.identity(node)?;
+    packhunt::shard::pool::run_frontend(Arc::new(config), identity, path.to_path_buf()).context("frontend failed")?;
     Ok(())
 }
 
@@ -130,6 +168,7 @@ fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_por
             public_host: "127.0.0.1".into(),
             frontend_port,
             gui_port,
+            replication_port: packhunt::config::DEFAULT_REPLICATION_PORT,
             admin_password: None,
         };
         let generated = generate::generate(&opts)?;
@@ -165,7 +204,8 @@ fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_por
     if clients > 0 {
         packhunt::say!("started {clients} local agents");
     }
-    let result = packhunt::shard::pool::run_frontend(Arc::new(config));
+    let identity = config.identity(None)?;
+    let result = packhunt::shard::pool::run_frontend(Arc::new(config), identity, server_config.clone());
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

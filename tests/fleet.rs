@@ -9,72 +9,14 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{count_lines, flow_results, Deployment, Proc};
-
-/// Paging the connected clients (offset + limit, with `total`) lists every agent once.
-fn assert_connected_pages_cover(api: &common::Api, ids: &[String]) -> anyhow::Result<()> {
-    let page = ids.len() / 3 + 1;
-    let mut seen = Vec::new();
-    for offset in (0..ids.len() + page).step_by(page) {
-        let (status, body) = api.get(&format!("/api/v1/clients?connected=true&offset={offset}&limit={page}"))?;
-        assert_eq!(status, 200);
-        assert_eq!(body["total"].as_u64(), Some(ids.len() as u64));
-        seen.extend(body["items"].as_array().unwrap().iter().map(|c| c["client_id"].as_str().unwrap().to_string()));
-    }
-    let (mut seen_sorted, mut want) = (seen.clone(), ids.to_vec());
-    seen_sorted.sort();
-    want.sort();
-    assert_eq!(seen.len(), ids.len(), "no client twice, none past the end");
-    assert_eq!(seen_sorted, want);
-    Ok(())
-}
-
-fn run_fleet(deployment: &Deployment, clients: usize, config: &std::path::Path, extra: &[&str], artifacts: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let report = deployment.path().join("report.json");
-    let mut loadgen = Proc(
-        Command::new(common::loadgen_bin())
-            .arg("--config")
-            .arg(config)
-            .args(["--clients", &clients.to_string(), "--duration-s", "240", "--exit-after-flows", &clients.to_string()])
-            .arg("--report")
-            .arg(&report)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let ids = deployment.wait_connected(clients, Duration::from_secs(120))?;
-    let api = deployment.api();
-    assert_connected_pages_cover(&api, &ids)?;
-    let mut flows = Vec::new();
-    for id in &ids {
-        flows.push((id.clone(), api.collect(id, artifacts)?));
-    }
-    let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
-    assert!(loadgen.0.wait()?.success(), "loadgen exits once every flow is delivered");
-    let sent = common::loadgen_rows_sent(&report)?;
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    assert_eq!(sent.len(), clients, "loadgen delivered one flow per agent");
-    for status in &statuses {
-        let flow = status["flow_id"].as_str().unwrap();
-        assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(status["total_rows"].as_u64(), Some(sent[flow]), "flow {flow}: server rows = rows loadgen sent");
-    }
-    // What is on disk is exactly that too: no row lost, none duplicated.
-    for (client, flow) in flows.iter().take(50) {
-        let on_disk: usize = artifacts.iter().map(|a| count_lines(&flow_results(&deployment.datastore(), client, flow, a))).sum();
-        assert_eq!(on_disk as u64, sent[flow.as_str()], "flow {flow} on disk");
-    }
-    assert_eq!(report["tasks_received"].as_u64(), Some(clients as u64));
-    Ok(report)
-}
+use common::{count_lines, flow_results, run_fleet, Deployment, Proc};
 
 #[test]
 fn thousand_agents_each_finish_a_collection_with_exact_rows() -> anyhow::Result<()> {
     // Three loadgen worker processes (400 + 400 + 200 agents) whose reports are merged.
     let deployment = Deployment::start()?;
     let workers = ["--agents-per-worker", "400"];
-    let report = run_fleet(&deployment, 1000, &deployment.client_config(), &workers, &["Generic.Client.Info", "Linux.Sys.Users"])?;
+    let report = run_fleet(&deployment, 1000, &deployment.client_config(), &workers, &["Generic.Client.Info", "Linux.Sys.Users"], |_| Ok(()))?;
     assert_eq!(report["workers"], 3);
     assert_eq!(report["connected_peak"], 1000, "the merged series sees the whole fleet at once");
     assert_eq!(report["task_latency"]["count"], 1000, "histograms of all workers are merged");
@@ -87,7 +29,7 @@ fn agents_reconnecting_mid_flow_lose_and_duplicate_nothing() -> anyhow::Result<(
     // Small uploads so each flow spans many batches, and a dropped connection before
     // every third ack so batches are resent after reconnects.
     let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
-    run_fleet(&deployment, 20, &config, &["--drop-connection-every-uploads", "3"], &["Linux.Sys.Pslist"])?;
+    run_fleet(&deployment, 20, &config, &["--drop-connection-every-uploads", "3"], &["Linux.Sys.Pslist"], |_| Ok(()))?;
     let duplicates = deployment.metric("packhunt_uploads_duplicate_total")?;
     assert!(duplicates > 0, "resent batches were seen and not written twice");
     Ok(())

@@ -79,6 +79,9 @@ fn spawn_worker(args: &Args, first: usize, count: usize, workers: usize, report:
     cmd.args(["--agents-per-worker", &args.agents_per_worker.to_string()]);
     cmd.arg("--scenario").arg(format!("{:?}", args.scenario).to_lowercase());
     cmd.args(["--upload-bytes-per-agent", &args.upload_bytes_per_agent.to_string()]);
+    if let Some(rows) = args.pslist_rows {
+        cmd.args(["--pslist-rows", &rows.to_string()]);
+    }
     if let Some(dir) = &args.identity_dir {
         cmd.arg("--identity-dir").arg(dir);
     }

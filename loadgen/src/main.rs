@@ -98,6 +98,11 @@ pub struct Args {
     /// upload: bytes of rows each agent sends for its collection.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub upload_bytes_per_agent: u64,
+    /// Linux.Sys.Pslist answers with this many rows (default: its usual count, or in the
+    /// upload scenario enough rows for --upload-bytes-per-agent). Long flows for
+    /// fail-over tests.
+    #[arg(long)]
+    pub pslist_rows: Option<usize>,
     /// GUI/API latency probe requests per second while the run lasts (needs --api-url;
     /// 0 = off).
     #[arg(long, default_value_t = 20.0)]
@@ -145,7 +150,8 @@ const PSLIST_ROW_BYTES: u64 = 250;
 
 impl SyntheticRunner {
     pub fn for_args(args: &Args) -> Self {
-        let rows = (args.scenario == driver::Scenario::Upload).then(|| (args.upload_bytes_per_agent / PSLIST_ROW_BYTES).max(1) as usize);
+        let for_upload = (args.scenario == driver::Scenario::Upload).then(|| (args.upload_bytes_per_agent / PSLIST_ROW_BYTES).max(1) as usize);
+        let rows = args.pslist_rows.or(for_upload);
         Self { pslist_rows: rows, made: Default::default() }
     }
 }

@@ -28,10 +28,30 @@ use crate::shard::mesh::Notifier;
 pub struct ApiCtx {
     pub config: Arc<ServerConfig>,
     pub datastore: Datastore,
-    pub notifier: Notifier,
+    pub notifier: Rc<Notifier>,
+    /// The replication queue to the minions (none without minions).
+    pub replication: Option<crate::replication::queue::Outbox>,
     pub presence: Rc<presence::Presence>,
     pub auth: auth::Authenticator,
     pub frontend_name: String,
+    /// A minion serves only `/metrics` (it has no GUI).
+    pub metrics_only: bool,
+}
+
+impl ApiCtx {
+    /// Tells every frontend that `client_id` has new work: this one's shards directly,
+    /// the minions over the replication stream (each pushes `frame` if it holds the agent).
+    pub async fn notify_fleet(&self, client_id: &crate::ids::ClientId, flow_id: &crate::ids::FlowId, frame: Bytes) {
+        if let Some(outbox) = &self.replication {
+            let notification = crate::replication::pb::Notification {
+                client_id: client_id.to_string(),
+                flow_id: flow_id.to_string(),
+                frame: frame.clone(),
+            };
+            outbox.offer(crate::replication::pb::envelope::Kind::Notification(notification));
+        }
+        self.notifier.notify(client_id, flow_id, Some(frame)).await;
+    }
 }
 
 /// Runs hyper's connection futures on the current glommio executor.
@@ -44,8 +64,8 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
-pub fn bind(config: &ServerConfig) -> std::io::Result<TcpListener> {
-    TcpListener::bind((config.gui.bind_address.as_str(), config.gui.port)).map_err(std::io::Error::from)
+pub fn bind(address: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((address, port)).map_err(std::io::Error::from)
 }
 
 /// Accepts GUI/API connections until shutdown.

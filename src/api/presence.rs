@@ -1,38 +1,141 @@
-//! Which agents are connected, and where, as the API reports it. Fed by the agent
-//! shards' presence queues; owned by the executor that serves the API.
+//! Which agents are connected, and to which frontend, as the API reports it. Fed by this
+//! frontend's agent shards (presence queues) and, on the master, by every minion over
+//! the replication stream. Owned by the hub executor; nothing here is shared.
+//!
+//! One client id has at most one location: the latest report wins, and a disconnect
+//! removes the entry only if it names the location that is current, so a late
+//! disconnect of an older stream (same shard, another shard or another frontend) never
+//! hides the newer one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::ids::ClientId;
+use crate::replication::pb;
 use crate::shard::mesh::{PresenceEvent, PresenceReceiver};
 
-#[derive(Default)]
+/// Index into `Presence::frontends`; 0 is this frontend.
+type FrontendIdx = u16;
+const THIS_FRONTEND: FrontendIdx = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    frontend: FrontendIdx,
+    shard: u32,
+    session: u64,
+}
+
+/// A frontend as `GET /api/v1/frontends` shows it.
+#[derive(Debug, Clone)]
+pub struct FrontendView {
+    pub name: Rc<str>,
+    pub role: &'static str,
+    pub up: bool,
+    pub connected_clients: usize,
+}
+
 pub struct Presence {
-    /// client -> (shard, session) of its current task stream.
-    live: RefCell<HashMap<ClientId, (usize, u64)>>,
+    live: RefCell<HashMap<ClientId, Location>>,
+    frontends: RefCell<Vec<FrontendView>>,
 }
 
 impl Presence {
+    /// `this` is this frontend's name; `others` the frontends it expects to hear from
+    /// (the master lists its configured minions, down until they link).
+    pub fn new(this: &str, this_is_master: bool, others: &[(String, &'static str)]) -> Self {
+        let own = FrontendView { name: Rc::from(this), role: if this_is_master { "master" } else { "minion" }, up: true, connected_clients: 0 };
+        let mut frontends = vec![own];
+        frontends.extend(others.iter().map(|(name, role)| FrontendView { name: Rc::from(name.as_str()), role, up: false, connected_clients: 0 }));
+        Self { live: RefCell::new(HashMap::new()), frontends: RefCell::new(frontends) }
+    }
+
+    /// A presence event from one of this frontend's shards.
     pub fn apply(&self, event: PresenceEvent) {
-        let mut live = self.live.borrow_mut();
         match event {
             PresenceEvent::Connected { client_id, shard, session } => {
-                live.insert(client_id, (shard, session));
+                self.connect(client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
             }
-            // Only the session that is current may remove the entry: a late
-            // disconnect of an older stream must not hide a newer one.
             PresenceEvent::Disconnected { client_id, shard, session } => {
-                if live.get(&client_id) == Some(&(shard, session)) {
-                    live.remove(&client_id);
-                }
+                self.disconnect(&client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
             }
         }
     }
 
+    /// A presence delta from frontend `from`. Malformed ids are ignored (and logged).
+    pub fn apply_remote(&self, from: &str, event: &pb::Presence) {
+        let Ok(client_id) = ClientId::parse(&event.client_id) else {
+            tracing::warn!(frontend = from, "presence for a malformed client id ignored");
+            return;
+        };
+        let location = Location { frontend: self.frontend_index(from), shard: event.shard, session: event.session };
+        if event.connected {
+            self.connect(client_id, location);
+        } else {
+            self.disconnect(&client_id, location);
+        }
+    }
+
+    /// A chunk of frontend `from`'s snapshot; the first chunk forgets what it said before.
+    pub fn apply_snapshot(&self, from: &str, snapshot: &pb::PresenceSnapshot) {
+        let frontend = self.frontend_index(from);
+        if snapshot.first {
+            self.forget(frontend);
+        }
+        for entry in &snapshot.entries {
+            self.apply_remote(from, entry);
+        }
+    }
+
+    /// The link to `name` is up (it will send a snapshot) or down (what it reported is
+    /// stale: its agents are reported again by whichever frontend they reach next).
+    pub fn set_link(&self, name: &str, up: bool) {
+        let frontend = self.frontend_index(name);
+        if !up {
+            self.forget(frontend);
+        }
+        self.frontends.borrow_mut()[frontend as usize].up = up;
+    }
+
+    fn connect(&self, client_id: ClientId, location: Location) {
+        let mut frontends = self.frontends.borrow_mut();
+        if let Some(old) = self.live.borrow_mut().insert(client_id, location) {
+            frontends[old.frontend as usize].connected_clients -= 1;
+        }
+        frontends[location.frontend as usize].connected_clients += 1;
+    }
+
+    fn disconnect(&self, client_id: &ClientId, location: Location) {
+        let mut live = self.live.borrow_mut();
+        if live.get(client_id) == Some(&location) {
+            live.remove(client_id);
+            self.frontends.borrow_mut()[location.frontend as usize].connected_clients -= 1;
+        }
+    }
+
+    fn forget(&self, frontend: FrontendIdx) {
+        self.live.borrow_mut().retain(|_, l| l.frontend != frontend);
+        self.frontends.borrow_mut()[frontend as usize].connected_clients = 0;
+    }
+
+    /// The index of frontend `name`, added (as a minion) on first sight.
+    fn frontend_index(&self, name: &str) -> FrontendIdx {
+        let mut frontends = self.frontends.borrow_mut();
+        if let Some(i) = frontends.iter().position(|f| &*f.name == name) {
+            return i as FrontendIdx;
+        }
+        frontends.push(FrontendView { name: Rc::from(name), role: "minion", up: true, connected_clients: 0 });
+        (frontends.len() - 1) as FrontendIdx
+    }
+
     pub fn is_connected(&self, client_id: &ClientId) -> bool {
         self.live.borrow().contains_key(client_id)
+    }
+
+    /// The frontend a connected client's task stream is on.
+    pub fn frontend_of(&self, client_id: &ClientId) -> Option<Rc<str>> {
+        let location = *self.live.borrow().get(client_id)?;
+        Some(self.frontends.borrow()[location.frontend as usize].name.clone())
     }
 
     /// Every connected client, sorted by id.
@@ -45,11 +148,41 @@ impl Presence {
     pub fn connected_count(&self) -> usize {
         self.live.borrow().len()
     }
+
+    pub fn frontends(&self) -> Vec<FrontendView> {
+        self.frontends.borrow().clone()
+    }
+
+    /// This frontend's own agents, as snapshot entries for the replication link.
+    pub fn local_entries(&self) -> Vec<pb::Presence> {
+        self.live
+            .borrow()
+            .iter()
+            .filter(|(_, l)| l.frontend == THIS_FRONTEND)
+            .map(|(id, l)| pb::Presence { client_id: id.to_string(), connected: true, shard: l.shard, session: l.session })
+            .collect()
+    }
 }
 
-/// Applies one shard's presence events for as long as the shard runs.
-pub async fn follow(presence: Rc<Presence>, events: PresenceReceiver) {
+/// The replication form of a shard's presence event.
+pub fn to_wire(event: &PresenceEvent) -> pb::Presence {
+    match event {
+        PresenceEvent::Connected { client_id, shard, session } => {
+            pb::Presence { client_id: client_id.to_string(), connected: true, shard: *shard as u32, session: *session }
+        }
+        PresenceEvent::Disconnected { client_id, shard, session } => {
+            pb::Presence { client_id: client_id.to_string(), connected: false, shard: *shard as u32, session: *session }
+        }
+    }
+}
+
+/// Applies one shard's presence events for as long as the shard runs; on a minion each
+/// is also queued for the master.
+pub async fn follow(presence: Rc<Presence>, events: PresenceReceiver, forward: Option<crate::replication::queue::Outbox>) {
     while let Some(event) = events.recv().await {
+        if let Some(outbox) = &forward {
+            outbox.offer(pb::envelope::Kind::Presence(to_wire(&event)));
+        }
         presence.apply(event);
     }
 }
@@ -58,15 +191,66 @@ pub async fn follow(presence: Rc<Presence>, events: PresenceReceiver) {
 mod tests {
     use super::*;
 
+    fn id(n: u8) -> ClientId {
+        ClientId::parse(&format!("C.{:016x}", n)).unwrap()
+    }
+
+    fn wire(n: u8, connected: bool, session: u64) -> pb::Presence {
+        pb::Presence { client_id: id(n).to_string(), connected, shard: 0, session }
+    }
+
     #[test]
     fn late_disconnect_of_old_session_keeps_new_one() {
-        let p = Presence::default();
-        let c = ClientId::parse("C.0123456789abcdef").unwrap();
+        let p = Presence::new("m:1", true, &[]);
+        let c = id(1);
         p.apply(PresenceEvent::Connected { client_id: c.clone(), shard: 0, session: 1 });
         p.apply(PresenceEvent::Connected { client_id: c.clone(), shard: 1, session: 7 });
         p.apply(PresenceEvent::Disconnected { client_id: c.clone(), shard: 0, session: 1 });
         assert!(p.is_connected(&c));
         p.apply(PresenceEvent::Disconnected { client_id: c.clone(), shard: 1, session: 7 });
         assert!(!p.is_connected(&c));
+        assert_eq!(p.frontends()[0].connected_clients, 0);
+    }
+
+    #[test]
+    fn an_agent_that_moved_frontends_is_not_hidden_by_the_old_frontends_disconnect() {
+        let p = Presence::new("master:1", true, &[("minion:2".into(), "minion"), ("minion:3".into(), "minion")]);
+        p.apply_remote("minion:2", &wire(1, true, 5));
+        p.apply_remote("minion:3", &wire(1, true, 5));
+        p.apply_remote("minion:2", &wire(1, false, 5));
+        assert_eq!(p.frontend_of(&id(1)).as_deref(), Some("minion:3"));
+        let counts: Vec<usize> = p.frontends().iter().map(|f| f.connected_clients).collect();
+        assert_eq!(counts, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn link_down_forgets_that_frontends_agents_and_a_snapshot_replaces_them() {
+        let p = Presence::new("master:1", true, &[("minion:2".into(), "minion")]);
+        assert!(!p.frontends()[1].up, "configured minions are down until they link");
+        p.set_link("minion:2", true);
+        p.apply(PresenceEvent::Connected { client_id: id(9), shard: 0, session: 1 });
+        p.apply_remote("minion:2", &wire(1, true, 1));
+        p.apply_remote("minion:2", &wire(2, true, 1));
+        p.set_link("minion:2", false);
+        assert_eq!(p.connected_ids(), vec![id(9)], "the master's own agent stays");
+        assert!(!p.frontends()[1].up);
+
+        p.set_link("minion:2", true);
+        p.apply_remote("minion:2", &wire(3, true, 1)); // a delta before the snapshot
+        let first = pb::PresenceSnapshot { entries: vec![wire(2, true, 1)], first: true, last: false };
+        let last = pb::PresenceSnapshot { entries: vec![wire(4, true, 1)], first: false, last: true };
+        p.apply_snapshot("minion:2", &first);
+        p.apply_snapshot("minion:2", &last);
+        assert_eq!(p.connected_ids(), vec![id(2), id(4), id(9)]);
+        assert_eq!(p.frontends()[1].connected_clients, 2);
+        assert_eq!(p.local_entries().len(), 1, "only this frontend's own agents are snapshotted");
+    }
+
+    #[test]
+    fn an_unconfigured_frontend_is_listed_when_it_reports() {
+        let p = Presence::new("master:1", true, &[]);
+        p.apply_remote("minion:7", &wire(1, true, 1));
+        let names: Vec<String> = p.frontends().iter().map(|f| f.name.to_string()).collect();
+        assert_eq!(names, vec!["master:1", "minion:7"]);
     }
 }

@@ -85,6 +85,9 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     if method != Method::GET && principal.role != Role::Administrator {
         return Err(ApiError::Forbidden(format!("user `{}` may only read", principal.user)));
     }
+    if ctx.metrics_only && segments.as_slice() != ["metrics"] {
+        return Err(ApiError::NotFound("a minion serves only /metrics; use the master's API".into()));
+    }
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => Ok(html_response(crate::api::gui::INDEX_HTML)),
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
@@ -122,12 +125,12 @@ async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 fn frontends(ctx: &ApiCtx) -> ApiResponse {
-    let items = vec![json!({
-        "name": ctx.frontend_name,
-        "role": "master",
-        "connected_clients": ctx.presence.connected_count(),
-        "up": true,
-    })];
+    let items: Vec<serde_json::Value> = ctx
+        .presence
+        .frontends()
+        .into_iter()
+        .map(|f| json!({ "name": &*f.name, "role": f.role, "connected_clients": f.connected_clients, "up": f.up }))
+        .collect();
     json_response(StatusCode::OK, &json!({ "items": items }))
 }
 
@@ -172,7 +175,8 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
     let items: Vec<serde_json::Value> = page
         .into_iter()
         .map(|(client_id, info)| {
-            let connected = ctx.presence.is_connected(&client_id);
+            let frontend = ctx.presence.frontend_of(&client_id);
+            let connected = frontend.is_some();
             let (hostname, os, labels, first_seen, last_seen) = match info {
                 Some(i) => (i.hostname, i.os, i.labels, i.first_seen_ms, i.last_seen_ms),
                 None => (String::new(), String::new(), Vec::new(), 0, 0),
@@ -183,7 +187,7 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
             json!({
                 "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
                 "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
-                "frontend": if connected { json!(ctx.frontend_name) } else { json!(null) },
+                "frontend": frontend.as_deref(),
             })
         })
         .collect();
@@ -243,7 +247,7 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
     // Queued on disk first, so an agent that connects at any moment finds it; the agent is
     // told before the fsyncs, which then run while it works, and the caller hears back
     // only once the flow is durable.
-    ctx.notifier.notify(client_id, &flow_id, Some(frame)).await;
+    ctx.notify_fleet(client_id, &flow_id, frame).await;
     let flow = flow_id.clone();
     offload(move || datastore::sync_scheduled(&client, &flow)).await?;
     Ok(json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() })))

@@ -60,6 +60,8 @@ pub struct GenerateOptions {
     pub public_host: String,
     pub frontend_port: u16,
     pub gui_port: u16,
+    /// The master's replication port (used once minions are added).
+    pub replication_port: u16,
     /// `None`: generate one, which the caller must show to the operator exactly once.
     pub admin_password: Option<String>,
 }
@@ -71,6 +73,7 @@ impl GenerateOptions {
             public_host: DEFAULT_PUBLIC_HOST.to_string(),
             frontend_port: DEFAULT_FRONTEND_PORT,
             gui_port: DEFAULT_GUI_PORT,
+            replication_port: super::DEFAULT_REPLICATION_PORT,
             admin_password: None,
         }
     }
@@ -156,7 +159,9 @@ pub fn issue_frontend_certificate(
     params.distinguished_name = common_name(host);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // ClientAuth too: a minion presents the same certificate to the master's replication
+    // service as a client.
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     set_validity_from_now(&mut params, CA_VALIDITY);
     // A frontend certificate is useless once the CA expires, so it lives exactly as long.
     params.not_after = ca.validity().not_after.to_datetime();
@@ -201,6 +206,7 @@ fn server_config(
             public_host: opts.public_host.clone(),
             bind_address: "0.0.0.0".into(),
             agent_port: opts.frontend_port,
+            replication_port: opts.replication_port,
             shards: 0,
             io_memory_bytes: crate::limits::DEFAULT_IO_MEMORY_BYTES,
             max_open_files: crate::limits::DEFAULT_MAX_OPEN_FILES,
@@ -266,7 +272,7 @@ fn write_server_config(path: &Path, config: &ServerConfig) -> Result<(), ConfigE
     write_private_file(path, &text)
 }
 
-fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigError> {
+pub(super) fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("toml.tmp");
@@ -405,13 +411,35 @@ fn generate_error(what: &str, e: impl std::fmt::Display) -> ConfigError {
     ConfigError::Generate(format!("{what}: {e}"))
 }
 
+/// Test helper: checks a frontend certificate as an agent would.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
     use std::sync::Arc;
 
     use rustls::client::danger::ServerCertVerifier;
     use rustls::pki_types::{ServerName, UnixTime};
+
+    pub(crate) fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in crate::tls::pem::certificates(ca_pem).unwrap() {
+            roots.add(ca).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let cert = crate::tls::pem::certificates(cert_pem).unwrap().remove(0);
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        verifier.verify_server_cert(&cert, &[], &name, &[], UnixTime::now()).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::verify_server;
+    use super::*;
+
 
     fn generate_into(dir: &Path, password: Option<&str>) -> Generated {
         let mut opts = GenerateOptions::new(dir);
@@ -572,18 +600,4 @@ mod tests {
         assert!(!opts.out_dir.join(SERVER_CONFIG_FILE).exists());
     }
 
-    fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in crate::tls::pem::certificates(ca_pem).unwrap() {
-            roots.add(ca).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .unwrap();
-        let cert = crate::tls::pem::certificates(cert_pem).unwrap().remove(0);
-        let name = ServerName::try_from(name.to_string()).unwrap();
-        verifier.verify_server_cert(&cert, &[], &name, &[], UnixTime::now()).map(|_| ())
-    }
 }

@@ -4,6 +4,7 @@
 //! durations, roles or paths.
 
 pub mod generate;
+pub mod minion;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::limits;
+
+/// The master's replication port when `config generate` is not told otherwise.
+pub const DEFAULT_REPLICATION_PORT: u16 = 8001;
 
 /// Errors loading or writing a config file. Always the operator's fault or the disk's.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +44,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub users: Vec<UserEntry>,
     /// Minion frontends added with `packhunt config frontend`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub minions: Vec<MinionEntry>,
 }
 
@@ -52,6 +56,10 @@ pub struct FrontendSection {
     /// Address the agent port binds to.
     pub bind_address: String,
     pub agent_port: u16,
+    /// Port of the master's replication service (gRPC over mutual TLS) that minions
+    /// connect to at `public_host`. Bound only when minions are configured.
+    #[serde(default = "default_replication_port")]
+    pub replication_port: u16,
     /// Agent shards (executor threads); 0 = one per core.
     #[serde(default)]
     pub shards: usize,
@@ -178,8 +186,38 @@ pub struct UserEntry {
 pub struct MinionEntry {
     /// HOST:PORT: the minion's agent address and its name on the replication stream.
     pub name: String,
+    /// PEM certificate (signed by the deployment CA, for HOST) + key: presented to
+    /// agents on the agent port and to the master on the replication link.
     pub certificate: String,
     pub private_key: String,
+    /// Port on `gui.bind_address` where the minion serves `/metrics` (a minion has no
+    /// GUI); none if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
+}
+
+/// Which frontend this process is: the master, or one of the configured minions.
+#[derive(Debug, Clone)]
+pub enum FrontendRole {
+    Master,
+    Minion(MinionEntry),
+}
+
+/// What differs between the frontends that share one config file.
+#[derive(Debug, Clone)]
+pub struct FrontendIdentity {
+    /// HOST:PORT, as agents and the replication stream name this frontend.
+    pub name: String,
+    pub agent_port: u16,
+    pub certificate: String,
+    pub private_key: String,
+    pub role: FrontendRole,
+}
+
+impl FrontendIdentity {
+    pub fn is_master(&self) -> bool {
+        matches!(self.role, FrontendRole::Master)
+    }
 }
 
 /// `client.config.toml`: what every agent (and loadgen) needs to find the frontends.
@@ -214,6 +252,9 @@ fn default_io_memory_bytes() -> usize {
 }
 fn default_max_open_files() -> u64 {
     limits::DEFAULT_MAX_OPEN_FILES
+}
+fn default_replication_port() -> u16 {
+    DEFAULT_REPLICATION_PORT
 }
 fn default_max_upload_bytes() -> u64 {
     limits::DEFAULT_MAX_UPLOAD_BYTES
@@ -291,13 +332,64 @@ impl ServerConfig {
             .map_err(|e| invalid("frontend.certificate", e.to_string()))?;
         crate::tls::pem::check_private_key(&self.frontend.private_key)
             .map_err(|e| invalid("frontend.private_key", e.to_string()))?;
+        let mut names = std::collections::HashSet::from([self.master_name()]);
+        for (i, minion) in self.minions.iter().enumerate() {
+            parse_node(&minion.name).map_err(|e| invalid(&format!("minions[{i}].name"), e))?;
+            if !names.insert(minion.name.clone()) {
+                return Err(invalid(&format!("minions[{i}].name"), format!("`{}` is listed twice", minion.name)));
+            }
+            crate::tls::pem::check_certificate(&minion.certificate)
+                .map_err(|e| invalid(&format!("minions[{i}].certificate"), e.to_string()))?;
+            crate::tls::pem::check_private_key(&minion.private_key)
+                .map_err(|e| invalid(&format!("minions[{i}].private_key"), e.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// The identity of the frontend to run: the master, or (`node` = HOST:PORT) the
+    /// minion of that name.
+    pub fn identity(&self, node: Option<&str>) -> Result<FrontendIdentity, ConfigError> {
+        let Some(node) = node else {
+            return Ok(FrontendIdentity {
+                name: self.master_name(),
+                agent_port: self.frontend.agent_port,
+                certificate: self.frontend.certificate.clone(),
+                private_key: self.frontend.private_key.clone(),
+                role: FrontendRole::Master,
+            });
+        };
+        let Some(minion) = self.minions.iter().find(|m| m.name == node) else {
+            let known: Vec<&str> = self.minions.iter().map(|m| m.name.as_str()).collect();
+            return Err(ConfigError::Generate(format!(
+                "no minion `{node}` in the config (known: {}); add it with `packhunt config frontend --name {node}`",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        let (_, agent_port) = parse_node(node).map_err(ConfigError::Generate)?;
+        Ok(FrontendIdentity {
+            name: minion.name.clone(),
+            agent_port,
+            certificate: minion.certificate.clone(),
+            private_key: minion.private_key.clone(),
+            role: FrontendRole::Minion(minion.clone()),
+        })
+    }
+
+    /// Every frontend's name, the master first.
+    pub fn frontend_names(&self) -> Vec<String> {
+        std::iter::once(self.master_name()).chain(self.minions.iter().map(|m| m.name.clone())).collect()
     }
 
     /// This frontend's name: `public_host:agent_port`.
     pub fn master_name(&self) -> String {
         format!("{}:{}", self.frontend.public_host, self.frontend.agent_port)
     }
+}
+
+/// Splits a frontend name `HOST:PORT` (IPv6 hosts in brackets).
+pub fn parse_node(name: &str) -> Result<(String, u16), String> {
+    let url = crate::agent::url::ServerUrl::parse(&format!("https://{name}/")).map_err(|e| format!("`{name}` is not HOST:PORT: {e}"))?;
+    Ok((url.host, url.port))
 }
 
 impl ClientConfig {
@@ -329,9 +421,14 @@ impl ClientConfig {
 /// Writes `value` as TOML to `path` atomically (temp file + rename).
 pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), ConfigError> {
     let text = toml::to_string_pretty(value).map_err(|e| ConfigError::Generate(e.to_string()))?;
+    write_text(path, &text)
+}
+
+/// Writes `text` to `path` atomically (temp file + rename).
+pub fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
     let tmp = path.with_extension("toml.tmp");
     let write = |p: &Path, t: &str| std::fs::write(p, t);
-    write(&tmp, &text)
+    write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|source| ConfigError::Write { path: path.to_path_buf(), error: source })
 }

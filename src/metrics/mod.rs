@@ -88,6 +88,32 @@ impl ConnectionRefusal {
     }
 }
 
+/// The replication queues whose drops are counted; `queue` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationQueue {
+    /// executors -> replication thread (crossbeam).
+    Outbound,
+    /// replication thread -> hub.
+    Inbound,
+    /// one peer's stream on the link (slow or stuck peer).
+    Link,
+    /// queued while no link was up (presence is resent as a snapshot).
+    LinkDown,
+}
+
+impl ReplicationQueue {
+    pub const ALL: [ReplicationQueue; 4] = [Self::Outbound, Self::Inbound, Self::Link, Self::LinkDown];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+            Self::Link => "link",
+            Self::LinkDown => "link_down",
+        }
+    }
+}
+
 /// Flow state transitions, counted once each as they are written to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEvent {
@@ -117,6 +143,15 @@ pub struct Metrics {
     pub files_uploaded_bytes: AtomicU64,
     pub api_requests: AtomicU64,
     pub api_unauthorized: AtomicU64,
+    pub replication_links_up: AtomicI64,
+    pub replication_sent: AtomicU64,
+    pub replication_received: AtomicU64,
+    /// Links the master refused: failed TLS (not signed by the CA), unknown minion name,
+    /// or a certificate other than the one configured for the name.
+    pub replication_refused: AtomicU64,
+    /// A minion's attempts to link to the master that failed or ended.
+    pub replication_link_failures: AtomicU64,
+    replication_dropped: [AtomicU64; ReplicationQueue::ALL.len()],
     upload_rejections: [AtomicU64; RejectReason::ALL.len()],
     connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
     flow_events: [AtomicU64; 4],
@@ -144,6 +179,14 @@ impl Metrics {
         self.flow_events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn replication_dropped(&self, queue: ReplicationQueue) {
+        self.replication_dropped[queue as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn replication_dropped_count(&self, queue: ReplicationQueue) -> u64 {
+        self.replication_dropped[queue as usize].load(Ordering::Relaxed)
+    }
+
     pub fn upload_rejections(&self, reason: RejectReason) -> u64 {
         let i = RejectReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
         self.upload_rejections[i].load(Ordering::Relaxed)
@@ -152,7 +195,7 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),
             ("packhunt_handshakes_completed_total", "Agent mTLS handshakes completed", &self.handshakes_completed),
             ("packhunt_handshakes_resumed_total", "Completed agent handshakes that resumed a session (ticket): about half the CPU of a full one", &self.handshakes_resumed),
@@ -169,11 +212,16 @@ impl Metrics {
             ("packhunt_file_upload_bytes_total", "Uploaded file bytes written", &self.files_uploaded_bytes),
             ("packhunt_api_requests_total", "GUI/API requests served", &self.api_requests),
             ("packhunt_api_unauthorized_total", "GUI/API requests refused for missing or wrong credentials", &self.api_unauthorized),
+            ("packhunt_replication_sent_total", "Messages sent on replication links", &self.replication_sent),
+            ("packhunt_replication_received_total", "Messages received on replication links", &self.replication_received),
+            ("packhunt_replication_refused_total", "Replication links refused (not CA-signed, unknown minion, wrong certificate)", &self.replication_refused),
+            ("packhunt_replication_link_failures_total", "Minion links to the master that failed to open or broke", &self.replication_link_failures),
         ];
         for (name, help, value) in counters {
             write_metric(&mut out, name, help, "counter", &[("", value.load(Ordering::Relaxed) as i64)]);
         }
-        let gauges: [(&str, &str, &AtomicI64); 2] = [
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
+            ("packhunt_replication_links_up", "Replication links up (master: minions linked; minion: 1 when linked to the master)", &self.replication_links_up),
             ("packhunt_connections_open", "Agent connections open", &self.connections_open),
             ("packhunt_sessions_open", "Agents with an open task stream", &self.sessions_open),
         ];
@@ -192,6 +240,12 @@ impl Metrics {
             .map(|(r, v)| (format!("reason=\"{}\"", r.label()), v.load(Ordering::Relaxed) as i64))
             .collect();
         write_labelled(&mut out, "packhunt_connection_refusals_total", "Agent connections ended early, by reason", &refusals);
+        let dropped: Vec<(String, i64)> = ReplicationQueue::ALL
+            .iter()
+            .zip(&self.replication_dropped)
+            .map(|(q, v)| (format!("queue=\"{}\"", q.label()), v.load(Ordering::Relaxed) as i64))
+            .collect();
+        write_labelled(&mut out, "packhunt_replication_dropped_total", "Replication messages dropped, by queue (each queue's when-full policy: src/replication)", &dropped);
         let flows: Vec<(String, i64)> = ["scheduled", "in_progress", "finished", "error"]
             .iter()
             .zip(&self.flow_events)

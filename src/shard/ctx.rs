@@ -22,6 +22,8 @@ pub struct ShardCtx {
     pub datastore: Datastore,
     /// `host:port` of this frontend, as agents and the API name it.
     pub frontend_name: String,
+    /// The port this frontend serves agents on (the master's or this minion's).
+    pub agent_port: u16,
     pub sessions: Registry,
     pub presence: PresenceSender,
     shutdown: ShutdownSignal,
@@ -34,6 +36,7 @@ impl ShardCtx {
         config: Arc<ServerConfig>,
         datastore: Datastore,
         frontend_name: String,
+        agent_port: u16,
         presence: PresenceSender,
         shutdown: ShutdownSignal,
     ) -> Rc<Self> {
@@ -42,6 +45,7 @@ impl ShardCtx {
             config,
             datastore,
             frontend_name,
+            agent_port,
             sessions: Registry::default(),
             presence,
             shutdown,

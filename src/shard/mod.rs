@@ -6,6 +6,7 @@
 
 pub mod ctx;
 pub mod deadline;
+pub mod hub;
 pub mod mesh;
 pub mod offload;
 pub mod pool;

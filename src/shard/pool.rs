@@ -2,6 +2,7 @@
 //! executor for the GUI/API, the queues between them; then waits for SIGINT/SIGTERM
 //! and shuts everything down in order (stop accepting, finish uploads, close files).
 
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use futures_rustls::TlsAcceptor;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::api::{self, presence::Presence, ApiCtx};
-use crate::config::{GuiPriority, ServerConfig};
+use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
+use crate::replication::queue::{self as link_queue, InboxReceiver, Outbox};
+use crate::replication::thread::LinkThread;
 use crate::datastore::Datastore;
 use crate::limits::MIN_IO_MEMORY_BYTES;
 use crate::shard::ctx::{ShardCtx, ShutdownSignal};
@@ -30,6 +33,8 @@ pub enum FrontendError {
     Bind { what: String, source: std::io::Error },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    #[error("replication: {0}")]
+    Replication(#[from] crate::replication::ReplicationError),
 }
 
 /// How long start-up may take before the frontend gives up (an executor that died
@@ -39,28 +44,29 @@ const STARTUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20)
 /// What each executor reports once its listeners are bound (or failed to).
 type Ready = Result<(), FrontendError>;
 
-/// Runs a master frontend until SIGINT/SIGTERM.
-pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
+/// Runs a frontend (the master, or the minion `identity` names) until SIGINT/SIGTERM.
+pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, config_path: PathBuf) -> Result<(), FrontendError> {
     if !config.frontend.transparent_huge_pages {
         disable_transparent_huge_pages();
     }
     let datastore = Datastore::open(config.datastore.location.clone(), config.datastore.fsync_documents)?;
-    let agent_tls = TlsAcceptor::from(agent_server_config(&config.frontend.certificate, &config.frontend.private_key)?);
-    let gui_tls = TlsAcceptor::from(gui_server_config(&config.frontend.certificate, &config.frontend.private_key)?);
+    let agent_tls = TlsAcceptor::from(agent_server_config(&identity.certificate, &identity.private_key)?);
+    let gui_tls = TlsAcceptor::from(gui_server_config(&identity.certificate, &identity.private_key)?);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let shards = if config.frontend.shards == 0 { cores } else { config.frontend.shards };
     let (priority_ends, shard_ends) = mesh::build(shards);
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     let shutdown: ShutdownSignal = stop_rx.shared();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-    let name = config.master_name();
+    let name = identity.name.clone();
+    let (link, link_thread) = start_replication(&config, &identity, config_path)?;
 
-    let api = ApiSetup { config: config.clone(), datastore: datastore.clone(), ends: priority_ends, tls: gui_tls, name: name.clone() };
-    let mut api = Some(api);
+    let hub = HubSetup { config: config.clone(), identity: identity.clone(), datastore: datastore.clone(), ends: priority_ends, tls: gui_tls, link };
+    let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
-        let on_shard = if config.gui.priority == GuiPriority::Shared && shard == 0 { api.take() } else { None };
-        let setup = ShardSetup { shard, config: config.clone(), datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), api: on_shard };
+        let on_shard = if config.gui.priority == GuiPriority::Shared && shard == 0 { hub.take() } else { None };
+        let setup = ShardSetup { shard, config: config.clone(), agent_port: identity.agent_port, datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), hub: on_shard };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
             .io_memory(config.frontend.io_memory_bytes)
@@ -71,7 +77,7 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
             .map_err(|e| FrontendError::Executor { name: format!("agent-shard-{shard}"), message: e.to_string() })?;
         handles.push(handle);
     }
-    if let Some(api) = api {
+    if let Some(hub) = hub {
         // The kernel, not glommio's fair share, decides between this thread and the
         // agent shards: it is unpinned, usually idle, and niced above them.
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
@@ -82,13 +88,13 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
         let handle = builder
             .spawn(move || {
                 favour_this_thread();
-                run_api(api, stop, ready)
+                run_hub(hub, stop, ready)
             })
             .map_err(|e| FrontendError::Executor { name: "priority".into(), message: e.to_string() })?;
         handles.push(handle);
     }
     drop(ready_tx);
-    // Every shard reports, and so does the API wherever it runs.
+    // Every shard reports, and so does the hub wherever it runs.
     for _ in 0..shards + 1 {
         match ready_rx.recv_timeout(STARTUP_DEADLINE) {
             Ok(Ok(())) => {}
@@ -99,18 +105,53 @@ pub fn run_frontend(config: Arc<ServerConfig>) -> Result<(), FrontendError> {
             }
         }
     }
-    crate::say!(
-        "packhunt frontend {name} ready: agents on {}:{} ({shards} shards), GUI/API on https://{}:{}/ (priority: {:?})",
-        config.frontend.bind_address, config.frontend.agent_port, config.gui.bind_address, config.gui.port, config.gui.priority
-    );
+    let agents = format!("agents on {}:{} ({shards} shards)", config.frontend.bind_address, identity.agent_port);
+    match &identity.role {
+        FrontendRole::Master => crate::say!(
+            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}:{}/ (priority: {:?}){}",
+            config.gui.bind_address,
+            config.gui.port,
+            config.gui.priority,
+            if config.minions.is_empty() { String::new() } else { format!(", minions link on port {}", config.frontend.replication_port) }
+        ),
+        FrontendRole::Minion(_) => crate::say!(
+            "packhunt minion {name} ready: {agents}, linking to the master at {}:{}",
+            config.frontend.public_host,
+            config.frontend.replication_port
+        ),
+    }
     wait_for_signal()?;
     crate::say!("packhunt frontend stopping: finishing uploads in flight");
     let _ = stop_tx.send(());
     for handle in handles {
         let _ = handle.join();
     }
+    if let Some(thread) = link_thread {
+        thread.stop();
+    }
     crate::say!("packhunt frontend stopped");
     Ok(())
+}
+
+/// The hub's ends of the replication queues.
+type LinkEnds = (Outbox, InboxReceiver);
+
+/// Starts the replication thread: on a minion always, on the master once minions are
+/// configured (a single-frontend deployment opens no replication port).
+fn start_replication(config: &Arc<ServerConfig>, identity: &FrontendIdentity, config_path: PathBuf) -> Result<(Option<LinkEnds>, Option<LinkThread>), FrontendError> {
+    if identity.is_master() && config.minions.is_empty() {
+        return Ok((None, None));
+    }
+    let (outbox, outbox_rx) = link_queue::outbox();
+    let (inbox, inbox_rx) = link_queue::inbox();
+    let thread = match identity.role {
+        FrontendRole::Master => {
+            let listener = crate::replication::master::bind(config)?;
+            crate::replication::thread::spawn_master(config.clone(), config_path, listener, outbox_rx, inbox)?
+        }
+        FrontendRole::Minion(_) => crate::replication::thread::spawn_minion(config.clone(), identity.clone(), outbox_rx, inbox)?,
+    };
+    Ok((Some((outbox, inbox_rx)), Some(thread)))
 }
 
 /// The datastore I/O threads of one executor (see `shard::offload`): unpinned, since
@@ -126,39 +167,41 @@ fn wait_for_signal() -> Result<(), FrontendError> {
     Ok(())
 }
 
-struct ApiSetup {
+struct HubSetup {
     config: Arc<ServerConfig>,
+    identity: FrontendIdentity,
     datastore: Datastore,
     ends: PriorityEnds,
     tls: TlsAcceptor,
-    name: String,
+    link: Option<LinkEnds>,
 }
 
 struct ShardSetup {
     shard: usize,
     config: Arc<ServerConfig>,
+    agent_port: u16,
     datastore: Datastore,
     ends: ShardEnds,
     tls: TlsAcceptor,
     name: String,
-    api: Option<ApiSetup>,
+    hub: Option<HubSetup>,
 }
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
-    let ShardSetup { shard, config, datastore, ends, tls, name, api } = setup;
-    // In the `shared` baseline the API runs here: start it before waiting on the queue
-    // ends below, since their other ends are the API's and would never connect.
-    if let Some(api) = api {
-        glommio::spawn_local(run_api(api, shutdown.clone(), ready.clone())).detach();
+    let ShardSetup { shard, config, agent_port, datastore, ends, tls, name, hub } = setup;
+    // In the `shared` baseline the hub runs here: start it before waiting on the queue
+    // ends below, since their other ends are the hub's and would never connect.
+    if let Some(hub) = hub {
+        glommio::spawn_local(run_hub(hub, shutdown.clone(), ready.clone())).detach();
     }
     // Connect both queue ends first: the API side waits for every shard.
     let presence = mesh::connect_polled(ends.presence.connect()).await;
     let notifications = mesh::connect_polled(ends.notifications.connect()).await;
-    let ctx = ShardCtx::new(shard, config, datastore, name, presence, shutdown.clone());
+    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, presence, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {
-            let what = format!("agent port {}:{}", ctx.config.frontend.bind_address, ctx.config.frontend.agent_port);
+            let what = format!("agent port {}:{}", ctx.config.frontend.bind_address, ctx.agent_port);
             let _ = ready.send(Err(FrontendError::Bind { what, source }));
             return;
         }
@@ -178,25 +221,43 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     crate::transport::accept::run(ctx, listener, tls).await;
 }
 
-async fn run_api(setup: ApiSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
-    let ApiSetup { config, datastore, ends, tls, name } = setup;
-    let presence = Rc::new(Presence::default());
+async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
+    let HubSetup { config, identity, datastore, ends, tls, link } = setup;
+    let is_master = identity.is_master();
+    let minions: Vec<(String, &'static str)> = if is_master { config.minions.iter().map(|m| (m.name.clone(), "minion")).collect() } else { Vec::new() };
+    let presence = Rc::new(Presence::new(&identity.name, is_master, &minions));
+    // A minion reports its agents to the master; the master has no one to report to.
+    let forward = if is_master { None } else { link.as_ref().map(|(outbox, _)| outbox.clone()) };
     for receiver in ends.presence {
         let events = mesh::connect_polled(receiver.connect()).await;
-        glommio::spawn_local(api::presence::follow(presence.clone(), events)).detach();
+        glommio::spawn_local(api::presence::follow(presence.clone(), events, forward.clone())).detach();
     }
-    let notifier = Notifier::connect(ends.notifications).await;
-    let listener = match api::bind(&config) {
+    let notifier = Rc::new(Notifier::connect(ends.notifications).await);
+    let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
+    if let Some((outbox, inbox)) = link {
+        glommio::spawn_local(crate::shard::hub::follow_replication(presence.clone(), notifier.clone(), outbox, inbox)).detach();
+    }
+    let port = match &identity.role {
+        FrontendRole::Master => Some(config.gui.port),
+        FrontendRole::Minion(minion) => minion.metrics_port,
+    };
+    let Some(port) = port else {
+        let _ = ready.send(Ok(()));
+        let _ = shutdown.await;
+        return;
+    };
+    let listener = match api::bind(&config.gui.bind_address, port) {
         Ok(l) => l,
         Err(source) => {
-            let what = format!("GUI port {}:{}", config.gui.bind_address, config.gui.port);
+            let what = format!("{} port {}:{port}", if is_master { "GUI" } else { "metrics" }, config.gui.bind_address);
             let _ = ready.send(Err(FrontendError::Bind { what, source }));
             return;
         }
     };
     let _ = ready.send(Ok(()));
     let auth = api::auth::Authenticator::new(config.users.clone());
-    let ctx = Rc::new(ApiCtx { config, datastore, notifier, presence, auth, frontend_name: name });
+    let (replication, metrics_only) = if is_master { (replication, false) } else { (None, true) };
+    let ctx = Rc::new(ApiCtx { config, datastore, notifier, replication, presence, auth, frontend_name: identity.name, metrics_only });
     api::serve(ctx, listener, tls, shutdown).await;
 }
 

@@ -4,3 +4,4 @@ pub mod agent_key;
 pub mod identity;
 pub mod client;
 pub mod server;
+pub mod replication;

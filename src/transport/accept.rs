@@ -32,8 +32,7 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
-    let f = &ctx.config.frontend;
-    TcpListener::bind((f.bind_address.as_str(), f.agent_port)).map_err(io::Error::from)
+    TcpListener::bind((ctx.config.frontend.bind_address.as_str(), ctx.agent_port)).map_err(io::Error::from)
 }
 
 /// Accepts until shutdown, then drains this shard's connections.

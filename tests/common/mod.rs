@@ -54,12 +54,20 @@ pub struct Deployment {
 impl Deployment {
     /// Generates a config and starts a frontend; `edit` may change server.config.toml.
     pub fn start_with(edit: impl FnOnce(&mut String)) -> Result<Self> {
+        let mut d = Self::generate_with(edit)?;
+        d.start_frontend()?;
+        Ok(d)
+    }
+
+    /// Generates a config without starting anything (add minions, then start).
+    pub fn generate_with(edit: impl FnOnce(&mut String)) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (agent_port, gui_port) = (free_port(), free_port());
+        let (agent_port, gui_port, replication_port) = (free_port(), free_port(), free_port());
         let status = Command::new(packhunt_bin())
             .args(["config", "generate", "--out"])
             .arg(dir.path())
             .args(["--frontend-port", &agent_port.to_string(), "--gui-port", &gui_port.to_string()])
+            .args(["--replication-port", &replication_port.to_string()])
             .args(["--admin-password", ADMIN_PASSWORD])
             .stdout(Stdio::null())
             .status()?;
@@ -71,9 +79,44 @@ impl Deployment {
         edit(&mut text);
         std::fs::write(&server_config, text)?;
         let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(dir.path().join("client.config.toml"))?)?;
-        let mut d = Deployment { dir, agent_port, gui_port, frontend: None, ca_pem: client.client.ca_certificate };
-        d.start_frontend()?;
-        Ok(d)
+        Ok(Deployment { dir, agent_port, gui_port, frontend: None, ca_pem: client.client.ca_certificate })
+    }
+
+    /// Adds a minion on a free loopback port (with a /metrics port) to the config.
+    pub fn add_minion(&self) -> Result<Minion> {
+        let (agent_port, metrics_port) = (free_port(), free_port());
+        let name = format!("127.0.0.1:{agent_port}");
+        let status = Command::new(packhunt_bin())
+            .args(["config", "frontend", "--config"])
+            .arg(self.path().join("server.config.toml"))
+            .args(["--name", &name, "--metrics-port", &metrics_port.to_string()])
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "config frontend failed");
+        Ok(Minion { name, agent_port, metrics_port, child: None })
+    }
+
+    /// Starts `minion` and waits for its ready line.
+    pub fn start_minion(&self, minion: &mut Minion) -> Result<()> {
+        self.start_minion_with_config(minion, &self.path().join("server.config.toml"))
+    }
+
+    /// Starts `minion` from the server config at `config`.
+    pub fn start_minion_with_config(&self, minion: &mut Minion, config: &Path) -> Result<()> {
+        let mut command = Command::new(packhunt_bin());
+        command.args(["frontend", "--config"]).arg(config).args(["--minion", "--node", &minion.name]);
+        minion.child = Some(spawn_until_ready(&mut command, "minion")?);
+        Ok(())
+    }
+
+    /// A client config listing only `urls` (agents start where the test wants them).
+    pub fn client_config_for(&self, name: &str, ports: &[u16], max_upload_bytes: Option<u64>) -> Result<PathBuf> {
+        self.client_config_with(name, |c| {
+            c.client.server_urls = ports.iter().map(|p| format!("https://127.0.0.1:{p}/")).collect();
+            if let Some(max) = max_upload_bytes {
+                c.client.max_upload_bytes = max;
+            }
+        })
     }
 
     pub fn start() -> Result<Self> {
@@ -94,38 +137,17 @@ impl Deployment {
 
     /// Starts the frontend and waits for its ready line.
     pub fn start_frontend(&mut self) -> Result<()> {
-        let mut child = Command::new(packhunt_bin())
-            .args(["frontend", "--config"])
-            .arg(self.path().join("server.config.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        // Read the ready line on a thread so a frontend that never gets ready fails the
-        // test instead of hanging it.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let first = rx.recv_timeout(Duration::from_secs(30));
-        let line = match first {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => {
-                let _ = child.kill();
-                bail!("frontend exited before it was ready");
-            }
-            Err(_) => {
-                let _ = child.kill();
-                bail!("frontend not ready within 30 s");
-            }
-        };
-        if !line.contains("ready") {
-            let _ = child.kill();
-            bail!("unexpected first line from frontend: {line}");
-        }
-        self.frontend = Some(child);
+        let mut command = Command::new(packhunt_bin());
+        command.args(["frontend", "--config"]).arg(self.path().join("server.config.toml"));
+        self.frontend = Some(spawn_until_ready(&mut command, "frontend")?);
+        Ok(())
+    }
+
+    /// kill -9 of the master.
+    pub fn kill_frontend(&mut self) -> Result<()> {
+        let mut child = self.frontend.take().context("no frontend running")?;
+        child.kill()?;
+        child.wait()?;
         Ok(())
     }
 
@@ -155,10 +177,7 @@ impl Deployment {
 
     /// One series' value from /metrics, e.g. `packhunt_upload_rejections_total{reason="bad_name"}`.
     pub fn metric(&self, series: &str) -> Result<u64> {
-        let (code, text) = self.api().get_text("/metrics")?;
-        anyhow::ensure!(code == 200, "/metrics answered {code}");
-        let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
-        value.with_context(|| format!("{series} missing from /metrics"))
+        metric_from(&self.api(), series)
     }
 
     /// Waits until `n` agents show as connected in the API.
@@ -210,6 +229,76 @@ impl Deployment {
         }
         Ok(done)
     }
+}
+
+/// Spawns a packhunt frontend and waits for its first stdout line, which must say
+/// "ready". The line is read on a thread so a process that never gets ready fails the
+/// test instead of hanging it.
+fn spawn_until_ready(command: &mut Command, what: &str) -> Result<Child> {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(Ok(line))) => line,
+        Ok(_) => {
+            let _ = child.kill();
+            bail!("{what} exited before it was ready");
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!("{what} not ready within 30 s");
+        }
+    };
+    if !line.contains("ready") {
+        let _ = child.kill();
+        bail!("unexpected first line from {what}: {line}");
+    }
+    Ok(child)
+}
+
+/// A minion frontend of a test deployment; killed on drop.
+pub struct Minion {
+    pub name: String,
+    pub agent_port: u16,
+    pub metrics_port: u16,
+    child: Option<Child>,
+}
+
+impl Minion {
+    /// kill -9: no goodbye to agents or the master.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("minion not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// One series' value from the minion's /metrics.
+    pub fn metric(&self, deployment: &Deployment, series: &str) -> Result<u64> {
+        let api = Api { port: self.metrics_port, ..deployment.api() };
+        metric_from(&api, series)
+    }
+}
+
+impl Drop for Minion {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn metric_from(api: &Api, series: &str) -> Result<u64> {
+    let (code, text) = api.get_text("/metrics")?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+    value.with_context(|| format!("{series} missing from /metrics"))
 }
 
 impl Drop for Deployment {
@@ -302,6 +391,75 @@ impl Api {
     }
 }
 
+/// Paging the connected clients (offset + limit, with `total`) lists every agent once.
+pub fn assert_connected_pages_cover(api: &Api, ids: &[String]) -> anyhow::Result<()> {
+    let page = ids.len() / 3 + 1;
+    let mut seen = Vec::new();
+    for offset in (0..ids.len() + page).step_by(page) {
+        let (status, body) = api.get(&format!("/api/v1/clients?connected=true&offset={offset}&limit={page}"))?;
+        assert_eq!(status, 200);
+        assert_eq!(body["total"].as_u64(), Some(ids.len() as u64));
+        seen.extend(body["items"].as_array().unwrap().iter().map(|c| c["client_id"].as_str().unwrap().to_string()));
+    }
+    let (mut seen_sorted, mut want) = (seen.clone(), ids.to_vec());
+    seen_sorted.sort();
+    want.sort();
+    assert_eq!(seen.len(), ids.len(), "no client twice, none past the end");
+    assert_eq!(seen_sorted, want);
+    Ok(())
+}
+
+/// Runs `clients` loadgen agents with `config`, checks every one is listed as connected,
+/// calls `on_connected` with their ids, schedules `artifacts` for each and checks every
+/// flow finishes with exactly the rows loadgen sent (API and disk). Returns the report.
+pub fn run_fleet(
+    deployment: &Deployment,
+    clients: usize,
+    config: &std::path::Path,
+    extra: &[&str],
+    artifacts: &[&str],
+    on_connected: impl FnOnce(&[String]) -> anyhow::Result<()>,
+) -> anyhow::Result<serde_json::Value> {
+    let report = deployment.path().join("report.json");
+    let mut loadgen = Proc(
+        Command::new(loadgen_bin())
+            .arg("--config")
+            .arg(config)
+            .args(["--clients", &clients.to_string(), "--duration-s", "240", "--exit-after-flows", &clients.to_string()])
+            .arg("--report")
+            .arg(&report)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let ids = deployment.wait_connected(clients, Duration::from_secs(120))?;
+    let api = deployment.api();
+    assert_connected_pages_cover(&api, &ids)?;
+    on_connected(&ids)?;
+    let mut flows = Vec::new();
+    for id in &ids {
+        flows.push((id.clone(), api.collect(id, artifacts)?));
+    }
+    let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
+    assert!(loadgen.0.wait()?.success(), "loadgen exits once every flow is delivered");
+    let sent = loadgen_rows_sent(&report)?;
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert_eq!(sent.len(), clients, "loadgen delivered one flow per agent");
+    for status in &statuses {
+        let flow = status["flow_id"].as_str().unwrap();
+        assert_eq!(status["state"], "finished", "{status}");
+        assert_eq!(status["total_rows"].as_u64(), Some(sent[flow]), "flow {flow}: server rows = rows loadgen sent");
+    }
+    // What is on disk is exactly that too: no row lost, none duplicated.
+    for (client, flow) in flows.iter().take(50) {
+        let on_disk: usize = artifacts.iter().map(|a| count_lines(&flow_results(&deployment.datastore(), client, flow, a))).sum();
+        assert_eq!(on_disk as u64, sent[flow.as_str()], "flow {flow} on disk");
+    }
+    assert_eq!(report["tasks_received"].as_u64(), Some(clients as u64));
+    Ok(report)
+}
+
 /// Lines of a file (for checking what landed on disk).
 pub fn count_lines(path: &Path) -> usize {
     std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
@@ -339,8 +497,13 @@ pub struct RawAgent {
 
 impl RawAgent {
     pub fn connect(deployment: &Deployment) -> Result<Self> {
+        Self::connect_with(&deployment.client_config())
+    }
+
+    /// Connects to the first URL of the client config at `path`.
+    pub fn connect_with(path: &Path) -> Result<Self> {
         use packhunt::protocol::pb;
-        let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
+        let config = packhunt::config::ClientConfig::load(path)?;
         let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
         let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
         let url = packhunt::agent::url::ServerUrl::parse(&config.client.server_urls[0])?;

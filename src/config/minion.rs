@@ -1,0 +1,144 @@
+//! `packhunt config frontend`: adds a minion frontend to a deployment. Issues its
+//! certificate from the deployment CA, appends a `[[minions]]` entry to
+//! server.config.toml (keeping the operator's comments and edits: the file is edited, not
+//! re-serialised) and lists the minion's URL in client.config.toml next to it, so agents
+//! configured from then on spread over every frontend.
+
+use std::path::{Path, PathBuf};
+
+use super::generate::{issue_frontend_certificate, write_private_file, CLIENT_CONFIG_FILE};
+use super::{parse_node, ClientConfig, ConfigError, ServerConfig};
+use crate::agent::url::ServerUrl;
+
+/// What `add_minion` wrote.
+#[derive(Debug, Clone)]
+pub struct AddedMinion {
+    pub name: String,
+    /// The client config whose URL list now names the minion, if there was one.
+    pub client_config_path: Option<PathBuf>,
+}
+
+/// Adds minion `name` (HOST:PORT) to the server config at `path`.
+pub fn add_minion(path: &Path, name: &str, metrics_port: Option<u16>) -> Result<AddedMinion, ConfigError> {
+    // Load first: a broken config is reported as such, not as an edit failure.
+    let config = ServerConfig::load(path)?;
+    let (host, _) = parse_node(name).map_err(ConfigError::Generate)?;
+    if config.frontend_names().iter().any(|n| n == name) {
+        return Err(ConfigError::Generate(format!("frontend `{name}` is already in {}", path.display())));
+    }
+    let (certificate, private_key) =
+        issue_frontend_certificate(&config.tls.ca_certificate, &config.tls.ca_private_key, &host)?;
+
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let mut entry = toml_edit::Table::new();
+    entry["name"] = toml_edit::value(name);
+    entry["certificate"] = toml_edit::value(certificate);
+    entry["private_key"] = toml_edit::value(private_key);
+    if let Some(port) = metrics_port {
+        entry["metrics_port"] = toml_edit::value(i64::from(port));
+    }
+    // An empty inline `minions = []` (as older files have) becomes [[minions]] tables.
+    if doc.get("minions").and_then(|m| m.as_array()).is_some_and(|a| a.is_empty()) {
+        doc.remove("minions");
+    }
+    let minions = doc
+        .entry("minions")
+        .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .ok_or_else(|| ConfigError::Invalid { path: path.to_path_buf(), key: "minions".into(), message: "must be an array of [[minions]] tables".into() })?;
+    minions.push(entry);
+    let edited = doc.to_string();
+    // Check the edited text loads before it replaces the file.
+    let mut check: ServerConfig =
+        toml::from_str(&edited).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    check.datastore.location = config.datastore.location.clone();
+    write_private_file(path, &edited)?;
+
+    let client_path = path.with_file_name(CLIENT_CONFIG_FILE);
+    let client_config_path = if client_path.exists() {
+        add_client_url(&client_path, &ServerUrl { host, port: parse_node(name).map_err(ConfigError::Generate)?.1 })?;
+        Some(client_path)
+    } else {
+        None
+    };
+    Ok(AddedMinion { name: name.to_string(), client_config_path })
+}
+
+/// Appends `url` to the client config's server_urls unless it is listed already.
+fn add_client_url(path: &Path, url: &ServerUrl) -> Result<(), ConfigError> {
+    // Validate as the agent would, then edit the text.
+    ClientConfig::load(path)?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let urls = doc["client"]["server_urls"]
+        .as_array_mut()
+        .ok_or_else(|| ConfigError::Invalid { path: path.to_path_buf(), key: "client.server_urls".into(), message: "must be an array".into() })?;
+    let url = url.to_string();
+    if !urls.iter().any(|u| u.as_str() == Some(url.as_str())) {
+        urls.push(url);
+    }
+    super::write_text(path, &doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: `config frontend` adds a minion whose certificate chains to the deployment
+    //! CA, which the same config can then run, and which agents learn about.
+    use super::*;
+    use crate::config::generate::{generate, GenerateOptions};
+
+    fn deployment() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = GenerateOptions::new(dir.path());
+        opts.admin_password = Some("pw".into());
+        let path = generate(&opts).unwrap().server_config_path;
+        (dir, path)
+    }
+
+    #[test]
+    fn adds_a_minion_that_loads_and_is_listed_for_agents() {
+        let (dir, path) = deployment();
+        let before = std::fs::read_to_string(&path).unwrap();
+        let added = add_minion(&path, "127.0.0.1:9100", Some(9101)).unwrap();
+        assert_eq!(added.client_config_path.as_deref(), Some(dir.path().join("client.config.toml").as_path()));
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with(before.lines().next().unwrap()), "the header comment is kept");
+
+        let config = ServerConfig::load(&path).unwrap();
+        let identity = config.identity(Some("127.0.0.1:9100")).unwrap();
+        assert_eq!(identity.agent_port, 9100);
+        assert!(!identity.is_master());
+        assert_eq!(config.minions[0].metrics_port, Some(9101));
+        // The minion's certificate is for its host and chains to the CA the agents pin.
+        crate::config::generate::test_support::verify_server(&config.tls.ca_certificate, &identity.certificate, "127.0.0.1")
+            .expect("an agent accepts the minion's certificate");
+
+        let client = ClientConfig::load(&dir.path().join("client.config.toml")).unwrap();
+        assert_eq!(client.client.server_urls, vec!["https://127.0.0.1:8000/".to_string(), "https://127.0.0.1:9100/".to_string()]);
+    }
+
+    #[test]
+    fn refuses_a_second_minion_of_the_same_name_and_the_master_name() {
+        let (_dir, path) = deployment();
+        add_minion(&path, "127.0.0.1:9100", None).unwrap();
+        let err = add_minion(&path, "127.0.0.1:9100", None).unwrap_err();
+        assert!(err.to_string().contains("already"), "{err}");
+        let err = add_minion(&path, "127.0.0.1:8000", None).unwrap_err();
+        assert!(err.to_string().contains("already"), "{err}");
+        let err = add_minion(&path, "no-port", None).unwrap_err();
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+        assert_eq!(ServerConfig::load(&path).unwrap().minions.len(), 1, "failed adds change nothing");
+    }
+
+    #[test]
+    fn an_unknown_node_is_a_clear_error() {
+        let (_dir, path) = deployment();
+        add_minion(&path, "127.0.0.1:9100", None).unwrap();
+        let err = ServerConfig::load(&path).unwrap().identity(Some("127.0.0.1:9200")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("127.0.0.1:9200") && message.contains("127.0.0.1:9100"), "{message}");
+    }
+}

@@ -1,0 +1,306 @@
+//! The master's side of replication: a TLS listener whose peers must hold a certificate
+//! signed by the deployment CA, and a tonic service that admits a link only when its
+//! Hello names a configured minion whose configured certificate is the one presented.
+//! Admitted links feed the hub; what one minion sends for everybody is re-broadcast to
+//! the others, and what the master's own executors send goes to every minion.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::pb::envelope::Kind;
+use super::pb::replication_server::{Replication, ReplicationServer};
+use super::pb::{self, Envelope};
+use super::queue::{HubMessage, Inbox, OutboxReceiver};
+use super::{envelope, ReplicationError};
+use crate::config::{MinionEntry, ServerConfig};
+use crate::limits::{REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_LEN};
+use crate::metrics::{metrics, ReplicationQueue};
+
+/// Who is at the other end of a link, as TLS established it.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// DER of the peer's leaf certificate (verified against the CA in the handshake).
+    pub leaf: Option<Arc<[u8]>>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// A handshaken link connection, as tonic sees it.
+pub struct LinkIo {
+    inner: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    info: PeerInfo,
+}
+
+impl tonic::transport::server::Connected for LinkIo {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for LinkIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LinkIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// One linked minion: where its outgoing messages go.
+struct Peer {
+    id: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Envelope, Status>>,
+}
+
+struct MasterState {
+    name: String,
+    config_path: PathBuf,
+    /// Minions as the config listed them when last read; re-read when an unknown name
+    /// links, so a minion added while the master runs can join.
+    known: Mutex<Vec<MinionEntry>>,
+    peers: Mutex<HashMap<Arc<str>, Peer>>,
+    inbox: Inbox,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Service {
+    state: Arc<MasterState>,
+}
+
+/// Binds the replication port: done before the frontend reports ready, so a port in use
+/// is a start-up error.
+pub fn bind(config: &ServerConfig) -> Result<std::net::TcpListener, ReplicationError> {
+    let address = format!("{}:{}", config.frontend.bind_address, config.frontend.replication_port);
+    let listener = std::net::TcpListener::bind(&address).map_err(|source| ReplicationError::Bind { address: address.clone(), source })?;
+    listener.set_nonblocking(true).map_err(|source| ReplicationError::Bind { address, source })?;
+    Ok(listener)
+}
+
+/// Serves minion links until `shutdown` resolves.
+pub async fn run(
+    config: Arc<ServerConfig>,
+    config_path: PathBuf,
+    listener: std::net::TcpListener,
+    outbox: OutboxReceiver,
+    inbox: Inbox,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ReplicationError> {
+    let tls = crate::tls::replication::link_server_config(&config.tls.ca_certificate, &config.frontend.certificate, &config.frontend.private_key)?;
+    let listener = TcpListener::from_std(listener).map_err(|source| ReplicationError::Bind { address: "replication port".into(), source })?;
+    let state = Arc::new(MasterState {
+        name: config.master_name(),
+        config_path,
+        known: Mutex::new(config.minions.clone()),
+        peers: Mutex::new(HashMap::new()),
+        inbox,
+        next_id: AtomicU64::new(1),
+    });
+    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<LinkIo, std::io::Error>>(64);
+    let acceptor = tokio::spawn(accept_loop(listener, tokio_rustls::TlsAcceptor::from(tls), conn_tx));
+    let pump = tokio::spawn(broadcast_local(state.clone(), outbox));
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(REPLICATION_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(REPLICATION_KEEPALIVE_TIMEOUT))
+        .serve_with_incoming_shutdown(ReplicationServer::new(Service { state: state.clone() }), ReceiverStream::new(conn_rx), shutdown)
+        .await;
+    acceptor.abort();
+    pump.abort();
+    // Ends every minion's stream: they relink to the next master.
+    state.peers.lock().expect("peers lock").clear();
+    result.map_err(|e| ReplicationError::Config(format!("replication service: {e}")))
+}
+
+/// Accepts TCP connections and runs their TLS handshakes; refusals are counted, since
+/// a minion with a wrong certificate shows up nowhere else.
+async fn accept_loop(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, conns: tokio::sync::mpsc::Sender<Result<LinkIo, std::io::Error>>) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!("replication accept failed: {e}");
+                tokio::time::sleep(crate::limits::ACCEPT_BACKOFF_ON_EMFILE).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tls, conns) = (tls.clone(), conns.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::from(c.as_ref()));
+                    let _ = conns.send(Ok(LinkIo { inner: stream, info: PeerInfo { leaf, remote: Some(remote) } })).await;
+                }
+                Ok(Err(e)) => {
+                    metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%remote, "replication link refused in the TLS handshake: {e}");
+                }
+                Err(_) => {
+                    metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%remote, "replication link refused: no TLS handshake within {REPLICATION_HELLO_TIMEOUT:?}");
+                }
+            }
+        });
+    }
+}
+
+/// Sends what the master's executors queued (notifications, hunt events) to every minion.
+async fn broadcast_local(state: Arc<MasterState>, outbox: OutboxReceiver) {
+    loop {
+        outbox.ready().await;
+        // The master sends no presence to minions: nothing to resnapshot.
+        outbox.take_presence_lost();
+        while let Some(kind) = outbox.try_recv() {
+            state.send_to_all(None, kind);
+        }
+    }
+}
+
+impl MasterState {
+    /// Queues `kind` on every linked minion except `except`. A minion whose queue is
+    /// full loses the message (counted): it is a notification, whose task waits on disk.
+    fn send_to_all(&self, except: Option<&str>, kind: Kind) {
+        let peers = self.peers.lock().expect("peers lock");
+        for (name, peer) in peers.iter() {
+            if Some(&**name) == except {
+                continue;
+            }
+            match peer.tx.try_send(Ok(envelope(kind.clone()))) {
+                Ok(()) => {
+                    metrics().replication_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => metrics().replication_dropped(ReplicationQueue::Link),
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// The configured minion `name`, re-reading the config once if it is not known yet.
+    fn minion(&self, name: &str) -> Option<MinionEntry> {
+        let find = |known: &[MinionEntry]| known.iter().find(|m| m.name == name).cloned();
+        if let Some(found) = find(&self.known.lock().expect("known lock")) {
+            return Some(found);
+        }
+        match ServerConfig::load(&self.config_path) {
+            Ok(config) => {
+                let found = find(&config.minions);
+                *self.known.lock().expect("known lock") = config.minions;
+                found
+            }
+            Err(e) => {
+                tracing::warn!("cannot re-read {} for a new minion: {e}", self.config_path.display());
+                None
+            }
+        }
+    }
+
+    /// Checks a link's Hello against the config and the certificate TLS verified.
+    fn admit(&self, hello: &pb::Hello, peer: Option<&PeerInfo>) -> Result<(), Status> {
+        let refuse = |status: Status| {
+            metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(frontend = %hello.frontend, remote = ?peer.and_then(|p| p.remote), "replication link refused: {}", status.message());
+            Err(status)
+        };
+        let Some(leaf) = peer.and_then(|p| p.leaf.clone()) else {
+            return refuse(Status::unauthenticated("no client certificate"));
+        };
+        let Some(minion) = self.minion(&hello.frontend) else {
+            return refuse(Status::permission_denied(format!("`{}` is not a minion in the master's config", hello.frontend)));
+        };
+        let configured = crate::tls::pem::certificates(&minion.certificate).ok().and_then(|mut c| (!c.is_empty()).then(|| c.swap_remove(0)));
+        if configured.as_ref().map(|c| c.as_ref()) != Some(&*leaf) {
+            return refuse(Status::permission_denied(format!("the certificate presented is not the one configured for `{}`", hello.frontend)));
+        }
+        Ok(())
+    }
+
+    /// Hands a minion's message to the hub, and re-broadcasts what is meant for all.
+    fn route(&self, from: &Arc<str>, kind: Kind) {
+        metrics().replication_received.fetch_add(1, Ordering::Relaxed);
+        let for_everyone = matches!(kind, Kind::Notification(_) | Kind::Hunt(_) | Kind::Monitoring(_));
+        if for_everyone {
+            self.send_to_all(Some(from), kind.clone());
+        }
+        self.inbox.deliver(HubMessage::Remote { from: from.clone(), kind });
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for Service {
+    type LinkStream = ReceiverStream<Result<Envelope, Status>>;
+
+    async fn link(&self, request: Request<Streaming<Envelope>>) -> Result<Response<Self::LinkStream>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let mut incoming = request.into_inner();
+        let first = tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, incoming.message()).await;
+        let hello = match first {
+            Ok(Ok(Some(Envelope { kind: Some(Kind::Hello(hello)) }))) => hello,
+            _ => {
+                metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Status::invalid_argument("a link must start with Hello"));
+            }
+        };
+        let state = &self.state;
+        state.admit(&hello, peer.as_ref())?;
+        let name: Arc<str> = Arc::from(hello.frontend.as_str());
+        let (tx, rx) = tokio::sync::mpsc::channel(REPLICATION_LINK_QUEUE_LEN);
+        let reply = pb::Hello { frontend: state.name.clone(), version: env!("CARGO_PKG_VERSION").into() };
+        let _ = tx.try_send(Ok(envelope(Kind::Hello(reply))));
+        let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+        // A minion that relinks before its old link is seen dead replaces it.
+        let replaced = state.peers.lock().expect("peers lock").insert(name.clone(), Peer { id, tx }).is_some();
+        if !replaced {
+            metrics().replication_links_up.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(frontend = %name, "minion linked");
+        state.inbox.deliver(HubMessage::LinkUp { frontend: name.clone() });
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                match incoming.message().await {
+                    Ok(Some(Envelope { kind: Some(kind) })) => state.route(&name, kind),
+                    Ok(Some(Envelope { kind: None })) => {}
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(frontend = %name, "minion link broke: {}", status.message());
+                        break;
+                    }
+                }
+            }
+            let mut peers = state.peers.lock().expect("peers lock");
+            if peers.get(&name).map(|p| p.id) == Some(id) {
+                peers.remove(&name);
+                drop(peers);
+                metrics().replication_links_up.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(frontend = %name, "minion unlinked");
+                state.inbox.deliver(HubMessage::LinkDown { frontend: name });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,61 @@
+//! The hub: the executor that sees the whole frontend. It follows every agent shard's
+//! presence, owns the notifier to the shards, and is the glommio end of the replication
+//! stream: it applies what other frontends send (presence on the master, work
+//! notifications on minions) and answers the link's requests for presence snapshots.
+//! On the master it also serves the GUI/API; it runs on the priority executor.
+
+use std::rc::Rc;
+
+use futures::StreamExt;
+
+use crate::api::presence::Presence;
+use crate::ids::{ClientId, FlowId};
+use crate::limits::PRESENCE_SNAPSHOT_CHUNK;
+use crate::replication::pb::{self, envelope::Kind};
+use crate::replication::queue::{HubMessage, InboxReceiver, Outbox};
+use crate::shard::mesh::Notifier;
+
+/// Applies what the replication thread delivers until it stops.
+pub async fn follow_replication(presence: Rc<Presence>, notifier: Rc<Notifier>, outbox: Outbox, mut inbox: InboxReceiver) {
+    while let Some(message) = inbox.next().await {
+        match message {
+            HubMessage::Remote { from, kind } => apply_remote(&presence, &notifier, &from, kind).await,
+            HubMessage::LinkUp { frontend } => presence.set_link(&frontend, true),
+            HubMessage::LinkDown { frontend } => presence.set_link(&frontend, false),
+            HubMessage::SnapshotWanted => send_snapshot(&presence, &outbox),
+        }
+    }
+}
+
+async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind: Kind) {
+    match kind {
+        Kind::Presence(event) => presence.apply_remote(from, &event),
+        Kind::Snapshot(snapshot) => presence.apply_snapshot(from, &snapshot),
+        Kind::Notification(n) => match (ClientId::parse(&n.client_id), FlowId::parse(&n.flow_id)) {
+            (Ok(client_id), Ok(flow_id)) => {
+                // An empty frame: the shard builds it from request.json on the datastore.
+                let frame = (!n.frame.is_empty()).then_some(n.frame);
+                notifier.notify(&client_id, &flow_id, frame).await;
+            }
+            _ => tracing::warn!(frontend = from, "notification with malformed ids ignored"),
+        },
+        // Carried for hunts and live monitoring; nothing consumes them yet.
+        Kind::FlowState(_) | Kind::Hunt(_) | Kind::Monitoring(_) => {}
+        Kind::Hello(_) => {}
+    }
+}
+
+/// Queues this frontend's agents as snapshot chunks (one empty chunk when there are none,
+/// so the master still forgets what it knew). If the queue is full the snapshot is cut
+/// short; the dropped chunk flags presence as lost and a new snapshot follows.
+fn send_snapshot(presence: &Presence, outbox: &Outbox) {
+    let entries = presence.local_entries();
+    let chunks: Vec<&[pb::Presence]> = if entries.is_empty() { vec![&[]] } else { entries.chunks(PRESENCE_SNAPSHOT_CHUNK).collect() };
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let snapshot = pb::PresenceSnapshot { entries: chunk.to_vec(), first: i == 0, last: i == last };
+        if !outbox.offer(Kind::Snapshot(snapshot)) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Goal: a master and minions sharing one datastore act as one frontend: the master sees
+//! every agent wherever it is connected and tasks it there; a minion killed mid-upload
+//! loses no row (its agents move and resume from the shared datastore); a master restart
+//! leaves minions and agents running and tasking works again once they relink; a minion
+//! whose certificate the CA did not sign (or that claims another minion's name) is refused.
+//! Method: real frontend processes on loopback ports with one datastore folder, loadgen
+//! fleets and test-driven agents; counts compared between loadgen's report, the API and
+//! the files on disk.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use common::{count_lines, flow_results, run_fleet, Deployment, Minion, Proc, RawAgent};
+use serde_json::Value;
+
+/// A master with `minions` minions, all running.
+fn cluster(minions: usize) -> Result<(Deployment, Vec<Minion>)> {
+    let mut deployment = Deployment::generate_with(|_| {})?;
+    let mut added = (0..minions).map(|_| deployment.add_minion()).collect::<Result<Vec<_>>>()?;
+    deployment.start_frontend()?;
+    for minion in &mut added {
+        deployment.start_minion(minion)?;
+    }
+    wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true), "every minion linked")?;
+    Ok((deployment, added))
+}
+
+/// Polls GET /api/v1/frontends until `ok` holds for its items.
+fn wait_frontends(deployment: &Deployment, ok: impl Fn(&[Value]) -> bool, what: &str) -> Result<Vec<Value>> {
+    let started = Instant::now();
+    loop {
+        let (status, body) = deployment.api().get("/api/v1/frontends")?;
+        anyhow::ensure!(status == 200, "frontends answered {status}");
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if ok(&items) {
+            return Ok(items);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{what}: not within 30 s; frontends: {body}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
+    items.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
+}
+
+/// The frontend the master says `client` is connected to.
+fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<String>> {
+    let (_, body) = deployment.api().get(&format!("/api/v1/clients?search={client}"))?;
+    Ok(body["items"][0]["frontend"].as_str().map(str::to_string))
+}
+
+#[test]
+fn master_tasks_agents_on_every_frontend_and_results_land() -> Result<()> {
+    let (deployment, minions) = cluster(2)?;
+    let master = format!("127.0.0.1:{}", deployment.agent_port);
+    let clients = 300;
+    // The generated client config lists all three frontends; each agent picks one.
+    run_fleet(&deployment, clients, &deployment.client_config(), &[], &["Generic.Client.Info", "Linux.Sys.Users"], |ids| {
+        let items = wait_frontends(&deployment, |_| true, "frontends")?;
+        assert_eq!(items.len(), 3);
+        let mut total = 0;
+        for name in [&master, &minions[0].name, &minions[1].name] {
+            let f = frontend(&items, name);
+            assert_eq!(f["up"], true);
+            let n = f["connected_clients"].as_u64().unwrap();
+            assert!(n > 0, "agents spread over every frontend: {items:?}");
+            total += n;
+        }
+        assert_eq!(total, clients as u64, "each agent counted once: {items:?}");
+        assert_eq!(frontend(&items, &master)["role"], "master");
+        assert_eq!(frontend(&items, &minions[0].name)["role"], "minion");
+        // The client list names where each agent is.
+        let (_, list) = deployment.api().get(&format!("/api/v1/clients?connected=true&limit={}", ids.len()))?;
+        let on_minion = list["items"].as_array().unwrap().iter().filter(|c| c["frontend"] == minions[1].name.as_str()).count();
+        assert_eq!(on_minion as u64, frontend(&items, &minions[1].name)["connected_clients"].as_u64().unwrap());
+        Ok(())
+    })?;
+    // Tasks reached the minions' agents over the replication stream.
+    for minion in &minions {
+        assert!(minion.metric(&deployment, "packhunt_tasks_pushed_total")? > 0, "{} pushed tasks", minion.name);
+        assert_eq!(minion.metric(&deployment, "packhunt_replication_links_up")?, 1);
+        assert_eq!(minion.metric(&deployment, "packhunt_replication_dropped_total{queue=\"outbound\"}")?, 0);
+    }
+    assert_eq!(deployment.metric("packhunt_replication_links_up")?, 2);
+    Ok(())
+}
+
+#[test]
+fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
+    let (deployment, mut minions) = cluster(2)?;
+    let clients = 60;
+    let ports = [deployment.agent_port, minions[0].agent_port, minions[1].agent_port];
+    // Small uploads and long Pslist answers: each flow spans ~50 batches.
+    let config = deployment.client_config_for("small.client.config.toml", &ports, Some(16 * 1024))?;
+    let report = deployment.path().join("report.json");
+    let mut loadgen = Proc(
+        Command::new(common::loadgen_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["--clients", &clients.to_string(), "--duration-s", "240", "--exit-after-flows", &clients.to_string()])
+            .args(["--pslist-rows", "3000"])
+            .arg("--report")
+            .arg(&report)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let ids = deployment.wait_connected(clients, Duration::from_secs(60))?;
+    let victim = minions[0].name.clone();
+    let on_victim: Vec<String> = ids.iter().filter(|id| frontend_of(&deployment, id).ok().flatten().as_deref() == Some(victim.as_str())).cloned().collect();
+    assert!(!on_victim.is_empty(), "some agents are on the minion to be killed");
+    let api = deployment.api();
+    let flows: Vec<(String, String)> = ids.iter().map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?))).collect::<Result<_>>()?;
+    // Kill as soon as one of the victim's agents has rows on disk.
+    let watched = flows.iter().find(|(c, _)| c == &on_victim[0]).unwrap();
+    let started = Instant::now();
+    while count_lines(&flow_results(&deployment.datastore(), &watched.0, &watched.1, "Linux.Sys.Pslist")) == 0 {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "no rows from the victim's agent");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    minions[0].kill()?;
+    let unfinished = flows
+        .iter()
+        .filter(|(c, _)| on_victim.contains(c))
+        .filter(|(c, f)| api.get(&format!("/api/v1/clients/{c}/collections/{f}")).map(|(_, s)| s["state"] != "finished").unwrap_or(false))
+        .count();
+    assert!(unfinished > 0, "the kill caught the victim's agents mid-flow");
+
+    let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
+    assert!(loadgen.0.wait()?.success(), "loadgen exits once every flow is delivered");
+    let sent = common::loadgen_rows_sent(&report)?;
+    assert_eq!(sent.len(), clients);
+    for status in &statuses {
+        let flow = status["flow_id"].as_str().unwrap();
+        assert_eq!(status["state"], "finished", "{status}");
+        assert_eq!(status["total_rows"].as_u64(), Some(sent[flow]), "flow {flow}: rows stored = rows sent");
+    }
+    for (client, flow) in flows.iter().filter(|(c, _)| on_victim.contains(c)) {
+        let on_disk = count_lines(&flow_results(&deployment.datastore(), client, flow, "Linux.Sys.Pslist"));
+        assert_eq!(on_disk as u64, sent[flow.as_str()], "flow {flow} of a moved agent, on disk");
+    }
+    let items = wait_frontends(&deployment, |items| frontend(items, &victim)["up"] == false, "the killed minion shown down")?;
+    assert_eq!(frontend(&items, &victim)["connected_clients"], 0);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert!(report["reconnects"].as_u64().unwrap() >= on_victim.len() as u64, "the victim's agents reconnected elsewhere: {report}");
+    Ok(())
+}
+
+#[test]
+fn minions_relink_after_a_master_restart_and_tasking_works_again() -> Result<()> {
+    let (mut deployment, minions) = cluster(1)?;
+    let config = deployment.client_config_for("minion.client.config.toml", &[minions[0].agent_port], None)?;
+    let mut agent = RawAgent::connect_with(&config)?;
+    deployment.wait_connected(1, Duration::from_secs(20))?;
+    assert_eq!(frontend_of(&deployment, &agent.client_id)?.as_deref(), Some(minions[0].name.as_str()));
+    agent.tasked(&deployment, &["Generic.Client.Info"])?;
+
+    deployment.kill_frontend()?;
+    deployment.start_frontend()?;
+    // The minion relinks and resends its agents: the restarted master knows the agent
+    // without it reconnecting.
+    wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true) && frontend(items, &minions[0].name)["connected_clients"] == 1, "minion relinked with its agent")?;
+    assert_eq!(frontend_of(&deployment, &agent.client_id)?.as_deref(), Some(minions[0].name.as_str()));
+    agent.tasked(&deployment, &["Linux.Sys.Users"])?;
+    assert!(minions[0].metric(&deployment, "packhunt_replication_link_failures_total")? >= 1, "the broken link was counted");
+    Ok(())
+}
+
+#[test]
+fn minions_with_a_foreign_or_borrowed_certificate_are_refused() -> Result<()> {
+    let mut deployment = Deployment::generate_with(|_| {})?;
+    let mut rogue = deployment.add_minion()?;
+    let mut impostor = deployment.add_minion()?;
+    deployment.start_frontend()?;
+    let server_config = deployment.path().join("server.config.toml");
+    let shared: toml::Value = toml::from_str(&std::fs::read_to_string(&server_config)?)?;
+
+    // The rogue's copy of the config carries a certificate from another deployment's CA.
+    let other = Deployment::generate_with(|_| {})?;
+    let foreign = other.add_minion()?;
+    let other_config: toml::Value = toml::from_str(&std::fs::read_to_string(other.path().join("server.config.toml"))?)?;
+    let foreign_entry = other_config["minions"].as_array().unwrap().iter().find(|m| m["name"].as_str() == Some(&foreign.name)).unwrap().clone();
+    start_with_entry(&deployment, &shared, &mut rogue, "rogue", &foreign_entry)?;
+    // The impostor presents the rogue's real, CA-signed certificate under its own name.
+    let rogue_entry = shared["minions"].as_array().unwrap().iter().find(|m| m["name"].as_str() == Some(&rogue.name)).unwrap().clone();
+    start_with_entry(&deployment, &shared, &mut impostor, "impostor", &rogue_entry)?;
+
+    let started = Instant::now();
+    while deployment.metric("packhunt_replication_refused_total")? < 2 {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "both links refused within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, body) = deployment.api().get("/api/v1/frontends")?;
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(frontend(items, &rogue.name)["up"], false);
+    assert_eq!(frontend(items, &impostor.name)["up"], false);
+    assert_eq!(deployment.metric("packhunt_replication_links_up")?, 0);
+    assert!(impostor.metric(&deployment, "packhunt_replication_link_failures_total")? >= 1);
+    Ok(())
+}
+
+/// Starts `minion` from a copy of the shared config whose entry for it carries the
+/// certificate and key of `entry`.
+fn start_with_entry(deployment: &Deployment, shared: &toml::Value, minion: &mut Minion, label: &str, entry: &toml::Value) -> Result<()> {
+    let mut copy = shared.clone();
+    for m in copy["minions"].as_array_mut().unwrap() {
+        if m["name"].as_str() == Some(&minion.name) {
+            m["certificate"] = entry["certificate"].clone();
+            m["private_key"] = entry["private_key"].clone();
+        }
+    }
+    let path = deployment.path().join(format!("{label}.server.config.toml"));
+    std::fs::write(&path, toml::to_string(&copy)?)?;
+    deployment.start_minion_with_config(minion, &path)
+}
