@@ -81,6 +81,9 @@ fn master_tasks_agents_on_every_frontend_and_results_land() -> Result<()> {
         assert_eq!(on_minion as u64, frontend(&items, &minions[1].name)["connected_clients"].as_u64().unwrap());
         Ok(())
     })?;
+    // Every finished flow was reported once, by the frontend that served it.
+    let items = wait_frontends(&deployment, |items| items.iter().map(|f| f["flows_finished"].as_u64().unwrap()).sum::<u64>() == clients as u64, "finished flows reported")?;
+    assert!(items.iter().all(|f| f["flows_finished"].as_u64().unwrap() > 0), "{items:?}");
     // Tasks reached the minions' agents over the replication stream.
     for minion in &minions {
         assert!(minion.metric(&deployment, "packhunt_tasks_pushed_total")? > 0, "{} pushed tasks", minion.name);
@@ -152,23 +155,65 @@ fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
     Ok(())
 }
 
+/// Sends one Users row as batch 0 of `flow`, then the flow's end; both must be acknowledged.
+fn finish_with_one_row(agent: &mut RawAgent, flow: &str) -> Result<()> {
+    use packhunt::protocol::pb::{self, upload::Kind};
+    let batch = pb::ResultBatch { flow_id: flow.into(), artifact: "Linux.Sys.Users".into(), seq: 0, jsonl: "{\"user\":\"root\"}\n".into(), row_count: 1 };
+    let reply = agent.upload(&pb::Upload { kind: Some(Kind::Result(batch)) })?;
+    anyhow::ensure!(reply.status == 200, "batch answered {}", reply.status);
+    let artifacts = vec![pb::ArtifactRows { name: "Linux.Sys.Users".into(), rows: 1, batches: 1 }];
+    let done = pb::FlowStatus { flow_id: flow.into(), artifacts, ..Default::default() };
+    let reply = agent.upload(&pb::Upload { kind: Some(Kind::Status(done)) })?;
+    anyhow::ensure!(reply.status == 200, "flow status answered {}", reply.status);
+    Ok(())
+}
+
 #[test]
-fn minions_relink_after_a_master_restart_and_tasking_works_again() -> Result<()> {
+fn minions_serve_through_a_master_restart_and_tasking_works_again() -> Result<()> {
     let (mut deployment, minions) = cluster(1)?;
     let config = deployment.client_config_for("minion.client.config.toml", &[minions[0].agent_port], None)?;
     let mut agent = RawAgent::connect_with(&config)?;
     deployment.wait_connected(1, Duration::from_secs(20))?;
     assert_eq!(frontend_of(&deployment, &agent.client_id)?.as_deref(), Some(minions[0].name.as_str()));
-    agent.tasked(&deployment, &["Generic.Client.Info"])?;
+    let first = agent.tasked(&deployment, &["Linux.Sys.Users"])?;
 
     deployment.kill_frontend()?;
+    // Without a master the minion keeps serving: the result lands on the shared datastore.
+    finish_with_one_row(&mut agent, &first)?;
     deployment.start_frontend()?;
     // The minion relinks and resends its agents: the restarted master knows the agent
     // without it reconnecting.
     wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true) && frontend(items, &minions[0].name)["connected_clients"] == 1, "minion relinked with its agent")?;
     assert_eq!(frontend_of(&deployment, &agent.client_id)?.as_deref(), Some(minions[0].name.as_str()));
-    agent.tasked(&deployment, &["Linux.Sys.Users"])?;
+    let (_, status) = deployment.api().get(&format!("/api/v1/clients/{}/collections/{first}", agent.client_id))?;
+    assert_eq!(status["state"], "finished", "{status}");
+    assert_eq!(status["total_rows"], 1);
+    let second = agent.tasked(&deployment, &["Linux.Sys.Users"])?;
+    finish_with_one_row(&mut agent, &second)?;
+    // Flow states cross the link: the master counts the minion's finished flow.
+    wait_frontends(&deployment, |items| frontend(items, &minions[0].name)["flows_finished"] == 1, "the minion's finished flow reported")?;
     assert!(minions[0].metric(&deployment, "packhunt_replication_link_failures_total")? >= 1, "the broken link was counted");
+    Ok(())
+}
+
+#[test]
+fn a_task_scheduled_while_its_agent_is_between_frontends_is_delivered_where_it_lands() -> Result<()> {
+    let (deployment, minions) = cluster(2)?;
+    let to_first = deployment.client_config_for("first.client.config.toml", &[minions[0].agent_port], None)?;
+    let to_second = deployment.client_config_for("second.client.config.toml", &[minions[1].agent_port], None)?;
+    let agent = RawAgent::connect_with(&to_first)?;
+    let (client, identity) = (agent.client_id.clone(), agent.identity.clone());
+    deployment.wait_connected(1, Duration::from_secs(20))?;
+    drop(agent);
+    let started = Instant::now();
+    while frontend_of(&deployment, &client)?.is_some() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "the master never saw the agent leave");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
+    let mut agent = RawAgent::connect_as(&to_second, identity)?;
+    agent.expect_task(&flow)?;
+    assert_eq!(frontend_of(&deployment, &client)?.as_deref(), Some(minions[1].name.as_str()));
     Ok(())
 }
 

@@ -29,7 +29,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What loadgen (or a log) wants to know as the agent works. All default to nothing.
 pub trait Observer: Send + Sync + 'static {
-    fn connected(&self, _connect_time: Duration, _first: bool) {}
+    /// `url` is the frontend this connection is to: tasks that arrive until the next
+    /// `disconnected` came through it.
+    fn connected(&self, _url: &ServerUrl, _connect_time: Duration, _first: bool) {}
     fn disconnected(&self, _why: &str) {}
     fn task_received(&self, _task: &pb::Task) {}
     fn uploaded(&self, _bytes: u64, _rows: u64) {}
@@ -91,7 +93,7 @@ pub async fn run(
         let url = &opts.urls[next % n];
         match comms::connect(url, opts.tls.clone(), opts.local_ip).await {
             Ok((conn, tasks)) => {
-                observer.connected(conn.connect_time, first);
+                observer.connected(&conn.url, conn.connect_time, first);
                 first = false;
                 failures_in_round = 0;
                 round = 0;

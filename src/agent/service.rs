@@ -24,8 +24,8 @@ pub enum AgentError {
 struct LogObserver;
 
 impl Observer for LogObserver {
-    fn connected(&self, connect_time: Duration, _first: bool) {
-        tracing::info!(?connect_time, "connected");
+    fn connected(&self, url: &ServerUrl, connect_time: Duration, _first: bool) {
+        tracing::info!(%url, ?connect_time, "connected");
     }
     fn disconnected(&self, why: &str) {
         tracing::warn!("disconnected: {why}");

@@ -13,7 +13,8 @@ use std::rc::Rc;
 
 use crate::ids::ClientId;
 use crate::replication::pb;
-use crate::shard::mesh::{PresenceEvent, PresenceReceiver};
+use crate::datastore::FlowState;
+use crate::shard::mesh::{ShardEvent, ShardEventReceiver};
 
 /// Index into `Presence::frontends`; 0 is this frontend.
 type FrontendIdx = u16;
@@ -33,6 +34,10 @@ pub struct FrontendView {
     pub role: &'static str,
     pub up: bool,
     pub connected_clients: usize,
+    /// Flows whose agent finished (or failed) them while connected here, since this
+    /// process started: which frontends carry the work.
+    pub flows_finished: u64,
+    pub flows_failed: u64,
 }
 
 pub struct Presence {
@@ -44,21 +49,38 @@ impl Presence {
     /// `this` is this frontend's name; `others` the frontends it expects to hear from
     /// (the master lists its configured minions, down until they link).
     pub fn new(this: &str, this_is_master: bool, others: &[(String, &'static str)]) -> Self {
-        let own = FrontendView { name: Rc::from(this), role: if this_is_master { "master" } else { "minion" }, up: true, connected_clients: 0 };
+        let own = FrontendView::new(Rc::from(this), if this_is_master { "master" } else { "minion" }, true);
         let mut frontends = vec![own];
-        frontends.extend(others.iter().map(|(name, role)| FrontendView { name: Rc::from(name.as_str()), role, up: false, connected_clients: 0 }));
+        frontends.extend(others.iter().map(|(name, role)| FrontendView::new(Rc::from(name.as_str()), role, false)));
         Self { live: RefCell::new(HashMap::new()), frontends: RefCell::new(frontends) }
     }
 
-    /// A presence event from one of this frontend's shards.
-    pub fn apply(&self, event: PresenceEvent) {
+    /// An event from one of this frontend's shards.
+    pub fn apply(&self, event: ShardEvent) {
         match event {
-            PresenceEvent::Connected { client_id, shard, session } => {
+            ShardEvent::Connected { client_id, shard, session } => {
                 self.connect(client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
             }
-            PresenceEvent::Disconnected { client_id, shard, session } => {
+            ShardEvent::Disconnected { client_id, shard, session } => {
                 self.disconnect(&client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
             }
+            ShardEvent::FlowState { state, .. } => self.count_flow(THIS_FRONTEND, state.as_str()),
+        }
+    }
+
+    /// A flow state change reported by frontend `from`.
+    pub fn apply_remote_flow(&self, from: &str, event: &pb::FlowState) {
+        let frontend = self.frontend_index(from);
+        self.count_flow(frontend, &event.state);
+    }
+
+    fn count_flow(&self, frontend: FrontendIdx, state: &str) {
+        let mut frontends = self.frontends.borrow_mut();
+        let view = &mut frontends[frontend as usize];
+        if state == FlowState::Finished.as_str() {
+            view.flows_finished += 1;
+        } else if state == FlowState::Error.as_str() {
+            view.flows_failed += 1;
         }
     }
 
@@ -124,7 +146,7 @@ impl Presence {
         if let Some(i) = frontends.iter().position(|f| &*f.name == name) {
             return i as FrontendIdx;
         }
-        frontends.push(FrontendView { name: Rc::from(name), role: "minion", up: true, connected_clients: 0 });
+        frontends.push(FrontendView::new(Rc::from(name), "minion", true));
         (frontends.len() - 1) as FrontendIdx
     }
 
@@ -164,26 +186,39 @@ impl Presence {
     }
 }
 
-/// The replication form of a shard's presence event.
-pub fn to_wire(event: &PresenceEvent) -> pb::Presence {
+/// The replication form of a shard's event.
+pub fn to_wire(event: &ShardEvent) -> pb::envelope::Kind {
+    use pb::envelope::Kind;
     match event {
-        PresenceEvent::Connected { client_id, shard, session } => {
-            pb::Presence { client_id: client_id.to_string(), connected: true, shard: *shard as u32, session: *session }
+        ShardEvent::Connected { client_id, shard, session } => {
+            Kind::Presence(pb::Presence { client_id: client_id.to_string(), connected: true, shard: *shard as u32, session: *session })
         }
-        PresenceEvent::Disconnected { client_id, shard, session } => {
-            pb::Presence { client_id: client_id.to_string(), connected: false, shard: *shard as u32, session: *session }
+        ShardEvent::Disconnected { client_id, shard, session } => {
+            Kind::Presence(pb::Presence { client_id: client_id.to_string(), connected: false, shard: *shard as u32, session: *session })
         }
+        ShardEvent::FlowState { client_id, flow_id, state, total_rows } => Kind::FlowState(pb::FlowState {
+            client_id: client_id.to_string(),
+            flow_id: flow_id.to_string(),
+            state: state.as_str().to_string(),
+            total_rows: *total_rows,
+        }),
     }
 }
 
-/// Applies one shard's presence events for as long as the shard runs; on a minion each
-/// is also queued for the master.
-pub async fn follow(presence: Rc<Presence>, events: PresenceReceiver, forward: Option<crate::replication::queue::Outbox>) {
+/// Applies one shard's events for as long as the shard runs; on a minion each is also
+/// queued for the master.
+pub async fn follow(presence: Rc<Presence>, events: ShardEventReceiver, forward: Option<crate::replication::queue::Outbox>) {
     while let Some(event) = events.recv().await {
         if let Some(outbox) = &forward {
-            outbox.offer(pb::envelope::Kind::Presence(to_wire(&event)));
+            outbox.offer(to_wire(&event));
         }
         presence.apply(event);
+    }
+}
+
+impl FrontendView {
+    fn new(name: Rc<str>, role: &'static str, up: bool) -> Self {
+        Self { name, role, up, connected_clients: 0, flows_finished: 0, flows_failed: 0 }
     }
 }
 
@@ -203,11 +238,11 @@ mod tests {
     fn late_disconnect_of_old_session_keeps_new_one() {
         let p = Presence::new("m:1", true, &[]);
         let c = id(1);
-        p.apply(PresenceEvent::Connected { client_id: c.clone(), shard: 0, session: 1 });
-        p.apply(PresenceEvent::Connected { client_id: c.clone(), shard: 1, session: 7 });
-        p.apply(PresenceEvent::Disconnected { client_id: c.clone(), shard: 0, session: 1 });
+        p.apply(ShardEvent::Connected { client_id: c.clone(), shard: 0, session: 1 });
+        p.apply(ShardEvent::Connected { client_id: c.clone(), shard: 1, session: 7 });
+        p.apply(ShardEvent::Disconnected { client_id: c.clone(), shard: 0, session: 1 });
         assert!(p.is_connected(&c));
-        p.apply(PresenceEvent::Disconnected { client_id: c.clone(), shard: 1, session: 7 });
+        p.apply(ShardEvent::Disconnected { client_id: c.clone(), shard: 1, session: 7 });
         assert!(!p.is_connected(&c));
         assert_eq!(p.frontends()[0].connected_clients, 0);
     }
@@ -228,7 +263,7 @@ mod tests {
         let p = Presence::new("master:1", true, &[("minion:2".into(), "minion")]);
         assert!(!p.frontends()[1].up, "configured minions are down until they link");
         p.set_link("minion:2", true);
-        p.apply(PresenceEvent::Connected { client_id: id(9), shard: 0, session: 1 });
+        p.apply(ShardEvent::Connected { client_id: id(9), shard: 0, session: 1 });
         p.apply_remote("minion:2", &wire(1, true, 1));
         p.apply_remote("minion:2", &wire(2, true, 1));
         p.set_link("minion:2", false);

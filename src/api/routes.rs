@@ -129,7 +129,16 @@ fn frontends(ctx: &ApiCtx) -> ApiResponse {
         .presence
         .frontends()
         .into_iter()
-        .map(|f| json!({ "name": &*f.name, "role": f.role, "connected_clients": f.connected_clients, "up": f.up }))
+        .map(|f| {
+            json!({
+                "name": &*f.name,
+                "role": f.role,
+                "connected_clients": f.connected_clients,
+                "up": f.up,
+                "flows_finished": f.flows_finished,
+                "flows_failed": f.flows_failed,
+            })
+        })
         .collect();
     json_response(StatusCode::OK, &json!({ "items": items }))
 }

@@ -51,6 +51,17 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// The name used in status.json, the API and the replication stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::InProgress => "in_progress",
+            Self::Finished => "finished",
+            Self::Error => "error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
     /// Finished, error and cancelled flows take no more batches.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Finished | Self::Error | Self::Cancelled)

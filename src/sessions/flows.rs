@@ -25,7 +25,8 @@ use crate::shard::offload::offload;
 pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 pub enum BatchOutcome {
-    Written { rows: u64, next_seq: u64 },
+    /// `started`: this batch moved the flow from scheduled to in progress.
+    Written { rows: u64, next_seq: u64, started: bool },
     Duplicate { next_seq: u64 },
     OutOfOrder { next_seq: u64 },
 }
@@ -126,25 +127,29 @@ impl OpenFlow {
             let state = format!("{:?}", self.status.state).to_lowercase();
             return Err(UploadError::FlowClosed { flow: flow_id, state });
         }
-        let outcome = match set.append_batch(seq, jsonl)? {
-            AppendOutcome::Written { rows } => BatchOutcome::Written { rows, next_seq: set.next_seq() },
+        let mut outcome = match set.append_batch(seq, jsonl)? {
+            AppendOutcome::Written { rows } => BatchOutcome::Written { rows, next_seq: set.next_seq(), started: false },
             AppendOutcome::Duplicate => BatchOutcome::Duplicate { next_seq: set.next_seq() },
             AppendOutcome::OutOfOrder { expected } => BatchOutcome::OutOfOrder { next_seq: expected },
         };
-        if matches!(outcome, BatchOutcome::Written { .. }) && self.status.state == FlowState::Scheduled {
-            self.status.state = FlowState::InProgress;
-            self.status.start_time_ms = Some(now_ms());
-            datastore::write_status(&self.client, &self.status)?;
-            metrics().flow(FlowEvent::Started);
+        if let BatchOutcome::Written { started, .. } = &mut outcome {
+            if self.status.state == FlowState::Scheduled {
+                self.status.state = FlowState::InProgress;
+                self.status.start_time_ms = Some(now_ms());
+                datastore::write_status(&self.client, &self.status)?;
+                metrics().flow(FlowEvent::Started);
+                *started = true;
+            }
         }
         Ok(outcome)
     }
 
     /// The agent says the flow is done: count what is on disk (not what the agent
-    /// claims), record any difference as an error, and close the flow.
-    pub fn finish(&mut self, report: &pb::FlowStatus) -> Result<(), UploadError> {
+    /// claims), record any difference as an error, and close the flow. Returns the new
+    /// state and row count, or None for a resent status (already recorded).
+    pub fn finish(&mut self, report: &pb::FlowStatus) -> Result<Option<(FlowState, u64)>, UploadError> {
         if self.status.state.is_terminal() {
-            return Ok(()); // a resent status: already recorded
+            return Ok(None);
         }
         let mut status = self.status.clone();
         status.errors.extend(report.errors.iter().take(100).map(|e| e.chars().take(1000).collect::<String>()));
@@ -171,8 +176,9 @@ impl OpenFlow {
         datastore::write_status(&self.client, &status)?;
         datastore::remove_task(&self.client, self.dir.id())?;
         metrics().flow(if failed { FlowEvent::Errored } else { FlowEvent::Finished });
+        let changed = (status.state, status.total_rows);
         self.status = status;
-        Ok(())
+        Ok(Some(changed))
     }
 
     /// Writes a chunk of an uploaded file into the flow's uploads/ folder.

@@ -15,7 +15,7 @@ use crate::ids::{ClientId, FlowId};
 use crate::metrics::metrics;
 use crate::protocol::{framing, pb};
 use crate::shard::ctx::ShardCtx;
-use crate::shard::mesh::PresenceEvent;
+use crate::shard::mesh::ShardEvent;
 use crate::shard::offload::offload;
 
 /// Builds the task frame for a queued flow from its request.json. Blocking: run it
@@ -66,8 +66,8 @@ fn push(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) {
 pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respond: SendResponse<Bytes>) {
     let session_id = ctx.next_session_id();
     let mut registration = ctx.sessions.register(&client_id, session_id);
-    let connected = PresenceEvent::Connected { client_id: client_id.clone(), shard: ctx.shard, session: session_id };
-    let _ = ctx.presence.send(connected).await;
+    let connected = ShardEvent::Connected { client_id: client_id.clone(), shard: ctx.shard, session: session_id };
+    let _ = ctx.events.send(connected).await;
 
     let response = http::Response::builder()
         .status(200)
@@ -84,8 +84,8 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
     }
 
     if ctx.sessions.unregister(&client_id, session_id) {
-        let gone = PresenceEvent::Disconnected { client_id, shard: ctx.shard, session: session_id };
-        let _ = ctx.presence.send(gone).await;
+        let gone = ShardEvent::Disconnected { client_id, shard: ctx.shard, session: session_id };
+        let _ = ctx.events.send(gone).await;
     }
 }
 

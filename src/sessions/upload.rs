@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::datastore::{client_info, DatastoreError, Fault};
+use crate::datastore::{client_info, DatastoreError, Fault, FlowState};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::metrics::{metrics, RejectReason};
 use crate::protocol::framing::{self, FrameError};
@@ -17,6 +17,7 @@ use crate::datastore::ClientDir;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::shard::offload::offload;
 use crate::shard::ctx::ShardCtx;
+use crate::shard::mesh::ShardEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -138,9 +139,12 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
             let outcome = flows
                 .with_flow(ds, client_id, &flow_id, move |flow| flow.append(&batch.artifact, batch.seq, &batch.jsonl))
                 .await?;
+            if let BatchOutcome::Written { started: true, .. } = outcome {
+                report_flow_state(ctx, client_id, &flow_id, FlowState::InProgress, 0).await;
+            }
             let m = metrics();
             Ok(match outcome {
-                BatchOutcome::Written { rows, next_seq } => {
+                BatchOutcome::Written { rows, next_seq, .. } => {
                     m.rows_written.fetch_add(rows, Ordering::Relaxed);
                     m.result_bytes_written.fetch_add(bytes, Ordering::Relaxed);
                     Answer::ok(upload_ack::Status::Ok, next_seq)
@@ -157,7 +161,10 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
         }
         Kind::Status(status) => {
             let flow_id = FlowId::parse(&status.flow_id)?;
-            flows.with_flow(ds, client_id, &flow_id, move |flow| flow.finish(&status)).await?;
+            let id = flow_id.clone();
+            if let Some((state, total_rows)) = flows.with_flow(ds, client_id, &id, move |flow| flow.finish(&status)).await? {
+                report_flow_state(ctx, client_id, &flow_id, state, total_rows).await;
+            }
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
         Kind::File(chunk) => {
@@ -172,6 +179,12 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
     }
+}
+
+/// Tells the hub (and through it the master) that a flow changed state.
+async fn report_flow_state(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, state: FlowState, total_rows: u64) {
+    let event = ShardEvent::FlowState { client_id: client_id.clone(), flow_id: flow_id.clone(), state, total_rows };
+    let _ = ctx.events.send(event).await;
 }
 
 /// Writes info.json for a connecting agent (facts now, labels and first-seen kept); a

@@ -11,7 +11,7 @@ use futures::future::{FutureExt, Shared};
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
 use crate::sessions::registry::Registry;
-use crate::shard::mesh::PresenceSender;
+use crate::shard::mesh::ShardEventSender;
 
 /// Resolves once when the process is asked to stop.
 pub type ShutdownSignal = Shared<futures::channel::oneshot::Receiver<()>>;
@@ -25,7 +25,8 @@ pub struct ShardCtx {
     /// The port this frontend serves agents on (the master's or this minion's).
     pub agent_port: u16,
     pub sessions: Registry,
-    pub presence: PresenceSender,
+    /// Presence and flow-state events for the hub.
+    pub events: ShardEventSender,
     shutdown: ShutdownSignal,
     next_session_id: Cell<u64>,
 }
@@ -37,7 +38,7 @@ impl ShardCtx {
         datastore: Datastore,
         frontend_name: String,
         agent_port: u16,
-        presence: PresenceSender,
+        events: ShardEventSender,
         shutdown: ShutdownSignal,
     ) -> Rc<Self> {
         Rc::new(Self {
@@ -47,7 +48,7 @@ impl ShardCtx {
             frontend_name,
             agent_port,
             sessions: Registry::default(),
-            presence,
+            events,
             shutdown,
             next_session_id: Cell::new(1),
         })

@@ -39,8 +39,9 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             }
             _ => tracing::warn!(frontend = from, "notification with malformed ids ignored"),
         },
-        // Carried for hunts and live monitoring; nothing consumes them yet.
-        Kind::FlowState(_) | Kind::Hunt(_) | Kind::Monitoring(_) => {}
+        Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
+        // Room for hunts and live monitoring: carried, not yet produced.
+        Kind::Hunt(_) | Kind::Monitoring(_) => {}
         Kind::Hello(_) => {}
     }
 }

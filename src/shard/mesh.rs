@@ -7,8 +7,9 @@
 //! (`packhunt_notifications_dropped_total`); the work itself is never lost because it
 //! is queued on disk first and the agent picks it up when it next connects.
 //!
-//! shard -> priority: `PresenceEvent` (who is connected where), one queue per shard.
-//! When full: the shard waits (presence must not be lost or the client list lies).
+//! shard -> priority: `ShardEvent` (who is connected where, flows that changed state),
+//! one queue per shard. When full: the shard waits (presence must not be lost or the
+//! client list lies).
 
 use std::time::Duration;
 
@@ -33,33 +34,35 @@ pub enum ShardMessage {
 }
 
 #[derive(Debug, Clone)]
-pub enum PresenceEvent {
+pub enum ShardEvent {
     Connected { client_id: ClientId, shard: usize, session: u64 },
     Disconnected { client_id: ClientId, shard: usize, session: u64 },
+    /// A flow this shard's agent is writing started or ended.
+    FlowState { client_id: ClientId, flow_id: FlowId, state: crate::datastore::FlowState, total_rows: u64 },
 }
 
 /// The unconnected ends handed to one agent shard's thread.
 pub struct ShardEnds {
     pub notifications: SharedReceiver<ShardMessage>,
-    pub presence: SharedSender<PresenceEvent>,
+    pub events: SharedSender<ShardEvent>,
 }
 
 /// The unconnected ends handed to the priority executor's thread.
 pub struct PriorityEnds {
     pub notifications: Vec<SharedSender<ShardMessage>>,
-    pub presence: Vec<SharedReceiver<PresenceEvent>>,
+    pub events: Vec<SharedReceiver<ShardEvent>>,
 }
 
 /// Builds the queues for `shards` agent shards.
 pub fn build(shards: usize) -> (PriorityEnds, Vec<ShardEnds>) {
-    let mut priority = PriorityEnds { notifications: Vec::new(), presence: Vec::new() };
+    let mut priority = PriorityEnds { notifications: Vec::new(), events: Vec::new() };
     let mut ends = Vec::new();
     for _ in 0..shards {
         let (ntx, nrx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
         let (ptx, prx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
         priority.notifications.push(ntx);
-        priority.presence.push(prx);
-        ends.push(ShardEnds { notifications: nrx, presence: ptx });
+        priority.events.push(prx);
+        ends.push(ShardEnds { notifications: nrx, events: ptx });
     }
     (priority, ends)
 }
@@ -116,6 +119,6 @@ impl Notifier {
     }
 }
 
-pub type PresenceReceiver = ConnectedReceiver<PresenceEvent>;
+pub type ShardEventReceiver = ConnectedReceiver<ShardEvent>;
 pub type NotificationReceiver = ConnectedReceiver<ShardMessage>;
-pub type PresenceSender = ConnectedSender<PresenceEvent>;
+pub type ShardEventSender = ConnectedSender<ShardEvent>;

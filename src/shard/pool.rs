@@ -195,9 +195,9 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         glommio::spawn_local(run_hub(hub, shutdown.clone(), ready.clone())).detach();
     }
     // Connect both queue ends first: the API side waits for every shard.
-    let presence = mesh::connect_polled(ends.presence.connect()).await;
+    let events = mesh::connect_polled(ends.events.connect()).await;
     let notifications = mesh::connect_polled(ends.notifications.connect()).await;
-    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, presence, shutdown.clone());
+    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, events, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {
@@ -228,7 +228,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let presence = Rc::new(Presence::new(&identity.name, is_master, &minions));
     // A minion reports its agents to the master; the master has no one to report to.
     let forward = if is_master { None } else { link.as_ref().map(|(outbox, _)| outbox.clone()) };
-    for receiver in ends.presence {
+    for receiver in ends.events {
         let events = mesh::connect_polled(receiver.connect()).await;
         glommio::spawn_local(api::presence::follow(presence.clone(), events, forward.clone())).detach();
     }

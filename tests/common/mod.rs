@@ -493,6 +493,7 @@ pub struct RawAgent {
     pub conn: packhunt::agent::comms::Connection,
     pub tasks: packhunt::agent::comms::TaskStream,
     pub client_id: String,
+    pub identity: packhunt::tls::agent_key::AgentIdentity,
 }
 
 impl RawAgent {
@@ -502,9 +503,13 @@ impl RawAgent {
 
     /// Connects to the first URL of the client config at `path`.
     pub fn connect_with(path: &Path) -> Result<Self> {
+        Self::connect_as(path, packhunt::tls::agent_key::AgentIdentity::generate()?)
+    }
+
+    /// Connects as `identity` (the same agent again, e.g. through another frontend).
+    pub fn connect_as(path: &Path, identity: packhunt::tls::agent_key::AgentIdentity) -> Result<Self> {
         use packhunt::protocol::pb;
         let config = packhunt::config::ClientConfig::load(path)?;
-        let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
         let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
         let url = packhunt::agent::url::ServerUrl::parse(&config.client.server_urls[0])?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -512,23 +517,31 @@ impl RawAgent {
         let facts = pb::ClientInfo { hostname: "raw-agent".into(), os: "linux".into(), version: "test".into() };
         let status = rt.block_on(conn.upload(&pb::Upload { kind: Some(pb::upload::Kind::Info(facts)) }))?.status;
         anyhow::ensure!(status == 200, "ClientInfo answered {status}");
-        Ok(Self { rt, conn, tasks, client_id: identity.client_id().to_string() })
+        Ok(Self { rt, conn, tasks, client_id: identity.client_id().to_string(), identity })
     }
 
     /// Schedules a collection for this agent and reads its task off the stream.
     pub fn tasked(&mut self, deployment: &Deployment, artifacts: &[&str]) -> Result<String> {
-        use packhunt::protocol::pb;
         let flow = deployment.api().collect(&self.client_id, artifacts)?;
+        self.expect_task(&flow)?;
+        Ok(flow)
+    }
+
+    /// Reads the stream until the task for `flow` arrives (10 s at most).
+    pub fn expect_task(&mut self, flow: &str) -> Result<()> {
+        use packhunt::protocol::pb;
         let tasks = &mut self.tasks;
         self.rt.block_on(async {
-            loop {
-                if let Some(pb::server_message::Kind::Task(t)) = tasks.next().await?.and_then(|m| m.kind) {
-                    anyhow::ensure!(t.flow_id == flow, "task for another flow");
-                    return Ok(());
+            let wait = async {
+                loop {
+                    if let Some(pb::server_message::Kind::Task(t)) = tasks.next().await?.and_then(|m| m.kind) {
+                        anyhow::ensure!(t.flow_id == flow, "task for another flow");
+                        return Ok(());
+                    }
                 }
-            }
-        })?;
-        Ok(flow)
+            };
+            tokio::time::timeout(Duration::from_secs(10), wait).await.map_err(|_| anyhow::anyhow!("no task for {flow} within 10 s"))?
+        })
     }
 
     pub fn upload(&mut self, upload: &packhunt::protocol::pb::Upload) -> Result<packhunt::agent::comms::UploadReply> {
