@@ -187,7 +187,13 @@ async fn relay(
                         Ok(()) => {
                             metrics().replication_sent.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => metrics().replication_dropped(ReplicationQueue::Link),
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(dropped)) => {
+                            metrics().replication_dropped(ReplicationQueue::Link);
+                            // The master's picture of our agents is now wrong: resend it whole.
+                            if matches!(dropped.kind, Some(Kind::Presence(_) | Kind::Snapshot(_))) {
+                                inbox.deliver(HubMessage::SnapshotWanted);
+                            }
+                        }
                         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(LinkError::Closed),
                     }
                 }
