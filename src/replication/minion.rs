@@ -189,9 +189,10 @@ async fn relay(
                         }
                         Err(tokio::sync::mpsc::error::TrySendError::Full(dropped)) => {
                             metrics().replication_dropped(ReplicationQueue::Link);
-                            // The master's picture of our agents is now wrong: resend it whole.
+                            // The master's picture of our agents is now wrong: resend it whole
+                            // (once per burst of drops, see take_presence_lost above).
                             if matches!(dropped.kind, Some(Kind::Presence(_) | Kind::Snapshot(_))) {
-                                inbox.deliver(HubMessage::SnapshotWanted);
+                                outbox.mark_presence_lost();
                             }
                         }
                         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(LinkError::Closed),

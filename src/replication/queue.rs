@@ -88,6 +88,12 @@ impl OutboxReceiver {
         self.presence_lost.swap(false, Ordering::Relaxed)
     }
 
+    /// Presence was lost further down the line (the link's own queue): ask for a snapshot
+    /// the next time the receiver looks.
+    pub fn mark_presence_lost(&self) {
+        self.presence_lost.store(true, Ordering::Relaxed);
+    }
+
     /// Waits until something is queued or presence was lost, without taking a message.
     pub async fn ready(&self) {
         if !self.rx.is_empty() || self.presence_lost.load(Ordering::Relaxed) {
