@@ -17,6 +17,10 @@ pub fn default_concurrency() -> u32 {
     2 * cores * 8
 }
 
+/// How long an upload waits for a concurrency permit before it is refused (503 +
+/// Retry-After). Long enough to ride out a burst, short of the 60 s request timeout.
+pub const DEFAULT_CONCURRENCY_WAIT: Duration = Duration::from_secs(5);
+
 /// New agent connections accepted per second per frontend (DESIGN.md).
 pub const DEFAULT_MAX_CONNECTIONS_PER_SECOND: u32 = 200;
 

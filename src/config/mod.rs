@@ -127,7 +127,10 @@ pub struct DatastoreSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
+    /// Uploads processed at once by this frontend (split over its agent shards).
     pub concurrency: u32,
+    /// How long an upload waits for a concurrency permit before 503 + Retry-After.
+    pub concurrency_wait_ms: u64,
     pub max_connections_per_second: u32,
     pub hunt_recruitment_per_second: u32,
     pub max_upload_bytes: u64,
@@ -142,6 +145,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             concurrency: limits::default_concurrency(),
+            concurrency_wait_ms: limits::DEFAULT_CONCURRENCY_WAIT.as_millis() as u64,
             max_connections_per_second: limits::DEFAULT_MAX_CONNECTIONS_PER_SECOND,
             hunt_recruitment_per_second: limits::DEFAULT_HUNT_RECRUITMENT_PER_SECOND,
             max_upload_bytes: limits::DEFAULT_MAX_UPLOAD_BYTES,
@@ -154,6 +158,9 @@ impl Default for LimitsSection {
 }
 
 impl LimitsSection {
+    pub fn concurrency_wait(&self) -> Duration {
+        Duration::from_millis(self.concurrency_wait_ms)
+    }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }

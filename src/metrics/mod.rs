@@ -21,10 +21,11 @@ pub enum RejectReason {
     Overloaded,
     Timeout,
     Busy,
+    Concurrency,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::TooLarge,
         Self::BadFrame,
         Self::BadJsonl,
@@ -36,6 +37,7 @@ impl RejectReason {
         Self::Overloaded,
         Self::Timeout,
         Self::Busy,
+        Self::Concurrency,
     ];
 
     pub fn label(self) -> &'static str {
@@ -51,6 +53,7 @@ impl RejectReason {
             Self::Overloaded => "overloaded",
             Self::Timeout => "timeout",
             Self::Busy => "busy",
+            Self::Concurrency => "concurrency",
         }
     }
 }
@@ -144,6 +147,12 @@ pub struct Metrics {
     pub api_requests: AtomicU64,
     pub api_unauthorized: AtomicU64,
     pub replication_links_up: AtomicI64,
+    pub uploads_in_flight: AtomicI64,
+    pub uploads_waiting: AtomicI64,
+    pub upload_bytes_in_flight: AtomicI64,
+    /// Set at start: `concurrency` and `concurrency × max_upload_bytes`.
+    pub upload_concurrency_limit: AtomicI64,
+    pub upload_memory_bound_bytes: AtomicI64,
     pub replication_sent: AtomicU64,
     pub replication_received: AtomicU64,
     /// Links the master refused: failed TLS (not signed by the CA), unknown minion name,
@@ -220,7 +229,12 @@ impl Metrics {
         for (name, help, value) in counters {
             write_metric(&mut out, name, help, "counter", &[("", value.load(Ordering::Relaxed) as i64)]);
         }
-        let gauges: [(&str, &str, &AtomicI64); 3] = [
+        let gauges: [(&str, &str, &AtomicI64); 8] = [
+            ("packhunt_uploads_in_flight", "Uploads holding a concurrency permit (body being read or handled)", &self.uploads_in_flight),
+            ("packhunt_uploads_waiting", "Uploads waiting for a concurrency permit", &self.uploads_waiting),
+            ("packhunt_upload_bytes_in_flight", "Upload body bytes held in memory by uploads in flight", &self.upload_bytes_in_flight),
+            ("packhunt_upload_concurrency_limit", "limits.concurrency: uploads processed at once by this frontend", &self.upload_concurrency_limit),
+            ("packhunt_upload_memory_bound_bytes", "concurrency x max_upload_bytes: the most upload bodies held at once", &self.upload_memory_bound_bytes),
             ("packhunt_replication_links_up", "Replication links up (master: minions linked; minion: 1 when linked to the master)", &self.replication_links_up),
             ("packhunt_connections_open", "Agent connections open", &self.connections_open),
             ("packhunt_sessions_open", "Agents with an open task stream", &self.sessions_open),

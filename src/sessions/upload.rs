@@ -66,7 +66,7 @@ impl UploadError {
             RejectReason::NotYourFlow => StatusCode::FORBIDDEN,
             RejectReason::FlowClosed => StatusCode::CONFLICT,
             RejectReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            RejectReason::Overloaded | RejectReason::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::Overloaded | RejectReason::Busy | RejectReason::Concurrency => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -25,6 +25,8 @@ pub struct ShardCtx {
     /// The port this frontend serves agents on (the master's or this minion's).
     pub agent_port: u16,
     pub sessions: Registry,
+    /// This shard's share of the `concurrency` limit.
+    pub uploads: crate::transport::upload_permits::UploadPermits,
     /// Presence and flow-state events for the hub.
     pub events: ShardEventSender,
     shutdown: ShutdownSignal,
@@ -38,9 +40,11 @@ impl ShardCtx {
         datastore: Datastore,
         frontend_name: String,
         agent_port: u16,
+        upload_permits: u64,
         events: ShardEventSender,
         shutdown: ShutdownSignal,
     ) -> Rc<Self> {
+        let uploads = crate::transport::upload_permits::UploadPermits::new(upload_permits, config.limits.concurrency_wait());
         Rc::new(Self {
             shard,
             config,
@@ -48,6 +52,7 @@ impl ShardCtx {
             frontend_name,
             agent_port,
             sessions: Registry::default(),
+            uploads,
             events,
             shutdown,
             next_session_id: Cell::new(1),

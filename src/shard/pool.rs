@@ -60,13 +60,17 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let name = identity.name.clone();
     let (link, link_thread) = start_replication(&config, &identity, config_path)?;
+    let m = crate::metrics::metrics();
+    m.upload_concurrency_limit.store(i64::from(config.limits.concurrency), std::sync::atomic::Ordering::Relaxed);
+    let bound = u64::from(config.limits.concurrency).saturating_mul(config.limits.max_upload_bytes);
+    m.upload_memory_bound_bytes.store(bound.min(i64::MAX as u64) as i64, std::sync::atomic::Ordering::Relaxed);
 
     let hub = HubSetup { config: config.clone(), identity: identity.clone(), datastore: datastore.clone(), ends: priority_ends, tls: gui_tls, link };
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
         let on_shard = if config.gui.priority == GuiPriority::Shared && shard == 0 { hub.take() } else { None };
-        let setup = ShardSetup { shard, config: config.clone(), agent_port: identity.agent_port, datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), hub: on_shard };
+        let setup = ShardSetup { shard, shards, config: config.clone(), agent_port: identity.agent_port, datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), hub: on_shard };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
             .io_memory(config.frontend.io_memory_bytes)
@@ -178,6 +182,7 @@ struct HubSetup {
 
 struct ShardSetup {
     shard: usize,
+    shards: usize,
     config: Arc<ServerConfig>,
     agent_port: u16,
     datastore: Datastore,
@@ -188,7 +193,7 @@ struct ShardSetup {
 }
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
-    let ShardSetup { shard, config, agent_port, datastore, ends, tls, name, hub } = setup;
+    let ShardSetup { shard, shards, config, agent_port, datastore, ends, tls, name, hub } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
     if let Some(hub) = hub {
@@ -197,7 +202,8 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     // Connect both queue ends first: the API side waits for every shard.
     let events = mesh::connect_polled(ends.events.connect()).await;
     let notifications = mesh::connect_polled(ends.notifications.connect()).await;
-    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, events, shutdown.clone());
+    let upload_permits = crate::transport::upload_permits::shard_share(config.limits.concurrency, shards, shard);
+    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, upload_permits, events, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {

@@ -215,11 +215,20 @@ async fn handle_upload(
     respond: SendResponse<Bytes>,
 ) {
     let limits = &ctx.config.limits;
+    // The permit comes before the body: what is not admitted is never read into memory.
+    let Some(slot) = ctx.uploads.admit().await else {
+        metrics().upload_rejected(RejectReason::Concurrency);
+        let wait = crate::transport::upload_permits::retry_after();
+        return respond_bytes(respond, StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), Some(wait));
+    };
     let declared = body::declared_length(request.headers());
     let mut recv = request.into_body();
     let read = with_deadline(limits.request_timeout(), body::read_capped(&mut recv, declared, limits.max_upload_bytes));
     let answer = match read.await {
-        Some(Ok(bytes)) => upload::handle(&ctx, &client_id, &flows, bytes).await,
+        Some(Ok(bytes)) => {
+            slot.hold_bytes(bytes.len() as u64);
+            upload::handle(&ctx, &client_id, &flows, bytes).await
+        }
         Some(Err(BodyError::TooLarge { max_bytes })) => upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes }),
         Some(Err(BodyError::Stream(e))) => {
             tracing::debug!(client = %client_id, "upload body failed: {e}");

@@ -1,0 +1,138 @@
+//! Upload admission: the `concurrency` limit. A permit is taken before an upload's body
+//! is read and held until it is answered, so the bodies a frontend holds at once are at
+//! most `concurrency × max_upload_bytes`. Each agent shard holds its share of
+//! `concurrency` in a local semaphore: no lock or atomic crosses shards on this path.
+//!
+//! An upload that finds no permit waits, in a bounded queue (`WAITERS_PER_PERMIT` per
+//! permit) for at most `limits.concurrency_wait_ms`; past either bound it gets 503 with
+//! a Retry-After and the agent keeps the batch. While it waits, h2 holds at most one
+//! stream window (1 MiB) of its body, so waiting uploads add at most
+//! `waiters × stream window` on top of the bound above.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use glommio::sync::{Semaphore, StaticPermit};
+
+use crate::metrics::metrics;
+use crate::shard::deadline::with_deadline;
+
+/// Waiting uploads allowed per permit before new ones are refused at once.
+pub const WAITERS_PER_PERMIT: usize = 4;
+
+/// What a refused upload is told to wait, spread so that refused agents do not return
+/// together.
+pub const RETRY_AFTER_CONCURRENCY_MIN: Duration = Duration::from_secs(2);
+pub const RETRY_AFTER_CONCURRENCY_MAX: Duration = Duration::from_secs(10);
+
+pub struct UploadPermits {
+    permits: Rc<Semaphore>,
+    max_waiting: usize,
+    waiting: Cell<usize>,
+    wait: Duration,
+}
+
+/// Held while an upload is read and handled; updates the in-flight gauges.
+pub struct UploadSlot {
+    _permit: StaticPermit,
+    bytes: Cell<u64>,
+}
+
+impl UploadSlot {
+    /// The body read so far is held in memory until the answer.
+    pub fn hold_bytes(&self, bytes: u64) {
+        metrics().upload_bytes_in_flight.fetch_add(bytes as i64 - self.bytes.get() as i64, Ordering::Relaxed);
+        self.bytes.set(bytes);
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let m = metrics();
+        m.uploads_in_flight.fetch_sub(1, Ordering::Relaxed);
+        m.upload_bytes_in_flight.fetch_sub(self.bytes.get() as i64, Ordering::Relaxed);
+    }
+}
+
+/// This shard's share of `concurrency` (shares differ by at most one; every shard gets one).
+pub fn shard_share(concurrency: u32, shards: usize, shard: usize) -> u64 {
+    let (shards, shard) = (shards.max(1) as u64, shard as u64);
+    let concurrency = u64::from(concurrency);
+    (concurrency / shards + u64::from(shard < concurrency % shards)).max(1)
+}
+
+impl UploadPermits {
+    pub fn new(permits: u64, wait: Duration) -> Self {
+        Self { permits: Rc::new(Semaphore::new(permits)), max_waiting: permits as usize * WAITERS_PER_PERMIT, waiting: Cell::new(0), wait }
+    }
+
+    /// A slot for one upload, or None when the queue is full or the wait ran out.
+    pub async fn admit(&self) -> Option<UploadSlot> {
+        let permit = match self.permits.try_acquire_static_permit(1) {
+            Ok(permit) => permit,
+            Err(_) if self.waiting.get() >= self.max_waiting => return None,
+            Err(_) => {
+                self.waiting.set(self.waiting.get() + 1);
+                metrics().uploads_waiting.fetch_add(1, Ordering::Relaxed);
+                let acquired = with_deadline(self.wait, self.permits.acquire_static_permit(1)).await;
+                self.waiting.set(self.waiting.get() - 1);
+                metrics().uploads_waiting.fetch_sub(1, Ordering::Relaxed);
+                acquired?.ok()?
+            }
+        };
+        metrics().uploads_in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(UploadSlot { _permit: permit, bytes: Cell::new(0) })
+    }
+}
+
+/// A Retry-After for a refused upload, jittered between the bounds above.
+pub fn retry_after() -> Duration {
+    use rand::Rng;
+    let ms = rand::thread_rng().gen_range(RETRY_AFTER_CONCURRENCY_MIN.as_millis() as u64..=RETRY_AFTER_CONCURRENCY_MAX.as_millis() as u64);
+    // Retry-After carries whole seconds.
+    Duration::from_secs(ms.div_ceil(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_limit_and_never_starve_a_shard() {
+        assert_eq!((0..2).map(|s| shard_share(32, 2, s)).sum::<u64>(), 32);
+        assert_eq!((0..3).map(|s| shard_share(32, 3, s)).collect::<Vec<_>>(), vec![11, 11, 10]);
+        assert_eq!((0..4).map(|s| shard_share(2, 4, s)).collect::<Vec<_>>(), vec![1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn waits_then_refuses_and_bounds_the_queue() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let permits = Rc::new(UploadPermits::new(1, Duration::from_millis(50)));
+                let held = permits.admit().await.expect("the one permit");
+                // One permit allows WAITERS_PER_PERMIT waiters; they all time out.
+                let waiters: Vec<_> = (0..WAITERS_PER_PERMIT)
+                    .map(|_| {
+                        let p = permits.clone();
+                        glommio::spawn_local(async move { p.admit().await.is_some() })
+                    })
+                    .collect();
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                assert!(permits.admit().await.is_none(), "the queue is full: refused at once");
+                for w in waiters {
+                    assert!(!w.await, "no permit came back within the wait");
+                }
+                // A waiter gets the permit as soon as it is released.
+                let p = permits.clone();
+                let waiter = glommio::spawn_local(async move { p.admit().await.is_some() });
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                drop(held);
+                assert!(waiter.await);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
