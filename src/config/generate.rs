@@ -463,7 +463,7 @@ mod tests {
         // Left out of the file so each frontend sizes it for its own cores.
         assert_eq!(server.limits.concurrency, crate::limits::default_concurrency());
         let text = std::fs::read_to_string(&out.server_config_path).unwrap();
-        assert!(!text.lines().any(|l| l.starts_with("concurrency")), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("concurrency =")), "{text}");
         assert!(text.find("[frontend]") < text.find("[datastore]"), "struct order kept");
         assert_eq!(server.master_name(), "127.0.0.1:8000");
         let client = ClientConfig::load(&out.client_config_path).unwrap();
