@@ -75,6 +75,14 @@ deploy() {   # deploy DIR: a fresh deployment on free loopback ports; sets GUI_P
     echo "$GUI_PORT" >"$dir/gui.port"
     # The generated agent port binds 0.0.0.0; benchmarks stay on loopback.
     set_key "$dir" frontend bind_address '"127.0.0.1"'
+    unshed "$dir"
+}
+
+# unshed DIR: loadgen's --ramp-per-second paces the fleet; the frontend's load shedding
+# (max_connections_per_second, 200 by default) would cap every ramp at its rate and turn
+# ramp figures into a measure of the limit. MAX_CONNECTIONS_PER_SECOND overrides.
+unshed() {
+    set_key "$1" limits max_connections_per_second "${MAX_CONNECTIONS_PER_SECOND:-1000000}"
 }
 
 set_key() {   # set_key DIR SECTION KEY VALUE (TOML literal): replace a key the generator wrote
@@ -88,6 +96,30 @@ set_key() {   # set_key DIR SECTION KEY VALUE (TOML literal): replace a key the 
 }
 
 use_deployment() { GUI_PORT=$(cat "$1/gui.port"); }
+
+# deploy_cluster DIR MINIONS: a fresh deployment (as `deploy`) plus a replication port and
+# MINIONS minions on free loopback ports, each with a /metrics port. Sets GUI_PORT,
+# MASTER_NODE and MINION_NODES (HOST:PORT) and MINION_METRICS_PORTS (same order). Keys
+# set with set_key afterwards apply to every frontend: they share server.config.toml.
+deploy_cluster() {
+    local dir=$1 minions=$2 fport k node
+    fport=$(free_port)
+    GUI_PORT=$(free_port)
+    "$PACKHUNT" config generate --out "$dir" --admin-password "$PW" --frontend-port "$fport" \
+        --gui-port "$GUI_PORT" --replication-port "$(free_port)" >"$dir.generate.log" 2>&1
+    echo "$GUI_PORT" >"$dir/gui.port"
+    set_key "$dir" frontend bind_address '"127.0.0.1"'
+    unshed "$dir"
+    MASTER_NODE=127.0.0.1:$fport
+    MINION_NODES=() MINION_METRICS_PORTS=()
+    for ((k = 0; k < minions; k++)); do
+        node=127.0.0.1:$(free_port)
+        MINION_METRICS_PORTS+=("$(free_port)")
+        "$PACKHUNT" config frontend --config "$dir/server.config.toml" --name "$node" \
+            --metrics-port "${MINION_METRICS_PORTS[k]}" >>"$dir.generate.log" 2>&1
+        MINION_NODES+=("$node")
+    done
+}
 
 # ---------------------------------------------------------------- processes ----------
 start_frontend() {   # start_frontend DIR [ENV=VALUE ...]: sets FE_PID once it says ready
@@ -103,6 +135,34 @@ start_frontend() {   # start_frontend DIR [ENV=VALUE ...]: sets FE_PID once it s
     done
     log "frontend not ready after 30 s"
     exit 1
+}
+
+start_minion() {   # start_minion DIR HOST:PORT [ENV=VALUE ...]: sets FE_PID once it says ready
+    local dir=$1 node=$2 out i
+    shift 2
+    out=$dir/minion-${node##*:}
+    env "$@" "$PACKHUNT" frontend --config "$dir/server.config.toml" --minion --node "$node" >"$out.out" 2>"$out.err" &
+    FE_PID=$!
+    ALL_FE_PIDS+=("$FE_PID")
+    for ((i = 0; i < 300; i++)); do
+        grep -q ready "$out.out" 2>/dev/null && { log "minion $node $FE_PID: $(head -1 "$out.out")"; return; }
+        kill -0 "$FE_PID" 2>/dev/null || { log "minion $node died at start:"; tail -20 "$out.err" >&2; exit 1; }
+        sleep 0.1
+    done
+    log "minion $node not ready after 30 s"
+    exit 1
+}
+
+wait_frontends_up() {   # wait_frontends_up COUNT TIMEOUT_S -> 0 once the master lists COUNT frontends up
+    local want=$1 limit=$2 start up=0
+    start=$(now_ms)
+    while (($(now_ms) - start < limit * 1000)); do
+        up=$(api /api/v1/frontends 2>/dev/null | jq '[.items[]? | select(.up)] | length' 2>/dev/null || echo 0)
+        ((${up:-0} >= want)) && return 0
+        sleep 0.2
+    done
+    log "only ${up:-0} of $want frontends up after $limit s: $(api /api/v1/frontends 2>/dev/null)"
+    return 1
 }
 
 stop_frontend() {   # SIGTERM (graceful), SIGKILL after 15 s
@@ -204,6 +264,12 @@ cpu_ns() {
     [[ -n $1 && -d /proc/$1/task ]] || { echo 0; return; }
     cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'   # %d saturates at 2^31 in mawk
 }
+# run_wait_ns PID: time all the process's threads spent runnable but waiting for a CPU
+# (schedstat's second field), in ns: how much a busy neighbour delayed them.
+run_wait_ns() {
+    [[ -n $1 && -d /proc/$1/task ]] || { echo 0; return; }
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%.0f\n", s }'
+}
 # cpu_snap PID -> "wall_ms cpu_ns ticks"; cpu_delta A B -> "cpu_s wall_s ticks_s"
 cpu_snap() { echo "$(now_ms) $(cpu_ns "$1") $(proc_ticks "$1")"; }
 cpu_delta() {
@@ -222,6 +288,17 @@ dd_rate() {   # dd_rate DIR MB -> MB/s (10^6 bytes) of a sequential append with 
 
 calc() { awk "BEGIN { x = $1; printf \"%.${2:-2}f\n\", x }"; }
 
+box_busy_ticks() {   # CPU ticks the whole box spent busy (user, nice, system, irq, softirq) since boot
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
+}
+
+metrics_at() {   # metrics_at PORT FILE: /metrics of the frontend serving it on PORT (a minion's)
+    curl -sk --max-time 60 -u "admin:$PW" "https://127.0.0.1:$1/metrics" >"$2" 2>/dev/null || : >"$2"
+}
+metric_total_in() {   # metric_total_in FILE NAME -> sum over every label set of NAME (0 if absent)
+    awk -v m="$2" '{ n = $1; sub(/\{.*/, "", n) } n == m { s += $2 } END { printf "%.0f\n", s }' "$1"
+}
+
 # ---------------------------------------------------------------- results ------------
 # record FIGURE ARM VALUE: one repeat's value (in repeat order) of FIGURE for ARM.
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; log "  $1 [$2] = $3"; }
@@ -235,6 +312,14 @@ median_of() {   # median_of FIGURE ARM
     local vals
     mapfile -t vals < <(awk -F'\t' -v f="$1" -v a="$2" '$1 == f && $2 == a { print $3 }' "$RESULTS")
     median "${vals[@]}"
+}
+
+# difference LABEL FIGURE_A ARM_A FIGURE_B ARM_B: median(A) - median(B), in the ratios table
+difference() {
+    local a b
+    a=$(median_of "$2" "$3")
+    b=$(median_of "$4" "$5")
+    printf '%s\t%s\n' "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.3f", a - b }')" >>"$RATIOS"
 }
 
 # ratio LABEL FIGURE_A ARM_A FIGURE_B ARM_B: median(A) / median(B)

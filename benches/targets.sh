@@ -9,13 +9,15 @@
 #   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000; P3_FSYNC=true)
 #   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents (P4_FSYNC=false)
 #                                         (N=15000), [gui] priority executor vs shared
+#   bash benches/targets.sh p5 [N]        task delivery latency through a master + 2 minions, N agents
+#                                         over all three (N=15000): agents on the master vs on minions
 #   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
 #                                         reconnect (resumed / full) vs in-memory rustls
 #                                         handshakes (N=1000)
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
-# = unpinned), SHARDS ([frontend] shards; default 1 for p1, p1-fleet, p6 and the generated
+# = unpinned), SHARDS ([frontend] shards; default 1 for p1, p1-fleet, p5, p6 and the generated
 # 0 = one per core for p2, p3, p4), and per target: see the *_defaults lines below.
 #
 # Pinning: the frontend pins agent shard k to cpu k itself (src/shard/pool.rs); its
@@ -25,7 +27,8 @@
 # run on cpu 0 too (HS_CPU), the core the frontend's shard is measured on. p2, p3 and p4
 # keep the generated one-shard-per-core layout (a frontend as deployed), so there loadgen
 # (still on cpu 1) shares cpu 1 with shard 1: the box has only two cores. p1-fleet's three
-# frontends all put their one shard on cpu 0. curl and dd are never pinned.
+# frontends all put their one shard on cpu 0, and so do p5's master and minions. curl and dd
+# are never pinned.
 #
 # CPU figures are the frontend's whole-process CPU (all threads' schedstat run time;
 # utime + stime ticks are logged alongside in run.log). The box is shared: read single
@@ -36,7 +39,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,15p' "$0" >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -316,6 +319,109 @@ run_p4() {
     print_table "p4: GUI/API latency probe, idle vs $n uploading agents ($OUT)"
 }
 
+# ---------------------------------------------------------------- p5 -----------------
+# One deployment per repeat: a master and MINIONS minions sharing its datastore folder and
+# server.config.toml, one loadgen fleet whose agents each pick a random frontend from the
+# generated client.config.toml (all three URLs), and loadgen's tasking scenario scheduling
+# through the master's API. A task for an agent on the master goes API -> master shard; one
+# for an agent on a minion goes API -> master's replication thread -> gRPC stream (mTLS) ->
+# minion's replication thread -> minion hub -> minion shard. loadgen files each task's latency under the frontend the
+# agent was connected to when it arrived (task_latency_by_frontend), so both arms come from
+# the same run, the same scheduler and the same moments: "same" = agents on the master,
+# "cross" = agents on any minion (their histograms merged exactly by loadgen).
+#
+# SHARDS=1 for every frontend, as in p1-fleet: the three agent shards share cpu 0 and
+# loadgen has cpu 1. With one shard per frontend, a same-frontend task never crosses a
+# shard inside the frontend either, so the difference between the arms is the
+# frontend-to-frontend hop alone; one shard per core (the generated 0) would put six
+# pinned shards and loadgen on two cores and mix an intra-frontend shard hop into both
+# arms. 5,000 agents per frontend is a quarter of what one shard holds (P1).
+
+p5_one() {   # p5_one N REPEAT
+    local n=$1 r=$2 dir=$OUT/p5-$2 rp fe=() node k arm same cross_urls=() drops=0 f
+    local lg t0 wall box0 box1 lg0 lg1 fe0 fe1 wait0 wait1
+    deploy_cluster "$dir" "$MINIONS"
+    set_key "$dir" frontend shards "${SHARDS:-1}"
+    start_frontend "$dir"
+    fe+=("$FE_PID")
+    for node in "${MINION_NODES[@]}"; do
+        start_minion "$dir" "$node"
+        fe+=("$FE_PID")
+    done
+    wait_frontends_up $((MINIONS + 1)) 60 || true
+    # shellcheck disable=SC2046
+    fleet_up "$dir" tasking "$n" $((CONNECT_TIMEOUT + 900)) --scenario tasking \
+        --task-rate-per-second "$TASK_RATE" --probe-rate-per-second 0 $(api_args) || true
+    api /api/v1/frontends >"$dir/frontends.json" || true
+    # Where the box's CPU went while tasks flowed, and how long the frontends waited for a
+    # CPU: the box is shared, so each repeat's tail is read against what else ran.
+    lg=$(loadgen_pid)
+    t0=$(now_ms) box0=$(box_busy_ticks) lg0=$(cpu_ns "$lg") fe0=0 wait0=()
+    for f in "${fe[@]}"; do fe0=$((fe0 + $(cpu_ns "$f"))); wait0+=("$(run_wait_ns "$f")"); done
+    wait_progress tasks "$TASKS" $((TASKS * 4 / ${TASK_RATE%.*} + 120)) || true
+    wall=$(ms_to_s "$t0" "$(now_ms)") box1=$(box_busy_ticks) lg1=$(cpu_ns "$lg") fe1=0 wait1=()
+    for f in "${fe[@]}"; do fe1=$((fe1 + $(cpu_ns "$f"))); wait1+=("$(run_wait_ns "$f")"); done
+    stop_loadgen
+    metrics_to "$dir/metrics-master.txt"
+    for ((k = 0; k < MINIONS; k++)); do metrics_at "${MINION_METRICS_PORTS[k]}" "$dir/metrics-minion-$((k + 1)).txt"; done
+    for ((k = ${#fe[@]} - 1; k >= 0; k--)); do FE_PID=${fe[k]}; stop_frontend; done
+    [[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$dir/datastore"
+
+    rp=$dir/tasking.json
+    same=https://$MASTER_NODE/
+    for node in "${MINION_NODES[@]}"; do cross_urls+=(--frontend "https://$node/"); done
+    "$LOADGEN" --config "$dir/client.config.toml" --task-latency-of "$rp" --frontend "$same" >"$dir/latency-same.json" 2>>"$OUT/run.log" ||
+        echo '{}' >"$dir/latency-same.json"
+    "$LOADGEN" --config "$dir/client.config.toml" --task-latency-of "$rp" "${cross_urls[@]}" >"$dir/latency-cross.json" 2>>"$OUT/run.log" ||
+        echo '{}' >"$dir/latency-cross.json"
+    for arm in same cross; do
+        f=$dir/latency-$arm.json
+        record "task latency p50 (ms)" "$arm" "$(rep '.p50_us / 1000' "$f")"
+        record "task latency p99 (ms)" "$arm" "$(rep '.p99_us / 1000' "$f")"
+        record "task latency max (ms)" "$arm" "$(rep '.max_us / 1000' "$f")"
+        record "tasks received" "$arm" "$(rep '.count' "$f")"
+    done
+    for ((k = 0; k < MINIONS; k++)); do
+        record "task latency p99 (ms)" "minion-$((k + 1))" "$(rep ".task_latency_by_frontend[\"https://${MINION_NODES[k]}/\"].p99_us / 1000" "$rp")"
+    done
+    record "p99 cross - same (ms)" this-repeat "$(jq -rn --slurpfile a "$dir/latency-cross.json" --slurpfile b "$dir/latency-same.json" \
+        '($a[0].p99_us - $b[0].p99_us) / 1000' 2>/dev/null || echo '?')"
+    record "agents connected, master API" same "$(jq --arg m "$MASTER_NODE" '[.items[] | select(.name == $m) | .connected_clients] | add' "$dir/frontends.json" 2>/dev/null || echo '?')"
+    record "agents connected, master API" cross "$(jq --arg m "$MASTER_NODE" '[.items[] | select(.name != $m) | .connected_clients] | add' "$dir/frontends.json" 2>/dev/null || echo '?')"
+    record "tasks received / scheduled" all "$(rep '"\(.tasks_received)/\(.collections_scheduled)"' "$rp")"
+    record "time to connect all (s)" all "$RAMP_S"
+    for f in "$dir"/metrics-*.txt; do
+        drops=$((drops + $(metric_total_in "$f" packhunt_replication_dropped_total) + $(metric_total_in "$f" packhunt_notifications_dropped_total)))
+    done
+    record "replication + notification drops, all frontends" all "$drops"
+    record "tasking window (s)" all "$wall"
+    record "CPU-s/s while tasking (of $(nproc)): whole box" all "$(calc "($box1 - $box0) / $CLK_TCK / $wall")"
+    record "CPU-s/s while tasking: $((MINIONS + 1)) frontends" all "$(calc "($fe1 - $fe0) / 1e9 / $wall")"
+    record "CPU-s/s while tasking: loadgen" all "$(calc "($lg1 - $lg0) / 1e9 / $wall")"
+    record "CPU-s/s while tasking: everything else on the box" all \
+        "$(calc "($box1 - $box0) / $CLK_TCK / $wall - ($fe1 - $fe0 + $lg1 - $lg0) / 1e9 / $wall")"
+    for ((k = 0; k < ${#fe[@]}; k++)); do
+        record "run-queue wait while tasking, all threads (ms/s)" "$( ((k == 0)) && echo same || echo "minion-$k")" \
+            "$(calc "(${wait1[k]} - ${wait0[k]}) / 1e6 / $wall" 1)"
+    done
+    record "tasks pushed by minions" all "$(cat "$dir"/metrics-minion-*.txt | awk '$1 == "packhunt_tasks_pushed_total" { s += $2 } END { print s + 0 }')"
+}
+
+run_p5() {
+    local n=${1:-${N:-15000}} r
+    MINIONS=${MINIONS:-2}
+    # ~1/3 of the tasks land on the master: 1,800 give each arm's p99 hundreds of samples.
+    TASKS=${TASKS:-1800}
+    TASK_RATE=${TASK_RATE:-20}
+    log "p5: master + $MINIONS minions, $n agents over all, $TASKS tasks at $TASK_RATE/s through the master; shards ${SHARDS:-1} each"
+    for ((r = 1; r <= REPEATS; r++)); do p5_one "$n" "$r"; done
+    ratio "p50 cross / same" "task latency p50 (ms)" cross "task latency p50 (ms)" same
+    ratio "p99 cross / same" "task latency p99 (ms)" cross "task latency p99 (ms)" same
+    difference "p50 cross - same (ms, difference of medians)" "task latency p50 (ms)" cross "task latency p50 (ms)" same
+    difference "p99 cross - same (ms, difference of medians)" "task latency p99 (ms)" cross "task latency p99 (ms)" same
+    print_table "p5: task delivery latency through the master (same) vs through a minion (cross), $n agents on $((MINIONS + 1)) frontends ($OUT)"
+}
+
 # ---------------------------------------------------------------- p6 -----------------
 FIG_CONN="server CPU per connection (us)"
 
@@ -404,6 +510,7 @@ case $TARGET in
     p2) run_p2 "$@" ;;
     p3) run_p3 "$@" ;;
     p4) run_p4 "$@" ;;
+    p5) run_p5 "$@" ;;
     p6) run_p6 "$@" ;;
     *) usage ;;
 esac

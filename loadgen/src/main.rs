@@ -13,7 +13,7 @@ mod stats;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use packhunt::agent::outbox::ArtifactOutput;
@@ -115,6 +115,14 @@ pub struct Args {
     /// server.config.toml of the deployment, for --measure-handshake.
     #[arg(long)]
     pub server_config: Option<PathBuf>,
+    /// Run no fleet: print, as JSON, the task latency percentiles of the tasks that arrived
+    /// through the --frontend URLs, merged from REPORT's task_latency_by_frontend (e.g.
+    /// every minion at once).
+    #[arg(long, value_name = "REPORT", requires = "frontend")]
+    pub task_latency_of: Option<PathBuf>,
+    /// A frontend URL as the client config lists it, for --task-latency-of (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub frontend: Vec<String>,
 }
 
 impl Args {
@@ -209,6 +217,13 @@ fn run() -> Result<()> {
     if let (Some(n), Some(server_config)) = (args.measure_handshake, &args.server_config) {
         let report = handshake::measure(server_config, &args.config, n)?;
         println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if let Some(path) = &args.task_latency_of {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: stats::Report =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        println!("{}", serde_json::to_string_pretty(&stats::task_latency_through(&report, &args.frontend)?)?);
         return Ok(());
     }
     // Every process (this one, or each worker) holds at most this many agents.
