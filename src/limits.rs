@@ -112,3 +112,23 @@ pub const AGENT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 const _: () = assert!(MIN_IO_MEMORY_BYTES <= DEFAULT_IO_MEMORY_BYTES);
 const _: () = assert!(DEFAULT_MAX_UPLOAD_BYTES <= MAX_MAX_UPLOAD_BYTES);
+
+/// A shard's share of a per-frontend limit (`concurrency`, `max_connections_per_second`):
+/// shares differ by at most one and every shard gets at least one.
+pub fn shard_share(total: u32, shards: usize, shard: usize) -> u64 {
+    let (shards, shard) = (shards.max(1) as u64, shard as u64);
+    let total = u64::from(total);
+    (total / shards + u64::from(shard < total % shards)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_limit_and_never_starve_a_shard() {
+        assert_eq!((0..2).map(|s| shard_share(32, 2, s)).sum::<u64>(), 32);
+        assert_eq!((0..3).map(|s| shard_share(32, 3, s)).collect::<Vec<_>>(), vec![11, 11, 10]);
+        assert_eq!((0..4).map(|s| shard_share(2, 4, s)).collect::<Vec<_>>(), vec![1, 1, 1, 1]);
+    }
+}

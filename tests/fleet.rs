@@ -11,10 +11,16 @@ use std::time::Duration;
 
 use common::{count_lines, flow_results, run_fleet, Deployment, Proc};
 
+/// A deployment that accepts connections as fast as loadgen makes them: these tests are
+/// about rows, and load shedding has its own (tests/limits.rs).
+fn fleet_deployment() -> anyhow::Result<Deployment> {
+    Deployment::start_with(|t| common::set_keys(t, &[("max_connections_per_second", "100000")]))
+}
+
 #[test]
 fn thousand_agents_each_finish_a_collection_with_exact_rows() -> anyhow::Result<()> {
     // Three loadgen worker processes (400 + 400 + 200 agents) whose reports are merged.
-    let deployment = Deployment::start()?;
+    let deployment = fleet_deployment()?;
     let workers = ["--agents-per-worker", "400"];
     let report = run_fleet(&deployment, 1000, &deployment.client_config(), &workers, &["Generic.Client.Info", "Linux.Sys.Users"], |_| Ok(()))?;
     assert_eq!(report["workers"], 3);
@@ -25,7 +31,7 @@ fn thousand_agents_each_finish_a_collection_with_exact_rows() -> anyhow::Result<
 
 #[test]
 fn agents_reconnecting_mid_flow_lose_and_duplicate_nothing() -> anyhow::Result<()> {
-    let deployment = Deployment::start()?;
+    let deployment = fleet_deployment()?;
     // Small uploads so each flow spans many batches, and a dropped connection before
     // every third ack so batches are resent after reconnects.
     let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
@@ -41,7 +47,7 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     // whole batches on disk; after a restart the agents reconnect and every flow ends
     // with exactly the rows they sent. Method: 30 loadgen agents with 4 KiB uploads so
     // flows span many batches; stop the frontend as soon as the first rows land.
-    let mut deployment = Deployment::start()?;
+    let mut deployment = fleet_deployment()?;
     let clients = 30;
     let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
     let report = deployment.path().join("report.json");
@@ -97,7 +103,7 @@ fn tasking_scenario_schedules_through_the_api_and_probes_it() -> anyhow::Result<
     // Goal: loadgen's tasking scenario schedules collections through the API on its own,
     // its agents receive them, and the API probe records latencies.
     // Method: 50 agents in two workers for 6 s; counts checked, timings not.
-    let deployment = Deployment::start()?;
+    let deployment = fleet_deployment()?;
     let report_path = deployment.path().join("tasking.json");
     let status = Command::new(common::loadgen_bin())
         .arg("--config")

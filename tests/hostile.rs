@@ -27,7 +27,7 @@ use packhunt::tls::agent_key::AgentIdentity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-use common::{count_lines, Deployment};
+use common::{count_lines, set_keys, Deployment};
 
 const MAX_UPLOAD_BYTES: u64 = 65536;
 const USERS: &str = "Linux.Sys.Users";
@@ -348,7 +348,7 @@ fn non_tls_and_certificateless_connections_are_refused() -> Result<()> {
 /// work goes on. (Silent TCP peers and idle connections: tests/timeouts.rs.)
 #[test]
 fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> {
-    let d = Deployment::start_with(|text| set_limit(text, "request_timeout_ms", 1000))?;
+    let d = Deployment::start_with(|text| set_keys(text, &[("request_timeout_ms", "1000")]))?;
     let rt = runtime();
     let mut agent = rt.block_on(connect_agent(&d))?;
     let flow = tasked(&d, &rt, &mut agent)?;
@@ -369,14 +369,7 @@ fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> 
 
 /// A deployment whose uploads are capped at 64 KiB, so oversized bodies stay small.
 fn start() -> Result<Deployment> {
-    Deployment::start_with(|text| set_limit(text, "max_upload_bytes", MAX_UPLOAD_BYTES))
-}
-
-/// Replaces the `key = …` line of the generated server config.
-fn set_limit(text: &mut String, key: &str, value: u64) {
-    let prefix = format!("{key} = ");
-    let line = text.lines().find(|l| l.starts_with(&prefix)).expect("the generated config sets every limit");
-    *text = text.replace(&line.to_string(), &format!("{prefix}{value}"));
+    Deployment::start_with(|text| set_keys(text, &[("max_upload_bytes", &MAX_UPLOAD_BYTES.to_string())]))
 }
 
 fn runtime() -> Runtime {

@@ -8,24 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Deployment, RawAgent};
+use common::{set_keys, Deployment, RawAgent};
 use packhunt::protocol::pb;
-
-/// Replaces the value of each `key = ...` line of the generated server config, adding the
-/// key under [limits] when the file does not have it.
-fn set_limits(text: &mut String, keys: &[(&str, &str)]) {
-    for (key, value) in keys {
-        let line = format!("{key} = {value}");
-        match text.lines().position(|l| l.split('=').next().map(str::trim) == Some(key)) {
-            Some(i) => {
-                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-                lines[i] = line;
-                *text = lines.join("\n");
-            }
-            None => *text = text.replacen("[limits]\n", &format!("[limits]\n{line}\n"), 1),
-        }
-    }
-}
 
 /// Opens an upload whose body never finishes: it holds a concurrency permit.
 async fn stalled_upload(port: u16, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<(h2::client::SendRequest<Bytes>, h2::SendStream<Bytes>)> {
@@ -47,7 +31,7 @@ async fn stalled_upload(port: u16, tls: Arc<rustls::ClientConfig>) -> anyhow::Re
 #[test]
 fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> anyhow::Result<()> {
     let deployment = Deployment::start_with(|t| {
-        set_limits(t, &[("shards", "1"), ("concurrency", "1"), ("concurrency_wait_ms", "300")]);
+        set_keys(t, &[("shards", "1"), ("concurrency", "1"), ("concurrency_wait_ms", "300")]);
     })?;
     assert_eq!(deployment.metric("packhunt_upload_concurrency_limit")?, 1);
     assert_eq!(deployment.metric("packhunt_upload_memory_bound_bytes")?, 5 * 1024 * 1024);
@@ -73,6 +57,14 @@ fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> 
     assert!((2..=10).contains(&retry.as_secs()), "{retry:?}");
     assert_eq!(deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")?, 1);
 
+    // A real agent connecting now is refused its ClientInfo; it waits as told and sends it
+    // again, so it is listed once the permit is free.
+    let _agent = common::start_agent(&deployment)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")? >= 2, "the new agent's ClientInfo was refused too");
+    let listed = || -> anyhow::Result<u64> { Ok(deployment.api().get("/api/v1/clients")?.1["total"].as_u64().unwrap_or(0)) };
+    assert_eq!(listed()?, 1, "not listed while its facts are refused");
+
     // The permit comes back when the stalled upload goes away.
     drop(stalled);
     drop(rt);
@@ -80,5 +72,57 @@ fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> 
     assert_eq!(agent.upload(&info)?.status, 200);
     assert_eq!(deployment.metric("packhunt_uploads_in_flight")?, 0);
     assert_eq!(deployment.metric("packhunt_upload_bytes_in_flight")?, 0);
+    let started = std::time::Instant::now();
+    while listed()? < 2 {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "the refused agent's ClientInfo never landed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[test]
+fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_converges() -> anyhow::Result<()> {
+    let deployment = Deployment::start_with(|t| set_keys(t, &[("shards", "1"), ("max_connections_per_second", "20")]))?;
+    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
+    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
+    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // 60 handshakes at once against a bucket of 20: the excess fails in the handshake.
+    let outcomes = rt.block_on(async {
+        let attempts = (0..60).map(|_| {
+            let tls = tls.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+                anyhow::Ok(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?)
+            }
+        });
+        futures::future::join_all(attempts).await
+    });
+    let completed = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!((20..=25).contains(&completed), "about one second's worth completes: {completed}");
+    let refused = deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")?;
+    assert_eq!(refused as usize, 60 - completed, "every other connection was refused and counted");
+    // The server finishes a TLS 1.3 handshake after the client does: let it catch up.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(deployment.metric("packhunt_handshakes_completed_total")? as usize, completed, "no TLS work for the refused");
+    drop(outcomes);
+
+    // Real agents that are refused back off and come back: all 80 connect, at the rate.
+    let report = deployment.path().join("report.json");
+    let mut loadgen = common::Proc(
+        std::process::Command::new(common::loadgen_bin())
+            .arg("--config")
+            .arg(deployment.client_config())
+            .args(["--clients", "80", "--duration-s", "60"])
+            .arg("--report")
+            .arg(&report)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    deployment.wait_connected(80, Duration::from_secs(45))?;
+    assert!(deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")? > refused, "the fleet was shed on the way");
+    let _ = loadgen.0.kill();
     Ok(())
 }

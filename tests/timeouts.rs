@@ -8,23 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Deployment;
+use common::{set_keys, Deployment};
 use tokio::io::AsyncReadExt;
-
-/// Replaces the value of each `key = ...` line of the generated server config.
-fn set_keys(text: &mut String, keys: &[(&str, &str)]) {
-    *text = text
-        .lines()
-        .map(|l| {
-            let key = l.split('=').next().map(str::trim).unwrap_or_default();
-            match keys.iter().find(|(k, _)| *k == key) {
-                Some((k, v)) => format!("{k} = {v}"),
-                None => l.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-}
 
 fn short_timeouts(text: &mut String) {
     set_keys(text, &[("handshake_timeout_ms", "300"), ("idle_timeout_ms", "500")]);

@@ -142,8 +142,14 @@ async fn session(
     let reader = tokio::spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
     let info = pb::Upload { kind: Some(pb::upload::Kind::Info(opts.info.clone())) };
-    if let Err(e) = conn.upload(&info).await {
-        return format!("client info: {e}");
+    // The facts must land (the client list and hunt conditions read them): a busy
+    // frontend's 503 means wait and send them again, not go on without.
+    loop {
+        match conn.upload(&info).await {
+            Err(e) => return format!("client info: {e}"),
+            Ok(reply) if matches!(reply.status, 503 | 408) => tokio::time::sleep(overload_pause(&reply)).await,
+            Ok(_) => break,
+        }
     }
     let mut uploads = 0u64;
     loop {
@@ -206,6 +212,14 @@ async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<pb::Task>) {
     }
 }
 
+/// How long to wait after a 503/408: the server's Retry-After (capped), plus jitter so a
+/// fleet that was refused at once does not come back at once.
+fn overload_pause(reply: &crate::agent::comms::UploadReply) -> Duration {
+    let wait = reply.retry_after.unwrap_or(OVERLOAD_PAUSE).min(MAX_RETRY_AFTER);
+    let jitter = rand::thread_rng().gen_range(0..=wait.as_millis() as u64 / 4);
+    wait + Duration::from_millis(jitter)
+}
+
 /// Sends the outbox's front item and acts on the answer.
 async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: &dyn Observer) -> Result<(), CommsError> {
     let item = state.outbox.front().expect("caller checked the outbox is not empty").clone();
@@ -234,13 +248,8 @@ async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: 
             }
         }
         413 => state.outbox.split_front(),
-        503 | 408 => {
-            // Keep the data and wait as told, spread by jitter so a fleet that was refused
-            // at once does not come back at once.
-            let wait = reply.retry_after.unwrap_or(OVERLOAD_PAUSE).min(MAX_RETRY_AFTER);
-            let jitter = rand::thread_rng().gen_range(0..=wait.as_millis() as u64 / 4);
-            tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
-        }
+        // Keep the data and wait as told.
+        503 | 408 => tokio::time::sleep(overload_pause(&reply)).await,
         status => {
             let message = reply.ack.map(|a| a.message).unwrap_or_default();
             observer.error(&format!("flow {flow_id}: server refused an upload ({status}): {message}"));

@@ -67,16 +67,18 @@ pub enum ConnectionRefusal {
     NoClientCertificate,
     Http2Failed,
     IdleTimeout,
+    RateLimited,
 }
 
 impl ConnectionRefusal {
-    pub const ALL: [ConnectionRefusal; 6] = [
+    pub const ALL: [ConnectionRefusal; 7] = [
         Self::OutOfFiles,
         Self::HandshakeFailed,
         Self::HandshakeTimeout,
         Self::NoClientCertificate,
         Self::Http2Failed,
         Self::IdleTimeout,
+        Self::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +89,7 @@ impl ConnectionRefusal {
             Self::NoClientCertificate => "no_client_certificate",
             Self::Http2Failed => "http2_failed",
             Self::IdleTimeout => "idle_timeout",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

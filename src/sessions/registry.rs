@@ -84,6 +84,11 @@ impl Registry {
         session.frames.try_send(frame).is_ok()
     }
 
+    /// Every client with a live stream here.
+    pub fn client_ids(&self) -> Vec<ClientId> {
+        self.live.borrow().keys().cloned().collect()
+    }
+
     pub fn is_connected(&self, client_id: &ClientId) -> bool {
         self.live.borrow().contains_key(client_id)
     }

@@ -89,6 +89,17 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
     }
 }
 
+/// Pushes the tasks queued on disk for every agent connected to this shard (after
+/// notifications may have been lost). Sequential: one directory listing at a time, so a
+/// rescan of thousands of agents does not flood the blocking pool or the NFS server.
+pub async fn rescan(ctx: &ShardCtx) {
+    for client_id in ctx.sessions.client_ids() {
+        if ctx.sessions.is_connected(&client_id) {
+            deliver_pending(ctx, &client_id).await;
+        }
+    }
+}
+
 /// Tasks queued on disk while the agent was away (or before this stream registered).
 async fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
     let (datastore, client) = (ctx.datastore.clone(), client_id.clone());

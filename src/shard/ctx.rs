@@ -27,6 +27,8 @@ pub struct ShardCtx {
     pub sessions: Registry,
     /// This shard's share of the `concurrency` limit.
     pub uploads: crate::transport::upload_permits::UploadPermits,
+    /// This shard's share of `max_connections_per_second`.
+    pub accept_rate: crate::transport::accept_rate::AcceptRate,
     /// Presence and flow-state events for the hub.
     pub events: ShardEventSender,
     shutdown: ShutdownSignal,
@@ -41,6 +43,7 @@ impl ShardCtx {
         frontend_name: String,
         agent_port: u16,
         upload_permits: u64,
+        connections_per_second: u64,
         events: ShardEventSender,
         shutdown: ShutdownSignal,
     ) -> Rc<Self> {
@@ -53,6 +56,7 @@ impl ShardCtx {
             agent_port,
             sessions: Registry::default(),
             uploads,
+            accept_rate: crate::transport::accept_rate::AcceptRate::new(connections_per_second),
             events,
             shutdown,
             next_session_id: Cell::new(1),

@@ -16,11 +16,18 @@ use crate::replication::queue::{HubMessage, InboxReceiver, Outbox};
 use crate::shard::mesh::Notifier;
 
 /// Applies what the replication thread delivers until it stops.
-pub async fn follow_replication(presence: Rc<Presence>, notifier: Rc<Notifier>, outbox: Outbox, mut inbox: InboxReceiver) {
+pub async fn follow_replication(presence: Rc<Presence>, notifier: Rc<Notifier>, outbox: Outbox, mut inbox: InboxReceiver, is_master: bool) {
     while let Some(message) = inbox.next().await {
         match message {
             HubMessage::Remote { from, kind } => apply_remote(&presence, &notifier, &from, kind).await,
-            HubMessage::LinkUp { frontend } => presence.set_link(&frontend, true),
+            HubMessage::LinkUp { frontend } => {
+                presence.set_link(&frontend, true);
+                // On a minion, a new link to the master means notifications sent while it
+                // was down (or into a link not yet seen dead) never arrived.
+                if !is_master {
+                    notifier.rescan().await;
+                }
+            }
             HubMessage::LinkDown { frontend } => presence.set_link(&frontend, false),
             HubMessage::SnapshotWanted => send_snapshot(&presence, &outbox),
         }

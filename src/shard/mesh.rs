@@ -31,6 +31,9 @@ pub enum ShardMessage {
     /// New work was queued on disk for this client; `frame` is its task frame when the
     /// sender has it, so that the shard pushes it without reading the disk.
     Notify { client_id: ClientId, flow_id: FlowId, frame: Option<Bytes> },
+    /// Notifications may have been lost (the replication link was down): look on disk
+    /// for tasks queued for every agent connected here.
+    Rescan,
 }
 
 #[derive(Debug, Clone)]
@@ -103,10 +106,18 @@ impl Notifier {
 
     /// Tells every shard that `client_id` has new work; see the module doc for the policy.
     pub async fn notify(&self, client_id: &ClientId, flow_id: &FlowId, frame: Option<Bytes>) {
+        self.broadcast(|| ShardMessage::Notify { client_id: client_id.clone(), flow_id: flow_id.clone(), frame: frame.clone() }).await
+    }
+
+    /// Asks every shard to look for queued tasks of all its agents.
+    pub async fn rescan(&self) {
+        self.broadcast(|| ShardMessage::Rescan).await
+    }
+
+    async fn broadcast(&self, message: impl Fn() -> ShardMessage) {
         let m = crate::metrics::metrics();
         for shard in &self.shards {
-            let msg = ShardMessage::Notify { client_id: client_id.clone(), flow_id: flow_id.clone(), frame: frame.clone() };
-            let sent = match shard.try_send(msg) {
+            let sent = match shard.try_send(message()) {
                 Ok(()) => true,
                 Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
                     with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg)).await.is_some_and(|r| r.is_ok())

@@ -202,8 +202,9 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     // Connect both queue ends first: the API side waits for every shard.
     let events = mesh::connect_polled(ends.events.connect()).await;
     let notifications = mesh::connect_polled(ends.notifications.connect()).await;
-    let upload_permits = crate::transport::upload_permits::shard_share(config.limits.concurrency, shards, shard);
-    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, upload_permits, events, shutdown.clone());
+    let upload_permits = crate::limits::shard_share(config.limits.concurrency, shards, shard);
+    let accept_rate = crate::limits::shard_share(config.limits.max_connections_per_second, shards, shard);
+    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, upload_permits, accept_rate, events, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {
@@ -219,6 +220,10 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
             match msg {
                 mesh::ShardMessage::Notify { client_id, flow_id, frame } => {
                     crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id, frame).await
+                }
+                mesh::ShardMessage::Rescan => {
+                    let ctx = notify_ctx.clone();
+                    glommio::spawn_local(async move { crate::sessions::tasks::rescan(&ctx).await }).detach();
                 }
             }
         }
@@ -241,7 +246,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
     if let Some((outbox, inbox)) = link {
-        glommio::spawn_local(crate::shard::hub::follow_replication(presence.clone(), notifier.clone(), outbox, inbox)).detach();
+        glommio::spawn_local(crate::shard::hub::follow_replication(presence.clone(), notifier.clone(), outbox, inbox, is_master)).detach();
     }
     let port = match &identity.role {
         FrontendRole::Master => Some(config.gui.port),

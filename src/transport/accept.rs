@@ -65,6 +65,10 @@ pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor
         match accepted.map_err(io::Error::from) {
             Ok(stream) => {
                 metrics().connections_accepted.fetch_add(1, Ordering::Relaxed);
+                if !ctx.accept_rate.try_take() {
+                    metrics().connection_refused(ConnectionRefusal::RateLimited);
+                    continue; // closed before any TLS work: the agent backs off
+                }
                 if metrics().connections_open.load(Ordering::Relaxed) >= max_connections {
                     metrics().connection_refused(ConnectionRefusal::OutOfFiles);
                     continue; // dropping the stream closes it before any TLS work

@@ -56,13 +56,6 @@ impl Drop for UploadSlot {
     }
 }
 
-/// This shard's share of `concurrency` (shares differ by at most one; every shard gets one).
-pub fn shard_share(concurrency: u32, shards: usize, shard: usize) -> u64 {
-    let (shards, shard) = (shards.max(1) as u64, shard as u64);
-    let concurrency = u64::from(concurrency);
-    (concurrency / shards + u64::from(shard < concurrency % shards)).max(1)
-}
-
 impl UploadPermits {
     pub fn new(permits: u64, wait: Duration) -> Self {
         Self { permits: Rc::new(Semaphore::new(permits)), max_waiting: permits as usize * WAITERS_PER_PERMIT, waiting: Cell::new(0), wait }
@@ -98,13 +91,6 @@ pub fn retry_after() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shares_add_up_to_the_limit_and_never_starve_a_shard() {
-        assert_eq!((0..2).map(|s| shard_share(32, 2, s)).sum::<u64>(), 32);
-        assert_eq!((0..3).map(|s| shard_share(32, 3, s)).collect::<Vec<_>>(), vec![11, 11, 10]);
-        assert_eq!((0..4).map(|s| shard_share(2, 4, s)).collect::<Vec<_>>(), vec![1, 1, 1, 1]);
-    }
 
     #[test]
     fn waits_then_refuses_and_bounds_the_queue() {

@@ -42,6 +42,22 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Replaces the value of each `key = ...` line of the generated server config, adding the
+/// key under [limits] when the file does not have it.
+pub fn set_keys(text: &mut String, keys: &[(&str, &str)]) {
+    for (key, value) in keys {
+        let line = format!("{key} = {value}");
+        match text.lines().position(|l| l.split('=').next().map(str::trim) == Some(key)) {
+            Some(i) => {
+                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                lines[i] = line;
+                *text = lines.join("\n");
+            }
+            None => *text = text.replacen("[limits]\n", &format!("[limits]\n{line}\n"), 1),
+        }
+    }
+}
+
 /// A generated deployment and its running master frontend. Killed on drop.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
