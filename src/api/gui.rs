@@ -8,18 +8,18 @@ pub const INDEX_HTML: &str = r#"<!doctype html>
 <h1>packhunt</h1>
 <p id="frontends"></p>
 <form id="search"><input name="q" placeholder="client id, hostname or label:NAME"> <button>Search</button></form>
-<table id="clients"><thead><tr><th>client</th><th>hostname</th><th>os</th><th>connected</th><th>last seen</th><th></th></tr></thead><tbody></tbody></table>
+<table id="clients"><thead><tr><th>client</th><th>hostname</th><th>os</th><th>connected</th><th>frontend</th><th>last seen</th><th></th></tr></thead><tbody></tbody></table>
 <pre id="out"></pre>
 <script>
 async function api(path, opts) { const r = await fetch(path, opts); return r.json(); }
 async function load(q) {
   const f = await api('/api/v1/frontends');
-  document.getElementById('frontends').textContent = f.items.map(x => `${x.name} (${x.role}): ${x.connected_clients} agents`).join(', ');
+  document.getElementById('frontends').textContent = f.items.map(x => `${x.name} (${x.role}${x.up ? '' : ', DOWN'}): ${x.connected_clients} agents`).join(', ');
   const c = await api('/api/v1/clients?limit=500&search=' + encodeURIComponent(q || ''));
   const body = document.querySelector('#clients tbody'); body.innerHTML = '';
   for (const x of c.items) {
     const tr = document.createElement('tr');
-    for (const v of [x.client_id, x.hostname, x.os, x.connected ? 'yes' : 'no', new Date(x.last_seen_ms).toISOString()]) {
+    for (const v of [x.client_id, x.hostname, x.os, x.connected ? 'yes' : 'no', x.frontend || '', new Date(x.last_seen_ms).toISOString()]) {
       const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
     }
     const td = document.createElement('td'); const b = document.createElement('button'); b.textContent = 'Collect info';
