@@ -12,42 +12,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use common::{count_lines, flow_results, run_fleet, Deployment, Minion, Proc, RawAgent};
+use anyhow::Result;
+use common::{cluster, count_lines, flow_results, frontend, run_fleet, wait_frontends, Deployment, Minion, Proc, RawAgent};
 use serde_json::Value;
-
-/// A master with `minions` minions, all running.
-fn cluster(minions: usize) -> Result<(Deployment, Vec<Minion>)> {
-    let mut deployment = Deployment::generate_with(|_| {})?;
-    let mut added = (0..minions).map(|_| deployment.add_minion()).collect::<Result<Vec<_>>>()?;
-    deployment.start_frontend()?;
-    for minion in &mut added {
-        deployment.start_minion(minion)?;
-    }
-    wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true), "every minion linked")?;
-    Ok((deployment, added))
-}
-
-/// Polls GET /api/v1/frontends until `ok` holds for its items.
-fn wait_frontends(deployment: &Deployment, ok: impl Fn(&[Value]) -> bool, what: &str) -> Result<Vec<Value>> {
-    let started = Instant::now();
-    loop {
-        let (status, body) = deployment.api().get("/api/v1/frontends")?;
-        anyhow::ensure!(status == 200, "frontends answered {status}");
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        if ok(&items) {
-            return Ok(items);
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("{what}: not within 30 s; frontends: {body}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
-    items.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
-}
 
 /// The frontend the master says `client` is connected to.
 fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<String>> {

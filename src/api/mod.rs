@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod gui;
+pub mod hunts;
 pub mod presence;
 pub mod routes;
 
@@ -28,9 +29,9 @@ use crate::shard::mesh::Notifier;
 pub struct ApiCtx {
     pub config: Arc<ServerConfig>,
     pub datastore: Datastore,
-    pub notifier: Rc<Notifier>,
-    /// The replication queue to the minions (none without minions).
-    pub replication: Option<crate::replication::queue::Outbox>,
+    pub fleet: Rc<FleetNotifier>,
+    /// Hunts (the master only).
+    pub hunts: Option<Rc<crate::hunts::Hunts>>,
     pub presence: Rc<presence::Presence>,
     pub auth: auth::Authenticator,
     pub frontend_name: String,
@@ -38,10 +39,17 @@ pub struct ApiCtx {
     pub metrics_only: bool,
 }
 
-impl ApiCtx {
+/// Reaches an agent wherever it is connected.
+pub struct FleetNotifier {
+    pub local: Rc<Notifier>,
+    /// The replication queue to the minions (none without minions).
+    pub replication: Option<crate::replication::queue::Outbox>,
+}
+
+impl FleetNotifier {
     /// Tells every frontend that `client_id` has new work: this one's shards directly,
     /// the minions over the replication stream (each pushes `frame` if it holds the agent).
-    pub async fn notify_fleet(&self, client_id: &crate::ids::ClientId, flow_id: &crate::ids::FlowId, frame: Bytes) {
+    pub async fn notify(&self, client_id: &crate::ids::ClientId, flow_id: &crate::ids::FlowId, frame: Bytes) {
         if let Some(outbox) = &self.replication {
             let notification = crate::replication::pb::Notification {
                 client_id: client_id.to_string(),
@@ -50,7 +58,7 @@ impl ApiCtx {
             };
             outbox.offer(crate::replication::pb::envelope::Kind::Notification(notification));
         }
-        self.notifier.notify(client_id, flow_id, Some(frame)).await;
+        self.local.notify(client_id, flow_id, Some(frame)).await;
     }
 }
 

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::ids::ClientId;
+use crate::ids::{ClientId, FlowId};
 use crate::replication::pb;
 use crate::datastore::FlowState;
 use crate::shard::mesh::{ShardEvent, ShardEventReceiver};
@@ -43,6 +43,19 @@ pub struct FrontendView {
 pub struct Presence {
     live: RefCell<HashMap<ClientId, Location>>,
     frontends: RefCell<Vec<FrontendView>>,
+    /// When tapped (the master, for hunts): agents that connected and flows that ended,
+    /// in arrival order, until drained.
+    tapped: std::cell::Cell<bool>,
+    arrivals: RefCell<Vec<ClientId>>,
+    flow_ends: RefCell<Vec<FlowEnd>>,
+}
+
+/// A flow that finished or failed, wherever its agent was.
+#[derive(Debug, Clone)]
+pub struct FlowEnd {
+    pub flow_id: FlowId,
+    pub failed: bool,
+    pub total_rows: u64,
 }
 
 impl Presence {
@@ -52,7 +65,36 @@ impl Presence {
         let own = FrontendView::new(Rc::from(this), if this_is_master { "master" } else { "minion" }, true);
         let mut frontends = vec![own];
         frontends.extend(others.iter().map(|(name, role)| FrontendView::new(Rc::from(name.as_str()), role, false)));
-        Self { live: RefCell::new(HashMap::new()), frontends: RefCell::new(frontends) }
+        Self {
+            live: RefCell::new(HashMap::new()),
+            frontends: RefCell::new(frontends),
+            tapped: std::cell::Cell::new(false),
+            arrivals: RefCell::new(Vec::new()),
+            flow_ends: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// From now on keep arrivals and flow ends for `drain_arrivals`/`drain_flow_ends`.
+    pub fn tap(&self) {
+        self.tapped.set(true);
+    }
+
+    pub fn drain_arrivals(&self) -> Vec<ClientId> {
+        std::mem::take(&mut *self.arrivals.borrow_mut())
+    }
+
+    pub fn drain_flow_ends(&self) -> Vec<FlowEnd> {
+        std::mem::take(&mut *self.flow_ends.borrow_mut())
+    }
+
+    fn flow_ended(&self, flow_id: &str, state: &str, total_rows: u64) {
+        let failed = state == FlowState::Error.as_str();
+        if !self.tapped.get() || !(failed || state == FlowState::Finished.as_str()) {
+            return;
+        }
+        if let Ok(flow_id) = FlowId::parse(flow_id) {
+            self.flow_ends.borrow_mut().push(FlowEnd { flow_id, failed, total_rows });
+        }
     }
 
     /// An event from one of this frontend's shards.
@@ -64,7 +106,10 @@ impl Presence {
             ShardEvent::Disconnected { client_id, shard, session } => {
                 self.disconnect(&client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
             }
-            ShardEvent::FlowState { state, .. } => self.count_flow(THIS_FRONTEND, state.as_str()),
+            ShardEvent::FlowState { flow_id, state, total_rows, .. } => {
+                self.count_flow(THIS_FRONTEND, state.as_str());
+                self.flow_ended(flow_id.as_str(), state.as_str(), total_rows);
+            }
         }
     }
 
@@ -72,6 +117,7 @@ impl Presence {
     pub fn apply_remote_flow(&self, from: &str, event: &pb::FlowState) {
         let frontend = self.frontend_index(from);
         self.count_flow(frontend, &event.state);
+        self.flow_ended(&event.flow_id, &event.state, event.total_rows);
     }
 
     fn count_flow(&self, frontend: FrontendIdx, state: &str) {
@@ -121,6 +167,9 @@ impl Presence {
 
     fn connect(&self, client_id: ClientId, location: Location) {
         let mut frontends = self.frontends.borrow_mut();
+        if self.tapped.get() {
+            self.arrivals.borrow_mut().push(client_id.clone());
+        }
         if let Some(old) = self.live.borrow_mut().insert(client_id, location) {
             frontends[old.frontend as usize].connected_clients -= 1;
         }

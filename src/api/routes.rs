@@ -33,6 +33,10 @@ pub enum ApiError {
     #[error("request body is above {MAX_API_BODY_BYTES} bytes")]
     TooLarge,
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Datastore(#[from] DatastoreError),
 }
 
@@ -44,6 +48,8 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Datastore(e) if e.is_not_found() => StatusCode::NOT_FOUND,
             Self::Datastore(e) => match e.fault() {
                 Fault::Agent => StatusCode::BAD_REQUEST,
@@ -60,7 +66,7 @@ impl From<crate::ids::IdError> for ApiError {
     }
 }
 
-type ApiResult = Result<ApiResponse, ApiError>;
+pub(crate) type ApiResult = Result<ApiResponse, ApiError>;
 
 pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse {
     metrics().api_requests.fetch_add(1, Ordering::Relaxed);
@@ -94,6 +100,20 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(StatusCode::OK, &crate::artifacts::catalogue_json())),
         (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
         (&Method::GET, ["api", "v1", "clients"]) => list_clients(ctx, &query).await,
+        (&Method::POST, ["api", "v1", "clients", id, "labels"]) => {
+            let client_id = ClientId::parse(id)?;
+            let body = read_body(req).await?;
+            crate::api::hunts::change_labels(ctx, &client_id, &body).await
+        }
+        (&Method::POST, ["api", "v1", "hunts"]) => {
+            let body = read_body(req).await?;
+            crate::api::hunts::create(ctx, &body).await
+        }
+        (&Method::GET, ["api", "v1", "hunts"]) => crate::api::hunts::list(ctx),
+        (&Method::GET, ["api", "v1", "hunts", id]) => crate::api::hunts::get(ctx, id),
+        (&Method::POST, ["api", "v1", "hunts", id, "start"]) => crate::api::hunts::start(ctx, id).await,
+        (&Method::POST, ["api", "v1", "hunts", id, "stop"]) => crate::api::hunts::stop(ctx, id).await,
+        (&Method::GET, ["api", "v1", "hunts", id, "results"]) => crate::api::hunts::results(ctx, id, &query).await,
         (&Method::POST, ["api", "v1", "clients", id, "collections"]) => {
             let client_id = ClientId::parse(id)?;
             let body = read_body(req).await?;
@@ -256,7 +276,7 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
     // Queued on disk first, so an agent that connects at any moment finds it; the agent is
     // told before the fsyncs, which then run while it works, and the caller hears back
     // only once the flow is durable.
-    ctx.notify_fleet(client_id, &flow_id, frame).await;
+    ctx.fleet.notify(client_id, &flow_id, frame).await;
     let flow = flow_id.clone();
     offload(move || datastore::sync_scheduled(&client, &flow)).await?;
     Ok(json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() })))
@@ -330,7 +350,7 @@ fn results(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId, query: &BTree
     Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(out)))
 }
 
-fn parse_number(query: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, ApiError> {
+pub(crate) fn parse_number(query: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, ApiError> {
     match query.get(key) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer"))),
@@ -368,7 +388,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
@@ -385,7 +405,7 @@ fn html_response(html: &'static str) -> ApiResponse {
     bytes_response(StatusCode::OK, "text/html; charset=utf-8", Bytes::from_static(html.as_bytes()))
 }
 
-fn bytes_response(status: StatusCode, content_type: &str, body: Bytes) -> ApiResponse {
+pub(crate) fn bytes_response(status: StatusCode, content_type: &str, body: Bytes) -> ApiResponse {
     hyper::Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)

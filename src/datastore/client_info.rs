@@ -28,17 +28,47 @@ pub struct ClientInfoDoc {
     pub version: String,
 }
 
-/// Reads `info.json`; missing → `NotFound`, a document for another client → corrupt.
+/// Reads `info.json` with the labels of `labels.json`; missing → `NotFound`, a document
+/// for another client → corrupt.
 pub fn read_client_info(client: &ClientDir) -> Result<ClientInfoDoc, DatastoreError> {
     let path = client.info_json();
-    let doc: ClientInfoDoc = read_json(&path)?;
+    let mut doc: ClientInfoDoc = read_json(&path)?;
     if &doc.client_id != client.id() {
         return Err(DatastoreError::Corrupt {
             path,
             reason: "names another client".into(),
         });
     }
+    if let Some(labels) = read_labels(client)? {
+        doc.labels = labels;
+    }
     Ok(doc)
+}
+
+/// `labels.json`, if an operator ever labelled the client.
+pub fn read_labels(client: &ClientDir) -> Result<Option<Vec<String>>, DatastoreError> {
+    match read_json::<Vec<String>>(&client.labels_json()) {
+        Ok(labels) => Ok(Some(labels)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds then removes labels (sorted, each once); returns the new set. The client must
+/// have connected at least once.
+pub fn change_labels(client: &ClientDir, add: &[String], remove: &[String]) -> Result<Vec<String>, DatastoreError> {
+    let current = match read_labels(client)? {
+        Some(labels) => labels,
+        None => read_json::<ClientInfoDoc>(&client.info_json())?.labels,
+    };
+    let mut labels: std::collections::BTreeSet<String> = current.into_iter().collect();
+    labels.extend(add.iter().cloned());
+    for label in remove {
+        labels.remove(label);
+    }
+    let labels: Vec<String> = labels.into_iter().collect();
+    write_json(&client.labels_json(), &labels, client.fsync_documents())?;
+    Ok(labels)
 }
 
 /// Replaces `info.json`, creating the client folder on first contact.

@@ -13,6 +13,7 @@
 pub mod atomic;
 pub mod client_info;
 pub mod flow;
+pub mod hunt;
 pub mod jsonl;
 pub mod path;
 pub mod resultset;

@@ -117,6 +117,12 @@ impl ClientDir {
         self.dir.join("info.json")
     }
 
+    /// `labels.json`: written by the master only, so the agent's own writes of
+    /// info.json (on another frontend) never race an operator's label change.
+    pub fn labels_json(&self) -> PathBuf {
+        self.dir.join("labels.json")
+    }
+
     pub fn collections_dir(&self) -> PathBuf {
         self.dir.join("collections")
     }

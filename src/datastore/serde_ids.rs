@@ -21,3 +21,4 @@ macro_rules! id_serde {
 
 id_serde!(client_id, crate::ids::ClientId);
 id_serde!(flow_id, crate::ids::FlowId);
+id_serde!(hunt_id, crate::ids::HuntId);

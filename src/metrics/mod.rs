@@ -150,6 +150,7 @@ pub struct Metrics {
     pub api_requests: AtomicU64,
     pub api_unauthorized: AtomicU64,
     pub replication_links_up: AtomicI64,
+    pub hunt_recruited: AtomicU64,
     pub uploads_in_flight: AtomicI64,
     pub uploads_waiting: AtomicI64,
     pub upload_bytes_in_flight: AtomicI64,
@@ -207,7 +208,8 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
+            ("packhunt_hunt_recruited_total", "Agents assigned to hunts (flows scheduled by the recruiter)", &self.hunt_recruited),
             ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),
             ("packhunt_handshakes_completed_total", "Agent mTLS handshakes completed", &self.handshakes_completed),
             ("packhunt_handshakes_resumed_total", "Completed agent handshakes that resumed a session (ticket): about half the CPU of a full one", &self.handshakes_resumed),

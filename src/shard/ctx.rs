@@ -27,8 +27,9 @@ pub struct ShardCtx {
     pub sessions: Registry,
     /// This shard's share of the `concurrency` limit.
     pub uploads: crate::transport::upload_permits::UploadPermits,
-    /// This shard's share of `max_connections_per_second`.
-    pub accept_rate: crate::transport::accept_rate::AcceptRate,
+    /// Load shedding: this shard's share of `max_connections_per_second`, one second of
+    /// burst. Connections above it are closed right after accept(), before any TLS work.
+    pub accept_rate: crate::rate::TokenBucket,
     /// Presence and flow-state events for the hub.
     pub events: ShardEventSender,
     shutdown: ShutdownSignal,
@@ -56,7 +57,7 @@ impl ShardCtx {
             agent_port,
             sessions: Registry::default(),
             uploads,
-            accept_rate: crate::transport::accept_rate::AcceptRate::new(connections_per_second),
+            accept_rate: crate::rate::TokenBucket::new(connections_per_second, connections_per_second),
             events,
             shutdown,
             next_session_id: Cell::new(1),

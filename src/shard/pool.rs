@@ -267,8 +267,23 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     };
     let _ = ready.send(Ok(()));
     let auth = api::auth::Authenticator::new(config.users.clone());
-    let (replication, metrics_only) = if is_master { (replication, false) } else { (None, true) };
-    let ctx = Rc::new(ApiCtx { config, datastore, notifier, replication, presence, auth, frontend_name: identity.name, metrics_only });
+    let fleet = Rc::new(api::FleetNotifier { local: notifier, replication: if is_master { replication } else { None } });
+    let hunts = if is_master {
+        match crate::hunts::Hunts::load(datastore.clone(), fleet.clone(), presence.clone(), config.limits.hunt_recruitment_per_second).await {
+            Ok(hunts) => {
+                glommio::spawn_local(crate::hunts::run_recruiter(hunts.clone(), shutdown.clone())).detach();
+                Some(hunts)
+            }
+            Err(e) => {
+                // The API still serves collections; hunts answer 503 until a restart.
+                tracing::error!("cannot load hunts: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ctx = Rc::new(ApiCtx { config, datastore, fleet, hunts, presence, auth, frontend_name: identity.name, metrics_only: !is_master });
     api::serve(ctx, listener, tls, shutdown).await;
 }
 

@@ -2,7 +2,6 @@
 //! backoff) and one agent connection (TLS, HTTP/2, request routing, timeouts).
 
 pub mod accept;
-pub mod accept_rate;
 pub mod agent_conn;
 pub mod body;
 pub mod compat;

@@ -277,6 +277,44 @@ fn spawn_until_ready(command: &mut Command, what: &str) -> Result<Child> {
     Ok(child)
 }
 
+/// A master with `minions` minions, all running.
+pub fn cluster(minions: usize) -> Result<(Deployment, Vec<Minion>)> {
+    cluster_with(minions, |_| {})
+}
+
+/// `cluster`, with `edit` applied to the shared server.config.toml first.
+pub fn cluster_with(minions: usize, edit: impl FnOnce(&mut String)) -> Result<(Deployment, Vec<Minion>)> {
+    let mut deployment = Deployment::generate_with(edit)?;
+    let mut added = (0..minions).map(|_| deployment.add_minion()).collect::<Result<Vec<_>>>()?;
+    deployment.start_frontend()?;
+    for minion in &mut added {
+        deployment.start_minion(minion)?;
+    }
+    wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true), "every minion linked")?;
+    Ok((deployment, added))
+}
+
+/// Polls GET /api/v1/frontends until `ok` holds for its items.
+pub fn wait_frontends(deployment: &Deployment, ok: impl Fn(&[Value]) -> bool, what: &str) -> Result<Vec<Value>> {
+    let started = Instant::now();
+    loop {
+        let (status, body) = deployment.api().get("/api/v1/frontends")?;
+        anyhow::ensure!(status == 200, "frontends answered {status}");
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if ok(&items) {
+            return Ok(items);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{what}: not within 30 s; frontends: {body}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
+    items.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
+}
+
 /// A minion frontend of a test deployment; killed on drop.
 pub struct Minion {
     pub name: String,

@@ -1,0 +1,229 @@
+//! `/api/v1/hunts...` and `/api/v1/clients/{id}/labels` (labels are what hunt
+//! conditions select on). Shapes: DESIGN.md, "API shapes"; a hunt's results page lists
+//! each row with the client and flow it came from.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::routes::{bytes_response, json_response, parse_number, shown, ApiError, ApiResult};
+use super::ApiCtx;
+use crate::datastore::hunt::{self, HuntCondition, HuntDoc, HuntState};
+use crate::datastore::{self, ArtifactName, ArtifactRequestDoc, DatastoreError};
+use crate::hunts::{HuntError, HuntStats, Hunts};
+use crate::ids::{ClientId, HuntId};
+use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_RESULT_PAGE_ROWS};
+use crate::shard::offload::offload;
+
+/// Labels an operator may put on one client, and their length: they travel in every
+/// client list item and are compared on every recruitment.
+const MAX_LABELS_PER_CLIENT: usize = 64;
+const MAX_LABEL_CHARS: usize = 64;
+
+impl From<HuntError> for ApiError {
+    fn from(e: HuntError) -> Self {
+        match e {
+            HuntError::NotFound(id) => ApiError::NotFound(format!("no hunt {id}")),
+            e @ HuntError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+            HuntError::Datastore(e) => ApiError::Datastore(e),
+        }
+    }
+}
+
+fn hunts(ctx: &ApiCtx) -> Result<&Hunts, ApiError> {
+    ctx.hunts.as_deref().ok_or_else(|| ApiError::Unavailable("hunts are not available on this frontend (see its log)".into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HuntBody {
+    artifacts: Vec<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    condition: HuntCondition,
+    /// Wall-clock ms after which the hunt recruits no one; 0 or absent: never.
+    #[serde(default)]
+    expires_ms: u64,
+}
+
+pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
+    let hunts = hunts(ctx)?;
+    let body: HuntBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let artifacts = crate::artifacts::validate_request(&body.artifacts, &body.parameters)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .into_iter()
+        .map(|(name, parameters)| Ok(ArtifactRequestDoc { name: ArtifactName::parse(&name)?, parameters }))
+        .collect::<Result<Vec<_>, DatastoreError>>()?;
+    check_labels(&body.condition.labels)?;
+    let now = crate::clock::now_ms();
+    if body.expires_ms != 0 && body.expires_ms <= now {
+        return Err(ApiError::BadRequest("expires_ms is in the past".into()));
+    }
+    let doc = HuntDoc {
+        hunt_id: HuntId::random(),
+        artifacts,
+        condition: body.condition,
+        create_time_ms: now,
+        expires_ms: body.expires_ms,
+        state: HuntState::Paused,
+        start_time_ms: None,
+        stop_time_ms: None,
+    };
+    let (ds, written) = (ctx.datastore.clone(), doc.clone());
+    offload(move || hunt::write_hunt(&ds, &written)).await?;
+    let id = doc.hunt_id.clone();
+    hunts.add(doc);
+    Ok(json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str() })))
+}
+
+pub fn list(ctx: &ApiCtx) -> ApiResult {
+    let items: Vec<serde_json::Value> = hunts(ctx)?.docs().iter().map(|(doc, stats)| hunt_json(doc, stats)).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+}
+
+pub fn get(ctx: &ApiCtx, id: &str) -> ApiResult {
+    let id = HuntId::parse(id)?;
+    let (doc, stats) = hunts(ctx)?.get(&id).ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
+    Ok(json_response(StatusCode::OK, &hunt_json(&doc, &stats)))
+}
+
+pub async fn start(ctx: &ApiCtx, id: &str) -> ApiResult {
+    let id = HuntId::parse(id)?;
+    let doc = hunts(ctx)?.start(&id).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() })))
+}
+
+pub async fn stop(ctx: &ApiCtx, id: &str) -> ApiResult {
+    let id = HuntId::parse(id)?;
+    let doc = hunts(ctx)?.stop(&id).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() })))
+}
+
+fn hunt_json(doc: &HuntDoc, stats: &HuntStats) -> serde_json::Value {
+    json!({
+        "hunt_id": doc.hunt_id.as_str(),
+        "state": doc.state.as_str(),
+        "artifacts": doc.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        "condition": { "labels": doc.condition.labels, "os": doc.condition.os },
+        "create_time_ms": doc.create_time_ms,
+        "start_time_ms": doc.start_time_ms,
+        "stop_time_ms": doc.stop_time_ms,
+        "expires_ms": doc.expires_ms,
+        "scheduled": stats.scheduled,
+        "completed": stats.completed,
+        "errors": stats.errors,
+        "total_rows": stats.total_rows,
+        "pending_recruitment": stats.pending_recruitment,
+    })
+}
+
+/// Rows of one artifact over the hunt's flows in recruitment order:
+/// `{"total_rows","start_row","rows":[{"client_id","flow_id","row":{…}}]}`.
+pub async fn results(ctx: &ApiCtx, id: &str, query: &BTreeMap<String, String>) -> ApiResult {
+    let id = HuntId::parse(id)?;
+    let hunts = hunts(ctx)?;
+    let (doc, _) = hunts.get(&id).ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
+    let artifact = match query.get("artifact") {
+        Some(a) => a.clone(),
+        None => doc.artifacts.first().map(|a| a.name.to_string()).unwrap_or_default(),
+    };
+    if !doc.artifacts.iter().any(|a| a.name.as_str() == artifact) {
+        return Err(ApiError::BadRequest(format!("hunt {id} did not collect `{}`", shown(&artifact))));
+    }
+    let artifact = ArtifactName::parse(&artifact)?;
+    let start_row = parse_number(query, "start_row", 0)?;
+    let wanted = parse_number(query, "rows", DEFAULT_RESULT_PAGE_ROWS)?.min(MAX_RESULT_PAGE_ROWS);
+    let flows = hunts.participants(&id).unwrap_or_default();
+    let ds = ctx.datastore.clone();
+    let out = offload(move || {
+        let (mut total, mut out) = (0u64, Vec::new());
+        for (client, flow) in flows {
+            let paths = ds.client(&client).flow(&flow).result_paths(&artifact);
+            let rows = datastore::summary(&paths)?.rows;
+            let (begin, end) = (total, total + rows);
+            total = end;
+            let taken = (out.len() as u64).min(wanted);
+            let want_from = start_row + taken;
+            if taken >= wanted || want_from >= end || rows == 0 {
+                continue;
+            }
+            let (_, page) = datastore::read_rows(&paths, want_from - begin, wanted - taken)?;
+            for row in page {
+                out.push((client.clone(), flow.clone(), row));
+            }
+        }
+        Ok::<_, DatastoreError>((total, out))
+    })
+    .await?;
+    let (total, rows) = out;
+    // Rows go out as the agent sent them: spliced in, not re-encoded.
+    let mut body = Vec::with_capacity(64 + rows.iter().map(|(_, _, r)| r.len() + 64).sum::<usize>());
+    body.extend_from_slice(format!("{{\"total_rows\":{total},\"start_row\":{start_row},\"rows\":[").as_bytes());
+    for (i, (client, flow, row)) in rows.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(format!("{{\"client_id\":\"{client}\",\"flow_id\":\"{flow}\",\"row\":").as_bytes());
+        body.extend_from_slice(row);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// `POST /api/v1/clients/{id}/labels` `{"add":[…],"remove":[…]}` → `{"labels":[…]}`.
+pub async fn change_labels(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> ApiResult {
+    let body: LabelsBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    check_labels(&body.add)?;
+    let client = ctx.datastore.client(client_id);
+    let labels = offload(move || {
+        if !client.path().exists() {
+            return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+        }
+        let mut after: std::collections::BTreeSet<String> = datastore::read_client_info(&client)?.labels.into_iter().collect();
+        after.extend(body.add.iter().cloned());
+        body.remove.iter().for_each(|l| {
+            after.remove(l);
+        });
+        if after.len() > MAX_LABELS_PER_CLIENT {
+            return Err(ApiError::BadRequest(format!("a client may carry at most {MAX_LABELS_PER_CLIENT} labels")));
+        }
+        Ok(datastore::client_info::change_labels(&client, &body.add, &body.remove)?)
+    })
+    .await?;
+    // A label can make a connected agent match a running hunt.
+    if let Some(hunts) = &ctx.hunts {
+        hunts.reconsider(client_id);
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "client_id": client_id.as_str(), "labels": labels })))
+}
+
+/// Labels are short words: letters, digits and `-_.:`; nothing that needs escaping in a
+/// search (`label:NAME`) or a path.
+fn check_labels(labels: &[String]) -> Result<(), ApiError> {
+    for label in labels {
+        let ok = !label.is_empty()
+            && label.chars().count() <= MAX_LABEL_CHARS
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "label `{}`: 1-{MAX_LABEL_CHARS} characters of letters, digits and -_.:",
+                shown(label)
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Hunts on disk: `hunts/<hunt_id>.json` (definition and state, replaced atomically) and
+//! `hunts/<hunt_id>.participants` (one `client_id flow_id` line per recruited agent,
+//! append-only). Only the master writes either. Together with each participant flow's
+//! status.json they are the hunt: its statistics can always be recounted from disk.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{ensure_dir, read_json, write_json};
+use super::flow::ArtifactRequestDoc;
+use super::path::Datastore;
+use super::{io_error, serde_ids, DatastoreError};
+use crate::ids::{ClientId, FlowId, HuntId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HuntState {
+    /// Created, not started: recruits no one.
+    Paused,
+    Running,
+    Stopped,
+    /// Past `expires_ms`: recruits no one.
+    Expired,
+}
+
+impl HuntState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Which agents a hunt recruits: all of these labels, and this OS if set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuntCondition {
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub os: String,
+}
+
+impl HuntCondition {
+    pub fn matches(&self, os: &str, labels: &[String]) -> bool {
+        (self.os.is_empty() || self.os.eq_ignore_ascii_case(os)) && self.labels.iter().all(|l| labels.contains(l))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HuntDoc {
+    #[serde(with = "serde_ids::hunt_id")]
+    pub hunt_id: HuntId,
+    pub artifacts: Vec<ArtifactRequestDoc>,
+    pub condition: HuntCondition,
+    pub create_time_ms: u64,
+    /// Recruits no one from this time on (0 = never expires).
+    pub expires_ms: u64,
+    pub state: HuntState,
+    #[serde(default)]
+    pub start_time_ms: Option<u64>,
+    #[serde(default)]
+    pub stop_time_ms: Option<u64>,
+}
+
+pub fn write_hunt(datastore: &Datastore, doc: &HuntDoc) -> Result<(), DatastoreError> {
+    ensure_dir(&datastore.hunts_dir(), datastore.fsync_documents())?;
+    write_json(&datastore.hunt_path(&doc.hunt_id), doc, datastore.fsync_documents())
+}
+
+pub fn read_hunt(datastore: &Datastore, hunt_id: &HuntId) -> Result<HuntDoc, DatastoreError> {
+    let path = datastore.hunt_path(hunt_id);
+    let doc: HuntDoc = read_json(&path)?;
+    if &doc.hunt_id != hunt_id {
+        return Err(DatastoreError::Corrupt { path, reason: "names another hunt".into() });
+    }
+    Ok(doc)
+}
+
+/// Every hunt on disk; unreadable documents are skipped with a warning.
+pub fn list_hunts(datastore: &Datastore) -> Result<Vec<HuntDoc>, DatastoreError> {
+    let dir = datastore.hunts_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("list hunts", &dir)(e)),
+    };
+    let mut hunts = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+        let Ok(id) = HuntId::parse(id) else { continue };
+        match read_hunt(datastore, &id) {
+            Ok(doc) => hunts.push(doc),
+            Err(e) => tracing::warn!(hunt = %id, "hunt document skipped: {e}"),
+        }
+    }
+    hunts.sort_by_key(|h| h.create_time_ms);
+    Ok(hunts)
+}
+
+fn participants_path(datastore: &Datastore, hunt_id: &HuntId) -> PathBuf {
+    datastore.hunts_dir().join(format!("{}.participants", hunt_id.as_str()))
+}
+
+/// Records that `client_id` joined the hunt with `flow_id` (after the flow was written).
+pub fn append_participant(datastore: &Datastore, hunt_id: &HuntId, client_id: &ClientId, flow_id: &FlowId) -> Result<(), DatastoreError> {
+    let path = participants_path(datastore, hunt_id);
+    let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_error("open participants", &path))?;
+    // One write per line: O_APPEND keeps lines whole.
+    file.write_all(format!("{client_id} {flow_id}\n").as_bytes()).map_err(io_error("append participant", &path))?;
+    if datastore.fsync_documents() {
+        file.sync_data().map_err(io_error("sync participants", &path))?;
+    }
+    Ok(())
+}
+
+/// The recruited agents in recruitment order. A torn or malformed last line (a crash
+/// mid-append) is ignored; so is a client listed twice (only its first flow counts).
+pub fn read_participants(datastore: &Datastore, hunt_id: &HuntId) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
+    let path = participants_path(datastore, hunt_id);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("read participants", &path)(e)),
+    };
+    let mut seen = std::collections::HashSet::new();
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (client, flow) = line.split_once(' ')?;
+            Some((ClientId::parse(client).ok()?, FlowId::parse(flow).ok()?))
+        })
+        .filter(|(client, _)| seen.insert(client.clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hunts_and_participants_round_trip_and_a_torn_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let doc = HuntDoc {
+            hunt_id: HuntId::random(),
+            artifacts: vec![],
+            condition: HuntCondition { labels: vec!["prod".into()], os: "linux".into() },
+            create_time_ms: 1,
+            expires_ms: 0,
+            state: HuntState::Paused,
+            start_time_ms: None,
+            stop_time_ms: None,
+        };
+        write_hunt(&ds, &doc).unwrap();
+        assert_eq!(read_hunt(&ds, &doc.hunt_id).unwrap(), doc);
+        assert_eq!(list_hunts(&ds).unwrap(), vec![doc.clone()]);
+        let (c1, c2) = (ClientId::parse("C.0000000000000001").unwrap(), ClientId::parse("C.0000000000000002").unwrap());
+        let (f1, f2) = (FlowId::random(), FlowId::random());
+        append_participant(&ds, &doc.hunt_id, &c1, &f1).unwrap();
+        append_participant(&ds, &doc.hunt_id, &c2, &f2).unwrap();
+        append_participant(&ds, &doc.hunt_id, &c1, &FlowId::random()).unwrap();
+        let path = participants_path(&ds, &doc.hunt_id);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"C.00000000000").unwrap();
+        assert_eq!(read_participants(&ds, &doc.hunt_id).unwrap(), vec![(c1, f1), (c2, f2)]);
+    }
+
+    #[test]
+    fn conditions_need_every_label_and_the_os() {
+        let c = HuntCondition { labels: vec!["a".into(), "b".into()], os: "linux".into() };
+        assert!(c.matches("Linux", &["b".into(), "a".into(), "c".into()]));
+        assert!(!c.matches("linux", &["a".into()]));
+        assert!(!c.matches("windows", &["a".into(), "b".into()]));
+        assert!(HuntCondition::default().matches("anything", &[]));
+    }
+}

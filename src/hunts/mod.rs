@@ -1,0 +1,280 @@
+//! Hunts: one collection for every agent in the fleet that matches a condition,
+//! including agents that connect later, on any frontend. Owned by the master's hub
+//! executor: the master sees every agent arrive (its shards and every minion's presence
+//! over the replication stream), so one recruiter with one token bucket
+//! (`hunt_recruitment_per_second`) holds the rate for the whole fleet however many
+//! frontends there are; minions only deliver the tasks (the notifications reach them like
+//! any collection's).
+//!
+//! Recruiting an agent writes its flow (request.json with the hunt id, status.json, the
+//! task queue entry), then appends it to the hunt's participants file, then notifies the
+//! fleet. Statistics come from flow-end events, each applied once per flow, and can be
+//! recounted from disk: the master does so at start and re-checks unfinished flows
+//! periodically, so a dropped event only delays a count.
+
+mod recruit;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use crate::api::presence::{FlowEnd, Presence};
+use crate::api::FleetNotifier;
+use crate::datastore::hunt::{self, HuntDoc, HuntState};
+use crate::datastore::{self, Datastore, DatastoreError};
+use crate::ids::{ClientId, FlowId, HuntId};
+use crate::rate::TokenBucket;
+use crate::shard::offload::offload;
+
+/// A hunt's numbers as `GET /api/v1/hunts/{id}` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HuntStats {
+    pub scheduled: u64,
+    pub completed: u64,
+    pub errors: u64,
+    pub total_rows: u64,
+    pub pending_recruitment: u64,
+}
+
+/// One hunt in memory: its document and what it has recruited.
+struct HuntRun {
+    doc: HuntDoc,
+    participants: HashSet<ClientId>,
+    /// Recruitment order, for reading results.
+    flows: Vec<(ClientId, FlowId)>,
+    /// Flows whose end was counted (each once).
+    ended: HashSet<FlowId>,
+    completed: u64,
+    errors: u64,
+    total_rows: u64,
+}
+
+impl HuntRun {
+    fn new(doc: HuntDoc) -> Self {
+        Self { doc, participants: HashSet::new(), flows: Vec::new(), ended: HashSet::new(), completed: 0, errors: 0, total_rows: 0 }
+    }
+
+    fn count_end(&mut self, end: &FlowEnd) {
+        if self.ended.insert(end.flow_id.clone()) {
+            if end.failed {
+                self.errors += 1;
+            } else {
+                self.completed += 1;
+            }
+            self.total_rows += end.total_rows;
+        }
+    }
+}
+
+pub struct Hunts {
+    datastore: Datastore,
+    fleet: Rc<FleetNotifier>,
+    presence: Rc<Presence>,
+    runs: RefCell<BTreeMap<HuntId, HuntRun>>,
+    flow_hunt: RefCell<HashMap<FlowId, HuntId>>,
+    /// Connected agents not yet checked against the running hunts, each once.
+    candidates: RefCell<VecDeque<ClientId>>,
+    queued: RefCell<HashSet<ClientId>>,
+    budget: TokenBucket,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HuntError {
+    #[error("no hunt {0}")]
+    NotFound(HuntId),
+    #[error("hunt {hunt} is {state}: it cannot be {action}")]
+    WrongState { hunt: HuntId, state: &'static str, action: &'static str },
+    #[error("{0}")]
+    Datastore(#[from] DatastoreError),
+}
+
+impl Hunts {
+    /// Loads every hunt from disk (recounting its statistics) and taps presence for
+    /// arrivals and flow ends. Blocking file work runs on the blocking pool.
+    pub async fn load(datastore: Datastore, fleet: Rc<FleetNotifier>, presence: Rc<Presence>, recruitment_per_second: u32) -> Result<Rc<Self>, DatastoreError> {
+        presence.tap();
+        let ds = datastore.clone();
+        let loaded = offload(move || recount_all(&ds)).await?;
+        let rate = u64::from(recruitment_per_second);
+        // A tenth of a second of burst: the rate holds over short windows too.
+        let budget = TokenBucket::new(rate, (rate / 10).max(1));
+        let hunts = Rc::new(Self {
+            datastore,
+            fleet,
+            presence,
+            runs: RefCell::new(BTreeMap::new()),
+            flow_hunt: RefCell::new(HashMap::new()),
+            candidates: RefCell::new(VecDeque::new()),
+            queued: RefCell::new(HashSet::new()),
+            budget,
+        });
+        for run in loaded {
+            let running = run.doc.state == HuntState::Running;
+            hunts.insert(run);
+            if running {
+                hunts.enqueue_connected();
+            }
+        }
+        Ok(hunts)
+    }
+
+    fn insert(&self, run: HuntRun) {
+        let mut flow_hunt = self.flow_hunt.borrow_mut();
+        for (_, flow) in &run.flows {
+            flow_hunt.insert(flow.clone(), run.doc.hunt_id.clone());
+        }
+        self.runs.borrow_mut().insert(run.doc.hunt_id.clone(), run);
+    }
+
+    /// Registers a new (paused) hunt after its document was written.
+    pub fn add(&self, doc: HuntDoc) {
+        self.insert(HuntRun::new(doc));
+    }
+
+    pub fn docs(&self) -> Vec<(HuntDoc, HuntStats)> {
+        let pending = self.candidates.borrow().len() as u64;
+        self.runs.borrow().values().map(|r| (r.doc.clone(), stats(r, pending))).collect()
+    }
+
+    pub fn get(&self, id: &HuntId) -> Option<(HuntDoc, HuntStats)> {
+        let pending = self.candidates.borrow().len() as u64;
+        self.runs.borrow().get(id).map(|r| (r.doc.clone(), stats(r, pending)))
+    }
+
+    /// The participants in recruitment order.
+    pub fn participants(&self, id: &HuntId) -> Option<Vec<(ClientId, FlowId)>> {
+        self.runs.borrow().get(id).map(|r| r.flows.clone())
+    }
+
+    /// Paused → running: every connected agent becomes a candidate.
+    pub async fn start(&self, id: &HuntId) -> Result<HuntDoc, HuntError> {
+        let doc = self.transition(id, "started", |s| s == HuntState::Paused, HuntState::Running).await?;
+        self.enqueue_connected();
+        Ok(doc)
+    }
+
+    /// Running or paused → stopped: recruits no one from now on.
+    pub async fn stop(&self, id: &HuntId) -> Result<HuntDoc, HuntError> {
+        self.transition(id, "stopped", |s| matches!(s, HuntState::Running | HuntState::Paused), HuntState::Stopped).await
+    }
+
+    async fn transition(&self, id: &HuntId, action: &'static str, allowed: impl Fn(HuntState) -> bool, to: HuntState) -> Result<HuntDoc, HuntError> {
+        let mut doc = {
+            let runs = self.runs.borrow();
+            let run = runs.get(id).ok_or_else(|| HuntError::NotFound(id.clone()))?;
+            if !allowed(run.doc.state) {
+                return Err(HuntError::WrongState { hunt: id.clone(), state: run.doc.state.as_str(), action });
+            }
+            run.doc.clone()
+        };
+        let now = crate::clock::now_ms();
+        doc.state = to;
+        match to {
+            HuntState::Running => doc.start_time_ms = Some(now),
+            _ => doc.stop_time_ms = Some(now),
+        }
+        let (ds, written) = (self.datastore.clone(), doc.clone());
+        offload(move || hunt::write_hunt(&ds, &written)).await?;
+        if let Some(run) = self.runs.borrow_mut().get_mut(id) {
+            run.doc = doc.clone();
+        }
+        Ok(doc)
+    }
+
+    fn any_running(&self) -> bool {
+        self.runs.borrow().values().any(|r| r.doc.state == HuntState::Running)
+    }
+
+    fn enqueue_connected(&self) {
+        for client in self.presence.connected_ids() {
+            self.enqueue(client);
+        }
+    }
+
+    /// Checks `client` against the running hunts again (its labels changed).
+    pub fn reconsider(&self, client: &ClientId) {
+        if self.any_running() {
+            self.enqueue(client.clone());
+        }
+    }
+
+    fn enqueue(&self, client: ClientId) {
+        if self.queued.borrow_mut().insert(client.clone()) {
+            self.candidates.borrow_mut().push_back(client);
+        }
+    }
+
+    /// Applies what presence collected since the last call.
+    fn absorb_events(&self) {
+        let arrivals = self.presence.drain_arrivals();
+        if self.any_running() {
+            arrivals.into_iter().for_each(|c| self.enqueue(c));
+        }
+        let ends = self.presence.drain_flow_ends();
+        let flow_hunt = self.flow_hunt.borrow();
+        let mut runs = self.runs.borrow_mut();
+        for end in ends {
+            if let Some(run) = flow_hunt.get(&end.flow_id).and_then(|h| runs.get_mut(h)) {
+                run.count_end(&end);
+            }
+        }
+    }
+
+    /// Running hunts past their expiry recruit no one: mark them expired on disk.
+    async fn expire(&self) {
+        let now = crate::clock::now_ms();
+        let expired: Vec<HuntId> = self
+            .runs
+            .borrow()
+            .values()
+            .filter(|r| r.doc.state == HuntState::Running && r.doc.expires_ms != 0 && r.doc.expires_ms <= now)
+            .map(|r| r.doc.hunt_id.clone())
+            .collect();
+        for id in expired {
+            if let Err(e) = self.transition(&id, "expired", |s| s == HuntState::Running, HuntState::Expired).await {
+                tracing::warn!(hunt = %id, "cannot mark the hunt expired: {e}");
+            }
+        }
+    }
+}
+
+fn stats(run: &HuntRun, pending: u64) -> HuntStats {
+    HuntStats {
+        scheduled: run.flows.len() as u64,
+        completed: run.completed,
+        errors: run.errors,
+        total_rows: run.total_rows,
+        pending_recruitment: if run.doc.state == HuntState::Running { pending } else { 0 },
+    }
+}
+
+/// Every hunt on disk with its participants and the ends of their flows (status.json).
+fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
+    let mut runs = Vec::new();
+    for doc in hunt::list_hunts(datastore)? {
+        let participants = hunt::read_participants(datastore, &doc.hunt_id)?;
+        let mut run = HuntRun::new(doc);
+        for (client, flow) in participants {
+            if let Some(end) = flow_end(datastore, &client, &flow) {
+                run.count_end(&end);
+            }
+            run.participants.insert(client.clone());
+            run.flows.push((client, flow));
+        }
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The flow's end from its status.json, if it ended.
+fn flow_end(datastore: &Datastore, client: &ClientId, flow: &FlowId) -> Option<FlowEnd> {
+    let status = datastore::read_status(&datastore.client(client), flow).ok()?;
+    let failed = match status.state {
+        datastore::FlowState::Finished => false,
+        datastore::FlowState::Error => true,
+        _ => return None,
+    };
+    Some(FlowEnd { flow_id: flow.clone(), failed, total_rows: status.total_rows })
+}
+
+pub use recruit::run as run_recruiter;

@@ -1,0 +1,168 @@
+//! Goal: a hunt recruits exactly the agents that match its condition, wherever they are
+//! connected, at the configured fleet-wide rate, including agents that arrive later; its
+//! statistics and results add up exactly; stop halts recruitment; its state survives a
+//! master restart. Method: real frontends (a master and minions) and loadgen fleets on
+//! loopback; the recruitment rate is read from the flows' create times on disk.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use common::{cluster_with, set_keys, Deployment, Proc};
+use serde_json::{json, Value};
+
+fn loadgen(deployment: &Deployment, clients: usize, name: &str) -> Result<Proc> {
+    let identities = deployment.path().join(format!("{name}.identities"));
+    Ok(Proc(
+        Command::new(common::loadgen_bin())
+            .arg("--config")
+            .arg(deployment.client_config())
+            .args(["--clients", &clients.to_string(), "--duration-s", "300"])
+            .arg("--identity-dir")
+            .arg(identities)
+            .arg("--report")
+            .arg(deployment.path().join(format!("{name}.json")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    ))
+}
+
+fn post(deployment: &Deployment, path: &str, body: Value) -> Result<Value> {
+    let (status, reply) = deployment.api().post(path, &body)?;
+    ensure!(status == 200, "POST {path}: {status} {reply}");
+    Ok(reply)
+}
+
+fn hunt(deployment: &Deployment, id: &str) -> Result<Value> {
+    let (status, body) = deployment.api().get(&format!("/api/v1/hunts/{id}"))?;
+    ensure!(status == 200, "GET hunt: {status} {body}");
+    Ok(body)
+}
+
+/// Polls the hunt until `done` holds.
+fn wait_hunt(deployment: &Deployment, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let h = hunt(deployment, id)?;
+        if done(&h) {
+            return Ok(h);
+        }
+        ensure!(started.elapsed() < limit, "hunt not there within {limit:?}: {h}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// (client, flow, create_time_ms) of every participant, from disk.
+fn participants(deployment: &Deployment, hunt_id: &str) -> Result<Vec<(String, String, u64)>> {
+    let text = std::fs::read_to_string(deployment.datastore().join("hunts").join(format!("{hunt_id}.participants")))?;
+    text.lines()
+        .map(|line| {
+            let (client, flow) = line.split_once(' ').context("participant line")?;
+            let request: Value = serde_json::from_slice(&std::fs::read(
+                deployment.datastore().join("clients").join(client).join("collections").join(flow).join("request.json"),
+            )?)?;
+            ensure!(request["hunt_id"] == hunt_id, "the flow names its hunt");
+            Ok((client.to_string(), flow.to_string(), request["create_time_ms"].as_u64().context("create_time_ms")?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_hunt_over_three_frontends_recruits_the_labelled_half_at_the_fleet_wide_rate() -> Result<()> {
+    const AGENTS: usize = 2_000;
+    const RATE: u64 = 200;
+    let (deployment, _minions) = cluster_with(2, |t| {
+        set_keys(t, &[("hunt_recruitment_per_second", &RATE.to_string()), ("max_connections_per_second", "100000")])
+    })?;
+    let _fleet = loadgen(&deployment, AGENTS, "fleet")?;
+    let ids = deployment.wait_connected(AGENTS, Duration::from_secs(120))?;
+    let (_, frontends) = deployment.api().get("/api/v1/frontends")?;
+    for f in frontends["items"].as_array().unwrap() {
+        assert!(f["connected_clients"].as_u64().unwrap() > 0, "agents on every frontend: {frontends}");
+    }
+    let labelled: Vec<&String> = ids.iter().step_by(2).collect();
+    for id in &labelled {
+        let reply = post(&deployment, &format!("/api/v1/clients/{id}/labels"), json!({ "add": ["hunt-me"] }))?;
+        assert_eq!(reply["labels"], json!(["hunt-me"]));
+    }
+    let (_, search) = deployment.api().get("/api/v1/clients?search=label:hunt-me&limit=5000")?;
+    assert_eq!(search["items"].as_array().unwrap().len(), labelled.len(), "labels show in client search");
+
+    let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Generic.Client.Info"], "condition": { "labels": ["hunt-me"] } }))?;
+    let id = created["hunt_id"].as_str().unwrap().to_string();
+    assert_eq!(hunt(&deployment, &id)?["state"], "paused");
+    assert_eq!(hunt(&deployment, &id)?["scheduled"], 0, "a paused hunt recruits no one");
+    post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
+    let n = labelled.len() as u64;
+    let done = wait_hunt(&deployment, &id, Duration::from_secs(120), |h| h["completed"] == n)?;
+    assert_eq!(done["scheduled"], n, "{done}");
+    assert_eq!(done["errors"], 0, "{done}");
+    assert_eq!(done["total_rows"], n, "one Generic.Client.Info row per agent: {done}");
+    assert_eq!(done["state"], "running");
+
+    // Exactly the labelled agents, each once.
+    let joined = participants(&deployment, &id)?;
+    let mut recruited: Vec<&str> = joined.iter().map(|(c, _, _)| c.as_str()).collect();
+    recruited.sort();
+    let mut want: Vec<&str> = labelled.iter().map(|s| s.as_str()).collect();
+    want.sort();
+    assert_eq!(recruited, want);
+    // The recruitment rate, from the flows' create times.
+    let first = joined.iter().map(|p| p.2).min().unwrap();
+    let last = joined.iter().map(|p| p.2).max().unwrap();
+    let rate = (joined.len() - 1) as f64 / ((last - first) as f64 / 1000.0);
+    eprintln!("recruited {} agents at {rate:.1}/s (configured {RATE}/s)", joined.len());
+    assert!((rate - RATE as f64).abs() <= RATE as f64 * 0.10, "recruited at {rate:.1}/s, configured {RATE}/s");
+
+    // The hunt's results: every row, each with its client and flow.
+    let (status, results) = deployment.api().get(&format!("/api/v1/hunts/{id}/results?artifact=Generic.Client.Info&rows=5000"))?;
+    assert_eq!(status, 200);
+    assert_eq!(results["total_rows"], n);
+    let rows = results["rows"].as_array().unwrap();
+    assert_eq!(rows.len() as u64, n);
+    assert!(rows.iter().all(|r| want.binary_search(&r["client_id"].as_str().unwrap()).is_ok() && r["row"].is_object()));
+    let (_, page) = deployment.api().get(&format!("/api/v1/hunts/{id}/results?start_row={}&rows=10", n - 3))?;
+    assert_eq!(page["rows"].as_array().unwrap().len(), 3, "the last page is short");
+    Ok(())
+}
+
+#[test]
+fn agents_arriving_later_are_recruited_until_the_hunt_stops_and_its_state_survives_a_restart() -> Result<()> {
+    let mut deployment = Deployment::start_with(|t| set_keys(t, &[("hunt_recruitment_per_second", "1000")]))?;
+    let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Linux.Sys.Users"], "condition": { "os": "linux" } }))?;
+    let id = created["hunt_id"].as_str().unwrap().to_string();
+    post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
+    let (status, again) = deployment.api().post(&format!("/api/v1/hunts/{id}/start"), &json!({}))?;
+    assert_eq!(status, 409, "a running hunt cannot be started again: {again}");
+
+    // Every agent arrives after the start.
+    let first = loadgen(&deployment, 30, "first")?;
+    let done = wait_hunt(&deployment, &id, Duration::from_secs(60), |h| h["completed"] == 30)?;
+    assert_eq!(done["scheduled"], 30);
+    assert_eq!(done["total_rows"], 30 * 40, "40 synthetic users per agent: {done}");
+
+    post(&deployment, &format!("/api/v1/hunts/{id}/stop"), json!({}))?;
+    let _second = loadgen(&deployment, 20, "second")?;
+    deployment.wait_connected(50, Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = hunt(&deployment, &id)?;
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["scheduled"], 30, "a stopped hunt recruits no one: {stopped}");
+    assert_eq!(stopped["pending_recruitment"], 0);
+    drop(first);
+
+    // A master restart recounts the hunt from disk.
+    deployment.kill_frontend()?;
+    deployment.start_frontend()?;
+    let after = hunt(&deployment, &id)?;
+    for key in ["state", "scheduled", "completed", "errors", "total_rows"] {
+        assert_eq!(after[key], stopped[key], "{key} after the restart: {after}");
+    }
+    let (_, list) = deployment.api().get("/api/v1/hunts")?;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(deployment.metric("packhunt_hunt_recruited_total")?, 0, "nothing recruited since the restart");
+    Ok(())
+}
