@@ -166,3 +166,22 @@ fn agents_arriving_later_are_recruited_until_the_hunt_stops_and_its_state_surviv
     assert_eq!(deployment.metric("packhunt_hunt_recruited_total")?, 0, "nothing recruited since the restart");
     Ok(())
 }
+
+#[test]
+fn an_expired_hunt_recruits_no_one() -> Result<()> {
+    let deployment = Deployment::start()?;
+    assert_eq!(deployment.metric("packhunt_limit{name=\"hunt_recruitment_per_second\"}")?, 100);
+    let expires = packhunt::clock::now_ms() + 1_500;
+    let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Generic.Client.Info"], "expires_ms": expires }))?;
+    let id = created["hunt_id"].as_str().unwrap().to_string();
+    post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
+    let expired = wait_hunt(&deployment, &id, Duration::from_secs(10), |h| h["state"] == "expired")?;
+    assert!(expired["stop_time_ms"].as_u64().unwrap() >= expires, "{expired}");
+    let _fleet = loadgen(&deployment, 10, "late")?;
+    deployment.wait_connected(10, Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hunt(&deployment, &id)?["scheduled"], 0, "nobody recruited after the expiry");
+    let (status, _) = deployment.api().post("/api/v1/hunts", &json!({ "artifacts": ["Generic.Client.Info"], "expires_ms": 1 }))?;
+    assert_eq!(status, 400, "an expiry in the past is refused");
+    Ok(())
+}

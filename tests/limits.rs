@@ -83,6 +83,7 @@ fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> 
 #[test]
 fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_converges() -> anyhow::Result<()> {
     let deployment = Deployment::start_with(|t| set_keys(t, &[("shards", "1"), ("max_connections_per_second", "20")]))?;
+    assert_eq!(deployment.metric("packhunt_limit{name=\"max_connections_per_second\"}")?, 20, "the limit shows in /metrics");
     let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
     let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
     let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;

@@ -40,6 +40,8 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
         }
         hunts.absorb_events();
         hunts.expire().await;
+        let pending = if hunts.any_running() { hunts.candidates.borrow().len() as i64 } else { 0 };
+        metrics().hunt_pending_recruitment.store(pending, Ordering::Relaxed);
         let now = Instant::now();
         deferred.retain(|(due, client)| {
             if *due > now {

@@ -151,6 +151,9 @@ pub struct Metrics {
     pub api_unauthorized: AtomicU64,
     pub replication_links_up: AtomicI64,
     pub hunt_recruited: AtomicU64,
+    pub hunt_pending_recruitment: AtomicI64,
+    /// The configured `[limits]`, set once at start: every limit shows in /metrics.
+    limits: OnceLock<Vec<(&'static str, i64)>>,
     pub uploads_in_flight: AtomicI64,
     pub uploads_waiting: AtomicI64,
     pub upload_bytes_in_flight: AtomicI64,
@@ -190,6 +193,11 @@ impl Metrics {
 
     pub fn flow(&self, event: FlowEvent) {
         self.flow_events[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the configured limits for `packhunt_limit{name=...}` (first call wins).
+    pub fn set_limits(&self, limits: Vec<(&'static str, i64)>) {
+        let _ = self.limits.set(limits);
     }
 
     pub fn replication_dropped(&self, queue: ReplicationQueue) {
@@ -234,7 +242,8 @@ impl Metrics {
         for (name, help, value) in counters {
             write_metric(&mut out, name, help, "counter", &[("", value.load(Ordering::Relaxed) as i64)]);
         }
-        let gauges: [(&str, &str, &AtomicI64); 8] = [
+        let gauges: [(&str, &str, &AtomicI64); 9] = [
+            ("packhunt_hunt_pending_recruitment", "Connected agents waiting to be checked against the running hunts", &self.hunt_pending_recruitment),
             ("packhunt_uploads_in_flight", "Uploads holding a concurrency permit (body being read or handled)", &self.uploads_in_flight),
             ("packhunt_uploads_waiting", "Uploads waiting for a concurrency permit", &self.uploads_waiting),
             ("packhunt_upload_bytes_in_flight", "Upload body bytes held in memory by uploads in flight", &self.upload_bytes_in_flight),
@@ -264,6 +273,11 @@ impl Metrics {
             .zip(&self.replication_dropped)
             .map(|(q, v)| (format!("queue=\"{}\"", q.label()), v.load(Ordering::Relaxed) as i64))
             .collect();
+        if let Some(limits) = self.limits.get() {
+            let values: Vec<(String, i64)> = limits.iter().map(|(name, v)| (format!("name=\"{name}\""), *v)).collect();
+            let borrowed: Vec<(&str, i64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            write_metric(&mut out, "packhunt_limit", "Configured [limits] of this frontend (units in the name)", "gauge", &borrowed);
+        }
         write_labelled(&mut out, "packhunt_replication_dropped_total", "Replication messages dropped, by queue (each queue's when-full policy: src/replication)", &dropped);
         let flows: Vec<(String, i64)> = ["scheduled", "in_progress", "finished", "error"]
             .iter()

@@ -61,6 +61,20 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
     let name = identity.name.clone();
     let (link, link_thread) = start_replication(&config, &identity, config_path)?;
     let m = crate::metrics::metrics();
+    let l = &config.limits;
+    let as_gauge = |v: u64| v.min(i64::MAX as u64) as i64;
+    m.set_limits(vec![
+        ("concurrency", i64::from(l.concurrency)),
+        ("concurrency_wait_ms", as_gauge(l.concurrency_wait_ms)),
+        ("max_connections_per_second", i64::from(l.max_connections_per_second)),
+        ("hunt_recruitment_per_second", i64::from(l.hunt_recruitment_per_second)),
+        ("max_upload_bytes", as_gauge(l.max_upload_bytes)),
+        ("handshake_timeout_ms", as_gauge(l.handshake_timeout_ms)),
+        ("handshakes_in_flight_per_shard", i64::from(l.handshakes_in_flight_per_shard)),
+        ("idle_timeout_ms", as_gauge(l.idle_timeout_ms)),
+        ("request_timeout_ms", as_gauge(l.request_timeout_ms)),
+        ("max_open_files", as_gauge(config.frontend.max_open_files)),
+    ]);
     m.upload_concurrency_limit.store(i64::from(config.limits.concurrency), std::sync::atomic::Ordering::Relaxed);
     let bound = u64::from(config.limits.concurrency).saturating_mul(config.limits.max_upload_bytes);
     m.upload_memory_bound_bytes.store(bound.min(i64::MAX as u64) as i64, std::sync::atomic::Ordering::Relaxed);
