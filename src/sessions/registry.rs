@@ -84,6 +84,14 @@ impl Registry {
         session.frames.try_send(frame).is_ok()
     }
 
+    /// The flow ended (its queue entry is gone): it need not be remembered as pushed, so
+    /// a long-lived stream's set stays as small as the flows in progress.
+    pub fn flow_ended(&self, client_id: &ClientId, flow_id: &FlowId) {
+        if let Some(session) = self.live.borrow().get(client_id) {
+            session.delivered.borrow_mut().remove(flow_id);
+        }
+    }
+
     /// Every client with a live stream here.
     pub fn client_ids(&self) -> Vec<ClientId> {
         self.live.borrow().keys().cloned().collect()
@@ -105,5 +113,25 @@ impl Registry {
     pub fn close_all(&self) {
         let ended = std::mem::take(&mut *self.live.borrow_mut());
         metrics().sessions_open.fetch_sub(ended.len() as i64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_is_pushed_once_per_stream_and_forgotten_when_it_ends() {
+        let registry = Registry::default();
+        let client = ClientId::parse("C.0123456789abcdef").unwrap();
+        let flow = FlowId::random();
+        let mut registration = registry.register(&client, 1);
+        assert!(registry.push(&client, &flow, Bytes::from_static(b"task")));
+        assert!(!registry.push(&client, &flow, Bytes::from_static(b"task")), "a second notification is not a second push");
+        assert_eq!(registration.delivered.borrow().len(), 1);
+        registry.flow_ended(&client, &flow);
+        assert!(registration.delivered.borrow().is_empty(), "the stream no longer remembers an ended flow");
+        assert!(registration.frames.try_next().unwrap().is_some());
+        registry.close_all();
     }
 }

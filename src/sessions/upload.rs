@@ -163,6 +163,7 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
             let flow_id = FlowId::parse(&status.flow_id)?;
             let id = flow_id.clone();
             if let Some((state, total_rows)) = flows.with_flow(ds, client_id, &id, move |flow| flow.finish(&status)).await? {
+                ctx.sessions.flow_ended(client_id, &flow_id);
                 report_flow_state(ctx, client_id, &flow_id, state, total_rows).await;
             }
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
