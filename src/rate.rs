@@ -20,6 +20,13 @@ impl TokenBucket {
         Self { per_second, burst, tokens: Cell::new(burst), refilled: Cell::new(Instant::now()) }
     }
 
+    /// Empties the bucket: what was banked while nothing needed tokens is not spent as a
+    /// burst when something starts.
+    pub fn drain(&self) {
+        self.tokens.set(0.0);
+        self.refilled.set(Instant::now());
+    }
+
     /// Tokens available now, without taking any.
     pub fn available(&self) -> u64 {
         self.refill(Instant::now());

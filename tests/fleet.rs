@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{count_lines, flow_results, run_fleet, Deployment, Proc};
+use common::{count_lines, flow_results, run_fleet, Deployment};
 
 /// A deployment that accepts connections as fast as loadgen makes them: these tests are
 /// about rows, and load shedding has its own (tests/limits.rs).
@@ -51,17 +51,7 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     let clients = 30;
     let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
     let report = deployment.path().join("report.json");
-    let mut loadgen = Proc(
-        Command::new(common::loadgen_bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["--clients", &clients.to_string(), "--duration-s", "240", "--exit-after-flows", &clients.to_string()])
-            .arg("--report")
-            .arg(&report)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let mut loadgen = common::spawn_loadgen_for_flows(&config, clients, &report, &[])?;
     let ids = deployment.wait_connected(clients, Duration::from_secs(60))?;
     let api = deployment.api();
     let flows: Vec<(String, String)> = ids.iter().map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?))).collect::<anyhow::Result<_>>()?;

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -15,19 +14,8 @@ use serde_json::{json, Value};
 
 fn loadgen(deployment: &Deployment, clients: usize, name: &str) -> Result<Proc> {
     let identities = deployment.path().join(format!("{name}.identities"));
-    Ok(Proc(
-        Command::new(common::loadgen_bin())
-            .arg("--config")
-            .arg(deployment.client_config())
-            .args(["--clients", &clients.to_string(), "--duration-s", "300"])
-            .arg("--identity-dir")
-            .arg(identities)
-            .arg("--report")
-            .arg(deployment.path().join(format!("{name}.json")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    ))
+    let identities = identities.to_str().context("temp paths are UTF-8")?;
+    common::spawn_loadgen(&deployment.client_config(), clients, 300, &deployment.path().join(format!("{name}.json")), &["--identity-dir", identities])
 }
 
 fn post(deployment: &Deployment, path: &str, body: Value) -> Result<Value> {
@@ -114,7 +102,11 @@ fn a_hunt_over_three_frontends_recruits_the_labelled_half_at_the_fleet_wide_rate
     let first = joined.iter().map(|p| p.2).min().unwrap();
     let last = joined.iter().map(|p| p.2).max().unwrap();
     let rate = (joined.len() - 1) as f64 / ((last - first) as f64 / 1000.0);
-    eprintln!("recruited {} agents at {rate:.1}/s (configured {RATE}/s)", joined.len());
+    let mut times: Vec<u64> = joined.iter().map(|p| p.2).collect();
+    times.sort();
+    let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    eprintln!("recruited {} agents at {rate:.1}/s (configured {RATE}/s); longest gaps (ms) {:?}", joined.len(), &gaps[gaps.len() - 5..]);
     assert!((rate - RATE as f64).abs() <= RATE as f64 * 0.10, "recruited at {rate:.1}/s, configured {RATE}/s");
 
     // The hunt's results: every row, each with its client and flow.

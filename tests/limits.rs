@@ -111,17 +111,7 @@ fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_c
 
     // Real agents that are refused back off and come back: all 80 connect, at the rate.
     let report = deployment.path().join("report.json");
-    let mut loadgen = common::Proc(
-        std::process::Command::new(common::loadgen_bin())
-            .arg("--config")
-            .arg(deployment.client_config())
-            .args(["--clients", "80", "--duration-s", "60"])
-            .arg("--report")
-            .arg(&report)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?,
-    );
+    let mut loadgen = common::spawn_loadgen(&deployment.client_config(), 80, 60, &report, &[])?;
     deployment.wait_connected(80, Duration::from_secs(45))?;
     assert!(deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")? > refused, "the fleet was shed on the way");
     let _ = loadgen.0.kill();

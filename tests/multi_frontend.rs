@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{cluster, count_lines, flow_results, frontend, run_fleet, wait_frontends, Deployment, Minion, Proc, RawAgent};
+use common::{cluster, count_lines, flow_results, frontend, run_fleet, wait_frontends, Deployment, Minion, RawAgent};
 use serde_json::Value;
 
 /// The frontend the master says `client` is connected to.
@@ -69,18 +68,7 @@ fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
     // Small uploads and long Pslist answers: each flow spans ~50 batches.
     let config = deployment.client_config_for("small.client.config.toml", &ports, Some(16 * 1024))?;
     let report = deployment.path().join("report.json");
-    let mut loadgen = Proc(
-        Command::new(common::loadgen_bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["--clients", &clients.to_string(), "--duration-s", "240", "--exit-after-flows", &clients.to_string()])
-            .args(["--pslist-rows", "3000"])
-            .arg("--report")
-            .arg(&report)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let mut loadgen = common::spawn_loadgen_for_flows(&config, clients, &report, &["--pslist-rows", "3000"])?;
     let ids = deployment.wait_connected(clients, Duration::from_secs(60))?;
     let victim = minions[0].name.clone();
     let on_victim: Vec<String> = ids.iter().filter(|id| frontend_of(&deployment, id).ok().flatten().as_deref() == Some(victim.as_str())).cloned().collect();

@@ -110,14 +110,13 @@ fn participants_path(datastore: &Datastore, hunt_id: &HuntId) -> PathBuf {
 }
 
 /// Records that `client_id` joined the hunt with `flow_id` (after the flow was written).
+/// Not synced: the recruiter makes a whole tick's recruits durable at once
+/// (`atomic::sync_filesystem`).
 pub fn append_participant(datastore: &Datastore, hunt_id: &HuntId, client_id: &ClientId, flow_id: &FlowId) -> Result<(), DatastoreError> {
     let path = participants_path(datastore, hunt_id);
     let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_error("open participants", &path))?;
     // One write per line: O_APPEND keeps lines whole.
     file.write_all(format!("{client_id} {flow_id}\n").as_bytes()).map_err(io_error("append participant", &path))?;
-    if datastore.fsync_documents() {
-        file.sync_data().map_err(io_error("sync participants", &path))?;
-    }
     Ok(())
 }
 

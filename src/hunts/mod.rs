@@ -76,6 +76,12 @@ pub struct Hunts {
     candidates: RefCell<VecDeque<ClientId>>,
     queued: RefCell<HashSet<ClientId>>,
     budget: TokenBucket,
+    /// Recruits written since the last syncfs.
+    unsynced: std::cell::Cell<u64>,
+    syncing: std::cell::Cell<bool>,
+    /// Candidates whose facts were read, in order, and whether a read is under way.
+    checked: RefCell<VecDeque<(ClientId, recruit::Facts)>>,
+    reading: std::cell::Cell<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +102,9 @@ impl Hunts {
         let ds = datastore.clone();
         let loaded = offload(move || recount_all(&ds)).await?;
         let rate = u64::from(recruitment_per_second);
-        // A tenth of a second of burst: the rate holds over short windows too.
-        let budget = TokenBucket::new(rate, (rate / 10).max(1));
+        // A quarter second of burst: the rate holds over short windows, and a stall of the
+        // hub (a busy box) shorter than that is caught up rather than lost.
+        let budget = TokenBucket::new(rate, (rate / 4).max(1));
         let hunts = Rc::new(Self {
             datastore,
             fleet,
@@ -107,6 +114,10 @@ impl Hunts {
             candidates: RefCell::new(VecDeque::new()),
             queued: RefCell::new(HashSet::new()),
             budget,
+            unsynced: std::cell::Cell::new(0),
+            syncing: std::cell::Cell::new(false),
+            checked: RefCell::new(VecDeque::new()),
+            reading: std::cell::Cell::new(false),
         });
         for run in loaded {
             let running = run.doc.state == HuntState::Running;
@@ -132,13 +143,18 @@ impl Hunts {
     }
 
     pub fn docs(&self) -> Vec<(HuntDoc, HuntStats)> {
-        let pending = self.candidates.borrow().len() as u64;
+        let pending = self.pending();
         self.runs.borrow().values().map(|r| (r.doc.clone(), stats(r, pending))).collect()
     }
 
     pub fn get(&self, id: &HuntId) -> Option<(HuntDoc, HuntStats)> {
-        let pending = self.candidates.borrow().len() as u64;
+        let pending = self.pending();
         self.runs.borrow().get(id).map(|r| (r.doc.clone(), stats(r, pending)))
+    }
+
+    /// Connected agents not yet checked against the running hunts.
+    pub fn pending(&self) -> u64 {
+        (self.candidates.borrow().len() + self.checked.borrow().len()) as u64
     }
 
     /// The participants in recruitment order.
@@ -148,7 +164,12 @@ impl Hunts {
 
     /// Paused → running: every connected agent becomes a candidate.
     pub async fn start(&self, id: &HuntId) -> Result<HuntDoc, HuntError> {
+        let idle = !self.any_running();
         let doc = self.transition(id, "started", |s| s == HuntState::Paused, HuntState::Running).await?;
+        if idle {
+            // The burst is for catching up after a stall, not for the first quarter second.
+            self.budget.drain();
+        }
         self.enqueue_connected();
         Ok(doc)
     }

@@ -23,6 +23,8 @@ use crate::shard::offload::offload;
 const TICK: Duration = Duration::from_millis(10);
 /// Recruitments writing their flow at once (each is a few file writes and fsyncs).
 const RECRUITS_IN_FLIGHT: u64 = 64;
+/// How often recruits written since are made durable together.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
 /// How long an agent without known facts waits before it is checked again.
 const FACTS_RETRY: Duration = Duration::from_secs(1);
 /// How often unfinished participant flows are re-read from disk (a flow-end event may
@@ -34,13 +36,14 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
     let in_flight = Rc::new(Semaphore::new(RECRUITS_IN_FLIGHT));
     let mut deferred: Vec<(Instant, ClientId)> = Vec::new();
     let mut last_reconcile = Instant::now();
+    let mut last_sync = Instant::now();
     loop {
         if shutdown.clone().now_or_never().is_some() {
             return;
         }
         hunts.absorb_events();
         hunts.expire().await;
-        let pending = if hunts.any_running() { hunts.candidates.borrow().len() as i64 } else { 0 };
+        let pending = if hunts.any_running() { hunts.pending() as i64 } else { 0 };
         metrics().hunt_pending_recruitment.store(pending, Ordering::Relaxed);
         let now = Instant::now();
         deferred.retain(|(due, client)| {
@@ -51,6 +54,13 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
             false
         });
         recruit_due(&hunts, &in_flight, &mut deferred).await;
+        // The sync runs beside the recruiter, one at a time: a slow disk delays
+        // durability, not recruitment.
+        if last_sync.elapsed() >= SYNC_EVERY && !hunts.syncing.get() {
+            last_sync = Instant::now();
+            let hunts = hunts.clone();
+            glommio::spawn_local(async move { sync_recruits(&hunts).await }).detach();
+        }
         if last_reconcile.elapsed() >= RECONCILE_EVERY {
             last_reconcile = Instant::now();
             reconcile(&hunts).await;
@@ -59,65 +69,111 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
     }
 }
 
-/// Checks candidates while the budget lasts.
+/// Candidates whose facts are read in one trip to the blocking pool: one trip per
+/// candidate held recruitment below 200/s on a busy box.
+const CHECK_BATCH: usize = 256;
+
+/// An agent's facts as the conditions need them; None while unknown (no info.json yet).
+pub(super) type Facts = Option<(String, Vec<String>)>;
+
+/// Reads the facts of the next batch of candidates in the background, so that the
+/// recruiter spends its tokens while the disk works (reading in line stalled it for up to
+/// 230 ms on a busy box, and a stall longer than the bucket's burst loses rate).
+fn prefetch_facts(hunts: &Rc<Hunts>) {
+    if hunts.reading.get() || hunts.checked.borrow().len() >= CHECK_BATCH {
+        return;
+    }
+    let batch: Vec<ClientId> = {
+        let mut candidates = hunts.candidates.borrow_mut();
+        let n = candidates.len().min(CHECK_BATCH);
+        candidates.drain(..n).collect()
+    };
+    if batch.is_empty() {
+        return;
+    }
+    hunts.reading.set(true);
+    let hunts = hunts.clone();
+    glommio::spawn_local(async move {
+        let ds = hunts.datastore.clone();
+        let read = offload(move || {
+            let facts = batch.into_iter().map(|c| {
+                let facts = match datastore::read_client_info(&ds.client(&c)) {
+                    Ok(info) => Some((info.os, info.labels)),
+                    Err(e) => {
+                        if !e.is_not_found() {
+                            tracing::warn!(client = %c, "hunt recruitment: cannot read the client's facts: {e}");
+                        }
+                        None
+                    }
+                };
+                (c, facts)
+            });
+            Ok::<_, DatastoreError>(facts.collect::<Vec<_>>())
+        })
+        .await;
+        hunts.checked.borrow_mut().extend(read.unwrap_or_default());
+        hunts.reading.set(false);
+    })
+    .detach();
+}
+
+/// Checks candidates whose facts are in while the budget lasts.
 async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mut Vec<(Instant, ClientId)>) {
-    while hunts.any_running() && hunts.budget.available() >= 1 {
-        let Some(client) = hunts.candidates.borrow_mut().pop_front() else { return };
-        let wanting: Vec<HuntDoc> = hunts
-            .runs
-            .borrow()
-            .values()
-            .filter(|r| r.doc.state == HuntState::Running && !r.participants.contains(&client))
-            .map(|r| r.doc.clone())
-            .collect();
-        if wanting.is_empty() {
+    if !hunts.any_running() {
+        return;
+    }
+    prefetch_facts(hunts);
+    while hunts.budget.available() >= 1 {
+        let Some((client, facts)) = hunts.checked.borrow_mut().pop_front() else { break };
+        let Some((os, labels)) = facts else {
             hunts.queued.borrow_mut().remove(&client);
+            deferred.push((Instant::now() + FACTS_RETRY, client));
             continue;
-        }
-        let dir = hunts.datastore.client(&client);
-        let info = match offload(move || datastore::read_client_info(&dir)).await {
-            Ok(info) => info,
-            Err(e) => {
-                if !e.is_not_found() {
-                    tracing::warn!(client = %client, "hunt recruitment: cannot read the client's facts: {e}");
-                }
-                hunts.queued.borrow_mut().remove(&client);
-                deferred.push((Instant::now() + FACTS_RETRY, client));
-                continue;
-            }
         };
-        let mut out_of_budget = false;
-        for doc in wanting.into_iter().filter(|d| d.condition.matches(&info.os, &info.labels)) {
-            // Joined now, before its flow is written: no second recruitment races it.
-            let joined = match hunts.runs.borrow_mut().get_mut(&doc.hunt_id) {
-                Some(run) if run.doc.state == HuntState::Running => run.participants.insert(client.clone()),
-                _ => false,
-            };
-            if !joined {
-                continue;
-            }
-            if !hunts.budget.try_take() {
-                if let Some(run) = hunts.runs.borrow_mut().get_mut(&doc.hunt_id) {
-                    run.participants.remove(&client);
-                }
-                out_of_budget = true;
-                break;
-            }
-            let permit = in_flight.acquire_static_permit(1).await;
-            let (hunts, client) = (hunts.clone(), client.clone());
-            glommio::spawn_local(async move {
-                let _permit = permit;
-                recruit(&hunts, &doc, client).await;
-            })
-            .detach();
-        }
-        if out_of_budget {
-            // The rest of its hunts wait for the next tokens.
-            hunts.candidates.borrow_mut().push_front(client);
-            return;
+        if !assign(hunts, in_flight, &client, &os, &labels).await {
+            // Out of budget: it waits for the next tokens, first in line.
+            hunts.checked.borrow_mut().push_front((client, Some((os, labels))));
+            break;
         }
         hunts.queued.borrow_mut().remove(&client);
+        prefetch_facts(hunts);
     }
+}
+
+/// Recruits `client` into every running hunt it matches and is not in yet, a token each.
+/// False when the budget ran out first (it may have joined some of them).
+async fn assign(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, client: &ClientId, os: &str, labels: &[String]) -> bool {
+    let wanting: Vec<HuntDoc> = hunts
+        .runs
+        .borrow()
+        .values()
+        .filter(|r| r.doc.state == HuntState::Running && !r.participants.contains(client) && r.doc.condition.matches(os, labels))
+        .map(|r| r.doc.clone())
+        .collect();
+    for doc in wanting {
+        // Joined now, before its flow is written: no second recruitment races it.
+        let joined = match hunts.runs.borrow_mut().get_mut(&doc.hunt_id) {
+            Some(run) if run.doc.state == HuntState::Running => run.participants.insert(client.clone()),
+            _ => false,
+        };
+        if !joined {
+            continue;
+        }
+        if !hunts.budget.try_take() {
+            if let Some(run) = hunts.runs.borrow_mut().get_mut(&doc.hunt_id) {
+                run.participants.remove(client);
+            }
+            return false;
+        }
+        let permit = in_flight.acquire_static_permit(1).await;
+        let (hunts, client) = (hunts.clone(), client.clone());
+        glommio::spawn_local(async move {
+            let _permit = permit;
+            recruit(&hunts, &doc, client).await;
+        })
+        .detach();
+    }
+    true
 }
 
 /// Writes the agent's flow for the hunt, records it, and tells the fleet.
@@ -152,10 +208,25 @@ async fn recruit(hunts: &Hunts, doc: &HuntDoc, client_id: ClientId) {
     metrics().flow(FlowEvent::Scheduled);
     metrics().hunt_recruited.fetch_add(1, Ordering::Relaxed);
     hunts.fleet.notify(&client_id, &flow_id, frame).await;
-    let client = hunts.datastore.client(&client_id);
-    if let Err(e) = offload(move || datastore::sync_scheduled(&client, &flow_id)).await {
-        tracing::warn!(hunt = %doc.hunt_id, "syncing a hunt flow: {e}");
+    hunts.unsynced.set(hunts.unsynced.get() + 1);
+}
+
+/// Makes the recruits written since the last call durable with one syncfs (per-flow
+/// fsyncs, ~8 per recruit, held recruitment below its rate on a busy disk). A crash
+/// before it loses at most that interval's recruits from the participants file; their
+/// agents may already run the task, and the flows count again once recruited anew.
+async fn sync_recruits(hunts: &Hunts) {
+    if hunts.unsynced.get() == 0 || !hunts.datastore.fsync_documents() {
+        hunts.unsynced.set(0);
+        return;
     }
+    hunts.unsynced.set(0);
+    hunts.syncing.set(true);
+    let root = hunts.datastore.root().to_path_buf();
+    if let Err(e) = offload(move || datastore::atomic::sync_filesystem(&root)).await {
+        tracing::warn!("syncing hunt recruits: {e}");
+    }
+    hunts.syncing.set(false);
 }
 
 fn record(hunts: &Hunts, hunt_id: &HuntId, client: &ClientId, flow: &FlowId) {

@@ -475,18 +475,7 @@ pub fn run_fleet(
     on_connected: impl FnOnce(&[String]) -> anyhow::Result<()>,
 ) -> anyhow::Result<serde_json::Value> {
     let report = deployment.path().join("report.json");
-    let mut loadgen = Proc(
-        Command::new(loadgen_bin())
-            .arg("--config")
-            .arg(config)
-            .args(["--clients", &clients.to_string(), "--duration-s", "240", "--exit-after-flows", &clients.to_string()])
-            .arg("--report")
-            .arg(&report)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let mut loadgen = spawn_loadgen_for_flows(config, clients, &report, extra)?;
     let ids = deployment.wait_connected(clients, Duration::from_secs(120))?;
     let api = deployment.api();
     assert_connected_pages_cover(&api, &ids)?;
@@ -512,6 +501,30 @@ pub fn run_fleet(
     }
     assert_eq!(report["tasks_received"].as_u64(), Some(clients as u64));
     Ok(report)
+}
+
+/// A loadgen of `clients` agents from the client config `config` that writes its report
+/// to `report` and runs at most `duration_s`; `extra` adds flags. Killed on drop.
+pub fn spawn_loadgen(config: &Path, clients: usize, duration_s: u64, report: &Path, extra: &[&str]) -> Result<Proc> {
+    let child = Command::new(loadgen_bin())
+        .arg("--config")
+        .arg(config)
+        .args(["--clients", &clients.to_string(), "--duration-s", &duration_s.to_string()])
+        .arg("--report")
+        .arg(report)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Proc(child))
+}
+
+/// `spawn_loadgen` for a fleet that exits once each agent finished one flow.
+pub fn spawn_loadgen_for_flows(config: &Path, clients: usize, report: &Path, extra: &[&str]) -> Result<Proc> {
+    let mut args = vec!["--exit-after-flows".to_string(), clients.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_loadgen(config, clients, 240, report, &args)
 }
 
 /// Lines of a file (for checking what landed on disk).
