@@ -122,8 +122,8 @@ fn a_hunt_over_three_frontends_recruits_the_labelled_half_at_the_fleet_wide_rate
 }
 
 #[test]
-fn agents_arriving_later_are_recruited_until_the_hunt_stops_and_its_state_survives_a_restart() -> Result<()> {
-    let mut deployment = Deployment::start_with(|t| set_keys(t, &[("hunt_recruitment_per_second", "1000")]))?;
+fn agents_arriving_later_on_any_frontend_are_recruited_until_the_hunt_stops_and_its_state_survives_a_restart() -> Result<()> {
+    let (mut deployment, minions) = cluster_with(1, |t| set_keys(t, &[("hunt_recruitment_per_second", "1000")]))?;
     let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Linux.Sys.Users"], "condition": { "os": "linux" } }))?;
     let id = created["hunt_id"].as_str().unwrap().to_string();
     post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
@@ -134,6 +134,11 @@ fn agents_arriving_later_are_recruited_until_the_hunt_stops_and_its_state_surviv
     let first = loadgen(&deployment, 30, "first")?;
     let done = wait_hunt(&deployment, &id, Duration::from_secs(60), |h| h["completed"] == 30)?;
     assert_eq!(done["scheduled"], 30);
+    let on_minion = participants(&deployment, &id)?
+        .iter()
+        .filter(|(c, _, _)| common::frontend_of(&deployment, c).ok().flatten().as_deref() == Some(minions[0].name.as_str()))
+        .count();
+    assert!(on_minion > 0, "agents that arrived on the minion were recruited too");
     assert_eq!(done["total_rows"], 30 * 40, "40 synthetic users per agent: {done}");
 
     post(&deployment, &format!("/api/v1/hunts/{id}/stop"), json!({}))?;

@@ -12,14 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{cluster, count_lines, flow_results, frontend, run_fleet, wait_frontends, Deployment, Minion, RawAgent};
+use common::{cluster, count_lines, flow_results, frontend, frontend_of, run_fleet, wait_frontends, Deployment, Minion, RawAgent};
 use serde_json::Value;
-
-/// The frontend the master says `client` is connected to.
-fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<String>> {
-    let (_, body) = deployment.api().get(&format!("/api/v1/clients?search={client}"))?;
-    Ok(body["items"][0]["frontend"].as_str().map(str::to_string))
-}
 
 #[test]
 fn master_tasks_agents_on_every_frontend_and_results_land() -> Result<()> {

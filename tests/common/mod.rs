@@ -315,6 +315,12 @@ pub fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
     items.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
 }
 
+/// The frontend the master says `client` is connected to.
+pub fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<String>> {
+    let (_, body) = deployment.api().get(&format!("/api/v1/clients?search={client}"))?;
+    Ok(body["items"][0]["frontend"].as_str().map(str::to_string))
+}
+
 /// A minion frontend of a test deployment; killed on drop.
 pub struct Minion {
     pub name: String,
