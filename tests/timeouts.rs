@@ -90,3 +90,21 @@ fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()
     assert!(deployment.metric("packhunt_handshakes_completed_total")? >= 1);
     Ok(())
 }
+
+/// A peer that closes its connection before saying anything (an agent that gave up
+/// waiting in the accept queue) is counted as gone, not as a failed handshake.
+#[test]
+fn a_peer_that_leaves_before_the_handshake_is_counted_as_gone() -> anyhow::Result<()> {
+    let deployment = Deployment::start()?;
+    for _ in 0..3 {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", deployment.agent_port))?;
+        drop(tcp);
+    }
+    let started = Instant::now();
+    while deployment.metric("packhunt_connection_refusals_total{reason=\"peer_gone\"}")? < 3 {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "three departures counted within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_failed\"}")?, 0);
+    Ok(())
+}

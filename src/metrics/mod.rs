@@ -68,10 +68,11 @@ pub enum ConnectionRefusal {
     Http2Failed,
     IdleTimeout,
     RateLimited,
+    PeerGone,
 }
 
 impl ConnectionRefusal {
-    pub const ALL: [ConnectionRefusal; 7] = [
+    pub const ALL: [ConnectionRefusal; 8] = [
         Self::OutOfFiles,
         Self::HandshakeFailed,
         Self::HandshakeTimeout,
@@ -79,6 +80,7 @@ impl ConnectionRefusal {
         Self::Http2Failed,
         Self::IdleTimeout,
         Self::RateLimited,
+        Self::PeerGone,
     ];
 
     pub fn label(self) -> &'static str {
@@ -90,6 +92,7 @@ impl ConnectionRefusal {
             Self::Http2Failed => "http2_failed",
             Self::IdleTimeout => "idle_timeout",
             Self::RateLimited => "rate_limited",
+            Self::PeerGone => "peer_gone",
         }
     }
 }

@@ -53,7 +53,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream, 
         None => return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout),
         Some(Err(e)) => {
             tracing::debug!("agent TLS handshake failed: {e}");
-            return metrics().connection_refused(ConnectionRefusal::HandshakeFailed);
+            let reason = if peer_gone(&e) { ConnectionRefusal::PeerGone } else { ConnectionRefusal::HandshakeFailed };
+            return metrics().connection_refused(reason);
         }
         Some(Ok(tls)) => tls,
     };
@@ -79,10 +80,18 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream, 
         .handshake::<_, Bytes>(compat::tokio_io(tls));
     let conn = match with_deadline(limits.handshake_timeout(), Box::pin(h2_handshake)).await {
         Some(Ok(conn)) => conn,
+        Some(Err(e)) if e.get_io().is_some_and(peer_gone) => return metrics().connection_refused(ConnectionRefusal::PeerGone),
         _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
     };
     drop(handshake);
     drive(ctx, client_id, conn).await;
+}
+
+/// The peer closed or reset the connection before the handshake finished: typically an
+/// agent that gave up waiting in the accept queue during a storm, not a broken client.
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted)
 }
 
 /// Why the accept loop stopped waiting for the next request.
