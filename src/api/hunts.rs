@@ -9,10 +9,10 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::routes::{bytes_response, json_response, parse_number, shown, ApiError, ApiResult};
+use super::routes::{bytes_response, json_response, parse_number, requested_artifacts, shown, ApiError, ApiResult};
 use super::ApiCtx;
 use crate::datastore::hunt::{self, HuntCondition, HuntDoc, HuntState};
-use crate::datastore::{self, ArtifactName, ArtifactRequestDoc, DatastoreError};
+use crate::datastore::{self, ArtifactName, DatastoreError};
 use crate::hunts::{HuntError, HuntStats, Hunts};
 use crate::ids::{ClientId, HuntId};
 use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_RESULT_PAGE_ROWS};
@@ -53,11 +53,7 @@ struct HuntBody {
 pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
     let hunts = hunts(ctx)?;
     let body: HuntBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
-    let artifacts = crate::artifacts::validate_request(&body.artifacts, &body.parameters)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?
-        .into_iter()
-        .map(|(name, parameters)| Ok(ArtifactRequestDoc { name: ArtifactName::parse(&name)?, parameters }))
-        .collect::<Result<Vec<_>, DatastoreError>>()?;
+    let artifacts = requested_artifacts(&body.artifacts, &body.parameters)?;
     check_labels(&body.condition.labels)?;
     let now = crate::clock::now_ms();
     if body.expires_ms != 0 && body.expires_ms <= now {

@@ -242,13 +242,23 @@ struct CollectionBody {
     parameters: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
-async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> ApiResult {
-    let body: CollectionBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
-    let artifacts = crate::artifacts::validate_request(&body.artifacts, &body.parameters)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+/// The artifacts a collection or hunt asks for, checked against the catalogue (unknown
+/// artifact or parameter: 400 naming it).
+pub(crate) fn requested_artifacts(
+    artifacts: &[String],
+    parameters: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+) -> Result<Vec<ArtifactRequestDoc>, ApiError> {
+    let checked = crate::artifacts::validate_request(artifacts, parameters).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let docs = checked
         .into_iter()
         .map(|(name, parameters)| Ok(ArtifactRequestDoc { name: ArtifactName::parse(&name)?, parameters }))
         .collect::<Result<Vec<_>, DatastoreError>>()?;
+    Ok(docs)
+}
+
+async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> ApiResult {
+    let body: CollectionBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let artifacts = requested_artifacts(&body.artifacts, &body.parameters)?;
     let client = ctx.datastore.client(client_id);
     let flow_id = FlowId::random();
     let now_us = crate::clock::now_us();
