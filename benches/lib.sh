@@ -243,6 +243,11 @@ wait_progress() {
 
 # ---------------------------------------------------------------- probes -------------
 api() { curl -sk --max-time 60 -u "admin:$PW" "https://127.0.0.1:$GUI_PORT$1"; }
+api_post() {   # api_post PATH [JSON]: POST to the master's API, body on stdout
+    local body='{}'
+    [[ -n ${2:-} ]] && body=$2
+    curl -sk --max-time 60 -u "admin:$PW" -X POST -H 'content-type: application/json' --data "$body" "https://127.0.0.1:$GUI_PORT$1"
+}
 metrics_to() { api /metrics >"$1" 2>/dev/null || : >"$1"; }
 metric_in() {   # metric_in FILE 'name' or 'name{label="x"}' -> value (0 if absent)
     awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }' "$1"
@@ -253,6 +258,9 @@ refusals_in() {   # refusals_in FILE -> "reason n, ..." for the nonzero connecti
                       END { if (!s) printf "none" }' "$1"
 }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# reset_peak_rss PID: from now on VmHWM is the peak of this window, not of the process's life
+# (clear_refs 5, Linux >= 4.0; needs to own the process or be root).
+reset_peak_rss() { echo 5 >"/proc/$1/clear_refs"; }
 
 proc_ticks() {   # utime + stime of a process in clock ticks (0 if it is gone)
     [[ -n $1 && -r /proc/$1/stat ]] || { echo 0; return; }
@@ -297,6 +305,49 @@ metrics_at() {   # metrics_at PORT FILE: /metrics of the frontend serving it on 
 }
 metric_total_in() {   # metric_total_in FILE NAME -> sum over every label set of NAME (0 if absent)
     awk -v m="$2" '{ n = $1; sub(/\{.*/, "", n) } n == m { s += $2 } END { printf "%.0f\n", s }' "$1"
+}
+
+# ---------------------------------------------------------------- datastore ----------
+info_docs() {   # info_docs DIR -> agents whose facts (info.json) are on disk
+    find "$1/datastore/clients" -mindepth 2 -maxdepth 2 -name info.json 2>/dev/null | wc -l
+}
+
+# datastore_at DIR PATH: the deployment's datastore at PATH (e.g. on tmpfs), reachable as
+# DIR/datastore like any other so the helpers here find it.
+datastore_at() {
+    set_key "$1" datastore location "\"$2\""
+    mkdir -p "$2"
+    [[ -d $1/datastore && ! -L $1/datastore ]] && cp -a "$1/datastore/." "$2/" && rm -rf "$1/datastore"
+    ln -sfn "$2" "$1/datastore"
+}
+
+# Deleting a datastore leaves tens of thousands of free inodes that ext4 without a journal
+# (this box's disk) skips for 60-300 s when it allocates new ones (fs/ext4/ialloc.c,
+# recently_deleted()): deleted between arms, the next arm's file creations would pay for
+# the previous arm's files. Targets that create many files defer deletion to the end.
+DEFERRED_DATASTORES=()
+drop_datastore_later() { DEFERRED_DATASTORES+=("$1/datastore"); }
+drop_deferred_datastores() {
+    local d
+    [[ ${KEEP_DATA:-0} == 1 ]] && return
+    for d in "${DEFERRED_DATASTORES[@]}"; do
+        if [[ -L $d ]]; then rm -rf "$(readlink -f "$d")"; rm -f "$d"; else rm -rf "$d"; fi
+    done
+    DEFERRED_DATASTORES=()
+}
+
+# hunt_disk_times DIR HUNT_ID -> "participants first_create_us last_create_us
+# flows_finished flows_failed last_finish_ms" from the participants file and each flow's
+# request.json and status.json: the hunt's own record, reproducible after the run.
+hunt_disk_times() {
+    local ds=$1/datastore part=$1/datastore/hunts/$2.participants
+    [[ -s $part ]] || { echo "0 0 0 0 0 0"; return; }
+    paste -d' ' \
+        <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/request.json" }' "$part" | xargs -d '\n' cat |
+            jq -rs '[length, (map(.create_time_us) | min), (map(.create_time_us) | max)] | @tsv' | tr '\t' ' ') \
+        <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/status.json" }' "$part" | xargs -d '\n' cat |
+            jq -rs '[(map(select(.state == "finished")) | length), (map(select(.state == "error")) | length),
+                     (map(.finish_time_ms // 0) | max)] | @tsv' | tr '\t' ' ')
 }
 
 # ---------------------------------------------------------------- results ------------

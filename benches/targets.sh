@@ -14,11 +14,20 @@
 #   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
 #                                         reconnect (resumed / full) vs in-memory rustls
 #                                         handshakes (N=1000)
+#   bash benches/targets.sh hunt [N]      one hunt over N agents (N=15000): recruitment 100/s vs
+#                                         1000/s, [gui] priority executor vs shared (HUNT_ARMS)
+#   bash benches/targets.sh storm [N]     kill -9 + restart under N agents (N=15000): time to
+#                                         reconnect all, with load shedding (200/s) vs without;
+#                                         then CPU per refused vs per accepted connection
+#   bash benches/targets.sh p2-fleet [N]  one collection to N agents at once (N=19000; a hunt,
+#                                         recruitment unthrottled), fsync_documents true vs false,
+#                                         and the datastore on tmpfs
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
-# = unpinned), SHARDS ([frontend] shards; default 1 for p1, p1-fleet, p5, p6 and the generated
-# 0 = one per core for p2, p3, p4), and per target: see the *_defaults lines below.
+# = unpinned), SHARDS ([frontend] shards; default 1 for p1, p1-fleet, p5, p6 and storm's cost
+# rounds, and the generated 0 = one per core for p2, p3, p4, hunt, storm, p2-fleet), and per
+# target: see the defaults at the top of each run_* function.
 #
 # Pinning: the frontend pins agent shard k to cpu k itself (src/shard/pool.rs); its
 # priority (GUI/API) executor and the datastore I/O threads are unpinned. With SHARDS=1
@@ -39,7 +48,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,17p' "$0" >&2; exit 2; }
+usage() { sed -n '2,25p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -504,6 +513,434 @@ run_p6() {
     print_table "p6: frontend CPU per connection vs in-memory rustls handshakes, $n agents ($OUT)"
 }
 
+# ---------------------------------------------------------------- hunts --------------
+# hunt and p2-fleet: one frontend in the generated layout (a shard per core), a fleet of
+# idle agents, one hunt over all of them (no condition). The hunt's own record on disk
+# gives recruitment: each flow's request.json create_time_us is stamped when the recruiter
+# takes the agent, so (participants - 1) / (last - first) is the rate it achieved and the
+# last one against the hunt's start_time_ms (stamped by the start call) is the time to
+# schedule everyone; status.json's finish_time_ms gives completion. loadgen's agents give
+# the delivery side: task_latency (receive time - create_time_us, same clock) and the
+# wall-clock time of the last task to arrive.
+
+# facts_ready DIR N LIMIT_S: until every agent's info.json is on disk. The recruiter defers
+# an agent without known facts by 1 s, so a hunt started before would measure the tail of
+# the info.json writes instead of recruitment.
+facts_ready() {
+    local dir=$1 n=$2 limit=$3 start
+    start=$(now_ms)
+    while (($(info_docs "$dir") < n)); do
+        if (($(now_ms) - start > limit * 1000)); then
+            log "only $(info_docs "$dir") of $n agents' facts on disk after $limit s"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+hunt_create() {   # hunt_create ARTIFACT -> id of a new paused hunt over every agent
+    api_post /api/v1/hunts "{\"artifacts\":[\"$1\"],\"condition\":{\"labels\":[],\"os\":\"\"},\"expires_ms\":0}" | jq -r .hunt_id
+}
+
+# probe_start DIR NAME / probe_stop: the GUI/API probe as p4 runs it (unpinned, niced
+# above the fleet's loadgen: an operator's browser elsewhere) for an open-ended window.
+# The fleet's LG_PID and LG_ERR stay as they were.
+probe_start() {
+    local keep_pid=$LG_PID keep_err=$LG_ERR
+    # shellcheck disable=SC2046
+    LOADGEN_CPUS="" LOADGEN_NICE=${PROBE_NICE:--10} start_loadgen "$1" "$2" $((PROBE_MAX_S + 60)) --clients 0 \
+        --duration-s "$PROBE_MAX_S" --probe-rate-per-second "$PROBE_RATE" $(api_args)
+    PROBE_PID=$LG_PID
+    LG_PID=$keep_pid LG_ERR=$keep_err
+}
+probe_stop() {
+    local keep_pid=$LG_PID
+    LG_PID=$PROBE_PID
+    stop_loadgen
+    LG_PID=$keep_pid
+}
+probe_for() {   # probe_for DIR NAME SECONDS: a fixed-length probe, waited for
+    local keep_pid=$LG_PID keep_err=$LG_ERR
+    # shellcheck disable=SC2046
+    LOADGEN_CPUS="" LOADGEN_NICE=${PROBE_NICE:--10} start_loadgen "$1" "$2" $(($3 + 60)) --clients 0 \
+        --duration-s "$3" --probe-rate-per-second "$PROBE_RATE" $(api_args)
+    wait_loadgen_exit $(($3 + 60)) || stop_loadgen
+    LG_PID=$keep_pid LG_ERR=$keep_err
+}
+
+# record_hunt_disk ARM DIR HUNT START_MS N: figures from the hunt's record on disk
+record_hunt_disk() {
+    local arm=$1 dir=$2 id=$3 start_ms=$4 n=$5 parts first last fin failed last_fin
+    read -r parts first last fin failed last_fin <<<"$(hunt_disk_times "$dir" "$id")"
+    echo "hunt $id on disk: participants $parts create_us $first..$last finished $fin failed $failed last_finish_ms $last_fin start_ms $start_ms" >>"$OUT/run.log"
+    record "participants / agents" "$arm" "$parts/$n"
+    record "recruitment rate achieved (/s): (n-1) / (last - first create_time)" "$arm" \
+        "$(calc "$last > $first ? ($parts - 1) / (($last - $first) / 1e6) : 0" 0)"
+    record "time to schedule all (s): start -> last create_time" "$arm" "$(calc "($last / 1000 - $start_ms) / 1000" 2)"
+    record "time to complete all (s): start -> last finish_time" "$arm" "$(calc "($last_fin - $start_ms) / 1000" 2)"
+    record "flows finished / failed (status.json)" "$arm" "$fin/$failed"
+    HUNT_LAST_CREATE_US=$last
+}
+
+# hunt_one RATE PRIORITY N REPEAT
+hunt_one() {
+    local rate=$1 prio=$2 n=$3 r=$4 arm=r$1-$2 dir=$OUT/hunt-r$1-$2-$4
+    local id t0 start_ms st s c e p rss rss0 rss_max=0 hwm a b d fleet_lg rp rej0 rej1 bytes0 bytes1 box0 box1
+    deploy "$dir"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    set_key "$dir" limits hunt_recruitment_per_second "$rate"
+    set_key "$dir" gui priority "\"$prio\""
+    set_key "$dir" datastore fsync_documents "$HUNT_FSYNC"
+    start_frontend "$dir"
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + HUNT_TIMEOUT + 600)) --probe-rate-per-second 0 || true
+    fleet_lg=$LG_PID
+    facts_ready "$dir" "$n" 180 || true
+    sleep "$SETTLE_S"
+    probe_for "$dir" probe-idle "$PROBE_IDLE_S"
+    id=$(hunt_create "$ARTIFACT")
+    metrics_to "$dir/metrics-before.txt"
+    rej0=$(metric_in "$dir/metrics-before.txt" 'packhunt_upload_rejections_total{reason="concurrency"}')
+    bytes0=$(metric_in "$dir/metrics-before.txt" packhunt_result_bytes_written_total)
+    rss0=$(status_kib "$FE_PID" VmRSS)
+    reset_peak_rss "$FE_PID"
+    probe_start "$dir" probe-hunt
+    a=$(cpu_snap "$FE_PID")
+    box0=$(box_busy_ticks)
+    t0=$(now_ms)
+    api_post "/api/v1/hunts/$id/start" >"$dir/start.json" || log "hunt $arm r$r: start POST: curl exit $?"
+    printf 'ms_since_start\tscheduled\tcompleted\terrors\tpending\trss_kib\n' >"$dir/hunt-stats.tsv"
+    while :; do
+        st=$(api "/api/v1/hunts/$id")
+        read -r s c e p <<<"$(jq -r '[.scheduled, .completed, .errors, .pending_recruitment] | @tsv' <<<"$st" 2>/dev/null || echo '0 0 0 0')"
+        rss=$(status_kib "$FE_PID" VmRSS)
+        ((rss > rss_max)) && rss_max=$rss
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(($(now_ms) - t0))" "$s" "$c" "$e" "$p" "$rss" >>"$dir/hunt-stats.tsv"
+        ((${c:-0} + ${e:-0} >= n)) && break
+        if (($(now_ms) - t0 > HUNT_TIMEOUT * 1000)); then
+            log "hunt $arm r$r: $c completed, $e errors of $n after $HUNT_TIMEOUT s"
+            break
+        fi
+        sleep 0.5
+    done
+    b=$(cpu_snap "$FE_PID")
+    box1=$(box_busy_ticks)
+    hwm=$(status_kib "$FE_PID" VmHWM)
+    probe_stop
+    d=$(cpu_delta "$a" "$b")
+    echo "hunt $arm r$r cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    api "/api/v1/hunts/$id" >"$dir/hunt.json"
+    start_ms=$(jq -r .start_time_ms "$dir/hunt.json")
+    LG_PID=$fleet_lg
+    stop_loadgen
+    metrics_to "$dir/metrics.txt"
+    stop_frontend
+    rej1=$(metric_in "$dir/metrics.txt" 'packhunt_upload_rejections_total{reason="concurrency"}')
+    bytes1=$(metric_in "$dir/metrics.txt" packhunt_result_bytes_written_total)
+    rp=$dir/fleet.json
+    record "agent-side task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp")"
+    record "agent-side task latency p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$rp")"
+    record "agent-side task latency max (ms)" "$arm" "$(rep '.task_latency.max_us / 1000' "$rp")"
+    record "tasks received" "$arm" "$(rep .tasks_received "$rp")"
+    record_hunt_disk "$arm" "$dir" "$id" "$start_ms" "$n"
+    record "API probe p50 during the hunt (ms)" "$arm" "$(rep '.api_latency.p50_us / 1000' "$dir/probe-hunt.json")"
+    record "API probe p99 during the hunt (ms)" "$arm" "$(rep '.api_latency.p99_us / 1000' "$dir/probe-hunt.json")"
+    record "API probe max during the hunt (ms)" "$arm" "$(rep '.api_latency.max_us / 1000' "$dir/probe-hunt.json")"
+    record "API probe requests during the hunt" "$arm" "$(rep .api_latency.count "$dir/probe-hunt.json")"
+    record "API probe p99 before the hunt, fleet idle (ms)" "$arm" "$(rep '.api_latency.p99_us / 1000' "$dir/probe-idle.json")"
+    record "frontend RSS before the hunt (MiB)" "$arm" "$(calc "$rss0 / 1024" 1)"
+    record "frontend peak RSS during the hunt (MiB, VmHWM)" "$arm" "$(calc "$hwm / 1024" 1)"
+    record "peak RSS - RSS before (MiB)" "$arm" "$(calc "($hwm - $rss0) / 1024" 1)"
+    record "frontend CPU-s/s during the hunt (of $(nproc))" "$arm" "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
+    record "whole box CPU-s/s during the hunt (frontend, loadgen, neighbours)" "$arm" "$(calc "($box1 - $box0) / $CLK_TCK / $(echo "$d" | cut -d' ' -f2)" 2)"
+    record "upload 503s (concurrency) during the hunt" "$arm" "$((rej1 - rej0))"
+    record "result MB written" "$arm" "$(calc "($bytes1 - $bytes0) / 1e6" 1)"
+    record "time to connect all (s)" "$arm" "$RAMP_S"
+    drop_datastore_later "$dir"
+}
+
+run_hunt() {
+    local n=${1:-${N:-15000}} r arm
+    HUNT_ARMS=${HUNT_ARMS:-"100:executor 1000:executor 1000:shared"}
+    ARTIFACT=${ARTIFACT:-Linux.Sys.Pslist}
+    HUNT_FSYNC=${HUNT_FSYNC:-true}
+    PROBE_RATE=${PROBE_RATE:-50}
+    PROBE_IDLE_S=${PROBE_IDLE_S:-10}
+    SETTLE_S=${SETTLE_S:-3}
+    HUNT_TIMEOUT=${HUNT_TIMEOUT:-$((n / 100 * 2 + 300))}
+    PROBE_MAX_S=$((HUNT_TIMEOUT + 60))
+    log "hunt: $ARTIFACT over $n agents, arms (rate:priority) $HUNT_ARMS; probe ${PROBE_RATE}/s; datastore.fsync_documents = $HUNT_FSYNC"
+    for ((r = 1; r <= REPEATS; r++)); do
+        for arm in $HUNT_ARMS; do hunt_one "${arm%%:*}" "${arm##*:}" "$n" "$r"; done
+    done
+    local p99="API probe p99 during the hunt (ms)" lat="agent-side task latency p99 (ms)" done_s="time to complete all (s): start -> last finish_time"
+    ratio "probe p99, 1000/s shared / executor" "$p99" r1000-shared "$p99" r1000-executor
+    ratio "probe p99, executor 1000/s / 100/s" "$p99" r1000-executor "$p99" r100-executor
+    ratio "probe p99 during / before the hunt, 1000/s executor" "$p99" r1000-executor "API probe p99 before the hunt, fleet idle (ms)" r1000-executor
+    ratio "probe p99 during / before the hunt, 1000/s shared" "$p99" r1000-shared "API probe p99 before the hunt, fleet idle (ms)" r1000-shared
+    ratio "task latency p99, executor 1000/s / 100/s" "$lat" r1000-executor "$lat" r100-executor
+    ratio "time to complete all, executor 100/s / 1000/s" "$done_s" r100-executor "$done_s" r1000-executor
+    ratio "peak RSS, executor 1000/s / 100/s" "frontend peak RSS during the hunt (MiB, VmHWM)" r1000-executor "frontend peak RSS during the hunt (MiB, VmHWM)" r100-executor
+    print_table "hunt: $ARTIFACT over $n agents, recruitment rate x GUI priority ($OUT)"
+    drop_deferred_datastores
+}
+
+# ---------------------------------------------------------------- p2-fleet -----------
+# P2's second half: one collection to every connected agent at once is a hunt with
+# recruitment unthrottled (1,000,000/s: the token bucket's 0.1 s burst covers the fleet).
+# Fan-out time = the last agent's receive time (loadgen, wall clock) - the hunt's
+# start_time_ms (stamped by the start call before it writes the hunt document); both come
+# from this host's clock. Generic.Client.Info (one row) so that the figure is delivery, not
+# result ingest.
+p2f_one() {   # p2f_one ARM(true|false|tmpfs) N REPEAT
+    local kind=$1 n=$2 r=$3 arm dir=$OUT/p2f-$1-$3 id t_post tasks0 a b d start_ms rp first_us last_us st c e t0 perf_pid="" box0 box1
+    arm=fsync-$kind
+    deploy "$dir"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    set_key "$dir" limits hunt_recruitment_per_second 1000000
+    if [[ $kind == tmpfs ]]; then
+        # The same work without this box's disk and filesystem: what packhunt itself costs.
+        arm=tmpfs
+        datastore_at "$dir" "/dev/shm/$(basename "$OUT")-p2f-$r"
+    else
+        set_key "$dir" datastore fsync_documents "$kind"
+    fi
+    start_frontend "$dir"
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 900)) --probe-rate-per-second 0 || true
+    facts_ready "$dir" "$n" 180 || true
+    sleep "$SETTLE_S"
+    id=$(hunt_create "$P2F_ARTIFACT")
+    tasks0=$(progress tasks)
+    if [[ ${PERF:-0} == 1 ]]; then
+        perf record -F 999 -g -p "$FE_PID" -o "$dir/perf.data" -- sleep "$PERF_S" >"$dir/perf.log" 2>&1 &
+        perf_pid=$!
+        sleep 0.5
+    fi
+    a=$(cpu_snap "$FE_PID")
+    box0=$(box_busy_ticks)
+    t_post=$(now_ms)
+    api_post "/api/v1/hunts/$id/start" >"$dir/start.json" || log "p2-fleet $arm r$r: start POST: curl exit $?"
+    wait_progress tasks $((tasks0 + n)) "$FANOUT_TIMEOUT" || true
+    b=$(cpu_snap "$FE_PID")
+    box1=$(box_busy_ticks)
+    d=$(cpu_delta "$a" "$b")
+    echo "p2-fleet $arm r$r cpu_s wall_s ticks_s (start -> loadgen printed all tasks): $d" >>"$OUT/run.log"
+    t0=$(now_ms)
+    while :; do
+        st=$(api "/api/v1/hunts/$id")
+        read -r c e <<<"$(jq -r '[.completed, .errors] | @tsv' <<<"$st" 2>/dev/null || echo '0 0')"
+        ((${c:-0} + ${e:-0} >= n || $(now_ms) - t0 > 180000)) && break
+        sleep 0.5
+    done
+    [[ -n $perf_pid ]] && wait "$perf_pid" 2>/dev/null || true
+    api "/api/v1/hunts/$id" >"$dir/hunt.json"
+    start_ms=$(jq -r .start_time_ms "$dir/hunt.json")
+    metrics_to "$dir/metrics.txt"
+    stop_loadgen
+    stop_frontend
+    rp=$dir/fleet.json
+    first_us=$(rep '.first_task_unix_us // 0' "$rp")
+    last_us=$(rep '.last_task_unix_us // 0' "$rp")
+    record_hunt_disk "$arm" "$dir" "$id" "$start_ms" "$n"
+    record "fan-out (ms): start -> last agent has its task" "$arm" "$(calc "$last_us / 1000 - $start_ms" 0)"
+    record "fan-out from the start POST sent (ms, curl included)" "$arm" "$(calc "$last_us / 1000 - $t_post" 0)"
+    record "start -> first agent has its task (ms)" "$arm" "$(calc "$first_us / 1000 - $start_ms" 0)"
+    record "start -> last flow written (ms, last create_time)" "$arm" "$(calc "$HUNT_LAST_CREATE_US / 1000 - $start_ms" 0)"
+    record "last flow written -> last task arrived (ms)" "$arm" "$(calc "($last_us - $HUNT_LAST_CREATE_US) / 1000" 0)"
+    record "within 2 s" "$arm" "$(calc "$last_us / 1000 - $start_ms <= 2000 ? 1 : 0" 0)"
+    record "agent-side task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp")"
+    record "agent-side task latency p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$rp")"
+    record "agent-side task latency max (ms)" "$arm" "$(rep '.task_latency.max_us / 1000' "$rp")"
+    record "tasks received / agents" "$arm" "$(rep .tasks_received "$rp")/$n"
+    record "frontend CPU-s, start -> loadgen printed all tasks" "$arm" "$(calc "${d%% *}" 2)"
+    record "whole box CPU-s/s in that window (frontend, loadgen, neighbours)" "$arm" "$(calc "($box1 - $box0) / $CLK_TCK / $(echo "$d" | cut -d' ' -f2)" 2)"
+    record "upload 503s (concurrency)" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_upload_rejections_total{reason="concurrency"}')"
+    record "agents connected (server)" "$arm" "$(metric_in "$dir/metrics.txt" packhunt_sessions_open)"
+    record "time to connect all (s)" "$arm" "$RAMP_S"
+    if [[ -n $perf_pid ]]; then
+        perf report -i "$dir/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep "%" >"$dir/flat.txt" || true
+        perf report -i "$dir/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep "%" >"$dir/children.txt" || true
+        python3 "$ROOT/benches/perf_classify.py" "$dir/flat.txt" >"$dir/classified.md" || true
+        log "p2-fleet $arm r$r profile: $dir/classified.md"
+    fi
+    drop_datastore_later "$dir"
+}
+
+run_p2_fleet() {
+    local n=${1:-${N:-19000}} r kind
+    P2F_ARTIFACT=${P2F_ARTIFACT:-Generic.Client.Info}
+    P2F_ARMS=${P2F_ARMS:-"true false tmpfs"}
+    SETTLE_S=${SETTLE_S:-3}
+    FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-300}
+    PERF_S=${PERF_S:-8}
+    log "p2-fleet: $P2F_ARTIFACT to $n agents by one unthrottled hunt; datastore.fsync_documents arms: $P2F_ARMS; PERF=${PERF:-0}"
+    for ((r = 1; r <= REPEATS; r++)); do
+        for kind in $P2F_ARMS; do p2f_one "$kind" "$n" "$r"; done
+    done
+    local f="fan-out (ms): start -> last agent has its task"
+    ratio "fan-out fsync true / false" "$f" fsync-true "$f" fsync-false
+    printf '%s\t%s\n' "fan-out / 2,000 ms target, fsync true" "$(calc "$(median_of "$f" fsync-true) / 2000" 3)" >>"$RATIOS"
+    printf '%s\t%s\n' "fan-out / 2,000 ms target, fsync false" "$(calc "$(median_of "$f" fsync-false) / 2000" 3)" >>"$RATIOS"
+    ratio "fan-out disk (fsync true) / tmpfs" "$f" fsync-true "$f" tmpfs
+    print_table "p2-fleet: one collection to $n agents (hunt, recruitment unthrottled) ($OUT)"
+    drop_deferred_datastores
+}
+
+# ---------------------------------------------------------------- storm --------------
+# A frontend dies under a connected fleet (kill -9) and is started again at once; every
+# agent reconnects. Arms: the restarted frontend with the default load shedding
+# (max_connections_per_second = 200, split over the shards) vs unlimited. The ramp before
+# the kill is unshed in both arms (not what is measured); the restart reads the arm's
+# limit. Generated layout (a shard per core), loadgen on cpu 1.
+storm_one() {   # storm_one ARM(shed|unshed) N REPEAT
+    local arm=$1 n=$2 r=$3 dir=$OUT/storm-$1-$3 limit=1000000 fe_old t_kill t_ready t_all r0 e0 a b d
+    local rss_before hwm conn rc st box0 box1 p99
+    [[ $arm == shed ]] && limit=$SHED_RATE
+    deploy "$dir"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    start_frontend "$dir"
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + STORM_TIMEOUT + 600)) || true
+    sleep "$SETTLE_S"
+    rss_before=$(status_kib "$FE_PID" VmRSS)
+    r0=$(progress reconnects)
+    e0=$(progress errors)
+    set_key "$dir" limits max_connections_per_second "$limit"
+    fe_old=$FE_PID
+    t_kill=$(now_ms)
+    kill -KILL "$fe_old"
+    wait "$fe_old" 2>/dev/null || true
+    mv "$dir/frontend.out" "$dir/frontend-killed.out"
+    mv "$dir/frontend.err" "$dir/frontend-killed.err"
+    start_frontend "$dir"
+    t_ready=$(now_ms)
+    a=$(cpu_snap "$FE_PID")
+    box0=$(box_busy_ticks)
+    printf 'ms_since_kill\tconnected\treconnects\trss_kib\n' >"$dir/storm-series.tsv"
+    st=ok
+    while :; do
+        conn=$(progress connected)
+        rc=$(($(progress reconnects) - r0))
+        printf '%s\t%s\t%s\t%s\n' "$(($(now_ms) - t_kill))" "$conn" "$rc" "$(status_kib "$FE_PID" VmRSS)" >>"$dir/storm-series.tsv"
+        ((rc >= n && conn >= n)) && break
+        if (($(now_ms) - t_kill > STORM_TIMEOUT * 1000)) || ! kill -0 "$LG_PID" 2>/dev/null; then
+            st=miss
+            log "storm $arm r$r: $rc of $n reconnected ($conn connected) after $STORM_TIMEOUT s"
+            break
+        fi
+        sleep 0.2
+    done
+    t_all=$(now_ms)
+    b=$(cpu_snap "$FE_PID")
+    box1=$(box_busy_ticks)
+    hwm=$(status_kib "$FE_PID" VmHWM)
+    d=$(cpu_delta "$a" "$b")
+    echo "storm $arm r$r cpu_s wall_s ticks_s (ready -> all reconnected): $d" >>"$OUT/run.log"
+    sleep 2
+    metrics_to "$dir/metrics.txt"
+    record "time to reconnect all (s): kill -9 -> all connected" "$arm" "$([[ $st == ok ]] && ms_to_s "$t_kill" "$t_all" || echo miss)"
+    record "time to reconnect all (s): restarted frontend ready -> all" "$arm" "$([[ $st == ok ]] && ms_to_s "$t_ready" "$t_all" || echo miss)"
+    record "frontend down (s): kill -> ready" "$arm" "$(ms_to_s "$t_kill" "$t_ready")"
+    # The tail is agents whose dead connection they noticed late (see tuning.md, storm).
+    p99=$(awk -F'\t' -v n="$n" 'NR > 1 && $3 >= 0.99 * n { printf "%.2f", $1 / 1000; exit }' "$dir/storm-series.tsv")
+    record "time to 99 % reconnected (s): kill -9 -> 99 %" "$arm" "${p99:-miss}"
+    record "frontend peak RSS during the storm (MiB, VmHWM)" "$arm" "$(calc "$hwm / 1024" 1)"
+    record "frontend RSS before the kill (MiB)" "$arm" "$(calc "$rss_before / 1024" 1)"
+    record "refused: rate_limited" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_connection_refusals_total{reason="rate_limited"}')"
+    record "handshake timeouts" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_connection_refusals_total{reason="handshake_timeout"}')"
+    record "refusals (all reasons)" "$arm" "$(refusals_in "$dir/metrics.txt" | tr ' ' _)"
+    record "connections accepted (accept() calls)" "$arm" "$(metric_in "$dir/metrics.txt" packhunt_connections_accepted_total)"
+    record "handshakes completed" "$arm" "$(metric_in "$dir/metrics.txt" packhunt_handshakes_completed_total)"
+    record "agents' failed connection attempts (loadgen errors)" "$arm" "$(($(progress errors) - e0))"
+    record "sessions open 2 s after (server)" "$arm" "$(metric_in "$dir/metrics.txt" packhunt_sessions_open)"
+    record "frontend CPU-s, ready -> all reconnected" "$arm" "$(calc "${d%% *}" 2)"
+    record "frontend CPU per agent back (us)" "$arm" "$(calc "${d%% *} * 1e6 / $n" 0)"
+    record "whole box CPU-s/s, ready -> all (frontend, loadgen, neighbours)" "$arm" "$(calc "($box1 - $box0) / $CLK_TCK / $(echo "$d" | cut -d' ' -f2)" 2)"
+    record "time to connect all before (s)" "$arm" "$RAMP_S"
+    stop_loadgen
+    stop_frontend
+    drop_datastore_later "$dir"
+}
+
+# What each way costs the frontend, one shard on cpu 0 and loadgen on cpu 1 (as p6):
+# accepted = p6's full-handshake reconnect storm of COST_N agents (per connection);
+# refused = COST_N new agents against max_connections_per_second = 1: nearly every
+# connection is closed right after accept(), and the agents retry with backoff for
+# COST_S seconds; frontend CPU over that window (less its idle CPU and the handful it
+# admitted at the accepted price) per refusal. On loopback the kernel's SYN handling runs
+# in the connecting process's context: what the server pays is accept(), the rate check
+# and close().
+cost_round() {   # cost_round N REPEAT
+    local n=$1 r=$2 dir a b cpu wall idle ref0 ref1 hs0 hs1 per_acc
+    dir=$OUT/cost-accepted-$r
+    deploy "$dir"
+    set_key "$dir" frontend shards 1
+    start_frontend "$dir"
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 600)) || true
+    sleep 2
+    a=$(cpu_snap "$FE_PID")
+    sleep "$IDLE_S"
+    b=$(cpu_snap "$FE_PID")
+    read -r cpu wall _ <<<"$(cpu_delta "$a" "$b")"
+    p6_storm full "$n" "$(calc "$cpu / $wall" 4)"
+    stop_loadgen
+    stop_frontend
+    drop_datastore_later "$dir"
+    per_acc=$(awk -F'\t' -v f="$FIG_CONN" '$1 == f && $2 == "storm-full" { v = $3 } END { print v + 0 }' "$RESULTS")
+
+    dir=$OUT/cost-refused-$r
+    deploy "$dir"
+    set_key "$dir" frontend shards 1
+    set_key "$dir" limits max_connections_per_second 1
+    start_frontend "$dir"
+    sleep 2
+    a=$(cpu_snap "$FE_PID")
+    sleep "$IDLE_S"
+    b=$(cpu_snap "$FE_PID")
+    read -r cpu wall _ <<<"$(cpu_delta "$a" "$b")"
+    idle=$(calc "$cpu / $wall" 4)
+    metrics_to "$dir/metrics-0.txt"
+    ref0=$(metric_in "$dir/metrics-0.txt" 'packhunt_connection_refusals_total{reason="rate_limited"}')
+    hs0=$(metric_in "$dir/metrics-0.txt" packhunt_handshakes_completed_total)
+    start_loadgen "$dir" fleet $((COST_S + 60)) --clients "$n" --ramp-per-second "$n" --duration-s $((COST_S + 30))
+    wait_identities || true
+    a=$(cpu_snap "$FE_PID")
+    sleep "$COST_S"
+    b=$(cpu_snap "$FE_PID")
+    metrics_to "$dir/metrics-1.txt"
+    stop_loadgen
+    stop_frontend
+    drop_datastore_later "$dir"
+    ref1=$(metric_in "$dir/metrics-1.txt" 'packhunt_connection_refusals_total{reason="rate_limited"}')
+    hs1=$(metric_in "$dir/metrics-1.txt" packhunt_handshakes_completed_total)
+    read -r cpu wall _ <<<"$(cpu_delta "$a" "$b")"
+    echo "cost refused r$r cpu_s $cpu wall_s $wall idle $idle refusals $((ref1 - ref0)) admitted $((hs1 - hs0)) at $per_acc us" >>"$OUT/run.log"
+    record "$FIG_CONN" refused "$(calc "($cpu - $idle * $wall - ($hs1 - $hs0) * $per_acc / 1e6) * 1e6 / ($ref1 - $ref0)" 1)"
+    record "refusals in the window / admitted" refused "$((ref1 - ref0))/$((hs1 - hs0))"
+    record "refusals per second" refused "$(calc "($ref1 - $ref0) / $wall" 0)"
+}
+
+run_storm() {
+    local n=${1:-${N:-15000}} r arm
+    SHED_RATE=${SHED_RATE:-200}
+    STORM_ARMS=${STORM_ARMS:-"shed unshed"}
+    STORM_TIMEOUT=${STORM_TIMEOUT:-600}
+    SETTLE_S=${SETTLE_S:-3}
+    COST_N=${COST_N:-2000}
+    COST_S=${COST_S:-10}
+    IDLE_S=${IDLE_S:-3}
+    log "storm: $n agents, kill -9 + restart; max_connections_per_second $SHED_RATE (shed) vs 1000000 (unshed); then cost per connection with $COST_N agents on one shard"
+    for ((r = 1; r <= REPEATS; r++)); do
+        for arm in $STORM_ARMS; do storm_one "$arm" "$n" "$r"; done
+        ((COST_N > 0)) && cost_round "$COST_N" "$r"
+    done
+    local t="time to reconnect all (s): kill -9 -> all connected"
+    ratio "reconnect time shed / unshed" "$t" shed "$t" unshed
+    ratio "peak RSS shed / unshed" "frontend peak RSS during the storm (MiB, VmHWM)" shed "frontend peak RSS during the storm (MiB, VmHWM)" unshed
+    ratio "CPU per agent back shed / unshed" "frontend CPU per agent back (us)" shed "frontend CPU per agent back (us)" unshed
+    ratio "refused / accepted (full-handshake reconnect), CPU per connection" "$FIG_CONN" refused "$FIG_CONN" storm-full
+    print_table "storm: kill -9 + restart under $n agents, shedding at $SHED_RATE/s vs unlimited; CPU per refused vs accepted connection ($OUT)"
+    drop_deferred_datastores
+}
+
 case $TARGET in
     p1) run_p1 "$@" ;;
     p1-fleet) run_p1_fleet "$@" ;;
@@ -512,5 +949,8 @@ case $TARGET in
     p4) run_p4 "$@" ;;
     p5) run_p5 "$@" ;;
     p6) run_p6 "$@" ;;
+    hunt) run_hunt "$@" ;;
+    storm) run_storm "$@" ;;
+    p2-fleet) run_p2_fleet "$@" ;;
     *) usage ;;
 esac

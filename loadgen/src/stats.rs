@@ -30,6 +30,11 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Connections on which an agent offered a TLS session ticket (asked to resume).
     pub tickets_offered: AtomicU64,
+    /// Wall-clock µs of the first and the last task to arrive (0: none yet). When one
+    /// collection goes to the whole fleet, the last arrival against the moment it was
+    /// started is the fan-out time; the 1 s time series is too coarse for a 2 s target.
+    first_task_unix_us: AtomicU64,
+    last_task_unix_us: AtomicU64,
     connect_us: Mutex<Histogram<u64>>,
     task_latency_us: Mutex<Histogram<u64>>,
     /// The same latencies split by the frontend the agent was connected to when the task
@@ -60,6 +65,8 @@ impl Stats {
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             tickets_offered: AtomicU64::new(0),
+            first_task_unix_us: AtomicU64::new(0),
+            last_task_unix_us: AtomicU64::new(0),
             connect_us: Mutex::new(new_histogram()),
             task_latency_us: Mutex::new(new_histogram()),
             task_latency_by_frontend_us: Mutex::new(Vec::new()),
@@ -214,7 +221,11 @@ impl Observer for AgentObserver {
     }
     fn task_received(&self, task: &pb::Task) {
         self.stats.tasks.fetch_add(1, Ordering::Relaxed);
-        let latency = now_us().saturating_sub(task.create_time_us);
+        let now = now_us();
+        let _ = self.stats.first_task_unix_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.stats.first_task_unix_us.fetch_min(now, Ordering::Relaxed);
+        self.stats.last_task_unix_us.fetch_max(now, Ordering::Relaxed);
+        let latency = now.saturating_sub(task.create_time_us);
         let frontend = Some(self.frontend.load(Ordering::Relaxed)).filter(|&i| i != NO_FRONTEND);
         self.stats.record_task_latency(frontend, latency);
     }
@@ -282,6 +293,12 @@ pub struct Report {
     pub time_to_connect_all_s: Option<f64>,
     pub connect_time: Percentiles,
     pub tasks_received: u64,
+    /// Wall-clock µs (this host's clock, as the server's `create_time_us`) of the first
+    /// and the last task that arrived; absent if none did.
+    #[serde(default)]
+    pub first_task_unix_us: Option<u64>,
+    #[serde(default)]
+    pub last_task_unix_us: Option<u64>,
     pub task_latency: Percentiles,
     /// Frontend URL (as the client config lists it) -> latency of the tasks that arrived
     /// through it; only frontends through which a task arrived.
@@ -344,6 +361,8 @@ impl Stats {
             time_to_connect_all_s: connect_all.map(|d| d.as_secs_f64()),
             connect_time: percentiles(&self.connect_us.lock().unwrap()),
             tasks_received: l(&self.tasks),
+            first_task_unix_us: Some(l(&self.first_task_unix_us)).filter(|&t| t != 0),
+            last_task_unix_us: Some(l(&self.last_task_unix_us)).filter(|&t| t != 0),
             task_latency: percentiles(&self.task_latency_us.lock().unwrap()),
             task_latency_by_frontend: self
                 .task_latency_by_frontend_us
@@ -447,6 +466,8 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         time_to_connect_all_s: connect_all.map(|v| v.into_iter().fold(0.0, f64::max)),
         connect_time: percentiles(&connect),
         tasks_received: sum(|r| r.tasks_received),
+        first_task_unix_us: reports.iter().filter_map(|r| r.first_task_unix_us).min(),
+        last_task_unix_us: reports.iter().filter_map(|r| r.last_task_unix_us).max(),
         task_latency: percentiles(&latency),
         task_latency_by_frontend: by_frontend.iter().map(|(url, h)| (url.clone(), percentiles(h))).collect(),
         upload_bytes,
@@ -556,5 +577,11 @@ mod tests {
         assert_eq!(report.task_latency.count, 3);
         assert_eq!(report.task_latency_by_frontend[&one.to_string()].count, 1);
         assert_eq!(report.task_latency_by_frontend[&two.to_string()].count, 2);
+        let (first, last) = (report.first_task_unix_us.unwrap(), report.last_task_unix_us.unwrap());
+        assert!(first <= last && last <= now_us(), "arrivals {first}..{last}");
+        let idle = Stats::new().report(1, Duration::from_secs(1), None);
+        assert_eq!((idle.first_task_unix_us, idle.last_task_unix_us), (None, None), "no task, no arrival time");
+        let merged = merge(vec![report, idle]).unwrap();
+        assert_eq!((merged.first_task_unix_us, merged.last_task_unix_us), (Some(first), Some(last)));
     }
 }
