@@ -46,6 +46,15 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// 8 MiB on the target box and glommio refuses below 512 KiB (DESIGN.md, "This machine").
 pub const DEFAULT_IO_MEMORY_BYTES: usize = 1024 * 1024;
 pub const MIN_IO_MEMORY_BYTES: usize = 512 * 1024;
+/// io_uring submission entries per ring (glommio's default is 128). The kernel sizes a
+/// ring's table of outstanding polls from its completion queue: `2 × depth / 32` buckets,
+/// at most 256. Every idle agent holds one poll, and glommio's loop cancels a timeout on
+/// every pass, which walks one bucket: at 128 that is 8 buckets, ~1,200 entries each for a
+/// shard of 9,500 agents; at 4,096, 256 buckets (benches/uring_idle.rs, tuning.md).
+pub const DEFAULT_IO_RING_DEPTH: usize = 4096;
+/// Bounds on `frontend.io_ring_depth`: the kernel takes at most 32,768 entries.
+pub const MIN_IO_RING_DEPTH: usize = 64;
+pub const MAX_IO_RING_DEPTH: usize = 32_768;
 
 /// Datastore I/O threads per executor. A status document costs ~2.2 ms of fsync on the
 /// reference disk (tuning.md) and an NFS round trip about a millisecond: with one thread

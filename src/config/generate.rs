@@ -209,6 +209,7 @@ fn server_config(
             replication_port: opts.replication_port,
             shards: 0,
             io_memory_bytes: crate::limits::DEFAULT_IO_MEMORY_BYTES,
+            io_ring_depth: crate::limits::DEFAULT_IO_RING_DEPTH,
             max_open_files: crate::limits::DEFAULT_MAX_OPEN_FILES,
             transparent_huge_pages: false,
             certificate,

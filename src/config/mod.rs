@@ -66,6 +66,10 @@ pub struct FrontendSection {
     /// io_uring memory glommio registers per shard; memlock bounds the total.
     #[serde(default = "default_io_memory_bytes")]
     pub io_memory_bytes: usize,
+    /// io_uring entries per ring of an agent shard. Deeper rings give the kernel's
+    /// table of outstanding polls (one per idle agent) more buckets (tuning.md).
+    #[serde(default = "default_io_ring_depth")]
+    pub io_ring_depth: usize,
     /// Open files this process may use (production raises `LimitNOFILE`).
     #[serde(default = "default_max_open_files")]
     pub max_open_files: u64,
@@ -254,6 +258,10 @@ fn default_true() -> bool {
 fn default_io_threads() -> usize {
     limits::DEFAULT_IO_THREADS_PER_EXECUTOR
 }
+fn default_io_ring_depth() -> usize {
+    limits::DEFAULT_IO_RING_DEPTH
+}
+
 fn default_io_memory_bytes() -> usize {
     limits::DEFAULT_IO_MEMORY_BYTES
 }
@@ -302,6 +310,12 @@ impl ServerConfig {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0".into()));
             }
+        }
+        if !(limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH).contains(&self.frontend.io_ring_depth) {
+            return Err(invalid(
+                "frontend.io_ring_depth",
+                format!("must be between {} and {}", limits::MIN_IO_RING_DEPTH, limits::MAX_IO_RING_DEPTH),
+            ));
         }
         if self.frontend.io_memory_bytes < limits::MIN_IO_MEMORY_BYTES {
             return Err(invalid(
@@ -522,6 +536,22 @@ mod tests {
             table(v, "datastore").insert("io_threads_per_executor".into(), 0.into());
         });
         assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "datastore.io_threads_per_executor"), "{err}");
+    }
+
+    #[test]
+    fn io_ring_depth_out_of_bounds_is_invalid() {
+        for depth in [0, 63, 32_769] {
+            let (_, err) = load_edited(|v| {
+                table(v, "frontend").insert("io_ring_depth".into(), depth.into());
+            });
+            assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "frontend.io_ring_depth"), "{depth}: {err}");
+        }
+        // Configs written before the key existed load with the default.
+        let (_dir, path, mut value) = generated();
+        table(&mut value, "frontend").remove("io_ring_depth");
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("config without io_ring_depth");
+        assert_eq!(config.frontend.io_ring_depth, limits::DEFAULT_IO_RING_DEPTH);
     }
 
     #[test]

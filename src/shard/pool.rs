@@ -74,6 +74,7 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
         ("idle_timeout_ms", as_gauge(l.idle_timeout_ms)),
         ("request_timeout_ms", as_gauge(l.request_timeout_ms)),
         ("max_open_files", as_gauge(config.frontend.max_open_files)),
+        ("io_ring_depth", as_gauge(config.frontend.io_ring_depth as u64)),
     ]);
     m.upload_concurrency_limit.store(i64::from(config.limits.concurrency), std::sync::atomic::Ordering::Relaxed);
     let bound = u64::from(config.limits.concurrency).saturating_mul(config.limits.max_upload_bytes);
@@ -88,6 +89,7 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
             .io_memory(config.frontend.io_memory_bytes)
+            .ring_depth(config.frontend.io_ring_depth)
             .blocking_thread_pool_placement(io_threads(&config));
         let (ready, stop) = (ready_tx.clone(), shutdown.clone());
         let handle = builder
