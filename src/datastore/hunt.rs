@@ -109,14 +109,21 @@ fn participants_path(datastore: &Datastore, hunt_id: &HuntId) -> PathBuf {
     datastore.hunts_dir().join(format!("{}.participants", hunt_id.as_str()))
 }
 
-/// Records that `client_id` joined the hunt with `flow_id` (after the flow was written).
-/// Not synced: the recruiter makes a whole tick's recruits durable at once
-/// (`atomic::sync_filesystem`).
-pub fn append_participant(datastore: &Datastore, hunt_id: &HuntId, client_id: &ClientId, flow_id: &FlowId) -> Result<(), DatastoreError> {
+/// Records that these clients joined the hunt with these flows (after the flows were
+/// written), with one write: O_APPEND keeps the lines whole and together, and a crash
+/// mid-write leaves at most a torn last line, which readers skip. Not synced: the
+/// recruiter makes a whole tick's recruits durable at once (`atomic::sync_filesystem`).
+pub fn append_participants(datastore: &Datastore, hunt_id: &HuntId, participants: &[(ClientId, FlowId)]) -> Result<(), DatastoreError> {
+    if participants.is_empty() {
+        return Ok(());
+    }
     let path = participants_path(datastore, hunt_id);
+    let mut lines = String::with_capacity(participants.len() * 40);
+    for (client_id, flow_id) in participants {
+        lines.push_str(&format!("{client_id} {flow_id}\n"));
+    }
     let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_error("open participants", &path))?;
-    // One write per line: O_APPEND keeps lines whole.
-    file.write_all(format!("{client_id} {flow_id}\n").as_bytes()).map_err(io_error("append participant", &path))?;
+    file.write_all(lines.as_bytes()).map_err(io_error("append participants", &path))?;
     Ok(())
 }
 
@@ -163,9 +170,9 @@ mod tests {
         assert_eq!(list_hunts(&ds).unwrap(), vec![doc.clone()]);
         let (c1, c2) = (ClientId::parse("C.0000000000000001").unwrap(), ClientId::parse("C.0000000000000002").unwrap());
         let (f1, f2) = (FlowId::random(), FlowId::random());
-        append_participant(&ds, &doc.hunt_id, &c1, &f1).unwrap();
-        append_participant(&ds, &doc.hunt_id, &c2, &f2).unwrap();
-        append_participant(&ds, &doc.hunt_id, &c1, &FlowId::random()).unwrap();
+        append_participants(&ds, &doc.hunt_id, &[(c1.clone(), f1.clone()), (c2.clone(), f2.clone())]).unwrap();
+        append_participants(&ds, &doc.hunt_id, &[]).unwrap();
+        append_participants(&ds, &doc.hunt_id, &[(c1.clone(), FlowId::random())]).unwrap();
         let path = participants_path(&ds, &doc.hunt_id);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"C.00000000000").unwrap();

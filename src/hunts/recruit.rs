@@ -3,6 +3,7 @@
 //! whole fleet. An agent whose facts are not known yet (no info.json: its ClientInfo has
 //! not landed) is checked again later rather than judged on missing facts.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,8 +22,12 @@ use crate::shard::offload::offload;
 
 /// How often the recruiter wakes: a tenth of the bucket's burst at 100/s.
 const TICK: Duration = Duration::from_millis(10);
-/// Recruitments writing their flow at once (each is a few file writes and fsyncs).
-const RECRUITS_IN_FLIGHT: u64 = 64;
+/// Recruits written in one trip to the blocking pool, and such trips at once. One trip
+/// per recruit spent more on thread handoffs than on the files for an unthrottled hunt
+/// over 19,000 agents (tuning.md, P2 fan-out); a few trips at once keep the pool's
+/// threads overlapping their file work.
+const RECRUIT_BATCH: usize = 256;
+const RECRUIT_BATCHES_IN_FLIGHT: u64 = 4;
 /// How often recruits written since are made durable together.
 const SYNC_EVERY: Duration = Duration::from_millis(100);
 /// How long an agent without known facts waits before it is checked again.
@@ -33,7 +38,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(15);
 const RECONCILE_BATCH: usize = 2_000;
 
 pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
-    let in_flight = Rc::new(Semaphore::new(RECRUITS_IN_FLIGHT));
+    let in_flight = Rc::new(Semaphore::new(RECRUIT_BATCHES_IN_FLIGHT));
     let mut deferred: Vec<(Instant, ClientId)> = Vec::new();
     let mut last_reconcile = Instant::now();
     let mut last_sync = Instant::now();
@@ -117,12 +122,18 @@ fn prefetch_facts(hunts: &Rc<Hunts>) {
     .detach();
 }
 
-/// Checks candidates whose facts are in while the budget lasts.
+/// A recruit whose flow is still to be written: the hunt it joined and its request
+/// (stamped when its token was taken).
+type Recruit = (HuntId, FlowRequest);
+
+/// Checks candidates whose facts are in while the budget lasts, then writes the recruits'
+/// flows in batches.
 async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mut Vec<(Instant, ClientId)>) {
     if !hunts.any_running() {
         return;
     }
     prefetch_facts(hunts);
+    let mut recruits: Vec<Recruit> = Vec::new();
     while hunts.budget.available() >= 1 {
         let Some((client, facts)) = hunts.checked.borrow_mut().pop_front() else { break };
         let Some((os, labels)) = facts else {
@@ -130,7 +141,7 @@ async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mu
             deferred.push((Instant::now() + FACTS_RETRY, client));
             continue;
         };
-        if !assign(hunts, in_flight, &client, &os, &labels).await {
+        if !assign(hunts, &client, &os, &labels, &mut recruits) {
             // Out of budget: it waits for the next tokens, first in line.
             hunts.checked.borrow_mut().push_front((client, Some((os, labels))));
             break;
@@ -138,11 +149,23 @@ async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mu
         hunts.queued.borrow_mut().remove(&client);
         prefetch_facts(hunts);
     }
+    while !recruits.is_empty() {
+        let rest = recruits.split_off(recruits.len().min(RECRUIT_BATCH));
+        let batch = std::mem::replace(&mut recruits, rest);
+        let permit = in_flight.acquire_static_permit(1).await;
+        let hunts = hunts.clone();
+        glommio::spawn_local(async move {
+            let _permit = permit;
+            recruit_batch(&hunts, batch).await;
+        })
+        .detach();
+    }
 }
 
-/// Recruits `client` into every running hunt it matches and is not in yet, a token each.
-/// False when the budget ran out first (it may have joined some of them).
-async fn assign(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, client: &ClientId, os: &str, labels: &[String]) -> bool {
+/// Recruits `client` into every running hunt it matches and is not in yet, a token each;
+/// the flows to write go to `recruits`. False when the budget ran out first (it may have
+/// joined some of them).
+fn assign(hunts: &Rc<Hunts>, client: &ClientId, os: &str, labels: &[String], recruits: &mut Vec<Recruit>) -> bool {
     let wanting: Vec<HuntDoc> = hunts
         .runs
         .borrow()
@@ -165,50 +188,72 @@ async fn assign(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, client: &ClientId,
             }
             return false;
         }
-        let permit = in_flight.acquire_static_permit(1).await;
-        let (hunts, client) = (hunts.clone(), client.clone());
-        glommio::spawn_local(async move {
-            let _permit = permit;
-            recruit(&hunts, &doc, client).await;
-        })
-        .detach();
+        let now_us = crate::clock::now_us();
+        let request = FlowRequest {
+            flow_id: FlowId::random(),
+            client_id: client.clone(),
+            artifacts: doc.artifacts.clone(),
+            create_time_ms: now_us / 1000,
+            create_time_us: now_us,
+            hunt_id: Some(doc.hunt_id.to_string()),
+        };
+        recruits.push((doc.hunt_id.clone(), request));
     }
     true
 }
 
-/// Writes the agent's flow for the hunt, records it, and tells the fleet.
-async fn recruit(hunts: &Hunts, doc: &HuntDoc, client_id: ClientId) {
-    let now_us = crate::clock::now_us();
-    let request = FlowRequest {
-        flow_id: FlowId::random(),
-        client_id: client_id.clone(),
-        artifacts: doc.artifacts.clone(),
-        create_time_ms: now_us / 1000,
-        create_time_us: now_us,
-        hunt_id: Some(doc.hunt_id.to_string()),
-    };
-    let flow_id = request.flow_id.clone();
-    let frame = crate::sessions::tasks::frame_for(request.clone());
-    let (ds, hunt_id, client) = (hunts.datastore.clone(), doc.hunt_id.clone(), hunts.datastore.client(&client_id));
-    // The flow first, then the participant line: a participant always has its flow.
-    let written = offload(move || {
-        datastore::write_scheduled(&client, &request)?;
-        hunt::append_participant(&ds, &hunt_id, &request.client_id, &request.flow_id)
-    })
-    .await;
-    if let Err(e) = written {
-        tracing::warn!(hunt = %doc.hunt_id, client = %client_id, "hunt recruitment failed, will retry: {e}");
-        if let Some(run) = hunts.runs.borrow_mut().get_mut(&doc.hunt_id) {
-            run.participants.remove(&client_id);
-        }
-        hunts.enqueue(client_id);
+/// Writes the recruits' flows, records them, and tells the fleet. A recruit whose flow
+/// could not be written leaves its hunt and is checked again later.
+async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
+    let ds = hunts.datastore.clone();
+    let Ok(outcomes) = offload(move || Ok::<_, DatastoreError>(write_recruits(&ds, batch))).await else {
         return;
+    };
+    for (hunt_id, request, written) in outcomes {
+        let client_id = request.client_id.clone();
+        if let Err(e) = written {
+            tracing::warn!(hunt = %hunt_id, client = %client_id, "hunt recruitment failed, will retry: {e}");
+            if let Some(run) = hunts.runs.borrow_mut().get_mut(&hunt_id) {
+                run.participants.remove(&client_id);
+            }
+            hunts.enqueue(client_id);
+            continue;
+        }
+        let flow_id = request.flow_id.clone();
+        let frame = crate::sessions::tasks::frame_for(request);
+        record(hunts, &hunt_id, &client_id, &flow_id);
+        metrics().flow(FlowEvent::Scheduled);
+        metrics().hunt_recruited.fetch_add(1, Ordering::Relaxed);
+        hunts.fleet.notify(&client_id, &flow_id, frame).await;
+        hunts.unsynced.set(hunts.unsynced.get() + 1);
     }
-    record(hunts, &doc.hunt_id, &client_id, &flow_id);
-    metrics().flow(FlowEvent::Scheduled);
-    metrics().hunt_recruited.fetch_add(1, Ordering::Relaxed);
-    hunts.fleet.notify(&client_id, &flow_id, frame).await;
-    hunts.unsynced.set(hunts.unsynced.get() + 1);
+}
+
+/// The flows first, then the participant lines (one append per hunt): a participant
+/// always has its flow. Runs on the blocking pool.
+/// Each recruit's outcome carries the error as text: one failed append fails every
+/// recruit of that hunt in the batch.
+fn write_recruits(ds: &datastore::Datastore, batch: Vec<Recruit>) -> Vec<(HuntId, FlowRequest, Result<(), String>)> {
+    let mut outcomes: Vec<(HuntId, FlowRequest, Result<(), String>)> = batch
+        .into_iter()
+        .map(|(hunt_id, request)| {
+            let written = datastore::write_scheduled(&ds.client(&request.client_id), &request).map_err(|e| e.to_string());
+            (hunt_id, request, written)
+        })
+        .collect();
+    let mut lines: BTreeMap<HuntId, Vec<(ClientId, FlowId)>> = BTreeMap::new();
+    for (hunt_id, request, _) in outcomes.iter().filter(|(_, _, w)| w.is_ok()) {
+        lines.entry(hunt_id.clone()).or_default().push((request.client_id.clone(), request.flow_id.clone()));
+    }
+    for (hunt_id, participants) in lines {
+        if let Err(e) = hunt::append_participants(ds, &hunt_id, &participants) {
+            let reason = e.to_string();
+            for (_, _, written) in outcomes.iter_mut().filter(|(h, _, w)| *h == hunt_id && w.is_ok()) {
+                *written = Err(reason.clone());
+            }
+        }
+    }
+    outcomes
 }
 
 /// Makes the recruits written since the last call durable with one syncfs (per-flow
