@@ -21,7 +21,8 @@
 #                                         then CPU per refused vs per accepted connection
 #   bash benches/targets.sh p2-fleet [N]  one collection to N agents at once (N=19000; a hunt,
 #                                         recruitment unthrottled), fsync_documents true vs false,
-#                                         and the datastore on tmpfs
+#                                         and the datastore on tmpfs (P2F_ARMS; an arm ARM@D
+#                                         sets [frontend] io_ring_depth = D)
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
@@ -691,11 +692,13 @@ run_hunt() {
 # start_time_ms (stamped by the start call before it writes the hunt document); both come
 # from this host's clock. Generic.Client.Info (one row) so that the figure is delivery, not
 # result ingest.
-p2f_one() {   # p2f_one ARM(true|false|tmpfs) N REPEAT
-    local kind=$1 n=$2 r=$3 arm dir=$OUT/p2f-$1-$3 id t_post tasks0 a b d start_ms rp first_us last_us st c e t0 perf_pid="" box0 box1
+p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
+    local kind=${1%@*} depth="" n=$2 r=$3 arm dir=$OUT/p2f-$1-$3 id t_post tasks0 a b d start_ms rp first_us last_us st c e t0 perf_pid="" box0 box1
+    [[ $1 == *@* ]] && depth=${1#*@}
     arm=fsync-$kind
     deploy "$dir"
     [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    [[ -n $depth ]] && set_key "$dir" frontend io_ring_depth "$depth"
     set_key "$dir" limits hunt_recruitment_per_second 1000000
     if [[ $kind == tmpfs ]]; then
         # The same work without this box's disk and filesystem: what packhunt itself costs.
@@ -704,6 +707,7 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs) N REPEAT
     else
         set_key "$dir" datastore fsync_documents "$kind"
     fi
+    [[ -n $depth ]] && arm=$arm-ring$depth
     start_frontend "$dir"
     fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 900)) --probe-rate-per-second 0 || true
     facts_ready "$dir" "$n" 180 || true
@@ -781,6 +785,8 @@ run_p2_fleet() {
     printf '%s\t%s\n' "fan-out / 2,000 ms target, fsync true" "$(calc "$(median_of "$f" fsync-true) / 2000" 3)" >>"$RATIOS"
     printf '%s\t%s\n' "fan-out / 2,000 ms target, fsync false" "$(calc "$(median_of "$f" fsync-false) / 2000" 3)" >>"$RATIOS"
     ratio "fan-out disk (fsync true) / tmpfs" "$f" fsync-true "$f" tmpfs
+    ratio "fan-out fsync true, ring depth 128 / default" "$f" fsync-true-ring128 "$f" fsync-true
+    ratio "frontend CPU-s, fsync true, ring depth 128 / default" "frontend CPU-s, start -> loadgen printed all tasks" fsync-true-ring128 "frontend CPU-s, start -> loadgen printed all tasks" fsync-true
     print_table "p2-fleet: one collection to $n agents (hunt, recruitment unthrottled) ($OUT)"
     drop_deferred_datastores
 }
