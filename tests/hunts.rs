@@ -182,3 +182,19 @@ fn an_expired_hunt_recruits_no_one() -> Result<()> {
     assert_eq!(status, 400, "an expiry in the past is refused");
     Ok(())
 }
+
+#[test]
+fn a_start_whose_body_arrives_late_is_still_answered() -> Result<()> {
+    // Goal: a client slow to send its (unused) body gets the answer to start and stop, not
+    // a reset stream. Method: HTTP/2 POSTs whose body follows the headers 300 ms later.
+    let deployment = Deployment::start()?;
+    let created = post(&deployment, "/api/v1/hunts", json!({"artifacts": ["Generic.Client.Info"], "condition": {"labels": [], "os": ""}, "expires_ms": 0}))?;
+    let id = created["hunt_id"].as_str().context("hunt id")?.to_string();
+    for (action, state) in [("start", "running"), ("stop", "stopped")] {
+        let (status, body) = deployment.api().post_h2_late_body(&format!("/api/v1/hunts/{id}/{action}"), b"{}", Duration::from_millis(300))?;
+        let body: Value = serde_json::from_slice(&body).with_context(|| format!("{action}: {}", String::from_utf8_lossy(&body)))?;
+        ensure!(status == 200 && body["state"] == state, "{action}: {status} {body}");
+        ensure!(hunt(&deployment, &id)?["state"] == state, "{action} took effect");
+    }
+    Ok(())
+}

@@ -111,8 +111,17 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         }
         (&Method::GET, ["api", "v1", "hunts"]) => crate::api::hunts::list(ctx),
         (&Method::GET, ["api", "v1", "hunts", id]) => crate::api::hunts::get(ctx, id),
-        (&Method::POST, ["api", "v1", "hunts", id, "start"]) => crate::api::hunts::start(ctx, id).await,
-        (&Method::POST, ["api", "v1", "hunts", id, "stop"]) => crate::api::hunts::stop(ctx, id).await,
+        // The (unused) body is read first: answering before the client finished sending
+        // makes h2 reset the stream, which some clients report as a failed request even
+        // though the hunt changed state (seen with curl 7.88 on a busy box).
+        (&Method::POST, ["api", "v1", "hunts", id, "start"]) => {
+            read_body(req).await?;
+            crate::api::hunts::start(ctx, id).await
+        }
+        (&Method::POST, ["api", "v1", "hunts", id, "stop"]) => {
+            read_body(req).await?;
+            crate::api::hunts::stop(ctx, id).await
+        }
         (&Method::GET, ["api", "v1", "hunts", id, "results"]) => crate::api::hunts::results(ctx, id, &query).await,
         (&Method::POST, ["api", "v1", "clients", id, "collections"]) => {
             let client_id = ClientId::parse(id)?;

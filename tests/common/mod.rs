@@ -430,6 +430,41 @@ impl Api {
         rt.block_on(self.request_async(method, path, body))
     }
 
+    /// POSTs over HTTP/2 (what browsers and curl speak), sending `body` only `delay` after
+    /// the headers: a client that is slow to send its body.
+    pub fn post_h2_late_body(&self, path: &str, body: &[u8], delay: Duration) -> Result<(u16, Vec<u8>)> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let mut config = (*packhunt::tls::client::api_client_config(&self.ca_pem)?).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?;
+            let (client, conn) = h2::client::handshake(tls).await?;
+            tokio::spawn(conn);
+            let mut client = client.ready().await?;
+            let mut req = hyper::Request::builder().method("POST").uri(format!("https://127.0.0.1:{}{path}", self.port));
+            if let Some((user, pw)) = &self.auth {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+                req = req.header("authorization", format!("Basic {token}"));
+            }
+            let (response, mut stream) = client.send_request(req.body(())?, false)?;
+            tokio::time::sleep(delay).await;
+            stream.send_data(Bytes::copy_from_slice(body), true)?;
+            let response = response.await?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk?;
+                body.flow_control().release_capacity(chunk.len())?;
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok((status, bytes))
+        })
+    }
+
     async fn request_async(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
         let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
