@@ -93,7 +93,10 @@ pub struct GuiSection {
     pub priority: GuiPriority,
 }
 
-/// `executor`: a dedicated priority executor thread (the design).
+/// `executor`: a dedicated priority executor thread (the design), niced above the shards.
+/// `realtime`: the same thread under SCHED_RR, so the kernel runs it as soon as it wakes
+/// (needs CAP_SYS_NICE; falls back to `executor`'s nice otherwise). The kernel's RT
+/// throttling leaves the shards at least 5 % of a core should it ever spin.
 /// `shared`: GUI/API served on agent shard 0 at equal priority — the baseline that
 /// reproduces the anchor product's sluggish GUI, kept for benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +104,7 @@ pub struct GuiSection {
 pub enum GuiPriority {
     #[default]
     Executor,
+    Realtime,
     Shared,
 }
 

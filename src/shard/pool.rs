@@ -105,9 +105,10 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
             .io_memory(MIN_IO_MEMORY_BYTES)
             .blocking_thread_pool_placement(io_threads(&config));
         let (ready, stop) = (ready_tx.clone(), shutdown.clone());
+        let priority = config.gui.priority;
         let handle = builder
             .spawn(move || {
-                favour_this_thread();
+                favour_this_thread(priority);
                 run_hub(hub, stop, ready)
             })
             .map_err(|e| FrontendError::Executor { name: "priority".into(), message: e.to_string() })?;
@@ -320,8 +321,20 @@ fn disable_transparent_huge_pages() {
 /// weighs ~9× a default thread, so a request that wakes it preempts a busy shard.
 const PRIORITY_THREAD_NICE: libc::c_int = -10;
 
+/// The lowest real-time priority: above every normal thread, below any real-time thread
+/// the operator runs.
+const PRIORITY_THREAD_RT_PRIORITY: libc::c_int = 1;
+
 /// Best effort: without CAP_SYS_NICE the thread keeps the default priority.
-fn favour_this_thread() {
+fn favour_this_thread(priority: GuiPriority) {
+    if priority == GuiPriority::Realtime {
+        let param = libc::sched_param { sched_priority: PRIORITY_THREAD_RT_PRIORITY };
+        // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+            return;
+        }
+        tracing::warn!("GUI/API thread cannot run real-time ({}); niced instead", std::io::Error::last_os_error());
+    }
     // SAFETY: gettid and setpriority take and return integers only; on Linux
     // PRIO_PROCESS with a thread id changes that one thread.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, PRIORITY_THREAD_NICE) };
