@@ -4,7 +4,7 @@
 //! status.json they are the hunt: its statistics can always be recounted from disk.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -127,6 +127,29 @@ pub fn append_participants(datastore: &Datastore, hunt_id: &HuntId, participants
     Ok(())
 }
 
+/// Ends a torn last line (a crash mid-append) with a newline, so that the next append
+/// starts a line of its own instead of running into the torn one and being lost with it.
+/// The master calls it once per hunt when it loads them, before anything appends.
+pub fn end_torn_participants(datastore: &Datastore, hunt_id: &HuntId) -> Result<(), DatastoreError> {
+    let path = participants_path(datastore, hunt_id);
+    let mut file = match OpenOptions::new().read(true).append(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("open participants", &path)(e)),
+    };
+    let len = file.metadata().map_err(io_error("stat participants", &path))?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1)).map_err(io_error("seek participants", &path))?;
+    file.read_exact(&mut last).map_err(io_error("read participants", &path))?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n").map_err(io_error("end torn participant line", &path))?;
+    }
+    Ok(())
+}
+
 /// The recruited agents in recruitment order. A torn or malformed last line (a crash
 /// mid-append) is ignored; so is a client listed twice (only its first flow counts).
 pub fn read_participants(datastore: &Datastore, hunt_id: &HuntId) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
@@ -176,7 +199,16 @@ mod tests {
         let path = participants_path(&ds, &doc.hunt_id);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"C.00000000000").unwrap();
-        assert_eq!(read_participants(&ds, &doc.hunt_id).unwrap(), vec![(c1, f1), (c2, f2)]);
+        assert_eq!(read_participants(&ds, &doc.hunt_id).unwrap(), vec![(c1.clone(), f1.clone()), (c2.clone(), f2.clone())]);
+        // After a restart's repair the next append is read whole, not lost in the torn line.
+        end_torn_participants(&ds, &doc.hunt_id).unwrap();
+        end_torn_participants(&ds, &doc.hunt_id).unwrap();
+        let (c3, f3) = (ClientId::parse("C.0000000000000003").unwrap(), FlowId::random());
+        append_participants(&ds, &doc.hunt_id, &[(c3.clone(), f3.clone())]).unwrap();
+        assert_eq!(read_participants(&ds, &doc.hunt_id).unwrap(), vec![(c1, f1), (c2, f2), (c3, f3)]);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        end_torn_participants(&ds, &HuntId::random()).unwrap();
     }
 
     #[test]

@@ -273,6 +273,7 @@ fn stats(run: &HuntRun, pending: u64) -> HuntStats {
 fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
     let mut runs = Vec::new();
     for doc in hunt::list_hunts(datastore)? {
+        hunt::end_torn_participants(datastore, &doc.hunt_id)?;
         let participants = hunt::read_participants(datastore, &doc.hunt_id)?;
         let mut run = HuntRun::new(doc);
         for (client, flow) in participants {
