@@ -95,6 +95,15 @@ set_key() {   # set_key DIR SECTION KEY VALUE (TOML literal): replace a key the 
     mv "$f.new" "$f"
 }
 
+put_key() {   # put_key DIR SECTION KEY VALUE: as set_key, adding the key if the generator left it out
+    local f=$1/server.config.toml
+    if ! awk -v sec="[$2]" -v k="$3" '/^\[/ { cur = $0 } cur == sec && $1 == k && $2 == "=" { found = 1 } END { exit !found }' "$f"; then
+        awk -v sec="[$2]" -v k="$3" -v v="$4" '{ print } $0 == sec { print k " = " v }' "$f" >"$f.new" && mv "$f.new" "$f"
+        return
+    fi
+    set_key "$@"
+}
+
 use_deployment() { GUI_PORT=$(cat "$1/gui.port"); }
 
 # deploy_cluster DIR MINIONS: a fresh deployment (as `deploy`) plus a replication port and
@@ -246,7 +255,7 @@ api() { curl -sk --max-time 60 -u "admin:$PW" "https://127.0.0.1:$GUI_PORT$1"; }
 api_post() {   # api_post PATH [JSON]: POST to the master's API, body on stdout
     local body='{}'
     [[ -n ${2:-} ]] && body=$2
-    curl -sk --max-time 60 -u "admin:$PW" -X POST -H 'content-type: application/json' --data "$body" "https://127.0.0.1:$GUI_PORT$1"
+    curl -sSk --max-time 60 -u "admin:$PW" -X POST -H 'content-type: application/json' --data "$body" "https://127.0.0.1:$GUI_PORT$1"
 }
 metrics_to() { api /metrics >"$1" 2>/dev/null || : >"$1"; }
 metric_in() {   # metric_in FILE 'name' or 'name{label="x"}' -> value (0 if absent)

@@ -7,8 +7,9 @@
 #   bash benches/targets.sh p1-fleet [N]  3 frontends x N agents each (N=17000), THP on vs off
 #   bash benches/targets.sh p2 [N]        task delivery latency, N agents vs FEW (N=19000)
 #   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000; P3_FSYNC=true)
-#   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents (P4_FSYNC=false)
-#                                         (N=15000), [gui] priority executor vs shared
+#   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents (P4_FSYNC=false,
+#                                         P4_CONCURRENCY=256)
+#                                         (N=15000), [gui] priority executor vs shared (P4_PRIOS)
 #   bash benches/targets.sh p5 [N]        task delivery latency through a master + 2 minions, N agents
 #                                         over all three (N=15000): agents on the master vs on minions
 #   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
@@ -250,9 +251,28 @@ run_p3() {
 }
 
 # ---------------------------------------------------------------- p4 -----------------
+# thread_sched PID PREFIX: "run_delay_ns timeslices" of PID's favoured thread whose name
+# starts with PREFIX (/proc schedstat: time spent runnable but waiting for a CPU, and times
+# run). Favoured = niced or real-time: the executor thread, not its blocking pool, which
+# shares the name.
+thread_sched() {
+    local t delay=0 slices=0 x y stat f
+    for t in /proc/"$1"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == "$2"* ]] || continue
+        stat=$(cat "$t/stat" 2>/dev/null) || continue
+        read -ra f <<<"${stat##*) }"
+        # f[0] is field 3 (state): nice is field 19, policy field 41.
+        [[ ${f[16]} != 0 || ${f[38]} != 0 ]] || continue
+        read -r _ x y <"$t/schedstat" || continue
+        delay=$((delay + x)) slices=$((slices + y))
+    done
+    echo "$delay $slices"
+}
+
 p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
-    local dir=$1 name=$2 a b d
+    local dir=$1 name=$2 a b d s0 s1
     a=$(cpu_snap "$FE_PID")
+    s0=$(thread_sched "$FE_PID" priority)
     # The probe stands for an operator's browser on another machine: unpinned and niced
     # above the fleet's loadgen, or it measures its own wait for loadgen's core (a steady
     # ~30 ms p99 whatever the frontend did).
@@ -261,8 +281,12 @@ p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
         --duration-s "$PROBE_S" --probe-rate-per-second "$PROBE_RATE" $(api_args)
     wait_loadgen_exit $((PROBE_S + 60)) || stop_loadgen
     b=$(cpu_snap "$FE_PID")
+    s1=$(thread_sched "$FE_PID" priority)
     d=$(cpu_delta "$a" "$b")
-    echo "p4 $ARM probe cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    echo "p4 $ARM probe cpu_s wall_s ticks_s: $d; priority thread run_delay_ns slices: $s0 -> $s1" >>"$OUT/run.log"
+    # How long the GUI/API thread waited for a CPU each time it was woken (average).
+    record "priority thread: wait for a CPU per run (µs, mean)" "$ARM" \
+        "$(awk -v a="$s0" -v b="$s1" 'BEGIN { split(a, x, " "); split(b, y, " "); n = y[2] - x[2]; if (n <= 0) print "-"; else printf "%.1f", (y[1] - x[1]) / n / 1000 }')"
     record "API probe p50 (ms)" "$ARM" "$(rep '.api_latency.p50_us / 1000' "$dir/$name.json")"
     record "API probe p99 (ms)" "$ARM" "$(rep '.api_latency.p99_us / 1000' "$dir/$name.json")"
     record "probe requests" "$ARM" "$(rep .api_latency.count "$dir/$name.json")"
@@ -278,6 +302,9 @@ p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
     # P4 is about CPU scheduling: with fsyncs the uploads wait on the disk and leave the
     # shards idle (0.33 CPU-s/s measured), so by default the load is the CPU-bound kind.
     set_key "$dir" datastore fsync_documents "$P4_FSYNC"
+    # The default 32 upload permits shed a 15,000-agent upload storm with 503s and leave the
+    # shards half idle (0.55 CPU-s/s measured); P4 wants them saturated.
+    put_key "$dir" limits concurrency "$P4_CONCURRENCY"
     start_frontend "$dir"
     if [[ $load == loaded ]]; then
         # shellcheck disable=SC2046
@@ -296,6 +323,7 @@ p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
         record "collections scheduled (API POSTs) during probe" "$ARM" "$(($(metric 'packhunt_flow_transitions_total{state="scheduled"}') - s0))"
         record "agent upload MB/s during probe" "$ARM" "$(calc "($u1 - $u0) / 1e6 / $PROBE_S" 1)"
         record "flows finished when probe ended (of $n; < n = still loaded)" "$ARM" "$(metric 'packhunt_flow_transitions_total{state="finished"}')"
+        record "upload 503s (concurrency) until the probe ended" "$ARM" "$(metric 'packhunt_upload_rejections_total{reason="concurrency"}')"
         LG_PID=$fleet_lg
         stop_loadgen
     else
@@ -309,23 +337,26 @@ run_p4() {
     local n=${1:-${N:-15000}} r prio load
     PROBE_S=${PROBE_S:-30}
     P4_FSYNC=${P4_FSYNC:-false}
+    P4_CONCURRENCY=${P4_CONCURRENCY:-256}
     PROBE_RATE=${PROBE_RATE:-20}
     UPLOAD_BYTES=${UPLOAD_BYTES:-4194304}
     LOAD_WARMUP_S=${LOAD_WARMUP_S:-3}
     SCHEDULE_TIMEOUT=${SCHEDULE_TIMEOUT:-600}
     LOAD_TASKS=${LOAD_TASKS:-20}
-    log "p4: API probe ${PROBE_RATE}/s for ${PROBE_S}s: idle vs $n uploading agents, gui.priority executor vs shared; datastore.fsync_documents = $P4_FSYNC"
+    P4_PRIOS=${P4_PRIOS:-executor shared}
+    log "p4: API probe ${PROBE_RATE}/s for ${PROBE_S}s: idle vs $n uploading agents, gui.priority: $P4_PRIOS; datastore.fsync_documents = $P4_FSYNC; limits.concurrency = $P4_CONCURRENCY"
     for ((r = 1; r <= REPEATS; r++)); do
-        for prio in executor shared; do
+        for prio in $P4_PRIOS; do
             for load in idle loaded; do p4_one "$load" "$prio" "$n" "$r"; done
         done
     done
-    for prio in executor shared; do
+    for prio in $P4_PRIOS; do
         ratio "p50 loaded / idle ($prio)" "API probe p50 (ms)" "loaded-$prio" "API probe p50 (ms)" "idle-$prio"
         ratio "p99 loaded / idle ($prio)" "API probe p99 (ms)" "loaded-$prio" "API probe p99 (ms)" "idle-$prio"
     done
     ratio "p50 shared / executor, loaded" "API probe p50 (ms)" loaded-shared "API probe p50 (ms)" loaded-executor
     ratio "p99 shared / executor, loaded" "API probe p99 (ms)" loaded-shared "API probe p99 (ms)" loaded-executor
+    ratio "p99 executor / realtime, loaded" "API probe p99 (ms)" loaded-executor "API probe p99 (ms)" loaded-realtime
     print_table "p4: GUI/API latency probe, idle vs $n uploading agents ($OUT)"
 }
 
