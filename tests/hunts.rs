@@ -196,5 +196,10 @@ fn a_start_whose_body_arrives_late_is_still_answered() -> Result<()> {
         ensure!(status == 200 && body["state"] == state, "{action}: {status} {body}");
         ensure!(hunt(&deployment, &id)?["state"] == state, "{action} took effect");
     }
+    // Every request is timed, reads and changes apart: create, start and stop; the two
+    // GETs of the hunt and the first of these metrics reads (each is counted once answered).
+    let writes = deployment.metric("packhunt_api_request_duration_seconds_count{kind=\"write\"}")?;
+    let reads = deployment.metric("packhunt_api_request_duration_seconds_count{kind=\"read\"}")?;
+    ensure!(writes == 3 && reads == 3, "writes {writes}, reads {reads}");
     Ok(())
 }

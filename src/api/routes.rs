@@ -70,7 +70,11 @@ pub(crate) type ApiResult = Result<ApiResponse, ApiError>;
 
 pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse {
     metrics().api_requests.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let read = req.method() == Method::GET;
     let result = dispatch(ctx, req).await;
+    let m = metrics();
+    if read { &m.api_read_latency } else { &m.api_write_latency }.observe(started.elapsed());
     result.unwrap_or_else(|e| {
         let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
         if matches!(e, ApiError::Unauthorized) {

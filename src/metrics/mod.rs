@@ -3,6 +3,10 @@
 //! a misspelt metric is a compile error. Relaxed atomics: each value is independent and
 //! only ever read for display. client_id is never a label.
 
+mod histogram;
+
+pub use histogram::LatencyHistogram;
+
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -157,6 +161,10 @@ pub struct Metrics {
     pub hunt_pending_recruitment: AtomicI64,
     /// The configured `[limits]`, set once at start: every limit shows in /metrics.
     limits: OnceLock<Vec<(&'static str, i64)>>,
+    /// GUI/API requests, from their headers parsed to their answer built: the frontend's
+    /// own handling, not the network, TLS or the client. Reads (GET) and changes apart.
+    pub api_read_latency: LatencyHistogram,
+    pub api_write_latency: LatencyHistogram,
     pub uploads_in_flight: AtomicI64,
     pub uploads_waiting: AtomicI64,
     pub upload_bytes_in_flight: AtomicI64,
@@ -288,6 +296,10 @@ impl Metrics {
             .map(|(s, v)| (format!("state=\"{s}\""), v.load(Ordering::Relaxed) as i64))
             .collect();
         write_labelled(&mut out, "packhunt_flow_transitions_total", "Flows entering each state", &flows);
+        let name = "packhunt_api_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} GUI/API requests from headers parsed to answer built (the frontend's own handling)\n# TYPE {name} histogram");
+        self.api_read_latency.render(&mut out, name, "kind=\"read\"");
+        self.api_write_latency.render(&mut out, name, "kind=\"write\"");
         out
     }
 }
