@@ -269,10 +269,30 @@ thread_sched() {
     echo "$delay $slices"
 }
 
+# read_p99_between BEFORE AFTER (metrics files): upper bound (ms) of the histogram bucket
+# holding the 99th percentile of GET handling inside the frontend between the two.
+read_p99_between() {
+    awk '
+        FNR == 1 { file++ }
+        /^packhunt_api_request_duration_seconds_bucket\{kind="read",le="/ {
+            match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)
+            if (file == 1) before[le] = $2; else { after[le] = $2; order[++n] = le }
+        }
+        END {
+            total = after["+Inf"] - before["+Inf"]
+            if (total <= 0) { print "-"; exit }
+            for (i = 1; i <= n; i++) if (after[order[i]] - before[order[i]] >= 0.99 * total) {
+                if (order[i] == "+Inf") print "inf"; else printf "%g\n", order[i] * 1000
+                exit
+            }
+        }' "$1" "$2"
+}
+
 p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
     local dir=$1 name=$2 a b d s0 s1
     a=$(cpu_snap "$FE_PID")
     s0=$(thread_sched "$FE_PID" priority)
+    metrics_to "$dir/$name-metrics-before.txt"
     # The probe stands for an operator's browser on another machine: unpinned and niced
     # above the fleet's loadgen, or it measures its own wait for loadgen's core (a steady
     # ~30 ms p99 whatever the frontend did).
@@ -282,6 +302,7 @@ p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
     wait_loadgen_exit $((PROBE_S + 60)) || stop_loadgen
     b=$(cpu_snap "$FE_PID")
     s1=$(thread_sched "$FE_PID" priority)
+    metrics_to "$dir/$name-metrics-after.txt"
     d=$(cpu_delta "$a" "$b")
     echo "p4 $ARM probe cpu_s wall_s ticks_s: $d; priority thread run_delay_ns slices: $s0 -> $s1" >>"$OUT/run.log"
     # How long the GUI/API thread waited for a CPU each time it was woken (average).
@@ -289,6 +310,8 @@ p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
         "$(awk -v a="$s0" -v b="$s1" 'BEGIN { split(a, x, " "); split(b, y, " "); n = y[2] - x[2]; if (n <= 0) print "-"; else printf "%.1f", (y[1] - x[1]) / n / 1000 }')"
     record "API probe p50 (ms)" "$ARM" "$(rep '.api_latency.p50_us / 1000' "$dir/$name.json")"
     record "API probe p99 (ms)" "$ARM" "$(rep '.api_latency.p99_us / 1000' "$dir/$name.json")"
+    # The same requests as the frontend's handler saw them (headers parsed -> answer built).
+    record "frontend's own GET handling p99, bucket bound (ms)" "$ARM" "$(read_p99_between "$dir/$name-metrics-before.txt" "$dir/$name-metrics-after.txt")"
     record "probe requests" "$ARM" "$(rep .api_latency.count "$dir/$name.json")"
     record "frontend CPU-s/s during probe" "$ARM" "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
 }
