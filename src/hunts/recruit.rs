@@ -206,9 +206,7 @@ fn assign(hunts: &Rc<Hunts>, client: &ClientId, os: &str, labels: &[String], rec
 /// could not be written leaves its hunt and is checked again later.
 async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
     let ds = hunts.datastore.clone();
-    let Ok(outcomes) = offload(move || Ok::<_, DatastoreError>(write_recruits(&ds, batch))).await else {
-        return;
-    };
+    let outcomes = offload(move || write_recruits(&ds, batch)).await;
     for (hunt_id, request, written) in outcomes {
         let client_id = request.client_id.clone();
         if let Err(e) = written {
@@ -231,7 +229,8 @@ async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
 
 /// The flows first, then the participant lines (one append per hunt): a participant
 /// always has its flow. Runs on the blocking pool.
-/// Each recruit's outcome carries the error as text: one failed append fails every
+///
+/// Each recruit's outcome carries its error as text: one failed append fails every
 /// recruit of that hunt in the batch.
 fn write_recruits(ds: &datastore::Datastore, batch: Vec<Recruit>) -> Vec<(HuntId, FlowRequest, Result<(), String>)> {
     let mut outcomes: Vec<(HuntId, FlowRequest, Result<(), String>)> = batch
