@@ -14,7 +14,7 @@
 
 mod recruit;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
@@ -77,11 +77,11 @@ pub struct Hunts {
     queued: RefCell<HashSet<ClientId>>,
     budget: TokenBucket,
     /// Recruits written since the last syncfs.
-    unsynced: std::cell::Cell<u64>,
-    syncing: std::cell::Cell<bool>,
+    unsynced: Cell<u64>,
+    syncing: Cell<bool>,
     /// Candidates whose facts were read, in order, and whether a read is under way.
     checked: RefCell<VecDeque<(ClientId, recruit::Facts)>>,
-    reading: std::cell::Cell<bool>,
+    reading: Cell<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +114,10 @@ impl Hunts {
             candidates: RefCell::new(VecDeque::new()),
             queued: RefCell::new(HashSet::new()),
             budget,
-            unsynced: std::cell::Cell::new(0),
-            syncing: std::cell::Cell::new(false),
+            unsynced: Cell::new(0),
+            syncing: Cell::new(false),
             checked: RefCell::new(VecDeque::new()),
-            reading: std::cell::Cell::new(false),
+            reading: Cell::new(false),
         });
         for run in loaded {
             let running = run.doc.state == HuntState::Running;

@@ -14,7 +14,7 @@ use glommio::sync::Semaphore;
 use super::{flow_end, HuntRun, Hunts};
 use crate::datastore::flow::FlowRequest;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
-use crate::datastore::{self, DatastoreError};
+use crate::datastore;
 use crate::ids::{ClientId, FlowId, HuntId};
 use crate::metrics::{metrics, FlowEvent};
 use crate::shard::ctx::ShutdownSignal;
@@ -113,10 +113,10 @@ fn prefetch_facts(hunts: &Rc<Hunts>) {
                 };
                 (c, facts)
             });
-            Ok::<_, DatastoreError>(facts.collect::<Vec<_>>())
+            facts.collect::<Vec<_>>()
         })
         .await;
-        hunts.checked.borrow_mut().extend(read.unwrap_or_default());
+        hunts.checked.borrow_mut().extend(read);
         hunts.reading.set(false);
     })
     .detach();
@@ -293,16 +293,11 @@ async fn reconcile(hunts: &Hunts) {
         return;
     }
     let ds = hunts.datastore.clone();
-    let ends = offload(move || {
-        Ok::<_, DatastoreError>(unfinished.into_iter().filter_map(|(h, c, f)| flow_end(&ds, &c, &f).map(|e| (h, e))).collect::<Vec<_>>())
-    })
-    .await;
-    if let Ok(ends) = ends {
-        let mut runs = hunts.runs.borrow_mut();
-        for (hunt, end) in ends {
-            if let Some(run) = runs.get_mut(&hunt) {
-                run.count_end(&end);
-            }
+    let ends = offload(move || unfinished.into_iter().filter_map(|(h, c, f)| flow_end(&ds, &c, &f).map(|e| (h, e))).collect::<Vec<_>>()).await;
+    let mut runs = hunts.runs.borrow_mut();
+    for (hunt, end) in ends {
+        if let Some(run) = runs.get_mut(&hunt) {
+            run.count_end(&end);
         }
     }
 }
