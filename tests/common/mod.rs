@@ -430,6 +430,13 @@ impl Api {
         rt.block_on(self.request_async(method, path, body))
     }
 
+    /// The Basic authorization header value for this client's credentials, if it has any.
+    fn authorization(&self) -> Option<String> {
+        use base64::Engine;
+        let (user, pw) = self.auth.as_ref()?;
+        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))))
+    }
+
     /// POSTs over HTTP/2 (what browsers and curl speak), sending `body` only `delay` after
     /// the headers: a client that is slow to send its body.
     pub fn post_h2_late_body(&self, path: &str, body: &[u8], delay: Duration) -> Result<(u16, Vec<u8>)> {
@@ -444,10 +451,8 @@ impl Api {
             tokio::spawn(conn);
             let mut client = client.ready().await?;
             let mut req = hyper::Request::builder().method("POST").uri(format!("https://127.0.0.1:{}{path}", self.port));
-            if let Some((user, pw)) = &self.auth {
-                use base64::Engine;
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
-                req = req.header("authorization", format!("Basic {token}"));
+            if let Some(value) = self.authorization() {
+                req = req.header("authorization", value);
             }
             let (response, mut stream) = client.send_request(req.body(())?, false)?;
             tokio::time::sleep(delay).await;
@@ -473,10 +478,8 @@ impl Api {
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let mut req = hyper::Request::builder().method(method).uri(path).header("host", "127.0.0.1");
-        if let Some((user, pw)) = &self.auth {
-            use base64::Engine;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
-            req = req.header("authorization", format!("Basic {token}"));
+        if let Some(value) = self.authorization() {
+            req = req.header("authorization", value);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = send.send_request(req).await?;
