@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{cluster, count_lines, flow_results, frontend, frontend_of, run_fleet, wait_frontends, Deployment, Minion, RawAgent};
+use common::{cluster, count_lines, flow_results, frontend, frontend_of, run_fleet, wait_frontend_of, wait_frontends, Deployment, Minion, RawAgent};
 use serde_json::Value;
 
 #[test]
@@ -162,7 +162,7 @@ fn a_task_scheduled_while_its_agent_is_between_frontends_is_delivered_where_it_l
     let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
     let mut agent = RawAgent::connect_as(&to_second, identity)?;
     agent.expect_task(&flow)?;
-    assert_eq!(frontend_of(&deployment, &client)?.as_deref(), Some(minions[1].name.as_str()));
+    wait_frontend_of(&deployment, &client, &minions[1].name)?;
     Ok(())
 }
 

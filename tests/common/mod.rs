@@ -321,6 +321,22 @@ pub fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<Strin
     Ok(body["items"][0]["frontend"].as_str().map(str::to_string))
 }
 
+/// Waits (30 s at most) until the master shows `client` on `expected`: presence crosses
+/// the replication link after the agent is served, so it lags what the agent sees.
+pub fn wait_frontend_of(deployment: &Deployment, client: &str, expected: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let seen = frontend_of(deployment, client)?;
+        if seen.as_deref() == Some(expected) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{client} not shown on {expected} within 30 s; last seen on {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A minion frontend of a test deployment; killed on drop.
 pub struct Minion {
     pub name: String,
