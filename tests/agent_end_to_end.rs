@@ -90,6 +90,29 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     Ok(())
 }
 
+/// A fleet that has just connected is tasked before every ClientInfo has landed (the
+/// folder it makes did not exist yet): the connected agent is tasked all the same, and its
+/// facts land beside the collection afterwards.
+#[test]
+fn an_agent_tasked_before_its_facts_land_gets_the_task() -> anyhow::Result<()> {
+    let deployment = Deployment::start()?;
+    let mut agent = common::RawAgent::connect_without_facts(&deployment.client_config(), packhunt::tls::agent_key::AgentIdentity::generate()?)?;
+    // Connected, though not listed from disk yet: it has no folder.
+    common::wait_frontends(&deployment, |items| items.iter().any(|f| f["connected_clients"] == 1), "the agent connected")?;
+    let api = deployment.api();
+    let (code, body) = api.post(&format!("/api/v1/clients/{}/collections", agent.client_id), &serde_json::json!({"artifacts": ["Generic.Client.Info"]}))?;
+    assert_eq!(code, 200, "a connected agent without facts yet is tasked: {body}");
+    let flow = body["flow_id"].as_str().unwrap().to_string();
+    agent.expect_task(&flow)?;
+    let (_, status) = api.get(&format!("/api/v1/clients/{}/collections/{flow}", agent.client_id))?;
+    assert_eq!(status["state"], "scheduled", "{status}");
+    agent.send_facts()?;
+    let (_, found) = api.get(&format!("/api/v1/clients?search={}", agent.client_id))?;
+    assert_eq!(found["items"][0]["hostname"], "raw-agent", "{found}");
+    assert_eq!(found["items"][0]["connected"], true, "{found}");
+    Ok(())
+}
+
 #[test]
 fn api_refuses_missing_or_wrong_credentials() -> anyhow::Result<()> {
     let deployment = Deployment::start()?;

@@ -284,11 +284,17 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         hunt_id: None,
     };
     let frame = crate::sessions::tasks::frame_for(request.clone());
+    // An agent that has just connected may not have a folder yet (its ClientInfo upload
+    // makes it); its id is authenticated, so the collection makes the folder instead.
+    let connected = ctx.presence.frontend_of(client_id).is_some();
     let written = offload({
         let client = client.clone();
         move || {
             if !client.path().exists() {
-                return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+                if !connected {
+                    return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+                }
+                datastore::atomic::ensure_dir(client.path(), client.fsync_documents())?;
             }
             datastore::write_scheduled(&client, &request)?;
             Ok(())

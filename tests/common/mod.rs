@@ -635,16 +635,29 @@ impl RawAgent {
 
     /// Connects as `identity` (the same agent again, e.g. through another frontend).
     pub fn connect_as(path: &Path, identity: packhunt::tls::agent_key::AgentIdentity) -> Result<Self> {
-        use packhunt::protocol::pb;
+        let mut agent = Self::connect_without_facts(path, identity)?;
+        agent.send_facts()?;
+        Ok(agent)
+    }
+
+    /// Connects as `identity` and opens the task stream, but sends no ClientInfo yet:
+    /// the moment between an agent's handshake and its facts landing.
+    pub fn connect_without_facts(path: &Path, identity: packhunt::tls::agent_key::AgentIdentity) -> Result<Self> {
         let config = packhunt::config::ClientConfig::load(path)?;
         let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
         let url = packhunt::agent::url::ServerUrl::parse(&config.client.server_urls[0])?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (mut conn, tasks) = rt.block_on(packhunt::agent::comms::connect(&url, tls, None))?;
-        let facts = pb::ClientInfo { hostname: "raw-agent".into(), os: "linux".into(), version: "test".into() };
-        let status = rt.block_on(conn.upload(&pb::Upload { kind: Some(pb::upload::Kind::Info(facts)) }))?.status;
-        anyhow::ensure!(status == 200, "ClientInfo answered {status}");
+        let (conn, tasks) = rt.block_on(packhunt::agent::comms::connect(&url, tls, None))?;
         Ok(Self { rt, conn, tasks, client_id: identity.client_id().to_string(), identity })
+    }
+
+    /// Uploads this agent's ClientInfo (hostname `raw-agent`, os `linux`).
+    pub fn send_facts(&mut self) -> Result<()> {
+        use packhunt::protocol::pb;
+        let facts = pb::ClientInfo { hostname: "raw-agent".into(), os: "linux".into(), version: "test".into() };
+        let status = self.upload(&pb::Upload { kind: Some(pb::upload::Kind::Info(facts)) })?.status;
+        anyhow::ensure!(status == 200, "ClientInfo answered {status}");
+        Ok(())
     }
 
     /// Schedules a collection for this agent and reads its task off the stream.
