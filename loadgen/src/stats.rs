@@ -200,8 +200,6 @@ impl rustls::client::ClientSessionStore for CountingTicketStore {
     }
 }
 
-use packhunt::clock::now_us;
-
 impl Observer for AgentObserver {
     fn connected(&self, url: &ServerUrl, connect_time: Duration, first: bool) {
         self.frontend.store(self.stats.frontend_slot(&url.to_string()), Ordering::Relaxed);
@@ -219,13 +217,12 @@ impl Observer for AgentObserver {
     fn disconnected(&self, _why: &str) {
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
     }
-    fn task_received(&self, task: &pb::Task) {
+    fn task_received(&self, task: &pb::Task, received_us: u64) {
         self.stats.tasks.fetch_add(1, Ordering::Relaxed);
-        let now = now_us();
-        let _ = self.stats.first_task_unix_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        self.stats.first_task_unix_us.fetch_min(now, Ordering::Relaxed);
-        self.stats.last_task_unix_us.fetch_max(now, Ordering::Relaxed);
-        let latency = now.saturating_sub(task.create_time_us);
+        let _ = self.stats.first_task_unix_us.compare_exchange(0, received_us, Ordering::Relaxed, Ordering::Relaxed);
+        self.stats.first_task_unix_us.fetch_min(received_us, Ordering::Relaxed);
+        self.stats.last_task_unix_us.fetch_max(received_us, Ordering::Relaxed);
+        let latency = received_us.saturating_sub(task.create_time_us);
         let frontend = Some(self.frontend.load(Ordering::Relaxed)).filter(|&i| i != NO_FRONTEND);
         self.stats.record_task_latency(frontend, latency);
     }
@@ -486,6 +483,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use packhunt::clock::now_us;
 
     #[test]
     fn merged_reports_keep_exact_percentiles_and_sums() {
@@ -567,14 +565,21 @@ mod tests {
             create_time_us: now_us(),
             hunt_id: String::new(),
         };
+        // Each task arrived 5 ms after it was created; the observer may hear of it later.
+        let arrived = |task: pb::Task| (task.create_time_us + 5_000, task);
         observer.connected(&one, Duration::from_millis(1), true);
-        observer.task_received(&task("F.1"));
+        let (at, t) = arrived(task("F.1"));
+        observer.task_received(&t, at);
         observer.disconnected("test");
         observer.connected(&two, Duration::from_millis(1), false);
-        observer.task_received(&task("F.2"));
-        observer.task_received(&task("F.3"));
+        for flow in ["F.2", "F.3"] {
+            let (at, t) = arrived(task(flow));
+            std::thread::sleep(Duration::from_millis(20));
+            observer.task_received(&t, at);
+        }
         let report = stats.report(1, Duration::from_secs(1), None);
         assert_eq!(report.task_latency.count, 3);
+        assert!((4_990..=5_010).contains(&report.task_latency.max_us), "latency is arrival − creation: {:?}", report.task_latency.max_us);
         assert_eq!(report.task_latency_by_frontend[&one.to_string()].count, 1);
         assert_eq!(report.task_latency_by_frontend[&two.to_string()].count, 2);
         let (first, last) = (report.first_task_unix_us.unwrap(), report.last_task_unix_us.unwrap());

@@ -33,7 +33,9 @@ pub trait Observer: Send + Sync + 'static {
     /// `disconnected` came through it.
     fn connected(&self, _url: &ServerUrl, _connect_time: Duration, _first: bool) {}
     fn disconnected(&self, _why: &str) {}
-    fn task_received(&self, _task: &pb::Task) {}
+    /// `received_us`: when the task's frame came off the stream (µs since the epoch),
+    /// which may be before the agent could take it up (it sends its facts first).
+    fn task_received(&self, _task: &pb::Task, _received_us: u64) {}
     fn uploaded(&self, _bytes: u64, _rows: u64) {}
     fn flow_done(&self, _flow_id: &str, _rows: u64) {}
     fn error(&self, _what: &str) {}
@@ -138,7 +140,7 @@ async fn session(
     runner: &Arc<dyn Runner>,
     observer: &dyn Observer,
 ) -> String {
-    let (tx, mut rx) = mpsc::channel::<pb::Task>(MAX_QUEUED_TASKS);
+    let (tx, mut rx) = mpsc::channel::<(pb::Task, u64)>(MAX_QUEUED_TASKS);
     let reader = tokio::spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
     let info = pb::Upload { kind: Some(pb::upload::Kind::Info(opts.info.clone())) };
@@ -153,8 +155,8 @@ async fn session(
     }
     let mut uploads = 0u64;
     loop {
-        while let Ok(task) = rx.try_recv() {
-            accept_task(state, task, observer);
+        while let Ok((task, received_us)) = rx.try_recv() {
+            accept_task(state, task, received_us, observer);
         }
         if !state.outbox.is_empty() {
             uploads += 1;
@@ -175,15 +177,15 @@ async fn session(
             continue;
         }
         match rx.recv().await {
-            Some(task) => accept_task(state, task, observer),
+            Some((task, received_us)) => accept_task(state, task, received_us, observer),
             None => return "task stream ended".to_string(),
         }
     }
 }
 
-fn accept_task(state: &mut AgentState, task: pb::Task, observer: &dyn Observer) {
+fn accept_task(state: &mut AgentState, task: pb::Task, received_us: u64, observer: &dyn Observer) {
     if state.remember(&task.flow_id) {
-        observer.task_received(&task);
+        observer.task_received(&task, received_us);
         state.queue.push_back(task);
     }
 }
@@ -202,10 +204,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<pb::Task>) {
+/// Stamps each task as it arrives: the session takes tasks up only between its own
+/// uploads (the first of which is the agent's facts), so the stamp is when the frontend
+/// delivered it, not when the agent got round to it.
+async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<(pb::Task, u64)>) {
     while let Ok(Some(msg)) = tasks.next().await {
         if let Some(pb::server_message::Kind::Task(task)) = msg.kind {
-            if tx.send(task).await.is_err() {
+            if tx.send((task, crate::clock::now_us())).await.is_err() {
                 return;
             }
         }

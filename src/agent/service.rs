@@ -30,7 +30,7 @@ impl Observer for LogObserver {
     fn disconnected(&self, why: &str) {
         tracing::warn!("disconnected: {why}");
     }
-    fn task_received(&self, task: &pb::Task) {
+    fn task_received(&self, task: &pb::Task, _received_us: u64) {
         tracing::info!(flow = %task.flow_id, artifacts = task.artifacts.len(), "task received");
     }
     fn flow_done(&self, flow_id: &str, rows: u64) {
