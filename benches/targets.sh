@@ -6,7 +6,8 @@
 #   bash benches/targets.sh p1 [N]        RSS per idle agent, THP on vs off (N=19000)
 #   bash benches/targets.sh p1-fleet [N]  3 frontends x N agents each (N=17000), THP on vs off
 #   bash benches/targets.sh p2 [N]        task delivery latency, N agents vs FEW (N=19000)
-#   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000; P3_FSYNC=true)
+#   bash benches/targets.sh p3 [N]        ingest MB/s of N uploading agents vs dd (N=1000; P3_FSYNC=true,
+#                                         P3_CONCURRENCY= the frontend's default)
 #   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents (P4_FSYNC=false,
 #                                         P4_CONCURRENCY=256)
 #                                         (N=15000), [gui] priority executor vs shared (P4_PRIOS)
@@ -210,6 +211,7 @@ p3_ingest() {   # p3_ingest N REPEAT -> sets P3_DIR (its datastore is on the dis
     deploy "$dir"
     set_key "$dir" datastore fsync_documents "$P3_FSYNC"
     [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    [[ -n $P3_CONCURRENCY ]] && put_key "$dir" limits concurrency "$P3_CONCURRENCY"
     start_frontend "$dir"
     # shellcheck disable=SC2046
     fleet_up "$dir" upload "$n" $((CONNECT_TIMEOUT + INGEST_TIMEOUT)) --scenario upload \
@@ -230,6 +232,7 @@ p3_ingest() {   # p3_ingest N REPEAT -> sets P3_DIR (its datastore is on the dis
     record "MB/s per server core (MB per frontend CPU-s)" ingest "$(calc "$bytes / 1e6 / ${d%% *}" 1)"
     record "flows finished / agents" ingest "$(metric_in "$dir/metrics.txt" 'packhunt_flow_transitions_total{state="finished"}')/$n"
     record "result MB written" ingest "$(calc "$bytes / 1e6" 1)"
+    record "upload 503s (concurrency)" ingest "$(metric_in "$dir/metrics.txt" 'packhunt_upload_rejections_total{reason="concurrency"}')"
 }
 
 run_p3() {
@@ -239,7 +242,10 @@ run_p3() {
     INGEST_TIMEOUT=${INGEST_TIMEOUT:-900}
     DD_MB=${DD_MB:-1024}
     KEEP_DATA=${KEEP_DATA:-0}
-    log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating; datastore.fsync_documents = $P3_FSYNC"
+    # Empty = the frontend's default (2 x cores x 8 permits), which sheds most of 1,000
+    # agents' simultaneous uploads with 503 + Retry-After; 256 measures ingest itself.
+    P3_CONCURRENCY=${P3_CONCURRENCY-}
+    log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating; datastore.fsync_documents = $P3_FSYNC; limits.concurrency = ${P3_CONCURRENCY:-default}"
     for ((r = 1; r <= REPEATS; r++)); do
         p3_ingest "$n" "$r"
         log "p3 dd r$r on $(df --output=source,fstype "$P3_DIR/datastore" | tail -1 | tr -s ' ')"
