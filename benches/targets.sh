@@ -242,7 +242,7 @@ run_p3() {
     INGEST_TIMEOUT=${INGEST_TIMEOUT:-900}
     DD_MB=${DD_MB:-1024}
     KEEP_DATA=${KEEP_DATA:-0}
-    # Empty = the frontend's default (2 x cores x 8 permits), which sheds most of 1,000
+    # Empty = the frontend's default (2 x cores x 8 permits), which sheds a burst of 1,000
     # agents' simultaneous uploads with 503 + Retry-After; 256 measures ingest itself.
     P3_CONCURRENCY=${P3_CONCURRENCY-}
     log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating; datastore.fsync_documents = $P3_FSYNC; limits.concurrency = ${P3_CONCURRENCY:-default}"
