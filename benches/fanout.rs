@@ -32,7 +32,8 @@ use packhunt::ids::{ClientId, FlowId};
 use packhunt::limits::MIN_IO_MEMORY_BYTES;
 use packhunt::protocol::{framing, pb};
 use packhunt::sessions::registry::{Registration, Registry};
-use packhunt::shard::mesh::{self, connect_polled, Notifier, ShardMessage};
+use packhunt::notify::mesh::{self, Notifier, ShardMessage};
+use packhunt::runtime::channel::connect_polled;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 

@@ -32,7 +32,7 @@
 # rounds, and the generated 0 = one per core for p2, p3, p4, hunt, storm, p2-fleet), and per
 # target: see the defaults at the top of each run_* function.
 #
-# Pinning: the frontend pins agent shard k to cpu k itself (src/shard/pool.rs); its
+# Pinning: the frontend pins agent shard k to cpu k itself (src/frontend/run.rs); its
 # priority (GUI/API) executor and the datastore I/O threads are unpinned. With SHARDS=1
 # (p1, p1-fleet, p6) the frontend's agent work is on cpu 0 and loadgen runs on cpu 1, so
 # per-connection server cost is not mixed with load generation. p6's in-memory handshakes

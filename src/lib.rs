@@ -1,5 +1,6 @@
 //! packhunt: a thread-per-core frontend server for endpoint-visibility fleets, its
-//! endpoint agent and the shared pieces both ends use. See DESIGN.md for the map.
+//! endpoint agent and the shared pieces both ends use. See docs/architecture.md for the map
+//! and docs/operating.md for running it.
 
 /// Prints a line for the operator on stdout. Unlike `println!` it never panics: a
 /// process whose stdout was closed (a supervisor or test that stopped reading, a shell
@@ -18,14 +19,15 @@ pub mod artifacts;
 pub mod clock;
 pub mod config;
 pub mod datastore;
+pub mod frontend;
 pub mod hunts;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
-pub mod rate;
 pub mod replication;
 pub mod sessions;
-pub mod shard;
+pub mod runtime;
 pub mod tls;
 pub mod transport;

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 /// Largest single upload request (one result batch, file chunk or status).
-/// DESIGN.md: 5 MiB; above it the server answers 413 and the agent splits the batch.
+/// docs/architecture.md: 5 MiB; above it the server answers 413 and the agent splits the batch.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 
 /// Hard ceiling on `max_upload_bytes` a config may set: uploads are held in memory
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Uploads processed at once per frontend. DESIGN.md: 2 × cores × 8.
+/// Uploads processed at once per frontend. docs/architecture.md: 2 × cores × 8.
 pub fn default_concurrency() -> u32 {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     2 * cores * 8
@@ -21,10 +21,10 @@ pub fn default_concurrency() -> u32 {
 /// Retry-After). Long enough to ride out a burst, short of the 60 s request timeout.
 pub const DEFAULT_CONCURRENCY_WAIT: Duration = Duration::from_secs(5);
 
-/// New agent connections accepted per second per frontend (DESIGN.md).
+/// New agent connections accepted per second per frontend (docs/architecture.md).
 pub const DEFAULT_MAX_CONNECTIONS_PER_SECOND: u32 = 200;
 
-/// Agents assigned to hunts per second, fleet-wide (DESIGN.md).
+/// Agents assigned to hunts per second, fleet-wide (docs/architecture.md).
 pub const DEFAULT_HUNT_RECRUITMENT_PER_SECOND: u32 = 100;
 
 /// Connections one agent shard takes through the handshake (TLS + HTTP/2) at once;
@@ -35,15 +35,15 @@ pub const DEFAULT_HUNT_RECRUITMENT_PER_SECOND: u32 = 100;
 /// busy through 100 ms of network round trips at ~1 ms of CPU per handshake.
 pub const DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD: u32 = 256;
 
-/// TLS handshake must finish within this (DESIGN.md: 10 s).
+/// TLS handshake must finish within this (docs/architecture.md: 10 s).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection with no request and no task for this long is closed (DESIGN.md: 10 min).
+/// A connection with no request and no task for this long is closed (docs/architecture.md: 10 min).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// One request (upload or API call) must complete within this (DESIGN.md: 60 s).
+/// One request (upload or API call) must complete within this (docs/architecture.md: 60 s).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// glommio registers this much memory per shard for io_uring buffers. memlock is
-/// 8 MiB on the target box and glommio refuses below 512 KiB (DESIGN.md, "This machine").
+/// 8 MiB on the target box and glommio refuses below 512 KiB (docs/architecture.md, "This machine").
 pub const DEFAULT_IO_MEMORY_BYTES: usize = 1024 * 1024;
 pub const MIN_IO_MEMORY_BYTES: usize = 512 * 1024;
 /// io_uring submission entries per ring (glommio's default is 128). The kernel sizes a
@@ -80,7 +80,7 @@ pub const MAX_TASK_FRAME_BYTES: usize = 1024 * 1024;
 /// Tasks queued per session before the push stream applies backpressure.
 pub const SESSION_TASK_QUEUE_LEN: usize = 1024;
 
-/// Cross-shard queues (priority shard <-> agent shards): bounded, see shard/mesh.rs.
+/// Cross-shard queues (priority shard <-> agent shards): bounded, see notify/mesh.rs.
 pub const MESH_QUEUE_LEN: usize = 65_536;
 
 /// Messages waiting for the replication thread (presence, flow states, notifications

@@ -149,7 +149,7 @@ fn print_generated(g: &generate::Generated) {
 fn run_frontend(path: &std::path::Path, node: Option<&str>) -> Result<()> {
     let config = ServerConfig::load(path)?;
     let identity = config.identity(node)?;
-    packhunt::shard::pool::run_frontend(Arc::new(config), identity, path.to_path_buf()).context("frontend failed")?;
+    packhunt::frontend::run_frontend(Arc::new(config), identity, path.to_path_buf()).context("frontend failed")?;
     Ok(())
 }
 
@@ -205,7 +205,7 @@ fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_por
         packhunt::say!("started {clients} local agents");
     }
     let identity = config.identity(None)?;
-    let result = packhunt::shard::pool::run_frontend(Arc::new(config), identity, server_config.clone());
+    let result = packhunt::frontend::run_frontend(Arc::new(config), identity, server_config.clone());
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use packhunt::agent::comms::{self, Connection, TaskStream, UploadReply};
-use packhunt::agent::url::ServerUrl;
+use packhunt::config::url::ServerUrl;
 use packhunt::protocol::pb::{self, upload::Kind, upload_ack::Status};
 use packhunt::tls::agent_key::AgentIdentity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use packhunt::agent::run::{self, AgentOptions, Observer};
-use packhunt::agent::url::ServerUrl;
+use packhunt::config::url::ServerUrl;
 use packhunt::config::ClientConfig;
 use packhunt::protocol::pb;
 use packhunt::tls::agent_key::AgentIdentity;

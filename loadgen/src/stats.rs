@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use packhunt::agent::run::Observer;
-use packhunt::agent::url::ServerUrl;
+use packhunt::config::url::ServerUrl;
 use packhunt::protocol::pb;
 
 pub struct Stats {

@@ -12,7 +12,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
-use crate::agent::url::ServerUrl;
+use crate::config::url::ServerUrl;
 use crate::protocol::framing::{self, FrameDecoder, FrameError};
 use crate::protocol::{pb, CONTENT_TYPE, TASKS_PATH, UPLOAD_PATH};
 

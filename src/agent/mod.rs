@@ -6,5 +6,4 @@ pub mod outbox;
 pub mod run;
 pub mod runner;
 pub mod service;
-pub mod url;
 pub mod writeback;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::agent::comms::{self, CommsError, Connection, TaskStream};
 use crate::agent::outbox::{OutItem, Outbox};
 use crate::agent::runner::Runner;
-use crate::agent::url::ServerUrl;
+use crate::config::url::ServerUrl;
 use crate::limits::{AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN};
 use crate::protocol::pb::{self, upload_ack};
 

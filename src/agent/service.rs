@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::agent::run::{self, AgentOptions, Observer};
 use crate::agent::runner::NativeRunner;
-use crate::agent::url::ServerUrl;
+use crate::config::url::ServerUrl;
 use crate::config::ClientConfig;
 use crate::protocol::pb;
 
@@ -17,7 +17,7 @@ pub enum AgentError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::server::TlsConfigError),
     #[error("config: {0}")]
-    Url(#[from] crate::agent::url::UrlError),
+    Url(#[from] crate::config::url::UrlError),
 }
 
 /// Logs what the agent does at the levels an operator needs.

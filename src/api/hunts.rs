@@ -1,5 +1,5 @@
 //! `/api/v1/hunts...` and `/api/v1/clients/{id}/labels` (labels are what hunt
-//! conditions select on). Shapes: DESIGN.md, "API shapes"; a hunt's results page lists
+//! conditions select on). Shapes: docs/architecture.md, "API shapes"; a hunt's results page lists
 //! each row with the client and flow it came from.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use crate::datastore::{self, ArtifactName, DatastoreError};
 use crate::hunts::{HuntError, HuntStats, Hunts};
 use crate::ids::{ClientId, HuntId};
 use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_RESULT_PAGE_ROWS};
-use crate::shard::offload::offload;
+use crate::runtime::offload::offload;
 
 /// Labels an operator may put on one client, and their length: they travel in every
 /// client list item and are compared on every recruitment.

@@ -6,7 +6,6 @@
 pub mod auth;
 pub mod gui;
 pub mod hunts;
-pub mod presence;
 pub mod routes;
 
 use std::future::Future;
@@ -22,8 +21,9 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
-use crate::shard::ctx::ShutdownSignal;
-use crate::shard::mesh::Notifier;
+use crate::notify::presence::Presence;
+use crate::notify::FleetNotifier;
+use crate::runtime::shutdown::ShutdownSignal;
 
 /// What every API request can reach.
 pub struct ApiCtx {
@@ -32,34 +32,11 @@ pub struct ApiCtx {
     pub fleet: Rc<FleetNotifier>,
     /// Hunts (the master only).
     pub hunts: Option<Rc<crate::hunts::Hunts>>,
-    pub presence: Rc<presence::Presence>,
+    pub presence: Rc<Presence>,
     pub auth: auth::Authenticator,
     pub frontend_name: String,
     /// A minion serves only `/metrics` (it has no GUI).
     pub metrics_only: bool,
-}
-
-/// Reaches an agent wherever it is connected.
-pub struct FleetNotifier {
-    pub local: Rc<Notifier>,
-    /// The replication queue to the minions (none without minions).
-    pub replication: Option<crate::replication::queue::Outbox>,
-}
-
-impl FleetNotifier {
-    /// Tells every frontend that `client_id` has new work: this one's shards directly,
-    /// the minions over the replication stream (each pushes `frame` if it holds the agent).
-    pub async fn notify(&self, client_id: &crate::ids::ClientId, flow_id: &crate::ids::FlowId, frame: Bytes) {
-        if let Some(outbox) = &self.replication {
-            let notification = crate::replication::pb::Notification {
-                client_id: client_id.to_string(),
-                flow_id: flow_id.to_string(),
-                frame: frame.clone(),
-            };
-            outbox.offer(crate::replication::pb::envelope::Kind::Notification(notification));
-        }
-        self.local.notify(client_id, flow_id, Some(frame)).await;
-    }
 }
 
 /// Runs hyper's connection futures on the current glommio executor.

@@ -1,4 +1,4 @@
-//! GUI/API routes (DESIGN.md, "API shapes"). Every route needs a user; writes need the
+//! GUI/API routes (docs/architecture.md, "API shapes"). Every route needs a user; writes need the
 //! administrator role. Errors are `{"error": "..."}` with the status that says whose
 //! fault it was.
 
@@ -18,7 +18,7 @@ use crate::datastore::{self, ArtifactName, Datastore, ArtifactRequestDoc, Datast
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_LIMIT, MAX_RESULT_PAGE_ROWS};
 use crate::metrics::{metrics, FlowEvent};
-use crate::shard::offload::offload;
+use crate::runtime::offload::offload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -283,7 +283,7 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         create_time_us: now_us,
         hunt_id: None,
     };
-    let frame = crate::sessions::tasks::frame_for(request.clone());
+    let frame = crate::protocol::tasks::task_frame(request.clone().into_task());
     // An agent that has just connected may not have a folder yet (its ClientInfo upload
     // makes it); its id is authenticated, so the collection makes the folder instead.
     let connected = ctx.presence.frontend_of(client_id).is_some();

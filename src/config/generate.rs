@@ -24,7 +24,7 @@ use super::{
     ClientConfig, ClientSection, ConfigError, DatastoreSection, FrontendSection, GuiPriority,
     GuiSection, LimitsSection, Role, ServerConfig, ServerTlsSection, UserEntry,
 };
-use crate::agent::url::ServerUrl;
+use crate::config::url::ServerUrl;
 
 pub const SERVER_CONFIG_FILE: &str = "server.config.toml";
 pub const CLIENT_CONFIG_FILE: &str = "client.config.toml";
@@ -34,7 +34,7 @@ pub const CLIENT_WRITEBACK_FILE: &str = "client.writeback.toml";
 pub const DATASTORE_DIR: &str = "datastore";
 pub const ADMIN_USER: &str = "admin";
 
-/// DESIGN.md, "Processes and commands": defaults of `config generate`.
+/// docs/architecture.md, "Processes and commands": defaults of `config generate`.
 pub const DEFAULT_PUBLIC_HOST: &str = "127.0.0.1";
 pub const DEFAULT_FRONTEND_PORT: u16 = 8000;
 pub const DEFAULT_GUI_PORT: u16 = 8889;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::generate::{issue_frontend_certificate, write_private_file, CLIENT_CONFIG_FILE};
 use super::{parse_node, ClientConfig, ConfigError, ServerConfig};
-use crate::agent::url::ServerUrl;
+use crate::config::url::ServerUrl;
 
 /// What `add_minion` wrote.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 
 pub mod generate;
 pub mod minion;
+pub mod url;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -413,7 +414,7 @@ impl ServerConfig {
 
 /// Splits a frontend name `HOST:PORT` (IPv6 hosts in brackets).
 pub fn parse_node(name: &str) -> Result<(String, u16), String> {
-    let url = crate::agent::url::ServerUrl::parse(&format!("https://{name}/")).map_err(|e| format!("`{name}` is not HOST:PORT: {e}"))?;
+    let url = crate::config::url::ServerUrl::parse(&format!("https://{name}/")).map_err(|e| format!("`{name}` is not HOST:PORT: {e}"))?;
     Ok((url.host, url.port))
 }
 
@@ -430,7 +431,7 @@ impl ClientConfig {
             return Err(invalid("client.server_urls", "needs at least one URL".into()));
         }
         for (i, url) in config.client.server_urls.iter().enumerate() {
-            if let Err(e) = crate::agent::url::ServerUrl::parse(url) {
+            if let Err(e) = crate::config::url::ServerUrl::parse(url) {
                 return Err(invalid(&format!("client.server_urls[{i}]"), e.to_string()));
             }
         }

@@ -1,6 +1,6 @@
 //! Whole-document replacement: write a temp sibling, fsync as configured, rename.
 //!
-//! Owns the guarantee from DESIGN.md ("Lessons"): a crash or full disk never leaves a
+//! Owns the guarantee from docs/architecture.md ("Lessons"): a crash or full disk never leaves a
 //! 0-byte or half-written document. Readers see the old document or the new one. With
 //! `fsync = true` this holds across power loss (file data and the folder entry are
 //! synced); with `fsync = false` it holds across process crashes, and across power loss

@@ -14,7 +14,7 @@ use super::path::{ClientDir, Datastore};
 use super::{io_error, serde_ids, DatastoreError};
 use crate::ids::ClientId;
 
-/// `info.json`. Field names match the API's client item (DESIGN.md, "API shapes").
+/// `info.json`. Field names match the API's client item (docs/architecture.md, "API shapes").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientInfoDoc {
     #[serde(with = "serde_ids::client_id")]

@@ -27,10 +27,26 @@ pub struct FlowRequest {
     pub artifacts: Vec<ArtifactRequestDoc>,
     pub create_time_ms: u64,
     /// Server wall clock at creation, µs: sent with the task so loadgen can measure
-    /// delivery latency (DESIGN.md, "API shapes").
+    /// delivery latency (docs/architecture.md, "API shapes").
     pub create_time_us: u64,
     #[serde(default)]
     pub hunt_id: Option<String>,
+}
+
+impl FlowRequest {
+    /// The task an agent is sent for this request.
+    pub fn into_task(self) -> crate::protocol::pb::Task {
+        crate::protocol::pb::Task {
+            flow_id: self.flow_id.to_string(),
+            artifacts: self
+                .artifacts
+                .into_iter()
+                .map(|a| crate::protocol::pb::ArtifactRequest { name: a.name.to_string(), parameters: a.parameters.into_iter().collect() })
+                .collect(),
+            create_time_us: self.create_time_us,
+            hunt_id: self.hunt_id.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +84,7 @@ impl FlowState {
     }
 }
 
-/// `status.json`, also the body of `GET .../collections/{flow_id}` (DESIGN.md).
+/// `status.json`, also the body of `GET .../collections/{flow_id}` (docs/architecture.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowStatusDoc {
     #[serde(with = "serde_ids::flow_id")]
@@ -349,7 +365,7 @@ mod tests {
         assert!(read_status(&client, &missing).unwrap_err().is_not_found());
     }
 
-    // Goal: status.json is exactly the API's collection shape (DESIGN.md, "API shapes").
+    // Goal: status.json is exactly the API's collection shape (docs/architecture.md, "API shapes").
     #[test]
     fn status_json_has_the_api_shape() {
         let (_dir, client) = setup();

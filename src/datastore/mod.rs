@@ -1,4 +1,4 @@
-//! The datastore: plain files on a shared mount (DESIGN.md, "Datastore layout").
+//! The datastore: plain files on a shared mount (docs/architecture.md, "Datastore layout").
 //!
 //! Owns every byte packhunt keeps on disk for clients and flows: where it lives
 //! (`path`), how whole documents are replaced (`atomic`), how result rows are checked
@@ -41,7 +41,7 @@ pub enum Fault {
     /// The request was wrong (bad name, bad rows, bad path): 400, do not retry as is.
     Agent,
     /// The server can't take it now (full disk, limits): 503 with a long Retry-After, so
-    /// agents keep the data instead of starting a re-upload storm (DESIGN.md, "Lessons").
+    /// agents keep the data instead of starting a re-upload storm (docs/architecture.md, "Lessons").
     Overload,
     /// Our bug or our broken disk: 500.
     Internal,

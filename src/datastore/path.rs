@@ -1,6 +1,6 @@
 //! Where things live on disk: the ONLY place datastore paths are joined.
 //!
-//! Owns the layout of DESIGN.md ("Datastore layout"), the [`ArtifactName`] newtype and
+//! Owns the layout of docs/architecture.md ("Datastore layout"), the [`ArtifactName`] newtype and
 //! the sanitiser that turns an agent-side file path into a path strictly inside the
 //! flow's `uploads/`. Every component joined here is either a validated id
 //! ([`ClientId`], [`FlowId`], [`HuntId`]), a validated [`ArtifactName`], a constant, or
@@ -453,7 +453,7 @@ mod tests {
         FlowId::parse("F.0123456789ABCDEF").unwrap()
     }
 
-    // Goal: the layout is exactly DESIGN.md's. Method: build every path under a fake root.
+    // Goal: the layout is exactly docs/architecture.md's. Method: build every path under a fake root.
     #[test]
     fn layout_matches_design() {
         let dir = tempfile::tempdir().unwrap();

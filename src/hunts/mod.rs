@@ -18,13 +18,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
-use crate::api::presence::{FlowEnd, Presence};
-use crate::api::FleetNotifier;
+use crate::notify::presence::{FlowEnd, Presence};
+use crate::notify::FleetNotifier;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
 use crate::datastore::{self, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId, HuntId};
-use crate::rate::TokenBucket;
-use crate::shard::offload::offload;
+use crate::runtime::rate::TokenBucket;
+use crate::runtime::offload::offload;
 
 /// A hunt's numbers as `GET /api/v1/hunts/{id}` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

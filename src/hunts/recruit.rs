@@ -17,8 +17,8 @@ use crate::datastore::hunt::{self, HuntDoc, HuntState};
 use crate::datastore;
 use crate::ids::{ClientId, FlowId, HuntId};
 use crate::metrics::{metrics, FlowEvent};
-use crate::shard::ctx::ShutdownSignal;
-use crate::shard::offload::offload;
+use crate::runtime::shutdown::ShutdownSignal;
+use crate::runtime::offload::offload;
 
 /// How often the recruiter wakes: a tenth of the bucket's burst at 100/s.
 const TICK: Duration = Duration::from_millis(10);
@@ -218,7 +218,7 @@ async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
             continue;
         }
         let flow_id = request.flow_id.clone();
-        let frame = crate::sessions::tasks::frame_for(request);
+        let frame = crate::protocol::tasks::task_frame(request.into_task());
         record(hunts, &hunt_id, &client_id, &flow_id);
         metrics().flow(FlowEvent::Scheduled);
         metrics().hunt_recruited.fetch_add(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! and the length-delimited framing they travel in.
 
 pub mod framing;
+pub mod tasks;
 
 /// Generated protobuf types (proto/agent.proto).
 pub mod pb {

@@ -1,4 +1,4 @@
-//! The replication stream between frontends (DESIGN.md): each minion keeps one
+//! The replication stream between frontends (docs/architecture.md): each minion keeps one
 //! bidirectional gRPC stream (tonic, mutual TLS with the deployment CA) to the master.
 //! It runs on its own small tokio runtime thread; the glommio executors reach it only
 //! through the queues in `queue`. What crosses it: agent presence (minion -> master, as

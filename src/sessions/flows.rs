@@ -19,7 +19,7 @@ use crate::ids::{ClientId, FlowId};
 use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::sessions::upload::UploadError;
-use crate::shard::offload::offload;
+use crate::runtime::offload::offload;
 
 /// Largest file an agent may upload into one flow (offset + chunk).
 pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;

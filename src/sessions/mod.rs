@@ -5,5 +5,6 @@
 
 pub mod flows;
 pub mod registry;
+pub mod shard;
 pub mod tasks;
 pub mod upload;

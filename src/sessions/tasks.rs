@@ -14,30 +14,15 @@ use crate::datastore::{flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::metrics;
 use crate::protocol::{framing, pb};
-use crate::shard::ctx::ShardCtx;
-use crate::shard::mesh::ShardEvent;
-use crate::shard::offload::offload;
+use crate::sessions::shard::ShardCtx;
+use crate::notify::mesh::ShardEvent;
+use crate::runtime::offload::offload;
 
 /// Builds the task frame for a queued flow from its request.json. Blocking: run it
 /// through `offload`.
 pub fn task_frame(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<Bytes, DatastoreError> {
     let client = datastore.client(client_id);
-    Ok(frame_for(flow::read_request(&client, flow_id)?))
-}
-
-/// The task frame for a flow's request.
-pub fn frame_for(request: flow::FlowRequest) -> Bytes {
-    let task = pb::Task {
-        flow_id: request.flow_id.to_string(),
-        artifacts: request
-            .artifacts
-            .into_iter()
-            .map(|a| pb::ArtifactRequest { name: a.name.to_string(), parameters: a.parameters.into_iter().collect() })
-            .collect(),
-        create_time_us: request.create_time_us,
-        hunt_id: request.hunt_id.unwrap_or_default(),
-    };
-    framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Task(task)) })
+    Ok(crate::protocol::tasks::task_frame(flow::read_request(&client, flow_id)?.into_task()))
 }
 
 /// Pushes a flow to the client if it is connected to this shard: `frame` when the

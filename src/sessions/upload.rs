@@ -15,9 +15,9 @@ use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
 use crate::datastore::ClientDir;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
-use crate::shard::offload::offload;
-use crate::shard::ctx::ShardCtx;
-use crate::shard::mesh::ShardEvent;
+use crate::runtime::offload::offload;
+use crate::sessions::shard::ShardCtx;
+use crate::notify::mesh::ShardEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -53,7 +53,7 @@ impl UploadError {
             Self::Datastore(e) => match e {
                 DatastoreError::Jsonl { .. } => RejectReason::BadJsonl,
                 e if e.fault() == Fault::Agent => RejectReason::BadName,
-                // A full disk: 503 so the agent keeps the batch and backs off (DESIGN.md).
+                // A full disk: 503 so the agent keeps the batch and backs off (docs/architecture.md).
                 e if e.fault() == Fault::Overload => RejectReason::Overloaded,
                 _ => RejectReason::Internal,
             },
@@ -81,7 +81,7 @@ pub struct Answer {
 }
 
 /// How long an agent waits after the datastore refused a write for lack of space: long,
-/// so a full disk does not start a re-upload storm (DESIGN.md, "Lessons").
+/// so a full disk does not start a re-upload storm (docs/architecture.md, "Lessons").
 pub const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(300);
 /// How long to wait before resending an upload refused because another one for the
 /// same flow was still being written.

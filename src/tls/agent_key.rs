@@ -1,6 +1,6 @@
 //! The agent's own TLS identity: a P-256 key made on first run and kept in the writeback
 //! file, and a self-signed client certificate rebuilt from that key at every start, so the
-//! key is the only thing to persist (DESIGN.md, "Agent protocol"). The certificate carries
+//! key is the only thing to persist (docs/architecture.md, "Agent protocol"). The certificate carries
 //! no authority: the server takes the client id from its public key, and the agent computes
 //! its own id through the same function (`tls::identity`).
 //!

@@ -1,6 +1,6 @@
 //! Who an agent is, as the server sees it: the client id derives from the public key in
 //! the certificate the agent presented in the handshake, never from anything it says, so
-//! an agent cannot claim another's id (DESIGN.md, "Agent protocol"). The agent derives its
+//! an agent cannot claim another's id (docs/architecture.md, "Agent protocol"). The agent derives its
 //! own id through this same function, so both ends agree by construction.
 //!
 //! This module only derives; it does not check signatures, chains or validity (the

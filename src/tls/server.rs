@@ -83,7 +83,7 @@ impl ClientCertVerifier for AgentKeyVerifier {
 }
 
 /// TLS config for the agent port: TLS 1.3 only, client certificate mandatory, ALPN h2,
-/// session tickets on so a reconnecting agent resumes (DESIGN.md: ~71 µs vs ~153 µs).
+/// session tickets on so a reconnecting agent resumes (docs/architecture.md: ~71 µs vs ~153 µs).
 pub fn agent_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = provider();
     let verifier = Arc::new(AgentKeyVerifier { algorithms: provider.signature_verification_algorithms });

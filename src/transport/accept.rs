@@ -21,7 +21,8 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::limits::{ACCEPT_BACKOFF_ON_EMFILE, RESERVED_FILES};
 use crate::metrics::{metrics, ConnectionRefusal};
-use crate::shard::ctx::ShardCtx;
+use crate::sessions::shard::ShardCtx;
+use crate::transport::admission::Admission;
 use crate::transport::agent_conn;
 
 /// How long a stopping shard waits for its connections to finish their uploads.
@@ -36,7 +37,7 @@ pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
 }
 
 /// Accepts until shutdown, then drains this shard's connections.
-pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor) {
+pub async fn run(ctx: Rc<ShardCtx>, admission: Rc<Admission>, listener: TcpListener, acceptor: TlsAcceptor) {
     let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES) as i64;
     let live = Rc::new(Cell::new(0usize));
     let permits = Rc::new(Semaphore::new(u64::from(ctx.config.limits.handshakes_in_flight_per_shard)));
@@ -65,7 +66,7 @@ pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor
         match accepted.map_err(io::Error::from) {
             Ok(stream) => {
                 metrics().connections_accepted.fetch_add(1, Ordering::Relaxed);
-                if !ctx.accept_rate.try_take() {
+                if !admission.accept_rate.try_take() {
                     metrics().connection_refused(ConnectionRefusal::RateLimited);
                     continue; // closed before any TLS work: the agent backs off
                 }
@@ -73,7 +74,7 @@ pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor
                     metrics().connection_refused(ConnectionRefusal::OutOfFiles);
                     continue; // dropping the stream closes it before any TLS work
                 }
-                admit(&ctx, &acceptor, &live, stream, permit);
+                admit(&ctx, &admission, &acceptor, &live, stream, permit);
             }
             Err(e) if is_out_of_files(&e) => {
                 metrics().connection_refused(ConnectionRefusal::OutOfFiles);
@@ -90,14 +91,14 @@ pub async fn run(ctx: Rc<ShardCtx>, listener: TcpListener, acceptor: TlsAcceptor
     drain(&ctx, &live).await;
 }
 
-fn admit(ctx: &Rc<ShardCtx>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, stream: TcpStream, handshake: StaticPermit) {
-    // Nagle × delayed ACK gave 40 ms outliers on task pushes (DESIGN.md).
+fn admit(ctx: &Rc<ShardCtx>, admission: &Rc<Admission>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, stream: TcpStream, handshake: StaticPermit) {
+    // Nagle × delayed ACK gave 40 ms outliers on task pushes (docs/architecture.md).
     let _ = stream.set_nodelay(true);
     set_keepalive(&stream);
     live.set(live.get() + 1);
-    let (ctx, acceptor, live) = (ctx.clone(), acceptor.clone(), live.clone());
+    let (ctx, admission, acceptor, live) = (ctx.clone(), admission.clone(), acceptor.clone(), live.clone());
     glommio::spawn_local(async move {
-        agent_conn::serve(ctx, acceptor, stream, handshake).await;
+        agent_conn::serve(ctx, admission, acceptor, stream, handshake).await;
         live.set(live.get() - 1);
     })
     .detach();

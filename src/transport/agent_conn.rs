@@ -21,10 +21,11 @@ use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
 use crate::sessions::flows::OpenFlows;
 use crate::sessions::{tasks, upload};
-use crate::shard::ctx::ShardCtx;
+use crate::runtime::deadline::with_deadline;
+use crate::sessions::shard::ShardCtx;
+use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
 use crate::transport::compat;
-use crate::shard::deadline::with_deadline;
 
 /// HTTP/2 settings for agent connections. Windows are large enough that a 5 MiB upload
 /// is not throttled by window updates on a fast link; they cost nothing while idle.
@@ -43,7 +44,7 @@ impl Drop for OpenGuard {
 }
 
 /// `handshake` is the shard's handshake permit, returned once HTTP/2 is up (or failed).
-pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream, handshake: StaticPermit) {
+pub async fn serve(ctx: Rc<ShardCtx>, admission: Rc<Admission>, acceptor: TlsAcceptor, stream: TcpStream, handshake: StaticPermit) {
     metrics().connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
@@ -84,7 +85,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, acceptor: TlsAcceptor, stream: TcpStream, 
         _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
     };
     drop(handshake);
-    drive(ctx, client_id, conn).await;
+    drive(ctx, admission, client_id, conn).await;
 }
 
 /// The peer closed or reset the connection before the handshake finished: typically an
@@ -144,7 +145,7 @@ impl Drop for ActivityGuard {
 
 /// Accepts requests until the agent leaves; on shutdown (or when idle), says GOAWAY and
 /// lets the requests in flight (uploads) finish.
-async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Connection<compat::ServerIo, Bytes>) {
+async fn drive(ctx: Rc<ShardCtx>, admission: Rc<Admission>, client_id: ClientId, mut conn: h2::server::Connection<compat::ServerIo, Bytes>) {
     let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
     let idle_timeout = ctx.config.limits.idle_timeout();
@@ -184,7 +185,7 @@ async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Con
         match next {
             Some(Ok((request, respond))) => {
                 let guard = activity.begin();
-                let task = route(ctx.clone(), client_id.clone(), flows.clone(), request, respond);
+                let task = route(ctx.clone(), admission.clone(), client_id.clone(), flows.clone(), request, respond);
                 glommio::spawn_local(async move {
                     task.await;
                     drop(guard);
@@ -202,6 +203,7 @@ async fn drive(ctx: Rc<ShardCtx>, client_id: ClientId, mut conn: h2::server::Con
 
 async fn route(
     ctx: Rc<ShardCtx>,
+    admission: Rc<Admission>,
     client_id: ClientId,
     flows: Rc<OpenFlows>,
     request: Request<h2::RecvStream>,
@@ -211,13 +213,14 @@ async fn route(
         (&Method::GET, TASKS_PATH) => tasks::serve_task_stream(ctx, client_id, respond).await,
         // Boxed: h2 may keep a waker of a finished request's task until the next request,
         // which keeps the task's allocation, sized by its largest future, alive with it.
-        (&Method::POST, UPLOAD_PATH) => Box::pin(handle_upload(ctx, client_id, flows, request, respond)).await,
+        (&Method::POST, UPLOAD_PATH) => Box::pin(handle_upload(ctx, admission, client_id, flows, request, respond)).await,
         _ => respond_bytes(respond, StatusCode::NOT_FOUND, Bytes::new(), None),
     }
 }
 
 async fn handle_upload(
     ctx: Rc<ShardCtx>,
+    admission: Rc<Admission>,
     client_id: ClientId,
     flows: Rc<OpenFlows>,
     request: Request<h2::RecvStream>,
@@ -225,7 +228,7 @@ async fn handle_upload(
 ) {
     let limits = &ctx.config.limits;
     // The permit comes before the body: what is not admitted is never read into memory.
-    let Some(slot) = ctx.uploads.admit().await else {
+    let Some(slot) = admission.uploads.admit().await else {
         metrics().upload_rejected(RejectReason::Concurrency);
         let wait = crate::transport::upload_permits::retry_after();
         return respond_bytes(respond, StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), Some(wait));

@@ -2,6 +2,7 @@
 //! backoff) and one agent connection (TLS, HTTP/2, request routing, timeouts).
 
 pub mod accept;
+pub mod admission;
 pub mod agent_conn;
 pub mod body;
 pub mod compat;

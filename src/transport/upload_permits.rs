@@ -17,7 +17,7 @@ use std::time::Duration;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::metrics::metrics;
-use crate::shard::deadline::with_deadline;
+use crate::runtime::deadline::with_deadline;
 
 /// Waiting uploads allowed per permit before new ones are refused at once.
 pub const WAITERS_PER_PERMIT: usize = 4;

@@ -645,7 +645,7 @@ impl RawAgent {
     pub fn connect_without_facts(path: &Path, identity: packhunt::tls::agent_key::AgentIdentity) -> Result<Self> {
         let config = packhunt::config::ClientConfig::load(path)?;
         let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
-        let url = packhunt::agent::url::ServerUrl::parse(&config.client.server_urls[0])?;
+        let url = packhunt::config::url::ServerUrl::parse(&config.client.server_urls[0])?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (conn, tasks) = rt.block_on(packhunt::agent::comms::connect(&url, tls, None))?;
         Ok(Self { rt, conn, tasks, client_id: identity.client_id().to_string(), identity })

@@ -14,7 +14,7 @@ use super::{io_error, is_vanished, ArtifactError};
 use crate::artifacts::PSLIST;
 
 /// Longest command line kept per process. Linux allows ~2 MiB of arguments (ARG_MAX);
-/// a row must fit well inside one 5 MiB upload (DESIGN.md `max_upload_bytes`) together
+/// a row must fit well inside one 5 MiB upload (docs/architecture.md `max_upload_bytes`) together
 /// with its neighbours, and 64 KiB is far beyond any command line an analyst reads.
 const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 

@@ -8,12 +8,12 @@ use std::rc::Rc;
 
 use futures::StreamExt;
 
-use crate::api::presence::Presence;
+use crate::notify::presence::Presence;
 use crate::ids::{ClientId, FlowId};
 use crate::limits::PRESENCE_SNAPSHOT_CHUNK;
 use crate::replication::pb::{self, envelope::Kind};
 use crate::replication::queue::{HubMessage, InboxReceiver, Outbox};
-use crate::shard::mesh::Notifier;
+use crate::notify::mesh::Notifier;
 
 /// Applies what the replication thread delivers until it stops.
 pub async fn follow_replication(presence: Rc<Presence>, notifier: Rc<Notifier>, outbox: Outbox, mut inbox: InboxReceiver, is_master: bool) {

@@ -1,20 +1,18 @@
-//! What one agent shard owns, shared by its tasks through `Rc`: the config, the
-//! datastore handle, the registry of agents connected to this shard, and the shutdown
-//! signal. Nothing here is reachable from another thread.
+//! What one agent shard's sessions share through `Rc`: the config, the datastore
+//! handle, the registry of agents connected to this shard, the queue that reports
+//! presence and flow states to the hub, and the shutdown signal. Nothing here is
+//! reachable from another thread. (Admission, the transport's share, lives in
+//! `transport::admission`.)
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures::future::{FutureExt, Shared};
-
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
+use crate::notify::mesh::ShardEventSender;
+use crate::runtime::shutdown::{self, ShutdownSignal};
 use crate::sessions::registry::Registry;
-use crate::shard::mesh::ShardEventSender;
-
-/// Resolves once when the process is asked to stop.
-pub type ShutdownSignal = Shared<futures::channel::oneshot::Receiver<()>>;
 
 pub struct ShardCtx {
     pub shard: usize,
@@ -25,11 +23,6 @@ pub struct ShardCtx {
     /// The port this frontend serves agents on (the master's or this minion's).
     pub agent_port: u16,
     pub sessions: Registry,
-    /// This shard's share of the `concurrency` limit.
-    pub uploads: crate::transport::upload_permits::UploadPermits,
-    /// Load shedding: this shard's share of `max_connections_per_second`, one second of
-    /// burst. Connections above it are closed right after accept(), before any TLS work.
-    pub accept_rate: crate::rate::TokenBucket,
     /// Presence and flow-state events for the hub.
     pub events: ShardEventSender,
     shutdown: ShutdownSignal,
@@ -43,12 +36,9 @@ impl ShardCtx {
         datastore: Datastore,
         frontend_name: String,
         agent_port: u16,
-        upload_permits: u64,
-        connections_per_second: u64,
         events: ShardEventSender,
         shutdown: ShutdownSignal,
     ) -> Rc<Self> {
-        let uploads = crate::transport::upload_permits::UploadPermits::new(upload_permits, config.limits.concurrency_wait());
         Rc::new(Self {
             shard,
             config,
@@ -56,8 +46,6 @@ impl ShardCtx {
             frontend_name,
             agent_port,
             sessions: Registry::default(),
-            uploads,
-            accept_rate: crate::rate::TokenBucket::new(connections_per_second, connections_per_second),
             events,
             shutdown,
             next_session_id: Cell::new(1),
@@ -69,7 +57,7 @@ impl ShardCtx {
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.shutdown.clone().now_or_never().is_some()
+        shutdown::has_fired(&self.shutdown)
     }
 
     /// A shard-unique session number; with the shard index it names one connection.

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use crate::ids::{ClientId, FlowId};
 use crate::replication::pb;
 use crate::datastore::FlowState;
-use crate::shard::mesh::{ShardEvent, ShardEventReceiver};
+use crate::notify::mesh::{ShardEvent, ShardEventReceiver};
 
 /// Index into `Presence::frontends`; 0 is this frontend.
 type FrontendIdx = u16;

@@ -7,18 +7,23 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use futures::FutureExt;
 use futures_rustls::TlsAcceptor;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
-use crate::api::{self, presence::Presence, ApiCtx};
+use crate::api::{self, ApiCtx};
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::replication::queue::{self as link_queue, InboxReceiver, Outbox};
 use crate::replication::thread::LinkThread;
 use crate::datastore::Datastore;
 use crate::limits::MIN_IO_MEMORY_BYTES;
-use crate::shard::ctx::{ShardCtx, ShutdownSignal};
-use crate::shard::mesh::{self, Notifier, PriorityEnds, ShardEnds};
+use crate::notify::presence::Presence;
+use crate::notify::FleetNotifier;
+use crate::runtime::channel::connect_polled;
+use crate::runtime::shutdown::{self, ShutdownSignal};
+use crate::sessions::shard::ShardCtx;
+use crate::transport::admission::Admission;
+use crate::transport::upload_permits::UploadPermits;
+use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
 use crate::tls::server::{agent_server_config, gui_server_config};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +60,7 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let shards = if config.frontend.shards == 0 { cores } else { config.frontend.shards };
     let (priority_ends, shard_ends) = mesh::build(shards);
-    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-    let shutdown: ShutdownSignal = stop_rx.shared();
+    let (stop_tx, shutdown) = shutdown::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let name = identity.name.clone();
     let (link, link_thread) = start_replication(&config, &identity, config_path)?;
@@ -217,11 +221,13 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         glommio::spawn_local(run_hub(hub, shutdown.clone(), ready.clone())).detach();
     }
     // Connect both queue ends first: the API side waits for every shard.
-    let events = mesh::connect_polled(ends.events.connect()).await;
-    let notifications = mesh::connect_polled(ends.notifications.connect()).await;
+    let events = connect_polled(ends.events.connect()).await;
+    let notifications = connect_polled(ends.notifications.connect()).await;
     let upload_permits = crate::limits::shard_share(config.limits.concurrency, shards, shard);
     let accept_rate = crate::limits::shard_share(config.limits.max_connections_per_second, shards, shard);
-    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, upload_permits, accept_rate, events, shutdown.clone());
+    let uploads = UploadPermits::new(upload_permits, config.limits.concurrency_wait());
+    let admission = Rc::new(Admission::new(uploads, accept_rate));
+    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, events, shutdown.clone());
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {
@@ -246,7 +252,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         }
     })
     .detach();
-    crate::transport::accept::run(ctx, listener, tls).await;
+    crate::transport::accept::run(ctx, admission, listener, tls).await;
 }
 
 async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
@@ -257,13 +263,13 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     // A minion reports its agents to the master; the master has no one to report to.
     let forward = if is_master { None } else { link.as_ref().map(|(outbox, _)| outbox.clone()) };
     for receiver in ends.events {
-        let events = mesh::connect_polled(receiver.connect()).await;
-        glommio::spawn_local(api::presence::follow(presence.clone(), events, forward.clone())).detach();
+        let events = connect_polled(receiver.connect()).await;
+        glommio::spawn_local(crate::notify::presence::follow(presence.clone(), events, forward.clone())).detach();
     }
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
     if let Some((outbox, inbox)) = link {
-        glommio::spawn_local(crate::shard::hub::follow_replication(presence.clone(), notifier.clone(), outbox, inbox, is_master)).detach();
+        glommio::spawn_local(crate::frontend::hub::follow_replication(presence.clone(), notifier.clone(), outbox, inbox, is_master)).detach();
     }
     let port = match &identity.role {
         FrontendRole::Master => Some(config.gui.port),
@@ -284,7 +290,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     };
     let _ = ready.send(Ok(()));
     let auth = api::auth::Authenticator::new(config.users.clone());
-    let fleet = Rc::new(api::FleetNotifier { local: notifier, replication: if is_master { replication } else { None } });
+    let fleet = Rc::new(FleetNotifier { local: notifier, replication: if is_master { replication } else { None } });
     let hunts = if is_master {
         match crate::hunts::Hunts::load(datastore.clone(), fleet.clone(), presence.clone(), config.limits.hunt_recruitment_per_second).await {
             Ok(hunts) => {

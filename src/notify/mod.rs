@@ -1,0 +1,13 @@
+//! Who is connected where, and "client C has new work": the messages that cross
+//! executors and frontends about agents, never the agents' data.
+//!
+//! mesh — the bounded queues between the hub and the agent shards and their messages;
+//! presence — which agent is connected to which frontend, fed by the shards and by the
+//! replication stream; fleet — notifying an agent wherever it is. The API and hunts reach
+//! agents only through here; nothing here touches a session or a file.
+
+pub mod fleet;
+pub mod mesh;
+pub mod presence;
+
+pub use fleet::FleetNotifier;
