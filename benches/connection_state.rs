@@ -89,6 +89,7 @@ impl Counting {
     fn add(size: usize, p: *mut u8) {
         LIVE_REQUESTED_BYTES.fetch_add(size as isize, Ordering::Relaxed);
         LIVE_USABLE_BYTES.fetch_add(
+            // SAFETY: `p` is a live block mimalloc just returned.
             unsafe { mi_usable_size(p as *const c_void) } as isize,
             Ordering::Relaxed,
         );
@@ -98,6 +99,7 @@ impl Counting {
     fn sub(size: usize, p: *mut u8) {
         LIVE_REQUESTED_BYTES.fetch_sub(size as isize, Ordering::Relaxed);
         LIVE_USABLE_BYTES.fetch_sub(
+            // SAFETY: `p` is a live block of mimalloc's, about to be freed by the caller.
             unsafe { mi_usable_size(p as *const c_void) } as isize,
             Ordering::Relaxed,
         );
@@ -105,6 +107,8 @@ impl Counting {
     }
 }
 
+// SAFETY: every call is passed straight to mimalloc, a conforming allocator; the
+// counters only read the sizes of blocks that mimalloc returned and has not yet freed.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = mimalloc::MiMalloc.alloc(layout);

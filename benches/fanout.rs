@@ -30,10 +30,10 @@ use futures::channel::mpsc;
 use glommio::{LocalExecutorBuilder, Placement};
 use packhunt::ids::{ClientId, FlowId};
 use packhunt::limits::MIN_IO_MEMORY_BYTES;
-use packhunt::protocol::{framing, pb};
-use packhunt::sessions::registry::{Registration, Registry};
 use packhunt::notify::mesh::{self, Notifier, ShardMessage};
+use packhunt::protocol::{framing, pb};
 use packhunt::runtime::channel::connect_polled;
+use packhunt::sessions::registry::{Registration, Registry};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -266,8 +266,11 @@ impl MeshPair {
             .spawn(move || async move {
                 let notifications = connect_polled(shard_end.notifications.connect()).await;
                 let mut received = 0u64;
-                while let Some(ShardMessage::Notify { client_id, flow_id, frame }) =
-                    notifications.recv().await
+                while let Some(ShardMessage::Notify {
+                    client_id,
+                    flow_id,
+                    frame,
+                }) = notifications.recv().await
                 {
                     black_box((client_id, flow_id, frame));
                     received += 1;

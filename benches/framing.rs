@@ -8,12 +8,26 @@ use packhunt::protocol::framing::{self, FrameDecoder};
 use packhunt::protocol::pb;
 
 fn task() -> pb::ServerMessage {
-    let artifacts = ["Generic.Client.Info", "Linux.Sys.Pslist", "Generic.Files.Glob"]
-        .iter()
-        .map(|n| pb::ArtifactRequest { name: n.to_string(), parameters: [("pattern".to_string(), "/etc/*.conf".to_string())].into() })
-        .collect();
-    let task = pb::Task { flow_id: "F.0123456789ABCDEF".into(), artifacts, create_time_us: 1_795_000_000_000_000, hunt_id: String::new() };
-    pb::ServerMessage { kind: Some(pb::server_message::Kind::Task(task)) }
+    let artifacts = [
+        "Generic.Client.Info",
+        "Linux.Sys.Pslist",
+        "Generic.Files.Glob",
+    ]
+    .iter()
+    .map(|n| pb::ArtifactRequest {
+        name: n.to_string(),
+        parameters: [("pattern".to_string(), "/etc/*.conf".to_string())].into(),
+    })
+    .collect();
+    let task = pb::Task {
+        flow_id: "F.0123456789ABCDEF".into(),
+        artifacts,
+        create_time_us: 1_795_000_000_000_000,
+        hunt_id: String::new(),
+    };
+    pb::ServerMessage {
+        kind: Some(pb::server_message::Kind::Task(task)),
+    }
 }
 
 fn upload(rows_bytes: usize) -> Bytes {
@@ -23,23 +37,37 @@ fn upload(rows_bytes: usize) -> Bytes {
         jsonl.extend_from_slice(row);
         jsonl.push(b'\n');
     }
-    let batch = pb::ResultBatch { flow_id: "F.0123456789ABCDEF".into(), artifact: "Linux.Sys.Pslist".into(), seq: 7, jsonl: jsonl.into(), row_count: 0 };
-    framing::encode(&pb::Upload { kind: Some(pb::upload::Kind::Result(batch)) })
+    let batch = pb::ResultBatch {
+        flow_id: "F.0123456789ABCDEF".into(),
+        artifact: "Linux.Sys.Pslist".into(),
+        seq: 7,
+        jsonl: jsonl.into(),
+        row_count: 0,
+    };
+    framing::encode(&pb::Upload {
+        kind: Some(pb::upload::Kind::Result(batch)),
+    })
 }
 
 fn bench_framing(c: &mut Criterion) {
     let mut g = c.benchmark_group("framing");
     let t = task();
-    g.bench_function("encode_task_frame", |b| b.iter(|| framing::encode(black_box(&t))));
+    g.bench_function("encode_task_frame", |b| {
+        b.iter(|| framing::encode(black_box(&t)))
+    });
 
     let body = upload(1 << 20);
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("decode_1MiB_upload", |b| {
         b.iter(|| framing::decode_single::<pb::Upload>(black_box(body.clone()), 5 << 20).unwrap())
     });
-    g.bench_function("baseline_memcpy_1MiB", |b| b.iter(|| black_box(body.to_vec())));
+    g.bench_function("baseline_memcpy_1MiB", |b| {
+        b.iter(|| black_box(body.to_vec()))
+    });
 
-    let stream: Vec<u8> = (0..256).flat_map(|_| framing::encode(&t).to_vec()).collect();
+    let stream: Vec<u8> = (0..256)
+        .flat_map(|_| framing::encode(&t).to_vec())
+        .collect();
     g.throughput(Throughput::Bytes(stream.len() as u64));
     g.bench_function("reassemble_256_tasks_in_1KiB_chunks", |b| {
         b.iter(|| {

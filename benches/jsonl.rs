@@ -22,7 +22,14 @@ const APPENDS_PER_FILESET: u64 = 256;
 
 /// Rows shaped like a process listing, with varying lengths and escapes.
 fn pslist_batch() -> Vec<u8> {
-    let names = ["sshd", "systemd-journald", "nginx: worker process", "postgres", "bash", "python3"];
+    let names = [
+        "sshd",
+        "systemd-journald",
+        "nginx: worker process",
+        "postgres",
+        "bash",
+        "python3",
+    ];
     let mut out = Vec::with_capacity(BATCH_TARGET_BYTES + 512);
     let mut pid = 1u64;
     while out.len() < BATCH_TARGET_BYTES {
@@ -52,7 +59,12 @@ fn pslist_batch() -> Vec<u8> {
 fn bench_validate(c: &mut Criterion) {
     let batch = pslist_batch();
     let rows = memchr::memchr_iter(b'\n', &batch).count();
-    eprintln!("batch: {} bytes, {} rows, {} bytes/row", batch.len(), rows, batch.len() / rows);
+    eprintln!(
+        "batch: {} bytes, {} rows, {} bytes/row",
+        batch.len(),
+        rows,
+        batch.len() / rows
+    );
     let mut group = c.benchmark_group("jsonl_1MiB");
     group.throughput(Throughput::Bytes(batch.len() as u64));
     group.bench_function("newline_scan_baseline", |b| {
@@ -76,14 +88,19 @@ fn bench_append(c: &mut Criterion) {
         b.iter_custom(|iters| timed_in_fresh_files(iters, |dir, n| raw_appends(dir, n, &batch)))
     });
     group.bench_function("resultset_validate_index_append", |b| {
-        b.iter_custom(|iters| timed_in_fresh_files(iters, |dir, n| resultset_appends(dir, n, &batch)))
+        b.iter_custom(|iters| {
+            timed_in_fresh_files(iters, |dir, n| resultset_appends(dir, n, &batch))
+        })
     });
     group.finish();
 }
 
 /// Runs `iters` appends in chunks, each chunk in a fresh tempdir; returns only the
 /// time spent appending.
-fn timed_in_fresh_files(iters: u64, mut run: impl FnMut(&std::path::Path, u64) -> Duration) -> Duration {
+fn timed_in_fresh_files(
+    iters: u64,
+    mut run: impl FnMut(&std::path::Path, u64) -> Duration,
+) -> Duration {
     let mut total = Duration::ZERO;
     let mut done = 0;
     while done < iters {
@@ -96,8 +113,11 @@ fn timed_in_fresh_files(iters: u64, mut run: impl FnMut(&std::path::Path, u64) -
 }
 
 fn raw_appends(dir: &std::path::Path, n: u64, batch: &[u8]) -> Duration {
-    let mut file: File =
-        OpenOptions::new().create(true).append(true).open(dir.join("raw.jsonl")).expect("open");
+    let mut file: File = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("raw.jsonl"))
+        .expect("open");
     let start = Instant::now();
     for _ in 0..n {
         file.write_all(batch).expect("append");

@@ -36,9 +36,16 @@ const SPARE_FILES: u64 = 200;
 /// Idle pairs this process can open: `IDLE`'s largest is capped by the open-files limit
 /// (two descriptors a pair), so a machine with a small `ulimit -n` measures fewer.
 fn idle_counts() -> Vec<usize> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct it is given.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
     let most = (soft.saturating_sub(SPARE_FILES) / 2) as usize;
     let counts: Vec<usize> = IDLE.iter().map(|&n| n.min(most)).collect();
     if counts != IDLE {

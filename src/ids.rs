@@ -15,7 +15,11 @@ pub struct IdError {
 fn id_error(kind: &'static str, raw: &str, expected: &'static str) -> IdError {
     // Never echo an unbounded attacker string into logs or responses.
     let shown: String = raw.chars().take(64).collect();
-    IdError { kind, shown, expected }
+    IdError {
+        kind,
+        shown,
+        expected,
+    }
 }
 
 /// `C.` + 16 lowercase hex digits: the first 8 bytes of SHA-256 over the agent's
@@ -32,13 +36,18 @@ pub struct FlowId(String);
 pub struct HuntId(String);
 
 fn is_hex(s: &str, upper: bool) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || if upper { (b'A'..=b'F').contains(&b) } else { (b'a'..=b'f').contains(&b) })
+    s.bytes().all(|b| {
+        b.is_ascii_digit()
+            || if upper {
+                (b'A'..=b'F').contains(&b)
+            } else {
+                (b'a'..=b'f').contains(&b)
+            }
+    })
 }
 
 fn parse_prefixed(raw: &str, prefix: &str, upper: bool) -> bool {
-    raw.len() == prefix.len() + 16
-        && raw.starts_with(prefix)
-        && is_hex(&raw[prefix.len()..], upper)
+    raw.len() == prefix.len() + 16 && raw.starts_with(prefix) && is_hex(&raw[prefix.len()..], upper)
 }
 
 impl ClientId {
@@ -115,7 +124,13 @@ mod tests {
 
     #[test]
     fn ids_reject_anything_that_could_be_a_path() {
-        for raw in ["C.0123456789abcdef/..", "../C.0123456789abcdef", "C.0123456789ABCDEF", "", "C."] {
+        for raw in [
+            "C.0123456789abcdef/..",
+            "../C.0123456789abcdef",
+            "C.0123456789ABCDEF",
+            "",
+            "C.",
+        ] {
             assert!(ClientId::parse(raw).is_err(), "{raw}");
         }
         assert!(ClientId::parse("C.0123456789abcdef").is_ok());

@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod replication;
-pub mod sessions;
 pub mod runtime;
+pub mod sessions;
 pub mod tls;
 pub mod transport;

@@ -13,7 +13,9 @@ pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Uploads processed at once per frontend. docs/architecture.md: 2 × cores × 8.
 pub fn default_concurrency() -> u32 {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u32;
     2 * cores * 8
 }
 
@@ -137,7 +139,13 @@ mod tests {
     #[test]
     fn shares_add_up_to_the_limit_and_never_starve_a_shard() {
         assert_eq!((0..2).map(|s| shard_share(32, 2, s)).sum::<u64>(), 32);
-        assert_eq!((0..3).map(|s| shard_share(32, 3, s)).collect::<Vec<_>>(), vec![11, 11, 10]);
-        assert_eq!((0..4).map(|s| shard_share(2, 4, s)).collect::<Vec<_>>(), vec![1, 1, 1, 1]);
+        assert_eq!(
+            (0..3).map(|s| shard_share(32, 3, s)).collect::<Vec<_>>(),
+            vec![11, 11, 10]
+        );
+        assert_eq!(
+            (0..4).map(|s| shard_share(2, 4, s)).collect::<Vec<_>>(),
+            vec![1, 1, 1, 1]
+        );
     }
 }

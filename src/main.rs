@@ -14,7 +14,11 @@ use packhunt::config::{generate, ClientConfig, ServerConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "packhunt", version, about = "Thread-per-core frontend server for endpoint-visibility fleets")]
+#[command(
+    name = "packhunt",
+    version,
+    about = "Thread-per-core frontend server for endpoint-visibility fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,29 +116,69 @@ fn main() {
 
 fn run() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PACKHUNT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PACKHUNT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Config(ConfigCommand::Generate { out, public_host, frontend_port, gui_port, replication_port, admin_password }) => {
-            let opts = generate::GenerateOptions { out_dir: out, public_host, frontend_port, gui_port, replication_port, admin_password };
+        Command::Config(ConfigCommand::Generate {
+            out,
+            public_host,
+            frontend_port,
+            gui_port,
+            replication_port,
+            admin_password,
+        }) => {
+            let opts = generate::GenerateOptions {
+                out_dir: out,
+                public_host,
+                frontend_port,
+                gui_port,
+                replication_port,
+                admin_password,
+            };
             let generated = generate::generate(&opts)?;
             print_generated(&generated);
             Ok(())
         }
-        Command::Config(ConfigCommand::Frontend { config, name, metrics_port }) => {
+        Command::Config(ConfigCommand::Frontend {
+            config,
+            name,
+            metrics_port,
+        }) => {
             let added = packhunt::config::minion::add_minion(&config, &name, metrics_port)?;
             packhunt::say!("added minion {} to {}", added.name, config.display());
             match added.client_config_path {
-                Some(client) => packhunt::say!("agents configured from {} now spread over it too", client.display()),
-                None => packhunt::say!("no client.config.toml next to it: add https://{}/ to your agents' server_urls", added.name),
+                Some(client) => packhunt::say!(
+                    "agents configured from {} now spread over it too",
+                    client.display()
+                ),
+                None => packhunt::say!(
+                    "no client.config.toml next to it: add https://{}/ to your agents' server_urls",
+                    added.name
+                ),
             }
-            packhunt::say!("run it with: packhunt frontend --config {} --minion --node {}", config.display(), added.name);
+            packhunt::say!(
+                "run it with: packhunt frontend --config {} --minion --node {}",
+                config.display(),
+                added.name
+            );
             Ok(())
         }
-        Command::Frontend { config, minion: _, node } => run_frontend(&config, node.as_deref()),
+        Command::Frontend {
+            config,
+            minion: _,
+            node,
+        } => run_frontend(&config, node.as_deref()),
         Command::Client { config } => run_client(&config),
-        Command::Quickstart { dir, clients, frontend_port, gui_port } => quickstart(&dir, clients, frontend_port, gui_port),
+        Command::Quickstart {
+            dir,
+            clients,
+            frontend_port,
+            gui_port,
+        } => quickstart(&dir, clients, frontend_port, gui_port),
     }
 }
 
@@ -149,18 +193,26 @@ fn print_generated(g: &generate::Generated) {
 fn run_frontend(path: &std::path::Path, node: Option<&str>) -> Result<()> {
     let config = ServerConfig::load(path)?;
     let identity = config.identity(node)?;
-    packhunt::frontend::run_frontend(Arc::new(config), identity, path.to_path_buf()).context("frontend failed")?;
+    packhunt::frontend::run_frontend(Arc::new(config), identity, path.to_path_buf())
+        .context("frontend failed")?;
     Ok(())
 }
 
 fn run_client(path: &std::path::Path) -> Result<()> {
     let config = ClientConfig::load(path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(packhunt::agent::service::run_from_config(config))?;
     Ok(())
 }
 
-fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_port: u16) -> Result<()> {
+fn quickstart(
+    dir: &std::path::Path,
+    clients: usize,
+    frontend_port: u16,
+    gui_port: u16,
+) -> Result<()> {
     let server_config = dir.join("server.config.toml");
     if !server_config.exists() {
         let opts = generate::GenerateOptions {
@@ -173,12 +225,23 @@ fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_por
         };
         let generated = generate::generate(&opts)?;
         print_generated(&generated);
-        std::fs::write(dir.join("admin-password.txt"), format!("{}\n", generated.admin_password))
-            .context("saving the admin password")?;
+        std::fs::write(
+            dir.join("admin-password.txt"),
+            format!("{}\n", generated.admin_password),
+        )
+        .context("saving the admin password")?;
     }
     let config = ServerConfig::load(&server_config)?;
-    eprintln!("GUI: https://{}:{}/  (user admin, password in {})", config.gui.bind_address, config.gui.port, dir.join("admin-password.txt").display());
-    eprintln!("agents: packhunt client --config {}", dir.join("client.config.toml").display());
+    eprintln!(
+        "GUI: https://{}:{}/  (user admin, password in {})",
+        config.gui.bind_address,
+        config.gui.port,
+        dir.join("admin-password.txt").display()
+    );
+    eprintln!(
+        "agents: packhunt client --config {}",
+        dir.join("client.config.toml").display()
+    );
     let mut children = Vec::new();
     for i in 0..clients {
         let client_dir = dir.join(format!("client-{i}"));
@@ -205,7 +268,8 @@ fn quickstart(dir: &std::path::Path, clients: usize, frontend_port: u16, gui_por
         packhunt::say!("started {clients} local agents");
     }
     let identity = config.identity(None)?;
-    let result = packhunt::frontend::run_frontend(Arc::new(config), identity, server_config.clone());
+    let result =
+        packhunt::frontend::run_frontend(Arc::new(config), identity, server_config.clone());
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

@@ -18,15 +18,26 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     let api = deployment.api();
 
     let flow = api.collect(client, &["Generic.Client.Info", "Linux.Sys.Pslist"])?;
-    let statuses = deployment.wait_flows(&[(client.clone(), flow.clone())], Duration::from_secs(30))?;
+    let statuses =
+        deployment.wait_flows(&[(client.clone(), flow.clone())], Duration::from_secs(30))?;
     let status = &statuses[0];
     assert_eq!(status["state"], "finished", "{status}");
 
-    let pslist_rows = status["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "Linux.Sys.Pslist").unwrap()["rows"]
+    let pslist_rows = status["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Linux.Sys.Pslist")
+        .unwrap()["rows"]
         .as_u64()
         .unwrap();
     assert!(pslist_rows > 1, "a Linux host runs more than one process");
-    let info_path = flow_results(&deployment.datastore(), client, &flow, "Generic.Client.Info");
+    let info_path = flow_results(
+        &deployment.datastore(),
+        client,
+        &flow,
+        "Generic.Client.Info",
+    );
     let pslist_path = flow_results(&deployment.datastore(), client, &flow, "Linux.Sys.Pslist");
     assert_eq!(count_lines(&info_path), 1);
     assert_eq!(count_lines(&pslist_path) as u64, pslist_rows);
@@ -55,12 +66,18 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
         start += rows.len() as u64;
     }
     assert_eq!(paged, on_disk);
-    let (_, info) = api.get(&format!("/api/v1/clients/{client}/collections/{flow}/results?artifact=Generic.Client.Info"))?;
+    let (_, info) = api.get(&format!(
+        "/api/v1/clients/{client}/collections/{flow}/results?artifact=Generic.Client.Info"
+    ))?;
     assert!(!info["rows"][0]["hostname"].as_str().unwrap().is_empty());
 
     // The collection is listed for the client, and the client shows its hostname.
     let (_, list) = api.get(&format!("/api/v1/clients/{client}/collections"))?;
-    assert!(list["items"].as_array().unwrap().iter().any(|f| f["flow_id"] == flow.as_str()));
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["flow_id"] == flow.as_str()));
     let (_, found) = api.get(&format!("/api/v1/clients?search={}", &client[..6]))?;
     assert_eq!(found["total"], 1);
     let (_, online) = api.get("/api/v1/clients?connected=true")?;
@@ -71,7 +88,10 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     drop(agent);
     let started = std::time::Instant::now();
     while deployment.api().get("/api/v1/clients")?.1["items"][0]["connected"] == true {
-        assert!(started.elapsed() < Duration::from_secs(10), "agent shows as disconnected");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "agent shows as disconnected"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (_, online) = api.get("/api/v1/clients?connected=true")?;
@@ -83,7 +103,8 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     let (_, status) = api.get(&format!("/api/v1/clients/{client}/collections/{queued}"))?;
     assert_eq!(status["state"], "scheduled");
     let _agent = common::start_agent(&deployment)?;
-    let statuses = deployment.wait_flows(&[(client.clone(), queued.clone())], Duration::from_secs(30))?;
+    let statuses =
+        deployment.wait_flows(&[(client.clone(), queued.clone())], Duration::from_secs(30))?;
     assert_eq!(statuses[0]["state"], "finished");
     let users = flow_results(&deployment.datastore(), client, &queued, "Linux.Sys.Users");
     assert!(std::fs::read_to_string(users)?.contains("\"name\":\"root\""));
@@ -96,15 +117,31 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
 #[test]
 fn an_agent_tasked_before_its_facts_land_gets_the_task() -> anyhow::Result<()> {
     let deployment = Deployment::start()?;
-    let mut agent = common::RawAgent::connect_without_facts(&deployment.client_config(), packhunt::tls::agent_key::AgentIdentity::generate()?)?;
+    let mut agent = common::RawAgent::connect_without_facts(
+        &deployment.client_config(),
+        packhunt::tls::agent_key::AgentIdentity::generate()?,
+    )?;
     // Connected, though not listed from disk yet: it has no folder.
-    common::wait_frontends(&deployment, |items| items.iter().any(|f| f["connected_clients"] == 1), "the agent connected")?;
+    common::wait_frontends(
+        &deployment,
+        |items| items.iter().any(|f| f["connected_clients"] == 1),
+        "the agent connected",
+    )?;
     let api = deployment.api();
-    let (code, body) = api.post(&format!("/api/v1/clients/{}/collections", agent.client_id), &serde_json::json!({"artifacts": ["Generic.Client.Info"]}))?;
-    assert_eq!(code, 200, "a connected agent without facts yet is tasked: {body}");
+    let (code, body) = api.post(
+        &format!("/api/v1/clients/{}/collections", agent.client_id),
+        &serde_json::json!({"artifacts": ["Generic.Client.Info"]}),
+    )?;
+    assert_eq!(
+        code, 200,
+        "a connected agent without facts yet is tasked: {body}"
+    );
     let flow = body["flow_id"].as_str().unwrap().to_string();
     agent.expect_task(&flow)?;
-    let (_, status) = api.get(&format!("/api/v1/clients/{}/collections/{flow}", agent.client_id))?;
+    let (_, status) = api.get(&format!(
+        "/api/v1/clients/{}/collections/{flow}",
+        agent.client_id
+    ))?;
     assert_eq!(status["state"], "scheduled", "{status}");
     agent.send_facts()?;
     let (_, found) = api.get(&format!("/api/v1/clients?search={}", agent.client_id))?;
@@ -117,17 +154,29 @@ fn an_agent_tasked_before_its_facts_land_gets_the_task() -> anyhow::Result<()> {
 fn api_refuses_missing_or_wrong_credentials() -> anyhow::Result<()> {
     let deployment = Deployment::start()?;
     let api = deployment.api();
-    for path in ["/api/v1/clients", "/api/v1/artifacts", "/api/v1/frontends", "/metrics"] {
+    for path in [
+        "/api/v1/clients",
+        "/api/v1/artifacts",
+        "/api/v1/frontends",
+        "/metrics",
+    ] {
         let (code, _) = api.without_auth().request("GET", path, None)?;
         assert_eq!(code, 401, "{path} without credentials");
-        let (code, _) = api.with_auth("admin", "not-the-password").request("GET", path, None)?;
+        let (code, _) = api
+            .with_auth("admin", "not-the-password")
+            .request("GET", path, None)?;
         assert_eq!(code, 401, "{path} with a wrong password");
-        let (code, _) = api.with_auth("nobody", common::ADMIN_PASSWORD).request("GET", path, None)?;
+        let (code, _) = api
+            .with_auth("nobody", common::ADMIN_PASSWORD)
+            .request("GET", path, None)?;
         assert_eq!(code, 401, "{path} with an unknown user");
         let (code, _) = api.request("GET", path, None)?;
         assert_eq!(code, 200, "{path} with the right credentials");
     }
-    let (code, body) = api.without_auth().post("/api/v1/clients/C.0123456789abcdef/collections", &serde_json::json!({"artifacts": ["Generic.Client.Info"]}))?;
+    let (code, body) = api.without_auth().post(
+        "/api/v1/clients/C.0123456789abcdef/collections",
+        &serde_json::json!({"artifacts": ["Generic.Client.Info"]}),
+    )?;
     assert_eq!(code, 401);
     assert!(body["error"].is_string());
     let unauthorized = deployment.metric("packhunt_api_unauthorized_total")?;
@@ -140,16 +189,39 @@ fn api_rejects_bad_collection_requests_with_a_message() -> anyhow::Result<()> {
     let deployment = Deployment::start()?;
     let api = deployment.api();
     let cases = [
-        ("/api/v1/clients/C.0123456789abcdef/collections", serde_json::json!({"artifacts": ["No.Such.Artifact"]}), 400),
-        ("/api/v1/clients/C.0123456789abcdef/collections", serde_json::json!({"artifacts": ["Generic.Files.Glob"], "parameters": {"Generic.Files.Glob": {"nope": "1"}}}), 400),
-        ("/api/v1/clients/..%2F..%2Fetc/collections", serde_json::json!({"artifacts": ["Generic.Client.Info"]}), 400),
-        ("/api/v1/clients/../../etc/collections", serde_json::json!({"artifacts": ["Generic.Client.Info"]}), 404),
-        ("/api/v1/clients/C.0123456789abcdef/collections", serde_json::json!({"artifacts": ["Generic.Client.Info"]}), 404),
+        (
+            "/api/v1/clients/C.0123456789abcdef/collections",
+            serde_json::json!({"artifacts": ["No.Such.Artifact"]}),
+            400,
+        ),
+        (
+            "/api/v1/clients/C.0123456789abcdef/collections",
+            serde_json::json!({"artifacts": ["Generic.Files.Glob"], "parameters": {"Generic.Files.Glob": {"nope": "1"}}}),
+            400,
+        ),
+        (
+            "/api/v1/clients/..%2F..%2Fetc/collections",
+            serde_json::json!({"artifacts": ["Generic.Client.Info"]}),
+            400,
+        ),
+        (
+            "/api/v1/clients/../../etc/collections",
+            serde_json::json!({"artifacts": ["Generic.Client.Info"]}),
+            404,
+        ),
+        (
+            "/api/v1/clients/C.0123456789abcdef/collections",
+            serde_json::json!({"artifacts": ["Generic.Client.Info"]}),
+            404,
+        ),
     ];
     for (path, body, want) in cases {
         let (code, answer) = api.post(path, &body)?;
         assert_eq!(code, want, "{path} {body} -> {answer}");
-        assert!(answer["error"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
     }
     Ok(())
 }
@@ -158,10 +230,16 @@ fn api_rejects_bad_collection_requests_with_a_message() -> anyhow::Result<()> {
 fn shared_priority_baseline_serves_the_api_and_agents() -> anyhow::Result<()> {
     // Goal: `gui.priority = "shared"` (GUI/API on agent shard 0 at equal priority, the
     // baseline the benchmarks compare against) starts and works end to end.
-    let deployment = Deployment::start_with(|text| *text = text.replace("priority = \"executor\"", "priority = \"shared\""))?;
+    let deployment = Deployment::start_with(|text| {
+        *text = text.replace("priority = \"executor\"", "priority = \"shared\"")
+    })?;
     let _agent = common::start_agent(&deployment)?;
-    let client = deployment.wait_connected(1, Duration::from_secs(20))?.remove(0);
-    let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
+    let client = deployment
+        .wait_connected(1, Duration::from_secs(20))?
+        .remove(0);
+    let flow = deployment
+        .api()
+        .collect(&client, &["Generic.Client.Info"])?;
     let status = deployment.wait_flows(&[(client, flow)], Duration::from_secs(20))?;
     assert_eq!(status[0]["state"], "finished");
     Ok(())

@@ -18,7 +18,12 @@ struct Mount(PathBuf);
 impl Mount {
     fn tmpfs(path: &Path, size: &str) -> Option<Self> {
         std::fs::create_dir_all(path).ok()?;
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().ok()?.success();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?
+            .success();
         ok.then(|| Mount(path.to_path_buf()))
     }
 }
@@ -30,7 +35,9 @@ impl Drop for Mount {
 }
 
 fn rows(n: usize, width: usize) -> Vec<u8> {
-    (0..n).flat_map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(width)).into_bytes()).collect()
+    (0..n)
+        .flat_map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(width)).into_bytes())
+        .collect()
 }
 
 #[test]
@@ -42,13 +49,24 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
     };
     let datastore = mount_dir.path().join("ds");
     let location = datastore.display().to_string();
-    let deployment = common::Deployment::start_with(|text| *text = text.replace("location = \"datastore\"", &format!("location = \"{location}\"")))?;
+    let deployment = common::Deployment::start_with(|text| {
+        *text = text.replace(
+            "location = \"datastore\"",
+            &format!("location = \"{location}\""),
+        )
+    })?;
     let mut agent = common::RawAgent::connect(&deployment)?;
     let flow = agent.tasked(&deployment, &["Linux.Sys.Users"])?;
     let client_id = agent.client_id.clone();
 
     let batch = |seq: u64, jsonl: Vec<u8>| pb::Upload {
-        kind: Some(pb::upload::Kind::Result(pb::ResultBatch { flow_id: flow.clone(), artifact: "Linux.Sys.Users".into(), seq, jsonl: Bytes::from(jsonl), row_count: 0 })),
+        kind: Some(pb::upload::Kind::Result(pb::ResultBatch {
+            flow_id: flow.clone(),
+            artifact: "Linux.Sys.Users".into(),
+            seq,
+            jsonl: Bytes::from(jsonl),
+            row_count: 0,
+        })),
     };
     // Something else on the disk that the operator can delete to make room.
     let filler = datastore.join("filler");
@@ -67,16 +85,28 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
     assert_eq!(refusal.retry_after, Some(Duration::from_secs(300)));
     let results = common::flow_results(&datastore, &client_id, &flow, "Linux.Sys.Users");
     let lines = common::count_lines(&results) as u64;
-    assert_eq!(lines, seq * 1000, "only whole committed batches are on disk");
-    assert_eq!(std::fs::metadata(results.with_extension("index"))?.len(), lines * 8);
+    assert_eq!(
+        lines,
+        seq * 1000,
+        "only whole committed batches are on disk"
+    );
+    assert_eq!(
+        std::fs::metadata(results.with_extension("index"))?.len(),
+        lines * 8
+    );
 
     // Make room: the agent resends the very batch it kept, and it is appended once.
     std::fs::remove_file(&filler)?;
     let reply = agent.upload(&batch(seq, chunk.clone()))?;
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.ack.map(|a| a.status), Some(pb::upload_ack::Status::Ok as i32));
+    assert_eq!(
+        reply.ack.map(|a| a.status),
+        Some(pb::upload_ack::Status::Ok as i32)
+    );
     assert_eq!(common::count_lines(&results) as u64, (seq + 1) * 1000);
     let (_, metrics) = deployment.api().get_text("/metrics")?;
-    assert!(metrics.lines().any(|l| l.starts_with("packhunt_upload_rejections_total{reason=\"overloaded\"}") && !l.ends_with(" 0")));
+    assert!(metrics.lines().any(|l| l
+        .starts_with("packhunt_upload_rejections_total{reason=\"overloaded\"}")
+        && !l.ends_with(" 0")));
     Ok(())
 }

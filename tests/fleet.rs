@@ -22,10 +22,23 @@ fn thousand_agents_each_finish_a_collection_with_exact_rows() -> anyhow::Result<
     // Three loadgen worker processes (400 + 400 + 200 agents) whose reports are merged.
     let deployment = fleet_deployment()?;
     let workers = ["--agents-per-worker", "400"];
-    let report = run_fleet(&deployment, 1000, &deployment.client_config(), &workers, &["Generic.Client.Info", "Linux.Sys.Users"], |_| Ok(()))?;
+    let report = run_fleet(
+        &deployment,
+        1000,
+        &deployment.client_config(),
+        &workers,
+        &["Generic.Client.Info", "Linux.Sys.Users"],
+        |_| Ok(()),
+    )?;
     assert_eq!(report["workers"], 3);
-    assert_eq!(report["connected_peak"], 1000, "the merged series sees the whole fleet at once");
-    assert_eq!(report["task_latency"]["count"], 1000, "histograms of all workers are merged");
+    assert_eq!(
+        report["connected_peak"], 1000,
+        "the merged series sees the whole fleet at once"
+    );
+    assert_eq!(
+        report["task_latency"]["count"], 1000,
+        "histograms of all workers are merged"
+    );
     Ok(())
 }
 
@@ -34,10 +47,22 @@ fn agents_reconnecting_mid_flow_lose_and_duplicate_nothing() -> anyhow::Result<(
     let deployment = fleet_deployment()?;
     // Small uploads so each flow spans many batches, and a dropped connection before
     // every third ack so batches are resent after reconnects.
-    let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
-    run_fleet(&deployment, 20, &config, &["--drop-connection-every-uploads", "3"], &["Linux.Sys.Pslist"], |_| Ok(()))?;
+    let config = deployment.client_config_with("small.client.config.toml", |c| {
+        c.client.max_upload_bytes = 4096
+    })?;
+    run_fleet(
+        &deployment,
+        20,
+        &config,
+        &["--drop-connection-every-uploads", "3"],
+        &["Linux.Sys.Pslist"],
+        |_| Ok(()),
+    )?;
     let duplicates = deployment.metric("packhunt_uploads_duplicate_total")?;
-    assert!(duplicates > 0, "resent batches were seen and not written twice");
+    assert!(
+        duplicates > 0,
+        "resent batches were seen and not written twice"
+    );
     Ok(())
 }
 
@@ -49,14 +74,24 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     // flows span many batches; stop the frontend as soon as the first rows land.
     let mut deployment = fleet_deployment()?;
     let clients = 30;
-    let config = deployment.client_config_with("small.client.config.toml", |c| c.client.max_upload_bytes = 4096)?;
+    let config = deployment.client_config_with("small.client.config.toml", |c| {
+        c.client.max_upload_bytes = 4096
+    })?;
     let report = deployment.path().join("report.json");
     let mut loadgen = common::spawn_loadgen_for_flows(&config, clients, &report, &[])?;
     let ids = deployment.wait_connected(clients, Duration::from_secs(60))?;
     let api = deployment.api();
-    let flows: Vec<(String, String)> = ids.iter().map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?))).collect::<anyhow::Result<_>>()?;
+    let flows: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?)))
+        .collect::<anyhow::Result<_>>()?;
     let started = std::time::Instant::now();
-    while count_lines(&flow_results(&deployment.datastore(), &flows[0].0, &flows[0].1, "Linux.Sys.Pslist")) == 0
+    while count_lines(&flow_results(
+        &deployment.datastore(),
+        &flows[0].0,
+        &flows[0].1,
+        "Linux.Sys.Pslist",
+    )) == 0
         && started.elapsed() < Duration::from_secs(30)
     {
         std::thread::sleep(Duration::from_millis(5));
@@ -69,9 +104,15 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
         let index = jsonl.with_extension("index");
         let lines = count_lines(&jsonl) as u64;
         let entries = std::fs::metadata(&index).map(|m| m.len() / 8).unwrap_or(0);
-        assert_eq!(lines, entries, "{flow}: rows and index agree after shutdown");
+        assert_eq!(
+            lines, entries,
+            "{flow}: rows and index agree after shutdown"
+        );
         if let Ok(bytes) = std::fs::read(&jsonl) {
-            assert!(bytes.is_empty() || bytes.ends_with(b"\n"), "{flow}: no torn row");
+            assert!(
+                bytes.is_empty() || bytes.ends_with(b"\n"),
+                "{flow}: no torn row"
+            );
         }
     }
     deployment.start_frontend()?;
@@ -82,9 +123,16 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     for status in &statuses {
         let flow = status["flow_id"].as_str().unwrap();
         assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(status["total_rows"].as_u64(), Some(sent[flow]), "flow {flow}");
+        assert_eq!(
+            status["total_rows"].as_u64(),
+            Some(sent[flow]),
+            "flow {flow}"
+        );
     }
-    assert!(report["reconnects"].as_u64().unwrap() >= clients as u64, "every agent came back after the restart");
+    assert!(
+        report["reconnects"].as_u64().unwrap() >= clients as u64,
+        "every agent came back after the restart"
+    );
     Ok(())
 }
 
@@ -98,9 +146,28 @@ fn tasking_scenario_schedules_through_the_api_and_probes_it() -> anyhow::Result<
     let status = Command::new(common::loadgen_bin())
         .arg("--config")
         .arg(deployment.client_config())
-        .args(["--clients", "50", "--agents-per-worker", "25", "--duration-s", "6", "--scenario", "tasking"])
-        .args(["--task-rate-per-second", "20", "--probe-rate-per-second", "20"])
-        .args(["--api-url", &format!("https://127.0.0.1:{}/", deployment.gui_port), "--api-password", common::ADMIN_PASSWORD])
+        .args([
+            "--clients",
+            "50",
+            "--agents-per-worker",
+            "25",
+            "--duration-s",
+            "6",
+            "--scenario",
+            "tasking",
+        ])
+        .args([
+            "--task-rate-per-second",
+            "20",
+            "--probe-rate-per-second",
+            "20",
+        ])
+        .args([
+            "--api-url",
+            &format!("https://127.0.0.1:{}/", deployment.gui_port),
+            "--api-password",
+            common::ADMIN_PASSWORD,
+        ])
         .arg("--report")
         .arg(&report_path)
         .stdout(Stdio::null())
@@ -113,8 +180,14 @@ fn tasking_scenario_schedules_through_the_api_and_probes_it() -> anyhow::Result<
     assert_eq!(report["scenario"], "tasking");
     assert_eq!(report["schedule_errors"], 0);
     assert!(scheduled > 0, "{report}");
-    assert!(received > 0 && received <= scheduled, "received {received} of {scheduled}");
+    assert!(
+        received > 0 && received <= scheduled,
+        "received {received} of {scheduled}"
+    );
     assert!(report["api_latency"]["count"].as_u64().unwrap() > 0);
-    assert_eq!(deployment.metric("packhunt_flow_transitions_total{state=\"scheduled\"}")?, scheduled);
+    assert_eq!(
+        deployment.metric("packhunt_flow_transitions_total{state=\"scheduled\"}")?,
+        scheduled
+    );
     Ok(())
 }

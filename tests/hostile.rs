@@ -44,21 +44,34 @@ fn case_oversized_upload(d: &Deployment, rt: &Runtime) -> Result<()> {
     let flow = tasked(d, rt, &mut agent)?;
     let too_large = rejections(d, "too_large")?;
     let big = batch(&flow, USERS, 0, &rows(0, 1500));
-    ensure!(pb_len(&big) > MAX_UPLOAD_BYTES, "the test body must exceed the limit");
+    ensure!(
+        pb_len(&big) > MAX_UPLOAD_BYTES,
+        "the test body must exceed the limit"
+    );
 
     let reply = send(rt, &mut agent, &big)?;
     assert_eq!(reply.status, 413, "{reply:?}");
-    assert!(ack_message(&reply).contains("max_upload_bytes"), "{reply:?}");
+    assert!(
+        ack_message(&reply).contains("max_upload_bytes"),
+        "{reply:?}"
+    );
     // No content-length: the server can only find out by counting what arrives.
     let whole = packhunt::protocol::framing::encode(&big);
     let status = rt.block_on(raw_post(d.agent_port, agent.tls.clone(), None, whole, true))?;
     assert_eq!(status, 413);
 
     let results = flow_dir(d, &agent.id, &flow).join("results");
-    assert!(!results.exists(), "a refused upload created {}", results.display());
+    assert!(
+        !results.exists(),
+        "a refused upload created {}",
+        results.display()
+    );
     assert_eq!(rejections(d, "too_large")? - too_large, 2);
     // The flow still takes a batch of the right size, as seq 0: nothing was counted.
-    assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 5)))?, 1);
+    assert_ok(
+        &send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 5)))?,
+        1,
+    );
     assert_eq!(count_lines(&result_paths(d, &agent.id, &flow)[0]), 5);
     Ok(())
 }
@@ -71,29 +84,56 @@ fn case_malformed_jsonl(d: &Deployment, rt: &Runtime) -> Result<()> {
     let paths = result_paths(d, &agent.id, &flow);
     let bad_jsonl = rejections(d, "bad_jsonl")?;
 
-    let reply = send(rt, &mut agent, &batch(&flow, USERS, 0, b"{\"user\":\"a\"}\n[1,2]\n"))?;
+    let reply = send(
+        rt,
+        &mut agent,
+        &batch(&flow, USERS, 0, b"{\"user\":\"a\"}\n[1,2]\n"),
+    )?;
     assert_refused(&reply, 400, &["line 2", "not a JSON object"]);
-    assert!(snapshot(&paths).iter().all(|f| f.as_ref().is_none_or(|b| b.is_empty())), "bad seq 0 wrote bytes");
+    assert!(
+        snapshot(&paths)
+            .iter()
+            .all(|f| f.as_ref().is_none_or(|b| b.is_empty())),
+        "bad seq 0 wrote bytes"
+    );
 
     let first = rows(0, 2);
     assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 0, &first))?, 1);
     let committed = snapshot(&paths);
-    assert!(committed.iter().all(|f| f.as_ref().is_some_and(|b| !b.is_empty())));
+    assert!(committed
+        .iter()
+        .all(|f| f.as_ref().is_some_and(|b| !b.is_empty())));
     let bad: [(&[u8], &[&str]); 3] = [
-        (b"{\"user\":\"c\"}\n\"not an object\"\n", &["line 2", "not a JSON object"]),
-        (b"{\"user\":\"c\"}\n{\"user\":\"d\"}", &["line 2", "newline"]),
+        (
+            b"{\"user\":\"c\"}\n\"not an object\"\n",
+            &["line 2", "not a JSON object"],
+        ),
+        (
+            b"{\"user\":\"c\"}\n{\"user\":\"d\"}",
+            &["line 2", "newline"],
+        ),
         (b"{\"user\":}\n", &["line 1", "invalid JSON"]),
     ];
     for (jsonl, words) in bad {
-        assert_refused(&send(rt, &mut agent, &batch(&flow, USERS, 1, jsonl))?, 400, words);
-        assert!(snapshot(&paths) == committed, "a refused batch changed the result files");
+        assert_refused(
+            &send(rt, &mut agent, &batch(&flow, USERS, 1, jsonl))?,
+            400,
+            words,
+        );
+        assert!(
+            snapshot(&paths) == committed,
+            "a refused batch changed the result files"
+        );
     }
     assert_eq!(rejections(d, "bad_jsonl")? - bad_jsonl, 4);
 
     let second = rows(2, 1);
     assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 1, &second))?, 2);
     assert_eq!(std::fs::read(&paths[0])?, [first, second].concat());
-    let (code, page) = d.api().get(&format!("/api/v1/clients/{}/collections/{flow}/results?artifact={USERS}", agent.id))?;
+    let (code, page) = d.api().get(&format!(
+        "/api/v1/clients/{}/collections/{flow}/results?artifact={USERS}",
+        agent.id
+    ))?;
     assert_eq!(code, 200);
     assert_eq!(page["total_rows"], 3, "{page}");
     Ok(())
@@ -118,7 +158,14 @@ fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
         ("C:\\..\\..\\..\\..\\win", "win"),
     ];
     for (agent_path, _) in &landed {
-        assert_ok(&send(rt, &mut agent, &file_chunk(&flow, agent_path, agent_path.as_bytes()))?, 0);
+        assert_ok(
+            &send(
+                rt,
+                &mut agent,
+                &file_chunk(&flow, agent_path, agent_path.as_bytes()),
+            )?,
+            0,
+        );
     }
     let refused = [
         file_chunk(&flow, "../../..", b"nothing left"),
@@ -131,24 +178,39 @@ fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
     for upload in &refused {
         let reply = send(rt, &mut agent, upload)?;
         assert_refused(&reply, 400, &[]);
-        assert!(!ack_message(&reply).contains(d.path().to_str().unwrap()), "server path leaked: {reply:?}");
+        assert!(
+            !ack_message(&reply).contains(d.path().to_str().unwrap()),
+            "server path leaked: {reply:?}"
+        );
     }
     assert_eq!(rejections(d, "bad_name")? - bad_name, 6);
 
     let after: BTreeSet<PathBuf> = files_under(d.path()).into_iter().collect();
     let created: BTreeSet<PathBuf> = after.difference(&before).cloned().collect();
     let expected: BTreeSet<PathBuf> = landed.iter().map(|(_, rel)| uploads.join(rel)).collect();
-    assert_eq!(created, expected, "exactly the four uploads were created, all under {}", uploads.display());
+    assert_eq!(
+        created,
+        expected,
+        "exactly the four uploads were created, all under {}",
+        uploads.display()
+    );
     for (agent_path, rel) in &landed {
         assert_eq!(std::fs::read(uploads.join(rel))?, agent_path.as_bytes());
     }
     for path in &after {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if ["evil", "x", "win", unique.as_str()].contains(&name) {
-            assert!(path.starts_with(&uploads), "{} is outside uploads/", path.display());
+            assert!(
+                path.starts_with(&uploads),
+                "{} is outside uploads/",
+                path.display()
+            );
         }
     }
-    assert!(!Path::new("/tmp").join(&unique).exists(), "an upload escaped to /tmp");
+    assert!(
+        !Path::new("/tmp").join(&unique).exists(),
+        "an upload escaped to /tmp"
+    );
     Ok(())
 }
 
@@ -160,7 +222,11 @@ fn case_huge_frame_claims(d: &Deployment, rt: &Runtime) -> Result<()> {
     let (too_large, bad_frame) = (rejections(d, "too_large")?, rejections(d, "bad_frame")?);
     let two_pow_63: Vec<u8> = [[0x80u8; 9].as_slice(), &[0x01]].concat();
     let cases: [(Vec<u8>, u16, &str); 4] = [
-        (vec![0xff, 0xff, 0xff, 0xff, 0x0f], 413, "claims 4294967295 bytes"),
+        (
+            vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+            413,
+            "claims 4294967295 bytes",
+        ),
         (two_pow_63, 413, "claims 9223372036854775808 bytes"),
         (vec![0x80; 12], 400, "not a valid varint"),
         (vec![100, 1, 2, 3], 400, "ends inside a frame"),
@@ -171,7 +237,10 @@ fn case_huge_frame_claims(d: &Deployment, rt: &Runtime) -> Result<()> {
     }
     assert_eq!(rejections(d, "too_large")? - too_large, 2);
     assert_eq!(rejections(d, "bad_frame")? - bad_frame, 2);
-    assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?, 1);
+    assert_ok(
+        &send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?,
+        1,
+    );
     Ok(())
 }
 
@@ -186,15 +255,33 @@ fn case_foreign_flow(d: &Deployment, rt: &Runtime) -> Result<()> {
     let not_your_flow = rejections(d, "not_your_flow")?;
 
     let stolen = batch(&flow, USERS, 0, &rows(0, 3));
-    let finish = pb::Upload { kind: Some(Kind::Status(pb::FlowStatus { flow_id: flow.clone(), ..Default::default() })) };
-    for upload in [&stolen, &file_chunk(&flow, "/etc/passwd", b"root:x:0:0"), &finish] {
+    let finish = pb::Upload {
+        kind: Some(Kind::Status(pb::FlowStatus {
+            flow_id: flow.clone(),
+            ..Default::default()
+        })),
+    };
+    for upload in [
+        &stolen,
+        &file_chunk(&flow, "/etc/passwd", b"root:x:0:0"),
+        &finish,
+    ] {
         assert_refused(&send(rt, &mut b, upload)?, 403, &[flow.as_str()]);
     }
     assert_eq!(rejections(d, "not_your_flow")? - not_your_flow, 3);
     assert!(!a_flow.join("results").exists() && !a_flow.join("uploads").exists());
-    assert_eq!(std::fs::read(a_flow.join("status.json"))?, a_status, "A's status.json changed");
-    assert!(!flow_dir(d, &b.id, &flow).exists(), "B's folder gained A's flow");
-    let (_, status) = d.api().get(&format!("/api/v1/clients/{}/collections/{flow}", a.id))?;
+    assert_eq!(
+        std::fs::read(a_flow.join("status.json"))?,
+        a_status,
+        "A's status.json changed"
+    );
+    assert!(
+        !flow_dir(d, &b.id, &flow).exists(),
+        "B's folder gained A's flow"
+    );
+    let (_, status) = d
+        .api()
+        .get(&format!("/api/v1/clients/{}/collections/{flow}", a.id))?;
     assert_eq!(status["state"], "scheduled", "{status}");
 
     assert_ok(&send(rt, &mut a, &stolen)?, 1);
@@ -219,20 +306,51 @@ fn case_resent_batches(d: &Deployment, rt: &Runtime) -> Result<()> {
     assert_ack(&other, Status::Duplicate, 1);
     let ahead = send(rt, &mut agent, &batch(&flow, USERS, 5, &rows(20, 2)))?;
     assert_ack(&ahead, Status::OutOfOrder, 1);
-    assert!(snapshot(&paths) == committed, "a duplicate or early batch was written");
+    assert!(
+        snapshot(&paths) == committed,
+        "a duplicate or early batch was written"
+    );
     assert_eq!(count_lines(&paths[0]), 3);
 
-    assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 1, &rows(3, 1)))?, 2);
-    let artifacts = vec![pb::ArtifactRows { name: USERS.into(), rows: 4, batches: 2 }];
-    let done = pb::FlowStatus { flow_id: flow.clone(), artifacts, ..Default::default() };
-    assert_ok(&send(rt, &mut agent, &pb::Upload { kind: Some(Kind::Status(done)) })?, 0);
+    assert_ok(
+        &send(rt, &mut agent, &batch(&flow, USERS, 1, &rows(3, 1)))?,
+        2,
+    );
+    let artifacts = vec![pb::ArtifactRows {
+        name: USERS.into(),
+        rows: 4,
+        batches: 2,
+    }];
+    let done = pb::FlowStatus {
+        flow_id: flow.clone(),
+        artifacts,
+        ..Default::default()
+    };
+    assert_ok(
+        &send(
+            rt,
+            &mut agent,
+            &pb::Upload {
+                kind: Some(Kind::Status(done)),
+            },
+        )?,
+        0,
+    );
     let statuses = d.wait_flows(&[(agent.id.clone(), flow.clone())], Duration::from_secs(10))?;
     assert_eq!(statuses[0]["state"], "finished", "{}", statuses[0]);
     assert_eq!(statuses[0]["total_rows"], 4);
     assert_eq!(count_lines(&paths[0]), 4);
     // A closed flow still acknowledges resends, and takes no new batches.
-    assert_ack(&send(rt, &mut agent, &batch(&flow, USERS, 1, &rows(3, 1)))?, Status::Duplicate, 2);
-    assert_refused(&send(rt, &mut agent, &batch(&flow, USERS, 2, &rows(4, 1)))?, 409, &["finished"]);
+    assert_ack(
+        &send(rt, &mut agent, &batch(&flow, USERS, 1, &rows(3, 1)))?,
+        Status::Duplicate,
+        2,
+    );
+    assert_refused(
+        &send(rt, &mut agent, &batch(&flow, USERS, 2, &rows(4, 1)))?,
+        409,
+        &["finished"],
+    );
     Ok(())
 }
 
@@ -294,8 +412,18 @@ fn frontend_still_serves_after_every_hostile_case() -> Result<()> {
     case_foreign_flow(&d, &rt)?;
     case_resent_batches(&d, &rt)?;
     assert_still_serving(&d, &rt)?;
-    for reason in ["too_large", "bad_jsonl", "not_your_flow", "bad_name", "bad_frame", "flow_closed"] {
-        assert!(rejections(&d, reason)? > 0, "no rejection counted for {reason}");
+    for reason in [
+        "too_large",
+        "bad_jsonl",
+        "not_your_flow",
+        "bad_name",
+        "bad_frame",
+        "flow_closed",
+    ] {
+        assert!(
+            rejections(&d, reason)? > 0,
+            "no rejection counted for {reason}"
+        );
     }
     Ok(())
 }
@@ -310,10 +438,14 @@ fn non_tls_and_certificateless_connections_are_refused() -> Result<()> {
     let port = d.agent_port;
     rt.block_on(async {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        tcp.write_all(b"GET /agent/v1/tasks HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff\x16\x03").await?;
+        tcp.write_all(b"GET /agent/v1/tasks HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff\x16\x03")
+            .await?;
         let answer = read_until_closed(&mut tcp).await.context("garbage bytes")?;
         // At most a TLS alert record (content type 21), never an HTTP answer.
-        ensure!(answer.is_empty() || answer.starts_with(&[0x15, 0x03]), "server answered garbage with {answer:?}");
+        ensure!(
+            answer.is_empty() || answer.starts_with(&[0x15, 0x03]),
+            "server answered garbage with {answer:?}"
+        );
         anyhow::Ok(())
     })?;
     let ca_pem = ca_pem(&d)?;
@@ -322,21 +454,31 @@ fn non_tls_and_certificateless_connections_are_refused() -> Result<()> {
         for cert in packhunt::tls::pem::certificates(&ca_pem)? {
             roots.add(cert)?;
         }
-        let mut config = rustls::ClientConfig::builder_with_provider(packhunt::tls::server::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(packhunt::tls::server::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec()];
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
         // TLS 1.3: the client may finish before the server has judged its (absent)
         // certificate, so the refusal shows on the first read.
-        let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await else {
+        let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+        else {
             return Ok(());
         };
         let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-        let answer = read_until_closed(&mut tls).await.context("TLS without a client certificate")?;
-        ensure!(answer.is_empty(), "server sent {} bytes of application data", answer.len());
+        let answer = read_until_closed(&mut tls)
+            .await
+            .context("TLS without a client certificate")?;
+        ensure!(
+            answer.is_empty(),
+            "server sent {} bytes of application data",
+            answer.len()
+        );
         Ok(())
     })?;
     wait_metric_at_least(&d, series, failed + 2)?;
@@ -355,11 +497,20 @@ fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> 
     let timeouts = rejections(&d, "timeout")?;
     // Declares 1000 bytes, sends 10, never ends the stream.
     let half = Bytes::from_static(&[0u8; 10]);
-    let status = rt.block_on(raw_post(d.agent_port, agent.tls.clone(), Some(1000), half, false))?;
+    let status = rt.block_on(raw_post(
+        d.agent_port,
+        agent.tls.clone(),
+        Some(1000),
+        half,
+        false,
+    ))?;
     assert_eq!(status, 408);
     assert_eq!(rejections(&d, "timeout")? - timeouts, 1);
     assert!(!flow_dir(&d, &agent.id, &flow).join("results").exists());
-    assert_ok(&send(&rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?, 1);
+    assert_ok(
+        &send(&rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?,
+        1,
+    );
     assert_still_serving(&d, &rt)
 }
 
@@ -369,11 +520,16 @@ fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> 
 
 /// A deployment whose uploads are capped at 64 KiB, so oversized bodies stay small.
 fn start() -> Result<Deployment> {
-    Deployment::start_with(|text| set_keys(text, &[("max_upload_bytes", &MAX_UPLOAD_BYTES.to_string())]))
+    Deployment::start_with(|text| {
+        set_keys(text, &[("max_upload_bytes", &MAX_UPLOAD_BYTES.to_string())])
+    })
 }
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime builds")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
 }
 
 /// A connected agent: its id, its upload connection and its task stream.
@@ -385,7 +541,9 @@ struct Agent {
 }
 
 fn ca_pem(d: &Deployment) -> Result<String> {
-    Ok(packhunt::config::ClientConfig::load(&d.client_config())?.client.ca_certificate)
+    Ok(packhunt::config::ClientConfig::load(&d.client_config())?
+        .client
+        .ca_certificate)
 }
 
 /// Connects with a fresh identity, checks the Hello names that identity, and sends
@@ -394,20 +552,40 @@ async fn connect_agent(d: &Deployment) -> Result<Agent> {
     let identity = AgentIdentity::generate()?;
     let (chain, key) = (identity.rustls_cert_chain(), identity.rustls_private_key());
     let tls = packhunt::tls::client::agent_client_config(&ca_pem(d)?, chain, key)?;
-    let url = ServerUrl { host: "127.0.0.1".into(), port: d.agent_port };
+    let url = ServerUrl {
+        host: "127.0.0.1".into(),
+        port: d.agent_port,
+    };
     let (mut conn, mut tasks) = comms::connect(&url, tls.clone(), None).await?;
     match next_message(&mut tasks).await?.kind {
-        Some(pb::server_message::Kind::Hello(hello)) => assert_eq!(hello.client_id, identity.client_id().as_str()),
+        Some(pb::server_message::Kind::Hello(hello)) => {
+            assert_eq!(hello.client_id, identity.client_id().as_str())
+        }
         other => bail!("expected Hello first, got {other:?}"),
     }
-    let info = pb::ClientInfo { hostname: "hostile-test".into(), os: "linux".into(), version: "test".into() };
-    let reply = conn.upload(&pb::Upload { kind: Some(Kind::Info(info)) }).await?;
+    let info = pb::ClientInfo {
+        hostname: "hostile-test".into(),
+        os: "linux".into(),
+        version: "test".into(),
+    };
+    let reply = conn
+        .upload(&pb::Upload {
+            kind: Some(Kind::Info(info)),
+        })
+        .await?;
     ensure!(reply.status == 200, "ClientInfo refused: {reply:?}");
-    Ok(Agent { id: identity.client_id().to_string(), conn, tasks, tls })
+    Ok(Agent {
+        id: identity.client_id().to_string(),
+        conn,
+        tasks,
+        tls,
+    })
 }
 
 async fn next_message(tasks: &mut TaskStream) -> Result<pb::ServerMessage> {
-    let next = tokio::time::timeout(Duration::from_secs(15), tasks.next()).await.context("no message on the task stream")?;
+    let next = tokio::time::timeout(Duration::from_secs(15), tasks.next())
+        .await
+        .context("no message on the task stream")?;
     next?.context("task stream ended")
 }
 
@@ -417,7 +595,13 @@ fn tasked(d: &Deployment, rt: &Runtime, agent: &mut Agent) -> Result<String> {
     match rt.block_on(next_message(&mut agent.tasks))?.kind {
         Some(pb::server_message::Kind::Task(task)) => {
             assert_eq!(task.flow_id, flow);
-            assert_eq!(task.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), [USERS]);
+            assert_eq!(
+                task.artifacts
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>(),
+                [USERS]
+            );
         }
         other => bail!("expected a Task, got {other:?}"),
     }
@@ -431,16 +615,28 @@ fn send(rt: &Runtime, agent: &mut Agent, upload: &pb::Upload) -> Result<UploadRe
 /// POSTs `body` on a fresh HTTP/2 connection of the agent's identity, with `declared` as
 /// content-length (none if None), ending the stream after it only if `end`; returns the
 /// status.
-async fn raw_post(port: u16, tls: Arc<rustls::ClientConfig>, declared: Option<u64>, body: Bytes, end: bool) -> Result<u16> {
+async fn raw_post(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    declared: Option<u64>,
+    body: Bytes,
+    end: bool,
+) -> Result<u16> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-    let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    let tls = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
     let (send, conn) = h2::client::handshake(tls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let uri = format!("https://127.0.0.1:{port}{}", packhunt::protocol::UPLOAD_PATH);
-    let mut request = http::Request::post(uri).header("content-type", packhunt::protocol::CONTENT_TYPE);
+    let uri = format!(
+        "https://127.0.0.1:{port}{}",
+        packhunt::protocol::UPLOAD_PATH
+    );
+    let mut request =
+        http::Request::post(uri).header("content-type", packhunt::protocol::CONTENT_TYPE);
     if let Some(n) = declared {
         request = request.header("content-length", n);
     }
@@ -453,7 +649,9 @@ async fn raw_post(port: u16, tls: Arc<rustls::ClientConfig>, declared: Option<u6
             break;
         }
     }
-    let response = tokio::time::timeout(Duration::from_secs(30), response).await.context("no answer")??;
+    let response = tokio::time::timeout(Duration::from_secs(30), response)
+        .await
+        .context("no answer")??;
     Ok(response.status().as_u16())
 }
 
@@ -469,26 +667,49 @@ async fn read_until_closed(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Resu
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), read).await.context("connection was not closed")
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .context("connection was not closed")
 }
 
 fn batch(flow: &str, artifact: &str, seq: u64, jsonl: &[u8]) -> pb::Upload {
     let row_count = jsonl.iter().filter(|&&b| b == b'\n').count() as u32;
     let jsonl = Bytes::copy_from_slice(jsonl);
-    let batch = pb::ResultBatch { flow_id: flow.into(), artifact: artifact.into(), seq, jsonl, row_count };
-    pb::Upload { kind: Some(Kind::Result(batch)) }
+    let batch = pb::ResultBatch {
+        flow_id: flow.into(),
+        artifact: artifact.into(),
+        seq,
+        jsonl,
+        row_count,
+    };
+    pb::Upload {
+        kind: Some(Kind::Result(batch)),
+    }
 }
 
 fn file_chunk(flow: &str, path: &str, data: &[u8]) -> pb::Upload {
     let data = Bytes::copy_from_slice(data);
-    let chunk = pb::FileChunk { flow_id: flow.into(), path: path.into(), offset: 0, data, eof: true };
-    pb::Upload { kind: Some(Kind::File(chunk)) }
+    let chunk = pb::FileChunk {
+        flow_id: flow.into(),
+        path: path.into(),
+        offset: 0,
+        data,
+        eof: true,
+    };
+    pb::Upload {
+        kind: Some(Kind::File(chunk)),
+    }
 }
 
 /// `count` JSONL rows numbered from `first`, ~90 bytes each.
 fn rows(first: usize, count: usize) -> Vec<u8> {
-    let row = |i| format!("{{\"user\":\"user{i}\",\"uid\":{i},\"home\":\"/home/user{i}\",\"shell\":\"/bin/bash\"}}\n");
-    (first..first + count).map(row).collect::<String>().into_bytes()
+    let row = |i| {
+        format!("{{\"user\":\"user{i}\",\"uid\":{i},\"home\":\"/home/user{i}\",\"shell\":\"/bin/bash\"}}\n")
+    };
+    (first..first + count)
+        .map(row)
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn pb_len(upload: &pb::Upload) -> u64 {
@@ -496,13 +717,24 @@ fn pb_len(upload: &pb::Upload) -> u64 {
 }
 
 fn ack_message(reply: &UploadReply) -> String {
-    reply.ack.as_ref().map(|a| a.message.clone()).unwrap_or_default()
+    reply
+        .ack
+        .as_ref()
+        .map(|a| a.message.clone())
+        .unwrap_or_default()
 }
 
 fn assert_ack(reply: &UploadReply, status: Status, next_seq: u64) {
     assert_eq!(reply.status, 200, "{reply:?}");
-    let ack = reply.ack.as_ref().expect("an accepted upload carries an ack");
-    assert_eq!((ack.status, ack.next_seq), (status as i32, next_seq), "{reply:?}");
+    let ack = reply
+        .ack
+        .as_ref()
+        .expect("an accepted upload carries an ack");
+    assert_eq!(
+        (ack.status, ack.next_seq),
+        (status as i32, next_seq),
+        "{reply:?}"
+    );
 }
 
 fn assert_ok(reply: &UploadReply, next_seq: u64) {
@@ -512,16 +744,27 @@ fn assert_ok(reply: &UploadReply, next_seq: u64) {
 /// A refusal: the status code, a REJECTED ack, and a message containing `words`.
 fn assert_refused(reply: &UploadReply, status: u16, words: &[&str]) {
     assert_eq!(reply.status, status, "{reply:?}");
-    let ack = reply.ack.as_ref().expect("a refusal carries an ack with a message");
+    let ack = reply
+        .ack
+        .as_ref()
+        .expect("a refusal carries an ack with a message");
     assert_eq!(ack.status, Status::Rejected as i32, "{reply:?}");
     assert!(!ack.message.is_empty(), "{reply:?}");
     for word in words {
-        assert!(ack.message.contains(word), "ack message {:?} should mention {word:?}", ack.message);
+        assert!(
+            ack.message.contains(word),
+            "ack message {:?} should mention {word:?}",
+            ack.message
+        );
     }
 }
 
 fn flow_dir(d: &Deployment, client: &str, flow: &str) -> PathBuf {
-    d.datastore().join("clients").join(client).join("collections").join(flow)
+    d.datastore()
+        .join("clients")
+        .join(client)
+        .join("collections")
+        .join(flow)
 }
 
 /// `.jsonl`, `.index`, `.batches` of the flow's Linux.Sys.Users result set.
@@ -555,7 +798,10 @@ fn metric(d: &Deployment, series: &str) -> Result<u64> {
 }
 
 fn rejections(d: &Deployment, reason: &str) -> Result<u64> {
-    metric(d, &format!("packhunt_upload_rejections_total{{reason=\"{reason}\"}}"))
+    metric(
+        d,
+        &format!("packhunt_upload_rejections_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 /// The server counts a refused connection as it drops it, which may be just after the
@@ -567,7 +813,10 @@ fn wait_metric_at_least(d: &Deployment, series: &str, want: u64) -> Result<()> {
         if value >= want {
             return Ok(());
         }
-        ensure!(started.elapsed() < Duration::from_secs(10), "{series} is {value}, expected at least {want}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "{series} is {value}, expected at least {want}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -576,16 +825,26 @@ fn wait_metric_at_least(d: &Deployment, series: &str, want: u64) -> Result<()> {
 fn assert_still_serving(d: &Deployment, rt: &Runtime) -> Result<()> {
     let mut fresh = rt.block_on(connect_agent(d))?;
     let flow = tasked(d, rt, &mut fresh)?;
-    assert_ok(&send(rt, &mut fresh, &batch(&flow, USERS, 0, &rows(0, 2)))?, 1);
+    assert_ok(
+        &send(rt, &mut fresh, &batch(&flow, USERS, 0, &rows(0, 2)))?,
+        1,
+    );
     let started = Instant::now();
     loop {
         let (code, clients) = d.api().get("/api/v1/clients?limit=1000")?;
         assert_eq!(code, 200, "{clients}");
         let items = clients["items"].as_array().context("items")?;
-        if items.iter().any(|c| c["client_id"] == fresh.id.as_str() && c["connected"] == true) {
+        if items
+            .iter()
+            .any(|c| c["client_id"] == fresh.id.as_str() && c["connected"] == true)
+        {
             return Ok(());
         }
-        ensure!(started.elapsed() < Duration::from_secs(10), "fresh agent {} not listed as connected", fresh.id);
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "fresh agent {} not listed as connected",
+            fresh.id
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -15,7 +15,13 @@ use serde_json::{json, Value};
 fn loadgen(deployment: &Deployment, clients: usize, name: &str) -> Result<Proc> {
     let identities = deployment.path().join(format!("{name}.identities"));
     let identities = identities.to_str().context("temp paths are UTF-8")?;
-    common::spawn_loadgen(&deployment.client_config(), clients, 300, &deployment.path().join(format!("{name}.json")), &["--identity-dir", identities])
+    common::spawn_loadgen(
+        &deployment.client_config(),
+        clients,
+        300,
+        &deployment.path().join(format!("{name}.json")),
+        &["--identity-dir", identities],
+    )
 }
 
 fn post(deployment: &Deployment, path: &str, body: Value) -> Result<Value> {
@@ -31,29 +37,54 @@ fn hunt(deployment: &Deployment, id: &str) -> Result<Value> {
 }
 
 /// Polls the hunt until `done` holds.
-fn wait_hunt(deployment: &Deployment, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
+fn wait_hunt(
+    deployment: &Deployment,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     let started = Instant::now();
     loop {
         let h = hunt(deployment, id)?;
         if done(&h) {
             return Ok(h);
         }
-        ensure!(started.elapsed() < limit, "hunt not there within {limit:?}: {h}");
+        ensure!(
+            started.elapsed() < limit,
+            "hunt not there within {limit:?}: {h}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// (client, flow, create_time_ms) of every participant, from disk.
 fn participants(deployment: &Deployment, hunt_id: &str) -> Result<Vec<(String, String, u64)>> {
-    let text = std::fs::read_to_string(deployment.datastore().join("hunts").join(format!("{hunt_id}.participants")))?;
+    let text = std::fs::read_to_string(
+        deployment
+            .datastore()
+            .join("hunts")
+            .join(format!("{hunt_id}.participants")),
+    )?;
     text.lines()
         .map(|line| {
             let (client, flow) = line.split_once(' ').context("participant line")?;
             let request: Value = serde_json::from_slice(&std::fs::read(
-                deployment.datastore().join("clients").join(client).join("collections").join(flow).join("request.json"),
+                deployment
+                    .datastore()
+                    .join("clients")
+                    .join(client)
+                    .join("collections")
+                    .join(flow)
+                    .join("request.json"),
             )?)?;
             ensure!(request["hunt_id"] == hunt_id, "the flow names its hunt");
-            Ok((client.to_string(), flow.to_string(), request["create_time_ms"].as_u64().context("create_time_ms")?))
+            Ok((
+                client.to_string(),
+                flow.to_string(),
+                request["create_time_ms"]
+                    .as_u64()
+                    .context("create_time_ms")?,
+            ))
         })
         .collect()
 }
@@ -63,32 +94,64 @@ fn a_hunt_over_three_frontends_recruits_the_labelled_half_at_the_fleet_wide_rate
     const AGENTS: usize = 2_000;
     const RATE: u64 = 200;
     let (deployment, _minions) = cluster_with(2, |t| {
-        set_keys(t, &[("hunt_recruitment_per_second", &RATE.to_string()), ("max_connections_per_second", "100000")])
+        set_keys(
+            t,
+            &[
+                ("hunt_recruitment_per_second", &RATE.to_string()),
+                ("max_connections_per_second", "100000"),
+            ],
+        )
     })?;
     let _fleet = loadgen(&deployment, AGENTS, "fleet")?;
     let ids = deployment.wait_connected(AGENTS, Duration::from_secs(120))?;
     let (_, frontends) = deployment.api().get("/api/v1/frontends")?;
     for f in frontends["items"].as_array().unwrap() {
-        assert!(f["connected_clients"].as_u64().unwrap() > 0, "agents on every frontend: {frontends}");
+        assert!(
+            f["connected_clients"].as_u64().unwrap() > 0,
+            "agents on every frontend: {frontends}"
+        );
     }
     let labelled: Vec<&String> = ids.iter().step_by(2).collect();
     for id in &labelled {
-        let reply = post(&deployment, &format!("/api/v1/clients/{id}/labels"), json!({ "add": ["hunt-me"] }))?;
+        let reply = post(
+            &deployment,
+            &format!("/api/v1/clients/{id}/labels"),
+            json!({ "add": ["hunt-me"] }),
+        )?;
         assert_eq!(reply["labels"], json!(["hunt-me"]));
     }
-    let (_, search) = deployment.api().get("/api/v1/clients?search=label:hunt-me&limit=5000")?;
-    assert_eq!(search["items"].as_array().unwrap().len(), labelled.len(), "labels show in client search");
+    let (_, search) = deployment
+        .api()
+        .get("/api/v1/clients?search=label:hunt-me&limit=5000")?;
+    assert_eq!(
+        search["items"].as_array().unwrap().len(),
+        labelled.len(),
+        "labels show in client search"
+    );
 
-    let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Generic.Client.Info"], "condition": { "labels": ["hunt-me"] } }))?;
+    let created = post(
+        &deployment,
+        "/api/v1/hunts",
+        json!({ "artifacts": ["Generic.Client.Info"], "condition": { "labels": ["hunt-me"] } }),
+    )?;
     let id = created["hunt_id"].as_str().unwrap().to_string();
     assert_eq!(hunt(&deployment, &id)?["state"], "paused");
-    assert_eq!(hunt(&deployment, &id)?["scheduled"], 0, "a paused hunt recruits no one");
+    assert_eq!(
+        hunt(&deployment, &id)?["scheduled"],
+        0,
+        "a paused hunt recruits no one"
+    );
     post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
     let n = labelled.len() as u64;
-    let done = wait_hunt(&deployment, &id, Duration::from_secs(120), |h| h["completed"] == n)?;
+    let done = wait_hunt(&deployment, &id, Duration::from_secs(120), |h| {
+        h["completed"] == n
+    })?;
     assert_eq!(done["scheduled"], n, "{done}");
     assert_eq!(done["errors"], 0, "{done}");
-    assert_eq!(done["total_rows"], n, "one Generic.Client.Info row per agent: {done}");
+    assert_eq!(
+        done["total_rows"], n,
+        "one Generic.Client.Info row per agent: {done}"
+    );
     assert_eq!(done["state"], "running");
 
     // Exactly the labelled agents, each once.
@@ -106,40 +169,86 @@ fn a_hunt_over_three_frontends_recruits_the_labelled_half_at_the_fleet_wide_rate
     times.sort();
     let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort();
-    eprintln!("recruited {} agents at {rate:.1}/s (configured {RATE}/s); longest gaps (ms) {:?}", joined.len(), &gaps[gaps.len() - 5..]);
-    assert!((rate - RATE as f64).abs() <= RATE as f64 * 0.10, "recruited at {rate:.1}/s, configured {RATE}/s");
+    eprintln!(
+        "recruited {} agents at {rate:.1}/s (configured {RATE}/s); longest gaps (ms) {:?}",
+        joined.len(),
+        &gaps[gaps.len() - 5..]
+    );
+    assert!(
+        (rate - RATE as f64).abs() <= RATE as f64 * 0.10,
+        "recruited at {rate:.1}/s, configured {RATE}/s"
+    );
 
     // The hunt's results: every row, each with its client and flow.
-    let (status, results) = deployment.api().get(&format!("/api/v1/hunts/{id}/results?artifact=Generic.Client.Info&rows=5000"))?;
+    let (status, results) = deployment.api().get(&format!(
+        "/api/v1/hunts/{id}/results?artifact=Generic.Client.Info&rows=5000"
+    ))?;
     assert_eq!(status, 200);
     assert_eq!(results["total_rows"], n);
     let rows = results["rows"].as_array().unwrap();
     assert_eq!(rows.len() as u64, n);
-    assert!(rows.iter().all(|r| want.binary_search(&r["client_id"].as_str().unwrap()).is_ok() && r["row"].is_object()));
-    let (_, page) = deployment.api().get(&format!("/api/v1/hunts/{id}/results?start_row={}&rows=10", n - 3))?;
-    assert_eq!(page["rows"].as_array().unwrap().len(), 3, "the last page is short");
+    assert!(rows.iter().all(|r| want
+        .binary_search(&r["client_id"].as_str().unwrap())
+        .is_ok()
+        && r["row"].is_object()));
+    let (_, page) = deployment.api().get(&format!(
+        "/api/v1/hunts/{id}/results?start_row={}&rows=10",
+        n - 3
+    ))?;
+    assert_eq!(
+        page["rows"].as_array().unwrap().len(),
+        3,
+        "the last page is short"
+    );
     Ok(())
 }
 
 #[test]
-fn agents_arriving_later_on_any_frontend_are_recruited_until_the_hunt_stops_and_its_state_survives_a_restart() -> Result<()> {
-    let (mut deployment, minions) = cluster_with(1, |t| set_keys(t, &[("hunt_recruitment_per_second", "1000")]))?;
-    let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Linux.Sys.Users"], "condition": { "os": "linux" } }))?;
+fn agents_arriving_later_on_any_frontend_are_recruited_until_the_hunt_stops_and_its_state_survives_a_restart(
+) -> Result<()> {
+    let (mut deployment, minions) = cluster_with(1, |t| {
+        set_keys(t, &[("hunt_recruitment_per_second", "1000")])
+    })?;
+    let created = post(
+        &deployment,
+        "/api/v1/hunts",
+        json!({ "artifacts": ["Linux.Sys.Users"], "condition": { "os": "linux" } }),
+    )?;
     let id = created["hunt_id"].as_str().unwrap().to_string();
     post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
-    let (status, again) = deployment.api().post(&format!("/api/v1/hunts/{id}/start"), &json!({}))?;
-    assert_eq!(status, 409, "a running hunt cannot be started again: {again}");
+    let (status, again) = deployment
+        .api()
+        .post(&format!("/api/v1/hunts/{id}/start"), &json!({}))?;
+    assert_eq!(
+        status, 409,
+        "a running hunt cannot be started again: {again}"
+    );
 
     // Every agent arrives after the start.
     let first = loadgen(&deployment, 30, "first")?;
-    let done = wait_hunt(&deployment, &id, Duration::from_secs(60), |h| h["completed"] == 30)?;
+    let done = wait_hunt(&deployment, &id, Duration::from_secs(60), |h| {
+        h["completed"] == 30
+    })?;
     assert_eq!(done["scheduled"], 30);
     let on_minion = participants(&deployment, &id)?
         .iter()
-        .filter(|(c, _, _)| common::frontend_of(&deployment, c).ok().flatten().as_deref() == Some(minions[0].name.as_str()))
+        .filter(|(c, _, _)| {
+            common::frontend_of(&deployment, c)
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(minions[0].name.as_str())
+        })
         .count();
-    assert!(on_minion > 0, "agents that arrived on the minion were recruited too");
-    assert_eq!(done["total_rows"], 30 * 40, "40 synthetic users per agent: {done}");
+    assert!(
+        on_minion > 0,
+        "agents that arrived on the minion were recruited too"
+    );
+    assert_eq!(
+        done["total_rows"],
+        30 * 40,
+        "40 synthetic users per agent: {done}"
+    );
 
     post(&deployment, &format!("/api/v1/hunts/{id}/stop"), json!({}))?;
     let _second = loadgen(&deployment, 20, "second")?;
@@ -147,7 +256,10 @@ fn agents_arriving_later_on_any_frontend_are_recruited_until_the_hunt_stops_and_
     std::thread::sleep(Duration::from_secs(2));
     let stopped = hunt(&deployment, &id)?;
     assert_eq!(stopped["state"], "stopped");
-    assert_eq!(stopped["scheduled"], 30, "a stopped hunt recruits no one: {stopped}");
+    assert_eq!(
+        stopped["scheduled"], 30,
+        "a stopped hunt recruits no one: {stopped}"
+    );
     assert_eq!(stopped["pending_recruitment"], 0);
     drop(first);
 
@@ -160,25 +272,48 @@ fn agents_arriving_later_on_any_frontend_are_recruited_until_the_hunt_stops_and_
     }
     let (_, list) = deployment.api().get("/api/v1/hunts")?;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    assert_eq!(deployment.metric("packhunt_hunt_recruited_total")?, 0, "nothing recruited since the restart");
+    assert_eq!(
+        deployment.metric("packhunt_hunt_recruited_total")?,
+        0,
+        "nothing recruited since the restart"
+    );
     Ok(())
 }
 
 #[test]
 fn an_expired_hunt_recruits_no_one() -> Result<()> {
     let deployment = Deployment::start()?;
-    assert_eq!(deployment.metric("packhunt_limit{name=\"hunt_recruitment_per_second\"}")?, 100);
+    assert_eq!(
+        deployment.metric("packhunt_limit{name=\"hunt_recruitment_per_second\"}")?,
+        100
+    );
     let expires = packhunt::clock::now_ms() + 1_500;
-    let created = post(&deployment, "/api/v1/hunts", json!({ "artifacts": ["Generic.Client.Info"], "expires_ms": expires }))?;
+    let created = post(
+        &deployment,
+        "/api/v1/hunts",
+        json!({ "artifacts": ["Generic.Client.Info"], "expires_ms": expires }),
+    )?;
     let id = created["hunt_id"].as_str().unwrap().to_string();
     post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
-    let expired = wait_hunt(&deployment, &id, Duration::from_secs(10), |h| h["state"] == "expired")?;
-    assert!(expired["stop_time_ms"].as_u64().unwrap() >= expires, "{expired}");
+    let expired = wait_hunt(&deployment, &id, Duration::from_secs(10), |h| {
+        h["state"] == "expired"
+    })?;
+    assert!(
+        expired["stop_time_ms"].as_u64().unwrap() >= expires,
+        "{expired}"
+    );
     let _fleet = loadgen(&deployment, 10, "late")?;
     deployment.wait_connected(10, Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(hunt(&deployment, &id)?["scheduled"], 0, "nobody recruited after the expiry");
-    let (status, _) = deployment.api().post("/api/v1/hunts", &json!({ "artifacts": ["Generic.Client.Info"], "expires_ms": 1 }))?;
+    assert_eq!(
+        hunt(&deployment, &id)?["scheduled"],
+        0,
+        "nobody recruited after the expiry"
+    );
+    let (status, _) = deployment.api().post(
+        "/api/v1/hunts",
+        &json!({ "artifacts": ["Generic.Client.Info"], "expires_ms": 1 }),
+    )?;
     assert_eq!(status, 400, "an expiry in the past is refused");
     Ok(())
 }
@@ -188,17 +323,33 @@ fn a_start_whose_body_arrives_late_is_still_answered() -> Result<()> {
     // Goal: a client slow to send its (unused) body gets the answer to start and stop, not
     // a reset stream. Method: HTTP/2 POSTs whose body follows the headers 300 ms later.
     let deployment = Deployment::start()?;
-    let created = post(&deployment, "/api/v1/hunts", json!({"artifacts": ["Generic.Client.Info"], "condition": {"labels": [], "os": ""}, "expires_ms": 0}))?;
+    let created = post(
+        &deployment,
+        "/api/v1/hunts",
+        json!({"artifacts": ["Generic.Client.Info"], "condition": {"labels": [], "os": ""}, "expires_ms": 0}),
+    )?;
     let id = created["hunt_id"].as_str().context("hunt id")?.to_string();
     for (action, state) in [("start", "running"), ("stop", "stopped")] {
-        let (status, body) = deployment.api().post_h2_late_body(&format!("/api/v1/hunts/{id}/{action}"), b"{}", Duration::from_millis(300))?;
-        let body: Value = serde_json::from_slice(&body).with_context(|| format!("{action}: {}", String::from_utf8_lossy(&body)))?;
-        ensure!(status == 200 && body["state"] == state, "{action}: {status} {body}");
-        ensure!(hunt(&deployment, &id)?["state"] == state, "{action} took effect");
+        let (status, body) = deployment.api().post_h2_late_body(
+            &format!("/api/v1/hunts/{id}/{action}"),
+            b"{}",
+            Duration::from_millis(300),
+        )?;
+        let body: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{action}: {}", String::from_utf8_lossy(&body)))?;
+        ensure!(
+            status == 200 && body["state"] == state,
+            "{action}: {status} {body}"
+        );
+        ensure!(
+            hunt(&deployment, &id)?["state"] == state,
+            "{action} took effect"
+        );
     }
     // Every request is timed, reads and changes apart: create, start and stop; the two
     // GETs of the hunt and the first of these metrics reads (each is counted once answered).
-    let writes = deployment.metric("packhunt_api_request_duration_seconds_count{kind=\"write\"}")?;
+    let writes =
+        deployment.metric("packhunt_api_request_duration_seconds_count{kind=\"write\"}")?;
     let reads = deployment.metric("packhunt_api_request_duration_seconds_count{kind=\"read\"}")?;
     ensure!(writes == 3 && reads == 3, "writes {writes}, reads {reads}");
     Ok(())

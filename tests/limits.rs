@@ -12,15 +12,23 @@ use common::{set_keys, Deployment, RawAgent};
 use packhunt::protocol::pb;
 
 /// Opens an upload whose body never finishes: it holds a concurrency permit.
-async fn stalled_upload(port: u16, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<(h2::client::SendRequest<Bytes>, h2::SendStream<Bytes>)> {
+async fn stalled_upload(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<(h2::client::SendRequest<Bytes>, h2::SendStream<Bytes>)> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
     let (send, conn) = h2::client::handshake(stream).await?;
     tokio::spawn(conn);
     let request = http::Request::builder()
         .method("POST")
-        .uri(format!("https://127.0.0.1:{port}{}", packhunt::protocol::UPLOAD_PATH))
+        .uri(format!(
+            "https://127.0.0.1:{port}{}",
+            packhunt::protocol::UPLOAD_PATH
+        ))
         .header("content-type", packhunt::protocol::CONTENT_TYPE)
         .body(())?;
     let (_response, mut body) = send.clone().ready().await?.send_request(request, false)?;
@@ -31,38 +39,76 @@ async fn stalled_upload(port: u16, tls: Arc<rustls::ClientConfig>) -> anyhow::Re
 #[test]
 fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> anyhow::Result<()> {
     let deployment = Deployment::start_with(|t| {
-        set_keys(t, &[("shards", "1"), ("concurrency", "1"), ("concurrency_wait_ms", "300")]);
+        set_keys(
+            t,
+            &[
+                ("shards", "1"),
+                ("concurrency", "1"),
+                ("concurrency_wait_ms", "300"),
+            ],
+        );
     })?;
     assert_eq!(deployment.metric("packhunt_upload_concurrency_limit")?, 1);
-    assert_eq!(deployment.metric("packhunt_upload_memory_bound_bytes")?, 5 * 1024 * 1024);
+    assert_eq!(
+        deployment.metric("packhunt_upload_memory_bound_bytes")?,
+        5 * 1024 * 1024
+    );
     // Connected (and its ClientInfo sent) before the permit is taken.
     let mut agent = RawAgent::connect(&deployment)?;
     let tls = packhunt::tls::client::agent_client_config(
-        &packhunt::config::ClientConfig::load(&deployment.client_config())?.client.ca_certificate,
+        &packhunt::config::ClientConfig::load(&deployment.client_config())?
+            .client
+            .ca_certificate,
         agent.identity.rustls_cert_chain(),
         agent.identity.rustls_private_key(),
     )?;
     // A runtime with its own thread keeps the stalled connection alive in the background.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let stalled = rt.block_on(stalled_upload(deployment.agent_port, tls))?;
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(deployment.metric("packhunt_uploads_in_flight")?, 1, "the stalled upload holds the only permit");
+    assert_eq!(
+        deployment.metric("packhunt_uploads_in_flight")?,
+        1,
+        "the stalled upload holds the only permit"
+    );
 
-    let info = pb::Upload { kind: Some(pb::upload::Kind::Info(pb::ClientInfo { hostname: "h".into(), os: "linux".into(), version: "t".into() })) };
+    let info = pb::Upload {
+        kind: Some(pb::upload::Kind::Info(pb::ClientInfo {
+            hostname: "h".into(),
+            os: "linux".into(),
+            version: "t".into(),
+        })),
+    };
     let started = std::time::Instant::now();
     let reply = agent.upload(&info)?;
     assert_eq!(reply.status, 503, "no permit within the wait");
-    assert!(started.elapsed() >= Duration::from_millis(250), "it waited for a permit first");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it waited for a permit first"
+    );
     let retry = reply.retry_after.expect("a Retry-After comes with the 503");
     assert!((2..=10).contains(&retry.as_secs()), "{retry:?}");
-    assert_eq!(deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")?, 1);
+    assert_eq!(
+        deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")?,
+        1
+    );
 
     // A real agent connecting now is refused its ClientInfo; it waits as told and sends it
     // again, so it is listed once the permit is free.
     let _agent = common::start_agent(&deployment)?;
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")? >= 2, "the new agent's ClientInfo was refused too");
-    let listed = || -> anyhow::Result<u64> { Ok(deployment.api().get("/api/v1/clients")?.1["total"].as_u64().unwrap_or(0)) };
+    assert!(
+        deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")? >= 2,
+        "the new agent's ClientInfo was refused too"
+    );
+    let listed = || -> anyhow::Result<u64> {
+        Ok(deployment.api().get("/api/v1/clients")?.1["total"]
+            .as_u64()
+            .unwrap_or(0))
+    };
     assert_eq!(listed()?, 1, "not listed while its facts are refused");
 
     // The permit comes back when the stalled upload goes away.
@@ -74,46 +120,82 @@ fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> 
     assert_eq!(deployment.metric("packhunt_upload_bytes_in_flight")?, 0);
     let started = std::time::Instant::now();
     while listed()? < 2 {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "the refused agent's ClientInfo never landed");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "the refused agent's ClientInfo never landed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
 }
 
 #[test]
-fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_converges() -> anyhow::Result<()> {
-    let deployment = Deployment::start_with(|t| set_keys(t, &[("shards", "1"), ("max_connections_per_second", "20")]))?;
-    assert_eq!(deployment.metric("packhunt_limit{name=\"max_connections_per_second\"}")?, 20, "the limit shows in /metrics");
+fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_converges(
+) -> anyhow::Result<()> {
+    let deployment = Deployment::start_with(|t| {
+        set_keys(t, &[("shards", "1"), ("max_connections_per_second", "20")])
+    })?;
+    assert_eq!(
+        deployment.metric("packhunt_limit{name=\"max_connections_per_second\"}")?,
+        20,
+        "the limit shows in /metrics"
+    );
     let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
     let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tls = packhunt::tls::client::agent_client_config(
+        &config.client.ca_certificate,
+        identity.rustls_cert_chain(),
+        identity.rustls_private_key(),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     // 60 handshakes at once against a bucket of 20: the excess fails in the handshake.
     let outcomes = rt.block_on(async {
         let attempts = (0..60).map(|_| {
             let tls = tls.clone();
             async move {
-                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
+                let tcp =
+                    tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
                 let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-                anyhow::Ok(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?)
+                anyhow::Ok(
+                    tokio_rustls::TlsConnector::from(tls)
+                        .connect(name, tcp)
+                        .await?,
+                )
             }
         });
         futures::future::join_all(attempts).await
     });
     let completed = outcomes.iter().filter(|o| o.is_ok()).count();
-    assert!((20..=25).contains(&completed), "about one second's worth completes: {completed}");
-    let refused = deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")?;
-    assert_eq!(refused as usize, 60 - completed, "every other connection was refused and counted");
+    assert!(
+        (20..=25).contains(&completed),
+        "about one second's worth completes: {completed}"
+    );
+    let refused =
+        deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")?;
+    assert_eq!(
+        refused as usize,
+        60 - completed,
+        "every other connection was refused and counted"
+    );
     // The server finishes a TLS 1.3 handshake after the client does: let it catch up.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(deployment.metric("packhunt_handshakes_completed_total")? as usize, completed, "no TLS work for the refused");
+    assert_eq!(
+        deployment.metric("packhunt_handshakes_completed_total")? as usize,
+        completed,
+        "no TLS work for the refused"
+    );
     drop(outcomes);
 
     // Real agents that are refused back off and come back: all 80 connect, at the rate.
     let report = deployment.path().join("report.json");
     let mut loadgen = common::spawn_loadgen(&deployment.client_config(), 80, 60, &report, &[])?;
     deployment.wait_connected(80, Duration::from_secs(45))?;
-    assert!(deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")? > refused, "the fleet was shed on the way");
+    assert!(
+        deployment.metric("packhunt_connection_refusals_total{reason=\"rate_limited\"}")? > refused,
+        "the fleet was shed on the way"
+    );
     let _ = loadgen.0.kill();
     Ok(())
 }

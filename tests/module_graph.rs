@@ -17,13 +17,21 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 fn top_level_modules_form_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = module_graph(&src);
-    assert!(graph.len() > 5, "found only {} top-level modules under {}", graph.len(), src.display());
+    assert!(
+        graph.len() > 5,
+        "found only {} top-level modules under {}",
+        graph.len(),
+        src.display()
+    );
     if let Some(cycle) = find_cycle(&graph) {
         let mut evidence = String::new();
         for pair in cycle.windows(2) {
             evidence.push_str(&format!("\n  {} -> {}", pair[0], pair[1]));
         }
-        panic!("the top-level modules of src/ form a cycle: {}{evidence}", cycle.join(" -> "));
+        panic!(
+            "the top-level modules of src/ form a cycle: {}{evidence}",
+            cycle.join(" -> ")
+        );
     }
 }
 
@@ -50,7 +58,11 @@ fn module_graph(src: &Path) -> Graph {
     let mut graph = Graph::new();
     for entry in fs::read_dir(src).expect("src/ is readable") {
         let path = entry.expect("src/ entry").path();
-        let name = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_owned();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 name")
+            .to_owned();
         if name == "main" || name == "lib" {
             continue;
         }
@@ -69,7 +81,11 @@ fn rust_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
         let is_rust = path.extension().is_some_and(|e| e == "rs");
         let is_test = path.file_name().is_some_and(|n| n == "tests.rs");
-        return if is_rust && !is_test { vec![path.to_owned()] } else { vec![] };
+        return if is_rust && !is_test {
+            vec![path.to_owned()]
+        } else {
+            vec![]
+        };
     }
     let mut files = Vec::new();
     for entry in fs::read_dir(path).expect("source folder is readable") {
@@ -85,7 +101,11 @@ fn crate_refs(text: &str) -> BTreeSet<String> {
         Some(end) => &text[..end],
         None => text,
     };
-    let code: String = code.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    let code: String = code
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut refs = BTreeSet::new();
     let mut rest = code.as_str();
     while let Some(at) = rest.find("crate::") {
@@ -137,7 +157,10 @@ fn split_top_level(text: &str) -> Vec<&str> {
 }
 
 fn leading_ident(text: &str) -> Option<String> {
-    let ident: String = text.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let ident: String = text
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     let is_module = ident.chars().next().is_some_and(|c| c.is_lowercase());
     let is_macro = text[ident.len()..].starts_with('!');
     (is_module && !is_macro && ident != "self").then_some(ident)
@@ -161,8 +184,12 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
         for next in graph.get(node).into_iter().flatten() {
             match marks.get(next.as_str()) {
                 Some(Mark::Open) => {
-                    let from = stack.iter().position(|n| *n == next).expect("open nodes are on the stack");
-                    let mut cycle: Vec<String> = stack[from..].iter().map(|s| s.to_string()).collect();
+                    let from = stack
+                        .iter()
+                        .position(|n| *n == next)
+                        .expect("open nodes are on the stack");
+                    let mut cycle: Vec<String> =
+                        stack[from..].iter().map(|s| s.to_string()).collect();
                     cycle.push(next.clone());
                     return Some(cycle);
                 }
@@ -195,6 +222,9 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 fn print_the_graph() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     for (module, deps) in module_graph(&src) {
-        println!("{module} -> {}", deps.into_iter().collect::<Vec<_>>().join(", "));
+        println!(
+            "{module} -> {}",
+            deps.into_iter().collect::<Vec<_>>().join(", ")
+        );
     }
 }

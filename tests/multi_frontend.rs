@@ -12,7 +12,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{cluster, count_lines, flow_results, frontend, frontend_of, run_fleet, wait_frontend_of, wait_frontends, Deployment, Minion, RawAgent};
+use common::{
+    cluster, count_lines, flow_results, frontend, frontend_of, run_fleet, wait_frontend_of,
+    wait_frontends, Deployment, Minion, RawAgent,
+};
 use serde_json::Value;
 
 #[test]
@@ -21,34 +24,82 @@ fn master_tasks_agents_on_every_frontend_and_results_land() -> Result<()> {
     let master = format!("127.0.0.1:{}", deployment.agent_port);
     let clients = 300;
     // The generated client config lists all three frontends; each agent picks one.
-    run_fleet(&deployment, clients, &deployment.client_config(), &[], &["Generic.Client.Info", "Linux.Sys.Users"], |ids| {
-        let items = wait_frontends(&deployment, |_| true, "frontends")?;
-        assert_eq!(items.len(), 3);
-        let mut total = 0;
-        for name in [&master, &minions[0].name, &minions[1].name] {
-            let f = frontend(&items, name);
-            assert_eq!(f["up"], true);
-            let n = f["connected_clients"].as_u64().unwrap();
-            assert!(n > 0, "agents spread over every frontend: {items:?}");
-            total += n;
-        }
-        assert_eq!(total, clients as u64, "each agent counted once: {items:?}");
-        assert_eq!(frontend(&items, &master)["role"], "master");
-        assert_eq!(frontend(&items, &minions[0].name)["role"], "minion");
-        // The client list names where each agent is.
-        let (_, list) = deployment.api().get(&format!("/api/v1/clients?connected=true&limit={}", ids.len()))?;
-        let on_minion = list["items"].as_array().unwrap().iter().filter(|c| c["frontend"] == minions[1].name.as_str()).count();
-        assert_eq!(on_minion as u64, frontend(&items, &minions[1].name)["connected_clients"].as_u64().unwrap());
-        Ok(())
-    })?;
+    run_fleet(
+        &deployment,
+        clients,
+        &deployment.client_config(),
+        &[],
+        &["Generic.Client.Info", "Linux.Sys.Users"],
+        |ids| {
+            let items = wait_frontends(&deployment, |_| true, "frontends")?;
+            assert_eq!(items.len(), 3);
+            let mut total = 0;
+            for name in [&master, &minions[0].name, &minions[1].name] {
+                let f = frontend(&items, name);
+                assert_eq!(f["up"], true);
+                let n = f["connected_clients"].as_u64().unwrap();
+                assert!(n > 0, "agents spread over every frontend: {items:?}");
+                total += n;
+            }
+            assert_eq!(total, clients as u64, "each agent counted once: {items:?}");
+            assert_eq!(frontend(&items, &master)["role"], "master");
+            assert_eq!(frontend(&items, &minions[0].name)["role"], "minion");
+            // The client list names where each agent is.
+            let (_, list) = deployment.api().get(&format!(
+                "/api/v1/clients?connected=true&limit={}",
+                ids.len()
+            ))?;
+            let on_minion = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["frontend"] == minions[1].name.as_str())
+                .count();
+            assert_eq!(
+                on_minion as u64,
+                frontend(&items, &minions[1].name)["connected_clients"]
+                    .as_u64()
+                    .unwrap()
+            );
+            Ok(())
+        },
+    )?;
     // Every finished flow was reported once, by the frontend that served it.
-    let items = wait_frontends(&deployment, |items| items.iter().map(|f| f["flows_finished"].as_u64().unwrap()).sum::<u64>() == clients as u64, "finished flows reported")?;
-    assert!(items.iter().all(|f| f["flows_finished"].as_u64().unwrap() > 0), "{items:?}");
+    let items = wait_frontends(
+        &deployment,
+        |items| {
+            items
+                .iter()
+                .map(|f| f["flows_finished"].as_u64().unwrap())
+                .sum::<u64>()
+                == clients as u64
+        },
+        "finished flows reported",
+    )?;
+    assert!(
+        items
+            .iter()
+            .all(|f| f["flows_finished"].as_u64().unwrap() > 0),
+        "{items:?}"
+    );
     // Tasks reached the minions' agents over the replication stream.
     for minion in &minions {
-        assert!(minion.metric(&deployment, "packhunt_tasks_pushed_total")? > 0, "{} pushed tasks", minion.name);
-        assert_eq!(minion.metric(&deployment, "packhunt_replication_links_up")?, 1);
-        assert_eq!(minion.metric(&deployment, "packhunt_replication_dropped_total{queue=\"outbound\"}")?, 0);
+        assert!(
+            minion.metric(&deployment, "packhunt_tasks_pushed_total")? > 0,
+            "{} pushed tasks",
+            minion.name
+        );
+        assert_eq!(
+            minion.metric(&deployment, "packhunt_replication_links_up")?,
+            1
+        );
+        assert_eq!(
+            minion.metric(
+                &deployment,
+                "packhunt_replication_dropped_total{queue=\"outbound\"}"
+            )?,
+            0
+        );
     }
     assert_eq!(deployment.metric("packhunt_replication_links_up")?, 2);
     Ok(())
@@ -58,61 +109,136 @@ fn master_tasks_agents_on_every_frontend_and_results_land() -> Result<()> {
 fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
     let (deployment, mut minions) = cluster(2)?;
     let clients = 60;
-    let ports = [deployment.agent_port, minions[0].agent_port, minions[1].agent_port];
+    let ports = [
+        deployment.agent_port,
+        minions[0].agent_port,
+        minions[1].agent_port,
+    ];
     // Small uploads and long Pslist answers: each flow spans ~50 batches.
-    let config = deployment.client_config_for("small.client.config.toml", &ports, Some(16 * 1024))?;
+    let config =
+        deployment.client_config_for("small.client.config.toml", &ports, Some(16 * 1024))?;
     let report = deployment.path().join("report.json");
-    let mut loadgen = common::spawn_loadgen_for_flows(&config, clients, &report, &["--pslist-rows", "3000"])?;
+    let mut loadgen =
+        common::spawn_loadgen_for_flows(&config, clients, &report, &["--pslist-rows", "3000"])?;
     let ids = deployment.wait_connected(clients, Duration::from_secs(60))?;
     let victim = minions[0].name.clone();
-    let on_victim: Vec<String> = ids.iter().filter(|id| frontend_of(&deployment, id).ok().flatten().as_deref() == Some(victim.as_str())).cloned().collect();
-    assert!(!on_victim.is_empty(), "some agents are on the minion to be killed");
+    let on_victim: Vec<String> = ids
+        .iter()
+        .filter(|id| {
+            frontend_of(&deployment, id).ok().flatten().as_deref() == Some(victim.as_str())
+        })
+        .cloned()
+        .collect();
+    assert!(
+        !on_victim.is_empty(),
+        "some agents are on the minion to be killed"
+    );
     let api = deployment.api();
-    let flows: Vec<(String, String)> = ids.iter().map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?))).collect::<Result<_>>()?;
+    let flows: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?)))
+        .collect::<Result<_>>()?;
     // Kill as soon as one of the victim's agents has rows on disk.
     let watched = flows.iter().find(|(c, _)| c == &on_victim[0]).unwrap();
     let started = Instant::now();
-    while count_lines(&flow_results(&deployment.datastore(), &watched.0, &watched.1, "Linux.Sys.Pslist")) == 0 {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "no rows from the victim's agent");
+    while count_lines(&flow_results(
+        &deployment.datastore(),
+        &watched.0,
+        &watched.1,
+        "Linux.Sys.Pslist",
+    )) == 0
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "no rows from the victim's agent"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     minions[0].kill()?;
     let unfinished = flows
         .iter()
         .filter(|(c, _)| on_victim.contains(c))
-        .filter(|(c, f)| api.get(&format!("/api/v1/clients/{c}/collections/{f}")).map(|(_, s)| s["state"] != "finished").unwrap_or(false))
+        .filter(|(c, f)| {
+            api.get(&format!("/api/v1/clients/{c}/collections/{f}"))
+                .map(|(_, s)| s["state"] != "finished")
+                .unwrap_or(false)
+        })
         .count();
-    assert!(unfinished > 0, "the kill caught the victim's agents mid-flow");
+    assert!(
+        unfinished > 0,
+        "the kill caught the victim's agents mid-flow"
+    );
 
     let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
-    assert!(loadgen.0.wait()?.success(), "loadgen exits once every flow is delivered");
+    assert!(
+        loadgen.0.wait()?.success(),
+        "loadgen exits once every flow is delivered"
+    );
     let sent = common::loadgen_rows_sent(&report)?;
     assert_eq!(sent.len(), clients);
     for status in &statuses {
         let flow = status["flow_id"].as_str().unwrap();
         assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(status["total_rows"].as_u64(), Some(sent[flow]), "flow {flow}: rows stored = rows sent");
+        assert_eq!(
+            status["total_rows"].as_u64(),
+            Some(sent[flow]),
+            "flow {flow}: rows stored = rows sent"
+        );
     }
     for (client, flow) in flows.iter().filter(|(c, _)| on_victim.contains(c)) {
-        let on_disk = count_lines(&flow_results(&deployment.datastore(), client, flow, "Linux.Sys.Pslist"));
-        assert_eq!(on_disk as u64, sent[flow.as_str()], "flow {flow} of a moved agent, on disk");
+        let on_disk = count_lines(&flow_results(
+            &deployment.datastore(),
+            client,
+            flow,
+            "Linux.Sys.Pslist",
+        ));
+        assert_eq!(
+            on_disk as u64,
+            sent[flow.as_str()],
+            "flow {flow} of a moved agent, on disk"
+        );
     }
-    let items = wait_frontends(&deployment, |items| frontend(items, &victim)["up"] == false, "the killed minion shown down")?;
+    let items = wait_frontends(
+        &deployment,
+        |items| frontend(items, &victim)["up"] == false,
+        "the killed minion shown down",
+    )?;
     assert_eq!(frontend(&items, &victim)["connected_clients"], 0);
     let report: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    assert!(report["reconnects"].as_u64().unwrap() >= on_victim.len() as u64, "the victim's agents reconnected elsewhere: {report}");
+    assert!(
+        report["reconnects"].as_u64().unwrap() >= on_victim.len() as u64,
+        "the victim's agents reconnected elsewhere: {report}"
+    );
     Ok(())
 }
 
 /// Sends one Users row as batch 0 of `flow`, then the flow's end; both must be acknowledged.
 fn finish_with_one_row(agent: &mut RawAgent, flow: &str) -> Result<()> {
     use packhunt::protocol::pb::{self, upload::Kind};
-    let batch = pb::ResultBatch { flow_id: flow.into(), artifact: "Linux.Sys.Users".into(), seq: 0, jsonl: "{\"user\":\"root\"}\n".into(), row_count: 1 };
-    let reply = agent.upload(&pb::Upload { kind: Some(Kind::Result(batch)) })?;
+    let batch = pb::ResultBatch {
+        flow_id: flow.into(),
+        artifact: "Linux.Sys.Users".into(),
+        seq: 0,
+        jsonl: "{\"user\":\"root\"}\n".into(),
+        row_count: 1,
+    };
+    let reply = agent.upload(&pb::Upload {
+        kind: Some(Kind::Result(batch)),
+    })?;
     anyhow::ensure!(reply.status == 200, "batch answered {}", reply.status);
-    let artifacts = vec![pb::ArtifactRows { name: "Linux.Sys.Users".into(), rows: 1, batches: 1 }];
-    let done = pb::FlowStatus { flow_id: flow.into(), artifacts, ..Default::default() };
-    let reply = agent.upload(&pb::Upload { kind: Some(Kind::Status(done)) })?;
+    let artifacts = vec![pb::ArtifactRows {
+        name: "Linux.Sys.Users".into(),
+        rows: 1,
+        batches: 1,
+    }];
+    let done = pb::FlowStatus {
+        flow_id: flow.into(),
+        artifacts,
+        ..Default::default()
+    };
+    let reply = agent.upload(&pb::Upload {
+        kind: Some(Kind::Status(done)),
+    })?;
     anyhow::ensure!(reply.status == 200, "flow status answered {}", reply.status);
     Ok(())
 }
@@ -120,10 +246,17 @@ fn finish_with_one_row(agent: &mut RawAgent, flow: &str) -> Result<()> {
 #[test]
 fn minions_serve_through_a_master_restart_and_tasking_works_again() -> Result<()> {
     let (mut deployment, minions) = cluster(1)?;
-    let config = deployment.client_config_for("minion.client.config.toml", &[minions[0].agent_port], None)?;
+    let config = deployment.client_config_for(
+        "minion.client.config.toml",
+        &[minions[0].agent_port],
+        None,
+    )?;
     let mut agent = RawAgent::connect_with(&config)?;
     deployment.wait_connected(1, Duration::from_secs(20))?;
-    assert_eq!(frontend_of(&deployment, &agent.client_id)?.as_deref(), Some(minions[0].name.as_str()));
+    assert_eq!(
+        frontend_of(&deployment, &agent.client_id)?.as_deref(),
+        Some(minions[0].name.as_str())
+    );
     let first = agent.tasked(&deployment, &["Linux.Sys.Users"])?;
 
     deployment.kill_frontend()?;
@@ -132,34 +265,65 @@ fn minions_serve_through_a_master_restart_and_tasking_works_again() -> Result<()
     deployment.start_frontend()?;
     // The minion relinks and resends its agents: the restarted master knows the agent
     // without it reconnecting.
-    wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true) && frontend(items, &minions[0].name)["connected_clients"] == 1, "minion relinked with its agent")?;
-    assert_eq!(frontend_of(&deployment, &agent.client_id)?.as_deref(), Some(minions[0].name.as_str()));
-    let (_, status) = deployment.api().get(&format!("/api/v1/clients/{}/collections/{first}", agent.client_id))?;
+    wait_frontends(
+        &deployment,
+        |items| {
+            items.iter().all(|f| f["up"] == true)
+                && frontend(items, &minions[0].name)["connected_clients"] == 1
+        },
+        "minion relinked with its agent",
+    )?;
+    assert_eq!(
+        frontend_of(&deployment, &agent.client_id)?.as_deref(),
+        Some(minions[0].name.as_str())
+    );
+    let (_, status) = deployment.api().get(&format!(
+        "/api/v1/clients/{}/collections/{first}",
+        agent.client_id
+    ))?;
     assert_eq!(status["state"], "finished", "{status}");
     assert_eq!(status["total_rows"], 1);
     let second = agent.tasked(&deployment, &["Linux.Sys.Users"])?;
     finish_with_one_row(&mut agent, &second)?;
     // Flow states cross the link: the master counts the minion's finished flow.
-    wait_frontends(&deployment, |items| frontend(items, &minions[0].name)["flows_finished"] == 1, "the minion's finished flow reported")?;
-    assert!(minions[0].metric(&deployment, "packhunt_replication_link_failures_total")? >= 1, "the broken link was counted");
+    wait_frontends(
+        &deployment,
+        |items| frontend(items, &minions[0].name)["flows_finished"] == 1,
+        "the minion's finished flow reported",
+    )?;
+    assert!(
+        minions[0].metric(&deployment, "packhunt_replication_link_failures_total")? >= 1,
+        "the broken link was counted"
+    );
     Ok(())
 }
 
 #[test]
-fn a_task_scheduled_while_its_agent_is_between_frontends_is_delivered_where_it_lands() -> Result<()> {
+fn a_task_scheduled_while_its_agent_is_between_frontends_is_delivered_where_it_lands() -> Result<()>
+{
     let (deployment, minions) = cluster(2)?;
-    let to_first = deployment.client_config_for("first.client.config.toml", &[minions[0].agent_port], None)?;
-    let to_second = deployment.client_config_for("second.client.config.toml", &[minions[1].agent_port], None)?;
+    let to_first =
+        deployment.client_config_for("first.client.config.toml", &[minions[0].agent_port], None)?;
+    let to_second = deployment.client_config_for(
+        "second.client.config.toml",
+        &[minions[1].agent_port],
+        None,
+    )?;
     let agent = RawAgent::connect_with(&to_first)?;
     let (client, identity) = (agent.client_id.clone(), agent.identity.clone());
     deployment.wait_connected(1, Duration::from_secs(20))?;
     drop(agent);
     let started = Instant::now();
     while frontend_of(&deployment, &client)?.is_some() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "the master never saw the agent leave");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "the master never saw the agent leave"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
+    let flow = deployment
+        .api()
+        .collect(&client, &["Generic.Client.Info"])?;
     let mut agent = RawAgent::connect_as(&to_second, identity)?;
     agent.expect_task(&flow)?;
     wait_frontend_of(&deployment, &client, &minions[1].name)?;
@@ -178,16 +342,39 @@ fn minions_with_a_foreign_or_borrowed_certificate_are_refused() -> Result<()> {
     // The rogue's copy of the config carries a certificate from another deployment's CA.
     let other = Deployment::generate_with(|_| {})?;
     let foreign = other.add_minion()?;
-    let other_config: toml::Value = toml::from_str(&std::fs::read_to_string(other.path().join("server.config.toml"))?)?;
-    let foreign_entry = other_config["minions"].as_array().unwrap().iter().find(|m| m["name"].as_str() == Some(&foreign.name)).unwrap().clone();
+    let other_config: toml::Value = toml::from_str(&std::fs::read_to_string(
+        other.path().join("server.config.toml"),
+    )?)?;
+    let foreign_entry = other_config["minions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some(&foreign.name))
+        .unwrap()
+        .clone();
     start_with_entry(&deployment, &shared, &mut rogue, "rogue", &foreign_entry)?;
     // The impostor presents the rogue's real, CA-signed certificate under its own name.
-    let rogue_entry = shared["minions"].as_array().unwrap().iter().find(|m| m["name"].as_str() == Some(&rogue.name)).unwrap().clone();
-    start_with_entry(&deployment, &shared, &mut impostor, "impostor", &rogue_entry)?;
+    let rogue_entry = shared["minions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some(&rogue.name))
+        .unwrap()
+        .clone();
+    start_with_entry(
+        &deployment,
+        &shared,
+        &mut impostor,
+        "impostor",
+        &rogue_entry,
+    )?;
 
     let started = Instant::now();
     while deployment.metric("packhunt_replication_refused_total")? < 2 {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "both links refused within 30 s");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "both links refused within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, body) = deployment.api().get("/api/v1/frontends")?;
@@ -201,7 +388,13 @@ fn minions_with_a_foreign_or_borrowed_certificate_are_refused() -> Result<()> {
 
 /// Starts `minion` from a copy of the shared config whose entry for it carries the
 /// certificate and key of `entry`.
-fn start_with_entry(deployment: &Deployment, shared: &toml::Value, minion: &mut Minion, label: &str, entry: &toml::Value) -> Result<()> {
+fn start_with_entry(
+    deployment: &Deployment,
+    shared: &toml::Value,
+    minion: &mut Minion,
+    label: &str,
+    entry: &toml::Value,
+) -> Result<()> {
     let mut copy = shared.clone();
     for m in copy["minions"].as_array_mut().unwrap() {
         if m["name"].as_str() == Some(&minion.name) {
@@ -209,7 +402,9 @@ fn start_with_entry(deployment: &Deployment, shared: &toml::Value, minion: &mut 
             m["private_key"] = entry["private_key"].clone();
         }
     }
-    let path = deployment.path().join(format!("{label}.server.config.toml"));
+    let path = deployment
+        .path()
+        .join(format!("{label}.server.config.toml"));
     std::fs::write(&path, toml::to_string(&copy)?)?;
     deployment.start_minion_with_config(minion, &path)
 }

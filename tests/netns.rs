@@ -62,12 +62,18 @@ fn exercise(lab: &mut Lab) -> Result<()> {
     check_cut_off(&cluster, failures_before, cut_at)?;
     // Scheduled while B is unreachable: the notification cannot cross, the task waits on
     // the shared datastore and B finds it when it relinks.
-    let during_cut = (b_agents[1].clone(), collect(&cluster.api, &b_agents[1], "Generic.Client.Info")?);
+    let during_cut = (
+        b_agents[1].clone(),
+        collect(&cluster.api, &b_agents[1], "Generic.Client.Info")?,
+    );
 
     lab.restore(&master, &b)?;
     check_recovered(&cluster, &b_agents, Instant::now())?;
     let status = wait_flow(&cluster.api, &during_cut.0, &during_cut.1)?;
-    assert_eq!(status["state"], "finished", "the collection scheduled during the cut ran after the heal: {status}");
+    assert_eq!(
+        status["state"], "finished",
+        "the collection scheduled during the cut ran after the heal: {status}"
+    );
     Ok(())
 }
 
@@ -85,7 +91,11 @@ struct Cluster {
 /// A only, all on the agents host).
 fn start_cluster(lab: &mut Lab) -> Result<Cluster> {
     let dir = lab.dir.path().to_path_buf();
-    let (master, a, b) = (lab.host("m").clone(), lab.host("a").clone(), lab.host("b").clone());
+    let (master, a, b) = (
+        lab.host("m").clone(),
+        lab.host("a").clone(),
+        lab.host("b").clone(),
+    );
     let agents = lab.host("c").clone();
     let config = generate_config(&dir, &master.address, &[&a.address, &b.address])?;
     let config = path_str(&config)?;
@@ -93,7 +103,10 @@ fn start_cluster(lab: &mut Lab) -> Result<Cluster> {
 
     lab.spawn_frontend(&master, &["frontend", "--config", config])?;
     for (host, name) in [(&a, &a_name), (&b, &b_name)] {
-        lab.spawn_frontend(host, &["frontend", "--config", config, "--minion", "--node", name])?;
+        lab.spawn_frontend(
+            host,
+            &["frontend", "--config", config, "--minion", "--node", name],
+        )?;
     }
     let targets = std::iter::repeat_n(&b.address, AGENTS_ON_B).chain([&a.address]);
     for (i, target) in targets.enumerate() {
@@ -109,7 +122,12 @@ fn start_cluster(lab: &mut Lab) -> Result<Cluster> {
         .ca_certificate;
     let api = Api::new(&master.address, GUI_PORT, &ca_pem);
     let b_metrics = Api::new(&b.address, MINION_METRICS_PORT, &ca_pem);
-    Ok(Cluster { api, b_metrics, a_name, b_name })
+    Ok(Cluster {
+        api,
+        b_metrics,
+        a_name,
+        b_name,
+    })
 }
 
 /// Every frontend linked and every agent listed where it is; returns B's agents.
@@ -124,10 +142,18 @@ fn check_linked(c: &Cluster) -> Result<Vec<String>> {
         "frontends not all linked (if no minion ever links, check that the root \
          namespace's firewall passes bridged traffic)",
     )?;
-    eprintln!("linked after {:.1?}: {}", started.elapsed(), summary(&items));
+    eprintln!(
+        "linked after {:.1?}: {}",
+        started.elapsed(),
+        summary(&items)
+    );
     let connected = connected(&c.api)?;
     let b_agents = on_frontend(&connected, &c.b_name);
-    assert_eq!(b_agents.len(), AGENTS_ON_B, "the master lists B's agents at B: {connected:?}");
+    assert_eq!(
+        b_agents.len(),
+        AGENTS_ON_B,
+        "the master lists B's agents at B: {connected:?}"
+    );
     assert_eq!(on_frontend(&connected, &c.a_name).len(), 1, "{connected:?}");
     assert_eq!(metric(&c.api, LINKS_UP)?, 2);
     assert_eq!(metric(&c.b_metrics, LINKS_UP)?, 1);
@@ -140,15 +166,31 @@ fn check_cut_off(c: &Cluster, failures_before: u64, cut_at: Instant) -> Result<(
     let items = wait_frontends(&c.api, "B shown down, A still up", |items| {
         frontend(items, &c.b_name)["up"] == false && frontend(items, &c.a_name)["up"] == true
     })?;
-    eprintln!("master marked B down {:.1?} after the cut: {}", cut_at.elapsed(), summary(&items));
-    assert_eq!(clients_on(&items, &c.b_name), 0, "a down frontend has no agents: {items:?}");
-    assert_eq!(clients_on(&items, &c.a_name), 1, "A and its agent are untouched: {items:?}");
+    eprintln!(
+        "master marked B down {:.1?} after the cut: {}",
+        cut_at.elapsed(),
+        summary(&items)
+    );
+    assert_eq!(
+        clients_on(&items, &c.b_name),
+        0,
+        "a down frontend has no agents: {items:?}"
+    );
+    assert_eq!(
+        clients_on(&items, &c.a_name),
+        1,
+        "A and its agent are untouched: {items:?}"
+    );
     let mut connected_now = Vec::new();
     wait_until("B's agents no longer listed as connected", || {
         connected_now = connected(&c.api)?;
         Ok(on_frontend(&connected_now, &c.b_name).is_empty())
     })?;
-    assert_eq!(connected_now.len(), 1, "only A's agent is listed: {connected_now:?}");
+    assert_eq!(
+        connected_now.len(),
+        1,
+        "only A's agent is listed: {connected_now:?}"
+    );
     assert_eq!(metric(&c.api, LINKS_UP)?, 1, "only A's link is left");
 
     // Two failures: the link the keepalive gave up on, then a relink that found no way
@@ -173,13 +215,22 @@ fn check_recovered(c: &Cluster, b_agents: &[String], restored_at: Instant) -> Re
     let items = wait_frontends(&c.api, "B up again with its agents", |items| {
         items.iter().all(|f| f["up"] == true) && clients_on(items, &c.b_name) == AGENTS_ON_B as u64
     })?;
-    eprintln!("B relinked {:.1?} after the restore: {}", restored_at.elapsed(), summary(&items));
-    let (mut relisted, mut expected) =
-        (on_frontend(&connected(&c.api)?, &c.b_name), b_agents.to_vec());
+    eprintln!(
+        "B relinked {:.1?} after the restore: {}",
+        restored_at.elapsed(),
+        summary(&items)
+    );
+    let (mut relisted, mut expected) = (
+        on_frontend(&connected(&c.api)?, &c.b_name),
+        b_agents.to_vec(),
+    );
     relisted.sort();
     expected.sort();
     assert_eq!(relisted, expected, "the same agents, listed at B again");
-    assert_eq!(metric(&c.b_metrics, "packhunt_sessions_open")?, AGENTS_ON_B as u64);
+    assert_eq!(
+        metric(&c.b_metrics, "packhunt_sessions_open")?,
+        AGENTS_ON_B as u64
+    );
     assert_eq!(metric(&c.api, LINKS_UP)?, 2);
     assert_eq!(metric(&c.b_metrics, LINKS_UP)?, 1);
 
@@ -191,7 +242,10 @@ fn check_recovered(c: &Cluster, b_agents: &[String], restored_at: Instant) -> Re
         restored_at.elapsed()
     );
     assert_eq!(status["state"], "finished", "{status}");
-    assert_eq!(status["total_rows"], 1, "one Generic.Client.Info row: {status}");
+    assert_eq!(
+        status["total_rows"], 1,
+        "one Generic.Client.Info row: {status}"
+    );
     Ok(())
 }
 
@@ -250,7 +304,13 @@ impl Lab {
             return Ok(None);
         }
         ip(&["link", "add", &lab.bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &lab.bridge])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{subnet}.254/24"),
+            "dev",
+            &lab.bridge,
+        ])?;
         ip(&["link", "set", &lab.bridge, "up"])?;
         for (i, h) in lab.hosts.iter().enumerate() {
             if i > 0 {
@@ -260,16 +320,31 @@ impl Lab {
                 "link", "add", &h.veth, "type", "veth", "peer", "name", "eth0", "netns", &h.netns,
             ])?;
             ip(&["link", "set", &h.veth, "master", &lab.bridge, "up"])?;
-            ip(&["-n", &h.netns, "addr", "add", &format!("{}/24", h.address), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &h.netns,
+                "addr",
+                "add",
+                &format!("{}/24", h.address),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &h.netns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &h.netns, "link", "set", "lo", "up"])?;
         }
-        eprintln!("lab: bridge {} {subnet}.254/24; {}", lab.bridge, lab.describe());
+        eprintln!(
+            "lab: bridge {} {subnet}.254/24; {}",
+            lab.bridge,
+            lab.describe()
+        );
         Ok(Some(lab))
     }
 
     fn host(&self, role: &str) -> &Host {
-        self.hosts.iter().find(|h| h.role == role).expect("every role is built")
+        self.hosts
+            .iter()
+            .find(|h| h.role == role)
+            .expect("every role is built")
     }
 
     fn describe(&self) -> String {
@@ -314,7 +389,10 @@ impl Lab {
         let started = Instant::now();
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.lines().any(|l| l.starts_with("packhunt ") && l.contains(" ready: ")) {
+            if text
+                .lines()
+                .any(|l| l.starts_with("packhunt ") && l.contains(" ready: "))
+            {
                 return Ok(());
             }
             let (_, child) = self.processes.last_mut().expect("just spawned");
@@ -356,7 +434,15 @@ impl Lab {
     /// Heals a `cut`: both ends resolve each other's real MAC again.
     fn restore(&self, x: &Host, y: &Host) -> Result<()> {
         for (from, to) in [(x, y), (y, x)] {
-            ip(&["-n", &from.netns, "neigh", "del", &to.address, "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &from.netns,
+                "neigh",
+                "del",
+                &to.address,
+                "dev",
+                "eth0",
+            ])?;
         }
         Ok(())
     }
@@ -393,7 +479,11 @@ impl Drop for Lab {
 
 /// Runs `ip ARGS`; the error carries its stderr.
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip")?;
     ensure!(
         out.status.success(),
         "ip {}: {}",
@@ -406,9 +496,12 @@ fn ip(args: &[&str]) -> Result<()> {
 /// A 10.213.X /24 that no address or route of the root namespace touches, starting from
 /// our pid so concurrent runs rarely probe the same one.
 fn free_subnet() -> Result<String> {
-    let out =
-        Command::new("sh").args(["-c", "ip -4 -o addr show; ip -4 route show table all"]).output();
-    let taken = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let out = Command::new("sh")
+        .args(["-c", "ip -4 -o addr show; ip -4 route show table all"])
+        .output();
+    let taken = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let start = std::process::id() % 250;
     (0..250)
         .map(|i| format!("10.213.{}", (start + i) % 250))
@@ -422,7 +515,12 @@ fn generate_config(dir: &Path, master: &str, minions: &[&str]) -> Result<PathBuf
     let out = dir.to_str().context("temp dir path")?;
     let status = Command::new(env!("CARGO_BIN_EXE_packhunt"))
         .args(["config", "generate", "--out", out, "--public-host", master])
-        .args(["--frontend-port", &AGENT_PORT.to_string(), "--gui-port", &GUI_PORT.to_string()])
+        .args([
+            "--frontend-port",
+            &AGENT_PORT.to_string(),
+            "--gui-port",
+            &GUI_PORT.to_string(),
+        ])
         .args([
             "--replication-port",
             &REPLICATION_PORT.to_string(),
@@ -439,7 +537,10 @@ fn generate_config(dir: &Path, master: &str, minions: &[&str]) -> Result<PathBuf
         text.matches(gui_loopback).count() == 1,
         "generated [gui] section not as expected:\n{text}"
     );
-    std::fs::write(&config, text.replace(gui_loopback, "[gui]\nbind_address = \"0.0.0.0\""))?;
+    std::fs::write(
+        &config,
+        text.replace(gui_loopback, "[gui]\nbind_address = \"0.0.0.0\""),
+    )?;
     for address in minions {
         let status = Command::new(env!("CARGO_BIN_EXE_packhunt"))
             .args([
@@ -485,7 +586,9 @@ fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
 }
 
 fn clients_on(items: &[Value], name: &str) -> u64 {
-    frontend(items, name)["connected_clients"].as_u64().unwrap_or(0)
+    frontend(items, name)["connected_clients"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 fn summary(items: &[Value]) -> String {
@@ -506,7 +609,10 @@ fn wait_frontends(api: &Api, what: &str, ok: impl Fn(&[Value]) -> bool) -> Resul
         let (status, body) = api.get("/api/v1/frontends")?;
         ensure!(status == 200, "frontends answered {status}: {body}");
         last = body;
-        Ok(ok(last["items"].as_array().map(Vec::as_slice).unwrap_or_default()))
+        Ok(ok(last["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()))
     });
     found.with_context(|| format!("frontends last seen: {last}"))?;
     Ok(last["items"].as_array().cloned().unwrap_or_default())
@@ -532,17 +638,27 @@ fn connected(api: &Api) -> Result<Vec<(String, String)>> {
     ensure!(status == 200, "clients answered {status}: {body}");
     let items = body["items"].as_array().context("clients: items")?;
     let field = |c: &Value, key: &str| c[key].as_str().unwrap_or_default().to_string();
-    Ok(items.iter().map(|c| (field(c, "client_id"), field(c, "frontend"))).collect())
+    Ok(items
+        .iter()
+        .map(|c| (field(c, "client_id"), field(c, "frontend")))
+        .collect())
 }
 
 fn on_frontend(connected: &[(String, String)], name: &str) -> Vec<String> {
-    connected.iter().filter(|(_, f)| f == name).map(|(id, _)| id.clone()).collect()
+    connected
+        .iter()
+        .filter(|(_, f)| f == name)
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 fn collect(api: &Api, client: &str, artifact: &str) -> Result<String> {
     let body = serde_json::json!({ "artifacts": [artifact] });
     let (status, reply) = api.post(&format!("/api/v1/clients/{client}/collections"), &body)?;
-    ensure!(status == 200, "collection for {client} refused: {status} {reply}");
+    ensure!(
+        status == 200,
+        "collection for {client} refused: {status} {reply}"
+    );
     Ok(reply["flow_id"].as_str().context("flow_id")?.to_string())
 }
 
@@ -550,8 +666,13 @@ fn collect(api: &Api, client: &str, artifact: &str) -> Result<String> {
 fn wait_flow(api: &Api, client: &str, flow: &str) -> Result<Value> {
     let mut last = Value::Null;
     wait_until("the collection ends", || {
-        last = api.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?.1;
-        Ok(matches!(last["state"].as_str(), Some("finished" | "error" | "cancelled")))
+        last = api
+            .get(&format!("/api/v1/clients/{client}/collections/{flow}"))?
+            .1;
+        Ok(matches!(
+            last["state"].as_str(),
+            Some("finished" | "error" | "cancelled")
+        ))
     })
     .with_context(|| format!("flow {flow} last seen: {last}"))?;
     Ok(last)
@@ -562,7 +683,9 @@ fn metric(api: &Api, series: &str) -> Result<u64> {
     let (status, body) = api.request("GET", "/metrics", None)?;
     ensure!(status == 200, "/metrics answered {status}");
     let text = String::from_utf8(body)?;
-    let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
     value.with_context(|| format!("{series} missing from /metrics of {}", api.host))
 }
 
@@ -579,7 +702,11 @@ impl Api {
     const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
     fn new(host: &str, port: u16, ca_pem: &str) -> Api {
-        Api { host: host.to_string(), port, ca_pem: ca_pem.to_string() }
+        Api {
+            host: host.to_string(),
+            port,
+            ca_pem: ca_pem.to_string(),
+        }
     }
 
     fn get(&self, path: &str) -> Result<(u16, Value)> {
@@ -595,13 +722,21 @@ impl Api {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let request = async {
-            tokio::time::timeout(Self::REQUEST_TIMEOUT, self.request_async(method, path, body))
-                .await
+            tokio::time::timeout(
+                Self::REQUEST_TIMEOUT,
+                self.request_async(method, path, body),
+            )
+            .await
         };
         rt.block_on(request).with_context(|| {
-            format!("{method} https://{}:{}{path} timed out", self.host, self.port)
+            format!(
+                "{method} https://{}:{}{path} timed out",
+                self.host, self.port
+            )
         })?
     }
 
@@ -615,7 +750,9 @@ impl Api {
         let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let token =
@@ -628,6 +765,9 @@ impl Api {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = send.send_request(req).await?;
         let status = resp.status().as_u16();
-        Ok((status, resp.into_body().collect().await?.to_bytes().to_vec()))
+        Ok((
+            status,
+            resp.into_body().collect().await?.to_bytes().to_vec(),
+        ))
     }
 }

@@ -9,7 +9,12 @@ mod common;
 use bytes::Bytes;
 use packhunt::protocol::pb;
 
-const ARTIFACTS: [&str; 4] = ["Linux.Sys.Users", "Linux.Sys.Pslist", "Linux.Network.Netstat", "Generic.Client.Info"];
+const ARTIFACTS: [&str; 4] = [
+    "Linux.Sys.Users",
+    "Linux.Sys.Pslist",
+    "Linux.Network.Netstat",
+    "Generic.Client.Info",
+];
 
 #[test]
 fn no_result_files_stay_open_between_uploads() -> anyhow::Result<()> {
@@ -18,12 +23,33 @@ fn no_result_files_stay_open_between_uploads() -> anyhow::Result<()> {
     let flow = agent.tasked(&deployment, &ARTIFACTS)?;
     let client_id = agent.client_id.clone();
     for artifact in ARTIFACTS {
-        let batch = pb::ResultBatch { flow_id: flow.clone(), artifact: artifact.into(), seq: 0, jsonl: Bytes::from_static(b"{\"a\":1}\n"), row_count: 1 };
-        let reply = agent.upload(&pb::Upload { kind: Some(pb::upload::Kind::Result(batch)) })?;
-        assert_eq!(reply.ack.map(|a| a.status), Some(pb::upload_ack::Status::Ok as i32));
+        let batch = pb::ResultBatch {
+            flow_id: flow.clone(),
+            artifact: artifact.into(),
+            seq: 0,
+            jsonl: Bytes::from_static(b"{\"a\":1}\n"),
+            row_count: 1,
+        };
+        let reply = agent.upload(&pb::Upload {
+            kind: Some(pb::upload::Kind::Result(batch)),
+        })?;
+        assert_eq!(
+            reply.ack.map(|a| a.status),
+            Some(pb::upload_ack::Status::Ok as i32)
+        );
     }
-    let results = deployment.datastore().join("clients").join(&client_id).join("collections").join(&flow).join("results");
-    assert_eq!(std::fs::read_dir(&results)?.count(), ARTIFACTS.len() * 3, "every artifact's three files exist");
+    let results = deployment
+        .datastore()
+        .join("clients")
+        .join(&client_id)
+        .join("collections")
+        .join(&flow)
+        .join("results");
+    assert_eq!(
+        std::fs::read_dir(&results)?.count(),
+        ARTIFACTS.len() * 3,
+        "every artifact's three files exist"
+    );
     let pid = deployment.frontend_pid().unwrap();
     let open: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())

@@ -9,7 +9,10 @@ use common::Deployment;
 
 /// (thread name, nice) of every thread of `pid`.
 fn threads(pid: u32) -> anyhow::Result<Vec<(String, i64)>> {
-    Ok(scheduling(pid)?.into_iter().map(|t| (t.name, t.nice)).collect())
+    Ok(scheduling(pid)?
+        .into_iter()
+        .map(|t| (t.name, t.nice))
+        .collect())
 }
 
 #[derive(Debug)]
@@ -24,13 +27,22 @@ fn scheduling(pid: u32) -> anyhow::Result<Vec<Thread>> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let path = task?.path();
-        let name = std::fs::read_to_string(path.join("comm"))?.trim().to_string();
+        let name = std::fs::read_to_string(path.join("comm"))?
+            .trim()
+            .to_string();
         let stat = std::fs::read_to_string(path.join("stat"))?;
         // Fields after the parenthesised name, counted from state (field 3): nice is field
         // 19, rt_priority 40, policy 41 (proc(5)).
-        let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+        let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
         let field = |n: usize| after[n - 3].parse::<i64>();
-        out.push(Thread { name, nice: field(19)?, rt_priority: field(40)?, policy: field(41)? });
+        out.push(Thread {
+            name,
+            nice: field(19)?,
+            rt_priority: field(40)?,
+            policy: field(41)?,
+        });
     }
     Ok(out)
 }
@@ -47,12 +59,24 @@ fn the_gui_thread_is_niced_above_the_agent_shards() -> anyhow::Result<()> {
     // Whatever nice the test runs at, the frontend's threads start there.
     let base = threads[0].1;
     let favoured: Vec<_> = threads.iter().filter(|(_, nice)| *nice != base).collect();
-    assert!(threads.iter().any(|(n, _)| n.starts_with("agent-shard")), "{threads:?}");
-    assert!(threads.iter().filter(|(n, _)| n.starts_with("agent-shard")).all(|(_, nice)| *nice == base), "{threads:?}");
+    assert!(
+        threads.iter().any(|(n, _)| n.starts_with("agent-shard")),
+        "{threads:?}"
+    );
+    assert!(
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with("agent-shard"))
+            .all(|(_, nice)| *nice == base),
+        "{threads:?}"
+    );
     if is_root() {
         // Only the executor thread, not its blocking pool (which shares its name).
         assert_eq!(favoured.len(), 1, "{threads:?}");
-        assert!(favoured[0].0.starts_with("priority") && favoured[0].1 == -10, "{threads:?}");
+        assert!(
+            favoured[0].0.starts_with("priority") && favoured[0].1 == -10,
+            "{threads:?}"
+        );
     } else {
         // Raising priority needs CAP_SYS_NICE; without it the frontend runs unfavoured.
         assert!(favoured.is_empty(), "{threads:?}");
@@ -62,28 +86,50 @@ fn the_gui_thread_is_niced_above_the_agent_shards() -> anyhow::Result<()> {
 
 #[test]
 fn the_shared_baseline_has_no_priority_thread() -> anyhow::Result<()> {
-    let deployment = Deployment::start_with(|text| *text = text.replace("priority = \"executor\"", "priority = \"shared\""))?;
+    let deployment = Deployment::start_with(|text| {
+        *text = text.replace("priority = \"executor\"", "priority = \"shared\"")
+    })?;
     let threads = threads(deployment.frontend_pid().expect("frontend runs"))?;
     let base = threads[0].1;
-    assert!(threads.iter().all(|(n, _)| !n.starts_with("priority")), "{threads:?}");
+    assert!(
+        threads.iter().all(|(n, _)| !n.starts_with("priority")),
+        "{threads:?}"
+    );
     assert!(threads.iter().all(|(_, nice)| *nice == base), "{threads:?}");
     Ok(())
 }
 
 #[test]
 fn the_realtime_gui_thread_runs_round_robin_and_the_shards_do_not() -> anyhow::Result<()> {
-    let deployment = Deployment::start_with(|text| *text = text.replace("priority = \"executor\"", "priority = \"realtime\""))?;
+    let deployment = Deployment::start_with(|text| {
+        *text = text.replace("priority = \"executor\"", "priority = \"realtime\"")
+    })?;
     let threads = scheduling(deployment.frontend_pid().expect("frontend runs"))?;
-    let realtime: Vec<&Thread> = threads.iter().filter(|t| t.policy == libc::SCHED_RR as i64).collect();
-    assert!(threads.iter().any(|t| t.name.starts_with("agent-shard")), "{threads:?}");
+    let realtime: Vec<&Thread> = threads
+        .iter()
+        .filter(|t| t.policy == libc::SCHED_RR as i64)
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.name.starts_with("agent-shard")),
+        "{threads:?}"
+    );
     if is_root() {
         // Only the executor thread, not its blocking pool (which shares its name).
         assert_eq!(realtime.len(), 1, "{threads:?}");
-        assert!(realtime[0].name.starts_with("priority") && realtime[0].rt_priority == 1, "{threads:?}");
+        assert!(
+            realtime[0].name.starts_with("priority") && realtime[0].rt_priority == 1,
+            "{threads:?}"
+        );
     } else {
         assert!(realtime.is_empty(), "{threads:?}");
     }
-    assert!(threads.iter().filter(|t| t.policy != libc::SCHED_RR as i64).all(|t| t.policy == libc::SCHED_OTHER as i64), "{threads:?}");
+    assert!(
+        threads
+            .iter()
+            .filter(|t| t.policy != libc::SCHED_RR as i64)
+            .all(|t| t.policy == libc::SCHED_OTHER as i64),
+        "{threads:?}"
+    );
     // It still serves: the deployment's API answers.
     let (status, frontends) = deployment.api().get("/api/v1/frontends")?;
     assert_eq!(status, 200, "{frontends}");

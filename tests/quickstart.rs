@@ -17,7 +17,16 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     let (agent_port, gui_port) = (common::free_port(), common::free_port());
     let mut child = Proc(
         Command::new(common::packhunt_bin())
-            .args(["quickstart", "--clients", "2", "--frontend-port", &agent_port.to_string(), "--gui-port", &gui_port.to_string(), "--dir"])
+            .args([
+                "quickstart",
+                "--clients",
+                "2",
+                "--frontend-port",
+                &agent_port.to_string(),
+                "--gui-port",
+                &gui_port.to_string(),
+                "--dir",
+            ])
             .arg(&data)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -25,14 +34,24 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     );
     let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.by_ref().map_while(Result::ok).any(|line| line.contains("ready"));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("ready"));
     assert!(ready, "quickstart printed its ready line");
     // Keep reading: the agents share quickstart's stdout.
     std::thread::spawn(move || lines.for_each(drop));
-    let password = std::fs::read_to_string(data.join("admin-password.txt"))?.trim().to_string();
-    let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(data.join("client.config.toml"))?)?;
-    assert_eq!(client.client.server_urls, vec![format!("https://127.0.0.1:{agent_port}/")]);
-    let deployment_api = common::Api::for_port(gui_port, &client.client.ca_certificate).with_auth("admin", &password);
+    let password = std::fs::read_to_string(data.join("admin-password.txt"))?
+        .trim()
+        .to_string();
+    let client: packhunt::config::ClientConfig =
+        toml::from_str(&std::fs::read_to_string(data.join("client.config.toml"))?)?;
+    assert_eq!(
+        client.client.server_urls,
+        vec![format!("https://127.0.0.1:{agent_port}/")]
+    );
+    let deployment_api = common::Api::for_port(gui_port, &client.client.ca_certificate)
+        .with_auth("admin", &password);
     let started = Instant::now();
     loop {
         let (code, body) = deployment_api.get("/api/v1/frontends")?;
@@ -40,7 +59,10 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
         if body["items"][0]["connected_clients"] == 2 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "two local agents connect: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "two local agents connect: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())

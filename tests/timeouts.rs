@@ -12,13 +12,18 @@ use common::{set_keys, Deployment};
 use tokio::io::AsyncReadExt;
 
 fn short_timeouts(text: &mut String) {
-    set_keys(text, &[("handshake_timeout_ms", "300"), ("idle_timeout_ms", "500")]);
+    set_keys(
+        text,
+        &[("handshake_timeout_ms", "300"), ("idle_timeout_ms", "500")],
+    );
 }
 
 #[test]
 fn silent_tcp_peer_is_closed_after_the_handshake_timeout() -> anyhow::Result<()> {
     let deployment = Deployment::start_with(short_timeouts)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let waited = rt.block_on(async {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
         let started = Instant::now();
@@ -27,8 +32,14 @@ fn silent_tcp_peer_is_closed_after_the_handshake_timeout() -> anyhow::Result<()>
         anyhow::ensure!(n == 0, "server closes without sending anything");
         Ok::<_, anyhow::Error>(started.elapsed())
     })?;
-    assert!(waited < Duration::from_secs(5), "closed by the 300 ms handshake timeout, not by chance");
-    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_timeout\"}")?, 1);
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed by the 300 ms handshake timeout, not by chance"
+    );
+    assert_eq!(
+        deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_timeout\"}")?,
+        1
+    );
     Ok(())
 }
 
@@ -39,25 +50,45 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
     deployment.wait_connected(1, Duration::from_secs(20))?;
     let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
     let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tls = packhunt::tls::client::agent_client_config(
+        &config.client.ca_certificate,
+        identity.rustls_cert_chain(),
+        identity.rustls_private_key(),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let closed_after = rt.block_on(async {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls)).connect(name, tcp).await?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls))
+            .connect(name, tcp)
+            .await?;
         let (_send, conn) = h2::client::handshake(stream).await?;
         let started = Instant::now();
         // The connection future resolves when the server says GOAWAY and closes.
         let _ = tokio::time::timeout(Duration::from_secs(10), conn).await?;
         Ok::<_, anyhow::Error>(started.elapsed())
     })?;
-    assert!(closed_after >= Duration::from_millis(400), "not closed before the idle timeout: {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(400),
+        "not closed before the idle timeout: {closed_after:?}"
+    );
     assert!(closed_after < Duration::from_secs(5));
-    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
+    assert_eq!(
+        deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?,
+        1
+    );
     // The real agent holds its task stream open, so it is still connected.
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(deployment.wait_connected(1, Duration::from_secs(1))?.len(), 1);
-    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?, 1);
+    assert_eq!(
+        deployment.wait_connected(1, Duration::from_secs(1))?.len(),
+        1
+    );
+    assert_eq!(
+        deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?,
+        1
+    );
     Ok(())
 }
 
@@ -65,26 +96,49 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
 /// next peer's TLS handshake gets no answer until the first one leaves, then completes.
 #[test]
 fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()> {
-    let deployment = Deployment::start_with(|text| set_keys(text, &[("shards", "1"), ("handshakes_in_flight_per_shard", "1")]))?;
+    let deployment = Deployment::start_with(|text| {
+        set_keys(
+            text,
+            &[("shards", "1"), ("handshakes_in_flight_per_shard", "1")],
+        )
+    })?;
     let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
     let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tls = packhunt::tls::client::agent_client_config(
+        &config.client.ca_certificate,
+        identity.rustls_cert_chain(),
+        identity.rustls_private_key(),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let port = deployment.agent_port;
         let connect_tls = |tls: Arc<rustls::ClientConfig>| async move {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-            anyhow::Ok(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?)
+            anyhow::Ok(
+                tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, tcp)
+                    .await?,
+            )
         };
         let silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         // Let the shard accept the silent peer (and so spend its only permit) first.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let waiting = tokio::time::timeout(Duration::from_millis(1500), connect_tls(tls.clone())).await;
-        anyhow::ensure!(waiting.is_err(), "a handshake completed while the only permit was held");
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(1500), connect_tls(tls.clone())).await;
+        anyhow::ensure!(
+            waiting.is_err(),
+            "a handshake completed while the only permit was held"
+        );
         drop(silent);
         let done = tokio::time::timeout(Duration::from_secs(10), connect_tls(tls.clone())).await;
-        anyhow::ensure!(matches!(done, Ok(Ok(_))), "handshake after the permit came back: {:?}", done.map(|r| r.map(|_| ())));
+        anyhow::ensure!(
+            matches!(done, Ok(Ok(_))),
+            "handshake after the permit came back: {:?}",
+            done.map(|r| r.map(|_| ()))
+        );
         Ok(())
     })?;
     assert!(deployment.metric("packhunt_handshakes_completed_total")? >= 1);
@@ -102,9 +156,15 @@ fn a_peer_that_leaves_before_the_handshake_is_counted_as_gone() -> anyhow::Resul
     }
     let started = Instant::now();
     while deployment.metric("packhunt_connection_refusals_total{reason=\"peer_gone\"}")? < 3 {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "three departures counted within 10 s");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "three departures counted within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_failed\"}")?, 0);
+    assert_eq!(
+        deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_failed\"}")?,
+        0
+    );
     Ok(())
 }

@@ -24,9 +24,20 @@ pub struct ApiTarget {
 impl ApiTarget {
     /// `https://HOST:PORT[/]`.
     pub fn parse(url: &str, ca_pem: &str, user: &str, password: &str) -> Result<Self> {
-        let rest = url.strip_prefix("https://").context("API URL must start with https://")?;
-        let (host, port) = rest.trim_end_matches('/').rsplit_once(':').context("API URL needs a port")?;
-        Ok(Self { host: host.to_string(), port: port.parse()?, ca_pem: ca_pem.to_string(), user: user.into(), password: password.into() })
+        let rest = url
+            .strip_prefix("https://")
+            .context("API URL must start with https://")?;
+        let (host, port) = rest
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .context("API URL needs a port")?;
+        Ok(Self {
+            host: host.to_string(),
+            port: port.parse()?,
+            ca_pem: ca_pem.to_string(),
+            user: user.into(),
+            password: password.into(),
+        })
     }
 }
 
@@ -42,15 +53,27 @@ impl ApiClient {
         let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(true)?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", target.user, target.password));
-        Ok(Self { target: target.clone(), send, auth: format!("Basic {token}") })
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", target.user, target.password));
+        Ok(Self {
+            target: target.clone(),
+            send,
+            auth: format!("Basic {token}"),
+        })
     }
 
     /// One request; returns status, body and how long it took.
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes, Duration)> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes, Duration)> {
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -68,11 +91,23 @@ impl ApiClient {
     /// Schedules a collection; returns the flow id.
     pub async fn collect(&mut self, client_id: &str, artifacts: &[&str]) -> Result<String> {
         let body = serde_json::to_vec(&serde_json::json!({ "artifacts": artifacts }))?;
-        let (status, answer, _) = self.request("POST", &format!("/api/v1/clients/{client_id}/collections"), Some(body)).await?;
+        let (status, answer, _) = self
+            .request(
+                "POST",
+                &format!("/api/v1/clients/{client_id}/collections"),
+                Some(body),
+            )
+            .await?;
         if status != 200 {
-            bail!("collection for {client_id} refused: {status} {}", String::from_utf8_lossy(&answer));
+            bail!(
+                "collection for {client_id} refused: {status} {}",
+                String::from_utf8_lossy(&answer)
+            );
         }
         let v: serde_json::Value = serde_json::from_slice(&answer)?;
-        Ok(v["flow_id"].as_str().context("flow_id in answer")?.to_string())
+        Ok(v["flow_id"]
+            .as_str()
+            .context("flow_id in answer")?
+            .to_string())
     }
 }

@@ -18,7 +18,8 @@ const WORKER_STOP_GRACE: Duration = Duration::from_secs(30);
 pub fn run(args: &Args) -> Result<()> {
     let workers = args.clients.div_ceil(args.agents_per_worker);
     let dir = tempfile_dir()?;
-    let latest: Arc<Mutex<Vec<SeriesPoint>>> = Arc::new(Mutex::new(vec![SeriesPoint::default(); workers]));
+    let latest: Arc<Mutex<Vec<SeriesPoint>>> =
+        Arc::new(Mutex::new(vec![SeriesPoint::default(); workers]));
     let mut children = Vec::new();
     for w in 0..workers {
         let first = w * args.agents_per_worker;
@@ -36,27 +37,41 @@ pub fn run(args: &Args) -> Result<()> {
         });
         children.push((child, report));
     }
-    eprintln!("loadgen: {} agents over {workers} worker processes", args.clients);
+    eprintln!(
+        "loadgen: {} agents over {workers} worker processes",
+        args.clients
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let plan = args.driver_plan(&packhunt::config::ClientConfig::load(&args.config)?.client.ca_certificate)?;
+    let plan = args.driver_plan(
+        &packhunt::config::ClientConfig::load(&args.config)?
+            .client
+            .ca_certificate,
+    )?;
     let driver = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(crate::driver::drive(plan, stop_rx))
     });
     let watched = watch(args, &latest, &mut children);
     let _ = stop_tx.send(true);
-    let outcome = driver.join().map_err(|_| anyhow::anyhow!("the scenario driver panicked"))?;
+    let outcome = driver
+        .join()
+        .map_err(|_| anyhow::anyhow!("the scenario driver panicked"))?;
     watched?;
     let mut reports = Vec::new();
     for (_, path) in &children {
-        let text = std::fs::read(path).with_context(|| format!("worker report {}", path.display()))?;
+        let text =
+            std::fs::read(path).with_context(|| format!("worker report {}", path.display()))?;
         reports.push(serde_json::from_slice::<Report>(&text)?);
     }
     let mut merged = stats::merge(reports)?;
     merged.add_driver(args.scenario, outcome?);
     let text = serde_json::to_string_pretty(&merged)?;
     match &args.report {
-        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => println!("{text}"),
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -67,18 +82,40 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn spawn_worker(args: &Args, first: usize, count: usize, workers: usize, report: &std::path::Path) -> Result<Child> {
+fn spawn_worker(
+    args: &Args,
+    first: usize,
+    count: usize,
+    workers: usize,
+    report: &std::path::Path,
+) -> Result<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("--config").arg(&args.config);
-    cmd.args(["--clients", &count.to_string(), "--first-agent", &first.to_string(), "--worker"]);
+    cmd.args([
+        "--clients",
+        &count.to_string(),
+        "--first-agent",
+        &first.to_string(),
+        "--worker",
+    ]);
     cmd.args(["--duration-s", &args.duration_s.to_string()]);
     // The fleet ramps at the rate asked for, shared by the workers.
-    cmd.args(["--ramp-per-second", &(args.ramp_per_second / workers as u64).max(1).to_string()]);
+    cmd.args([
+        "--ramp-per-second",
+        &(args.ramp_per_second / workers as u64).max(1).to_string(),
+    ]);
     cmd.args(["--source-ips", &args.source_ips.to_string()]);
-    cmd.args(["--drop-connection-every-uploads", &args.drop_connection_every_uploads.to_string()]);
+    cmd.args([
+        "--drop-connection-every-uploads",
+        &args.drop_connection_every_uploads.to_string(),
+    ]);
     cmd.args(["--agents-per-worker", &args.agents_per_worker.to_string()]);
-    cmd.arg("--scenario").arg(format!("{:?}", args.scenario).to_lowercase());
-    cmd.args(["--upload-bytes-per-agent", &args.upload_bytes_per_agent.to_string()]);
+    cmd.arg("--scenario")
+        .arg(format!("{:?}", args.scenario).to_lowercase());
+    cmd.args([
+        "--upload-bytes-per-agent",
+        &args.upload_bytes_per_agent.to_string(),
+    ]);
     if let Some(rows) = args.pslist_rows {
         cmd.args(["--pslist-rows", &rows.to_string()]);
     }
@@ -101,7 +138,11 @@ fn spawn_worker(args: &Args, first: usize, count: usize, workers: usize, report:
 
 /// Prints the fleet's progress each second; stops the workers once enough flows are
 /// done or on SIGINT/SIGTERM; returns when every worker has exited.
-fn watch(args: &Args, latest: &Mutex<Vec<SeriesPoint>>, children: &mut [(Child, std::path::PathBuf)]) -> Result<()> {
+fn watch(
+    args: &Args,
+    latest: &Mutex<Vec<SeriesPoint>>,
+    children: &mut [(Child, std::path::PathBuf)],
+) -> Result<()> {
     let started = Instant::now();
     let stop = signal_flag()?;
     // Storms are the workers' business: pass each signal on.
@@ -116,12 +157,20 @@ fn watch(args: &Args, latest: &Mutex<Vec<SeriesPoint>>, children: &mut [(Child, 
         std::thread::sleep(Duration::from_secs(1));
         for (signal, flag) in &storms {
             if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: kill takes plain integers; each pid is a child not yet reaped.
                 children.iter().for_each(|(c, _)| unsafe {
                     libc::kill(c.id() as i32, *signal);
                 });
             }
         }
-        let sum = stats::sum_series(&latest.lock().unwrap().iter().map(std::slice::from_ref).collect::<Vec<_>>());
+        let sum = stats::sum_series(
+            &latest
+                .lock()
+                .unwrap()
+                .iter()
+                .map(std::slice::from_ref)
+                .collect::<Vec<_>>(),
+        );
         let now = sum.first().cloned().unwrap_or_default();
         eprintln!(
             "[{:>4}s] connected {}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}",
@@ -140,6 +189,7 @@ fn watch(args: &Args, latest: &Mutex<Vec<SeriesPoint>>, children: &mut [(Child, 
         let signalled = stop.load(std::sync::atomic::Ordering::Relaxed);
         if stopping.is_none() && (done_flows || signalled) {
             stopping = Some(Instant::now());
+            // SAFETY: kill takes plain integers; each pid is a child not yet reaped.
             children.iter().for_each(|(c, _)| unsafe {
                 libc::kill(c.id() as i32, libc::SIGINT);
             });
@@ -171,7 +221,9 @@ fn signal_flag() -> Result<Arc<std::sync::atomic::AtomicBool>> {
 }
 
 fn signal_hook_register(signal: i32, flag: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
-    signal_hook::flag::register(signal, flag).map(|_| ()).context("installing a signal handler")
+    signal_hook::flag::register(signal, flag)
+        .map(|_| ())
+        .context("installing a signal handler")
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

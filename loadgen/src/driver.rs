@@ -20,7 +20,9 @@ use tokio::sync::watch;
 
 use crate::api::{ApiClient, ApiTarget};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     Idle,
@@ -49,10 +51,20 @@ pub struct DriverOutcome {
 /// Runs the scenario and the probe until `stop` turns true.
 pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<DriverOutcome> {
     let Some(target) = plan.target.clone() else {
-        anyhow::ensure!(plan.scenario == Scenario::Idle, "scenario {:?} needs --api-url and --api-password", plan.scenario);
+        anyhow::ensure!(
+            plan.scenario == Scenario::Idle,
+            "scenario {:?} needs --api-url and --api-password",
+            plan.scenario
+        );
         return Ok(DriverOutcome::default());
     };
-    let probe = (plan.probe_rate_per_second > 0.0).then(|| tokio::spawn(probe(target.clone(), plan.probe_rate_per_second, stop.clone())));
+    let probe = (plan.probe_rate_per_second > 0.0).then(|| {
+        tokio::spawn(probe(
+            target.clone(),
+            plan.probe_rate_per_second,
+            stop.clone(),
+        ))
+    });
     let mut outcome = schedule(&plan, &target, stop).await?;
     if let Some(probe) = probe {
         outcome.api_latency_us = Some(probe.await??);
@@ -60,7 +72,11 @@ pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<Driv
     Ok(outcome)
 }
 
-async fn schedule(plan: &DriverPlan, target: &ApiTarget, mut stop: watch::Receiver<bool>) -> Result<DriverOutcome> {
+async fn schedule(
+    plan: &DriverPlan,
+    target: &ApiTarget,
+    mut stop: watch::Receiver<bool>,
+) -> Result<DriverOutcome> {
     let mut outcome = DriverOutcome::default();
     if plan.scenario == Scenario::Idle {
         let _ = stop.wait_for(|s| *s).await;
@@ -75,8 +91,13 @@ async fn schedule(plan: &DriverPlan, target: &ApiTarget, mut stop: watch::Receiv
             let every = Duration::from_secs_f64(1.0 / plan.task_rate_per_second.max(0.001));
             let mut next = Instant::now();
             while !*stop.borrow() {
-                let Some(id) = ids.choose(&mut rng) else { break };
-                tally(&mut outcome, api.collect(id, &["Generic.Client.Info"]).await);
+                let Some(id) = ids.choose(&mut rng) else {
+                    break;
+                };
+                tally(
+                    &mut outcome,
+                    api.collect(id, &["Generic.Client.Info"]).await,
+                );
                 next += every;
                 tokio::select! {
                     _ = tokio::time::sleep_until(next.into()) => {}
@@ -96,7 +117,12 @@ async fn schedule(plan: &DriverPlan, target: &ApiTarget, mut stop: watch::Receiv
 const SCHEDULING_CONNECTIONS: usize = 32;
 
 /// One collection for every agent in `ids`, over [`SCHEDULING_CONNECTIONS`] connections.
-async fn schedule_everyone(target: &ApiTarget, ids: Vec<String>, outcome: &mut DriverOutcome, stop: &watch::Receiver<bool>) -> Result<()> {
+async fn schedule_everyone(
+    target: &ApiTarget,
+    ids: Vec<String>,
+    outcome: &mut DriverOutcome,
+    stop: &watch::Receiver<bool>,
+) -> Result<()> {
     let queue = std::sync::Arc::new(std::sync::Mutex::new(ids));
     let mut workers = Vec::new();
     for _ in 0..SCHEDULING_CONNECTIONS {
@@ -105,7 +131,10 @@ async fn schedule_everyone(target: &ApiTarget, ids: Vec<String>, outcome: &mut D
             let mut part = DriverOutcome::default();
             let mut api = ApiClient::connect(&target).await?;
             loop {
-                let next = queue.lock().expect("no worker panics holding the queue").pop();
+                let next = queue
+                    .lock()
+                    .expect("no worker panics holding the queue")
+                    .pop();
                 let Some(id) = next else { break };
                 if *stop.borrow() {
                     break;
@@ -137,7 +166,11 @@ fn tally(outcome: &mut DriverOutcome, result: Result<String>) {
 
 /// Client ids the API shows as connected, once there are `want` of them (or the wait
 /// runs out).
-async fn wait_connected(api: &mut ApiClient, want: usize, stop: &mut watch::Receiver<bool>) -> Result<Vec<String>> {
+async fn wait_connected(
+    api: &mut ApiClient,
+    want: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Vec<String>> {
     let started = Instant::now();
     loop {
         let (total, _) = connected_page(api, 0, 1).await?;
@@ -162,13 +195,23 @@ async fn wait_connected(api: &mut ApiClient, want: usize, stop: &mut watch::Rece
 const API_PAGE: usize = 10_000;
 
 /// (total connected, ids of this page).
-async fn connected_page(api: &mut ApiClient, offset: usize, limit: usize) -> Result<(usize, Vec<String>)> {
+async fn connected_page(
+    api: &mut ApiClient,
+    offset: usize,
+    limit: usize,
+) -> Result<(usize, Vec<String>)> {
     let path = format!("/api/v1/clients?connected=true&offset={offset}&limit={limit}");
     let (_, body, _) = api.request("GET", &path, None).await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     let ids = v["items"]
         .as_array()
-        .map(|items| items.iter().filter(|c| c["connected"] == true).filter_map(|c| c["client_id"].as_str().map(String::from)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter(|c| c["connected"] == true)
+                .filter_map(|c| c["client_id"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     Ok((v["total"].as_u64().unwrap_or(0) as usize, ids))
 }
@@ -176,7 +219,11 @@ async fn connected_page(api: &mut ApiClient, offset: usize, limit: usize) -> Res
 /// GETs a cheap API route at a fixed rate. Latency counts from when a request was due,
 /// not when it was sent, so a stalled server shows up in the percentiles instead of as
 /// fewer samples (no coordinated omission).
-async fn probe(target: ApiTarget, rate_per_second: f64, stop: watch::Receiver<bool>) -> Result<Histogram<u64>> {
+async fn probe(
+    target: ApiTarget,
+    rate_per_second: f64,
+    stop: watch::Receiver<bool>,
+) -> Result<Histogram<u64>> {
     let mut hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut api = ApiClient::connect(&target).await?;
     let every = Duration::from_secs_f64(1.0 / rate_per_second);

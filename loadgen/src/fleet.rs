@@ -17,16 +17,27 @@ use crate::stats::{AgentObserver, CountingTicketStore, Stats};
 use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP};
 
 pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
-    let urls = config.client.server_urls.iter().map(|u| ServerUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    let urls = config
+        .client
+        .server_urls
+        .iter()
+        .map(|u| ServerUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
     let identities = load_identities(&args)?;
     let fleet_size = args.first_agent + args.clients;
-    let source_ips = if args.source_ips == 0 { fleet_size.div_ceil(AGENTS_PER_SOURCE_IP).max(1) } else { args.source_ips };
+    let source_ips = if args.source_ips == 0 {
+        fleet_size.div_ceil(AGENTS_PER_SOURCE_IP).max(1)
+    } else {
+        args.source_ips
+    };
     let stats = Arc::new(Stats::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(SyntheticRunner::for_args(&args));
     let ca_pem: Arc<str> = config.client.ca_certificate.as_str().into();
     // Workers only run agents; the coordinator (or a lone process) drives the scenario.
-    let driver = (!args.worker).then(|| args.driver_plan(&config.client.ca_certificate)).transpose()?;
+    let driver = (!args.worker)
+        .then(|| args.driver_plan(&config.client.ca_certificate))
+        .transpose()?;
     let driver = driver.map(|plan| tokio::spawn(crate::driver::drive(plan, stop_rx.clone())));
     let storm = storm_signals()?;
     let started = Instant::now();
@@ -36,15 +47,27 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
         let plan = AgentPlan {
             urls: urls.clone(),
             local_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)),
-            info: pb::ClientInfo { hostname: format!("loadgen-{i}"), os: "linux".into(), version: "loadgen".into() },
+            info: pb::ClientInfo {
+                hostname: format!("loadgen-{i}"),
+                os: "linux".into(),
+                version: "loadgen".into(),
+            },
             max_upload_bytes: config.client.max_upload_bytes,
             drop_connection_every_uploads: args.drop_connection_every_uploads,
             ca_pem: ca_pem.clone(),
             identity,
         };
         let tls = plan.tls(&stats)?;
-        let observer = Arc::new(AgentObserver::new(stats.clone(), plan.identity.client_id().to_string()));
-        let (stop, storm, runner, stats) = (stop_rx.clone(), storm.clone(), runner.clone(), stats.clone());
+        let observer = Arc::new(AgentObserver::new(
+            stats.clone(),
+            plan.identity.client_id().to_string(),
+        ));
+        let (stop, storm, runner, stats) = (
+            stop_rx.clone(),
+            storm.clone(),
+            runner.clone(),
+            stats.clone(),
+        );
         let delay = Duration::from_micros(local as u64 * 1_000_000 / args.ramp_per_second.max(1));
         agents.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -62,7 +85,9 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(&report)?;
     match &args.report {
-        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => println!("{text}"),
     }
     if !args.worker {
@@ -79,12 +104,18 @@ fn load_identities(args: &Args) -> Result<Vec<AgentIdentity>> {
     let mut out = Vec::with_capacity(args.clients);
     for i in args.first_agent..args.first_agent + args.clients {
         let identity = match &args.identity_dir {
-            Some(dir) => packhunt::agent::writeback::load_or_create(&dir.join(format!("agent-{i}.toml")))?,
+            Some(dir) => {
+                packhunt::agent::writeback::load_or_create(&dir.join(format!("agent-{i}.toml")))?
+            }
             None => AgentIdentity::generate()?,
         };
         out.push(identity);
     }
-    eprintln!("loadgen: {} agent identities ready in {:.1}s", out.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "loadgen: {} agent identities ready in {:.1}s",
+        out.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(out)
 }
 
@@ -94,8 +125,10 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut connect_all = None;
     let mut last_bytes = 0u64;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {
         let tick = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {
@@ -104,13 +137,18 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
             _ = async { if let Some(s) = terminate.as_mut() { s.recv().await; } else { std::future::pending::<()>().await } } => return connect_all,
         }
         let connected = stats.connected.load(Ordering::Relaxed);
-        if connect_all.is_none() && stats.ever_connected.load(Ordering::Relaxed) as usize >= args.clients {
+        if connect_all.is_none()
+            && stats.ever_connected.load(Ordering::Relaxed) as usize >= args.clients
+        {
             connect_all = Some(started.elapsed());
         }
         let point = stats.snapshot(started.elapsed().as_secs());
         if args.worker {
             // The coordinator reads these lines and prints one line for the fleet.
-            println!("{}", serde_json::to_string(&point).expect("points serialise"));
+            println!(
+                "{}",
+                serde_json::to_string(&point).expect("points serialise")
+            );
         }
         stats.record_point(point);
         let bytes = stats.upload_bytes.load(Ordering::Relaxed);
@@ -129,7 +167,9 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
         }
         last_bytes = bytes;
         let flows = stats.flows_done.load(Ordering::Relaxed);
-        if Instant::now() >= deadline || (args.exit_after_flows > 0 && flows >= args.exit_after_flows) {
+        if Instant::now() >= deadline
+            || (args.exit_after_flows > 0 && flows >= args.exit_after_flows)
+        {
             return connect_all;
         }
     }
@@ -146,8 +186,10 @@ struct Storm {
 /// SIGUSR1: storm with tickets kept; SIGUSR2: storm with fresh TLS configs.
 fn storm_signals() -> Result<tokio::sync::watch::Receiver<Storm>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut resume = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-    let mut fresh = signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
+    let mut resume =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut fresh =
+        signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     let (tx, rx) = tokio::sync::watch::channel(Storm::default());
     tokio::spawn(async move {
         loop {
@@ -156,8 +198,21 @@ fn storm_signals() -> Result<tokio::sync::watch::Receiver<Storm>> {
                 Some(()) = fresh.recv() => true,
                 else => return,
             };
-            tx.send_modify(|s| *s = Storm { count: s.count + 1, fresh_tls });
-            eprintln!("loadgen: reconnect storm {} ({})", tx.borrow().count, if fresh_tls { "full handshakes" } else { "resumed" });
+            tx.send_modify(|s| {
+                *s = Storm {
+                    count: s.count + 1,
+                    fresh_tls,
+                }
+            });
+            eprintln!(
+                "loadgen: reconnect storm {} ({})",
+                tx.borrow().count,
+                if fresh_tls {
+                    "full handshakes"
+                } else {
+                    "resumed"
+                }
+            );
         }
     });
     Ok(rx)
@@ -177,9 +232,14 @@ struct AgentPlan {
 impl AgentPlan {
     /// The agent's own client config, with its ticket cache counting the tickets offered.
     fn tls(&self, stats: &Arc<Stats>) -> Result<Arc<rustls::ClientConfig>> {
-        let config = packhunt::tls::client::agent_client_config(&self.ca_pem, self.identity.rustls_cert_chain(), self.identity.rustls_private_key())?;
+        let config = packhunt::tls::client::agent_client_config(
+            &self.ca_pem,
+            self.identity.rustls_cert_chain(),
+            self.identity.rustls_private_key(),
+        )?;
         let mut config = Arc::unwrap_or_clone(config);
-        config.resumption = rustls::client::Resumption::store(Arc::new(CountingTicketStore::new(stats.clone())));
+        config.resumption =
+            rustls::client::Resumption::store(Arc::new(CountingTicketStore::new(stats.clone())));
         Ok(Arc::new(config))
     }
 
@@ -216,7 +276,15 @@ impl AgentPlan {
                 }
                 let _ = phase_tx.send(true);
             };
-            tokio::join!(run::run(self.options(tls.clone()), runner.clone(), observer.clone(), phase_rx), phase_over);
+            tokio::join!(
+                run::run(
+                    self.options(tls.clone()),
+                    runner.clone(),
+                    observer.clone(),
+                    phase_rx
+                ),
+                phase_over
+            );
             if *stop.borrow() {
                 return;
             }

@@ -83,10 +83,18 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
     ensure!(n > 0, "--measure-handshake needs at least one handshake");
     let server_cfg = packhunt::config::ServerConfig::load(server_config)?;
     let client_cfg = packhunt::config::ClientConfig::load(client_config)?;
-    let server = packhunt::tls::server::agent_server_config(&server_cfg.frontend.certificate, &server_cfg.frontend.private_key)?;
-    let url = client_cfg.client.server_urls.first().context("client config has no server_urls")?;
+    let server = packhunt::tls::server::agent_server_config(
+        &server_cfg.frontend.certificate,
+        &server_cfg.frontend.private_key,
+    )?;
+    let url = client_cfg
+        .client
+        .server_urls
+        .first()
+        .context("client config has no server_urls")?;
     let host = packhunt::config::url::ServerUrl::parse(url)?.host;
-    let name = ServerName::try_from(host.clone()).map_err(|_| anyhow::anyhow!("bad server name `{host}`"))?;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| anyhow::anyhow!("bad server name `{host}`"))?;
     let mut full_clients = Vec::with_capacity(IDENTITIES);
     let mut resuming_clients = Vec::with_capacity(IDENTITIES);
     for _ in 0..IDENTITIES {
@@ -112,12 +120,26 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
     while full.count < n || resumed.count < n {
         for _ in 0..BLOCK {
             let record = i >= WARMUP;
-            full.run(&server, &full_clients[i % IDENTITIES], &name, overhead, record, n)?;
+            full.run(
+                &server,
+                &full_clients[i % IDENTITIES],
+                &name,
+                overhead,
+                record,
+                n,
+            )?;
             i += 1;
         }
         for j in 0..BLOCK {
             let record = i - BLOCK + j >= WARMUP;
-            resumed.run(&server, &resuming_clients[(i + j) % IDENTITIES], &name, overhead, record, n)?;
+            resumed.run(
+                &server,
+                &resuming_clients[(i + j) % IDENTITIES],
+                &name,
+                overhead,
+                record,
+                n,
+            )?;
         }
     }
     let (full, resumed) = (full.report(), resumed.report());
@@ -126,7 +148,8 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
         // SAFETY: sched_getcpu has no preconditions.
         cpu: unsafe { libc::sched_getcpu() },
         timer_overhead_ns: overhead.as_nanos() as u64,
-        resumed_to_full_ratio: resumed.server_cpu_us_mean / full.server_cpu_us_mean.max(f64::MIN_POSITIVE),
+        resumed_to_full_ratio: resumed.server_cpu_us_mean
+            / full.server_cpu_us_mean.max(f64::MIN_POSITIVE),
         full,
         resumed,
     })
@@ -144,7 +167,13 @@ struct Arm {
 impl Arm {
     fn new() -> Result<Self> {
         let cpu_ns = Histogram::new_with_bounds(1, 10_000_000_000, 3)?;
-        Ok(Self { count: 0, saw_resumed: 0, cpu_ns, cpu_total: Duration::ZERO, wall_total: Duration::ZERO })
+        Ok(Self {
+            count: 0,
+            saw_resumed: 0,
+            cpu_ns,
+            cpu_total: Duration::ZERO,
+            wall_total: Duration::ZERO,
+        })
     }
 
     fn run(
@@ -185,7 +214,11 @@ impl Arm {
 /// One handshake through memory, including the server's session ticket reaching the
 /// client (so the next handshake of a resuming client can use it). Returns the time spent
 /// in server calls and how the server saw the handshake.
-fn handshake(server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig>, name: &ServerName<'static>) -> Result<(ServerTime, Option<HandshakeKind>)> {
+fn handshake(
+    server_cfg: &Arc<ServerConfig>,
+    client_cfg: &Arc<ClientConfig>,
+    name: &ServerName<'static>,
+) -> Result<(ServerTime, Option<HandshakeKind>)> {
     let mut time = ServerTime::default();
     let mut client = ClientConnection::new(client_cfg.clone(), name.clone())?;
     let mut server = time.time(|| ServerConnection::new(server_cfg.clone()))?;
@@ -248,10 +281,16 @@ impl TlsSide for ServerConnection {
 }
 
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid, writable timespec; the clock id is a constant Linux knows.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    debug_assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is always available on Linux");
+    debug_assert_eq!(
+        rc, 0,
+        "CLOCK_THREAD_CPUTIME_ID is always available on Linux"
+    );
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
@@ -281,7 +320,12 @@ mod tests {
         let mut opts = packhunt::config::generate::GenerateOptions::new(&dir);
         opts.admin_password = Some("pw".into());
         let generated = packhunt::config::generate::generate(&opts).unwrap();
-        let report = measure(&generated.server_config_path, &generated.client_config_path, 20).unwrap();
+        let report = measure(
+            &generated.server_config_path,
+            &generated.client_config_path,
+            20,
+        )
+        .unwrap();
         assert_eq!(report.full.count, 20);
         assert_eq!(report.full.server_saw_resumed, 0);
         assert_eq!(report.resumed.count, 20);

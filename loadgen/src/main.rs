@@ -158,9 +158,13 @@ const PSLIST_ROW_BYTES: u64 = 250;
 
 impl SyntheticRunner {
     pub fn for_args(args: &Args) -> Self {
-        let for_upload = (args.scenario == driver::Scenario::Upload).then(|| (args.upload_bytes_per_agent / PSLIST_ROW_BYTES).max(1) as usize);
+        let for_upload = (args.scenario == driver::Scenario::Upload)
+            .then(|| (args.upload_bytes_per_agent / PSLIST_ROW_BYTES).max(1) as usize);
         let rows = args.pslist_rows.or(for_upload);
-        Self { pslist_rows: rows, made: Default::default() }
+        Self {
+            pslist_rows: rows,
+            made: Default::default(),
+        }
     }
 }
 
@@ -176,7 +180,12 @@ impl Runner for SyntheticRunner {
                 };
                 let jsonl = self.output(&a.name, count);
                 let rows = jsonl.iter().filter(|&&b| b == b'\n').count() as u64;
-                ArtifactOutput { name: a.name.clone(), jsonl, rows, error: None }
+                ArtifactOutput {
+                    name: a.name.clone(),
+                    jsonl,
+                    rows,
+                    error: None,
+                }
             })
             .collect()
     }
@@ -188,11 +197,18 @@ impl Runner for SyntheticRunner {
 
 impl SyntheticRunner {
     fn output(&self, artifact: &str, count: usize) -> bytes::Bytes {
-        let mut made = self.made.lock().expect("no thread panics holding the cache");
+        let mut made = self
+            .made
+            .lock()
+            .expect("no thread panics holding the cache");
         made.entry((artifact.to_string(), count))
             .or_insert_with(|| {
                 let mut jsonl = Vec::new();
-                let rows = packhunt::agent::artifacts::synthetic::synthetic_rows(artifact, count, fnv1a(artifact.as_bytes()));
+                let rows = packhunt::agent::artifacts::synthetic::synthetic_rows(
+                    artifact,
+                    count,
+                    fnv1a(artifact.as_bytes()),
+                );
                 rows.iter().for_each(|r| push_row(&mut jsonl, r));
                 jsonl.into()
             })
@@ -201,7 +217,9 @@ impl SyntheticRunner {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn main() {
@@ -223,7 +241,10 @@ fn run() -> Result<()> {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let report: stats::Report =
             serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
-        println!("{}", serde_json::to_string_pretty(&stats::task_latency_through(&report, &args.frontend)?)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats::task_latency_through(&report, &args.frontend)?)?
+        );
         return Ok(());
     }
     // Every process (this one, or each worker) holds at most this many agents.
@@ -232,7 +253,10 @@ fn run() -> Result<()> {
     if !args.worker && args.clients > args.agents_per_worker {
         return coordinator::run(&args);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(fleet::run_fleet(args, config))
 }
 
@@ -253,8 +277,11 @@ fn check_fd_budget(clients: usize) -> Result<()> {
 fn libc_rlimit_nofile() -> u64 {
     std::fs::read_to_string("/proc/self/limits")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("Max open files")).map(str::to_string))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
-

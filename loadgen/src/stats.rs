@@ -117,7 +117,12 @@ impl Stats {
         let latency_us = latency_us.max(1);
         let _ = self.task_latency_us.lock().unwrap().record(latency_us);
         if let Some(slot) = frontend {
-            if let Some((_, h)) = self.task_latency_by_frontend_us.lock().unwrap().get_mut(slot) {
+            if let Some((_, h)) = self
+                .task_latency_by_frontend_us
+                .lock()
+                .unwrap()
+                .get_mut(slot)
+            {
                 let _ = h.record(latency_us);
             }
         }
@@ -162,13 +167,18 @@ const TICKET_CACHE_ENTRIES: usize = 256;
 
 impl CountingTicketStore {
     pub fn new(stats: std::sync::Arc<Stats>) -> Self {
-        Self { inner: rustls::client::ClientSessionMemoryCache::new(TICKET_CACHE_ENTRIES), stats }
+        Self {
+            inner: rustls::client::ClientSessionMemoryCache::new(TICKET_CACHE_ENTRIES),
+            stats,
+        }
     }
 }
 
 impl std::fmt::Debug for CountingTicketStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountingTicketStore").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("CountingTicketStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,19 +189,33 @@ impl rustls::client::ClientSessionStore for CountingTicketStore {
     fn kx_hint(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
         self.inner.kx_hint(name)
     }
-    fn set_tls12_session(&self, name: rustls::pki_types::ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+    fn set_tls12_session(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
         self.inner.set_tls12_session(name, value)
     }
-    fn tls12_session(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+    fn tls12_session(
+        &self,
+        name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
         self.inner.tls12_session(name)
     }
     fn remove_tls12_session(&self, name: &rustls::pki_types::ServerName<'static>) {
         self.inner.remove_tls12_session(name)
     }
-    fn insert_tls13_ticket(&self, name: rustls::pki_types::ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+    fn insert_tls13_ticket(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
         self.inner.insert_tls13_ticket(name, value)
     }
-    fn take_tls13_ticket(&self, name: &rustls::pki_types::ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+    fn take_tls13_ticket(
+        &self,
+        name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
         let ticket = self.inner.take_tls13_ticket(name);
         if ticket.is_some() {
             self.stats.tickets_offered.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +226,10 @@ impl rustls::client::ClientSessionStore for CountingTicketStore {
 
 impl Observer for AgentObserver {
     fn connected(&self, url: &ServerUrl, connect_time: Duration, first: bool) {
-        self.frontend.store(self.stats.frontend_slot(&url.to_string()), Ordering::Relaxed);
+        self.frontend.store(
+            self.stats.frontend_slot(&url.to_string()),
+            Ordering::Relaxed,
+        );
         let first = first && !self.connected_before.swap(true, Ordering::Relaxed);
         let s = &self.stats;
         let now = s.connected.fetch_add(1, Ordering::Relaxed) + 1;
@@ -212,16 +239,29 @@ impl Observer for AgentObserver {
         } else {
             s.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = s.connect_us.lock().unwrap().record((connect_time.as_micros() as u64).max(1));
+        let _ = s
+            .connect_us
+            .lock()
+            .unwrap()
+            .record((connect_time.as_micros() as u64).max(1));
     }
     fn disconnected(&self, _why: &str) {
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
     }
     fn task_received(&self, task: &pb::Task, received_us: u64) {
         self.stats.tasks.fetch_add(1, Ordering::Relaxed);
-        let _ = self.stats.first_task_unix_us.compare_exchange(0, received_us, Ordering::Relaxed, Ordering::Relaxed);
-        self.stats.first_task_unix_us.fetch_min(received_us, Ordering::Relaxed);
-        self.stats.last_task_unix_us.fetch_max(received_us, Ordering::Relaxed);
+        let _ = self.stats.first_task_unix_us.compare_exchange(
+            0,
+            received_us,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.stats
+            .first_task_unix_us
+            .fetch_min(received_us, Ordering::Relaxed);
+        self.stats
+            .last_task_unix_us
+            .fetch_max(received_us, Ordering::Relaxed);
         let latency = received_us.saturating_sub(task.create_time_us);
         let frontend = Some(self.frontend.load(Ordering::Relaxed)).filter(|&i| i != NO_FRONTEND);
         self.stats.record_task_latency(frontend, latency);
@@ -232,7 +272,11 @@ impl Observer for AgentObserver {
     }
     fn flow_done(&self, flow_id: &str, rows: u64) {
         self.stats.flows_done.fetch_add(1, Ordering::Relaxed);
-        self.stats.flows.lock().unwrap().insert(flow_id.to_string(), (self.client_id.clone(), rows));
+        self.stats
+            .flows
+            .lock()
+            .unwrap()
+            .insert(flow_id.to_string(), (self.client_id.clone(), rows));
     }
     fn error(&self, what: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +361,9 @@ pub struct Report {
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let mut bytes = Vec::new();
-    V2Serializer::new().serialize(h, &mut bytes).expect("serialising to memory cannot fail");
+    V2Serializer::new()
+        .serialize(h, &mut bytes)
+        .expect("serialising to memory cannot fail");
     Percentiles {
         count: h.len(),
         p50_us: h.value_at_quantile(0.5),
@@ -329,19 +375,32 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 }
 
 fn histogram_of(p: &Percentiles) -> Result<Histogram<u64>> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(&p.histogram_v2).context("histogram base64")?;
-    Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).map_err(|e| anyhow::anyhow!("histogram: {e:?}"))
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&p.histogram_v2)
+        .context("histogram base64")?;
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| anyhow::anyhow!("histogram: {e:?}"))
 }
 
 impl Stats {
-    pub fn report(&self, clients: usize, duration: Duration, connect_all: Option<Duration>) -> Report {
+    pub fn report(
+        &self,
+        clients: usize,
+        duration: Duration,
+        connect_all: Option<Duration>,
+    ) -> Report {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut flows: Vec<FlowReport> = self
             .flows
             .lock()
             .unwrap()
             .iter()
-            .map(|(f, (c, r))| FlowReport { client_id: c.clone(), flow_id: f.clone(), rows: *r })
+            .map(|(f, (c, r))| FlowReport {
+                client_id: c.clone(),
+                flow_id: f.clone(),
+                rows: *r,
+            })
             .collect();
         flows.sort_by(|a, b| a.flow_id.cmp(&b.flow_id));
         Report {
@@ -371,7 +430,9 @@ impl Stats {
                 .collect(),
             upload_bytes: l(&self.upload_bytes),
             upload_rows: l(&self.upload_rows),
-            upload_mb_per_second: l(&self.upload_bytes) as f64 / 1e6 / duration.as_secs_f64().max(1e-9),
+            upload_mb_per_second: l(&self.upload_bytes) as f64
+                / 1e6
+                / duration.as_secs_f64().max(1e-9),
             flows_completed: l(&self.flows_done),
             errors: l(&self.errors),
             last_error: self.last_error(),
@@ -385,7 +446,11 @@ impl Stats {
 
 impl Report {
     /// Adds what the scenario driver did and measured.
-    pub fn add_driver(&mut self, scenario: crate::driver::Scenario, outcome: crate::driver::DriverOutcome) {
+    pub fn add_driver(
+        &mut self,
+        scenario: crate::driver::Scenario,
+        outcome: crate::driver::DriverOutcome,
+    ) {
         self.scenario = Some(scenario);
         self.collections_scheduled = outcome.collections_scheduled;
         self.schedule_errors = outcome.schedule_errors;
@@ -399,10 +464,19 @@ pub fn task_latency_through(report: &Report, frontends: &[String]) -> Result<Per
     let mut merged = new_histogram();
     for url in frontends {
         let p = report.task_latency_by_frontend.get(url).with_context(|| {
-            let known: Vec<&str> = report.task_latency_by_frontend.keys().map(String::as_str).collect();
-            format!("no task arrived through {url} (tasks arrived through: {})", known.join(", "))
+            let known: Vec<&str> = report
+                .task_latency_by_frontend
+                .keys()
+                .map(String::as_str)
+                .collect();
+            format!(
+                "no task arrived through {url} (tasks arrived through: {})",
+                known.join(", ")
+            )
         })?;
-        merged.add(histogram_of(p)?).with_context(|| format!("merging task latencies of {url}"))?;
+        merged
+            .add(histogram_of(p)?)
+            .with_context(|| format!("merging task latencies of {url}"))?;
     }
     Ok(percentiles(&merged))
 }
@@ -412,7 +486,10 @@ pub fn sum_series(all: &[&[SeriesPoint]]) -> Vec<SeriesPoint> {
     let len = all.iter().map(|s| s.len()).max().unwrap_or(0);
     (0..len)
         .map(|i| {
-            let mut sum = SeriesPoint { t_s: i as u64 + 1, ..Default::default() };
+            let mut sum = SeriesPoint {
+                t_s: i as u64 + 1,
+                ..Default::default()
+            };
             for series in all {
                 // A worker that stopped early keeps its last counters.
                 if let Some(p) = series.get(i).or(series.last()) {
@@ -437,16 +514,29 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
     let mut latency = new_histogram();
     let mut by_frontend: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     for r in &reports {
-        connect.add(histogram_of(&r.connect_time)?).context("merging connect times")?;
-        latency.add(histogram_of(&r.task_latency)?).context("merging task latencies")?;
+        connect
+            .add(histogram_of(&r.connect_time)?)
+            .context("merging connect times")?;
+        latency
+            .add(histogram_of(&r.task_latency)?)
+            .context("merging task latencies")?;
         for (url, p) in &r.task_latency_by_frontend {
             let h = by_frontend.entry(url.clone()).or_insert_with(new_histogram);
-            h.add(histogram_of(p)?).with_context(|| format!("merging task latencies of {url}"))?;
+            h.add(histogram_of(p)?)
+                .with_context(|| format!("merging task latencies of {url}"))?;
         }
     }
-    let series = sum_series(&reports.iter().map(|r| r.series.as_slice()).collect::<Vec<_>>());
+    let series = sum_series(
+        &reports
+            .iter()
+            .map(|r| r.series.as_slice())
+            .collect::<Vec<_>>(),
+    );
     let duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
-    let connect_all = reports.iter().map(|r| r.time_to_connect_all_s).collect::<Option<Vec<f64>>>();
+    let connect_all = reports
+        .iter()
+        .map(|r| r.time_to_connect_all_s)
+        .collect::<Option<Vec<f64>>>();
     let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
     let upload_bytes = sum(|r| r.upload_bytes);
     Ok(Report {
@@ -466,7 +556,10 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         first_task_unix_us: reports.iter().filter_map(|r| r.first_task_unix_us).min(),
         last_task_unix_us: reports.iter().filter_map(|r| r.last_task_unix_us).max(),
         task_latency: percentiles(&latency),
-        task_latency_by_frontend: by_frontend.iter().map(|(url, h)| (url.clone(), percentiles(h))).collect(),
+        task_latency_by_frontend: by_frontend
+            .iter()
+            .map(|(url, h)| (url.clone(), percentiles(h)))
+            .collect(),
         upload_bytes,
         upload_rows: sum(|r| r.upload_rows),
         upload_mb_per_second: upload_bytes as f64 / 1e6 / duration_s.max(1e-9),
@@ -495,9 +588,21 @@ mod tests {
         }
         a.tasks.store(100, Ordering::Relaxed);
         b.tasks.store(100, Ordering::Relaxed);
-        a.record_point(SeriesPoint { t_s: 1, connected: 3, ..Default::default() });
-        b.record_point(SeriesPoint { t_s: 1, connected: 4, ..Default::default() });
-        let merged = merge(vec![a.report(10, Duration::from_secs(1), None), b.report(5, Duration::from_secs(2), None)]).unwrap();
+        a.record_point(SeriesPoint {
+            t_s: 1,
+            connected: 3,
+            ..Default::default()
+        });
+        b.record_point(SeriesPoint {
+            t_s: 1,
+            connected: 4,
+            ..Default::default()
+        });
+        let merged = merge(vec![
+            a.report(10, Duration::from_secs(1), None),
+            b.report(5, Duration::from_secs(2), None),
+        ])
+        .unwrap();
         assert_eq!(merged.clients, 15);
         assert_eq!(merged.tasks_received, 200);
         assert_eq!(merged.task_latency.count, 200);
@@ -513,7 +618,11 @@ mod tests {
         // whichever worker saw them. Method: two workers record disjoint value ranges for
         // a shared frontend plus one frontend each (all below 2,048 µs, where 3 significant
         // digits are exact); compare with known quantiles.
-        let (master, minion_a, minion_b) = ("https://127.0.0.1:1/", "https://127.0.0.1:2/", "https://127.0.0.1:3/");
+        let (master, minion_a, minion_b) = (
+            "https://127.0.0.1:1/",
+            "https://127.0.0.1:2/",
+            "https://127.0.0.1:3/",
+        );
         let a = Stats::new();
         let b = Stats::new();
         // Slots are per process: the same URL may sit at different indexes in each.
@@ -530,21 +639,46 @@ mod tests {
         }
         // A task before any connection counts overall only.
         a.record_task_latency(None, 5);
-        let reports = vec![a.report(1, Duration::from_secs(1), None), b.report(1, Duration::from_secs(1), None)];
+        let reports = vec![
+            a.report(1, Duration::from_secs(1), None),
+            b.report(1, Duration::from_secs(1), None),
+        ];
         let merged = merge(reports).unwrap();
         let by = &merged.task_latency_by_frontend;
         let listed: Vec<&str> = by.keys().map(String::as_str).collect();
-        assert_eq!(listed, vec![master, minion_a, minion_b], "frontends without tasks are left out");
-        assert_eq!((by[master].count, by[master].p50_us, by[master].p99_us, by[master].max_us), (200, 100, 198, 200));
-        assert_eq!((by[minion_a].count, by[minion_a].p50_us, by[minion_a].max_us), (100, 1_050, 1_100));
-        assert_eq!((by[minion_b].count, by[minion_b].p50_us, by[minion_b].max_us), (100, 1_550, 1_600));
+        assert_eq!(
+            listed,
+            vec![master, minion_a, minion_b],
+            "frontends without tasks are left out"
+        );
+        assert_eq!(
+            (
+                by[master].count,
+                by[master].p50_us,
+                by[master].p99_us,
+                by[master].max_us
+            ),
+            (200, 100, 198, 200)
+        );
+        assert_eq!(
+            (by[minion_a].count, by[minion_a].p50_us, by[minion_a].max_us),
+            (100, 1_050, 1_100)
+        );
+        assert_eq!(
+            (by[minion_b].count, by[minion_b].p50_us, by[minion_b].max_us),
+            (100, 1_550, 1_600)
+        );
         assert_eq!(merged.task_latency.count, 401);
         // The merged histogram itself travels: a second merge gives the same figures.
         let again = merge(vec![merged]).unwrap();
         assert_eq!(again.task_latency_by_frontend[master].p99_us, 198);
         // Both minions together: 1,001..1,100 and 1,501..1,600.
-        let minions = task_latency_through(&again, &[minion_a.to_string(), minion_b.to_string()]).unwrap();
-        assert_eq!((minions.count, minions.p50_us, minions.max_us), (200, 1_100, 1_600));
+        let minions =
+            task_latency_through(&again, &[minion_a.to_string(), minion_b.to_string()]).unwrap();
+        assert_eq!(
+            (minions.count, minions.p50_us, minions.max_us),
+            (200, 1_100, 1_600)
+        );
         let Err(err) = task_latency_through(&again, &["https://127.0.0.1:4/".to_string()]) else {
             panic!("a frontend without tasks is an error, not an empty histogram");
         };
@@ -579,14 +713,31 @@ mod tests {
         }
         let report = stats.report(1, Duration::from_secs(1), None);
         assert_eq!(report.task_latency.count, 3);
-        assert!((4_990..=5_010).contains(&report.task_latency.max_us), "latency is arrival − creation: {:?}", report.task_latency.max_us);
+        assert!(
+            (4_990..=5_010).contains(&report.task_latency.max_us),
+            "latency is arrival − creation: {:?}",
+            report.task_latency.max_us
+        );
         assert_eq!(report.task_latency_by_frontend[&one.to_string()].count, 1);
         assert_eq!(report.task_latency_by_frontend[&two.to_string()].count, 2);
-        let (first, last) = (report.first_task_unix_us.unwrap(), report.last_task_unix_us.unwrap());
-        assert!(first <= last && last <= now_us(), "arrivals {first}..{last}");
+        let (first, last) = (
+            report.first_task_unix_us.unwrap(),
+            report.last_task_unix_us.unwrap(),
+        );
+        assert!(
+            first <= last && last <= now_us(),
+            "arrivals {first}..{last}"
+        );
         let idle = Stats::new().report(1, Duration::from_secs(1), None);
-        assert_eq!((idle.first_task_unix_us, idle.last_task_unix_us), (None, None), "no task, no arrival time");
+        assert_eq!(
+            (idle.first_task_unix_us, idle.last_task_unix_us),
+            (None, None),
+            "no task, no arrival time"
+        );
         let merged = merge(vec![report, idle]).unwrap();
-        assert_eq!((merged.first_task_unix_us, merged.last_task_unix_us), (Some(first), Some(last)));
+        assert_eq!(
+            (merged.first_task_unix_us, merged.last_task_unix_us),
+            (Some(first), Some(last))
+        );
     }
 }

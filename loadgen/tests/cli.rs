@@ -6,10 +6,19 @@ use std::process::Command;
 
 #[test]
 fn help_names_the_fleet_options() {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--clients", "--duration-s", "--report", "--ramp-per-second", "--identity-dir"] {
+    for flag in [
+        "--clients",
+        "--duration-s",
+        "--report",
+        "--ramp-per-second",
+        "--identity-dir",
+    ] {
         assert!(text.contains(flag), "{flag} in --help");
     }
 }
@@ -17,7 +26,14 @@ fn help_names_the_fleet_options() {
 #[test]
 fn refuses_more_agents_than_open_files_allow() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--config", "/nonexistent.toml", "--clients", "100000000", "--agents-per-worker", "100000000"])
+        .args([
+            "--config",
+            "/nonexistent.toml",
+            "--clients",
+            "100000000",
+            "--agents-per-worker",
+            "100000000",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -70,8 +70,17 @@ pub async fn connect(
 ) -> Result<(Connection, TaskStream), CommsError> {
     let started = Instant::now();
     let fut = connect_inner(url, tls, local_ip);
-    let (send, tasks) = tokio::time::timeout(CONNECT_TIMEOUT, fut).await.map_err(|_| CommsError::Timeout(CONNECT_TIMEOUT))??;
-    Ok((Connection { send, url: url.clone(), connect_time: started.elapsed() }, tasks))
+    let (send, tasks) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .map_err(|_| CommsError::Timeout(CONNECT_TIMEOUT))??;
+    Ok((
+        Connection {
+            send,
+            url: url.clone(),
+            connect_time: started.elapsed(),
+        },
+        tasks,
+    ))
 }
 
 async fn connect_inner(
@@ -79,24 +88,41 @@ async fn connect_inner(
     tls: Arc<rustls::ClientConfig>,
     local_ip: Option<IpAddr>,
 ) -> Result<(SendRequest<Bytes>, TaskStream), CommsError> {
-    let io_err = |source| CommsError::Connect { url: url.to_string(), source };
+    let io_err = |source| CommsError::Connect {
+        url: url.to_string(),
+        source,
+    };
     let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
         .map_err(io_err)?
         .next()
-        .ok_or_else(|| io_err(std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address")))?;
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io_err)?;
+        .ok_or_else(|| {
+            io_err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "host has no address",
+            ))
+        })?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(io_err)?;
     if let Some(ip) = local_ip {
         defer_port_choice(&socket);
         socket.bind(SocketAddr::new(ip, 0)).map_err(io_err)?;
     }
     let tcp = socket.connect(addr).await.map_err(io_err)?;
     tcp.set_nodelay(true).map_err(io_err)?;
-    let name = ServerName::try_from(url.host.clone()).map_err(|_| CommsError::ServerName(url.host.clone()))?;
+    let name = ServerName::try_from(url.host.clone())
+        .map_err(|_| CommsError::ServerName(url.host.clone()))?;
     let tls_stream = TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|source| CommsError::Tls { url: url.to_string(), source })?;
+        .map_err(|source| CommsError::Tls {
+            url: url.to_string(),
+            source,
+        })?;
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(256 * 1024)
         .handshake::<_, Bytes>(tls_stream)
@@ -114,9 +140,15 @@ async fn connect_inner(
     let response = response.await?;
     if response.status() != 200 {
         let message = "task stream refused".to_string();
-        return Err(CommsError::Status { status: response.status().as_u16(), message });
+        return Err(CommsError::Status {
+            status: response.status().as_u16(),
+            message,
+        });
     }
-    let tasks = TaskStream { body: response.into_body(), decoder: FrameDecoder::new(crate::limits::MAX_TASK_FRAME_BYTES) };
+    let tasks = TaskStream {
+        body: response.into_body(),
+        decoder: FrameDecoder::new(crate::limits::MAX_TASK_FRAME_BYTES),
+    };
     Ok((send, tasks))
 }
 
@@ -148,13 +180,18 @@ impl Connection {
     /// Posts raw bytes as an upload body (tests use it to send hostile bodies).
     pub async fn post_raw(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {
         let fut = self.post_inner(body);
-        tokio::time::timeout(UPLOAD_TIMEOUT, fut).await.map_err(|_| CommsError::Timeout(UPLOAD_TIMEOUT))?
+        tokio::time::timeout(UPLOAD_TIMEOUT, fut)
+            .await
+            .map_err(|_| CommsError::Timeout(UPLOAD_TIMEOUT))?
     }
 
     async fn post_inner(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {
         let request = http::Request::builder()
             .method("POST")
-            .uri(format!("https://{}:{}{}", self.url.host, self.url.port, UPLOAD_PATH))
+            .uri(format!(
+                "https://{}:{}{}",
+                self.url.host, self.url.port, UPLOAD_PATH
+            ))
             .header("content-type", CONTENT_TYPE)
             .header("content-length", body.len())
             .body(())
@@ -191,8 +228,16 @@ impl Connection {
                 break;
             }
         }
-        let ack = decoder.next_frame().ok().flatten().and_then(|b| pb::UploadAck::decode(b).ok());
-        Ok(UploadReply { status, ack, retry_after })
+        let ack = decoder
+            .next_frame()
+            .ok()
+            .flatten()
+            .and_then(|b| pb::UploadAck::decode(b).ok());
+        Ok(UploadReply {
+            status,
+            ack,
+            retry_after,
+        })
     }
 }
 
@@ -207,7 +252,12 @@ async fn send_body(stream: &mut h2::SendStream<Bytes>, mut body: Bytes) -> Resul
         let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await;
         let n = match granted {
             Some(n) => n?,
-            None => return Err(CommsError::Status { status: 0, message: "stream closed while sending".into() }),
+            None => {
+                return Err(CommsError::Status {
+                    status: 0,
+                    message: "stream closed while sending".into(),
+                })
+            }
         };
         if n == 0 {
             continue;

@@ -46,8 +46,13 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(max_upload_bytes: u64) -> Self {
-        let max_rows_bytes = (max_upload_bytes as usize).saturating_sub(UPLOAD_OVERHEAD_BYTES).max(256);
-        Self { items: VecDeque::new(), max_rows_bytes }
+        let max_rows_bytes = (max_upload_bytes as usize)
+            .saturating_sub(UPLOAD_OVERHEAD_BYTES)
+            .max(256);
+        Self {
+            items: VecDeque::new(),
+            max_rows_bytes,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,7 +73,10 @@ impl Outbox {
 
     /// Queues a finished collection: its batches, then its status.
     pub fn add_flow(&mut self, flow_id: &str, outputs: Vec<ArtifactOutput>) {
-        let mut status = pb::FlowStatus { flow_id: flow_id.to_string(), ..Default::default() };
+        let mut status = pb::FlowStatus {
+            flow_id: flow_id.to_string(),
+            ..Default::default()
+        };
         for output in outputs {
             let batches = split_lines(&output.jsonl, self.max_rows_bytes);
             let count = batches.len() as u64;
@@ -85,7 +93,11 @@ impl Outbox {
             if let Some(e) = output.error {
                 status.errors.push(format!("{}: {e}", output.name));
             }
-            status.artifacts.push(pb::ArtifactRows { name: output.name, rows: output.rows, batches: count });
+            status.artifacts.push(pb::ArtifactRows {
+                name: output.name,
+                rows: output.rows,
+                batches: count,
+            });
         }
         if !status.errors.is_empty() {
             status.state = pb::flow_status::State::Error as i32;
@@ -97,10 +109,16 @@ impl Outbox {
     /// the later batches of the same artifact. When it is a single row that can't be
     /// split, the row is dropped and the flow's status records it.
     pub fn split_front(&mut self) {
-        let Some(OutItem::Batch(front)) = self.items.pop_front() else { return };
+        let Some(OutItem::Batch(front)) = self.items.pop_front() else {
+            return;
+        };
         let halves = split_lines(&front.jsonl, (front.jsonl.len() / 2).max(1));
         if front.row_count <= 1 || halves.len() < 2 {
-            let note = format!("{}: a row of {} bytes is above the server's upload limit", front.artifact, front.jsonl.len());
+            let note = format!(
+                "{}: a row of {} bytes is above the server's upload limit",
+                front.artifact,
+                front.jsonl.len()
+            );
             self.shift_seqs(&front, -1, Some(note), front.row_count as u64);
             return;
         }
@@ -109,13 +127,24 @@ impl Outbox {
         let (a, b) = halves.split_at(mid);
         let join = |parts: &[(Bytes, u32)]| {
             let mut v = Vec::new();
-            parts.iter().for_each(|(bytes, _)| v.extend_from_slice(bytes));
+            parts
+                .iter()
+                .for_each(|(bytes, _)| v.extend_from_slice(bytes));
             (Bytes::from(v), parts.iter().map(|(_, r)| r).sum::<u32>())
         };
         let ((ja, ra), (jb, rb)) = (join(a), join(b));
         self.shift_seqs(&front, 1, None, 0);
-        let second = pb::ResultBatch { seq: front.seq + 1, jsonl: jb, row_count: rb, ..front.clone() };
-        let first = pb::ResultBatch { jsonl: ja, row_count: ra, ..front };
+        let second = pb::ResultBatch {
+            seq: front.seq + 1,
+            jsonl: jb,
+            row_count: rb,
+            ..front.clone()
+        };
+        let first = pb::ResultBatch {
+            jsonl: ja,
+            row_count: ra,
+            ..front
+        };
         self.items.push_front(OutItem::Batch(second));
         self.items.push_front(OutItem::Batch(first));
     }
@@ -130,7 +159,13 @@ impl Outbox {
         before - self.items.len()
     }
 
-    fn shift_seqs(&mut self, front: &pb::ResultBatch, delta: i64, note: Option<String>, dropped_rows: u64) {
+    fn shift_seqs(
+        &mut self,
+        front: &pb::ResultBatch,
+        delta: i64,
+        note: Option<String>,
+        dropped_rows: u64,
+    ) {
         for item in self.items.iter_mut() {
             match item {
                 OutItem::Batch(b) if b.flow_id == front.flow_id && b.artifact == front.artifact => {
@@ -158,7 +193,10 @@ pub fn split_lines(jsonl: &Bytes, max_bytes: usize) -> Vec<(Bytes, u32)> {
     let mut out = Vec::new();
     let (mut start, mut pos, mut rows) = (0usize, 0usize, 0u32);
     while pos < jsonl.len() {
-        let end = jsonl[pos..].iter().position(|&b| b == b'\n').map_or(jsonl.len(), |i| pos + i + 1);
+        let end = jsonl[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(jsonl.len(), |i| pos + i + 1);
         if end - start > max_bytes && rows > 0 {
             out.push((jsonl.slice(start..pos), rows));
             start = pos;
@@ -178,14 +216,18 @@ mod tests {
     use super::*;
 
     fn rows(n: usize, width: usize) -> Vec<u8> {
-        (0..n).flat_map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(width)).into_bytes()).collect()
+        (0..n)
+            .flat_map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(width)).into_bytes())
+            .collect()
     }
 
     #[test]
     fn split_keeps_every_row_once_under_the_cap() {
         let data = Bytes::from(rows(100, 50));
         let parts = split_lines(&data, 700);
-        assert!(parts.iter().all(|(b, _)| b.len() <= 700 && b.ends_with(b"\n")));
+        assert!(parts
+            .iter()
+            .all(|(b, _)| b.len() <= 700 && b.ends_with(b"\n")));
         assert_eq!(parts.iter().map(|(_, r)| *r).sum::<u32>(), 100);
         let joined: Vec<u8> = parts.iter().flat_map(|(b, _)| b.to_vec()).collect();
         assert_eq!(joined, data);
@@ -194,16 +236,37 @@ mod tests {
     #[test]
     fn split_front_renumbers_later_batches() {
         let mut ob = Outbox::new(4096);
-        let out = ArtifactOutput { name: "A".into(), jsonl: rows(200, 40).into(), rows: 200, error: None };
+        let out = ArtifactOutput {
+            name: "A".into(),
+            jsonl: rows(200, 40).into(),
+            rows: 200,
+            error: None,
+        };
         ob.add_flow("F.0000000000000001", vec![out]);
         let before = ob.len();
         ob.split_front();
         assert_eq!(ob.len(), before + 1);
-        let seqs: Vec<u64> = ob.items.iter().filter_map(|i| match i { OutItem::Batch(b) => Some(b.seq), _ => None }).collect();
+        let seqs: Vec<u64> = ob
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                OutItem::Batch(b) => Some(b.seq),
+                _ => None,
+            })
+            .collect();
         assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
-        let total: u32 = ob.items.iter().filter_map(|i| match i { OutItem::Batch(b) => Some(b.row_count), _ => None }).sum();
+        let total: u32 = ob
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                OutItem::Batch(b) => Some(b.row_count),
+                _ => None,
+            })
+            .sum();
         assert_eq!(total, 200);
-        let Some(OutItem::Status(s)) = ob.items.back() else { panic!("status last") };
+        let Some(OutItem::Status(s)) = ob.items.back() else {
+            panic!("status last")
+        };
         assert_eq!(s.artifacts[0].batches as usize, seqs.len());
     }
 }

@@ -126,8 +126,11 @@ pub async fn run(
 /// Full jitter over an exponential ceiling: a fleet that lost its frontend at once
 /// comes back spread out instead of in one wave.
 pub fn backoff(round: u32) -> Duration {
-    let ceiling = AGENT_BACKOFF_MIN.saturating_mul(1u32 << round.min(16)).min(AGENT_BACKOFF_MAX);
-    let ms = rand::thread_rng().gen_range(AGENT_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
+    let ceiling = AGENT_BACKOFF_MIN
+        .saturating_mul(1u32 << round.min(16))
+        .min(AGENT_BACKOFF_MAX);
+    let ms = rand::thread_rng()
+        .gen_range(AGENT_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
     Duration::from_millis(ms)
 }
 
@@ -143,13 +146,17 @@ async fn session(
     let (tx, mut rx) = mpsc::channel::<(pb::Task, u64)>(MAX_QUEUED_TASKS);
     let reader = tokio::spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
-    let info = pb::Upload { kind: Some(pb::upload::Kind::Info(opts.info.clone())) };
+    let info = pb::Upload {
+        kind: Some(pb::upload::Kind::Info(opts.info.clone())),
+    };
     // The facts must land (the client list and hunt conditions read them): a busy
     // frontend's 503 means wait and send them again, not go on without.
     loop {
         match conn.upload(&info).await {
             Err(e) => return format!("client info: {e}"),
-            Ok(reply) if matches!(reply.status, 503 | 408) => tokio::time::sleep(overload_pause(&reply)).await,
+            Ok(reply) if matches!(reply.status, 503 | 408) => {
+                tokio::time::sleep(overload_pause(&reply)).await
+            }
             Ok(_) => break,
         }
     }
@@ -162,7 +169,11 @@ async fn session(
             uploads += 1;
             let every = opts.drop_connection_every_uploads;
             if every > 0 && uploads % every == 0 {
-                let item = state.outbox.front().expect("outbox is not empty").to_upload();
+                let item = state
+                    .outbox
+                    .front()
+                    .expect("outbox is not empty")
+                    .to_upload();
                 let _ = conn.upload(&item).await;
                 return "injected disconnect before the ack".to_string();
             }
@@ -190,11 +201,16 @@ fn accept_task(state: &mut AgentState, task: pb::Task, received_us: u64, observe
     }
 }
 
-async fn collect(runner: Arc<dyn Runner>, task: pb::Task) -> Vec<crate::agent::outbox::ArtifactOutput> {
+async fn collect(
+    runner: Arc<dyn Runner>,
+    task: pb::Task,
+) -> Vec<crate::agent::outbox::ArtifactOutput> {
     if !runner.is_blocking() {
         return runner.collect(&task);
     }
-    tokio::task::spawn_blocking(move || runner.collect(&task)).await.unwrap_or_default()
+    tokio::task::spawn_blocking(move || runner.collect(&task))
+        .await
+        .unwrap_or_default()
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -220,14 +236,25 @@ async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<(pb::Task, u64)>) {
 /// How long to wait after a 503/408: the server's Retry-After (capped), plus jitter so a
 /// fleet that was refused at once does not come back at once.
 fn overload_pause(reply: &crate::agent::comms::UploadReply) -> Duration {
-    let wait = reply.retry_after.unwrap_or(OVERLOAD_PAUSE).min(MAX_RETRY_AFTER);
+    let wait = reply
+        .retry_after
+        .unwrap_or(OVERLOAD_PAUSE)
+        .min(MAX_RETRY_AFTER);
     let jitter = rand::thread_rng().gen_range(0..=wait.as_millis() as u64 / 4);
     wait + Duration::from_millis(jitter)
 }
 
 /// Sends the outbox's front item and acts on the answer.
-async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: &dyn Observer) -> Result<(), CommsError> {
-    let item = state.outbox.front().expect("caller checked the outbox is not empty").clone();
+async fn deliver_front(
+    conn: &mut Connection,
+    state: &mut AgentState,
+    observer: &dyn Observer,
+) -> Result<(), CommsError> {
+    let item = state
+        .outbox
+        .front()
+        .expect("caller checked the outbox is not empty")
+        .clone();
     let reply = conn.upload(&item.to_upload()).await?;
     let (bytes, rows) = match &item {
         OutItem::Batch(b) => (b.jsonl.len() as u64, b.row_count as u64),
@@ -239,10 +266,16 @@ async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: 
     };
     match reply.status {
         200 => {
-            let status = reply.ack.as_ref().map(|a| a.status).unwrap_or(upload_ack::Status::Ok as i32);
+            let status = reply
+                .ack
+                .as_ref()
+                .map(|a| a.status)
+                .unwrap_or(upload_ack::Status::Ok as i32);
             if status == upload_ack::Status::OutOfOrder as i32 {
                 // The server lacks batches this agent no longer holds: give the flow up.
-                observer.error(&format!("flow {flow_id}: server expects another batch; dropping the flow"));
+                observer.error(&format!(
+                    "flow {flow_id}: server expects another batch; dropping the flow"
+                ));
                 state.outbox.drop_flow(&flow_id);
                 return Ok(());
             }
@@ -257,7 +290,9 @@ async fn deliver_front(conn: &mut Connection, state: &mut AgentState, observer: 
         503 | 408 => tokio::time::sleep(overload_pause(&reply)).await,
         status => {
             let message = reply.ack.map(|a| a.message).unwrap_or_default();
-            observer.error(&format!("flow {flow_id}: server refused an upload ({status}): {message}"));
+            observer.error(&format!(
+                "flow {flow_id}: server refused an upload ({status}): {message}"
+            ));
             state.outbox.drop_flow(&flow_id);
         }
     }

@@ -26,14 +26,20 @@ impl Runner for NativeRunner {
         task.artifacts
             .iter()
             .map(|request| {
-                let params: BTreeMap<String, String> = request.parameters.clone().into_iter().collect();
+                let params: BTreeMap<String, String> =
+                    request.parameters.clone().into_iter().collect();
                 let mut jsonl = Vec::new();
                 let mut rows = 0u64;
                 let result = crate::agent::artifacts::collect(&request.name, &params, &mut |row| {
                     push_row(&mut jsonl, &row);
                     rows += 1;
                 });
-                ArtifactOutput { name: request.name.clone(), jsonl: jsonl.into(), rows, error: result.err().map(|e| e.to_string()) }
+                ArtifactOutput {
+                    name: request.name.clone(),
+                    jsonl: jsonl.into(),
+                    rows,
+                    error: result.err().map(|e| e.to_string()),
+                }
             })
             .collect()
     }

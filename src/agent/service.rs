@@ -43,8 +43,16 @@ impl Observer for LogObserver {
 
 /// Facts the agent reports about its host after every connect.
 pub fn host_info() -> pb::ClientInfo {
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
-    pb::ClientInfo { hostname: read("/proc/sys/kernel/hostname"), os: "linux".into(), version: env!("CARGO_PKG_VERSION").into() }
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    pb::ClientInfo {
+        hostname: read("/proc/sys/kernel/hostname"),
+        os: "linux".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
 }
 
 pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
@@ -55,8 +63,20 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         identity.rustls_cert_chain(),
         identity.rustls_private_key(),
     )?;
-    let urls = config.client.server_urls.iter().map(|u| ServerUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-    let opts = AgentOptions { urls, tls, local_ip: None, info: host_info(), max_upload_bytes: config.client.max_upload_bytes, drop_connection_every_uploads: 0 };
+    let urls = config
+        .client
+        .server_urls
+        .iter()
+        .map(|u| ServerUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = AgentOptions {
+        urls,
+        tls,
+        local_ip: None,
+        info: host_info(),
+        max_upload_bytes: config.client.max_upload_bytes,
+        drop_connection_every_uploads: 0,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop().await;
@@ -68,7 +88,10 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
 
 async fn wait_for_stop() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

@@ -22,28 +22,42 @@ struct Writeback {
 
 /// Loads the identity from `path`, or makes one and writes it there.
 pub fn load_or_create(path: &Path) -> Result<AgentIdentity, WritebackError> {
-    let err = |message: String| WritebackError::File { path: path.display().to_string(), message };
+    let err = |message: String| WritebackError::File {
+        path: path.display().to_string(),
+        message,
+    };
     if path.exists() {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let wb: Writeback = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-        let identity = AgentIdentity::from_key_pem(&wb.private_key).map_err(|e| err(e.to_string()))?;
+        let identity =
+            AgentIdentity::from_key_pem(&wb.private_key).map_err(|e| err(e.to_string()))?;
         return Ok(identity);
     }
     let identity = AgentIdentity::generate().map_err(|e| err(e.to_string()))?;
-    let wb = Writeback { client_id: identity.client_id().to_string(), private_key: identity.key_pem().to_string() };
+    let wb = Writeback {
+        client_id: identity.client_id().to_string(),
+        private_key: identity.key_pem().to_string(),
+    };
     let text = toml::to_string(&wb).map_err(|e| err(e.to_string()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     }
     let tmp = path.with_extension("tmp");
-    write_private(&tmp, &text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| err(e.to_string()))?;
+    write_private(&tmp, &text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| err(e.to_string()))?;
     Ok(identity)
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
@@ -60,6 +74,9 @@ mod tests {
         let second = load_or_create(&path).unwrap();
         assert_eq!(first.client_id(), second.client_id());
         std::fs::write(&path, "garbage = [").unwrap();
-        assert!(load_or_create(&path).unwrap_err().to_string().contains("wb.toml"));
+        assert!(load_or_create(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("wb.toml"));
     }
 }

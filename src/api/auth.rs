@@ -31,7 +31,10 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(users: Vec<UserEntry>) -> Self {
-        Self { users, verified: RefCell::new(HashMap::new()) }
+        Self {
+            users,
+            verified: RefCell::new(HashMap::new()),
+        }
     }
 
     /// Checks an `Authorization` header value; None means 401.
@@ -52,13 +55,20 @@ impl Authenticator {
             verified.clear();
         }
         verified.insert(user.clone(), (digest, entry.role));
-        Some(Principal { user, role: entry.role })
+        Some(Principal {
+            user,
+            role: entry.role,
+        })
     }
 }
 
 fn parse_basic(header: &str) -> Option<(String, String)> {
-    let encoded = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
@@ -69,17 +79,27 @@ mod tests {
     use super::*;
 
     fn header(user: &str, pw: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        )
     }
 
     #[test]
     fn right_password_passes_wrong_one_fails_even_after_caching() {
         let hash = crate::config::generate::hash_password("s3cret");
-        let auth = Authenticator::new(vec![UserEntry { name: "admin".into(), password_hash: hash, role: Role::Administrator }]);
+        let auth = Authenticator::new(vec![UserEntry {
+            name: "admin".into(),
+            password_hash: hash,
+            role: Role::Administrator,
+        }]);
         assert!(auth.check(None).is_none());
         assert!(auth.check(Some("Bearer x")).is_none());
         assert!(auth.check(Some(&header("admin", "wrong"))).is_none());
-        assert_eq!(auth.check(Some(&header("admin", "s3cret"))).unwrap().role, Role::Administrator);
+        assert_eq!(
+            auth.check(Some(&header("admin", "s3cret"))).unwrap().role,
+            Role::Administrator
+        );
         // cached path
         assert!(auth.check(Some(&header("admin", "s3cret"))).is_some());
         assert!(auth.check(Some(&header("admin", "s3cret2"))).is_none());

@@ -9,7 +9,9 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::routes::{bytes_response, json_response, parse_number, requested_artifacts, shown, ApiError, ApiResult};
+use super::routes::{
+    bytes_response, json_response, parse_number, requested_artifacts, shown, ApiError, ApiResult,
+};
 use super::ApiCtx;
 use crate::datastore::hunt::{self, HuntCondition, HuntDoc, HuntState};
 use crate::datastore::{self, ArtifactName, DatastoreError};
@@ -34,7 +36,9 @@ impl From<HuntError> for ApiError {
 }
 
 fn hunts(ctx: &ApiCtx) -> Result<&Hunts, ApiError> {
-    ctx.hunts.as_deref().ok_or_else(|| ApiError::Unavailable("hunts are not available on this frontend (see its log)".into()))
+    ctx.hunts.as_deref().ok_or_else(|| {
+        ApiError::Unavailable("hunts are not available on this frontend (see its log)".into())
+    })
 }
 
 #[derive(Deserialize)]
@@ -52,7 +56,8 @@ struct HuntBody {
 
 pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
     let hunts = hunts(ctx)?;
-    let body: HuntBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let body: HuntBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
     let artifacts = requested_artifacts(&body.artifacts, &body.parameters)?;
     check_labels(&body.condition.labels)?;
     let now = crate::clock::now_ms();
@@ -73,30 +78,45 @@ pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
     offload(move || hunt::write_hunt(&ds, &written)).await?;
     let id = doc.hunt_id.clone();
     hunts.add(doc);
-    Ok(json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str() })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "hunt_id": id.as_str() }),
+    ))
 }
 
 pub fn list(ctx: &ApiCtx) -> ApiResult {
-    let items: Vec<serde_json::Value> = hunts(ctx)?.docs().iter().map(|(doc, stats)| hunt_json(doc, stats)).collect();
+    let items: Vec<serde_json::Value> = hunts(ctx)?
+        .docs()
+        .iter()
+        .map(|(doc, stats)| hunt_json(doc, stats))
+        .collect();
     Ok(json_response(StatusCode::OK, &json!({ "items": items })))
 }
 
 pub fn get(ctx: &ApiCtx, id: &str) -> ApiResult {
     let id = HuntId::parse(id)?;
-    let (doc, stats) = hunts(ctx)?.get(&id).ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
+    let (doc, stats) = hunts(ctx)?
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
     Ok(json_response(StatusCode::OK, &hunt_json(&doc, &stats)))
 }
 
 pub async fn start(ctx: &ApiCtx, id: &str) -> ApiResult {
     let id = HuntId::parse(id)?;
     let doc = hunts(ctx)?.start(&id).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() }),
+    ))
 }
 
 pub async fn stop(ctx: &ApiCtx, id: &str) -> ApiResult {
     let id = HuntId::parse(id)?;
     let doc = hunts(ctx)?.stop(&id).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() }),
+    ))
 }
 
 fn hunt_json(doc: &HuntDoc, stats: &HuntStats) -> serde_json::Value {
@@ -122,13 +142,22 @@ fn hunt_json(doc: &HuntDoc, stats: &HuntStats) -> serde_json::Value {
 pub async fn results(ctx: &ApiCtx, id: &str, query: &BTreeMap<String, String>) -> ApiResult {
     let id = HuntId::parse(id)?;
     let hunts = hunts(ctx)?;
-    let (doc, _) = hunts.get(&id).ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
+    let (doc, _) = hunts
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
     let artifact = match query.get("artifact") {
         Some(a) => a.clone(),
-        None => doc.artifacts.first().map(|a| a.name.to_string()).unwrap_or_default(),
+        None => doc
+            .artifacts
+            .first()
+            .map(|a| a.name.to_string())
+            .unwrap_or_default(),
     };
     if !doc.artifacts.iter().any(|a| a.name.as_str() == artifact) {
-        return Err(ApiError::BadRequest(format!("hunt {id} did not collect `{}`", shown(&artifact))));
+        return Err(ApiError::BadRequest(format!(
+            "hunt {id} did not collect `{}`",
+            shown(&artifact)
+        )));
     }
     let artifact = ArtifactName::parse(&artifact)?;
     let start_row = parse_number(query, "start_row", 0)?;
@@ -157,18 +186,27 @@ pub async fn results(ctx: &ApiCtx, id: &str, query: &BTreeMap<String, String>) -
     .await?;
     let (total, rows) = out;
     // Rows go out as the agent sent them: spliced in, not re-encoded.
-    let mut body = Vec::with_capacity(64 + rows.iter().map(|(_, _, r)| r.len() + 64).sum::<usize>());
-    body.extend_from_slice(format!("{{\"total_rows\":{total},\"start_row\":{start_row},\"rows\":[").as_bytes());
+    let mut body =
+        Vec::with_capacity(64 + rows.iter().map(|(_, _, r)| r.len() + 64).sum::<usize>());
+    body.extend_from_slice(
+        format!("{{\"total_rows\":{total},\"start_row\":{start_row},\"rows\":[").as_bytes(),
+    );
     for (i, (client, flow, row)) in rows.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(format!("{{\"client_id\":\"{client}\",\"flow_id\":\"{flow}\",\"row\":").as_bytes());
+        body.extend_from_slice(
+            format!("{{\"client_id\":\"{client}\",\"flow_id\":\"{flow}\",\"row\":").as_bytes(),
+        );
         body.extend_from_slice(row);
         body.push(b'}');
     }
     body.extend_from_slice(b"]}");
-    Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(body)))
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -182,29 +220,45 @@ struct LabelsBody {
 
 /// `POST /api/v1/clients/{id}/labels` `{"add":[…],"remove":[…]}` → `{"labels":[…]}`.
 pub async fn change_labels(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> ApiResult {
-    let body: LabelsBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let body: LabelsBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
     check_labels(&body.add)?;
     let client = ctx.datastore.client(client_id);
     let labels = offload(move || {
         if !client.path().exists() {
-            return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+            return Err(ApiError::NotFound(format!(
+                "client {} has never connected",
+                client.id()
+            )));
         }
-        let mut after: std::collections::BTreeSet<String> = datastore::read_client_info(&client)?.labels.into_iter().collect();
+        let mut after: std::collections::BTreeSet<String> = datastore::read_client_info(&client)?
+            .labels
+            .into_iter()
+            .collect();
         after.extend(body.add.iter().cloned());
         body.remove.iter().for_each(|l| {
             after.remove(l);
         });
         if after.len() > MAX_LABELS_PER_CLIENT {
-            return Err(ApiError::BadRequest(format!("a client may carry at most {MAX_LABELS_PER_CLIENT} labels")));
+            return Err(ApiError::BadRequest(format!(
+                "a client may carry at most {MAX_LABELS_PER_CLIENT} labels"
+            )));
         }
-        Ok(datastore::client_info::change_labels(&client, &body.add, &body.remove)?)
+        Ok(datastore::client_info::change_labels(
+            &client,
+            &body.add,
+            &body.remove,
+        )?)
     })
     .await?;
     // A label can make a connected agent match a running hunt.
     if let Some(hunts) = &ctx.hunts {
         hunts.reconsider(client_id);
     }
-    Ok(json_response(StatusCode::OK, &json!({ "client_id": client_id.as_str(), "labels": labels })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "client_id": client_id.as_str(), "labels": labels }),
+    ))
 }
 
 /// Labels are short words: letters, digits and `-_.:`; nothing that needs escaping in a
@@ -213,7 +267,9 @@ fn check_labels(labels: &[String]) -> Result<(), ApiError> {
     for label in labels {
         let ok = !label.is_empty()
             && label.chars().count() <= MAX_LABEL_CHARS
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
         if !ok {
             return Err(ApiError::BadRequest(format!(
                 "label `{}`: 1-{MAX_LABEL_CHARS} characters of letters, digits and -_.:",

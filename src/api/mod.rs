@@ -54,7 +54,12 @@ pub fn bind(address: &str, port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts GUI/API connections until shutdown.
-pub async fn serve(ctx: Rc<ApiCtx>, listener: TcpListener, tls: TlsAcceptor, shutdown: ShutdownSignal) {
+pub async fn serve(
+    ctx: Rc<ApiCtx>,
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    shutdown: ShutdownSignal,
+) {
     use futures::future::{self, Either};
     let mut shutdown = shutdown;
     loop {
@@ -76,7 +81,9 @@ pub async fn serve(ctx: Rc<ApiCtx>, listener: TcpListener, tls: TlsAcceptor, shu
         let _ = stream.set_nodelay(true);
         let (ctx, tls) = (ctx.clone(), tls.clone());
         glommio::spawn_local(async move {
-            let Ok(tls_stream) = tls.accept(stream).await else { return };
+            let Ok(tls_stream) = tls.accept(stream).await else {
+                return;
+            };
             let io = TokioIo::new(crate::transport::compat::TokioCompat::new(tls_stream));
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let ctx = ctx.clone();

@@ -14,9 +14,14 @@ use serde_json::json;
 
 use crate::api::{ApiCtx, ApiResponse};
 use crate::config::Role;
-use crate::datastore::{self, ArtifactName, Datastore, ArtifactRequestDoc, DatastoreError, Fault, FlowRequest, FlowState, FlowStatusDoc};
+use crate::datastore::{
+    self, ArtifactName, ArtifactRequestDoc, Datastore, DatastoreError, Fault, FlowRequest,
+    FlowState, FlowStatusDoc,
+};
 use crate::ids::{ClientId, FlowId};
-use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_LIMIT, MAX_RESULT_PAGE_ROWS};
+use crate::limits::{
+    DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_LIMIT, MAX_RESULT_PAGE_ROWS,
+};
 use crate::metrics::{metrics, FlowEvent};
 use crate::runtime::offload::offload;
 
@@ -74,34 +79,53 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
     let read = req.method() == Method::GET;
     let result = dispatch(ctx, req).await;
     let m = metrics();
-    if read { &m.api_read_latency } else { &m.api_write_latency }.observe(started.elapsed());
+    if read {
+        &m.api_read_latency
+    } else {
+        &m.api_write_latency
+    }
+    .observe(started.elapsed());
     result.unwrap_or_else(|e| {
         let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
         if matches!(e, ApiError::Unauthorized) {
             metrics().api_unauthorized.fetch_add(1, Ordering::Relaxed);
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"packhunt\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"packhunt\""),
+            );
         }
         resp
     })
 }
 
 async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let principal = ctx.auth.check(auth).ok_or(ApiError::Unauthorized)?;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query().unwrap_or(""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if method != Method::GET && principal.role != Role::Administrator {
-        return Err(ApiError::Forbidden(format!("user `{}` may only read", principal.user)));
+        return Err(ApiError::Forbidden(format!(
+            "user `{}` may only read",
+            principal.user
+        )));
     }
     if ctx.metrics_only && segments.as_slice() != ["metrics"] {
-        return Err(ApiError::NotFound("a minion serves only /metrics; use the master's API".into()));
+        return Err(ApiError::NotFound(
+            "a minion serves only /metrics; use the master's API".into(),
+        ));
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => Ok(html_response(crate::api::gui::INDEX_HTML)),
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
-        (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(StatusCode::OK, &crate::artifacts::catalogue_json())),
+        (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(
+            StatusCode::OK,
+            &crate::artifacts::catalogue_json(),
+        )),
         (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
         (&Method::GET, ["api", "v1", "clients"]) => list_clients(ctx, &query).await,
         (&Method::POST, ["api", "v1", "clients", id, "labels"]) => {
@@ -126,7 +150,9 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             read_body(req).await?;
             crate::api::hunts::stop(ctx, id).await
         }
-        (&Method::GET, ["api", "v1", "hunts", id, "results"]) => crate::api::hunts::results(ctx, id, &query).await,
+        (&Method::GET, ["api", "v1", "hunts", id, "results"]) => {
+            crate::api::hunts::results(ctx, id, &query).await
+        }
         (&Method::POST, ["api", "v1", "clients", id, "collections"]) => {
             let client_id = ClientId::parse(id)?;
             let body = read_body(req).await?;
@@ -137,14 +163,25 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             offload(move || list_collections(&ds, &client)).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow]) => {
-            let (ds, client, flow) = (ctx.datastore.clone(), ClientId::parse(id)?, FlowId::parse(flow)?);
+            let (ds, client, flow) = (
+                ctx.datastore.clone(),
+                ClientId::parse(id)?,
+                FlowId::parse(flow)?,
+            );
             offload(move || get_collection(&ds, &client, &flow)).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"]) => {
-            let (ds, client, flow) = (ctx.datastore.clone(), ClientId::parse(id)?, FlowId::parse(flow)?);
+            let (ds, client, flow) = (
+                ctx.datastore.clone(),
+                ClientId::parse(id)?,
+                FlowId::parse(flow)?,
+            );
             offload(move || results(&ds, &client, &flow, &query)).await
         }
-        _ => Err(ApiError::NotFound(format!("no route for {method} {}", shown(&path)))),
+        _ => Err(ApiError::NotFound(format!(
+            "no route for {method} {}",
+            shown(&path)
+        ))),
     }
 }
 
@@ -152,7 +189,12 @@ async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
     let limited = Limited::new(req.into_body(), MAX_API_BODY_BYTES);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::TooLarge)
+        }
         Err(e) => Err(ApiError::BadRequest(format!("reading body: {e}"))),
     }
 }
@@ -186,7 +228,11 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
     let only_connected = match query.get("connected").map(String::as_str) {
         None | Some("") | Some("false") => None,
         Some("true") => Some(ctx.presence.connected_ids()),
-        Some(_) => return Err(ApiError::BadRequest("`connected` must be true or false".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`connected` must be true or false".into(),
+            ))
+        }
     };
     let (total, page) = offload(move || {
         let mut page = Vec::new();
@@ -225,7 +271,11 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
             };
             // The stored last_seen is written at most every LAST_SEEN_WRITE_INTERVAL_MS; a
             // connected agent is being seen now.
-            let last_seen = if connected { last_seen.max(crate::clock::now_ms()) } else { last_seen };
+            let last_seen = if connected {
+                last_seen.max(crate::clock::now_ms())
+            } else {
+                last_seen
+            };
             json!({
                 "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
                 "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
@@ -233,7 +283,10 @@ async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResu
             })
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "items": items, "total": total })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "items": items, "total": total }),
+    ))
 }
 
 fn client_matches(id: &ClientId, info: Option<&datastore::ClientInfoDoc>, search: &str) -> bool {
@@ -261,16 +314,23 @@ pub(crate) fn requested_artifacts(
     artifacts: &[String],
     parameters: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 ) -> Result<Vec<ArtifactRequestDoc>, ApiError> {
-    let checked = crate::artifacts::validate_request(artifacts, parameters).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let checked = crate::artifacts::validate_request(artifacts, parameters)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let docs = checked
         .into_iter()
-        .map(|(name, parameters)| Ok(ArtifactRequestDoc { name: ArtifactName::parse(&name)?, parameters }))
+        .map(|(name, parameters)| {
+            Ok(ArtifactRequestDoc {
+                name: ArtifactName::parse(&name)?,
+                parameters,
+            })
+        })
         .collect::<Result<Vec<_>, DatastoreError>>()?;
     Ok(docs)
 }
 
 async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> ApiResult {
-    let body: CollectionBody = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let body: CollectionBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
     let artifacts = requested_artifacts(&body.artifacts, &body.parameters)?;
     let client = ctx.datastore.client(client_id);
     let flow_id = FlowId::random();
@@ -292,7 +352,10 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         move || {
             if !client.path().exists() {
                 if !connected {
-                    return Err(ApiError::NotFound(format!("client {} has never connected", client.id())));
+                    return Err(ApiError::NotFound(format!(
+                        "client {} has never connected",
+                        client.id()
+                    )));
                 }
                 datastore::atomic::ensure_dir(client.path(), client.fsync_documents())?;
             }
@@ -308,7 +371,10 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
     ctx.fleet.notify(client_id, &flow_id, frame).await;
     let flow = flow_id.clone();
     offload(move || datastore::sync_scheduled(&client, &flow)).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "flow_id": flow_id.as_str() }),
+    ))
 }
 
 fn list_collections(ds: &Datastore, client_id: &ClientId) -> ApiResult {
@@ -328,7 +394,11 @@ fn get_collection(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Api
 }
 
 /// status.json, with rows counted from the result sets while the flow is in progress.
-fn live_status(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<FlowStatusDoc, ApiError> {
+fn live_status(
+    ds: &Datastore,
+    client_id: &ClientId,
+    flow_id: &FlowId,
+) -> Result<FlowStatusDoc, ApiError> {
     let client = ds.client(client_id);
     let dir = client.flow(flow_id);
     let mut doc = datastore::read_status(&client, flow_id)?;
@@ -340,7 +410,10 @@ fn live_status(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result
             let s = datastore::summary(&dir.result_paths(&a.name))?;
             rows += s.rows;
             bytes += s.bytes;
-            doc.artifacts.push(datastore::ArtifactRowsDoc { name: a.name.clone(), rows: s.rows });
+            doc.artifacts.push(datastore::ArtifactRowsDoc {
+                name: a.name.clone(),
+                rows: s.rows,
+            });
         }
         doc.total_rows = rows;
         doc.total_bytes = bytes;
@@ -352,23 +425,45 @@ fn status_json(doc: &FlowStatusDoc) -> serde_json::Value {
     serde_json::to_value(doc).expect("status documents serialise")
 }
 
-fn results(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId, query: &BTreeMap<String, String>) -> ApiResult {
+fn results(
+    ds: &Datastore,
+    client_id: &ClientId,
+    flow_id: &FlowId,
+    query: &BTreeMap<String, String>,
+) -> ApiResult {
     let client = ds.client(client_id);
     let dir = client.flow(flow_id);
     let request = datastore::read_request(&client, flow_id)?;
     let artifact = match query.get("artifact") {
         Some(a) => a.clone(),
-        None => request.artifacts.first().map(|a| a.name.to_string()).unwrap_or_default(),
+        None => request
+            .artifacts
+            .first()
+            .map(|a| a.name.to_string())
+            .unwrap_or_default(),
     };
-    if !request.artifacts.iter().any(|a| a.name.as_str() == artifact) {
-        return Err(ApiError::BadRequest(format!("flow {flow_id} did not collect `{}`", shown(&artifact))));
+    if !request
+        .artifacts
+        .iter()
+        .any(|a| a.name.as_str() == artifact)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "flow {flow_id} did not collect `{}`",
+            shown(&artifact)
+        )));
     }
     let start_row = parse_number(query, "start_row", 0)?;
     let rows = parse_number(query, "rows", DEFAULT_RESULT_PAGE_ROWS)?.min(MAX_RESULT_PAGE_ROWS);
-    let (total, page) = datastore::read_rows(&dir.result_paths(&ArtifactName::parse(&artifact)?), start_row, rows)?;
+    let (total, page) = datastore::read_rows(
+        &dir.result_paths(&ArtifactName::parse(&artifact)?),
+        start_row,
+        rows,
+    )?;
     // Rows go out as the agent sent them: spliced in, not re-encoded.
     let mut out = Vec::with_capacity(64 + page.iter().map(|r| r.len() + 1).sum::<usize>());
-    out.extend_from_slice(format!("{{\"total_rows\":{total},\"start_row\":{start_row},\"rows\":[").as_bytes());
+    out.extend_from_slice(
+        format!("{{\"total_rows\":{total},\"start_row\":{start_row},\"rows\":[").as_bytes(),
+    );
     for (i, row) in page.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -376,13 +471,23 @@ fn results(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId, query: &BTree
         out.extend_from_slice(row);
     }
     out.extend_from_slice(b"]}");
-    Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(out)))
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(out),
+    ))
 }
 
-pub(crate) fn parse_number(query: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, ApiError> {
+pub(crate) fn parse_number(
+    query: &BTreeMap<String, String>,
+    key: &str,
+    default: u64,
+) -> Result<u64, ApiError> {
     match query.get(key) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer"))),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer"))),
     }
 }
 
@@ -403,7 +508,11 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = || std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = || {
+            std::str::from_utf8(bytes.get(i + 1..i + 3)?)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        };
         match (bytes[i], hex()) {
             (b'+', _) => out.push(b' '),
             (b'%', Some(b)) => {
@@ -421,17 +530,28 @@ pub(crate) fn shown(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> ApiResponse {
-    bytes_response(status, "application/json", Bytes::from(serde_json::to_vec(value).expect("JSON values serialise")))
+    bytes_response(
+        status,
+        "application/json",
+        Bytes::from(serde_json::to_vec(value).expect("JSON values serialise")),
+    )
 }
 
 fn text_response(text: String) -> ApiResponse {
-    bytes_response(StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(text))
+    bytes_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        Bytes::from(text),
+    )
 }
 
 fn html_response(html: &'static str) -> ApiResponse {
-    bytes_response(StatusCode::OK, "text/html; charset=utf-8", Bytes::from_static(html.as_bytes()))
+    bytes_response(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(html.as_bytes()),
+    )
 }
 
 pub(crate) fn bytes_response(status: StatusCode, content_type: &str, body: Bytes) -> ApiResponse {

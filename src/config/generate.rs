@@ -110,7 +110,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
     check_public_host(&opts.public_host)?;
     let (admin_password, password_was_generated) = match &opts.admin_password {
         Some(pw) if pw.is_empty() => {
-            return Err(ConfigError::Generate("the admin password must not be empty".into()))
+            return Err(ConfigError::Generate(
+                "the admin password must not be empty".into(),
+            ))
         }
         Some(pw) => (pw.clone(), false),
         None => (random_password(), true),
@@ -122,13 +124,20 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
     let client = client_config(opts, &ca);
 
     let datastore = opts.out_dir.join(DATASTORE_DIR);
-    std::fs::create_dir_all(&datastore)
-        .map_err(|source| ConfigError::Write { path: datastore.clone(), error: source })?;
+    std::fs::create_dir_all(&datastore).map_err(|source| ConfigError::Write {
+        path: datastore.clone(),
+        error: source,
+    })?;
     // The server config goes last: it is what makes a rerun refuse, so a failure before
     // it leaves a folder that a plain rerun repairs.
     super::write_toml(&client_config_path, &client)?;
     write_server_config(&server_config_path, &server)?;
-    Ok(Generated { server_config_path, client_config_path, admin_password, password_was_generated })
+    Ok(Generated {
+        server_config_path,
+        client_config_path,
+        admin_password,
+        password_was_generated,
+    })
 }
 
 /// Issues a certificate for a frontend reachable at `host` (IP address or DNS name), signed
@@ -161,14 +170,18 @@ pub fn issue_frontend_certificate(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // ClientAuth too: a minion presents the same certificate to the master's replication
     // service as a client.
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     set_validity_from_now(&mut params, CA_VALIDITY);
     // A frontend certificate is useless once the CA expires, so it lives exactly as long.
     params.not_after = ca.validity().not_after.to_datetime();
     params.use_authority_key_identifier_extension = has_subject_key_id(&ca);
     let key = new_p256_key()?;
-    let cert =
-        params.signed_by(&key, &issuer).map_err(|e| generate_error("frontend certificate", e))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| generate_error("frontend certificate", e))?;
     check_issued_by(cert.der(), &ca)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -189,7 +202,9 @@ pub fn hash_password(password: &str) -> String {
 /// parameters are taken from the hash, so older hashes keep verifying after a cost change.
 pub fn verify_password(hash: &str, password: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -241,7 +256,10 @@ fn server_config(
 }
 
 fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientConfig {
-    let url = ServerUrl { host: opts.public_host.clone(), port: opts.frontend_port };
+    let url = ServerUrl {
+        host: opts.public_host.clone(),
+        port: opts.frontend_port,
+    };
     ClientConfig {
         client: ClientSection {
             server_urls: vec![url.to_string()],
@@ -291,18 +309,23 @@ pub(super) fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigEr
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|source| ConfigError::Write { path: path.to_path_buf(), error: source })
+    write().map_err(|source| ConfigError::Write {
+        path: path.to_path_buf(),
+        error: source,
+    })
 }
 
 /// The host ends up in a certificate SAN, a TLS server name and a URL: accept only what
 /// all three can carry (an IP address or a DNS name, as rustls parses them).
 fn check_public_host(host: &str) -> Result<(), ConfigError> {
-    rustls::pki_types::ServerName::try_from(host).map(|_| ()).map_err(|_| {
-        let shown: String = host.chars().take(100).collect();
-        ConfigError::Generate(format!(
-            "public host `{shown}` is neither an IP address nor a DNS name"
-        ))
-    })
+    rustls::pki_types::ServerName::try_from(host)
+        .map(|_| ())
+        .map_err(|_| {
+            let shown: String = host.chars().take(100).collect();
+            ConfigError::Generate(format!(
+                "public host `{shown}` is neither an IP address nor a DNS name"
+            ))
+        })
 }
 
 /// The host itself; for a loopback host also the other loopback spellings, so that local
@@ -333,8 +356,13 @@ fn new_ca() -> Result<CaPem, ConfigError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     set_validity_from_now(&mut params, CA_VALIDITY);
-    let cert = params.self_signed(&key).map_err(|e| generate_error("CA certificate", e))?;
-    Ok(CaPem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| generate_error("CA certificate", e))?;
+    Ok(CaPem {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// rcgen signs with an `Issuer` built from parameters; rebuild them from the stored CA
@@ -348,8 +376,12 @@ fn issuer_params(ca: &X509Certificate<'_>) -> Result<CertificateParams, ConfigEr
             .iter()
             .ok_or_else(|| ConfigError::Generate("CA subject has an oversized OID".into()))?
             .collect();
-        let value = attribute.as_str().map_err(|e| generate_error("CA subject attribute", e))?;
-        params.distinguished_name.push(DnType::from_oid(&oid), value);
+        let value = attribute
+            .as_str()
+            .map_err(|e| generate_error("CA subject attribute", e))?;
+        params
+            .distinguished_name
+            .push(DnType::from_oid(&oid), value);
     }
     if let Some(key_id) = subject_key_id(ca) {
         params.key_identifier_method = KeyIdMethod::PreSpecified(key_id);
@@ -359,10 +391,11 @@ fn issuer_params(ca: &X509Certificate<'_>) -> Result<CertificateParams, ConfigEr
 }
 
 fn subject_key_id(ca: &X509Certificate<'_>) -> Option<Vec<u8>> {
-    ca.iter_extensions().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-        _ => None,
-    })
+    ca.iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
 }
 
 fn has_subject_key_id(ca: &X509Certificate<'_>) -> bool {
@@ -402,7 +435,9 @@ fn random_password() -> String {
 /// Valid from a day ago (see CLOCK_SKEW_ALLOWANCE) until `lifetime` from now. Built from
 /// rcgen's own date helper so that `time` need not be a direct dependency.
 fn set_validity_from_now(params: &mut CertificateParams, lifetime: Duration) {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
     params.not_before = now - CLOCK_SKEW_ALLOWANCE;
     params.not_after = now + lifetime;
@@ -420,7 +455,11 @@ pub(crate) mod test_support {
     use rustls::client::danger::ServerCertVerifier;
     use rustls::pki_types::{ServerName, UnixTime};
 
-    pub(crate) fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
+    pub(crate) fn verify_server(
+        ca_pem: &str,
+        cert_pem: &str,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         for ca in crate::tls::pem::certificates(ca_pem).unwrap() {
             roots.add(ca).unwrap();
@@ -432,7 +471,9 @@ pub(crate) mod test_support {
                 .unwrap();
         let cert = crate::tls::pem::certificates(cert_pem).unwrap().remove(0);
         let name = ServerName::try_from(name.to_string()).unwrap();
-        verifier.verify_server_cert(&cert, &[], &name, &[], UnixTime::now()).map(|_| ())
+        verifier
+            .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
     }
 }
 
@@ -440,7 +481,6 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::verify_server;
     use super::*;
-
 
     fn generate_into(dir: &Path, password: Option<&str>) -> Generated {
         let mut opts = GenerateOptions::new(dir);
@@ -462,18 +502,36 @@ mod tests {
         assert_eq!(server.gui.port, DEFAULT_GUI_PORT);
         assert_eq!(server.gui.bind_address, "127.0.0.1");
         // Left out of the file so each frontend sizes it for its own cores.
-        assert_eq!(server.limits.concurrency, crate::limits::default_concurrency());
+        assert_eq!(
+            server.limits.concurrency,
+            crate::limits::default_concurrency()
+        );
         let text = std::fs::read_to_string(&out.server_config_path).unwrap();
-        assert!(!text.lines().any(|l| l.starts_with("concurrency =")), "{text}");
-        assert!(text.find("[frontend]") < text.find("[datastore]"), "struct order kept");
+        assert!(
+            !text.lines().any(|l| l.starts_with("concurrency =")),
+            "{text}"
+        );
+        assert!(
+            text.find("[frontend]") < text.find("[datastore]"),
+            "struct order kept"
+        );
         assert_eq!(server.master_name(), "127.0.0.1:8000");
         let client = ClientConfig::load(&out.client_config_path).unwrap();
-        assert_eq!(client.client.server_urls, vec!["https://127.0.0.1:8000/".to_string()]);
+        assert_eq!(
+            client.client.server_urls,
+            vec!["https://127.0.0.1:8000/".to_string()]
+        );
         assert_eq!(client.client.ca_certificate, server.tls.ca_certificate);
-        assert_eq!(client.client.writeback_path, dir.path().join(CLIENT_WRITEBACK_FILE));
+        assert_eq!(
+            client.client.writeback_path,
+            dir.path().join(CLIENT_WRITEBACK_FILE)
+        );
         assert!(out.password_was_generated);
         assert_eq!(out.admin_password.len(), GENERATED_PASSWORD_CHARS);
-        assert!(out.admin_password.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert!(out
+            .admin_password
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric()));
     }
 
     // Goal: the server config, which holds the CA key, is private to its owner.
@@ -482,7 +540,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let out = generate_into(dir.path(), Some("pw"));
-        let mode = std::fs::metadata(&out.server_config_path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&out.server_config_path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, SERVER_CONFIG_MODE);
         assert!(!dir.path().join("server.config.toml.tmp").exists());
     }
@@ -496,7 +557,10 @@ mod tests {
         assert!(!out.password_was_generated);
         let server = ServerConfig::load(&out.server_config_path).unwrap();
         let admin = &server.users[0];
-        assert_eq!((admin.name.as_str(), admin.role), (ADMIN_USER, Role::Administrator));
+        assert_eq!(
+            (admin.name.as_str(), admin.role),
+            (ADMIN_USER, Role::Administrator)
+        );
         assert!(admin.password_hash.starts_with("$argon2id$"));
         assert!(verify_password(&admin.password_hash, "correct horse"));
         assert!(!verify_password(&admin.password_hash, "correct horse "));
@@ -513,7 +577,11 @@ mod tests {
         let server =
             ServerConfig::load(&generate_into(dir.path(), None).server_config_path).unwrap();
         let verify = |name: &str| {
-            verify_server(&server.tls.ca_certificate, &server.frontend.certificate, name)
+            verify_server(
+                &server.tls.ca_certificate,
+                &server.frontend.certificate,
+                name,
+            )
         };
         for name in ["127.0.0.1", "localhost"] {
             verify(name).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -544,7 +612,9 @@ mod tests {
         let ca = new_ca().unwrap();
         let (cert, key) =
             issue_frontend_certificate(&ca.cert_pem, &ca.key_pem, "h.example").unwrap();
-        let ca_der = crate::tls::pem::certificates(&ca.cert_pem).unwrap().remove(0);
+        let ca_der = crate::tls::pem::certificates(&ca.cert_pem)
+            .unwrap()
+            .remove(0);
         let cert_der = crate::tls::pem::certificates(&cert).unwrap().remove(0);
         let (_, ca_x509) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         let (_, cert_x509) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
@@ -561,7 +631,11 @@ mod tests {
         let ca = new_ca().unwrap();
         let other = new_ca().unwrap();
         let err = issue_frontend_certificate(&ca.cert_pem, &other.key_pem, "h").unwrap_err();
-        assert!(err.to_string().contains("not the key of tls.ca_certificate"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("not the key of tls.ca_certificate"),
+            "{err}"
+        );
         for host in ["", "bad host", "h/x", "h:80"] {
             let err = issue_frontend_certificate(&ca.cert_pem, &ca.key_pem, host).unwrap_err();
             assert!(err.to_string().contains("public host"), "{host}: {err}");
@@ -591,14 +665,22 @@ mod tests {
         opts.frontend_port = 9443;
         let out = generate(&opts).unwrap();
         let client = ClientConfig::load(&out.client_config_path).unwrap();
-        assert_eq!(client.client.server_urls, vec!["https://[::1]:9443/".to_string()]);
-        assert_eq!(frontend_subject_alt_names("::1"), ["::1", "localhost", "127.0.0.1"]);
-        assert_eq!(frontend_subject_alt_names("localhost"), ["localhost", "127.0.0.1"]);
+        assert_eq!(
+            client.client.server_urls,
+            vec!["https://[::1]:9443/".to_string()]
+        );
+        assert_eq!(
+            frontend_subject_alt_names("::1"),
+            ["::1", "localhost", "127.0.0.1"]
+        );
+        assert_eq!(
+            frontend_subject_alt_names("localhost"),
+            ["localhost", "127.0.0.1"]
+        );
         assert_eq!(frontend_subject_alt_names("fe.example"), ["fe.example"]);
         opts.out_dir = dir.path().join("empty-password");
         opts.admin_password = Some(String::new());
         assert!(generate(&opts).is_err());
         assert!(!opts.out_dir.join(SERVER_CONFIG_FILE).exists());
     }
-
 }

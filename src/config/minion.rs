@@ -19,19 +19,36 @@ pub struct AddedMinion {
 }
 
 /// Adds minion `name` (HOST:PORT) to the server config at `path`.
-pub fn add_minion(path: &Path, name: &str, metrics_port: Option<u16>) -> Result<AddedMinion, ConfigError> {
+pub fn add_minion(
+    path: &Path,
+    name: &str,
+    metrics_port: Option<u16>,
+) -> Result<AddedMinion, ConfigError> {
     // Load first: a broken config is reported as such, not as an edit failure.
     let config = ServerConfig::load(path)?;
     let (host, _) = parse_node(name).map_err(ConfigError::Generate)?;
     if config.frontend_names().iter().any(|n| n == name) {
-        return Err(ConfigError::Generate(format!("frontend `{name}` is already in {}", path.display())));
+        return Err(ConfigError::Generate(format!(
+            "frontend `{name}` is already in {}",
+            path.display()
+        )));
     }
-    let (certificate, private_key) =
-        issue_frontend_certificate(&config.tls.ca_certificate, &config.tls.ca_private_key, &host)?;
+    let (certificate, private_key) = issue_frontend_certificate(
+        &config.tls.ca_certificate,
+        &config.tls.ca_private_key,
+        &host,
+    )?;
 
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
     let mut doc: toml_edit::DocumentMut =
-        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
     let mut entry = toml_edit::Table::new();
     entry["name"] = toml_edit::value(name);
     entry["certificate"] = toml_edit::value(certificate);
@@ -40,42 +57,72 @@ pub fn add_minion(path: &Path, name: &str, metrics_port: Option<u16>) -> Result<
         entry["metrics_port"] = toml_edit::value(i64::from(port));
     }
     // An empty inline `minions = []` (as older files have) becomes [[minions]] tables.
-    if doc.get("minions").and_then(|m| m.as_array()).is_some_and(|a| a.is_empty()) {
+    if doc
+        .get("minions")
+        .and_then(|m| m.as_array())
+        .is_some_and(|a| a.is_empty())
+    {
         doc.remove("minions");
     }
     let minions = doc
         .entry("minions")
         .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
         .as_array_of_tables_mut()
-        .ok_or_else(|| ConfigError::Invalid { path: path.to_path_buf(), key: "minions".into(), message: "must be an array of [[minions]] tables".into() })?;
+        .ok_or_else(|| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "minions".into(),
+            message: "must be an array of [[minions]] tables".into(),
+        })?;
     minions.push(entry);
     let edited = doc.to_string();
     // Check the edited text loads before it replaces the file.
-    let mut check: ServerConfig =
-        toml::from_str(&edited).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let mut check: ServerConfig = toml::from_str(&edited).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     check.datastore.location = config.datastore.location.clone();
     write_private_file(path, &edited)?;
 
     let client_path = path.with_file_name(CLIENT_CONFIG_FILE);
     let client_config_path = if client_path.exists() {
-        add_client_url(&client_path, &ServerUrl { host, port: parse_node(name).map_err(ConfigError::Generate)?.1 })?;
+        add_client_url(
+            &client_path,
+            &ServerUrl {
+                host,
+                port: parse_node(name).map_err(ConfigError::Generate)?.1,
+            },
+        )?;
         Some(client_path)
     } else {
         None
     };
-    Ok(AddedMinion { name: name.to_string(), client_config_path })
+    Ok(AddedMinion {
+        name: name.to_string(),
+        client_config_path,
+    })
 }
 
 /// Appends `url` to the client config's server_urls unless it is listed already.
 fn add_client_url(path: &Path, url: &ServerUrl) -> Result<(), ConfigError> {
     // Validate as the agent would, then edit the text.
     ClientConfig::load(path)?;
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
     let mut doc: toml_edit::DocumentMut =
-        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
     let urls = doc["client"]["server_urls"]
         .as_array_mut()
-        .ok_or_else(|| ConfigError::Invalid { path: path.to_path_buf(), key: "client.server_urls".into(), message: "must be an array".into() })?;
+        .ok_or_else(|| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "client.server_urls".into(),
+            message: "must be an array".into(),
+        })?;
     let url = url.to_string();
     if !urls.iter().any(|u| u.as_str() == Some(url.as_str())) {
         urls.push(url);
@@ -103,9 +150,15 @@ mod tests {
         let (dir, path) = deployment();
         let before = std::fs::read_to_string(&path).unwrap();
         let added = add_minion(&path, "127.0.0.1:9100", Some(9101)).unwrap();
-        assert_eq!(added.client_config_path.as_deref(), Some(dir.path().join("client.config.toml").as_path()));
+        assert_eq!(
+            added.client_config_path.as_deref(),
+            Some(dir.path().join("client.config.toml").as_path())
+        );
         let after = std::fs::read_to_string(&path).unwrap();
-        assert!(after.starts_with(before.lines().next().unwrap()), "the header comment is kept");
+        assert!(
+            after.starts_with(before.lines().next().unwrap()),
+            "the header comment is kept"
+        );
 
         let config = ServerConfig::load(&path).unwrap();
         let identity = config.identity(Some("127.0.0.1:9100")).unwrap();
@@ -113,11 +166,21 @@ mod tests {
         assert!(!identity.is_master());
         assert_eq!(config.minions[0].metrics_port, Some(9101));
         // The minion's certificate is for its host and chains to the CA the agents pin.
-        crate::config::generate::test_support::verify_server(&config.tls.ca_certificate, &identity.certificate, "127.0.0.1")
-            .expect("an agent accepts the minion's certificate");
+        crate::config::generate::test_support::verify_server(
+            &config.tls.ca_certificate,
+            &identity.certificate,
+            "127.0.0.1",
+        )
+        .expect("an agent accepts the minion's certificate");
 
         let client = ClientConfig::load(&dir.path().join("client.config.toml")).unwrap();
-        assert_eq!(client.client.server_urls, vec!["https://127.0.0.1:8000/".to_string(), "https://127.0.0.1:9100/".to_string()]);
+        assert_eq!(
+            client.client.server_urls,
+            vec![
+                "https://127.0.0.1:8000/".to_string(),
+                "https://127.0.0.1:9100/".to_string()
+            ]
+        );
     }
 
     #[test]
@@ -130,15 +193,25 @@ mod tests {
         assert!(err.to_string().contains("already"), "{err}");
         let err = add_minion(&path, "no-port", None).unwrap_err();
         assert!(err.to_string().contains("HOST:PORT"), "{err}");
-        assert_eq!(ServerConfig::load(&path).unwrap().minions.len(), 1, "failed adds change nothing");
+        assert_eq!(
+            ServerConfig::load(&path).unwrap().minions.len(),
+            1,
+            "failed adds change nothing"
+        );
     }
 
     #[test]
     fn an_unknown_node_is_a_clear_error() {
         let (_dir, path) = deployment();
         add_minion(&path, "127.0.0.1:9100", None).unwrap();
-        let err = ServerConfig::load(&path).unwrap().identity(Some("127.0.0.1:9200")).unwrap_err();
+        let err = ServerConfig::load(&path)
+            .unwrap()
+            .identity(Some("127.0.0.1:9200"))
+            .unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("127.0.0.1:9200") && message.contains("127.0.0.1:9100"), "{message}");
+        assert!(
+            message.contains("127.0.0.1:9200") && message.contains("127.0.0.1:9100"),
+            "{message}"
+        );
     }
 }

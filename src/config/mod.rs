@@ -21,13 +21,23 @@ pub const DEFAULT_REPLICATION_PORT: u16 = 8001;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}: cannot write: {error}")]
-    Write { path: PathBuf, error: std::io::Error },
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("{0}")]
     Generate(String),
 }
@@ -305,10 +315,19 @@ impl ServerConfig {
         }
         for (key, value) in [
             ("limits.concurrency", l.concurrency as u64),
-            ("limits.max_connections_per_second", l.max_connections_per_second as u64),
-            ("limits.hunt_recruitment_per_second", l.hunt_recruitment_per_second as u64),
+            (
+                "limits.max_connections_per_second",
+                l.max_connections_per_second as u64,
+            ),
+            (
+                "limits.hunt_recruitment_per_second",
+                l.hunt_recruitment_per_second as u64,
+            ),
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
-            ("limits.handshakes_in_flight_per_shard", l.handshakes_in_flight_per_shard as u64),
+            (
+                "limits.handshakes_in_flight_per_shard",
+                l.handshakes_in_flight_per_shard as u64,
+            ),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
             ("limits.request_timeout_ms", l.request_timeout_ms),
         ] {
@@ -316,22 +335,34 @@ impl ServerConfig {
                 return Err(invalid(key, "must be greater than 0".into()));
             }
         }
-        if !(limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH).contains(&self.frontend.io_ring_depth) {
+        if !(limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH)
+            .contains(&self.frontend.io_ring_depth)
+        {
             return Err(invalid(
                 "frontend.io_ring_depth",
-                format!("must be between {} and {}", limits::MIN_IO_RING_DEPTH, limits::MAX_IO_RING_DEPTH),
+                format!(
+                    "must be between {} and {}",
+                    limits::MIN_IO_RING_DEPTH,
+                    limits::MAX_IO_RING_DEPTH
+                ),
             ));
         }
         if self.frontend.io_memory_bytes < limits::MIN_IO_MEMORY_BYTES {
             return Err(invalid(
                 "frontend.io_memory_bytes",
-                format!("glommio needs at least {} bytes", limits::MIN_IO_MEMORY_BYTES),
+                format!(
+                    "glommio needs at least {} bytes",
+                    limits::MIN_IO_MEMORY_BYTES
+                ),
             ));
         }
         if self.frontend.max_open_files <= limits::RESERVED_FILES {
             return Err(invalid(
                 "frontend.max_open_files",
-                format!("must exceed the {} files kept in reserve", limits::RESERVED_FILES),
+                format!(
+                    "must exceed the {} files kept in reserve",
+                    limits::RESERVED_FILES
+                ),
             ));
         }
         let io_threads = self.datastore.io_threads_per_executor;
@@ -342,7 +373,10 @@ impl ServerConfig {
             ));
         }
         if self.users.is_empty() {
-            return Err(invalid("users", "at least one user is needed for the API".into()));
+            return Err(invalid(
+                "users",
+                "at least one user is needed for the API".into(),
+            ));
         }
         for (i, user) in self.users.iter().enumerate() {
             if argon2::PasswordHash::new(&user.password_hash).is_err() {
@@ -362,7 +396,10 @@ impl ServerConfig {
         for (i, minion) in self.minions.iter().enumerate() {
             parse_node(&minion.name).map_err(|e| invalid(&format!("minions[{i}].name"), e))?;
             if !names.insert(minion.name.clone()) {
-                return Err(invalid(&format!("minions[{i}].name"), format!("`{}` is listed twice", minion.name)));
+                return Err(invalid(
+                    &format!("minions[{i}].name"),
+                    format!("`{}` is listed twice", minion.name),
+                ));
             }
             crate::tls::pem::check_certificate(&minion.certificate)
                 .map_err(|e| invalid(&format!("minions[{i}].certificate"), e.to_string()))?;
@@ -403,7 +440,9 @@ impl ServerConfig {
 
     /// Every frontend's name, the master first.
     pub fn frontend_names(&self) -> Vec<String> {
-        std::iter::once(self.master_name()).chain(self.minions.iter().map(|m| m.name.clone())).collect()
+        std::iter::once(self.master_name())
+            .chain(self.minions.iter().map(|m| m.name.clone()))
+            .collect()
     }
 
     /// This frontend's name: `public_host:agent_port`.
@@ -414,7 +453,8 @@ impl ServerConfig {
 
 /// Splits a frontend name `HOST:PORT` (IPv6 hosts in brackets).
 pub fn parse_node(name: &str) -> Result<(String, u16), String> {
-    let url = crate::config::url::ServerUrl::parse(&format!("https://{name}/")).map_err(|e| format!("`{name}` is not HOST:PORT: {e}"))?;
+    let url = crate::config::url::ServerUrl::parse(&format!("https://{name}/"))
+        .map_err(|e| format!("`{name}` is not HOST:PORT: {e}"))?;
     Ok((url.host, url.port))
 }
 
@@ -428,7 +468,10 @@ impl ClientConfig {
             message,
         };
         if config.client.server_urls.is_empty() {
-            return Err(invalid("client.server_urls", "needs at least one URL".into()));
+            return Err(invalid(
+                "client.server_urls",
+                "needs at least one URL".into(),
+            ));
         }
         for (i, url) in config.client.server_urls.iter().enumerate() {
             if let Err(e) = crate::config::url::ServerUrl::parse(url) {
@@ -438,7 +481,10 @@ impl ClientConfig {
         crate::tls::pem::check_certificate(&config.client.ca_certificate)
             .map_err(|e| invalid("client.ca_certificate", e.to_string()))?;
         if config.client.max_upload_bytes < 1024 {
-            return Err(invalid("client.max_upload_bytes", "must be at least 1024".into()));
+            return Err(invalid(
+                "client.max_upload_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         Ok(config)
     }
@@ -456,12 +502,17 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
     let write = |p: &Path, t: &str| std::fs::write(p, t);
     write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| ConfigError::Write { path: path.to_path_buf(), error: source })
+        .map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            error: source,
+        })
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), error: source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        error: source,
+    })?;
     // toml's error message names the key and shows the offending line.
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
@@ -473,7 +524,10 @@ fn resolve(config_path: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
     }
-    config_path.parent().unwrap_or_else(|| Path::new(".")).join(p)
+    config_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(p)
 }
 
 #[cfg(test)]
@@ -487,8 +541,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut opts = generate::GenerateOptions::new(dir.path());
         opts.admin_password = Some("pw".into());
-        let path = generate::generate(&opts).expect("generate").server_config_path;
-        let value = std::fs::read_to_string(&path).unwrap().parse::<toml::Value>().unwrap();
+        let path = generate::generate(&opts)
+            .expect("generate")
+            .server_config_path;
+        let value = std::fs::read_to_string(&path)
+            .unwrap()
+            .parse::<toml::Value>()
+            .unwrap();
         (dir, path, value)
     }
 
@@ -501,7 +560,10 @@ mod tests {
     }
 
     fn table<'a>(value: &'a mut toml::Value, key: &str) -> &'a mut toml::Table {
-        value.get_mut(key).and_then(toml::Value::as_table_mut).expect(key)
+        value
+            .get_mut(key)
+            .and_then(toml::Value::as_table_mut)
+            .expect(key)
     }
 
     #[test]
@@ -515,7 +577,9 @@ mod tests {
         assert!(message.contains(&*path.to_string_lossy()), "{message}");
 
         let (_, err) = load_edited(|v| {
-            v.as_table_mut().unwrap().insert("frontends".into(), 1.into());
+            v.as_table_mut()
+                .unwrap()
+                .insert("frontends".into(), 1.into());
         });
         assert!(err.to_string().contains("frontends"), "{err}");
     }
@@ -540,7 +604,10 @@ mod tests {
         let (_, err) = load_edited(|v| {
             table(v, "datastore").insert("io_threads_per_executor".into(), 0.into());
         });
-        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "datastore.io_threads_per_executor"), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "datastore.io_threads_per_executor"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -549,7 +616,10 @@ mod tests {
             let (_, err) = load_edited(|v| {
                 table(v, "frontend").insert("io_ring_depth".into(), depth.into());
             });
-            assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "frontend.io_ring_depth"), "{depth}: {err}");
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == "frontend.io_ring_depth"),
+                "{depth}: {err}"
+            );
         }
         // Configs written before the key existed load with the default.
         let (_dir, path, mut value) = generated();
@@ -562,7 +632,10 @@ mod tests {
     #[test]
     fn bad_password_hash_is_invalid() {
         let (_, err) = load_edited(|v| {
-            let users = v.get_mut("users").and_then(toml::Value::as_array_mut).unwrap();
+            let users = v
+                .get_mut("users")
+                .and_then(toml::Value::as_array_mut)
+                .unwrap();
             let admin = users[0].as_table_mut().unwrap();
             admin.insert("password_hash".into(), "plaintext-password".into());
         });
@@ -570,7 +643,10 @@ mod tests {
             ConfigError::Invalid { key, message, .. } => {
                 assert_eq!(key, "users[0].password_hash");
                 assert!(message.contains("admin"), "{message}");
-                assert!(!message.contains("plaintext-password"), "never echo the secret");
+                assert!(
+                    !message.contains("plaintext-password"),
+                    "never echo the secret"
+                );
             }
             other => panic!("expected Invalid, got {other}"),
         }
@@ -592,9 +668,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.toml");
         let err = ServerConfig::load(&path).unwrap_err();
-        assert!(matches!(&err, ConfigError::Read { path: p, .. } if p == &path), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Read { path: p, .. } if p == &path),
+            "{err}"
+        );
         assert!(err.to_string().contains("absent.toml"));
-        assert!(matches!(ClientConfig::load(&path), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            ClientConfig::load(&path),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
@@ -603,7 +685,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("{text}\n[frontend\n")).unwrap();
         let err = ServerConfig::load(&path).unwrap_err();
-        assert!(matches!(&err, ConfigError::Parse { path: p, .. } if p == &path), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Parse { path: p, .. } if p == &path),
+            "{err}"
+        );
     }
 
     #[test]

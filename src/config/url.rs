@@ -17,22 +17,34 @@ pub struct UrlError {
 
 impl ServerUrl {
     pub fn parse(url: &str) -> Result<Self, UrlError> {
-        let err = |why| UrlError { url: url.chars().take(200).collect(), why };
-        let rest = url.strip_prefix("https://").ok_or_else(|| err("scheme must be https"))?;
+        let err = |why| UrlError {
+            url: url.chars().take(200).collect(),
+            why,
+        };
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| err("scheme must be https"))?;
         let authority = rest.trim_end_matches('/');
         if authority.contains('/') {
             return Err(err("no path is allowed"));
         }
-        let (host, port) = authority.rsplit_once(':').ok_or_else(|| err("port is missing"))?;
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| err("port is missing"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(err("host is empty"));
         }
-        let port = port.parse::<u16>().map_err(|_| err("port is not a number 1-65535"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| err("port is not a number 1-65535"))?;
         if port == 0 {
             return Err(err("port 0"));
         }
-        Ok(Self { host: host.to_string(), port })
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
     }
 }
 

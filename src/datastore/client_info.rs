@@ -56,7 +56,11 @@ pub fn read_labels(client: &ClientDir) -> Result<Option<Vec<String>>, DatastoreE
 
 /// Adds then removes labels (sorted, each once); returns the new set. The client must
 /// have connected at least once.
-pub fn change_labels(client: &ClientDir, add: &[String], remove: &[String]) -> Result<Vec<String>, DatastoreError> {
+pub fn change_labels(
+    client: &ClientDir,
+    add: &[String],
+    remove: &[String],
+) -> Result<Vec<String>, DatastoreError> {
     let current = match read_labels(client)? {
         Some(labels) => labels,
         None => read_json::<ClientInfoDoc>(&client.info_json())?.labels,
@@ -245,15 +249,39 @@ mod tests {
         assert_eq!(second.version, "0.2.0");
 
         // Same facts again soon after: nothing is written; later, last_seen moves on.
-        let soon = record_seen_at(&client, &long, "linux", "0.2.0", 5_000 + LAST_SEEN_WRITE_INTERVAL_MS - 1).unwrap();
+        let soon = record_seen_at(
+            &client,
+            &long,
+            "linux",
+            "0.2.0",
+            5_000 + LAST_SEEN_WRITE_INTERVAL_MS - 1,
+        )
+        .unwrap();
         assert_eq!(soon.last_seen_ms, 5_000);
         assert_eq!(read_client_info(&client).unwrap(), second);
-        let later = record_seen_at(&client, &long, "linux", "0.2.0", 5_000 + LAST_SEEN_WRITE_INTERVAL_MS).unwrap();
+        let later = record_seen_at(
+            &client,
+            &long,
+            "linux",
+            "0.2.0",
+            5_000 + LAST_SEEN_WRITE_INTERVAL_MS,
+        )
+        .unwrap();
         assert_eq!(later.last_seen_ms, 5_000 + LAST_SEEN_WRITE_INTERVAL_MS);
         assert_eq!(read_client_info(&client).unwrap(), later);
-        let upgraded = record_seen_at(&client, &long, "linux", "0.3.0", 5_000 + LAST_SEEN_WRITE_INTERVAL_MS + 1).unwrap();
+        let upgraded = record_seen_at(
+            &client,
+            &long,
+            "linux",
+            "0.3.0",
+            5_000 + LAST_SEEN_WRITE_INTERVAL_MS + 1,
+        )
+        .unwrap();
         assert_eq!(read_client_info(&client).unwrap().version, "0.3.0");
-        assert_eq!(upgraded.last_seen_ms, 5_000 + LAST_SEEN_WRITE_INTERVAL_MS + 1);
+        assert_eq!(
+            upgraded.last_seen_ms,
+            5_000 + LAST_SEEN_WRITE_INTERVAL_MS + 1
+        );
 
         fs::write(client.info_json(), b"{").unwrap();
         let repaired = record_seen_at(&client, "web-01", "linux", "0.2.0", 6_000).unwrap();

@@ -41,7 +41,10 @@ impl FlowRequest {
             artifacts: self
                 .artifacts
                 .into_iter()
-                .map(|a| crate::protocol::pb::ArtifactRequest { name: a.name.to_string(), parameters: a.parameters.into_iter().collect() })
+                .map(|a| crate::protocol::pb::ArtifactRequest {
+                    name: a.name.to_string(),
+                    parameters: a.parameters.into_iter().collect(),
+                })
                 .collect(),
             create_time_us: self.create_time_us,
             hunt_id: self.hunt_id.unwrap_or_default(),
@@ -134,7 +137,11 @@ pub fn write_request(client: &ClientDir, request: &FlowRequest) -> Result<(), Da
     write_request_synced(client, request, client.fsync_documents())
 }
 
-fn write_request_synced(client: &ClientDir, request: &FlowRequest, fsync: bool) -> Result<(), DatastoreError> {
+fn write_request_synced(
+    client: &ClientDir,
+    request: &FlowRequest,
+    fsync: bool,
+) -> Result<(), DatastoreError> {
     if &request.client_id != client.id() {
         return Err(DatastoreError::Mismatch {
             what: "request.json client_id is not this client",
@@ -166,7 +173,11 @@ pub fn read_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest,
 pub fn write_scheduled(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
     write_request_synced(client, request, false)?;
     let flow = client.flow(&request.flow_id);
-    write_json(&flow.status_json(), &FlowStatusDoc::scheduled(request), false)?;
+    write_json(
+        &flow.status_json(),
+        &FlowStatusDoc::scheduled(request),
+        false,
+    )?;
     enqueue_task_synced(client, &request.flow_id, false)
 }
 
@@ -185,7 +196,12 @@ pub fn sync_scheduled(client: &ClientDir, flow_id: &FlowId) -> Result<(), Datast
         other => other?,
     }
     // The folder entries: the renames, and the folders made for this flow.
-    for dir in [flow.path(), client.collections_dir().as_path(), client.tasks_dir().as_path(), client.path()] {
+    for dir in [
+        flow.path(),
+        client.collections_dir().as_path(),
+        client.tasks_dir().as_path(),
+        client.path(),
+    ] {
         sync_dir(dir)?;
     }
     Ok(())
@@ -248,9 +264,17 @@ pub fn enqueue_task(client: &ClientDir, flow_id: &FlowId) -> Result<(), Datastor
     enqueue_task_synced(client, flow_id, client.fsync_documents())
 }
 
-fn enqueue_task_synced(client: &ClientDir, flow_id: &FlowId, fsync: bool) -> Result<(), DatastoreError> {
+fn enqueue_task_synced(
+    client: &ClientDir,
+    flow_id: &FlowId,
+    fsync: bool,
+) -> Result<(), DatastoreError> {
     ensure_dir(&client.tasks_dir(), fsync)?;
-    write_atomic(&client.task_path(flow_id), flow_id.as_str().as_bytes(), fsync)
+    write_atomic(
+        &client.task_path(flow_id),
+        flow_id.as_str().as_bytes(),
+        fsync,
+    )
 }
 
 /// Flows queued for the agent, oldest first (file mtime, then id). Files that are not
@@ -329,19 +353,31 @@ mod tests {
         let req = request(&client, 7, 1_700_000_000_000);
         write_scheduled(&client, &req).unwrap();
         assert_eq!(read_request(&client, &req.flow_id).unwrap(), req);
-        assert_eq!(read_status(&client, &req.flow_id).unwrap(), FlowStatusDoc::scheduled(&req));
-        assert_eq!(pending_tasks(&client).unwrap(), [req.flow_id.clone()]);
+        assert_eq!(
+            read_status(&client, &req.flow_id).unwrap(),
+            FlowStatusDoc::scheduled(&req)
+        );
+        assert_eq!(
+            pending_tasks(&client).unwrap(),
+            std::slice::from_ref(&req.flow_id)
+        );
         sync_scheduled(&client, &req.flow_id).unwrap();
         // Delivered (queue entry gone) before the sync ran: still fine.
         let second = request(&client, 8, 1_700_000_000_001);
         write_scheduled(&client, &second).unwrap();
         remove_task(&client, &second.flow_id).unwrap();
         sync_scheduled(&client, &second.flow_id).unwrap();
-        assert_eq!(pending_tasks(&client).unwrap(), [req.flow_id.clone()]);
+        assert_eq!(
+            pending_tasks(&client).unwrap(),
+            std::slice::from_ref(&req.flow_id)
+        );
         // Another client's request is refused, and writes nothing.
         let mut foreign = request(&client, 9, 1);
         foreign.client_id = ClientId::parse("C.00000000000000aa").unwrap();
-        assert!(matches!(write_scheduled(&client, &foreign), Err(DatastoreError::Mismatch { .. })));
+        assert!(matches!(
+            write_scheduled(&client, &foreign),
+            Err(DatastoreError::Mismatch { .. })
+        ));
         assert!(read_request(&client, &foreign.flow_id).is_err());
     }
 

@@ -49,7 +49,8 @@ pub struct HuntCondition {
 
 impl HuntCondition {
     pub fn matches(&self, os: &str, labels: &[String]) -> bool {
-        (self.os.is_empty() || self.os.eq_ignore_ascii_case(os)) && self.labels.iter().all(|l| labels.contains(l))
+        (self.os.is_empty() || self.os.eq_ignore_ascii_case(os))
+            && self.labels.iter().all(|l| labels.contains(l))
     }
 }
 
@@ -71,14 +72,21 @@ pub struct HuntDoc {
 
 pub fn write_hunt(datastore: &Datastore, doc: &HuntDoc) -> Result<(), DatastoreError> {
     ensure_dir(&datastore.hunts_dir(), datastore.fsync_documents())?;
-    write_json(&datastore.hunt_path(&doc.hunt_id), doc, datastore.fsync_documents())
+    write_json(
+        &datastore.hunt_path(&doc.hunt_id),
+        doc,
+        datastore.fsync_documents(),
+    )
 }
 
 pub fn read_hunt(datastore: &Datastore, hunt_id: &HuntId) -> Result<HuntDoc, DatastoreError> {
     let path = datastore.hunt_path(hunt_id);
     let doc: HuntDoc = read_json(&path)?;
     if &doc.hunt_id != hunt_id {
-        return Err(DatastoreError::Corrupt { path, reason: "names another hunt".into() });
+        return Err(DatastoreError::Corrupt {
+            path,
+            reason: "names another hunt".into(),
+        });
     }
     Ok(doc)
 }
@@ -94,7 +102,9 @@ pub fn list_hunts(datastore: &Datastore) -> Result<Vec<HuntDoc>, DatastoreError>
     let mut hunts = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
         let Ok(id) = HuntId::parse(id) else { continue };
         match read_hunt(datastore, &id) {
             Ok(doc) => hunts.push(doc),
@@ -106,14 +116,20 @@ pub fn list_hunts(datastore: &Datastore) -> Result<Vec<HuntDoc>, DatastoreError>
 }
 
 fn participants_path(datastore: &Datastore, hunt_id: &HuntId) -> PathBuf {
-    datastore.hunts_dir().join(format!("{}.participants", hunt_id.as_str()))
+    datastore
+        .hunts_dir()
+        .join(format!("{}.participants", hunt_id.as_str()))
 }
 
 /// Records that these clients joined the hunt with these flows (after the flows were
 /// written), with one write: O_APPEND keeps the lines whole and together, and a crash
 /// mid-write leaves at most a torn last line, which readers skip. Not synced: the
 /// recruiter makes a whole tick's recruits durable at once (`atomic::sync_filesystem`).
-pub fn append_participants(datastore: &Datastore, hunt_id: &HuntId, participants: &[(ClientId, FlowId)]) -> Result<(), DatastoreError> {
+pub fn append_participants(
+    datastore: &Datastore,
+    hunt_id: &HuntId,
+    participants: &[(ClientId, FlowId)],
+) -> Result<(), DatastoreError> {
     if participants.is_empty() {
         return Ok(());
     }
@@ -122,37 +138,54 @@ pub fn append_participants(datastore: &Datastore, hunt_id: &HuntId, participants
     for (client_id, flow_id) in participants {
         lines.push_str(&format!("{client_id} {flow_id}\n"));
     }
-    let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_error("open participants", &path))?;
-    file.write_all(lines.as_bytes()).map_err(io_error("append participants", &path))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error("open participants", &path))?;
+    file.write_all(lines.as_bytes())
+        .map_err(io_error("append participants", &path))?;
     Ok(())
 }
 
 /// Ends a torn last line (a crash mid-append) with a newline, so that the next append
 /// starts a line of its own instead of running into the torn one and being lost with it.
 /// The master calls it once per hunt when it loads them, before anything appends.
-pub fn end_torn_participants(datastore: &Datastore, hunt_id: &HuntId) -> Result<(), DatastoreError> {
+pub fn end_torn_participants(
+    datastore: &Datastore,
+    hunt_id: &HuntId,
+) -> Result<(), DatastoreError> {
     let path = participants_path(datastore, hunt_id);
     let mut file = match OpenOptions::new().read(true).append(true).open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_error("open participants", &path)(e)),
     };
-    let len = file.metadata().map_err(io_error("stat participants", &path))?.len();
+    let len = file
+        .metadata()
+        .map_err(io_error("stat participants", &path))?
+        .len();
     if len == 0 {
         return Ok(());
     }
     let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1)).map_err(io_error("seek participants", &path))?;
-    file.read_exact(&mut last).map_err(io_error("read participants", &path))?;
+    file.seek(SeekFrom::Start(len - 1))
+        .map_err(io_error("seek participants", &path))?;
+    file.read_exact(&mut last)
+        .map_err(io_error("read participants", &path))?;
     if last[0] != b'\n' {
-        file.write_all(b"\n").map_err(io_error("end torn participant line", &path))?;
+        file.write_all(b"\n")
+            .map_err(io_error("end torn participant line", &path))?;
     }
     Ok(())
 }
 
 /// The recruited agents in recruitment order. A torn or malformed last line (a crash
 /// mid-append) is ignored; so is a client listed twice (only its first flow counts).
-pub fn read_participants(datastore: &Datastore, hunt_id: &HuntId) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
+pub fn read_participants(
+    datastore: &Datastore,
+    hunt_id: &HuntId,
+) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
     let path = participants_path(datastore, hunt_id);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -181,7 +214,10 @@ mod tests {
         let doc = HuntDoc {
             hunt_id: HuntId::random(),
             artifacts: vec![],
-            condition: HuntCondition { labels: vec!["prod".into()], os: "linux".into() },
+            condition: HuntCondition {
+                labels: vec!["prod".into()],
+                os: "linux".into(),
+            },
             create_time_ms: 1,
             expires_ms: 0,
             state: HuntState::Paused,
@@ -191,21 +227,38 @@ mod tests {
         write_hunt(&ds, &doc).unwrap();
         assert_eq!(read_hunt(&ds, &doc.hunt_id).unwrap(), doc);
         assert_eq!(list_hunts(&ds).unwrap(), vec![doc.clone()]);
-        let (c1, c2) = (ClientId::parse("C.0000000000000001").unwrap(), ClientId::parse("C.0000000000000002").unwrap());
+        let (c1, c2) = (
+            ClientId::parse("C.0000000000000001").unwrap(),
+            ClientId::parse("C.0000000000000002").unwrap(),
+        );
         let (f1, f2) = (FlowId::random(), FlowId::random());
-        append_participants(&ds, &doc.hunt_id, &[(c1.clone(), f1.clone()), (c2.clone(), f2.clone())]).unwrap();
+        append_participants(
+            &ds,
+            &doc.hunt_id,
+            &[(c1.clone(), f1.clone()), (c2.clone(), f2.clone())],
+        )
+        .unwrap();
         append_participants(&ds, &doc.hunt_id, &[]).unwrap();
         append_participants(&ds, &doc.hunt_id, &[(c1.clone(), FlowId::random())]).unwrap();
         let path = participants_path(&ds, &doc.hunt_id);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"C.00000000000").unwrap();
-        assert_eq!(read_participants(&ds, &doc.hunt_id).unwrap(), vec![(c1.clone(), f1.clone()), (c2.clone(), f2.clone())]);
+        assert_eq!(
+            read_participants(&ds, &doc.hunt_id).unwrap(),
+            vec![(c1.clone(), f1.clone()), (c2.clone(), f2.clone())]
+        );
         // After a restart's repair the next append is read whole, not lost in the torn line.
         end_torn_participants(&ds, &doc.hunt_id).unwrap();
         end_torn_participants(&ds, &doc.hunt_id).unwrap();
-        let (c3, f3) = (ClientId::parse("C.0000000000000003").unwrap(), FlowId::random());
+        let (c3, f3) = (
+            ClientId::parse("C.0000000000000003").unwrap(),
+            FlowId::random(),
+        );
         append_participants(&ds, &doc.hunt_id, &[(c3.clone(), f3.clone())]).unwrap();
-        assert_eq!(read_participants(&ds, &doc.hunt_id).unwrap(), vec![(c1, f1), (c2, f2), (c3, f3)]);
+        assert_eq!(
+            read_participants(&ds, &doc.hunt_id).unwrap(),
+            vec![(c1, f1), (c2, f2), (c3, f3)]
+        );
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5, "{text}");
         end_torn_participants(&ds, &HuntId::random()).unwrap();
@@ -213,7 +266,10 @@ mod tests {
 
     #[test]
     fn conditions_need_every_label_and_the_os() {
-        let c = HuntCondition { labels: vec!["a".into(), "b".into()], os: "linux".into() };
+        let c = HuntCondition {
+            labels: vec!["a".into(), "b".into()],
+            os: "linux".into(),
+        };
         assert!(c.matches("Linux", &["b".into(), "a".into(), "c".into()]));
         assert!(!c.matches("linux", &["a".into()]));
         assert!(!c.matches("windows", &["a".into(), "b".into()]));

@@ -27,8 +27,9 @@ pub use client_info::{
     list_clients, read_client_info, record_seen, write_client_info, ClientInfoDoc,
 };
 pub use flow::{
-    enqueue_task, list_flows, pending_tasks, read_request, read_status, remove_task, sync_scheduled, write_request,
-    write_scheduled, write_status, ArtifactRequestDoc, ArtifactRowsDoc, FlowRequest, FlowState, FlowStatusDoc,
+    enqueue_task, list_flows, pending_tasks, read_request, read_status, remove_task,
+    sync_scheduled, write_request, write_scheduled, write_status, ArtifactRequestDoc,
+    ArtifactRowsDoc, FlowRequest, FlowState, FlowStatusDoc,
 };
 pub use jsonl::{validate_and_index, JsonlError, JsonlReason};
 pub use path::{sanitise_upload_path, ArtifactName, ClientDir, Datastore, FlowDir, ResultPaths};

@@ -8,18 +8,26 @@ use std::rc::Rc;
 
 use futures::StreamExt;
 
-use crate::notify::presence::Presence;
 use crate::ids::{ClientId, FlowId};
 use crate::limits::PRESENCE_SNAPSHOT_CHUNK;
+use crate::notify::mesh::Notifier;
+use crate::notify::presence::Presence;
 use crate::replication::pb::{self, envelope::Kind};
 use crate::replication::queue::{HubMessage, InboxReceiver, Outbox};
-use crate::notify::mesh::Notifier;
 
 /// Applies what the replication thread delivers until it stops.
-pub async fn follow_replication(presence: Rc<Presence>, notifier: Rc<Notifier>, outbox: Outbox, mut inbox: InboxReceiver, is_master: bool) {
+pub async fn follow_replication(
+    presence: Rc<Presence>,
+    notifier: Rc<Notifier>,
+    outbox: Outbox,
+    mut inbox: InboxReceiver,
+    is_master: bool,
+) {
     while let Some(message) = inbox.next().await {
         match message {
-            HubMessage::Remote { from, kind } => apply_remote(&presence, &notifier, &from, kind).await,
+            HubMessage::Remote { from, kind } => {
+                apply_remote(&presence, &notifier, &from, kind).await
+            }
             HubMessage::LinkUp { frontend } => {
                 presence.set_link(&frontend, true);
                 // On a minion, a new link to the master means notifications sent while it
@@ -58,10 +66,18 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
 /// short; the dropped chunk flags presence as lost and a new snapshot follows.
 fn send_snapshot(presence: &Presence, outbox: &Outbox) {
     let entries = presence.local_entries();
-    let chunks: Vec<&[pb::Presence]> = if entries.is_empty() { vec![&[]] } else { entries.chunks(PRESENCE_SNAPSHOT_CHUNK).collect() };
+    let chunks: Vec<&[pb::Presence]> = if entries.is_empty() {
+        vec![&[]]
+    } else {
+        entries.chunks(PRESENCE_SNAPSHOT_CHUNK).collect()
+    };
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
-        let snapshot = pb::PresenceSnapshot { entries: chunk.to_vec(), first: i == 0, last: i == last };
+        let snapshot = pb::PresenceSnapshot {
+            entries: chunk.to_vec(),
+            first: i == 0,
+            last: i == last,
+        };
         if !outbox.offer(Kind::Snapshot(snapshot)) {
             return;
         }

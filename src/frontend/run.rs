@@ -12,19 +12,19 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::api::{self, ApiCtx};
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
-use crate::replication::queue::{self as link_queue, InboxReceiver, Outbox};
-use crate::replication::thread::LinkThread;
 use crate::datastore::Datastore;
 use crate::limits::MIN_IO_MEMORY_BYTES;
+use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
+use crate::replication::queue::{self as link_queue, InboxReceiver, Outbox};
+use crate::replication::thread::LinkThread;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::shutdown::{self, ShutdownSignal};
 use crate::sessions::shard::ShardCtx;
+use crate::tls::server::{agent_server_config, gui_server_config};
 use crate::transport::admission::Admission;
 use crate::transport::upload_permits::UploadPermits;
-use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
-use crate::tls::server::{agent_server_config, gui_server_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
@@ -35,7 +35,10 @@ pub enum FrontendError {
     #[error("cannot start executor `{name}`: {message}")]
     Executor { name: String, message: String },
     #[error("cannot listen on {what}: {source}")]
-    Bind { what: String, source: std::io::Error },
+    Bind {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
     #[error("replication: {0}")]
@@ -50,15 +53,34 @@ const STARTUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20)
 type Ready = Result<(), FrontendError>;
 
 /// Runs a frontend (the master, or the minion `identity` names) until SIGINT/SIGTERM.
-pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, config_path: PathBuf) -> Result<(), FrontendError> {
+pub fn run_frontend(
+    config: Arc<ServerConfig>,
+    identity: FrontendIdentity,
+    config_path: PathBuf,
+) -> Result<(), FrontendError> {
     if !config.frontend.transparent_huge_pages {
         disable_transparent_huge_pages();
     }
-    let datastore = Datastore::open(config.datastore.location.clone(), config.datastore.fsync_documents)?;
-    let agent_tls = TlsAcceptor::from(agent_server_config(&identity.certificate, &identity.private_key)?);
-    let gui_tls = TlsAcceptor::from(gui_server_config(&identity.certificate, &identity.private_key)?);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let shards = if config.frontend.shards == 0 { cores } else { config.frontend.shards };
+    let datastore = Datastore::open(
+        config.datastore.location.clone(),
+        config.datastore.fsync_documents,
+    )?;
+    let agent_tls = TlsAcceptor::from(agent_server_config(
+        &identity.certificate,
+        &identity.private_key,
+    )?);
+    let gui_tls = TlsAcceptor::from(gui_server_config(
+        &identity.certificate,
+        &identity.private_key,
+    )?);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let shards = if config.frontend.shards == 0 {
+        cores
+    } else {
+        config.frontend.shards
+    };
     let (priority_ends, shard_ends) = mesh::build(shards);
     let (stop_tx, shutdown) = shutdown::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
@@ -70,26 +92,65 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
     m.set_limits(vec![
         ("concurrency", i64::from(l.concurrency)),
         ("concurrency_wait_ms", as_gauge(l.concurrency_wait_ms)),
-        ("max_connections_per_second", i64::from(l.max_connections_per_second)),
-        ("hunt_recruitment_per_second", i64::from(l.hunt_recruitment_per_second)),
+        (
+            "max_connections_per_second",
+            i64::from(l.max_connections_per_second),
+        ),
+        (
+            "hunt_recruitment_per_second",
+            i64::from(l.hunt_recruitment_per_second),
+        ),
         ("max_upload_bytes", as_gauge(l.max_upload_bytes)),
         ("handshake_timeout_ms", as_gauge(l.handshake_timeout_ms)),
-        ("handshakes_in_flight_per_shard", i64::from(l.handshakes_in_flight_per_shard)),
+        (
+            "handshakes_in_flight_per_shard",
+            i64::from(l.handshakes_in_flight_per_shard),
+        ),
         ("idle_timeout_ms", as_gauge(l.idle_timeout_ms)),
         ("request_timeout_ms", as_gauge(l.request_timeout_ms)),
         ("max_open_files", as_gauge(config.frontend.max_open_files)),
-        ("io_ring_depth", as_gauge(config.frontend.io_ring_depth as u64)),
+        (
+            "io_ring_depth",
+            as_gauge(config.frontend.io_ring_depth as u64),
+        ),
     ]);
-    m.upload_concurrency_limit.store(i64::from(config.limits.concurrency), std::sync::atomic::Ordering::Relaxed);
+    m.upload_concurrency_limit.store(
+        i64::from(config.limits.concurrency),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let bound = u64::from(config.limits.concurrency).saturating_mul(config.limits.max_upload_bytes);
-    m.upload_memory_bound_bytes.store(bound.min(i64::MAX as u64) as i64, std::sync::atomic::Ordering::Relaxed);
+    m.upload_memory_bound_bytes.store(
+        bound.min(i64::MAX as u64) as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 
-    let hub = HubSetup { config: config.clone(), identity: identity.clone(), datastore: datastore.clone(), ends: priority_ends, tls: gui_tls, link };
+    let hub = HubSetup {
+        config: config.clone(),
+        identity: identity.clone(),
+        datastore: datastore.clone(),
+        ends: priority_ends,
+        tls: gui_tls,
+        link,
+    };
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
-        let on_shard = if config.gui.priority == GuiPriority::Shared && shard == 0 { hub.take() } else { None };
-        let setup = ShardSetup { shard, shards, config: config.clone(), agent_port: identity.agent_port, datastore: datastore.clone(), ends, tls: agent_tls.clone(), name: name.clone(), hub: on_shard };
+        let on_shard = if config.gui.priority == GuiPriority::Shared && shard == 0 {
+            hub.take()
+        } else {
+            None
+        };
+        let setup = ShardSetup {
+            shard,
+            shards,
+            config: config.clone(),
+            agent_port: identity.agent_port,
+            datastore: datastore.clone(),
+            ends,
+            tls: agent_tls.clone(),
+            name: name.clone(),
+            hub: on_shard,
+        };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
             .io_memory(config.frontend.io_memory_bytes)
@@ -98,7 +159,10 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
         let (ready, stop) = (ready_tx.clone(), shutdown.clone());
         let handle = builder
             .spawn(move || run_shard(setup, stop, ready))
-            .map_err(|e| FrontendError::Executor { name: format!("agent-shard-{shard}"), message: e.to_string() })?;
+            .map_err(|e| FrontendError::Executor {
+                name: format!("agent-shard-{shard}"),
+                message: e.to_string(),
+            })?;
         handles.push(handle);
     }
     if let Some(hub) = hub {
@@ -115,7 +179,10 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
                 favour_this_thread(priority);
                 run_hub(hub, stop, ready)
             })
-            .map_err(|e| FrontendError::Executor { name: "priority".into(), message: e.to_string() })?;
+            .map_err(|e| FrontendError::Executor {
+                name: "priority".into(),
+                message: e.to_string(),
+            })?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -126,11 +193,17 @@ pub fn run_frontend(config: Arc<ServerConfig>, identity: FrontendIdentity, confi
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 let message = format!("not every executor was ready within {STARTUP_DEADLINE:?}");
-                return Err(FrontendError::Executor { name: "startup".into(), message });
+                return Err(FrontendError::Executor {
+                    name: "startup".into(),
+                    message,
+                });
             }
         }
     }
-    let agents = format!("agents on {}:{} ({shards} shards)", config.frontend.bind_address, identity.agent_port);
+    let agents = format!(
+        "agents on {}:{} ({shards} shards)",
+        config.frontend.bind_address, identity.agent_port
+    );
     match &identity.role {
         FrontendRole::Master => crate::say!(
             "packhunt frontend {name} ready: {agents}, GUI/API on https://{}:{}/ (priority: {:?}){}",
@@ -163,7 +236,11 @@ type LinkEnds = (Outbox, InboxReceiver);
 
 /// Starts the replication thread: on a minion always, on the master once minions are
 /// configured (a single-frontend deployment opens no replication port).
-fn start_replication(config: &Arc<ServerConfig>, identity: &FrontendIdentity, config_path: PathBuf) -> Result<(Option<LinkEnds>, Option<LinkThread>), FrontendError> {
+fn start_replication(
+    config: &Arc<ServerConfig>,
+    identity: &FrontendIdentity,
+    config_path: PathBuf,
+) -> Result<(Option<LinkEnds>, Option<LinkThread>), FrontendError> {
     if identity.is_master() && config.minions.is_empty() {
         return Ok((None, None));
     }
@@ -172,9 +249,20 @@ fn start_replication(config: &Arc<ServerConfig>, identity: &FrontendIdentity, co
     let thread = match identity.role {
         FrontendRole::Master => {
             let listener = crate::replication::master::bind(config)?;
-            crate::replication::thread::spawn_master(config.clone(), config_path, listener, outbox_rx, inbox)?
+            crate::replication::thread::spawn_master(
+                config.clone(),
+                config_path,
+                listener,
+                outbox_rx,
+                inbox,
+            )?
         }
-        FrontendRole::Minion(_) => crate::replication::thread::spawn_minion(config.clone(), identity.clone(), outbox_rx, inbox)?,
+        FrontendRole::Minion(_) => crate::replication::thread::spawn_minion(
+            config.clone(),
+            identity.clone(),
+            outbox_rx,
+            inbox,
+        )?,
     };
     Ok((Some((outbox, inbox_rx)), Some(thread)))
 }
@@ -187,7 +275,8 @@ fn io_threads(config: &ServerConfig) -> PoolPlacement {
 
 fn wait_for_signal() -> Result<(), FrontendError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(FrontendError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(FrontendError::Signals)?;
     let _ = signals.forever().next();
     Ok(())
 }
@@ -214,7 +303,17 @@ struct ShardSetup {
 }
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
-    let ShardSetup { shard, shards, config, agent_port, datastore, ends, tls, name, hub } = setup;
+    let ShardSetup {
+        shard,
+        shards,
+        config,
+        agent_port,
+        datastore,
+        ends,
+        tls,
+        name,
+        hub,
+    } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
     if let Some(hub) = hub {
@@ -224,14 +323,26 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     let events = connect_polled(ends.events.connect()).await;
     let notifications = connect_polled(ends.notifications.connect()).await;
     let upload_permits = crate::limits::shard_share(config.limits.concurrency, shards, shard);
-    let accept_rate = crate::limits::shard_share(config.limits.max_connections_per_second, shards, shard);
+    let accept_rate =
+        crate::limits::shard_share(config.limits.max_connections_per_second, shards, shard);
     let uploads = UploadPermits::new(upload_permits, config.limits.concurrency_wait());
     let admission = Rc::new(Admission::new(uploads, accept_rate));
-    let ctx = ShardCtx::new(shard, config, datastore, name, agent_port, events, shutdown.clone());
+    let ctx = ShardCtx::new(
+        shard,
+        config,
+        datastore,
+        name,
+        agent_port,
+        events,
+        shutdown.clone(),
+    );
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
         Err(source) => {
-            let what = format!("agent port {}:{}", ctx.config.frontend.bind_address, ctx.agent_port);
+            let what = format!(
+                "agent port {}:{}",
+                ctx.config.frontend.bind_address, ctx.agent_port
+            );
             let _ = ready.send(Err(FrontendError::Bind { what, source }));
             return;
         }
@@ -241,12 +352,17 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     glommio::spawn_local(async move {
         while let Some(msg) = notifications.recv().await {
             match msg {
-                mesh::ShardMessage::Notify { client_id, flow_id, frame } => {
+                mesh::ShardMessage::Notify {
+                    client_id,
+                    flow_id,
+                    frame,
+                } => {
                     crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id, frame).await
                 }
                 mesh::ShardMessage::Rescan => {
                     let ctx = notify_ctx.clone();
-                    glommio::spawn_local(async move { crate::sessions::tasks::rescan(&ctx).await }).detach();
+                    glommio::spawn_local(async move { crate::sessions::tasks::rescan(&ctx).await })
+                        .detach();
                 }
             }
         }
@@ -256,20 +372,51 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
 }
 
 async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
-    let HubSetup { config, identity, datastore, ends, tls, link } = setup;
+    let HubSetup {
+        config,
+        identity,
+        datastore,
+        ends,
+        tls,
+        link,
+    } = setup;
     let is_master = identity.is_master();
-    let minions: Vec<(String, &'static str)> = if is_master { config.minions.iter().map(|m| (m.name.clone(), "minion")).collect() } else { Vec::new() };
+    let minions: Vec<(String, &'static str)> = if is_master {
+        config
+            .minions
+            .iter()
+            .map(|m| (m.name.clone(), "minion"))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let presence = Rc::new(Presence::new(&identity.name, is_master, &minions));
     // A minion reports its agents to the master; the master has no one to report to.
-    let forward = if is_master { None } else { link.as_ref().map(|(outbox, _)| outbox.clone()) };
+    let forward = if is_master {
+        None
+    } else {
+        link.as_ref().map(|(outbox, _)| outbox.clone())
+    };
     for receiver in ends.events {
         let events = connect_polled(receiver.connect()).await;
-        glommio::spawn_local(crate::notify::presence::follow(presence.clone(), events, forward.clone())).detach();
+        glommio::spawn_local(crate::notify::presence::follow(
+            presence.clone(),
+            events,
+            forward.clone(),
+        ))
+        .detach();
     }
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
     if let Some((outbox, inbox)) = link {
-        glommio::spawn_local(crate::frontend::hub::follow_replication(presence.clone(), notifier.clone(), outbox, inbox, is_master)).detach();
+        glommio::spawn_local(crate::frontend::hub::follow_replication(
+            presence.clone(),
+            notifier.clone(),
+            outbox,
+            inbox,
+            is_master,
+        ))
+        .detach();
     }
     let port = match &identity.role {
         FrontendRole::Master => Some(config.gui.port),
@@ -283,18 +430,33 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let listener = match api::bind(&config.gui.bind_address, port) {
         Ok(l) => l,
         Err(source) => {
-            let what = format!("{} port {}:{port}", if is_master { "GUI" } else { "metrics" }, config.gui.bind_address);
+            let what = format!(
+                "{} port {}:{port}",
+                if is_master { "GUI" } else { "metrics" },
+                config.gui.bind_address
+            );
             let _ = ready.send(Err(FrontendError::Bind { what, source }));
             return;
         }
     };
     let _ = ready.send(Ok(()));
     let auth = api::auth::Authenticator::new(config.users.clone());
-    let fleet = Rc::new(FleetNotifier { local: notifier, replication: if is_master { replication } else { None } });
+    let fleet = Rc::new(FleetNotifier {
+        local: notifier,
+        replication: if is_master { replication } else { None },
+    });
     let hunts = if is_master {
-        match crate::hunts::Hunts::load(datastore.clone(), fleet.clone(), presence.clone(), config.limits.hunt_recruitment_per_second).await {
+        match crate::hunts::Hunts::load(
+            datastore.clone(),
+            fleet.clone(),
+            presence.clone(),
+            config.limits.hunt_recruitment_per_second,
+        )
+        .await
+        {
             Ok(hunts) => {
-                glommio::spawn_local(crate::hunts::run_recruiter(hunts.clone(), shutdown.clone())).detach();
+                glommio::spawn_local(crate::hunts::run_recruiter(hunts.clone(), shutdown.clone()))
+                    .detach();
                 Some(hunts)
             }
             Err(e) => {
@@ -306,7 +468,16 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     } else {
         None
     };
-    let ctx = Rc::new(ApiCtx { config, datastore, fleet, hunts, presence, auth, frontend_name: identity.name, metrics_only: !is_master });
+    let ctx = Rc::new(ApiCtx {
+        config,
+        datastore,
+        fleet,
+        hunts,
+        presence,
+        auth,
+        frontend_name: identity.name,
+        metrics_only: !is_master,
+    });
     api::serve(ctx, listener, tls, shutdown).await;
 }
 
@@ -317,7 +488,10 @@ fn disable_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc != 0 {
-        tracing::debug!("PR_SET_THP_DISABLE failed: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "PR_SET_THP_DISABLE failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -334,17 +508,31 @@ const PRIORITY_THREAD_RT_PRIORITY: libc::c_int = 1;
 /// Best effort: without CAP_SYS_NICE the thread keeps the default priority.
 fn favour_this_thread(priority: GuiPriority) {
     if priority == GuiPriority::Realtime {
-        let param = libc::sched_param { sched_priority: PRIORITY_THREAD_RT_PRIORITY };
+        let param = libc::sched_param {
+            sched_priority: PRIORITY_THREAD_RT_PRIORITY,
+        };
         // SAFETY: pid 0 is the calling thread; `param` outlives the call.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
             return;
         }
-        tracing::warn!("GUI/API thread cannot run real-time ({}); niced instead", std::io::Error::last_os_error());
+        tracing::warn!(
+            "GUI/API thread cannot run real-time ({}); niced instead",
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: gettid and setpriority take and return integers only; on Linux
     // PRIO_PROCESS with a thread id changes that one thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, PRIORITY_THREAD_NICE) };
+    let rc = unsafe {
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::gettid() as libc::id_t,
+            PRIORITY_THREAD_NICE,
+        )
+    };
     if rc != 0 {
-        tracing::info!("GUI/API thread keeps the default priority: {}", std::io::Error::last_os_error());
+        tracing::info!(
+            "GUI/API thread keeps the default priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -18,13 +18,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
-use crate::notify::presence::{FlowEnd, Presence};
-use crate::notify::FleetNotifier;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
 use crate::datastore::{self, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId, HuntId};
-use crate::runtime::rate::TokenBucket;
+use crate::notify::presence::{FlowEnd, Presence};
+use crate::notify::FleetNotifier;
 use crate::runtime::offload::offload;
+use crate::runtime::rate::TokenBucket;
 
 /// A hunt's numbers as `GET /api/v1/hunts/{id}` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +51,15 @@ struct HuntRun {
 
 impl HuntRun {
     fn new(doc: HuntDoc) -> Self {
-        Self { doc, participants: HashSet::new(), flows: Vec::new(), ended: HashSet::new(), completed: 0, errors: 0, total_rows: 0 }
+        Self {
+            doc,
+            participants: HashSet::new(),
+            flows: Vec::new(),
+            ended: HashSet::new(),
+            completed: 0,
+            errors: 0,
+            total_rows: 0,
+        }
     }
 
     fn count_end(&mut self, end: &FlowEnd) {
@@ -89,7 +97,11 @@ pub enum HuntError {
     #[error("no hunt {0}")]
     NotFound(HuntId),
     #[error("hunt {hunt} is {state}: it cannot be {action}")]
-    WrongState { hunt: HuntId, state: &'static str, action: &'static str },
+    WrongState {
+        hunt: HuntId,
+        state: &'static str,
+        action: &'static str,
+    },
     #[error("{0}")]
     Datastore(#[from] DatastoreError),
 }
@@ -97,7 +109,12 @@ pub enum HuntError {
 impl Hunts {
     /// Loads every hunt from disk (recounting its statistics) and taps presence for
     /// arrivals and flow ends. Blocking file work runs on the blocking pool.
-    pub async fn load(datastore: Datastore, fleet: Rc<FleetNotifier>, presence: Rc<Presence>, recruitment_per_second: u32) -> Result<Rc<Self>, DatastoreError> {
+    pub async fn load(
+        datastore: Datastore,
+        fleet: Rc<FleetNotifier>,
+        presence: Rc<Presence>,
+        recruitment_per_second: u32,
+    ) -> Result<Rc<Self>, DatastoreError> {
         presence.tap();
         let ds = datastore.clone();
         let loaded = offload(move || recount_all(&ds)).await?;
@@ -144,12 +161,19 @@ impl Hunts {
 
     pub fn docs(&self) -> Vec<(HuntDoc, HuntStats)> {
         let pending = self.pending();
-        self.runs.borrow().values().map(|r| (r.doc.clone(), stats(r, pending))).collect()
+        self.runs
+            .borrow()
+            .values()
+            .map(|r| (r.doc.clone(), stats(r, pending)))
+            .collect()
     }
 
     pub fn get(&self, id: &HuntId) -> Option<(HuntDoc, HuntStats)> {
         let pending = self.pending();
-        self.runs.borrow().get(id).map(|r| (r.doc.clone(), stats(r, pending)))
+        self.runs
+            .borrow()
+            .get(id)
+            .map(|r| (r.doc.clone(), stats(r, pending)))
     }
 
     /// Connected agents not yet checked against the running hunts.
@@ -165,7 +189,14 @@ impl Hunts {
     /// Paused → running: every connected agent becomes a candidate.
     pub async fn start(&self, id: &HuntId) -> Result<HuntDoc, HuntError> {
         let idle = !self.any_running();
-        let doc = self.transition(id, "started", |s| s == HuntState::Paused, HuntState::Running).await?;
+        let doc = self
+            .transition(
+                id,
+                "started",
+                |s| s == HuntState::Paused,
+                HuntState::Running,
+            )
+            .await?;
         if idle {
             // The burst is for catching up after a stall, not for the first quarter second.
             self.budget.drain();
@@ -176,15 +207,33 @@ impl Hunts {
 
     /// Running or paused → stopped: recruits no one from now on.
     pub async fn stop(&self, id: &HuntId) -> Result<HuntDoc, HuntError> {
-        self.transition(id, "stopped", |s| matches!(s, HuntState::Running | HuntState::Paused), HuntState::Stopped).await
+        self.transition(
+            id,
+            "stopped",
+            |s| matches!(s, HuntState::Running | HuntState::Paused),
+            HuntState::Stopped,
+        )
+        .await
     }
 
-    async fn transition(&self, id: &HuntId, action: &'static str, allowed: impl Fn(HuntState) -> bool, to: HuntState) -> Result<HuntDoc, HuntError> {
+    async fn transition(
+        &self,
+        id: &HuntId,
+        action: &'static str,
+        allowed: impl Fn(HuntState) -> bool,
+        to: HuntState,
+    ) -> Result<HuntDoc, HuntError> {
         let mut doc = {
             let runs = self.runs.borrow();
-            let run = runs.get(id).ok_or_else(|| HuntError::NotFound(id.clone()))?;
+            let run = runs
+                .get(id)
+                .ok_or_else(|| HuntError::NotFound(id.clone()))?;
             if !allowed(run.doc.state) {
-                return Err(HuntError::WrongState { hunt: id.clone(), state: run.doc.state.as_str(), action });
+                return Err(HuntError::WrongState {
+                    hunt: id.clone(),
+                    state: run.doc.state.as_str(),
+                    action,
+                });
             }
             run.doc.clone()
         };
@@ -203,7 +252,10 @@ impl Hunts {
     }
 
     fn any_running(&self) -> bool {
-        self.runs.borrow().values().any(|r| r.doc.state == HuntState::Running)
+        self.runs
+            .borrow()
+            .values()
+            .any(|r| r.doc.state == HuntState::Running)
     }
 
     fn enqueue_connected(&self) {
@@ -248,11 +300,23 @@ impl Hunts {
             .runs
             .borrow()
             .values()
-            .filter(|r| r.doc.state == HuntState::Running && r.doc.expires_ms != 0 && r.doc.expires_ms <= now)
+            .filter(|r| {
+                r.doc.state == HuntState::Running
+                    && r.doc.expires_ms != 0
+                    && r.doc.expires_ms <= now
+            })
             .map(|r| r.doc.hunt_id.clone())
             .collect();
         for id in expired {
-            if let Err(e) = self.transition(&id, "expired", |s| s == HuntState::Running, HuntState::Expired).await {
+            if let Err(e) = self
+                .transition(
+                    &id,
+                    "expired",
+                    |s| s == HuntState::Running,
+                    HuntState::Expired,
+                )
+                .await
+            {
                 tracing::warn!(hunt = %id, "cannot mark the hunt expired: {e}");
             }
         }
@@ -265,7 +329,11 @@ fn stats(run: &HuntRun, pending: u64) -> HuntStats {
         completed: run.completed,
         errors: run.errors,
         total_rows: run.total_rows,
-        pending_recruitment: if run.doc.state == HuntState::Running { pending } else { 0 },
+        pending_recruitment: if run.doc.state == HuntState::Running {
+            pending
+        } else {
+            0
+        },
     }
 }
 
@@ -296,7 +364,11 @@ fn flow_end(datastore: &Datastore, client: &ClientId, flow: &FlowId) -> Option<F
         datastore::FlowState::Error => true,
         _ => return None,
     };
-    Some(FlowEnd { flow_id: flow.clone(), failed, total_rows: status.total_rows })
+    Some(FlowEnd {
+        flow_id: flow.clone(),
+        failed,
+        total_rows: status.total_rows,
+    })
 }
 
 pub use recruit::run as run_recruiter;

@@ -12,13 +12,13 @@ use futures::FutureExt;
 use glommio::sync::Semaphore;
 
 use super::{flow_end, HuntRun, Hunts};
+use crate::datastore;
 use crate::datastore::flow::FlowRequest;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
-use crate::datastore;
 use crate::ids::{ClientId, FlowId, HuntId};
 use crate::metrics::{metrics, FlowEvent};
-use crate::runtime::shutdown::ShutdownSignal;
 use crate::runtime::offload::offload;
+use crate::runtime::shutdown::ShutdownSignal;
 
 /// How often the recruiter wakes: a tenth of the bucket's burst at 100/s.
 const TICK: Duration = Duration::from_millis(10);
@@ -48,8 +48,14 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
         }
         hunts.absorb_events();
         hunts.expire().await;
-        let pending = if hunts.any_running() { hunts.pending() as i64 } else { 0 };
-        metrics().hunt_pending_recruitment.store(pending, Ordering::Relaxed);
+        let pending = if hunts.any_running() {
+            hunts.pending() as i64
+        } else {
+            0
+        };
+        metrics()
+            .hunt_pending_recruitment
+            .store(pending, Ordering::Relaxed);
         let now = Instant::now();
         deferred.retain(|(due, client)| {
             if *due > now {
@@ -128,14 +134,20 @@ type Recruit = (HuntId, FlowRequest);
 
 /// Checks candidates whose facts are in while the budget lasts, then writes the recruits'
 /// flows in batches.
-async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mut Vec<(Instant, ClientId)>) {
+async fn recruit_due(
+    hunts: &Rc<Hunts>,
+    in_flight: &Rc<Semaphore>,
+    deferred: &mut Vec<(Instant, ClientId)>,
+) {
     if !hunts.any_running() {
         return;
     }
     prefetch_facts(hunts);
     let mut recruits: Vec<Recruit> = Vec::new();
     while hunts.budget.available() >= 1 {
-        let Some((client, facts)) = hunts.checked.borrow_mut().pop_front() else { break };
+        let Some((client, facts)) = hunts.checked.borrow_mut().pop_front() else {
+            break;
+        };
         let Some((os, labels)) = facts else {
             hunts.queued.borrow_mut().remove(&client);
             deferred.push((Instant::now() + FACTS_RETRY, client));
@@ -143,7 +155,10 @@ async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mu
         };
         if !assign(hunts, &client, &os, &labels, &mut recruits) {
             // Out of budget: it waits for the next tokens, first in line.
-            hunts.checked.borrow_mut().push_front((client, Some((os, labels))));
+            hunts
+                .checked
+                .borrow_mut()
+                .push_front((client, Some((os, labels))));
             break;
         }
         hunts.queued.borrow_mut().remove(&client);
@@ -165,18 +180,30 @@ async fn recruit_due(hunts: &Rc<Hunts>, in_flight: &Rc<Semaphore>, deferred: &mu
 /// Recruits `client` into every running hunt it matches and is not in yet, a token each;
 /// the flows to write go to `recruits`. False when the budget ran out first (it may have
 /// joined some of them).
-fn assign(hunts: &Rc<Hunts>, client: &ClientId, os: &str, labels: &[String], recruits: &mut Vec<Recruit>) -> bool {
+fn assign(
+    hunts: &Rc<Hunts>,
+    client: &ClientId,
+    os: &str,
+    labels: &[String],
+    recruits: &mut Vec<Recruit>,
+) -> bool {
     let wanting: Vec<HuntDoc> = hunts
         .runs
         .borrow()
         .values()
-        .filter(|r| r.doc.state == HuntState::Running && !r.participants.contains(client) && r.doc.condition.matches(os, labels))
+        .filter(|r| {
+            r.doc.state == HuntState::Running
+                && !r.participants.contains(client)
+                && r.doc.condition.matches(os, labels)
+        })
         .map(|r| r.doc.clone())
         .collect();
     for doc in wanting {
         // Joined now, before its flow is written: no second recruitment races it.
         let joined = match hunts.runs.borrow_mut().get_mut(&doc.hunt_id) {
-            Some(run) if run.doc.state == HuntState::Running => run.participants.insert(client.clone()),
+            Some(run) if run.doc.state == HuntState::Running => {
+                run.participants.insert(client.clone())
+            }
             _ => false,
         };
         if !joined {
@@ -232,22 +259,32 @@ async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
 ///
 /// Each recruit's outcome carries its error as text: one failed append fails every
 /// recruit of that hunt in the batch.
-fn write_recruits(ds: &datastore::Datastore, batch: Vec<Recruit>) -> Vec<(HuntId, FlowRequest, Result<(), String>)> {
+fn write_recruits(
+    ds: &datastore::Datastore,
+    batch: Vec<Recruit>,
+) -> Vec<(HuntId, FlowRequest, Result<(), String>)> {
     let mut outcomes: Vec<(HuntId, FlowRequest, Result<(), String>)> = batch
         .into_iter()
         .map(|(hunt_id, request)| {
-            let written = datastore::write_scheduled(&ds.client(&request.client_id), &request).map_err(|e| e.to_string());
+            let written = datastore::write_scheduled(&ds.client(&request.client_id), &request)
+                .map_err(|e| e.to_string());
             (hunt_id, request, written)
         })
         .collect();
     let mut lines: BTreeMap<HuntId, Vec<(ClientId, FlowId)>> = BTreeMap::new();
     for (hunt_id, request, _) in outcomes.iter().filter(|(_, _, w)| w.is_ok()) {
-        lines.entry(hunt_id.clone()).or_default().push((request.client_id.clone(), request.flow_id.clone()));
+        lines
+            .entry(hunt_id.clone())
+            .or_default()
+            .push((request.client_id.clone(), request.flow_id.clone()));
     }
     for (hunt_id, participants) in lines {
         if let Err(e) = hunt::append_participants(ds, &hunt_id, &participants) {
             let reason = e.to_string();
-            for (_, _, written) in outcomes.iter_mut().filter(|(h, _, w)| *h == hunt_id && w.is_ok()) {
+            for (_, _, written) in outcomes
+                .iter_mut()
+                .filter(|(h, _, w)| *h == hunt_id && w.is_ok())
+            {
                 *written = Err(reason.clone());
             }
         }
@@ -277,7 +314,10 @@ fn record(hunts: &Hunts, hunt_id: &HuntId, client: &ClientId, flow: &FlowId) {
     if let Some(run) = hunts.runs.borrow_mut().get_mut(hunt_id) {
         run.flows.push((client.clone(), flow.clone()));
     }
-    hunts.flow_hunt.borrow_mut().insert(flow.clone(), hunt_id.clone());
+    hunts
+        .flow_hunt
+        .borrow_mut()
+        .insert(flow.clone(), hunt_id.clone());
 }
 
 /// Re-reads unfinished participant flows from disk and counts the ones that ended.
@@ -286,14 +326,25 @@ async fn reconcile(hunts: &Hunts) {
         .runs
         .borrow()
         .values()
-        .flat_map(|r: &HuntRun| r.flows.iter().filter(|(_, f)| !r.ended.contains(f)).map(|(c, f)| (r.doc.hunt_id.clone(), c.clone(), f.clone())))
+        .flat_map(|r: &HuntRun| {
+            r.flows
+                .iter()
+                .filter(|(_, f)| !r.ended.contains(f))
+                .map(|(c, f)| (r.doc.hunt_id.clone(), c.clone(), f.clone()))
+        })
         .take(RECONCILE_BATCH)
         .collect();
     if unfinished.is_empty() {
         return;
     }
     let ds = hunts.datastore.clone();
-    let ends = offload(move || unfinished.into_iter().filter_map(|(h, c, f)| flow_end(&ds, &c, &f).map(|e| (h, e))).collect::<Vec<_>>()).await;
+    let ends = offload(move || {
+        unfinished
+            .into_iter()
+            .filter_map(|(h, c, f)| flow_end(&ds, &c, &f).map(|e| (h, e)))
+            .collect::<Vec<_>>()
+    })
+    .await;
     let mut runs = hunts.runs.borrow_mut();
     for (hunt, end) in ends {
         if let Some(run) = runs.get_mut(&hunt) {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 /// Upper bounds of the buckets, seconds: from a fast in-memory answer (0.25 ms) to a
 /// request stuck behind a busy box (2.5 s); slower ones land in +Inf.
-pub const LATENCY_BUCKETS_SECONDS: [f64; 13] = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+pub const LATENCY_BUCKETS_SECONDS: [f64; 13] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
@@ -19,15 +21,24 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS_SECONDS.iter().position(|&le| seconds <= le).unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        let bucket = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Appends the series of `name`, each with `labels` (e.g. `kind="read"`) besides `le`.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0u64;
-        let bounds = LATENCY_BUCKETS_SECONDS.iter().map(|le| le.to_string()).chain(std::iter::once("+Inf".to_string()));
+        let bounds = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .map(|le| le.to_string())
+            .chain(std::iter::once("+Inf".to_string()));
         for (count, le) in self.counts.iter().zip(bounds) {
             cumulative += count.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
@@ -51,13 +62,34 @@ mod tests {
         h.observe(Duration::from_secs(9));
         let mut out = String::new();
         h.render(&mut out, "x_seconds", "kind=\"read\"");
-        assert!(out.contains("x_seconds_bucket{kind=\"read\",le=\"0.00025\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"read\",le=\"0.0005\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"read\",le=\"0.02\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"read\",le=\"0.05\"} 3\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"read\",le=\"2.5\"} 3\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"read\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"read\",le=\"0.00025\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"read\",le=\"0.0005\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"read\",le=\"0.02\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"read\",le=\"0.05\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"read\",le=\"2.5\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"read\",le=\"+Inf\"} 4\n"),
+            "{out}"
+        );
         assert!(out.contains("x_seconds_count{kind=\"read\"} 4\n"), "{out}");
-        assert!(out.contains("x_seconds_sum{kind=\"read\"} 9.030501\n"), "{out}");
+        assert!(
+            out.contains("x_seconds_sum{kind=\"read\"} 9.030501\n"),
+            "{out}"
+        );
     }
 }

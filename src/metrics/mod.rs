@@ -115,7 +115,8 @@ pub enum ReplicationQueue {
 }
 
 impl ReplicationQueue {
-    pub const ALL: [ReplicationQueue; 4] = [Self::Outbound, Self::Inbound, Self::Link, Self::LinkDown];
+    pub const ALL: [ReplicationQueue; 4] =
+        [Self::Outbound, Self::Inbound, Self::Link, Self::LinkDown];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -193,12 +194,18 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     pub fn upload_rejected(&self, reason: RejectReason) {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
         self.upload_rejections[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_refused(&self, reason: ConnectionRefusal) {
-        let i = ConnectionRefusal::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        let i = ConnectionRefusal::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
         self.connection_refusals[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -220,7 +227,10 @@ impl Metrics {
     }
 
     pub fn upload_rejections(&self, reason: RejectReason) -> u64 {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
         self.upload_rejections[i].load(Ordering::Relaxed)
     }
 
@@ -251,7 +261,13 @@ impl Metrics {
             ("packhunt_replication_link_failures_total", "Minion links to the master that failed to open or broke", &self.replication_link_failures),
         ];
         for (name, help, value) in counters {
-            write_metric(&mut out, name, help, "counter", &[("", value.load(Ordering::Relaxed) as i64)]);
+            write_metric(
+                &mut out,
+                name,
+                help,
+                "counter",
+                &[("", value.load(Ordering::Relaxed) as i64)],
+            );
         }
         let gauges: [(&str, &str, &AtomicI64); 9] = [
             ("packhunt_hunt_pending_recruitment", "Connected agents waiting to be checked against the running hunts", &self.hunt_pending_recruitment),
@@ -265,29 +281,69 @@ impl Metrics {
             ("packhunt_sessions_open", "Agents with an open task stream", &self.sessions_open),
         ];
         for (name, help, value) in gauges {
-            write_metric(&mut out, name, help, "gauge", &[("", value.load(Ordering::Relaxed))]);
+            write_metric(
+                &mut out,
+                name,
+                help,
+                "gauge",
+                &[("", value.load(Ordering::Relaxed))],
+            );
         }
         let rejections: Vec<(String, i64)> = RejectReason::ALL
             .iter()
             .zip(&self.upload_rejections)
-            .map(|(r, v)| (format!("reason=\"{}\"", r.label()), v.load(Ordering::Relaxed) as i64))
+            .map(|(r, v)| {
+                (
+                    format!("reason=\"{}\"", r.label()),
+                    v.load(Ordering::Relaxed) as i64,
+                )
+            })
             .collect();
-        write_labelled(&mut out, "packhunt_upload_rejections_total", "Uploads refused, by reason", &rejections);
+        write_labelled(
+            &mut out,
+            "packhunt_upload_rejections_total",
+            "Uploads refused, by reason",
+            &rejections,
+        );
         let refusals: Vec<(String, i64)> = ConnectionRefusal::ALL
             .iter()
             .zip(&self.connection_refusals)
-            .map(|(r, v)| (format!("reason=\"{}\"", r.label()), v.load(Ordering::Relaxed) as i64))
+            .map(|(r, v)| {
+                (
+                    format!("reason=\"{}\"", r.label()),
+                    v.load(Ordering::Relaxed) as i64,
+                )
+            })
             .collect();
-        write_labelled(&mut out, "packhunt_connection_refusals_total", "Agent connections ended early, by reason", &refusals);
+        write_labelled(
+            &mut out,
+            "packhunt_connection_refusals_total",
+            "Agent connections ended early, by reason",
+            &refusals,
+        );
         let dropped: Vec<(String, i64)> = ReplicationQueue::ALL
             .iter()
             .zip(&self.replication_dropped)
-            .map(|(q, v)| (format!("queue=\"{}\"", q.label()), v.load(Ordering::Relaxed) as i64))
+            .map(|(q, v)| {
+                (
+                    format!("queue=\"{}\"", q.label()),
+                    v.load(Ordering::Relaxed) as i64,
+                )
+            })
             .collect();
         if let Some(limits) = self.limits.get() {
-            let values: Vec<(String, i64)> = limits.iter().map(|(name, v)| (format!("name=\"{name}\""), *v)).collect();
+            let values: Vec<(String, i64)> = limits
+                .iter()
+                .map(|(name, v)| (format!("name=\"{name}\""), *v))
+                .collect();
             let borrowed: Vec<(&str, i64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            write_metric(&mut out, "packhunt_limit", "Configured [limits] of this frontend (units in the name)", "gauge", &borrowed);
+            write_metric(
+                &mut out,
+                "packhunt_limit",
+                "Configured [limits] of this frontend (units in the name)",
+                "gauge",
+                &borrowed,
+            );
         }
         write_labelled(&mut out, "packhunt_replication_dropped_total", "Replication messages dropped, by queue (each queue's when-full policy: src/replication)", &dropped);
         let flows: Vec<(String, i64)> = ["scheduled", "in_progress", "finished", "error"]
@@ -295,11 +351,18 @@ impl Metrics {
             .zip(&self.flow_events)
             .map(|(s, v)| (format!("state=\"{s}\""), v.load(Ordering::Relaxed) as i64))
             .collect();
-        write_labelled(&mut out, "packhunt_flow_transitions_total", "Flows entering each state", &flows);
+        write_labelled(
+            &mut out,
+            "packhunt_flow_transitions_total",
+            "Flows entering each state",
+            &flows,
+        );
         let name = "packhunt_api_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} GUI/API requests from headers parsed to answer built (the frontend's own handling)\n# TYPE {name} histogram");
-        self.api_read_latency.render(&mut out, name, "kind=\"read\"");
-        self.api_write_latency.render(&mut out, name, "kind=\"write\"");
+        self.api_read_latency
+            .render(&mut out, name, "kind=\"read\"");
+        self.api_write_latency
+            .render(&mut out, name, "kind=\"write\"");
         out
     }
 }

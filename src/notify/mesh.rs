@@ -13,16 +13,18 @@
 
 use std::time::Duration;
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 
 use glommio::{GlommioError, ResourceType};
 
 use bytes::Bytes;
 
 use crate::ids::{ClientId, FlowId};
+use crate::limits::MESH_QUEUE_LEN;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::deadline::with_deadline;
-use crate::limits::MESH_QUEUE_LEN;
 
 /// How long a notification may wait for room in a full shard queue.
 pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
@@ -31,7 +33,11 @@ pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
 pub enum ShardMessage {
     /// New work was queued on disk for this client; `frame` is its task frame when the
     /// sender has it, so that the shard pushes it without reading the disk.
-    Notify { client_id: ClientId, flow_id: FlowId, frame: Option<Bytes> },
+    Notify {
+        client_id: ClientId,
+        flow_id: FlowId,
+        frame: Option<Bytes>,
+    },
     /// Notifications may have been lost (the replication link was down): look on disk
     /// for tasks queued for every agent connected here.
     Rescan,
@@ -39,10 +45,23 @@ pub enum ShardMessage {
 
 #[derive(Debug, Clone)]
 pub enum ShardEvent {
-    Connected { client_id: ClientId, shard: usize, session: u64 },
-    Disconnected { client_id: ClientId, shard: usize, session: u64 },
+    Connected {
+        client_id: ClientId,
+        shard: usize,
+        session: u64,
+    },
+    Disconnected {
+        client_id: ClientId,
+        shard: usize,
+        session: u64,
+    },
     /// A flow this shard's agent is writing started or ended.
-    FlowState { client_id: ClientId, flow_id: FlowId, state: crate::datastore::FlowState, total_rows: u64 },
+    FlowState {
+        client_id: ClientId,
+        flow_id: FlowId,
+        state: crate::datastore::FlowState,
+        total_rows: u64,
+    },
 }
 
 /// The unconnected ends handed to one agent shard's thread.
@@ -59,14 +78,20 @@ pub struct PriorityEnds {
 
 /// Builds the queues for `shards` agent shards.
 pub fn build(shards: usize) -> (PriorityEnds, Vec<ShardEnds>) {
-    let mut priority = PriorityEnds { notifications: Vec::new(), events: Vec::new() };
+    let mut priority = PriorityEnds {
+        notifications: Vec::new(),
+        events: Vec::new(),
+    };
     let mut ends = Vec::new();
     for _ in 0..shards {
         let (ntx, nrx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
         let (ptx, prx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
         priority.notifications.push(ntx);
         priority.events.push(prx);
-        ends.push(ShardEnds { notifications: nrx, events: ptx });
+        ends.push(ShardEnds {
+            notifications: nrx,
+            events: ptx,
+        });
     }
     (priority, ends)
 }
@@ -87,7 +112,12 @@ impl Notifier {
 
     /// Tells every shard that `client_id` has new work; see the module doc for the policy.
     pub async fn notify(&self, client_id: &ClientId, flow_id: &FlowId, frame: Option<Bytes>) {
-        self.broadcast(|| ShardMessage::Notify { client_id: client_id.clone(), flow_id: flow_id.clone(), frame: frame.clone() }).await
+        self.broadcast(|| ShardMessage::Notify {
+            client_id: client_id.clone(),
+            flow_id: flow_id.clone(),
+            frame: frame.clone(),
+        })
+        .await
     }
 
     /// Asks every shard to look for queued tasks of all its agents.
@@ -101,11 +131,17 @@ impl Notifier {
             let sent = match shard.try_send(message()) {
                 Ok(()) => true,
                 Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                    with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg)).await.is_some_and(|r| r.is_ok())
+                    with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg))
+                        .await
+                        .is_some_and(|r| r.is_ok())
                 }
                 Err(_) => false,
             };
-            let counter = if sent { &m.notifications_sent } else { &m.notifications_dropped };
+            let counter = if sent {
+                &m.notifications_sent
+            } else {
+                &m.notifications_dropped
+            };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }

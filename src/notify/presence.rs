@@ -11,10 +11,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::ids::{ClientId, FlowId};
-use crate::replication::pb;
 use crate::datastore::FlowState;
+use crate::ids::{ClientId, FlowId};
 use crate::notify::mesh::{ShardEvent, ShardEventReceiver};
+use crate::replication::pb;
 
 /// Index into `Presence::frontends`; 0 is this frontend.
 type FrontendIdx = u16;
@@ -62,9 +62,17 @@ impl Presence {
     /// `this` is this frontend's name; `others` the frontends it expects to hear from
     /// (the master lists its configured minions, down until they link).
     pub fn new(this: &str, this_is_master: bool, others: &[(String, &'static str)]) -> Self {
-        let own = FrontendView::new(Rc::from(this), if this_is_master { "master" } else { "minion" }, true);
+        let own = FrontendView::new(
+            Rc::from(this),
+            if this_is_master { "master" } else { "minion" },
+            true,
+        );
         let mut frontends = vec![own];
-        frontends.extend(others.iter().map(|(name, role)| FrontendView::new(Rc::from(name.as_str()), role, false)));
+        frontends.extend(
+            others
+                .iter()
+                .map(|(name, role)| FrontendView::new(Rc::from(name.as_str()), role, false)),
+        );
         Self {
             live: RefCell::new(HashMap::new()),
             frontends: RefCell::new(frontends),
@@ -93,20 +101,47 @@ impl Presence {
             return;
         }
         if let Ok(flow_id) = FlowId::parse(flow_id) {
-            self.flow_ends.borrow_mut().push(FlowEnd { flow_id, failed, total_rows });
+            self.flow_ends.borrow_mut().push(FlowEnd {
+                flow_id,
+                failed,
+                total_rows,
+            });
         }
     }
 
     /// An event from one of this frontend's shards.
     pub fn apply(&self, event: ShardEvent) {
         match event {
-            ShardEvent::Connected { client_id, shard, session } => {
-                self.connect(client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
-            }
-            ShardEvent::Disconnected { client_id, shard, session } => {
-                self.disconnect(&client_id, Location { frontend: THIS_FRONTEND, shard: shard as u32, session })
-            }
-            ShardEvent::FlowState { flow_id, state, total_rows, .. } => {
+            ShardEvent::Connected {
+                client_id,
+                shard,
+                session,
+            } => self.connect(
+                client_id,
+                Location {
+                    frontend: THIS_FRONTEND,
+                    shard: shard as u32,
+                    session,
+                },
+            ),
+            ShardEvent::Disconnected {
+                client_id,
+                shard,
+                session,
+            } => self.disconnect(
+                &client_id,
+                Location {
+                    frontend: THIS_FRONTEND,
+                    shard: shard as u32,
+                    session,
+                },
+            ),
+            ShardEvent::FlowState {
+                flow_id,
+                state,
+                total_rows,
+                ..
+            } => {
                 self.count_flow(THIS_FRONTEND, state.as_str());
                 self.flow_ended(flow_id.as_str(), state.as_str(), total_rows);
             }
@@ -133,10 +168,17 @@ impl Presence {
     /// A presence delta from frontend `from`. Malformed ids are ignored (and logged).
     pub fn apply_remote(&self, from: &str, event: &pb::Presence) {
         let Ok(client_id) = ClientId::parse(&event.client_id) else {
-            tracing::warn!(frontend = from, "presence for a malformed client id ignored");
+            tracing::warn!(
+                frontend = from,
+                "presence for a malformed client id ignored"
+            );
             return;
         };
-        let location = Location { frontend: self.frontend_index(from), shard: event.shard, session: event.session };
+        let location = Location {
+            frontend: self.frontend_index(from),
+            shard: event.shard,
+            session: event.session,
+        };
         if event.connected {
             self.connect(client_id, location);
         } else {
@@ -206,7 +248,11 @@ impl Presence {
     /// The frontend a connected client's task stream is on.
     pub fn frontend_of(&self, client_id: &ClientId) -> Option<Rc<str>> {
         let location = *self.live.borrow().get(client_id)?;
-        Some(self.frontends.borrow()[location.frontend as usize].name.clone())
+        Some(
+            self.frontends.borrow()[location.frontend as usize]
+                .name
+                .clone(),
+        )
     }
 
     /// Every connected client, sorted by id.
@@ -230,7 +276,12 @@ impl Presence {
             .borrow()
             .iter()
             .filter(|(_, l)| l.frontend == THIS_FRONTEND)
-            .map(|(id, l)| pb::Presence { client_id: id.to_string(), connected: true, shard: l.shard, session: l.session })
+            .map(|(id, l)| pb::Presence {
+                client_id: id.to_string(),
+                connected: true,
+                shard: l.shard,
+                session: l.session,
+            })
             .collect()
     }
 }
@@ -239,13 +290,32 @@ impl Presence {
 pub fn to_wire(event: &ShardEvent) -> pb::envelope::Kind {
     use pb::envelope::Kind;
     match event {
-        ShardEvent::Connected { client_id, shard, session } => {
-            Kind::Presence(pb::Presence { client_id: client_id.to_string(), connected: true, shard: *shard as u32, session: *session })
-        }
-        ShardEvent::Disconnected { client_id, shard, session } => {
-            Kind::Presence(pb::Presence { client_id: client_id.to_string(), connected: false, shard: *shard as u32, session: *session })
-        }
-        ShardEvent::FlowState { client_id, flow_id, state, total_rows } => Kind::FlowState(pb::FlowState {
+        ShardEvent::Connected {
+            client_id,
+            shard,
+            session,
+        } => Kind::Presence(pb::Presence {
+            client_id: client_id.to_string(),
+            connected: true,
+            shard: *shard as u32,
+            session: *session,
+        }),
+        ShardEvent::Disconnected {
+            client_id,
+            shard,
+            session,
+        } => Kind::Presence(pb::Presence {
+            client_id: client_id.to_string(),
+            connected: false,
+            shard: *shard as u32,
+            session: *session,
+        }),
+        ShardEvent::FlowState {
+            client_id,
+            flow_id,
+            state,
+            total_rows,
+        } => Kind::FlowState(pb::FlowState {
             client_id: client_id.to_string(),
             flow_id: flow_id.to_string(),
             state: state.as_str().to_string(),
@@ -256,7 +326,11 @@ pub fn to_wire(event: &ShardEvent) -> pb::envelope::Kind {
 
 /// Applies one shard's events for as long as the shard runs; on a minion each is also
 /// queued for the master.
-pub async fn follow(presence: Rc<Presence>, events: ShardEventReceiver, forward: Option<crate::replication::queue::Outbox>) {
+pub async fn follow(
+    presence: Rc<Presence>,
+    events: ShardEventReceiver,
+    forward: Option<crate::replication::queue::Outbox>,
+) {
     while let Some(event) = events.recv().await {
         if let Some(outbox) = &forward {
             outbox.offer(to_wire(&event));
@@ -267,7 +341,14 @@ pub async fn follow(presence: Rc<Presence>, events: ShardEventReceiver, forward:
 
 impl FrontendView {
     fn new(name: Rc<str>, role: &'static str, up: bool) -> Self {
-        Self { name, role, up, connected_clients: 0, flows_finished: 0, flows_failed: 0 }
+        Self {
+            name,
+            role,
+            up,
+            connected_clients: 0,
+            flows_finished: 0,
+            flows_failed: 0,
+        }
     }
 }
 
@@ -280,25 +361,50 @@ mod tests {
     }
 
     fn wire(n: u8, connected: bool, session: u64) -> pb::Presence {
-        pb::Presence { client_id: id(n).to_string(), connected, shard: 0, session }
+        pb::Presence {
+            client_id: id(n).to_string(),
+            connected,
+            shard: 0,
+            session,
+        }
     }
 
     #[test]
     fn late_disconnect_of_old_session_keeps_new_one() {
         let p = Presence::new("m:1", true, &[]);
         let c = id(1);
-        p.apply(ShardEvent::Connected { client_id: c.clone(), shard: 0, session: 1 });
-        p.apply(ShardEvent::Connected { client_id: c.clone(), shard: 1, session: 7 });
-        p.apply(ShardEvent::Disconnected { client_id: c.clone(), shard: 0, session: 1 });
+        p.apply(ShardEvent::Connected {
+            client_id: c.clone(),
+            shard: 0,
+            session: 1,
+        });
+        p.apply(ShardEvent::Connected {
+            client_id: c.clone(),
+            shard: 1,
+            session: 7,
+        });
+        p.apply(ShardEvent::Disconnected {
+            client_id: c.clone(),
+            shard: 0,
+            session: 1,
+        });
         assert!(p.is_connected(&c));
-        p.apply(ShardEvent::Disconnected { client_id: c.clone(), shard: 1, session: 7 });
+        p.apply(ShardEvent::Disconnected {
+            client_id: c.clone(),
+            shard: 1,
+            session: 7,
+        });
         assert!(!p.is_connected(&c));
         assert_eq!(p.frontends()[0].connected_clients, 0);
     }
 
     #[test]
     fn an_agent_that_moved_frontends_is_not_hidden_by_the_old_frontends_disconnect() {
-        let p = Presence::new("master:1", true, &[("minion:2".into(), "minion"), ("minion:3".into(), "minion")]);
+        let p = Presence::new(
+            "master:1",
+            true,
+            &[("minion:2".into(), "minion"), ("minion:3".into(), "minion")],
+        );
         p.apply_remote("minion:2", &wire(1, true, 5));
         p.apply_remote("minion:3", &wire(1, true, 5));
         p.apply_remote("minion:2", &wire(1, false, 5));
@@ -310,24 +416,47 @@ mod tests {
     #[test]
     fn link_down_forgets_that_frontends_agents_and_a_snapshot_replaces_them() {
         let p = Presence::new("master:1", true, &[("minion:2".into(), "minion")]);
-        assert!(!p.frontends()[1].up, "configured minions are down until they link");
+        assert!(
+            !p.frontends()[1].up,
+            "configured minions are down until they link"
+        );
         p.set_link("minion:2", true);
-        p.apply(ShardEvent::Connected { client_id: id(9), shard: 0, session: 1 });
+        p.apply(ShardEvent::Connected {
+            client_id: id(9),
+            shard: 0,
+            session: 1,
+        });
         p.apply_remote("minion:2", &wire(1, true, 1));
         p.apply_remote("minion:2", &wire(2, true, 1));
         p.set_link("minion:2", false);
-        assert_eq!(p.connected_ids(), vec![id(9)], "the master's own agent stays");
+        assert_eq!(
+            p.connected_ids(),
+            vec![id(9)],
+            "the master's own agent stays"
+        );
         assert!(!p.frontends()[1].up);
 
         p.set_link("minion:2", true);
         p.apply_remote("minion:2", &wire(3, true, 1)); // a delta before the snapshot
-        let first = pb::PresenceSnapshot { entries: vec![wire(2, true, 1)], first: true, last: false };
-        let last = pb::PresenceSnapshot { entries: vec![wire(4, true, 1)], first: false, last: true };
+        let first = pb::PresenceSnapshot {
+            entries: vec![wire(2, true, 1)],
+            first: true,
+            last: false,
+        };
+        let last = pb::PresenceSnapshot {
+            entries: vec![wire(4, true, 1)],
+            first: false,
+            last: true,
+        };
         p.apply_snapshot("minion:2", &first);
         p.apply_snapshot("minion:2", &last);
         assert_eq!(p.connected_ids(), vec![id(2), id(4), id(9)]);
         assert_eq!(p.frontends()[1].connected_clients, 2);
-        assert_eq!(p.local_entries().len(), 1, "only this frontend's own agents are snapshotted");
+        assert_eq!(
+            p.local_entries().len(),
+            1,
+            "only this frontend's own agents are snapshotted"
+        );
     }
 
     #[test]

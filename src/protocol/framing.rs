@@ -22,7 +22,8 @@ pub enum FrameError {
 /// Encodes `msg` with its varint length prefix.
 pub fn encode<M: Message>(msg: &M) -> Bytes {
     let mut buf = BytesMut::with_capacity(msg.encoded_len() + 10);
-    msg.encode_length_delimited(&mut buf).expect("BytesMut grows as needed");
+    msg.encode_length_delimited(&mut buf)
+        .expect("BytesMut grows as needed");
     buf.freeze()
 }
 
@@ -43,10 +44,16 @@ fn read_length(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
 
 /// Decodes a body that must hold exactly one frame (an upload request), without
 /// copying: `bytes` fields of the message share `body`'s buffer.
-pub fn decode_single<M: Message + Default>(mut body: Bytes, max_bytes: u64) -> Result<M, FrameError> {
+pub fn decode_single<M: Message + Default>(
+    mut body: Bytes,
+    max_bytes: u64,
+) -> Result<M, FrameError> {
     let (len, prefix) = read_length(&body)?.ok_or(FrameError::Truncated)?;
     if len > max_bytes {
-        return Err(FrameError::TooLarge { claimed_bytes: len, max_bytes });
+        return Err(FrameError::TooLarge {
+            claimed_bytes: len,
+            max_bytes,
+        });
     }
     body.advance(prefix);
     let len = len as usize;
@@ -67,7 +74,10 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_bytes: usize) -> Self {
-        Self { buf: BytesMut::new(), max_bytes: max_bytes as u64 }
+        Self {
+            buf: BytesMut::new(),
+            max_bytes: max_bytes as u64,
+        }
     }
 
     pub fn extend(&mut self, data: &[u8]) {
@@ -76,9 +86,14 @@ impl FrameDecoder {
 
     /// The next complete frame body, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let Some((len, prefix)) = read_length(&self.buf)? else { return Ok(None) };
+        let Some((len, prefix)) = read_length(&self.buf)? else {
+            return Ok(None);
+        };
         if len > self.max_bytes {
-            return Err(FrameError::TooLarge { claimed_bytes: len, max_bytes: self.max_bytes });
+            return Err(FrameError::TooLarge {
+                claimed_bytes: len,
+                max_bytes: self.max_bytes,
+            });
         }
         let total = prefix + len as usize;
         if self.buf.len() < total {
@@ -92,7 +107,9 @@ impl FrameDecoder {
     pub fn next_message<M: Message + Default>(&mut self) -> Result<Option<M>, FrameError> {
         match self.next_frame()? {
             None => Ok(None),
-            Some(body) => M::decode(body).map(Some).map_err(|e| FrameError::BadMessage(e.to_string())),
+            Some(body) => M::decode(body)
+                .map(Some)
+                .map_err(|e| FrameError::BadMessage(e.to_string())),
         }
     }
 
@@ -142,13 +159,17 @@ mod tests {
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // claims ~4 GiB
         assert!(matches!(dec.next_frame(), Err(FrameError::TooLarge { .. })));
-        let body = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        let body =
+            Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert!(matches!(
             decode_single::<pb::Upload>(body, 1 << 20),
             Err(FrameError::TooLarge { .. })
         ));
         let endless = Bytes::from_static(&[0x80; 12]);
-        assert_eq!(decode_single::<pb::Upload>(endless, 1 << 20), Err(FrameError::BadLength));
+        assert_eq!(
+            decode_single::<pb::Upload>(endless, 1 << 20),
+            Err(FrameError::BadLength)
+        );
     }
 
     #[test]
@@ -164,9 +185,15 @@ mod tests {
         };
         let wire = encode(&up);
         assert_eq!(decode_single::<pb::Upload>(wire.clone(), 1024).unwrap(), up);
-        assert_eq!(decode_single::<pb::Upload>(wire.slice(..wire.len() - 1), 1024), Err(FrameError::Truncated));
+        assert_eq!(
+            decode_single::<pb::Upload>(wire.slice(..wire.len() - 1), 1024),
+            Err(FrameError::Truncated)
+        );
         let mut extra = wire.to_vec();
         extra.push(0);
-        assert_eq!(decode_single::<pb::Upload>(extra.into(), 1024), Err(FrameError::TrailingBytes(1)));
+        assert_eq!(
+            decode_single::<pb::Upload>(extra.into(), 1024),
+            Err(FrameError::TrailingBytes(1))
+        );
     }
 }

@@ -7,5 +7,7 @@ use crate::protocol::{framing, pb};
 
 /// The frame that carries `task` down a task stream.
 pub fn task_frame(task: pb::Task) -> Bytes {
-    framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Task(task)) })
+    framing::encode(&pb::ServerMessage {
+        kind: Some(pb::server_message::Kind::Task(task)),
+    })
 }

@@ -23,7 +23,10 @@ use super::pb::{self, Envelope};
 use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{MinionEntry, ServerConfig};
-use crate::limits::{REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_LEN};
+use crate::limits::{
+    REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
+    REPLICATION_LINK_QUEUE_LEN,
+};
 use crate::metrics::{metrics, ReplicationQueue};
 
 /// Who is at the other end of a link, as TLS established it.
@@ -48,13 +51,21 @@ impl tonic::transport::server::Connected for LinkIo {
 }
 
 impl AsyncRead for LinkIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for LinkIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -63,7 +74,11 @@ impl AsyncWrite for LinkIo {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -96,9 +111,18 @@ struct Service {
 /// Binds the replication port: done before the frontend reports ready, so a port in use
 /// is a start-up error.
 pub fn bind(config: &ServerConfig) -> Result<std::net::TcpListener, ReplicationError> {
-    let address = format!("{}:{}", config.frontend.bind_address, config.frontend.replication_port);
-    let listener = std::net::TcpListener::bind(&address).map_err(|source| ReplicationError::Bind { address: address.clone(), source })?;
-    listener.set_nonblocking(true).map_err(|source| ReplicationError::Bind { address, source })?;
+    let address = format!(
+        "{}:{}",
+        config.frontend.bind_address, config.frontend.replication_port
+    );
+    let listener =
+        std::net::TcpListener::bind(&address).map_err(|source| ReplicationError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ReplicationError::Bind { address, source })?;
     Ok(listener)
 }
 
@@ -111,8 +135,15 @@ pub async fn run(
     inbox: Inbox,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReplicationError> {
-    let tls = crate::tls::replication::link_server_config(&config.tls.ca_certificate, &config.frontend.certificate, &config.frontend.private_key)?;
-    let listener = TcpListener::from_std(listener).map_err(|source| ReplicationError::Bind { address: "replication port".into(), source })?;
+    let tls = crate::tls::replication::link_server_config(
+        &config.tls.ca_certificate,
+        &config.frontend.certificate,
+        &config.frontend.private_key,
+    )?;
+    let listener = TcpListener::from_std(listener).map_err(|source| ReplicationError::Bind {
+        address: "replication port".into(),
+        source,
+    })?;
     let state = Arc::new(MasterState {
         name: config.master_name(),
         config_path,
@@ -122,12 +153,22 @@ pub async fn run(
         next_id: AtomicU64::new(1),
     });
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<LinkIo, std::io::Error>>(64);
-    let acceptor = tokio::spawn(accept_loop(listener, tokio_rustls::TlsAcceptor::from(tls), conn_tx));
+    let acceptor = tokio::spawn(accept_loop(
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls),
+        conn_tx,
+    ));
     let pump = tokio::spawn(broadcast_local(state.clone(), outbox));
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(REPLICATION_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(REPLICATION_KEEPALIVE_TIMEOUT))
-        .serve_with_incoming_shutdown(ReplicationServer::new(Service { state: state.clone() }), ReceiverStream::new(conn_rx), shutdown)
+        .serve_with_incoming_shutdown(
+            ReplicationServer::new(Service {
+                state: state.clone(),
+            }),
+            ReceiverStream::new(conn_rx),
+            shutdown,
+        )
         .await;
     acceptor.abort();
     pump.abort();
@@ -138,7 +179,11 @@ pub async fn run(
 
 /// Accepts TCP connections and runs their TLS handshakes; refusals are counted, since
 /// a minion with a wrong certificate shows up nowhere else.
-async fn accept_loop(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, conns: tokio::sync::mpsc::Sender<Result<LinkIo, std::io::Error>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    conns: tokio::sync::mpsc::Sender<Result<LinkIo, std::io::Error>>,
+) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(pair) => pair,
@@ -153,15 +198,32 @@ async fn accept_loop(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, conn
         tokio::spawn(async move {
             match tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::from(c.as_ref()));
-                    let _ = conns.send(Ok(LinkIo { inner: stream, info: PeerInfo { leaf, remote: Some(remote) } })).await;
+                    let leaf = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| Arc::from(c.as_ref()));
+                    let _ = conns
+                        .send(Ok(LinkIo {
+                            inner: stream,
+                            info: PeerInfo {
+                                leaf,
+                                remote: Some(remote),
+                            },
+                        }))
+                        .await;
                 }
                 Ok(Err(e)) => {
-                    metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+                    metrics()
+                        .replication_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%remote, "replication link refused in the TLS handshake: {e}");
                 }
                 Err(_) => {
-                    metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+                    metrics()
+                        .replication_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%remote, "replication link refused: no TLS handshake within {REPLICATION_HELLO_TIMEOUT:?}");
                 }
             }
@@ -194,7 +256,9 @@ impl MasterState {
                 Ok(()) => {
                     metrics().replication_sent.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => metrics().replication_dropped(ReplicationQueue::Link),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    metrics().replication_dropped(ReplicationQueue::Link)
+                }
                 Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
@@ -213,7 +277,10 @@ impl MasterState {
                 found
             }
             Err(e) => {
-                tracing::warn!("cannot re-read {} for a new minion: {e}", self.config_path.display());
+                tracing::warn!(
+                    "cannot re-read {} for a new minion: {e}",
+                    self.config_path.display()
+                );
                 None
             }
         }
@@ -222,7 +289,9 @@ impl MasterState {
     /// Checks a link's Hello against the config and the certificate TLS verified.
     fn admit(&self, hello: &pb::Hello, peer: Option<&PeerInfo>) -> Result<(), Status> {
         let refuse = |status: Status| {
-            metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+            metrics()
+                .replication_refused
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(frontend = %hello.frontend, remote = ?peer.and_then(|p| p.remote), "replication link refused: {}", status.message());
             Err(status)
         };
@@ -230,23 +299,39 @@ impl MasterState {
             return refuse(Status::unauthenticated("no client certificate"));
         };
         let Some(minion) = self.minion(&hello.frontend) else {
-            return refuse(Status::permission_denied(format!("`{}` is not a minion in the master's config", hello.frontend)));
+            return refuse(Status::permission_denied(format!(
+                "`{}` is not a minion in the master's config",
+                hello.frontend
+            )));
         };
-        let configured = crate::tls::pem::certificates(&minion.certificate).ok().and_then(|mut c| (!c.is_empty()).then(|| c.swap_remove(0)));
+        let configured = crate::tls::pem::certificates(&minion.certificate)
+            .ok()
+            .and_then(|mut c| (!c.is_empty()).then(|| c.swap_remove(0)));
         if configured.as_ref().map(|c| c.as_ref()) != Some(&*leaf) {
-            return refuse(Status::permission_denied(format!("the certificate presented is not the one configured for `{}`", hello.frontend)));
+            return refuse(Status::permission_denied(format!(
+                "the certificate presented is not the one configured for `{}`",
+                hello.frontend
+            )));
         }
         Ok(())
     }
 
     /// Hands a minion's message to the hub, and re-broadcasts what is meant for all.
     fn route(&self, from: &Arc<str>, kind: Kind) {
-        metrics().replication_received.fetch_add(1, Ordering::Relaxed);
-        let for_everyone = matches!(kind, Kind::Notification(_) | Kind::Hunt(_) | Kind::Monitoring(_));
+        metrics()
+            .replication_received
+            .fetch_add(1, Ordering::Relaxed);
+        let for_everyone = matches!(
+            kind,
+            Kind::Notification(_) | Kind::Hunt(_) | Kind::Monitoring(_)
+        );
         if for_everyone {
             self.send_to_all(Some(from), kind.clone());
         }
-        self.inbox.deliver(HubMessage::Remote { from: from.clone(), kind });
+        self.inbox.deliver(HubMessage::Remote {
+            from: from.clone(),
+            kind,
+        });
     }
 }
 
@@ -254,14 +339,21 @@ impl MasterState {
 impl Replication for Service {
     type LinkStream = ReceiverStream<Result<Envelope, Status>>;
 
-    async fn link(&self, request: Request<Streaming<Envelope>>) -> Result<Response<Self::LinkStream>, Status> {
+    async fn link(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
         let peer = request.extensions().get::<PeerInfo>().cloned();
         let mut incoming = request.into_inner();
         let first = tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, incoming.message()).await;
         let hello = match first {
-            Ok(Ok(Some(Envelope { kind: Some(Kind::Hello(hello)) }))) => hello,
+            Ok(Ok(Some(Envelope {
+                kind: Some(Kind::Hello(hello)),
+            }))) => hello,
             _ => {
-                metrics().replication_refused.fetch_add(1, Ordering::Relaxed);
+                metrics()
+                    .replication_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(Status::invalid_argument("a link must start with Hello"));
             }
         };
@@ -269,16 +361,28 @@ impl Replication for Service {
         state.admit(&hello, peer.as_ref())?;
         let name: Arc<str> = Arc::from(hello.frontend.as_str());
         let (tx, rx) = tokio::sync::mpsc::channel(REPLICATION_LINK_QUEUE_LEN);
-        let reply = pb::Hello { frontend: state.name.clone(), version: env!("CARGO_PKG_VERSION").into() };
+        let reply = pb::Hello {
+            frontend: state.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
         let _ = tx.try_send(Ok(envelope(Kind::Hello(reply))));
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         // A minion that relinks before its old link is seen dead replaces it.
-        let replaced = state.peers.lock().expect("peers lock").insert(name.clone(), Peer { id, tx }).is_some();
+        let replaced = state
+            .peers
+            .lock()
+            .expect("peers lock")
+            .insert(name.clone(), Peer { id, tx })
+            .is_some();
         if !replaced {
-            metrics().replication_links_up.fetch_add(1, Ordering::Relaxed);
+            metrics()
+                .replication_links_up
+                .fetch_add(1, Ordering::Relaxed);
         }
         tracing::info!(frontend = %name, "minion linked");
-        state.inbox.deliver(HubMessage::LinkUp { frontend: name.clone() });
+        state.inbox.deliver(HubMessage::LinkUp {
+            frontend: name.clone(),
+        });
         let state = state.clone();
         tokio::spawn(async move {
             loop {
@@ -296,7 +400,9 @@ impl Replication for Service {
             if peers.get(&name).map(|p| p.id) == Some(id) {
                 peers.remove(&name);
                 drop(peers);
-                metrics().replication_links_up.fetch_sub(1, Ordering::Relaxed);
+                metrics()
+                    .replication_links_up
+                    .fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(frontend = %name, "minion unlinked");
                 state.inbox.deliver(HubMessage::LinkDown { frontend: name });
             }

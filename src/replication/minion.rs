@@ -19,8 +19,8 @@ use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{FrontendIdentity, ServerConfig};
 use crate::limits::{
-    REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN, REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL,
-    REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_LEN,
+    REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN, REPLICATION_HELLO_TIMEOUT,
+    REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_LEN,
 };
 use crate::metrics::{metrics, ReplicationQueue};
 
@@ -47,22 +47,40 @@ pub async fn run(
     inbox: Inbox,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ReplicationError> {
-    let tls = crate::tls::replication::link_client_config(&config.tls.ca_certificate, &identity.certificate, &identity.private_key)?;
+    let tls = crate::tls::replication::link_client_config(
+        &config.tls.ca_certificate,
+        &identity.certificate,
+        &identity.private_key,
+    )?;
     let master_host = config.frontend.public_host.clone();
     let address = format!("{master_host}:{}", config.frontend.replication_port);
-    let server_name = rustls::pki_types::ServerName::try_from(master_host.clone())
-        .map_err(|_| ReplicationError::Config(format!("frontend.public_host `{master_host}` is not a TLS server name")))?;
+    let server_name =
+        rustls::pki_types::ServerName::try_from(master_host.clone()).map_err(|_| {
+            ReplicationError::Config(format!(
+                "frontend.public_host `{master_host}` is not a TLS server name"
+            ))
+        })?;
     let master_name: Arc<str> = Arc::from(config.master_name());
     let mut round = 0u32;
     while !*shutdown.borrow() {
         let started = Instant::now();
-        let link = link_once(&address, &server_name, &tls, &identity.name, &master_name, &outbox, &inbox);
+        let link = link_once(
+            &address,
+            &server_name,
+            &tls,
+            &identity.name,
+            &master_name,
+            &outbox,
+            &inbox,
+        );
         let result = tokio::select! {
             result = link => result,
             _ = shutdown.changed() => return Ok(()),
         };
         if let Err(e) = result {
-            metrics().replication_link_failures.fetch_add(1, Ordering::Relaxed);
+            metrics()
+                .replication_link_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!("replication: {e}");
         }
         if started.elapsed() > HEALTHY_LINK {
@@ -95,8 +113,11 @@ pub async fn run(
 
 /// Full jitter over an exponential ceiling.
 fn backoff(round: u32) -> Duration {
-    let ceiling = REPLICATION_BACKOFF_MIN.saturating_mul(1u32 << round.min(16)).min(REPLICATION_BACKOFF_MAX);
-    let ms = rand::thread_rng().gen_range(REPLICATION_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
+    let ceiling = REPLICATION_BACKOFF_MIN
+        .saturating_mul(1u32 << round.min(16))
+        .min(REPLICATION_BACKOFF_MAX);
+    let ms = rand::thread_rng()
+        .gen_range(REPLICATION_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
     Duration::from_millis(ms)
 }
 
@@ -110,8 +131,15 @@ async fn link_once(
     outbox: &OutboxReceiver,
     inbox: &Inbox,
 ) -> Result<(), LinkError> {
-    let connect_error = |message: String| LinkError::Connect { address: address.to_string(), message };
-    let (addr, name, tls) = (address.to_string(), server_name.clone(), tokio_rustls::TlsConnector::from(tls.clone()));
+    let connect_error = |message: String| LinkError::Connect {
+        address: address.to_string(),
+        message,
+    };
+    let (addr, name, tls) = (
+        address.to_string(),
+        server_name.clone(),
+        tokio_rustls::TlsConnector::from(tls.clone()),
+    );
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let (addr, name, tls) = (addr.clone(), name.clone(), tls.clone());
         async move {
@@ -134,28 +162,44 @@ async fn link_once(
         .map_err(|e| connect_error(error_chain(&e)))?;
     let mut client = ReplicationClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(REPLICATION_LINK_QUEUE_LEN);
-    let hello = pb::Hello { frontend: my_name.to_string(), version: env!("CARGO_PKG_VERSION").into() };
+    let hello = pb::Hello {
+        frontend: my_name.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
     let _ = tx.try_send(envelope(Kind::Hello(hello)));
-    let response = tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, client.link(ReceiverStream::new(rx)))
-        .await
-        .map_err(|_| LinkError::Refused(format!("no answer within {REPLICATION_HELLO_TIMEOUT:?}")))?
-        .map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown => connect_error(error_chain(&status)),
-            _ => LinkError::Refused(status.message().to_string()),
-        })?;
+    let response = tokio::time::timeout(
+        REPLICATION_HELLO_TIMEOUT,
+        client.link(ReceiverStream::new(rx)),
+    )
+    .await
+    .map_err(|_| LinkError::Refused(format!("no answer within {REPLICATION_HELLO_TIMEOUT:?}")))?
+    .map_err(|status| match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => connect_error(error_chain(&status)),
+        _ => LinkError::Refused(status.message().to_string()),
+    })?;
     let mut incoming = response.into_inner();
     match tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, incoming.message()).await {
-        Ok(Ok(Some(Envelope { kind: Some(Kind::Hello(_)) }))) => {}
+        Ok(Ok(Some(Envelope {
+            kind: Some(Kind::Hello(_)),
+        }))) => {}
         Ok(Err(status)) => return Err(LinkError::Refused(status.message().to_string())),
         _ => return Err(LinkError::Refused("the master did not answer Hello".into())),
     }
     tracing::info!(master = %master_name, "linked to the master");
-    metrics().replication_links_up.fetch_add(1, Ordering::Relaxed);
-    inbox.deliver(HubMessage::LinkUp { frontend: master_name.clone() });
+    metrics()
+        .replication_links_up
+        .fetch_add(1, Ordering::Relaxed);
+    inbox.deliver(HubMessage::LinkUp {
+        frontend: master_name.clone(),
+    });
     inbox.deliver(HubMessage::SnapshotWanted);
     let result = relay(&tx, &mut incoming, master_name, outbox, inbox).await;
-    metrics().replication_links_up.fetch_sub(1, Ordering::Relaxed);
-    inbox.deliver(HubMessage::LinkDown { frontend: master_name.clone() });
+    metrics()
+        .replication_links_up
+        .fetch_sub(1, Ordering::Relaxed);
+    inbox.deliver(HubMessage::LinkDown {
+        frontend: master_name.clone(),
+    });
     result
 }
 

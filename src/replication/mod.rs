@@ -24,7 +24,10 @@ pub enum ReplicationError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::server::TlsConfigError),
     #[error("cannot listen for minions on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the replication thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]

@@ -58,7 +58,18 @@ pub fn outbox_with_capacity(capacity: usize) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let wake = Arc::new(tokio::sync::Notify::new());
     let presence_lost = Arc::new(AtomicBool::new(false));
-    (Outbox { tx, wake: wake.clone(), presence_lost: presence_lost.clone() }, OutboxReceiver { rx, wake, presence_lost })
+    (
+        Outbox {
+            tx,
+            wake: wake.clone(),
+            presence_lost: presence_lost.clone(),
+        },
+        OutboxReceiver {
+            rx,
+            wake,
+            presence_lost,
+        },
+    )
 }
 
 impl Outbox {
@@ -148,7 +159,12 @@ mod tests {
     use crate::replication::pb;
 
     fn presence(id: &str) -> Kind {
-        Kind::Presence(pb::Presence { client_id: id.into(), connected: true, shard: 0, session: 1 })
+        Kind::Presence(pb::Presence {
+            client_id: id.into(),
+            connected: true,
+            shard: 0,
+            session: 1,
+        })
     }
 
     #[test]
@@ -159,7 +175,10 @@ mod tests {
         assert!(outbox.offer(presence("C.2")));
         assert!(!outbox.offer(presence("C.3")), "the third does not fit");
         assert!(metrics().replication_dropped_count(ReplicationQueue::Outbound) > before);
-        assert!(rx.take_presence_lost(), "a lost presence event asks for a snapshot");
+        assert!(
+            rx.take_presence_lost(),
+            "a lost presence event asks for a snapshot"
+        );
         assert!(!rx.take_presence_lost(), "once");
         assert_eq!(rx.discard_queued(), 2);
     }
@@ -167,7 +186,10 @@ mod tests {
     #[test]
     fn a_waiting_receiver_is_woken_by_a_send_from_another_thread() {
         let (outbox, rx) = outbox();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let sender = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             outbox.offer(presence("C.1"));

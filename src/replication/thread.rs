@@ -26,14 +26,21 @@ pub fn spawn_master(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = super::master::run(config, config_path, listener, outbox, inbox, shutdown).await {
+        if let Err(e) =
+            super::master::run(config, config_path, listener, outbox, inbox, shutdown).await
+        {
             tracing::error!("replication service stopped: {e}");
         }
     })
 }
 
 /// A minion's side: links to the master and keeps the link up.
-pub fn spawn_minion(config: Arc<ServerConfig>, identity: FrontendIdentity, outbox: OutboxReceiver, inbox: Inbox) -> Result<LinkThread, ReplicationError> {
+pub fn spawn_minion(
+    config: Arc<ServerConfig>,
+    identity: FrontendIdentity,
+    outbox: OutboxReceiver,
+    inbox: Inbox,
+) -> Result<LinkThread, ReplicationError> {
     spawn(move |stop| async move {
         if let Err(e) = super::minion::run(config, identity, outbox, inbox, stop).await {
             tracing::error!("replication link stopped: {e}");
@@ -47,7 +54,10 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ReplicationError::Thread)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ReplicationError::Thread)?;
     let handle = std::thread::Builder::new()
         .name("replication".into())
         .spawn(move || runtime.block_on(body(stopped)))

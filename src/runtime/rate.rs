@@ -17,7 +17,12 @@ impl TokenBucket {
     pub fn new(per_second: u64, burst: u64) -> Self {
         let per_second = per_second.max(1) as f64;
         let burst = burst.max(1) as f64;
-        Self { per_second, burst, tokens: Cell::new(burst), refilled: Cell::new(Instant::now()) }
+        Self {
+            per_second,
+            burst,
+            tokens: Cell::new(burst),
+            refilled: Cell::new(Instant::now()),
+        }
     }
 
     /// Empties the bucket: what was banked while nothing needed tokens is not spent as a
@@ -34,7 +39,9 @@ impl TokenBucket {
     }
 
     fn refill(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.refilled.get()).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.refilled.get())
+            .as_secs_f64();
         let tokens = (self.tokens.get() + elapsed * self.per_second).min(self.burst);
         self.refilled.set(now);
         self.tokens.set(tokens);
@@ -71,6 +78,10 @@ mod tests {
         let refilled: usize = (0..25).filter(|_| bucket.try_take_at(later)).count();
         assert_eq!(refilled, 5, "half a second refills half the rate");
         let idle = later + Duration::from_secs(60);
-        assert_eq!((0..25).filter(|_| bucket.try_take_at(idle)).count(), 10, "never more than one second banked");
+        assert_eq!(
+            (0..25).filter(|_| bucket.try_take_at(idle)).count(),
+            10,
+            "never more than one second banked"
+        );
     }
 }

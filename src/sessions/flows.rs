@@ -14,21 +14,32 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use crate::datastore::{self, AppendOutcome, ArtifactName, ClientDir, Datastore, FlowDir, FlowRequest, FlowState, FlowStatusDoc, ResultSet};
+use crate::datastore::{
+    self, AppendOutcome, ArtifactName, ClientDir, Datastore, FlowDir, FlowRequest, FlowState,
+    FlowStatusDoc, ResultSet,
+};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
-use crate::sessions::upload::UploadError;
 use crate::runtime::offload::offload;
+use crate::sessions::upload::UploadError;
 
 /// Largest file an agent may upload into one flow (offset + chunk).
 pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 pub enum BatchOutcome {
     /// `started`: this batch moved the flow from scheduled to in progress.
-    Written { rows: u64, next_seq: u64, started: bool },
-    Duplicate { next_seq: u64 },
-    OutOfOrder { next_seq: u64 },
+    Written {
+        rows: u64,
+        next_seq: u64,
+        started: bool,
+    },
+    Duplicate {
+        next_seq: u64,
+    },
+    OutOfOrder {
+        next_seq: u64,
+    },
 }
 
 /// A flow's documents, cached between uploads. Result sets are not kept open: each
@@ -56,11 +67,16 @@ pub struct OpenFlows {
     flows: RefCell<HashMap<FlowId, Slot>>,
 }
 
-
 impl OpenFlows {
     /// Runs `op` on the flow (opened from disk if this connection has not yet) on the
     /// blocking pool. The flow stays open afterwards unless it was closed.
-    pub async fn with_flow<R, F>(&self, datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId, op: F) -> Result<R, UploadError>
+    pub async fn with_flow<R, F>(
+        &self,
+        datastore: &Datastore,
+        client_id: &ClientId,
+        flow_id: &FlowId,
+        op: F,
+    ) -> Result<R, UploadError>
     where
         R: Send + 'static,
         F: FnOnce(&mut OpenFlow) -> Result<R, UploadError> + Send + 'static,
@@ -89,7 +105,9 @@ impl OpenFlows {
         match flows.insert(flow_id.clone(), Slot::Busy) {
             None => Ok(None),
             Some(Slot::Idle(flow)) => Ok(Some(flow)),
-            Some(Slot::Busy) => Err(UploadError::Busy { flow: flow_id.clone() }),
+            Some(Slot::Busy) => Err(UploadError::Busy {
+                flow: flow_id.clone(),
+            }),
         }
     }
 
@@ -103,34 +121,71 @@ impl OpenFlows {
 }
 
 impl OpenFlow {
-    fn open(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<Self, UploadError> {
+    fn open(
+        datastore: &Datastore,
+        client_id: &ClientId,
+        flow_id: &FlowId,
+    ) -> Result<Self, UploadError> {
         let client = datastore.client(client_id);
         let dir = client.flow(flow_id);
         // The flow must exist under this client's own folder: an agent can only write
         // into collections that were scheduled for it.
-        let request = datastore::read_request(&client, flow_id).map_err(|e| match e.is_not_found() {
-            true => UploadError::NotYourFlow { flow: flow_id.to_string(), client: client_id.clone() },
-            false => UploadError::Datastore(e),
-        })?;
+        let request =
+            datastore::read_request(&client, flow_id).map_err(|e| match e.is_not_found() {
+                true => UploadError::NotYourFlow {
+                    flow: flow_id.to_string(),
+                    client: client_id.clone(),
+                },
+                false => UploadError::Datastore(e),
+            })?;
         let status = datastore::read_status(&client, flow_id)?;
-        Ok(Self { client, dir, request, status })
+        Ok(Self {
+            client,
+            dir,
+            request,
+            status,
+        })
     }
 
-    pub fn append(&mut self, artifact: &str, seq: u64, jsonl: &[u8]) -> Result<BatchOutcome, UploadError> {
+    pub fn append(
+        &mut self,
+        artifact: &str,
+        seq: u64,
+        jsonl: &[u8],
+    ) -> Result<BatchOutcome, UploadError> {
         let flow_id = self.dir.id().clone();
-        if !self.request.artifacts.iter().any(|a| a.name.as_str() == artifact) {
-            return Err(UploadError::ArtifactNotRequested { flow: flow_id, artifact: datastore_shown(artifact) });
+        if !self
+            .request
+            .artifacts
+            .iter()
+            .any(|a| a.name.as_str() == artifact)
+        {
+            return Err(UploadError::ArtifactNotRequested {
+                flow: flow_id,
+                artifact: datastore_shown(artifact),
+            });
         }
         let name = ArtifactName::parse(artifact)?;
         let mut set = ResultSet::open(&self.dir.result_paths(&name))?;
         if self.status.state.is_terminal() && seq >= set.next_seq() {
             let state = format!("{:?}", self.status.state).to_lowercase();
-            return Err(UploadError::FlowClosed { flow: flow_id, state });
+            return Err(UploadError::FlowClosed {
+                flow: flow_id,
+                state,
+            });
         }
         let mut outcome = match set.append_batch(seq, jsonl)? {
-            AppendOutcome::Written { rows } => BatchOutcome::Written { rows, next_seq: set.next_seq(), started: false },
-            AppendOutcome::Duplicate => BatchOutcome::Duplicate { next_seq: set.next_seq() },
-            AppendOutcome::OutOfOrder { expected } => BatchOutcome::OutOfOrder { next_seq: expected },
+            AppendOutcome::Written { rows } => BatchOutcome::Written {
+                rows,
+                next_seq: set.next_seq(),
+                started: false,
+            },
+            AppendOutcome::Duplicate => BatchOutcome::Duplicate {
+                next_seq: set.next_seq(),
+            },
+            AppendOutcome::OutOfOrder { expected } => {
+                BatchOutcome::OutOfOrder { next_seq: expected }
+            }
         };
         if let BatchOutcome::Written { started, .. } = &mut outcome {
             if self.status.state == FlowState::Scheduled {
@@ -147,27 +202,51 @@ impl OpenFlow {
     /// The agent says the flow is done: count what is on disk (not what the agent
     /// claims), record any difference as an error, and close the flow. Returns the new
     /// state and row count, or None for a resent status (already recorded).
-    pub fn finish(&mut self, report: &pb::FlowStatus) -> Result<Option<(FlowState, u64)>, UploadError> {
+    pub fn finish(
+        &mut self,
+        report: &pb::FlowStatus,
+    ) -> Result<Option<(FlowState, u64)>, UploadError> {
         if self.status.state.is_terminal() {
             return Ok(None);
         }
         let mut status = self.status.clone();
-        status.errors.extend(report.errors.iter().take(100).map(|e| e.chars().take(1000).collect::<String>()));
+        status.errors.extend(
+            report
+                .errors
+                .iter()
+                .take(100)
+                .map(|e| e.chars().take(1000).collect::<String>()),
+        );
         let (mut total_rows, mut total_bytes) = (0u64, 0u64);
         status.artifacts.clear();
         for requested in &self.request.artifacts {
             let summary = datastore::summary(&self.dir.result_paths(&requested.name))?;
             total_rows += summary.rows;
             total_bytes += summary.bytes;
-            if let Some(claimed) = report.artifacts.iter().find(|a| a.name == requested.name.as_str()) {
+            if let Some(claimed) = report
+                .artifacts
+                .iter()
+                .find(|a| a.name == requested.name.as_str())
+            {
                 if claimed.rows != summary.rows {
-                    status.errors.push(format!("{}: agent sent {} rows, {} are stored", requested.name, claimed.rows, summary.rows));
+                    status.errors.push(format!(
+                        "{}: agent sent {} rows, {} are stored",
+                        requested.name, claimed.rows, summary.rows
+                    ));
                 }
             }
-            status.artifacts.push(datastore::ArtifactRowsDoc { name: requested.name.clone(), rows: summary.rows });
+            status.artifacts.push(datastore::ArtifactRowsDoc {
+                name: requested.name.clone(),
+                rows: summary.rows,
+            });
         }
-        let failed = report.state == pb::flow_status::State::Error as i32 || !status.errors.is_empty();
-        status.state = if failed { FlowState::Error } else { FlowState::Finished };
+        let failed =
+            report.state == pb::flow_status::State::Error as i32 || !status.errors.is_empty();
+        status.state = if failed {
+            FlowState::Error
+        } else {
+            FlowState::Finished
+        };
         status.total_rows = total_rows;
         status.total_bytes = total_bytes;
         let now = now_ms();
@@ -175,7 +254,11 @@ impl OpenFlow {
         status.finish_time_ms = Some(now);
         datastore::write_status(&self.client, &status)?;
         datastore::remove_task(&self.client, self.dir.id())?;
-        metrics().flow(if failed { FlowEvent::Errored } else { FlowEvent::Finished });
+        metrics().flow(if failed {
+            FlowEvent::Errored
+        } else {
+            FlowEvent::Finished
+        });
         let changed = (status.state, status.total_rows);
         self.status = status;
         Ok(Some(changed))
@@ -186,25 +269,38 @@ impl OpenFlow {
         let path = self.dir.upload_path(&chunk.path)?;
         let end = chunk.offset.checked_add(chunk.data.len() as u64);
         if end.is_none_or(|end| end > MAX_UPLOADED_FILE_BYTES) {
-            return Err(UploadError::TooLarge { max_bytes: MAX_UPLOADED_FILE_BYTES });
+            return Err(UploadError::TooLarge {
+                max_bytes: MAX_UPLOADED_FILE_BYTES,
+            });
         }
         let io = |e: std::io::Error| {
             use std::io::ErrorKind::{AlreadyExists, IsADirectory, NotADirectory};
             // Two agent paths that sanitise to a file and a folder of one name: the agent's
             // input, not our disk, so 400 (not 500) and no server path in the answer.
             let error = match e.kind() {
-                IsADirectory | NotADirectory | AlreadyExists => datastore::DatastoreError::BadUploadPath {
-                    shown: datastore_shown(&chunk.path),
-                    reason: "collides with a file or folder uploaded before",
+                IsADirectory | NotADirectory | AlreadyExists => {
+                    datastore::DatastoreError::BadUploadPath {
+                        shown: datastore_shown(&chunk.path),
+                        reason: "collides with a file or folder uploaded before",
+                    }
+                }
+                _ => datastore::DatastoreError::Io {
+                    op: "write upload",
+                    path: path.clone(),
+                    source: e,
                 },
-                _ => datastore::DatastoreError::Io { op: "write upload", path: path.clone(), source: e },
             };
             UploadError::Datastore(error)
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
         file.write_all_at(&chunk.data, chunk.offset).map_err(io)?;
         if chunk.eof {
             (&file).flush().map_err(io)?;

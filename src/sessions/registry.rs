@@ -44,7 +44,11 @@ impl Registry {
         // a glommio local channel of the same bound cost 32 KiB per idle agent.
         let (tx, rx) = mpsc::channel(SESSION_TASK_QUEUE_LEN);
         let delivered = Rc::new(RefCell::new(HashSet::new()));
-        let live = Live { session_id, frames: tx, delivered: delivered.clone() };
+        let live = Live {
+            session_id,
+            frames: tx,
+            delivered: delivered.clone(),
+        };
         let old = self.live.borrow_mut().insert(client_id.clone(), live);
         match old {
             Some(old) => {
@@ -57,7 +61,10 @@ impl Registry {
                 metrics().sessions_open.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Registration { frames: rx, delivered }
+        Registration {
+            frames: rx,
+            delivered,
+        }
     }
 
     /// Removes the stream if it is still the registered one for the client.
@@ -75,7 +82,9 @@ impl Registry {
     /// not pushed on this stream yet. Returns whether the frame was queued.
     pub fn push(&self, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) -> bool {
         let mut live = self.live.borrow_mut();
-        let Some(session) = live.get_mut(client_id) else { return false };
+        let Some(session) = live.get_mut(client_id) else {
+            return false;
+        };
         if !session.delivered.borrow_mut().insert(flow_id.clone()) {
             return false;
         }
@@ -112,7 +121,9 @@ impl Registry {
     /// Ends every stream (shutdown): their connections then drain and close.
     pub fn close_all(&self) {
         let ended = std::mem::take(&mut *self.live.borrow_mut());
-        metrics().sessions_open.fetch_sub(ended.len() as i64, Ordering::Relaxed);
+        metrics()
+            .sessions_open
+            .fetch_sub(ended.len() as i64, Ordering::Relaxed);
     }
 }
 
@@ -127,10 +138,16 @@ mod tests {
         let flow = FlowId::random();
         let mut registration = registry.register(&client, 1);
         assert!(registry.push(&client, &flow, Bytes::from_static(b"task")));
-        assert!(!registry.push(&client, &flow, Bytes::from_static(b"task")), "a second notification is not a second push");
+        assert!(
+            !registry.push(&client, &flow, Bytes::from_static(b"task")),
+            "a second notification is not a second push"
+        );
         assert_eq!(registration.delivered.borrow().len(), 1);
         registry.flow_ended(&client, &flow);
-        assert!(registration.delivered.borrow().is_empty(), "the stream no longer remembers an ended flow");
+        assert!(
+            registration.delivered.borrow().is_empty(),
+            "the stream no longer remembers an ended flow"
+        );
         assert!(registration.frames.try_recv().is_ok());
         registry.close_all();
     }

@@ -13,16 +13,22 @@ use h2::server::SendResponse;
 use crate::datastore::{flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::metrics;
-use crate::protocol::{framing, pb};
-use crate::sessions::shard::ShardCtx;
 use crate::notify::mesh::ShardEvent;
+use crate::protocol::{framing, pb};
 use crate::runtime::offload::offload;
+use crate::sessions::shard::ShardCtx;
 
 /// Builds the task frame for a queued flow from its request.json. Blocking: run it
 /// through `offload`.
-pub fn task_frame(datastore: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Result<Bytes, DatastoreError> {
+pub fn task_frame(
+    datastore: &Datastore,
+    client_id: &ClientId,
+    flow_id: &FlowId,
+) -> Result<Bytes, DatastoreError> {
     let client = datastore.client(client_id);
-    Ok(crate::protocol::tasks::task_frame(flow::read_request(&client, flow_id)?.into_task()))
+    Ok(crate::protocol::tasks::task_frame(
+        flow::read_request(&client, flow_id)?.into_task(),
+    ))
 }
 
 /// Pushes a flow to the client if it is connected to this shard: `frame` when the
@@ -48,10 +54,18 @@ fn push(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) {
 }
 
 /// Serves `GET /agent/v1/tasks` until the agent goes away or the shard stops.
-pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respond: SendResponse<Bytes>) {
+pub async fn serve_task_stream(
+    ctx: Rc<ShardCtx>,
+    client_id: ClientId,
+    mut respond: SendResponse<Bytes>,
+) {
     let session_id = ctx.next_session_id();
     let mut registration = ctx.sessions.register(&client_id, session_id);
-    let connected = ShardEvent::Connected { client_id: client_id.clone(), shard: ctx.shard, session: session_id };
+    let connected = ShardEvent::Connected {
+        client_id: client_id.clone(),
+        shard: ctx.shard,
+        session: session_id,
+    };
     let _ = ctx.events.send(connected).await;
 
     let response = http::Response::builder()
@@ -60,8 +74,13 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
         .body(())
         .expect("static response parts are valid");
     if let Ok(mut stream) = respond.send_response(response, false) {
-        let hello = pb::Hello { client_id: client_id.to_string(), frontend: ctx.frontend_name.clone() };
-        let hello = framing::encode(&pb::ServerMessage { kind: Some(pb::server_message::Kind::Hello(hello)) });
+        let hello = pb::Hello {
+            client_id: client_id.to_string(),
+            frontend: ctx.frontend_name.clone(),
+        };
+        let hello = framing::encode(&pb::ServerMessage {
+            kind: Some(pb::server_message::Kind::Hello(hello)),
+        });
         if stream.send_data(hello, false).is_ok() {
             deliver_pending(&ctx, &client_id).await;
             pump(&mut registration.frames, &mut stream).await;
@@ -69,7 +88,11 @@ pub async fn serve_task_stream(ctx: Rc<ShardCtx>, client_id: ClientId, mut respo
     }
 
     if ctx.sessions.unregister(&client_id, session_id) {
-        let gone = ShardEvent::Disconnected { client_id, shard: ctx.shard, session: session_id };
+        let gone = ShardEvent::Disconnected {
+            client_id,
+            shard: ctx.shard,
+            session: session_id,
+        };
         let _ = ctx.events.send(gone).await;
     }
 }
@@ -90,18 +113,25 @@ async fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
     let (datastore, client) = (ctx.datastore.clone(), client_id.clone());
     let frames = offload(move || {
         let queued = flow::pending_tasks(&datastore.client(&client))?;
-        let frames = queued.into_iter().filter_map(|f| task_frame(&datastore, &client, &f).ok().map(|b| (f, b)));
+        let frames = queued
+            .into_iter()
+            .filter_map(|f| task_frame(&datastore, &client, &f).ok().map(|b| (f, b)));
         Ok::<_, DatastoreError>(frames.collect::<Vec<_>>())
     })
     .await;
     match frames {
-        Ok(frames) => frames.into_iter().for_each(|(flow_id, frame)| push(ctx, client_id, &flow_id, frame)),
+        Ok(frames) => frames
+            .into_iter()
+            .for_each(|(flow_id, frame)| push(ctx, client_id, &flow_id, frame)),
         Err(e) => tracing::warn!(client = %client_id, "cannot list queued tasks: {e}"),
     }
 }
 
 /// Forwards frames until the registry closes the queue or the agent resets the stream.
-async fn pump(frames: &mut futures::channel::mpsc::Receiver<Bytes>, stream: &mut h2::SendStream<Bytes>) {
+async fn pump(
+    frames: &mut futures::channel::mpsc::Receiver<Bytes>,
+    stream: &mut h2::SendStream<Bytes>,
+) {
     enum Event {
         Frame(Bytes),
         Closed,

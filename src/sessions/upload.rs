@@ -8,16 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::datastore::ClientDir;
 use crate::datastore::{client_info, DatastoreError, Fault, FlowState};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::metrics::{metrics, RejectReason};
+use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
-use crate::datastore::ClientDir;
-use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::runtime::offload::offload;
+use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::sessions::shard::ShardCtx;
-use crate::notify::mesh::ShardEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -44,7 +44,9 @@ pub enum UploadError {
 impl UploadError {
     pub fn reason(&self) -> RejectReason {
         match self {
-            Self::TooLarge { .. } | Self::Frame(FrameError::TooLarge { .. }) => RejectReason::TooLarge,
+            Self::TooLarge { .. } | Self::Frame(FrameError::TooLarge { .. }) => {
+                RejectReason::TooLarge
+            }
             Self::Frame(_) | Self::Empty => RejectReason::BadFrame,
             Self::BadId(_) | Self::ArtifactNotRequested { .. } => RejectReason::BadName,
             Self::NotYourFlow { .. } => RejectReason::NotYourFlow,
@@ -66,7 +68,9 @@ impl UploadError {
             RejectReason::NotYourFlow => StatusCode::FORBIDDEN,
             RejectReason::FlowClosed => StatusCode::CONFLICT,
             RejectReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            RejectReason::Overloaded | RejectReason::Busy | RejectReason::Concurrency => StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::Overloaded | RejectReason::Busy | RejectReason::Concurrency => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -89,18 +93,34 @@ pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 
 impl Answer {
     fn ok(status: upload_ack::Status, next_seq: u64) -> Self {
-        Self { status: StatusCode::OK, ack: pb::UploadAck { status: status as i32, next_seq, message: String::new() }, retry_after: None }
+        Self {
+            status: StatusCode::OK,
+            ack: pb::UploadAck {
+                status: status as i32,
+                next_seq,
+                message: String::new(),
+            },
+            retry_after: None,
+        }
     }
 
     pub fn rejected(e: &UploadError) -> Self {
         metrics().upload_rejected(e.reason());
-        let ack = pb::UploadAck { status: upload_ack::Status::Rejected as i32, next_seq: 0, message: e.to_string() };
+        let ack = pb::UploadAck {
+            status: upload_ack::Status::Rejected as i32,
+            next_seq: 0,
+            message: e.to_string(),
+        };
         let retry_after = match e.reason() {
             RejectReason::Overloaded => Some(RETRY_AFTER_DISK_FULL),
             RejectReason::Busy => Some(RETRY_AFTER_BUSY),
             _ => None,
         };
-        Self { status: e.status(), ack, retry_after }
+        Self {
+            status: e.status(),
+            ack,
+            retry_after,
+        }
     }
 
     pub fn encode(&self) -> Bytes {
@@ -109,12 +129,18 @@ impl Answer {
 }
 
 /// Handles one upload body (already capped at `max_upload_bytes` by the transport).
-pub async fn handle(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, body: Bytes) -> Answer {
+pub async fn handle(
+    ctx: &ShardCtx,
+    client_id: &ClientId,
+    flows: &OpenFlows,
+    body: Bytes,
+) -> Answer {
     let body_bytes = body.len() as u64;
-    let result = match framing::decode_single::<pb::Upload>(body, ctx.config.limits.max_upload_bytes) {
-        Ok(upload) => dispatch(ctx, client_id, flows, upload).await,
-        Err(e) => Err(e.into()),
-    };
+    let result =
+        match framing::decode_single::<pb::Upload>(body, ctx.config.limits.max_upload_bytes) {
+            Ok(upload) => dispatch(ctx, client_id, flows, upload).await,
+            Err(e) => Err(e.into()),
+        };
     match result {
         Ok(answer) => {
             let m = metrics();
@@ -129,7 +155,12 @@ pub async fn handle(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, bod
     }
 }
 
-async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, upload: pb::Upload) -> Result<Answer, UploadError> {
+async fn dispatch(
+    ctx: &ShardCtx,
+    client_id: &ClientId,
+    flows: &OpenFlows,
+    upload: pb::Upload,
+) -> Result<Answer, UploadError> {
     use pb::upload::Kind;
     let ds = &ctx.datastore;
     match upload.kind.ok_or(UploadError::Empty)? {
@@ -137,7 +168,9 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
             let flow_id = FlowId::parse(&batch.flow_id)?;
             let bytes = batch.jsonl.len() as u64;
             let outcome = flows
-                .with_flow(ds, client_id, &flow_id, move |flow| flow.append(&batch.artifact, batch.seq, &batch.jsonl))
+                .with_flow(ds, client_id, &flow_id, move |flow| {
+                    flow.append(&batch.artifact, batch.seq, &batch.jsonl)
+                })
                 .await?;
             if let BatchOutcome::Written { started: true, .. } = outcome {
                 report_flow_state(ctx, client_id, &flow_id, FlowState::InProgress, 0).await;
@@ -162,7 +195,10 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
         Kind::Status(status) => {
             let flow_id = FlowId::parse(&status.flow_id)?;
             let id = flow_id.clone();
-            if let Some((state, total_rows)) = flows.with_flow(ds, client_id, &id, move |flow| flow.finish(&status)).await? {
+            if let Some((state, total_rows)) = flows
+                .with_flow(ds, client_id, &id, move |flow| flow.finish(&status))
+                .await?
+            {
                 ctx.sessions.flow_ended(client_id, &flow_id);
                 report_flow_state(ctx, client_id, &flow_id, state, total_rows).await;
             }
@@ -170,8 +206,12 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
         }
         Kind::File(chunk) => {
             let flow_id = FlowId::parse(&chunk.flow_id)?;
-            let written = flows.with_flow(ds, client_id, &flow_id, move |flow| flow.write_file(&chunk)).await?;
-            metrics().files_uploaded_bytes.fetch_add(written, Ordering::Relaxed);
+            let written = flows
+                .with_flow(ds, client_id, &flow_id, move |flow| flow.write_file(&chunk))
+                .await?;
+            metrics()
+                .files_uploaded_bytes
+                .fetch_add(written, Ordering::Relaxed);
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
         Kind::Info(info) => {
@@ -183,8 +223,19 @@ async fn dispatch(ctx: &ShardCtx, client_id: &ClientId, flows: &OpenFlows, uploa
 }
 
 /// Tells the hub (and through it the master) that a flow changed state.
-async fn report_flow_state(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, state: FlowState, total_rows: u64) {
-    let event = ShardEvent::FlowState { client_id: client_id.clone(), flow_id: flow_id.clone(), state, total_rows };
+async fn report_flow_state(
+    ctx: &ShardCtx,
+    client_id: &ClientId,
+    flow_id: &FlowId,
+    state: FlowState,
+    total_rows: u64,
+) {
+    let event = ShardEvent::FlowState {
+        client_id: client_id.clone(),
+        flow_id: flow_id.clone(),
+        state,
+        total_rows,
+    };
     let _ = ctx.events.send(event).await;
 }
 

@@ -32,7 +32,10 @@ pub enum AgentKeyError {
     #[error("agent certificate does not yield the key's client id: {0}")]
     Identity(#[from] IdentityError),
     #[error("agent certificate names client id {in_certificate}, its key gives {from_key}")]
-    IdMismatch { in_certificate: ClientId, from_key: ClientId },
+    IdMismatch {
+        in_certificate: ClientId,
+        from_key: ClientId,
+    },
 }
 
 /// An agent's key, its self-signed certificate and the client id both ends derive from it.
@@ -71,7 +74,10 @@ impl AgentIdentity {
         let cert = certificate_params(&from_key).self_signed(&key)?;
         let in_certificate = client_id_from_certificate(cert.der())?;
         if in_certificate != from_key {
-            return Err(AgentKeyError::IdMismatch { in_certificate, from_key });
+            return Err(AgentKeyError::IdMismatch {
+                in_certificate,
+                from_key,
+            });
         }
         Ok(Self {
             key_pem: key.serialize_pem(),
@@ -109,7 +115,9 @@ impl AgentIdentity {
 /// Shows the id only: this value holds a private key, and Debug output ends up in logs.
 impl fmt::Debug for AgentIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentIdentity").field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("AgentIdentity")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,7 +185,9 @@ mod tests {
         .build()
         .unwrap();
         let now = rustls::pki_types::UnixTime::now();
-        verifier.verify_client_cert(&id.rustls_cert_chain()[0], &[], now).unwrap();
+        verifier
+            .verify_client_cert(&id.rustls_cert_chain()[0], &[], now)
+            .unwrap();
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -43,7 +43,10 @@ mod tests {
         let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = |names: &[&str], key: &rcgen::KeyPair| {
             let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-            rcgen::CertificateParams::new(names).unwrap().self_signed(key).unwrap()
+            rcgen::CertificateParams::new(names)
+                .unwrap()
+                .self_signed(key)
+                .unwrap()
         };
         let a = client_id_from_certificate(cert(&["a.example"], &key).der()).unwrap();
         let b = client_id_from_certificate(cert(&["b.example"], &key).der()).unwrap();
@@ -58,14 +61,24 @@ mod tests {
     #[test]
     fn rejects_garbage_truncation_and_trailing_bytes() {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let der = rcgen::CertificateParams::default().self_signed(&key).unwrap().der().to_vec();
-        assert!(matches!(client_id_from_certificate(b""), Err(IdentityError::Malformed(_))));
+        let der = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec();
+        assert!(matches!(
+            client_id_from_certificate(b""),
+            Err(IdentityError::Malformed(_))
+        ));
         assert!(matches!(
             client_id_from_certificate(b"not a certificate"),
             Err(IdentityError::Malformed(_))
         ));
         for cut in [1, der.len() / 2, der.len() - 1] {
-            assert!(client_id_from_certificate(&der[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                client_id_from_certificate(&der[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut padded = der.clone();
         padded.extend_from_slice(&[0, 0]);

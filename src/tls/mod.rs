@@ -1,7 +1,7 @@
 //! TLS: PEM handling, agent identity, rustls configs for both ends.
-pub mod pem;
 pub mod agent_key;
-pub mod identity;
 pub mod client;
-pub mod server;
+pub mod identity;
+pub mod pem;
 pub mod replication;
+pub mod server;

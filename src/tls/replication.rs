@@ -13,10 +13,15 @@ use super::pem;
 use super::server::{provider, TlsConfigError};
 
 /// The master's side: its frontend certificate, client certificates checked against the CA.
-pub fn link_server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
-        .build()
-        .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
+pub fn link_server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -26,7 +31,11 @@ pub fn link_server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result
 }
 
 /// A minion's side: the master's certificate checked against the CA, its own presented.
-pub fn link_client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ClientConfig>, TlsConfigError> {
+pub fn link_client_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)

@@ -30,9 +30,15 @@ pub enum TlsConfigError {
 /// accelerate, instead of SHA-512 (tuning.md, P3 and P6). All three TLS 1.3 suites stay
 /// enabled, so any peer still negotiates.
 pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256};
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites = vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256];
+    provider.cipher_suites = vec![
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ];
     Arc::new(provider)
 }
 
@@ -65,7 +71,9 @@ impl ClientCertVerifier for AgentKeyVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -84,9 +92,14 @@ impl ClientCertVerifier for AgentKeyVerifier {
 
 /// TLS config for the agent port: TLS 1.3 only, client certificate mandatory, ALPN h2,
 /// session tickets on so a reconnecting agent resumes (docs/architecture.md: ~71 µs vs ~153 µs).
-pub fn agent_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsConfigError> {
+pub fn agent_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = provider();
-    let verifier = Arc::new(AgentKeyVerifier { algorithms: provider.signature_verification_algorithms });
+    let verifier = Arc::new(AgentKeyVerifier {
+        algorithms: provider.signature_verification_algorithms,
+    });
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -98,7 +111,10 @@ pub fn agent_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerCo
 }
 
 /// TLS config for the GUI/API port: server auth only; h2 and http/1.1 so curl works.
-pub fn gui_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsConfigError> {
+pub fn gui_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -147,7 +163,11 @@ mod tests {
         let generated = generate(&opts).unwrap();
         let server_file = ServerFile::load(&generated.server_config_path).unwrap();
         let client_file = ClientFile::load(&generated.client_config_path).unwrap();
-        let server_config = agent_server_config(&server_file.frontend.certificate, &server_file.frontend.private_key).unwrap();
+        let server_config = agent_server_config(
+            &server_file.frontend.certificate,
+            &server_file.frontend.private_key,
+        )
+        .unwrap();
         let agent = AgentIdentity::generate().unwrap();
         let client_config = crate::tls::client::agent_client_config(
             &client_file.client.ca_certificate,
@@ -167,9 +187,18 @@ mod tests {
                 server.negotiated_cipher_suite().map(|s| s.suite()),
                 Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
             );
-            assert!(server.peer_certificates().is_some_and(|c| !c.is_empty()), "mutual TLS");
+            assert!(
+                server.peer_certificates().is_some_and(|c| !c.is_empty()),
+                "mutual TLS"
+            );
             kinds.push(server.handshake_kind());
         }
-        assert_eq!(kinds, [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Resumed)]);
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ]
+        );
     }
 }

@@ -33,14 +33,22 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
-    TcpListener::bind((ctx.config.frontend.bind_address.as_str(), ctx.agent_port)).map_err(io::Error::from)
+    TcpListener::bind((ctx.config.frontend.bind_address.as_str(), ctx.agent_port))
+        .map_err(io::Error::from)
 }
 
 /// Accepts until shutdown, then drains this shard's connections.
-pub async fn run(ctx: Rc<ShardCtx>, admission: Rc<Admission>, listener: TcpListener, acceptor: TlsAcceptor) {
+pub async fn run(
+    ctx: Rc<ShardCtx>,
+    admission: Rc<Admission>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) {
     let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES) as i64;
     let live = Rc::new(Cell::new(0usize));
-    let permits = Rc::new(Semaphore::new(u64::from(ctx.config.limits.handshakes_in_flight_per_shard)));
+    let permits = Rc::new(Semaphore::new(u64::from(
+        ctx.config.limits.handshakes_in_flight_per_shard,
+    )));
     let mut shutdown = ctx.shutdown_signal();
     loop {
         let permit = {
@@ -65,7 +73,9 @@ pub async fn run(ctx: Rc<ShardCtx>, admission: Rc<Admission>, listener: TcpListe
         };
         match accepted.map_err(io::Error::from) {
             Ok(stream) => {
-                metrics().connections_accepted.fetch_add(1, Ordering::Relaxed);
+                metrics()
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
                 if !admission.accept_rate.try_take() {
                     metrics().connection_refused(ConnectionRefusal::RateLimited);
                     continue; // closed before any TLS work: the agent backs off
@@ -91,12 +101,24 @@ pub async fn run(ctx: Rc<ShardCtx>, admission: Rc<Admission>, listener: TcpListe
     drain(&ctx, &live).await;
 }
 
-fn admit(ctx: &Rc<ShardCtx>, admission: &Rc<Admission>, acceptor: &TlsAcceptor, live: &Rc<Cell<usize>>, stream: TcpStream, handshake: StaticPermit) {
+fn admit(
+    ctx: &Rc<ShardCtx>,
+    admission: &Rc<Admission>,
+    acceptor: &TlsAcceptor,
+    live: &Rc<Cell<usize>>,
+    stream: TcpStream,
+    handshake: StaticPermit,
+) {
     // Nagle × delayed ACK gave 40 ms outliers on task pushes (docs/architecture.md).
     let _ = stream.set_nodelay(true);
     set_keepalive(&stream);
     live.set(live.get() + 1);
-    let (ctx, admission, acceptor, live) = (ctx.clone(), admission.clone(), acceptor.clone(), live.clone());
+    let (ctx, admission, acceptor, live) = (
+        ctx.clone(),
+        admission.clone(),
+        acceptor.clone(),
+        live.clone(),
+    );
     glommio::spawn_local(async move {
         agent_conn::serve(ctx, admission, acceptor, stream, handshake).await;
         live.set(live.get() - 1);
@@ -110,7 +132,9 @@ fn set_keepalive(stream: &TcpStream) {
     // used for the setsockopt calls below and never closes the fd.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let sock = socket2::SockRef::from(&fd);
-    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
     let _ = sock.set_tcp_keepalive(&keepalive);
 }
 
@@ -126,6 +150,10 @@ async fn drain(ctx: &ShardCtx, live: &Cell<usize>) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     if live.get() > 0 {
-        tracing::warn!(shard = ctx.shard, open = live.get(), "connections still open after the drain deadline");
+        tracing::warn!(
+            shard = ctx.shard,
+            open = live.get(),
+            "connections still open after the drain deadline"
+        );
     }
 }

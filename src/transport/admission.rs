@@ -15,6 +15,9 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(uploads: UploadPermits, connections_per_second: u64) -> Self {
-        Self { uploads, accept_rate: TokenBucket::new(connections_per_second, connections_per_second) }
+        Self {
+            uploads,
+            accept_rate: TokenBucket::new(connections_per_second, connections_per_second),
+        }
     }
 }

@@ -19,10 +19,10 @@ use http::{Method, Request, StatusCode};
 use crate::ids::ClientId;
 use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
-use crate::sessions::flows::OpenFlows;
-use crate::sessions::{tasks, upload};
 use crate::runtime::deadline::with_deadline;
+use crate::sessions::flows::OpenFlows;
 use crate::sessions::shard::ShardCtx;
+use crate::sessions::{tasks, upload};
 use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
 use crate::transport::compat;
@@ -44,17 +44,32 @@ impl Drop for OpenGuard {
 }
 
 /// `handshake` is the shard's handshake permit, returned once HTTP/2 is up (or failed).
-pub async fn serve(ctx: Rc<ShardCtx>, admission: Rc<Admission>, acceptor: TlsAcceptor, stream: TcpStream, handshake: StaticPermit) {
+pub async fn serve(
+    ctx: Rc<ShardCtx>,
+    admission: Rc<Admission>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    handshake: StaticPermit,
+) {
     metrics().connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
     // The handshake futures are boxed so that their state is freed once the connection is
     // up; inline, they would size this task's allocation for the connection's whole life.
-    let tls = match with_deadline(limits.handshake_timeout(), Box::pin(acceptor.accept(stream))).await {
+    let tls = match with_deadline(
+        limits.handshake_timeout(),
+        Box::pin(acceptor.accept(stream)),
+    )
+    .await
+    {
         None => return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout),
         Some(Err(e)) => {
             tracing::debug!("agent TLS handshake failed: {e}");
-            let reason = if peer_gone(&e) { ConnectionRefusal::PeerGone } else { ConnectionRefusal::HandshakeFailed };
+            let reason = if peer_gone(&e) {
+                ConnectionRefusal::PeerGone
+            } else {
+                ConnectionRefusal::HandshakeFailed
+            };
             return metrics().connection_refused(reason);
         }
         Some(Ok(tls)) => tls,
@@ -68,7 +83,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, admission: Rc<Admission>, acceptor: TlsAcc
     let Some(client_id) = client_id else {
         return metrics().connection_refused(ConnectionRefusal::NoClientCertificate);
     };
-    metrics().handshakes_completed.fetch_add(1, Ordering::Relaxed);
+    metrics()
+        .handshakes_completed
+        .fetch_add(1, Ordering::Relaxed);
     if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
         metrics().handshakes_resumed.fetch_add(1, Ordering::Relaxed);
     }
@@ -81,7 +98,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, admission: Rc<Admission>, acceptor: TlsAcc
         .handshake::<_, Bytes>(compat::tokio_io(tls));
     let conn = match with_deadline(limits.handshake_timeout(), Box::pin(h2_handshake)).await {
         Some(Ok(conn)) => conn,
-        Some(Err(e)) if e.get_io().is_some_and(peer_gone) => return metrics().connection_refused(ConnectionRefusal::PeerGone),
+        Some(Err(e)) if e.get_io().is_some_and(peer_gone) => {
+            return metrics().connection_refused(ConnectionRefusal::PeerGone)
+        }
         _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
     };
     drop(handshake);
@@ -92,7 +111,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, admission: Rc<Admission>, acceptor: TlsAcc
 /// agent that gave up waiting in the accept queue during a storm, not a broken client.
 fn peer_gone(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted)
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+    )
 }
 
 /// Why the accept loop stopped waiting for the next request.
@@ -112,7 +134,10 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Self { in_flight: Rc::new(Cell::new(0)), last_end: Rc::new(Cell::new(Instant::now())) }
+        Self {
+            in_flight: Rc::new(Cell::new(0)),
+            last_end: Rc::new(Cell::new(Instant::now())),
+        }
     }
 
     /// Counts one request in flight until the returned guard drops.
@@ -145,7 +170,12 @@ impl Drop for ActivityGuard {
 
 /// Accepts requests until the agent leaves; on shutdown (or when idle), says GOAWAY and
 /// lets the requests in flight (uploads) finish.
-async fn drive(ctx: Rc<ShardCtx>, admission: Rc<Admission>, client_id: ClientId, mut conn: h2::server::Connection<compat::ServerIo, Bytes>) {
+async fn drive(
+    ctx: Rc<ShardCtx>,
+    admission: Rc<Admission>,
+    client_id: ClientId,
+    mut conn: h2::server::Connection<compat::ServerIo, Bytes>,
+) {
     let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
     let idle_timeout = ctx.config.limits.idle_timeout();
@@ -185,7 +215,14 @@ async fn drive(ctx: Rc<ShardCtx>, admission: Rc<Admission>, client_id: ClientId,
         match next {
             Some(Ok((request, respond))) => {
                 let guard = activity.begin();
-                let task = route(ctx.clone(), admission.clone(), client_id.clone(), flows.clone(), request, respond);
+                let task = route(
+                    ctx.clone(),
+                    admission.clone(),
+                    client_id.clone(),
+                    flows.clone(),
+                    request,
+                    respond,
+                );
                 glommio::spawn_local(async move {
                     task.await;
                     drop(guard);
@@ -213,7 +250,12 @@ async fn route(
         (&Method::GET, TASKS_PATH) => tasks::serve_task_stream(ctx, client_id, respond).await,
         // Boxed: h2 may keep a waker of a finished request's task until the next request,
         // which keeps the task's allocation, sized by its largest future, alive with it.
-        (&Method::POST, UPLOAD_PATH) => Box::pin(handle_upload(ctx, admission, client_id, flows, request, respond)).await,
+        (&Method::POST, UPLOAD_PATH) => {
+            Box::pin(handle_upload(
+                ctx, admission, client_id, flows, request, respond,
+            ))
+            .await
+        }
         _ => respond_bytes(respond, StatusCode::NOT_FOUND, Bytes::new(), None),
     }
 }
@@ -231,17 +273,27 @@ async fn handle_upload(
     let Some(slot) = admission.uploads.admit().await else {
         metrics().upload_rejected(RejectReason::Concurrency);
         let wait = crate::transport::upload_permits::retry_after();
-        return respond_bytes(respond, StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), Some(wait));
+        return respond_bytes(
+            respond,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::new(),
+            Some(wait),
+        );
     };
     let declared = body::declared_length(request.headers());
     let mut recv = request.into_body();
-    let read = with_deadline(limits.request_timeout(), body::read_capped(&mut recv, declared, limits.max_upload_bytes));
+    let read = with_deadline(
+        limits.request_timeout(),
+        body::read_capped(&mut recv, declared, limits.max_upload_bytes),
+    );
     let answer = match read.await {
         Some(Ok(bytes)) => {
             slot.hold_bytes(bytes.len() as u64);
             upload::handle(&ctx, &client_id, &flows, bytes).await
         }
-        Some(Err(BodyError::TooLarge { max_bytes })) => upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes }),
+        Some(Err(BodyError::TooLarge { max_bytes })) => {
+            upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes })
+        }
         Some(Err(BodyError::Stream(e))) => {
             tracing::debug!(client = %client_id, "upload body failed: {e}");
             return;
@@ -254,8 +306,15 @@ async fn handle_upload(
     respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
 }
 
-fn respond_bytes(mut respond: SendResponse<Bytes>, status: StatusCode, body: Bytes, retry_after: Option<Duration>) {
-    let mut response = http::Response::builder().status(status).header("content-type", crate::protocol::CONTENT_TYPE);
+fn respond_bytes(
+    mut respond: SendResponse<Bytes>,
+    status: StatusCode,
+    body: Bytes,
+    retry_after: Option<Duration>,
+) {
+    let mut response = http::Response::builder()
+        .status(status)
+        .header("content-type", crate::protocol::CONTENT_TYPE);
     if let Some(wait) = retry_after {
         response = response.header("retry-after", wait.as_secs());
     }

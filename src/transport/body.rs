@@ -14,11 +14,20 @@ pub enum BodyError {
 }
 
 pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Reads the whole body if it stays within `max_bytes`.
-pub async fn read_capped(body: &mut RecvStream, declared: Option<u64>, max_bytes: u64) -> Result<Bytes, BodyError> {
+pub async fn read_capped(
+    body: &mut RecvStream,
+    declared: Option<u64>,
+    max_bytes: u64,
+) -> Result<Bytes, BodyError> {
     if declared.is_some_and(|n| n > max_bytes) {
         return Err(BodyError::TooLarge { max_bytes });
     }

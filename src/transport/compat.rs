@@ -48,7 +48,11 @@ impl<T> TokioCompat<T> {
 }
 
 impl<T: AsyncRead + Unpin> tokio::io::AsyncRead for TokioCompat<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let want = buf.remaining().min(SCRATCH_BYTES);
         if want == 0 {
             return Poll::Ready(Ok(()));
@@ -80,7 +84,11 @@ fn copy_read<T: AsyncRead>(
 }
 
 impl<T: AsyncWrite + Unpin> tokio::io::AsyncWrite for TokioCompat<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -114,7 +122,11 @@ mod tests {
     }
 
     impl AsyncRead for Chunks {
-        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
             let n = buf.len().min(self.step).min(self.data.len() - self.at);
             let at = self.at;
             buf[..n].copy_from_slice(&self.data[at..at + n]);
@@ -127,7 +139,11 @@ mod tests {
     fn reads_arrive_whole_and_in_order() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         for step in [1, 7, 4096, SCRATCH_BYTES, SCRATCH_BYTES * 3] {
-            let mut io = TokioCompat::new(Chunks { data: data.clone(), at: 0, step });
+            let mut io = TokioCompat::new(Chunks {
+                data: data.clone(),
+                at: 0,
+                step,
+            });
             let mut out = Vec::new();
             futures::executor::block_on(io.read_to_end(&mut out)).unwrap();
             assert_eq!(out, data, "step {step}");
@@ -136,13 +152,21 @@ mod tests {
 
     #[test]
     fn a_read_fills_only_what_arrived() {
-        let mut io = TokioCompat::new(Chunks { data: vec![9; 10], at: 0, step: 3 });
+        let mut io = TokioCompat::new(Chunks {
+            data: vec![9; 10],
+            at: 0,
+            step: 3,
+        });
         let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         let mut buf = ReadBuf::uninit(&mut storage);
         let waker = futures::task::noop_waker();
         let poll = Pin::new(&mut io).poll_read(&mut Context::from_waker(&waker), &mut buf);
         assert!(matches!(poll, Poll::Ready(Ok(()))));
         assert_eq!(buf.filled(), &[9, 9, 9]);
-        assert_eq!(buf.initialized().len(), 3, "nothing beyond the bytes read was touched");
+        assert_eq!(
+            buf.initialized().len(),
+            3,
+            "nothing beyond the bytes read was touched"
+        );
     }
 }

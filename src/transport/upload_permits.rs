@@ -43,7 +43,9 @@ pub struct UploadSlot {
 impl UploadSlot {
     /// The body read so far is held in memory until the answer.
     pub fn hold_bytes(&self, bytes: u64) {
-        metrics().upload_bytes_in_flight.fetch_add(bytes as i64 - self.bytes.get() as i64, Ordering::Relaxed);
+        metrics()
+            .upload_bytes_in_flight
+            .fetch_add(bytes as i64 - self.bytes.get() as i64, Ordering::Relaxed);
         self.bytes.set(bytes);
     }
 }
@@ -52,13 +54,19 @@ impl Drop for UploadSlot {
     fn drop(&mut self) {
         let m = metrics();
         m.uploads_in_flight.fetch_sub(1, Ordering::Relaxed);
-        m.upload_bytes_in_flight.fetch_sub(self.bytes.get() as i64, Ordering::Relaxed);
+        m.upload_bytes_in_flight
+            .fetch_sub(self.bytes.get() as i64, Ordering::Relaxed);
     }
 }
 
 impl UploadPermits {
     pub fn new(permits: u64, wait: Duration) -> Self {
-        Self { permits: Rc::new(Semaphore::new(permits)), max_waiting: permits as usize * WAITERS_PER_PERMIT, waiting: Cell::new(0), wait }
+        Self {
+            permits: Rc::new(Semaphore::new(permits)),
+            max_waiting: permits as usize * WAITERS_PER_PERMIT,
+            waiting: Cell::new(0),
+            wait,
+        }
     }
 
     /// A slot for one upload, or None when the queue is full or the wait ran out.
@@ -69,21 +77,28 @@ impl UploadPermits {
             Err(_) => {
                 self.waiting.set(self.waiting.get() + 1);
                 metrics().uploads_waiting.fetch_add(1, Ordering::Relaxed);
-                let acquired = with_deadline(self.wait, self.permits.acquire_static_permit(1)).await;
+                let acquired =
+                    with_deadline(self.wait, self.permits.acquire_static_permit(1)).await;
                 self.waiting.set(self.waiting.get() - 1);
                 metrics().uploads_waiting.fetch_sub(1, Ordering::Relaxed);
                 acquired?.ok()?
             }
         };
         metrics().uploads_in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(UploadSlot { _permit: permit, bytes: Cell::new(0) })
+        Some(UploadSlot {
+            _permit: permit,
+            bytes: Cell::new(0),
+        })
     }
 }
 
 /// A Retry-After for a refused upload, jittered between the bounds above.
 pub fn retry_after() -> Duration {
     use rand::Rng;
-    let ms = rand::thread_rng().gen_range(RETRY_AFTER_CONCURRENCY_MIN.as_millis() as u64..=RETRY_AFTER_CONCURRENCY_MAX.as_millis() as u64);
+    let ms = rand::thread_rng().gen_range(
+        RETRY_AFTER_CONCURRENCY_MIN.as_millis() as u64
+            ..=RETRY_AFTER_CONCURRENCY_MAX.as_millis() as u64,
+    );
     // Retry-After carries whole seconds.
     Duration::from_secs(ms.div_ceil(1000))
 }
@@ -106,7 +121,10 @@ mod tests {
                     })
                     .collect();
                 glommio::timer::sleep(Duration::from_millis(5)).await;
-                assert!(permits.admit().await.is_none(), "the queue is full: refused at once");
+                assert!(
+                    permits.admit().await.is_none(),
+                    "the queue is full: refused at once"
+                );
                 for w in waiters {
                     assert!(!w.await, "no permit came back within the wait");
                 }

@@ -47,7 +47,10 @@ pub fn free_port() -> u16 {
 pub fn set_keys(text: &mut String, keys: &[(&str, &str)]) {
     for (key, value) in keys {
         let line = format!("{key} = {value}");
-        match text.lines().position(|l| l.split('=').next().map(str::trim) == Some(key)) {
+        match text
+            .lines()
+            .position(|l| l.split('=').next().map(str::trim) == Some(key))
+        {
             Some(i) => {
                 let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
                 lines[i] = line;
@@ -82,7 +85,12 @@ impl Deployment {
         let status = Command::new(packhunt_bin())
             .args(["config", "generate", "--out"])
             .arg(dir.path())
-            .args(["--frontend-port", &agent_port.to_string(), "--gui-port", &gui_port.to_string()])
+            .args([
+                "--frontend-port",
+                &agent_port.to_string(),
+                "--gui-port",
+                &gui_port.to_string(),
+            ])
             .args(["--replication-port", &replication_port.to_string()])
             .args(["--admin-password", ADMIN_PASSWORD])
             .stdout(Stdio::null())
@@ -94,8 +102,16 @@ impl Deployment {
         let mut text = std::fs::read_to_string(&server_config)?;
         edit(&mut text);
         std::fs::write(&server_config, text)?;
-        let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(dir.path().join("client.config.toml"))?)?;
-        Ok(Deployment { dir, agent_port, gui_port, frontend: None, ca_pem: client.client.ca_certificate })
+        let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(
+            dir.path().join("client.config.toml"),
+        )?)?;
+        Ok(Deployment {
+            dir,
+            agent_port,
+            gui_port,
+            frontend: None,
+            ca_pem: client.client.ca_certificate,
+        })
     }
 
     /// Adds a minion on a free loopback port (with a /metrics port) to the config.
@@ -109,7 +125,12 @@ impl Deployment {
             .stdout(Stdio::null())
             .status()?;
         anyhow::ensure!(status.success(), "config frontend failed");
-        Ok(Minion { name, agent_port, metrics_port, child: None })
+        Ok(Minion {
+            name,
+            agent_port,
+            metrics_port,
+            child: None,
+        })
     }
 
     /// Starts `minion` and waits for its ready line.
@@ -120,15 +141,27 @@ impl Deployment {
     /// Starts `minion` from the server config at `config`.
     pub fn start_minion_with_config(&self, minion: &mut Minion, config: &Path) -> Result<()> {
         let mut command = Command::new(packhunt_bin());
-        command.args(["frontend", "--config"]).arg(config).args(["--minion", "--node", &minion.name]);
+        command.args(["frontend", "--config"]).arg(config).args([
+            "--minion",
+            "--node",
+            &minion.name,
+        ]);
         minion.child = Some(spawn_until_ready(&mut command, "minion")?);
         Ok(())
     }
 
     /// A client config listing only `urls` (agents start where the test wants them).
-    pub fn client_config_for(&self, name: &str, ports: &[u16], max_upload_bytes: Option<u64>) -> Result<PathBuf> {
+    pub fn client_config_for(
+        &self,
+        name: &str,
+        ports: &[u16],
+        max_upload_bytes: Option<u64>,
+    ) -> Result<PathBuf> {
         self.client_config_with(name, |c| {
-            c.client.server_urls = ports.iter().map(|p| format!("https://127.0.0.1:{p}/")).collect();
+            c.client.server_urls = ports
+                .iter()
+                .map(|p| format!("https://127.0.0.1:{p}/"))
+                .collect();
             if let Some(max) = max_upload_bytes {
                 c.client.max_upload_bytes = max;
             }
@@ -154,7 +187,9 @@ impl Deployment {
     /// Starts the frontend and waits for its ready line.
     pub fn start_frontend(&mut self) -> Result<()> {
         let mut command = Command::new(packhunt_bin());
-        command.args(["frontend", "--config"]).arg(self.path().join("server.config.toml"));
+        command
+            .args(["frontend", "--config"])
+            .arg(self.path().join("server.config.toml"));
         self.frontend = Some(spawn_until_ready(&mut command, "frontend")?);
         Ok(())
     }
@@ -174,12 +209,17 @@ impl Deployment {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop_frontend(&mut self) -> Result<std::process::ExitStatus> {
         let mut child = self.frontend.take().context("no frontend running")?;
+        // SAFETY: kill takes plain integers; the pid is our own child, not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         Ok(child.wait()?)
     }
 
     /// Writes a copy of client.config.toml with `edit` applied; returns its path.
-    pub fn client_config_with(&self, name: &str, edit: impl FnOnce(&mut packhunt::config::ClientConfig)) -> Result<PathBuf> {
+    pub fn client_config_with(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut packhunt::config::ClientConfig),
+    ) -> Result<PathBuf> {
         let mut cfg = packhunt::config::ClientConfig::load(&self.client_config())?;
         edit(&mut cfg);
         let path = self.path().join(name);
@@ -188,7 +228,11 @@ impl Deployment {
     }
 
     pub fn api(&self) -> Api {
-        Api { port: self.gui_port, ca_pem: self.ca_pem.clone(), auth: Some(("admin".into(), ADMIN_PASSWORD.into())) }
+        Api {
+            port: self.gui_port,
+            ca_pem: self.ca_pem.clone(),
+            auth: Some(("admin".into(), ADMIN_PASSWORD.into())),
+        }
     }
 
     /// One series' value from /metrics, e.g. `packhunt_upload_rejections_total{reason="bad_name"}`.
@@ -228,7 +272,8 @@ impl Deployment {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for (client, flow) in pending {
-                let (_, status) = api.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?;
+                let (_, status) =
+                    api.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?;
                 match status["state"].as_str() {
                     Some("finished") | Some("error") => done.push(status),
                     _ => still.push((client, flow)),
@@ -239,7 +284,11 @@ impl Deployment {
                 break;
             }
             if started.elapsed() > limit {
-                bail!("{} flows not finished after {limit:?}, e.g. {:?}", pending.len(), pending[0]);
+                bail!(
+                    "{} flows not finished after {limit:?}, e.g. {:?}",
+                    pending.len(),
+                    pending[0]
+                );
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -251,7 +300,10 @@ impl Deployment {
 /// "ready". The line is read on a thread so a process that never gets ready fails the
 /// test instead of hanging it.
 fn spawn_until_ready(command: &mut Command, what: &str) -> Result<Child> {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -283,19 +335,32 @@ pub fn cluster(minions: usize) -> Result<(Deployment, Vec<Minion>)> {
 }
 
 /// `cluster`, with `edit` applied to the shared server.config.toml first.
-pub fn cluster_with(minions: usize, edit: impl FnOnce(&mut String)) -> Result<(Deployment, Vec<Minion>)> {
+pub fn cluster_with(
+    minions: usize,
+    edit: impl FnOnce(&mut String),
+) -> Result<(Deployment, Vec<Minion>)> {
     let mut deployment = Deployment::generate_with(edit)?;
-    let mut added = (0..minions).map(|_| deployment.add_minion()).collect::<Result<Vec<_>>>()?;
+    let mut added = (0..minions)
+        .map(|_| deployment.add_minion())
+        .collect::<Result<Vec<_>>>()?;
     deployment.start_frontend()?;
     for minion in &mut added {
         deployment.start_minion(minion)?;
     }
-    wait_frontends(&deployment, |items| items.iter().all(|f| f["up"] == true), "every minion linked")?;
+    wait_frontends(
+        &deployment,
+        |items| items.iter().all(|f| f["up"] == true),
+        "every minion linked",
+    )?;
     Ok((deployment, added))
 }
 
 /// Polls GET /api/v1/frontends until `ok` holds for its items.
-pub fn wait_frontends(deployment: &Deployment, ok: impl Fn(&[Value]) -> bool, what: &str) -> Result<Vec<Value>> {
+pub fn wait_frontends(
+    deployment: &Deployment,
+    ok: impl Fn(&[Value]) -> bool,
+    what: &str,
+) -> Result<Vec<Value>> {
     let started = Instant::now();
     loop {
         let (status, body) = deployment.api().get("/api/v1/frontends")?;
@@ -312,12 +377,17 @@ pub fn wait_frontends(deployment: &Deployment, ok: impl Fn(&[Value]) -> bool, wh
 }
 
 pub fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
-    items.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
+    items
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
 }
 
 /// The frontend the master says `client` is connected to.
 pub fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<String>> {
-    let (_, body) = deployment.api().get(&format!("/api/v1/clients?search={client}"))?;
+    let (_, body) = deployment
+        .api()
+        .get(&format!("/api/v1/clients?search={client}"))?;
     Ok(body["items"][0]["frontend"].as_str().map(str::to_string))
 }
 
@@ -356,7 +426,10 @@ impl Minion {
 
     /// One series' value from the minion's /metrics.
     pub fn metric(&self, deployment: &Deployment, series: &str) -> Result<u64> {
-        let api = Api { port: self.metrics_port, ..deployment.api() };
+        let api = Api {
+            port: self.metrics_port,
+            ..deployment.api()
+        };
         metric_from(&api, series)
     }
 }
@@ -373,7 +446,9 @@ impl Drop for Minion {
 fn metric_from(api: &Api, series: &str) -> Result<u64> {
     let (code, text) = api.get_text("/metrics")?;
     anyhow::ensure!(code == 200, "/metrics answered {code}");
-    let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
     value.with_context(|| format!("{series} missing from /metrics"))
 }
 
@@ -406,20 +481,35 @@ pub struct Api {
 
 impl Api {
     pub fn for_port(port: u16, ca_pem: &str) -> Api {
-        Api { port, ca_pem: ca_pem.to_string(), auth: None }
+        Api {
+            port,
+            ca_pem: ca_pem.to_string(),
+            auth: None,
+        }
     }
 
     pub fn without_auth(&self) -> Api {
-        Api { auth: None, ..self.clone() }
+        Api {
+            auth: None,
+            ..self.clone()
+        }
     }
 
     pub fn with_auth(&self, user: &str, pw: &str) -> Api {
-        Api { auth: Some((user.into(), pw.into())), ..self.clone() }
+        Api {
+            auth: Some((user.into(), pw.into())),
+            ..self.clone()
+        }
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, Value)> {
         let (status, body) = self.request("GET", path, None)?;
-        Ok((status, serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON: {}", String::from_utf8_lossy(&body)))?))
+        Ok((
+            status,
+            serde_json::from_slice(&body).with_context(|| {
+                format!("GET {path}: not JSON: {}", String::from_utf8_lossy(&body))
+            })?,
+        ))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
@@ -434,15 +524,25 @@ impl Api {
 
     /// Schedules a collection; returns the flow id.
     pub fn collect(&self, client_id: &str, artifacts: &[&str]) -> Result<String> {
-        let (status, body) = self.post(&format!("/api/v1/clients/{client_id}/collections"), &serde_json::json!({ "artifacts": artifacts }))?;
+        let (status, body) = self.post(
+            &format!("/api/v1/clients/{client_id}/collections"),
+            &serde_json::json!({ "artifacts": artifacts }),
+        )?;
         if status != 200 {
             bail!("collection for {client_id} refused: {status} {body}");
         }
         Ok(body["flow_id"].as_str().context("flow_id")?.to_string())
     }
 
-    pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(self.request_async(method, path, body))
     }
 
@@ -450,23 +550,37 @@ impl Api {
     fn authorization(&self) -> Option<String> {
         use base64::Engine;
         let (user, pw) = self.auth.as_ref()?;
-        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))))
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        ))
     }
 
     /// POSTs over HTTP/2 (what browsers and curl speak), sending `body` only `delay` after
     /// the headers: a client that is slow to send its body.
-    pub fn post_h2_late_body(&self, path: &str, body: &[u8], delay: Duration) -> Result<(u16, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    pub fn post_h2_late_body(
+        &self,
+        path: &str,
+        body: &[u8],
+        delay: Duration,
+    ) -> Result<(u16, Vec<u8>)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let mut config = (*packhunt::tls::client::api_client_config(&self.ca_pem)?).clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await?;
             let (client, conn) = h2::client::handshake(tls).await?;
             tokio::spawn(conn);
             let mut client = client.ready().await?;
-            let mut req = hyper::Request::builder().method("POST").uri(format!("https://127.0.0.1:{}{path}", self.port));
+            let mut req = hyper::Request::builder()
+                .method("POST")
+                .uri(format!("https://127.0.0.1:{}{path}", self.port));
             if let Some(value) = self.authorization() {
                 req = req.header("authorization", value);
             }
@@ -486,14 +600,24 @@ impl Api {
         })
     }
 
-    async fn request_async(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
+    async fn request_async(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>)> {
         let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method(method).uri(path).header("host", "127.0.0.1");
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1");
         if let Some(value) = self.authorization() {
             req = req.header("authorization", value);
         }
@@ -510,10 +634,18 @@ pub fn assert_connected_pages_cover(api: &Api, ids: &[String]) -> anyhow::Result
     let page = ids.len() / 3 + 1;
     let mut seen = Vec::new();
     for offset in (0..ids.len() + page).step_by(page) {
-        let (status, body) = api.get(&format!("/api/v1/clients?connected=true&offset={offset}&limit={page}"))?;
+        let (status, body) = api.get(&format!(
+            "/api/v1/clients?connected=true&offset={offset}&limit={page}"
+        ))?;
         assert_eq!(status, 200);
         assert_eq!(body["total"].as_u64(), Some(ids.len() as u64));
-        seen.extend(body["items"].as_array().unwrap().iter().map(|c| c["client_id"].as_str().unwrap().to_string()));
+        seen.extend(
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["client_id"].as_str().unwrap().to_string()),
+        );
     }
     let (mut seen_sorted, mut want) = (seen.clone(), ids.to_vec());
     seen_sorted.sort();
@@ -545,18 +677,28 @@ pub fn run_fleet(
         flows.push((id.clone(), api.collect(id, artifacts)?));
     }
     let statuses = deployment.wait_flows(&flows, Duration::from_secs(180))?;
-    assert!(loadgen.0.wait()?.success(), "loadgen exits once every flow is delivered");
+    assert!(
+        loadgen.0.wait()?.success(),
+        "loadgen exits once every flow is delivered"
+    );
     let sent = loadgen_rows_sent(&report)?;
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
     assert_eq!(sent.len(), clients, "loadgen delivered one flow per agent");
     for status in &statuses {
         let flow = status["flow_id"].as_str().unwrap();
         assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(status["total_rows"].as_u64(), Some(sent[flow]), "flow {flow}: server rows = rows loadgen sent");
+        assert_eq!(
+            status["total_rows"].as_u64(),
+            Some(sent[flow]),
+            "flow {flow}: server rows = rows loadgen sent"
+        );
     }
     // What is on disk is exactly that too: no row lost, none duplicated.
     for (client, flow) in flows.iter().take(50) {
-        let on_disk: usize = artifacts.iter().map(|a| count_lines(&flow_results(&deployment.datastore(), client, flow, a))).sum();
+        let on_disk: usize = artifacts
+            .iter()
+            .map(|a| count_lines(&flow_results(&deployment.datastore(), client, flow, a)))
+            .sum();
         assert_eq!(on_disk as u64, sent[flow.as_str()], "flow {flow} on disk");
     }
     assert_eq!(report["tasks_received"].as_u64(), Some(clients as u64));
@@ -565,11 +707,22 @@ pub fn run_fleet(
 
 /// A loadgen of `clients` agents from the client config `config` that writes its report
 /// to `report` and runs at most `duration_s`; `extra` adds flags. Killed on drop.
-pub fn spawn_loadgen(config: &Path, clients: usize, duration_s: u64, report: &Path, extra: &[&str]) -> Result<Proc> {
+pub fn spawn_loadgen(
+    config: &Path,
+    clients: usize,
+    duration_s: u64,
+    report: &Path,
+    extra: &[&str],
+) -> Result<Proc> {
     let child = Command::new(loadgen_bin())
         .arg("--config")
         .arg(config)
-        .args(["--clients", &clients.to_string(), "--duration-s", &duration_s.to_string()])
+        .args([
+            "--clients",
+            &clients.to_string(),
+            "--duration-s",
+            &duration_s.to_string(),
+        ])
         .arg("--report")
         .arg(report)
         .args(extra)
@@ -580,7 +733,12 @@ pub fn spawn_loadgen(config: &Path, clients: usize, duration_s: u64, report: &Pa
 }
 
 /// `spawn_loadgen` for a fleet that exits once each agent finished one flow.
-pub fn spawn_loadgen_for_flows(config: &Path, clients: usize, report: &Path, extra: &[&str]) -> Result<Proc> {
+pub fn spawn_loadgen_for_flows(
+    config: &Path,
+    clients: usize,
+    report: &Path,
+    extra: &[&str],
+) -> Result<Proc> {
     let mut args = vec!["--exit-after-flows".to_string(), clients.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -589,18 +747,34 @@ pub fn spawn_loadgen_for_flows(config: &Path, clients: usize, report: &Path, ext
 
 /// Lines of a file (for checking what landed on disk).
 pub fn count_lines(path: &Path) -> usize {
-    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
 }
 
 pub fn flow_results(datastore: &Path, client: &str, flow: &str, artifact: &str) -> PathBuf {
-    datastore.join("clients").join(client).join("collections").join(flow).join("results").join(format!("{artifact}.jsonl"))
+    datastore
+        .join("clients")
+        .join(client)
+        .join("collections")
+        .join(flow)
+        .join("results")
+        .join(format!("{artifact}.jsonl"))
 }
 
 /// flow id -> rows sent, from a loadgen JSON report.
 pub fn loadgen_rows_sent(report: &Path) -> Result<std::collections::HashMap<String, u64>> {
     let report: Value = serde_json::from_slice(&std::fs::read(report)?)?;
     let flows = report["flows"].as_array().context("report has flows")?;
-    Ok(flows.iter().map(|f| (f["flow_id"].as_str().unwrap_or_default().to_string(), f["rows"].as_u64().unwrap_or(0))).collect())
+    Ok(flows
+        .iter()
+        .map(|f| {
+            (
+                f["flow_id"].as_str().unwrap_or_default().to_string(),
+                f["rows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
 }
 
 /// Starts a real `packhunt client` against the deployment; killed on drop.
@@ -634,7 +808,10 @@ impl RawAgent {
     }
 
     /// Connects as `identity` (the same agent again, e.g. through another frontend).
-    pub fn connect_as(path: &Path, identity: packhunt::tls::agent_key::AgentIdentity) -> Result<Self> {
+    pub fn connect_as(
+        path: &Path,
+        identity: packhunt::tls::agent_key::AgentIdentity,
+    ) -> Result<Self> {
         let mut agent = Self::connect_without_facts(path, identity)?;
         agent.send_facts()?;
         Ok(agent)
@@ -642,20 +819,43 @@ impl RawAgent {
 
     /// Connects as `identity` and opens the task stream, but sends no ClientInfo yet:
     /// the moment between an agent's handshake and its facts landing.
-    pub fn connect_without_facts(path: &Path, identity: packhunt::tls::agent_key::AgentIdentity) -> Result<Self> {
+    pub fn connect_without_facts(
+        path: &Path,
+        identity: packhunt::tls::agent_key::AgentIdentity,
+    ) -> Result<Self> {
         let config = packhunt::config::ClientConfig::load(path)?;
-        let tls = packhunt::tls::client::agent_client_config(&config.client.ca_certificate, identity.rustls_cert_chain(), identity.rustls_private_key())?;
+        let tls = packhunt::tls::client::agent_client_config(
+            &config.client.ca_certificate,
+            identity.rustls_cert_chain(),
+            identity.rustls_private_key(),
+        )?;
         let url = packhunt::config::url::ServerUrl::parse(&config.client.server_urls[0])?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (conn, tasks) = rt.block_on(packhunt::agent::comms::connect(&url, tls, None))?;
-        Ok(Self { rt, conn, tasks, client_id: identity.client_id().to_string(), identity })
+        Ok(Self {
+            rt,
+            conn,
+            tasks,
+            client_id: identity.client_id().to_string(),
+            identity,
+        })
     }
 
     /// Uploads this agent's ClientInfo (hostname `raw-agent`, os `linux`).
     pub fn send_facts(&mut self) -> Result<()> {
         use packhunt::protocol::pb;
-        let facts = pb::ClientInfo { hostname: "raw-agent".into(), os: "linux".into(), version: "test".into() };
-        let status = self.upload(&pb::Upload { kind: Some(pb::upload::Kind::Info(facts)) })?.status;
+        let facts = pb::ClientInfo {
+            hostname: "raw-agent".into(),
+            os: "linux".into(),
+            version: "test".into(),
+        };
+        let status = self
+            .upload(&pb::Upload {
+                kind: Some(pb::upload::Kind::Info(facts)),
+            })?
+            .status;
         anyhow::ensure!(status == 200, "ClientInfo answered {status}");
         Ok(())
     }
@@ -674,17 +874,24 @@ impl RawAgent {
         self.rt.block_on(async {
             let wait = async {
                 loop {
-                    if let Some(pb::server_message::Kind::Task(t)) = tasks.next().await?.and_then(|m| m.kind) {
+                    if let Some(pb::server_message::Kind::Task(t)) =
+                        tasks.next().await?.and_then(|m| m.kind)
+                    {
                         anyhow::ensure!(t.flow_id == flow, "task for another flow");
                         return Ok(());
                     }
                 }
             };
-            tokio::time::timeout(Duration::from_secs(10), wait).await.map_err(|_| anyhow::anyhow!("no task for {flow} within 10 s"))?
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .map_err(|_| anyhow::anyhow!("no task for {flow} within 10 s"))?
         })
     }
 
-    pub fn upload(&mut self, upload: &packhunt::protocol::pb::Upload) -> Result<packhunt::agent::comms::UploadReply> {
+    pub fn upload(
+        &mut self,
+        upload: &packhunt::protocol::pb::Upload,
+    ) -> Result<packhunt::agent::comms::UploadReply> {
         Ok(self.rt.block_on(self.conn.upload(upload))?)
     }
 }
