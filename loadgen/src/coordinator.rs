@@ -31,7 +31,10 @@ pub fn run(args: &Args) -> Result<()> {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(point) = serde_json::from_str::<SeriesPoint>(&line) {
-                    latest.lock().unwrap()[w] = point;
+                    latest
+                        .lock()
+                        .expect("the only critical sections store or sum points; none panics")[w] =
+                        point;
                 }
             }
         });
@@ -166,7 +169,7 @@ fn watch(
         let sum = stats::sum_series(
             &latest
                 .lock()
-                .unwrap()
+                .expect("the only critical sections store or sum points; none panics")
                 .iter()
                 .map(std::slice::from_ref)
                 .collect::<Vec<_>>(),

@@ -18,6 +18,11 @@ use packhunt::agent::run::Observer;
 use packhunt::config::url::ServerUrl;
 use packhunt::protocol::pb;
 
+/// Invariant: every critical section on a `Stats` mutex is a clone, push, insert or
+/// histogram record that cannot panic, so no lock is ever poisoned; a poisoned one would
+/// mean a bug in this file, and the figures behind it could not be trusted anyway.
+const NOT_POISONED: &str = "no Stats critical section panics, so no lock is poisoned";
+
 pub struct Stats {
     pub connected: AtomicI64,
     pub connected_peak: AtomicI64,
@@ -77,7 +82,7 @@ impl Stats {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap().clone()
+        self.last_error.lock().expect(NOT_POISONED).clone()
     }
 
     /// The counters now, as one point of the time series.
@@ -97,14 +102,14 @@ impl Stats {
     }
 
     pub fn record_point(&self, point: SeriesPoint) {
-        self.series.lock().unwrap().push(point);
+        self.series.lock().expect(NOT_POISONED).push(point);
     }
 
     /// The index under which tasks that arrive through `url` are counted. A fleet talks to
     /// a handful of frontends, so a scan beats hashing, and agents keep the index rather
     /// than a copy of the URL.
     pub fn frontend_slot(&self, url: &str) -> usize {
-        let mut frontends = self.task_latency_by_frontend_us.lock().unwrap();
+        let mut frontends = self.task_latency_by_frontend_us.lock().expect(NOT_POISONED);
         if let Some(i) = frontends.iter().position(|(u, _)| u == url) {
             return i;
         }
@@ -115,12 +120,16 @@ impl Stats {
     /// One task's delivery latency, overall and under its frontend's slot (if known).
     pub fn record_task_latency(&self, frontend: Option<usize>, latency_us: u64) {
         let latency_us = latency_us.max(1);
-        let _ = self.task_latency_us.lock().unwrap().record(latency_us);
+        let _ = self
+            .task_latency_us
+            .lock()
+            .expect(NOT_POISONED)
+            .record(latency_us);
         if let Some(slot) = frontend {
             if let Some((_, h)) = self
                 .task_latency_by_frontend_us
                 .lock()
-                .unwrap()
+                .expect(NOT_POISONED)
                 .get_mut(slot)
             {
                 let _ = h.record(latency_us);
@@ -242,7 +251,7 @@ impl Observer for AgentObserver {
         let _ = s
             .connect_us
             .lock()
-            .unwrap()
+            .expect(NOT_POISONED)
             .record((connect_time.as_micros() as u64).max(1));
     }
     fn disconnected(&self, _why: &str) {
@@ -275,12 +284,12 @@ impl Observer for AgentObserver {
         self.stats
             .flows
             .lock()
-            .unwrap()
+            .expect(NOT_POISONED)
             .insert(flow_id.to_string(), (self.client_id.clone(), rows));
     }
     fn error(&self, what: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        *self.stats.last_error.lock().unwrap() = Some(what.to_string());
+        *self.stats.last_error.lock().expect(NOT_POISONED) = Some(what.to_string());
     }
 }
 
@@ -394,7 +403,7 @@ impl Stats {
         let mut flows: Vec<FlowReport> = self
             .flows
             .lock()
-            .unwrap()
+            .expect(NOT_POISONED)
             .iter()
             .map(|(f, (c, r))| FlowReport {
                 client_id: c.clone(),
@@ -415,15 +424,15 @@ impl Stats {
             connected_at_end: self.connected.load(Ordering::Relaxed),
             ever_connected: l(&self.ever_connected),
             time_to_connect_all_s: connect_all.map(|d| d.as_secs_f64()),
-            connect_time: percentiles(&self.connect_us.lock().unwrap()),
+            connect_time: percentiles(&self.connect_us.lock().expect(NOT_POISONED)),
             tasks_received: l(&self.tasks),
             first_task_unix_us: Some(l(&self.first_task_unix_us)).filter(|&t| t != 0),
             last_task_unix_us: Some(l(&self.last_task_unix_us)).filter(|&t| t != 0),
-            task_latency: percentiles(&self.task_latency_us.lock().unwrap()),
+            task_latency: percentiles(&self.task_latency_us.lock().expect(NOT_POISONED)),
             task_latency_by_frontend: self
                 .task_latency_by_frontend_us
                 .lock()
-                .unwrap()
+                .expect(NOT_POISONED)
                 .iter()
                 .filter(|(_, h)| !h.is_empty())
                 .map(|(url, h)| (url.clone(), percentiles(h)))
@@ -438,7 +447,7 @@ impl Stats {
             last_error: self.last_error(),
             reconnects: l(&self.reconnects),
             tickets_offered: l(&self.tickets_offered),
-            series: self.series.lock().unwrap().clone(),
+            series: self.series.lock().expect(NOT_POISONED).clone(),
             flows,
         }
     }
@@ -583,8 +592,16 @@ mod tests {
         let a = Stats::new();
         let b = Stats::new();
         for v in 1..=100u64 {
-            a.task_latency_us.lock().unwrap().record(v).unwrap();
-            b.task_latency_us.lock().unwrap().record(v + 100).unwrap();
+            a.task_latency_us
+                .lock()
+                .expect(NOT_POISONED)
+                .record(v)
+                .unwrap();
+            b.task_latency_us
+                .lock()
+                .expect(NOT_POISONED)
+                .record(v + 100)
+                .unwrap();
         }
         a.tasks.store(100, Ordering::Relaxed);
         b.tasks.store(100, Ordering::Relaxed);
