@@ -1,8 +1,8 @@
 //! Goal: when the datastore's disk is full, an upload is refused with 503 and a long
 //! Retry-After (so agents keep their data instead of starting a re-upload storm), the
 //! result set stays whole, and once there is room the same batch is accepted.
-//! Method: the datastore on a 4 MiB tmpfs (skipped with a message where mounting is not
-//! allowed), a real frontend, and the agent comms client uploading 512 KiB batches.
+//! Method: the datastore on a 4 MiB tmpfs (skipped, counted, where mounting is not
+//! allowed: `common::skip`), a real frontend, and the agent comms client uploading 512 KiB batches.
 
 mod common;
 
@@ -44,7 +44,10 @@ fn rows(n: usize, width: usize) -> Vec<u8> {
 fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::Result<()> {
     let mount_dir = tempfile::tempdir()?;
     let Some(_mount) = Mount::tmpfs(&mount_dir.path().join("ds"), "4m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount rights)");
+        common::skip(
+            "disk_full::full_disk_answers_503_with_retry_after_and_keeps_results_whole",
+            "root and mount rights, to mount a 4 MiB tmpfs",
+        );
         return Ok(());
     };
     let datastore = mount_dir.path().join("ds");

@@ -10,31 +10,37 @@
 //! owns: frames leave and are lost on the wire, so neither side gets a local send error
 //! and only the replication keepalives can notice, as with a failed switch port. Every
 //! other path (agents to B, the test to every host) stays up.
-//! Skipped, with a message on stderr, where `ip netns add` fails (not root, no
-//! CAP_SYS_ADMIN / CAP_NET_ADMIN, no iproute2).
+//! Deployment, frontends and API client are tests/common's; what is this test's own is
+//! the lab (namespaces, veths, the bridge, the cut).
+//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2: skipped where it is not
+//! root, saying so past the harness's capture and counted (see `common::skip`); as root,
+//! a namespace that cannot be made fails the test saying why.
+
+mod common;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use anyhow::{ensure, Context, Result};
+use common::{frontend, wait_until, Api, Deployment, Ports};
 use serde_json::Value;
 
-const ADMIN_PASSWORD: &str = "netns-admin-pw";
 // Each host has its own port space, so every frontend can use the same well-known ports.
-const AGENT_PORT: u16 = 8000;
-const REPLICATION_PORT: u16 = 8001;
-const GUI_PORT: u16 = 8889;
+const PORTS: Ports = Ports {
+    agent: 8000,
+    gui: 8889,
+    replication: 8001,
+};
 const MINION_METRICS_PORT: u16 = 9100;
 const AGENTS_ON_B: usize = 3;
 /// Keepalive (5 s interval + 5 s timeout) notices the cut in ~10 s, a relink attempt into
 /// the cut gives up after its 10 s connect timeout, and backoff waits at most 5 s; 30 s per
 /// wait leaves room for a loaded 2-core box.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
+/// Requests answer in milliseconds here; one that hangs is caught well inside WAIT_LIMIT.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A locally administered unicast MAC that no interface in the lab carries.
 const NOWHERE_MAC: &str = "02:00:5e:ff:ff:01";
 
@@ -43,9 +49,14 @@ const LINKS_UP: &str = "packhunt_replication_links_up";
 
 #[test]
 fn a_minion_cut_off_from_the_master_keeps_serving_and_recovers() -> Result<()> {
-    let Some(mut lab) = Lab::build()? else {
+    if !common::is_root() {
+        common::skip(
+            "netns::a_minion_cut_off_from_the_master_keeps_serving_and_recovers",
+            "root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2 for network namespaces",
+        );
         return Ok(());
-    };
+    }
+    let mut lab = Lab::build()?;
     exercise(&mut lab)?;
     lab.passed = true;
     Ok(())
@@ -55,7 +66,7 @@ fn exercise(lab: &mut Lab) -> Result<()> {
     let (master, b) = (lab.host("m").clone(), lab.host("b").clone());
     let cluster = start_cluster(lab)?;
     let b_agents = check_linked(&cluster)?;
-    let failures_before = metric(&cluster.b_metrics, LINK_FAILURES)?;
+    let failures_before = cluster.b_metrics.metric(LINK_FAILURES)?;
 
     lab.cut(&master, &b)?;
     let cut_at = Instant::now();
@@ -64,12 +75,14 @@ fn exercise(lab: &mut Lab) -> Result<()> {
     // the shared datastore and B finds it when it relinks.
     let during_cut = (
         b_agents[1].clone(),
-        collect(&cluster.api, &b_agents[1], "Generic.Client.Info")?,
+        cluster
+            .api
+            .collect(&b_agents[1], &["Generic.Client.Info"])?,
     );
 
     lab.restore(&master, &b)?;
     check_recovered(&cluster, &b_agents, Instant::now())?;
-    let status = wait_flow(&cluster.api, &during_cut.0, &during_cut.1)?;
+    let status = wait_flow(&cluster.api, &during_cut)?;
     assert_eq!(
         status["state"], "finished",
         "the collection scheduled during the cut ran after the heal: {status}"
@@ -79,6 +92,8 @@ fn exercise(lab: &mut Lab) -> Result<()> {
 
 /// The running deployment as this test sees it from the root namespace.
 struct Cluster {
+    /// Generated config and datastore; its frontends run in `Lab::processes`.
+    _deployment: Deployment,
     /// The master's GUI/API.
     api: Api,
     /// Minion B's /metrics.
@@ -90,58 +105,81 @@ struct Cluster {
 /// Starts the master, both minions and the agents (AGENTS_ON_B talking to B only, one to
 /// A only, all on the agents host).
 fn start_cluster(lab: &mut Lab) -> Result<Cluster> {
-    let dir = lab.dir.path().to_path_buf();
     let (master, a, b) = (
         lab.host("m").clone(),
         lab.host("a").clone(),
         lab.host("b").clone(),
     );
     let agents = lab.host("c").clone();
-    let config = generate_config(&dir, &master.address, &[&a.address, &b.address])?;
-    let config = path_str(&config)?;
-    let (a_name, b_name) = (frontend_name(&a.address), frontend_name(&b.address));
+    let deployment = Deployment::generate_on(Some(&master.address), PORTS, gui_on_every_address)?;
+    let minion_a = deployment.add_minion_at(&a.address, PORTS.agent, MINION_METRICS_PORT)?;
+    let minion_b = deployment.add_minion_at(&b.address, PORTS.agent, MINION_METRICS_PORT)?;
+    let config = deployment.path().join("server.config.toml");
+    let config = config.to_str().context("non-UTF-8 temp path")?;
 
     lab.spawn_frontend(&master, &["frontend", "--config", config])?;
-    for (host, name) in [(&a, &a_name), (&b, &b_name)] {
-        lab.spawn_frontend(
-            host,
-            &["frontend", "--config", config, "--minion", "--node", name],
-        )?;
+    for (host, minion) in [(&a, &minion_a), (&b, &minion_b)] {
+        let args = [
+            "frontend",
+            "--config",
+            config,
+            "--minion",
+            "--node",
+            &minion.name,
+        ];
+        lab.spawn_frontend(host, &args)?;
     }
-    let targets = std::iter::repeat_n(&b.address, AGENTS_ON_B).chain([&a.address]);
+    let targets = std::iter::repeat_n(&minion_b, AGENTS_ON_B).chain([&minion_a]);
     for (i, target) in targets.enumerate() {
-        let client_config = agent_config(&dir, i, target)?;
+        // Its own writeback (so its own client id), talking only to `target`.
+        let client_config =
+            deployment.client_config_with(&format!("agent-{i}.client.config.toml"), |c| {
+                c.client.server_urls = vec![format!("https://{}/", target.name)];
+                c.client.writeback_path = lab.dir.path().join(format!("agent-{i}.writeback.toml"));
+            })?;
+        let client_config = client_config.to_str().context("non-UTF-8 temp path")?;
         lab.spawn(
             &agents,
             &format!("agent-{i}"),
-            &["client", "--config", path_str(&client_config)?],
+            &["client", "--config", client_config],
         )?;
     }
-    let ca_pem = packhunt::config::ClientConfig::load(&dir.join("client.config.toml"))?
-        .client
-        .ca_certificate;
-    let api = Api::new(&master.address, GUI_PORT, &ca_pem);
-    let b_metrics = Api::new(&b.address, MINION_METRICS_PORT, &ca_pem);
+    let short = |api: Api| api.with_request_timeout(REQUEST_TIMEOUT);
     Ok(Cluster {
-        api,
-        b_metrics,
-        a_name,
-        b_name,
+        api: short(deployment.api()),
+        b_metrics: short(minion_b.metrics_api(&deployment)),
+        a_name: minion_a.name.clone(),
+        b_name: minion_b.name.clone(),
+        _deployment: deployment,
     })
+}
+
+/// The GUI/API (and so each minion's /metrics) bound to every address, so this test
+/// reaches them from the root namespace.
+fn gui_on_every_address(text: &mut String) {
+    let gui_loopback = "[gui]\nbind_address = \"127.0.0.1\"";
+    assert_eq!(
+        text.matches(gui_loopback).count(),
+        1,
+        "generated [gui] section not as expected:\n{text}"
+    );
+    *text = text.replace(gui_loopback, "[gui]\nbind_address = \"0.0.0.0\"");
 }
 
 /// Every frontend linked and every agent listed where it is; returns B's agents.
 fn check_linked(c: &Cluster) -> Result<Vec<String>> {
     let started = Instant::now();
-    let items = wait_frontends(&c.api, "every frontend up with its agents", |items| {
-        items.iter().all(|f| f["up"] == true)
-            && clients_on(items, &c.b_name) == AGENTS_ON_B as u64
-            && clients_on(items, &c.a_name) == 1
-    })
-    .context(
-        "frontends not all linked (if no minion ever links, check that the root \
+    let items = c
+        .api
+        .wait_frontends("every frontend up with its agents", WAIT_LIMIT, |items| {
+            items.iter().all(|f| f["up"] == true)
+                && clients_on(items, &c.b_name) == AGENTS_ON_B as u64
+                && clients_on(items, &c.a_name) == 1
+        })
+        .context(
+            "frontends not all linked (if no minion ever links, check that the root \
          namespace's firewall passes bridged traffic)",
-    )?;
+        )?;
     eprintln!(
         "linked after {:.1?}: {}",
         started.elapsed(),
@@ -155,17 +193,19 @@ fn check_linked(c: &Cluster) -> Result<Vec<String>> {
         "the master lists B's agents at B: {connected:?}"
     );
     assert_eq!(on_frontend(&connected, &c.a_name).len(), 1, "{connected:?}");
-    assert_eq!(metric(&c.api, LINKS_UP)?, 2);
-    assert_eq!(metric(&c.b_metrics, LINKS_UP)?, 1);
+    assert_eq!(c.api.metric(LINKS_UP)?, 2);
+    assert_eq!(c.b_metrics.metric(LINKS_UP)?, 1);
     Ok(b_agents)
 }
 
 /// The master shows B and its agents gone, A untouched; B keeps serving its agents and
 /// keeps trying to relink.
 fn check_cut_off(c: &Cluster, failures_before: u64, cut_at: Instant) -> Result<()> {
-    let items = wait_frontends(&c.api, "B shown down, A still up", |items| {
-        frontend(items, &c.b_name)["up"] == false && frontend(items, &c.a_name)["up"] == true
-    })?;
+    let items = c
+        .api
+        .wait_frontends("B shown down, A still up", WAIT_LIMIT, |items| {
+            frontend(items, &c.b_name)["up"] == false && frontend(items, &c.a_name)["up"] == true
+        })?;
     eprintln!(
         "master marked B down {:.1?} after the cut: {}",
         cut_at.elapsed(),
@@ -181,30 +221,34 @@ fn check_cut_off(c: &Cluster, failures_before: u64, cut_at: Instant) -> Result<(
         1,
         "A and its agent are untouched: {items:?}"
     );
-    let mut connected_now = Vec::new();
-    wait_until("B's agents no longer listed as connected", || {
-        connected_now = connected(&c.api)?;
-        Ok(on_frontend(&connected_now, &c.b_name).is_empty())
-    })?;
+    let connected_now = wait_until(
+        "B's agents no longer listed as connected",
+        WAIT_LIMIT,
+        || connected(&c.api),
+        |now| on_frontend(now, &c.b_name).is_empty(),
+    )?;
     assert_eq!(
         connected_now.len(),
         1,
         "only A's agent is listed: {connected_now:?}"
     );
-    assert_eq!(metric(&c.api, LINKS_UP)?, 1, "only A's link is left");
+    assert_eq!(c.api.metric(LINKS_UP)?, 1, "only A's link is left");
 
     // Two failures: the link the keepalive gave up on, then a relink that found no way
     // through the cut.
-    wait_until("B fails to relink through the cut", || {
-        Ok(metric(&c.b_metrics, LINK_FAILURES)? >= failures_before + 2)
-    })?;
-    let sessions = metric(&c.b_metrics, "packhunt_sessions_open")?;
+    wait_until(
+        "B fails to relink through the cut",
+        WAIT_LIMIT,
+        || c.b_metrics.metric(LINK_FAILURES),
+        |failures| *failures >= failures_before + 2,
+    )?;
+    let sessions = c.b_metrics.metric("packhunt_sessions_open")?;
     assert_eq!(sessions, AGENTS_ON_B as u64, "B still serves its agents");
-    assert_eq!(metric(&c.b_metrics, LINKS_UP)?, 0);
+    assert_eq!(c.b_metrics.metric(LINKS_UP)?, 0);
     eprintln!(
         "{:.1?} into the cut: B sessions_open={sessions}, B link failures {failures_before} -> {}",
         cut_at.elapsed(),
-        metric(&c.b_metrics, LINK_FAILURES)?
+        c.b_metrics.metric(LINK_FAILURES)?
     );
     Ok(())
 }
@@ -212,9 +256,12 @@ fn check_cut_off(c: &Cluster, failures_before: u64, cut_at: Instant) -> Result<(
 /// B relinks and the master lists the same agents at B again (the relink's snapshot),
 /// without them having moved; a collection on one of them finishes.
 fn check_recovered(c: &Cluster, b_agents: &[String], restored_at: Instant) -> Result<()> {
-    let items = wait_frontends(&c.api, "B up again with its agents", |items| {
-        items.iter().all(|f| f["up"] == true) && clients_on(items, &c.b_name) == AGENTS_ON_B as u64
-    })?;
+    let items = c
+        .api
+        .wait_frontends("B up again with its agents", WAIT_LIMIT, |items| {
+            items.iter().all(|f| f["up"] == true)
+                && clients_on(items, &c.b_name) == AGENTS_ON_B as u64
+        })?;
     eprintln!(
         "B relinked {:.1?} after the restore: {}",
         restored_at.elapsed(),
@@ -228,15 +275,15 @@ fn check_recovered(c: &Cluster, b_agents: &[String], restored_at: Instant) -> Re
     expected.sort();
     assert_eq!(relisted, expected, "the same agents, listed at B again");
     assert_eq!(
-        metric(&c.b_metrics, "packhunt_sessions_open")?,
+        c.b_metrics.metric("packhunt_sessions_open")?,
         AGENTS_ON_B as u64
     );
-    assert_eq!(metric(&c.api, LINKS_UP)?, 2);
-    assert_eq!(metric(&c.b_metrics, LINKS_UP)?, 1);
+    assert_eq!(c.api.metric(LINKS_UP)?, 2);
+    assert_eq!(c.b_metrics.metric(LINKS_UP)?, 1);
 
     let client = &b_agents[0];
-    let flow = collect(&c.api, client, "Generic.Client.Info")?;
-    let status = wait_flow(&c.api, client, &flow)?;
+    let flow = c.api.collect(client, &["Generic.Client.Info"])?;
+    let status = wait_flow(&c.api, &(client.clone(), flow))?;
     eprintln!(
         "collection on B's agent {client}, {:.1?} after the restore: {status}",
         restored_at.elapsed()
@@ -271,9 +318,8 @@ struct Lab {
 }
 
 impl Lab {
-    /// Builds the network, or returns None (after saying why) where namespaces can't be
-    /// made here.
-    fn build() -> Result<Option<Lab>> {
+    /// Builds the network; fails saying why where namespaces can't be made here.
+    fn build() -> Result<Lab> {
         let pid = std::process::id();
         let subnet = free_subnet()?;
         let host = |role, last_octet: u8| Host {
@@ -296,13 +342,10 @@ impl Lab {
             let _ = ip(&["link", "del", &h.veth]);
         }
         let _ = ip(&["link", "del", &lab.bridge]);
-        if let Err(why) = ip(&["netns", "add", &lab.hosts[0].netns]) {
-            eprintln!(
-                "skipped: cannot create a network namespace here (needs root, i.e. \
-                 CAP_SYS_ADMIN and CAP_NET_ADMIN, and iproute2's `ip`): {why:#}"
-            );
-            return Ok(None);
-        }
+        ip(&["netns", "add", &lab.hosts[0].netns]).context(
+            "cannot create a network namespace here (needs root, i.e. CAP_SYS_ADMIN and \
+             CAP_NET_ADMIN, and iproute2's `ip`)",
+        )?;
         ip(&["link", "add", &lab.bridge, "type", "bridge"])?;
         ip(&[
             "addr",
@@ -337,7 +380,7 @@ impl Lab {
             lab.bridge,
             lab.describe()
         );
-        Ok(Some(lab))
+        Ok(lab)
     }
 
     fn host(&self, role: &str) -> &Host {
@@ -357,25 +400,9 @@ impl Lab {
 
     /// Starts `packhunt ARGS` inside `host`; its stdout and stderr go to a log file.
     fn spawn(&mut self, host: &Host, label: &str, args: &[&str]) -> Result<()> {
-        use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(self.log_path(label))?;
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &host.netns])
-            .arg(env!("CARGO_BIN_EXE_packhunt"))
-            .args(args)
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // Drop can't run if the test is killed (a harness timeout). The death signal, which
-        // fires when the spawning thread (this test's) ends and survives the exec that
-        // `ip netns exec` makes into packhunt, still stops every process.
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        let mut command = in_namespace(host, args);
+        command.stdout(log.try_clone()?).stderr(log);
         let child = command.spawn()?;
         self.processes.push((label.to_string(), child));
         Ok(())
@@ -384,27 +411,11 @@ impl Lab {
     /// Starts a frontend inside `host` and waits for the line saying it is ready.
     fn spawn_frontend(&mut self, host: &Host, args: &[&str]) -> Result<()> {
         let label = format!("frontend-{}", host.role);
-        self.spawn(host, &label, args)?;
+        let mut command = in_namespace(host, args);
         let log = self.log_path(&label);
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text
-                .lines()
-                .any(|l| l.starts_with("packhunt ") && l.contains(" ready: "))
-            {
-                return Ok(());
-            }
-            let (_, child) = self.processes.last_mut().expect("just spawned");
-            if let Some(status) = child.try_wait()? {
-                bail!("{label} exited before it was ready ({status}): {text}");
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "{label} not ready within 30 s: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = common::spawn_until_ready(&mut command, &label, Some(&log))?;
+        self.processes.push((label, child));
+        Ok(())
     }
 
     fn log_path(&self, label: &str) -> PathBuf {
@@ -477,6 +488,27 @@ impl Drop for Lab {
     }
 }
 
+/// `packhunt ARGS` run inside `host`'s namespace.
+fn in_namespace(host: &Host, args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &host.netns])
+        .arg(common::packhunt_bin())
+        .args(args);
+    // Drop can't run if the test is killed (a harness timeout). The death signal, which
+    // fires when the spawning thread (this test's) ends and survives the exec that
+    // `ip netns exec` makes into packhunt, still stops every process.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+}
+
 /// Runs `ip ARGS`; the error carries its stderr.
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
@@ -509,82 +541,6 @@ fn free_subnet() -> Result<String> {
         .context("every 10.213.X.0/24 is in use")
 }
 
-/// Generates the deployment: master at `master`, minions at `minions`, with the GUI/API
-/// (and so each minion's /metrics) bound to every address so this test reaches them.
-fn generate_config(dir: &Path, master: &str, minions: &[&str]) -> Result<PathBuf> {
-    let out = dir.to_str().context("temp dir path")?;
-    let status = Command::new(env!("CARGO_BIN_EXE_packhunt"))
-        .args(["config", "generate", "--out", out, "--public-host", master])
-        .args([
-            "--frontend-port",
-            &AGENT_PORT.to_string(),
-            "--gui-port",
-            &GUI_PORT.to_string(),
-        ])
-        .args([
-            "--replication-port",
-            &REPLICATION_PORT.to_string(),
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    ensure!(status.success(), "config generate failed");
-    let config = dir.join("server.config.toml");
-    let text = std::fs::read_to_string(&config)?;
-    let gui_loopback = "[gui]\nbind_address = \"127.0.0.1\"";
-    ensure!(
-        text.matches(gui_loopback).count() == 1,
-        "generated [gui] section not as expected:\n{text}"
-    );
-    std::fs::write(
-        &config,
-        text.replace(gui_loopback, "[gui]\nbind_address = \"0.0.0.0\""),
-    )?;
-    for address in minions {
-        let status = Command::new(env!("CARGO_BIN_EXE_packhunt"))
-            .args([
-                "config",
-                "frontend",
-                "--config",
-                path_str(&config)?,
-                "--name",
-                &frontend_name(address),
-            ])
-            .args(["--metrics-port", &MINION_METRICS_PORT.to_string()])
-            .stdout(Stdio::null())
-            .status()?;
-        ensure!(status.success(), "config frontend {address} failed");
-    }
-    Ok(config)
-}
-
-/// A client config for agent `i`: its own writeback (so its own client id), talking
-/// only to the frontend at `address`.
-fn agent_config(dir: &Path, i: usize, address: &str) -> Result<PathBuf> {
-    let mut config = packhunt::config::ClientConfig::load(&dir.join("client.config.toml"))?;
-    config.client.server_urls = vec![format!("https://{}/", frontend_name(address))];
-    config.client.writeback_path = dir.join(format!("agent-{i}.writeback.toml"));
-    let path = dir.join(format!("agent-{i}.client.config.toml"));
-    packhunt::config::write_toml(&path, &config)?;
-    Ok(path)
-}
-
-fn frontend_name(address: &str) -> String {
-    format!("{address}:{AGENT_PORT}")
-}
-
-fn path_str(path: &Path) -> Result<&str> {
-    path.to_str().context("non-UTF-8 temp path")
-}
-
-fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
-    items
-        .iter()
-        .find(|f| f["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not listed in {items:?}"))
-}
-
 fn clients_on(items: &[Value], name: &str) -> u64 {
     frontend(items, name)["connected_clients"]
         .as_u64()
@@ -600,36 +556,6 @@ fn summary(items: &[Value]) -> String {
         );
         s
     })
-}
-
-/// Polls GET /api/v1/frontends until `ok` holds for its items.
-fn wait_frontends(api: &Api, what: &str, ok: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
-    let mut last = Value::Null;
-    let found = wait_until(what, || {
-        let (status, body) = api.get("/api/v1/frontends")?;
-        ensure!(status == 200, "frontends answered {status}: {body}");
-        last = body;
-        Ok(ok(last["items"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()))
-    });
-    found.with_context(|| format!("frontends last seen: {last}"))?;
-    Ok(last["items"].as_array().cloned().unwrap_or_default())
-}
-
-/// Polls `check` every 200 ms until it holds, for at most WAIT_LIMIT.
-fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if started.elapsed() > WAIT_LIMIT {
-            bail!("{what}: not within {WAIT_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// (client id, frontend) of every agent the master lists as connected.
@@ -652,122 +578,8 @@ fn on_frontend(connected: &[(String, String)], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn collect(api: &Api, client: &str, artifact: &str) -> Result<String> {
-    let body = serde_json::json!({ "artifacts": [artifact] });
-    let (status, reply) = api.post(&format!("/api/v1/clients/{client}/collections"), &body)?;
-    ensure!(
-        status == 200,
-        "collection for {client} refused: {status} {reply}"
-    );
-    Ok(reply["flow_id"].as_str().context("flow_id")?.to_string())
-}
-
-/// Waits for the flow to reach a terminal state; returns its status document.
-fn wait_flow(api: &Api, client: &str, flow: &str) -> Result<Value> {
-    let mut last = Value::Null;
-    wait_until("the collection ends", || {
-        last = api
-            .get(&format!("/api/v1/clients/{client}/collections/{flow}"))?
-            .1;
-        Ok(matches!(
-            last["state"].as_str(),
-            Some("finished" | "error" | "cancelled")
-        ))
-    })
-    .with_context(|| format!("flow {flow} last seen: {last}"))?;
-    Ok(last)
-}
-
-/// One series' value from the /metrics that `api` serves.
-fn metric(api: &Api, series: &str) -> Result<u64> {
-    let (status, body) = api.request("GET", "/metrics", None)?;
-    ensure!(status == 200, "/metrics answered {status}");
-    let text = String::from_utf8(body)?;
-    let value = text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
-    value.with_context(|| format!("{series} missing from /metrics of {}", api.host))
-}
-
-/// A small HTTPS client for one host's GUI/API or /metrics port, pinned to the
-/// deployment's CA and logged in as admin.
-struct Api {
-    host: String,
-    port: u16,
-    ca_pem: String,
-}
-
-impl Api {
-    /// A request that takes longer than this is a failure, not a hang.
-    const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-    fn new(host: &str, port: u16, ca_pem: &str) -> Api {
-        Api {
-            host: host.to_string(),
-            port,
-            ca_pem: ca_pem.to_string(),
-        }
-    }
-
-    fn get(&self, path: &str) -> Result<(u16, Value)> {
-        let (status, body) = self.request("GET", path, None)?;
-        let json = serde_json::from_slice(&body)
-            .with_context(|| format!("GET {path}: not JSON: {}", String::from_utf8_lossy(&body)))?;
-        Ok((status, json))
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
-        let (status, body) = self.request("POST", path, Some(serde_json::to_vec(body)?))?;
-        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let request = async {
-            tokio::time::timeout(
-                Self::REQUEST_TIMEOUT,
-                self.request_async(method, path, body),
-            )
-            .await
-        };
-        rt.block_on(request).with_context(|| {
-            format!(
-                "{method} https://{}:{}{path} timed out",
-                self.host, self.port
-            )
-        })?
-    }
-
-    async fn request_async(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, Vec<u8>)> {
-        use base64::Engine;
-        let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-        let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("{}:{}", self.host, self.port))
-            .header("authorization", format!("Basic {token}"))
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status().as_u16();
-        Ok((
-            status,
-            resp.into_body().collect().await?.to_bytes().to_vec(),
-        ))
-    }
+/// Waits for the flow (client, flow id) to reach a terminal state; returns its status.
+fn wait_flow(api: &Api, flow: &(String, String)) -> Result<Value> {
+    let mut statuses = api.wait_flows(std::slice::from_ref(flow), WAIT_LIMIT)?;
+    Ok(statuses.pop().expect("one status per flow"))
 }

@@ -47,11 +47,6 @@ fn scheduling(pid: u32) -> anyhow::Result<Vec<Thread>> {
     Ok(out)
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn the_gui_thread_is_niced_above_the_agent_shards() -> anyhow::Result<()> {
     let deployment = Deployment::start()?;
@@ -70,7 +65,7 @@ fn the_gui_thread_is_niced_above_the_agent_shards() -> anyhow::Result<()> {
             .all(|(_, nice)| *nice == base),
         "{threads:?}"
     );
-    if is_root() {
+    if common::is_root() {
         // Only the executor thread, not its blocking pool (which shares its name).
         assert_eq!(favoured.len(), 1, "{threads:?}");
         assert!(
@@ -113,7 +108,7 @@ fn the_realtime_gui_thread_runs_round_robin_and_the_shards_do_not() -> anyhow::R
         threads.iter().any(|t| t.name.starts_with("agent-shard")),
         "{threads:?}"
     );
-    if is_root() {
+    if common::is_root() {
         // Only the executor thread, not its blocking pool (which shares its name).
         assert_eq!(realtime.len(), 1, "{threads:?}");
         assert!(

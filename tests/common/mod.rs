@@ -1,6 +1,7 @@
 //! Test harness: a real deployment in a temp folder, a frontend process on free
-//! loopback ports, an HTTPS API client pinned to the deployment's CA, and helpers to run
-//! the packhunt and loadgen binaries.
+//! loopback ports (or on any host's address), an HTTPS API client pinned to the
+//! deployment's CA, one `wait_until` for everything a test awaits, and helpers to run the
+//! packhunt and loadgen binaries.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -15,6 +16,57 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";
+
+/// Whether the tests run as root: some need it (namespaces, mounts, CAP_SYS_NICE).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Records that `test` did not run here because this machine lacks `needs`: says so on
+/// the process's stderr (written directly, past the harness's capture, so every run shows
+/// it) and adds a line to `skipped-tests.txt` under cargo's target tmp dir, so a skipped
+/// test is counted and never passes silently. The caller returns right after.
+pub fn skip(test: &str, needs: &str) {
+    use std::io::Write as _;
+    let line = format!("SKIPPED {test}: needs {needs}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    if let Ok(mut file) = file {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// How often `wait_until` looks again: often enough that a test waits little past the
+/// moment its condition holds, rarely enough not to load a busy 2-core box.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls `observe` until `done` holds for what it returns, for at most `limit`; returns
+/// that value. The limit only stops a hung test: it is generous and is not what the test
+/// checks. Fails at once on an `observe` error, and past the limit with `what` was awaited
+/// and the last value seen.
+pub fn wait_until<V: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut observe: impl FnMut() -> Result<V>,
+    done: impl Fn(&V) -> bool,
+) -> Result<V> {
+    let started = Instant::now();
+    loop {
+        let value = observe().with_context(|| format!("while waiting until {what}"))?;
+        if done(&value) {
+            return Ok(value);
+        }
+        if started.elapsed() > limit {
+            bail!("{what}: not within {limit:?}; last seen: {value:?}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
 
 pub fn packhunt_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packhunt"))
@@ -64,6 +116,8 @@ pub fn set_keys(text: &mut String, keys: &[(&str, &str)]) {
 /// A generated deployment and its running master frontend. Killed on drop.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
+    /// The address the master's agent and GUI/API ports are reached at.
+    pub host: String,
     pub agent_port: u16,
     pub gui_port: u16,
     frontend: Option<Child>,
@@ -80,11 +134,31 @@ impl Deployment {
 
     /// Generates a config without starting anything (add minions, then start).
     pub fn generate_with(edit: impl FnOnce(&mut String)) -> Result<Self> {
+        let ports = Ports {
+            agent: free_port(),
+            gui: free_port(),
+            replication: free_port(),
+        };
+        Self::generate_on(None, ports, edit)
+    }
+
+    /// Generates a config for a master at `public_host` (loopback if None) on `ports`,
+    /// without starting anything.
+    pub fn generate_on(
+        public_host: Option<&str>,
+        ports: Ports,
+        edit: impl FnOnce(&mut String),
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (agent_port, gui_port, replication_port) = (free_port(), free_port(), free_port());
-        let status = Command::new(packhunt_bin())
+        let (agent_port, gui_port, replication_port) = (ports.agent, ports.gui, ports.replication);
+        let mut command = Command::new(packhunt_bin());
+        command
             .args(["config", "generate", "--out"])
-            .arg(dir.path())
+            .arg(dir.path());
+        if let Some(host) = public_host {
+            command.args(["--public-host", host]);
+        }
+        let status = command
             .args([
                 "--frontend-port",
                 &agent_port.to_string(),
@@ -107,6 +181,7 @@ impl Deployment {
         )?)?;
         Ok(Deployment {
             dir,
+            host: public_host.unwrap_or("127.0.0.1").to_string(),
             agent_port,
             gui_port,
             frontend: None,
@@ -116,8 +191,12 @@ impl Deployment {
 
     /// Adds a minion on a free loopback port (with a /metrics port) to the config.
     pub fn add_minion(&self) -> Result<Minion> {
-        let (agent_port, metrics_port) = (free_port(), free_port());
-        let name = format!("127.0.0.1:{agent_port}");
+        self.add_minion_at("127.0.0.1", free_port(), free_port())
+    }
+
+    /// Adds a minion at `host:agent_port`, with /metrics on `metrics_port`, to the config.
+    pub fn add_minion_at(&self, host: &str, agent_port: u16, metrics_port: u16) -> Result<Minion> {
+        let name = format!("{host}:{agent_port}");
         let status = Command::new(packhunt_bin())
             .args(["config", "frontend", "--config"])
             .arg(self.path().join("server.config.toml"))
@@ -127,6 +206,7 @@ impl Deployment {
         anyhow::ensure!(status.success(), "config frontend failed");
         Ok(Minion {
             name,
+            host: host.to_string(),
             agent_port,
             metrics_port,
             child: None,
@@ -146,7 +226,7 @@ impl Deployment {
             "--node",
             &minion.name,
         ]);
-        minion.child = Some(spawn_until_ready(&mut command, "minion")?);
+        minion.child = Some(spawn_until_ready(&mut command, "minion", None)?);
         Ok(())
     }
 
@@ -190,7 +270,7 @@ impl Deployment {
         command
             .args(["frontend", "--config"])
             .arg(self.path().join("server.config.toml"));
-        self.frontend = Some(spawn_until_ready(&mut command, "frontend")?);
+        self.frontend = Some(spawn_until_ready(&mut command, "frontend", None)?);
         Ok(())
     }
 
@@ -227,89 +307,92 @@ impl Deployment {
         Ok(path)
     }
 
+    /// The master's GUI/API, logged in as admin.
     pub fn api(&self) -> Api {
         Api {
+            host: self.host.clone(),
             port: self.gui_port,
             ca_pem: self.ca_pem.clone(),
             auth: Some(("admin".into(), ADMIN_PASSWORD.into())),
+            request_timeout: Api::REQUEST_TIMEOUT,
         }
     }
 
     /// One series' value from /metrics, e.g. `packhunt_upload_rejections_total{reason="bad_name"}`.
     pub fn metric(&self, series: &str) -> Result<u64> {
-        metric_from(&self.api(), series)
+        self.api().metric(series)
     }
 
     /// Waits until `n` agents show as connected in the API.
     pub fn wait_connected(&self, n: usize, limit: Duration) -> Result<Vec<String>> {
         let api = self.api();
-        let started = Instant::now();
-        loop {
+        let what = format!("{n} agents connected");
+        let connected_ids = || -> Result<Vec<String>> {
             let (_, clients) = api.get(&format!("/api/v1/clients?limit={}", n.max(1) * 2))?;
-            let ids: Vec<String> = clients["items"]
-                .as_array()
-                .unwrap()
+            let items = clients["items"].as_array().context("clients: items")?;
+            Ok(items
                 .iter()
                 .filter(|c| c["connected"] == true)
-                .map(|c| c["client_id"].as_str().unwrap().to_string())
-                .collect();
-            if ids.len() >= n {
-                return Ok(ids);
-            }
-            if started.elapsed() > limit {
-                bail!("only {} of {n} agents connected after {limit:?}", ids.len());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+                .filter_map(|c| Some(c["client_id"].as_str()?.to_string()))
+                .collect())
+        };
+        // Only the count goes into the failure message, not thousands of ids.
+        let mut ids = Vec::new();
+        wait_until(
+            &what,
+            limit,
+            || {
+                ids = connected_ids()?;
+                Ok(ids.len())
+            },
+            |count| *count >= n,
+        )?;
+        Ok(ids)
     }
 
     /// Waits until every flow is in a terminal state; returns their status documents.
     pub fn wait_flows(&self, flows: &[(String, String)], limit: Duration) -> Result<Vec<Value>> {
-        let api = self.api();
-        let started = Instant::now();
-        let mut done = Vec::new();
-        let mut pending: Vec<(String, String)> = flows.to_vec();
-        while !pending.is_empty() {
-            let mut still = Vec::new();
-            for (client, flow) in pending {
-                let (_, status) =
-                    api.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?;
-                match status["state"].as_str() {
-                    Some("finished") | Some("error") => done.push(status),
-                    _ => still.push((client, flow)),
-                }
-            }
-            pending = still;
-            if pending.is_empty() {
-                break;
-            }
-            if started.elapsed() > limit {
-                bail!(
-                    "{} flows not finished after {limit:?}, e.g. {:?}",
-                    pending.len(),
-                    pending[0]
-                );
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        Ok(done)
+        self.api().wait_flows(flows, limit)
     }
 }
 
-/// Spawns a packhunt frontend and waits for its first stdout line, which must say
-/// "ready". The line is read on a thread so a process that never gets ready fails the
-/// test instead of hanging it.
-fn spawn_until_ready(command: &mut Command, what: &str) -> Result<Child> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
+/// The three ports of a master frontend.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub agent: u16,
+    pub gui: u16,
+    pub replication: u16,
+}
+
+/// Spawns a packhunt frontend (`command` may wrap it, e.g. in `ip netns exec`) and waits
+/// for its first stdout line, which must say "ready". The line is read on a thread so a
+/// process that never gets ready fails the test instead of hanging it. With a `log`, its
+/// stdout and stderr are kept in that file; otherwise stderr is the test's.
+pub fn spawn_until_ready(command: &mut Command, what: &str, log: Option<&Path>) -> Result<Child> {
+    let mut log = log.map(std::fs::File::create).transpose()?;
+    let stderr = match &log {
+        Some(file) => Stdio::from(file.try_clone()?),
+        None => Stdio::inherit(),
+    };
+    let mut child = command.stdout(Stdio::piped()).stderr(stderr).spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        use std::io::Write as _;
         let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        for _ in lines {}
+        let mut keep = |line: &std::io::Result<String>| {
+            if let (Some(file), Ok(line)) = (log.as_mut(), line) {
+                let _ = writeln!(file, "{line}");
+            }
+        };
+        let first = lines.next();
+        if let Some(line) = &first {
+            keep(line);
+        }
+        let _ = tx.send(first);
+        for line in lines {
+            keep(&line);
+        }
     });
     let line = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(Some(Ok(line))) => line,
@@ -355,25 +438,15 @@ pub fn cluster_with(
     Ok((deployment, added))
 }
 
-/// Polls GET /api/v1/frontends until `ok` holds for its items.
+/// Polls GET /api/v1/frontends on the master until `ok` holds for its items (30 s at most).
 pub fn wait_frontends(
     deployment: &Deployment,
     ok: impl Fn(&[Value]) -> bool,
     what: &str,
 ) -> Result<Vec<Value>> {
-    let started = Instant::now();
-    loop {
-        let (status, body) = deployment.api().get("/api/v1/frontends")?;
-        anyhow::ensure!(status == 200, "frontends answered {status}");
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        if ok(&items) {
-            return Ok(items);
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("{what}: not within 30 s; frontends: {body}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    deployment
+        .api()
+        .wait_frontends(what, Duration::from_secs(30), ok)
 }
 
 pub fn frontend<'a>(items: &'a [Value], name: &str) -> &'a Value {
@@ -394,22 +467,20 @@ pub fn frontend_of(deployment: &Deployment, client: &str) -> Result<Option<Strin
 /// Waits (30 s at most) until the master shows `client` on `expected`: presence crosses
 /// the replication link after the agent is served, so it lags what the agent sees.
 pub fn wait_frontend_of(deployment: &Deployment, client: &str, expected: &str) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let seen = frontend_of(deployment, client)?;
-        if seen.as_deref() == Some(expected) {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("{client} not shown on {expected} within 30 s; last seen on {seen:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("{client} shown on {expected}"),
+        Duration::from_secs(30),
+        || frontend_of(deployment, client),
+        |seen| seen.as_deref() == Some(expected),
+    )?;
+    Ok(())
 }
 
 /// A minion frontend of a test deployment; killed on drop.
 pub struct Minion {
+    /// `host:agent_port`, as the config and the API name it.
     pub name: String,
+    pub host: String,
     pub agent_port: u16,
     pub metrics_port: u16,
     child: Option<Child>,
@@ -426,11 +497,16 @@ impl Minion {
 
     /// One series' value from the minion's /metrics.
     pub fn metric(&self, deployment: &Deployment, series: &str) -> Result<u64> {
-        let api = Api {
+        self.metrics_api(deployment).metric(series)
+    }
+
+    /// The minion's /metrics port, pinned to the deployment's CA.
+    pub fn metrics_api(&self, deployment: &Deployment) -> Api {
+        Api {
+            host: self.host.clone(),
             port: self.metrics_port,
             ..deployment.api()
-        };
-        metric_from(&api, series)
+        }
     }
 }
 
@@ -441,15 +517,6 @@ impl Drop for Minion {
             let _ = child.wait();
         }
     }
-}
-
-fn metric_from(api: &Api, series: &str) -> Result<u64> {
-    let (code, text) = api.get_text("/metrics")?;
-    anyhow::ensure!(code == 200, "/metrics answered {code}");
-    let value = text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
-    value.with_context(|| format!("{series} missing from /metrics"))
 }
 
 impl Drop for Deployment {
@@ -471,20 +538,42 @@ impl Drop for Proc {
     }
 }
 
-/// A small HTTPS client for the GUI/API port, pinned to the deployment's CA.
+/// A small HTTPS client for a GUI/API or /metrics port, pinned to the deployment's CA.
 #[derive(Clone)]
 pub struct Api {
+    pub host: String,
     pub port: u16,
     ca_pem: String,
     pub auth: Option<(String, String)>,
+    /// A request that takes longer is a failure, not a hang.
+    pub request_timeout: Duration,
 }
 
 impl Api {
+    /// Generous: only a server that stopped answering takes this long.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// The port on loopback, without credentials.
     pub fn for_port(port: u16, ca_pem: &str) -> Api {
+        Self::at("127.0.0.1", port, ca_pem)
+    }
+
+    /// The port at `host`, without credentials.
+    pub fn at(host: &str, port: u16, ca_pem: &str) -> Api {
         Api {
+            host: host.to_string(),
             port,
             ca_pem: ca_pem.to_string(),
             auth: None,
+            request_timeout: Self::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The same API, failing a request that takes longer than `limit`.
+    pub fn with_request_timeout(self, limit: Duration) -> Api {
+        Api {
+            request_timeout: limit,
+            ..self
         }
     }
 
@@ -522,6 +611,62 @@ impl Api {
         Ok((status, String::from_utf8(body)?))
     }
 
+    /// One series' value from /metrics, e.g. `packhunt_upload_rejections_total{reason="bad_name"}`.
+    pub fn metric(&self, series: &str) -> Result<u64> {
+        let (code, text) = self.get_text("/metrics")?;
+        anyhow::ensure!(code == 200, "/metrics answered {code}");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+        value.with_context(|| format!("{series} missing from /metrics of {}", self.host))
+    }
+
+    /// Polls GET /api/v1/frontends until `ok` holds for its items; returns them.
+    pub fn wait_frontends(
+        &self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let items = wait_until(
+            what,
+            limit,
+            || {
+                let (status, body) = self.get("/api/v1/frontends")?;
+                anyhow::ensure!(status == 200, "frontends answered {status}: {body}");
+                Ok(body["items"].as_array().cloned().unwrap_or_default())
+            },
+            |items| ok(items),
+        )?;
+        Ok(items)
+    }
+
+    /// Waits until every flow is in a terminal state; returns their status documents.
+    pub fn wait_flows(&self, flows: &[(String, String)], limit: Duration) -> Result<Vec<Value>> {
+        let mut done = Vec::new();
+        let mut pending: Vec<(String, String)> = flows.to_vec();
+        wait_until(
+            &format!("{} flows finished", flows.len()),
+            limit,
+            || {
+                let mut still = Vec::new();
+                for (client, flow) in std::mem::take(&mut pending) {
+                    let (_, status) =
+                        self.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?;
+                    match status["state"].as_str() {
+                        Some("finished" | "error" | "cancelled") => done.push(status),
+                        _ => still.push((client, flow)),
+                    }
+                }
+                pending = still;
+                // What a failure shows: how many are left and the first of them.
+                Ok((pending.len(), pending.first().cloned()))
+            },
+            |(left, _)| *left == 0,
+        )?;
+        Ok(done)
+    }
+
     /// Schedules a collection; returns the flow id.
     pub fn collect(&self, client_id: &str, artifacts: &[&str]) -> Result<String> {
         let (status, body) = self.post(
@@ -543,7 +688,17 @@ impl Api {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(self.request_async(method, path, body))
+        // The timer belongs to the runtime: made inside it.
+        let request = async {
+            let exchange = self.request_async(method, path, body);
+            tokio::time::timeout(self.request_timeout, exchange).await
+        };
+        rt.block_on(request).with_context(|| {
+            format!(
+                "{method} https://{}:{}{path}: no answer within {:?}",
+                self.host, self.port, self.request_timeout
+            )
+        })?
     }
 
     /// The Basic authorization header value for this client's credentials, if it has any.
@@ -570,8 +725,8 @@ impl Api {
         rt.block_on(async {
             let mut config = (*packhunt::tls::client::api_client_config(&self.ca_pem)?).clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+            let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
             let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
                 .connect(name, tcp)
                 .await?;
@@ -580,7 +735,7 @@ impl Api {
             let mut client = client.ready().await?;
             let mut req = hyper::Request::builder()
                 .method("POST")
-                .uri(format!("https://127.0.0.1:{}{path}", self.port));
+                .uri(format!("https://{}:{}{path}", self.host, self.port));
             if let Some(value) = self.authorization() {
                 req = req.header("authorization", value);
             }
@@ -607,8 +762,8 @@ impl Api {
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
         let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
@@ -617,7 +772,7 @@ impl Api {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "127.0.0.1");
+            .header("host", &self.host);
         if let Some(value) = self.authorization() {
             req = req.header("authorization", value);
         }
