@@ -86,14 +86,12 @@ fn real_agent_collection_lands_on_disk_and_pages_through_the_api() -> anyhow::Re
     // Offline: the task waits on disk, scheduled; the same agent (same writeback, so the
     // same client id) gets it as soon as it reconnects.
     drop(agent);
-    let started = std::time::Instant::now();
-    while deployment.api().get("/api/v1/clients")?.1["items"][0]["connected"] == true {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "agent shows as disconnected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until(
+        "the agent shown as disconnected",
+        Duration::from_secs(10),
+        || Ok(deployment.api().get("/api/v1/clients")?.1["items"][0]["connected"].clone()),
+        |connected| *connected != true,
+    )?;
     let (_, online) = api.get("/api/v1/clients?connected=true")?;
     assert_eq!(online["total"], 0, "no agent is connected: {online}");
     let (_, known) = api.get("/api/v1/clients")?;

@@ -85,17 +85,20 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
         .iter()
         .map(|id| Ok((id.clone(), api.collect(id, &["Linux.Sys.Pslist"])?)))
         .collect::<anyhow::Result<_>>()?;
-    let started = std::time::Instant::now();
-    while count_lines(&flow_results(
+    // Looked at every 5 ms: the stop must land while uploads are still in flight.
+    let first_rows = flow_results(
         &deployment.datastore(),
         &flows[0].0,
         &flows[0].1,
         "Linux.Sys.Pslist",
-    )) == 0
-        && started.elapsed() < Duration::from_secs(30)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    );
+    common::wait_until_every(
+        "the first rows on disk",
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        || Ok(count_lines(&first_rows)),
+        |rows| *rows > 0,
+    )?;
     let exit = deployment.stop_frontend()?;
     assert!(exit.success(), "frontend exits cleanly on SIGTERM: {exit}");
     // Every result set on disk holds whole rows only: its index has one entry per line.

@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use packhunt::tls::agent_key::AgentIdentity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-use common::{count_lines, set_keys, Deployment};
+use common::{count_lines, set_keys, wait_until, Deployment};
 
 const MAX_UPLOAD_BYTES: u64 = 65536;
 const USERS: &str = "Linux.Sys.Users";
@@ -807,18 +807,13 @@ fn rejections(d: &Deployment, reason: &str) -> Result<u64> {
 /// The server counts a refused connection as it drops it, which may be just after the
 /// client sees the close.
 fn wait_metric_at_least(d: &Deployment, series: &str, want: u64) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let value = metric(d, series)?;
-        if value >= want {
-            return Ok(());
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "{series} is {value}, expected at least {want}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        &format!("{series} at least {want}"),
+        Duration::from_secs(10),
+        || metric(d, series),
+        |value| *value >= want,
+    )?;
+    Ok(())
 }
 
 /// A fresh agent connects, is tasked, and uploads; the API lists it as connected.
@@ -829,22 +824,22 @@ fn assert_still_serving(d: &Deployment, rt: &Runtime) -> Result<()> {
         &send(rt, &mut fresh, &batch(&flow, USERS, 0, &rows(0, 2)))?,
         1,
     );
-    let started = Instant::now();
-    loop {
-        let (code, clients) = d.api().get("/api/v1/clients?limit=1000")?;
-        assert_eq!(code, 200, "{clients}");
-        let items = clients["items"].as_array().context("items")?;
-        if items
-            .iter()
-            .any(|c| c["client_id"] == fresh.id.as_str() && c["connected"] == true)
-        {
-            return Ok(());
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "fresh agent {} not listed as connected",
-            fresh.id
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let listed = |clients: &serde_json::Value| {
+        clients["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|c| c["client_id"] == fresh.id.as_str() && c["connected"] == true)
+        })
+    };
+    wait_until(
+        &format!("fresh agent {} listed as connected", fresh.id),
+        Duration::from_secs(10),
+        || {
+            let (code, clients) = d.api().get("/api/v1/clients?limit=1000")?;
+            ensure!(code == 200, "{clients}");
+            Ok(clients)
+        },
+        listed,
+    )?;
+    Ok(())
 }

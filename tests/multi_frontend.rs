@@ -9,12 +9,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use common::{
     cluster, count_lines, flow_results, frontend, frontend_of, run_fleet, wait_frontend_of,
-    wait_frontends, Deployment, Minion, RawAgent,
+    wait_frontends, wait_until, wait_until_every, Deployment, Minion, RawAgent,
 };
 use serde_json::Value;
 
@@ -140,20 +140,20 @@ fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
         .collect::<Result<_>>()?;
     // Kill as soon as one of the victim's agents has rows on disk.
     let watched = flows.iter().find(|(c, _)| c == &on_victim[0]).unwrap();
-    let started = Instant::now();
-    while count_lines(&flow_results(
+    // Looked at every 2 ms: the kill must land while uploads are still in flight.
+    let first_rows = flow_results(
         &deployment.datastore(),
         &watched.0,
         &watched.1,
         "Linux.Sys.Pslist",
-    )) == 0
-    {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "no rows from the victim's agent"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    );
+    wait_until_every(
+        "rows from the victim's agent on disk",
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || Ok(count_lines(&first_rows)),
+        |rows| *rows > 0,
+    )?;
     minions[0].kill()?;
     let unfinished = flows
         .iter()
@@ -313,14 +313,12 @@ fn a_task_scheduled_while_its_agent_is_between_frontends_is_delivered_where_it_l
     let (client, identity) = (agent.client_id.clone(), agent.identity.clone());
     deployment.wait_connected(1, Duration::from_secs(20))?;
     drop(agent);
-    let started = Instant::now();
-    while frontend_of(&deployment, &client)?.is_some() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(20),
-            "the master never saw the agent leave"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the master sees the agent leave",
+        Duration::from_secs(20),
+        || frontend_of(&deployment, &client),
+        |on| on.is_none(),
+    )?;
     let flow = deployment
         .api()
         .collect(&client, &["Generic.Client.Info"])?;
@@ -369,14 +367,12 @@ fn minions_with_a_foreign_or_borrowed_certificate_are_refused() -> Result<()> {
         &rogue_entry,
     )?;
 
-    let started = Instant::now();
-    while deployment.metric("packhunt_replication_refused_total")? < 2 {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "both links refused within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "both links refused",
+        Duration::from_secs(30),
+        || deployment.metric("packhunt_replication_refused_total"),
+        |refused| *refused >= 2,
+    )?;
     let (_, body) = deployment.api().get("/api/v1/frontends")?;
     let items = body["items"].as_array().unwrap();
     assert_eq!(frontend(items, &rogue.name)["up"], false);

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Proc;
 
@@ -52,18 +52,10 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     );
     let deployment_api = common::Api::for_port(gui_port, &client.client.ca_certificate)
         .with_auth("admin", &password);
-    let started = Instant::now();
-    loop {
-        let (code, body) = deployment_api.get("/api/v1/frontends")?;
-        assert_eq!(code, 200);
-        if body["items"][0]["connected_clients"] == 2 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "two local agents connect: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    deployment_api.wait_frontends(
+        "two local agents connected",
+        Duration::from_secs(30),
+        |items| items.first().is_some_and(|f| f["connected_clients"] == 2),
+    )?;
     Ok(())
 }

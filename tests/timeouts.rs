@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{set_keys, Deployment};
+use common::{set_keys, wait_until, Deployment};
 use tokio::io::AsyncReadExt;
 
 fn short_timeouts(text: &mut String) {
@@ -24,18 +24,15 @@ fn silent_tcp_peer_is_closed_after_the_handshake_timeout() -> anyhow::Result<()>
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let waited = rt.block_on(async {
+    rt.block_on(async {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
-        let started = Instant::now();
         let mut buf = [0u8; 16];
+        // 10 s only stops a hung test; the metric below says which timeout closed it.
         let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await??;
         anyhow::ensure!(n == 0, "server closes without sending anything");
-        Ok::<_, anyhow::Error>(started.elapsed())
+        anyhow::Ok(())
     })?;
-    assert!(
-        waited < Duration::from_secs(5),
-        "closed by the 300 ms handshake timeout, not by chance"
-    );
+    // Closed by the handshake timeout, not by chance: counted under its reason.
     assert_eq!(
         deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_timeout\"}")?,
         1
@@ -66,20 +63,22 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
             .await?;
         let (_send, conn) = h2::client::handshake(stream).await?;
         let started = Instant::now();
-        // The connection future resolves when the server says GOAWAY and closes.
+        // The connection future resolves when the server says GOAWAY and closes; 10 s
+        // only stops a hung test.
         let _ = tokio::time::timeout(Duration::from_secs(10), conn).await?;
         Ok::<_, anyhow::Error>(started.elapsed())
     })?;
+    // A lower bound only: the configured 500 ms was honoured (less timer granularity).
     assert!(
         closed_after >= Duration::from_millis(400),
         "not closed before the idle timeout: {closed_after:?}"
     );
-    assert!(closed_after < Duration::from_secs(5));
     assert_eq!(
         deployment.metric("packhunt_connection_refusals_total{reason=\"idle_timeout\"}")?,
         1
     );
-    // The real agent holds its task stream open, so it is still connected.
+    // The real agent holds its task stream open, so it is still connected after more
+    // than another idle timeout: that time passing is what is tested, so it is a sleep.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
         deployment.wait_connected(1, Duration::from_secs(1))?.len(),
@@ -112,8 +111,16 @@ fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let port = deployment.agent_port;
+    let silent = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    // The shard accepts the silent peer (and so spends its only permit) first.
+    wait_until(
+        "the silent peer accepted",
+        Duration::from_secs(10),
+        || deployment.metric("packhunt_connections_accepted_total"),
+        |accepted| *accepted >= 1,
+    )?;
     rt.block_on(async {
-        let port = deployment.agent_port;
         let connect_tls = |tls: Arc<rustls::ClientConfig>| async move {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
@@ -123,9 +130,7 @@ fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()
                     .await?,
             )
         };
-        let silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        // Let the shard accept the silent peer (and so spend its only permit) first.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The window under test: no handshake may complete in it while the permit is held.
         let waiting =
             tokio::time::timeout(Duration::from_millis(1500), connect_tls(tls.clone())).await;
         anyhow::ensure!(
@@ -154,14 +159,12 @@ fn a_peer_that_leaves_before_the_handshake_is_counted_as_gone() -> anyhow::Resul
         let tcp = std::net::TcpStream::connect(("127.0.0.1", deployment.agent_port))?;
         drop(tcp);
     }
-    let started = Instant::now();
-    while deployment.metric("packhunt_connection_refusals_total{reason=\"peer_gone\"}")? < 3 {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "three departures counted within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "three departures counted",
+        Duration::from_secs(10),
+        || deployment.metric("packhunt_connection_refusals_total{reason=\"peer_gone\"}"),
+        |gone| *gone >= 3,
+    )?;
     assert_eq!(
         deployment.metric("packhunt_connection_refusals_total{reason=\"handshake_failed\"}")?,
         0

@@ -52,6 +52,18 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub fn wait_until<V: std::fmt::Debug>(
     what: &str,
     limit: Duration,
+    observe: impl FnMut() -> Result<V>,
+    done: impl Fn(&V) -> bool,
+) -> Result<V> {
+    wait_until_every(what, limit, POLL_INTERVAL, observe, done)
+}
+
+/// `wait_until`, looking every `interval`: for a test that must act within moments of
+/// the condition holding (e.g. kill a frontend while its first rows are landing).
+pub fn wait_until_every<V: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    interval: Duration,
     mut observe: impl FnMut() -> Result<V>,
     done: impl Fn(&V) -> bool,
 ) -> Result<V> {
@@ -64,7 +76,7 @@ pub fn wait_until<V: std::fmt::Debug>(
         if started.elapsed() > limit {
             bail!("{what}: not within {limit:?}; last seen: {value:?}");
         }
-        std::thread::sleep(POLL_INTERVAL);
+        std::thread::sleep(interval);
     }
 }
 
