@@ -6,9 +6,10 @@
 //! results for another client's flow, resent and out-of-order batches, and connections
 //! that are not TLS or carry no client certificate.
 //! Method: a generated deployment and a real frontend process on loopback; agents are
-//! the real comms client (`packhunt::agent::comms`) with fresh identities, driven from a
-//! current-thread tokio runtime in the test. Each agent connects (registers), sends its
-//! ClientInfo, is tasked through the API, and the test reads the Task off its stream.
+//! tests/common's `RawAgent` (the real comms client, `packhunt::agent::comms`, with a
+//! fresh identity, on its own current-thread tokio runtime). Each agent connects
+//! (registers; its Hello names its identity), sends its ClientInfo, is tasked through the
+//! API, and the test reads the Task off its stream.
 //! What landed on disk is compared byte for byte before and after each hostile upload.
 
 mod common;
@@ -18,16 +19,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
-use packhunt::agent::comms::{self, Connection, TaskStream, UploadReply};
-use packhunt::config::url::ServerUrl;
+use packhunt::agent::comms::UploadReply;
 use packhunt::protocol::pb::{self, upload::Kind, upload_ack::Status};
-use packhunt::tls::agent_key::AgentIdentity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-use common::{count_lines, set_keys, wait_until, Deployment};
+use common::{count_lines, set_keys, wait_until, Deployment, RawAgent};
 
 const MAX_UPLOAD_BYTES: u64 = 65536;
 const USERS: &str = "Linux.Sys.Users";
@@ -40,8 +39,8 @@ const USERS: &str = "Linux.Sys.Users";
 /// Goal: an upload above max_upload_bytes is refused with 413 whether its size is
 /// declared (content-length) or only discovered while streaming, and writes nothing.
 fn case_oversized_upload(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut agent = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut agent)?;
+    let mut agent = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut agent)?;
     let too_large = rejections(d, "too_large")?;
     let big = batch(&flow, USERS, 0, &rows(0, 1500));
     ensure!(
@@ -49,7 +48,7 @@ fn case_oversized_upload(d: &Deployment, rt: &Runtime) -> Result<()> {
         "the test body must exceed the limit"
     );
 
-    let reply = send(rt, &mut agent, &big)?;
+    let reply = agent.upload(&big)?;
     assert_eq!(reply.status, 413, "{reply:?}");
     assert!(
         ack_message(&reply).contains("max_upload_bytes"),
@@ -60,7 +59,7 @@ fn case_oversized_upload(d: &Deployment, rt: &Runtime) -> Result<()> {
     let status = rt.block_on(raw_post(d.agent_port, agent.tls.clone(), None, whole, true))?;
     assert_eq!(status, 413);
 
-    let results = flow_dir(d, &agent.id, &flow).join("results");
+    let results = flow_dir(d, &agent.client_id, &flow).join("results");
     assert!(
         !results.exists(),
         "a refused upload created {}",
@@ -68,27 +67,20 @@ fn case_oversized_upload(d: &Deployment, rt: &Runtime) -> Result<()> {
     );
     assert_eq!(rejections(d, "too_large")? - too_large, 2);
     // The flow still takes a batch of the right size, as seq 0: nothing was counted.
-    assert_ok(
-        &send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 5)))?,
-        1,
-    );
-    assert_eq!(count_lines(&result_paths(d, &agent.id, &flow)[0]), 5);
+    assert_ok(&agent.upload(&batch(&flow, USERS, 0, &rows(0, 5)))?, 1);
+    assert_eq!(count_lines(&result_paths(d, &agent.client_id, &flow)[0]), 5);
     Ok(())
 }
 
 /// Goal: a batch with a bad line is refused with 400 naming the line, the three result
 /// files stay byte-identical, and the next valid batch is appended as if nothing happened.
-fn case_malformed_jsonl(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut agent = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut agent)?;
-    let paths = result_paths(d, &agent.id, &flow);
+fn case_malformed_jsonl(d: &Deployment) -> Result<()> {
+    let mut agent = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut agent)?;
+    let paths = result_paths(d, &agent.client_id, &flow);
     let bad_jsonl = rejections(d, "bad_jsonl")?;
 
-    let reply = send(
-        rt,
-        &mut agent,
-        &batch(&flow, USERS, 0, b"{\"user\":\"a\"}\n[1,2]\n"),
-    )?;
+    let reply = agent.upload(&batch(&flow, USERS, 0, b"{\"user\":\"a\"}\n[1,2]\n"))?;
     assert_refused(&reply, 400, &["line 2", "not a JSON object"]);
     assert!(
         snapshot(&paths)
@@ -98,7 +90,7 @@ fn case_malformed_jsonl(d: &Deployment, rt: &Runtime) -> Result<()> {
     );
 
     let first = rows(0, 2);
-    assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 0, &first))?, 1);
+    assert_ok(&agent.upload(&batch(&flow, USERS, 0, &first))?, 1);
     let committed = snapshot(&paths);
     assert!(committed
         .iter()
@@ -115,11 +107,7 @@ fn case_malformed_jsonl(d: &Deployment, rt: &Runtime) -> Result<()> {
         (b"{\"user\":}\n", &["line 1", "invalid JSON"]),
     ];
     for (jsonl, words) in bad {
-        assert_refused(
-            &send(rt, &mut agent, &batch(&flow, USERS, 1, jsonl))?,
-            400,
-            words,
-        );
+        assert_refused(&agent.upload(&batch(&flow, USERS, 1, jsonl))?, 400, words);
         assert!(
             snapshot(&paths) == committed,
             "a refused batch changed the result files"
@@ -128,11 +116,11 @@ fn case_malformed_jsonl(d: &Deployment, rt: &Runtime) -> Result<()> {
     assert_eq!(rejections(d, "bad_jsonl")? - bad_jsonl, 4);
 
     let second = rows(2, 1);
-    assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 1, &second))?, 2);
+    assert_ok(&agent.upload(&batch(&flow, USERS, 1, &second))?, 2);
     assert_eq!(std::fs::read(&paths[0])?, [first, second].concat());
     let (code, page) = d.api().get(&format!(
         "/api/v1/clients/{}/collections/{flow}/results?artifact={USERS}",
-        agent.id
+        agent.client_id
     ))?;
     assert_eq!(code, 200);
     assert_eq!(page["total_rows"], 3, "{page}");
@@ -141,11 +129,11 @@ fn case_malformed_jsonl(d: &Deployment, rt: &Runtime) -> Result<()> {
 
 /// Goal: file paths with `..`, roots and drive prefixes land strictly inside the flow's
 /// uploads/; names that are not ids or artifact names are refused with 400.
-fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut agent = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut agent)?;
-    let uploads = flow_dir(d, &agent.id, &flow).join("uploads");
-    let unique = format!("packhunt-hostile-{}", &agent.id[2..]);
+fn case_path_escape(d: &Deployment) -> Result<()> {
+    let mut agent = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut agent)?;
+    let uploads = flow_dir(d, &agent.client_id, &flow).join("uploads");
+    let unique = format!("packhunt-hostile-{}", &agent.client_id[2..]);
     let before: BTreeSet<PathBuf> = files_under(d.path()).into_iter().collect();
     let bad_name = rejections(d, "bad_name")?;
 
@@ -159,11 +147,7 @@ fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
     ];
     for (agent_path, _) in &landed {
         assert_ok(
-            &send(
-                rt,
-                &mut agent,
-                &file_chunk(&flow, agent_path, agent_path.as_bytes()),
-            )?,
+            &agent.upload(&file_chunk(&flow, agent_path, agent_path.as_bytes()))?,
             0,
         );
     }
@@ -176,7 +160,7 @@ fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
         batch(&flow, "Linux.Sys.Users/../../../../x", 0, b"{}\n"),
     ];
     for upload in &refused {
-        let reply = send(rt, &mut agent, upload)?;
+        let reply = agent.upload(upload)?;
         assert_refused(&reply, 400, &[]);
         assert!(
             !ack_message(&reply).contains(d.path().to_str().unwrap()),
@@ -216,9 +200,9 @@ fn case_path_escape(d: &Deployment, rt: &Runtime) -> Result<()> {
 
 /// Goal: a frame whose varint claims gigabytes (or 2^63) is refused at once from its
 /// prefix with 413, malformed prefixes with 400, and the connection stays usable.
-fn case_huge_frame_claims(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut agent = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut agent)?;
+fn case_huge_frame_claims(d: &Deployment) -> Result<()> {
+    let mut agent = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut agent)?;
     let (too_large, bad_frame) = (rejections(d, "too_large")?, rejections(d, "bad_frame")?);
     let two_pow_63: Vec<u8> = [[0x80u8; 9].as_slice(), &[0x01]].concat();
     let cases: [(Vec<u8>, u16, &str); 4] = [
@@ -232,25 +216,22 @@ fn case_huge_frame_claims(d: &Deployment, rt: &Runtime) -> Result<()> {
         (vec![100, 1, 2, 3], 400, "ends inside a frame"),
     ];
     for (body, status, words) in cases {
-        let reply = rt.block_on(agent.conn.post_raw(Bytes::from(body)))?;
+        let reply = agent.rt.block_on(agent.conn.post_raw(Bytes::from(body)))?;
         assert_refused(&reply, status, &[words]);
     }
     assert_eq!(rejections(d, "too_large")? - too_large, 2);
     assert_eq!(rejections(d, "bad_frame")? - bad_frame, 2);
-    assert_ok(
-        &send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?,
-        1,
-    );
+    assert_ok(&agent.upload(&batch(&flow, USERS, 0, &rows(0, 1)))?, 1);
     Ok(())
 }
 
 /// Goal: agent B cannot write results, files or a status into agent A's flow (403,
 /// nothing written anywhere); A then uploads the very same batch successfully.
-fn case_foreign_flow(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut a = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut a)?;
-    let mut b = rt.block_on(connect_agent(d))?;
-    let a_flow = flow_dir(d, &a.id, &flow);
+fn case_foreign_flow(d: &Deployment) -> Result<()> {
+    let mut a = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut a)?;
+    let mut b = RawAgent::connect(d)?;
+    let a_flow = flow_dir(d, &a.client_id, &flow);
     let a_status = std::fs::read(a_flow.join("status.json"))?;
     let not_your_flow = rejections(d, "not_your_flow")?;
 
@@ -266,7 +247,7 @@ fn case_foreign_flow(d: &Deployment, rt: &Runtime) -> Result<()> {
         &file_chunk(&flow, "/etc/passwd", b"root:x:0:0"),
         &finish,
     ] {
-        assert_refused(&send(rt, &mut b, upload)?, 403, &[flow.as_str()]);
+        assert_refused(&b.upload(upload)?, 403, &[flow.as_str()]);
     }
     assert_eq!(rejections(d, "not_your_flow")? - not_your_flow, 3);
     assert!(!a_flow.join("results").exists() && !a_flow.join("uploads").exists());
@@ -276,35 +257,36 @@ fn case_foreign_flow(d: &Deployment, rt: &Runtime) -> Result<()> {
         "A's status.json changed"
     );
     assert!(
-        !flow_dir(d, &b.id, &flow).exists(),
+        !flow_dir(d, &b.client_id, &flow).exists(),
         "B's folder gained A's flow"
     );
-    let (_, status) = d
-        .api()
-        .get(&format!("/api/v1/clients/{}/collections/{flow}", a.id))?;
+    let (_, status) = d.api().get(&format!(
+        "/api/v1/clients/{}/collections/{flow}",
+        a.client_id
+    ))?;
     assert_eq!(status["state"], "scheduled", "{status}");
 
-    assert_ok(&send(rt, &mut a, &stolen)?, 1);
-    assert_eq!(count_lines(&result_paths(d, &a.id, &flow)[0]), 3);
+    assert_ok(&a.upload(&stolen)?, 1);
+    assert_eq!(count_lines(&result_paths(d, &a.client_id, &flow)[0]), 3);
     Ok(())
 }
 
 /// Goal: a resent batch is acknowledged DUPLICATE and not written again (even with other
 /// bytes), a batch ahead of the expected one gets OUT_OF_ORDER with next_seq, and the
 /// flow's final row count is what is on disk.
-fn case_resent_batches(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut agent = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut agent)?;
-    let paths = result_paths(d, &agent.id, &flow);
+fn case_resent_batches(d: &Deployment) -> Result<()> {
+    let mut agent = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut agent)?;
+    let paths = result_paths(d, &agent.client_id, &flow);
     let first = rows(0, 3);
-    assert_ok(&send(rt, &mut agent, &batch(&flow, USERS, 0, &first))?, 1);
+    assert_ok(&agent.upload(&batch(&flow, USERS, 0, &first))?, 1);
     let committed = snapshot(&paths);
 
-    let again = send(rt, &mut agent, &batch(&flow, USERS, 0, &first))?;
+    let again = agent.upload(&batch(&flow, USERS, 0, &first))?;
     assert_ack(&again, Status::Duplicate, 1);
-    let other = send(rt, &mut agent, &batch(&flow, USERS, 0, &rows(10, 7)))?;
+    let other = agent.upload(&batch(&flow, USERS, 0, &rows(10, 7)))?;
     assert_ack(&other, Status::Duplicate, 1);
-    let ahead = send(rt, &mut agent, &batch(&flow, USERS, 5, &rows(20, 2)))?;
+    let ahead = agent.upload(&batch(&flow, USERS, 5, &rows(20, 2)))?;
     assert_ack(&ahead, Status::OutOfOrder, 1);
     assert!(
         snapshot(&paths) == committed,
@@ -312,10 +294,7 @@ fn case_resent_batches(d: &Deployment, rt: &Runtime) -> Result<()> {
     );
     assert_eq!(count_lines(&paths[0]), 3);
 
-    assert_ok(
-        &send(rt, &mut agent, &batch(&flow, USERS, 1, &rows(3, 1)))?,
-        2,
-    );
+    assert_ok(&agent.upload(&batch(&flow, USERS, 1, &rows(3, 1)))?, 2);
     let artifacts = vec![pb::ArtifactRows {
         name: USERS.into(),
         rows: 4,
@@ -327,27 +306,26 @@ fn case_resent_batches(d: &Deployment, rt: &Runtime) -> Result<()> {
         ..Default::default()
     };
     assert_ok(
-        &send(
-            rt,
-            &mut agent,
-            &pb::Upload {
-                kind: Some(Kind::Status(done)),
-            },
-        )?,
+        &agent.upload(&pb::Upload {
+            kind: Some(Kind::Status(done)),
+        })?,
         0,
     );
-    let statuses = d.wait_flows(&[(agent.id.clone(), flow.clone())], Duration::from_secs(10))?;
+    let statuses = d.wait_flows(
+        &[(agent.client_id.clone(), flow.clone())],
+        Duration::from_secs(10),
+    )?;
     assert_eq!(statuses[0]["state"], "finished", "{}", statuses[0]);
     assert_eq!(statuses[0]["total_rows"], 4);
     assert_eq!(count_lines(&paths[0]), 4);
     // A closed flow still acknowledges resends, and takes no new batches.
     assert_ack(
-        &send(rt, &mut agent, &batch(&flow, USERS, 1, &rows(3, 1)))?,
+        &agent.upload(&batch(&flow, USERS, 1, &rows(3, 1)))?,
         Status::Duplicate,
         2,
     );
     assert_refused(
-        &send(rt, &mut agent, &batch(&flow, USERS, 2, &rows(4, 1)))?,
+        &agent.upload(&batch(&flow, USERS, 2, &rows(4, 1)))?,
         409,
         &["finished"],
     );
@@ -362,42 +340,42 @@ fn case_resent_batches(d: &Deployment, rt: &Runtime) -> Result<()> {
 fn oversized_uploads_get_413_and_write_nothing() -> Result<()> {
     let (d, rt) = (start()?, runtime());
     case_oversized_upload(&d, &rt)?;
-    assert_still_serving(&d, &rt)
+    assert_still_serving(&d)
 }
 
 #[test]
 fn malformed_jsonl_gets_400_naming_the_line_and_leaves_files_untouched() -> Result<()> {
-    let (d, rt) = (start()?, runtime());
-    case_malformed_jsonl(&d, &rt)?;
-    assert_still_serving(&d, &rt)
+    let d = start()?;
+    case_malformed_jsonl(&d)?;
+    assert_still_serving(&d)
 }
 
 #[test]
 fn paths_and_names_cannot_leave_the_client_folder() -> Result<()> {
-    let (d, rt) = (start()?, runtime());
-    case_path_escape(&d, &rt)?;
-    assert_still_serving(&d, &rt)
+    let d = start()?;
+    case_path_escape(&d)?;
+    assert_still_serving(&d)
 }
 
 #[test]
 fn frames_claiming_huge_lengths_are_refused_from_the_prefix() -> Result<()> {
-    let (d, rt) = (start()?, runtime());
-    case_huge_frame_claims(&d, &rt)?;
-    assert_still_serving(&d, &rt)
+    let d = start()?;
+    case_huge_frame_claims(&d)?;
+    assert_still_serving(&d)
 }
 
 #[test]
 fn an_agent_cannot_write_into_another_clients_flow() -> Result<()> {
-    let (d, rt) = (start()?, runtime());
-    case_foreign_flow(&d, &rt)?;
-    assert_still_serving(&d, &rt)
+    let d = start()?;
+    case_foreign_flow(&d)?;
+    assert_still_serving(&d)
 }
 
 #[test]
 fn resent_and_early_batches_are_acknowledged_and_written_once() -> Result<()> {
-    let (d, rt) = (start()?, runtime());
-    case_resent_batches(&d, &rt)?;
-    assert_still_serving(&d, &rt)
+    let d = start()?;
+    case_resent_batches(&d)?;
+    assert_still_serving(&d)
 }
 
 /// Goal: one frontend that took every hostile case in a row still serves a fresh agent
@@ -406,12 +384,12 @@ fn resent_and_early_batches_are_acknowledged_and_written_once() -> Result<()> {
 fn frontend_still_serves_after_every_hostile_case() -> Result<()> {
     let (d, rt) = (start()?, runtime());
     case_oversized_upload(&d, &rt)?;
-    case_malformed_jsonl(&d, &rt)?;
-    case_path_escape(&d, &rt)?;
-    case_huge_frame_claims(&d, &rt)?;
-    case_foreign_flow(&d, &rt)?;
-    case_resent_batches(&d, &rt)?;
-    assert_still_serving(&d, &rt)?;
+    case_malformed_jsonl(&d)?;
+    case_path_escape(&d)?;
+    case_huge_frame_claims(&d)?;
+    case_foreign_flow(&d)?;
+    case_resent_batches(&d)?;
+    assert_still_serving(&d)?;
     for reason in [
         "too_large",
         "bad_jsonl",
@@ -482,7 +460,7 @@ fn non_tls_and_certificateless_connections_are_refused() -> Result<()> {
         Ok(())
     })?;
     wait_metric_at_least(&d, series, failed + 2)?;
-    assert_still_serving(&d, &rt)
+    assert_still_serving(&d)
 }
 
 /// Goal: an upload whose body stops halfway does not hold its request open: it is
@@ -492,8 +470,8 @@ fn non_tls_and_certificateless_connections_are_refused() -> Result<()> {
 fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> {
     let d = Deployment::start_with(|text| set_keys(text, &[("request_timeout_ms", "1000")]))?;
     let rt = runtime();
-    let mut agent = rt.block_on(connect_agent(&d))?;
-    let flow = tasked(&d, &rt, &mut agent)?;
+    let mut agent = RawAgent::connect(&d)?;
+    let flow = tasked(&d, &mut agent)?;
     let timeouts = rejections(&d, "timeout")?;
     // Declares 1000 bytes, sends 10, never ends the stream.
     let half = Bytes::from_static(&[0u8; 10]);
@@ -506,12 +484,11 @@ fn a_stalled_upload_body_is_answered_408_at_the_request_timeout() -> Result<()> 
     ))?;
     assert_eq!(status, 408);
     assert_eq!(rejections(&d, "timeout")? - timeouts, 1);
-    assert!(!flow_dir(&d, &agent.id, &flow).join("results").exists());
-    assert_ok(
-        &send(&rt, &mut agent, &batch(&flow, USERS, 0, &rows(0, 1)))?,
-        1,
-    );
-    assert_still_serving(&d, &rt)
+    assert!(!flow_dir(&d, &agent.client_id, &flow)
+        .join("results")
+        .exists());
+    assert_ok(&agent.upload(&batch(&flow, USERS, 0, &rows(0, 1)))?, 1);
+    assert_still_serving(&d)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -532,84 +509,19 @@ fn runtime() -> Runtime {
         .expect("a current-thread runtime builds")
 }
 
-/// A connected agent: its id, its upload connection and its task stream.
-struct Agent {
-    id: String,
-    conn: Connection,
-    tasks: TaskStream,
-    tls: Arc<rustls::ClientConfig>,
-}
-
 fn ca_pem(d: &Deployment) -> Result<String> {
     Ok(packhunt::config::ClientConfig::load(&d.client_config())?
         .client
         .ca_certificate)
 }
 
-/// Connects with a fresh identity, checks the Hello names that identity, and sends
-/// ClientInfo so the client folder (and so the API's view of the client) exists.
-async fn connect_agent(d: &Deployment) -> Result<Agent> {
-    let identity = AgentIdentity::generate()?;
-    let (chain, key) = (identity.rustls_cert_chain(), identity.rustls_private_key());
-    let tls = packhunt::tls::client::agent_client_config(&ca_pem(d)?, chain, key)?;
-    let url = ServerUrl {
-        host: "127.0.0.1".into(),
-        port: d.agent_port,
-    };
-    let (mut conn, mut tasks) = comms::connect(&url, tls.clone(), None).await?;
-    match next_message(&mut tasks).await?.kind {
-        Some(pb::server_message::Kind::Hello(hello)) => {
-            assert_eq!(hello.client_id, identity.client_id().as_str())
-        }
-        other => bail!("expected Hello first, got {other:?}"),
-    }
-    let info = pb::ClientInfo {
-        hostname: "hostile-test".into(),
-        os: "linux".into(),
-        version: "test".into(),
-    };
-    let reply = conn
-        .upload(&pb::Upload {
-            kind: Some(Kind::Info(info)),
-        })
-        .await?;
-    ensure!(reply.status == 200, "ClientInfo refused: {reply:?}");
-    Ok(Agent {
-        id: identity.client_id().to_string(),
-        conn,
-        tasks,
-        tls,
-    })
-}
-
-async fn next_message(tasks: &mut TaskStream) -> Result<pb::ServerMessage> {
-    let next = tokio::time::timeout(Duration::from_secs(15), tasks.next())
-        .await
-        .context("no message on the task stream")?;
-    next?.context("task stream ended")
-}
-
 /// Schedules a Linux.Sys.Users collection for the agent and reads its Task; returns the flow id.
-fn tasked(d: &Deployment, rt: &Runtime, agent: &mut Agent) -> Result<String> {
-    let flow = d.api().collect(&agent.id, &[USERS])?;
-    match rt.block_on(next_message(&mut agent.tasks))?.kind {
-        Some(pb::server_message::Kind::Task(task)) => {
-            assert_eq!(task.flow_id, flow);
-            assert_eq!(
-                task.artifacts
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>(),
-                [USERS]
-            );
-        }
-        other => bail!("expected a Task, got {other:?}"),
-    }
+fn tasked(d: &Deployment, agent: &mut RawAgent) -> Result<String> {
+    let flow = d.api().collect(&agent.client_id, &[USERS])?;
+    let task = agent.expect_task(&flow)?;
+    let artifacts: Vec<&str> = task.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(artifacts, [USERS]);
     Ok(flow)
-}
-
-fn send(rt: &Runtime, agent: &mut Agent, upload: &pb::Upload) -> Result<UploadReply> {
-    Ok(rt.block_on(agent.conn.upload(upload))?)
 }
 
 /// POSTs `body` on a fresh HTTP/2 connection of the agent's identity, with `declared` as
@@ -817,22 +729,19 @@ fn wait_metric_at_least(d: &Deployment, series: &str, want: u64) -> Result<()> {
 }
 
 /// A fresh agent connects, is tasked, and uploads; the API lists it as connected.
-fn assert_still_serving(d: &Deployment, rt: &Runtime) -> Result<()> {
-    let mut fresh = rt.block_on(connect_agent(d))?;
-    let flow = tasked(d, rt, &mut fresh)?;
-    assert_ok(
-        &send(rt, &mut fresh, &batch(&flow, USERS, 0, &rows(0, 2)))?,
-        1,
-    );
+fn assert_still_serving(d: &Deployment) -> Result<()> {
+    let mut fresh = RawAgent::connect(d)?;
+    let flow = tasked(d, &mut fresh)?;
+    assert_ok(&fresh.upload(&batch(&flow, USERS, 0, &rows(0, 2)))?, 1);
     let listed = |clients: &serde_json::Value| {
         clients["items"].as_array().is_some_and(|items| {
             items
                 .iter()
-                .any(|c| c["client_id"] == fresh.id.as_str() && c["connected"] == true)
+                .any(|c| c["client_id"] == fresh.client_id.as_str() && c["connected"] == true)
         })
     };
     wait_until(
-        &format!("fresh agent {} listed as connected", fresh.id),
+        &format!("fresh agent {} listed as connected", fresh.client_id),
         Duration::from_secs(10),
         || {
             let (code, clients) = d.api().get("/api/v1/clients?limit=1000")?;

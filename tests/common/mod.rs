@@ -957,11 +957,14 @@ pub fn start_agent(deployment: &Deployment) -> Result<Proc> {
 /// An agent driven by the test through the real comms client: connected (which
 /// registers it), its ClientInfo sent so its client folder exists.
 pub struct RawAgent {
+    /// Drives `conn`: every call on it runs in this runtime.
     pub rt: tokio::runtime::Runtime,
     pub conn: packhunt::agent::comms::Connection,
     pub tasks: packhunt::agent::comms::TaskStream,
     pub client_id: String,
     pub identity: packhunt::tls::agent_key::AgentIdentity,
+    /// This agent's mTLS client config, for raw connections beside `conn`.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl RawAgent {
@@ -1000,13 +1003,31 @@ impl RawAgent {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (conn, tasks) = rt.block_on(packhunt::agent::comms::connect(&url, tls, None))?;
+        let (conn, mut tasks) =
+            rt.block_on(packhunt::agent::comms::connect(&url, tls.clone(), None))?;
+        // The server's first word names the identity the agent connected with.
+        let client_id = identity.client_id().to_string();
+        let first = rt.block_on(async {
+            let next = tokio::time::timeout(Duration::from_secs(10), tasks.next()).await;
+            anyhow::Ok(next.context("no Hello within 10 s")??)
+        })?;
+        match first.and_then(|m| m.kind) {
+            Some(packhunt::protocol::pb::server_message::Kind::Hello(hello)) => {
+                anyhow::ensure!(
+                    hello.client_id == client_id,
+                    "Hello for {}",
+                    hello.client_id
+                )
+            }
+            other => bail!("expected Hello first, got {other:?}"),
+        }
         Ok(Self {
             rt,
             conn,
             tasks,
-            client_id: identity.client_id().to_string(),
+            client_id,
             identity,
+            tls,
         })
     }
 
@@ -1034,8 +1055,8 @@ impl RawAgent {
         Ok(flow)
     }
 
-    /// Reads the stream until the task for `flow` arrives (10 s at most).
-    pub fn expect_task(&mut self, flow: &str) -> Result<()> {
+    /// Reads the stream until the task for `flow` arrives (10 s at most); returns it.
+    pub fn expect_task(&mut self, flow: &str) -> Result<packhunt::protocol::pb::Task> {
         use packhunt::protocol::pb;
         let tasks = &mut self.tasks;
         self.rt.block_on(async {
@@ -1045,7 +1066,7 @@ impl RawAgent {
                         tasks.next().await?.and_then(|m| m.kind)
                     {
                         anyhow::ensure!(t.flow_id == flow, "task for another flow");
-                        return Ok(());
+                        return Ok(t);
                     }
                 }
             };
