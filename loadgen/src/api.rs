@@ -1,6 +1,10 @@
 //! A small HTTPS client for the frontend's GUI/API port, pinned to the deployment CA:
 //! one keep-alive HTTP/1.1 connection, so what it measures is the server's latency, not
 //! a TCP + TLS handshake per request.
+//!
+//! The one API client of the workspace's tools: tests/common includes this file
+//! (`#[path]`) for its blocking `Api`, so it uses only crates both have and nothing
+//! else of loadgen's.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +21,8 @@ pub struct ApiTarget {
     pub host: String,
     pub port: u16,
     pub ca_pem: String,
-    pub user: String,
-    pub password: String,
+    /// (user, password) for Basic authentication; None sends no credentials.
+    pub auth: Option<(String, String)>,
 }
 
 impl ApiTarget {
@@ -35,16 +39,22 @@ impl ApiTarget {
             host: host.to_string(),
             port: port.parse()?,
             ca_pem: ca_pem.to_string(),
-            user: user.into(),
-            password: password.into(),
+            auth: Some((user.into(), password.into())),
         })
+    }
+
+    /// The Authorization header value for `auth`, if any.
+    pub fn authorization(&self) -> Option<String> {
+        let (user, password) = self.auth.as_ref()?;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Some(format!("Basic {token}"))
     }
 }
 
 pub struct ApiClient {
     target: ApiTarget,
     send: SendRequest<Full<Bytes>>,
-    auth: String,
+    auth: Option<String>,
 }
 
 impl ApiClient {
@@ -58,12 +68,10 @@ impl ApiClient {
             .await?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", target.user, target.password));
         Ok(Self {
             target: target.clone(),
             send,
-            auth: format!("Basic {token}"),
+            auth: target.authorization(),
         })
     }
 
@@ -74,12 +82,14 @@ impl ApiClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes, Duration)> {
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", &self.target.host)
-            .header("authorization", &self.auth)
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+            .header("host", &self.target.host);
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth);
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let started = Instant::now();
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
+
+/// loadgen's API client, shared rather than copied: one TLS + HTTP/1.1 + Basic auth path.
+#[path = "../../loadgen/src/api.rs"]
+pub mod api_client;
 
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";
 
@@ -713,14 +715,14 @@ impl Api {
         })?
     }
 
-    /// The Basic authorization header value for this client's credentials, if it has any.
-    fn authorization(&self) -> Option<String> {
-        use base64::Engine;
-        let (user, pw) = self.auth.as_ref()?;
-        Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
-        ))
+    /// Where this client goes and who it is there, for loadgen's `ApiClient`.
+    fn target(&self) -> api_client::ApiTarget {
+        api_client::ApiTarget {
+            host: self.host.clone(),
+            port: self.port,
+            ca_pem: self.ca_pem.clone(),
+            auth: self.auth.clone(),
+        }
     }
 
     /// POSTs over HTTP/2 (what browsers and curl speak), sending `body` only `delay` after
@@ -748,7 +750,7 @@ impl Api {
             let mut req = hyper::Request::builder()
                 .method("POST")
                 .uri(format!("https://{}:{}{path}", self.host, self.port));
-            if let Some(value) = self.authorization() {
+            if let Some(value) = self.target().authorization() {
                 req = req.header("authorization", value);
             }
             let (response, mut stream) = client.send_request(req.body(())?, false)?;
@@ -767,32 +769,16 @@ impl Api {
         })
     }
 
+    /// One request on a fresh connection (each test request stands alone).
     async fn request_async(
         &self,
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
-        let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-        let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host);
-        if let Some(value) = self.authorization() {
-            req = req.header("authorization", value);
-        }
-        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        Ok((status, body))
+        let mut client = api_client::ApiClient::connect(&self.target()).await?;
+        let (status, body, _took) = client.request(method, path, body).await?;
+        Ok((status, body.to_vec()))
     }
 }
 
