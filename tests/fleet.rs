@@ -123,15 +123,7 @@ fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::
     assert!(loadgen.0.wait()?.success());
     let sent = common::loadgen_rows_sent(&report)?;
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    for status in &statuses {
-        let flow = status["flow_id"].as_str().unwrap();
-        assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(
-            status["total_rows"].as_u64(),
-            Some(sent[flow]),
-            "flow {flow}"
-        );
-    }
+    common::assert_rows_as_sent(&statuses, &sent);
     assert!(
         report["reconnects"].as_u64().unwrap() >= clients as u64,
         "every agent came back after the restart"

@@ -534,11 +534,7 @@ async fn raw_post(
     body: Bytes,
     end: bool,
 ) -> Result<u16> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-    let tls = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await?;
+    let tls = common::agent_tls_connect(port, tls).await?;
     let (send, conn) = h2::client::handshake(tls).await?;
     tokio::spawn(async move {
         let _ = conn.await;

@@ -16,11 +16,7 @@ async fn stalled_upload(
     port: u16,
     tls: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<(h2::client::SendRequest<Bytes>, h2::SendStream<Bytes>)> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await?;
+    let stream = common::agent_tls_connect(port, tls).await?;
     let (send, conn) = h2::client::handshake(stream).await?;
     tokio::spawn(conn);
     let request = http::Request::builder()
@@ -55,13 +51,7 @@ fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() -> 
     );
     // Connected (and its ClientInfo sent) before the permit is taken.
     let mut agent = RawAgent::connect(&deployment)?;
-    let tls = packhunt::tls::client::agent_client_config(
-        &packhunt::config::ClientConfig::load(&deployment.client_config())?
-            .client
-            .ca_certificate,
-        agent.identity.rustls_cert_chain(),
-        agent.identity.rustls_private_key(),
-    )?;
+    let tls = agent.tls.clone();
     // A runtime with its own thread keeps the stalled connection alive in the background.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -146,13 +136,7 @@ fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_c
         20,
         "the limit shows in /metrics"
     );
-    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
-    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(
-        &config.client.ca_certificate,
-        identity.rustls_cert_chain(),
-        identity.rustls_private_key(),
-    )?;
+    let tls = deployment.fresh_agent_tls()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -160,16 +144,7 @@ fn connections_above_the_accept_rate_are_closed_before_tls_and_the_fleet_still_c
     let outcomes = rt.block_on(async {
         let attempts = (0..60).map(|_| {
             let tls = tls.clone();
-            async move {
-                let tcp =
-                    tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
-                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-                anyhow::Ok(
-                    tokio_rustls::TlsConnector::from(tls)
-                        .connect(name, tcp)
-                        .await?,
-                )
-            }
+            common::agent_tls_connect(deployment.agent_port, tls)
         });
         futures::future::join_all(attempts).await
     });

@@ -176,15 +176,7 @@ fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
     );
     let sent = common::loadgen_rows_sent(&report)?;
     assert_eq!(sent.len(), clients);
-    for status in &statuses {
-        let flow = status["flow_id"].as_str().unwrap();
-        assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(
-            status["total_rows"].as_u64(),
-            Some(sent[flow]),
-            "flow {flow}: rows stored = rows sent"
-        );
-    }
+    common::assert_rows_as_sent(&statuses, &sent);
     for (client, flow) in flows.iter().filter(|(c, _)| on_victim.contains(c)) {
         let on_disk = count_lines(&flow_results(
             &deployment.datastore(),

@@ -45,22 +45,12 @@ fn connection_without_requests_is_closed_when_idle_but_agents_stay() -> anyhow::
     let deployment = Deployment::start_with(short_timeouts)?;
     let _agent = common::start_agent(&deployment)?;
     deployment.wait_connected(1, Duration::from_secs(20))?;
-    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
-    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(
-        &config.client.ca_certificate,
-        identity.rustls_cert_chain(),
-        identity.rustls_private_key(),
-    )?;
+    let tls = deployment.fresh_agent_tls()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let closed_after = rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", deployment.agent_port)).await?;
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls))
-            .connect(name, tcp)
-            .await?;
+        let stream = common::agent_tls_connect(deployment.agent_port, Arc::clone(&tls)).await?;
         let (_send, conn) = h2::client::handshake(stream).await?;
         let started = Instant::now();
         // The connection future resolves when the server says GOAWAY and closes; 10 s
@@ -101,13 +91,7 @@ fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()
             &[("shards", "1"), ("handshakes_in_flight_per_shard", "1")],
         )
     })?;
-    let config = packhunt::config::ClientConfig::load(&deployment.client_config())?;
-    let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
-    let tls = packhunt::tls::client::agent_client_config(
-        &config.client.ca_certificate,
-        identity.rustls_cert_chain(),
-        identity.rustls_private_key(),
-    )?;
+    let tls = deployment.fresh_agent_tls()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -121,15 +105,7 @@ fn handshakes_beyond_the_permits_wait_in_the_accept_queue() -> anyhow::Result<()
         |accepted| *accepted >= 1,
     )?;
     rt.block_on(async {
-        let connect_tls = |tls: Arc<rustls::ClientConfig>| async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-            anyhow::Ok(
-                tokio_rustls::TlsConnector::from(tls)
-                    .connect(name, tcp)
-                    .await?,
-            )
-        };
+        let connect_tls = |tls| common::agent_tls_connect(port, tls);
         // The window under test: no handshake may complete in it while the permit is held.
         let waiting =
             tokio::time::timeout(Duration::from_millis(1500), connect_tls(tls.clone())).await;

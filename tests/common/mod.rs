@@ -337,6 +337,17 @@ impl Deployment {
         self.api().metric(series)
     }
 
+    /// The mTLS client config of a fresh agent identity, for raw connections to the
+    /// agent port.
+    pub fn fresh_agent_tls(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
+        Ok(packhunt::tls::client::agent_client_config(
+            &self.ca_pem,
+            identity.rustls_cert_chain(),
+            identity.rustls_private_key(),
+        )?)
+    }
+
     /// Waits until `n` agents show as connected in the API.
     pub fn wait_connected(&self, n: usize, limit: Duration) -> Result<Vec<String>> {
         let api = self.api();
@@ -782,6 +793,32 @@ impl Api {
     }
 }
 
+/// A TLS connection to the agent port on loopback, as `tls` sets it up (ALPN h2 for an
+/// agent's config): what a raw HTTP/2 peer starts from.
+pub async fn agent_tls_connect(
+    port: u16,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    Ok(tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?)
+}
+
+/// Every flow status is finished with exactly the rows loadgen's report says it sent.
+pub fn assert_rows_as_sent(statuses: &[Value], sent: &std::collections::HashMap<String, u64>) {
+    for status in statuses {
+        let flow = status["flow_id"].as_str().expect("a status names its flow");
+        assert_eq!(status["state"], "finished", "{status}");
+        assert_eq!(
+            status["total_rows"].as_u64(),
+            sent.get(flow).copied(),
+            "flow {flow}: server rows = rows loadgen sent"
+        );
+    }
+}
+
 /// Paging the connected clients (offset + limit, with `total`) lists every agent once.
 pub fn assert_connected_pages_cover(api: &Api, ids: &[String]) -> anyhow::Result<()> {
     let page = ids.len() / 3 + 1;
@@ -837,15 +874,7 @@ pub fn run_fleet(
     let sent = loadgen_rows_sent(&report)?;
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
     assert_eq!(sent.len(), clients, "loadgen delivered one flow per agent");
-    for status in &statuses {
-        let flow = status["flow_id"].as_str().unwrap();
-        assert_eq!(status["state"], "finished", "{status}");
-        assert_eq!(
-            status["total_rows"].as_u64(),
-            Some(sent[flow]),
-            "flow {flow}: server rows = rows loadgen sent"
-        );
-    }
+    assert_rows_as_sent(&statuses, &sent);
     // What is on disk is exactly that too: no row lost, none duplicated.
     for (client, flow) in flows.iter().take(50) {
         let on_disk: usize = artifacts
