@@ -51,8 +51,14 @@ fn no_result_files_stay_open_between_uploads() -> anyhow::Result<()> {
         "every artifact's three files exist"
     );
     let pid = deployment.frontend_pid().unwrap();
-    let open: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+    let targets: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    // Its sockets and epoll/io_uring fds at least: an empty list would mean the links
+    // could not be read, and the check below would pass without looking.
+    assert!(!targets.is_empty(), "no fd of the frontend could be read");
+    let open: Vec<_> = targets
+        .into_iter()
         .filter(|target| target.starts_with(deployment.datastore()))
         .collect();
     assert!(open.is_empty(), "files held open between uploads: {open:?}");

@@ -75,6 +75,10 @@ fn the_gui_thread_is_niced_above_the_agent_shards() -> anyhow::Result<()> {
     } else {
         // Raising priority needs CAP_SYS_NICE; without it the frontend runs unfavoured.
         assert!(favoured.is_empty(), "{threads:?}");
+        common::skip(
+            "priority::the_gui_thread_is_niced_above_the_agent_shards (the favoured thread)",
+            "root (CAP_SYS_NICE) to renice the GUI/API thread",
+        );
     }
     Ok(())
 }
@@ -117,6 +121,11 @@ fn the_realtime_gui_thread_runs_round_robin_and_the_shards_do_not() -> anyhow::R
         );
     } else {
         assert!(realtime.is_empty(), "{threads:?}");
+        common::skip(
+            "priority::the_realtime_gui_thread_runs_round_robin_and_the_shards_do_not \
+             (the SCHED_RR thread)",
+            "root (CAP_SYS_NICE) for SCHED_RR",
+        );
     }
     assert!(
         threads
