@@ -4,7 +4,6 @@
 //! session.
 
 pub mod auth;
-pub mod gui;
 pub mod hunts;
 pub mod routes;
 

@@ -120,7 +120,7 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         ));
     }
     match (&method, segments.as_slice()) {
-        (&Method::GET, [""]) => Ok(html_response(crate::api::gui::INDEX_HTML)),
+        (&Method::GET, [""]) => Ok(html_response(crate::gui::INDEX_HTML)),
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
         (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(
             StatusCode::OK,
