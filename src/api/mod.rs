@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::config::ServerConfig;
+use crate::config::{FrontendRole, ServerConfig};
 use crate::datastore::Datastore;
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
@@ -36,7 +36,7 @@ pub struct ApiCtx {
     pub auth: auth::Authenticator,
     pub frontend_name: String,
     /// A minion serves only `/metrics` (it has no GUI).
-    pub metrics_only: bool,
+    pub role: FrontendRole,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.

@@ -222,11 +222,24 @@ pub struct MinionEntry {
     pub metrics_port: Option<u16>,
 }
 
-/// Which frontend this process is: the master, or one of the configured minions.
-#[derive(Debug, Clone)]
+/// What a frontend is in its deployment. The one carrier of the role: presence, the API
+/// (which shows it as "master"/"minion") and start-up all match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FrontendRole {
+    /// Serves the GUI/API and hunts, and the replication service minions link to.
     Master,
-    Minion(MinionEntry),
+    /// Serves agents and at most `/metrics`; links to the master.
+    Minion,
+}
+
+impl FrontendRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::Minion => "minion",
+        }
+    }
 }
 
 /// What differs between the frontends that share one config file.
@@ -238,11 +251,14 @@ pub struct FrontendIdentity {
     pub certificate: String,
     pub private_key: String,
     pub role: FrontendRole,
+    /// Where the GUI/API (master) or `/metrics` (minion) listens on `gui.bind_address`;
+    /// none for a minion configured without a metrics port.
+    pub api_port: Option<u16>,
 }
 
 impl FrontendIdentity {
     pub fn is_master(&self) -> bool {
-        matches!(self.role, FrontendRole::Master)
+        self.role == FrontendRole::Master
     }
 }
 
@@ -419,6 +435,7 @@ impl ServerConfig {
                 certificate: self.frontend.certificate.clone(),
                 private_key: self.frontend.private_key.clone(),
                 role: FrontendRole::Master,
+                api_port: Some(self.gui.port),
             });
         };
         let Some(minion) = self.minions.iter().find(|m| m.name == node) else {
@@ -434,7 +451,8 @@ impl ServerConfig {
             agent_port,
             certificate: minion.certificate.clone(),
             private_key: minion.private_key.clone(),
-            role: FrontendRole::Minion(minion.clone()),
+            role: FrontendRole::Minion,
+            api_port: minion.metrics_port,
         })
     }
 

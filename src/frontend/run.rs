@@ -204,7 +204,7 @@ pub fn run_frontend(
         "agents on {}:{} ({shards} shards)",
         config.frontend.bind_address, identity.agent_port
     );
-    match &identity.role {
+    match identity.role {
         FrontendRole::Master => crate::say!(
             "packhunt frontend {name} ready: {agents}, GUI/API on https://{}:{}/ (priority: {:?}){}",
             config.gui.bind_address,
@@ -212,7 +212,7 @@ pub fn run_frontend(
             config.gui.priority,
             if config.minions.is_empty() { String::new() } else { format!(", minions link on port {}", config.frontend.replication_port) }
         ),
-        FrontendRole::Minion(_) => crate::say!(
+        FrontendRole::Minion => crate::say!(
             "packhunt minion {name} ready: {agents}, linking to the master at {}:{}",
             config.frontend.public_host,
             config.frontend.replication_port
@@ -257,7 +257,7 @@ fn start_replication(
                 inbox,
             )?
         }
-        FrontendRole::Minion(_) => crate::replication::thread::spawn_minion(
+        FrontendRole::Minion => crate::replication::thread::spawn_minion(
             config.clone(),
             identity.clone(),
             outbox_rx,
@@ -380,17 +380,18 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         tls,
         link,
     } = setup;
+    let role = identity.role;
     let is_master = identity.is_master();
-    let minions: Vec<(String, &'static str)> = if is_master {
+    let minions: Vec<(String, FrontendRole)> = if is_master {
         config
             .minions
             .iter()
-            .map(|m| (m.name.clone(), "minion"))
+            .map(|m| (m.name.clone(), FrontendRole::Minion))
             .collect()
     } else {
         Vec::new()
     };
-    let presence = Rc::new(Presence::new(&identity.name, is_master, &minions));
+    let presence = Rc::new(Presence::new(&identity.name, role, &minions));
     // A minion reports its agents to the master; the master has no one to report to.
     let forward = if is_master {
         None
@@ -414,15 +415,11 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
             notifier.clone(),
             outbox,
             inbox,
-            is_master,
+            role,
         ))
         .detach();
     }
-    let port = match &identity.role {
-        FrontendRole::Master => Some(config.gui.port),
-        FrontendRole::Minion(minion) => minion.metrics_port,
-    };
-    let Some(port) = port else {
+    let Some(port) = identity.api_port else {
         let _ = ready.send(Ok(()));
         let _ = shutdown.await;
         return;
@@ -476,7 +473,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         presence,
         auth,
         frontend_name: identity.name,
-        metrics_only: !is_master,
+        role,
     });
     api::serve(ctx, listener, tls, shutdown).await;
 }
