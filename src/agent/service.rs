@@ -63,14 +63,8 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         identity.rustls_cert_chain(),
         identity.rustls_private_key(),
     )?;
-    let urls = config
-        .client
-        .server_urls
-        .iter()
-        .map(|u| ServerUrl::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
     let opts = AgentOptions {
-        urls,
+        urls: config.client.server_urls.clone(),
         tls,
         local_ip: None,
         info: host_info(),

@@ -49,8 +49,8 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
-pub fn bind(address: &str, port: u16) -> std::io::Result<TcpListener> {
-    TcpListener::bind((address, port)).map_err(std::io::Error::from)
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).map_err(std::io::Error::from)
 }
 
 /// Accepts GUI/API connections until shutdown.
