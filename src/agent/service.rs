@@ -16,8 +16,6 @@ pub enum AgentError {
     Writeback(#[from] crate::agent::writeback::WritebackError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::server::TlsConfigError),
-    #[error("config: {0}")]
-    Url(#[from] crate::config::url::UrlError),
 }
 
 /// Logs what the agent does at the levels an operator needs.
