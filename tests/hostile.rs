@@ -541,7 +541,7 @@ struct Agent {
 }
 
 fn ca_pem(d: &Deployment) -> Result<String> {
-    Ok(packhunt::config::ClientConfig::load(&d.client_config())?
+    Ok(packhunt::config::ClientFile::load(&d.client_config())?
         .client
         .ca_certificate)
 }
@@ -551,7 +551,11 @@ fn ca_pem(d: &Deployment) -> Result<String> {
 async fn connect_agent(d: &Deployment) -> Result<Agent> {
     let identity = AgentIdentity::generate()?;
     let (chain, key) = (identity.rustls_cert_chain(), identity.rustls_private_key());
-    let tls = packhunt::tls::client::agent_client_config(&ca_pem(d)?, chain, key)?;
+    let tls = packhunt::tls::client::agent_client_config(
+        &packhunt::tls::pem::certificates(&ca_pem(d)?)?,
+        chain,
+        key,
+    )?;
     let url = ServerUrl {
         host: "127.0.0.1".into(),
         port: d.agent_port,

@@ -117,7 +117,7 @@ fn start_cluster(lab: &mut Lab) -> Result<Cluster> {
             &["client", "--config", path_str(&client_config)?],
         )?;
     }
-    let ca_pem = packhunt::config::ClientConfig::load(&dir.join("client.config.toml"))?
+    let ca_pem = packhunt::config::ClientFile::load(&dir.join("client.config.toml"))?
         .client
         .ca_certificate;
     let api = Api::new(&master.address, GUI_PORT, &ca_pem);
@@ -562,7 +562,7 @@ fn generate_config(dir: &Path, master: &str, minions: &[&str]) -> Result<PathBuf
 /// A client config for agent `i`: its own writeback (so its own client id), talking
 /// only to the frontend at `address`.
 fn agent_config(dir: &Path, i: usize, address: &str) -> Result<PathBuf> {
-    let mut config = packhunt::config::ClientConfig::load(&dir.join("client.config.toml"))?;
+    let mut config = packhunt::config::ClientFile::load(&dir.join("client.config.toml"))?;
     config.client.server_urls = vec![format!("https://{}/", frontend_name(address))];
     config.client.writeback_path = dir.join(format!("agent-{i}.writeback.toml"));
     let path = dir.join(format!("agent-{i}.client.config.toml"));
@@ -747,7 +747,9 @@ impl Api {
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
         use base64::Engine;
-        let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
+        let config = packhunt::tls::client::api_client_config(&packhunt::tls::pem::certificates(
+            &self.ca_pem,
+        )?)?;
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
         let tls = tokio_rustls::TlsConnector::from(config)

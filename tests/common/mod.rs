@@ -102,7 +102,7 @@ impl Deployment {
         let mut text = std::fs::read_to_string(&server_config)?;
         edit(&mut text);
         std::fs::write(&server_config, text)?;
-        let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(
+        let client: packhunt::config::ClientFile = toml::from_str(&std::fs::read_to_string(
             dir.path().join("client.config.toml"),
         )?)?;
         Ok(Deployment {
@@ -218,9 +218,9 @@ impl Deployment {
     pub fn client_config_with(
         &self,
         name: &str,
-        edit: impl FnOnce(&mut packhunt::config::ClientConfig),
+        edit: impl FnOnce(&mut packhunt::config::ClientFile),
     ) -> Result<PathBuf> {
-        let mut cfg = packhunt::config::ClientConfig::load(&self.client_config())?;
+        let mut cfg = packhunt::config::ClientFile::load(&self.client_config())?;
         edit(&mut cfg);
         let path = self.path().join(name);
         packhunt::config::write_toml(&path, &cfg)?;
@@ -568,7 +568,10 @@ impl Api {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let mut config = (*packhunt::tls::client::api_client_config(&self.ca_pem)?).clone();
+            let mut config = (*packhunt::tls::client::api_client_config(
+                &packhunt::tls::pem::certificates(&self.ca_pem)?,
+            )?)
+            .clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
@@ -606,7 +609,9 @@ impl Api {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
-        let config = packhunt::tls::client::api_client_config(&self.ca_pem)?;
+        let config = packhunt::tls::client::api_client_config(&packhunt::tls::pem::certificates(
+            &self.ca_pem,
+        )?)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
         let tls = tokio_rustls::TlsConnector::from(config)
@@ -829,7 +834,7 @@ impl RawAgent {
             identity.rustls_cert_chain(),
             identity.rustls_private_key(),
         )?;
-        let url = packhunt::config::url::ServerUrl::parse(&config.client.server_urls[0])?;
+        let url = config.client.server_urls[0].clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
