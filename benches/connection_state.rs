@@ -213,14 +213,11 @@ fn pki() -> Pki {
         .expect("agent client config")
     };
     Pki {
-        server: agent_server_config(&server.frontend.certificate, &server.frontend.private_key)
-            .expect("agent server config"),
+        server: agent_server_config(&server.frontend.tls).expect("agent server config"),
         client_full: client_config(),
         client_resuming: client_config(),
-        server_name: ServerName::try_from(server.frontend.public_host.clone())
-            .expect("generated host is a server name"),
-        server_key: packhunt::tls::pem::private_key(&server.frontend.private_key)
-            .expect("generated key parses"),
+        server_name: server.frontend.master_tls_name.clone(),
+        server_key: server.frontend.tls.key.clone_key(),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod datastore;
 pub mod frontend;
+pub mod gui;
 pub mod hunts;
 pub mod ids;
 pub mod limits;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use packhunt::config::{generate, ClientConfig, ServerConfig};
+use packhunt::config::{generate, ClientConfig, ClientFile, ServerConfig};
 
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
@@ -233,9 +233,8 @@ fn quickstart(
     }
     let config = ServerConfig::load(&server_config)?;
     eprintln!(
-        "GUI: https://{}:{}/  (user admin, password in {})",
-        config.gui.bind_address,
-        config.gui.port,
+        "GUI: https://{}/  (user admin, password in {})",
+        config.gui.address,
         dir.join("admin-password.txt").display()
     );
     eprintln!(
@@ -247,7 +246,7 @@ fn quickstart(
         let client_dir = dir.join(format!("client-{i}"));
         std::fs::create_dir_all(&client_dir)?;
         let client_config = client_dir.join("client.config.toml");
-        let mut cc = ClientConfig::load(&dir.join("client.config.toml"))?;
+        let mut cc = ClientFile::load(&dir.join("client.config.toml"))?;
         cc.client.writeback_path = PathBuf::from("client.writeback.toml");
         packhunt::config::write_toml(&client_config, &cc)?;
         let exe = std::env::current_exe()?;

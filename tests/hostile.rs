@@ -510,7 +510,7 @@ fn runtime() -> Runtime {
 }
 
 fn ca_pem(d: &Deployment) -> Result<String> {
-    Ok(packhunt::config::ClientConfig::load(&d.client_config())?
+    Ok(packhunt::config::ClientFile::load(&d.client_config())?
         .client
         .ca_certificate)
 }

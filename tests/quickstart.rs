@@ -44,7 +44,7 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     let password = std::fs::read_to_string(data.join("admin-password.txt"))?
         .trim()
         .to_string();
-    let client: packhunt::config::ClientConfig =
+    let client: packhunt::config::ClientFile =
         toml::from_str(&std::fs::read_to_string(data.join("client.config.toml"))?)?;
     assert_eq!(
         client.client.server_urls,

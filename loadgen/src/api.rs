@@ -14,20 +14,26 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 
 /// Where the API is and who to be there.
 #[derive(Clone)]
 pub struct ApiTarget {
     pub host: String,
     pub port: u16,
-    pub ca_pem: String,
+    pub ca: Vec<CertificateDer<'static>>,
     /// (user, password) for Basic authentication; None sends no credentials.
     pub auth: Option<(String, String)>,
 }
 
 impl ApiTarget {
     /// `https://HOST:PORT[/]`.
-    pub fn parse(url: &str, ca_pem: &str, user: &str, password: &str) -> Result<Self> {
+    pub fn parse(
+        url: &str,
+        ca: &[CertificateDer<'static>],
+        user: &str,
+        password: &str,
+    ) -> Result<Self> {
         let rest = url
             .strip_prefix("https://")
             .context("API URL must start with https://")?;
@@ -38,7 +44,7 @@ impl ApiTarget {
         Ok(Self {
             host: host.to_string(),
             port: port.parse()?,
-            ca_pem: ca_pem.to_string(),
+            ca: ca.to_vec(),
             auth: Some((user.into(), password.into())),
         })
     }
@@ -59,7 +65,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub async fn connect(target: &ApiTarget) -> Result<Self> {
-        let config = packhunt::tls::client::api_client_config(&target.ca_pem)?;
+        let config = packhunt::tls::client::api_client_config(&target.ca)?;
         let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(true)?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;

@@ -15,14 +15,10 @@ use packhunt::tls::agent_key::AgentIdentity;
 
 use crate::stats::{AgentObserver, CountingTicketStore, Stats};
 use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP};
+use rustls::pki_types::CertificateDer;
 
 pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
-    let urls = config
-        .client
-        .server_urls
-        .iter()
-        .map(|u| ServerUrl::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
+    let urls = config.client.server_urls.clone();
     let identities = load_identities(&args)?;
     let fleet_size = args.first_agent + args.clients;
     let source_ips = if args.source_ips == 0 {
@@ -33,7 +29,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let stats = Arc::new(Stats::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(SyntheticRunner::for_args(&args));
-    let ca_pem: Arc<str> = config.client.ca_certificate.as_str().into();
+    let ca: Arc<[CertificateDer<'static>]> = config.client.ca_certificate.clone().into();
     // Workers only run agents; the coordinator (or a lone process) drives the scenario.
     let driver = (!args.worker)
         .then(|| args.driver_plan(&config.client.ca_certificate))
@@ -54,7 +50,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             },
             max_upload_bytes: config.client.max_upload_bytes,
             drop_connection_every_uploads: args.drop_connection_every_uploads,
-            ca_pem: ca_pem.clone(),
+            ca: ca.clone(),
             identity,
         };
         let tls = plan.tls(&stats)?;
@@ -225,7 +221,7 @@ struct AgentPlan {
     info: pb::ClientInfo,
     max_upload_bytes: u64,
     drop_connection_every_uploads: u64,
-    ca_pem: Arc<str>,
+    ca: Arc<[CertificateDer<'static>]>,
     identity: AgentIdentity,
 }
 
@@ -233,7 +229,7 @@ impl AgentPlan {
     /// The agent's own client config, with its ticket cache counting the tickets offered.
     fn tls(&self, stats: &Arc<Stats>) -> Result<Arc<rustls::ClientConfig>> {
         let config = packhunt::tls::client::agent_client_config(
-            &self.ca_pem,
+            &self.ca,
             self.identity.rustls_cert_chain(),
             self.identity.rustls_private_key(),
         )?;

@@ -83,16 +83,13 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
     ensure!(n > 0, "--measure-handshake needs at least one handshake");
     let server_cfg = packhunt::config::ServerConfig::load(server_config)?;
     let client_cfg = packhunt::config::ClientConfig::load(client_config)?;
-    let server = packhunt::tls::server::agent_server_config(
-        &server_cfg.frontend.certificate,
-        &server_cfg.frontend.private_key,
-    )?;
+    let server = packhunt::tls::server::agent_server_config(&server_cfg.frontend.tls)?;
     let url = client_cfg
         .client
         .server_urls
         .first()
         .context("client config has no server_urls")?;
-    let host = packhunt::config::url::ServerUrl::parse(url)?.host;
+    let host = url.host.clone();
     let name = ServerName::try_from(host.clone())
         .map_err(|_| anyhow::anyhow!("bad server name `{host}`"))?;
     let mut full_clients = Vec::with_capacity(IDENTITIES);

@@ -127,9 +127,12 @@ pub struct Args {
 
 impl Args {
     /// The scenario driver's plan (only the coordinator or a lone process drives).
-    pub fn driver_plan(&self, ca_pem: &str) -> Result<driver::DriverPlan> {
+    pub fn driver_plan(
+        &self,
+        ca: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<driver::DriverPlan> {
         let target = match (&self.api_url, &self.api_password) {
-            (Some(url), Some(pw)) => Some(api::ApiTarget::parse(url, ca_pem, &self.api_user, pw)?),
+            (Some(url), Some(pw)) => Some(api::ApiTarget::parse(url, ca, &self.api_user, pw)?),
             (Some(_), None) => bail!("--api-url needs --api-password (or LOADGEN_API_PASSWORD)"),
             _ => None,
         };

@@ -16,8 +16,6 @@ pub enum AgentError {
     Writeback(#[from] crate::agent::writeback::WritebackError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::server::TlsConfigError),
-    #[error("config: {0}")]
-    Url(#[from] crate::config::url::UrlError),
 }
 
 /// Logs what the agent does at the levels an operator needs.
@@ -63,14 +61,8 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         identity.rustls_cert_chain(),
         identity.rustls_private_key(),
     )?;
-    let urls = config
-        .client
-        .server_urls
-        .iter()
-        .map(|u| ServerUrl::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
     let opts = AgentOptions {
-        urls,
+        urls: config.client.server_urls.clone(),
         tls,
         local_ip: None,
         info: host_info(),

@@ -4,7 +4,6 @@
 //! session.
 
 pub mod auth;
-pub mod gui;
 pub mod hunts;
 pub mod routes;
 
@@ -19,7 +18,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::config::ServerConfig;
+use crate::config::{FrontendRole, ServerConfig};
 use crate::datastore::Datastore;
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
@@ -36,7 +35,7 @@ pub struct ApiCtx {
     pub auth: auth::Authenticator,
     pub frontend_name: String,
     /// A minion serves only `/metrics` (it has no GUI).
-    pub metrics_only: bool,
+    pub role: FrontendRole,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.
@@ -49,8 +48,8 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
-pub fn bind(address: &str, port: u16) -> std::io::Result<TcpListener> {
-    TcpListener::bind((address, port)).map_err(std::io::Error::from)
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).map_err(std::io::Error::from)
 }
 
 /// Accepts GUI/API connections until shutdown.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiCtx, ApiResponse};
-use crate::config::Role;
+use crate::config::{FrontendRole, Role};
 use crate::datastore::{
     self, ArtifactName, ArtifactRequestDoc, Datastore, DatastoreError, Fault, FlowRequest,
     FlowState, FlowStatusDoc,
@@ -114,13 +114,13 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             principal.user
         )));
     }
-    if ctx.metrics_only && segments.as_slice() != ["metrics"] {
+    if ctx.role == FrontendRole::Minion && segments.as_slice() != ["metrics"] {
         return Err(ApiError::NotFound(
             "a minion serves only /metrics; use the master's API".into(),
         ));
     }
     match (&method, segments.as_slice()) {
-        (&Method::GET, [""]) => Ok(html_response(crate::api::gui::INDEX_HTML)),
+        (&Method::GET, [""]) => Ok(html_response(crate::gui::INDEX_HTML)),
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
         (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(
             StatusCode::OK,

@@ -21,8 +21,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 
 use super::{
-    ClientConfig, ClientSection, ConfigError, DatastoreSection, FrontendSection, GuiPriority,
-    GuiSection, LimitsSection, Role, ServerConfig, ServerTlsSection, UserEntry,
+    ClientFile, ClientSection, ConfigError, DatastoreSection, FrontendSection, GuiPriority,
+    GuiSection, LimitsSection, Role, ServerFile, ServerTlsSection, UserEntry,
 };
 use crate::config::url::ServerUrl;
 
@@ -215,8 +215,8 @@ fn server_config(
     certificate: String,
     private_key: String,
     password_hash: String,
-) -> ServerConfig {
-    ServerConfig {
+) -> ServerFile {
+    ServerFile {
         frontend: FrontendSection {
             public_host: opts.public_host.clone(),
             bind_address: "0.0.0.0".into(),
@@ -255,12 +255,12 @@ fn server_config(
     }
 }
 
-fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientConfig {
+fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientFile {
     let url = ServerUrl {
         host: opts.public_host.clone(),
         port: opts.frontend_port,
     };
-    ClientConfig {
+    ClientFile {
         client: ClientSection {
             server_urls: vec![url.to_string()],
             ca_certificate: ca.cert_pem.clone(),
@@ -273,7 +273,7 @@ fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientConfig {
 /// Writes the server config readable by its owner only, atomically (temp + fsync + rename).
 /// `limits.concurrency` is left out so each frontend derives it from its own core count at
 /// load instead of inheriting the generating machine's.
-fn write_server_config(path: &Path, config: &ServerConfig) -> Result<(), ConfigError> {
+fn write_server_config(path: &Path, config: &ServerFile) -> Result<(), ConfigError> {
     // Serialised from the struct, not a toml::Value, to keep [frontend] first for the
     // operator. Only LimitsSection has a `concurrency` key, and PEM lines never match.
     let body: String = toml::to_string_pretty(config)
@@ -481,6 +481,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::verify_server;
     use super::*;
+    use crate::config::{ClientConfig, ServerConfig};
 
     fn generate_into(dir: &Path, password: Option<&str>) -> Generated {
         let mut opts = GenerateOptions::new(dir);
@@ -498,12 +499,12 @@ mod tests {
         assert_eq!(server.datastore.location, dir.path().join(DATASTORE_DIR));
         assert!(server.datastore.location.is_dir());
         assert!(server.datastore.fsync_documents);
-        assert_eq!(server.frontend.agent_port, DEFAULT_FRONTEND_PORT);
-        assert_eq!(server.gui.port, DEFAULT_GUI_PORT);
-        assert_eq!(server.gui.bind_address, "127.0.0.1");
+        assert_eq!(server.frontend.master.port, DEFAULT_FRONTEND_PORT);
+        assert_eq!(server.gui.address.port(), DEFAULT_GUI_PORT);
+        assert_eq!(server.gui.address.ip(), IpAddr::from([127, 0, 0, 1]));
         // Left out of the file so each frontend sizes it for its own cores.
         assert_eq!(
-            server.limits.concurrency,
+            server.limits.concurrency.get(),
             crate::limits::default_concurrency()
         );
         let text = std::fs::read_to_string(&out.server_config_path).unwrap();
@@ -515,11 +516,11 @@ mod tests {
             text.find("[frontend]") < text.find("[datastore]"),
             "struct order kept"
         );
-        assert_eq!(server.master_name(), "127.0.0.1:8000");
+        assert_eq!(server.frontend.master.to_string(), "127.0.0.1:8000");
         let client = ClientConfig::load(&out.client_config_path).unwrap();
         assert_eq!(
             client.client.server_urls,
-            vec!["https://127.0.0.1:8000/".to_string()]
+            vec![ServerUrl::parse("https://127.0.0.1:8000/").unwrap()]
         );
         assert_eq!(client.client.ca_certificate, server.tls.ca_certificate);
         assert_eq!(
@@ -574,8 +575,8 @@ mod tests {
     #[test]
     fn frontend_certificate_chains_to_the_ca() {
         let dir = tempfile::tempdir().unwrap();
-        let server =
-            ServerConfig::load(&generate_into(dir.path(), None).server_config_path).unwrap();
+        // The PEM as written: what `config frontend` and agents work from.
+        let server = ServerFile::load(&generate_into(dir.path(), None).server_config_path).unwrap();
         let verify = |name: &str| {
             verify_server(
                 &server.tls.ca_certificate,
@@ -622,7 +623,7 @@ mod tests {
         assert!(ca_x509.is_ca());
         assert!(!cert_x509.is_ca());
         assert_eq!(cert_x509.validity().not_after, ca_x509.validity().not_after);
-        crate::tls::pem::check_private_key(&key).unwrap();
+        crate::tls::pem::private_key(&key).unwrap();
     }
 
     // Goal: a mismatched CA key or a bad host is refused before anything is signed.
@@ -665,10 +666,13 @@ mod tests {
         opts.frontend_port = 9443;
         let out = generate(&opts).unwrap();
         let client = ClientConfig::load(&out.client_config_path).unwrap();
-        assert_eq!(
-            client.client.server_urls,
-            vec!["https://[::1]:9443/".to_string()]
-        );
+        let urls: Vec<String> = client
+            .client
+            .server_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(urls, ["https://[::1]:9443/"]);
         assert_eq!(
             frontend_subject_alt_names("::1"),
             ["::1", "localhost", "127.0.0.1"]

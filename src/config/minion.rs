@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use super::generate::{issue_frontend_certificate, write_private_file, CLIENT_CONFIG_FILE};
-use super::{parse_node, ClientConfig, ConfigError, ServerConfig};
-use crate::config::url::ServerUrl;
+use super::url::{HostPort, ServerUrl};
+use super::{ClientConfig, ConfigError, ServerFile};
 
 /// What `add_minion` wrote.
 #[derive(Debug, Clone)]
@@ -24,19 +24,21 @@ pub fn add_minion(
     name: &str,
     metrics_port: Option<u16>,
 ) -> Result<AddedMinion, ConfigError> {
-    // Load first: a broken config is reported as such, not as an edit failure.
-    let config = ServerConfig::load(path)?;
-    let (host, _) = parse_node(name).map_err(ConfigError::Generate)?;
-    if config.frontend_names().iter().any(|n| n == name) {
+    // Load first: a broken config is reported as such, not as an edit failure. The raw
+    // file is kept for the CA's PEM, which the typed config does not carry.
+    let file = ServerFile::load(path)?;
+    let config = file.clone().parse(path)?;
+    let name = HostPort::parse(name).map_err(ConfigError::Generate)?;
+    if config.frontend_names().contains(&name) {
         return Err(ConfigError::Generate(format!(
             "frontend `{name}` is already in {}",
             path.display()
         )));
     }
     let (certificate, private_key) = issue_frontend_certificate(
-        &config.tls.ca_certificate,
-        &config.tls.ca_private_key,
-        &host,
+        &file.tls.ca_certificate,
+        &file.tls.ca_private_key,
+        &name.host,
     )?;
 
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -50,7 +52,7 @@ pub fn add_minion(
                 message: e.to_string(),
             })?;
     let mut entry = toml_edit::Table::new();
-    entry["name"] = toml_edit::value(name);
+    entry["name"] = toml_edit::value(name.to_string());
     entry["certificate"] = toml_edit::value(certificate);
     entry["private_key"] = toml_edit::value(private_key);
     if let Some(port) = metrics_port {
@@ -76,22 +78,16 @@ pub fn add_minion(
     minions.push(entry);
     let edited = doc.to_string();
     // Check the edited text loads before it replaces the file.
-    let mut check: ServerConfig = toml::from_str(&edited).map_err(|e| ConfigError::Parse {
+    let check: ServerFile = toml::from_str(&edited).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    check.datastore.location = config.datastore.location.clone();
+    check.parse(path)?;
     write_private_file(path, &edited)?;
 
     let client_path = path.with_file_name(CLIENT_CONFIG_FILE);
     let client_config_path = if client_path.exists() {
-        add_client_url(
-            &client_path,
-            &ServerUrl {
-                host,
-                port: parse_node(name).map_err(ConfigError::Generate)?.1,
-            },
-        )?;
+        add_client_url(&client_path, &name.url())?;
         Some(client_path)
     } else {
         None
@@ -136,6 +132,7 @@ mod tests {
     //! CA, which the same config can then run, and which agents learn about.
     use super::*;
     use crate::config::generate::{generate, GenerateOptions};
+    use crate::config::ServerConfig;
 
     fn deployment() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -165,22 +162,24 @@ mod tests {
         assert_eq!(identity.agent_port, 9100);
         assert!(!identity.is_master());
         assert_eq!(config.minions[0].metrics_port, Some(9101));
+        assert_eq!(identity.tls.chain, config.minions[0].tls.chain);
         // The minion's certificate is for its host and chains to the CA the agents pin.
+        let file = ServerFile::load(&path).unwrap();
         crate::config::generate::test_support::verify_server(
-            &config.tls.ca_certificate,
-            &identity.certificate,
+            &file.tls.ca_certificate,
+            &file.minions[0].certificate,
             "127.0.0.1",
         )
         .expect("an agent accepts the minion's certificate");
 
         let client = ClientConfig::load(&dir.path().join("client.config.toml")).unwrap();
-        assert_eq!(
-            client.client.server_urls,
-            vec![
-                "https://127.0.0.1:8000/".to_string(),
-                "https://127.0.0.1:9100/".to_string()
-            ]
-        );
+        let urls: Vec<String> = client
+            .client
+            .server_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(urls, ["https://127.0.0.1:8000/", "https://127.0.0.1:9100/"]);
     }
 
     #[test]

@@ -1,21 +1,31 @@
 //! The typed configuration: `server.config.toml` (frontends) and `client.config.toml`
-//! (agents). Parsing happens here and only here: a broken file fails at start with the
-//! file, the key and what is wrong; nothing past this module sees raw strings for
-//! durations, roles or paths.
+//! (agents). The files deserialize into the raw structs of `file`, which are parsed here
+//! and only here, once: a broken file fails at start with the file, the key and what is
+//! wrong, and nothing past this module sees a string for a duration, an address, a
+//! certificate, a key, a role or a URL.
 
+pub mod file;
 pub mod generate;
 pub mod minion;
 pub mod url;
 
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::Serialize;
+
+pub use file::{
+    ClientFile, ClientSection, DatastoreSection, FrontendSection, GuiPriority, GuiSection,
+    LimitsSection, MinionEntry, Role, ServerFile, ServerTlsSection, UserEntry,
+    DEFAULT_REPLICATION_PORT,
+};
 
 use crate::limits;
-
-/// The master's replication port when `config generate` is not told otherwise.
-pub const DEFAULT_REPLICATION_PORT: u16 = 8001;
+use crate::tls::pem::{self, CertificateAndKey};
+use url::{HostPort, ServerUrl};
 
 /// Errors loading or writing a config file. Always the operator's fault or the disk's.
 #[derive(Debug, thiserror::Error)]
@@ -42,371 +52,172 @@ pub enum ConfigError {
     Generate(String),
 }
 
-/// `server.config.toml`: one file shared by the master and every minion.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `server.config.toml`, parsed: one file shared by the master and every minion. Its
+/// sections mirror the file's; `ServerConfig::load` is the only way to build one.
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub frontend: FrontendSection,
-    pub gui: GuiSection,
-    pub tls: ServerTlsSection,
-    pub datastore: DatastoreSection,
-    #[serde(default)]
-    pub limits: LimitsSection,
-    #[serde(default)]
+    pub frontend: Frontend,
+    pub gui: Gui,
+    pub tls: ServerTls,
+    pub datastore: DatastoreSettings,
+    pub limits: Limits,
+    /// Invariant: not empty, and every `password_hash` is an argon2 PHC string.
     pub users: Vec<UserEntry>,
-    /// Minion frontends added with `packhunt config frontend`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub minions: Vec<MinionEntry>,
+    /// Invariant: names are unique and none is the master's.
+    pub minions: Vec<Minion>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrontendSection {
-    /// Host agents use to reach the master (in its certificate and the client URLs).
-    pub public_host: String,
-    /// Address the agent port binds to.
-    pub bind_address: String,
-    pub agent_port: u16,
-    /// Port of the master's replication service (gRPC over mutual TLS) that minions
-    /// connect to at `public_host`. Bound only when minions are configured.
-    #[serde(default = "default_replication_port")]
+/// `[frontend]`: the master's address, certificate and process resources.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    /// `public_host:agent_port`: the master's name, and where agents reach it.
+    pub master: HostPort,
+    /// `public_host` as the TLS name minions check the master's certificate against.
+    pub master_tls_name: ServerName<'static>,
+    /// Address the agent port (and the master's replication port) binds to.
+    pub bind_address: IpAddr,
+    /// Port of the master's replication service; bound only when minions are configured.
     pub replication_port: u16,
-    /// Agent shards (executor threads); 0 = one per core.
-    #[serde(default)]
-    pub shards: usize,
-    /// io_uring memory glommio registers per shard; memlock bounds the total.
-    #[serde(default = "default_io_memory_bytes")]
+    /// Agent shards (executor threads); none = one per core.
+    pub shards: Option<NonZeroUsize>,
+    /// Invariant: at least `limits::MIN_IO_MEMORY_BYTES`.
     pub io_memory_bytes: usize,
-    /// io_uring entries per ring of an agent shard. Deeper rings give the kernel's
-    /// table of outstanding polls (one per idle agent) more buckets (tuning.md).
-    #[serde(default = "default_io_ring_depth")]
+    /// Invariant: within `limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH`.
     pub io_ring_depth: usize,
-    /// Open files this process may use (production raises `LimitNOFILE`).
-    #[serde(default = "default_max_open_files")]
+    /// Invariant: above `limits::RESERVED_FILES`.
     pub max_open_files: u64,
-    /// Transparent huge pages for this process. Off by default: the allocator's huge
-    /// pages are only partly used by 19k small idle connections, which costs ~7-13 KiB of
-    /// RSS per agent (tuning.md); turn on only for heaps that fill them.
-    #[serde(default)]
     pub transparent_huge_pages: bool,
-    /// PEM certificate + key the agent port presents (the master's).
-    pub certificate: String,
-    pub private_key: String,
+    /// The master's certificate and key.
+    pub tls: CertificateAndKey,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuiSection {
-    pub bind_address: String,
-    pub port: u16,
-    /// Where GUI/API work runs relative to agent work.
-    #[serde(default)]
+impl Frontend {
+    /// Where the master listens for minions.
+    pub fn replication_address(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_address, self.replication_port)
+    }
+}
+
+/// `[gui]`.
+#[derive(Debug, Clone)]
+pub struct Gui {
+    /// The master's GUI/API listener; a minion's `/metrics` uses its IP.
+    pub address: SocketAddr,
     pub priority: GuiPriority,
 }
 
-/// `executor`: a dedicated priority executor thread (the design), niced above the shards.
-/// `realtime`: the same thread under SCHED_RR, so the kernel runs it as soon as it wakes
-/// (needs CAP_SYS_NICE; falls back to `executor`'s nice otherwise). The kernel's RT
-/// throttling leaves the shards at least 5 % of a core should it ever spin.
-/// `shared`: GUI/API served on agent shard 0 at equal priority — the baseline that
-/// reproduces the anchor product's sluggish GUI, kept for benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GuiPriority {
-    #[default]
-    Executor,
-    Realtime,
-    Shared,
+/// `[tls]`. The CA key stays in the file: only `config frontend` needs it.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The deployment CA agents pin and frontends check each other against. Not empty.
+    pub ca_certificate: Vec<CertificateDer<'static>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTlsSection {
-    /// PEM of the deployment CA; agents pin it.
-    pub ca_certificate: String,
-    /// PEM of the CA key: needed to sign minion certificates (`config frontend`).
-    pub ca_private_key: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatastoreSection {
-    /// Root of the datastore; a shared mount when there are several frontends.
-    /// Relative paths are taken from the config file's folder.
+/// `[datastore]`.
+#[derive(Debug, Clone)]
+pub struct DatastoreSettings {
+    /// Absolute, or relative to the working folder when the config path was.
     pub location: PathBuf,
-    /// fsync whole-file documents (status.json, info.json, ...) before the rename.
-    #[serde(default = "default_true")]
     pub fsync_documents: bool,
-    /// Threads per executor that do datastore file work (mostly waiting on the disk or
-    /// NFS, so more threads than cores: fsyncs and NFS round trips then overlap).
-    #[serde(default = "default_io_threads")]
-    pub io_threads_per_executor: usize,
+    /// Invariant: at most `limits::MAX_IO_THREADS_PER_EXECUTOR`.
+    pub io_threads_per_executor: NonZeroUsize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsSection {
-    /// Uploads processed at once by this frontend (split over its agent shards).
-    pub concurrency: u32,
-    /// How long an upload waits for a concurrency permit before 503 + Retry-After.
-    pub concurrency_wait_ms: u64,
-    pub max_connections_per_second: u32,
-    pub hunt_recruitment_per_second: u32,
-    pub max_upload_bytes: u64,
-    pub handshake_timeout_ms: u64,
-    /// Connections each agent shard handshakes at once; more wait in the accept queue.
-    pub handshakes_in_flight_per_shard: u32,
-    pub idle_timeout_ms: u64,
-    pub request_timeout_ms: u64,
+/// `[limits]`, with units in the types: the `_ms` keys are `Duration`s.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub concurrency: NonZeroU32,
+    pub concurrency_wait: Duration,
+    pub max_connections_per_second: NonZeroU32,
+    pub hunt_recruitment_per_second: NonZeroU32,
+    /// Invariant: at most `limits::MAX_MAX_UPLOAD_BYTES`.
+    pub max_upload_bytes: NonZeroU64,
+    /// Invariant: the three timeouts are not zero.
+    pub handshake_timeout: Duration,
+    pub handshakes_in_flight_per_shard: NonZeroU32,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
-impl Default for LimitsSection {
-    fn default() -> Self {
-        Self {
-            concurrency: limits::default_concurrency(),
-            concurrency_wait_ms: limits::DEFAULT_CONCURRENCY_WAIT.as_millis() as u64,
-            max_connections_per_second: limits::DEFAULT_MAX_CONNECTIONS_PER_SECOND,
-            hunt_recruitment_per_second: limits::DEFAULT_HUNT_RECRUITMENT_PER_SECOND,
-            max_upload_bytes: limits::DEFAULT_MAX_UPLOAD_BYTES,
-            handshake_timeout_ms: limits::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
-            handshakes_in_flight_per_shard: limits::DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD,
-            idle_timeout_ms: limits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
-            request_timeout_ms: limits::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
-        }
-    }
-}
-
-impl LimitsSection {
-    pub fn concurrency_wait(&self) -> Duration {
-        Duration::from_millis(self.concurrency_wait_ms)
-    }
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
-    }
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
-    }
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Administrator,
-    Reader,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserEntry {
-    pub name: String,
-    /// argon2id PHC string.
-    pub password_hash: String,
-    pub role: Role,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MinionEntry {
-    /// HOST:PORT: the minion's agent address and its name on the replication stream.
-    pub name: String,
-    /// PEM certificate (signed by the deployment CA, for HOST) + key: presented to
-    /// agents on the agent port and to the master on the replication link.
-    pub certificate: String,
-    pub private_key: String,
-    /// Port on `gui.bind_address` where the minion serves `/metrics` (a minion has no
-    /// GUI); none if absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+/// A `[[minions]]` entry.
+#[derive(Debug, Clone)]
+pub struct Minion {
+    /// Its agent address and its name on the replication stream.
+    pub name: HostPort,
+    /// Presented to agents and to the master; signed by the deployment CA for its host.
+    pub tls: CertificateAndKey,
+    /// Where it serves `/metrics` on the GUI's IP; none if absent.
     pub metrics_port: Option<u16>,
 }
 
-/// Which frontend this process is: the master, or one of the configured minions.
-#[derive(Debug, Clone)]
+/// What a frontend is in its deployment. The one carrier of the role: presence, the API
+/// (which shows it as "master"/"minion") and start-up all match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FrontendRole {
+    /// Serves the GUI/API and hunts, and the replication service minions link to.
     Master,
-    Minion(MinionEntry),
+    /// Serves agents and at most `/metrics`; links to the master.
+    Minion,
+}
+
+impl FrontendRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::Minion => "minion",
+        }
+    }
 }
 
 /// What differs between the frontends that share one config file.
 #[derive(Debug, Clone)]
 pub struct FrontendIdentity {
-    /// HOST:PORT, as agents and the replication stream name this frontend.
-    pub name: String,
+    /// As agents and the replication stream name this frontend.
+    pub name: HostPort,
     pub agent_port: u16,
-    pub certificate: String,
-    pub private_key: String,
+    pub tls: CertificateAndKey,
     pub role: FrontendRole,
+    /// Where the GUI/API (master) or `/metrics` (minion) listens; none for a minion
+    /// configured without a metrics port.
+    pub api_address: Option<SocketAddr>,
 }
 
 impl FrontendIdentity {
     pub fn is_master(&self) -> bool {
-        matches!(self.role, FrontendRole::Master)
+        self.role == FrontendRole::Master
     }
 }
 
-/// `client.config.toml`: what every agent (and loadgen) needs to find the frontends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `client.config.toml`, parsed: what every agent (and loadgen) needs to find the
+/// frontends. Mirrors the file's one section.
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
-    pub client: ClientSection,
+    pub client: ClientSettings,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientSection {
-    /// Every frontend's agent URL, `https://HOST:PORT/`; the agent picks one at random
-    /// and rotates on failure.
-    pub server_urls: Vec<String>,
-    /// PEM of the deployment CA the agent pins.
-    pub ca_certificate: String,
-    /// Where the agent keeps its key and client id. Relative to the config file's folder.
+/// `[client]`.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Every frontend's agent URL; the agent picks one at random and rotates on failure.
+    /// Not empty.
+    pub server_urls: Vec<ServerUrl>,
+    /// The deployment CA the agent pins. Not empty.
+    pub ca_certificate: Vec<CertificateDer<'static>>,
+    /// Where the agent keeps its key and client id. Resolved against the config's folder.
     pub writeback_path: PathBuf,
-    #[serde(default = "default_max_upload_bytes")]
+    /// Invariant: at least `MIN_CLIENT_UPLOAD_BYTES`.
     pub max_upload_bytes: u64,
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_io_threads() -> usize {
-    limits::DEFAULT_IO_THREADS_PER_EXECUTOR
-}
-fn default_io_ring_depth() -> usize {
-    limits::DEFAULT_IO_RING_DEPTH
-}
-
-fn default_io_memory_bytes() -> usize {
-    limits::DEFAULT_IO_MEMORY_BYTES
-}
-fn default_max_open_files() -> u64 {
-    limits::DEFAULT_MAX_OPEN_FILES
-}
-fn default_replication_port() -> u16 {
-    DEFAULT_REPLICATION_PORT
-}
-fn default_max_upload_bytes() -> u64 {
-    limits::DEFAULT_MAX_UPLOAD_BYTES
-}
+/// The floor `client.max_upload_bytes` has always had (a candidate for limits.rs).
+const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;
 
 impl ServerConfig {
-    /// Reads, parses and validates `path`; relative datastore paths are resolved
-    /// against the file's folder.
+    /// Reads, parses and checks `path`; relative datastore paths are resolved against the
+    /// file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: ServerConfig = load_toml(path)?;
-        config.datastore.location = resolve(path, &config.datastore.location);
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            message,
-        };
-        let l = &self.limits;
-        if l.max_upload_bytes == 0 || l.max_upload_bytes > limits::MAX_MAX_UPLOAD_BYTES {
-            return Err(invalid(
-                "limits.max_upload_bytes",
-                format!("must be 1..={}", limits::MAX_MAX_UPLOAD_BYTES),
-            ));
-        }
-        for (key, value) in [
-            ("limits.concurrency", l.concurrency as u64),
-            (
-                "limits.max_connections_per_second",
-                l.max_connections_per_second as u64,
-            ),
-            (
-                "limits.hunt_recruitment_per_second",
-                l.hunt_recruitment_per_second as u64,
-            ),
-            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
-            (
-                "limits.handshakes_in_flight_per_shard",
-                l.handshakes_in_flight_per_shard as u64,
-            ),
-            ("limits.idle_timeout_ms", l.idle_timeout_ms),
-            ("limits.request_timeout_ms", l.request_timeout_ms),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than 0".into()));
-            }
-        }
-        if !(limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH)
-            .contains(&self.frontend.io_ring_depth)
-        {
-            return Err(invalid(
-                "frontend.io_ring_depth",
-                format!(
-                    "must be between {} and {}",
-                    limits::MIN_IO_RING_DEPTH,
-                    limits::MAX_IO_RING_DEPTH
-                ),
-            ));
-        }
-        if self.frontend.io_memory_bytes < limits::MIN_IO_MEMORY_BYTES {
-            return Err(invalid(
-                "frontend.io_memory_bytes",
-                format!(
-                    "glommio needs at least {} bytes",
-                    limits::MIN_IO_MEMORY_BYTES
-                ),
-            ));
-        }
-        if self.frontend.max_open_files <= limits::RESERVED_FILES {
-            return Err(invalid(
-                "frontend.max_open_files",
-                format!(
-                    "must exceed the {} files kept in reserve",
-                    limits::RESERVED_FILES
-                ),
-            ));
-        }
-        let io_threads = self.datastore.io_threads_per_executor;
-        if io_threads == 0 || io_threads > limits::MAX_IO_THREADS_PER_EXECUTOR {
-            return Err(invalid(
-                "datastore.io_threads_per_executor",
-                format!("must be 1..={}", limits::MAX_IO_THREADS_PER_EXECUTOR),
-            ));
-        }
-        if self.users.is_empty() {
-            return Err(invalid(
-                "users",
-                "at least one user is needed for the API".into(),
-            ));
-        }
-        for (i, user) in self.users.iter().enumerate() {
-            if argon2::PasswordHash::new(&user.password_hash).is_err() {
-                return Err(invalid(
-                    &format!("users[{i}].password_hash"),
-                    format!("user `{}`: not an argon2 PHC string", user.name),
-                ));
-            }
-        }
-        crate::tls::pem::check_certificate(&self.tls.ca_certificate)
-            .map_err(|e| invalid("tls.ca_certificate", e.to_string()))?;
-        crate::tls::pem::check_certificate(&self.frontend.certificate)
-            .map_err(|e| invalid("frontend.certificate", e.to_string()))?;
-        crate::tls::pem::check_private_key(&self.frontend.private_key)
-            .map_err(|e| invalid("frontend.private_key", e.to_string()))?;
-        let mut names = std::collections::HashSet::from([self.master_name()]);
-        for (i, minion) in self.minions.iter().enumerate() {
-            parse_node(&minion.name).map_err(|e| invalid(&format!("minions[{i}].name"), e))?;
-            if !names.insert(minion.name.clone()) {
-                return Err(invalid(
-                    &format!("minions[{i}].name"),
-                    format!("`{}` is listed twice", minion.name),
-                ));
-            }
-            crate::tls::pem::check_certificate(&minion.certificate)
-                .map_err(|e| invalid(&format!("minions[{i}].certificate"), e.to_string()))?;
-            crate::tls::pem::check_private_key(&minion.private_key)
-                .map_err(|e| invalid(&format!("minions[{i}].private_key"), e.to_string()))?;
-        }
-        Ok(())
+        ServerFile::load(path)?.parse(path)
     }
 
     /// The identity of the frontend to run: the master, or (`node` = HOST:PORT) the
@@ -414,79 +225,299 @@ impl ServerConfig {
     pub fn identity(&self, node: Option<&str>) -> Result<FrontendIdentity, ConfigError> {
         let Some(node) = node else {
             return Ok(FrontendIdentity {
-                name: self.master_name(),
-                agent_port: self.frontend.agent_port,
-                certificate: self.frontend.certificate.clone(),
-                private_key: self.frontend.private_key.clone(),
+                name: self.frontend.master.clone(),
+                agent_port: self.frontend.master.port,
+                tls: self.frontend.tls.clone(),
                 role: FrontendRole::Master,
+                api_address: Some(self.gui.address),
             });
         };
-        let Some(minion) = self.minions.iter().find(|m| m.name == node) else {
-            let known: Vec<&str> = self.minions.iter().map(|m| m.name.as_str()).collect();
+        let minion = HostPort::parse(node)
+            .ok()
+            .and_then(|name| self.minions.iter().find(|m| m.name == name));
+        let Some(minion) = minion else {
+            let known: Vec<String> = self.minions.iter().map(|m| m.name.to_string()).collect();
             return Err(ConfigError::Generate(format!(
                 "no minion `{node}` in the config (known: {}); add it with `packhunt config frontend --name {node}`",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             )));
         };
-        let (_, agent_port) = parse_node(node).map_err(ConfigError::Generate)?;
         Ok(FrontendIdentity {
             name: minion.name.clone(),
-            agent_port,
-            certificate: minion.certificate.clone(),
-            private_key: minion.private_key.clone(),
-            role: FrontendRole::Minion(minion.clone()),
+            agent_port: minion.name.port,
+            tls: minion.tls.clone(),
+            role: FrontendRole::Minion,
+            api_address: minion
+                .metrics_port
+                .map(|port| SocketAddr::new(self.gui.address.ip(), port)),
         })
     }
 
     /// Every frontend's name, the master first.
-    pub fn frontend_names(&self) -> Vec<String> {
-        std::iter::once(self.master_name())
+    pub fn frontend_names(&self) -> Vec<HostPort> {
+        std::iter::once(self.frontend.master.clone())
             .chain(self.minions.iter().map(|m| m.name.clone()))
             .collect()
     }
-
-    /// This frontend's name: `public_host:agent_port`.
-    pub fn master_name(&self) -> String {
-        format!("{}:{}", self.frontend.public_host, self.frontend.agent_port)
-    }
-}
-
-/// Splits a frontend name `HOST:PORT` (IPv6 hosts in brackets).
-pub fn parse_node(name: &str) -> Result<(String, u16), String> {
-    let url = crate::config::url::ServerUrl::parse(&format!("https://{name}/"))
-        .map_err(|e| format!("`{name}` is not HOST:PORT: {e}"))?;
-    Ok((url.host, url.port))
 }
 
 impl ClientConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: ClientConfig = load_toml(path)?;
-        config.client.writeback_path = resolve(path, &config.client.writeback_path);
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
+        ClientFile::load(path)?.parse(path)
+    }
+}
+
+/// Names the file and the key of what is wrong.
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
             key: key.to_string(),
-            message,
-        };
-        if config.client.server_urls.is_empty() {
-            return Err(invalid(
-                "client.server_urls",
-                "needs at least one URL".into(),
-            ));
+            message: message.into(),
         }
-        for (i, url) in config.client.server_urls.iter().enumerate() {
-            if let Err(e) = crate::config::url::ServerUrl::parse(url) {
-                return Err(invalid(&format!("client.server_urls[{i}]"), e.to_string()));
+    }
+
+    fn certificates(
+        &self,
+        key: &str,
+        text: &str,
+    ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        pem::certificates(text).map_err(|e| self.invalid(key, e.to_string()))
+    }
+
+    /// `section.certificate` and `section.private_key`, each named if it fails.
+    fn certificate_and_key(
+        &self,
+        section: &str,
+        certificate: &str,
+        private_key: &str,
+    ) -> Result<CertificateAndKey, ConfigError> {
+        let chain = self.certificates(&format!("{section}.certificate"), certificate)?;
+        let key = pem::private_key(private_key)
+            .map_err(|e| self.invalid(&format!("{section}.private_key"), e.to_string()))?;
+        Ok(CertificateAndKey { chain, key })
+    }
+
+    fn non_zero_u32(&self, key: &str, value: u32) -> Result<NonZeroU32, ConfigError> {
+        NonZeroU32::new(value).ok_or_else(|| self.invalid(key, "must be greater than 0"))
+    }
+
+    fn non_zero_ms(&self, key: &str, value_ms: u64) -> Result<Duration, ConfigError> {
+        match value_ms {
+            0 => Err(self.invalid(key, "must be greater than 0")),
+            ms => Ok(Duration::from_millis(ms)),
+        }
+    }
+
+    fn ip(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {
+        text.parse().map_err(|_| {
+            let shown: String = text.chars().take(100).collect();
+            self.invalid(
+                key,
+                format!("`{shown}` is not an IP address (e.g. 0.0.0.0 or ::)"),
+            )
+        })
+    }
+}
+
+impl ServerFile {
+    /// Turns the file as written into the typed config, naming the first bad key.
+    pub fn parse(self, path: &Path) -> Result<ServerConfig, ConfigError> {
+        let check = Checker { path };
+        let frontend = parse_frontend(&check, &self.frontend)?;
+        let minions = parse_minions(&check, &frontend.master, &self.minions)?;
+        if self.users.is_empty() {
+            return Err(check.invalid("users", "at least one user is needed for the API"));
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            if argon2::PasswordHash::new(&user.password_hash).is_err() {
+                return Err(check.invalid(
+                    &format!("users[{i}].password_hash"),
+                    format!("user `{}`: not an argon2 PHC string", user.name),
+                ));
             }
         }
-        crate::tls::pem::check_certificate(&config.client.ca_certificate)
-            .map_err(|e| invalid("client.ca_certificate", e.to_string()))?;
-        if config.client.max_upload_bytes < 1024 {
-            return Err(invalid(
-                "client.max_upload_bytes",
-                "must be at least 1024".into(),
+        let io_threads = self.datastore.io_threads_per_executor;
+        let io_threads_per_executor = NonZeroUsize::new(io_threads)
+            .filter(|n| n.get() <= limits::MAX_IO_THREADS_PER_EXECUTOR)
+            .ok_or_else(|| {
+                check.invalid(
+                    "datastore.io_threads_per_executor",
+                    format!("must be 1..={}", limits::MAX_IO_THREADS_PER_EXECUTOR),
+                )
+            })?;
+        Ok(ServerConfig {
+            gui: Gui {
+                address: SocketAddr::new(
+                    check.ip("gui.bind_address", &self.gui.bind_address)?,
+                    self.gui.port,
+                ),
+                priority: self.gui.priority,
+            },
+            tls: ServerTls {
+                ca_certificate: check
+                    .certificates("tls.ca_certificate", &self.tls.ca_certificate)?,
+            },
+            datastore: DatastoreSettings {
+                location: self.datastore.location,
+                fsync_documents: self.datastore.fsync_documents,
+                io_threads_per_executor,
+            },
+            limits: parse_limits(&check, &self.limits)?,
+            frontend,
+            users: self.users,
+            minions,
+        })
+    }
+}
+
+fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, ConfigError> {
+    // The host goes into certificates, TLS names and URLs: only what all three carry.
+    let master_tls_name = ServerName::try_from(f.public_host.clone()).map_err(|_| {
+        check.invalid(
+            "frontend.public_host",
+            "is neither an IP address nor a DNS name",
+        )
+    })?;
+    if !(limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH).contains(&f.io_ring_depth) {
+        return Err(check.invalid(
+            "frontend.io_ring_depth",
+            format!(
+                "must be between {} and {}",
+                limits::MIN_IO_RING_DEPTH,
+                limits::MAX_IO_RING_DEPTH
+            ),
+        ));
+    }
+    if f.io_memory_bytes < limits::MIN_IO_MEMORY_BYTES {
+        return Err(check.invalid(
+            "frontend.io_memory_bytes",
+            format!(
+                "glommio needs at least {} bytes",
+                limits::MIN_IO_MEMORY_BYTES
+            ),
+        ));
+    }
+    if f.max_open_files <= limits::RESERVED_FILES {
+        return Err(check.invalid(
+            "frontend.max_open_files",
+            format!(
+                "must exceed the {} files kept in reserve",
+                limits::RESERVED_FILES
+            ),
+        ));
+    }
+    Ok(Frontend {
+        master: HostPort {
+            host: f.public_host.clone(),
+            port: f.agent_port,
+        },
+        master_tls_name,
+        bind_address: check.ip("frontend.bind_address", &f.bind_address)?,
+        replication_port: f.replication_port,
+        shards: NonZeroUsize::new(f.shards),
+        io_memory_bytes: f.io_memory_bytes,
+        io_ring_depth: f.io_ring_depth,
+        max_open_files: f.max_open_files,
+        transparent_huge_pages: f.transparent_huge_pages,
+        tls: check.certificate_and_key("frontend", &f.certificate, &f.private_key)?,
+    })
+}
+
+fn parse_limits(check: &Checker<'_>, l: &LimitsSection) -> Result<Limits, ConfigError> {
+    let max_upload_bytes = NonZeroU64::new(l.max_upload_bytes)
+        .filter(|n| n.get() <= limits::MAX_MAX_UPLOAD_BYTES)
+        .ok_or_else(|| {
+            check.invalid(
+                "limits.max_upload_bytes",
+                format!("must be 1..={}", limits::MAX_MAX_UPLOAD_BYTES),
+            )
+        })?;
+    Ok(Limits {
+        concurrency: check.non_zero_u32("limits.concurrency", l.concurrency)?,
+        concurrency_wait: Duration::from_millis(l.concurrency_wait_ms),
+        max_connections_per_second: check.non_zero_u32(
+            "limits.max_connections_per_second",
+            l.max_connections_per_second,
+        )?,
+        hunt_recruitment_per_second: check.non_zero_u32(
+            "limits.hunt_recruitment_per_second",
+            l.hunt_recruitment_per_second,
+        )?,
+        max_upload_bytes,
+        handshake_timeout: check
+            .non_zero_ms("limits.handshake_timeout_ms", l.handshake_timeout_ms)?,
+        handshakes_in_flight_per_shard: check.non_zero_u32(
+            "limits.handshakes_in_flight_per_shard",
+            l.handshakes_in_flight_per_shard,
+        )?,
+        idle_timeout: check.non_zero_ms("limits.idle_timeout_ms", l.idle_timeout_ms)?,
+        request_timeout: check.non_zero_ms("limits.request_timeout_ms", l.request_timeout_ms)?,
+    })
+}
+
+fn parse_minions(
+    check: &Checker<'_>,
+    master: &HostPort,
+    entries: &[MinionEntry],
+) -> Result<Vec<Minion>, ConfigError> {
+    let mut names = std::collections::HashSet::from([master.clone()]);
+    let mut minions = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("minions[{i}]");
+        let name =
+            HostPort::parse(&entry.name).map_err(|e| check.invalid(&format!("{key}.name"), e))?;
+        if !names.insert(name.clone()) {
+            return Err(check.invalid(
+                &format!("{key}.name"),
+                format!("`{}` is listed twice", entry.name),
             ));
         }
-        Ok(config)
+        minions.push(Minion {
+            name,
+            tls: check.certificate_and_key(&key, &entry.certificate, &entry.private_key)?,
+            metrics_port: entry.metrics_port,
+        });
+    }
+    Ok(minions)
+}
+
+impl ClientFile {
+    /// Turns the file as written into the typed config, naming the first bad key.
+    pub fn parse(self, path: &Path) -> Result<ClientConfig, ConfigError> {
+        let check = Checker { path };
+        let c = self.client;
+        if c.server_urls.is_empty() {
+            return Err(check.invalid("client.server_urls", "needs at least one URL"));
+        }
+        let server_urls = c
+            .server_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                ServerUrl::parse(url)
+                    .map_err(|e| check.invalid(&format!("client.server_urls[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ca_certificate = check.certificates("client.ca_certificate", &c.ca_certificate)?;
+        if c.max_upload_bytes < MIN_CLIENT_UPLOAD_BYTES {
+            return Err(check.invalid(
+                "client.max_upload_bytes",
+                format!("must be at least {MIN_CLIENT_UPLOAD_BYTES}"),
+            ));
+        }
+        Ok(ClientConfig {
+            client: ClientSettings {
+                server_urls,
+                ca_certificate,
+                writeback_path: c.writeback_path,
+                max_upload_bytes: c.max_upload_bytes,
+            },
+        })
     }
 }
 
@@ -698,5 +729,150 @@ mod tests {
         std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
         let config = ServerConfig::load(&path).unwrap();
         assert_eq!(config.datastore.location, Path::new("/srv/packhunt"));
+    }
+
+    /// The key an `Invalid` error names, or a panic showing what came instead.
+    fn invalid_key(err: &ConfigError) -> &str {
+        match err {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
+
+    #[test]
+    fn strings_that_must_parse_name_their_key() {
+        let cases: [(&str, &str, toml::Value, &str); 6] = [
+            (
+                "frontend",
+                "bind_address",
+                "all".into(),
+                "frontend.bind_address",
+            ),
+            (
+                "gui",
+                "bind_address",
+                "localhost:80".into(),
+                "gui.bind_address",
+            ),
+            (
+                "frontend",
+                "public_host",
+                "bad host".into(),
+                "frontend.public_host",
+            ),
+            (
+                "frontend",
+                "private_key",
+                "not pem".into(),
+                "frontend.private_key",
+            ),
+            ("tls", "ca_certificate", "".into(), "tls.ca_certificate"),
+            (
+                "limits",
+                "idle_timeout_ms",
+                0.into(),
+                "limits.idle_timeout_ms",
+            ),
+        ];
+        for (section, key, value, named) in cases {
+            let (path, err) = load_edited(|v| {
+                table(v, section).insert(key.into(), value.clone());
+            });
+            assert_eq!(invalid_key(&err), named, "{err}");
+            assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+        }
+    }
+
+    #[test]
+    fn minion_entries_are_parsed_and_checked() {
+        let (_dir, path, mut value) = generated();
+        let frontend = table(&mut value, "frontend").clone();
+        let minion = |name: &str| {
+            let mut m = toml::Table::new();
+            m.insert("name".into(), name.into());
+            m.insert("certificate".into(), frontend["certificate"].clone());
+            m.insert("private_key".into(), frontend["private_key"].clone());
+            toml::Value::Table(m)
+        };
+        let load_with = |minions: Vec<toml::Value>| {
+            let mut value = value.clone();
+            let root = value.as_table_mut().expect("a table");
+            root.insert("minions".into(), toml::Value::Array(minions));
+            std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+            ServerConfig::load(&path)
+        };
+        let err = load_with(vec![minion("no-port")]).unwrap_err();
+        assert_eq!(invalid_key(&err), "minions[0].name", "{err}");
+        let err = load_with(vec![minion("127.0.0.1:9100"), minion("127.0.0.1:9100")]).unwrap_err();
+        assert_eq!(invalid_key(&err), "minions[1].name", "{err}");
+        let err = load_with(vec![minion("127.0.0.1:8000")]).unwrap_err();
+        assert!(
+            err.to_string().contains("listed twice"),
+            "the master's name: {err}"
+        );
+
+        let config = load_with(vec![minion("[::1]:9100")]).expect("a valid minion");
+        assert_eq!(config.minions[0].name.port, 9100);
+        let identity = config.identity(Some("[::1]:9100")).expect("the minion");
+        assert_eq!(identity.role, FrontendRole::Minion);
+        assert_eq!(identity.api_address, None, "no metrics port configured");
+        let master = config.identity(None).expect("the master");
+        assert_eq!(master.api_address, Some(config.gui.address));
+        assert_eq!(master.name.to_string(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn typed_values_carry_the_units() {
+        let (_dir, path, mut value) = generated();
+        let limits = table(&mut value, "limits");
+        limits.insert("request_timeout_ms".into(), 1500.into());
+        limits.insert("concurrency_wait_ms".into(), 0.into());
+        table(&mut value, "frontend").insert("shards".into(), 3.into());
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("a valid config");
+        assert_eq!(config.limits.request_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            config.limits.concurrency_wait,
+            Duration::ZERO,
+            "0 = no wait"
+        );
+        assert_eq!(config.frontend.shards.map(NonZeroUsize::get), Some(3));
+        assert_eq!(
+            config.frontend.replication_address().ip(),
+            IpAddr::from([0, 0, 0, 0])
+        );
+        assert!(!config.frontend.tls.chain.is_empty());
+    }
+
+    #[test]
+    fn client_config_urls_and_ca_are_parsed() {
+        let (dir, _, _) = generated();
+        let path = dir.path().join(generate::CLIENT_CONFIG_FILE);
+        let mut file = ClientFile::load(&path).expect("the generated client config");
+        let original = file.clone();
+        file.client.server_urls.push("http://127.0.0.1:1/".into());
+        write_toml(&path, &file).unwrap();
+        let err = ClientConfig::load(&path).unwrap_err();
+        assert_eq!(invalid_key(&err), "client.server_urls[1]", "{err}");
+
+        let mut file = original.clone();
+        file.client.server_urls.clear();
+        write_toml(&path, &file).unwrap();
+        let err = ClientConfig::load(&path).unwrap_err();
+        assert_eq!(invalid_key(&err), "client.server_urls", "{err}");
+
+        let mut file = original.clone();
+        file.client.max_upload_bytes = 10;
+        write_toml(&path, &file).unwrap();
+        let err = ClientConfig::load(&path).unwrap_err();
+        assert_eq!(invalid_key(&err), "client.max_upload_bytes", "{err}");
+
+        write_toml(&path, &original).unwrap();
+        let config = ClientConfig::load(&path).expect("the original loads again");
+        assert_eq!(
+            config.client.server_urls[0].port,
+            generate::DEFAULT_FRONTEND_PORT
+        );
+        assert!(!config.client.ca_certificate.is_empty());
     }
 }

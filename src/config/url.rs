@@ -1,4 +1,5 @@
-//! Frontend URLs as the client config lists them: `https://HOST:PORT/`.
+//! Frontend URLs as the client config lists them (`https://HOST:PORT/`), and frontend
+//! names as the server config lists them (`HOST:PORT`).
 
 use std::fmt;
 
@@ -48,6 +49,44 @@ impl ServerUrl {
     }
 }
 
+/// A frontend's name: the HOST:PORT agents reach it at, which is also its name on the
+/// replication stream and in the API. IPv6 hosts are written in brackets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parses `HOST:PORT` by the same rules as the host and port of a [`ServerUrl`], so a
+    /// name always makes a valid agent URL.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let url = ServerUrl::parse(&format!("https://{name}/"))
+            .map_err(|e| format!("`{name}` is not HOST:PORT: {}", e.why))?;
+        Ok(Self {
+            host: url.host,
+            port: url.port,
+        })
+    }
+
+    pub fn url(&self) -> ServerUrl {
+        ServerUrl {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl fmt::Display for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -71,5 +110,19 @@ mod tests {
         assert!(ServerUrl::parse("https://h/").is_err());
         assert!(ServerUrl::parse("https://h:99999/").is_err());
         assert!(ServerUrl::parse("https://h:80/x").is_err());
+    }
+
+    #[test]
+    fn host_port_round_trips_and_names_the_problem() {
+        for name in ["127.0.0.1:9100", "[::1]:9100", "fe.example:443"] {
+            assert_eq!(HostPort::parse(name).unwrap().to_string(), name);
+        }
+        let v6 = HostPort::parse("[::1]:9100").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9100));
+        assert_eq!(v6.url().to_string(), "https://[::1]:9100/");
+        for bad in ["no-port", "h:0", "h:99999", ":80", "h:80/x"] {
+            let err = HostPort::parse(bad).unwrap_err();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use futures::StreamExt;
 
+use crate::config::FrontendRole;
 use crate::ids::{ClientId, FlowId};
 use crate::limits::PRESENCE_SNAPSHOT_CHUNK;
 use crate::notify::mesh::Notifier;
@@ -21,7 +22,7 @@ pub async fn follow_replication(
     notifier: Rc<Notifier>,
     outbox: Outbox,
     mut inbox: InboxReceiver,
-    is_master: bool,
+    role: FrontendRole,
 ) {
     while let Some(message) = inbox.next().await {
         match message {
@@ -32,7 +33,7 @@ pub async fn follow_replication(
                 presence.set_link(&frontend, true);
                 // On a minion, a new link to the master means notifications sent while it
                 // was down (or into a link not yet seen dead) never arrived.
-                if !is_master {
+                if role == FrontendRole::Minion {
                     notifier.rescan().await;
                 }
             }
@@ -52,7 +53,12 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
                 let frame = (!n.frame.is_empty()).then_some(n.frame);
                 notifier.notify(&client_id, &flow_id, frame).await;
             }
-            _ => tracing::warn!(frontend = from, "notification with malformed ids ignored"),
+            _ => {
+                crate::metrics::metrics()
+                    .replication_malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(frontend = from, "notification with malformed ids ignored")
+            }
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
         // Room for hunts and live monitoring: carried, not yet produced.

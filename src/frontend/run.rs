@@ -65,49 +65,41 @@ pub fn run_frontend(
         config.datastore.location.clone(),
         config.datastore.fsync_documents,
     )?;
-    let agent_tls = TlsAcceptor::from(agent_server_config(
-        &identity.certificate,
-        &identity.private_key,
-    )?);
-    let gui_tls = TlsAcceptor::from(gui_server_config(
-        &identity.certificate,
-        &identity.private_key,
-    )?);
+    let agent_tls = TlsAcceptor::from(agent_server_config(&identity.tls)?);
+    let gui_tls = TlsAcceptor::from(gui_server_config(&identity.tls)?);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let shards = if config.frontend.shards == 0 {
-        cores
-    } else {
-        config.frontend.shards
-    };
+    let shards = config.frontend.shards.map_or(cores, |n| n.get());
     let (priority_ends, shard_ends) = mesh::build(shards);
     let (stop_tx, shutdown) = shutdown::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-    let name = identity.name.clone();
+    let name = identity.name.to_string();
     let (link, link_thread) = start_replication(&config, &identity, config_path)?;
     let m = crate::metrics::metrics();
     let l = &config.limits;
     let as_gauge = |v: u64| v.min(i64::MAX as u64) as i64;
+    // The metrics edge: units back in the names, as the config keys spell them.
+    let as_ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
     m.set_limits(vec![
-        ("concurrency", i64::from(l.concurrency)),
-        ("concurrency_wait_ms", as_gauge(l.concurrency_wait_ms)),
+        ("concurrency", i64::from(l.concurrency.get())),
+        ("concurrency_wait_ms", as_ms(l.concurrency_wait)),
         (
             "max_connections_per_second",
-            i64::from(l.max_connections_per_second),
+            i64::from(l.max_connections_per_second.get()),
         ),
         (
             "hunt_recruitment_per_second",
-            i64::from(l.hunt_recruitment_per_second),
+            i64::from(l.hunt_recruitment_per_second.get()),
         ),
-        ("max_upload_bytes", as_gauge(l.max_upload_bytes)),
-        ("handshake_timeout_ms", as_gauge(l.handshake_timeout_ms)),
+        ("max_upload_bytes", as_gauge(l.max_upload_bytes.get())),
+        ("handshake_timeout_ms", as_ms(l.handshake_timeout)),
         (
             "handshakes_in_flight_per_shard",
-            i64::from(l.handshakes_in_flight_per_shard),
+            i64::from(l.handshakes_in_flight_per_shard.get()),
         ),
-        ("idle_timeout_ms", as_gauge(l.idle_timeout_ms)),
-        ("request_timeout_ms", as_gauge(l.request_timeout_ms)),
+        ("idle_timeout_ms", as_ms(l.idle_timeout)),
+        ("request_timeout_ms", as_ms(l.request_timeout)),
         ("max_open_files", as_gauge(config.frontend.max_open_files)),
         (
             "io_ring_depth",
@@ -115,10 +107,11 @@ pub fn run_frontend(
         ),
     ]);
     m.upload_concurrency_limit.store(
-        i64::from(config.limits.concurrency),
+        i64::from(config.limits.concurrency.get()),
         std::sync::atomic::Ordering::Relaxed,
     );
-    let bound = u64::from(config.limits.concurrency).saturating_mul(config.limits.max_upload_bytes);
+    let bound = u64::from(config.limits.concurrency.get())
+        .saturating_mul(config.limits.max_upload_bytes.get());
     m.upload_memory_bound_bytes.store(
         bound.min(i64::MAX as u64) as i64,
         std::sync::atomic::Ordering::Relaxed,
@@ -201,20 +194,26 @@ pub fn run_frontend(
         }
     }
     let agents = format!(
-        "agents on {}:{} ({shards} shards)",
-        config.frontend.bind_address, identity.agent_port
+        "agents on {} ({shards} shards)",
+        std::net::SocketAddr::new(config.frontend.bind_address, identity.agent_port)
     );
-    match &identity.role {
+    match identity.role {
         FrontendRole::Master => crate::say!(
-            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}:{}/ (priority: {:?}){}",
-            config.gui.bind_address,
-            config.gui.port,
+            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}/ (priority: {:?}){}",
+            config.gui.address,
             config.gui.priority,
-            if config.minions.is_empty() { String::new() } else { format!(", minions link on port {}", config.frontend.replication_port) }
+            if config.minions.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", minions link on port {}",
+                    config.frontend.replication_port
+                )
+            }
         ),
-        FrontendRole::Minion(_) => crate::say!(
+        FrontendRole::Minion => crate::say!(
             "packhunt minion {name} ready: {agents}, linking to the master at {}:{}",
-            config.frontend.public_host,
+            config.frontend.master.host,
             config.frontend.replication_port
         ),
     }
@@ -257,7 +256,7 @@ fn start_replication(
                 inbox,
             )?
         }
-        FrontendRole::Minion(_) => crate::replication::thread::spawn_minion(
+        FrontendRole::Minion => crate::replication::thread::spawn_minion(
             config.clone(),
             identity.clone(),
             outbox_rx,
@@ -270,7 +269,7 @@ fn start_replication(
 /// The datastore I/O threads of one executor (see `shard::offload`): unpinned, since
 /// they mostly wait on the disk.
 fn io_threads(config: &ServerConfig) -> PoolPlacement {
-    PoolPlacement::Unbound(config.datastore.io_threads_per_executor)
+    PoolPlacement::Unbound(config.datastore.io_threads_per_executor.get())
 }
 
 fn wait_for_signal() -> Result<(), FrontendError> {
@@ -322,10 +321,13 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     // Connect both queue ends first: the API side waits for every shard.
     let events = connect_polled(ends.events.connect()).await;
     let notifications = connect_polled(ends.notifications.connect()).await;
-    let upload_permits = crate::limits::shard_share(config.limits.concurrency, shards, shard);
-    let accept_rate =
-        crate::limits::shard_share(config.limits.max_connections_per_second, shards, shard);
-    let uploads = UploadPermits::new(upload_permits, config.limits.concurrency_wait());
+    let upload_permits = crate::limits::shard_share(config.limits.concurrency.get(), shards, shard);
+    let accept_rate = crate::limits::shard_share(
+        config.limits.max_connections_per_second.get(),
+        shards,
+        shard,
+    );
+    let uploads = UploadPermits::new(upload_permits, config.limits.concurrency_wait);
     let admission = Rc::new(Admission::new(uploads, accept_rate));
     let ctx = ShardCtx::new(
         shard,
@@ -340,8 +342,8 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         Ok(l) => l,
         Err(source) => {
             let what = format!(
-                "agent port {}:{}",
-                ctx.config.frontend.bind_address, ctx.agent_port
+                "agent port {}",
+                std::net::SocketAddr::new(ctx.config.frontend.bind_address, ctx.agent_port)
             );
             let _ = ready.send(Err(FrontendError::Bind { what, source }));
             return;
@@ -380,17 +382,19 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         tls,
         link,
     } = setup;
+    let role = identity.role;
     let is_master = identity.is_master();
-    let minions: Vec<(String, &'static str)> = if is_master {
+    let minions: Vec<(String, FrontendRole)> = if is_master {
         config
             .minions
             .iter()
-            .map(|m| (m.name.clone(), "minion"))
+            .map(|m| (m.name.to_string(), FrontendRole::Minion))
             .collect()
     } else {
         Vec::new()
     };
-    let presence = Rc::new(Presence::new(&identity.name, is_master, &minions));
+    let name = identity.name.to_string();
+    let presence = Rc::new(Presence::new(&name, role, &minions));
     // A minion reports its agents to the master; the master has no one to report to.
     let forward = if is_master {
         None
@@ -414,26 +418,21 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
             notifier.clone(),
             outbox,
             inbox,
-            is_master,
+            role,
         ))
         .detach();
     }
-    let port = match &identity.role {
-        FrontendRole::Master => Some(config.gui.port),
-        FrontendRole::Minion(minion) => minion.metrics_port,
-    };
-    let Some(port) = port else {
+    let Some(address) = identity.api_address else {
         let _ = ready.send(Ok(()));
         let _ = shutdown.await;
         return;
     };
-    let listener = match api::bind(&config.gui.bind_address, port) {
+    let listener = match api::bind(address) {
         Ok(l) => l,
         Err(source) => {
             let what = format!(
-                "{} port {}:{port}",
+                "{} port {address}",
                 if is_master { "GUI" } else { "metrics" },
-                config.gui.bind_address
             );
             let _ = ready.send(Err(FrontendError::Bind { what, source }));
             return;
@@ -450,7 +449,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
             datastore.clone(),
             fleet.clone(),
             presence.clone(),
-            config.limits.hunt_recruitment_per_second,
+            config.limits.hunt_recruitment_per_second.get(),
         )
         .await
         {
@@ -475,8 +474,8 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         hunts,
         presence,
         auth,
-        frontend_name: identity.name,
-        metrics_only: !is_master,
+        frontend_name: name,
+        role,
     });
     api::serve(ctx, listener, tls, shutdown).await;
 }

@@ -179,6 +179,9 @@ pub struct Metrics {
     pub replication_refused: AtomicU64,
     /// A minion's attempts to link to the master that failed or ended.
     pub replication_link_failures: AtomicU64,
+    /// Messages from a linked frontend dropped for a field this one cannot read (an
+    /// unknown flow state, a malformed id): a version mismatch or a bug on the sender.
+    pub replication_malformed: AtomicU64,
     replication_dropped: [AtomicU64; ReplicationQueue::ALL.len()],
     upload_rejections: [AtomicU64; RejectReason::ALL.len()],
     connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
@@ -237,7 +240,7 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 21] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             ("packhunt_hunt_recruited_total", "Agents assigned to hunts (flows scheduled by the recruiter)", &self.hunt_recruited),
             ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),
             ("packhunt_handshakes_completed_total", "Agent mTLS handshakes completed", &self.handshakes_completed),
@@ -259,6 +262,7 @@ impl Metrics {
             ("packhunt_replication_received_total", "Messages received on replication links", &self.replication_received),
             ("packhunt_replication_refused_total", "Replication links refused (not CA-signed, unknown minion, wrong certificate)", &self.replication_refused),
             ("packhunt_replication_link_failures_total", "Minion links to the master that failed to open or broke", &self.replication_link_failures),
+            ("packhunt_replication_malformed_total", "Replication messages dropped for a field this frontend cannot read (unknown flow state, malformed id)", &self.replication_malformed),
         ];
         for (name, help, value) in counters {
             write_metric(

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::config::FrontendRole;
 use crate::datastore::FlowState;
 use crate::ids::{ClientId, FlowId};
 use crate::notify::mesh::{ShardEvent, ShardEventReceiver};
@@ -31,7 +32,7 @@ struct Location {
 #[derive(Debug, Clone)]
 pub struct FrontendView {
     pub name: Rc<str>,
-    pub role: &'static str,
+    pub role: FrontendRole,
     pub up: bool,
     pub connected_clients: usize,
     /// Flows whose agent finished (or failed) them while connected here, since this
@@ -61,17 +62,13 @@ pub struct FlowEnd {
 impl Presence {
     /// `this` is this frontend's name; `others` the frontends it expects to hear from
     /// (the master lists its configured minions, down until they link).
-    pub fn new(this: &str, this_is_master: bool, others: &[(String, &'static str)]) -> Self {
-        let own = FrontendView::new(
-            Rc::from(this),
-            if this_is_master { "master" } else { "minion" },
-            true,
-        );
+    pub fn new(this: &str, role: FrontendRole, others: &[(String, FrontendRole)]) -> Self {
+        let own = FrontendView::new(Rc::from(this), role, true);
         let mut frontends = vec![own];
         frontends.extend(
             others
                 .iter()
-                .map(|(name, role)| FrontendView::new(Rc::from(name.as_str()), role, false)),
+                .map(|(name, role)| FrontendView::new(Rc::from(name.as_str()), *role, false)),
         );
         Self {
             live: RefCell::new(HashMap::new()),
@@ -95,9 +92,9 @@ impl Presence {
         std::mem::take(&mut *self.flow_ends.borrow_mut())
     }
 
-    fn flow_ended(&self, flow_id: &str, state: &str, total_rows: u64) {
-        let failed = state == FlowState::Error.as_str();
-        if !self.tapped.get() || !(failed || state == FlowState::Finished.as_str()) {
+    fn flow_ended(&self, flow_id: &str, state: FlowState, total_rows: u64) {
+        let failed = state == FlowState::Error;
+        if !self.tapped.get() || !(failed || state == FlowState::Finished) {
             return;
         }
         if let Ok(flow_id) = FlowId::parse(flow_id) {
@@ -142,26 +139,37 @@ impl Presence {
                 total_rows,
                 ..
             } => {
-                self.count_flow(THIS_FRONTEND, state.as_str());
-                self.flow_ended(flow_id.as_str(), state.as_str(), total_rows);
+                self.count_flow(THIS_FRONTEND, state);
+                self.flow_ended(flow_id.as_str(), state, total_rows);
             }
         }
     }
 
-    /// A flow state change reported by frontend `from`.
+    /// A flow state change reported by frontend `from`. A state this build cannot read is
+    /// dropped and counted: guessing one would miscount the flow or end a hunt's wait.
     pub fn apply_remote_flow(&self, from: &str, event: &pb::FlowState) {
+        let state = match crate::replication::flow_state_from_wire(event.state) {
+            Ok(state) => state,
+            Err(e) => {
+                crate::metrics::metrics()
+                    .replication_malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(frontend = from, flow_id = %event.flow_id, "{e}; ignored");
+                return;
+            }
+        };
         let frontend = self.frontend_index(from);
-        self.count_flow(frontend, &event.state);
-        self.flow_ended(&event.flow_id, &event.state, event.total_rows);
+        self.count_flow(frontend, state);
+        self.flow_ended(&event.flow_id, state, event.total_rows);
     }
 
-    fn count_flow(&self, frontend: FrontendIdx, state: &str) {
+    fn count_flow(&self, frontend: FrontendIdx, state: FlowState) {
         let mut frontends = self.frontends.borrow_mut();
         let view = &mut frontends[frontend as usize];
-        if state == FlowState::Finished.as_str() {
-            view.flows_finished += 1;
-        } else if state == FlowState::Error.as_str() {
-            view.flows_failed += 1;
+        match state {
+            FlowState::Finished => view.flows_finished += 1,
+            FlowState::Error => view.flows_failed += 1,
+            FlowState::Scheduled | FlowState::InProgress | FlowState::Cancelled => {}
         }
     }
 
@@ -237,7 +245,11 @@ impl Presence {
         if let Some(i) = frontends.iter().position(|f| &*f.name == name) {
             return i as FrontendIdx;
         }
-        frontends.push(FrontendView::new(Rc::from(name), "minion", true));
+        frontends.push(FrontendView::new(
+            Rc::from(name),
+            FrontendRole::Minion,
+            true,
+        ));
         (frontends.len() - 1) as FrontendIdx
     }
 
@@ -318,7 +330,7 @@ pub fn to_wire(event: &ShardEvent) -> pb::envelope::Kind {
         } => Kind::FlowState(pb::FlowState {
             client_id: client_id.to_string(),
             flow_id: flow_id.to_string(),
-            state: state.as_str().to_string(),
+            state: pb::FlowStateKind::from(*state).into(),
             total_rows: *total_rows,
         }),
     }
@@ -340,7 +352,7 @@ pub async fn follow(
 }
 
 impl FrontendView {
-    fn new(name: Rc<str>, role: &'static str, up: bool) -> Self {
+    fn new(name: Rc<str>, role: FrontendRole, up: bool) -> Self {
         Self {
             name,
             role,
@@ -371,7 +383,7 @@ mod tests {
 
     #[test]
     fn late_disconnect_of_old_session_keeps_new_one() {
-        let p = Presence::new("m:1", true, &[]);
+        let p = Presence::new("m:1", FrontendRole::Master, &[]);
         let c = id(1);
         p.apply(ShardEvent::Connected {
             client_id: c.clone(),
@@ -402,8 +414,11 @@ mod tests {
     fn an_agent_that_moved_frontends_is_not_hidden_by_the_old_frontends_disconnect() {
         let p = Presence::new(
             "master:1",
-            true,
-            &[("minion:2".into(), "minion"), ("minion:3".into(), "minion")],
+            FrontendRole::Master,
+            &[
+                ("minion:2".into(), FrontendRole::Minion),
+                ("minion:3".into(), FrontendRole::Minion),
+            ],
         );
         p.apply_remote("minion:2", &wire(1, true, 5));
         p.apply_remote("minion:3", &wire(1, true, 5));
@@ -415,7 +430,11 @@ mod tests {
 
     #[test]
     fn link_down_forgets_that_frontends_agents_and_a_snapshot_replaces_them() {
-        let p = Presence::new("master:1", true, &[("minion:2".into(), "minion")]);
+        let p = Presence::new(
+            "master:1",
+            FrontendRole::Master,
+            &[("minion:2".into(), FrontendRole::Minion)],
+        );
         assert!(
             !p.frontends()[1].up,
             "configured minions are down until they link"
@@ -461,9 +480,40 @@ mod tests {
 
     #[test]
     fn an_unconfigured_frontend_is_listed_when_it_reports() {
-        let p = Presence::new("master:1", true, &[]);
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
         p.apply_remote("minion:7", &wire(1, true, 1));
         let names: Vec<String> = p.frontends().iter().map(|f| f.name.to_string()).collect();
         assert_eq!(names, vec!["master:1", "minion:7"]);
+    }
+
+    // Goal: a flow state from the wire is counted for its frontend, and one this build
+    // cannot read is refused and counted instead of being guessed or panicking.
+    #[test]
+    fn remote_flow_states_count_and_unknown_ones_are_refused() {
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
+        p.tap();
+        let flow_id = FlowId::parse("F.0123456789ABCDEF").expect("a valid flow id");
+        let event = |state: i32| pb::FlowState {
+            client_id: id(1).to_string(),
+            flow_id: flow_id.to_string(),
+            state,
+            total_rows: 3,
+        };
+        p.apply_remote_flow("minion:2", &event(pb::FlowStateKind::Finished.into()));
+        let malformed = &crate::metrics::metrics().replication_malformed;
+        let before = malformed.load(std::sync::atomic::Ordering::Relaxed);
+        p.apply_remote_flow("minion:2", &event(pb::FlowStateKind::Unspecified.into()));
+        p.apply_remote_flow("minion:2", &event(99));
+        let after = malformed.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(after >= before + 2, "both refusals counted");
+        let minion = &p.frontends()[1];
+        assert_eq!(
+            (minion.role, minion.flows_finished),
+            (FrontendRole::Minion, 1)
+        );
+        assert_eq!(minion.flows_failed, 0);
+        let ends = p.drain_flow_ends();
+        assert_eq!(ends.len(), 1, "only the readable state ended a flow");
+        assert_eq!((ends[0].failed, ends[0].total_rows), (false, 3));
     }
 }

@@ -22,7 +22,8 @@ use super::pb::replication_server::{Replication, ReplicationServer};
 use super::pb::{self, Envelope};
 use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
-use crate::config::{MinionEntry, ServerConfig};
+use crate::config::url::HostPort;
+use crate::config::{Minion, ServerConfig};
 use crate::limits::{
     REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
     REPLICATION_LINK_QUEUE_LEN,
@@ -97,7 +98,7 @@ struct MasterState {
     config_path: PathBuf,
     /// Minions as the config listed them when last read; re-read when an unknown name
     /// links, so a minion added while the master runs can join.
-    known: Mutex<Vec<MinionEntry>>,
+    known: Mutex<Vec<Minion>>,
     peers: Mutex<HashMap<Arc<str>, Peer>>,
     inbox: Inbox,
     next_id: AtomicU64,
@@ -111,18 +112,18 @@ struct Service {
 /// Binds the replication port: done before the frontend reports ready, so a port in use
 /// is a start-up error.
 pub fn bind(config: &ServerConfig) -> Result<std::net::TcpListener, ReplicationError> {
-    let address = format!(
-        "{}:{}",
-        config.frontend.bind_address, config.frontend.replication_port
-    );
+    let address = config.frontend.replication_address();
     let listener =
-        std::net::TcpListener::bind(&address).map_err(|source| ReplicationError::Bind {
-            address: address.clone(),
+        std::net::TcpListener::bind(address).map_err(|source| ReplicationError::Bind {
+            address: address.to_string(),
             source,
         })?;
     listener
         .set_nonblocking(true)
-        .map_err(|source| ReplicationError::Bind { address, source })?;
+        .map_err(|source| ReplicationError::Bind {
+            address: address.to_string(),
+            source,
+        })?;
     Ok(listener)
 }
 
@@ -137,15 +138,14 @@ pub async fn run(
 ) -> Result<(), ReplicationError> {
     let tls = crate::tls::replication::link_server_config(
         &config.tls.ca_certificate,
-        &config.frontend.certificate,
-        &config.frontend.private_key,
+        &config.frontend.tls,
     )?;
     let listener = TcpListener::from_std(listener).map_err(|source| ReplicationError::Bind {
         address: "replication port".into(),
         source,
     })?;
     let state = Arc::new(MasterState {
-        name: config.master_name(),
+        name: config.frontend.master.to_string(),
         config_path,
         known: Mutex::new(config.minions.clone()),
         peers: Mutex::new(HashMap::new()),
@@ -265,8 +265,10 @@ impl MasterState {
     }
 
     /// The configured minion `name`, re-reading the config once if it is not known yet.
-    fn minion(&self, name: &str) -> Option<MinionEntry> {
-        let find = |known: &[MinionEntry]| known.iter().find(|m| m.name == name).cloned();
+    fn minion(&self, name: &str) -> Option<Minion> {
+        // A name that is not HOST:PORT cannot be configured; no need to re-read for it.
+        let name = HostPort::parse(name).ok()?;
+        let find = |known: &[Minion]| known.iter().find(|m| m.name == name).cloned();
         if let Some(found) = find(&self.known.lock().expect("known lock")) {
             return Some(found);
         }
@@ -304,10 +306,7 @@ impl MasterState {
                 hello.frontend
             )));
         };
-        let configured = crate::tls::pem::certificates(&minion.certificate)
-            .ok()
-            .and_then(|mut c| (!c.is_empty()).then(|| c.swap_remove(0)));
-        if configured.as_ref().map(|c| c.as_ref()) != Some(&*leaf) {
+        if minion.tls.chain.first().map(|c| c.as_ref()) != Some(&*leaf) {
             return refuse(Status::permission_denied(format!(
                 "the certificate presented is not the one configured for `{}`",
                 hello.frontend

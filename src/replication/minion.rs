@@ -47,20 +47,15 @@ pub async fn run(
     inbox: Inbox,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ReplicationError> {
-    let tls = crate::tls::replication::link_client_config(
-        &config.tls.ca_certificate,
-        &identity.certificate,
-        &identity.private_key,
-    )?;
-    let master_host = config.frontend.public_host.clone();
-    let address = format!("{master_host}:{}", config.frontend.replication_port);
-    let server_name =
-        rustls::pki_types::ServerName::try_from(master_host.clone()).map_err(|_| {
-            ReplicationError::Config(format!(
-                "frontend.public_host `{master_host}` is not a TLS server name"
-            ))
-        })?;
-    let master_name: Arc<str> = Arc::from(config.master_name());
+    let tls =
+        crate::tls::replication::link_client_config(&config.tls.ca_certificate, &identity.tls)?;
+    let address = format!(
+        "{}:{}",
+        config.frontend.master.host, config.frontend.replication_port
+    );
+    let server_name = config.frontend.master_tls_name.clone();
+    let master_name: Arc<str> = Arc::from(config.frontend.master.to_string());
+    let my_name = identity.name.to_string();
     let mut round = 0u32;
     while !*shutdown.borrow() {
         let started = Instant::now();
@@ -68,7 +63,7 @@ pub async fn run(
             &address,
             &server_name,
             &tls,
-            &identity.name,
+            &my_name,
             &master_name,
             &outbox,
             &inbox,

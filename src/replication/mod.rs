@@ -13,6 +13,8 @@ pub mod minion;
 pub mod queue;
 pub mod thread;
 
+use crate::datastore::FlowState;
+
 /// Generated types and service stubs (proto/replication.proto).
 pub mod pb {
     tonic::include_proto!("packhunt.replication.v1");
@@ -34,7 +36,62 @@ pub enum ReplicationError {
     Config(String),
 }
 
+/// A flow state on the wire names a state this build does not know (a newer peer, or
+/// one still sending the old string field). The sender's fault; the message is dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown flow state {0} on the replication link")]
+pub struct UnknownFlowState(pub i32);
+
+/// The one mapping between `datastore::FlowState` and its wire enum.
+impl From<FlowState> for pb::FlowStateKind {
+    fn from(state: FlowState) -> Self {
+        match state {
+            FlowState::Scheduled => Self::Scheduled,
+            FlowState::InProgress => Self::InProgress,
+            FlowState::Finished => Self::Finished,
+            FlowState::Error => Self::Error,
+            FlowState::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// Reads `pb::FlowState::state` (prost keeps unknown enum values as the raw `i32`).
+pub fn flow_state_from_wire(value: i32) -> Result<FlowState, UnknownFlowState> {
+    match pb::FlowStateKind::try_from(value) {
+        Ok(pb::FlowStateKind::Scheduled) => Ok(FlowState::Scheduled),
+        Ok(pb::FlowStateKind::InProgress) => Ok(FlowState::InProgress),
+        Ok(pb::FlowStateKind::Finished) => Ok(FlowState::Finished),
+        Ok(pb::FlowStateKind::Error) => Ok(FlowState::Error),
+        Ok(pb::FlowStateKind::Cancelled) => Ok(FlowState::Cancelled),
+        Ok(pb::FlowStateKind::Unspecified) | Err(_) => Err(UnknownFlowState(value)),
+    }
+}
+
 /// A message with its kind set, as the link sends it.
 pub fn envelope(kind: pb::envelope::Kind) -> pb::Envelope {
     pb::Envelope { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: every state survives the wire, and what is not a state is refused, not
+    // mapped to a default.
+    #[test]
+    fn flow_states_round_trip_and_unknown_values_are_refused() {
+        for state in [
+            FlowState::Scheduled,
+            FlowState::InProgress,
+            FlowState::Finished,
+            FlowState::Error,
+            FlowState::Cancelled,
+        ] {
+            let wire = pb::FlowStateKind::from(state) as i32;
+            assert_eq!(flow_state_from_wire(wire).ok(), Some(state));
+        }
+        for value in [0, 6, -1, i32::MAX] {
+            assert!(flow_state_from_wire(value).is_err(), "{value}");
+        }
+    }
 }

@@ -136,11 +136,13 @@ pub async fn handle(
     body: Bytes,
 ) -> Answer {
     let body_bytes = body.len() as u64;
-    let result =
-        match framing::decode_single::<pb::Upload>(body, ctx.config.limits.max_upload_bytes) {
-            Ok(upload) => dispatch(ctx, client_id, flows, upload).await,
-            Err(e) => Err(e.into()),
-        };
+    let result = match framing::decode_single::<pb::Upload>(
+        body,
+        ctx.config.limits.max_upload_bytes.get(),
+    ) {
+        Ok(upload) => dispatch(ctx, client_id, flows, upload).await,
+        Err(e) => Err(e.into()),
+    };
     match result {
         Ok(answer) => {
             let m = metrics();

@@ -6,48 +6,46 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use super::pem;
+use super::pem::CertificateAndKey;
 use super::server::{provider, TlsConfigError};
 
 /// The master's side: its frontend certificate, client certificates checked against the CA.
 pub fn link_server_config(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
+    ca: &[CertificateDer<'static>],
+    own: &CertificateAndKey,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
-            .build()
-            .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+        .build()
+        .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(pem::certificates(cert_pem)?, pem::private_key(key_pem)?)?;
+        .with_single_cert(own.chain.clone(), own.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// A minion's side: the master's certificate checked against the CA, its own presented.
 pub fn link_client_config(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
+    ca: &[CertificateDer<'static>],
+    own: &CertificateAndKey,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?)
-        .with_client_auth_cert(pem::certificates(cert_pem)?, pem::private_key(key_pem)?)?;
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(own.chain.clone(), own.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
-fn roots(ca_pem: &str) -> Result<RootCertStore, TlsConfigError> {
+fn roots(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsConfigError> {
     let mut roots = RootCertStore::empty();
-    for cert in pem::certificates(ca_pem)? {
-        roots.add(cert)?;
+    for cert in ca {
+        roots.add(cert.clone())?;
     }
     Ok(roots)
 }

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, Error, ServerConfig, SignatureScheme};
 
-use super::pem::{self, PemError};
+use super::pem::{CertificateAndKey, PemError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
@@ -92,10 +92,7 @@ impl ClientCertVerifier for AgentKeyVerifier {
 
 /// TLS config for the agent port: TLS 1.3 only, client certificate mandatory, ALPN h2,
 /// session tickets on so a reconnecting agent resumes (docs/architecture.md: ~71 µs vs ~153 µs).
-pub fn agent_server_config(
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<Arc<ServerConfig>, TlsConfigError> {
+pub fn agent_server_config(own: &CertificateAndKey) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = provider();
     let verifier = Arc::new(AgentKeyVerifier {
         algorithms: provider.signature_verification_algorithms,
@@ -103,7 +100,7 @@ pub fn agent_server_config(
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(pem::certificates(cert_pem)?, pem::private_key(key_pem)?)?;
+        .with_single_cert(own.chain.clone(), own.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.send_tls13_tickets = 1;
@@ -111,14 +108,11 @@ pub fn agent_server_config(
 }
 
 /// TLS config for the GUI/API port: server auth only; h2 and http/1.1 so curl works.
-pub fn gui_server_config(
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<Arc<ServerConfig>, TlsConfigError> {
+pub fn gui_server_config(own: &CertificateAndKey) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(pem::certificates(cert_pem)?, pem::private_key(key_pem)?)?;
+        .with_single_cert(own.chain.clone(), own.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -163,11 +157,7 @@ mod tests {
         let generated = generate(&opts).unwrap();
         let server_file = ServerFile::load(&generated.server_config_path).unwrap();
         let client_file = ClientFile::load(&generated.client_config_path).unwrap();
-        let server_config = agent_server_config(
-            &server_file.frontend.certificate,
-            &server_file.frontend.private_key,
-        )
-        .unwrap();
+        let server_config = agent_server_config(&server_file.frontend.tls).unwrap();
         let agent = AgentIdentity::generate().unwrap();
         let client_config = crate::tls::client::agent_client_config(
             &client_file.client.ca_certificate,
@@ -175,7 +165,7 @@ mod tests {
             agent.rustls_private_key(),
         )
         .unwrap();
-        let name = ServerName::try_from(server_file.frontend.public_host.clone()).unwrap();
+        let name = ServerName::try_from(server_file.frontend.master.host.clone()).unwrap();
 
         let mut kinds = Vec::new();
         for _ in 0..2 {

@@ -33,8 +33,11 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
-    TcpListener::bind((ctx.config.frontend.bind_address.as_str(), ctx.agent_port))
-        .map_err(io::Error::from)
+    TcpListener::bind(std::net::SocketAddr::new(
+        ctx.config.frontend.bind_address,
+        ctx.agent_port,
+    ))
+    .map_err(io::Error::from)
 }
 
 /// Accepts until shutdown, then drains this shard's connections.
@@ -47,7 +50,7 @@ pub async fn run(
     let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES) as i64;
     let live = Rc::new(Cell::new(0usize));
     let permits = Rc::new(Semaphore::new(u64::from(
-        ctx.config.limits.handshakes_in_flight_per_shard,
+        ctx.config.limits.handshakes_in_flight_per_shard.get(),
     )));
     let mut shutdown = ctx.shutdown_signal();
     loop {

@@ -56,11 +56,7 @@ pub async fn serve(
     let limits = &ctx.config.limits;
     // The handshake futures are boxed so that their state is freed once the connection is
     // up; inline, they would size this task's allocation for the connection's whole life.
-    let tls = match with_deadline(
-        limits.handshake_timeout(),
-        Box::pin(acceptor.accept(stream)),
-    )
-    .await
+    let tls = match with_deadline(limits.handshake_timeout, Box::pin(acceptor.accept(stream))).await
     {
         None => return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout),
         Some(Err(e)) => {
@@ -96,7 +92,7 @@ pub async fn serve(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .handshake::<_, Bytes>(compat::tokio_io(tls));
-    let conn = match with_deadline(limits.handshake_timeout(), Box::pin(h2_handshake)).await {
+    let conn = match with_deadline(limits.handshake_timeout, Box::pin(h2_handshake)).await {
         Some(Ok(conn)) => conn,
         Some(Err(e)) if e.get_io().is_some_and(peer_gone) => {
             return metrics().connection_refused(ConnectionRefusal::PeerGone)
@@ -178,7 +174,7 @@ async fn drive(
 ) {
     let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
-    let idle_timeout = ctx.config.limits.idle_timeout();
+    let idle_timeout = ctx.config.limits.idle_timeout;
     let mut closing = false;
     loop {
         let raced = {
@@ -283,8 +279,8 @@ async fn handle_upload(
     let declared = body::declared_length(request.headers());
     let mut recv = request.into_body();
     let read = with_deadline(
-        limits.request_timeout(),
-        body::read_capped(&mut recv, declared, limits.max_upload_bytes),
+        limits.request_timeout,
+        body::read_capped(&mut recv, declared, limits.max_upload_bytes.get()),
     );
     let answer = match read.await {
         Some(Ok(bytes)) => {

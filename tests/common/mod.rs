@@ -190,7 +190,7 @@ impl Deployment {
         let mut text = std::fs::read_to_string(&server_config)?;
         edit(&mut text);
         std::fs::write(&server_config, text)?;
-        let client: packhunt::config::ClientConfig = toml::from_str(&std::fs::read_to_string(
+        let client: packhunt::config::ClientFile = toml::from_str(&std::fs::read_to_string(
             dir.path().join("client.config.toml"),
         )?)?;
         Ok(Deployment {
@@ -312,9 +312,9 @@ impl Deployment {
     pub fn client_config_with(
         &self,
         name: &str,
-        edit: impl FnOnce(&mut packhunt::config::ClientConfig),
+        edit: impl FnOnce(&mut packhunt::config::ClientFile),
     ) -> Result<PathBuf> {
-        let mut cfg = packhunt::config::ClientConfig::load(&self.client_config())?;
+        let mut cfg = packhunt::config::ClientFile::load(&self.client_config())?;
         edit(&mut cfg);
         let path = self.path().join(name);
         packhunt::config::write_toml(&path, &cfg)?;
@@ -342,7 +342,7 @@ impl Deployment {
     pub fn fresh_agent_tls(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
         let identity = packhunt::tls::agent_key::AgentIdentity::generate()?;
         Ok(packhunt::tls::client::agent_client_config(
-            &self.ca_pem,
+            &packhunt::tls::pem::certificates(&self.ca_pem)?,
             identity.rustls_cert_chain(),
             identity.rustls_private_key(),
         )?)
@@ -727,13 +727,13 @@ impl Api {
     }
 
     /// Where this client goes and who it is there, for loadgen's `ApiClient`.
-    fn target(&self) -> api_client::ApiTarget {
-        api_client::ApiTarget {
+    fn target(&self) -> Result<api_client::ApiTarget> {
+        Ok(api_client::ApiTarget {
             host: self.host.clone(),
             port: self.port,
-            ca_pem: self.ca_pem.clone(),
+            ca: packhunt::tls::pem::certificates(&self.ca_pem)?,
             auth: self.auth.clone(),
-        }
+        })
     }
 
     /// POSTs over HTTP/2 (what browsers and curl speak), sending `body` only `delay` after
@@ -748,7 +748,10 @@ impl Api {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let mut config = (*packhunt::tls::client::api_client_config(&self.ca_pem)?).clone();
+            let mut config = (*packhunt::tls::client::api_client_config(
+                &packhunt::tls::pem::certificates(&self.ca_pem)?,
+            )?)
+            .clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
             let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
@@ -761,7 +764,7 @@ impl Api {
             let mut req = hyper::Request::builder()
                 .method("POST")
                 .uri(format!("https://{}:{}{path}", self.host, self.port));
-            if let Some(value) = self.target().authorization() {
+            if let Some(value) = self.target()?.authorization() {
                 req = req.header("authorization", value);
             }
             let (response, mut stream) = client.send_request(req.body(())?, false)?;
@@ -787,7 +790,7 @@ impl Api {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
-        let mut client = api_client::ApiClient::connect(&self.target()).await?;
+        let mut client = api_client::ApiClient::connect(&self.target()?).await?;
         let (status, body, _took) = client.request(method, path, body).await?;
         Ok((status, body.to_vec()))
     }
@@ -1014,7 +1017,7 @@ impl RawAgent {
             identity.rustls_cert_chain(),
             identity.rustls_private_key(),
         )?;
-        let url = packhunt::config::url::ServerUrl::parse(&config.client.server_urls[0])?;
+        let url = config.client.server_urls[0].clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -1,0 +1,248 @@
+//! The config files as written: serde structs that mirror the TOML key for key
+//! (`deny_unknown_fields`, so a typo fails at load). Only `config/` reads these; it turns
+//! them into the typed `ServerConfig` / `ClientConfig` once. `config generate` writes them,
+//! and tools that edit a copy of a client config (tests, loadgen) load and write them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{load_toml, resolve, ConfigError};
+use crate::limits;
+
+/// The master's replication port when `config generate` is not told otherwise.
+pub const DEFAULT_REPLICATION_PORT: u16 = 8001;
+
+/// `server.config.toml`: one file shared by the master and every minion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub frontend: FrontendSection,
+    pub gui: GuiSection,
+    pub tls: ServerTlsSection,
+    pub datastore: DatastoreSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub users: Vec<UserEntry>,
+    /// Minion frontends added with `packhunt config frontend`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minions: Vec<MinionEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendSection {
+    /// Host agents use to reach the master (in its certificate and the client URLs).
+    pub public_host: String,
+    /// Address the agent port binds to.
+    pub bind_address: String,
+    pub agent_port: u16,
+    /// Port of the master's replication service (gRPC over mutual TLS) that minions
+    /// connect to at `public_host`. Bound only when minions are configured.
+    #[serde(default = "default_replication_port")]
+    pub replication_port: u16,
+    /// Agent shards (executor threads); 0 = one per core.
+    #[serde(default)]
+    pub shards: usize,
+    /// io_uring memory glommio registers per shard; memlock bounds the total.
+    #[serde(default = "default_io_memory_bytes")]
+    pub io_memory_bytes: usize,
+    /// io_uring entries per ring of an agent shard. Deeper rings give the kernel's
+    /// table of outstanding polls (one per idle agent) more buckets (tuning.md).
+    #[serde(default = "default_io_ring_depth")]
+    pub io_ring_depth: usize,
+    /// Open files this process may use (production raises `LimitNOFILE`).
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: u64,
+    /// Transparent huge pages for this process. Off by default: the allocator's huge
+    /// pages are only partly used by 19k small idle connections, which costs ~7-13 KiB of
+    /// RSS per agent (tuning.md); turn on only for heaps that fill them.
+    #[serde(default)]
+    pub transparent_huge_pages: bool,
+    /// PEM certificate + key the agent port presents (the master's).
+    pub certificate: String,
+    pub private_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuiSection {
+    pub bind_address: String,
+    pub port: u16,
+    /// Where GUI/API work runs relative to agent work.
+    #[serde(default)]
+    pub priority: GuiPriority,
+}
+
+/// `executor`: a dedicated priority executor thread (the design), niced above the shards.
+/// `realtime`: the same thread under SCHED_RR, so the kernel runs it as soon as it wakes
+/// (needs CAP_SYS_NICE; falls back to `executor`'s nice otherwise). The kernel's RT
+/// throttling leaves the shards at least 5 % of a core should it ever spin.
+/// `shared`: GUI/API served on agent shard 0 at equal priority — the baseline that
+/// reproduces the anchor product's sluggish GUI, kept for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuiPriority {
+    #[default]
+    Executor,
+    Realtime,
+    Shared,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM of the deployment CA; agents pin it.
+    pub ca_certificate: String,
+    /// PEM of the CA key: needed to sign minion certificates (`config frontend`).
+    pub ca_private_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreSection {
+    /// Root of the datastore; a shared mount when there are several frontends.
+    /// Relative paths are taken from the config file's folder.
+    pub location: PathBuf,
+    /// fsync whole-file documents (status.json, info.json, ...) before the rename.
+    #[serde(default = "default_true")]
+    pub fsync_documents: bool,
+    /// Threads per executor that do datastore file work (mostly waiting on the disk or
+    /// NFS, so more threads than cores: fsyncs and NFS round trips then overlap).
+    #[serde(default = "default_io_threads")]
+    pub io_threads_per_executor: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Uploads processed at once by this frontend (split over its agent shards).
+    pub concurrency: u32,
+    /// How long an upload waits for a concurrency permit before 503 + Retry-After.
+    pub concurrency_wait_ms: u64,
+    pub max_connections_per_second: u32,
+    pub hunt_recruitment_per_second: u32,
+    pub max_upload_bytes: u64,
+    pub handshake_timeout_ms: u64,
+    /// Connections each agent shard handshakes at once; more wait in the accept queue.
+    pub handshakes_in_flight_per_shard: u32,
+    pub idle_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            concurrency: limits::default_concurrency(),
+            concurrency_wait_ms: millis(limits::DEFAULT_CONCURRENCY_WAIT),
+            max_connections_per_second: limits::DEFAULT_MAX_CONNECTIONS_PER_SECOND,
+            hunt_recruitment_per_second: limits::DEFAULT_HUNT_RECRUITMENT_PER_SECOND,
+            max_upload_bytes: limits::DEFAULT_MAX_UPLOAD_BYTES,
+            handshake_timeout_ms: millis(limits::DEFAULT_HANDSHAKE_TIMEOUT),
+            handshakes_in_flight_per_shard: limits::DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD,
+            idle_timeout_ms: millis(limits::DEFAULT_IDLE_TIMEOUT),
+            request_timeout_ms: millis(limits::DEFAULT_REQUEST_TIMEOUT),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Administrator,
+    Reader,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinionEntry {
+    /// HOST:PORT: the minion's agent address and its name on the replication stream.
+    pub name: String,
+    /// PEM certificate (signed by the deployment CA, for HOST) + key: presented to
+    /// agents on the agent port and to the master on the replication link.
+    pub certificate: String,
+    pub private_key: String,
+    /// Port on `gui.bind_address` where the minion serves `/metrics` (a minion has no
+    /// GUI); none if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
+}
+
+/// `client.config.toml`: what every agent (and loadgen) needs to find the frontends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub client: ClientSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Every frontend's agent URL, `https://HOST:PORT/`; the agent picks one at random
+    /// and rotates on failure.
+    pub server_urls: Vec<String>,
+    /// PEM of the deployment CA the agent pins.
+    pub ca_certificate: String,
+    /// Where the agent keeps its key and client id. Relative to the config file's folder.
+    pub writeback_path: PathBuf,
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_io_threads() -> usize {
+    limits::DEFAULT_IO_THREADS_PER_EXECUTOR
+}
+fn default_io_ring_depth() -> usize {
+    limits::DEFAULT_IO_RING_DEPTH
+}
+
+fn default_io_memory_bytes() -> usize {
+    limits::DEFAULT_IO_MEMORY_BYTES
+}
+fn default_max_open_files() -> u64 {
+    limits::DEFAULT_MAX_OPEN_FILES
+}
+fn default_replication_port() -> u16 {
+    DEFAULT_REPLICATION_PORT
+}
+fn default_max_upload_bytes() -> u64 {
+    limits::DEFAULT_MAX_UPLOAD_BYTES
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ServerFile {
+    /// Reads and deserializes `path`, relative paths resolved against its folder; checks
+    /// nothing else (`ServerConfig::load` does).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut file: ServerFile = load_toml(path)?;
+        file.datastore.location = resolve(path, &file.datastore.location);
+        Ok(file)
+    }
+}
+
+impl ClientFile {
+    /// Reads and deserializes `path`, relative paths resolved against its folder; checks
+    /// nothing else (`ClientConfig::load` does).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut file: ClientFile = load_toml(path)?;
+        file.client.writeback_path = resolve(path, &file.client.writeback_path);
+        Ok(file)
+    }
+}
