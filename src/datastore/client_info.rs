@@ -5,13 +5,12 @@
 //! agent's facts mean (labels, hunt conditions) or bound them: sessions cap what an
 //! agent may send before it gets here.
 
-use std::fs;
-
 use serde::{Deserialize, Serialize};
 
 use super::atomic::{ensure_dir, read_json, write_json};
+use super::listing::ids_in;
 use super::path::{ClientDir, Datastore};
-use super::{io_error, serde_ids, DatastoreError};
+use super::{serde_ids, DatastoreError};
 use crate::ids::ClientId;
 
 /// `info.json`. Field names match the API's client item (docs/architecture.md, "API shapes").
@@ -156,17 +155,9 @@ fn first_contact(client: &ClientDir, now_ms: u64) -> ClientInfoDoc {
 /// valid client id, or that is not a folder, is skipped.
 pub fn list_clients(datastore: &Datastore) -> Result<Vec<ClientId>, DatastoreError> {
     let dir = datastore.clients_dir();
-    let entries = fs::read_dir(&dir).map_err(io_error("list", &dir))?;
     let mut clients = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error("list", &dir))?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| ClientId::parse(n).ok())
-        else {
-            continue;
-        };
+    for listed in ids_in(&dir, "", ClientId::parse)? {
+        let (id, entry) = listed?;
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             clients.push(id);
         }
@@ -177,6 +168,8 @@ pub fn list_clients(datastore: &Datastore) -> Result<Vec<ClientId>, DatastoreErr
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn doc(id: &ClientId) -> ClientInfoDoc {
