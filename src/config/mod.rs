@@ -84,7 +84,7 @@ pub struct Frontend {
     pub io_memory_bytes: usize,
     /// Invariant: within `limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH`.
     pub io_ring_depth: usize,
-    /// Invariant: above `limits::RESERVED_FILES`.
+    /// Invariant: above `limits::RESERVED_FILES_COUNT`.
     pub max_open_files: u64,
     pub transparent_huge_pages: bool,
     /// The master's certificate and key.
@@ -402,12 +402,12 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
             ),
         ));
     }
-    if f.max_open_files <= limits::RESERVED_FILES {
+    if f.max_open_files <= limits::RESERVED_FILES_COUNT {
         return Err(check.invalid(
             "frontend.max_open_files",
             format!(
                 "must exceed the {} files kept in reserve",
-                limits::RESERVED_FILES
+                limits::RESERVED_FILES_COUNT
             ),
         ));
     }

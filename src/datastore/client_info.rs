@@ -12,6 +12,7 @@ use super::listing::ids_in;
 use super::path::{ClientDir, Datastore};
 use super::{serde_ids, DatastoreError};
 use crate::ids::ClientId;
+use crate::limits::{LAST_SEEN_WRITE_INTERVAL_MS, MAX_CLIENT_FACT_CHARS};
 
 /// `info.json`. Field names match the API's client item (docs/architecture.md, "API shapes").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,17 +85,6 @@ pub fn write_client_info(client: &ClientDir, doc: &ClientInfoDoc) -> Result<(), 
     ensure_dir(client.path(), client.fsync_documents())?;
     write_json(&client.info_json(), doc, client.fsync_documents())
 }
-
-/// Longest hostname, os or version kept from an agent, in characters: real values are
-/// far shorter (a DNS name is at most 253 bytes) and these are shown in the GUI.
-pub const MAX_CLIENT_FACT_CHARS: usize = 256;
-
-/// How stale a stored `last_seen_ms` may get before a reconnect rewrites `info.json`
-/// with unchanged facts. Rewriting on every connect made each reconnect allocate and
-/// fsync a new inode (temp file, rename, directory sync): half the frontend's CPU per
-/// connection in a reconnect storm. Whether an agent is connected now comes from
-/// presence, not from this field.
-pub const LAST_SEEN_WRITE_INTERVAL_MS: u64 = 10 * 60 * 1000;
 
 /// Records that the agent connected now with these facts: creates `info.json` on first
 /// contact (first_seen = now), otherwise updates facts and last_seen and keeps labels

@@ -13,7 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use crate::api::{self, ApiCtx};
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::datastore::Datastore;
-use crate::limits::MIN_IO_MEMORY_BYTES;
+use crate::limits::{MIN_IO_MEMORY_BYTES, STARTUP_DEADLINE};
 use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
@@ -44,10 +44,6 @@ pub enum FrontendError {
     #[error("replication: {0}")]
     Replication(#[from] crate::replication::ReplicationError),
 }
-
-/// How long start-up may take before the frontend gives up (an executor that died
-/// before reporting would otherwise leave it waiting forever).
-const STARTUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What each executor reports once its listeners are bound (or failed to).
 type Ready = Result<(), FrontendError>;

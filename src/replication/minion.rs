@@ -19,13 +19,11 @@ use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{FrontendIdentity, ServerConfig};
 use crate::limits::{
-    REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN, REPLICATION_HELLO_TIMEOUT,
-    REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_LEN,
+    REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN, REPLICATION_HEALTHY_LINK_UPTIME,
+    REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
+    REPLICATION_LINK_QUEUE_COUNT,
 };
 use crate::metrics::{metrics, ReplicationQueue};
-
-/// A link that stayed up this long was healthy: the next failure starts backoff afresh.
-const HEALTHY_LINK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
@@ -78,7 +76,7 @@ pub async fn run(
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!("replication: {e}");
         }
-        if started.elapsed() > HEALTHY_LINK {
+        if started.elapsed() > REPLICATION_HEALTHY_LINK_UPTIME {
             round = 0;
         }
         let pause = backoff(round);
@@ -156,7 +154,7 @@ async fn link_once(
         .await
         .map_err(|e| connect_error(error_chain(&e)))?;
     let mut client = ReplicationClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(REPLICATION_LINK_QUEUE_LEN);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(REPLICATION_LINK_QUEUE_COUNT);
     let hello = pb::Hello {
         frontend: my_name.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 
 use super::pb::envelope::Kind;
-use crate::limits::{REPLICATION_INBOUND_QUEUE_LEN, REPLICATION_OUTBOUND_QUEUE_LEN};
+use crate::limits::{REPLICATION_INBOUND_QUEUE_COUNT, REPLICATION_OUTBOUND_QUEUE_COUNT};
 use crate::metrics::{metrics, ReplicationQueue};
 
 /// What the link thread tells the hub.
@@ -51,7 +51,7 @@ pub struct OutboxReceiver {
 }
 
 pub fn outbox() -> (Outbox, OutboxReceiver) {
-    outbox_with_capacity(REPLICATION_OUTBOUND_QUEUE_LEN)
+    outbox_with_capacity(REPLICATION_OUTBOUND_QUEUE_COUNT)
 }
 
 pub fn outbox_with_capacity(capacity: usize) -> (Outbox, OutboxReceiver) {
@@ -138,7 +138,7 @@ pub struct Inbox {
 pub type InboxReceiver = mpsc::Receiver<HubMessage>;
 
 pub fn inbox() -> (Inbox, InboxReceiver) {
-    let (tx, rx) = mpsc::channel(REPLICATION_INBOUND_QUEUE_LEN);
+    let (tx, rx) = mpsc::channel(REPLICATION_INBOUND_QUEUE_COUNT);
     (Inbox { tx }, rx)
 }
 

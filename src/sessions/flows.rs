@@ -9,6 +9,7 @@
 //! a short Retry-After); the real agent sends one upload at a time and never sees it.
 
 use crate::clock::now_ms;
+use crate::limits::MAX_UPLOADED_FILE_BYTES;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,9 +24,6 @@ use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::runtime::offload::offload;
 use crate::sessions::upload::UploadError;
-
-/// Largest file an agent may upload into one flow (offset + chunk).
-pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 pub enum BatchOutcome {
     /// `started`: this batch moved the flow from scheduled to in progress.
