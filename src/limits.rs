@@ -37,6 +37,8 @@
 
 use std::time::Duration;
 
+use rand::Rng;
+
 // ---- Uploads ------------------------------------------------------------------------------
 
 /// Largest single upload request (one result batch, file chunk or status).
@@ -349,9 +351,31 @@ pub fn shard_share(total: u32, shards: usize, shard: usize) -> u64 {
     (total / shards + u64::from(shard < total % shards)).max(1)
 }
 
+/// A reconnect delay for the `round`-th failed attempt in a row: full jitter between `min`
+/// and a ceiling that doubles per round up to `max`, so a fleet (or the minions) that lost
+/// its peer at once comes back spread out instead of in one wave.
+pub fn jittered_backoff(min: Duration, max: Duration, round: u32) -> Duration {
+    let ceiling = min.saturating_mul(1u32 << round.min(16)).min(max);
+    let ms = rand::thread_rng().gen_range(min.as_millis() as u64..=ceiling.as_millis() as u64);
+    Duration::from_millis(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_bounds_and_its_ceiling_grows() {
+        let (min, max) = (AGENT_BACKOFF_MIN, AGENT_BACKOFF_MAX);
+        for round in [0, 1, 3, 16, 40] {
+            let ceiling = min.saturating_mul(1u32 << round.min(16)).min(max);
+            for _ in 0..100 {
+                let pause = jittered_backoff(min, max, round);
+                assert!(min <= pause && pause <= ceiling, "round {round}: {pause:?}");
+            }
+        }
+        assert_eq!(jittered_backoff(min, max, 0), min);
+    }
 
     #[test]
     fn shares_add_up_to_the_limit_and_never_starve_a_shard() {

@@ -15,8 +15,8 @@ use crate::agent::outbox::{OutItem, Outbox};
 use crate::agent::runner::Runner;
 use crate::config::url::ServerUrl;
 use crate::limits::{
-    AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_OVERLOAD_PAUSE, MAX_AGENT_QUEUED_TASKS_COUNT,
-    MAX_AGENT_REMEMBERED_FLOWS_COUNT, MAX_AGENT_RETRY_AFTER,
+    jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_OVERLOAD_PAUSE,
+    MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_REMEMBERED_FLOWS_COUNT, MAX_AGENT_RETRY_AFTER,
 };
 use crate::protocol::pb::{self, upload_ack};
 
@@ -104,7 +104,7 @@ pub async fn run(
                 failures_in_round += 1;
                 if failures_in_round >= n {
                     failures_in_round = 0;
-                    let pause = backoff(round);
+                    let pause = jittered_backoff(AGENT_BACKOFF_MIN, AGENT_BACKOFF_MAX, round);
                     round = round.saturating_add(1);
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -114,17 +114,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// Full jitter over an exponential ceiling: a fleet that lost its frontend at once
-/// comes back spread out instead of in one wave.
-pub fn backoff(round: u32) -> Duration {
-    let ceiling = AGENT_BACKOFF_MIN
-        .saturating_mul(1u32 << round.min(16))
-        .min(AGENT_BACKOFF_MAX);
-    let ms = rand::thread_rng()
-        .gen_range(AGENT_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
-    Duration::from_millis(ms)
 }
 
 /// One connection: returns why it ended.

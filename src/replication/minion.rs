@@ -6,10 +6,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper_util::rt::TokioIo;
-use rand::Rng;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::pb::envelope::Kind;
@@ -19,9 +18,9 @@ use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{FrontendIdentity, ServerConfig};
 use crate::limits::{
-    REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN, REPLICATION_HEALTHY_LINK_UPTIME,
-    REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
-    REPLICATION_LINK_QUEUE_COUNT,
+    jittered_backoff, REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN,
+    REPLICATION_HEALTHY_LINK_UPTIME, REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL,
+    REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_COUNT,
 };
 use crate::metrics::{metrics, ReplicationQueue};
 
@@ -79,7 +78,7 @@ pub async fn run(
         if started.elapsed() > REPLICATION_HEALTHY_LINK_UPTIME {
             round = 0;
         }
-        let pause = backoff(round);
+        let pause = jittered_backoff(REPLICATION_BACKOFF_MIN, REPLICATION_BACKOFF_MAX, round);
         round = round.saturating_add(1);
         // While unlinked, queued messages have nowhere to go: presence is resent as a
         // snapshot on the next link, the rest is counted as dropped.
@@ -102,16 +101,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// Full jitter over an exponential ceiling.
-fn backoff(round: u32) -> Duration {
-    let ceiling = REPLICATION_BACKOFF_MIN
-        .saturating_mul(1u32 << round.min(16))
-        .min(REPLICATION_BACKOFF_MAX);
-    let ms = rand::thread_rng()
-        .gen_range(REPLICATION_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
-    Duration::from_millis(ms)
 }
 
 /// One link: connect, Hello both ways, then relay until it ends.
