@@ -24,7 +24,7 @@
 //! | `MAX_PASSWD_BYTES` | 16 MiB | `agent/artifacts/users.rs` | `/etc/passwd` read |
 //! | `MAX_CMDLINE_BYTES` | 64 KiB | `agent/artifacts/pslist.rs` | command line kept |
 //! | `MAX_PROC_FILE_BYTES` | 16 KiB | `agent/artifacts/pslist.rs` | `/proc/<pid>/stat` read |
-//! | `DEFAULT_REPLICATION_PORT` | 8001 | `config/mod.rs` | a config default, not a limit |
+//! | `DEFAULT_REPLICATION_PORT` | 8001 | `config/file.rs` | a config default, not a limit |
 //! | `DEFAULT_FRONTEND_PORT` | 8000 | `config/generate.rs` | a `config generate` default |
 //! | `DEFAULT_GUI_PORT` | 8889 | `config/generate.rs` | a `config generate` default |
 //! | `GENERATED_PASSWORD_CHARS` | 20 | `config/generate.rs` | ~119 bits, typeable |
@@ -48,6 +48,10 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 /// Hard ceiling on `max_upload_bytes` a config may set: uploads are held in memory
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Smallest `client.max_upload_bytes` an agent config may set: the floor it has always
+/// had; the agent keeps about 1 KiB of each upload for framing (agent/outbox.rs).
+pub const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;
 
 /// Uploads processed at once per frontend. docs/architecture.md: 2 × cores × 8.
 pub fn default_concurrency() -> u32 {
@@ -321,6 +325,7 @@ const fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+const _: () = assert!(MIN_CLIENT_UPLOAD_BYTES <= DEFAULT_MAX_UPLOAD_BYTES);
 const _: () = assert!(DEFAULT_MAX_UPLOAD_BYTES <= MAX_MAX_UPLOAD_BYTES);
 const _: () = assert!(MIN_IO_MEMORY_BYTES <= DEFAULT_IO_MEMORY_BYTES);
 const _: () = assert!(MIN_IO_RING_DEPTH <= DEFAULT_IO_RING_DEPTH);
