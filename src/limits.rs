@@ -94,7 +94,7 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SECOND: u32 = 200;
 /// the rest wait in the kernel's accept queue. Unbounded, a connection burst larger
 /// than a core can serve within the handshake deadline made every handshake slow, many
 /// timed out after the work was spent, and their agents came back for more: a 19k
-/// ramp on one shard took 131 s with 7,874 timeouts (tuning.md, P1). 256 keeps a core
+/// ramp on one shard took 131-167 s with 7,900-12,500 timeouts (tuning.md, P1). 256 keeps a core
 /// busy through 100 ms of network round trips at ~1 ms of CPU per handshake.
 pub const DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD: u32 = 256;
 
@@ -102,7 +102,8 @@ pub const DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD: u32 = 256;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no request and no task for this long is closed (docs/architecture.md: 10 min).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// One request (upload or API call) must complete within this (docs/architecture.md: 60 s).
+/// One agent upload's body must arrive within this (docs/architecture.md: 60 s). The
+/// GUI/API port has no request timeout yet.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Open files a frontend may use; agents are refused (not crashed) above
@@ -150,8 +151,8 @@ pub const DEFAULT_IO_RING_DEPTH: usize = 4096;
 pub const MIN_IO_RING_DEPTH: usize = 64;
 pub const MAX_IO_RING_DEPTH: usize = 32_768;
 
-/// Datastore I/O threads per executor. A status document costs ~2.2 ms of fsync on the
-/// reference disk (tuning.md) and an NFS round trip about a millisecond: with one thread
+/// Datastore I/O threads per executor. An fsynced document costs milliseconds on a
+/// disk and an NFS round trip about a millisecond: with one thread
 /// a shard could write at most a few hundred documents a second. 8 overlap that waiting
 /// at the cost of 8 mostly idle threads per executor.
 pub const DEFAULT_IO_THREADS_PER_EXECUTOR: usize = 8;

@@ -18,8 +18,9 @@ pub enum RejectReason {
     BadFrame,
     BadJsonl,
     BadName,
+    /// Also a flow that does not exist: only the client's own folder is searched, so
+    /// the two are one case.
     NotYourFlow,
-    UnknownFlow,
     FlowClosed,
     Internal,
     Overloaded,
@@ -29,13 +30,12 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 11] = [
         Self::TooLarge,
         Self::BadFrame,
         Self::BadJsonl,
         Self::BadName,
         Self::NotYourFlow,
-        Self::UnknownFlow,
         Self::FlowClosed,
         Self::Internal,
         Self::Overloaded,
@@ -51,7 +51,6 @@ impl RejectReason {
             Self::BadJsonl => "bad_jsonl",
             Self::BadName => "bad_name",
             Self::NotYourFlow => "not_your_flow",
-            Self::UnknownFlow => "unknown_flow",
             Self::FlowClosed => "flow_closed",
             Self::Internal => "internal",
             Self::Overloaded => "overloaded",

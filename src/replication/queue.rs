@@ -1,8 +1,8 @@
 //! The queues between the glommio executors and the replication thread (tokio).
 //!
-//! Outbound (executors -> link): one bounded crossbeam queue per process. Producers are
-//! the hub (presence) and the agent shards (flow states): `try_send` never blocks or takes
-//! a lock on the agent path. crossbeam has no waker, so every send also notifies a tokio
+//! Outbound (executors -> link): one bounded crossbeam queue per process. Its producer is
+//! the hub (presence and flow states, which the shards report to it over the mesh):
+//! `try_send` never blocks or takes a lock. crossbeam has no waker, so every send also notifies a tokio
 //! `Notify` that the link thread waits on (a permit is stored when it is not waiting, so
 //! no wake is lost). When full: the message is dropped and counted
 //! (`packhunt_replication_dropped_total{queue="outbound"}`); a dropped presence event

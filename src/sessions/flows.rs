@@ -3,7 +3,7 @@
 //! held open by two connections of one shard. Everything is re-read from disk on open,
 //! because the agent may have written earlier batches through another frontend.
 //!
-//! All file work runs on the blocking pool (`shard::offload`): an open flow is checked
+//! All file work runs on the blocking pool (`runtime::offload`): an open flow is checked
 //! out of the connection's map, moved to a pool thread for the operation, and checked
 //! back in. A second upload for a flow that is checked out is refused as busy (503 with
 //! a short Retry-After); the real agent sends one upload at a time and never sees it.
