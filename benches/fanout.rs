@@ -14,7 +14,7 @@
 //!   send on the priority executor until the shard executor has received all of them.
 //!
 //! Draining the session queues and clearing their duplicate sets between batches is
-//! outside the timed region: otherwise a full queue (`SESSION_TASK_QUEUE_LEN`) or an
+//! outside the timed region: otherwise a full queue (`SESSION_TASK_QUEUE_COUNT`) or an
 //! already-delivered flow would turn pushes into cheap no-ops.
 //!
 //! Run: `cargo bench --bench fanout -- --warm-up-time 1 --measurement-time 2`
@@ -214,7 +214,7 @@ fn bench_fanout_all(c: &mut Criterion) {
         drop(fleet);
 
         let mut channels: Vec<_> = (0..sessions)
-            .map(|_| mpsc::channel::<Bytes>(packhunt::limits::SESSION_TASK_QUEUE_LEN))
+            .map(|_| mpsc::channel::<Bytes>(packhunt::limits::SESSION_TASK_QUEUE_COUNT))
             .collect();
         g.bench_with_input(
             BenchmarkId::new("mpsc_only", sessions),

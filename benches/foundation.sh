@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# benches/foundation.sh — produces every figure in tuning.md.
+# benches/foundation.sh — the first all-in-one measurement script (its figures are in
+# tuning.md's git history); benches/targets.sh produces tuning.md's current figures.
 #
 #   bash benches/foundation.sh [N ...]          # default: 5000 15000
 #

@@ -27,13 +27,51 @@ fn id_error(kind: &'static str, raw: &str, expected: &'static str) -> IdError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(String);
 
-/// `F.` + 16 uppercase hex digits. Invariant: matches `^F\.[0-9A-F]{16}$`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(String);
+/// Server-minted ids: a one-letter prefix and 16 uppercase hex digits from a random `u64`.
+/// Distinct types so a flow id can never be passed where a hunt id is expected.
+macro_rules! random_upper_hex_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-/// `H.` + 16 uppercase hex digits. Invariant: matches `^H\.[0-9A-F]{16}$`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HuntId(String);
+        impl $name {
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                if parse_prefixed(raw, $prefix, true) {
+                    Ok(Self(raw.to_string()))
+                } else {
+                    Err(id_error(
+                        $kind,
+                        raw,
+                        concat!($prefix, " and 16 uppercase hex digits"),
+                    ))
+                }
+            }
+
+            pub fn random() -> Self {
+                Self(format!(concat!($prefix, "{:016X}"), rand::random::<u64>()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+random_upper_hex_id!(
+    /// `F.` + 16 uppercase hex digits. Invariant: matches `^F\.[0-9A-F]{16}$`.
+    FlowId,
+    "F.",
+    "flow id"
+);
+
+random_upper_hex_id!(
+    /// `H.` + 16 uppercase hex digits. Invariant: matches `^H\.[0-9A-F]{16}$`.
+    HuntId,
+    "H.",
+    "hunt id"
+);
 
 fn is_hex(s: &str, upper: bool) -> bool {
     s.bytes().all(|b| {
@@ -64,42 +102,6 @@ impl ClientId {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(spki_der);
         Self(format!("C.{}", hex::encode(&digest[..8])))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FlowId {
-    pub fn parse(raw: &str) -> Result<Self, IdError> {
-        if parse_prefixed(raw, "F.", true) {
-            Ok(Self(raw.to_string()))
-        } else {
-            Err(id_error("flow id", raw, "F. and 16 uppercase hex digits"))
-        }
-    }
-
-    pub fn random() -> Self {
-        Self(format!("F.{:016X}", rand::random::<u64>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl HuntId {
-    pub fn parse(raw: &str) -> Result<Self, IdError> {
-        if parse_prefixed(raw, "H.", true) {
-            Ok(Self(raw.to_string()))
-        } else {
-            Err(id_error("hunt id", raw, "H. and 16 uppercase hex digits"))
-        }
-    }
-
-    pub fn random() -> Self {
-        Self(format!("H.{:016X}", rand::random::<u64>()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -138,6 +140,15 @@ mod tests {
         assert!(FlowId::parse("F.0123456789abcdef").is_err());
         let f = FlowId::random();
         assert_eq!(FlowId::parse(f.as_str()).unwrap(), f);
+        assert!(HuntId::parse("H.0123456789ABCDEF").is_ok());
+        assert!(HuntId::parse("H.0123456789abcdef").is_err());
+        assert!(HuntId::parse("F.0123456789ABCDEF").is_err());
+        let h = HuntId::random();
+        assert_eq!(HuntId::parse(h.as_str()).unwrap(), h);
+        assert_eq!(
+            HuntId::parse("H.0123").unwrap_err().to_string(),
+            "invalid hunt id `H.0123`: expected H. and 16 uppercase hex digits"
+        );
     }
 
     #[test]

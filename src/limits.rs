@@ -1,7 +1,45 @@
 //! Every limit in one place: its default, its unit and why this value. The config
-//! (`config.rs`) takes its defaults from here; nothing else hard-codes a limit.
+//! (`config/`) takes its defaults from here; other modules import their limits from here
+//! rather than hard-coding them. Integers carry their unit in the name (`_bytes`,
+//! `_count`, `_ms`, `_per_second`, `_chars`); a `Duration` is its own unit and is named
+//! for what it bounds. This module imports nothing from the crate.
+//!
+//! Constants that are a detail of one module's format or algorithm stay beside the code
+//! they describe; they are listed here so this file remains the index of every limit:
+//!
+//! | constant | value | lives in | why it stays there |
+//! |---|---|---|---|
+//! | `MAX_ARTIFACTS_PER_REQUEST` | 32 | `artifacts.rs` | checked against the catalogue's length |
+//! | `MAX_PARAMETER_VALUE_BYTES` | 4,096 | `artifacts.rs` | part of the request format (PATH_MAX) |
+//! | `MAX_ECHOED_INPUT_CHARS` | 200 | `artifacts.rs` | error text only |
+//! | `BATCH_RECORD_BYTES` | 32 | `datastore/resultset.rs` | on-disk record format |
+//! | `MIN_ROW_BYTES` | 3 | `datastore/resultset.rs` | on-disk format (`{}\n`) |
+//! | `WALK_CHUNK_RECORDS` | 1,024 | `datastore/resultset.rs` | recovery read size |
+//! | `SCRATCH_BYTES` | 16 KiB | `transport/compat.rs` | one TLS record (RFC 8446 5.1) |
+//! | `UPLOAD_OVERHEAD_BYTES` | 1,024 | `agent/outbox.rs` | framing slack in an upload |
+//! | `MAX_RECURSION_DEPTH` | 32 | `agent/artifacts/glob.rs` | `**` walk depth |
+//! | `HASH_BUFFER_BYTES` | 64 KiB | `agent/artifacts/glob.rs` | hashing read size |
+//! | `MAX_HASH_BYTES` | 16 GiB | `agent/artifacts/glob.rs` | largest file hashed |
+//! | `MAX_TABLE_BYTES` | 64 MiB | `agent/artifacts/netstat.rs` | `/proc/net/tcp*` read |
+//! | `MAX_PASSWD_BYTES` | 16 MiB | `agent/artifacts/users.rs` | `/etc/passwd` read |
+//! | `MAX_CMDLINE_BYTES` | 64 KiB | `agent/artifacts/pslist.rs` | command line kept |
+//! | `MAX_PROC_FILE_BYTES` | 16 KiB | `agent/artifacts/pslist.rs` | `/proc/<pid>/stat` read |
+//! | `DEFAULT_REPLICATION_PORT` | 8001 | `config/file.rs` | a config default, not a limit |
+//! | `DEFAULT_FRONTEND_PORT` | 8000 | `config/generate.rs` | a `config generate` default |
+//! | `DEFAULT_GUI_PORT` | 8889 | `config/generate.rs` | a `config generate` default |
+//! | `GENERATED_PASSWORD_CHARS` | 20 | `config/generate.rs` | ~119 bits, typeable |
+//! | `CA_VALIDITY` | 10 years | `config/generate.rs` | certificate generation |
+//! | `CLOCK_SKEW_ALLOWANCE` | 1 day | `config/generate.rs` | certificate generation |
+//! | `PASSWORD_SALT_BYTES` | 16 | `config/generate.rs` | RFC 9106 3.1 |
+//! | `PRIORITY_THREAD_NICE` | -10 | `frontend/run.rs` | OS scheduling (tuning.md, P4) |
+//! | `PRIORITY_THREAD_RT_PRIORITY` | 1 | `frontend/run.rs` | OS scheduling |
+//! | `LATENCY_BUCKETS_SECONDS` | 13 buckets | `metrics/histogram.rs` | metric layout |
 
 use std::time::Duration;
+
+use rand::Rng;
+
+// ---- Uploads ------------------------------------------------------------------------------
 
 /// Largest single upload request (one result batch, file chunk or status).
 /// docs/architecture.md: 5 MiB; above it the server answers 413 and the agent splits the batch.
@@ -10,6 +48,10 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 /// Hard ceiling on `max_upload_bytes` a config may set: uploads are held in memory
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Smallest `client.max_upload_bytes` an agent config may set: the floor it has always
+/// had; the agent keeps about 1 KiB of each upload for framing (agent/outbox.rs).
+pub const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;
 
 /// Uploads processed at once per frontend. docs/architecture.md: 2 × cores × 8.
 pub fn default_concurrency() -> u32 {
@@ -23,17 +65,36 @@ pub fn default_concurrency() -> u32 {
 /// Retry-After). Long enough to ride out a burst, short of the 60 s request timeout.
 pub const DEFAULT_CONCURRENCY_WAIT: Duration = Duration::from_secs(5);
 
+/// Waiting uploads allowed per concurrency permit before new ones are refused at once:
+/// a queue longer than a few permit turns would outlast `DEFAULT_CONCURRENCY_WAIT`.
+pub const UPLOAD_WAITERS_PER_PERMIT_COUNT: usize = 4;
+
+/// What an upload refused for concurrency is told to wait, spread over this range so
+/// that refused agents do not return together.
+pub const RETRY_AFTER_CONCURRENCY_MIN: Duration = Duration::from_secs(2);
+pub const RETRY_AFTER_CONCURRENCY_MAX: Duration = Duration::from_secs(10);
+
+/// How long an agent waits after the datastore refused a write for lack of space: long,
+/// so a full disk does not start a re-upload storm (docs/architecture.md, "Lessons").
+pub const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(300);
+/// How long to wait before resending an upload refused because another one for the
+/// same flow was still being written: that write is a single batch, soon done.
+pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
+
+/// Largest file an agent may upload into one flow (offset + chunk): bounds what one
+/// flow can put on the shared mount.
+pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+// ---- Connections and admission ------------------------------------------------------------
+
 /// New agent connections accepted per second per frontend (docs/architecture.md).
 pub const DEFAULT_MAX_CONNECTIONS_PER_SECOND: u32 = 200;
-
-/// Agents assigned to hunts per second, fleet-wide (docs/architecture.md).
-pub const DEFAULT_HUNT_RECRUITMENT_PER_SECOND: u32 = 100;
 
 /// Connections one agent shard takes through the handshake (TLS + HTTP/2) at once;
 /// the rest wait in the kernel's accept queue. Unbounded, a connection burst larger
 /// than a core can serve within the handshake deadline made every handshake slow, many
 /// timed out after the work was spent, and their agents came back for more: a 19k
-/// ramp on one shard took 131 s with 7,874 timeouts (tuning.md, P1). 256 keeps a core
+/// ramp on one shard took 131-167 s with 7,900-12,500 timeouts (tuning.md, P1). 256 keeps a core
 /// busy through 100 ms of network round trips at ~1 ms of CPU per handshake.
 pub const DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD: u32 = 256;
 
@@ -41,11 +102,43 @@ pub const DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD: u32 = 256;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no request and no task for this long is closed (docs/architecture.md: 10 min).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// One request (upload or API call) must complete within this (docs/architecture.md: 60 s).
+/// One agent upload's body must arrive within this (docs/architecture.md: 60 s). The
+/// GUI/API port has no request timeout yet.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// glommio registers this much memory per shard for io_uring buffers. memlock is
-/// 8 MiB on the target box and glommio refuses below 512 KiB (docs/architecture.md, "This machine").
+/// Open files a frontend may use; agents are refused (not crashed) above
+/// `max_open_files - RESERVED_FILES_COUNT`. 20,000 is this box's hard limit; production
+/// raises it.
+pub const DEFAULT_MAX_OPEN_FILES: u64 = 20_000;
+/// Files kept back for result sets, the datastore and the API while agents hold the rest.
+pub const RESERVED_FILES_COUNT: u64 = 512;
+
+/// How long an accept loop sleeps after EMFILE/ENFILE: the listener stays readable while
+/// the process is out of files, so retrying at once would spin a core.
+pub const ACCEPT_BACKOFF_ON_EMFILE: Duration = Duration::from_millis(100);
+
+/// TCP keepalive finds agents whose host vanished without a FIN; cheap, in the kernel.
+/// With Linux's default 9 probes a dead host is found after ~4 minutes, well inside the
+/// 10-minute idle timeout.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// HTTP/2 flow-control windows for agent connections: large enough that a 5 MiB upload
+/// is not throttled by window updates on a fast link; they cost nothing while idle
+/// (RFC 9113 6.9.2: the default is 65,535 bytes).
+pub const H2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+pub const H2_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// Streams one agent connection may open: it has one task stream and a few uploads in
+/// flight.
+pub const MAX_H2_CONCURRENT_STREAMS_COUNT: u32 = 16;
+/// Largest header block an agent may send: its requests carry a handful of short headers.
+pub const MAX_H2_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+// ---- Executors and start-up ---------------------------------------------------------------
+
+/// glommio registers this much memory per shard for io_uring buffers. memlock is 8 MiB
+/// on the target box and glommio refuses below 512 KiB (docs/architecture.md, "This
+/// machine").
 pub const DEFAULT_IO_MEMORY_BYTES: usize = 1024 * 1024;
 pub const MIN_IO_MEMORY_BYTES: usize = 512 * 1024;
 /// io_uring submission entries per ring (glommio's default is 128). The kernel sizes a
@@ -58,48 +151,56 @@ pub const DEFAULT_IO_RING_DEPTH: usize = 4096;
 pub const MIN_IO_RING_DEPTH: usize = 64;
 pub const MAX_IO_RING_DEPTH: usize = 32_768;
 
-/// Datastore I/O threads per executor. A status document costs ~2.2 ms of fsync on the
-/// reference disk (tuning.md) and an NFS round trip about a millisecond: with one thread
+/// Datastore I/O threads per executor. An fsynced document costs milliseconds on a
+/// disk and an NFS round trip about a millisecond: with one thread
 /// a shard could write at most a few hundred documents a second. 8 overlap that waiting
 /// at the cost of 8 mostly idle threads per executor.
 pub const DEFAULT_IO_THREADS_PER_EXECUTOR: usize = 8;
 pub const MAX_IO_THREADS_PER_EXECUTOR: usize = 256;
 
-/// Open files a frontend may use; agents are refused (not crashed) above
-/// `max_open_files - RESERVED_FILES`. 20,000 is this box's hard limit; production raises it.
-pub const DEFAULT_MAX_OPEN_FILES: u64 = 20_000;
-/// Files kept back for result sets, the datastore and the API while agents hold the rest.
-pub const RESERVED_FILES: u64 = 512;
+/// How long start-up may take before the frontend gives up: an executor that died
+/// before reporting would otherwise leave it waiting forever.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a stopping shard waits for its connections to finish their uploads: a
+/// stalled agent must not hold up a restart; it resends to another frontend.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How often an executor waiting for the other end of a queue to connect wakes up:
+/// glommio only notices the other end while its reactor turns (runtime/channel.rs), and
+/// this ticks only during start-up.
+pub const QUEUE_CONNECT_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
-/// How long an accept loop sleeps after EMFILE/ENFILE: the listener stays readable while
-/// the process is out of files, so retrying at once would spin a core.
-pub const ACCEPT_BACKOFF_ON_EMFILE: Duration = Duration::from_millis(100);
-
-/// Largest server->agent frame the agent accepts on its task stream. A task names a few
-/// artifacts and parameters; 1 MiB is far above any real one and caps a hostile length.
-pub const MAX_TASK_FRAME_BYTES: usize = 1024 * 1024;
+// ---- Queues between executors, sessions and notifications ---------------------------------
 
 /// Tasks queued per session before the push stream applies backpressure.
-pub const SESSION_TASK_QUEUE_LEN: usize = 1024;
+pub const SESSION_TASK_QUEUE_COUNT: usize = 1024;
 
 /// Cross-shard queues (priority shard <-> agent shards): bounded, see notify/mesh.rs.
-pub const MESH_QUEUE_LEN: usize = 65_536;
+pub const MESH_QUEUE_COUNT: usize = 65_536;
+
+/// How long a notification may wait for room in a full shard queue before it is dropped
+/// and counted: the agent still finds its task on its next queue scan.
+pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
+
+// ---- Replication --------------------------------------------------------------------------
 
 /// Messages waiting for the replication thread (presence, flow states, notifications
 /// bound for other frontends). A burst of 19,000 reconnects fits; beyond that presence
 /// is dropped and resent as a snapshot (src/replication/queue.rs).
-pub const REPLICATION_OUTBOUND_QUEUE_LEN: usize = 65_536;
+pub const REPLICATION_OUTBOUND_QUEUE_COUNT: usize = 65_536;
 /// Messages from other frontends waiting for the hub executor.
-pub const REPLICATION_INBOUND_QUEUE_LEN: usize = 65_536;
+pub const REPLICATION_INBOUND_QUEUE_COUNT: usize = 65_536;
 /// Messages queued on one peer's stream; a peer that falls this far behind loses
 /// messages (counted) rather than growing the master's memory.
-pub const REPLICATION_LINK_QUEUE_LEN: usize = 16_384;
+pub const REPLICATION_LINK_QUEUE_COUNT: usize = 16_384;
 /// Client ids per presence snapshot message (~60 bytes each, well under gRPC's 4 MiB).
-pub const PRESENCE_SNAPSHOT_CHUNK: usize = 5_000;
+pub const PRESENCE_SNAPSHOT_CLIENTS_COUNT: usize = 5_000;
 /// A minion's wait before relinking grows from MIN to MAX (with jitter) while the master
 /// stays unreachable.
 pub const REPLICATION_BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const REPLICATION_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A link that stayed up this long was healthy: the next failure starts backoff afresh.
+/// Longer than the longest backoff, so a link that flaps is not mistaken for a healthy one.
+pub const REPLICATION_HEALTHY_LINK_UPTIME: Duration = Duration::from_secs(30);
 /// HTTP/2 pings on an idle link: a master cut off by the network (no RST) is noticed
 /// within interval + timeout.
 pub const REPLICATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -107,22 +208,146 @@ pub const REPLICATION_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A new link must finish TLS and say Hello within this.
 pub const REPLICATION_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+// ---- Hunts --------------------------------------------------------------------------------
+
+/// Agents assigned to hunts per second, fleet-wide (docs/architecture.md).
+pub const DEFAULT_HUNT_RECRUITMENT_PER_SECOND: u32 = 100;
+
+/// How often the recruiter wakes: a tenth of the bucket's burst at 100/s.
+pub const RECRUIT_TICK_INTERVAL: Duration = Duration::from_millis(10);
+/// Recruits written in one trip to the blocking pool, and such trips at once. One trip
+/// per recruit spent more on thread handoffs than on the files for an unthrottled hunt
+/// over 19,000 agents (tuning.md, P2 fan-out); a few trips at once keep the pool's
+/// threads overlapping their file work.
+pub const RECRUIT_BATCH_COUNT: usize = 256;
+pub const RECRUIT_BATCHES_IN_FLIGHT_COUNT: u64 = 4;
+/// Candidates whose facts are read in one trip to the blocking pool: one trip per
+/// candidate held recruitment below 200/s on a busy box.
+pub const RECRUIT_CHECK_BATCH_COUNT: usize = 256;
+/// How often recruits written since are made durable together: one filesystem sync
+/// per tenth of a second instead of one per recruit.
+pub const RECRUIT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How long an agent without known facts waits before it is checked again: they are
+/// written when its `ClientInfo` upload arrives, usually a moment after it connects.
+pub const RECRUIT_FACTS_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often unfinished participant flows are re-read from disk (a flow-end event may
+/// have been dropped on the way), and how many per pass, so one pass stays short.
+pub const HUNT_RECONCILE_INTERVAL: Duration = Duration::from_secs(15);
+pub const HUNT_RECONCILE_BATCH_COUNT: usize = 2_000;
+
+// ---- API ----------------------------------------------------------------------------------
+
 /// A rows request may ask for at most this many rows in one page.
 pub const MAX_RESULT_PAGE_ROWS: u64 = 10_000;
 /// Default rows per page when the caller does not say.
 pub const DEFAULT_RESULT_PAGE_ROWS: u64 = 100;
 /// Clients listed per page at most.
-pub const MAX_CLIENT_LIST_LIMIT: usize = 10_000;
+pub const MAX_CLIENT_LIST_PAGE_COUNT: usize = 10_000;
 
 /// Largest API request body (collection requests are small JSON documents).
 pub const MAX_API_BODY_BYTES: usize = 1024 * 1024;
+
+/// Labels an operator may put on one client, and their length: they travel in every
+/// client list item and are compared on every recruitment.
+pub const MAX_LABELS_PER_CLIENT_COUNT: usize = 64;
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// Verified credentials kept at most; beyond it the cache starts over (bounded memory
+/// whatever callers send).
+pub const MAX_CACHED_CREDENTIALS_COUNT: usize = 1024;
+
+// ---- Datastore ----------------------------------------------------------------------------
+
+/// Largest document `read_json` accepts. Our documents are a few KiB; a bigger file is
+/// not ours (or is corrupt) and must not be read into memory whole.
+pub const MAX_DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Bytes of row data one `read_rows` page returns at most (it always returns at least
+/// one row, itself bounded by `max_upload_bytes`): bounds API memory per request.
+pub const MAX_RESULT_PAGE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Longest hostname, os or version kept from an agent, in characters: real values are
+/// far shorter (a DNS name is at most 253 bytes) and these are shown in the GUI.
+pub const MAX_CLIENT_FACT_CHARS: usize = 256;
+
+/// How stale a stored `last_seen_ms` may get before a reconnect rewrites `info.json`
+/// with unchanged facts. Rewriting on every connect made each reconnect allocate and
+/// fsync a new inode (temp file, rename, directory sync): half the frontend's CPU per
+/// connection in a reconnect storm. Whether an agent is connected now comes from
+/// presence, not from this field.
+pub const LAST_SEEN_WRITE_INTERVAL_MS: u64 = 10 * 60 * 1000;
+
+/// Longest artifact name. Catalogue names are ~30 characters; 128 leaves room and keeps
+/// `<name>.batches` far below NAME_MAX (255 bytes).
+pub const MAX_ARTIFACT_NAME_BYTES: usize = 128;
+/// Longest sanitised upload path component, in characters (all ASCII after
+/// sanitising): below NAME_MAX (255 bytes) with room for a suffix.
+pub const MAX_UPLOAD_COMPONENT_CHARS: usize = 200;
+/// Deepest sanitised upload path; deeper agent paths keep their last components, since
+/// the file name is the part an analyst needs.
+pub const MAX_UPLOAD_DEPTH_COUNT: usize = 32;
+/// Longest sanitised upload path, in bytes, so that datastore root + flow folder +
+/// upload stays under Linux PATH_MAX (4096). 32 × 200 alone would exceed it.
+pub const MAX_UPLOAD_RELATIVE_BYTES: usize = 2048;
+
+// ---- Agent --------------------------------------------------------------------------------
+
+/// Largest server->agent frame the agent accepts on its task stream. A task names a few
+/// artifacts and parameters; 1 MiB is far above any real one and caps a hostile length.
+pub const MAX_TASK_FRAME_BYTES: usize = 1024 * 1024;
+/// Largest ack body the agent reads back from the server: an ack is a few fields.
+pub const MAX_ACK_BYTES: usize = 64 * 1024;
+
+/// Agent-side deadline for connect + TLS + HTTP/2 setup: the server's handshake timeout
+/// plus room for the TCP connect and a slow network.
+pub const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Agent-side deadline for one upload round trip: the server's request timeout, so the
+/// agent does not give up on an upload the server is still allowed to finish.
+pub const AGENT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Agent reconnect backoff: starts here, doubles per failed round of URLs, capped.
 pub const AGENT_BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const AGENT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-const _: () = assert!(MIN_IO_MEMORY_BYTES <= DEFAULT_IO_MEMORY_BYTES);
+/// Flow ids the agent remembers so a task pushed twice (queue scan + notification,
+/// reconnect) runs once. Bounded: the oldest are forgotten first.
+pub const MAX_AGENT_REMEMBERED_FLOWS_COUNT: usize = 10_000;
+/// Tasks received but not yet run, at most; beyond it the stream is read no further and
+/// the server's session queue holds the rest.
+pub const MAX_AGENT_QUEUED_TASKS_COUNT: usize = 256;
+/// Pause after the server says it is overloaded (503) without a Retry-After.
+pub const AGENT_OVERLOAD_PAUSE: Duration = Duration::from_secs(5);
+/// Longest Retry-After honoured: a misconfigured server must not park agents for days.
+pub const MAX_AGENT_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+// ---- Relations ----------------------------------------------------------------------------
+
+const fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+const _: () = assert!(MIN_CLIENT_UPLOAD_BYTES <= DEFAULT_MAX_UPLOAD_BYTES);
 const _: () = assert!(DEFAULT_MAX_UPLOAD_BYTES <= MAX_MAX_UPLOAD_BYTES);
+const _: () = assert!(MIN_IO_MEMORY_BYTES <= DEFAULT_IO_MEMORY_BYTES);
+const _: () = assert!(MIN_IO_RING_DEPTH <= DEFAULT_IO_RING_DEPTH);
+const _: () = assert!(DEFAULT_IO_RING_DEPTH <= MAX_IO_RING_DEPTH);
+const _: () = assert!(DEFAULT_IO_THREADS_PER_EXECUTOR <= MAX_IO_THREADS_PER_EXECUTOR);
+const _: () = assert!(RESERVED_FILES_COUNT < DEFAULT_MAX_OPEN_FILES);
+const _: () = assert!(DEFAULT_RESULT_PAGE_ROWS <= MAX_RESULT_PAGE_ROWS);
+// A permit wait that outlasts the request would be cut short by the request timeout.
+const _: () = assert!(ms(DEFAULT_CONCURRENCY_WAIT) < ms(DEFAULT_REQUEST_TIMEOUT));
+const _: () = assert!(ms(NOTIFY_SEND_DEADLINE) < ms(DEFAULT_REQUEST_TIMEOUT));
+const _: () = assert!(ms(RETRY_AFTER_CONCURRENCY_MIN) <= ms(RETRY_AFTER_CONCURRENCY_MAX));
+// The agent must honour every Retry-After the server sends, or it returns too early.
+const _: () = assert!(ms(RETRY_AFTER_DISK_FULL) <= ms(MAX_AGENT_RETRY_AFTER));
+const _: () = assert!(ms(RETRY_AFTER_CONCURRENCY_MAX) <= ms(MAX_AGENT_RETRY_AFTER));
+const _: () = assert!(ms(AGENT_UPLOAD_TIMEOUT) >= ms(DEFAULT_REQUEST_TIMEOUT));
+const _: () = assert!(ms(AGENT_CONNECT_TIMEOUT) >= ms(DEFAULT_HANDSHAKE_TIMEOUT));
+const _: () = assert!(ms(AGENT_BACKOFF_MIN) <= ms(AGENT_BACKOFF_MAX));
+const _: () = assert!(ms(REPLICATION_BACKOFF_MIN) <= ms(REPLICATION_BACKOFF_MAX));
+const _: () = assert!(ms(REPLICATION_BACKOFF_MAX) < ms(REPLICATION_HEALTHY_LINK_UPTIME));
+const _: () = assert!(H2_STREAM_WINDOW_BYTES <= H2_CONNECTION_WINDOW_BYTES);
+const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);
 
 /// A shard's share of a per-frontend limit (`concurrency`, `max_connections_per_second`):
 /// shares differ by at most one and every shard gets at least one.
@@ -132,9 +357,31 @@ pub fn shard_share(total: u32, shards: usize, shard: usize) -> u64 {
     (total / shards + u64::from(shard < total % shards)).max(1)
 }
 
+/// A reconnect delay for the `round`-th failed attempt in a row: full jitter between `min`
+/// and a ceiling that doubles per round up to `max`, so a fleet (or the minions) that lost
+/// its peer at once comes back spread out instead of in one wave.
+pub fn jittered_backoff(min: Duration, max: Duration, round: u32) -> Duration {
+    let ceiling = min.saturating_mul(1u32 << round.min(16)).min(max);
+    let ms = rand::thread_rng().gen_range(min.as_millis() as u64..=ceiling.as_millis() as u64);
+    Duration::from_millis(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_bounds_and_its_ceiling_grows() {
+        let (min, max) = (AGENT_BACKOFF_MIN, AGENT_BACKOFF_MAX);
+        for round in [0, 1, 3, 16, 40] {
+            let ceiling = min.saturating_mul(1u32 << round.min(16)).min(max);
+            for _ in 0..100 {
+                let pause = jittered_backoff(min, max, round);
+                assert!(min <= pause && pause <= ceiling, "round {round}: {pause:?}");
+            }
+        }
+        assert_eq!(jittered_backoff(min, max, 0), min);
+    }
 
     #[test]
     fn shares_add_up_to_the_limit_and_never_starve_a_shard() {

@@ -191,7 +191,7 @@ async fn wait_connected(
     }
 }
 
-/// Largest page the API serves (`MAX_CLIENT_LIST_LIMIT`).
+/// Largest page the API serves (`MAX_CLIENT_LIST_PAGE_COUNT`).
 const API_PAGE: usize = 10_000;
 
 /// (total connected, ids of this page).

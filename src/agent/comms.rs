@@ -13,15 +13,9 @@ use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
 use crate::config::url::ServerUrl;
+use crate::limits::{AGENT_CONNECT_TIMEOUT, AGENT_UPLOAD_TIMEOUT, MAX_ACK_BYTES};
 use crate::protocol::framing::{self, FrameDecoder, FrameError};
 use crate::protocol::{pb, CONTENT_TYPE, TASKS_PATH, UPLOAD_PATH};
-
-/// Agent-side deadline for connect + TLS + HTTP/2 setup.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Agent-side deadline for one upload round trip.
-pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest ack body read back from the server.
-const MAX_ACK_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommsError {
@@ -70,9 +64,9 @@ pub async fn connect(
 ) -> Result<(Connection, TaskStream), CommsError> {
     let started = Instant::now();
     let fut = connect_inner(url, tls, local_ip);
-    let (send, tasks) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
+    let (send, tasks) = tokio::time::timeout(AGENT_CONNECT_TIMEOUT, fut)
         .await
-        .map_err(|_| CommsError::Timeout(CONNECT_TIMEOUT))??;
+        .map_err(|_| CommsError::Timeout(AGENT_CONNECT_TIMEOUT))??;
     Ok((
         Connection {
             send,
@@ -180,9 +174,9 @@ impl Connection {
     /// Posts raw bytes as an upload body (tests use it to send hostile bodies).
     pub async fn post_raw(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {
         let fut = self.post_inner(body);
-        tokio::time::timeout(UPLOAD_TIMEOUT, fut)
+        tokio::time::timeout(AGENT_UPLOAD_TIMEOUT, fut)
             .await
-            .map_err(|_| CommsError::Timeout(UPLOAD_TIMEOUT))?
+            .map_err(|_| CommsError::Timeout(AGENT_UPLOAD_TIMEOUT))?
     }
 
     async fn post_inner(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {

@@ -14,18 +14,11 @@ use crate::agent::comms::{self, CommsError, Connection, TaskStream};
 use crate::agent::outbox::{OutItem, Outbox};
 use crate::agent::runner::Runner;
 use crate::config::url::ServerUrl;
-use crate::limits::{AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN};
+use crate::limits::{
+    jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_OVERLOAD_PAUSE,
+    MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_REMEMBERED_FLOWS_COUNT, MAX_AGENT_RETRY_AFTER,
+};
 use crate::protocol::pb::{self, upload_ack};
-
-/// Flow ids remembered so a task pushed twice (queue scan + notification, reconnect)
-/// runs once. Bounded: the oldest are forgotten first.
-const MAX_REMEMBERED_FLOWS: usize = 10_000;
-/// Tasks received but not yet run, at most; beyond it the stream is read no further.
-const MAX_QUEUED_TASKS: usize = 256;
-/// Pause after the server says it is overloaded (503) without a Retry-After.
-const OVERLOAD_PAUSE: Duration = Duration::from_secs(5);
-/// Longest Retry-After honoured: a misconfigured server must not park agents for days.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What loadgen (or a log) wants to know as the agent works. All default to nothing.
 pub trait Observer: Send + Sync + 'static {
@@ -66,7 +59,7 @@ impl AgentState {
             return false;
         }
         self.seen_order.push_back(flow_id.to_string());
-        if self.seen_order.len() > MAX_REMEMBERED_FLOWS {
+        if self.seen_order.len() > MAX_AGENT_REMEMBERED_FLOWS_COUNT {
             if let Some(old) = self.seen_order.pop_front() {
                 self.seen.remove(&old);
             }
@@ -111,7 +104,7 @@ pub async fn run(
                 failures_in_round += 1;
                 if failures_in_round >= n {
                     failures_in_round = 0;
-                    let pause = backoff(round);
+                    let pause = jittered_backoff(AGENT_BACKOFF_MIN, AGENT_BACKOFF_MAX, round);
                     round = round.saturating_add(1);
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -123,17 +116,6 @@ pub async fn run(
     }
 }
 
-/// Full jitter over an exponential ceiling: a fleet that lost its frontend at once
-/// comes back spread out instead of in one wave.
-pub fn backoff(round: u32) -> Duration {
-    let ceiling = AGENT_BACKOFF_MIN
-        .saturating_mul(1u32 << round.min(16))
-        .min(AGENT_BACKOFF_MAX);
-    let ms = rand::thread_rng()
-        .gen_range(AGENT_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
-    Duration::from_millis(ms)
-}
-
 /// One connection: returns why it ended.
 async fn session(
     opts: &AgentOptions,
@@ -143,7 +125,7 @@ async fn session(
     runner: &Arc<dyn Runner>,
     observer: &dyn Observer,
 ) -> String {
-    let (tx, mut rx) = mpsc::channel::<(pb::Task, u64)>(MAX_QUEUED_TASKS);
+    let (tx, mut rx) = mpsc::channel::<(pb::Task, u64)>(MAX_AGENT_QUEUED_TASKS_COUNT);
     let reader = tokio::spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
     let info = pb::Upload {
@@ -238,8 +220,8 @@ async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<(pb::Task, u64)>) {
 fn overload_pause(reply: &crate::agent::comms::UploadReply) -> Duration {
     let wait = reply
         .retry_after
-        .unwrap_or(OVERLOAD_PAUSE)
-        .min(MAX_RETRY_AFTER);
+        .unwrap_or(AGENT_OVERLOAD_PAUSE)
+        .min(MAX_AGENT_RETRY_AFTER);
     let jitter = rand::thread_rng().gen_range(0..=wait.as_millis() as u64 / 4);
     wait + Duration::from_millis(jitter)
 }

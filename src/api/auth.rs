@@ -13,10 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Role, UserEntry};
-
-/// Verified credentials kept at most; beyond it the cache starts over (bounded memory
-/// whatever callers send).
-const MAX_CACHED_CREDENTIALS: usize = 1024;
+use crate::limits::MAX_CACHED_CREDENTIALS_COUNT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -51,7 +48,7 @@ impl Authenticator {
             return None;
         }
         let mut verified = self.verified.borrow_mut();
-        if verified.len() >= MAX_CACHED_CREDENTIALS {
+        if verified.len() >= MAX_CACHED_CREDENTIALS_COUNT {
             verified.clear();
         }
         verified.insert(user.clone(), (digest, entry.role));

@@ -17,13 +17,10 @@ use crate::datastore::hunt::{self, HuntCondition, HuntDoc, HuntState};
 use crate::datastore::{self, ArtifactName, DatastoreError};
 use crate::hunts::{HuntError, HuntStats, Hunts};
 use crate::ids::{ClientId, HuntId};
-use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_RESULT_PAGE_ROWS};
+use crate::limits::{
+    DEFAULT_RESULT_PAGE_ROWS, MAX_LABELS_PER_CLIENT_COUNT, MAX_LABEL_CHARS, MAX_RESULT_PAGE_ROWS,
+};
 use crate::runtime::offload::offload;
-
-/// Labels an operator may put on one client, and their length: they travel in every
-/// client list item and are compared on every recruitment.
-const MAX_LABELS_PER_CLIENT: usize = 64;
-const MAX_LABEL_CHARS: usize = 64;
 
 impl From<HuntError> for ApiError {
     fn from(e: HuntError) -> Self {
@@ -239,9 +236,9 @@ pub async fn change_labels(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         body.remove.iter().for_each(|l| {
             after.remove(l);
         });
-        if after.len() > MAX_LABELS_PER_CLIENT {
+        if after.len() > MAX_LABELS_PER_CLIENT_COUNT {
             return Err(ApiError::BadRequest(format!(
-                "a client may carry at most {MAX_LABELS_PER_CLIENT} labels"
+                "a client may carry at most {MAX_LABELS_PER_CLIENT_COUNT} labels"
             )));
         }
         Ok(datastore::client_info::change_labels(

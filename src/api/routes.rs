@@ -20,7 +20,7 @@ use crate::datastore::{
 };
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{
-    DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_LIMIT, MAX_RESULT_PAGE_ROWS,
+    DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_PAGE_COUNT, MAX_RESULT_PAGE_ROWS,
 };
 use crate::metrics::{metrics, FlowEvent};
 use crate::runtime::offload::offload;
@@ -220,7 +220,7 @@ fn frontends(ctx: &ApiCtx) -> ApiResponse {
 
 async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
     let search = query.get("search").cloned().unwrap_or_default();
-    let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_LIMIT as u64) as usize;
+    let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_PAGE_COUNT as u64) as usize;
     // Items to skip first: with `total`, pages through a fleet larger than one page.
     let offset = parse_number(query, "offset", 0)? as usize;
     let ds = ctx.datastore.clone();

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -435,10 +435,7 @@ fn random_password() -> String {
 /// Valid from a day ago (see CLOCK_SKEW_ALLOWANCE) until `lifetime` from now. Built from
 /// rcgen's own date helper so that `time` need not be a direct dependency.
 fn set_validity_from_now(params: &mut CertificateParams, lifetime: Duration) {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+    let now = rcgen::date_time_ymd(1970, 1, 1) + crate::clock::since_epoch();
     params.not_before = now - CLOCK_SKEW_ALLOWANCE;
     params.not_after = now + lifetime;
 }

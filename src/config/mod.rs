@@ -84,7 +84,7 @@ pub struct Frontend {
     pub io_memory_bytes: usize,
     /// Invariant: within `limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH`.
     pub io_ring_depth: usize,
-    /// Invariant: above `limits::RESERVED_FILES`.
+    /// Invariant: above `limits::RESERVED_FILES_COUNT`.
     pub max_open_files: u64,
     pub transparent_huge_pages: bool,
     /// The master's certificate and key.
@@ -206,12 +206,9 @@ pub struct ClientSettings {
     pub ca_certificate: Vec<CertificateDer<'static>>,
     /// Where the agent keeps its key and client id. Resolved against the config's folder.
     pub writeback_path: PathBuf,
-    /// Invariant: at least `MIN_CLIENT_UPLOAD_BYTES`.
+    /// Invariant: at least `limits::MIN_CLIENT_UPLOAD_BYTES`.
     pub max_upload_bytes: u64,
 }
-
-/// The floor `client.max_upload_bytes` has always had (a candidate for limits.rs).
-const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;
 
 impl ServerConfig {
     /// Reads, parses and checks `path`; relative datastore paths are resolved against the
@@ -402,12 +399,12 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
             ),
         ));
     }
-    if f.max_open_files <= limits::RESERVED_FILES {
+    if f.max_open_files <= limits::RESERVED_FILES_COUNT {
         return Err(check.invalid(
             "frontend.max_open_files",
             format!(
                 "must exceed the {} files kept in reserve",
-                limits::RESERVED_FILES
+                limits::RESERVED_FILES_COUNT
             ),
         ));
     }
@@ -504,10 +501,10 @@ impl ClientFile {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let ca_certificate = check.certificates("client.ca_certificate", &c.ca_certificate)?;
-        if c.max_upload_bytes < MIN_CLIENT_UPLOAD_BYTES {
+        if c.max_upload_bytes < limits::MIN_CLIENT_UPLOAD_BYTES {
             return Err(check.invalid(
                 "client.max_upload_bytes",
-                format!("must be at least {MIN_CLIENT_UPLOAD_BYTES}"),
+                format!("must be at least {}", limits::MIN_CLIENT_UPLOAD_BYTES),
             ));
         }
         Ok(ClientConfig {

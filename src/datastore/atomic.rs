@@ -16,10 +16,7 @@ use serde::Serialize;
 
 use super::path::temp_sibling;
 use super::{io_error, DatastoreError};
-
-/// Largest document `read_json` accepts. Our documents are a few KiB; a bigger file is
-/// not ours (or is corrupt) and must not be read into memory whole.
-pub const MAX_DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
+use crate::limits::MAX_DOCUMENT_BYTES;
 
 /// Replaces `path` with `bytes` atomically; the temp file is removed on any error.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), DatastoreError> {

@@ -5,14 +5,14 @@
 //! agent's facts mean (labels, hunt conditions) or bound them: sessions cap what an
 //! agent may send before it gets here.
 
-use std::fs;
-
 use serde::{Deserialize, Serialize};
 
 use super::atomic::{ensure_dir, read_json, write_json};
+use super::listing::ids_in;
 use super::path::{ClientDir, Datastore};
-use super::{io_error, serde_ids, DatastoreError};
+use super::{serde_ids, DatastoreError};
 use crate::ids::ClientId;
+use crate::limits::{LAST_SEEN_WRITE_INTERVAL_MS, MAX_CLIENT_FACT_CHARS};
 
 /// `info.json`. Field names match the API's client item (docs/architecture.md, "API shapes").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,17 +86,6 @@ pub fn write_client_info(client: &ClientDir, doc: &ClientInfoDoc) -> Result<(), 
     write_json(&client.info_json(), doc, client.fsync_documents())
 }
 
-/// Longest hostname, os or version kept from an agent, in characters: real values are
-/// far shorter (a DNS name is at most 253 bytes) and these are shown in the GUI.
-pub const MAX_CLIENT_FACT_CHARS: usize = 256;
-
-/// How stale a stored `last_seen_ms` may get before a reconnect rewrites `info.json`
-/// with unchanged facts. Rewriting on every connect made each reconnect allocate and
-/// fsync a new inode (temp file, rename, directory sync): half the frontend's CPU per
-/// connection in a reconnect storm. Whether an agent is connected now comes from
-/// presence, not from this field.
-pub const LAST_SEEN_WRITE_INTERVAL_MS: u64 = 10 * 60 * 1000;
-
 /// Records that the agent connected now with these facts: creates `info.json` on first
 /// contact (first_seen = now), otherwise updates facts and last_seen and keeps labels
 /// and first_seen. Facts are cut to [`MAX_CLIENT_FACT_CHARS`]. Unchanged facts seen
@@ -156,17 +145,9 @@ fn first_contact(client: &ClientDir, now_ms: u64) -> ClientInfoDoc {
 /// valid client id, or that is not a folder, is skipped.
 pub fn list_clients(datastore: &Datastore) -> Result<Vec<ClientId>, DatastoreError> {
     let dir = datastore.clients_dir();
-    let entries = fs::read_dir(&dir).map_err(io_error("list", &dir))?;
     let mut clients = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error("list", &dir))?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| ClientId::parse(n).ok())
-        else {
-            continue;
-        };
+    for listed in ids_in(&dir, "", ClientId::parse)? {
+        let (id, entry) = listed?;
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             clients.push(id);
         }
@@ -177,6 +158,8 @@ pub fn list_clients(datastore: &Datastore) -> Result<Vec<ClientId>, DatastoreErr
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn doc(id: &ClientId) -> ClientInfoDoc {

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::atomic::{ensure_dir, read_json, sync_dir, sync_file, write_atomic, write_json};
+use super::listing::ids_in;
 use super::path::{ArtifactName, ClientDir};
 use super::{io_error, serde_ids, DatastoreError};
 use crate::ids::{ClientId, FlowId};
@@ -232,21 +233,9 @@ pub fn read_status(client: &ClientDir, flow_id: &FlowId) -> Result<FlowStatusDoc
 /// that are not flow folders (temp files, junk) are skipped.
 pub fn list_flows(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
     let dir = client.collections_dir();
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("list", &dir)(e)),
-    };
     let mut flows: Vec<(u64, u64, FlowId)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error("list", &dir))?;
-        let Some(flow_id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| FlowId::parse(n).ok())
-        else {
-            continue;
-        };
+    for listed in ids_in(&dir, "", FlowId::parse)? {
+        let (flow_id, entry) = listed?;
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
@@ -281,21 +270,9 @@ fn enqueue_task_synced(
 /// a flow id (temp files of an unfinished enqueue, junk) are skipped.
 pub fn pending_tasks(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
     let dir = client.tasks_dir();
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("list", &dir)(e)),
-    };
     let mut tasks: Vec<(SystemTime, FlowId)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error("list", &dir))?;
-        let Some(flow_id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| FlowId::parse(n).ok())
-        else {
-            continue;
-        };
+    for listed in ids_in(&dir, "", FlowId::parse)? {
+        let (flow_id, entry) = listed?;
         // A task removed between listing and stat is simply no longer pending.
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_file() {

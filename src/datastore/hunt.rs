@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::{ensure_dir, read_json, write_json};
 use super::flow::ArtifactRequestDoc;
+use super::listing::ids_in;
 use super::path::Datastore;
 use super::{io_error, serde_ids, DatastoreError};
 use crate::ids::{ClientId, FlowId, HuntId};
@@ -94,18 +95,8 @@ pub fn read_hunt(datastore: &Datastore, hunt_id: &HuntId) -> Result<HuntDoc, Dat
 /// Every hunt on disk; unreadable documents are skipped with a warning.
 pub fn list_hunts(datastore: &Datastore) -> Result<Vec<HuntDoc>, DatastoreError> {
     let dir = datastore.hunts_dir();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("list hunts", &dir)(e)),
-    };
     let mut hunts = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-            continue;
-        };
-        let Ok(id) = HuntId::parse(id) else { continue };
+    for (id, _) in ids_in(&dir, ".json", HuntId::parse)?.flatten() {
         match read_hunt(datastore, &id) {
             Ok(doc) => hunts.push(doc),
             Err(e) => tracing::warn!(hunt = %id, "hunt document skipped: {e}"),

@@ -15,6 +15,7 @@ pub mod client_info;
 pub mod flow;
 pub mod hunt;
 pub mod jsonl;
+mod listing;
 pub mod path;
 pub mod resultset;
 mod serde_ids;

@@ -15,25 +15,15 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{io_error, shown, DatastoreError};
 use crate::ids::{ClientId, FlowId, HuntId};
+use crate::limits::{
+    MAX_ARTIFACT_NAME_BYTES, MAX_UPLOAD_COMPONENT_CHARS, MAX_UPLOAD_DEPTH_COUNT,
+    MAX_UPLOAD_RELATIVE_BYTES,
+};
 
 const CLIENTS_DIR: &str = "clients";
 const HUNTS_DIR: &str = "hunts";
 const SERVER_DIR: &str = "server";
 
-/// Longest artifact name. Catalogue names are ~30 characters; 128 leaves room and keeps
-/// `<name>.batches` far below NAME_MAX (255 bytes).
-pub const MAX_ARTIFACT_NAME_BYTES: usize = 128;
-/// Longest sanitised upload path component, in characters (all ASCII after
-/// sanitising): below NAME_MAX (255 bytes) with room for a suffix.
-pub const MAX_UPLOAD_COMPONENT_CHARS: usize = 200;
-/// Deepest sanitised upload path; deeper agent paths keep their last components, since
-/// the file name is the part an analyst needs.
-pub const MAX_UPLOAD_DEPTH: usize = 32;
-/// Longest sanitised upload path, in bytes, so that datastore root + flow folder +
-/// upload stays under Linux PATH_MAX (4096). 32 × 200 alone would exceed it.
-pub const MAX_UPLOAD_RELATIVE_BYTES: usize = 2048;
-
-const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);
 const _: () = assert!(MAX_ARTIFACT_NAME_BYTES + ".batches".len() <= 255);
 
 /// The datastore root. Cheap to clone; carries the fsync setting so every document
@@ -362,17 +352,17 @@ impl<'de> serde::Deserialize<'de> for ArtifactName {
 /// relative path of plain components: root, drive and device prefixes are dropped, as
 /// are empty, `.` and `..` components; any character outside `[A-Za-z0-9._-]` becomes
 /// `_`; components are cut to [`MAX_UPLOAD_COMPONENT_CHARS`]; only the last
-/// [`MAX_UPLOAD_DEPTH`] components (and at most [`MAX_UPLOAD_RELATIVE_BYTES`]) are kept.
+/// [`MAX_UPLOAD_DEPTH_COUNT`] components (and at most [`MAX_UPLOAD_RELATIVE_BYTES`]) are kept.
 /// Different agent paths may map to the same result; that is accepted, never escaping is
 /// the point. Errors when nothing is left.
 pub fn sanitise_upload_path(agent_path: &str) -> Result<PathBuf, DatastoreError> {
-    let mut kept: VecDeque<String> = VecDeque::with_capacity(MAX_UPLOAD_DEPTH + 1);
+    let mut kept: VecDeque<String> = VecDeque::with_capacity(MAX_UPLOAD_DEPTH_COUNT + 1);
     for raw in strip_path_prefix(agent_path).split(['/', '\\']) {
         if raw.is_empty() || raw == "." || raw == ".." {
             continue;
         }
         kept.push_back(sanitise_component(raw));
-        if kept.len() > MAX_UPLOAD_DEPTH {
+        if kept.len() > MAX_UPLOAD_DEPTH_COUNT {
             kept.pop_front();
         }
     }
@@ -610,7 +600,7 @@ mod tests {
         assert_eq!(sanitised(&long).len(), MAX_UPLOAD_COMPONENT_CHARS);
         let deep: String = (0..100).map(|i| format!("/d{i}")).collect();
         let p = sanitise_upload_path(&deep).unwrap();
-        assert_eq!(p.components().count(), MAX_UPLOAD_DEPTH);
+        assert_eq!(p.components().count(), MAX_UPLOAD_DEPTH_COUNT);
         assert!(p.ends_with("d99"), "the file name survives");
         let wide: String = (0..32)
             .map(|i| format!("/{i}{}", "w".repeat(300)))

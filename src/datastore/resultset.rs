@@ -21,13 +21,10 @@ use super::atomic::{ensure_dir, sync_dir};
 use super::jsonl::validate_and_index;
 use super::path::ResultPaths;
 use super::{io_error, DatastoreError};
-use crate::limits::{MAX_MAX_UPLOAD_BYTES, MAX_RESULT_PAGE_ROWS};
+use crate::limits::{MAX_MAX_UPLOAD_BYTES, MAX_RESULT_PAGE_BYTES, MAX_RESULT_PAGE_ROWS};
 
 /// Size of one `.batches` record: four u64 LE.
 pub const BATCH_RECORD_BYTES: u64 = 32;
-/// Bytes of row data one `read_rows` page returns at most (it always returns at least
-/// one row, itself bounded by `max_upload_bytes`): bounds API memory per request.
-pub const MAX_RESULT_PAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// Smallest row: `{}\n`. Lets a record be checked for plausibility on its own.
 const MIN_ROW_BYTES: u64 = 3;
 /// Records read at once when walking back over a damaged tail of `.batches`.

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::config::FrontendRole;
 use crate::ids::{ClientId, FlowId};
-use crate::limits::PRESENCE_SNAPSHOT_CHUNK;
+use crate::limits::PRESENCE_SNAPSHOT_CLIENTS_COUNT;
 use crate::notify::mesh::Notifier;
 use crate::notify::presence::Presence;
 use crate::replication::pb::{self, envelope::Kind};
@@ -75,7 +75,7 @@ fn send_snapshot(presence: &Presence, outbox: &Outbox) {
     let chunks: Vec<&[pb::Presence]> = if entries.is_empty() {
         vec![&[]]
     } else {
-        entries.chunks(PRESENCE_SNAPSHOT_CHUNK).collect()
+        entries.chunks(PRESENCE_SNAPSHOT_CLIENTS_COUNT).collect()
     };
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {

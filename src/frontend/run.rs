@@ -13,7 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use crate::api::{self, ApiCtx};
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::datastore::Datastore;
-use crate::limits::MIN_IO_MEMORY_BYTES;
+use crate::limits::{MIN_IO_MEMORY_BYTES, STARTUP_DEADLINE};
 use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
@@ -44,10 +44,6 @@ pub enum FrontendError {
     #[error("replication: {0}")]
     Replication(#[from] crate::replication::ReplicationError),
 }
-
-/// How long start-up may take before the frontend gives up (an executor that died
-/// before reporting would otherwise leave it waiting forever).
-const STARTUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What each executor reports once its listeners are bound (or failed to).
 type Ready = Result<(), FrontendError>;
@@ -266,7 +262,7 @@ fn start_replication(
     Ok((Some((outbox, inbox_rx)), Some(thread)))
 }
 
-/// The datastore I/O threads of one executor (see `shard::offload`): unpinned, since
+/// The datastore I/O threads of one executor (see `runtime::offload`): unpinned, since
 /// they mostly wait on the disk.
 fn io_threads(config: &ServerConfig) -> PoolPlacement {
     PoolPlacement::Unbound(config.datastore.io_threads_per_executor.get())
@@ -495,9 +491,9 @@ fn disable_transparent_huge_pages() {
 }
 
 /// How much the kernel favours the priority (GUI/API) thread over the agent shards and
-/// everything else on the box. With both cores busy, the thread at the shards' nice level
-/// waited for a CPU and the GUI/API p99 under load was ~30 ms (tuning.md, P4); at −10 it
-/// weighs ~9× a default thread, so a request that wakes it preempts a busy shard.
+/// everything else on the box. At −10 it weighs ~9× a default thread (the CFS weight
+/// table), so a request that wakes it preempts a busy shard; tuning.md P4 measures what
+/// that buys and where the remaining tail is (CPU wait on a shared two-core box).
 const PRIORITY_THREAD_NICE: libc::c_int = -10;
 
 /// The lowest real-time priority: above every normal thread, below any real-time thread

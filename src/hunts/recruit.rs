@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
 use glommio::sync::Semaphore;
@@ -16,29 +16,17 @@ use crate::datastore;
 use crate::datastore::flow::FlowRequest;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
 use crate::ids::{ClientId, FlowId, HuntId};
+use crate::limits::{
+    HUNT_RECONCILE_BATCH_COUNT, HUNT_RECONCILE_INTERVAL, RECRUIT_BATCHES_IN_FLIGHT_COUNT,
+    RECRUIT_BATCH_COUNT, RECRUIT_CHECK_BATCH_COUNT, RECRUIT_FACTS_RETRY_DELAY,
+    RECRUIT_SYNC_INTERVAL, RECRUIT_TICK_INTERVAL,
+};
 use crate::metrics::{metrics, FlowEvent};
 use crate::runtime::offload::offload;
 use crate::runtime::shutdown::ShutdownSignal;
 
-/// How often the recruiter wakes: a tenth of the bucket's burst at 100/s.
-const TICK: Duration = Duration::from_millis(10);
-/// Recruits written in one trip to the blocking pool, and such trips at once. One trip
-/// per recruit spent more on thread handoffs than on the files for an unthrottled hunt
-/// over 19,000 agents (tuning.md, P2 fan-out); a few trips at once keep the pool's
-/// threads overlapping their file work.
-const RECRUIT_BATCH: usize = 256;
-const RECRUIT_BATCHES_IN_FLIGHT: u64 = 4;
-/// How often recruits written since are made durable together.
-const SYNC_EVERY: Duration = Duration::from_millis(100);
-/// How long an agent without known facts waits before it is checked again.
-const FACTS_RETRY: Duration = Duration::from_secs(1);
-/// How often unfinished participant flows are re-read from disk (a flow-end event may
-/// have been dropped on the way), and how many per pass.
-const RECONCILE_EVERY: Duration = Duration::from_secs(15);
-const RECONCILE_BATCH: usize = 2_000;
-
 pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
-    let in_flight = Rc::new(Semaphore::new(RECRUIT_BATCHES_IN_FLIGHT));
+    let in_flight = Rc::new(Semaphore::new(RECRUIT_BATCHES_IN_FLIGHT_COUNT));
     let mut deferred: Vec<(Instant, ClientId)> = Vec::new();
     let mut last_reconcile = Instant::now();
     let mut last_sync = Instant::now();
@@ -67,22 +55,18 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
         recruit_due(&hunts, &in_flight, &mut deferred).await;
         // The sync runs beside the recruiter, one at a time: a slow disk delays
         // durability, not recruitment.
-        if last_sync.elapsed() >= SYNC_EVERY && !hunts.syncing.get() {
+        if last_sync.elapsed() >= RECRUIT_SYNC_INTERVAL && !hunts.syncing.get() {
             last_sync = Instant::now();
             let hunts = hunts.clone();
             glommio::spawn_local(async move { sync_recruits(&hunts).await }).detach();
         }
-        if last_reconcile.elapsed() >= RECONCILE_EVERY {
+        if last_reconcile.elapsed() >= HUNT_RECONCILE_INTERVAL {
             last_reconcile = Instant::now();
             reconcile(&hunts).await;
         }
-        glommio::timer::sleep(TICK).await;
+        glommio::timer::sleep(RECRUIT_TICK_INTERVAL).await;
     }
 }
-
-/// Candidates whose facts are read in one trip to the blocking pool: one trip per
-/// candidate held recruitment below 200/s on a busy box.
-const CHECK_BATCH: usize = 256;
 
 /// An agent's facts as the conditions need them; None while unknown (no info.json yet).
 pub(super) type Facts = Option<(String, Vec<String>)>;
@@ -91,12 +75,12 @@ pub(super) type Facts = Option<(String, Vec<String>)>;
 /// recruiter spends its tokens while the disk works (reading in line stalled it for up to
 /// 230 ms on a busy box, and a stall longer than the bucket's burst loses rate).
 fn prefetch_facts(hunts: &Rc<Hunts>) {
-    if hunts.reading.get() || hunts.checked.borrow().len() >= CHECK_BATCH {
+    if hunts.reading.get() || hunts.checked.borrow().len() >= RECRUIT_CHECK_BATCH_COUNT {
         return;
     }
     let batch: Vec<ClientId> = {
         let mut candidates = hunts.candidates.borrow_mut();
-        let n = candidates.len().min(CHECK_BATCH);
+        let n = candidates.len().min(RECRUIT_CHECK_BATCH_COUNT);
         candidates.drain(..n).collect()
     };
     if batch.is_empty() {
@@ -150,7 +134,7 @@ async fn recruit_due(
         };
         let Some((os, labels)) = facts else {
             hunts.queued.borrow_mut().remove(&client);
-            deferred.push((Instant::now() + FACTS_RETRY, client));
+            deferred.push((Instant::now() + RECRUIT_FACTS_RETRY_DELAY, client));
             continue;
         };
         if !assign(hunts, &client, &os, &labels, &mut recruits) {
@@ -165,7 +149,7 @@ async fn recruit_due(
         prefetch_facts(hunts);
     }
     while !recruits.is_empty() {
-        let rest = recruits.split_off(recruits.len().min(RECRUIT_BATCH));
+        let rest = recruits.split_off(recruits.len().min(RECRUIT_BATCH_COUNT));
         let batch = std::mem::replace(&mut recruits, rest);
         let permit = in_flight.acquire_static_permit(1).await;
         let hunts = hunts.clone();
@@ -332,7 +316,7 @@ async fn reconcile(hunts: &Hunts) {
                 .filter(|(_, f)| !r.ended.contains(f))
                 .map(|(c, f)| (r.doc.hunt_id.clone(), c.clone(), f.clone()))
         })
-        .take(RECONCILE_BATCH)
+        .take(HUNT_RECONCILE_BATCH_COUNT)
         .collect();
     if unfinished.is_empty() {
         return;

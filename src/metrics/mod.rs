@@ -18,8 +18,9 @@ pub enum RejectReason {
     BadFrame,
     BadJsonl,
     BadName,
+    /// Also a flow that does not exist: only the client's own folder is searched, so
+    /// the two are one case.
     NotYourFlow,
-    UnknownFlow,
     FlowClosed,
     Internal,
     Overloaded,
@@ -29,13 +30,12 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 11] = [
         Self::TooLarge,
         Self::BadFrame,
         Self::BadJsonl,
         Self::BadName,
         Self::NotYourFlow,
-        Self::UnknownFlow,
         Self::FlowClosed,
         Self::Internal,
         Self::Overloaded,
@@ -51,7 +51,6 @@ impl RejectReason {
             Self::BadJsonl => "bad_jsonl",
             Self::BadName => "bad_name",
             Self::NotYourFlow => "not_your_flow",
-            Self::UnknownFlow => "unknown_flow",
             Self::FlowClosed => "flow_closed",
             Self::Internal => "internal",
             Self::Overloaded => "overloaded",
@@ -293,48 +292,33 @@ impl Metrics {
                 &[("", value.load(Ordering::Relaxed))],
             );
         }
-        let rejections: Vec<(String, i64)> = RejectReason::ALL
-            .iter()
-            .zip(&self.upload_rejections)
-            .map(|(r, v)| {
-                (
-                    format!("reason=\"{}\"", r.label()),
-                    v.load(Ordering::Relaxed) as i64,
-                )
-            })
-            .collect();
+        let rejections = by_label(
+            "reason",
+            RejectReason::ALL.map(RejectReason::label),
+            &self.upload_rejections,
+        );
         write_labelled(
             &mut out,
             "packhunt_upload_rejections_total",
             "Uploads refused, by reason",
             &rejections,
         );
-        let refusals: Vec<(String, i64)> = ConnectionRefusal::ALL
-            .iter()
-            .zip(&self.connection_refusals)
-            .map(|(r, v)| {
-                (
-                    format!("reason=\"{}\"", r.label()),
-                    v.load(Ordering::Relaxed) as i64,
-                )
-            })
-            .collect();
+        let refusals = by_label(
+            "reason",
+            ConnectionRefusal::ALL.map(ConnectionRefusal::label),
+            &self.connection_refusals,
+        );
         write_labelled(
             &mut out,
             "packhunt_connection_refusals_total",
             "Agent connections ended early, by reason",
             &refusals,
         );
-        let dropped: Vec<(String, i64)> = ReplicationQueue::ALL
-            .iter()
-            .zip(&self.replication_dropped)
-            .map(|(q, v)| {
-                (
-                    format!("queue=\"{}\"", q.label()),
-                    v.load(Ordering::Relaxed) as i64,
-                )
-            })
-            .collect();
+        let dropped = by_label(
+            "queue",
+            ReplicationQueue::ALL.map(ReplicationQueue::label),
+            &self.replication_dropped,
+        );
         if let Some(limits) = self.limits.get() {
             let values: Vec<(String, i64)> = limits
                 .iter()
@@ -350,11 +334,11 @@ impl Metrics {
             );
         }
         write_labelled(&mut out, "packhunt_replication_dropped_total", "Replication messages dropped, by queue (each queue's when-full policy: src/replication)", &dropped);
-        let flows: Vec<(String, i64)> = ["scheduled", "in_progress", "finished", "error"]
-            .iter()
-            .zip(&self.flow_events)
-            .map(|(s, v)| (format!("state=\"{s}\""), v.load(Ordering::Relaxed) as i64))
-            .collect();
+        let flows = by_label(
+            "state",
+            ["scheduled", "in_progress", "finished", "error"],
+            &self.flow_events,
+        );
         write_labelled(
             &mut out,
             "packhunt_flow_transitions_total",
@@ -380,6 +364,19 @@ fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, values: &[
             let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     }
+}
+
+/// One counter family's label values and counts, paired in order: `key="label"`.
+fn by_label<const N: usize>(
+    key: &str,
+    labels: [&str; N],
+    counts: &[AtomicU64; N],
+) -> Vec<(String, i64)> {
+    labels
+        .iter()
+        .zip(counts)
+        .map(|(l, v)| (format!("{key}=\"{l}\""), v.load(Ordering::Relaxed) as i64))
+        .collect()
 }
 
 fn write_labelled(out: &mut String, name: &str, help: &str, values: &[(String, i64)]) {

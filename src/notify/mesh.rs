@@ -11,8 +11,6 @@
 //! one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
 
-use std::time::Duration;
-
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
@@ -22,12 +20,9 @@ use glommio::{GlommioError, ResourceType};
 use bytes::Bytes;
 
 use crate::ids::{ClientId, FlowId};
-use crate::limits::MESH_QUEUE_LEN;
+use crate::limits::{MESH_QUEUE_COUNT, NOTIFY_SEND_DEADLINE};
 use crate::runtime::channel::connect_polled;
 use crate::runtime::deadline::with_deadline;
-
-/// How long a notification may wait for room in a full shard queue.
-pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub enum ShardMessage {
@@ -84,8 +79,8 @@ pub fn build(shards: usize) -> (PriorityEnds, Vec<ShardEnds>) {
     };
     let mut ends = Vec::new();
     for _ in 0..shards {
-        let (ntx, nrx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
-        let (ptx, prx) = shared_channel::new_bounded(MESH_QUEUE_LEN);
+        let (ntx, nrx) = shared_channel::new_bounded(MESH_QUEUE_COUNT);
+        let (ptx, prx) = shared_channel::new_bounded(MESH_QUEUE_COUNT);
         priority.notifications.push(ntx);
         priority.events.push(prx);
         ends.push(ShardEnds {

@@ -26,7 +26,7 @@ use crate::config::url::HostPort;
 use crate::config::{Minion, ServerConfig};
 use crate::limits::{
     REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
-    REPLICATION_LINK_QUEUE_LEN,
+    REPLICATION_LINK_QUEUE_COUNT,
 };
 use crate::metrics::{metrics, ReplicationQueue};
 
@@ -359,7 +359,7 @@ impl Replication for Service {
         let state = &self.state;
         state.admit(&hello, peer.as_ref())?;
         let name: Arc<str> = Arc::from(hello.frontend.as_str());
-        let (tx, rx) = tokio::sync::mpsc::channel(REPLICATION_LINK_QUEUE_LEN);
+        let (tx, rx) = tokio::sync::mpsc::channel(REPLICATION_LINK_QUEUE_COUNT);
         let reply = pb::Hello {
             frontend: state.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),

@@ -6,10 +6,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper_util::rt::TokioIo;
-use rand::Rng;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::pb::envelope::Kind;
@@ -19,13 +18,11 @@ use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{FrontendIdentity, ServerConfig};
 use crate::limits::{
-    REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN, REPLICATION_HELLO_TIMEOUT,
-    REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_LEN,
+    jittered_backoff, REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN,
+    REPLICATION_HEALTHY_LINK_UPTIME, REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL,
+    REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_COUNT,
 };
 use crate::metrics::{metrics, ReplicationQueue};
-
-/// A link that stayed up this long was healthy: the next failure starts backoff afresh.
-const HEALTHY_LINK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
@@ -78,10 +75,10 @@ pub async fn run(
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!("replication: {e}");
         }
-        if started.elapsed() > HEALTHY_LINK {
+        if started.elapsed() > REPLICATION_HEALTHY_LINK_UPTIME {
             round = 0;
         }
-        let pause = backoff(round);
+        let pause = jittered_backoff(REPLICATION_BACKOFF_MIN, REPLICATION_BACKOFF_MAX, round);
         round = round.saturating_add(1);
         // While unlinked, queued messages have nowhere to go: presence is resent as a
         // snapshot on the next link, the rest is counted as dropped.
@@ -104,16 +101,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// Full jitter over an exponential ceiling.
-fn backoff(round: u32) -> Duration {
-    let ceiling = REPLICATION_BACKOFF_MIN
-        .saturating_mul(1u32 << round.min(16))
-        .min(REPLICATION_BACKOFF_MAX);
-    let ms = rand::thread_rng()
-        .gen_range(REPLICATION_BACKOFF_MIN.as_millis() as u64..=ceiling.as_millis() as u64);
-    Duration::from_millis(ms)
 }
 
 /// One link: connect, Hello both ways, then relay until it ends.
@@ -156,7 +143,7 @@ async fn link_once(
         .await
         .map_err(|e| connect_error(error_chain(&e)))?;
     let mut client = ReplicationClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(REPLICATION_LINK_QUEUE_LEN);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(REPLICATION_LINK_QUEUE_COUNT);
     let hello = pb::Hello {
         frontend: my_name.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),

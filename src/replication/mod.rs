@@ -3,10 +3,9 @@
 //! It runs on its own small tokio runtime thread; the glommio executors reach it only
 //! through the queues in `queue`. What crosses it: agent presence (minion -> master, as
 //! deltas and, on every new link, a full snapshot), work notifications (master ->
-//! minions: "client C has new work"), flow state changes, and hunt and monitoring
-//! events. The master re-broadcasts what one minion sends for all (notifications, hunt
-//! and monitoring events) to the others. Results never cross it: every frontend writes
-//! them straight to the shared datastore.
+//! minions: "client C has new work") and flow state changes (minion -> master). The
+//! envelope has room for hunt and monitoring events, which nothing produces yet. Results
+//! never cross it: every frontend writes them straight to the shared datastore.
 
 pub mod master;
 pub mod minion;

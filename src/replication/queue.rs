@@ -1,8 +1,8 @@
 //! The queues between the glommio executors and the replication thread (tokio).
 //!
-//! Outbound (executors -> link): one bounded crossbeam queue per process. Producers are
-//! the hub (presence) and the agent shards (flow states): `try_send` never blocks or takes
-//! a lock on the agent path. crossbeam has no waker, so every send also notifies a tokio
+//! Outbound (executors -> link): one bounded crossbeam queue per process. Its producer is
+//! the hub (presence and flow states, which the shards report to it over the mesh):
+//! `try_send` never blocks or takes a lock. crossbeam has no waker, so every send also notifies a tokio
 //! `Notify` that the link thread waits on (a permit is stored when it is not waiting, so
 //! no wake is lost). When full: the message is dropped and counted
 //! (`packhunt_replication_dropped_total{queue="outbound"}`); a dropped presence event
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 
 use super::pb::envelope::Kind;
-use crate::limits::{REPLICATION_INBOUND_QUEUE_LEN, REPLICATION_OUTBOUND_QUEUE_LEN};
+use crate::limits::{REPLICATION_INBOUND_QUEUE_COUNT, REPLICATION_OUTBOUND_QUEUE_COUNT};
 use crate::metrics::{metrics, ReplicationQueue};
 
 /// What the link thread tells the hub.
@@ -51,7 +51,7 @@ pub struct OutboxReceiver {
 }
 
 pub fn outbox() -> (Outbox, OutboxReceiver) {
-    outbox_with_capacity(REPLICATION_OUTBOUND_QUEUE_LEN)
+    outbox_with_capacity(REPLICATION_OUTBOUND_QUEUE_COUNT)
 }
 
 pub fn outbox_with_capacity(capacity: usize) -> (Outbox, OutboxReceiver) {
@@ -138,7 +138,7 @@ pub struct Inbox {
 pub type InboxReceiver = mpsc::Receiver<HubMessage>;
 
 pub fn inbox() -> (Inbox, InboxReceiver) {
-    let (tx, rx) = mpsc::channel(REPLICATION_INBOUND_QUEUE_LEN);
+    let (tx, rx) = mpsc::channel(REPLICATION_INBOUND_QUEUE_COUNT);
     (Inbox { tx }, rx)
 }
 

@@ -1,9 +1,6 @@
 //! Helpers for glommio's bounded shared channels, the queues between executors.
 
-use std::time::Duration;
-
-/// How often an executor waiting for the other end of a queue to connect wakes up.
-const CONNECT_POLL: Duration = Duration::from_millis(5);
+use crate::limits::QUEUE_CONNECT_POLL_INTERVAL;
 
 /// Awaits a glommio shared-channel `connect()`. glommio wakes a pending connect only
 /// when its executor's reactor runs; an executor parked with no timer never sees the
@@ -12,7 +9,7 @@ const CONNECT_POLL: Duration = Duration::from_millis(5);
 pub async fn connect_polled<F: std::future::Future>(connect: F) -> F::Output {
     let ticks = async {
         loop {
-            glommio::timer::sleep(CONNECT_POLL).await;
+            glommio::timer::sleep(QUEUE_CONNECT_POLL_INTERVAL).await;
         }
     };
     futures::pin_mut!(connect, ticks);

@@ -3,12 +3,13 @@
 //! held open by two connections of one shard. Everything is re-read from disk on open,
 //! because the agent may have written earlier batches through another frontend.
 //!
-//! All file work runs on the blocking pool (`shard::offload`): an open flow is checked
+//! All file work runs on the blocking pool (`runtime::offload`): an open flow is checked
 //! out of the connection's map, moved to a pool thread for the operation, and checked
 //! back in. A second upload for a flow that is checked out is refused as busy (503 with
 //! a short Retry-After); the real agent sends one upload at a time and never sees it.
 
 use crate::clock::now_ms;
+use crate::limits::MAX_UPLOADED_FILE_BYTES;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,9 +24,6 @@ use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::runtime::offload::offload;
 use crate::sessions::upload::UploadError;
-
-/// Largest file an agent may upload into one flow (offset + chunk).
-pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 pub enum BatchOutcome {
     /// `started`: this batch moved the flow from scheduled to in progress.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 
 use crate::ids::{ClientId, FlowId};
-use crate::limits::SESSION_TASK_QUEUE_LEN;
+use crate::limits::SESSION_TASK_QUEUE_COUNT;
 use crate::metrics::metrics;
 
 /// One agent's live task stream as the shard sees it.
@@ -42,7 +42,7 @@ impl Registry {
     pub fn register(&self, client_id: &ClientId, session_id: u64) -> Registration {
         // futures' channel allocates per queued message, not for its capacity up front:
         // a glommio local channel of the same bound cost 32 KiB per idle agent.
-        let (tx, rx) = mpsc::channel(SESSION_TASK_QUEUE_LEN);
+        let (tx, rx) = mpsc::channel(SESSION_TASK_QUEUE_COUNT);
         let delivered = Rc::new(RefCell::new(HashSet::new()));
         let live = Live {
             session_id,

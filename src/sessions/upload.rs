@@ -11,6 +11,7 @@ use http::StatusCode;
 use crate::datastore::ClientDir;
 use crate::datastore::{client_info, DatastoreError, Fault, FlowState};
 use crate::ids::{ClientId, FlowId, IdError};
+use crate::limits::{RETRY_AFTER_BUSY, RETRY_AFTER_DISK_FULL};
 use crate::metrics::{metrics, RejectReason};
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
@@ -83,13 +84,6 @@ pub struct Answer {
     /// Sent as `Retry-After` with a 503: how long the agent should keep its data and wait.
     pub retry_after: Option<Duration>,
 }
-
-/// How long an agent waits after the datastore refused a write for lack of space: long,
-/// so a full disk does not start a re-upload storm (docs/architecture.md, "Lessons").
-pub const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(300);
-/// How long to wait before resending an upload refused because another one for the
-/// same flow was still being written.
-pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 
 impl Answer {
     fn ok(status: upload_ack::Status, next_seq: u64) -> Self {

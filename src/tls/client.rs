@@ -34,7 +34,9 @@ pub fn api_client_config(
 }
 
 /// The deployment CA as the only trusted root.
-fn pinned_roots(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsConfigError> {
+pub(super) fn pinned_roots(
+    ca: &[CertificateDer<'static>],
+) -> Result<RootCertStore, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     for cert in ca {
         roots.add(cert.clone())?;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
+use super::client::pinned_roots;
 use super::pem::CertificateAndKey;
 use super::server::{provider, TlsConfigError};
 
@@ -18,9 +19,10 @@ pub fn link_server_config(
     ca: &[CertificateDer<'static>],
     own: &CertificateAndKey,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-        .build()
-        .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(pinned_roots(ca)?), provider())
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -36,16 +38,8 @@ pub fn link_client_config(
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca)?)
+        .with_root_certificates(pinned_roots(ca)?)
         .with_client_auth_cert(own.chain.clone(), own.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn roots(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    for cert in ca {
-        roots.add(cert.clone())?;
-    }
-    Ok(roots)
 }

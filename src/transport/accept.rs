@@ -19,18 +19,14 @@ use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::limits::{ACCEPT_BACKOFF_ON_EMFILE, RESERVED_FILES};
+use crate::limits::{
+    ACCEPT_BACKOFF_ON_EMFILE, DRAIN_DEADLINE, RESERVED_FILES_COUNT, TCP_KEEPALIVE_IDLE,
+    TCP_KEEPALIVE_INTERVAL,
+};
 use crate::metrics::{metrics, ConnectionRefusal};
 use crate::sessions::shard::ShardCtx;
 use crate::transport::admission::Admission;
 use crate::transport::agent_conn;
-
-/// How long a stopping shard waits for its connections to finish their uploads.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// TCP keepalive finds agents whose host vanished without a FIN; cheap, in the kernel.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
     TcpListener::bind(std::net::SocketAddr::new(
@@ -47,7 +43,7 @@ pub async fn run(
     listener: TcpListener,
     acceptor: TlsAcceptor,
 ) {
-    let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES) as i64;
+    let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES_COUNT) as i64;
     let live = Rc::new(Cell::new(0usize));
     let permits = Rc::new(Semaphore::new(u64::from(
         ctx.config.limits.handshakes_in_flight_per_shard.get(),
@@ -136,8 +132,8 @@ fn set_keepalive(stream: &TcpStream) {
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let sock = socket2::SockRef::from(&fd);
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL);
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
     let _ = sock.set_tcp_keepalive(&keepalive);
 }
 

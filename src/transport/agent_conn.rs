@@ -17,6 +17,10 @@ use h2::server::SendResponse;
 use http::{Method, Request, StatusCode};
 
 use crate::ids::ClientId;
+use crate::limits::{
+    H2_CONNECTION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, MAX_H2_CONCURRENT_STREAMS_COUNT,
+    MAX_H2_HEADER_LIST_BYTES,
+};
 use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
 use crate::runtime::deadline::with_deadline;
@@ -26,14 +30,6 @@ use crate::sessions::{tasks, upload};
 use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
 use crate::transport::compat;
-
-/// HTTP/2 settings for agent connections. Windows are large enough that a 5 MiB upload
-/// is not throttled by window updates on a fast link; they cost nothing while idle.
-const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
-const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-/// An agent has one task stream and a few uploads in flight.
-const MAX_CONCURRENT_STREAMS: u32 = 16;
-const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Decrements the open-connection gauge however the connection ends.
 struct OpenGuard;
@@ -87,10 +83,10 @@ pub async fn serve(
     }
 
     let h2_handshake = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .initial_window_size(H2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(MAX_H2_CONCURRENT_STREAMS_COUNT)
+        .max_header_list_size(MAX_H2_HEADER_LIST_BYTES)
         .handshake::<_, Bytes>(compat::tokio_io(tls));
     let conn = match with_deadline(limits.handshake_timeout, Box::pin(h2_handshake)).await {
         Some(Ok(conn)) => conn,

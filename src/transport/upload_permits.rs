@@ -3,7 +3,7 @@
 //! most `concurrency × max_upload_bytes`. Each agent shard holds its share of
 //! `concurrency` in a local semaphore: no lock or atomic crosses shards on this path.
 //!
-//! An upload that finds no permit waits, in a bounded queue (`WAITERS_PER_PERMIT` per
+//! An upload that finds no permit waits, in a bounded queue (`UPLOAD_WAITERS_PER_PERMIT_COUNT` per
 //! permit) for at most `limits.concurrency_wait_ms`; past either bound it gets 503 with
 //! a Retry-After and the agent keeps the batch. While it waits, h2 holds at most one
 //! stream window (1 MiB) of its body, so waiting uploads add at most
@@ -16,16 +16,11 @@ use std::time::Duration;
 
 use glommio::sync::{Semaphore, StaticPermit};
 
+use crate::limits::{
+    RETRY_AFTER_CONCURRENCY_MAX, RETRY_AFTER_CONCURRENCY_MIN, UPLOAD_WAITERS_PER_PERMIT_COUNT,
+};
 use crate::metrics::metrics;
 use crate::runtime::deadline::with_deadline;
-
-/// Waiting uploads allowed per permit before new ones are refused at once.
-pub const WAITERS_PER_PERMIT: usize = 4;
-
-/// What a refused upload is told to wait, spread so that refused agents do not return
-/// together.
-pub const RETRY_AFTER_CONCURRENCY_MIN: Duration = Duration::from_secs(2);
-pub const RETRY_AFTER_CONCURRENCY_MAX: Duration = Duration::from_secs(10);
 
 pub struct UploadPermits {
     permits: Rc<Semaphore>,
@@ -63,7 +58,7 @@ impl UploadPermits {
     pub fn new(permits: u64, wait: Duration) -> Self {
         Self {
             permits: Rc::new(Semaphore::new(permits)),
-            max_waiting: permits as usize * WAITERS_PER_PERMIT,
+            max_waiting: permits as usize * UPLOAD_WAITERS_PER_PERMIT_COUNT,
             waiting: Cell::new(0),
             wait,
         }
@@ -113,8 +108,8 @@ mod tests {
             .spawn(|| async {
                 let permits = Rc::new(UploadPermits::new(1, Duration::from_millis(50)));
                 let held = permits.admit().await.expect("the one permit");
-                // One permit allows WAITERS_PER_PERMIT waiters; they all time out.
-                let waiters: Vec<_> = (0..WAITERS_PER_PERMIT)
+                // One permit allows UPLOAD_WAITERS_PER_PERMIT_COUNT waiters; they all time out.
+                let waiters: Vec<_> = (0..UPLOAD_WAITERS_PER_PERMIT_COUNT)
                     .map(|_| {
                         let p = permits.clone();
                         glommio::spawn_local(async move { p.admit().await.is_some() })

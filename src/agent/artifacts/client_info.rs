@@ -73,8 +73,6 @@ mod tests {
     //! Goal: the info row carries real host facts. Method: collect on this host and
     //! compare with what the test can observe independently.
 
-    use std::time::{SystemTime, UNIX_EPOCH};
-
     use super::*;
 
     #[test]
@@ -96,10 +94,7 @@ mod tests {
         let uptime = row["uptime_s"].as_u64().unwrap();
         // The kernel derives both from one clock, so boot + uptime is "now"; the slack
         // covers rounding and a slow test run, not a timing requirement.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = crate::clock::since_epoch().as_secs();
         assert!(boot > 1_000_000_000);
         assert!(
             (boot + uptime).abs_diff(now) <= 60,
