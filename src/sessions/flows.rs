@@ -166,10 +166,9 @@ impl OpenFlow {
         let name = ArtifactName::parse(artifact)?;
         let mut set = ResultSet::open(&self.dir.result_paths(&name))?;
         if self.status.state.is_terminal() && seq >= set.next_seq() {
-            let state = format!("{:?}", self.status.state).to_lowercase();
             return Err(UploadError::FlowClosed {
                 flow: flow_id,
-                state,
+                state: self.status.state,
             });
         }
         let mut outcome = match set.append_batch(seq, jsonl)? {

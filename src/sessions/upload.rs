@@ -34,8 +34,8 @@ pub enum UploadError {
     NotYourFlow { flow: String, client: ClientId },
     #[error("artifact `{artifact}` was not requested in flow {flow}")]
     ArtifactNotRequested { flow: FlowId, artifact: String },
-    #[error("flow {flow} is already {state}; no more results are taken")]
-    FlowClosed { flow: FlowId, state: String },
+    #[error("flow {flow} is already {}; no more results are taken", state.as_str())]
+    FlowClosed { flow: FlowId, state: FlowState },
     #[error("another upload for flow {flow} is in progress on this connection")]
     Busy { flow: FlowId },
     #[error("{0}")]
