@@ -4,8 +4,10 @@
 //! docs/architecture.md draws them, so a newcomer can tell what may call what.
 //! Method: read every non-test `.rs` file under `src/`, collect the `crate::<module>`
 //! paths it names (in `use` lines and inline), build the graph between top-level
-//! modules and fail with the cycle, spelled out, if there is one. Test code (`mod tests`
-//! blocks at the end of a file, files named `tests.rs`) may reach anywhere.
+//! modules and fail with the cycle, spelled out with a file behind each arrow, if there is
+//! one. Test code (`mod tests` blocks at the end of a file, files named `tests.rs`) may
+//! reach anywhere. The layered drawing in docs/architecture.md ("Which module may use
+//! which") must list exactly these arrows, so the document cannot drift from the code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -13,10 +15,14 @@ use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
+/// Each module's arrows, each with one file whose code draws it.
+type Edges = BTreeMap<String, BTreeMap<String, PathBuf>>;
+
 #[test]
 fn top_level_modules_form_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = module_graph(&src);
+    let edges = module_edges(&src);
+    let graph = graph_of(&edges);
     assert!(
         graph.len() > 5,
         "found only {} top-level modules under {}",
@@ -26,7 +32,13 @@ fn top_level_modules_form_no_cycle() {
     if let Some(cycle) = find_cycle(&graph) {
         let mut evidence = String::new();
         for pair in cycle.windows(2) {
-            evidence.push_str(&format!("\n  {} -> {}", pair[0], pair[1]));
+            let file = &edges[&pair[0]][&pair[1]];
+            evidence.push_str(&format!(
+                "\n  {} -> {}  ({})",
+                pair[0],
+                pair[1],
+                file.display()
+            ));
         }
         panic!(
             "the top-level modules of src/ form a cycle: {}{evidence}",
@@ -53,9 +65,10 @@ fn the_checker_finds_a_cycle_it_is_shown() {
     );
 }
 
-/// The graph: each top-level module to the top-level modules its non-test code names.
-fn module_graph(src: &Path) -> Graph {
-    let mut graph = Graph::new();
+/// Each top-level module to the top-level modules its non-test code names, with the
+/// first file (in path order) that names each.
+fn module_edges(src: &Path) -> Edges {
+    let mut edges = Edges::new();
     for entry in fs::read_dir(src).expect("src/ is readable") {
         let path = entry.expect("src/ entry").path();
         let name = path
@@ -63,25 +76,39 @@ fn module_graph(src: &Path) -> Graph {
             .and_then(|s| s.to_str())
             .expect("utf-8 name")
             .to_owned();
-        if name == "main" || name == "lib" {
+        if name == "main" || name == "lib" || (path.is_file() && !is_rust(&path)) {
             continue;
         }
-        let mut refs = BTreeSet::new();
-        for file in rust_files(&path) {
+        let deps = edges.entry(name.clone()).or_default();
+        let mut files = rust_files(&path);
+        files.sort();
+        for file in files {
             let text = fs::read_to_string(&file).expect("source is readable");
-            refs.extend(crate_refs(&text));
+            for dep in crate_refs(&text) {
+                if dep != name {
+                    deps.entry(dep).or_insert_with(|| file.clone());
+                }
+            }
         }
-        refs.remove(&name);
-        graph.entry(name).or_default().extend(refs);
     }
-    graph
+    edges
+}
+
+fn graph_of(edges: &Edges) -> Graph {
+    edges
+        .iter()
+        .map(|(module, deps)| (module.clone(), deps.keys().cloned().collect()))
+        .collect()
+}
+
+fn is_rust(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "rs")
 }
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
-        let is_rust = path.extension().is_some_and(|e| e == "rs");
         let is_test = path.file_name().is_some_and(|n| n == "tests.rs");
-        return if is_rust && !is_test {
+        return if is_rust(path) && !is_test {
             vec![path.to_owned()]
         } else {
             vec![]
@@ -221,10 +248,86 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 #[test]
 fn print_the_graph() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for (module, deps) in module_graph(&src) {
+    for (module, deps) in graph_of(&module_edges(&src)) {
         println!(
             "{module} -> {}",
             deps.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+}
+
+#[test]
+fn the_documented_graph_is_the_real_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = fs::read_to_string(root.join("docs/architecture.md")).expect("docs/architecture.md");
+    let documented = documented_graph(&doc);
+    let real = graph_of(&module_edges(&root.join("src")));
+    let mut wrong = String::new();
+    for module in real
+        .keys()
+        .chain(documented.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        let (have, drawn) = (real.get(module), documented.get(module));
+        if have != drawn {
+            let show = |g: Option<&BTreeSet<String>>| {
+                g.map_or("(missing)".to_string(), |d| {
+                    d.iter().cloned().collect::<Vec<_>>().join(", ")
+                })
+            };
+            wrong.push_str(&format!(
+                "\n  {module}: code -> [{}], docs -> [{}]",
+                show(have),
+                show(drawn)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/architecture.md (\"Which module may use which\") differs from the code; \
+         print the real graph with `cargo test --release --test module_graph -- --nocapture \
+         print_the_graph`:{wrong}"
+    );
+}
+
+/// The arrows drawn in the fenced block under "Which module may use which": lines
+/// `[layer N] module ───► a, b, c` (continued on following lines) and the bottom layer's
+/// `a, b, c   (use no other module)`.
+fn documented_graph(doc: &str) -> Graph {
+    let section = doc
+        .split_once("### Which module may use which")
+        .expect("docs/architecture.md has the section \"Which module may use which\"")
+        .1;
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("the section draws the graph in a fenced block");
+    let names = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let mut graph = Graph::new();
+    let mut last: Option<String> = None;
+    for line in block.lines() {
+        let mut line = line.trim();
+        if let Some(rest) = line.strip_prefix("layer ") {
+            line = rest.trim_start_matches(|c: char| c.is_ascii_digit()).trim();
+        }
+        if let Some((module, deps)) = line.split_once('►') {
+            let module = module.trim_end_matches(['─', ' ']).to_string();
+            graph.entry(module.clone()).or_default().extend(names(deps));
+            last = Some(module);
+        } else if let Some((modules, _)) = line.split_once("(use no other module)") {
+            for module in names(modules) {
+                graph.entry(module).or_default();
+            }
+            last = None;
+        } else if let (Some(module), false) = (&last, line.is_empty()) {
+            graph.get_mut(module).expect("seen").extend(names(line));
+        }
+    }
+    graph
 }
