@@ -1,6 +1,16 @@
 //! packhunt: a thread-per-core frontend server for endpoint-visibility fleets, its
 //! endpoint agent and the shared pieces both ends use. See docs/architecture.md for the map
 //! and docs/operating.md for running it.
+//!
+//! The top-level modules, each a folder (or file) named for its concern, from the bottom
+//! up; a module uses only modules below it (tests/module_graph.rs fails on a cycle):
+//! - vocabulary: `ids`, `clock`, `limits`, `metrics`, `protocol`, `artifacts`, `gui`
+//!   (embedded assets); `runtime` (executor primitives), `tls`, `datastore`;
+//! - `config` (files parsed once into typed values); `replication` (the gRPC link) and
+//!   `agent` (the endpoint agent, whose comms client loadgen shares);
+//! - `notify` (presence and "client C has new work"); `sessions` and `hunts`;
+//! - `transport` (accept, TLS, HTTP/2 for agents); `api` (JSON API on the priority
+//!   executor); `frontend` (the composition root, used only by `main.rs`).
 
 /// Prints a line for the operator on stdout. Unlike `println!` it never panics: a
 /// process whose stdout was closed (a supervisor or test that stopped reading, a shell
