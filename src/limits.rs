@@ -15,7 +15,7 @@
 //! | `BATCH_RECORD_BYTES` | 32 | `datastore/resultset.rs` | on-disk record format |
 //! | `MIN_ROW_BYTES` | 3 | `datastore/resultset.rs` | on-disk format (`{}\n`) |
 //! | `WALK_CHUNK_RECORDS` | 1,024 | `datastore/resultset.rs` | recovery read size |
-//! | `SCRATCH_BYTES` | 16 KiB | `transport/compat.rs` | one TLS record (RFC 8446 5.1) |
+//! | `SCRATCH_BYTES` | 16 KiB | `runtime/io_compat.rs` | one TLS record (RFC 8446 5.1) |
 //! | `UPLOAD_OVERHEAD_BYTES` | 1,024 | `agent/outbox.rs` | framing slack in an upload |
 //! | `MAX_RECURSION_DEPTH` | 32 | `agent/artifacts/glob.rs` | `**` walk depth |
 //! | `HASH_BUFFER_BYTES` | 64 KiB | `agent/artifacts/glob.rs` | hashing read size |

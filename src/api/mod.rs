@@ -83,7 +83,7 @@ pub async fn serve(
             let Ok(tls_stream) = tls.accept(stream).await else {
                 return;
             };
-            let io = TokioIo::new(crate::transport::compat::TokioCompat::new(tls_stream));
+            let io = TokioIo::new(crate::runtime::io_compat::TokioCompat::new(tls_stream));
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, std::convert::Infallible>(routes::handle(&ctx, req).await) }

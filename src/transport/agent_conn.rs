@@ -24,12 +24,12 @@ use crate::limits::{
 use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
 use crate::runtime::deadline::with_deadline;
+use crate::runtime::io_compat as compat;
 use crate::sessions::flows::OpenFlows;
 use crate::sessions::shard::ShardCtx;
 use crate::sessions::{tasks, upload};
 use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
-use crate::transport::compat;
 
 /// Decrements the open-connection gauge however the connection ends.
 struct OpenGuard;

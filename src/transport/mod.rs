@@ -5,5 +5,4 @@ pub mod accept;
 pub mod admission;
 pub mod agent_conn;
 pub mod body;
-pub mod compat;
 pub mod upload_permits;
