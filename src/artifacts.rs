@@ -85,6 +85,8 @@ pub enum ArtifactError {
     DuplicateArtifact(String),
     #[error("`{0}` is an event artifact: set it in the client event table, not a collection")]
     EventArtifact(String),
+    #[error("`{0}` is a collection artifact: request it as a collection, not in the event table")]
+    CollectionArtifact(String),
     #[error("parameters given for `{0}`, which is not in the artifact list")]
     ParametersForUnrequested(String),
     #[error("artifact `{artifact}` has no parameter `{parameter}`")]
@@ -155,17 +157,27 @@ pub fn validate_request(
     let mut resolved = Vec::with_capacity(defs.len());
     for def in defs {
         let given = parameters.get(def.name).unwrap_or(&empty);
-        let mut as_strings = BTreeMap::new();
-        for (param_name, value) in given {
-            let param = lookup_param(def, param_name)?;
-            as_strings.insert(
-                param.name.to_string(),
-                json_to_param_string(def, param, value)?,
-            );
-        }
-        resolved.push((def.name.to_string(), resolve_params(def, &as_strings)?));
+        resolved.push((def.name.to_string(), resolve_json_params(def, given)?));
     }
     Ok(resolved)
+}
+
+/// Parses one artifact's parameters as JSON values (the shape of a collection request's
+/// `parameters` entry) into canonical strings with defaults filled. The client event
+/// table uses it too, so an event artifact's parameters are typed the same way.
+pub fn resolve_json_params(
+    def: &ArtifactDef,
+    given: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, String>, ArtifactError> {
+    let mut as_strings = BTreeMap::new();
+    for (param_name, value) in given {
+        let param = lookup_param(def, param_name)?;
+        as_strings.insert(
+            param.name.to_string(),
+            json_to_param_string(def, param, value)?,
+        );
+    }
+    resolve_params(def, &as_strings)
 }
 
 /// The collectable artifact called `name`: unknown and event artifacts are errors.
@@ -174,6 +186,15 @@ pub fn find_collectable(name: &str) -> Result<&'static ArtifactDef, ArtifactErro
     match def.kind {
         ArtifactKind::Collection => Ok(def),
         ArtifactKind::Event => Err(ArtifactError::EventArtifact(def.name.to_string())),
+    }
+}
+
+/// The event artifact called `name`: unknown and collection artifacts are errors.
+pub fn find_event(name: &str) -> Result<&'static ArtifactDef, ArtifactError> {
+    let def = find(name).ok_or_else(|| ArtifactError::UnknownArtifact(echo(name)))?;
+    match def.kind {
+        ArtifactKind::Event => Ok(def),
+        ArtifactKind::Collection => Err(ArtifactError::CollectionArtifact(def.name.to_string())),
     }
 }
 

@@ -8,7 +8,8 @@
 //!   (embedded assets); `runtime` (executor primitives), `tls`, `datastore`;
 //! - `config` (files parsed once into typed values); `replication` (the gRPC link) and
 //!   `agent` (the endpoint agent, whose comms client loadgen shares);
-//! - `notify` (presence and "client C has new work"); `sessions` and `hunts`;
+//! - `notify` (presence and "client C has new work"); `sessions` and `hunts`; `events`
+//!   (the client event table);
 //! - `transport` (accept, TLS, HTTP/2 for agents); `api` (JSON API on the priority
 //!   executor); `frontend` (the composition root, used only by `main.rs`).
 
@@ -29,6 +30,7 @@ pub mod artifacts;
 pub mod clock;
 pub mod config;
 pub mod datastore;
+pub mod events;
 pub mod frontend;
 pub mod gui;
 pub mod hunts;

@@ -252,6 +252,28 @@ pub const MAX_API_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_LABELS_PER_CLIENT_COUNT: usize = 64;
 pub const MAX_LABEL_CHARS: usize = 64;
 
+// ---- Client event table -------------------------------------------------------------------
+
+/// Event artifacts one list of the client event table (`all`, or one label's) may name.
+/// Duplicates are refused, so today the catalogue's few event artifacts bound a list
+/// already; this keeps the bound when the catalogue grows. Same value as a collection
+/// request's `MAX_ARTIFACTS_PER_REQUEST`: each entry becomes a long-running query on every
+/// agent the list reaches.
+pub const MAX_EVENT_TABLE_ENTRIES_PER_LIST_COUNT: usize = 32;
+
+/// Labels the client event table may have lists for. A client carries at most
+/// `MAX_LABELS_PER_CLIENT_COUNT` labels, so one agent's table joins at most 65 lists; this
+/// bounds the table the master keeps whole in memory and on disk. 1,024 is far more
+/// label-specific monitoring than a fleet's operators can keep track of.
+pub const MAX_EVENT_TABLE_LABELS_COUNT: usize = 1024;
+
+/// Largest `PUT /api/v1/events/client_table` body (413 above). Each agent's slice of the
+/// table (`all` plus its labels' lists) will travel in one task frame, so the whole table
+/// stays well under `MAX_TASK_FRAME_BYTES`; a real table is a few KiB.
+pub const MAX_EVENT_TABLE_BODY_BYTES: usize = 256 * 1024;
+const _: () = assert!(MAX_EVENT_TABLE_BODY_BYTES <= MAX_API_BODY_BYTES);
+const _: () = assert!(MAX_EVENT_TABLE_BODY_BYTES <= MAX_TASK_FRAME_BYTES / 2);
+
 /// Verified credentials kept at most; beyond it the cache starts over (bounded memory
 /// whatever callers send).
 pub const MAX_CACHED_CREDENTIALS_COUNT: usize = 1024;

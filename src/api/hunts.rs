@@ -17,9 +17,7 @@ use crate::datastore::hunt::{self, HuntCondition, HuntDoc, HuntState};
 use crate::datastore::{self, ArtifactName, DatastoreError};
 use crate::hunts::{HuntError, HuntStats, Hunts};
 use crate::ids::{ClientId, HuntId};
-use crate::limits::{
-    DEFAULT_RESULT_PAGE_ROWS, MAX_LABELS_PER_CLIENT_COUNT, MAX_LABEL_CHARS, MAX_RESULT_PAGE_ROWS,
-};
+use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_LABELS_PER_CLIENT_COUNT, MAX_RESULT_PAGE_ROWS};
 use crate::runtime::offload::offload;
 
 impl From<HuntError> for ApiError {
@@ -258,21 +256,10 @@ pub async fn change_labels(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
     ))
 }
 
-/// Labels are short words: letters, digits and `-_.:`; nothing that needs escaping in a
-/// search (`label:NAME`) or a path.
+/// Labels follow one rule wherever they appear (`datastore::Label`).
 fn check_labels(labels: &[String]) -> Result<(), ApiError> {
     for label in labels {
-        let ok = !label.is_empty()
-            && label.chars().count() <= MAX_LABEL_CHARS
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
-        if !ok {
-            return Err(ApiError::BadRequest(format!(
-                "label `{}`: 1-{MAX_LABEL_CHARS} characters of letters, digits and -_.:",
-                shown(label)
-            )));
-        }
+        datastore::Label::parse(label).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! session.
 
 pub mod auth;
+pub mod events;
 pub mod hunts;
 pub mod routes;
 
@@ -29,6 +30,8 @@ pub struct ApiCtx {
     pub config: Arc<ServerConfig>,
     pub datastore: Datastore,
     pub fleet: Rc<FleetNotifier>,
+    /// The client event table (the master only).
+    pub event_table: events::EventTableSource,
     /// Hunts (the master only).
     pub hunts: Option<Rc<crate::hunts::Hunts>>,
     pub presence: Rc<Presence>,

@@ -20,7 +20,8 @@ use crate::datastore::{
 };
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{
-    DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_PAGE_COUNT, MAX_RESULT_PAGE_ROWS,
+    DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_PAGE_COUNT,
+    MAX_EVENT_TABLE_BODY_BYTES, MAX_RESULT_PAGE_ROWS,
 };
 use crate::metrics::{metrics, FlowEvent};
 use crate::runtime::offload::offload;
@@ -35,8 +36,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("request body is above {MAX_API_BODY_BYTES} bytes")]
-    TooLarge,
+    #[error("request body is above {max_bytes} bytes")]
+    TooLarge { max_bytes: usize },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -52,7 +53,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Datastore(e) if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -137,6 +138,11 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             let body = read_body(req).await?;
             crate::api::hunts::create(ctx, &body).await
         }
+        (&Method::GET, ["api", "v1", "events", "client_table"]) => crate::api::events::get(ctx),
+        (&Method::PUT, ["api", "v1", "events", "client_table"]) => {
+            let body = read_body_capped(req, MAX_EVENT_TABLE_BODY_BYTES).await?;
+            crate::api::events::put(ctx, &body).await
+        }
         (&Method::GET, ["api", "v1", "hunts"]) => crate::api::hunts::list(ctx),
         (&Method::GET, ["api", "v1", "hunts", id]) => crate::api::hunts::get(ctx, id),
         // The (unused) body is read first: answering before the client finished sending
@@ -186,14 +192,23 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
 }
 
 async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
-    let limited = Limited::new(req.into_body(), MAX_API_BODY_BYTES);
+    read_body_capped(req, MAX_API_BODY_BYTES).await
+}
+
+/// Reads a body of at most `max_bytes` (413 above) for routes whose documents are
+/// smaller than the API's general cap.
+async fn read_body_capped(
+    req: hyper::Request<Incoming>,
+    max_bytes: usize,
+) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(req.into_body(), max_bytes);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(ApiError::TooLarge)
+            Err(ApiError::TooLarge { max_bytes })
         }
         Err(e) => Err(ApiError::BadRequest(format!("reading body: {e}"))),
     }

@@ -15,6 +15,7 @@ pub mod client_info;
 pub mod flow;
 pub mod hunt;
 pub mod jsonl;
+pub mod label;
 mod listing;
 pub mod path;
 pub mod resultset;
@@ -33,6 +34,7 @@ pub use flow::{
     ArtifactRowsDoc, FlowRequest, FlowState, FlowStatusDoc,
 };
 pub use jsonl::{validate_and_index, JsonlError, JsonlReason};
+pub use label::Label;
 pub use path::{sanitise_upload_path, ArtifactName, ClientDir, Datastore, FlowDir, ResultPaths};
 pub use resultset::{read_rows, summary, AppendOutcome, ResultSet, ResultSummary};
 

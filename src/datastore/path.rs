@@ -67,6 +67,12 @@ impl Datastore {
         self.root.join(SERVER_DIR)
     }
 
+    /// `server/client_event_table.json`: the client event table and its version, written
+    /// by the master only.
+    pub fn client_event_table_path(&self) -> PathBuf {
+        self.server_dir().join("client_event_table.json")
+    }
+
     /// `hunts/<hunt_id>.json`.
     pub fn hunt_path(&self, hunt: &HuntId) -> PathBuf {
         self.hunts_dir().join(format!("{}.json", hunt.as_str()))

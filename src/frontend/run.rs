@@ -463,10 +463,24 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     } else {
         None
     };
+    let event_table = if is_master {
+        match crate::events::TableStore::load(datastore.clone()).await {
+            Ok(store) => api::events::EventTableSource::Ready(store),
+            Err(e) => {
+                // As with hunts: agents and the rest of the API keep working; the table's
+                // routes answer 503 with this reason until the file is fixed.
+                tracing::error!("cannot load the client event table: {e}");
+                api::events::EventTableSource::Unusable(e)
+            }
+        }
+    } else {
+        api::events::EventTableSource::NotServed
+    };
     let ctx = Rc::new(ApiCtx {
         config,
         datastore,
         fleet,
+        event_table,
         hunts,
         presence,
         auth,

@@ -266,6 +266,20 @@ impl Deployment {
         Self::start_with(|_| {})
     }
 
+    /// Adds an API user with `role` to server.config.toml; the frontend reads it when it
+    /// next starts.
+    pub fn add_user(&self, name: &str, password: &str, role: packhunt::config::Role) -> Result<()> {
+        let path = self.path().join("server.config.toml");
+        let mut server = packhunt::config::ServerFile::load(&path)?;
+        server.users.push(packhunt::config::UserEntry {
+            name: name.to_string(),
+            password_hash: packhunt::config::generate::hash_password(password),
+            role,
+        });
+        packhunt::config::write_toml(&path, &server)?;
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -628,6 +642,16 @@ impl Api {
 
     pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let (status, body) = self.request("POST", path, Some(serde_json::to_vec(body)?))?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.put_bytes(path, serde_json::to_vec(body)?)
+    }
+
+    /// PUTs `body` as sent (malformed or oversized documents).
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+        let (status, body) = self.request("PUT", path, Some(body))?;
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 

@@ -1,0 +1,13 @@
+//! Client monitoring events: the client event table (which event artifacts every agent
+//! runs, and which run in addition on agents carrying a label), its validation and its
+//! document on the datastore. Event ingest routing and live watchers will live here too.
+//!
+//! Owns the table's meaning and its version. Must not: know HTTP (the route is in
+//! `api/`), reach into sessions, or join datastore paths (`datastore/path.rs` does).
+//! Not yet: pushing the table to agents; today the master stores and serves it.
+
+pub mod store;
+pub mod table;
+
+pub use store::TableStore;
+pub use table::{EventEntry, EventTable, EventTableError, TableVersion, VersionedTable};
