@@ -567,6 +567,23 @@ mod tests {
     }
 
     #[test]
+    fn event_lookup_refuses_collections_and_types_json_parameters() {
+        let def = find_event(CLIENT_STATS).unwrap();
+        let given = BTreeMap::from([("period_s".to_string(), json!(30))]);
+        assert_eq!(resolve_json_params(def, &given).unwrap()["period_s"], "30");
+        assert_eq!(
+            resolve_json_params(def, &BTreeMap::new()).unwrap()["period_s"],
+            "10"
+        );
+        let err = find_event(PSLIST).unwrap_err();
+        assert!(matches!(err, ArtifactError::CollectionArtifact(ref n) if n == PSLIST));
+        assert!(matches!(
+            find_event("Linux.Nope"),
+            Err(ArtifactError::UnknownArtifact(_))
+        ));
+    }
+
+    #[test]
     fn resolve_params_checks_agent_side_strings() {
         let def = find(FILES_GLOB).unwrap();
         let given = BTreeMap::from([("max_results".to_string(), "x".to_string())]);

@@ -111,3 +111,51 @@ fn read_document(path: &std::path::Path) -> Result<Option<Vec<u8>>, EventTableEr
     }
     Ok(Some(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Goal: the store starts at version 0, gives concurrent replacements consecutive
+    //! versions, keeps what it serves equal to the document on disk, and reports a corrupt
+    //! document with its path. Method: a glommio executor over a temp datastore, reloading
+    //! the store from disk as a restarted master would.
+
+    use super::*;
+    use crate::events::TableVersion;
+
+    fn table(body: &str) -> EventTable {
+        EventTable::parse(body.as_bytes()).expect("a valid test table")
+    }
+
+    #[test]
+    fn replacements_are_consecutive_durable_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let ds = Datastore::open(root, true).unwrap();
+                let store = Rc::new(TableStore::load(ds.clone()).await.unwrap());
+                assert_eq!(*store.current(), VersionedTable::default());
+                let stats = r#"{"all":[{"name":"Generic.Client.Stats"}],"by_label":{}}"#;
+                let empty = r#"{"all":[],"by_label":{}}"#;
+                let (a, b) =
+                    futures::join!(store.replace(table(stats)), store.replace(table(empty)));
+                let mut versions = [a.unwrap().version.get(), b.unwrap().version.get()];
+                versions.sort();
+                assert_eq!(versions, [1, 2]);
+                let reloaded = TableStore::load(ds.clone()).await.unwrap();
+                assert_eq!(reloaded.current(), store.current());
+                assert_eq!(
+                    reloaded.current().version,
+                    TableVersion::default().next().unwrap().next().unwrap()
+                );
+
+                std::fs::write(ds.client_event_table_path(), b"{\"version\":1").unwrap();
+                let err = TableStore::load(ds.clone()).await.err().expect("corrupt");
+                assert!(!err.is_caller_fault());
+                assert!(err.to_string().contains("client_event_table.json"), "{err}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
