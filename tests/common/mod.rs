@@ -92,20 +92,64 @@ pub fn loadgen_bin() -> PathBuf {
     packhunt_bin().with_file_name("loadgen")
 }
 
-/// A port no other test of this run is using. Chosen below the kernel's ephemeral range
-/// (32768+), so the thousands of outgoing agent connections a loadgen test makes can't
-/// take it between this call and the frontend's bind; spread by pid across test binaries.
+/// A port no other test is using. Chosen below the kernel's ephemeral range (32768+), so
+/// the thousands of outgoing agent connections a loadgen test makes can't take it between
+/// this call and the frontend's bind. A free bind() only says the port is free now, and
+/// test binaries run at once (cargo runs them one after another, but two checkouts or a
+/// CI run beside a developer's do not): each port is also claimed in a file named for it,
+/// created exclusively and holding the claimer's pid, and a claim is taken over only once
+/// its process is gone.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST_PORT: u16 = 20_000;
+    const PORT_COUNT: u16 = 12_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
-    loop {
+    let claims = std::env::temp_dir().join("packhunt-test-ports");
+    let _ = std::fs::create_dir_all(&claims);
+    let start = (std::process::id() % 600) as u16 * 20;
+    for _ in 0..PORT_COUNT {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (base - 20_000 + offset) % 12_000;
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+        let port = FIRST_PORT + (start + offset) % PORT_COUNT;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() && claim_port(&claims, port) {
             return port;
         }
     }
+    panic!("no free port in {FIRST_PORT}..{}", FIRST_PORT + PORT_COUNT);
+}
+
+/// Claims `port` for this process in `claims/<port>`; false if a live process holds it.
+fn claim_port(claims: &Path, port: u16) -> bool {
+    use std::io::Write as _;
+    let path = claims.join(port.to_string());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                let _ = write!(file, "{}", std::process::id());
+                return true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                let alive = match owner.trim().parse::<u32>() {
+                    Ok(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+                    // No pid yet: just created by a claimer still writing it, unless old.
+                    Err(_) => std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10)),
+                };
+                if alive {
+                    return false;
+                }
+                // The claimer is gone (or died before writing its pid): take the port over.
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => return true, // no claims folder to use: the bind probe stands alone
+        }
+    }
+    false
 }
 
 /// Replaces the value of each `key = ...` line of the generated server config, adding the
