@@ -7,6 +7,12 @@
 //! (`packhunt_notifications_dropped_total`); the work itself is never lost because it
 //! is queued on disk first and the agent picks it up when it next connects.
 //!
+//! The same queue carries `ShardMessage::EventTable`, the client event table for the
+//! shard to hold and push to its agents. Same policy (wait up to `NOTIFY_SEND_DEADLINE`,
+//! then drop and count in `packhunt_event_table_handoffs_dropped_total`); the hub sends it
+//! from a task of its own, never from the API request that changed the table. A shard
+//! that missed one keeps the older table until the next change.
+//!
 //! shard -> priority: `ShardEvent` (who is connected where, flows that changed state),
 //! one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
@@ -17,10 +23,13 @@ use glommio::channels::shared_channel::{
 
 use glommio::{GlommioError, ResourceType};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{MESH_QUEUE_COUNT, NOTIFY_SEND_DEADLINE};
+use crate::protocol::event_table::FleetTable;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::deadline::with_deadline;
 
@@ -36,6 +45,9 @@ pub enum ShardMessage {
     /// Notifications may have been lost (the replication link was down): look on disk
     /// for tasks queued for every agent connected here.
     Rescan,
+    /// The client event table to hold from now on (if newer than the one held) and to
+    /// push to every connected agent whose merged table it changes.
+    EventTable(Arc<FleetTable>),
 }
 
 #[derive(Debug, Clone)]
@@ -120,18 +132,25 @@ impl Notifier {
         self.broadcast(|| ShardMessage::Rescan).await
     }
 
+    /// Hands `table` to every shard; see the module doc for the policy. Records its
+    /// version as the one this frontend serves.
+    pub async fn event_table(&self, table: Arc<FleetTable>) {
+        let m = crate::metrics::metrics();
+        let version = table.version.min(i64::MAX as u64) as i64;
+        m.event_table_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+        for shard in &self.shards {
+            if !send_or_wait(shard, ShardMessage::EventTable(table.clone())).await {
+                m.event_table_handoffs_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     async fn broadcast(&self, message: impl Fn() -> ShardMessage) {
         let m = crate::metrics::metrics();
         for shard in &self.shards {
-            let sent = match shard.try_send(message()) {
-                Ok(()) => true,
-                Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                    with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg))
-                        .await
-                        .is_some_and(|r| r.is_ok())
-                }
-                Err(_) => false,
-            };
+            let sent = send_or_wait(shard, message()).await;
             let counter = if sent {
                 &m.notifications_sent
             } else {
@@ -139,6 +158,20 @@ impl Notifier {
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// Sends at once if there is room, else waits up to `NOTIFY_SEND_DEADLINE`; false when
+/// the message was dropped.
+async fn send_or_wait(shard: &ConnectedSender<ShardMessage>, message: ShardMessage) -> bool {
+    match shard.try_send(message) {
+        Ok(()) => true,
+        Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+            with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg))
+                .await
+                .is_some_and(|r| r.is_ok())
+        }
+        Err(_) => false,
     }
 }
 

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -16,6 +17,7 @@ use futures::channel::mpsc;
 use crate::ids::{ClientId, FlowId};
 use crate::limits::SESSION_TASK_QUEUE_COUNT;
 use crate::metrics::metrics;
+use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 
 /// One agent's live task stream as the shard sees it.
 pub struct Live {
@@ -24,6 +26,17 @@ pub struct Live {
     /// Flows already pushed on this stream, so a notification that races the queue
     /// scan at connect time does not push a task twice.
     pub delivered: Rc<RefCell<HashSet<FlowId>>>,
+    /// `None` until the stream's connect read the agent's labels: a table change before
+    /// then is left to that read, which takes the shard's latest table.
+    pub event_table: Option<AgentTable>,
+}
+
+/// What the shard knows of one agent's client event table.
+pub struct AgentTable {
+    /// The agent's labels as read at connect (label changes are picked up on reconnect).
+    pub labels: Rc<[String]>,
+    /// The digest of the table the agent holds, as sent or as its header claimed.
+    pub digest: Option<TableDigest>,
 }
 
 #[derive(Default)]
@@ -48,6 +61,7 @@ impl Registry {
             session_id,
             frames: tx,
             delivered: delivered.clone(),
+            event_table: None,
         };
         let old = self.live.borrow_mut().insert(client_id.clone(), live);
         match old {
@@ -99,6 +113,46 @@ impl Registry {
         if let Some(session) = self.live.borrow().get(client_id) {
             session.delivered.borrow_mut().remove(flow_id);
         }
+    }
+
+    /// Records the agent's labels and the table it holds, if `session_id` is still its
+    /// stream.
+    pub fn set_event_table(&self, client_id: &ClientId, session_id: u64, table: AgentTable) {
+        if let Some(live) = self.live.borrow_mut().get_mut(client_id) {
+            if live.session_id == session_id {
+                live.event_table = Some(table);
+            }
+        }
+    }
+
+    /// Queues `table`'s merge for every agent whose labels are known and whose held table
+    /// differs from it; returns how many frames were queued. Merged once per label set:
+    /// a fleet has few, so a change costs a hash lookup per agent, not a merge and a
+    /// SHA-256. A full stream queue drops the frame (the agent is not reading; it gets
+    /// the table on its next connect, as its digest then differs).
+    pub fn offer_event_table(&self, table: &Arc<FleetTable>) -> u64 {
+        let mut merged: HashMap<Rc<[String]>, (TableDigest, Bytes)> = HashMap::new();
+        let mut queued = 0;
+        for live in self.live.borrow_mut().values_mut() {
+            let Some(agent) = live.event_table.as_mut() else {
+                continue;
+            };
+            let (digest, frame) = merged
+                .entry(agent.labels.clone())
+                .or_insert_with(|| {
+                    let own = table.merged_for(&agent.labels);
+                    (TableDigest::of(&own), event_table_frame(own))
+                })
+                .clone();
+            if agent.digest == Some(digest) {
+                continue;
+            }
+            if live.frames.try_send(frame).is_ok() {
+                agent.digest = Some(digest);
+                queued += 1;
+            }
+        }
+        queued
     }
 
     /// Every client with a live stream here.
