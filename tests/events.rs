@@ -4,7 +4,7 @@
 //! replace it, and a restarted master serves the same table and version; a corrupt stored
 //! table is a clear error, not a crash. Every agent, on the master or on a minion, gets
 //! its own merged table (`all` plus its labels' lists) after Hello and again when the
-//! table changes, and none when its digest header shows it holds it. Method: a real
+//! table or its labels change, and none when its digest header shows it holds it. Method: a real
 //! master (and minion) on loopback driven through its HTTPS API, stopped and started
 //! between requests; the document read from disk; agents are `RawAgent`s reading their
 //! task streams frame by frame.
@@ -245,7 +245,7 @@ const STATS: &str = "Generic.Client.Stats";
 const PROCESS_START: &str = "Linux.Events.ProcessStart";
 
 #[test]
-fn agents_get_their_own_table_after_hello_on_change_and_after_a_restart() -> Result<()> {
+fn agents_get_their_own_table_after_hello_on_changes_and_after_a_restart() -> Result<()> {
     let mut deployment = Deployment::start_with(|_| {})?;
     let api = deployment.api();
     let config = deployment.client_config();
@@ -263,15 +263,24 @@ fn agents_get_their_own_table_after_hello_on_change_and_after_a_restart() -> Res
     let pushed = await_table(&mut plain, 1)?;
     assert_eq!(queries(&pushed), [query(STATS, Some("10"))]);
 
-    // A `web` agent: labelled once known, then reconnecting gets `all` plus `web`, the
-    // artifact in both once with the label's parameters.
-    let first = RawAgent::connect(&deployment)?;
+    // A `web` agent: labelled once known, it gets `all` plus `web` at once, the artifact
+    // in both once with the label's parameters; reconnecting, the same.
+    let mut first = RawAgent::connect(&deployment)?;
+    assert_eq!(
+        queries(&first.expect_event_table()?),
+        [query(STATS, Some("10"))]
+    );
     let web_id = first.client_id.clone();
     let (status, body) = api.post(
         &format!("/api/v1/clients/{web_id}/labels"),
         &json!({"add": ["web"]}),
     )?;
     ensure!(status == 200, "labels: {status} {body}");
+    let relabelled = first.expect_event_table()?;
+    assert_eq!(
+        queries(&relabelled),
+        [query(STATS, Some("30")), query(PROCESS_START, None)]
+    );
     let identity = first.identity.clone();
     drop(first);
     let mut web = RawAgent::connect_as(&config, identity.clone())?;
@@ -351,12 +360,18 @@ fn an_agent_on_a_minion_gets_the_table_and_its_changes() -> Result<()> {
         |v| *v == 1,
     )?;
 
-    // Its labels come from the shared datastore, as on the master.
+    // A label change on the master reaches it over the link; at its next connect its
+    // labels come from the shared datastore.
     let (status, body) = api.post(
         &format!("/api/v1/clients/{}/labels", agent.client_id),
         &json!({"add": ["web"]}),
     )?;
     ensure!(status == 200, "labels: {status} {body}");
+    let t = agent.expect_event_table()?;
+    assert_eq!(
+        queries(&t),
+        [query(STATS, Some("15")), query(PROCESS_START, None)]
+    );
     let identity = agent.identity.clone();
     drop(agent);
     let mut web = RawAgent::connect_as(&to_minion, identity)?;
@@ -364,6 +379,44 @@ fn an_agent_on_a_minion_gets_the_table_and_its_changes() -> Result<()> {
     assert_eq!(
         queries(&t),
         [query(STATS, Some("15")), query(PROCESS_START, None)]
+    );
+    Ok(())
+}
+
+#[test]
+fn the_real_agent_keeps_its_table_and_is_not_sent_it_again() -> Result<()> {
+    // Method: a real `packhunt client`; the master's counters show the frame was sent
+    // once, and after a master restart (the agent reconnects by itself, holding the
+    // table) skipped instead: the agent computes the server's digest and sends it.
+    let mut deployment = Deployment::start_with(|_| {})?;
+    let put = json!({"all": [stats(json!(10))], "by_label": {}});
+    assert_eq!(
+        deployment.api().put(TABLE, &put)?,
+        (200, json!({"version": 1}))
+    );
+    let _agent = common::start_agent(&deployment)?;
+    deployment.wait_connected(1, Duration::from_secs(30))?;
+    common::wait_until(
+        "the table sent to the agent",
+        Duration::from_secs(10),
+        || deployment.metric("packhunt_event_table_frames_sent_total"),
+        |sent| *sent >= 1,
+    )?;
+
+    let exit = deployment.stop_frontend()?;
+    ensure!(exit.success(), "master exited with {exit}");
+    deployment.start_frontend()?;
+    deployment.wait_connected(1, Duration::from_secs(60))?;
+    common::wait_until(
+        "the reconnected agent's table skipped",
+        Duration::from_secs(10),
+        || deployment.metric("packhunt_event_table_frames_skipped_total"),
+        |skipped| *skipped == 1,
+    )?;
+    assert_eq!(
+        deployment.metric("packhunt_event_table_frames_sent_total")?,
+        0,
+        "the restarted master sent the agent no table"
     );
     Ok(())
 }

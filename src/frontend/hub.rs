@@ -76,6 +76,19 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             }
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
+        Kind::LabelsChanged(changed) => match ClientId::parse(&changed.client_id) {
+            Ok(client_id) => {
+                notifier
+                    .labels_changed(&client_id, changed.labels.into())
+                    .await
+            }
+            Err(_) => {
+                crate::metrics::metrics()
+                    .replication_malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(frontend = from, "labels change with a malformed id ignored")
+            }
+        },
         // Room for hunts and live monitoring: carried, not yet produced. An event table
         // change only means something to a minion (handled above).
         Kind::Hunt(_) | Kind::Monitoring(_) | Kind::EventTableChanged(_) => {}

@@ -357,6 +357,9 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
                 } => {
                     crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id, frame).await
                 }
+                mesh::ShardMessage::Labels { client_id, labels } => {
+                    crate::sessions::tasks::labels_changed(&notify_ctx, &client_id, labels)
+                }
                 mesh::ShardMessage::EventTable(table) => {
                     crate::sessions::tasks::event_table_changed(&notify_ctx, table)
                 }

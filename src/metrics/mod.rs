@@ -161,8 +161,9 @@ pub struct Metrics {
     pub hunt_pending_recruitment: AtomicI64,
     /// EventTable frames sent down task streams (at connect and on a table change).
     pub event_table_frames_sent: AtomicU64,
-    /// EventTable frames not sent at connect because the agent's digest header showed it
-    /// already held exactly that table.
+    /// EventTable frames not sent because the agent already held exactly that table: its
+    /// digest header at connect, or a table or label change that left its queries as they
+    /// were.
     pub event_table_frames_skipped: AtomicU64,
     /// Table hand-offs from the hub to a shard dropped (shard queue full past deadline).
     pub event_table_handoffs_dropped: AtomicU64,
@@ -250,7 +251,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let counters: [(&str, &str, &AtomicU64); 25] = [
             ("packhunt_event_table_frames_sent_total", "Client event table frames sent to agents", &self.event_table_frames_sent),
-            ("packhunt_event_table_frames_skipped_total", "Client event table frames not sent at connect: the agent already held that table", &self.event_table_frames_skipped),
+            ("packhunt_event_table_frames_skipped_total", "Client event table frames not sent: the agent already held that table (digest at connect, or a change that left its queries as they were)", &self.event_table_frames_skipped),
             ("packhunt_event_table_handoffs_dropped_total", "Client event table hand-offs to a shard dropped (queue full past deadline)", &self.event_table_handoffs_dropped),
             ("packhunt_hunt_recruited_total", "Agents assigned to hunts (flows scheduled by the recruiter)", &self.hunt_recruited),
             ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),

@@ -35,6 +35,19 @@ impl FleetNotifier {
         self.local.notify(client_id, flow_id, Some(frame)).await;
     }
 
+    /// An operator changed `client_id`'s labels (on disk already): whichever frontend
+    /// holds the agent sends it its new event table if its queries changed.
+    pub async fn labels_changed(&self, client_id: &ClientId, labels: Vec<String>) {
+        if let Some(outbox) = &self.replication {
+            let changed = pb::LabelsChanged {
+                client_id: client_id.to_string(),
+                labels: labels.clone(),
+            };
+            outbox.offer(pb::envelope::Kind::LabelsChanged(changed));
+        }
+        self.local.labels_changed(client_id, labels.into()).await;
+    }
+
     /// The client event table changed (or is loaded at start): this frontend's shards get
     /// it, the minions are told to reload it from the datastore. Returns at once: the
     /// hand-off to the shards runs as its own task (it may wait on a full queue), so the

@@ -48,6 +48,12 @@ pub enum ShardMessage {
     /// The client event table to hold from now on (if newer than the one held) and to
     /// push to every connected agent whose merged table it changes.
     EventTable(Arc<FleetTable>),
+    /// An operator changed this client's labels (already on disk): if it is connected
+    /// here, its merged event table is recomputed and sent if it changed.
+    Labels {
+        client_id: ClientId,
+        labels: Arc<[String]>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +129,15 @@ impl Notifier {
             client_id: client_id.clone(),
             flow_id: flow_id.clone(),
             frame: frame.clone(),
+        })
+        .await
+    }
+
+    /// Tells every shard that `client_id` now carries `labels`; same policy as `notify`.
+    pub async fn labels_changed(&self, client_id: &ClientId, labels: Arc<[String]>) {
+        self.broadcast(|| ShardMessage::Labels {
+            client_id: client_id.clone(),
+            labels: labels.clone(),
         })
         .await
     }

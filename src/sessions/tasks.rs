@@ -20,7 +20,7 @@ use crate::notify::mesh::ShardEvent;
 use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 use crate::protocol::{framing, pb};
 use crate::runtime::offload::offload;
-use crate::sessions::registry::AgentTable;
+use crate::sessions::registry::{AgentTable, Relabelled};
 use crate::sessions::shard::ShardCtx;
 
 /// Builds the task frame for a queued flow from its request.json. Blocking: run it
@@ -90,6 +90,10 @@ pub async fn serve_task_stream(
         });
         if stream.send_data(hello, false).is_ok() {
             let (pending, labels) = read_at_connect(&ctx, &client_id).await;
+            let labels = match ctx.sessions.relabelled(&client_id, session_id) {
+                Some(newer) => newer.to_vec(),
+                None => labels,
+            };
             let table = agent_table(&ctx, labels, held);
             let sent = match table.frame {
                 Some(frame) => stream.send_data(frame, false).is_ok(),
@@ -205,22 +209,34 @@ fn agent_table(ctx: &ShardCtx, labels: Vec<String>, held: Option<TableDigest>) -
     ConnectTable { frame, state }
 }
 
+/// An operator changed `client_id`'s labels: if it is connected here, send it its new
+/// merged table when that differs from the one it holds.
+pub fn labels_changed(ctx: &ShardCtx, client_id: &ClientId, labels: Arc<[String]>) {
+    let table = ctx.event_table();
+    let labels: Rc<[String]> = labels.iter().cloned().collect();
+    let m = metrics();
+    match ctx.sessions.relabel(client_id, labels, table.as_deref()) {
+        Some(Relabelled::Queued) => m.event_table_frames_sent.fetch_add(1, Ordering::Relaxed),
+        Some(Relabelled::AlreadyHeld) => {
+            m.event_table_frames_skipped.fetch_add(1, Ordering::Relaxed)
+        }
+        Some(Relabelled::QueueFull) | None => 0,
+    };
+}
+
 /// The hub handed over a client event table: hold it if it is newer, and send every
 /// connected agent whose merged table it changes its new one.
 pub fn event_table_changed(ctx: &ShardCtx, table: Arc<FleetTable>) {
     if !ctx.hold_event_table(table.clone()) {
         return;
     }
-    let sent = ctx.sessions.offer_event_table(&table);
-    metrics()
-        .event_table_frames_sent
-        .fetch_add(sent, Ordering::Relaxed);
-    tracing::debug!(
-        shard = ctx.shard,
-        version = table.version,
-        sent,
-        "event table pushed"
-    );
+    let (sent, held) = ctx.sessions.offer_event_table(&table);
+    let m = metrics();
+    m.event_table_frames_sent.fetch_add(sent, Ordering::Relaxed);
+    m.event_table_frames_skipped
+        .fetch_add(held, Ordering::Relaxed);
+    let version = table.version;
+    tracing::debug!(shard = ctx.shard, version, sent, held, "event table pushed");
 }
 
 /// Forwards frames until the registry closes the queue or the agent resets the stream.
