@@ -1,7 +1,9 @@
 //! The hub: the executor that sees the whole frontend. It follows every agent shard's
 //! presence, owns the notifier to the shards, and is the glommio end of the replication
 //! stream: it applies what other frontends send (presence on the master, work
-//! notifications on minions) and answers the link's requests for presence snapshots.
+//! notifications on minions) and answers the link's requests for presence snapshots. On a
+//! minion it also reloads the client event table from the datastore when the master says
+//! it changed, and on every new link.
 //! On the master it also serves the GUI/API; it runs on the priority executor.
 
 use std::rc::Rc;
