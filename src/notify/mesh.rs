@@ -13,6 +13,10 @@
 //! from a task of its own, never from the API request that changed the table. A shard
 //! that missed one keeps the older table until the next change.
 //!
+//! `ShardMessage::Labels` (an operator changed a client's labels) goes like a work
+//! notification, counted with them: the labels are on disk first, so a dropped one only
+//! delays the agent's new table until it next connects.
+//!
 //! shard -> priority: `ShardEvent` (who is connected where, flows that changed state),
 //! one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
