@@ -3,8 +3,11 @@ fn main() {
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc exists");
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
+    // BTreeMap for `map` fields: a message then encodes to the same bytes every time, which
+    // the event table's digest (protocol/event_table.rs) relies on.
     prost_build::Config::new()
         .bytes(["."])
+        .btree_map(["."])
         .compile_protos(&["proto/agent.proto"], &["proto"])
         .expect("proto/agent.proto compiles");
     // The replication service: our own TLS and connectors, so no tonic transport glue.

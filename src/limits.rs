@@ -334,8 +334,8 @@ pub const AGENT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Flow ids the agent remembers so a task pushed twice (queue scan + notification,
 /// reconnect) runs once. Bounded: the oldest are forgotten first.
 pub const MAX_AGENT_REMEMBERED_FLOWS_COUNT: usize = 10_000;
-/// Tasks received but not yet run, at most; beyond it the stream is read no further and
-/// the server's session queue holds the rest.
+/// Task-stream messages (tasks, event tables) received but not yet taken up, at most;
+/// beyond it the stream is read no further and the server's session queue holds the rest.
 pub const MAX_AGENT_QUEUED_TASKS_COUNT: usize = 256;
 /// Pause after the server says it is overloaded (503) without a Retry-After.
 pub const AGENT_OVERLOAD_PAUSE: Duration = Duration::from_secs(5);

@@ -2,14 +2,22 @@
 //! any change, each valid PUT one version up and served back exactly as stored, each kind
 //! of bad table refused with its reason and no version change, only administrators may
 //! replace it, and a restarted master serves the same table and version; a corrupt stored
-//! table is a clear error, not a crash. Method: a real master on loopback driven through
-//! its HTTPS API, stopped and started between requests; the document read from disk.
+//! table is a clear error, not a crash. Every agent, on the master or on a minion, gets
+//! its own merged table (`all` plus its labels' lists) after Hello and again when the
+//! table or its labels change, and none when its digest header shows it holds it. Method: a real
+//! master (and minion) on loopback driven through its HTTPS API, stopped and started
+//! between requests; the document read from disk; agents are `RawAgent`s reading their
+//! task streams frame by frame.
 
 mod common;
 
-use anyhow::{ensure, Result};
-use common::{Api, Deployment};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Result};
+use common::{Api, Deployment, RawAgent};
 use packhunt::config::Role;
+use packhunt::protocol::event_table::TableDigest;
+use packhunt::protocol::pb;
 use serde_json::{json, Value};
 
 const TABLE: &str = "/api/v1/events/client_table";
@@ -204,5 +212,211 @@ fn a_corrupt_stored_table_is_a_clear_error() -> Result<()> {
     // The rest of the API still works, and the file was left for the operator.
     assert_eq!(api.get("/api/v1/artifacts")?.0, 200);
     assert_eq!(std::fs::read(&path)?, b"{\"version\": 4, \"all\": [");
+    Ok(())
+}
+
+/// (name, period_s) of each query, in order: what an agent's table says, compactly.
+fn queries(table: &pb::EventTable) -> Vec<(String, Option<String>)> {
+    table
+        .queries
+        .iter()
+        .map(|q| (q.name.clone(), q.parameters.get("period_s").cloned()))
+        .collect()
+}
+
+fn query(name: &str, period: Option<&str>) -> (String, Option<String>) {
+    (name.to_string(), period.map(str::to_string))
+}
+
+/// Reads the stream until an EventTable of `version` arrives (each read waits 10 s at
+/// most: the push must come within a second, the bound only stops a hung test); fails on
+/// any other frame but an older table.
+fn await_table(agent: &mut RawAgent, version: u64) -> Result<pb::EventTable> {
+    loop {
+        match agent.next_message()? {
+            pb::server_message::Kind::EventTable(t) if t.version == version => return Ok(t),
+            pb::server_message::Kind::EventTable(t) if t.version < version => continue,
+            other => bail!("waiting for table version {version}, got {other:?}"),
+        }
+    }
+}
+
+const STATS: &str = "Generic.Client.Stats";
+const PROCESS_START: &str = "Linux.Events.ProcessStart";
+
+#[test]
+fn agents_get_their_own_table_after_hello_on_changes_and_after_a_restart() -> Result<()> {
+    let mut deployment = Deployment::start_with(|_| {})?;
+    let api = deployment.api();
+    let config = deployment.client_config();
+
+    // Before any PUT: the empty table, so an agent knows to run nothing.
+    let mut plain = RawAgent::connect(&deployment)?;
+    let empty = plain.expect_event_table()?;
+    assert_eq!((empty.version, empty.queries.len()), (0, 0));
+
+    let put = json!({
+        "all": [stats(json!(10))],
+        "by_label": {"web": [{"name": PROCESS_START}, stats(json!(30))]},
+    });
+    assert_eq!(api.put(TABLE, &put)?, (200, json!({"version": 1})));
+    let pushed = await_table(&mut plain, 1)?;
+    assert_eq!(queries(&pushed), [query(STATS, Some("10"))]);
+
+    // A `web` agent: labelled once known, it gets `all` plus `web` at once, the artifact
+    // in both once with the label's parameters; reconnecting, the same.
+    let mut first = RawAgent::connect(&deployment)?;
+    assert_eq!(
+        queries(&first.expect_event_table()?),
+        [query(STATS, Some("10"))]
+    );
+    let web_id = first.client_id.clone();
+    let (status, body) = api.post(
+        &format!("/api/v1/clients/{web_id}/labels"),
+        &json!({"add": ["web"]}),
+    )?;
+    ensure!(status == 200, "labels: {status} {body}");
+    let relabelled = first.expect_event_table()?;
+    assert_eq!(
+        queries(&relabelled),
+        [query(STATS, Some("30")), query(PROCESS_START, None)]
+    );
+    let identity = first.identity.clone();
+    drop(first);
+    let mut web = RawAgent::connect_as(&config, identity.clone())?;
+    let own = web.expect_event_table()?;
+    assert_eq!(own.version, 1);
+    assert_eq!(
+        queries(&own),
+        [query(STATS, Some("30")), query(PROCESS_START, None)]
+    );
+
+    // Reconnecting with that table's digest: no table frame; the next is a task.
+    let skipped = deployment.metric("packhunt_event_table_frames_skipped_total")?;
+    drop(web);
+    let mut web = RawAgent::connect_holding(&config, identity, Some(TableDigest::of(&own)))?;
+    web.send_facts()?;
+    let flow = deployment
+        .api()
+        .collect(&web.client_id, &["Generic.Client.Info"])?;
+    match web.next_message()? {
+        pb::server_message::Kind::Task(task) => assert_eq!(task.flow_id, flow),
+        other => bail!("expected the task right after Hello, got {other:?}"),
+    }
+    assert_eq!(
+        deployment.metric("packhunt_event_table_frames_skipped_total")?,
+        skipped + 1
+    );
+
+    // A change only to a label neither agent carries sends them nothing: the next frame
+    // each gets is the one after it (frames on a stream keep their order).
+    let db_only = json!({
+        "all": [stats(json!(10))],
+        "by_label": {"web": [{"name": PROCESS_START}, stats(json!(30))], "db": [stats(json!(60))]},
+    });
+    assert_eq!(api.put(TABLE, &db_only)?, (200, json!({"version": 2})));
+    let all_changed = json!({"all": [stats(json!(20))], "by_label": {}});
+    assert_eq!(api.put(TABLE, &all_changed)?, (200, json!({"version": 3})));
+    for agent in [&mut plain, &mut web] {
+        let t = agent.expect_event_table()?;
+        assert_eq!(t.version, 3, "version 2 changed nothing for this agent");
+        assert_eq!(queries(&t), [query(STATS, Some("20"))]);
+    }
+    assert_eq!(deployment.metric("packhunt_event_table_version")?, 3);
+
+    // A restarted master still delivers the stored table.
+    drop((plain, web));
+    let exit = deployment.stop_frontend()?;
+    ensure!(exit.success(), "master exited with {exit}");
+    deployment.start_frontend()?;
+    let mut again = RawAgent::connect(&deployment)?;
+    let t = await_table(&mut again, 3)?;
+    assert_eq!(queries(&t), [query(STATS, Some("20"))]);
+    Ok(())
+}
+
+#[test]
+fn an_agent_on_a_minion_gets_the_table_and_its_changes() -> Result<()> {
+    let (deployment, minions) = common::cluster(1)?;
+    let api = deployment.api();
+    let to_minion = deployment.client_config_for(
+        "minion.client.config.toml",
+        &[minions[0].agent_port],
+        None,
+    )?;
+    let mut agent = RawAgent::connect_with(&to_minion)?;
+    // The minion loads the table at start; its agents get it after Hello.
+    let t = await_table(&mut agent, 0)?;
+    assert!(t.queries.is_empty());
+
+    let put = json!({"all": [stats(json!(15))], "by_label": {"web": [{"name": PROCESS_START}]}});
+    assert_eq!(api.put(TABLE, &put)?, (200, json!({"version": 1})));
+    let t = await_table(&mut agent, 1)?;
+    assert_eq!(queries(&t), [query(STATS, Some("15"))]);
+    common::wait_until(
+        "the minion serves version 1",
+        Duration::from_secs(10),
+        || minions[0].metric(&deployment, "packhunt_event_table_version"),
+        |v| *v == 1,
+    )?;
+
+    // A label change on the master reaches it over the link; at its next connect its
+    // labels come from the shared datastore.
+    let (status, body) = api.post(
+        &format!("/api/v1/clients/{}/labels", agent.client_id),
+        &json!({"add": ["web"]}),
+    )?;
+    ensure!(status == 200, "labels: {status} {body}");
+    let t = agent.expect_event_table()?;
+    assert_eq!(
+        queries(&t),
+        [query(STATS, Some("15")), query(PROCESS_START, None)]
+    );
+    let identity = agent.identity.clone();
+    drop(agent);
+    let mut web = RawAgent::connect_as(&to_minion, identity)?;
+    let t = web.expect_event_table()?;
+    assert_eq!(
+        queries(&t),
+        [query(STATS, Some("15")), query(PROCESS_START, None)]
+    );
+    Ok(())
+}
+
+#[test]
+fn the_real_agent_keeps_its_table_and_is_not_sent_it_again() -> Result<()> {
+    // Method: a real `packhunt client`; the master's counters show the frame was sent
+    // once, and after a master restart (the agent reconnects by itself, holding the
+    // table) skipped instead: the agent computes the server's digest and sends it.
+    let mut deployment = Deployment::start_with(|_| {})?;
+    let put = json!({"all": [stats(json!(10))], "by_label": {}});
+    assert_eq!(
+        deployment.api().put(TABLE, &put)?,
+        (200, json!({"version": 1}))
+    );
+    let _agent = common::start_agent(&deployment)?;
+    deployment.wait_connected(1, Duration::from_secs(30))?;
+    common::wait_until(
+        "the table sent to the agent",
+        Duration::from_secs(10),
+        || deployment.metric("packhunt_event_table_frames_sent_total"),
+        |sent| *sent >= 1,
+    )?;
+
+    let exit = deployment.stop_frontend()?;
+    ensure!(exit.success(), "master exited with {exit}");
+    deployment.start_frontend()?;
+    deployment.wait_connected(1, Duration::from_secs(60))?;
+    common::wait_until(
+        "the reconnected agent's table skipped",
+        Duration::from_secs(10),
+        || deployment.metric("packhunt_event_table_frames_skipped_total"),
+        |skipped| *skipped == 1,
+    )?;
+    assert_eq!(
+        deployment.metric("packhunt_event_table_frames_sent_total")?,
+        0,
+        "the restarted master sent the agent no table"
+    );
     Ok(())
 }

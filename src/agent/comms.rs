@@ -14,6 +14,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::url::ServerUrl;
 use crate::limits::{AGENT_CONNECT_TIMEOUT, AGENT_UPLOAD_TIMEOUT, MAX_ACK_BYTES};
+use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
 use crate::protocol::framing::{self, FrameDecoder, FrameError};
 use crate::protocol::{pb, CONTENT_TYPE, TASKS_PATH, UPLOAD_PATH};
 
@@ -62,8 +63,19 @@ pub async fn connect(
     tls: Arc<rustls::ClientConfig>,
     local_ip: Option<IpAddr>,
 ) -> Result<(Connection, TaskStream), CommsError> {
+    connect_holding(url, tls, local_ip, None).await
+}
+
+/// `connect`, telling the server which client event table the agent holds (its digest),
+/// so an unchanged table is not sent again after Hello.
+pub async fn connect_holding(
+    url: &ServerUrl,
+    tls: Arc<rustls::ClientConfig>,
+    local_ip: Option<IpAddr>,
+    event_table: Option<TableDigest>,
+) -> Result<(Connection, TaskStream), CommsError> {
     let started = Instant::now();
-    let fut = connect_inner(url, tls, local_ip);
+    let fut = connect_inner(url, tls, local_ip, event_table);
     let (send, tasks) = tokio::time::timeout(AGENT_CONNECT_TIMEOUT, fut)
         .await
         .map_err(|_| CommsError::Timeout(AGENT_CONNECT_TIMEOUT))??;
@@ -81,6 +93,7 @@ async fn connect_inner(
     url: &ServerUrl,
     tls: Arc<rustls::ClientConfig>,
     local_ip: Option<IpAddr>,
+    event_table: Option<TableDigest>,
 ) -> Result<(SendRequest<Bytes>, TaskStream), CommsError> {
     let io_err = |source| CommsError::Connect {
         url: url.to_string(),
@@ -125,11 +138,13 @@ async fn connect_inner(
         let _ = conn.await;
     });
     let mut send = send.ready().await?;
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method("GET")
-        .uri(format!("https://{}:{}{}", url.host, url.port, TASKS_PATH))
-        .body(())
-        .expect("static request parts are valid");
+        .uri(format!("https://{}:{}{}", url.host, url.port, TASKS_PATH));
+    if let Some(digest) = event_table {
+        request = request.header(EVENT_TABLE_HEADER, digest.to_hex());
+    }
+    let request = request.body(()).expect("static request parts are valid");
     let (response, _) = send.send_request(request, true)?;
     let response = response.await?;
     if response.status() != 200 {

@@ -18,6 +18,7 @@ use crate::limits::{
     jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_OVERLOAD_PAUSE,
     MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_REMEMBERED_FLOWS_COUNT, MAX_AGENT_RETRY_AFTER,
 };
+use crate::protocol::event_table::TableDigest;
 use crate::protocol::pb::{self, upload_ack};
 
 /// What loadgen (or a log) wants to know as the agent works. All default to nothing.
@@ -47,6 +48,10 @@ pub struct AgentOptions {
 
 /// State that outlives a connection.
 struct AgentState {
+    /// The client event table the server last sent, with its digest (sent back on every
+    /// connect so an unchanged table is not sent again). In memory only: a restarted
+    /// agent gets its table again.
+    event_table: Option<(pb::EventTable, TableDigest)>,
     outbox: Outbox,
     queue: VecDeque<pb::Task>,
     seen: HashSet<String>,
@@ -76,6 +81,7 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut state = AgentState {
+        event_table: None,
         outbox: Outbox::new(opts.max_upload_bytes),
         queue: VecDeque::new(),
         seen: HashSet::new(),
@@ -86,7 +92,8 @@ pub async fn run(
     let (mut failures_in_round, mut round, mut first) = (0usize, 0u32, true);
     while !*stop.borrow() {
         let url = &opts.urls[next % n];
-        match comms::connect(url, opts.tls.clone(), opts.local_ip).await {
+        let held = state.event_table.as_ref().map(|(_, digest)| *digest);
+        match comms::connect_holding(url, opts.tls.clone(), opts.local_ip, held).await {
             Ok((conn, tasks)) => {
                 observer.connected(&conn.url, conn.connect_time, first);
                 first = false;
@@ -125,7 +132,7 @@ async fn session(
     runner: &Arc<dyn Runner>,
     observer: &dyn Observer,
 ) -> String {
-    let (tx, mut rx) = mpsc::channel::<(pb::Task, u64)>(MAX_AGENT_QUEUED_TASKS_COUNT);
+    let (tx, mut rx) = mpsc::channel::<Pushed>(MAX_AGENT_QUEUED_TASKS_COUNT);
     let reader = tokio::spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
     let info = pb::Upload {
@@ -144,8 +151,8 @@ async fn session(
     }
     let mut uploads = 0u64;
     loop {
-        while let Ok((task, received_us)) = rx.try_recv() {
-            accept_task(state, task, received_us, observer);
+        while let Ok(pushed) = rx.try_recv() {
+            accept(state, pushed, runner.as_ref(), observer);
         }
         if !state.outbox.is_empty() {
             uploads += 1;
@@ -170,10 +177,37 @@ async fn session(
             continue;
         }
         match rx.recv().await {
-            Some((task, received_us)) => accept_task(state, task, received_us, observer),
+            Some(pushed) => accept(state, pushed, runner.as_ref(), observer),
             None => return "task stream ended".to_string(),
         }
     }
+}
+
+/// What the task stream carries that the session acts on.
+enum Pushed {
+    /// With when its frame came off the stream (µs since the epoch).
+    Task(pb::Task, u64),
+    EventTable(pb::EventTable),
+}
+
+fn accept(state: &mut AgentState, pushed: Pushed, runner: &dyn Runner, observer: &dyn Observer) {
+    match pushed {
+        Pushed::Task(task, received_us) => accept_task(state, task, received_us, observer),
+        Pushed::EventTable(table) => accept_event_table(state, table, runner),
+    }
+}
+
+/// Keeps the new table and hands it to the runner (which will run its queries).
+fn accept_event_table(state: &mut AgentState, table: pb::EventTable, runner: &dyn Runner) {
+    let digest = TableDigest::of(&table);
+    let names: Vec<&str> = table.queries.iter().map(|q| q.name.as_str()).collect();
+    tracing::info!(
+        version = table.version,
+        queries = ?names,
+        "client event table received"
+    );
+    runner.event_table_changed(&table);
+    state.event_table = Some((table, digest));
 }
 
 fn accept_task(state: &mut AgentState, task: pb::Task, received_us: u64, observer: &dyn Observer) {
@@ -205,12 +239,18 @@ impl Drop for AbortOnDrop {
 /// Stamps each task as it arrives: the session takes tasks up only between its own
 /// uploads (the first of which is the agent's facts), so the stamp is when the frontend
 /// delivered it, not when the agent got round to it.
-async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<(pb::Task, u64)>) {
+/// Kinds this agent does not know (a newer server) are skipped, not fatal.
+async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<Pushed>) {
     while let Ok(Some(msg)) = tasks.next().await {
-        if let Some(pb::server_message::Kind::Task(task)) = msg.kind {
-            if tx.send((task, crate::clock::now_us())).await.is_err() {
-                return;
+        let pushed = match msg.kind {
+            Some(pb::server_message::Kind::Task(task)) => {
+                Pushed::Task(task, crate::clock::now_us())
             }
+            Some(pb::server_message::Kind::EventTable(table)) => Pushed::EventTable(table),
+            _ => continue,
+        };
+        if tx.send(pushed).await.is_err() {
+            return;
         }
     }
 }

@@ -47,12 +47,16 @@ pub fn get(ctx: &ApiCtx) -> ApiResult {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// `PUT`: replaces the table; `{"version":N}`. Parsed in full before anything is written,
+/// `PUT`: replaces the table, then hands it to this frontend's agents and tells the
+/// minions; `{"version":N}`. Parsed in full before anything is written,
 /// so a refused table leaves the version unchanged.
 pub async fn put(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
     let store = store(ctx)?;
     let table = EventTable::parse(body)?;
     let current = store.replace(table).await?;
+    // Durable before anyone hears of it; the hand-off to agents runs on its own.
+    ctx.fleet
+        .event_table_changed(std::sync::Arc::new(current.to_wire()));
     Ok(json_response(
         StatusCode::OK,
         &json!({ "version": current.version.get() }),

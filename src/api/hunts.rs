@@ -246,10 +246,11 @@ pub async fn change_labels(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         )?)
     })
     .await?;
-    // A label can make a connected agent match a running hunt.
+    // A label can make a connected agent match a running hunt, and change its table.
     if let Some(hunts) = &ctx.hunts {
         hunts.reconsider(client_id);
     }
+    ctx.fleet.labels_changed(client_id, labels.clone()).await;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "client_id": client_id.as_str(), "labels": labels }),

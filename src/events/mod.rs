@@ -4,7 +4,8 @@
 //!
 //! Owns the table's meaning and its version. Must not: know HTTP (the route is in
 //! `api/`), reach into sessions, or join datastore paths (`datastore/path.rs` does).
-//! Not yet: pushing the table to agents; today the master stores and serves it.
+//! Agents get the table through their shards (`sessions/tasks.rs`) in the wire form
+//! `to_wire` gives (`protocol::event_table`).
 
 pub mod store;
 pub mod table;

@@ -14,6 +14,8 @@ use serde_json::Value;
 use crate::artifacts::{self, ArtifactError};
 use crate::datastore::{ArtifactName, DatastoreError, Label};
 use crate::limits::{MAX_EVENT_TABLE_ENTRIES_PER_LIST_COUNT, MAX_EVENT_TABLE_LABELS_COUNT};
+use crate::protocol::event_table::FleetTable;
+use crate::protocol::pb;
 
 /// One event artifact an agent runs for as long as the table lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,6 +181,30 @@ impl VersionedTable {
             version: raw.version,
             table,
         })
+    }
+
+    /// The table as agent shards hold it: wire types, merged per agent by
+    /// `FleetTable::merged_for`.
+    pub fn to_wire(&self) -> FleetTable {
+        let list = |entries: &[EventEntry]| -> Vec<pb::ArtifactRequest> {
+            entries
+                .iter()
+                .map(|e| pb::ArtifactRequest {
+                    name: e.name.to_string(),
+                    parameters: e.parameters.clone(),
+                })
+                .collect()
+        };
+        FleetTable {
+            version: self.version.get(),
+            all: list(&self.table.all),
+            by_label: self
+                .table
+                .by_label
+                .iter()
+                .map(|(label, entries)| (label.as_str().to_string(), list(entries)))
+                .collect(),
+        }
     }
 
     /// The document's bytes: pretty JSON (operators read it by hand), newline-ended.

@@ -1,14 +1,19 @@
 //! The hub: the executor that sees the whole frontend. It follows every agent shard's
 //! presence, owns the notifier to the shards, and is the glommio end of the replication
 //! stream: it applies what other frontends send (presence on the master, work
-//! notifications on minions) and answers the link's requests for presence snapshots.
+//! notifications on minions) and answers the link's requests for presence snapshots. On a
+//! minion it also reloads the client event table from the datastore when the master says
+//! it changed, and on every new link.
 //! On the master it also serves the GUI/API; it runs on the priority executor.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
 use crate::config::FrontendRole;
+use crate::datastore::Datastore;
+use crate::events::TableStore;
 use crate::ids::{ClientId, FlowId};
 use crate::limits::PRESENCE_SNAPSHOT_CLIENTS_COUNT;
 use crate::notify::mesh::Notifier;
@@ -23,18 +28,30 @@ pub async fn follow_replication(
     outbox: Outbox,
     mut inbox: InboxReceiver,
     role: FrontendRole,
+    datastore: Datastore,
 ) {
     while let Some(message) = inbox.next().await {
         match message {
+            HubMessage::Remote {
+                kind: Kind::EventTableChanged(_),
+                ..
+            } if role == FrontendRole::Minion => {
+                // Its own task: the reload waits on the blocking pool.
+                let reload = reload_event_table(datastore.clone(), notifier.clone());
+                glommio::spawn_local(reload).detach();
+            }
             HubMessage::Remote { from, kind } => {
                 apply_remote(&presence, &notifier, &from, kind).await
             }
             HubMessage::LinkUp { frontend } => {
                 presence.set_link(&frontend, true);
-                // On a minion, a new link to the master means notifications sent while it
-                // was down (or into a link not yet seen dead) never arrived.
+                // On a minion, a new link to the master means notifications (and event
+                // table changes) sent while it was down, or into a link not yet seen dead,
+                // never arrived.
                 if role == FrontendRole::Minion {
                     notifier.rescan().await;
+                    let reload = reload_event_table(datastore.clone(), notifier.clone());
+                    glommio::spawn_local(reload).detach();
                 }
             }
             HubMessage::LinkDown { frontend } => presence.set_link(&frontend, false),
@@ -61,9 +78,38 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             }
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
-        // Room for hunts and live monitoring: carried, not yet produced.
-        Kind::Hunt(_) | Kind::Monitoring(_) => {}
+        Kind::LabelsChanged(changed) => match ClientId::parse(&changed.client_id) {
+            Ok(client_id) => {
+                notifier
+                    .labels_changed(&client_id, changed.labels.into())
+                    .await
+            }
+            Err(_) => {
+                crate::metrics::metrics()
+                    .replication_malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(frontend = from, "labels change with a malformed id ignored")
+            }
+        },
+        // Room for hunts and live monitoring: carried, not yet produced. An event table
+        // change only means something to a minion (handled above).
+        Kind::Hunt(_) | Kind::Monitoring(_) | Kind::EventTableChanged(_) => {}
         Kind::Hello(_) => {}
+    }
+}
+
+/// A minion's copy of the client event table: read from the shared datastore (where the
+/// master wrote it before telling anyone) and handed to this frontend's shards. A table
+/// that cannot be read leaves the shards with the one they hold (logged): the master's
+/// own load of the same file fails the same way and says so in its API.
+pub async fn reload_event_table(datastore: Datastore, notifier: Rc<Notifier>) {
+    match TableStore::load(datastore).await {
+        Ok(store) => {
+            notifier
+                .event_table(Arc::new(store.current().to_wire()))
+                .await
+        }
+        Err(e) => tracing::error!("cannot load the client event table: {e}"),
     }
 }
 

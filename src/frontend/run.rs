@@ -357,6 +357,12 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
                 } => {
                     crate::sessions::tasks::deliver(&notify_ctx, &client_id, &flow_id, frame).await
                 }
+                mesh::ShardMessage::Labels { client_id, labels } => {
+                    crate::sessions::tasks::labels_changed(&notify_ctx, &client_id, labels)
+                }
+                mesh::ShardMessage::EventTable(table) => {
+                    crate::sessions::tasks::event_table_changed(&notify_ctx, table)
+                }
                 mesh::ShardMessage::Rescan => {
                     let ctx = notify_ctx.clone();
                     glommio::spawn_local(async move { crate::sessions::tasks::rescan(&ctx).await })
@@ -408,6 +414,15 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     }
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
+    if !is_master {
+        // A minion serves the table the master keeps on the shared datastore; the link
+        // tells it of changes (and a relink reloads it: a change may have been missed).
+        glommio::spawn_local(crate::frontend::hub::reload_event_table(
+            datastore.clone(),
+            notifier.clone(),
+        ))
+        .detach();
+    }
     if let Some((outbox, inbox)) = link {
         glommio::spawn_local(crate::frontend::hub::follow_replication(
             presence.clone(),
@@ -415,6 +430,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
             outbox,
             inbox,
             role,
+            datastore.clone(),
         ))
         .detach();
     }
@@ -465,7 +481,11 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     };
     let event_table = if is_master {
         match crate::events::TableStore::load(datastore.clone()).await {
-            Ok(store) => api::events::EventTableSource::Ready(store),
+            Ok(store) => {
+                // Agents connected before this point get the table with the hand-off.
+                fleet.event_table_changed(Arc::new(store.current().to_wire()));
+                api::events::EventTableSource::Ready(store)
+            }
             Err(e) => {
                 // As with hunts: agents and the rest of the API keep working; the table's
                 // routes answer 503 with this reason until the file is fixed.

@@ -159,6 +159,16 @@ pub struct Metrics {
     pub replication_links_up: AtomicI64,
     pub hunt_recruited: AtomicU64,
     pub hunt_pending_recruitment: AtomicI64,
+    /// EventTable frames sent down task streams (at connect and on a table change).
+    pub event_table_frames_sent: AtomicU64,
+    /// EventTable frames not sent because the agent already held exactly that table: its
+    /// digest header at connect, or a table or label change that left its queries as they
+    /// were.
+    pub event_table_frames_skipped: AtomicU64,
+    /// Table hand-offs from the hub to a shard dropped (shard queue full past deadline).
+    pub event_table_handoffs_dropped: AtomicU64,
+    /// The client event table version this frontend last handed to its shards.
+    pub event_table_version: AtomicI64,
     /// The configured `[limits]`, set once at start: every limit shows in /metrics.
     limits: OnceLock<Vec<(&'static str, i64)>>,
     /// GUI/API requests, from their headers parsed to their answer built: the frontend's
@@ -239,7 +249,10 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
+            ("packhunt_event_table_frames_sent_total", "Client event table frames sent to agents", &self.event_table_frames_sent),
+            ("packhunt_event_table_frames_skipped_total", "Client event table frames not sent: the agent already held that table (digest at connect, or a change that left its queries as they were)", &self.event_table_frames_skipped),
+            ("packhunt_event_table_handoffs_dropped_total", "Client event table hand-offs to a shard dropped (queue full past deadline)", &self.event_table_handoffs_dropped),
             ("packhunt_hunt_recruited_total", "Agents assigned to hunts (flows scheduled by the recruiter)", &self.hunt_recruited),
             ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),
             ("packhunt_handshakes_completed_total", "Agent mTLS handshakes completed", &self.handshakes_completed),
@@ -272,7 +285,8 @@ impl Metrics {
                 &[("", value.load(Ordering::Relaxed) as i64)],
             );
         }
-        let gauges: [(&str, &str, &AtomicI64); 9] = [
+        let gauges: [(&str, &str, &AtomicI64); 10] = [
+            ("packhunt_event_table_version", "Client event table version this frontend serves to its agents (0 before the first table)", &self.event_table_version),
             ("packhunt_hunt_pending_recruitment", "Connected agents waiting to be checked against the running hunts", &self.hunt_pending_recruitment),
             ("packhunt_uploads_in_flight", "Uploads holding a concurrency permit (body being read or handled)", &self.uploads_in_flight),
             ("packhunt_uploads_waiting", "Uploads waiting for a concurrency permit", &self.uploads_waiting),

@@ -7,6 +7,16 @@
 //! (`packhunt_notifications_dropped_total`); the work itself is never lost because it
 //! is queued on disk first and the agent picks it up when it next connects.
 //!
+//! The same queue carries `ShardMessage::EventTable`, the client event table for the
+//! shard to hold and push to its agents. Same policy (wait up to `NOTIFY_SEND_DEADLINE`,
+//! then drop and count in `packhunt_event_table_handoffs_dropped_total`); the hub sends it
+//! from a task of its own, never from the API request that changed the table. A shard
+//! that missed one keeps the older table until the next change.
+//!
+//! `ShardMessage::Labels` (an operator changed a client's labels) goes like a work
+//! notification, counted with them: the labels are on disk first, so a dropped one only
+//! delays the agent's new table until it next connects.
+//!
 //! shard -> priority: `ShardEvent` (who is connected where, flows that changed state),
 //! one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
@@ -17,10 +27,13 @@ use glommio::channels::shared_channel::{
 
 use glommio::{GlommioError, ResourceType};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{MESH_QUEUE_COUNT, NOTIFY_SEND_DEADLINE};
+use crate::protocol::event_table::FleetTable;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::deadline::with_deadline;
 
@@ -36,6 +49,15 @@ pub enum ShardMessage {
     /// Notifications may have been lost (the replication link was down): look on disk
     /// for tasks queued for every agent connected here.
     Rescan,
+    /// The client event table to hold from now on (if newer than the one held) and to
+    /// push to every connected agent whose merged table it changes.
+    EventTable(Arc<FleetTable>),
+    /// An operator changed this client's labels (already on disk): if it is connected
+    /// here, its merged event table is recomputed and sent if it changed.
+    Labels {
+        client_id: ClientId,
+        labels: Arc<[String]>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -115,23 +137,39 @@ impl Notifier {
         .await
     }
 
+    /// Tells every shard that `client_id` now carries `labels`; same policy as `notify`.
+    pub async fn labels_changed(&self, client_id: &ClientId, labels: Arc<[String]>) {
+        self.broadcast(|| ShardMessage::Labels {
+            client_id: client_id.clone(),
+            labels: labels.clone(),
+        })
+        .await
+    }
+
     /// Asks every shard to look for queued tasks of all its agents.
     pub async fn rescan(&self) {
         self.broadcast(|| ShardMessage::Rescan).await
     }
 
+    /// Hands `table` to every shard; see the module doc for the policy. Records its
+    /// version as the one this frontend serves.
+    pub async fn event_table(&self, table: Arc<FleetTable>) {
+        let m = crate::metrics::metrics();
+        let version = table.version.min(i64::MAX as u64) as i64;
+        m.event_table_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+        for shard in &self.shards {
+            if !send_or_wait(shard, ShardMessage::EventTable(table.clone())).await {
+                m.event_table_handoffs_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     async fn broadcast(&self, message: impl Fn() -> ShardMessage) {
         let m = crate::metrics::metrics();
         for shard in &self.shards {
-            let sent = match shard.try_send(message()) {
-                Ok(()) => true,
-                Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                    with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg))
-                        .await
-                        .is_some_and(|r| r.is_ok())
-                }
-                Err(_) => false,
-            };
+            let sent = send_or_wait(shard, message()).await;
             let counter = if sent {
                 &m.notifications_sent
             } else {
@@ -139,6 +177,20 @@ impl Notifier {
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// Sends at once if there is room, else waits up to `NOTIFY_SEND_DEADLINE`; false when
+/// the message was dropped.
+async fn send_or_wait(shard: &ConnectedSender<ShardMessage>, message: ShardMessage) -> bool {
+    match shard.try_send(message) {
+        Ok(()) => true,
+        Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+            with_deadline(NOTIFY_SEND_DEADLINE, shard.send(msg))
+                .await
+                .is_some_and(|r| r.is_ok())
+        }
+        Err(_) => false,
     }
 }
 

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -16,6 +17,7 @@ use futures::channel::mpsc;
 use crate::ids::{ClientId, FlowId};
 use crate::limits::SESSION_TASK_QUEUE_COUNT;
 use crate::metrics::metrics;
+use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 
 /// One agent's live task stream as the shard sees it.
 pub struct Live {
@@ -24,6 +26,30 @@ pub struct Live {
     /// Flows already pushed on this stream, so a notification that races the queue
     /// scan at connect time does not push a task twice.
     pub delivered: Rc<RefCell<HashSet<FlowId>>>,
+    /// `None` until the stream's connect read the agent's labels: a table change before
+    /// then is left to that read, which takes the shard's latest table.
+    pub event_table: Option<AgentTable>,
+    /// Labels an operator set while the connect's read was in flight (it may have read
+    /// the older ones); the connect uses these instead.
+    pub relabelled: Option<Rc<[String]>>,
+}
+
+/// What the shard knows of one agent's client event table.
+pub struct AgentTable {
+    /// The agent's labels as read at connect (label changes are picked up on reconnect).
+    pub labels: Rc<[String]>,
+    /// The digest of the table the agent holds, as sent or as its header claimed.
+    pub digest: Option<TableDigest>,
+}
+
+/// What a label change did to a connected agent's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relabelled {
+    Queued,
+    /// Its merged table is the one it holds.
+    AlreadyHeld,
+    /// Its stream's queue is full (not reading); it gets the table on its next connect.
+    QueueFull,
 }
 
 #[derive(Default)]
@@ -48,6 +74,8 @@ impl Registry {
             session_id,
             frames: tx,
             delivered: delivered.clone(),
+            event_table: None,
+            relabelled: None,
         };
         let old = self.live.borrow_mut().insert(client_id.clone(), live);
         match old {
@@ -101,6 +129,85 @@ impl Registry {
         }
     }
 
+    /// Records the agent's labels and the table it holds, if `session_id` is still its
+    /// stream.
+    pub fn set_event_table(&self, client_id: &ClientId, session_id: u64, table: AgentTable) {
+        if let Some(live) = self.live.borrow_mut().get_mut(client_id) {
+            if live.session_id == session_id {
+                live.event_table = Some(table);
+            }
+        }
+    }
+
+    /// The labels an operator set since `session_id` registered, if any.
+    pub fn relabelled(&self, client_id: &ClientId, session_id: u64) -> Option<Rc<[String]>> {
+        let live = self.live.borrow();
+        let live = live.get(client_id)?;
+        (live.session_id == session_id)
+            .then(|| live.relabelled.clone())
+            .flatten()
+    }
+
+    /// The client now carries `labels`: queues its merge of `table` (if the shard holds
+    /// one) when it differs from what the agent holds; `None` when there was nothing to
+    /// compare (not connected here, connect still reading, no table yet).
+    pub fn relabel(
+        &self,
+        client_id: &ClientId,
+        labels: Rc<[String]>,
+        table: Option<&FleetTable>,
+    ) -> Option<Relabelled> {
+        let mut live = self.live.borrow_mut();
+        let live = live.get_mut(client_id)?;
+        let Some(agent) = live.event_table.as_mut() else {
+            live.relabelled = Some(labels);
+            return None;
+        };
+        agent.labels = labels;
+        let own = table?.merged_for(&agent.labels);
+        let digest = TableDigest::of(&own);
+        if agent.digest == Some(digest) {
+            return Some(Relabelled::AlreadyHeld);
+        }
+        if live.frames.try_send(event_table_frame(own)).is_err() {
+            return Some(Relabelled::QueueFull);
+        }
+        agent.digest = Some(digest);
+        Some(Relabelled::Queued)
+    }
+
+    /// Queues `table`'s merge for every agent whose labels are known and whose held table
+    /// differs from it; returns how many frames were queued and how many agents already
+    /// held their merge. Merged once per label set:
+    /// a fleet has few, so a change costs a hash lookup per agent, not a merge and a
+    /// SHA-256. A full stream queue drops the frame (the agent is not reading; it gets
+    /// the table on its next connect, as its digest then differs).
+    pub fn offer_event_table(&self, table: &Arc<FleetTable>) -> (u64, u64) {
+        let mut merged: HashMap<Rc<[String]>, (TableDigest, Bytes)> = HashMap::new();
+        let (mut queued, mut held) = (0, 0);
+        for live in self.live.borrow_mut().values_mut() {
+            let Some(agent) = live.event_table.as_mut() else {
+                continue;
+            };
+            let (digest, frame) = merged
+                .entry(agent.labels.clone())
+                .or_insert_with(|| {
+                    let own = table.merged_for(&agent.labels);
+                    (TableDigest::of(&own), event_table_frame(own))
+                })
+                .clone();
+            if agent.digest == Some(digest) {
+                held += 1;
+                continue;
+            }
+            if live.frames.try_send(frame).is_ok() {
+                agent.digest = Some(digest);
+                queued += 1;
+            }
+        }
+        (queued, held)
+    }
+
     /// Every client with a live stream here.
     pub fn client_ids(&self) -> Vec<ClientId> {
         self.live.borrow().keys().cloned().collect()
@@ -149,6 +256,53 @@ mod tests {
             "the stream no longer remembers an ended flow"
         );
         assert!(registration.frames.try_recv().is_ok());
+        registry.close_all();
+    }
+
+    #[test]
+    fn a_table_change_reaches_agents_whose_merge_changed_once() {
+        // Goal: a change is queued once per agent it changes, never before the connect
+        // read the agent's labels, and a label change made during that read is kept.
+        use crate::protocol::pb;
+        let registry = Registry::default();
+        let client = ClientId::parse("C.0123456789abcdef").unwrap();
+        let mut registration = registry.register(&client, 1);
+        let stats = |period: &str| pb::ArtifactRequest {
+            name: "Generic.Client.Stats".into(),
+            parameters: [("period_s".to_string(), period.to_string())].into(),
+        };
+        let table = Arc::new(FleetTable {
+            version: 1,
+            all: vec![stats("10")],
+            by_label: [("web".to_string(), vec![stats("30")])].into(),
+        });
+        assert_eq!(
+            registry.offer_event_table(&table),
+            (0, 0),
+            "labels not read yet"
+        );
+        let web: Rc<[String]> = vec!["web".to_string()].into();
+        assert_eq!(registry.relabel(&client, web.clone(), Some(&table)), None);
+        assert_eq!(registry.relabelled(&client, 1), Some(web));
+        let labels: Rc<[String]> = Vec::new().into();
+        let own = table.merged_for(&labels);
+        let state = AgentTable {
+            labels: labels.clone(),
+            digest: Some(TableDigest::of(&own)),
+        };
+        registry.set_event_table(&client, 1, state);
+        assert_eq!(registry.offer_event_table(&table), (0, 1), "held already");
+        let mut newer = (*table).clone();
+        newer.version = 2;
+        newer.by_label.clear();
+        assert_eq!(registry.offer_event_table(&Arc::new(newer.clone())), (0, 1));
+        newer.all = vec![stats("20")];
+        assert_eq!(registry.offer_event_table(&Arc::new(newer.clone())), (1, 0));
+        assert!(registration.frames.try_recv().is_ok());
+        assert_eq!(
+            registry.relabel(&client, labels, Some(&newer)),
+            Some(Relabelled::AlreadyHeld)
+        );
         registry.close_all();
     }
 }

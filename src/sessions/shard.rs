@@ -4,13 +4,14 @@
 //! reachable from another thread. (Admission, the transport's share, lives in
 //! `transport::admission`.)
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
 use crate::notify::mesh::ShardEventSender;
+use crate::protocol::event_table::FleetTable;
 use crate::runtime::shutdown::{self, ShutdownSignal};
 use crate::sessions::registry::Registry;
 
@@ -27,6 +28,9 @@ pub struct ShardCtx {
     pub events: ShardEventSender,
     shutdown: ShutdownSignal,
     next_session_id: Cell<u64>,
+    /// The latest client event table the hub handed over; `None` until the first.
+    /// Invariant: its version only grows.
+    event_table: RefCell<Option<Arc<FleetTable>>>,
 }
 
 impl ShardCtx {
@@ -49,6 +53,7 @@ impl ShardCtx {
             events,
             shutdown,
             next_session_id: Cell::new(1),
+            event_table: RefCell::new(None),
         })
     }
 
@@ -58,6 +63,22 @@ impl ShardCtx {
 
     pub fn is_stopping(&self) -> bool {
         shutdown::has_fired(&self.shutdown)
+    }
+
+    /// The client event table agents of this shard get now, if the hub sent one yet.
+    pub fn event_table(&self) -> Option<Arc<FleetTable>> {
+        self.event_table.borrow().clone()
+    }
+
+    /// Holds `table` if it is newer than the one held (hand-offs may arrive out of
+    /// order); returns whether it was.
+    pub fn hold_event_table(&self, table: Arc<FleetTable>) -> bool {
+        let mut held = self.event_table.borrow_mut();
+        if held.as_ref().is_some_and(|h| h.version >= table.version) {
+            return false;
+        }
+        *held = Some(table);
+        true
     }
 
     /// A shard-unique session number; with the shard index it names one connection.

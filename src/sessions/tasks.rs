@@ -1,21 +1,26 @@
 //! The push channel: one long-lived response per agent that streams `ServerMessage`
 //! frames. Opening it registers the agent on this shard, announces its presence, and
-//! delivers every task queued on disk while it was away.
+//! delivers every task queued on disk while it was away. After Hello the agent gets its
+//! client event table (unless its digest header shows it holds that table already), and a
+//! new one whenever the table changes.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{self, Either};
 use futures::pin_mut;
 use h2::server::SendResponse;
 
-use crate::datastore::{flow, Datastore, DatastoreError};
+use crate::datastore::{client_info, flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::metrics;
 use crate::notify::mesh::ShardEvent;
+use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 use crate::protocol::{framing, pb};
 use crate::runtime::offload::offload;
+use crate::sessions::registry::{AgentTable, Relabelled};
 use crate::sessions::shard::ShardCtx;
 
 /// Builds the task frame for a queued flow from its request.json. Blocking: run it
@@ -53,10 +58,12 @@ fn push(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) {
     }
 }
 
-/// Serves `GET /agent/v1/tasks` until the agent goes away or the shard stops.
+/// Serves `GET /agent/v1/tasks` until the agent goes away or the shard stops. `held` is
+/// the digest of the event table the agent says it holds (its request header).
 pub async fn serve_task_stream(
     ctx: Rc<ShardCtx>,
     client_id: ClientId,
+    held: Option<TableDigest>,
     mut respond: SendResponse<Bytes>,
 ) {
     let session_id = ctx.next_session_id();
@@ -82,8 +89,22 @@ pub async fn serve_task_stream(
             kind: Some(pb::server_message::Kind::Hello(hello)),
         });
         if stream.send_data(hello, false).is_ok() {
-            deliver_pending(&ctx, &client_id).await;
-            pump(&mut registration.frames, &mut stream).await;
+            let (pending, labels) = read_at_connect(&ctx, &client_id).await;
+            let labels = match ctx.sessions.relabelled(&client_id, session_id) {
+                Some(newer) => newer.to_vec(),
+                None => labels,
+            };
+            let table = agent_table(&ctx, labels, held);
+            let sent = match table.frame {
+                Some(frame) => stream.send_data(frame, false).is_ok(),
+                None => true,
+            };
+            if sent {
+                ctx.sessions
+                    .set_event_table(&client_id, session_id, table.state);
+                push_all(&ctx, &client_id, pending);
+                pump(&mut registration.frames, &mut stream).await;
+            }
         }
     }
 
@@ -108,23 +129,114 @@ pub async fn rescan(ctx: &ShardCtx) {
     }
 }
 
+/// The frames of the tasks queued for a client, or why they could not be listed.
+type PendingFrames = Result<Vec<(FlowId, Bytes)>, DatastoreError>;
+
 /// Tasks queued on disk while the agent was away (or before this stream registered).
 async fn deliver_pending(ctx: &ShardCtx, client_id: &ClientId) {
     let (datastore, client) = (ctx.datastore.clone(), client_id.clone());
-    let frames = offload(move || {
-        let queued = flow::pending_tasks(&datastore.client(&client))?;
-        let frames = queued
-            .into_iter()
-            .filter_map(|f| task_frame(&datastore, &client, &f).ok().map(|b| (f, b)));
-        Ok::<_, DatastoreError>(frames.collect::<Vec<_>>())
-    })
-    .await;
+    let frames = offload(move || pending_frames(&datastore, &client)).await;
+    push_all(ctx, client_id, frames);
+}
+
+/// Blocking: the frames of every task queued for `client`.
+fn pending_frames(datastore: &Datastore, client: &ClientId) -> PendingFrames {
+    let queued = flow::pending_tasks(&datastore.client(client))?;
+    let frames = queued
+        .into_iter()
+        .filter_map(|f| task_frame(datastore, client, &f).ok().map(|b| (f, b)));
+    Ok(frames.collect())
+}
+
+fn push_all(ctx: &ShardCtx, client_id: &ClientId, frames: PendingFrames) {
     match frames {
         Ok(frames) => frames
             .into_iter()
             .for_each(|(flow_id, frame)| push(ctx, client_id, &flow_id, frame)),
         Err(e) => tracing::warn!(client = %client_id, "cannot list queued tasks: {e}"),
     }
+}
+
+/// What a stream opening reads from disk, in the one blocking-pool trip it makes: the
+/// queued tasks and the agent's labels (for its event table). Labels that cannot be read
+/// count as none (warned): the agent gets the `all` entries and its labels' entries on
+/// its next connect.
+async fn read_at_connect(ctx: &ShardCtx, client_id: &ClientId) -> (PendingFrames, Vec<String>) {
+    let (datastore, client) = (ctx.datastore.clone(), client_id.clone());
+    let (pending, labels) = offload(move || {
+        let labels = client_info::read_labels(&datastore.client(&client));
+        (pending_frames(&datastore, &client), labels)
+    })
+    .await;
+    let labels = labels.unwrap_or_else(|e| {
+        tracing::warn!(client = %client_id, "cannot read labels: {e}");
+        None
+    });
+    (pending, labels.unwrap_or_default())
+}
+
+/// The event table frame a stream opening sends, if any, and what the shard then records.
+struct ConnectTable {
+    frame: Option<Bytes>,
+    state: AgentTable,
+}
+
+/// The agent's merged table from the shard's latest one; no frame when the shard holds
+/// none yet (the hub's hand-off pushes it) or the agent's digest shows it has it.
+fn agent_table(ctx: &ShardCtx, labels: Vec<String>, held: Option<TableDigest>) -> ConnectTable {
+    let labels: Rc<[String]> = labels.into();
+    let Some(table) = ctx.event_table() else {
+        let state = AgentTable {
+            labels,
+            digest: held,
+        };
+        return ConnectTable { frame: None, state };
+    };
+    let own = table.merged_for(&labels);
+    let digest = TableDigest::of(&own);
+    let m = metrics();
+    let frame = if held == Some(digest) {
+        m.event_table_frames_skipped.fetch_add(1, Ordering::Relaxed);
+        None
+    } else {
+        m.event_table_frames_sent.fetch_add(1, Ordering::Relaxed);
+        Some(event_table_frame(own))
+    };
+    let state = AgentTable {
+        labels,
+        digest: Some(digest),
+    };
+    ConnectTable { frame, state }
+}
+
+/// An operator changed `client_id`'s labels: if it is connected here, send it its new
+/// merged table when that differs from the one it holds.
+pub fn labels_changed(ctx: &ShardCtx, client_id: &ClientId, labels: Arc<[String]>) {
+    let table = ctx.event_table();
+    let labels: Rc<[String]> = labels.iter().cloned().collect();
+    let m = metrics();
+    match ctx.sessions.relabel(client_id, labels, table.as_deref()) {
+        Some(Relabelled::Queued) => m.event_table_frames_sent.fetch_add(1, Ordering::Relaxed),
+        Some(Relabelled::AlreadyHeld) => {
+            m.event_table_frames_skipped.fetch_add(1, Ordering::Relaxed)
+        }
+        Some(Relabelled::QueueFull) | None => 0,
+    };
+}
+
+/// The hub handed over a client event table: hold it if it is newer, and send every
+/// connected agent whose merged table it changes its new one.
+pub fn event_table_changed(ctx: &ShardCtx, table: Arc<FleetTable>) {
+    if !ctx.hold_event_table(table.clone()) {
+        return;
+    }
+    let (sent, held) = ctx.sessions.offer_event_table(&table);
+    let m = metrics();
+    m.event_table_frames_sent.fetch_add(sent, Ordering::Relaxed);
+    m.event_table_frames_skipped
+        .fetch_add(held, Ordering::Relaxed);
+    let version = table.version;
+    tracing::debug!(shard = ctx.shard, version, sent, held, "event table pushed");
 }
 
 /// Forwards frames until the registry closes the queue or the agent resets the stream.

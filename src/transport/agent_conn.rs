@@ -22,6 +22,7 @@ use crate::limits::{
     MAX_H2_HEADER_LIST_BYTES,
 };
 use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
+use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
 use crate::runtime::deadline::with_deadline;
 use crate::runtime::io_compat as compat;
@@ -239,7 +240,14 @@ async fn route(
     respond: SendResponse<Bytes>,
 ) {
     match (request.method(), request.uri().path()) {
-        (&Method::GET, TASKS_PATH) => tasks::serve_task_stream(ctx, client_id, respond).await,
+        (&Method::GET, TASKS_PATH) => {
+            let held = request
+                .headers()
+                .get(EVENT_TABLE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(TableDigest::parse_hex);
+            tasks::serve_task_stream(ctx, client_id, held, respond).await
+        }
         // Boxed: h2 may keep a waker of a finished request's task until the next request,
         // which keeps the task's allocation, sized by its largest future, alive with it.
         (&Method::POST, UPLOAD_PATH) => {

@@ -1079,6 +1079,16 @@ impl RawAgent {
         path: &Path,
         identity: packhunt::tls::agent_key::AgentIdentity,
     ) -> Result<Self> {
+        Self::connect_holding(path, identity, None)
+    }
+
+    /// Connects as `identity`, saying it holds the client event table of digest `held`
+    /// (the request header), and opens the task stream without sending facts.
+    pub fn connect_holding(
+        path: &Path,
+        identity: packhunt::tls::agent_key::AgentIdentity,
+        held: Option<packhunt::protocol::event_table::TableDigest>,
+    ) -> Result<Self> {
         let config = packhunt::config::ClientConfig::load(path)?;
         let tls = packhunt::tls::client::agent_client_config(
             &config.client.ca_certificate,
@@ -1089,8 +1099,8 @@ impl RawAgent {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (conn, mut tasks) =
-            rt.block_on(packhunt::agent::comms::connect(&url, tls.clone(), None))?;
+        let connect = packhunt::agent::comms::connect_holding(&url, tls.clone(), None, held);
+        let (conn, mut tasks) = rt.block_on(connect)?;
         // The server's first word names the identity the agent connected with.
         let client_id = identity.client_id().to_string();
         let first = rt.block_on(async {
@@ -1160,6 +1170,26 @@ impl RawAgent {
                 .await
                 .map_err(|_| anyhow::anyhow!("no task for {flow} within 10 s"))?
         })
+    }
+
+    /// The next message on the task stream, whatever its kind (10 s at most).
+    pub fn next_message(&mut self) -> Result<packhunt::protocol::pb::server_message::Kind> {
+        let tasks = &mut self.tasks;
+        self.rt.block_on(async {
+            let next = tokio::time::timeout(Duration::from_secs(10), tasks.next()).await;
+            let message = next.context("no message on the task stream within 10 s")??;
+            message
+                .and_then(|m| m.kind)
+                .context("task stream ended or sent an empty message")
+        })
+    }
+
+    /// The next message, which must be a client event table.
+    pub fn expect_event_table(&mut self) -> Result<packhunt::protocol::pb::EventTable> {
+        match self.next_message()? {
+            packhunt::protocol::pb::server_message::Kind::EventTable(table) => Ok(table),
+            other => bail!("expected an EventTable, got {other:?}"),
+        }
     }
 
     pub fn upload(
