@@ -91,6 +91,17 @@ pub enum GuiPriority {
     Shared,
 }
 
+impl GuiPriority {
+    /// The value as `gui.priority` spells it, for what the frontend tells the operator.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executor => "executor",
+            Self::Realtime => "realtime",
+            Self::Shared => "shared",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsSection {
@@ -244,5 +255,23 @@ impl ClientFile {
         let mut file: ClientFile = load_toml(path)?;
         file.client.writeback_path = resolve(path, &file.client.writeback_path);
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuiPriority;
+
+    #[test]
+    fn gui_priority_names_itself_as_the_config_spells_it() {
+        // Goal: what the frontend prints is what the operator writes in the file.
+        for priority in [
+            GuiPriority::Executor,
+            GuiPriority::Realtime,
+            GuiPriority::Shared,
+        ] {
+            let spelled = serde_json::to_value(priority).expect("a unit variant serializes");
+            assert_eq!(spelled, priority.as_str());
+        }
     }
 }

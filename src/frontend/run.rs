@@ -195,9 +195,9 @@ pub fn run_frontend(
     );
     match identity.role {
         FrontendRole::Master => crate::say!(
-            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}/ (priority: {:?}){}",
+            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}/ (priority: {}){}",
             config.gui.address,
-            config.gui.priority,
+            config.gui.priority.as_str(),
             if config.minions.is_empty() {
                 String::new()
             } else {
