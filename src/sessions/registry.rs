@@ -42,7 +42,7 @@ pub struct AgentTable {
     pub digest: Option<TableDigest>,
 }
 
-/// What a label change did to a connected agent's table.
+/// What offering an agent its merged table did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relabelled {
     Queued,
@@ -50,6 +50,26 @@ pub enum Relabelled {
     AlreadyHeld,
     /// Its stream's queue is full (not reading); it gets the table on its next connect.
     QueueFull,
+}
+
+impl AgentTable {
+    /// Queues the agent's merged table (its `digest`; `frame` builds it) on `frames`
+    /// unless the agent holds that table already, and records what the agent then holds.
+    fn offer(
+        &mut self,
+        frames: &mut mpsc::Sender<Bytes>,
+        digest: TableDigest,
+        frame: impl FnOnce() -> Bytes,
+    ) -> Relabelled {
+        if self.digest == Some(digest) {
+            return Relabelled::AlreadyHeld;
+        }
+        if frames.try_send(frame()).is_err() {
+            return Relabelled::QueueFull;
+        }
+        self.digest = Some(digest);
+        Relabelled::Queued
+    }
 }
 
 #[derive(Default)]
@@ -166,14 +186,7 @@ impl Registry {
         agent.labels = labels;
         let own = table?.merged_for(&agent.labels);
         let digest = TableDigest::of(&own);
-        if agent.digest == Some(digest) {
-            return Some(Relabelled::AlreadyHeld);
-        }
-        if live.frames.try_send(event_table_frame(own)).is_err() {
-            return Some(Relabelled::QueueFull);
-        }
-        agent.digest = Some(digest);
-        Some(Relabelled::Queued)
+        Some(agent.offer(&mut live.frames, digest, || event_table_frame(own)))
     }
 
     /// Queues `table`'s merge for every agent whose labels are known and whose held table
@@ -196,13 +209,10 @@ impl Registry {
                     (TableDigest::of(&own), event_table_frame(own))
                 })
                 .clone();
-            if agent.digest == Some(digest) {
-                held += 1;
-                continue;
-            }
-            if live.frames.try_send(frame).is_ok() {
-                agent.digest = Some(digest);
-                queued += 1;
+            match agent.offer(&mut live.frames, digest, || frame) {
+                Relabelled::Queued => queued += 1,
+                Relabelled::AlreadyHeld => held += 1,
+                Relabelled::QueueFull => {}
             }
         }
         (queued, held)
