@@ -18,6 +18,7 @@ use crate::ids::{ClientId, FlowId};
 use crate::limits::PRESENCE_SNAPSHOT_CLIENTS_COUNT;
 use crate::notify::mesh::Notifier;
 use crate::notify::presence::Presence;
+use crate::replication::drop_malformed;
 use crate::replication::pb::{self, envelope::Kind};
 use crate::replication::queue::{HubMessage, InboxReceiver, Outbox};
 
@@ -70,12 +71,7 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
                 let frame = (!n.frame.is_empty()).then_some(n.frame);
                 notifier.notify(&client_id, &flow_id, frame).await;
             }
-            _ => {
-                crate::metrics::metrics()
-                    .replication_malformed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(frontend = from, "notification with malformed ids ignored")
-            }
+            _ => drop_malformed(from, format_args!("notification with malformed ids")),
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
         Kind::LabelsChanged(changed) => match ClientId::parse(&changed.client_id) {
@@ -84,12 +80,7 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
                     .labels_changed(&client_id, changed.labels.into())
                     .await
             }
-            Err(_) => {
-                crate::metrics::metrics()
-                    .replication_malformed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(frontend = from, "labels change with a malformed id ignored")
-            }
+            Err(_) => drop_malformed(from, format_args!("labels change with a malformed id")),
         },
         // Room for hunts and live monitoring: carried, not yet produced. An event table
         // change only means something to a minion (handled above).

@@ -151,10 +151,8 @@ impl Presence {
         let state = match crate::replication::flow_state_from_wire(event.state) {
             Ok(state) => state,
             Err(e) => {
-                crate::metrics::metrics()
-                    .replication_malformed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(frontend = from, flow_id = %event.flow_id, "{e}; ignored");
+                let flow_id = &event.flow_id;
+                crate::replication::drop_malformed(from, format_args!("flow {flow_id}: {e}"));
                 return;
             }
         };

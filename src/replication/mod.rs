@@ -54,6 +54,16 @@ impl From<FlowState> for pb::FlowStateKind {
     }
 }
 
+/// Drops a message from frontend `from` that carries a field this build cannot read
+/// (`what` says which): counted in `packhunt_replication_malformed_total` and logged,
+/// never guessed at.
+pub fn drop_malformed(from: &str, what: std::fmt::Arguments<'_>) {
+    crate::metrics::metrics()
+        .replication_malformed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(frontend = from, "{what}; ignored");
+}
+
 /// Reads `pb::FlowState::state` (prost keeps unknown enum values as the raw `i32`).
 pub fn flow_state_from_wire(value: i32) -> Result<FlowState, UnknownFlowState> {
     match pb::FlowStateKind::try_from(value) {
