@@ -31,7 +31,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use packhunt::ids::{ClientId, FlowId};
 use packhunt::limits::MIN_IO_MEMORY_BYTES;
 use packhunt::notify::mesh::{self, Notifier, ShardMessage};
-use packhunt::protocol::{framing, pb};
+use packhunt::protocol::pb;
 use packhunt::runtime::channel::connect_polled;
 use packhunt::sessions::registry::{Registration, Registry};
 use rand::seq::SliceRandom;
@@ -63,9 +63,7 @@ fn task_frame() -> Bytes {
         create_time_us: 1_795_000_000_000_000,
         hunt_id: String::new(),
     };
-    framing::encode(&pb::ServerMessage {
-        kind: Some(pb::server_message::Kind::Task(task)),
-    })
+    packhunt::protocol::tasks::task_frame(task)
 }
 
 fn client_id(i: usize) -> ClientId {
