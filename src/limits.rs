@@ -278,6 +278,18 @@ const _: () = assert!(MAX_EVENT_TABLE_BODY_BYTES <= MAX_TASK_FRAME_BYTES / 2);
 /// whatever callers send).
 pub const MAX_CACHED_CREDENTIALS_COUNT: usize = 1024;
 
+// ---- Events: agent queries and buffer ----------------------------------------------------
+// (the agent's event queries, batching and on-disk buffer)
+
+// ---- Events: ingest and storage -----------------------------------------------------------
+// (event batches on a frontend and the monitoring day files)
+
+// ---- Events: live watch ------------------------------------------------------------------
+// (watchers on the master and what crosses the replication link)
+
+// ---- Events: sinks ------------------------------------------------------------------------
+// (shipping events to Elasticsearch, ClickHouse, webhooks and files)
+
 // ---- Datastore ----------------------------------------------------------------------------
 
 /// Largest document `read_json` accepts. Our documents are a few KiB; a bigger file is

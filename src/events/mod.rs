@@ -7,8 +7,10 @@
 //! Agents get the table through their shards (`sessions/tasks.rs`) in the wire form
 //! `to_wire` gives (`protocol::event_table`).
 
+pub mod ingested;
 pub mod store;
 pub mod table;
 
+pub use ingested::{EventConsumer, EventTaps, IngestedBatch};
 pub use store::TableStore;
 pub use table::{EventEntry, EventTable, EventTableError, TableVersion, VersionedTable};

@@ -84,7 +84,7 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
         },
         // Room for hunts and live monitoring: carried, not yet produced. An event table
         // change only means something to a minion (handled above).
-        Kind::Hunt(_) | Kind::Monitoring(_) | Kind::EventTableChanged(_) => {}
+        Kind::Hunt(_) | Kind::Monitoring(_) | Kind::EventTableChanged(_) | Kind::Watched(_) => {}
         Kind::Hello(_) => {}
     }
 }

@@ -13,6 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use crate::api::{self, ApiCtx};
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::datastore::Datastore;
+use crate::events::EventTaps;
 use crate::limits::{MIN_IO_MEMORY_BYTES, STARTUP_DEADLINE};
 use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
 use crate::notify::presence::Presence;
@@ -121,6 +122,8 @@ pub fn run_frontend(
         tls: gui_tls,
         link,
     };
+    // What acts on ingested events, shared by every shard.
+    let event_taps = EventTaps::new(Vec::new());
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
@@ -139,6 +142,7 @@ pub fn run_frontend(
             tls: agent_tls.clone(),
             name: name.clone(),
             hub: on_shard,
+            event_taps: event_taps.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
@@ -295,6 +299,7 @@ struct ShardSetup {
     tls: TlsAcceptor,
     name: String,
     hub: Option<HubSetup>,
+    event_taps: EventTaps,
 }
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
@@ -308,6 +313,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         tls,
         name,
         hub,
+        event_taps,
     } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
@@ -332,6 +338,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         name,
         agent_port,
         events,
+        event_taps,
         shutdown.clone(),
     );
     let listener = match crate::transport::accept::bind(&ctx) {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
+use crate::events::EventTaps;
 use crate::notify::mesh::ShardEventSender;
 use crate::protocol::event_table::FleetTable;
 use crate::runtime::shutdown::{self, ShutdownSignal};
@@ -26,6 +27,8 @@ pub struct ShardCtx {
     pub sessions: Registry,
     /// Presence and flow-state events for the hub.
     pub events: ShardEventSender,
+    /// Who gets every event batch this shard makes durable.
+    pub event_taps: EventTaps,
     shutdown: ShutdownSignal,
     next_session_id: Cell<u64>,
     /// The latest client event table the hub handed over; `None` until the first.
@@ -41,6 +44,7 @@ impl ShardCtx {
         frontend_name: String,
         agent_port: u16,
         events: ShardEventSender,
+        event_taps: EventTaps,
         shutdown: ShutdownSignal,
     ) -> Rc<Self> {
         Rc::new(Self {
@@ -51,6 +55,7 @@ impl ShardCtx {
             agent_port,
             sessions: Registry::default(),
             events,
+            event_taps,
             shutdown,
             next_session_id: Cell::new(1),
             event_table: RefCell::new(None),

@@ -210,6 +210,7 @@ async fn dispatch(
                 .fetch_add(written, Ordering::Relaxed);
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
+        Kind::Events(_) => Err(UploadError::Empty),
         Kind::Info(info) => {
             let client = ds.client(client_id);
             offload(move || record_seen(&client, &info)).await?;
