@@ -287,6 +287,30 @@ pub const MAX_CACHED_CREDENTIALS_COUNT: usize = 1024;
 // ---- Events: live watch ------------------------------------------------------------------
 // (watchers on the master and what crosses the replication link)
 
+/// Live watchers (`GET /api/v1/events/watch`) one master serves at once; one more is
+/// answered 503. Each is an analyst's screen or a script: a few dozen is far beyond what
+/// a team watches at once, and each holds up to `MAX_WATCHER_QUEUED_BYTES`.
+pub const MAX_WATCHERS_COUNT: usize = 32;
+/// Event batches waiting for one watcher's connection. A watcher with more waiting has
+/// fallen behind: it is cut off (end line) instead of growing memory or slowing ingest.
+/// At an agent's usual batch a second, 1,024 batches is minutes of a busy fleet's stream.
+pub const MAX_WATCHER_QUEUED_BATCHES_COUNT: usize = 1024;
+/// Row bytes waiting for one watcher's connection (the same cut-off). Above the default
+/// `max_upload_bytes`, so one full batch always fits; a larger batch is taken only by an
+/// empty queue. 32 watchers x 8 MiB bounds the memory watchers can hold.
+pub const MAX_WATCHER_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+/// A minion's monitoring events waiting to cross the link to the master, in bytes, from
+/// the shard that ingested them until the link's gRPC stream takes them. Beyond it a
+/// batch is dropped and counted: live watch is best effort (the rows are on the
+/// datastore), and presence must never wait behind a flood of events.
+pub const MAX_FORWARD_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+/// The same bound in batches (many tiny batches).
+pub const MAX_FORWARD_QUEUED_BATCHES_COUNT: usize = 4096;
+/// At shutdown, how long watchers get to be sent their end line before the executor
+/// stops: a flush, not a drain of their queues.
+pub const WATCHERS_END_ON_SHUTDOWN: Duration = Duration::from_millis(500);
+const _: () = assert!(MAX_WATCHER_QUEUED_BYTES as u64 >= DEFAULT_MAX_UPLOAD_BYTES);
+
 // ---- Events: sinks ------------------------------------------------------------------------
 // (shipping events to Elasticsearch, ClickHouse, webhooks and files)
 

@@ -7,20 +7,25 @@ pub mod auth;
 pub mod events;
 pub mod hunts;
 pub mod routes;
+pub mod watch;
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{FrontendRole, ServerConfig};
 use crate::datastore::Datastore;
+use crate::events::WatchHub;
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
 use crate::runtime::shutdown::ShutdownSignal;
@@ -39,6 +44,8 @@ pub struct ApiCtx {
     pub frontend_name: String,
     /// A minion serves only `/metrics` (it has no GUI).
     pub role: FrontendRole,
+    /// Live watchers of client events (the master only).
+    pub watch: Option<WatchHub>,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.
@@ -101,4 +108,49 @@ pub async fn serve(
     }
 }
 
-pub type ApiResponse = hyper::Response<Full<Bytes>>;
+pub type ApiResponse = hyper::Response<ApiBody>;
+
+/// A response body: whole (every JSON answer) or streamed for as long as the request
+/// lasts (live watch). `Send`, since the blocking pool builds whole responses.
+pub enum ApiBody {
+    Whole(Full<Bytes>),
+    Streamed(Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>),
+}
+
+impl ApiBody {
+    pub fn whole(bytes: Bytes) -> Self {
+        Self::Whole(Full::new(bytes))
+    }
+}
+
+impl hyper::body::Body for ApiBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Whole(full) => Pin::new(full).poll_frame(cx),
+            Self::Streamed(stream) => stream
+                .as_mut()
+                .poll_next(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Whole(full) => full.is_end_stream(),
+            Self::Streamed(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Whole(full) => full.size_hint(),
+            Self::Streamed(_) => SizeHint::default(),
+        }
+    }
+}

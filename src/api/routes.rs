@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
@@ -115,6 +115,9 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             principal.user
         )));
     }
+    if ctx.role == FrontendRole::Minion && segments.as_slice() == ["api", "v1", "events", "watch"] {
+        return Err(crate::api::watch::on_a_minion(ctx));
+    }
     if ctx.role == FrontendRole::Minion && segments.as_slice() != ["metrics"] {
         return Err(ApiError::NotFound(
             "a minion serves only /metrics; use the master's API".into(),
@@ -139,6 +142,7 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             crate::api::hunts::create(ctx, &body).await
         }
         (&Method::GET, ["api", "v1", "events", "client_table"]) => crate::api::events::get(ctx),
+        (&Method::GET, ["api", "v1", "events", "watch"]) => crate::api::watch::watch(ctx, &query),
         (&Method::PUT, ["api", "v1", "events", "client_table"]) => {
             let body = read_body_capped(req, MAX_EVENT_TABLE_BODY_BYTES).await?;
             crate::api::events::put(ctx, &body).await
@@ -573,7 +577,7 @@ pub(crate) fn bytes_response(status: StatusCode, content_type: &str, body: Bytes
     hyper::Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(body))
+        .body(crate::api::ApiBody::whole(body))
         .expect("static response parts are valid")
 }
 

@@ -82,8 +82,10 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             }
             Err(_) => drop_malformed(from, format_args!("labels change with a malformed id")),
         },
-        // Room for hunts and live monitoring: carried, not yet produced. An event table
-        // change only means something to a minion (handled above).
+        // Room for hunts: carried, not yet produced. An event table change only means
+        // something to a minion (handled above). Live watch never comes this way: the
+        // link thread applies the watched set (minion) and hands monitoring events to the
+        // watchers (master) itself, so events never queue ahead of presence here.
         Kind::Hunt(_) | Kind::Monitoring(_) | Kind::EventTableChanged(_) | Kind::Watched(_) => {}
         Kind::Hello(_) => {}
     }

@@ -13,12 +13,14 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use crate::api::{self, ApiCtx};
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::datastore::Datastore;
-use crate::events::EventTaps;
-use crate::limits::{MIN_IO_MEMORY_BYTES, STARTUP_DEADLINE};
+use crate::events::watch::EndReason;
+use crate::events::{EventConsumer, EventTaps, WatchHub};
+use crate::limits::{MIN_IO_MEMORY_BYTES, STARTUP_DEADLINE, WATCHERS_END_ON_SHUTDOWN};
 use crate::notify::mesh::{self, Notifier, PriorityEnds, ShardEnds};
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
-use crate::replication::queue::{self as link_queue, InboxReceiver, Outbox};
+use crate::replication::forward::MonitoringForwarder;
+use crate::replication::queue::{self as link_queue, Inbox, InboxReceiver, Outbox, OutboxReceiver};
 use crate::replication::thread::LinkThread;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::shutdown::{self, ShutdownSignal};
@@ -72,7 +74,13 @@ pub fn run_frontend(
     let (stop_tx, shutdown) = shutdown::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let name = identity.name.to_string();
-    let (link, link_thread) = start_replication(&config, &identity, config_path)?;
+    let queues = link_queues(&config, &identity);
+    // Live watchers are the master's; it tells its minions (if any) what they watch.
+    let watch = identity.is_master().then(|| {
+        let outbox = queues.as_ref().map(|q| q.outbox.clone());
+        WatchHub::new(&name, outbox.map(announce_to_minions))
+    });
+    let (link, link_thread) = start_replication(&config, &identity, config_path, queues, &watch)?;
     let m = crate::metrics::metrics();
     let l = &config.limits;
     let as_gauge = |v: u64| v.min(i64::MAX as u64) as i64;
@@ -114,6 +122,7 @@ pub fn run_frontend(
         std::sync::atomic::Ordering::Relaxed,
     );
 
+    let link_outbox = link.as_ref().map(|(outbox, _)| outbox.clone());
     let hub = HubSetup {
         config: config.clone(),
         identity: identity.clone(),
@@ -121,9 +130,17 @@ pub fn run_frontend(
         ends: priority_ends,
         tls: gui_tls,
         link,
+        watch: watch.clone(),
     };
-    // What acts on ingested events, shared by every shard.
-    let event_taps = EventTaps::new(Vec::new());
+    // What acts on ingested events, shared by every shard: the master's watchers, or a
+    // minion's forwarder to the master's.
+    let mut consumers: Vec<Arc<dyn EventConsumer>> = Vec::new();
+    match (&watch, link_outbox) {
+        (Some(watch), _) => consumers.push(Arc::new(watch.clone())),
+        (None, Some(outbox)) => consumers.push(Arc::new(MonitoringForwarder::new(outbox))),
+        (None, None) => {}
+    }
+    let event_taps = EventTaps::new(consumers);
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
@@ -233,27 +250,66 @@ pub fn run_frontend(
 /// The hub's ends of the replication queues.
 type LinkEnds = (Outbox, InboxReceiver);
 
-/// Starts the replication thread: on a minion always, on the master once minions are
-/// configured (a single-frontend deployment opens no replication port).
+/// Both ends of the queues between the executors and the replication thread.
+struct LinkQueues {
+    outbox: Outbox,
+    outbox_rx: OutboxReceiver,
+    inbox: Inbox,
+    inbox_rx: InboxReceiver,
+}
+
+/// The replication queues, if this frontend links: a minion always, the master once
+/// minions are configured (a single-frontend deployment opens no replication port).
+fn link_queues(config: &ServerConfig, identity: &FrontendIdentity) -> Option<LinkQueues> {
+    if identity.is_master() && config.minions.is_empty() {
+        return None;
+    }
+    let (outbox, outbox_rx) = link_queue::outbox();
+    let (inbox, inbox_rx) = link_queue::inbox();
+    Some(LinkQueues {
+        outbox,
+        outbox_rx,
+        inbox,
+        inbox_rx,
+    })
+}
+
+/// The master's watchers tell the minions what to forward through the link thread.
+fn announce_to_minions(outbox: Outbox) -> crate::events::watch::Announce {
+    Box::new(move |watched| {
+        outbox.announce_watched(watched.iter().map(|a| a.as_str().to_string()).collect())
+    })
+}
+
+/// Starts the replication thread on `queues` (see `link_queues`); on the master,
+/// monitoring events from minions go to `watch`.
 fn start_replication(
     config: &Arc<ServerConfig>,
     identity: &FrontendIdentity,
     config_path: PathBuf,
+    queues: Option<LinkQueues>,
+    watch: &Option<WatchHub>,
 ) -> Result<(Option<LinkEnds>, Option<LinkThread>), FrontendError> {
-    if identity.is_master() && config.minions.is_empty() {
+    let Some(LinkQueues {
+        outbox,
+        outbox_rx,
+        inbox,
+        inbox_rx,
+    }) = queues
+    else {
         return Ok((None, None));
-    }
-    let (outbox, outbox_rx) = link_queue::outbox();
-    let (inbox, inbox_rx) = link_queue::inbox();
+    };
     let thread = match identity.role {
         FrontendRole::Master => {
             let listener = crate::replication::master::bind(config)?;
+            let watch = watch.clone().expect("the master always has a watch hub");
             crate::replication::thread::spawn_master(
                 config.clone(),
                 config_path,
                 listener,
                 outbox_rx,
                 inbox,
+                watch,
             )?
         }
         FrontendRole::Minion => crate::replication::thread::spawn_minion(
@@ -287,6 +343,8 @@ struct HubSetup {
     ends: PriorityEnds,
     tls: TlsAcceptor,
     link: Option<LinkEnds>,
+    /// The master's live watchers.
+    watch: Option<WatchHub>,
 }
 
 struct ShardSetup {
@@ -390,6 +448,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         ends,
         tls,
         link,
+        watch,
     } = setup;
     let role = identity.role;
     let is_master = identity.is_master();
@@ -513,8 +572,24 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         auth,
         frontend_name: name,
         role,
+        watch: watch.clone(),
     });
     api::serve(ctx, listener, tls, shutdown).await;
+    if let Some(watch) = watch {
+        end_watchers(&watch).await;
+    }
+}
+
+/// Tells every watcher the frontend is stopping and gives their connections (tasks on
+/// this executor) a moment to send that line.
+async fn end_watchers(watch: &WatchHub) {
+    watch.end_all(EndReason::Shutdown);
+    let deadline = std::time::Instant::now() + WATCHERS_END_ON_SHUTDOWN;
+    // How often the stop looks whether every watcher's connection has let go.
+    const WATCHERS_GONE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+    while watch.watchers() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(WATCHERS_GONE_POLL_INTERVAL).await;
+    }
 }
 
 /// Stops the kernel from backing this process's memory with huge pages (mappings made from

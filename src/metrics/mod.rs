@@ -191,6 +191,26 @@ pub struct Metrics {
     /// Messages from a linked frontend dropped for a field this one cannot read (an
     /// unknown flow state, a malformed id): a version mismatch or a bug on the sender.
     pub replication_malformed: AtomicU64,
+    // ---- Events: live watch (events/watch.rs, replication/forward.rs) ----
+    /// Watchers connected to this master's `GET /api/v1/events/watch`.
+    pub events_watchers: AtomicI64,
+    /// Event artifacts watched: on the master, by its watchers; on a minion, the ones the
+    /// master last said it watches (what this minion forwards).
+    pub events_watched_artifacts: AtomicI64,
+    /// Events (rows) written to watchers' streams.
+    pub events_watch_delivered: AtomicU64,
+    /// Watchers cut off for falling behind (their queue was full).
+    pub events_watch_cut_off: AtomicU64,
+    /// Watch requests refused because `MAX_WATCHERS_COUNT` were connected.
+    pub events_watch_refused: AtomicU64,
+    /// Minion: monitoring event batches handed to the link for the master.
+    pub events_watch_forwarded: AtomicU64,
+    /// Minion: watched batches dropped (forward queue or link queue full, link down).
+    pub events_watch_forward_dropped: AtomicU64,
+    /// Minion: batches not forwarded because the master watches no such artifact.
+    pub events_watch_unwatched: AtomicU64,
+    /// Master: monitoring event batches received from minions for its watchers.
+    pub events_watch_received: AtomicU64,
     replication_dropped: [AtomicU64; ReplicationQueue::ALL.len()],
     upload_rejections: [AtomicU64; RejectReason::ALL.len()],
     connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
@@ -306,6 +326,7 @@ impl Metrics {
                 &[("", value.load(Ordering::Relaxed))],
             );
         }
+        self.render_watch(&mut out);
         let rejections = by_label(
             "reason",
             RejectReason::ALL.map(RejectReason::label),
@@ -366,6 +387,41 @@ impl Metrics {
         self.api_write_latency
             .render(&mut out, name, "kind=\"write\"");
         out
+    }
+}
+
+impl Metrics {
+    /// The live watch's metrics (events/watch.rs, replication/forward.rs).
+    fn render_watch(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            ("packhunt_events_watch_delivered_total", "Events (rows) written to live watchers", &self.events_watch_delivered),
+            ("packhunt_events_watch_cut_off_total", "Live watchers cut off for falling behind (queue full)", &self.events_watch_cut_off),
+            ("packhunt_events_watch_refused_total", "Live watch requests refused: the most watchers were connected", &self.events_watch_refused),
+            ("packhunt_events_watch_forwarded_total", "Minion: event batches of watched artifacts handed to the link to the master", &self.events_watch_forwarded),
+            ("packhunt_events_watch_forward_dropped_total", "Minion: event batches of watched artifacts dropped (forward or link queue full, link down)", &self.events_watch_forward_dropped),
+            ("packhunt_events_watch_unwatched_total", "Minion: event batches not forwarded because the master watches no such artifact", &self.events_watch_unwatched),
+            ("packhunt_events_watch_received_total", "Master: event batches received from minions for live watchers", &self.events_watch_received),
+        ];
+        for (name, help, value) in counters {
+            let value = value.load(Ordering::Relaxed) as i64;
+            write_metric(out, name, help, "counter", &[("", value)]);
+        }
+        let gauges: [(&str, &str, &AtomicI64); 2] = [
+            (
+                "packhunt_events_watchers",
+                "Live watchers connected",
+                &self.events_watchers,
+            ),
+            (
+                "packhunt_events_watched_artifacts",
+                "Event artifacts watched (master: by its watchers; minion: that it forwards)",
+                &self.events_watched_artifacts,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let value = value.load(Ordering::Relaxed);
+            write_metric(out, name, help, "gauge", &[("", value)]);
+        }
     }
 }
 

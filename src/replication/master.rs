@@ -2,7 +2,9 @@
 //! signed by the deployment CA, and a tonic service that admits a link only when its
 //! Hello names a configured minion whose configured certificate is the one presented.
 //! Admitted links feed the hub; what one minion sends for everybody is re-broadcast to
-//! the others, and what the master's own executors send goes to every minion.
+//! the others, and what the master's own executors send goes to every minion. Monitoring
+//! events go from the link straight to the live watchers (never through the hub's queue,
+//! which presence needs), and each minion gets the watched set as soon as it links.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::url::HostPort;
 use crate::config::{Minion, ServerConfig};
+use crate::events::WatchHub;
 use crate::limits::{
     REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
     REPLICATION_LINK_QUEUE_COUNT,
@@ -102,6 +105,19 @@ struct MasterState {
     peers: Mutex<HashMap<Arc<str>, Peer>>,
     inbox: Inbox,
     next_id: AtomicU64,
+    /// The watched set last announced: what a minion that links now must hear first.
+    watched: Mutex<Vec<String>>,
+    watch: WatchHub,
+}
+
+/// The master's ends of what its link thread connects.
+pub struct Link {
+    /// What the master's executors send to minions.
+    pub outbox: OutboxReceiver,
+    /// What minions send for the hub.
+    pub inbox: Inbox,
+    /// Where monitoring events from minions go.
+    pub watch: WatchHub,
 }
 
 #[derive(Clone)]
@@ -132,10 +148,14 @@ pub async fn run(
     config: Arc<ServerConfig>,
     config_path: PathBuf,
     listener: std::net::TcpListener,
-    outbox: OutboxReceiver,
-    inbox: Inbox,
+    link: Link,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReplicationError> {
+    let Link {
+        outbox,
+        inbox,
+        watch,
+    } = link;
     let tls = crate::tls::replication::link_server_config(
         &config.tls.ca_certificate,
         &config.frontend.tls,
@@ -151,6 +171,8 @@ pub async fn run(
         peers: Mutex::new(HashMap::new()),
         inbox,
         next_id: AtomicU64::new(1),
+        watched: Mutex::new(Vec::new()),
+        watch,
     });
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<LinkIo, std::io::Error>>(64);
     let acceptor = tokio::spawn(accept_loop(
@@ -237,6 +259,12 @@ async fn broadcast_local(state: Arc<MasterState>, outbox: OutboxReceiver) {
         outbox.ready().await;
         // The master sends no presence to minions: nothing to resnapshot.
         outbox.take_presence_lost();
+        if let Some(artifacts) = outbox.take_announced() {
+            // Kept first, so a minion linking from now on hears this set (this runtime has
+            // one thread: no link is admitted between the two steps).
+            *state.watched.lock().expect("watched lock") = artifacts.clone();
+            state.send_to_all(None, Kind::Watched(pb::WatchedArtifacts { artifacts }));
+        }
         while let Some(kind) = outbox.try_recv() {
             state.send_to_all(None, kind);
         }
@@ -320,10 +348,17 @@ impl MasterState {
         metrics()
             .replication_received
             .fetch_add(1, Ordering::Relaxed);
-        let for_everyone = matches!(
-            kind,
-            Kind::Notification(_) | Kind::Hunt(_) | Kind::Monitoring(_)
-        );
+        let kind = match kind {
+            Kind::Monitoring(event) => return self.deliver_monitoring(from, event),
+            Kind::Watched(_) => {
+                return super::drop_malformed(
+                    from,
+                    format_args!("a watched set from a minion (only the master watches)"),
+                )
+            }
+            kind => kind,
+        };
+        let for_everyone = matches!(kind, Kind::Notification(_) | Kind::Hunt(_));
         if for_everyone {
             self.send_to_all(Some(from), kind.clone());
         }
@@ -331,6 +366,28 @@ impl MasterState {
             from: from.clone(),
             kind,
         });
+    }
+}
+
+impl MasterState {
+    /// A minion's monitoring event, checked, to the watchers (none may be left by now:
+    /// then it is dropped there).
+    fn deliver_monitoring(&self, from: &Arc<str>, event: pb::MonitoringEvent) {
+        match super::forward::received_batch(event) {
+            Ok(batch) => {
+                metrics()
+                    .events_watch_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.watch.deliver(&Arc::new(batch), from);
+            }
+            Err(e) => super::drop_malformed(from, format_args!("monitoring event: {e}")),
+        }
+    }
+
+    /// The watched set, as the first thing a newly linked minion hears after Hello.
+    fn watched_now(&self) -> Kind {
+        let artifacts = self.watched.lock().expect("watched lock").clone();
+        Kind::Watched(pb::WatchedArtifacts { artifacts })
     }
 }
 
@@ -365,6 +422,8 @@ impl Replication for Service {
             version: env!("CARGO_PKG_VERSION").into(),
         };
         let _ = tx.try_send(Ok(envelope(Kind::Hello(reply))));
+        // A new link: whatever the minion knew of the watched set is stale.
+        let _ = tx.try_send(Ok(envelope(state.watched_now())));
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         // A minion that relinks before its old link is seen dead replaces it.
         let replaced = state

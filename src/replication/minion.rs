@@ -2,7 +2,10 @@
 //! process runs. Agents never wait for it: a minion without a master keeps serving its
 //! agents and writing their results; it relinks with backoff (with jitter, so minions
 //! that lost a restarting master do not return in one wave) and, on every new link, asks
-//! its hub for a full presence snapshot so the master's client list heals.
+//! its hub for a full presence snapshot so the master's client list heals. The master's
+//! watched set arrives right after its Hello and whenever it changes; it is applied here,
+//! on the link thread, to the lane the shards forward monitoring events through, and
+//! cleared when the link ends (a new master says again what it watches).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,11 +13,12 @@ use std::time::Instant;
 
 use hyper_util::rt::TokioIo;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 
 use super::pb::envelope::Kind;
 use super::pb::replication_client::ReplicationClient;
 use super::pb::{self, Envelope};
-use super::queue::{HubMessage, Inbox, OutboxReceiver};
+use super::queue::{ForwardBytes, HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{FrontendIdentity, ServerConfig};
 use crate::limits::{
@@ -34,6 +38,22 @@ enum LinkError {
     Broken(String),
     #[error("the master closed the link")]
     Closed,
+}
+
+/// One message on its way down the link; a monitoring event holds its share of the
+/// forward byte bound until tonic takes it from the queue.
+struct Linked {
+    envelope: Envelope,
+    _held: Option<ForwardBytes>,
+}
+
+impl Linked {
+    fn plain(kind: Kind) -> Self {
+        Self {
+            envelope: envelope(kind),
+            _held: None,
+        }
+    }
 }
 
 /// Links to the master until `shutdown` resolves.
@@ -143,22 +163,22 @@ async fn link_once(
         .await
         .map_err(|e| connect_error(error_chain(&e)))?;
     let mut client = ReplicationClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(REPLICATION_LINK_QUEUE_COUNT);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Linked>(REPLICATION_LINK_QUEUE_COUNT);
     let hello = pb::Hello {
         frontend: my_name.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let _ = tx.try_send(envelope(Kind::Hello(hello)));
-    let response = tokio::time::timeout(
-        REPLICATION_HELLO_TIMEOUT,
-        client.link(ReceiverStream::new(rx)),
-    )
-    .await
-    .map_err(|_| LinkError::Refused(format!("no answer within {REPLICATION_HELLO_TIMEOUT:?}")))?
-    .map_err(|status| match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown => connect_error(error_chain(&status)),
-        _ => LinkError::Refused(status.message().to_string()),
-    })?;
+    let _ = tx.try_send(Linked::plain(Kind::Hello(hello)));
+    // tonic takes each message as it has room to send it: a forwarded event's bytes
+    // count against the bound until then.
+    let outgoing = ReceiverStream::new(rx).map(|linked| linked.envelope);
+    let response = tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, client.link(outgoing))
+        .await
+        .map_err(|_| LinkError::Refused(format!("no answer within {REPLICATION_HELLO_TIMEOUT:?}")))?
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => connect_error(error_chain(&status)),
+            _ => LinkError::Refused(status.message().to_string()),
+        })?;
     let mut incoming = response.into_inner();
     match tokio::time::timeout(REPLICATION_HELLO_TIMEOUT, incoming.message()).await {
         Ok(Ok(Some(Envelope {
@@ -176,6 +196,8 @@ async fn link_once(
     });
     inbox.deliver(HubMessage::SnapshotWanted);
     let result = relay(&tx, &mut incoming, master_name, outbox, inbox).await;
+    // Nobody watches through a link that is gone.
+    outbox.set_forwarded(Vec::new());
     metrics()
         .replication_links_up
         .fetch_sub(1, Ordering::Relaxed);
@@ -187,7 +209,7 @@ async fn link_once(
 
 /// Moves messages both ways until the link ends.
 async fn relay(
-    tx: &tokio::sync::mpsc::Sender<Envelope>,
+    tx: &tokio::sync::mpsc::Sender<Linked>,
     incoming: &mut tonic::Streaming<Envelope>,
     master_name: &Arc<str>,
     outbox: &OutboxReceiver,
@@ -196,6 +218,10 @@ async fn relay(
     loop {
         tokio::select! {
             message = incoming.message() => match message {
+                Ok(Some(Envelope { kind: Some(Kind::Watched(watched)) })) => {
+                    metrics().replication_received.fetch_add(1, Ordering::Relaxed);
+                    outbox.set_forwarded(watched.artifacts);
+                }
                 Ok(Some(Envelope { kind: Some(kind) })) => {
                     metrics().replication_received.fetch_add(1, Ordering::Relaxed);
                     inbox.deliver(HubMessage::Remote { from: master_name.clone(), kind });
@@ -208,8 +234,9 @@ async fn relay(
                 if outbox.take_presence_lost() {
                     inbox.deliver(HubMessage::SnapshotWanted);
                 }
+                send_forwarded(tx, outbox)?;
                 while let Some(kind) = outbox.try_recv() {
-                    match tx.try_send(envelope(kind)) {
+                    match tx.try_send(Linked::plain(kind)) {
                         Ok(()) => {
                             metrics().replication_sent.fetch_add(1, Ordering::Relaxed);
                         }
@@ -217,7 +244,7 @@ async fn relay(
                             metrics().replication_dropped(ReplicationQueue::Link);
                             // The master's picture of our agents is now wrong: resend it whole
                             // (once per burst of drops, see take_presence_lost above).
-                            if matches!(dropped.kind, Some(Kind::Presence(_) | Kind::Snapshot(_))) {
+                            if matches!(dropped.envelope.kind, Some(Kind::Presence(_) | Kind::Snapshot(_))) {
                                 outbox.mark_presence_lost();
                             }
                         }
@@ -227,6 +254,36 @@ async fn relay(
             }
         }
     }
+}
+
+/// Moves the monitoring events the shards queued onto the link; a full link queue drops
+/// them (counted: live watch is best effort, the rows are on the datastore).
+fn send_forwarded(
+    tx: &tokio::sync::mpsc::Sender<Linked>,
+    outbox: &OutboxReceiver,
+) -> Result<(), LinkError> {
+    let m = metrics();
+    while let Some(forwarded) = outbox.try_recv_forwarded() {
+        let linked = Linked {
+            envelope: envelope(Kind::Monitoring(forwarded.event)),
+            _held: Some(forwarded.held),
+        };
+        match tx.try_send(linked) {
+            Ok(()) => {
+                m.replication_sent.fetch_add(1, Ordering::Relaxed);
+                m.events_watch_forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                m.replication_dropped(ReplicationQueue::Link);
+                m.events_watch_forward_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                return Err(LinkError::Closed)
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An error with its sources, which tonic's Display leaves out ("transport error").

@@ -3,10 +3,13 @@
 //! It runs on its own small tokio runtime thread; the glommio executors reach it only
 //! through the queues in `queue`. What crosses it: agent presence (minion -> master, as
 //! deltas and, on every new link, a full snapshot), work notifications (master ->
-//! minions: "client C has new work") and flow state changes (minion -> master). The
-//! envelope has room for hunt and monitoring events, which nothing produces yet. Results
-//! never cross it: every frontend writes them straight to the shared datastore.
+//! minions: "client C has new work"), flow state changes (minion -> master), and for live
+//! watch the set of watched event artifacts (master -> minions) and the monitoring events
+//! of those artifacts (minion -> master, `forward`). The envelope has room for hunt
+//! events, which nothing produces yet. Results never cross it: every frontend writes them
+//! straight to the shared datastore.
 
+pub mod forward;
 pub mod master;
 pub mod minion;
 pub mod queue;

@@ -8,19 +8,32 @@
 //! (`packhunt_replication_dropped_total{queue="outbound"}`); a dropped presence event
 //! also flags the hub to resend a full presence snapshot, so the master's picture heals.
 //!
+//! Two lanes beside the outbound queue, for live watch (events/watch.rs), so events never
+//! crowd out presence: the master's watched set is a latest-value slot (a change is never
+//! dropped: a newer one replaces it), and a minion's monitoring events go in a queue of
+//! their own, bounded in batches and in bytes until the link's gRPC stream takes them;
+//! when full the batch is dropped and counted
+//! (`packhunt_events_watch_forward_dropped_total`). The minion's lane also holds the
+//! artifacts the master last said it watches: the shards forward only those.
+//!
 //! Inbound (link -> hub): a bounded futures channel, whose receiver wakes the glommio
 //! hub task from the tokio thread. When full: dropped and counted
 //! (`{queue="inbound"}`). Work notifications lost this way cost latency, not work: the
 //! task is on the shared datastore and is delivered when the agent next connects.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 
-use super::pb::envelope::Kind;
-use crate::limits::{REPLICATION_INBOUND_QUEUE_COUNT, REPLICATION_OUTBOUND_QUEUE_COUNT};
+use super::pb::{self, envelope::Kind};
+use crate::limits::{
+    MAX_FORWARD_QUEUED_BATCHES_COUNT, MAX_FORWARD_QUEUED_BYTES, REPLICATION_INBOUND_QUEUE_COUNT,
+    REPLICATION_OUTBOUND_QUEUE_COUNT,
+};
 use crate::metrics::{metrics, ReplicationQueue};
+use crate::runtime::published::Published;
 
 /// What the link thread tells the hub.
 #[derive(Debug)]
@@ -41,6 +54,7 @@ pub struct Outbox {
     tx: crossbeam_channel::Sender<Kind>,
     wake: Arc<tokio::sync::Notify>,
     presence_lost: Arc<AtomicBool>,
+    lanes: Arc<WatchLanes>,
 }
 
 /// The link thread's end of the outbound queue.
@@ -48,6 +62,49 @@ pub struct OutboxReceiver {
     rx: crossbeam_channel::Receiver<Kind>,
     wake: Arc<tokio::sync::Notify>,
     presence_lost: Arc<AtomicBool>,
+    lanes: Arc<WatchLanes>,
+}
+
+/// Live watch's lanes beside the outbound queue (see the module doc).
+struct WatchLanes {
+    /// Master: the watched set announced last and not yet taken by the link thread.
+    announced: Mutex<Option<Vec<String>>>,
+    /// Minion: monitoring events for the master.
+    forward_tx: crossbeam_channel::Sender<Forwarded>,
+    forward_rx: crossbeam_channel::Receiver<Forwarded>,
+    /// Minion: bytes of rows in `forward_*` and in the link's queue.
+    forward_bytes: Arc<AtomicUsize>,
+    max_forward_bytes: usize,
+    /// Minion: the artifacts the master watches, as it last said; read by the shards.
+    forwarded: Published<BTreeSet<String>>,
+}
+
+/// A monitoring event on its way to the master, holding its share of the byte bound
+/// until the link's stream takes it (dropping it gives the share back).
+pub struct Forwarded {
+    pub event: pb::MonitoringEvent,
+    pub held: ForwardBytes,
+}
+
+/// A share of the minion's forward byte bound; given back on drop.
+pub struct ForwardBytes {
+    counter: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for ForwardBytes {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Why a monitoring event was not queued for the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardRefused {
+    /// The master watches no such artifact now.
+    Unwatched,
+    /// The forward queue is at its bound (in batches or bytes).
+    Full,
 }
 
 pub fn outbox() -> (Outbox, OutboxReceiver) {
@@ -55,19 +112,44 @@ pub fn outbox() -> (Outbox, OutboxReceiver) {
 }
 
 pub fn outbox_with_capacity(capacity: usize) -> (Outbox, OutboxReceiver) {
+    outbox_with_bounds(
+        capacity,
+        MAX_FORWARD_QUEUED_BATCHES_COUNT,
+        MAX_FORWARD_QUEUED_BYTES,
+    )
+}
+
+/// An outbound queue of `capacity` messages whose forward lane holds at most
+/// `forward_batches` batches and `forward_bytes` bytes.
+pub fn outbox_with_bounds(
+    capacity: usize,
+    forward_batches: usize,
+    forward_bytes: usize,
+) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let wake = Arc::new(tokio::sync::Notify::new());
     let presence_lost = Arc::new(AtomicBool::new(false));
+    let (forward_tx, forward_rx) = crossbeam_channel::bounded(forward_batches);
+    let lanes = Arc::new(WatchLanes {
+        announced: Mutex::new(None),
+        forward_tx,
+        forward_rx,
+        forward_bytes: Arc::new(AtomicUsize::new(0)),
+        max_forward_bytes: forward_bytes,
+        forwarded: Published::new(BTreeSet::new()),
+    });
     (
         Outbox {
             tx,
             wake: wake.clone(),
             presence_lost: presence_lost.clone(),
+            lanes: lanes.clone(),
         },
         OutboxReceiver {
             rx,
             wake,
             presence_lost,
+            lanes,
         },
     )
 }
@@ -93,7 +175,66 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Master: the watched set changed to `artifacts`; the link thread sends it to every
+    /// minion (and to each minion that links later). Never dropped: an announcement not
+    /// yet sent is replaced by the newer one.
+    pub fn announce_watched(&self, artifacts: Vec<String>) {
+        *self.lanes.announced.lock().expect("announced lock") = Some(artifacts);
+        self.wake.notify_one();
+    }
+
+    /// Minion: queues `event` for the master if the master watches its artifact and the
+    /// forward lane has room. Never waits.
+    pub fn forward_monitoring(&self, event: pb::MonitoringEvent) -> Result<(), ForwardRefused> {
+        if !self.lanes.forwarded.load().contains(&event.artifact) {
+            return Err(ForwardRefused::Unwatched);
+        }
+        let lanes = &self.lanes;
+        let bytes = event.rows.len();
+        let before = lanes.forward_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let held = ForwardBytes {
+            counter: lanes.forward_bytes.clone(),
+            bytes,
+        };
+        // An empty lane takes any batch, so one larger than the bound still flows.
+        if before > 0 && before + bytes > lanes.max_forward_bytes {
+            return Err(ForwardRefused::Full);
+        }
+        match lanes.forward_tx.try_send(Forwarded { event, held }) {
+            Ok(()) => {
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(_) => Err(ForwardRefused::Full),
+        }
+    }
+}
+
 impl OutboxReceiver {
+    /// Master: the watched set announced since the last call, if any.
+    pub fn take_announced(&self) -> Option<Vec<String>> {
+        self.lanes.announced.lock().expect("announced lock").take()
+    }
+
+    /// Minion: the master watches `artifacts` now (an empty list when the link is down:
+    /// nothing is forwarded then).
+    pub fn set_forwarded(&self, artifacts: Vec<String>) {
+        let set: BTreeSet<String> = artifacts.into_iter().collect();
+        metrics()
+            .events_watched_artifacts
+            .store(set.len() as i64, Ordering::Relaxed);
+        self.lanes.forwarded.update(|current| {
+            let changed = *current != set;
+            (changed.then_some(set), ())
+        });
+    }
+
+    /// Minion: a monitoring event queued for the master, if any.
+    pub fn try_recv_forwarded(&self) -> Option<Forwarded> {
+        self.lanes.forward_rx.try_recv().ok()
+    }
+
     /// True once after presence was dropped: the hub must resend a snapshot.
     pub fn take_presence_lost(&self) -> bool {
         self.presence_lost.swap(false, Ordering::Relaxed)
@@ -107,7 +248,16 @@ impl OutboxReceiver {
 
     /// Waits until something is queued or presence was lost, without taking a message.
     pub async fn ready(&self) {
-        if !self.rx.is_empty() || self.presence_lost.load(Ordering::Relaxed) {
+        if !self.rx.is_empty()
+            || self.presence_lost.load(Ordering::Relaxed)
+            || !self.lanes.forward_rx.is_empty()
+            || self
+                .lanes
+                .announced
+                .lock()
+                .expect("announced lock")
+                .is_some()
+        {
             return;
         }
         self.wake.notified().await
@@ -123,6 +273,12 @@ impl OutboxReceiver {
     pub fn discard_queued(&self) -> usize {
         let mut n = 0;
         while self.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        while self.lanes.forward_rx.try_recv().is_ok() {
+            metrics()
+                .events_watch_forward_dropped
+                .fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
         n
@@ -181,6 +337,66 @@ mod tests {
         );
         assert!(!rx.take_presence_lost(), "once");
         assert_eq!(rx.discard_queued(), 2);
+    }
+
+    fn monitoring(artifact: &str, rows: &str) -> pb::MonitoringEvent {
+        pb::MonitoringEvent {
+            client_id: "C.0000000000000001".into(),
+            artifact: artifact.into(),
+            rows: bytes::Bytes::copy_from_slice(rows.as_bytes()),
+            seq: 1,
+            time_ms: vec![1],
+        }
+    }
+
+    // Goal: a minion forwards only what the master watches, within its bounds in batches
+    // and bytes, and a batch the link took gives its bytes back. Method: a lane of 2
+    // batches and 8 bytes.
+    #[test]
+    fn the_forward_lane_takes_only_watched_artifacts_within_its_bounds() {
+        let (outbox, rx) = outbox_with_bounds(4, 2, 8);
+        let stats = "Generic.Client.Stats";
+        assert_eq!(
+            outbox.forward_monitoring(monitoring(stats, "{}\n")),
+            Err(ForwardRefused::Unwatched)
+        );
+        rx.set_forwarded(vec![stats.into()]);
+        assert_eq!(
+            outbox.forward_monitoring(monitoring(stats, "{\"a\":1}\n")),
+            Ok(())
+        );
+        assert_eq!(
+            outbox.forward_monitoring(monitoring(stats, "{}\n")),
+            Err(ForwardRefused::Full),
+            "8 + 3 bytes is above the bound"
+        );
+        let taken = rx.try_recv_forwarded().expect("queued");
+        assert_eq!(taken.event.artifact, stats);
+        drop(taken);
+        assert_eq!(outbox.forward_monitoring(monitoring(stats, "{}\n")), Ok(()));
+        assert_eq!(outbox.forward_monitoring(monitoring(stats, "{}\n")), Ok(()));
+        assert_eq!(
+            outbox.forward_monitoring(monitoring(stats, "{}\n")),
+            Err(ForwardRefused::Full),
+            "two batches is the bound"
+        );
+        rx.set_forwarded(Vec::new());
+        assert_eq!(rx.discard_queued(), 2);
+        assert_eq!(
+            outbox.forward_monitoring(monitoring(stats, "{}\n")),
+            Err(ForwardRefused::Unwatched)
+        );
+    }
+
+    // Goal: the latest announcement wins and none is lost to a full queue.
+    #[test]
+    fn the_watched_announcement_keeps_the_latest() {
+        let (outbox, rx) = outbox_with_capacity(1);
+        assert!(outbox.offer(presence("C.1")));
+        outbox.announce_watched(vec!["A".into()]);
+        outbox.announce_watched(vec!["A".into(), "B".into()]);
+        assert_eq!(rx.take_announced(), Some(vec!["A".into(), "B".into()]));
+        assert_eq!(rx.take_announced(), None);
     }
 
     #[test]

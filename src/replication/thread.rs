@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::queue::{Inbox, OutboxReceiver};
 use super::ReplicationError;
 use crate::config::{FrontendIdentity, ServerConfig};
+use crate::events::WatchHub;
 
 /// The running thread; `stop` ends it and waits.
 pub struct LinkThread {
@@ -14,21 +15,26 @@ pub struct LinkThread {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// The master's side: serves minion links on `listener` (bound by the caller).
+/// The master's side: serves minion links on `listener` (bound by the caller); monitoring
+/// events minions forward go straight to `watch`.
 pub fn spawn_master(
     config: Arc<ServerConfig>,
     config_path: PathBuf,
     listener: std::net::TcpListener,
     outbox: OutboxReceiver,
     inbox: Inbox,
+    watch: WatchHub,
 ) -> Result<LinkThread, ReplicationError> {
     spawn(move |mut stop| async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) =
-            super::master::run(config, config_path, listener, outbox, inbox, shutdown).await
-        {
+        let link = super::master::Link {
+            outbox,
+            inbox,
+            watch,
+        };
+        if let Err(e) = super::master::run(config, config_path, listener, link, shutdown).await {
             tracing::error!("replication service stopped: {e}");
         }
     })
