@@ -218,6 +218,18 @@ impl Registry {
         (queued, held)
     }
 
+    /// The client's labels as this shard knows them: set by an operator since its
+    /// stream connected, else as read at connect; `None` before that read or when the
+    /// client has no stream here.
+    pub fn labels(&self, client_id: &ClientId) -> Option<Rc<[String]>> {
+        let live = self.live.borrow();
+        let live = live.get(client_id)?;
+        match &live.event_table {
+            Some(agent) => Some(agent.labels.clone()),
+            None => live.relabelled.clone(),
+        }
+    }
+
     /// Every client with a live stream here.
     pub fn client_ids(&self) -> Vec<ClientId> {
         self.live.borrow().keys().cloned().collect()
