@@ -3,10 +3,13 @@
 //! nothing, also when the agent has moved to another frontend of the deployment, and a
 //! minion killed with -9 in the middle of a stream loses no acknowledged event and
 //! duplicates none once the agent resumes on the master. Bad batches are refused 400 with
-//! their reason and write nothing. The read API pages rows by time range across days.
+//! their reason and write nothing; a full disk is 503 with a long Retry-After and the
+//! kept batch is written once when there is room. The read API pages rows by time range
+//! across days.
 //! Method: a real master and minion on loopback sharing one datastore; agents are
 //! `RawAgent`s posting `EventBatch` uploads with explicit times; the day files are read
-//! from disk and the rows through `GET /api/v1/clients/{id}/monitoring/{artifact}`.
+//! from disk and the rows through `GET /api/v1/clients/{id}/monitoring/{artifact}`. The
+//! full disk is a 4 MiB tmpfs (skipped, counted, where mounting is not allowed).
 
 mod common;
 
@@ -376,5 +379,99 @@ fn a_minion_killed_mid_stream_keeps_every_acknowledged_event_exactly_once() -> R
     let (status, body) = monitoring(&deployment, &client, "rows=1")?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total_rows"], expected.len() as u64 * ROWS);
+    Ok(())
+}
+
+/// A tmpfs mounted for one test; lazily unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(path: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Mount(path.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_events_with_503_and_takes_the_kept_batch_once_there_is_room() -> Result<()> {
+    let mount_dir = tempfile::tempdir()?;
+    let datastore = mount_dir.path().join("ds");
+    let Some(_mount) = Mount::tmpfs(&datastore, "4m") else {
+        common::skip(
+            "monitoring::a_full_disk_refuses_events_with_503_and_takes_the_kept_batch_once_there_is_room",
+            "root and mount rights, to mount a 4 MiB tmpfs",
+        );
+        return Ok(());
+    };
+    let location = datastore.display().to_string();
+    let deployment = Deployment::start_with(|text| {
+        *text = text.replace(
+            "location = \"datastore\"",
+            &format!("location = \"{location}\""),
+        )
+    })?;
+    let mut agent = RawAgent::connect(&deployment)?;
+    let client = agent.client_id.clone();
+    // Something else on the disk that the operator can delete to make room.
+    let filler = datastore.join("filler");
+    std::fs::write(&filler, vec![0u8; 1536 * 1024])?;
+    // ~512 KiB batches of 1,000 padded rows, one ms apart.
+    let big = |seq: u64| {
+        let mut b = batch(seq, MARCH_1_MS + seq * 1_000, 1_000);
+        let pad = "x".repeat(500);
+        b.jsonl = (0..1_000)
+            .map(|i| format!("{{\"seq\":{seq},\"i\":{i},\"pad\":\"{pad}\"}}\n"))
+            .collect::<String>()
+            .into();
+        b
+    };
+    let mut seq = 1;
+    let refusal = loop {
+        let reply = agent.upload(&pb::Upload {
+            kind: Some(Kind::Events(big(seq))),
+        })?;
+        if reply.status != 200 {
+            break reply;
+        }
+        seq += 1;
+        ensure!(seq < 32, "a 4 MiB disk must fill up");
+    };
+    assert_eq!(refusal.status, 503, "{refusal:?}");
+    assert_eq!(refusal.retry_after, Some(Duration::from_secs(300)));
+    let day = datastore.join(format!("clients/{client}/monitoring/{STATS}/{MAR_1}"));
+    let lines = common::count_lines(&day.with_extension("jsonl")) as u64;
+    assert_eq!(
+        lines,
+        (seq - 1) * 1_000,
+        "only whole committed batches are on disk"
+    );
+    assert_eq!(
+        std::fs::metadata(day.with_extension("index"))?.len(),
+        lines * 16
+    );
+
+    std::fs::remove_file(&filler)?;
+    expect_ok(&mut agent, big(seq))?;
+    expect_duplicate(&mut agent, big(seq), seq + 1)?;
+    assert_eq!(
+        common::count_lines(&day.with_extension("jsonl")) as u64,
+        seq * 1_000
+    );
+    assert!(deployment.metric("packhunt_upload_rejections_total{reason=\"overloaded\"}")? >= 1);
     Ok(())
 }

@@ -43,9 +43,9 @@ pub async fn ingest(
     streams: &EventStreams,
     batch: pb::EventBatch,
 ) -> Result<(upload_ack::Status, u64), UploadError> {
-    let def = crate::artifacts::find_event(&batch.artifact).map_err(|e| {
+    let def = crate::artifacts::find_event(&batch.artifact).map_err(|_| {
         UploadError::NotEventArtifact {
-            reason: e.to_string(),
+            artifact: batch.artifact.chars().take(64).collect(),
         }
     })?;
     let artifact = ArtifactName::parse(def.name)?;

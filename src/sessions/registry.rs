@@ -305,7 +305,12 @@ mod tests {
         );
         let web: Rc<[String]> = vec!["web".to_string()].into();
         assert_eq!(registry.relabel(&client, web.clone(), Some(&table)), None);
-        assert_eq!(registry.relabelled(&client, 1), Some(web));
+        assert_eq!(registry.relabelled(&client, 1), Some(web.clone()));
+        assert_eq!(
+            registry.labels(&client),
+            Some(web),
+            "labels set while the connect read is in flight are the ones known"
+        );
         let labels: Rc<[String]> = Vec::new().into();
         let own = table.merged_for(&labels);
         let state = AgentTable {
@@ -313,6 +318,7 @@ mod tests {
             digest: Some(TableDigest::of(&own)),
         };
         registry.set_event_table(&client, 1, state);
+        assert_eq!(registry.labels(&client), Some(labels.clone()));
         assert_eq!(registry.offer_event_table(&table), (0, 1), "held already");
         let mut newer = (*table).clone();
         newer.version = 2;

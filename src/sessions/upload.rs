@@ -39,8 +39,8 @@ pub enum UploadError {
     FlowClosed { flow: FlowId, state: FlowState },
     #[error("another upload for flow {flow} is in progress on this connection")]
     Busy { flow: FlowId },
-    #[error("{reason}")]
-    NotEventArtifact { reason: String },
+    #[error("`{artifact}` is not an event artifact of the catalogue")]
+    NotEventArtifact { artifact: String },
     #[error("another event batch of {artifact} is in progress on this connection")]
     EventsBusy { artifact: ArtifactName },
     #[error("{0}")]
