@@ -17,10 +17,12 @@ const CACHED_SNAPSHOTS_PER_THREAD_COUNT: usize = 64;
 /// Tells every `Published` apart in the per-thread caches.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A snapshot of some `Published<T>` with the version it was current at.
+type Snapshot = (u64, Arc<dyn Any + Send + Sync>);
+
 thread_local! {
-    /// Published id -> (version, snapshot) as this thread last loaded it.
-    static SNAPSHOTS: RefCell<HashMap<u64, (u64, Arc<dyn Any + Send + Sync>)>> =
-        RefCell::new(HashMap::new());
+    /// Published id -> the snapshot this thread last loaded.
+    static SNAPSHOTS: RefCell<HashMap<u64, Snapshot>> = RefCell::new(HashMap::new());
 }
 
 /// A shared, replaceable value; cheap to clone (clones share it).
