@@ -335,6 +335,20 @@ fn events_from_master_and_minion_reach_the_watcher_and_only_watched_ones_cross()
         2,
         "nothing crosses once unwatched"
     );
+
+    // A minion that (re)links hears the watched set from the master at once.
+    let mut watcher = open_ok(&deployment, &format!("artifact={STATS}"))?;
+    let mut minions = minions;
+    minions[0].kill()?;
+    deployment.start_minion(&mut minions[0])?;
+    let minion = &minions[0];
+    wait_metric(&minion_api, "packhunt_events_watched_artifacts", |n| {
+        *n == 1
+    })?;
+    let mut far = RawAgent::connect_as(&on_minion, far.identity.clone())?;
+    post(&mut far, batch(STATS, 60, 1, 10))?;
+    let line = key(&watcher.next_line()?.context("an event")?)?;
+    assert_eq!((line.1, line.4.as_str()), (60, minion.name.as_str()));
     Ok(())
 }
 
@@ -407,5 +421,14 @@ fn a_slow_watcher_is_cut_off_with_an_end_line_and_watchers_are_capped() -> Resul
         seen.insert(w.next_line()?.context("an event")?["seq"].as_u64());
     }
     assert_eq!(seen, BTreeSet::from([Some(posted + 1)]));
+
+    // A stopping master ends every stream with a line that says so.
+    let mut deployment = deployment;
+    drop(agent);
+    deployment.stop_frontend()?;
+    let last = again.next_line()?.context("an end line")?;
+    let reason = last["end"].as_str().context("end")?;
+    assert!(reason.contains("shutting down"), "{last}");
+    assert!(again.next_line()?.is_none());
     Ok(())
 }

@@ -57,12 +57,13 @@ pub fn watch(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
         WatchNext::Batch(delivery) => event_lines(&delivery),
         WatchNext::End(reason) => end_line(&reason.message(&limits)),
     });
-    hyper::Response::builder()
+    let response = hyper::Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, CONTENT_TYPE)
         .header(header::CACHE_CONTROL, "no-store")
         .body(ApiBody::Streamed(Box::pin(lines)))
-        .map_err(|e| ApiError::BadRequest(format!("response: {e}")))
+        .expect("static response parts are valid");
+    Ok(response)
 }
 
 /// What a minion answers: live watch is the master's.

@@ -283,14 +283,14 @@ impl WatchHub {
     }
 
     fn leave(&self, artifact: &ArtifactName, id: u64) {
-        self.shared.routes.update(|routes| {
+        let left_now = self.shared.routes.update(|routes| {
             let Some(slots) = routes.by_artifact.get(artifact) else {
-                return (None, ());
+                return (None, false);
             };
             let mut next = routes.clone();
             let left: Vec<Arc<Slot>> = slots.iter().filter(|s| s.id != id).cloned().collect();
             if left.len() == slots.len() {
-                return (None, ());
+                return (None, false);
             }
             next.count -= 1;
             if left.is_empty() {
@@ -299,9 +299,12 @@ impl WatchHub {
             } else {
                 next.by_artifact.insert(artifact.clone(), left);
             }
-            (Some(next), ())
+            (Some(next), true)
         });
-        metrics().events_watchers.fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(left_now, "a watcher leaves once, and only a hub it joined");
+        if left_now {
+            metrics().events_watchers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Called with the routes lock held, so announcements are made in change order.
