@@ -311,6 +311,9 @@ pub const MAX_WATCHER_QUEUED_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_FORWARD_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 /// The same bound in batches (many tiny batches).
 pub const MAX_FORWARD_QUEUED_BATCHES_COUNT: usize = 4096;
+/// Slots of a minion's link queue that monitoring events never take: with fewer free, a
+/// batch is dropped and counted, so presence and flow states always find room.
+pub const FORWARD_LINK_QUEUE_RESERVED_COUNT: usize = REPLICATION_LINK_QUEUE_COUNT / 2;
 /// At shutdown, how long watchers get to be sent their end line before the executor
 /// stops: a flush, not a drain of their queues.
 pub const WATCHERS_END_ON_SHUTDOWN: Duration = Duration::from_millis(500);

@@ -22,9 +22,9 @@ use super::queue::{ForwardBytes, HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::{FrontendIdentity, ServerConfig};
 use crate::limits::{
-    jittered_backoff, REPLICATION_BACKOFF_MAX, REPLICATION_BACKOFF_MIN,
-    REPLICATION_HEALTHY_LINK_UPTIME, REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL,
-    REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_COUNT,
+    jittered_backoff, FORWARD_LINK_QUEUE_RESERVED_COUNT, REPLICATION_BACKOFF_MAX,
+    REPLICATION_BACKOFF_MIN, REPLICATION_HEALTHY_LINK_UPTIME, REPLICATION_HELLO_TIMEOUT,
+    REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT, REPLICATION_LINK_QUEUE_COUNT,
 };
 use crate::metrics::{metrics, ReplicationQueue};
 
@@ -234,7 +234,6 @@ async fn relay(
                 if outbox.take_presence_lost() {
                     inbox.deliver(HubMessage::SnapshotWanted);
                 }
-                send_forwarded(tx, outbox)?;
                 while let Some(kind) = outbox.try_recv() {
                     match tx.try_send(Linked::plain(kind)) {
                         Ok(()) => {
@@ -251,19 +250,28 @@ async fn relay(
                         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(LinkError::Closed),
                     }
                 }
+                send_forwarded(tx, outbox)?;
             }
         }
     }
 }
 
-/// Moves the monitoring events the shards queued onto the link; a full link queue drops
-/// them (counted: live watch is best effort, the rows are on the datastore).
+/// Moves the monitoring events the shards queued onto the link, after everything else;
+/// they never take the link queue's last `FORWARD_LINK_QUEUE_RESERVED_COUNT` slots (kept
+/// for presence and flow states): past that they are dropped and counted (live watch is
+/// best effort, the rows are on the datastore).
 fn send_forwarded(
     tx: &tokio::sync::mpsc::Sender<Linked>,
     outbox: &OutboxReceiver,
 ) -> Result<(), LinkError> {
     let m = metrics();
     while let Some(forwarded) = outbox.try_recv_forwarded() {
+        if tx.capacity() <= FORWARD_LINK_QUEUE_RESERVED_COUNT {
+            m.replication_dropped(ReplicationQueue::Link);
+            m.events_watch_forward_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let linked = Linked {
             envelope: envelope(Kind::Monitoring(forwarded.event)),
             _held: Some(forwarded.held),
