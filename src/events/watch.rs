@@ -370,6 +370,10 @@ impl futures::Stream for Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.hub.leave(&self.artifact, self.slot.id);
+        // A shard that has not looked at the routes since still holds this slot in its
+        // snapshot: leave it empty, not holding batches until that shard's next batch.
+        let _ = self.slot.ended.set(EndReason::Shutdown);
+        while self.slot.take().is_some() {}
     }
 }
 

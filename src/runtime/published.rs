@@ -61,11 +61,15 @@ impl<T: Send + Sync + 'static> Published<T> {
     pub fn load(&self) -> Arc<T> {
         let version = self.inner.version.load(Ordering::Acquire);
         let id = self.inner.id;
-        let cached = SNAPSHOTS.with(|s| {
-            let s = s.borrow();
-            let (seen, value) = s.get(&id)?;
-            (*seen == version).then(|| value.clone())
-        });
+        // `try_with`: a thread tearing down its locals still reads, through the lock.
+        let cached = SNAPSHOTS
+            .try_with(|s| {
+                let s = s.borrow();
+                let (seen, value) = s.get(&id)?;
+                (*seen == version).then(|| value.clone())
+            })
+            .ok()
+            .flatten();
         if let Some(value) = cached.and_then(|v| v.downcast::<T>().ok()) {
             return value;
         }
@@ -73,7 +77,7 @@ impl<T: Send + Sync + 'static> Published<T> {
             let current = self.inner.current.lock().expect("published value lock");
             (self.inner.version.load(Ordering::Acquire), current.clone())
         };
-        SNAPSHOTS.with(|s| {
+        let _ = SNAPSHOTS.try_with(|s| {
             let mut s = s.borrow_mut();
             if s.len() >= CACHED_SNAPSHOTS_PER_THREAD_COUNT && !s.contains_key(&id) {
                 s.clear();
