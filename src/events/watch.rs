@@ -380,7 +380,7 @@ impl Drop for Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     use std::sync::Mutex;
 
     fn artifact(name: &str) -> ArtifactName {
@@ -421,8 +421,6 @@ mod tests {
             })
             .collect()
     }
-
-    use futures::FutureExt;
 
     // Goal: a watcher gets its artifact's batches only, and with a client id only that
     // client's; batches from a minion carry the minion's name. Method: two watchers,
