@@ -17,7 +17,7 @@ use crate::artifacts::{self as catalogue, ArtifactError};
 use crate::protocol::pb;
 
 /// What runs the queries of one agent's client event table.
-pub trait EventQueries: Send + 'static {
+pub trait EventQueries: Send + Sync + 'static {
     /// The table changed: run exactly `table.queries` from now on (an empty list stops
     /// everything). Called on the agent's session task, so it must return at once.
     fn table_changed(&mut self, table: &pb::EventTable);

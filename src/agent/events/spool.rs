@@ -180,8 +180,9 @@ impl EventSpool {
             }
             match next {
                 Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
                     tokio::select! {
-                        _ = tokio::time::sleep_until(due.into()) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = self.opened.notified() => {}
                     }
                 }
