@@ -111,6 +111,9 @@ pub async fn run(
         seen: HashSet::new(),
         seen_order: VecDeque::new(),
     };
+    if let Some(table) = state.events.as_mut().and_then(|e| e.queries.saved_table()) {
+        accept_event_table(&mut state, table);
+    }
     let n = opts.urls.len();
     let mut next = rand::thread_rng().gen_range(0..n);
     let (mut failures_in_round, mut round, mut first) = (0usize, 0u32, true);

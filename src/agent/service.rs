@@ -23,6 +23,10 @@ pub enum AgentError {
     Thread(std::io::Error),
 }
 
+/// The last client event table, kept beside the event buffer: an agent restarted while
+/// no frontend is reachable runs its queries at once rather than after its next connect.
+const EVENT_TABLE_FILE: &str = "table.pb";
+
 /// Logs what the agent does at the levels an operator needs.
 struct LogObserver;
 
@@ -77,7 +81,10 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         drop_connection_every_uploads: 0,
         events: Some(AgentEvents {
             spool: spool.clone(),
-            queries: Box::new(NativeQueries::new(spool.clone())),
+            queries: Box::new(NativeQueries::new(
+                spool.clone(),
+                Some(config.client.event_buffer_dir.join(EVENT_TABLE_FILE)),
+            )),
         }),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -102,9 +109,10 @@ fn open_spool(config: &ClientConfig) -> Arc<EventSpool> {
     );
     let dropped_total = AtomicU64::new(0);
     let on_drop: OnDrop = Box::new(move |artifact: &str, rows: u64, why: DropReason| {
-        // Offline with a full buffer, every new batch pushes one out: log sparingly.
+        // Offline with a full buffer (or facing a server that takes no events) every new
+        // batch is a drop: log sparingly, with the running count.
         let total = dropped_total.fetch_add(1, Ordering::Relaxed) + 1;
-        if total.is_power_of_two() || why != DropReason::BufferFull {
+        if total.is_power_of_two() {
             tracing::warn!(
                 artifact,
                 rows,

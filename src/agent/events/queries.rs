@@ -7,13 +7,17 @@
 //! spawns and signals threads).
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use prost::Message;
 use serde_json::Value;
 
 use crate::agent::events::stop::StopSignal;
 use crate::agent::events::{client_stats, log_tail, process_start, EventSpool};
 use crate::artifacts::{self as catalogue, ArtifactError};
+use crate::limits::MAX_TASK_FRAME_BYTES;
 use crate::protocol::pb;
 
 /// What runs the queries of one agent's client event table.
@@ -21,6 +25,12 @@ pub trait EventQueries: Send + Sync + 'static {
     /// The table changed: run exactly `table.queries` from now on (an empty list stops
     /// everything). Called on the agent's session task, so it must return at once.
     fn table_changed(&mut self, table: &pb::EventTable);
+
+    /// The table the agent held when it last ran, to run before any server is reached
+    /// (an agent restarted while offline keeps monitoring). None: wait for the server's.
+    fn saved_table(&mut self) -> Option<pb::EventTable> {
+        None
+    }
 }
 
 /// One query as the table asks for it: its name and its parameters as sent.
@@ -51,13 +61,30 @@ pub fn plan_changes(running: &[QuerySpec], wanted: &[QuerySpec]) -> (Vec<usize>,
 pub struct NativeQueries {
     spool: Arc<EventSpool>,
     running: Vec<(QuerySpec, StopSignal)>,
+    /// Where the last table is kept for the next start (None: not kept).
+    table_file: Option<PathBuf>,
 }
 
 impl NativeQueries {
-    pub fn new(spool: Arc<EventSpool>) -> Self {
+    pub fn new(spool: Arc<EventSpool>, table_file: Option<PathBuf>) -> Self {
         Self {
             spool,
             running: Vec::new(),
+            table_file,
+        }
+    }
+
+    /// Keeps `table` for the next start: a few hundred bytes, replaced atomically, only
+    /// when the table changes.
+    fn save(&self, table: &pb::EventTable) {
+        let Some(path) = &self.table_file else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let written =
+            std::fs::write(&tmp, table.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "client event table not kept: {e}");
         }
     }
 
@@ -89,7 +116,23 @@ impl NativeQueries {
 }
 
 impl EventQueries for NativeQueries {
+    fn saved_table(&mut self) -> Option<pb::EventTable> {
+        let path = self.table_file.as_ref()?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_TASK_FRAME_BYTES as u64).read_to_end(&mut bytes))
+            .ok()?;
+        match pb::EventTable::decode(bytes.as_slice()) {
+            Ok(table) => Some(table),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "kept client event table unreadable: {e}");
+                None
+            }
+        }
+    }
+
     fn table_changed(&mut self, table: &pb::EventTable) {
+        self.save(table);
         let wanted = specs(table);
         let running: Vec<QuerySpec> = self.running.iter().map(|(s, _)| s.clone()).collect();
         let (stop, start) = plan_changes(&running, &wanted);
