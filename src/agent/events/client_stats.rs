@@ -21,7 +21,7 @@ pub(super) fn run(
         .and_then(|p| p.parse().ok())
         .unwrap_or(10);
     let period = Duration::from_secs(period_s).max(MIN_CLIENT_STATS_PERIOD);
-    let mut sampler = Sampler::new().map_err(|e| io_error(e))?;
+    let mut sampler = Sampler::new().map_err(io_error)?;
     while !stop.wait(period) {
         match sampler.sample() {
             Ok(row) => emit(row),

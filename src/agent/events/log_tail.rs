@@ -7,6 +7,7 @@
 //! - truncation (logrotate's `copytruncate`): the file is shorter than what was read;
 //!   reading starts again at its start;
 //! - a missing file is waited for, and read from its start when it appears.
+//!
 //! A line longer than `MAX_LOG_LINE_BYTES` is cut there and marked `truncated`.
 //! Known gap: a file truncated and refilled past the old length between two polls
 //! looks like a file that grew, and its first bytes are skipped.
