@@ -126,10 +126,13 @@ pub async fn run(
                 first = false;
                 failures_in_round = 0;
                 round = 0;
+                let spool = state.events.as_ref().map(|e| e.spool.clone());
+                spool.iter().for_each(|s| s.set_connected(true));
                 let why = tokio::select! {
                     why = session(&opts, conn, tasks, &mut state, &runner, observer.as_ref()) => why,
                     _ = stop.changed() => "stopping".to_string(),
                 };
+                spool.iter().for_each(|s| s.set_connected(false));
                 observer.disconnected(&why);
             }
             Err(e) => {

@@ -1,13 +1,14 @@
 //! Rows into per-artifact batches: each batch is sealed when it is old enough
-//! (`EVENT_BATCH_MAX_AGE`), when the next row would not fit one upload, or when the next
+//! (`EVENT_BATCH_MAX_AGE`, or `EVENT_BATCH_MAX_AGE_OFFLINE` while no frontend is
+//! reachable), when the next row would not fit one upload, or when the next
 //! row falls on another UTC day (the server files a batch under one day).
 //!
 //! Owns: the open batches and the rule for sealing them. Must not: number batches
 //! (`buffer` does, so numbering and persistence stay together) or touch the disk.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::limits::EVENT_BATCH_MAX_AGE;
+use crate::limits::{EVENT_BATCH_MAX_AGE, EVENT_BATCH_MAX_AGE_OFFLINE};
 use crate::protocol::pb;
 
 /// Room kept in an upload for the frame, the `Upload` envelope and the batch's other
@@ -33,6 +34,8 @@ pub struct Batcher {
     open: Vec<OpenBatch>,
     /// Encoded-size budget of one batch: `max_upload_bytes` less the overhead.
     max_batch_bytes: usize,
+    /// How old a batch gets before it is sealed: short while connected, long offline.
+    max_age: Duration,
 }
 
 struct OpenBatch {
@@ -73,7 +76,18 @@ impl Batcher {
         Self {
             open: Vec::new(),
             max_batch_bytes,
+            max_age: EVENT_BATCH_MAX_AGE_OFFLINE,
         }
+    }
+
+    /// Connected: batches go out after `EVENT_BATCH_MAX_AGE`; offline they grow for
+    /// `EVENT_BATCH_MAX_AGE_OFFLINE`. An agent starts offline.
+    pub fn set_connected(&mut self, connected: bool) {
+        self.max_age = if connected {
+            EVENT_BATCH_MAX_AGE
+        } else {
+            EVENT_BATCH_MAX_AGE_OFFLINE
+        };
     }
 
     /// Adds one row (a JSON object without its newline) of `artifact` at `time_ms`; a
@@ -118,11 +132,11 @@ impl Batcher {
         Ok(())
     }
 
-    /// Seals every batch opened at least `EVENT_BATCH_MAX_AGE` before `now`.
+    /// Seals every batch opened at least the current maximum age before `now`.
     pub fn seal_due(&mut self, now: Instant, sealed: &mut Vec<pb::EventBatch>) {
         let mut i = 0;
         while i < self.open.len() {
-            if now.saturating_duration_since(self.open[i].opened) >= EVENT_BATCH_MAX_AGE {
+            if now.saturating_duration_since(self.open[i].opened) >= self.max_age {
                 sealed.push(self.open.swap_remove(i).seal());
             } else {
                 i += 1;
@@ -137,10 +151,7 @@ impl Batcher {
 
     /// When the oldest open batch is due; None when none is open.
     pub fn next_due(&self) -> Option<Instant> {
-        self.open
-            .iter()
-            .map(|b| b.opened + EVENT_BATCH_MAX_AGE)
-            .min()
+        self.open.iter().map(|b| b.opened + self.max_age).min()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,6 +235,12 @@ mod tests {
         let mut sealed = Vec::new();
         assert_eq!(b.next_due(), None);
         b.push("A", 1, b"{}", t0, &mut sealed).unwrap();
+        assert_eq!(
+            b.next_due(),
+            Some(t0 + EVENT_BATCH_MAX_AGE_OFFLINE),
+            "offline"
+        );
+        b.set_connected(true);
         assert_eq!(b.next_due(), Some(t0 + EVENT_BATCH_MAX_AGE));
         b.seal_due(t0 + EVENT_BATCH_MAX_AGE / 2, &mut sealed);
         assert!(sealed.is_empty());

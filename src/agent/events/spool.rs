@@ -64,6 +64,15 @@ impl EventSpool {
         self.on_disk
     }
 
+    /// The session reached a frontend (true) or lost it (false): batches are sealed
+    /// sooner while connected (see `Batcher::set_connected`).
+    pub fn set_connected(&self, connected: bool) {
+        self.lock().batcher.set_connected(connected);
+        // The flusher may be asleep until a later deadline.
+        self.opened_cv.notify_all();
+        self.opened.notify_one();
+    }
+
     /// Adds one row of `artifact`, at `time_ms`.
     pub fn push_value(&self, artifact: &str, time_ms: u64, row: &serde_json::Value) {
         let bytes = serde_json::to_vec(row).expect("a JSON value always serialises");
@@ -75,7 +84,7 @@ impl EventSpool {
         debug_assert!(!row.contains(&b'\n'));
         let mut sealed = Vec::new();
         let mut dropped = Vec::new();
-        let opened = {
+        let (opened, queued) = {
             let mut st = self.lock();
             let was_idle = st.batcher.is_empty();
             match st
@@ -89,16 +98,17 @@ impl EventSpool {
                     reason: DropReason::RowTooLarge,
                 }),
             }
+            let queued = !sealed.is_empty();
             for batch in sealed.drain(..) {
                 dropped.extend(st.buffer.add(batch));
             }
-            was_idle && !st.batcher.is_empty()
+            (was_idle && !st.batcher.is_empty(), queued)
         };
         if opened {
             self.opened_cv.notify_one();
             self.opened.notify_one();
         }
-        self.after(dropped, true);
+        self.after(dropped, queued);
     }
 
     /// Seals the batches that are due; returns when the next one will be.
@@ -252,6 +262,7 @@ mod tests {
         });
         let spool = EventSpool::new(EventBuffer::memory(1 << 20), 64 * 1024, on_drop);
         let flusher = spool.start_flusher_thread().unwrap();
+        spool.set_connected(true);
         spool.push("A", crate::clock::now_ms(), b"{\"n\":1}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !spool.has_batches() {
