@@ -189,10 +189,9 @@ async fn session(
         }
         let spool = state.events.as_ref().map(|e| e.spool.clone());
         let has_results = !state.outbox.is_empty();
-        let has_events = spool.as_ref().is_some_and(|s| s.has_batches());
-        if has_events && (events_turn || !has_results) {
+        let events = spool.filter(|s| s.has_batches());
+        if let Some(spool) = events.filter(|_| events_turn || !has_results) {
             events_turn = false;
-            let spool = spool.expect("has_events implies a spool");
             if let Err(e) = deliver_event(&mut conn, &spool, state, observer).await {
                 return e.to_string();
             }
@@ -222,41 +221,55 @@ async fn session(
                 continue;
             }
         }
-        let collecting = state.collecting.as_mut().map(|(_, handle)| handle);
-        tokio::select! {
-            pushed = rx.recv() => match pushed {
-                Some(pushed) => accept(state, pushed, observer),
-                None => return "task stream ended".to_string(),
-            },
-            outputs = async move {
-                match collecting {
-                    Some(handle) => handle.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let (task, _) = state.collecting.take().expect("a collection was running");
-                // A collection that panicked is reported as failed, artifact by artifact.
-                let outputs = outputs.unwrap_or_else(|e| {
-                    task.artifacts
-                        .iter()
-                        .map(|a| ArtifactOutput {
-                            name: a.name.clone(),
-                            jsonl: Default::default(),
-                            rows: 0,
-                            error: Some(format!("collection failed: {e}")),
-                        })
-                        .collect()
-                });
-                state.outbox.add_flow(&task.flow_id, outputs);
-            },
-            _ = async {
-                match &spool {
-                    Some(spool) => spool.batch_queued().await,
-                    None => std::future::pending().await,
-                }
-            } => {}
+        if let Some(why) = wait_for_work(&mut rx, state, observer).await {
+            return why;
         }
     }
+}
+
+/// Waits until something needs the session: a pushed message, the running collection
+/// finishing, or an event batch sealed. Some(why) when the task stream ended.
+async fn wait_for_work(
+    rx: &mut mpsc::Receiver<Pushed>,
+    state: &mut AgentState,
+    observer: &dyn Observer,
+) -> Option<String> {
+    let spool = state.events.as_ref().map(|e| e.spool.clone());
+    let collecting = state.collecting.as_mut().map(|(_, handle)| handle);
+    tokio::select! {
+        pushed = rx.recv() => match pushed {
+            Some(pushed) => accept(state, pushed, observer),
+            None => return Some("task stream ended".to_string()),
+        },
+        outputs = async move {
+            match collecting {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            let (task, _) = state.collecting.take().expect("a collection was running");
+            // A collection that panicked is reported as failed, artifact by artifact.
+            let outputs = outputs.unwrap_or_else(|e| {
+                task.artifacts
+                    .iter()
+                    .map(|a| ArtifactOutput {
+                        name: a.name.clone(),
+                        jsonl: Default::default(),
+                        rows: 0,
+                        error: Some(format!("collection failed: {e}")),
+                    })
+                    .collect()
+            });
+            state.outbox.add_flow(&task.flow_id, outputs);
+        },
+        _ = async {
+            match &spool {
+                Some(spool) => spool.batch_queued().await,
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+    None
 }
 
 /// Starts a task's collection beside the session (on a blocking thread when the runner
