@@ -41,8 +41,10 @@ pub(super) fn run(emit: &dyn Fn(Value), stop: &StopSignal) -> Result<(), Artifac
 }
 
 pub(super) struct ProcessWatcher {
-    /// Pids present at the previous pass.
+    /// Pids present at the previous pass (and reported, or not worth reporting).
     known: HashSet<u32>,
+    /// Pids seen in the middle of their exec on the previous pass, looked at again once.
+    unfinished: HashSet<u32>,
     units: Units,
     names: HashMap<u32, String>,
 }
@@ -52,6 +54,7 @@ impl ProcessWatcher {
     pub(super) fn new() -> std::io::Result<Self> {
         let mut watcher = Self {
             known: list_pids()?.into_iter().collect(),
+            unfinished: HashSet::new(),
             units: host_units(),
             names: HashMap::new(),
         };
@@ -68,11 +71,17 @@ impl ProcessWatcher {
     /// Emits a row for every pid not present at the previous pass, in pid order.
     pub(super) fn poll(&mut self, emit: &dyn Fn(Value)) -> std::io::Result<()> {
         let pids = list_pids()?;
+        let mut unfinished = HashSet::new();
         for &pid in &pids {
             if self.known.contains(&pid) {
                 continue;
             }
             match process_row(pid, &self.units, &self.names) {
+                // The kernel shows the new executable before the new command line: a
+                // process caught in between is looked at again on the next pass (once).
+                Ok(row) if in_exec(&row) && !self.unfinished.contains(&pid) => {
+                    unfinished.insert(pid);
+                }
                 Ok(mut row) => {
                     if let Some(object) = row.as_object_mut() {
                         object.remove("state");
@@ -84,9 +93,18 @@ impl ProcessWatcher {
                 Err(e) => tracing::trace!(pid, "new process not read: {e}"),
             }
         }
-        self.known = pids.into_iter().collect();
+        self.known = pids
+            .into_iter()
+            .filter(|p| !unfinished.contains(p))
+            .collect();
+        self.unfinished = unfinished;
         Ok(())
     }
+}
+
+/// A user process (it has an executable) with no command line yet: mid-exec.
+fn in_exec(row: &Value) -> bool {
+    !row["exe"].is_null() && row["cmdline"].as_str().is_some_and(str::is_empty)
 }
 
 #[cfg(test)]
@@ -106,7 +124,19 @@ mod tests {
             .spawn()
             .unwrap();
         let rows = Mutex::new(Vec::new());
-        watcher.poll(&|row| rows.lock().unwrap().push(row)).unwrap();
+        // A child caught mid-exec is reported on a later pass; passes after that must not
+        // report it again.
+        let mine = |rows: &Mutex<Vec<Value>>| {
+            let rows = rows.lock().unwrap();
+            rows.iter().filter(|r| r["pid"] == child.id()).count()
+        };
+        for _ in 0..100 {
+            watcher.poll(&|row| rows.lock().unwrap().push(row)).unwrap();
+            if mine(&rows) > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         watcher.poll(&|row| rows.lock().unwrap().push(row)).unwrap();
         let _ = child.kill();
         let _ = child.wait();
