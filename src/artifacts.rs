@@ -33,6 +33,7 @@ pub const NETSTAT: &str = "Linux.Network.Netstat";
 pub const FILES_GLOB: &str = "Generic.Files.Glob";
 pub const CLIENT_STATS: &str = "Generic.Client.Stats";
 pub const PROCESS_START: &str = "Linux.Events.ProcessStart";
+pub const LOG_TAIL: &str = "Linux.Events.LogTail";
 
 /// One built-in artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +447,18 @@ const CATALOGUE: &[ArtifactDef] = &[
         kind: ArtifactKind::Event,
         parameters: &[],
     },
+    ArtifactDef {
+        name: LOG_TAIL,
+        description: "One row for each new line of a text log, from the end of the file when \
+                      the query starts; follows rotation by rename and by truncation.",
+        kind: ArtifactKind::Event,
+        parameters: &[ParamDef {
+            name: "path",
+            description: "Absolute path of the log, e.g. /var/log/auth.log.",
+            default: None,
+            kind: ParamKind::String,
+        }],
+    },
 ];
 
 #[cfg(test)]
@@ -603,8 +616,21 @@ mod tests {
         let mut seen = BTreeSet::new();
         for def in catalogue() {
             assert!(seen.insert(def.name), "duplicate {}", def.name);
-            // Every default must itself be a valid value, or a default request would fail.
-            resolve_params(def, &BTreeMap::new()).unwrap();
+            // Every default must itself be a valid value, or a default request would fail;
+            // a required parameter must be given.
+            let required: BTreeMap<String, String> = def
+                .parameters
+                .iter()
+                .filter(|p| p.default.is_none())
+                .map(|p| (p.name.to_string(), "/var/log/auth.log".to_string()))
+                .collect();
+            resolve_params(def, &required).unwrap();
+            if !required.is_empty() {
+                assert!(matches!(
+                    resolve_params(def, &BTreeMap::new()),
+                    Err(ArtifactError::MissingParameter { .. })
+                ));
+            }
         }
         let body = catalogue_json();
         let items = body["items"].as_array().unwrap();
@@ -616,5 +642,10 @@ mod tests {
         assert_eq!(glob["parameters"][0]["default"], "/etc/*.conf");
         let stats = items.iter().find(|i| i["name"] == CLIENT_STATS).unwrap();
         assert_eq!(stats["kind"], "event");
+        let tail = items.iter().find(|i| i["name"] == LOG_TAIL).unwrap();
+        assert_eq!(tail["kind"], "event");
+        assert_eq!(tail["parameters"][0]["name"], "path");
+        assert_eq!(tail["parameters"][0]["default"], Value::Null);
+        assert!(find_event(LOG_TAIL).is_ok());
     }
 }

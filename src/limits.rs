@@ -282,6 +282,48 @@ pub const MAX_CACHED_CREDENTIALS_COUNT: usize = 1024;
 // ---- Events: agent queries and buffer ----------------------------------------------------
 // (the agent's event queries, batching and on-disk buffer)
 
+/// Oldest an open event batch gets before it is sealed and queued for upload: short
+/// enough that a connected agent's event reaches the server well within 1 s (this plus
+/// one upload round trip), long enough that a burst (a log flood, a fork storm) travels
+/// in a few batches rather than one upload per row.
+pub const EVENT_BATCH_MAX_AGE: Duration = Duration::from_millis(250);
+/// The same while no frontend is reachable: latency does not matter then, and an hour
+/// offline makes ~360 batches per artifact (files in the buffer, uploads on return)
+/// instead of ~14,400.
+pub const EVENT_BATCH_MAX_AGE_OFFLINE: Duration = Duration::from_secs(10);
+const _: () = assert!(EVENT_BATCH_MAX_AGE.as_millis() <= EVENT_BATCH_MAX_AGE_OFFLINE.as_millis());
+
+/// Default bound of the agent's event buffer (client config `max_event_buffer_bytes`):
+/// an hour offline at ~18 KB/s of events, which is far above what the three built-in
+/// queries produce on an ordinary host, on any endpoint's disk.
+pub const DEFAULT_MAX_EVENT_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest bound a client config may set: one full upload of the smallest size an agent
+/// may send, so the bound never forces a batch out the moment it is sealed.
+pub const MIN_EVENT_BUFFER_BYTES: u64 = MIN_CLIENT_UPLOAD_BYTES;
+
+/// Event batch files read back when an agent starts: each was written by the agent at
+/// most `max_upload_bytes`; anything bigger is not ours and is discarded unread.
+pub const MAX_EVENT_BATCH_FILE_BYTES: u64 = MAX_MAX_UPLOAD_BYTES + 64 * 1024;
+
+/// How often `Linux.Events.ProcessStart` lists /proc: a process that lives shorter than
+/// this may be missed; listing ~300 pids twice a second costs well under 1 % of a core.
+pub const PROCESS_START_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often `Linux.Events.LogTail` checks its file for new lines, rotation and
+/// truncation: a quarter second keeps a log line's way to the server under 1 s.
+pub const LOG_TAIL_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest log line sent whole; a longer one is cut here and marked `truncated` (the
+/// rest, up to its newline, is skipped). Real log lines are well under 1 KiB; 16 KiB
+/// keeps a runaway writer from putting megabytes in one row.
+pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+/// Most bytes one LogTail poll reads: a log growing faster than this (64 MiB/s) is
+/// read over several polls instead of into one huge buffer.
+pub const MAX_LOG_READ_PER_POLL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Shortest `period_s` of `Generic.Client.Stats`: a sample every second is already
+/// far more than an operator reads; 0 would be a busy loop.
+pub const MIN_CLIENT_STATS_PERIOD: Duration = Duration::from_secs(1);
+
 // ---- Events: ingest and storage -----------------------------------------------------------
 // (event batches on a frontend and the monitoring day files)
 // Event batches are capped by `max_upload_bytes` like result batches; pages of

@@ -82,6 +82,9 @@ pub fn run(args: &Args) -> Result<()> {
         "loadgen done: peak {} connected, {} tasks, {} flows, {} errors",
         merged.connected_peak, merged.tasks_received, merged.flows_completed, merged.errors
     );
+    if let Some(line) = merged.events_summary() {
+        eprintln!("loadgen {line}");
+    }
     Ok(())
 }
 
@@ -119,6 +122,11 @@ fn spawn_worker(
         "--upload-bytes-per-agent",
         &args.upload_bytes_per_agent.to_string(),
     ]);
+    cmd.args([
+        "--events-per-second-per-agent",
+        &args.events_per_second_per_agent.to_string(),
+    ]);
+    cmd.args(["--event-buffer-bytes", &args.event_buffer_bytes.to_string()]);
     if let Some(rows) = args.pslist_rows {
         cmd.args(["--pslist-rows", &rows.to_string()]);
     }
@@ -155,7 +163,7 @@ fn watch(
     });
     let storms = storms.into_iter().collect::<Result<Vec<_>>>()?;
     let mut stopping: Option<Instant> = None;
-    let mut last_bytes = 0u64;
+    let (mut last_bytes, mut last_events) = (0u64, 0u64);
     loop {
         std::thread::sleep(Duration::from_secs(1));
         for (signal, flag) in &storms {
@@ -176,7 +184,7 @@ fn watch(
         );
         let now = sum.first().cloned().unwrap_or_default();
         eprintln!(
-            "[{:>4}s] connected {}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}",
+            "[{:>4}s] connected {}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}{}",
             started.elapsed().as_secs(),
             now.connected,
             args.clients,
@@ -185,9 +193,11 @@ fn watch(
             now.upload_bytes.saturating_sub(last_bytes) as f64 / 1e6,
             now.errors,
             now.reconnects,
-            now.tickets_offered
+            now.tickets_offered,
+            crate::stats::events_progress(&now, last_events),
         );
         last_bytes = now.upload_bytes;
+        last_events = now.events_acked;
         let done_flows = args.exit_after_flows > 0 && now.flows >= args.exit_after_flows;
         let signalled = stop.load(std::sync::atomic::Ordering::Relaxed);
         if stopping.is_none() && (done_flows || signalled) {

@@ -7,12 +7,18 @@
 //! upload:  once the fleet is connected, schedule one collection on every agent (over
 //!          parallel API connections); each answers with `--upload-bytes-per-agent`
 //!          of rows, as fast as it can.
+//! events:  client monitoring events: with `--event-artifact`, the client event table is
+//!          first set (PUT) to list those artifacts for every agent; each agent then emits
+//!          `--events-per-second-per-agent` synthetic rows for whatever its table lists,
+//!          and the report counts the events acknowledged and dropped.
+//! `--watch-artifact A` (any scenario) follows the master's live watch of A and reports
+//! the events seen and their lag.
 //! The probe GETs /api/v1/frontends at `--probe-rate-per-second` on one keep-alive
 //! connection for the whole run and reports the latency percentiles.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -28,6 +34,7 @@ pub enum Scenario {
     Idle,
     Tasking,
     Upload,
+    Events,
 }
 
 /// Longest wait for the fleet to show as connected before a scenario starts anyway.
@@ -39,6 +46,9 @@ pub struct DriverPlan {
     pub clients: usize,
     pub task_rate_per_second: f64,
     pub probe_rate_per_second: f64,
+    /// The client event table's `all` list to PUT first (empty: leave the table alone).
+    pub event_artifacts: Vec<serde_json::Value>,
+    pub watch_artifact: Option<String>,
 }
 
 #[derive(Default)]
@@ -46,18 +56,25 @@ pub struct DriverOutcome {
     pub collections_scheduled: u64,
     pub schedule_errors: u64,
     pub api_latency_us: Option<Histogram<u64>>,
+    pub watch: Option<crate::watch::WatchOutcome>,
 }
 
 /// Runs the scenario and the probe until `stop` turns true.
 pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<DriverOutcome> {
     let Some(target) = plan.target.clone() else {
         anyhow::ensure!(
-            plan.scenario == Scenario::Idle,
-            "scenario {:?} needs --api-url and --api-password",
+            matches!(plan.scenario, Scenario::Idle | Scenario::Events)
+                && plan.event_artifacts.is_empty()
+                && plan.watch_artifact.is_none(),
+            "scenario {:?} (with --event-artifact or --watch-artifact) needs --api-url and \
+             --api-password",
             plan.scenario
         );
         return Ok(DriverOutcome::default());
     };
+    if !plan.event_artifacts.is_empty() {
+        set_event_table(&target, &plan.event_artifacts).await?;
+    }
     let probe = (plan.probe_rate_per_second > 0.0).then(|| {
         tokio::spawn(probe(
             target.clone(),
@@ -65,9 +82,16 @@ pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<Driv
             stop.clone(),
         ))
     });
+    let watch = plan
+        .watch_artifact
+        .clone()
+        .map(|artifact| tokio::spawn(crate::watch::watch(target.clone(), artifact, stop.clone())));
     let mut outcome = schedule(&plan, &target, stop).await?;
     if let Some(probe) = probe {
         outcome.api_latency_us = Some(probe.await??);
+    }
+    if let Some(watch) = watch {
+        outcome.watch = Some(watch.await?);
     }
     Ok(outcome)
 }
@@ -78,7 +102,7 @@ async fn schedule(
     mut stop: watch::Receiver<bool>,
 ) -> Result<DriverOutcome> {
     let mut outcome = DriverOutcome::default();
-    if plan.scenario == Scenario::Idle {
+    if matches!(plan.scenario, Scenario::Idle | Scenario::Events) {
         let _ = stop.wait_for(|s| *s).await;
         return Ok(outcome);
     }
@@ -105,10 +129,51 @@ async fn schedule(
                 }
             }
         }
-        Scenario::Idle => {}
+        Scenario::Idle | Scenario::Events => {}
     }
     let _ = stop.wait_for(|s| *s).await;
     Ok(outcome)
+}
+
+/// PUTs the client event table with `all` = `entries` (and no label lists), so every
+/// agent runs those event artifacts; agents connected already get it pushed.
+async fn set_event_table(target: &ApiTarget, entries: &[serde_json::Value]) -> Result<()> {
+    let mut api = ApiClient::connect(target).await?;
+    let body = serde_json::to_vec(&serde_json::json!({ "all": entries, "by_label": {} }))?;
+    let (status, answer, _) = api
+        .request("PUT", "/api/v1/events/client_table", Some(body))
+        .await?;
+    anyhow::ensure!(
+        status == 200,
+        "setting the client event table: {status} {}",
+        String::from_utf8_lossy(&answer)
+    );
+    eprintln!(
+        "loadgen: client event table set: {}",
+        String::from_utf8_lossy(&answer).trim()
+    );
+    Ok(())
+}
+
+/// `NAME` or `NAME:key=value,key=value` (e.g. `Linux.Events.LogTail:path=/var/log/auth.log`)
+/// -> a client event table entry.
+pub fn event_table_entry(spec: &str) -> Result<serde_json::Value> {
+    let (name, params) = spec.split_once(':').unwrap_or((spec, ""));
+    anyhow::ensure!(
+        !name.is_empty(),
+        "--event-artifact `{spec}` names no artifact"
+    );
+    let mut parameters = serde_json::Map::new();
+    for pair in params.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--event-artifact `{spec}`: `{pair}` is not key=value"))?;
+        parameters.insert(
+            key.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    Ok(serde_json::json!({ "name": name, "parameters": parameters }))
 }
 
 /// API connections scheduling the upload scenario at once: one request at a time took

@@ -13,8 +13,10 @@ use packhunt::config::ClientConfig;
 use packhunt::protocol::pb;
 use packhunt::tls::agent_key::AgentIdentity;
 
+use crate::events::EventPlan;
 use crate::stats::{AgentObserver, CountingTicketStore, Stats};
 use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP};
+use packhunt::agent::events::EventSpool;
 use rustls::pki_types::CertificateDer;
 
 pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
@@ -36,6 +38,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
         .transpose()?;
     let driver = driver.map(|plan| tokio::spawn(crate::driver::drive(plan, stop_rx.clone())));
     let storm = storm_signals()?;
+    let event_plan = args.event_plan(config.client.max_upload_bytes);
     let started = Instant::now();
     let mut agents = Vec::with_capacity(args.clients);
     for (local, identity) in identities.into_iter().enumerate() {
@@ -52,6 +55,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             drop_connection_every_uploads: args.drop_connection_every_uploads,
             ca: ca.clone(),
             identity,
+            events: event_plan,
         };
         let tls = plan.tls(&stats)?;
         let observer = Arc::new(AgentObserver::new(
@@ -91,6 +95,9 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             "loadgen done: peak {} connected, {} tasks, {} flows, {} errors",
             report.connected_peak, report.tasks_received, report.flows_completed, report.errors
         );
+        if let Some(line) = report.events_summary() {
+            eprintln!("loadgen {line}");
+        }
     }
     Ok(())
 }
@@ -120,7 +127,7 @@ fn load_identities(args: &Args) -> Result<Vec<AgentIdentity>> {
 async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<Duration> {
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut connect_all = None;
-    let mut last_bytes = 0u64;
+    let (mut last_bytes, mut last_events) = (0u64, 0u64);
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut terminate =
@@ -146,11 +153,11 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
                 serde_json::to_string(&point).expect("points serialise")
             );
         }
-        stats.record_point(point);
+        stats.record_point(point.clone());
         let bytes = stats.upload_bytes.load(Ordering::Relaxed);
         if !args.worker {
             eprintln!(
-            "[{:>4}s] connected {connected}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}",
+            "[{:>4}s] connected {connected}/{} tasks {} flows {} upload {:.1} MB/s errors {} reconnects {} tickets {}{}",
             started.elapsed().as_secs(),
             args.clients,
             stats.tasks.load(Ordering::Relaxed),
@@ -159,9 +166,11 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
             stats.errors.load(Ordering::Relaxed),
             stats.reconnects.load(Ordering::Relaxed),
             stats.tickets_offered.load(Ordering::Relaxed),
+            crate::stats::events_progress(&point, last_events),
         );
         }
         last_bytes = bytes;
+        last_events = point.events_acked;
         let flows = stats.flows_done.load(Ordering::Relaxed);
         if Instant::now() >= deadline
             || (args.exit_after_flows > 0 && flows >= args.exit_after_flows)
@@ -223,6 +232,8 @@ struct AgentPlan {
     drop_connection_every_uploads: u64,
     ca: Arc<[CertificateDer<'static>]>,
     identity: AgentIdentity,
+    /// Synthetic client monitoring events (the events scenario only).
+    events: Option<EventPlan>,
 }
 
 impl AgentPlan {
@@ -239,15 +250,24 @@ impl AgentPlan {
         Ok(Arc::new(config))
     }
 
-    fn options(&self, tls: Arc<rustls::ClientConfig>) -> AgentOptions {
-        AgentOptions {
+    /// The agent's options for one run, and its event spool (to close when the run ends).
+    fn options(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        observer: &Arc<AgentObserver>,
+    ) -> (AgentOptions, Option<Arc<EventSpool>>) {
+        let events = self.events.map(|plan| plan.agent_events(observer.clone()));
+        let spool = events.as_ref().map(|e| e.spool.clone());
+        let options = AgentOptions {
             urls: self.urls.clone(),
             tls,
             local_ip: Some(self.local_ip),
             info: self.info.clone(),
             max_upload_bytes: self.max_upload_bytes,
             drop_connection_every_uploads: self.drop_connection_every_uploads,
-        }
+            events,
+        };
+        (options, spool)
     }
 
     /// Runs the agent until `stop`; each storm ends its run and starts another with the same
@@ -272,15 +292,15 @@ impl AgentPlan {
                 }
                 let _ = phase_tx.send(true);
             };
+            // Events not yet acknowledged are lost with the run (a storm restarts them).
+            let (options, spool) = self.options(tls.clone(), &observer);
             tokio::join!(
-                run::run(
-                    self.options(tls.clone()),
-                    runner.clone(),
-                    observer.clone(),
-                    phase_rx
-                ),
+                run::run(options, runner.clone(), observer.clone(), phase_rx),
                 phase_over
             );
+            if let Some(spool) = spool {
+                spool.close();
+            }
             if *stop.borrow() {
                 return;
             }

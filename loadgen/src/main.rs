@@ -7,9 +7,11 @@
 mod api;
 mod coordinator;
 mod driver;
+mod events;
 mod fleet;
 mod handshake;
 mod stats;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -81,7 +83,10 @@ pub struct Args {
     pub worker: bool,
     /// What the fleet is asked to do through the API: idle (connect and hold), tasking
     /// (random agents tasked at --task-rate-per-second), upload (every agent streams
-    /// --upload-bytes-per-agent of rows). tasking and upload need --api-url.
+    /// --upload-bytes-per-agent of rows), events (every agent emits client monitoring
+    /// events for the artifacts its client event table lists, at
+    /// --events-per-second-per-agent; --event-artifact sets that table first). tasking
+    /// and upload need --api-url.
     #[arg(long, value_enum, default_value = "idle")]
     pub scenario: driver::Scenario,
     /// GUI/API URL of the frontend, e.g. https://127.0.0.1:8889/ (for scenarios and the
@@ -98,6 +103,25 @@ pub struct Args {
     /// upload: bytes of rows each agent sends for its collection.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub upload_bytes_per_agent: u64,
+    /// events: synthetic event rows each agent emits per second, over the event
+    /// artifacts its table lists (rows of each artifact's usual shape and size).
+    #[arg(long, default_value_t = 1.0)]
+    pub events_per_second_per_agent: f64,
+    /// events: set the client event table (PUT, `all` for every agent) to list this
+    /// artifact before the run, as NAME or NAME:key=value,... (repeatable), e.g.
+    /// Generic.Client.Stats, Linux.Events.LogTail:path=/var/log/auth.log. Without it the
+    /// table is left as it is. Needs --api-url.
+    #[arg(long, value_name = "NAME[:k=v,...]")]
+    pub event_artifact: Vec<String>,
+    /// events: each simulated agent keeps at most this many bytes of unacknowledged
+    /// events (in memory); beyond it the oldest batches are dropped and counted.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub event_buffer_bytes: u64,
+    /// Follow the master's live watch (GET /api/v1/events/watch?artifact=A) for the whole
+    /// run and report the events seen and their lag (receive time − event time_ms),
+    /// p50/p99/max. Any scenario; needs --api-url.
+    #[arg(long, value_name = "A")]
+    pub watch_artifact: Option<String>,
     /// Linux.Sys.Pslist answers with this many rows (default: its usual count, or in the
     /// upload scenario enough rows for --upload-bytes-per-agent). Long flows for
     /// fail-over tests.
@@ -136,12 +160,28 @@ impl Args {
             (Some(_), None) => bail!("--api-url needs --api-password (or LOADGEN_API_PASSWORD)"),
             _ => None,
         };
+        let event_artifacts = self
+            .event_artifact
+            .iter()
+            .map(|spec| driver::event_table_entry(spec))
+            .collect::<Result<Vec<_>>>()?;
         Ok(driver::DriverPlan {
             target,
             scenario: self.scenario,
             clients: self.clients,
             task_rate_per_second: self.task_rate_per_second,
             probe_rate_per_second: self.probe_rate_per_second,
+            event_artifacts,
+            watch_artifact: self.watch_artifact.clone(),
+        })
+    }
+
+    /// Each agent's events, in the events scenario.
+    pub fn event_plan(&self, max_upload_bytes: u64) -> Option<events::EventPlan> {
+        (self.scenario == driver::Scenario::Events).then_some(events::EventPlan {
+            events_per_second_per_agent: self.events_per_second_per_agent,
+            buffer_bytes: self.event_buffer_bytes,
+            max_upload_bytes,
         })
     }
 }
@@ -219,7 +259,7 @@ impl SyntheticRunner {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x100000001b3)
     })

@@ -14,6 +14,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use packhunt::agent::events::DropReason;
 use packhunt::agent::run::Observer;
 use packhunt::config::url::ServerUrl;
 use packhunt::protocol::pb;
@@ -35,6 +36,12 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Connections on which an agent offered a TLS session ticket (asked to resume).
     pub tickets_offered: AtomicU64,
+    /// Client monitoring events the server acknowledged (rows, bytes of rows, batches),
+    /// and event rows the agents gave up (buffer full, refused, too large).
+    pub events_acked_rows: AtomicU64,
+    pub events_acked_bytes: AtomicU64,
+    pub events_acked_batches: AtomicU64,
+    pub events_dropped_rows: AtomicU64,
     /// Wall-clock µs of the first and the last task to arrive (0: none yet). When one
     /// collection goes to the whole fleet, the last arrival against the moment it was
     /// started is the fan-out time; the 1 s time series is too coarse for a 2 s target.
@@ -70,6 +77,10 @@ impl Stats {
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             tickets_offered: AtomicU64::new(0),
+            events_acked_rows: AtomicU64::new(0),
+            events_acked_bytes: AtomicU64::new(0),
+            events_acked_batches: AtomicU64::new(0),
+            events_dropped_rows: AtomicU64::new(0),
             first_task_unix_us: AtomicU64::new(0),
             last_task_unix_us: AtomicU64::new(0),
             connect_us: Mutex::new(new_histogram()),
@@ -98,6 +109,8 @@ impl Stats {
             errors: l(&self.errors),
             reconnects: l(&self.reconnects),
             tickets_offered: l(&self.tickets_offered),
+            events_acked: l(&self.events_acked_rows),
+            events_dropped: l(&self.events_dropped_rows),
         }
     }
 
@@ -291,6 +304,17 @@ impl Observer for AgentObserver {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         *self.stats.last_error.lock().expect(NOT_POISONED) = Some(what.to_string());
     }
+    fn events_acked(&self, _artifact: &str, rows: u64, bytes: u64) {
+        let s = &self.stats;
+        s.events_acked_rows.fetch_add(rows, Ordering::Relaxed);
+        s.events_acked_bytes.fetch_add(bytes, Ordering::Relaxed);
+        s.events_acked_batches.fetch_add(1, Ordering::Relaxed);
+    }
+    fn events_dropped(&self, _artifact: &str, rows: u64, _why: DropReason) {
+        self.stats
+            .events_dropped_rows
+            .fetch_add(rows, Ordering::Relaxed);
+    }
 }
 
 /// Counters at one second of the run (cumulative, except `connected`).
@@ -306,6 +330,11 @@ pub struct SeriesPoint {
     pub reconnects: u64,
     #[serde(default)]
     pub tickets_offered: u64,
+    /// Event rows acknowledged and dropped so far.
+    #[serde(default)]
+    pub events_acked: u64,
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -317,6 +346,19 @@ pub struct Percentiles {
     pub max_us: u64,
     /// The whole histogram (HdrHistogram V2, base64) so reports merge exactly.
     pub histogram_v2: String,
+}
+
+/// The live watch: events seen and how late they arrived (receive time − `time_ms`).
+#[derive(Serialize, Deserialize)]
+pub struct WatchReport {
+    pub artifact: String,
+    pub events_seen: u64,
+    pub events_per_second: f64,
+    pub lag: Percentiles,
+    /// Times the stream was opened (more than 1: it ended or failed and was reopened).
+    pub opened: u64,
+    pub end_reason: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -364,6 +406,23 @@ pub struct Report {
     /// Connections on which an agent offered a TLS session ticket.
     #[serde(default)]
     pub tickets_offered: u64,
+    /// Client monitoring events: rows, bytes of rows and batches the server acknowledged,
+    /// rows the agents dropped, and the acknowledged rates over the run.
+    #[serde(default)]
+    pub events_acked_rows: u64,
+    #[serde(default)]
+    pub events_acked_bytes: u64,
+    #[serde(default)]
+    pub events_acked_batches: u64,
+    #[serde(default)]
+    pub events_dropped_rows: u64,
+    #[serde(default)]
+    pub events_acked_per_second: f64,
+    #[serde(default)]
+    pub events_bytes_per_second: f64,
+    /// What `--watch-artifact` saw on the master's watch stream.
+    #[serde(default)]
+    pub watch: Option<WatchReport>,
     pub series: Vec<SeriesPoint>,
     pub flows: Vec<FlowReport>,
 }
@@ -447,6 +506,15 @@ impl Stats {
             last_error: self.last_error(),
             reconnects: l(&self.reconnects),
             tickets_offered: l(&self.tickets_offered),
+            events_acked_rows: l(&self.events_acked_rows),
+            events_acked_bytes: l(&self.events_acked_bytes),
+            events_acked_batches: l(&self.events_acked_batches),
+            events_dropped_rows: l(&self.events_dropped_rows),
+            events_acked_per_second: l(&self.events_acked_rows) as f64
+                / duration.as_secs_f64().max(1e-9),
+            events_bytes_per_second: l(&self.events_acked_bytes) as f64
+                / duration.as_secs_f64().max(1e-9),
+            watch: None,
             series: self.series.lock().expect(NOT_POISONED).clone(),
             flows,
         }
@@ -464,6 +532,43 @@ impl Report {
         self.collections_scheduled = outcome.collections_scheduled;
         self.schedule_errors = outcome.schedule_errors;
         self.api_latency = outcome.api_latency_us.as_ref().map(percentiles);
+        self.watch = outcome.watch.map(|w| WatchReport {
+            events_per_second: w.events_seen as f64 / self.duration_s.max(1e-9),
+            artifact: w.artifact,
+            events_seen: w.events_seen,
+            lag: percentiles(&w.lag_us),
+            opened: w.opened,
+            end_reason: w.end_reason,
+            error: w.error,
+        });
+    }
+
+    /// One line for the operator: what the events scenario achieved.
+    pub fn events_summary(&self) -> Option<String> {
+        if self.events_acked_rows == 0 && self.events_dropped_rows == 0 && self.watch.is_none() {
+            return None;
+        }
+        let mut line = format!(
+            "events acked {} ({:.0}/s, {:.2} MB/s), dropped {}",
+            self.events_acked_rows,
+            self.events_acked_per_second,
+            self.events_bytes_per_second / 1e6,
+            self.events_dropped_rows
+        );
+        if let Some(w) = &self.watch {
+            line += &format!(
+                "; watch {}: {} seen, lag p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                w.artifact,
+                w.events_seen,
+                w.lag.p50_us as f64 / 1e3,
+                w.lag.p99_us as f64 / 1e3,
+                w.lag.max_us as f64 / 1e3
+            );
+            if let Some(e) = &w.error {
+                line += &format!(" (error: {e})");
+            }
+        }
+        Some(line)
     }
 }
 
@@ -490,6 +595,19 @@ pub fn task_latency_through(report: &Report, frontends: &[String]) -> Result<Per
     Ok(percentiles(&merged))
 }
 
+/// The events part of a progress line (empty when no event moved): rows acknowledged in
+/// the last second, and dropped so far.
+pub fn events_progress(now: &SeriesPoint, acked_before: u64) -> String {
+    if now.events_acked == 0 && now.events_dropped == 0 {
+        return String::new();
+    }
+    format!(
+        " events {}/s dropped {}",
+        now.events_acked.saturating_sub(acked_before),
+        now.events_dropped
+    )
+}
+
 /// Sums the points of several workers second by second.
 pub fn sum_series(all: &[&[SeriesPoint]]) -> Vec<SeriesPoint> {
     let len = all.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -510,6 +628,8 @@ pub fn sum_series(all: &[&[SeriesPoint]]) -> Vec<SeriesPoint> {
                     sum.errors += p.errors;
                     sum.reconnects += p.reconnects;
                     sum.tickets_offered += p.tickets_offered;
+                    sum.events_acked += p.events_acked;
+                    sum.events_dropped += p.events_dropped;
                 }
             }
             sum
@@ -577,6 +697,13 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         last_error: reports.iter().find_map(|r| r.last_error.clone()),
         reconnects: sum(|r| r.reconnects),
         tickets_offered: sum(|r| r.tickets_offered),
+        events_acked_rows: sum(|r| r.events_acked_rows),
+        events_acked_bytes: sum(|r| r.events_acked_bytes),
+        events_acked_batches: sum(|r| r.events_acked_batches),
+        events_dropped_rows: sum(|r| r.events_dropped_rows),
+        events_acked_per_second: sum(|r| r.events_acked_rows) as f64 / duration_s.max(1e-9),
+        events_bytes_per_second: sum(|r| r.events_acked_bytes) as f64 / duration_s.max(1e-9),
+        watch: None,
         series,
         flows: reports.into_iter().flat_map(|r| r.flows).collect(),
     })

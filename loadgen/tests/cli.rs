@@ -18,6 +18,10 @@ fn help_names_the_fleet_options() {
         "--report",
         "--ramp-per-second",
         "--identity-dir",
+        "--events-per-second-per-agent",
+        "--event-artifact",
+        "--event-buffer-bytes",
+        "--watch-artifact",
     ] {
         assert!(text.contains(flag), "{flag} in --help");
     }

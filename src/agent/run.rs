@@ -11,7 +11,8 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::agent::comms::{self, CommsError, Connection, TaskStream};
-use crate::agent::outbox::{OutItem, Outbox};
+use crate::agent::events::{DropReason, EventQueries, EventSpool};
+use crate::agent::outbox::{ArtifactOutput, OutItem, Outbox};
 use crate::agent::runner::Runner;
 use crate::config::url::ServerUrl;
 use crate::limits::{
@@ -33,6 +34,18 @@ pub trait Observer: Send + Sync + 'static {
     fn uploaded(&self, _bytes: u64, _rows: u64) {}
     fn flow_done(&self, _flow_id: &str, _rows: u64) {}
     fn error(&self, _what: &str) {}
+    /// The server took an event batch (OK or DUPLICATE): its rows and bytes of rows.
+    fn events_acked(&self, _artifact: &str, _rows: u64, _bytes: u64) {}
+    /// Event rows the agent gave up. Not called by `run` itself: whoever builds the
+    /// agent's `EventSpool` routes its drop reports here (see `AgentEvents`).
+    fn events_dropped(&self, _artifact: &str, _rows: u64, _why: DropReason) {}
+}
+
+/// The agent's client monitoring events: the spool its queries' rows wait in, and what
+/// runs the queries the client event table lists.
+pub struct AgentEvents {
+    pub spool: Arc<EventSpool>,
+    pub queries: Box<dyn EventQueries>,
 }
 
 pub struct AgentOptions {
@@ -44,6 +57,8 @@ pub struct AgentOptions {
     /// Fault injection for tests and loadgen: drop the connection after every N-th
     /// upload without taking its ack, so the item is resent after the reconnect. 0 = off.
     pub drop_connection_every_uploads: u64,
+    /// Client monitoring events; None runs no event queries (the table is still kept).
+    pub events: Option<AgentEvents>,
 }
 
 /// State that outlives a connection.
@@ -54,6 +69,12 @@ struct AgentState {
     event_table: Option<(pb::EventTable, TableDigest)>,
     outbox: Outbox,
     queue: VecDeque<pb::Task>,
+    /// The collection running now (at most one), kept across reconnects: it runs beside
+    /// the session, so event batches and earlier results keep moving while it works.
+    collecting: Option<(pb::Task, tokio::task::JoinHandle<Vec<ArtifactOutput>>)>,
+    events: Option<AgentEvents>,
+    /// Event batches the server refused for good, for logging a refusal storm sparingly.
+    events_refused: u64,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
 }
@@ -75,7 +96,7 @@ impl AgentState {
 
 /// Runs the agent until `stop` resolves.
 pub async fn run(
-    opts: AgentOptions,
+    mut opts: AgentOptions,
     runner: Arc<dyn Runner>,
     observer: Arc<dyn Observer>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -84,9 +105,15 @@ pub async fn run(
         event_table: None,
         outbox: Outbox::new(opts.max_upload_bytes),
         queue: VecDeque::new(),
+        collecting: None,
+        events: opts.events.take(),
+        events_refused: 0,
         seen: HashSet::new(),
         seen_order: VecDeque::new(),
     };
+    if let Some(table) = state.events.as_mut().and_then(|e| e.queries.saved_table()) {
+        accept_event_table(&mut state, table);
+    }
     let n = opts.urls.len();
     let mut next = rand::thread_rng().gen_range(0..n);
     let (mut failures_in_round, mut round, mut first) = (0usize, 0u32, true);
@@ -99,10 +126,13 @@ pub async fn run(
                 first = false;
                 failures_in_round = 0;
                 round = 0;
+                let spool = state.events.as_ref().map(|e| e.spool.clone());
+                spool.iter().for_each(|s| s.set_connected(true));
                 let why = tokio::select! {
                     why = session(&opts, conn, tasks, &mut state, &runner, observer.as_ref()) => why,
                     _ = stop.changed() => "stopping".to_string(),
                 };
+                spool.iter().for_each(|s| s.set_connected(false));
                 observer.disconnected(&why);
             }
             Err(e) => {
@@ -150,11 +180,25 @@ async fn session(
         }
     }
     let mut uploads = 0u64;
+    // Whose turn it is when both results and events wait: they alternate, so neither a
+    // long collection's batches hold events back nor a flood of events holds results.
+    let mut events_turn = true;
     loop {
         while let Ok(pushed) = rx.try_recv() {
-            accept(state, pushed, runner.as_ref(), observer);
+            accept(state, pushed, observer);
         }
-        if !state.outbox.is_empty() {
+        let spool = state.events.as_ref().map(|e| e.spool.clone());
+        let has_results = !state.outbox.is_empty();
+        let events = spool.filter(|s| s.has_batches());
+        if let Some(spool) = events.filter(|_| events_turn || !has_results) {
+            events_turn = false;
+            if let Err(e) = deliver_event(&mut conn, &spool, state, observer).await {
+                return e.to_string();
+            }
+            continue;
+        }
+        if has_results {
+            events_turn = true;
             uploads += 1;
             let every = opts.drop_connection_every_uploads;
             if every > 0 && uploads % every == 0 {
@@ -171,16 +215,75 @@ async fn session(
             }
             continue;
         }
-        if let Some(task) = state.queue.pop_front() {
-            let outputs = collect(runner.clone(), task.clone()).await;
-            state.outbox.add_flow(&task.flow_id, outputs);
-            continue;
+        if state.collecting.is_none() {
+            if let Some(task) = state.queue.pop_front() {
+                start_collection(state, runner, task);
+                continue;
+            }
         }
-        match rx.recv().await {
-            Some(pushed) => accept(state, pushed, runner.as_ref(), observer),
-            None => return "task stream ended".to_string(),
+        if let Some(why) = wait_for_work(&mut rx, state, observer).await {
+            return why;
         }
     }
+}
+
+/// Waits until something needs the session: a pushed message, the running collection
+/// finishing, or an event batch sealed. Some(why) when the task stream ended.
+async fn wait_for_work(
+    rx: &mut mpsc::Receiver<Pushed>,
+    state: &mut AgentState,
+    observer: &dyn Observer,
+) -> Option<String> {
+    let spool = state.events.as_ref().map(|e| e.spool.clone());
+    let collecting = state.collecting.as_mut().map(|(_, handle)| handle);
+    tokio::select! {
+        pushed = rx.recv() => match pushed {
+            Some(pushed) => accept(state, pushed, observer),
+            None => return Some("task stream ended".to_string()),
+        },
+        outputs = async move {
+            match collecting {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            let (task, _) = state.collecting.take().expect("a collection was running");
+            // A collection that panicked is reported as failed, artifact by artifact.
+            let outputs = outputs.unwrap_or_else(|e| {
+                task.artifacts
+                    .iter()
+                    .map(|a| ArtifactOutput {
+                        name: a.name.clone(),
+                        jsonl: Default::default(),
+                        rows: 0,
+                        error: Some(format!("collection failed: {e}")),
+                    })
+                    .collect()
+            });
+            state.outbox.add_flow(&task.flow_id, outputs);
+        },
+        _ = async {
+            match &spool {
+                Some(spool) => spool.batch_queued().await,
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+    None
+}
+
+/// Starts a task's collection beside the session (on a blocking thread when the runner
+/// blocks; loadgen's synthetic runner answers at once and is queued straight away).
+fn start_collection(state: &mut AgentState, runner: &Arc<dyn Runner>, task: pb::Task) {
+    if !runner.is_blocking() {
+        let outputs = runner.collect(&task);
+        state.outbox.add_flow(&task.flow_id, outputs);
+        return;
+    }
+    let runner = runner.clone();
+    let running = task.clone();
+    let handle = tokio::task::spawn_blocking(move || runner.collect(&running));
+    state.collecting = Some((task, handle));
 }
 
 /// What the task stream carries that the session acts on.
@@ -190,15 +293,15 @@ enum Pushed {
     EventTable(pb::EventTable),
 }
 
-fn accept(state: &mut AgentState, pushed: Pushed, runner: &dyn Runner, observer: &dyn Observer) {
+fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer) {
     match pushed {
         Pushed::Task(task, received_us) => accept_task(state, task, received_us, observer),
-        Pushed::EventTable(table) => accept_event_table(state, table, runner),
+        Pushed::EventTable(table) => accept_event_table(state, table),
     }
 }
 
-/// Keeps the new table and hands it to the runner (which will run its queries).
-fn accept_event_table(state: &mut AgentState, table: pb::EventTable, runner: &dyn Runner) {
+/// Keeps the new table and hands it to the event queries (which start and stop to match).
+fn accept_event_table(state: &mut AgentState, table: pb::EventTable) {
     let digest = TableDigest::of(&table);
     let names: Vec<&str> = table.queries.iter().map(|q| q.name.as_str()).collect();
     tracing::info!(
@@ -206,7 +309,9 @@ fn accept_event_table(state: &mut AgentState, table: pb::EventTable, runner: &dy
         queries = ?names,
         "client event table received"
     );
-    runner.event_table_changed(&table);
+    if let Some(events) = state.events.as_mut() {
+        events.queries.table_changed(&table);
+    }
     state.event_table = Some((table, digest));
 }
 
@@ -215,18 +320,6 @@ fn accept_task(state: &mut AgentState, task: pb::Task, received_us: u64, observe
         observer.task_received(&task, received_us);
         state.queue.push_back(task);
     }
-}
-
-async fn collect(
-    runner: Arc<dyn Runner>,
-    task: pb::Task,
-) -> Vec<crate::agent::outbox::ArtifactOutput> {
-    if !runner.is_blocking() {
-        return runner.collect(&task);
-    }
-    tokio::task::spawn_blocking(move || runner.collect(&task))
-        .await
-        .unwrap_or_default()
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -316,6 +409,73 @@ async fn deliver_front(
                 "flow {flow_id}: server refused an upload ({status}): {message}"
             ));
             state.outbox.drop_flow(&flow_id);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on the spool: on a blocking thread when the spool is on disk (it reads and
+/// removes batch files), inline when it is in memory. None if the blocking thread could
+/// not finish (the runtime is shutting down).
+async fn on_spool<T: Send + 'static>(
+    spool: &Arc<EventSpool>,
+    f: impl FnOnce(&EventSpool) -> T + Send + 'static,
+) -> Option<T> {
+    if !spool.on_disk() {
+        return Some(f(spool));
+    }
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || f(&spool)).await.ok()
+}
+
+/// Sends the oldest event batch and acts on the answer: OK or DUPLICATE drop it from the
+/// buffer; 413 splits it; 503/408 (and other 5xx) keep it and wait; any other refusal
+/// drops it and counts its rows as dropped (reported in the next batch of the artifact).
+async fn deliver_event(
+    conn: &mut Connection,
+    spool: &Arc<EventSpool>,
+    state: &mut AgentState,
+    observer: &dyn Observer,
+) -> Result<(), CommsError> {
+    let Some(batch) = on_spool(spool, |s| s.front()).await.flatten() else {
+        return Ok(());
+    };
+    let upload = pb::Upload {
+        kind: Some(pb::upload::Kind::Events(batch.clone())),
+    };
+    let reply = conn.upload(&upload).await?;
+    let ack_status = reply
+        .ack
+        .as_ref()
+        .map(|a| a.status)
+        .unwrap_or(upload_ack::Status::Ok as i32);
+    let taken = [
+        upload_ack::Status::Ok as i32,
+        upload_ack::Status::Duplicate as i32,
+    ];
+    let (artifact, bytes) = (batch.artifact.clone(), batch.jsonl.len() as u64);
+    match reply.status {
+        200 if taken.contains(&ack_status) => {
+            let rows = on_spool(spool, move |s| s.acked(&batch)).await.unwrap_or(0);
+            observer.events_acked(&artifact, rows, bytes);
+        }
+        413 => {
+            on_spool(spool, move |s| s.split(&batch)).await;
+        }
+        503 | 408 => tokio::time::sleep(overload_pause(&reply)).await,
+        status if status >= 500 => tokio::time::sleep(overload_pause(&reply)).await,
+        status => {
+            let message = reply.ack.map(|a| a.message).unwrap_or_default();
+            state.events_refused += 1;
+            let refused = state.events_refused;
+            // A server that takes no events refuses every batch: say so, not 4 times a second.
+            if refused.is_power_of_two() {
+                observer.error(&format!(
+                    "event batch of {artifact} refused ({status}): {message}; dropped \
+                     ({refused} refused so far)"
+                ));
+            }
+            on_spool(spool, move |s| s.refused(&batch)).await;
         }
     }
     Ok(())

@@ -10,13 +10,10 @@ pub trait Runner: Send + Sync + 'static {
     /// when `is_blocking` says so).
     fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput>;
     fn is_blocking(&self) -> bool;
-
-    /// The agent's client event table changed: `table.queries` are the event artifacts
-    /// to run from now on, and any running query it no longer lists is to stop. The seam
-    /// for event queries, which do not run yet: the default ignores the table. Called on
-    /// the agent's session task, so it must return at once.
-    fn event_table_changed(&self, _table: &pb::EventTable) {}
 }
+
+// Event queries are per agent, not per runner (loadgen shares one runner between
+// thousands of agents): see `agent::events::EventQueries`.
 
 /// Appends `row` as one JSONL line.
 pub fn push_row(jsonl: &mut Vec<u8>, row: &serde_json::Value) {

@@ -1,10 +1,13 @@
 //! The real agent process: identity from the writeback file, TLS from the client config,
 //! native artifacts, progress in the log; stops on SIGINT/SIGTERM.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::run::{self, AgentOptions, Observer};
+use crate::agent::events::buffer::EventBuffer;
+use crate::agent::events::{DropReason, EventSpool, NativeQueries, OnDrop};
+use crate::agent::run::{self, AgentEvents, AgentOptions, Observer};
 use crate::agent::runner::NativeRunner;
 use crate::config::url::ServerUrl;
 use crate::config::ClientConfig;
@@ -16,7 +19,13 @@ pub enum AgentError {
     Writeback(#[from] crate::agent::writeback::WritebackError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::server::TlsConfigError),
+    #[error("starting the event flusher thread: {0}")]
+    Thread(std::io::Error),
 }
+
+/// The last client event table, kept beside the event buffer: an agent restarted while
+/// no frontend is reachable runs its queries at once rather than after its next connect.
+const EVENT_TABLE_FILE: &str = "table.pb";
 
 /// Logs what the agent does at the levels an operator needs.
 struct LogObserver;
@@ -61,6 +70,8 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         identity.rustls_cert_chain(),
         identity.rustls_private_key(),
     )?;
+    let spool = open_spool(&config);
+    let flusher = spool.start_flusher_thread().map_err(AgentError::Thread)?;
     let opts = AgentOptions {
         urls: config.client.server_urls.clone(),
         tls,
@@ -68,6 +79,13 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         info: host_info(),
         max_upload_bytes: config.client.max_upload_bytes,
         drop_connection_every_uploads: 0,
+        events: Some(AgentEvents {
+            spool: spool.clone(),
+            queries: Box::new(NativeQueries::new(
+                spool.clone(),
+                Some(config.client.event_buffer_dir.join(EVENT_TABLE_FILE)),
+            )),
+        }),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -75,7 +93,55 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         let _ = stop_tx.send(true);
     });
     run::run(opts, Arc::new(NativeRunner), Arc::new(LogObserver), stop_rx).await;
+    // The queries stopped with `run`; what they produced since the last batch waits in
+    // the buffer for the next start.
+    spool.close();
+    let _ = flusher.join();
     Ok(())
+}
+
+/// The event spool on the configured folder; if the folder cannot be used, events are
+/// kept in memory (and say so), so the agent still runs and delivers while it is up.
+fn open_spool(config: &ClientConfig) -> Arc<EventSpool> {
+    let (dir, max_bytes) = (
+        &config.client.event_buffer_dir,
+        config.client.max_event_buffer_bytes,
+    );
+    let dropped_total = AtomicU64::new(0);
+    let on_drop: OnDrop = Box::new(move |artifact: &str, rows: u64, why: DropReason| {
+        // Offline with a full buffer (or facing a server that takes no events) every new
+        // batch is a drop: log sparingly, with the running count.
+        let total = dropped_total.fetch_add(1, Ordering::Relaxed) + 1;
+        if total.is_power_of_two() {
+            tracing::warn!(
+                artifact,
+                rows,
+                "event rows dropped: {} ({total} drops so far)",
+                why.as_str()
+            );
+        }
+    });
+    let buffer = match EventBuffer::open(dir, max_bytes) {
+        Ok((buffer, dropped)) => {
+            if !buffer.is_empty() {
+                tracing::info!(
+                    batches = buffer.len(),
+                    bytes = buffer.total_bytes(),
+                    "event batches from the previous run to deliver"
+                );
+            }
+            for d in dropped {
+                tracing::warn!(artifact = %d.artifact, rows = d.rows,
+                    "event rows dropped at start: {}", d.reason.as_str());
+            }
+            buffer
+        }
+        Err(e) => {
+            tracing::warn!("{e}; events are kept in memory only");
+            EventBuffer::memory(max_bytes)
+        }
+    };
+    EventSpool::new(buffer, config.client.max_upload_bytes, on_drop)
 }
 
 async fn wait_for_stop() {

@@ -209,6 +209,15 @@ pub struct ClientSection {
     pub writeback_path: PathBuf,
     #[serde(default = "default_max_upload_bytes")]
     pub max_upload_bytes: u64,
+    /// Folder where client monitoring events wait until the server has them. Relative to
+    /// the config file's folder; by default beside the writeback file, named after it
+    /// with the extension `.events` (`client.writeback.toml` -> `client.writeback.events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_buffer_dir: Option<PathBuf>,
+    /// Most bytes of events kept waiting; beyond it the oldest batches are dropped,
+    /// counted and reported to the server.
+    #[serde(default = "default_max_event_buffer_bytes")]
+    pub max_event_buffer_bytes: u64,
 }
 
 fn default_true() -> bool {
@@ -233,6 +242,9 @@ fn default_replication_port() -> u16 {
 fn default_max_upload_bytes() -> u64 {
     limits::DEFAULT_MAX_UPLOAD_BYTES
 }
+fn default_max_event_buffer_bytes() -> u64 {
+    limits::DEFAULT_MAX_EVENT_BUFFER_BYTES
+}
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -254,6 +266,7 @@ impl ClientFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut file: ClientFile = load_toml(path)?;
         file.client.writeback_path = resolve(path, &file.client.writeback_path);
+        file.client.event_buffer_dir = file.client.event_buffer_dir.map(|dir| resolve(path, &dir));
         Ok(file)
     }
 }

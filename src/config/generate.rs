@@ -266,6 +266,8 @@ fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientFile {
             ca_certificate: ca.cert_pem.clone(),
             writeback_path: CLIENT_WRITEBACK_FILE.into(),
             max_upload_bytes: crate::limits::DEFAULT_MAX_UPLOAD_BYTES,
+            event_buffer_dir: None,
+            max_event_buffer_bytes: crate::limits::DEFAULT_MAX_EVENT_BUFFER_BYTES,
         },
     }
 }

@@ -208,6 +208,10 @@ pub struct ClientSettings {
     pub writeback_path: PathBuf,
     /// Invariant: at least `limits::MIN_CLIENT_UPLOAD_BYTES`.
     pub max_upload_bytes: u64,
+    /// The agent's event buffer folder (resolved; by default beside the writeback file).
+    pub event_buffer_dir: PathBuf,
+    /// Invariant: at least `limits::MIN_EVENT_BUFFER_BYTES`.
+    pub max_event_buffer_bytes: u64,
 }
 
 impl ServerConfig {
@@ -507,12 +511,23 @@ impl ClientFile {
                 format!("must be at least {}", limits::MIN_CLIENT_UPLOAD_BYTES),
             ));
         }
+        if c.max_event_buffer_bytes < limits::MIN_EVENT_BUFFER_BYTES {
+            return Err(check.invalid(
+                "client.max_event_buffer_bytes",
+                format!("must be at least {}", limits::MIN_EVENT_BUFFER_BYTES),
+            ));
+        }
+        let event_buffer_dir = c
+            .event_buffer_dir
+            .unwrap_or_else(|| c.writeback_path.with_extension("events"));
         Ok(ClientConfig {
             client: ClientSettings {
                 server_urls,
                 ca_certificate,
                 writeback_path: c.writeback_path,
                 max_upload_bytes: c.max_upload_bytes,
+                event_buffer_dir,
+                max_event_buffer_bytes: c.max_event_buffer_bytes,
             },
         })
     }
@@ -865,7 +880,27 @@ mod tests {
         assert_eq!(invalid_key(&err), "client.max_upload_bytes", "{err}");
 
         write_toml(&path, &original).unwrap();
+        file.client.max_upload_bytes = crate::limits::DEFAULT_MAX_UPLOAD_BYTES;
+        file.client.max_event_buffer_bytes = 10;
+        write_toml(&path, &file).unwrap();
+        let err = ClientConfig::load(&path).unwrap_err();
+        assert_eq!(invalid_key(&err), "client.max_event_buffer_bytes", "{err}");
+        file.client.max_event_buffer_bytes = crate::limits::DEFAULT_MAX_EVENT_BUFFER_BYTES;
+        file.client.event_buffer_dir = Some("spool/events".into());
+        write_toml(&path, &file).unwrap();
+        let config = ClientConfig::load(&path).expect("an event buffer folder of its own");
+        assert_eq!(
+            config.client.event_buffer_dir,
+            dir.path().join("spool/events")
+        );
+        file.client.event_buffer_dir = None;
+        write_toml(&path, &file).unwrap();
         let config = ClientConfig::load(&path).expect("the original loads again");
+        assert_eq!(
+            config.client.event_buffer_dir,
+            config.client.writeback_path.with_extension("events"),
+            "the event buffer sits beside the writeback file by default"
+        );
         assert_eq!(
             config.client.server_urls[0].port,
             generate::DEFAULT_FRONTEND_PORT

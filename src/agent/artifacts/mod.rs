@@ -9,9 +9,9 @@
 mod client_info;
 mod glob;
 mod netstat;
-mod pslist;
+pub(crate) mod pslist;
 pub mod synthetic;
-mod users;
+pub(crate) mod users;
 
 use std::collections::BTreeMap;
 

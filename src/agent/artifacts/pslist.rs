@@ -22,7 +22,7 @@ const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 const MAX_PROC_FILE_BYTES: u64 = 16 * 1024;
 
 /// Host constants that turn /proc units into bytes and seconds.
-struct Units {
+pub(crate) struct Units {
     ticks_per_second: u64,
     page_bytes: u64,
     boot_time_s: Option<u64>,
@@ -58,7 +58,7 @@ pub(super) fn collect(emit: &mut dyn FnMut(Value)) -> Result<(), ArtifactError> 
 }
 
 /// Numeric entries of /proc, ascending, so rows come out in a stable order.
-fn list_pids() -> io::Result<Vec<u32>> {
+pub(crate) fn list_pids() -> io::Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc")? {
         let entry = entry?;
@@ -74,7 +74,7 @@ fn list_pids() -> io::Result<Vec<u32>> {
     Ok(pids)
 }
 
-fn host_units() -> Units {
+pub(crate) fn host_units() -> Units {
     // SAFETY: sysconf reads a process-wide constant and has no memory side effects.
     let (ticks, page) = unsafe {
         (
@@ -91,7 +91,11 @@ fn host_units() -> Units {
     }
 }
 
-fn process_row(pid: u32, units: &Units, names: &HashMap<u32, String>) -> io::Result<Value> {
+pub(crate) fn process_row(
+    pid: u32,
+    units: &Units,
+    names: &HashMap<u32, String>,
+) -> io::Result<Value> {
     let dir = Path::new("/proc").join(pid.to_string());
     let stat = parse_stat(&read_capped(&dir.join("stat"), MAX_PROC_FILE_BYTES)?)?;
     let uid = parse_effective_uid(&read_capped(&dir.join("status"), MAX_PROC_FILE_BYTES)?)?;

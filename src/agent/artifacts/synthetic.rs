@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 
 use crate::artifacts::{
-    CLIENT_INFO, CLIENT_STATS, FILES_GLOB, NETSTAT, PROCESS_START, PSLIST, USERS,
+    CLIENT_INFO, CLIENT_STATS, FILES_GLOB, LOG_TAIL, NETSTAT, PROCESS_START, PSLIST, USERS,
 };
 
 /// Rows `artifact` returns on a typical server or workstation, from counts on ordinary
@@ -21,7 +21,7 @@ pub fn synthetic_row_count(artifact: &str) -> usize {
         USERS => 40,
         NETSTAT => 60,
         FILES_GLOB => 50,
-        CLIENT_STATS | PROCESS_START => 1,
+        CLIENT_STATS | PROCESS_START | LOG_TAIL => 1,
         _ => 0,
     }
 }
@@ -36,6 +36,7 @@ pub fn synthetic_rows(artifact: &str, count: usize, seed: u64) -> Vec<Value> {
         FILES_GLOB => glob_row,
         CLIENT_STATS => client_stats_row,
         PROCESS_START => process_start_row,
+        LOG_TAIL => log_tail_row,
         _ => return Vec::new(),
     };
     let mut rng = SplitMix64(seed);
@@ -243,6 +244,34 @@ fn process_start_row(rng: &mut SplitMix64, index: usize) -> Value {
         object.remove("rss_bytes");
     }
     row
+}
+
+/// An auth.log line as sshd and sudo write them (~150-250 bytes as a row).
+fn log_tail_row(rng: &mut SplitMix64, _index: usize) -> Value {
+    let user = rng.pick(USERNAMES);
+    let line = match rng.below(3) {
+        0 => format!(
+            "Jan {:2} {:02}:{:02}:{:02} host-{:04x} sshd[{}]: Accepted publickey for {user} from 10.{}.{}.{} port {} ssh2: ED25519 SHA256:{:016x}",
+            1 + rng.below(28), rng.below(24), rng.below(60), rng.below(60), rng.below(0x10000),
+            1000 + rng.below(60_000), rng.below(256), rng.below(256), 1 + rng.below(254),
+            1024 + rng.below(64_000), rng.next()
+        ),
+        1 => format!(
+            "Jan {:2} {:02}:{:02}:{:02} host-{:04x} sudo: {user} : TTY=pts/{} ; PWD=/home/{user} ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx.service",
+            1 + rng.below(28), rng.below(24), rng.below(60), rng.below(60), rng.below(0x10000),
+            rng.below(8)
+        ),
+        _ => format!(
+            "Jan {:2} {:02}:{:02}:{:02} host-{:04x} sshd[{}]: pam_unix(sshd:session): session opened for user {user}(uid={}) by (uid=0)",
+            1 + rng.below(28), rng.below(24), rng.below(60), rng.below(60), rng.below(0x10000),
+            1000 + rng.below(60_000), 1000 + rng.below(5)
+        ),
+    };
+    json!({
+        "path": "/var/log/auth.log",
+        "line": line,
+        "truncated": false,
+    })
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fixed forever.

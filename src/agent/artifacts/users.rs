@@ -20,7 +20,7 @@ const MAX_PASSWD_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One /etc/passwd line. Invariant: `name` is non-empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PasswdEntry {
+pub(crate) struct PasswdEntry {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
@@ -44,7 +44,7 @@ pub(super) fn collect(emit: &mut dyn FnMut(Value)) -> Result<(), ArtifactError> 
     Ok(())
 }
 
-pub(super) fn read_passwd() -> io::Result<Vec<PasswdEntry>> {
+pub(crate) fn read_passwd() -> io::Result<Vec<PasswdEntry>> {
     use io::Read;
     let mut text = String::new();
     fs::File::open(PASSWD_PATH)?
@@ -54,7 +54,7 @@ pub(super) fn read_passwd() -> io::Result<Vec<PasswdEntry>> {
 }
 
 /// uid -> user name. The first entry for a uid wins, as getpwuid(3) does.
-pub(super) fn uid_names(entries: &[PasswdEntry]) -> HashMap<u32, String> {
+pub(crate) fn uid_names(entries: &[PasswdEntry]) -> HashMap<u32, String> {
     let mut names = HashMap::with_capacity(entries.len());
     for entry in entries {
         names.entry(entry.uid).or_insert_with(|| entry.name.clone());
