@@ -2,7 +2,8 @@
 //! batches on disk while no frontend is reachable, also across its own restart (after
 //! which it runs the table it kept, still offline), and hands
 //! every batch over once a frontend is back, each answered once (a batch the server
-//! refuses is dropped, not sent again and again). Method: a real master and a real
+//! refuses is dropped, not sent again and again) and stored once in the client's
+//! monitoring rows. Method: a real master and a real
 //! `packhunt client` tailing a log the test writes; the agent's event buffer folder is
 //! read directly (8-byte check, then the prost-encoded `EventBatch`).
 
@@ -142,5 +143,33 @@ fn an_offline_agent_keeps_its_events_across_a_restart_and_hands_them_over() -> R
         || buffered(&events_dir),
         |(files, _)| *files == 0,
     )?;
+    // Acknowledged means stored: every line written while the frontend was down, and
+    // after the agent's restart, is in the client's monitoring rows exactly once.
+    let (_, clients) = deployment.api().get("/api/v1/clients")?;
+    let client = clients["items"][0]["client_id"]
+        .as_str()
+        .expect("the agent is listed")
+        .to_string();
+    let path = format!("/api/v1/clients/{client}/monitoring/{LOG_TAIL}?rows=1000");
+    let (status, page) = deployment.api().get(&path)?;
+    ensure!(status == 200, "GET {path}: {status} {page}");
+    let stored: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["row"]["line"].as_str().unwrap_or_default().to_string())
+        .collect();
+    // The lines after the restart were appended until buffered, maybe more than once:
+    // each is stored as often as the log holds it.
+    let written = std::fs::read_to_string(&log)?;
+    for i in (1000..1000 + lines).chain(2000..2000 + more) {
+        let line = format!("Dec  5 01:00:00 host sshd[{i}]: Accepted publickey for alice");
+        let in_log = written.lines().filter(|l| *l == line).count();
+        let copies = stored.iter().filter(|s| **s == line).count();
+        ensure!(
+            copies == in_log && copies >= 1,
+            "line {i}: stored {copies} times, in the log {in_log} times"
+        );
+    }
     Ok(())
 }
