@@ -44,6 +44,8 @@ pub enum FrontendError {
     Signals(std::io::Error),
     #[error("replication: {0}")]
     Replication(#[from] crate::replication::ReplicationError),
+    #[error("{0}")]
+    Sinks(#[from] crate::sinks::SinkError),
 }
 
 /// What each executor reports once its listeners are bound (or failed to).
@@ -122,8 +124,10 @@ pub fn run_frontend(
         tls: gui_tls,
         link,
     };
-    // What acts on ingested events, shared by every shard.
-    let event_taps = EventTaps::new(Vec::new());
+    // What acts on ingested events, shared by every shard. Sinks start first: their
+    // spools may hold events an earlier run did not deliver.
+    let sinks = crate::sinks::Sinks::start(&config.sinks, &config.datastore.location, &name)?;
+    let event_taps = EventTaps::new(sinks.consumers());
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
@@ -223,6 +227,8 @@ pub fn run_frontend(
     for handle in handles {
         let _ = handle.join();
     }
+    // After the shards: nothing offers events any more, and what was queued gets spooled.
+    sinks.stop();
     if let Some(thread) = link_thread {
         thread.stop();
     }
