@@ -12,9 +12,10 @@
 //! | `MAX_ARTIFACTS_PER_REQUEST` | 32 | `artifacts.rs` | checked against the catalogue's length |
 //! | `MAX_PARAMETER_VALUE_BYTES` | 4,096 | `artifacts.rs` | part of the request format (PATH_MAX) |
 //! | `MAX_ECHOED_INPUT_CHARS` | 200 | `artifacts.rs` | error text only |
-//! | `BATCH_RECORD_BYTES` | 32 | `datastore/resultset.rs` | on-disk record format |
-//! | `MIN_ROW_BYTES` | 3 | `datastore/resultset.rs` | on-disk format (`{}\n`) |
-//! | `WALK_CHUNK_RECORDS` | 1,024 | `datastore/resultset.rs` | recovery read size |
+//! | `BATCH_RECORD_BYTES` | 32 | `datastore/rowlog.rs` | on-disk record format |
+//! | `MIN_ROW_BYTES` | 3 | `datastore/rowlog.rs` | on-disk format (`{}\n`) |
+//! | `WALK_CHUNK_RECORDS` | 1,024 | `datastore/rowlog.rs` | recovery read size |
+//! | `DayFormat::INDEX_ENTRY_BYTES` | 16 | `datastore/monitoring.rs` | on-disk index format |
 //! | `SCRATCH_BYTES` | 16 KiB | `runtime/io_compat.rs` | one TLS record (RFC 8446 5.1) |
 //! | `UPLOAD_OVERHEAD_BYTES` | 1,024 | `agent/outbox.rs` | framing slack in an upload |
 //! | `MAX_RECURSION_DEPTH` | 32 | `agent/artifacts/glob.rs` | `**` walk depth |
@@ -283,6 +284,10 @@ pub const MAX_CACHED_CREDENTIALS_COUNT: usize = 1024;
 
 // ---- Events: ingest and storage -----------------------------------------------------------
 // (event batches on a frontend and the monitoring day files)
+// Event batches are capped by `max_upload_bytes` like result batches; pages of
+// `GET /api/v1/clients/{id}/monitoring/{artifact}` reuse `MAX_RESULT_PAGE_ROWS`,
+// `DEFAULT_RESULT_PAGE_ROWS` and `MAX_RESULT_PAGE_BYTES`, so one API answer is bounded the
+// same way whichever row set it reads.
 
 // ---- Events: live watch ------------------------------------------------------------------
 // (watchers on the master and what crosses the replication link)

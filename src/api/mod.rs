@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod events;
 pub mod hunts;
+pub mod monitoring;
 pub mod routes;
 
 use std::future::Future;

@@ -176,6 +176,18 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             );
             offload(move || get_collection(&ds, &client, &flow)).await
         }
+        (&Method::GET, ["api", "v1", "clients", id, "monitoring"]) => {
+            let (ds, client) = (ctx.datastore.clone(), ClientId::parse(id)?);
+            offload(move || crate::api::monitoring::list(&ds, &client)).await
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "monitoring", artifact]) => {
+            let (ds, client, artifact) = (
+                ctx.datastore.clone(),
+                ClientId::parse(id)?,
+                artifact.to_string(),
+            );
+            offload(move || crate::api::monitoring::rows(&ds, &client, &artifact, &query)).await
+        }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"]) => {
             let (ds, client, flow) = (
                 ctx.datastore.clone(),

@@ -2,8 +2,9 @@
 //!
 //! Owns every byte packhunt keeps on disk for clients and flows: where it lives
 //! (`path`), how whole documents are replaced (`atomic`), how result rows are checked
-//! and indexed (`jsonl`) and appended exactly once (`resultset`), and the flow, task and
-//! client documents (`flow`, `client_info`). It must not know about sessions, shards or
+//! and indexed (`jsonl`) and appended exactly once (`rowlog`, under a flow's result sets
+//! in `resultset` and a client's monitoring day sets in `monitoring`), and the flow, task
+//! and client documents (`flow`, `client_info`). It must not know about sessions, shards or
 //! HTTP: callers map [`DatastoreError::fault`] to a status code.
 //!
 //! Concurrency model: each file has one writer at a time (the frontend serving the
@@ -17,8 +18,10 @@ pub mod hunt;
 pub mod jsonl;
 pub mod label;
 mod listing;
+pub mod monitoring;
 pub mod path;
 pub mod resultset;
+mod rowlog;
 mod serde_ids;
 
 use std::io;
@@ -35,7 +38,11 @@ pub use flow::{
 };
 pub use jsonl::{validate_and_index, JsonlError, JsonlReason};
 pub use label::Label;
-pub use path::{sanitise_upload_path, ArtifactName, ClientDir, Datastore, FlowDir, ResultPaths};
+pub use monitoring::{EventAppend, EventBatchError, EventStream, MonitoringPage};
+pub use path::{
+    sanitise_upload_path, ArtifactName, ClientDir, Datastore, FlowDir, ResultPaths, RowSetPaths,
+    UtcDay,
+};
 pub use resultset::{read_rows, summary, AppendOutcome, ResultSet, ResultSummary};
 
 /// Whose fault a failure was; decides the HTTP status and the metric label.
@@ -68,6 +75,8 @@ pub enum DatastoreError {
         #[from]
         source: JsonlError,
     },
+    #[error("invalid event batch: {0}")]
+    EventBatch(#[from] EventBatchError),
     #[error("not found: {path}")]
     NotFound { path: PathBuf },
     #[error("{op} {path}: {source}")]
@@ -94,6 +103,7 @@ impl DatastoreError {
             Self::BadName { .. }
             | Self::BadUploadPath { .. }
             | Self::Jsonl { .. }
+            | Self::EventBatch(_)
             | Self::NotFound { .. } => Fault::Agent,
             Self::Io { source, .. } if is_disk_full(source) => Fault::Overload,
             Self::Io { .. }

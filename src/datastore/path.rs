@@ -132,14 +132,32 @@ impl ClientDir {
         self.tasks_dir().join(flow.as_str())
     }
 
+    /// `monitoring/`: one folder per event artifact the agent has sent rows of.
+    pub fn monitoring_dir(&self) -> PathBuf {
+        self.dir.join("monitoring")
+    }
+
+    /// `monitoring/<artifact>/`: the artifact's day sets.
+    pub fn monitoring_artifact_dir(&self, artifact: &ArtifactName) -> PathBuf {
+        self.monitoring_dir().join(artifact.as_str())
+    }
+
     /// `monitoring/<artifact>/<YYYY-MM-DD>.jsonl`, the UTC day of `unix_ms`.
     pub fn monitoring_path(&self, artifact: &ArtifactName, unix_ms: u64) -> PathBuf {
-        let (year, month, day) = civil_date(unix_ms / 86_400_000);
-        let file = format!("{year:04}-{month:02}-{day:02}.jsonl");
-        self.dir
-            .join("monitoring")
-            .join(artifact.as_str())
-            .join(file)
+        self.day_paths(artifact, UtcDay::of_unix_ms(unix_ms)).jsonl
+    }
+
+    /// The three files of one (artifact, UTC day) monitoring day set; see
+    /// `monitoring.rs` for their format.
+    pub fn day_paths(&self, artifact: &ArtifactName, day: UtcDay) -> RowSetPaths {
+        let dir = self.monitoring_artifact_dir(artifact);
+        RowSetPaths {
+            jsonl: dir.join(format!("{day}{}", RowSetPaths::JSONL_SUFFIX)),
+            index: dir.join(format!("{day}{}", RowSetPaths::INDEX_SUFFIX)),
+            batches: dir.join(format!("{day}{}", RowSetPaths::BATCHES_SUFFIX)),
+            dir,
+            sync: self.fsync_documents,
+        }
     }
 
     /// `collections/<flow_id>/`; a handle only, nothing is created.
@@ -200,11 +218,11 @@ impl FlowDir {
     pub fn result_paths(&self, artifact: &ArtifactName) -> ResultPaths {
         let results = self.results_dir();
         let name = artifact.as_str();
-        ResultPaths {
-            jsonl: results.join(format!("{name}.jsonl")),
-            index: results.join(format!("{name}.index")),
-            batches: results.join(format!("{name}.batches")),
-            results_dir: results,
+        RowSetPaths {
+            jsonl: results.join(format!("{name}{}", RowSetPaths::JSONL_SUFFIX)),
+            index: results.join(format!("{name}{}", RowSetPaths::INDEX_SUFFIX)),
+            batches: results.join(format!("{name}{}", RowSetPaths::BATCHES_SUFFIX)),
+            dir: results,
             sync: self.fsync_documents,
         }
     }
@@ -227,19 +245,29 @@ impl FlowDir {
     }
 }
 
-/// The files of one (flow, artifact) result set; see `resultset.rs` for their format.
+/// The three files of one row set (a result set or a monitoring day set); see
+/// `rowlog.rs` for their format. Invariant: all three lie directly in `dir`.
 #[derive(Debug, Clone)]
-pub struct ResultPaths {
-    results_dir: PathBuf,
+pub struct RowSetPaths {
+    dir: PathBuf,
     jsonl: PathBuf,
     index: PathBuf,
     batches: PathBuf,
     sync: bool,
 }
 
-impl ResultPaths {
-    pub fn results_dir(&self) -> &Path {
-        &self.results_dir
+/// The files of one (flow, artifact) result set.
+pub type ResultPaths = RowSetPaths;
+
+impl RowSetPaths {
+    pub const JSONL_SUFFIX: &'static str = ".jsonl";
+    pub const INDEX_SUFFIX: &'static str = ".index";
+    /// The commit records; the file whose presence says the row set exists.
+    pub const BATCHES_SUFFIX: &'static str = ".batches";
+
+    /// The folder holding the three files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn jsonl(&self) -> &Path {
@@ -422,6 +450,81 @@ pub(crate) fn temp_sibling(path: &Path) -> Option<PathBuf> {
     Some(path.with_file_name(temp))
 }
 
+/// One UTC calendar day, as days since 1970-01-01; names a monitoring day set
+/// (`YYYY-MM-DD`). Invariant: the day's last millisecond fits in a u64 and its year has
+/// four digits (so names sort as days do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UtcDay(u64);
+
+impl UtcDay {
+    pub const MS_PER_DAY: u64 = 86_400_000;
+    /// 9999-12-31: the last day with a four-digit year.
+    const LAST_DAYS_SINCE_EPOCH: u64 = 2_932_896;
+
+    /// The day holding `unix_ms` (milliseconds since the Unix epoch). Times past year
+    /// 9999 map to its last day, so a name never grows a fifth year digit.
+    pub fn of_unix_ms(unix_ms: u64) -> Self {
+        Self((unix_ms / Self::MS_PER_DAY).min(Self::LAST_DAYS_SINCE_EPOCH))
+    }
+
+    /// The day holding `unix_ms`, or `None` past 9999-12-31.
+    pub fn checked_of_unix_ms(unix_ms: u64) -> Option<Self> {
+        let days = unix_ms / Self::MS_PER_DAY;
+        (days <= Self::LAST_DAYS_SINCE_EPOCH).then_some(Self(days))
+    }
+
+    /// Parses `YYYY-MM-DD` (a real date, zero-padded); `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let b = raw.as_bytes();
+        let digits = |r: std::ops::Range<usize>| -> Option<u64> {
+            let part = raw.get(r)?;
+            part.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| part.parse().ok())
+                .flatten()
+        };
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+        if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        // Round trip rejects 02-30 and friends.
+        (civil_date(days) == (year, month, day)).then_some(Self(days))
+    }
+
+    /// The day's first millisecond since the Unix epoch.
+    pub fn start_ms(self) -> u64 {
+        self.0 * Self::MS_PER_DAY
+    }
+
+    /// The first millisecond after the day.
+    pub fn end_ms(self) -> u64 {
+        (self.0 + 1) * Self::MS_PER_DAY
+    }
+}
+
+impl fmt::Display for UtcDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (year, month, day) = civil_date(self.0);
+        write!(f, "{year:04}-{month:02}-{day:02}")
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date on or after it; the inverse of
+/// [`civil_date`] (Howard Hinnant's `days_from_civil`, public domain).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// (year, month, day) of a count of days since 1970-01-01, proleptic Gregorian.
 /// Howard Hinnant's `civil_from_days` (chrono-compatible algorithms, public domain).
 fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
@@ -502,6 +605,44 @@ mod tests {
         assert!(c
             .monitoring_path(&a, 951_782_400_000)
             .ends_with("2000-02-29.jsonl"));
+        let day = c.day_paths(&a, UtcDay::of_unix_ms(1_709_251_199_999));
+        assert!(day
+            .index()
+            .ends_with("Generic.Client.Stats/2024-02-29.index"));
+        assert!(day
+            .batches()
+            .ends_with("Generic.Client.Stats/2024-02-29.batches"));
+        assert_eq!(day.dir(), c.monitoring_artifact_dir(&a));
+        assert!(c
+            .monitoring_path(&a, u64::MAX)
+            .ends_with("9999-12-31.jsonl"));
+    }
+
+    // Goal: day names parse back to the day they name and nothing else parses.
+    // Method: every day from 1970 to 2400 round-trips; malformed and impossible dates fail.
+    #[test]
+    fn utc_days_round_trip_and_reject_junk() {
+        for days in 0..157_000u64 {
+            let day = UtcDay(days);
+            assert_eq!(UtcDay::parse(&day.to_string()), Some(day));
+            assert_eq!(UtcDay::of_unix_ms(day.start_ms()), day);
+            assert_eq!(UtcDay::of_unix_ms(day.end_ms() - 1), day);
+        }
+        for bad in [
+            "",
+            "2024-02-30",
+            "2023-02-29",
+            "1969-12-31",
+            "2024-2-01",
+            "2024-13-01",
+            "2024-00-10",
+            "+024-01-01",
+            "2024-01-1x",
+            "2024/01/01",
+            "20240-1-01",
+        ] {
+            assert_eq!(UtcDay::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

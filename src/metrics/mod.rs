@@ -27,10 +27,14 @@ pub enum RejectReason {
     Timeout,
     Busy,
     Concurrency,
+    /// An event batch whose time_ms do not match its rows or span two UTC days.
+    BadEventTimes,
+    /// An event batch for an artifact that is not an event artifact of the catalogue.
+    NotEventArtifact,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 13] = [
         Self::TooLarge,
         Self::BadFrame,
         Self::BadJsonl,
@@ -42,6 +46,8 @@ impl RejectReason {
         Self::Timeout,
         Self::Busy,
         Self::Concurrency,
+        Self::BadEventTimes,
+        Self::NotEventArtifact,
     ];
 
     pub fn label(self) -> &'static str {
@@ -57,6 +63,8 @@ impl RejectReason {
             Self::Timeout => "timeout",
             Self::Busy => "busy",
             Self::Concurrency => "concurrency",
+            Self::BadEventTimes => "bad_event_times",
+            Self::NotEventArtifact => "not_event_artifact",
         }
     }
 }
@@ -251,6 +259,14 @@ pub struct Metrics {
     /// Messages from a linked frontend dropped for a field this one cannot read (an
     /// unknown flow state, a malformed id): a version mismatch or a bug on the sender.
     pub replication_malformed: AtomicU64,
+    // Events: ingest and storage (sessions/event_streams.rs), counted per written batch.
+    pub events_rows_ingested: AtomicU64,
+    pub events_bytes_ingested: AtomicU64,
+    pub events_batches_ingested: AtomicU64,
+    /// Event batches answered DUPLICATE (a resend; nothing written).
+    pub events_duplicate_batches: AtomicU64,
+    /// Sum of `dropped_before` over written batches: events agents lost to a full buffer.
+    pub events_dropped_by_agents: AtomicU64,
     replication_dropped: [AtomicU64; ReplicationQueue::ALL.len()],
     upload_rejections: [AtomicU64; RejectReason::ALL.len()],
     connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
@@ -376,6 +392,16 @@ impl Metrics {
         self.upload_rejections[i].load(Ordering::Relaxed)
     }
 
+    fn event_ingest_counters(&self) -> [(&'static str, &'static str, &AtomicU64); 5] {
+        [
+            ("packhunt_events_rows_ingested_total", "Monitoring event rows written to day sets", &self.events_rows_ingested),
+            ("packhunt_events_bytes_ingested_total", "Monitoring event row bytes written to day sets", &self.events_bytes_ingested),
+            ("packhunt_events_batches_ingested_total", "Monitoring event batches written to day sets", &self.events_batches_ingested),
+            ("packhunt_events_duplicate_batches_total", "Monitoring event batches answered DUPLICATE (already written; nothing written again)", &self.events_duplicate_batches),
+            ("packhunt_events_dropped_by_agents_total", "Monitoring events agents dropped before sending (their buffer was full), as they reported", &self.events_dropped_by_agents),
+        ]
+    }
+
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -406,7 +432,7 @@ impl Metrics {
             ("packhunt_replication_link_failures_total", "Minion links to the master that failed to open or broke", &self.replication_link_failures),
             ("packhunt_replication_malformed_total", "Replication messages dropped for a field this frontend cannot read (unknown flow state, malformed id)", &self.replication_malformed),
         ];
-        for (name, help, value) in counters {
+        for (name, help, value) in counters.into_iter().chain(self.event_ingest_counters()) {
             write_metric(
                 &mut out,
                 name,

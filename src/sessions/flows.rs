@@ -23,6 +23,7 @@ use crate::ids::{ClientId, FlowId};
 use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::runtime::offload::offload;
+use crate::sessions::event_streams::EventStreams;
 use crate::sessions::upload::UploadError;
 
 pub enum BatchOutcome {
@@ -60,12 +61,20 @@ enum Slot {
     Busy,
 }
 
+/// Also holds the connection's monitoring event streams, which share the connection's
+/// lifetime and the same open-files rule.
 #[derive(Default)]
 pub struct OpenFlows {
     flows: RefCell<HashMap<FlowId, Slot>>,
+    events: EventStreams,
 }
 
 impl OpenFlows {
+    /// The event streams this connection writes (`event_streams.rs`).
+    pub fn event_streams(&self) -> &EventStreams {
+        &self.events
+    }
+
     /// Runs `op` on the flow (opened from disk if this connection has not yet) on the
     /// blocking pool. The flow stays open afterwards unless it was closed.
     pub async fn with_flow<R, F>(

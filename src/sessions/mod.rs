@@ -1,8 +1,10 @@
 //! The server side of connected agents: which agents this shard holds (registry), the
-//! push stream that carries their tasks (tasks), and their uploads (upload, flows).
+//! push stream that carries their tasks (tasks), and their uploads (upload, flows, and
+//! event_streams for monitoring events).
 //! Data flows one way: transport hands requests in, the datastore receives what they
 //! carry, and presence goes out to the priority executor.
 
+pub mod event_streams;
 pub mod flows;
 pub mod registry;
 pub mod shard;

@@ -218,6 +218,18 @@ impl Registry {
         (queued, held)
     }
 
+    /// The client's labels as this shard knows them: set by an operator since its
+    /// stream connected, else as read at connect; `None` before that read or when the
+    /// client has no stream here.
+    pub fn labels(&self, client_id: &ClientId) -> Option<Rc<[String]>> {
+        let live = self.live.borrow();
+        let live = live.get(client_id)?;
+        match &live.event_table {
+            Some(agent) => Some(agent.labels.clone()),
+            None => live.relabelled.clone(),
+        }
+    }
+
     /// Every client with a live stream here.
     pub fn client_ids(&self) -> Vec<ClientId> {
         self.live.borrow().keys().cloned().collect()
@@ -293,7 +305,12 @@ mod tests {
         );
         let web: Rc<[String]> = vec!["web".to_string()].into();
         assert_eq!(registry.relabel(&client, web.clone(), Some(&table)), None);
-        assert_eq!(registry.relabelled(&client, 1), Some(web));
+        assert_eq!(registry.relabelled(&client, 1), Some(web.clone()));
+        assert_eq!(
+            registry.labels(&client),
+            Some(web),
+            "labels set while the connect read is in flight are the ones known"
+        );
         let labels: Rc<[String]> = Vec::new().into();
         let own = table.merged_for(&labels);
         let state = AgentTable {
@@ -301,6 +318,7 @@ mod tests {
             digest: Some(TableDigest::of(&own)),
         };
         registry.set_event_table(&client, 1, state);
+        assert_eq!(registry.labels(&client), Some(labels.clone()));
         assert_eq!(registry.offer_event_table(&table), (0, 1), "held already");
         let mut newer = (*table).clone();
         newer.version = 2;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::datastore::ClientDir;
-use crate::datastore::{client_info, DatastoreError, Fault, FlowState};
+use crate::datastore::{client_info, DatastoreError, EventBatchError, Fault, FlowState};
+use crate::datastore::{ArtifactName, ClientDir};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::limits::{RETRY_AFTER_BUSY, RETRY_AFTER_DISK_FULL};
 use crate::metrics::{metrics, RejectReason};
@@ -17,6 +17,7 @@ use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
 use crate::runtime::offload::offload;
+use crate::sessions::event_streams;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::sessions::shard::ShardCtx;
 
@@ -38,6 +39,10 @@ pub enum UploadError {
     FlowClosed { flow: FlowId, state: FlowState },
     #[error("another upload for flow {flow} is in progress on this connection")]
     Busy { flow: FlowId },
+    #[error("`{artifact}` is not an event artifact of the catalogue")]
+    NotEventArtifact { artifact: String },
+    #[error("another event batch of {artifact} is in progress on this connection")]
+    EventsBusy { artifact: ArtifactName },
     #[error("{0}")]
     Datastore(#[from] DatastoreError),
 }
@@ -52,9 +57,12 @@ impl UploadError {
             Self::BadId(_) | Self::ArtifactNotRequested { .. } => RejectReason::BadName,
             Self::NotYourFlow { .. } => RejectReason::NotYourFlow,
             Self::FlowClosed { .. } => RejectReason::FlowClosed,
-            Self::Busy { .. } => RejectReason::Busy,
+            Self::Busy { .. } | Self::EventsBusy { .. } => RejectReason::Busy,
+            Self::NotEventArtifact { .. } => RejectReason::NotEventArtifact,
             Self::Datastore(e) => match e {
-                DatastoreError::Jsonl { .. } => RejectReason::BadJsonl,
+                DatastoreError::Jsonl { .. }
+                | DatastoreError::EventBatch(EventBatchError::Jsonl(_)) => RejectReason::BadJsonl,
+                DatastoreError::EventBatch(_) => RejectReason::BadEventTimes,
                 e if e.fault() == Fault::Agent => RejectReason::BadName,
                 // A full disk: 503 so the agent keeps the batch and backs off (docs/architecture.md).
                 e if e.fault() == Fault::Overload => RejectReason::Overloaded,
@@ -210,7 +218,11 @@ async fn dispatch(
                 .fetch_add(written, Ordering::Relaxed);
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
-        Kind::Events(_) => Err(UploadError::Empty),
+        Kind::Events(batch) => {
+            let streams = flows.event_streams();
+            let (status, next_seq) = event_streams::ingest(ctx, client_id, streams, batch).await?;
+            Ok(Answer::ok(status, next_seq))
+        }
         Kind::Info(info) => {
             let client = ds.client(client_id);
             offload(move || record_seen(&client, &info)).await?;

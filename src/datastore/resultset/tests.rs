@@ -4,8 +4,11 @@
 
 use super::*;
 use crate::datastore::path::{ArtifactName, Datastore};
+use crate::datastore::rowlog::BatchRecord;
 use crate::ids::{ClientId, FlowId};
 use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -279,12 +282,18 @@ fn record_decoding_rejects_implausible_records() {
     assert_eq!(BatchRecord::decode(&good.encode()), Some(good));
     assert_eq!(BatchRecord::decode(&[0u8; 32]), None);
     assert_eq!(BatchRecord::decode(&good.encode()[..31]), None);
+    let fewer_rows_than_batches = BatchRecord {
+        seq: 4,
+        end_offset: 30,
+        end_rows: 4,
+    };
+    assert!(!fewer_rows_than_batches.fits_at::<ResultFormat>(4));
+    assert!(good.fits_at::<ResultFormat>(1));
+    assert!(
+        !good.fits_at::<ResultFormat>(2),
+        "result batches have no gaps"
+    );
     for bad in [
-        BatchRecord {
-            seq: 4,
-            end_offset: 30,
-            end_rows: 4,
-        }, // fewer rows than batches
         BatchRecord {
             seq: 0,
             end_offset: 5,
