@@ -626,3 +626,81 @@ fn a_broken_sinks_section_names_the_file_the_key_and_the_fault() -> Result<()> {
     assert_eq!(dir, Path::new("/data/spool/10.0.0.1_8000/siem"));
     Ok(())
 }
+
+#[test]
+fn a_deployment_ships_agent_events_to_its_sink_across_a_frontend_restart() -> Result<()> {
+    // Goal: the whole path, agent upload → ingest → tap → spool → webhook, with the
+    // frontend stopped while events are still spooled (the receiver answers 503) and
+    // started again: every event arrives once by id. Method: a real master configured
+    // with a `[[sinks]]` webhook, a RawAgent posting EventBatch uploads.
+    use packhunt::protocol::pb;
+    let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let open = accept.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if open.load(Ordering::Relaxed) {
+            ok()
+        } else {
+            (503, vec![("Retry-After".into(), "1".into())], Vec::new())
+        }
+    });
+    let url = receiver.url();
+    let mut deployment = common::Deployment::start_with(|text| {
+        text.push_str(&format!(
+            "\n[[sinks]]\nname = \"e2e-hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\
+             artifacts = [\"Generic.Client.Stats\"]\nbatch_rows = 20\nbatch_age_ms = 100\n"
+        ));
+    })?;
+    let mut agent = common::RawAgent::connect(&deployment)?;
+    let client = agent.client_id.clone();
+    let now_ms = packhunt::clock::now_ms();
+    let mut expected = BTreeSet::new();
+    for seq in 1..=5u64 {
+        let rows = 10u64;
+        let batch = pb::EventBatch {
+            artifact: "Generic.Client.Stats".into(),
+            seq,
+            jsonl: (0..rows)
+                .map(|i| format!("{{\"seq\":{seq},\"i\":{i}}}\n"))
+                .collect::<String>()
+                .into(),
+            row_count: rows as u32,
+            time_ms: (0..rows).map(|i| now_ms + i).collect(),
+            dropped_before: 0,
+        };
+        let reply = agent.upload(&pb::Upload {
+            kind: Some(pb::upload::Kind::Events(batch)),
+        })?;
+        anyhow::ensure!(reply.status == 200, "batch {seq}: HTTP {}", reply.status);
+        expected.extend((0..rows).map(|i| format!("{client}:Generic.Client.Stats:{seq}:{i}")));
+    }
+    let retried = "packhunt_sink_retried_total{sink=\"e2e-hook\"}";
+    common::wait_until(
+        "the sink retrying",
+        LIMIT,
+        || deployment.metric(retried),
+        |r| *r > 0,
+    )?;
+    drop(agent);
+    deployment.stop_frontend()?;
+    // Every request so far was answered 503: their events stayed spooled.
+    let refused = receiver.requests().len();
+    accept.store(true, Ordering::Relaxed);
+    deployment.start_frontend()?;
+    let sent = "packhunt_sink_sent_total{sink=\"e2e-hook\"}";
+    common::wait_until(
+        "every event sent after the restart",
+        LIMIT,
+        || deployment.metric(sent),
+        |s| *s == expected.len() as u64,
+    )?;
+    assert!(refused > 0);
+    let got = webhook_ids(&receiver.requests(), |n| n >= refused);
+    assert_eq!(got.len(), expected.len(), "each event accepted once");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
+    let spool = deployment.datastore().join("spool");
+    assert!(
+        spool.is_dir(),
+        "the spool is under the datastore by default"
+    );
+    Ok(())
+}
