@@ -591,28 +591,70 @@ fn label_and_artifact_filters_pick_what_a_sink_receives() -> Result<()> {
 
 #[test]
 fn a_broken_sinks_section_names_the_file_the_key_and_the_fault() -> Result<()> {
-    let cases: [(&str, &str); 6] = [
-        ("name = \"a\"\nkind = \"kafka\"\nurl = \"http://x\"\nartifacts = [\"Linux.Events.ProcessStart\"]", "sinks[0].kind"),
-        ("name = \"a\"\nkind = \"webhook\"\nartifacts = [\"Linux.Events.ProcessStart\"]", "sinks[0].url"),
-        ("name = \"a\"\nkind = \"webhook\"\nurl = \"http://x\"\nartifacts = []", "sinks[0].artifacts"),
-        ("name = \"a\"\nkind = \"webhook\"\nurl = \"http://x\"\nartifacts = [\"Linux.Sys.Pslist\"]", "sinks[0].artifacts[0]"),
-        ("name = \"a\"\nkind = \"clickhouse\"\nurl = \"http://x\"\ntable = \"t; DROP\"\nartifacts = [\"Linux.Events.ProcessStart\"]", "sinks[0].table"),
-        ("name = \"a/b\"\nkind = \"file\"\npath = \"x\"\nartifacts = [\"Linux.Events.ProcessStart\"]", "sinks[0].name"),
+    const PROCESS_START: &str = "artifacts = [\"Linux.Events.ProcessStart\"]";
+    let cases: [(String, &str, &str); 7] = [
+        (
+            format!("name = \"a\"\nkind = \"kafka\"\nurl = \"http://x\"\n{PROCESS_START}"),
+            "sinks[0].kind",
+            "not one of elastic, clickhouse, webhook, file",
+        ),
+        (
+            format!("name = \"a\"\nkind = \"webhook\"\n{PROCESS_START}"),
+            "sinks[0].url",
+            "needs its endpoint",
+        ),
+        (
+            "name = \"a\"\nkind = \"webhook\"\nurl = \"http://x\"\nartifacts = []".into(),
+            "sinks[0].artifacts",
+            "at least one event artifact",
+        ),
+        (
+            "name = \"a\"\nkind = \"webhook\"\nurl = \"http://x\"\n\
+             artifacts = [\"Linux.Sys.Pslist\"]"
+                .into(),
+            "sinks[0].artifacts[0]",
+            "not an event artifact",
+        ),
+        (
+            format!(
+                "name = \"a\"\nkind = \"clickhouse\"\nurl = \"http://x\"\n\
+                 table = \"t; DROP\"\n{PROCESS_START}"
+            ),
+            "sinks[0].table",
+            "database.table",
+        ),
+        (
+            format!(
+                "name = \"a\"\nkind = \"webhook\"\nurl = \"http://x\"\ntable = \"t\"\n\
+                 {PROCESS_START}"
+            ),
+            "sinks[0].table",
+            "applies only to clickhouse",
+        ),
+        (
+            format!("name = \"a/b\"\nkind = \"file\"\npath = \"x\"\n{PROCESS_START}"),
+            "sinks[0].name",
+            "letters, digits",
+        ),
     ];
-    for (entry, key) in cases {
+    for (entry, key, words) in cases {
         let deployment = common::Deployment::generate_with(|text| {
             text.push_str(&format!("\n[[sinks]]\n{entry}\n"));
         })?;
         let path = deployment.path().join("server.config.toml");
         let err = packhunt::config::ServerConfig::load(&path)
-            .expect_err(entry)
+            .expect_err(&entry)
             .to_string();
         assert!(err.contains(&format!("key `{key}`")), "{entry}: {err}");
+        assert!(err.contains(words), "{entry}: {err}");
         assert!(err.contains("server.config.toml"), "{err}");
     }
     // A good one loads, with its defaults.
     let deployment = common::Deployment::generate_with(|text| {
-        text.push_str("\n[[sinks]]\nname = \"siem\"\nkind = \"elastic\"\nurl = \"https://es:9200\"\nartifacts = [\"Linux.Events.ProcessStart\"]\n");
+        text.push_str(&format!(
+            "\n[[sinks]]\nname = \"siem\"\nkind = \"elastic\"\nurl = \"https://es:9200\"\n\
+             {PROCESS_START}\n"
+        ));
     })?;
     let config =
         packhunt::config::ServerConfig::load(&deployment.path().join("server.config.toml"))?;

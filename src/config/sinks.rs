@@ -173,8 +173,21 @@ fn parse_sink(
         ));
     }
     for (j, artifact) in e.artifacts.iter().enumerate() {
-        crate::artifacts::find_event(artifact)
-            .map_err(|err| check.invalid(&key(&format!("artifacts[{j}]")), err.to_string()))?;
+        if crate::artifacts::find_event(artifact).is_err() {
+            let events: Vec<&str> = crate::artifacts::catalogue()
+                .iter()
+                .filter(|a| a.kind == crate::artifacts::ArtifactKind::Event)
+                .map(|a| a.name)
+                .collect();
+            let shown: String = artifact.chars().take(100).collect();
+            return Err(check.invalid(
+                &key(&format!("artifacts[{j}]")),
+                format!(
+                    "`{shown}` is not an event artifact of the catalogue ({})",
+                    events.join(", ")
+                ),
+            ));
+        }
     }
     if e.labels.iter().any(|l| l.is_empty()) {
         return Err(check.invalid(&key("labels"), "a label cannot be empty"));

@@ -74,7 +74,8 @@ impl HttpClient {
         self.runtime.block_on(async {
             tokio::select! {
                 answer = tokio::time::timeout(SINK_REQUEST_TIMEOUT, self.send(request)) => {
-                    answer.unwrap_or_else(|_| Err(format!("no answer within {SINK_REQUEST_TIMEOUT:?}")))
+                    let late = || format!("no answer within {SINK_REQUEST_TIMEOUT:?}");
+                    answer.unwrap_or_else(|_| Err(late()))
                 }
                 () = self.stopped() => Err("the sink is stopping".into()),
             }

@@ -138,9 +138,13 @@ impl Spool {
             self.start_segment(last.number + 1)?;
         }
         let path = segment_path(&self.dir, self.segments.back().expect("never empty").number);
-        self.writer
-            .write_all(lines)
-            .map_err(io_err("append to", &path))?;
+        if let Err(e) = self.writer.write_all(lines) {
+            // A partial append (disk full) is cut off again, so the segment stays whole
+            // lines and matches what the spool counted.
+            let counted = self.segments.back().expect("never empty").len_bytes;
+            let _ = self.writer.set_len(counted);
+            return Err(io_err("append to", &path)(e));
+        }
         let last = self.segments.back_mut().expect("never empty");
         last.len_bytes += lines.len() as u64;
         last.rows += rows;
@@ -349,10 +353,10 @@ fn read_cursor(dir: &Path, segments: &VecDeque<Segment>) -> Position {
         offset_bytes,
         row,
     };
+    // A cursor in a deleted segment (all of it sent, or dropped for space) means the
+    // oldest segment left is where delivery resumes.
     match segments.iter().find(|s| s.number == segment) {
         Some(s) if offset_bytes <= s.len_bytes && row <= s.rows => cursor,
-        // The cursor's segment was deleted (all sent): the oldest left is unsent.
-        None if segment < start.segment => start,
         _ => start,
     }
 }
@@ -376,7 +380,8 @@ mod tests {
 
     fn line(i: u64) -> Vec<u8> {
         format!(
-            "{{\"id\":\"c:a:1:{i}\",\"client_id\":\"c\",\"artifact\":\"a\",\"time_ms\":{i},\"row\":{{\"pad\":\"{}\"}}}}\n",
+            "{{\"id\":\"c:a:1:{i}\",\"client_id\":\"c\",\"artifact\":\"a\",\
+             \"time_ms\":{i},\"row\":{{\"pad\":\"{}\"}}}}\n",
             "x".repeat(100)
         )
         .into_bytes()
