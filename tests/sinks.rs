@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -106,13 +106,39 @@ impl Receiver {
     }
 
     fn start_on(port: u16, respond: impl Fn(usize, &Request) -> Answer + Send + 'static) -> Self {
+        Self::serve(port, None, respond)
+    }
+
+    /// The same over TLS with `tls` (HTTPS).
+    fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        respond: impl Fn(usize, &Request) -> Answer + Send + 'static,
+    ) -> Self {
+        Self::serve(common::free_port(), Some(tls), respond)
+    }
+
+    fn serve(
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        respond: impl Fn(usize, &Request) -> Answer + Send + 'static,
+    ) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the receiver");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let Ok(request) = read_request(&stream) else {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut stream: Box<dyn ReadWrite> = match &tls {
+                    None => Box::new(stream),
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                            continue;
+                        };
+                        Box::new(rustls::StreamOwned::new(conn, stream))
+                    }
+                };
+                let Ok(request) = read_request(&mut stream) else {
                     continue;
                 };
                 let n = {
@@ -120,7 +146,7 @@ impl Receiver {
                     seen.push(request.clone());
                     seen.len() - 1
                 };
-                let _ = write_answer(stream, respond(n, &request));
+                let _ = write_answer(&mut stream, respond(n, &request));
             }
         });
         Self { port, requests }
@@ -135,8 +161,10 @@ impl Receiver {
     }
 }
 
-fn read_request(stream: &TcpStream) -> Result<Request> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn read_request(stream: &mut Box<dyn ReadWrite>) -> Result<Request> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -167,7 +195,7 @@ fn read_request(stream: &TcpStream) -> Result<Request> {
     })
 }
 
-fn write_answer(mut stream: TcpStream, (status, headers, body): Answer) -> std::io::Result<()> {
+fn write_answer(stream: &mut Box<dyn ReadWrite>, (status, headers, body): Answer) -> Result<()> {
     let mut head = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -177,7 +205,9 @@ fn write_answer(mut stream: TcpStream, (status, headers, body): Answer) -> std::
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(&body)
+    stream.write_all(&body)?;
+    stream.flush()?;
+    Ok(())
 }
 
 fn ok() -> Answer {
@@ -744,5 +774,70 @@ fn a_deployment_ships_agent_events_to_its_sink_across_a_frontend_restart() -> Re
         spool.is_dir(),
         "the spool is under the datastore by default"
     );
+    Ok(())
+}
+
+#[test]
+fn an_https_sink_checks_the_receiver_against_its_ca_file() -> Result<()> {
+    // Goal: `https://` with `ca_file` delivers to a receiver whose certificate that CA
+    // signed, and refuses (retries) one it did not. Method: the deployment CA and master
+    // certificate of a generated config serve a TLS receiver on 127.0.0.1.
+    let deployment = common::Deployment::generate_with(|_| {})?;
+    let config_path = deployment.path().join("server.config.toml");
+    let config = packhunt::config::ServerConfig::load(&config_path)?;
+    let file = packhunt::config::ServerFile::load(&config_path)?;
+    let ca_file = deployment.path().join("ca.pem");
+    std::fs::write(&ca_file, &file.tls.ca_certificate)?;
+    let tls = &config.frontend.tls;
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(tls.chain.clone(), tls.key.clone_key())?;
+    let receiver = Receiver::start_tls(Arc::new(server), |_, _| ok());
+    let url = format!("https://127.0.0.1:{}", receiver.port);
+    let mut sink = http_sink("hook-https", &url, |http| SinkKind::Webhook { http });
+    if let SinkKind::Webhook { http } = &mut sink.kind {
+        http.ca_file = Some(ca_file);
+    }
+    let dir = tempfile::tempdir()?;
+    let running = RunningSink::start(&sink, dir.path())?;
+    let batches = [batch("C.00000000000000a7", 1, 5)];
+    offer_all(&running, &batches);
+    common::wait_until(
+        "the events received over TLS",
+        LIMIT,
+        || Ok(webhook_ids(&receiver.requests(), |_| true).len()),
+        |n| *n == 5,
+    )?;
+    running.stop();
+
+    // With no `ca_file` the system's bundle is trusted, which does not hold the
+    // deployment CA: the same receiver is never sent to.
+    if !Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
+        common::skip(
+            "an_https_sink_checks_the_receiver_against_its_ca_file (system bundle half)",
+            "the ca-certificates package",
+        );
+        return Ok(());
+    }
+    let other = tempfile::tempdir()?;
+    let mut untrusted = http_sink("hook-https-untrusted", &url, |http| SinkKind::Webhook {
+        http,
+    });
+    untrusted.batch_age = Duration::from_millis(10);
+    let running = RunningSink::start(&untrusted, other.path())?;
+    offer_all(&running, &[batch("C.00000000000000a7", 2, 5)]);
+    let m = running.metrics().clone();
+    common::wait_until(
+        "the untrusted receiver refused",
+        LIMIT,
+        || Ok(m.retried.load(Ordering::Relaxed)),
+        |r| *r > 0,
+    )?;
+    assert_eq!(m.sent.load(Ordering::Relaxed), 0);
+    assert_eq!(webhook_ids(&receiver.requests(), |_| true).len(), 5);
+    running.stop();
     Ok(())
 }

@@ -571,4 +571,17 @@ mod tests {
         assert!(text.contains("packhunt_flow_transitions_total{state=\"finished\"} 1"));
         assert!(text.contains("# TYPE packhunt_connections_open gauge"));
     }
+
+    #[test]
+    fn renders_each_sink_with_its_name_and_drop_reasons() {
+        let m = Metrics::default();
+        let sink = m.sink("siem");
+        sink.sent.fetch_add(5, Ordering::Relaxed);
+        sink.dropped(SinkDrop::SpoolFull, 2);
+        assert!(std::sync::Arc::ptr_eq(&sink, &m.sink("siem")));
+        let text = m.render();
+        assert!(text.contains("packhunt_sink_sent_total{sink=\"siem\"} 5"));
+        assert!(text.contains("packhunt_sink_dropped_total{sink=\"siem\",reason=\"spool_full\"} 2"));
+        assert!(text.contains("# TYPE packhunt_sink_lag_seconds gauge"));
+    }
 }

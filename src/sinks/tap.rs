@@ -54,3 +54,42 @@ impl EventConsumer for SinkTap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Goal: the tap never waits: a full queue drops the batch and counts its events.
+    use super::*;
+
+    fn batch(artifact: &str, labels: &[&str]) -> Arc<IngestedBatch> {
+        Arc::new(IngestedBatch {
+            client_id: crate::ids::ClientId::parse("C.0123456789abcdef").unwrap(),
+            artifact: crate::datastore::ArtifactName::parse(artifact).unwrap(),
+            seq: 1,
+            time_ms: vec![1, 2, 3],
+            jsonl: bytes::Bytes::from_static(b"{}\n{}\n{}\n"),
+            labels: labels
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        })
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_filters_apply_first() {
+        let (queue, queued) = crossbeam_channel::bounded(1);
+        let metrics = Arc::new(SinkMetrics::default());
+        let tap = SinkTap::new(
+            vec!["Linux.Events.ProcessStart".into()],
+            vec!["prod".into()],
+            queue,
+            metrics.clone(),
+        );
+        tap.offer(&batch("Linux.Events.ProcessStart", &["prod"]));
+        tap.offer(&batch("Linux.Events.ProcessStart", &["prod", "x"]));
+        tap.offer(&batch("Linux.Events.ProcessStart", &["dev"]));
+        tap.offer(&batch("Generic.Client.Stats", &["prod"]));
+        assert_eq!(queued.len(), 1);
+        assert_eq!(metrics.dropped_count(SinkDrop::QueueFull), 3);
+    }
+}
