@@ -314,7 +314,8 @@ pub const DEFAULT_SINK_BATCH_AGE: Duration = Duration::from_millis(1000);
 /// On-disk spool of one sink when `spool_bytes` is not set: at ~300 bytes an event, about
 /// 3.5 million events, i.e. an hour of a 1000-event/s fleet during a sink outage.
 pub const DEFAULT_SINK_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
-/// Smallest `spool_bytes`: below it one agent batch could overflow the spool on arrival.
+/// Smallest `spool_bytes`: a spool of a few typical batches (a few KiB each); the bound
+/// can be passed by one batch at most, since a batch is appended whole.
 pub const MIN_SINK_SPOOL_BYTES: u64 = 64 * 1024;
 /// The spool is cut into this many segments, so that dropping the oldest one on overflow
 /// frees about 1/8 of it while keeping 7/8 of the backlog.

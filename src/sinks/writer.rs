@@ -6,12 +6,14 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::record::encode_batch;
+use super::spool::Spool;
 use super::Shared;
 use crate::events::IngestedBatch;
 use crate::limits::SINK_POLL_INTERVAL;
 use crate::metrics::SinkDrop;
 
-/// Batches appended in one go at most: one write and one lock for a burst.
+/// Batches appended under one lock at most: a burst costs one lock, and the sender
+/// waits at most this many appends for it.
 const BURST_BATCHES_COUNT: usize = 64;
 
 pub fn run(shared: Arc<Shared>, queue: Receiver<Arc<IngestedBatch>>) {
@@ -23,17 +25,21 @@ pub fn run(shared: Arc<Shared>, queue: Receiver<Arc<IngestedBatch>>) {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        lines.clear();
-        let mut rows = encode_batch(&first, &mut lines);
-        for batch in queue.try_iter().take(BURST_BATCHES_COUNT) {
-            rows += encode_batch(&batch, &mut lines);
+        let mut spool = shared.lock_spool();
+        // One append per batch, so that no append is larger than one agent batch: the
+        // spool's segments, and so its bound, stay as fine-grained as the batches.
+        for batch in std::iter::once(first).chain(queue.try_iter().take(BURST_BATCHES_COUNT)) {
+            lines.clear();
+            let rows = encode_batch(&batch, &mut lines);
+            append(&shared, &mut spool, &lines, rows);
         }
-        append(&shared, &lines, rows);
+        shared.publish_size(&spool);
+        drop(spool);
+        shared.wake.notify_all();
     }
 }
 
-fn append(shared: &Shared, lines: &[u8], rows: u64) {
-    let mut spool = shared.lock_spool();
+fn append(shared: &Shared, spool: &mut Spool, lines: &[u8], rows: u64) {
     match spool.append(lines, rows) {
         Ok(appended) => {
             if appended.dropped > 0 {
@@ -47,7 +53,4 @@ fn append(shared: &Shared, lines: &[u8], rows: u64) {
             shared.metrics.dropped(SinkDrop::SpoolError, rows);
         }
     }
-    shared.publish_size(&spool);
-    drop(spool);
-    shared.wake.notify_all();
 }
