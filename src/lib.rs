@@ -42,5 +42,6 @@ pub mod protocol;
 pub mod replication;
 pub mod runtime;
 pub mod sessions;
+pub mod sinks;
 pub mod tls;
 pub mod transport;

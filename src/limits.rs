@@ -364,6 +364,59 @@ const _: () = assert!(MAX_WATCHER_QUEUED_BYTES as u64 >= DEFAULT_MAX_UPLOAD_BYTE
 // ---- Events: sinks ------------------------------------------------------------------------
 // (shipping events to Elasticsearch, ClickHouse, webhooks and files)
 
+/// Event batches queued between the agent shards' `offer` and a sink's spool writer; full
+/// means the spool writer is behind by this many batches (disk stalled), and further
+/// batches are dropped and counted rather than wait on an agent shard.
+pub const SINK_QUEUE_BATCHES_COUNT: usize = 1024;
+
+/// Events in one request to a sink when `batch_rows` is not set: a `_bulk` or INSERT of
+/// 1000 rows is the size Elasticsearch and ClickHouse both advise (a few MB at most).
+pub const DEFAULT_SINK_BATCH_ROWS_COUNT: usize = 1000;
+/// Largest `batch_rows`: bounds the memory of one batch held by the sender (rows are
+/// bounded by `max_upload_bytes` each, but are a few hundred bytes in practice).
+pub const MAX_SINK_BATCH_ROWS_COUNT: usize = 100_000;
+
+/// How long a partial batch waits for more events before it is sent anyway: the sink's
+/// latency floor when events trickle in.
+pub const DEFAULT_SINK_BATCH_AGE: Duration = Duration::from_millis(1000);
+
+/// On-disk spool of one sink when `spool_bytes` is not set: at ~300 bytes an event, about
+/// 3.5 million events, i.e. an hour of a 1000-event/s fleet during a sink outage.
+pub const DEFAULT_SINK_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
+/// Smallest `spool_bytes`: a spool of a few typical batches (a few KiB each); the bound
+/// can be passed by one batch at most, since a batch is appended whole.
+pub const MIN_SINK_SPOOL_BYTES: u64 = 64 * 1024;
+/// The spool is cut into this many segments, so that dropping the oldest one on overflow
+/// frees about 1/8 of it while keeping 7/8 of the backlog.
+pub const SINK_SPOOL_SEGMENTS_COUNT: u64 = 8;
+/// Largest spool segment, whatever `spool_bytes`: what one overflow drops at most.
+pub const MAX_SINK_SPOOL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// First wait after a failed send; doubles per failure up to `MAX_SINK_RETRY_BACKOFF`,
+/// each wait jittered to 50-100 % so a fleet of frontends does not retry in step.
+pub const MIN_SINK_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts (also the cap on an honoured Retry-After): a sink
+/// that comes back is used again within this. Attempts are not capped in number: the
+/// spool bound, not a retry count, decides what is given up (oldest first).
+pub const MAX_SINK_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One HTTP request to a sink, connect to answer read: a sink that hangs is retried.
+pub const SINK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest sink answer read: a `_bulk` answer for `MAX_SINK_BATCH_ROWS_COUNT` items is a
+/// few MB; anything bigger is not read whole (and counts as a failed attempt).
+pub const MAX_SINK_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// A `file` sink's file is rotated once it reaches this size (`max_file_bytes`).
+pub const DEFAULT_SINK_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// Rotated files a `file` sink keeps (`<path>.1` newest .. `<path>.N` oldest).
+pub const DEFAULT_SINK_FILE_COUNT: u32 = 10;
+/// Smallest `max_file_bytes`: a smaller file would rotate on every batch.
+pub const MIN_SINK_FILE_BYTES: u64 = 4096;
+
+/// How often an idle sender looks at its spool and refreshes its lag gauge; also how fast
+/// it notices a stop.
+pub const SINK_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
 // ---- Datastore ----------------------------------------------------------------------------
 
 /// Largest document `read_json` accepts. Our documents are a few KiB; a bigger file is

@@ -29,6 +29,9 @@ pub struct ServerFile {
     /// Minion frontends added with `packhunt config frontend`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub minions: Vec<MinionEntry>,
+    /// Where each frontend ships the events it ingests (`docs/events/sinks.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +193,61 @@ pub struct MinionEntry {
     pub metrics_port: Option<u16>,
 }
 
+/// A `[[sinks]]` entry as written; `config::sinks` checks it and fills the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkEntry {
+    /// Names the sink in metrics and its spool folder: letters, digits, `-`, `_`.
+    pub name: String,
+    /// `elastic`, `clickhouse`, `webhook` or `file`.
+    pub kind: String,
+    /// `http://` or `https://` endpoint (every kind but `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The JSONL file a `file` sink writes (relative to the config file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Event artifacts of the catalogue whose events this sink receives.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// If set, only events of clients carrying one of these labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_age_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
+    /// Parent of the per-frontend spool folders (relative to the config file's folder);
+    /// default `<datastore.location>/spool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    /// Extra HTTP headers sent with every request (e.g. `Authorization`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// HTTP Basic credentials (both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PEM file of the CA that signs an `https://` sink's certificate; default the
+    /// system's bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `elastic`: the index written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// `clickhouse`: the table inserted into (`db.table` or `table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// `file`: rotate at this size, keep this many rotated files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
 /// `client.config.toml`: what every agent (and loadgen) needs to find the frontends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +314,14 @@ impl ServerFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut file: ServerFile = load_toml(path)?;
         file.datastore.location = resolve(path, &file.datastore.location);
+        for sink in &mut file.sinks {
+            for p in [&mut sink.path, &mut sink.spool_dir, &mut sink.ca_file]
+                .into_iter()
+                .flatten()
+            {
+                *p = resolve(path, p);
+            }
+        }
         Ok(file)
     }
 }

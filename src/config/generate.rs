@@ -252,6 +252,7 @@ fn server_config(
             role: Role::Administrator,
         }],
         minions: Vec::new(),
+        sinks: Vec::new(),
     }
 }
 

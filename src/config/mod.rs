@@ -7,6 +7,7 @@
 pub mod file;
 pub mod generate;
 pub mod minion;
+pub mod sinks;
 pub mod url;
 
 use std::net::{IpAddr, SocketAddr};
@@ -19,12 +20,13 @@ use serde::Serialize;
 
 pub use file::{
     ClientFile, ClientSection, DatastoreSection, FrontendSection, GuiPriority, GuiSection,
-    LimitsSection, MinionEntry, Role, ServerFile, ServerTlsSection, UserEntry,
+    LimitsSection, MinionEntry, Role, ServerFile, ServerTlsSection, SinkEntry, UserEntry,
     DEFAULT_REPLICATION_PORT,
 };
 
 use crate::limits;
 use crate::tls::pem::{self, CertificateAndKey};
+pub use sinks::{HttpTarget, HttpUrl, Sink, SinkKind};
 use url::{HostPort, ServerUrl};
 
 /// Errors loading or writing a config file. Always the operator's fault or the disk's.
@@ -65,6 +67,8 @@ pub struct ServerConfig {
     pub users: Vec<UserEntry>,
     /// Invariant: names are unique and none is the master's.
     pub minions: Vec<Minion>,
+    /// `[[sinks]]`; invariant: names are unique.
+    pub sinks: Vec<Sink>,
 }
 
 /// `[frontend]`: the master's address, certificate and process resources.
@@ -372,6 +376,7 @@ impl ServerFile {
             frontend,
             users: self.users,
             minions,
+            sinks: sinks::parse_sinks(&check, &self.sinks)?,
         })
     }
 }

@@ -46,6 +46,8 @@ pub enum FrontendError {
     Signals(std::io::Error),
     #[error("replication: {0}")]
     Replication(#[from] crate::replication::ReplicationError),
+    #[error("{0}")]
+    Sinks(#[from] crate::sinks::SinkError),
 }
 
 /// What each executor reports once its listeners are bound (or failed to).
@@ -133,8 +135,10 @@ pub fn run_frontend(
         watch: watch.clone(),
     };
     // What acts on ingested events, shared by every shard: the master's watchers, or a
-    // minion's forwarder to the master's.
-    let mut consumers: Vec<Arc<dyn EventConsumer>> = Vec::new();
+    // minion's forwarder to the master's, and the sinks. Sinks start first: their spools
+    // may hold events an earlier run did not deliver.
+    let sinks = crate::sinks::Sinks::start(&config.sinks, &config.datastore.location, &name)?;
+    let mut consumers: Vec<Arc<dyn EventConsumer>> = sinks.consumers();
     match (&watch, link_outbox) {
         (Some(watch), _) => consumers.push(Arc::new(watch.clone())),
         (None, Some(outbox)) => consumers.push(Arc::new(MonitoringForwarder::new(outbox))),
@@ -240,6 +244,8 @@ pub fn run_frontend(
     for handle in handles {
         let _ = handle.join();
     }
+    // After the shards: nothing offers events any more, and what was queued gets spooled.
+    sinks.stop();
     if let Some(thread) = link_thread {
         thread.stop();
     }

@@ -144,6 +144,66 @@ pub enum FlowEvent {
     Errored,
 }
 
+// ---- Events: sinks ----
+
+/// Why a sink gave events up (`packhunt_sink_dropped_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkDrop {
+    /// The queue from the agent shards to the spool writer was full (disk stalled).
+    QueueFull,
+    /// The spool reached `spool_bytes`: its oldest segment was deleted unsent.
+    SpoolFull,
+    /// The sink refused them for good (a 4xx other than 408/429, a bulk item's mapping
+    /// error): sending them again would fail again.
+    Rejected,
+    /// A spool line that could not be read back (torn by a crash, or not ours).
+    Corrupt,
+    /// The spool could not be written (disk full, I/O error).
+    SpoolError,
+}
+
+impl SinkDrop {
+    pub const ALL: [SinkDrop; 5] = [
+        Self::QueueFull,
+        Self::SpoolFull,
+        Self::Rejected,
+        Self::Corrupt,
+        Self::SpoolError,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::SpoolFull => "spool_full",
+            Self::Rejected => "rejected",
+            Self::Corrupt => "corrupt",
+            Self::SpoolError => "spool_error",
+        }
+    }
+}
+
+/// One sink's series, labelled `sink="name"`. Counts are events, not batches.
+#[derive(Default)]
+pub struct SinkMetrics {
+    pub sent: AtomicU64,
+    /// Events in attempts that failed and were (or will be) tried again.
+    pub retried: AtomicU64,
+    pub spooled_bytes: AtomicI64,
+    /// Now minus the time of the oldest unsent event, in seconds; 0 when none is waiting.
+    pub lag_seconds: AtomicI64,
+    dropped: [AtomicU64; SinkDrop::ALL.len()],
+}
+
+impl SinkMetrics {
+    pub fn dropped(&self, reason: SinkDrop, events: u64) {
+        self.dropped[reason as usize].fetch_add(events, Ordering::Relaxed);
+    }
+
+    pub fn dropped_count(&self, reason: SinkDrop) -> u64 {
+        self.dropped[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub connections_accepted: AtomicU64,
@@ -231,6 +291,9 @@ pub struct Metrics {
     upload_rejections: [AtomicU64; RejectReason::ALL.len()],
     connection_refusals: [AtomicU64; ConnectionRefusal::ALL.len()],
     flow_events: [AtomicU64; 4],
+    // ---- Events: sinks ----
+    /// Each configured sink's series, registered when the sink starts (a few per process).
+    sinks: std::sync::Mutex<Vec<(String, std::sync::Arc<SinkMetrics>)>>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -272,6 +335,73 @@ impl Metrics {
 
     pub fn replication_dropped_count(&self, queue: ReplicationQueue) -> u64 {
         self.replication_dropped[queue as usize].load(Ordering::Relaxed)
+    }
+
+    /// The series of sink `name`, registered on first use (a restarted sink in the same
+    /// process keeps counting in the same series).
+    pub fn sink(&self, name: &str) -> std::sync::Arc<SinkMetrics> {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = sinks.iter().find(|(n, _)| n == name) {
+            return m.clone();
+        }
+        let m = std::sync::Arc::new(SinkMetrics::default());
+        sinks.push((name.to_string(), m.clone()));
+        m
+    }
+
+    fn render_sinks(&self, out: &mut String) {
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        if sinks.is_empty() {
+            return;
+        }
+        type Read = fn(&SinkMetrics) -> i64;
+        let series: [(&str, &str, &str, Read); 4] = [
+            (
+                "packhunt_sink_sent_total",
+                "Events a sink delivered",
+                "counter",
+                |m| m.sent.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "packhunt_sink_retried_total",
+                "Events in sink attempts that failed and are tried again",
+                "counter",
+                |m| m.retried.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "packhunt_sink_spooled_bytes",
+                "Bytes of a sink's on-disk spool",
+                "gauge",
+                |m| m.spooled_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "packhunt_sink_lag_seconds",
+                "Now minus the time of a sink's oldest unsent event (0 when none waits)",
+                "gauge",
+                |m| m.lag_seconds.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, kind, read) in series {
+            let values: Vec<(String, i64)> = sinks
+                .iter()
+                .map(|(sink, m)| (format!("sink=\"{sink}\""), read(m)))
+                .collect();
+            let borrowed: Vec<(&str, i64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            write_metric(out, name, help, kind, &borrowed);
+        }
+        let mut dropped = Vec::new();
+        for (sink, m) in sinks.iter() {
+            for reason in SinkDrop::ALL {
+                let label = format!("sink=\"{sink}\",reason=\"{}\"", reason.label());
+                dropped.push((label, m.dropped_count(reason) as i64));
+            }
+        }
+        write_labelled(
+            out,
+            "packhunt_sink_dropped_total",
+            "Events a sink gave up, by reason",
+            &dropped,
+        );
     }
 
     pub fn upload_rejections(&self, reason: RejectReason) -> u64 {
@@ -412,6 +542,7 @@ impl Metrics {
             .render(&mut out, name, "kind=\"read\"");
         self.api_write_latency
             .render(&mut out, name, "kind=\"write\"");
+        self.render_sinks(&mut out);
         out
     }
 }
@@ -495,5 +626,18 @@ mod tests {
         assert!(text.contains("packhunt_upload_rejections_total{reason=\"bad_jsonl\"} 0"));
         assert!(text.contains("packhunt_flow_transitions_total{state=\"finished\"} 1"));
         assert!(text.contains("# TYPE packhunt_connections_open gauge"));
+    }
+
+    #[test]
+    fn renders_each_sink_with_its_name_and_drop_reasons() {
+        let m = Metrics::default();
+        let sink = m.sink("siem");
+        sink.sent.fetch_add(5, Ordering::Relaxed);
+        sink.dropped(SinkDrop::SpoolFull, 2);
+        assert!(std::sync::Arc::ptr_eq(&sink, &m.sink("siem")));
+        let text = m.render();
+        assert!(text.contains("packhunt_sink_sent_total{sink=\"siem\"} 5"));
+        assert!(text.contains("packhunt_sink_dropped_total{sink=\"siem\",reason=\"spool_full\"} 2"));
+        assert!(text.contains("# TYPE packhunt_sink_lag_seconds gauge"));
     }
 }

@@ -17,6 +17,8 @@ use serde_json::Value;
 #[path = "../../loadgen/src/api.rs"]
 pub mod api_client;
 
+pub mod clickhouse;
+
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";
 
 /// Whether the tests run as root: some need it (namespaces, mounts, CAP_SYS_NICE).
