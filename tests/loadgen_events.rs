@@ -59,7 +59,10 @@ fn the_events_scenario_sets_the_table_and_every_agent_emits() -> Result<()> {
 
     let acked = report["events_acked_rows"].as_u64().unwrap();
     let dropped = report["events_dropped_rows"].as_u64().unwrap();
-    assert!(acked >= 60, "every agent's events were acknowledged: {report}");
+    assert!(
+        acked >= 60,
+        "every agent's events were acknowledged: {report}"
+    );
     assert_eq!(dropped, 0, "nothing dropped: {report}");
     let bytes = report["events_acked_bytes"].as_u64().unwrap();
     assert!(bytes >= acked * 100, "{acked} rows in {bytes} bytes");
@@ -89,6 +92,9 @@ fn the_events_scenario_sets_the_table_and_every_agent_emits() -> Result<()> {
             }
         }
     }
-    assert!(stored >= acked, "{stored} rows stored, {acked} acknowledged");
+    assert!(
+        stored >= acked,
+        "{stored} rows stored, {acked} acknowledged"
+    );
     Ok(())
 }

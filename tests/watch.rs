@@ -16,11 +16,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
-use bytes::Bytes;
+use anyhow::{ensure, Context, Result};
+use common::watch::Watch;
 use common::{cluster, wait_until, Api, Deployment, RawAgent};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use packhunt::limits::MAX_WATCHERS_COUNT;
 use packhunt::protocol::pb::{self, upload::Kind, upload_ack::Status};
 use serde_json::Value;
@@ -30,8 +28,6 @@ const PROCESS_START: &str = "Linux.Events.ProcessStart";
 const WATCH: &str = "/api/v1/events/watch";
 /// 2024-03-01T00:00:00Z: any fixed day will do; rows keep their own times.
 const DAY_MS: u64 = 1_709_251_200_000;
-/// How long a line may take to arrive before the test fails (a hang, not a timing).
-const LINE_LIMIT: Duration = Duration::from_secs(30);
 
 /// A batch of `rows` rows of `artifact` at DAY_MS + seq * 1000 + i; each row names its
 /// seq and position, padded with `pad_bytes` bytes.
@@ -62,109 +58,6 @@ fn post(agent: &mut RawAgent, batch: pb::EventBatch) -> Result<()> {
         reply.status
     );
     Ok(())
-}
-
-/// One watch request, its body read line by line on demand (between reads nothing
-/// drives the connection, so an unread watcher applies TCP backpressure).
-struct Watch {
-    rt: tokio::runtime::Runtime,
-    status: u16,
-    content_type: String,
-    body: hyper::body::Incoming,
-    buffered: Vec<u8>,
-}
-
-impl Watch {
-    fn open(deployment: &Deployment, host: &str, port: u16, path: &str) -> Result<Watch> {
-        let ca = packhunt::config::ClientConfig::load(&deployment.client_config())?
-            .client
-            .ca_certificate;
-        let target = common::api_client::ApiTarget {
-            host: host.to_string(),
-            port,
-            ca: ca.clone(),
-            auth: Some(("admin".into(), common::ADMIN_PASSWORD.into())),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let response = rt.block_on(async {
-            let config = packhunt::tls::client::api_client_config(&ca)?;
-            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-            tokio::spawn(conn);
-            let request = hyper::Request::get(path)
-                .header("host", format!("{host}:{port}"))
-                .header("authorization", target.authorization().context("auth")?)
-                .body(Empty::<Bytes>::new())?;
-            let exchange = send.send_request(request);
-            anyhow::Ok(tokio::time::timeout(LINE_LIMIT, exchange).await??)
-        })?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        Ok(Watch {
-            rt,
-            status,
-            content_type,
-            body: response.into_body(),
-            buffered: Vec::new(),
-        })
-    }
-
-    /// The next line as JSON; None when the stream ended.
-    fn next_line(&mut self) -> Result<Option<Value>> {
-        let (body, buffered) = (&mut self.body, &mut self.buffered);
-        let read = async {
-            loop {
-                if let Some(at) = buffered.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buffered.drain(..=at).collect();
-                    return Ok(Some(serde_json::from_slice(&line).with_context(|| {
-                        format!("not JSON: {}", String::from_utf8_lossy(&line))
-                    })?));
-                }
-                match body.frame().await {
-                    Some(frame) => {
-                        if let Ok(data) = frame?.into_data() {
-                            buffered.extend_from_slice(&data);
-                        }
-                    }
-                    None if buffered.is_empty() => return Ok(None),
-                    None => bail!("stream ended mid-line"),
-                }
-            }
-        };
-        self.rt
-            .block_on(async { tokio::time::timeout(LINE_LIMIT, read).await })
-            .context("no line within the limit")?
-    }
-
-    /// The next `n` lines, which must all be events.
-    fn events(&mut self, n: usize) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let line = self.next_line()?.context("stream ended early")?;
-            ensure!(line.get("end").is_none(), "ended: {line}");
-            out.push(line);
-        }
-        Ok(out)
-    }
-
-    /// The whole body as text (an error answer).
-    fn error_text(self) -> Result<String> {
-        let body = self
-            .rt
-            .block_on(async { tokio::time::timeout(LINE_LIMIT, self.body.collect()).await })??;
-        Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
-    }
 }
 
 fn watch_on_master(deployment: &Deployment, query: &str) -> Result<Watch> {

@@ -57,6 +57,27 @@ impl ApiTarget {
     }
 }
 
+/// One HTTP/1.1 connection to the API port, over TLS pinned to the deployment CA: how
+/// every API client here connects (keep-alive requests, the live watch's stream). Its
+/// driver runs on the current tokio runtime until the connection closes.
+pub async fn connect_http1<B>(target: &ApiTarget) -> Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let config = packhunt::tls::client::api_client_config(&target.ca)?;
+    let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
 pub struct ApiClient {
     target: ApiTarget,
     send: SendRequest<Full<Bytes>>,
@@ -65,15 +86,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub async fn connect(target: &ApiTarget) -> Result<Self> {
-        let config = packhunt::tls::client::api_client_config(&target.ca)?;
-        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
+        let send = connect_http1(target).await?;
         Ok(Self {
             target: target.clone(),
             send,

@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::api::ApiTarget;
@@ -69,15 +68,7 @@ pub async fn watch(
 
 /// One watch request, read to its end.
 async fn follow(target: &ApiTarget, artifact: &str, outcome: &mut WatchOutcome) -> Result<()> {
-    let config = packhunt::tls::client::api_client_config(&target.ca)?;
-    let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
-    tcp.set_nodelay(true)?;
-    let name = rustls::pki_types::ServerName::try_from(target.host.clone())?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(conn);
+    let mut send = crate::api::connect_http1::<Empty<bytes::Bytes>>(target).await?;
     let mut req = hyper::Request::builder()
         .method("GET")
         .uri(format!(

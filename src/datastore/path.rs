@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use super::{io_error, shown, DatastoreError};
+use crate::clock::civil_date;
 use crate::ids::{ClientId, FlowId, HuntId};
 use crate::limits::{
     MAX_ARTIFACT_NAME_BYTES, MAX_UPLOAD_COMPONENT_CHARS, MAX_UPLOAD_DEPTH_COUNT,
@@ -514,7 +515,7 @@ impl fmt::Display for UtcDay {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date on or after it; the inverse of
-/// [`civil_date`] (Howard Hinnant's `days_from_civil`, public domain).
+/// [`civil_date`](crate::clock::civil_date) (Howard Hinnant's `days_from_civil`, public domain).
 fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y / 400;
@@ -523,21 +524,6 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day) of a count of days since 1970-01-01, proleptic Gregorian.
-/// Howard Hinnant's `civil_from_days` (chrono-compatible algorithms, public domain).
-fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
-    let z = days_since_epoch + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::delivery::{classify, outcome_of, shown, Deliver, Outcome, StatusClass};
 use super::http::HttpClient;
 use super::record::SpoolEvent;
+use crate::clock::civil_date;
 
 pub struct Elastic {
     /// Invariant: a valid index name (config checks it).
@@ -138,21 +139,6 @@ pub fn rfc3339_ms(time_ms: u64) -> String {
     let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
     let (s, ms) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
-}
-
-/// (year, month, day) of days since 1970-01-01: Howard Hinnant's `civil_from_days`
-/// (public domain), as `datastore::path` uses for day files.
-fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
-    let z = days_since_epoch + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
