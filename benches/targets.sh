@@ -1047,7 +1047,7 @@ EOT
     # The measuring loadgen stands for the operator: unpinned, niced like p4's probe.
     # shellcheck disable=SC2046
     LOADGEN_CPUS="" LOADGEN_NICE=${PROBE_NICE:--10} start_loadgen "$dir" measure $((EVENTS_S + 300)) \
-        --clients "$MEASURE" --duration-s "$EVENTS_S" --scenario tasking \
+        --clients "$MEASURE" --hostname-prefix probe- --duration-s "$EVENTS_S" --scenario tasking \
         --task-rate-per-second "$TASK_RATE" --probe-rate-per-second "$PROBE_RATE" "${watch[@]}" $(api_args)
     measure_lg=$LG_PID
     for ((i = 0; i < EVENTS_S / 5; i++)); do

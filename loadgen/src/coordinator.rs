@@ -116,6 +116,7 @@ fn spawn_worker(
         &args.drop_connection_every_uploads.to_string(),
     ]);
     cmd.args(["--agents-per-worker", &args.agents_per_worker.to_string()]);
+    cmd.args(["--hostname-prefix", &args.hostname_prefix]);
     cmd.arg("--scenario")
         .arg(format!("{:?}", args.scenario).to_lowercase());
     cmd.args([

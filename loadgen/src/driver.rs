@@ -44,6 +44,8 @@ pub struct DriverPlan {
     pub target: Option<ApiTarget>,
     pub scenario: Scenario,
     pub clients: usize,
+    /// Only connected clients whose hostname starts with this are tasked (ours).
+    pub hostname_prefix: String,
     pub task_rate_per_second: f64,
     pub probe_rate_per_second: f64,
     /// The client event table's `all` list to PUT first (empty: leave the table alone).
@@ -107,7 +109,7 @@ async fn schedule(
         return Ok(outcome);
     }
     let mut api = ApiClient::connect(target).await?;
-    let ids = wait_connected(&mut api, plan.clients, &mut stop).await?;
+    let ids = wait_connected(&mut api, plan.clients, &plan.hostname_prefix, &mut stop).await?;
     let mut rng = rand::rngs::StdRng::from_entropy();
     match plan.scenario {
         Scenario::Upload => schedule_everyone(target, ids, &mut outcome, &stop).await?,
@@ -234,23 +236,25 @@ fn tally(outcome: &mut DriverOutcome, result: Result<String>) {
 async fn wait_connected(
     api: &mut ApiClient,
     want: usize,
+    hostname_prefix: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Vec<String>> {
     let started = Instant::now();
     loop {
-        let (total, _) = connected_page(api, 0, 1).await?;
+        let (total, _) = connected_page(api, 0, 1, hostname_prefix).await?;
         if total >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The API pages at most API_PAGE items at a time.
-    let mut ids = Vec::new();
+    let (mut ids, mut offset) = (Vec::new(), 0);
     loop {
-        let (total, page) = connected_page(api, ids.len(), API_PAGE).await?;
+        let (total, page) = connected_page(api, offset, API_PAGE, hostname_prefix).await?;
         let got = page.len();
-        ids.extend(page);
-        if got == 0 || ids.len() >= total {
+        offset += got;
+        ids.extend(page.into_iter().filter_map(|(id, ours)| ours.then_some(id)));
+        if got == 0 || offset >= total {
             return Ok(ids);
         }
     }
@@ -259,12 +263,14 @@ async fn wait_connected(
 /// Largest page the API serves (`MAX_CLIENT_LIST_PAGE_COUNT`).
 const API_PAGE: usize = 10_000;
 
-/// (total connected, ids of this page).
+/// (total connected, this page's connected ids, each with whether its hostname starts
+/// with `hostname_prefix`).
 async fn connected_page(
     api: &mut ApiClient,
     offset: usize,
     limit: usize,
-) -> Result<(usize, Vec<String>)> {
+    hostname_prefix: &str,
+) -> Result<(usize, Vec<(String, bool)>)> {
     let path = format!("/api/v1/clients?connected=true&offset={offset}&limit={limit}");
     let (_, body, _) = api.request("GET", &path, None).await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
@@ -274,7 +280,12 @@ async fn connected_page(
             items
                 .iter()
                 .filter(|c| c["connected"] == true)
-                .filter_map(|c| c["client_id"].as_str().map(String::from))
+                .filter_map(|c| {
+                    let ours = c["hostname"]
+                        .as_str()
+                        .is_some_and(|h| h.starts_with(hostname_prefix));
+                    c["client_id"].as_str().map(|id| (id.to_string(), ours))
+                })
                 .collect()
         })
         .unwrap_or_default();

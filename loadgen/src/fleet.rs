@@ -47,7 +47,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             urls: urls.clone(),
             local_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)),
             info: pb::ClientInfo {
-                hostname: format!("loadgen-{i}"),
+                hostname: format!("{}{i}", args.hostname_prefix),
                 os: "linux".into(),
                 version: "loadgen".into(),
             },

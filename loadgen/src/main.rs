@@ -68,6 +68,12 @@ pub struct Args {
     /// taking the ack, so the batch is resent after the reconnect (0 = never).
     #[arg(long, default_value_t = 0)]
     pub drop_connection_every_uploads: u64,
+    /// Agents report the hostname PREFIX<i>. The tasking and upload scenarios task only
+    /// connected clients whose hostname starts with PREFIX, so a small measuring loadgen
+    /// (e.g. --hostname-prefix probe-) can run beside a fleet loadgen on one frontend and
+    /// time only its own agents' tasks.
+    #[arg(long, default_value = "loadgen-")]
+    pub hostname_prefix: String,
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -169,6 +175,7 @@ impl Args {
             target,
             scenario: self.scenario,
             clients: self.clients,
+            hostname_prefix: self.hostname_prefix.clone(),
             task_rate_per_second: self.task_rate_per_second,
             probe_rate_per_second: self.probe_rate_per_second,
             event_artifacts,

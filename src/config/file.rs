@@ -123,6 +123,9 @@ pub struct DatastoreSection {
     /// fsync whole-file documents (status.json, info.json, ...) before the rename.
     #[serde(default = "default_true")]
     pub fsync_documents: bool,
+    /// fsync monitoring event day files before an event batch is acknowledged.
+    #[serde(default)]
+    pub fsync_events: bool,
     /// Threads per executor that do datastore file work (mostly waiting on the disk or
     /// NFS, so more threads than cores: fsyncs and NFS round trips then overlap).
     #[serde(default = "default_io_threads")]

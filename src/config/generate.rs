@@ -243,6 +243,7 @@ fn server_config(
         datastore: DatastoreSection {
             location: DATASTORE_DIR.into(),
             fsync_documents: true,
+            fsync_events: false,
             io_threads_per_executor: crate::limits::DEFAULT_IO_THREADS_PER_EXECUTOR,
         },
         limits: LimitsSection::default(),

@@ -123,6 +123,9 @@ pub struct DatastoreSettings {
     /// Absolute, or relative to the working folder when the config path was.
     pub location: PathBuf,
     pub fsync_documents: bool,
+    /// Whether an acknowledged event batch is on stable storage (true) or in the page
+    /// cache of the datastore's host (false, the default): see docs/events/ingest.md.
+    pub fsync_events: bool,
     /// Invariant: at most `limits::MAX_IO_THREADS_PER_EXECUTOR`.
     pub io_threads_per_executor: NonZeroUsize,
 }
@@ -370,6 +373,7 @@ impl ServerFile {
             datastore: DatastoreSettings {
                 location: self.datastore.location,
                 fsync_documents: self.datastore.fsync_documents,
+                fsync_events: self.datastore.fsync_events,
                 io_threads_per_executor,
             },
             limits: parse_limits(&check, &self.limits)?,

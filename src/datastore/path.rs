@@ -33,6 +33,7 @@ const _: () = assert!(MAX_ARTIFACT_NAME_BYTES + ".batches".len() <= 255);
 pub struct Datastore {
     root: PathBuf,
     fsync_documents: bool,
+    fsync_events: bool,
 }
 
 impl Datastore {
@@ -45,7 +46,15 @@ impl Datastore {
         Ok(Self {
             root,
             fsync_documents,
+            fsync_events: false,
         })
+    }
+
+    /// Whether monitoring event batches are fsync'd before they are acknowledged
+    /// (`[datastore] fsync_events`; off unless set).
+    pub fn with_fsync_events(mut self, fsync_events: bool) -> Self {
+        self.fsync_events = fsync_events;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -85,6 +94,7 @@ impl Datastore {
             id: id.clone(),
             dir: self.clients_dir().join(id.as_str()),
             fsync_documents: self.fsync_documents,
+            fsync_events: self.fsync_events,
         }
     }
 }
@@ -95,6 +105,7 @@ pub struct ClientDir {
     id: ClientId,
     dir: PathBuf,
     fsync_documents: bool,
+    fsync_events: bool,
 }
 
 impl ClientDir {
@@ -157,7 +168,7 @@ impl ClientDir {
             index: dir.join(format!("{day}{}", RowSetPaths::INDEX_SUFFIX)),
             batches: dir.join(format!("{day}{}", RowSetPaths::BATCHES_SUFFIX)),
             dir,
-            sync: self.fsync_documents,
+            sync: self.fsync_events,
         }
     }
 
@@ -575,6 +586,7 @@ mod tests {
         let ds = Datastore {
             root: PathBuf::from("/r"),
             fsync_documents: false,
+            fsync_events: false,
         };
         let c = ds.client(&client());
         let a = ArtifactName::parse("Generic.Client.Stats").unwrap();
@@ -754,6 +766,7 @@ mod tests {
         let ds = Datastore {
             root: PathBuf::from("/r"),
             fsync_documents: false,
+            fsync_events: false,
         };
         let f = ds.client(&client()).flow(&flow());
         let uploads = f.uploads_dir();

@@ -65,7 +65,8 @@ pub fn run_frontend(
     let datastore = Datastore::open(
         config.datastore.location.clone(),
         config.datastore.fsync_documents,
-    )?;
+    )?
+    .with_fsync_events(config.datastore.fsync_events);
     let agent_tls = TlsAcceptor::from(agent_server_config(&identity.tls)?);
     let gui_tls = TlsAcceptor::from(gui_server_config(&identity.tls)?);
     let cores = std::thread::available_parallelism()
