@@ -25,10 +25,11 @@
 #                                         recruitment unthrottled), fsync_documents true vs false,
 #                                         and the datastore on tmpfs (P2F_ARMS; an arm ARM@D
 #                                         sets [frontend] io_ring_depth = D)
-#   bash benches/targets.sh events [N]    N agents x EPS events/s on one frontend for EVENTS_S s (N=15000,
-#                                         EPS=1, EVENTS_S=300): ingest rows/s and MB/s, watch lag, a file
-#                                         sink's lag, CPU per 1,000 events/s, task delivery and API p99,
-#                                         with events vs the same fleet without (EVENTS_ARMS)
+#   bash benches/targets.sh events [N]    N agents x EPS events/s for EVENTS_S s (N=15000, EPS=1,
+#                                         EVENTS_S=300) on EVENTS_FRONTENDS (1; 3 = master + 2 minions):
+#                                         ingest rows/s and MB/s, watch lag, a file sink's lag (1 frontend),
+#                                         CPU per 1,000 events/s, task delivery and API p99, with events
+#                                         vs the same fleet without (EVENTS_ARMS)
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
@@ -55,7 +56,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,29p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -1012,15 +1013,20 @@ run_storm() {
 }
 
 # ---------------------------------------------------------------- events -------------
-# events_one ARM(events|quiet) N REPEAT: N agents on one frontend, emitting EPS events/s
-# each (events) or idle (quiet); over EVENTS_S seconds a small measuring loadgen (MEASURE
-# agents) takes tasks at TASK_RATE/s and probes the API at PROBE_RATE/s, and (events arm)
-# watches the artifact on the master; a file sink takes every event.
+# events_one ARM(events|quiet) N REPEAT: N agents over EVENTS_FRONTENDS frontends (a master
+# and minions), emitting EPS events/s each (events) or idle (quiet); over EVENTS_S seconds
+# a small measuring loadgen (MEASURE agents, hostnames probe-*) takes tasks at TASK_RATE/s
+# and probes the API at PROBE_RATE/s, and (events arm) watches the artifact on the
+# master. With one frontend a file sink takes every event (with several, they would share
+# its file).
 events_one() {
-    local arm=$1 n=$2 r=$3 dir=$OUT/events-$1-$3 a b d m0 m1 lag_max=0 lag fleet_lg measure_lg i
-    deploy "$dir"
-    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
-    cat >>"$dir/server.config.toml" <<EOT
+    local arm=$1 n=$2 r=$3 dir=$OUT/events-$1-$3 fe=() node k f t0 t1 c0=0 c1=0 lag_max=0 lag fleet_lg measure_lg i
+    if ((EVENTS_FRONTENDS > 1)); then
+        deploy_cluster "$dir" $((EVENTS_FRONTENDS - 1))
+    else
+        deploy "$dir"
+        MINION_NODES=() MINION_METRICS_PORTS=()
+        cat >>"$dir/server.config.toml" <<EOT
 
 [[sinks]]
 name = "bench-file"
@@ -1028,7 +1034,15 @@ kind = "file"
 path = "$dir/sink.jsonl"
 artifacts = ["$EVENT_ARTIFACT"]
 EOT
+    fi
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
     start_frontend "$dir"
+    fe+=("$FE_PID")
+    for node in "${MINION_NODES[@]}"; do
+        start_minion "$dir" "$node"
+        fe+=("$FE_PID")
+    done
+    ((EVENTS_FRONTENDS > 1)) && { wait_frontends_up "$EVENTS_FRONTENDS" 60 || true; }
     if [[ $arm == events ]]; then
         # shellcheck disable=SC2046
         fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + EVENTS_S + 600)) --scenario events \
@@ -1041,7 +1055,9 @@ EOT
     fleet_lg=$LG_PID
     sleep "$EVENTS_WARMUP_S"
     metrics_to "$dir/metrics-before.txt"
-    a=$(cpu_snap "$FE_PID")
+    for ((k = 0; k < ${#MINION_NODES[@]}; k++)); do metrics_at "${MINION_METRICS_PORTS[k]}" "$dir/metrics-before-minion-$k.txt"; done
+    t0=$(now_ms)
+    for f in "${fe[@]}"; do c0=$((c0 + $(cpu_ns "$f"))); done
     local watch=()
     [[ $arm == events ]] && watch=(--watch-artifact "$EVENT_ARTIFACT")
     # The measuring loadgen stands for the operator: unpinned, niced like p4's probe.
@@ -1057,37 +1073,43 @@ EOT
     done
     LG_PID=$measure_lg
     wait_loadgen_exit 300 || stop_loadgen
-    b=$(cpu_snap "$FE_PID")
+    t1=$(now_ms)
+    for f in "${fe[@]}"; do c1=$((c1 + $(cpu_ns "$f"))); done
     metrics_to "$dir/metrics-after.txt"
+    for ((k = 0; k < ${#MINION_NODES[@]}; k++)); do metrics_at "${MINION_METRICS_PORTS[k]}" "$dir/metrics-after-minion-$k.txt"; done
     LG_PID=$fleet_lg
     stop_loadgen
-    stop_frontend
-    d=$(cpu_delta "$a" "$b")
-    echo "events $arm cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
-    local wall cpu rows bytes rps
-    wall=$(echo "$d" | cut -d' ' -f2)
-    cpu=$(calc "${d%% *} / $wall" 3)
-    m0=$dir/metrics-before.txt m1=$dir/metrics-after.txt
-    rows=$(($(metric_in "$m1" packhunt_events_rows_ingested_total) - $(metric_in "$m0" packhunt_events_rows_ingested_total)))
-    bytes=$(($(metric_in "$m1" packhunt_events_bytes_ingested_total) - $(metric_in "$m0" packhunt_events_bytes_ingested_total)))
+    for ((k = ${#fe[@]} - 1; k >= 0; k--)); do FE_PID=${fe[k]}; stop_frontend; done
+    local wall cpu rows=0 bytes=0 rps m0 m1
+    wall=$(ms_to_s "$t0" "$t1")
+    cpu=$(calc "($c1 - $c0) / 1e9 / $wall" 3)
+    for m0 in "$dir"/metrics-before*.txt; do
+        m1=${m0/before/after}
+        rows=$((rows + $(metric_in "$m1" packhunt_events_rows_ingested_total) - $(metric_in "$m0" packhunt_events_rows_ingested_total)))
+        bytes=$((bytes + $(metric_in "$m1" packhunt_events_bytes_ingested_total) - $(metric_in "$m0" packhunt_events_bytes_ingested_total)))
+    done
+    m1=$dir/metrics-after.txt
+    echo "events $arm frontends $EVENTS_FRONTENDS cpu_s/s $cpu wall $wall rows $rows bytes $bytes" >>"$OUT/run.log"
     rps=$(calc "$rows / $wall" 1)
     record "ingest rows/s" "$arm" "$rps"
     record "ingest MB/s" "$arm" "$(calc "$bytes / 1e6 / $wall" 2)"
-    record "frontend CPU-s/s" "$arm" "$cpu"
+    record "frontend CPU-s/s (all $EVENTS_FRONTENDS)" "$arm" "$cpu"
     record "frontend CPU-ms per 1,000 events" "$arm" "$(awk -v c="$cpu" -v r="$rps" 'BEGIN { if (r < 1) print "-"; else printf "%.1f", c * 1000 / (r / 1000) }')"
     record "task delivery p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$dir/measure.json")"
     record "task delivery p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$dir/measure.json")"
+    record "tasks received / scheduled" "$arm" "$(rep '"\(.tasks_received)/\(.collections_scheduled)"' "$dir/measure.json")"
     record "API probe p99 (ms)" "$arm" "$(rep '.api_latency.p99_us / 1000' "$dir/measure.json")"
     if [[ $arm == events ]]; then
         record "watch lag p50 (ms)" "$arm" "$(rep '.watch.lag.p50_us / 1000' "$dir/measure.json")"
         record "watch lag p99 (ms)" "$arm" "$(rep '.watch.lag.p99_us / 1000' "$dir/measure.json")"
         record "watch events seen / ingested" "$arm" "$(rep '.watch.events_seen' "$dir/measure.json")/$rows"
-        record "file sink lag, max sampled (s)" "$arm" "$lag_max"
-        record "file sink dropped" "$arm" "$(metric_total_in "$m1" packhunt_sink_dropped_total)"
-        record "events acked by loadgen" "$arm" "$(rep '.events_acked_rows' "$dir/fleet.json")"
-        record "events dropped by agents" "$arm" "$(rep '.events_dropped_rows' "$dir/fleet.json")"
+        record "watch end reason" "$arm" "$(rep '.watch.end_reason // "none"' "$dir/measure.json")"
+        ((EVENTS_FRONTENDS == 1)) && record "file sink lag, max sampled (s)" "$arm" "$lag_max"
+        ((EVENTS_FRONTENDS == 1)) && record "file sink dropped" "$arm" "$(metric_total_in "$m1" packhunt_sink_dropped_total)"
+        record "events acked by loadgen (whole run)" "$arm" "$(rep '.events_acked_rows' "$dir/fleet.json")"
+        record "events dropped by agents (whole run)" "$arm" "$(rep '.events_dropped_rows' "$dir/fleet.json")"
     fi
-    record "upload 503s (concurrency)" "$arm" "$(metric_in "$m1" 'packhunt_upload_rejections_total{reason="concurrency"}')"
+    record "upload 503s (concurrency), master" "$arm" "$(metric_in "$m1" 'packhunt_upload_rejections_total{reason="concurrency"}')"
     record "agents connected (peak)" "$arm" "$(rep .connected_peak "$dir/fleet.json")"
     [[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$dir/datastore" "$dir"/sink.jsonl*
 }
@@ -1097,19 +1119,20 @@ run_events() {
     EPS=${EPS:-1}
     EVENTS_S=${EVENTS_S:-300}
     EVENTS_WARMUP_S=${EVENTS_WARMUP_S:-20}
+    EVENTS_FRONTENDS=${EVENTS_FRONTENDS:-1}
     EVENT_ARTIFACT=${EVENT_ARTIFACT:-Generic.Client.Stats}
     MEASURE=${MEASURE:-50}
     TASK_RATE=${TASK_RATE:-5}
     PROBE_RATE=${PROBE_RATE:-20}
     EVENTS_ARMS=${EVENTS_ARMS:-events quiet}
-    log "events: $n agents x $EPS events/s of $EVENT_ARTIFACT for ${EVENTS_S}s vs the same fleet idle; $MEASURE measuring agents, $TASK_RATE tasks/s, $PROBE_RATE probes/s"
+    log "events: $n agents over $EVENTS_FRONTENDS frontend(s) x $EPS events/s of $EVENT_ARTIFACT for ${EVENTS_S}s vs the same fleet idle; $MEASURE measuring agents, $TASK_RATE tasks/s, $PROBE_RATE probes/s"
     for ((r = 1; r <= REPEATS; r++)); do
         for arm in $EVENTS_ARMS; do events_one "$arm" "$n" "$r"; done
     done
     ratio "task delivery p99 events / quiet" "task delivery p99 (ms)" events "task delivery p99 (ms)" quiet
     ratio "API probe p99 events / quiet" "API probe p99 (ms)" events "API probe p99 (ms)" quiet
-    ratio "frontend CPU events / quiet" "frontend CPU-s/s" events "frontend CPU-s/s" quiet
-    print_table "events: $n agents x $EPS/s on one frontend vs the same fleet without events ($OUT)"
+    ratio "frontend CPU events / quiet" "frontend CPU-s/s (all $EVENTS_FRONTENDS)" events "frontend CPU-s/s (all $EVENTS_FRONTENDS)" quiet
+    print_table "events: $n agents x $EPS/s over $EVENTS_FRONTENDS frontend(s) vs the same fleet without events ($OUT)"
 }
 
 case $TARGET in

@@ -50,6 +50,19 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Uploads that declare a body of at most this many bytes (an agent's facts, a flow status,
+/// the usual event batch of a few rows) take a permit from their own per-shard pool
+/// instead of `concurrency`: with 15,000 agents sending an event batch a second, small
+/// batches queued behind the 32 shared permits drew 469,395 503s in 5 minutes and left
+/// events seconds late (tuning.md, target `events`), while what they hold is tiny.
+pub const SMALL_UPLOAD_MAX_BYTES: u64 = 64 * 1024;
+
+/// Small uploads handled at once per agent shard: bounds their memory at
+/// 256 × 64 KiB = 16 MiB per shard, beside `concurrency × max_upload_bytes` for the rest.
+/// 256 covers an agent shard's share of 20,000 agents each sending a small batch every
+/// ~250 ms with room for the blocking pool's latency spikes.
+pub const SMALL_UPLOAD_PERMITS_PER_SHARD_COUNT: u64 = 256;
+
 /// Smallest `client.max_upload_bytes` an agent config may set: the floor it has always
 /// had; the agent keeps about 1 KiB of each upload for framing (agent/outbox.rs).
 pub const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;
@@ -365,9 +378,15 @@ const _: () = assert!(MAX_WATCHER_QUEUED_BYTES as u64 >= DEFAULT_MAX_UPLOAD_BYTE
 // (shipping events to Elasticsearch, ClickHouse, webhooks and files)
 
 /// Event batches queued between the agent shards' `offer` and a sink's spool writer; full
-/// means the spool writer is behind by this many batches (disk stalled), and further
-/// batches are dropped and counted rather than wait on an agent shard.
-pub const SINK_QUEUE_BATCHES_COUNT: usize = 1024;
+/// means the spool writer is behind (disk stalled), and further batches are dropped and
+/// counted rather than wait on an agent shard. Most batches are one row: 1,024 was 70 ms
+/// of 15,000 agents' events and dropped 13,744 batches in a 5-minute run (tuning.md,
+/// target `events`); 65,536 is seconds of slack. `SINK_QUEUE_BYTES` bounds the memory.
+pub const SINK_QUEUE_BATCHES_COUNT: usize = 65_536;
+
+/// Row bytes queued for one sink's spool writer at most (the batches are shared with the
+/// other consumers, so this is what the sink keeps alive, not a copy).
+pub const SINK_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Events in one request to a sink when `batch_rows` is not set: a `_bulk` or INSERT of
 /// 1000 rows is the size Elasticsearch and ClickHouse both advise (a few MB at most).

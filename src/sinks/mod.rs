@@ -147,10 +147,12 @@ impl RunningSink {
         });
         shared.publish_size(&shared.lock_spool());
         let (queue, queued) = crossbeam_channel::bounded(SINK_QUEUE_BATCHES_COUNT);
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tap = Arc::new(tap::SinkTap::new(
             sink.artifacts.clone(),
             sink.labels.clone(),
             queue,
+            queued_bytes.clone(),
             metrics,
         ));
         let mut running = Self {
@@ -168,9 +170,10 @@ impl RunningSink {
                 })
         };
         let s = shared.clone();
-        running
-            .threads
-            .push(spawn("spool", Box::new(move || writer::run(s, queued)))?);
+        running.threads.push(spawn(
+            "spool",
+            Box::new(move || writer::run(s, queued, queued_bytes)),
+        )?);
         let batching = sender::Batching {
             rows: sink.batch_rows.get(),
             age: sink.batch_age,

@@ -2,11 +2,13 @@
 //! hands them to the sink's spool writer through a bounded queue. Full means the writer
 //! is behind (its disk stalled): the batch is dropped and counted, the shard never waits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use crate::events::{EventConsumer, IngestedBatch};
+use crate::limits::SINK_QUEUE_BYTES;
 use crate::metrics::{SinkDrop, SinkMetrics};
 
 pub struct SinkTap {
@@ -15,6 +17,8 @@ pub struct SinkTap {
     /// Empty: every client.
     labels: Vec<String>,
     queue: Sender<Arc<IngestedBatch>>,
+    /// Row bytes in `queue`: added here, taken off by the spool writer.
+    queued_bytes: Arc<AtomicU64>,
     metrics: Arc<SinkMetrics>,
 }
 
@@ -23,12 +27,14 @@ impl SinkTap {
         artifacts: Vec<String>,
         labels: Vec<String>,
         queue: Sender<Arc<IngestedBatch>>,
+        queued_bytes: Arc<AtomicU64>,
         metrics: Arc<SinkMetrics>,
     ) -> Self {
         Self {
             artifacts,
             labels,
             queue,
+            queued_bytes,
             metrics,
         }
     }
@@ -44,13 +50,18 @@ impl EventConsumer for SinkTap {
         if !self.wants(batch) {
             return;
         }
-        match self.queue.try_send(batch.clone()) {
-            Ok(()) => {}
-            // Disconnected: the sink is stopping; its events are in the day files.
-            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
-                self.metrics
-                    .dropped(SinkDrop::QueueFull, b.time_ms.len() as u64);
-            }
+        let bytes = batch.jsonl.len() as u64;
+        let queued = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = if queued.saturating_add(bytes) > SINK_QUEUE_BYTES && queued > 0 {
+            Err(())
+        } else {
+            // Full, or disconnected: the sink is stopping (its events are in the day files).
+            self.queue.try_send(batch.clone()).map_err(|_| ())
+        };
+        if sent.is_err() {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.metrics
+                .dropped(SinkDrop::QueueFull, batch.time_ms.len() as u64);
         }
     }
 }
@@ -83,6 +94,7 @@ mod tests {
             vec!["Linux.Events.ProcessStart".into()],
             vec!["prod".into()],
             queue,
+            Arc::default(),
             metrics.clone(),
         );
         tap.offer(&batch("Linux.Events.ProcessStart", &["prod"]));

@@ -16,7 +16,12 @@ use crate::metrics::SinkDrop;
 /// waits at most this many appends for it.
 const BURST_BATCHES_COUNT: usize = 64;
 
-pub fn run(shared: Arc<Shared>, queue: Receiver<Arc<IngestedBatch>>) {
+/// `queued_bytes`: the row bytes in `queue`, which this takes off as it spools them.
+pub fn run(
+    shared: Arc<Shared>,
+    queue: Receiver<Arc<IngestedBatch>>,
+    queued_bytes: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut lines = Vec::new();
     loop {
         let first = match queue.recv_timeout(SINK_POLL_INTERVAL) {
@@ -29,6 +34,10 @@ pub fn run(shared: Arc<Shared>, queue: Receiver<Arc<IngestedBatch>>) {
         // One append per batch, so that no append is larger than one agent batch: the
         // spool's segments, and so its bound, stay as fine-grained as the batches.
         for batch in std::iter::once(first).chain(queue.try_iter().take(BURST_BATCHES_COUNT)) {
+            queued_bytes.fetch_sub(
+                batch.jsonl.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             lines.clear();
             let rows = encode_batch(&batch, &mut lines);
             append(&shared, &mut spool, &lines, rows);
