@@ -50,19 +50,6 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Uploads that declare a body of at most this many bytes (an agent's facts, a flow status,
-/// the usual event batch of a few rows) take a permit from their own per-shard pool
-/// instead of `concurrency`: with 15,000 agents sending an event batch a second, small
-/// batches queued behind the 32 shared permits drew 469,395 503s in 5 minutes and left
-/// events seconds late (tuning.md, target `events`), while what they hold is tiny.
-pub const SMALL_UPLOAD_MAX_BYTES: u64 = 64 * 1024;
-
-/// Small uploads handled at once per agent shard: bounds their memory at
-/// 256 × 64 KiB = 16 MiB per shard, beside `concurrency × max_upload_bytes` for the rest.
-/// 256 covers an agent shard's share of 20,000 agents each sending a small batch every
-/// ~250 ms with room for the blocking pool's latency spikes.
-pub const SMALL_UPLOAD_PERMITS_PER_SHARD_COUNT: u64 = 256;
-
 /// Smallest `client.max_upload_bytes` an agent config may set: the floor it has always
 /// had; the agent keeps about 1 KiB of each upload for framing (agent/outbox.rs).
 pub const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;

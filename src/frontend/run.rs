@@ -395,11 +395,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         shard,
     );
     let uploads = UploadPermits::new(upload_permits, config.limits.concurrency_wait);
-    let small_uploads = UploadPermits::new(
-        crate::limits::SMALL_UPLOAD_PERMITS_PER_SHARD_COUNT,
-        config.limits.concurrency_wait,
-    );
-    let admission = Rc::new(Admission::new(uploads, small_uploads, accept_rate));
+    let admission = Rc::new(Admission::new(uploads, accept_rate));
     let ctx = ShardCtx::new(
         shard,
         config,

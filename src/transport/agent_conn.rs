@@ -19,7 +19,7 @@ use http::{Method, Request, StatusCode};
 use crate::ids::ClientId;
 use crate::limits::{
     H2_CONNECTION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, MAX_H2_CONCURRENT_STREAMS_COUNT,
-    MAX_H2_HEADER_LIST_BYTES, SMALL_UPLOAD_MAX_BYTES,
+    MAX_H2_HEADER_LIST_BYTES,
 };
 use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
 use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
@@ -269,18 +269,8 @@ async fn handle_upload(
     respond: SendResponse<Bytes>,
 ) {
     let limits = &ctx.config.limits;
-    let declared = body::declared_length(request.headers());
-    // Small bodies have their own permits (and are read no further than they said they
-    // would be), so they never wait behind big ones.
-    let small = declared.is_some_and(|n| n <= SMALL_UPLOAD_MAX_BYTES);
-    let (permits, max_bytes) = if small {
-        let max = limits.max_upload_bytes.get().min(SMALL_UPLOAD_MAX_BYTES);
-        (&admission.small_uploads, max)
-    } else {
-        (&admission.uploads, limits.max_upload_bytes.get())
-    };
     // The permit comes before the body: what is not admitted is never read into memory.
-    let Some(slot) = permits.admit().await else {
+    let Some(slot) = admission.uploads.admit().await else {
         metrics().upload_rejected(RejectReason::Concurrency);
         let wait = crate::transport::upload_permits::retry_after();
         return respond_bytes(
@@ -290,10 +280,11 @@ async fn handle_upload(
             Some(wait),
         );
     };
+    let declared = body::declared_length(request.headers());
     let mut recv = request.into_body();
     let read = with_deadline(
         limits.request_timeout,
-        body::read_capped(&mut recv, declared, max_bytes),
+        body::read_capped(&mut recv, declared, limits.max_upload_bytes.get()),
     );
     let answer = match read.await {
         Some(Ok(bytes)) => {
