@@ -247,7 +247,20 @@ async fn wait_connected(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The API pages at most API_PAGE items at a time.
+    // Beside another fleet, ours are listed only once their facts landed (a busy frontend
+    // may shed them for a while): list again until all of ours are there.
+    loop {
+        let ids = our_connected(api, hostname_prefix).await?;
+        if ids.len() >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
+            return Ok(ids);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Every connected client whose hostname starts with `hostname_prefix`, page by page (the
+/// API pages at most API_PAGE items at a time).
+async fn our_connected(api: &mut ApiClient, hostname_prefix: &str) -> Result<Vec<String>> {
     let (mut ids, mut offset) = (Vec::new(), 0);
     loop {
         let (total, page) = connected_page(api, offset, API_PAGE, hostname_prefix).await?;
