@@ -6,33 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use packhunt::protocol::pb;
-
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(path: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(path).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .ok()?
-            .success();
-        ok.then(|| Mount(path.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn rows(n: usize, width: usize) -> Vec<u8> {
     (0..n)
@@ -43,7 +20,7 @@ fn rows(n: usize, width: usize) -> Vec<u8> {
 #[test]
 fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::Result<()> {
     let mount_dir = tempfile::tempdir()?;
-    let Some(_mount) = Mount::tmpfs(&mount_dir.path().join("ds"), "4m") else {
+    let Some(_mount) = common::TmpfsMount::new(&mount_dir.path().join("ds"), "4m") else {
         common::skip(
             "disk_full::full_disk_answers_503_with_retry_after_and_keeps_results_whole",
             "root and mount rights, to mount a 4 MiB tmpfs",

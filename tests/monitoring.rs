@@ -382,36 +382,11 @@ fn a_minion_killed_mid_stream_keeps_every_acknowledged_event_exactly_once() -> R
     Ok(())
 }
 
-/// A tmpfs mounted for one test; lazily unmounted on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(path: &std::path::Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(path).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .ok()?
-            .success();
-        ok.then(|| Mount(path.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_refuses_events_with_503_and_takes_the_kept_batch_once_there_is_room() -> Result<()> {
     let mount_dir = tempfile::tempdir()?;
     let datastore = mount_dir.path().join("ds");
-    let Some(_mount) = Mount::tmpfs(&datastore, "4m") else {
+    let Some(_mount) = common::TmpfsMount::new(&datastore, "4m") else {
         common::skip(
             "monitoring::a_full_disk_refuses_events_with_503_and_takes_the_kept_batch_once_there_is_room",
             "root and mount rights, to mount a 4 MiB tmpfs",

@@ -174,6 +174,29 @@ pub fn set_keys(text: &mut String, keys: &[(&str, &str)]) {
     }
 }
 
+/// A tmpfs mounted for one test (needs root); lazily unmounted on drop.
+pub struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    /// None when it cannot be mounted (not root, no tmpfs): the test skips.
+    pub fn new(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| TmpfsMount(path.to_path_buf()))
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// A generated deployment and its running master frontend. Killed on drop.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
