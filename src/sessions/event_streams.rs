@@ -9,8 +9,6 @@
 //! upload for a stream that is checked out is refused as busy; the real agent sends one
 //! upload at a time.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,20 +18,15 @@ use crate::ids::ClientId;
 use crate::metrics::metrics;
 use crate::protocol::pb::{self, upload_ack};
 use crate::runtime::offload::offload;
+use crate::sessions::checkout::Checkouts;
 use crate::sessions::shard::ShardCtx;
 use crate::sessions::upload::UploadError;
 
-/// A connection's event streams. Invariant: a `Busy` slot is a batch in flight on the
-/// blocking pool; it is replaced by `Idle` (or removed) when that write returns. Keys are
-/// event artifacts of the catalogue, so the map is as small as the catalogue.
+/// A connection's event streams. Keys are event artifacts of the catalogue, so the map is
+/// as small as the catalogue.
 #[derive(Default)]
 pub struct EventStreams {
-    streams: RefCell<HashMap<ArtifactName, Slot>>,
-}
-
-enum Slot {
-    Idle(Box<EventStream>),
-    Busy,
+    streams: Checkouts<ArtifactName, EventStream>,
 }
 
 /// Handles one event batch; answers the ack status and `next_seq`.
@@ -49,7 +42,12 @@ pub async fn ingest(
         }
     })?;
     let artifact = ArtifactName::parse(def.name)?;
-    let prior = streams.check_out(&artifact)?;
+    let prior = streams
+        .streams
+        .check_out(&artifact)
+        .map_err(|_| UploadError::EventsBusy {
+            artifact: artifact.clone(),
+        })?;
     let write = Write {
         datastore: ctx.datastore.clone(),
         client_id: client_id.clone(),
@@ -57,7 +55,7 @@ pub async fn ingest(
         batch,
     };
     let (result, back, batch) = offload(move || write.run(prior)).await;
-    streams.check_in(&artifact, back);
+    streams.streams.check_in(&artifact, back);
     let (outcome, next_seq) = result?;
     let m = metrics();
     let EventAppend::Written { rows, .. } = outcome else {
@@ -124,26 +122,5 @@ impl Write {
             })
             .map_err(UploadError::from);
         (result, Some(stream), batch)
-    }
-}
-
-impl EventStreams {
-    fn check_out(&self, artifact: &ArtifactName) -> Result<Option<Box<EventStream>>, UploadError> {
-        let mut streams = self.streams.borrow_mut();
-        match streams.insert(artifact.clone(), Slot::Busy) {
-            None => Ok(None),
-            Some(Slot::Idle(stream)) => Ok(Some(stream)),
-            Some(Slot::Busy) => Err(UploadError::EventsBusy {
-                artifact: artifact.clone(),
-            }),
-        }
-    }
-
-    fn check_in(&self, artifact: &ArtifactName, stream: Option<Box<EventStream>>) {
-        let mut streams = self.streams.borrow_mut();
-        match stream {
-            Some(stream) => streams.insert(artifact.clone(), Slot::Idle(stream)),
-            None => streams.remove(artifact),
-        };
     }
 }

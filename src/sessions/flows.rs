@@ -10,8 +10,6 @@
 
 use crate::clock::now_ms;
 use crate::limits::MAX_UPLOADED_FILE_BYTES;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
@@ -23,6 +21,7 @@ use crate::ids::{ClientId, FlowId};
 use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::runtime::offload::offload;
+use crate::sessions::checkout::Checkouts;
 use crate::sessions::event_streams::EventStreams;
 use crate::sessions::upload::UploadError;
 
@@ -54,18 +53,11 @@ pub struct OpenFlow {
     status: FlowStatusDoc,
 }
 
-/// A connection's flows. Invariant: a `Busy` slot is an operation in flight on the
-/// blocking pool; it is replaced by `Idle` (or removed) when that operation returns.
-enum Slot {
-    Idle(Box<OpenFlow>),
-    Busy,
-}
-
 /// Also holds the connection's monitoring event streams, which share the connection's
 /// lifetime and the same open-files rule.
 #[derive(Default)]
 pub struct OpenFlows {
-    flows: RefCell<HashMap<FlowId, Slot>>,
+    flows: Checkouts<FlowId, OpenFlow>,
     events: EventStreams,
 }
 
@@ -88,7 +80,12 @@ impl OpenFlows {
         R: Send + 'static,
         F: FnOnce(&mut OpenFlow) -> Result<R, UploadError> + Send + 'static,
     {
-        let prior = self.check_out(flow_id)?;
+        let prior = self
+            .flows
+            .check_out(flow_id)
+            .map_err(|_| UploadError::Busy {
+                flow: flow_id.clone(),
+            })?;
         let (datastore, client_id, id) = (datastore.clone(), client_id.clone(), flow_id.clone());
         let (result, back) = offload(move || {
             let mut flow = match prior {
@@ -103,27 +100,8 @@ impl OpenFlows {
             (result, keep.then_some(flow))
         })
         .await;
-        self.check_in(flow_id, back);
+        self.flows.check_in(flow_id, back);
         result
-    }
-
-    fn check_out(&self, flow_id: &FlowId) -> Result<Option<Box<OpenFlow>>, UploadError> {
-        let mut flows = self.flows.borrow_mut();
-        match flows.insert(flow_id.clone(), Slot::Busy) {
-            None => Ok(None),
-            Some(Slot::Idle(flow)) => Ok(Some(flow)),
-            Some(Slot::Busy) => Err(UploadError::Busy {
-                flow: flow_id.clone(),
-            }),
-        }
-    }
-
-    fn check_in(&self, flow_id: &FlowId, flow: Option<Box<OpenFlow>>) {
-        let mut flows = self.flows.borrow_mut();
-        match flow {
-            Some(flow) => flows.insert(flow_id.clone(), Slot::Idle(flow)),
-            None => flows.remove(flow_id),
-        };
     }
 }
 

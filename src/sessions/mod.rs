@@ -4,6 +4,7 @@
 //! Data flows one way: transport hands requests in, the datastore receives what they
 //! carry, and presence goes out to the priority executor.
 
+pub mod checkout;
 pub mod event_streams;
 pub mod flows;
 pub mod registry;
