@@ -62,6 +62,7 @@ fn task_frame() -> Bytes {
         artifacts,
         create_time_us: 1_795_000_000_000_000,
         hunt_id: String::new(),
+        limits: None,
     };
     packhunt::protocol::tasks::task_frame(task)
 }

@@ -24,6 +24,7 @@ fn task() -> pb::ServerMessage {
         artifacts,
         create_time_us: 1_795_000_000_000_000,
         hunt_id: String::new(),
+        limits: None,
     };
     pb::ServerMessage {
         kind: Some(pb::server_message::Kind::Task(task)),

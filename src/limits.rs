@@ -86,6 +86,58 @@ pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 /// flow can put on the shared mount.
 pub const MAX_UPLOADED_FILE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
+// ---- Collections: per-flow limits ---------------------------------------------------------
+
+/// A collection's own limits (docs/files.md): where the agent stops and past which the
+/// server refuses. 0 means none. A request's values, else the config's `[limits]
+/// collection_*` defaults, are stored in request.json and sent with the task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowLimits {
+    /// Seconds from when the agent takes the task up.
+    #[serde(default)]
+    pub timeout_s: u64,
+    /// Rows over all the flow's artifacts.
+    #[serde(default)]
+    pub max_rows: u64,
+    /// Bytes of uploaded files over the whole flow: the server's per-flow quota.
+    #[serde(default)]
+    pub max_upload_bytes: u64,
+}
+
+/// Default `timeout_s` of a collection: ten minutes covers a file collection over a slow
+/// link; a stuck artifact is reported instead of holding the flow open for ever.
+pub const DEFAULT_COLLECTION_TIMEOUT_S: u64 = 600;
+/// Default `max_rows` of a collection: a glob over a whole disk stays well below it, a
+/// runaway one is stopped before it fills the datastore.
+pub const DEFAULT_COLLECTION_MAX_ROWS: u64 = 10_000_000;
+/// Default `max_upload_bytes` of a collection (its per-flow upload quota): 1 GiB.
+pub const DEFAULT_COLLECTION_MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
+
+// ---- Files: server side (uploads, quota, index) ---------------------------------------------
+
+// ---- Files: downloads, results streaming and exports ----------------------------------------
+
+/// Streamed responses (downloads, whole result sets, zip exports) in progress at once on
+/// the master; more get 503. Each holds a thread reading the datastore and at most
+/// `STREAM_QUEUE_CHUNKS_COUNT` chunks in memory.
+pub const MAX_STREAMED_RESPONSES_COUNT: usize = 16;
+/// One chunk of a streamed response: large enough that a 10 GB export is ~40,000
+/// chunks, small enough that the queue below bounds memory per stream to ~1 MiB.
+pub const STREAM_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks a streamed response may have written ahead of the client.
+pub const STREAM_QUEUE_CHUNKS_COUNT: usize = 4;
+
+// ---- Cancel ----------------------------------------------------------------------------------
+
+// ---- Agent: outbox and file collection -------------------------------------------------------
+
+/// Default most bytes the agent's on-disk outbox holds (results and file snapshots not
+/// yet acknowledged); past it the oldest flow is failed with a clear error.
+pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Smallest `client.max_outbox_bytes` a config may set: one full upload and its slack.
+pub const MIN_OUTBOX_BYTES: u64 = 8 * 1024 * 1024;
+
 // ---- Connections and admission ------------------------------------------------------------
 
 /// New agent connections accepted per second per frontend (docs/architecture.md).

@@ -601,8 +601,15 @@ fn file_chunk(flow: &str, path: &str, data: &[u8]) -> pb::Upload {
         flow_id: flow.into(),
         path: path.into(),
         offset: 0,
+        size: data.len() as u64,
+        sha256: {
+            use sha2::Digest;
+            Bytes::from(sha2::Sha256::digest(&data).to_vec())
+        },
         data,
         eof: true,
+        upload: 0,
+        artifact: "Generic.Collectors.File".into(),
     };
     pb::Upload {
         kind: Some(Kind::File(chunk)),

@@ -219,7 +219,11 @@ impl SyntheticRunner {
 }
 
 impl Runner for SyntheticRunner {
-    fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput> {
+    fn collect(
+        &self,
+        task: &pb::Task,
+        _ctx: &packhunt::agent::collected::CollectContext,
+    ) -> Vec<ArtifactOutput> {
         task.artifacts
             .iter()
             .map(|a| {
@@ -234,7 +238,7 @@ impl Runner for SyntheticRunner {
                     name: a.name.clone(),
                     jsonl,
                     rows,
-                    error: None,
+                    ..Default::default()
                 }
             })
             .collect()

@@ -842,6 +842,7 @@ mod tests {
             artifacts: vec![],
             create_time_us: now_us(),
             hunt_id: String::new(),
+            limits: None,
         };
         // Each task arrived 5 ms after it was created; the observer may hear of it later.
         let arrived = |task: pb::Task| (task.create_time_us + 5_000, task);

@@ -2,6 +2,7 @@
 //! artifacts, event queries and their buffer, outbox, writeback. Knows nothing of the
 //! server side.
 pub mod artifacts;
+pub mod collected;
 pub mod comms;
 pub mod events;
 pub mod outbox;

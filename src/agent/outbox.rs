@@ -12,15 +12,7 @@ use crate::protocol::pb;
 /// Room kept in an upload for the frame and message fields around the rows.
 const UPLOAD_OVERHEAD_BYTES: usize = 1024;
 
-/// Rows of one artifact, as collected.
-#[derive(Debug, Clone)]
-pub struct ArtifactOutput {
-    pub name: String,
-    /// JSON objects, each terminated by '\n'. Batches are slices of it, not copies.
-    pub jsonl: Bytes,
-    pub rows: u64,
-    pub error: Option<String>,
-}
+pub use crate::agent::collected::ArtifactOutput;
 
 #[derive(Debug, Clone)]
 pub enum OutItem {
@@ -240,7 +232,7 @@ mod tests {
             name: "A".into(),
             jsonl: rows(200, 40).into(),
             rows: 200,
-            error: None,
+            ..Default::default()
         };
         ob.add_flow("F.0000000000000001", vec![out]);
         let before = ob.len();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::mpsc;
 
+use crate::agent::collected::CollectContext;
 use crate::agent::comms::{self, CommsError, Connection, TaskStream};
 use crate::agent::events::{DropReason, EventQueries, EventSpool};
 use crate::agent::outbox::{ArtifactOutput, OutItem, Outbox};
@@ -255,8 +256,8 @@ async fn wait_for_work(
                     .map(|a| ArtifactOutput {
                         name: a.name.clone(),
                         jsonl: Default::default(),
-                        rows: 0,
                         error: Some(format!("collection failed: {e}")),
+                        ..Default::default()
                     })
                     .collect()
             });
@@ -276,13 +277,14 @@ async fn wait_for_work(
 /// blocks; loadgen's synthetic runner answers at once and is queued straight away).
 fn start_collection(state: &mut AgentState, runner: &Arc<dyn Runner>, task: pb::Task) {
     if !runner.is_blocking() {
-        let outputs = runner.collect(&task);
+        let outputs = runner.collect(&task, &CollectContext::unlimited());
         state.outbox.add_flow(&task.flow_id, outputs);
         return;
     }
     let runner = runner.clone();
     let running = task.clone();
-    let handle = tokio::task::spawn_blocking(move || runner.collect(&running));
+    let handle =
+        tokio::task::spawn_blocking(move || runner.collect(&running, &CollectContext::unlimited()));
     state.collecting = Some((task, handle));
 }
 

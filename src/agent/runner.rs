@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::agent::outbox::ArtifactOutput;
+use crate::agent::collected::{ArtifactOutput, CollectContext};
 use crate::protocol::pb;
 
 pub trait Runner: Send + Sync + 'static {
-    /// Collects every artifact of the task. May block (it runs on a blocking thread
-    /// when `is_blocking` says so).
-    fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput>;
+    /// Collects every artifact of the task within `ctx` (its limits, a cancel, where file
+    /// snapshots go). May block (it runs on a blocking thread when `is_blocking` says so).
+    fn collect(&self, task: &pb::Task, ctx: &CollectContext) -> Vec<ArtifactOutput>;
     fn is_blocking(&self) -> bool;
 }
 
@@ -25,7 +25,7 @@ pub fn push_row(jsonl: &mut Vec<u8>, row: &serde_json::Value) {
 pub struct NativeRunner;
 
 impl Runner for NativeRunner {
-    fn collect(&self, task: &pb::Task) -> Vec<ArtifactOutput> {
+    fn collect(&self, task: &pb::Task, _ctx: &CollectContext) -> Vec<ArtifactOutput> {
         task.artifacts
             .iter()
             .map(|request| {
@@ -42,6 +42,7 @@ impl Runner for NativeRunner {
                     jsonl: jsonl.into(),
                     rows,
                     error: result.err().map(|e| e.to_string()),
+                    ..Default::default()
                 }
             })
             .collect()

@@ -47,6 +47,13 @@ struct HuntBody {
     /// Wall-clock ms after which the hunt recruits no one; 0 or absent: never.
     #[serde(default)]
     expires_ms: u64,
+    /// The participants' flow limits (absent: the config's defaults; 0: none).
+    #[serde(default)]
+    timeout_s: Option<u64>,
+    #[serde(default)]
+    max_rows: Option<u64>,
+    #[serde(default)]
+    max_upload_bytes: Option<u64>,
 }
 
 pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
@@ -68,6 +75,10 @@ pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
         state: HuntState::Paused,
         start_time_ms: None,
         stop_time_ms: None,
+        limits: crate::api::routes::resolve_limits(
+            (body.timeout_s, body.max_rows, body.max_upload_bytes),
+            &ctx.config.limits.collection,
+        ),
     };
     let (ds, written) = (ctx.datastore.clone(), doc.clone());
     offload(move || hunt::write_hunt(&ds, &written)).await?;
@@ -105,7 +116,9 @@ pub async fn start(ctx: &ApiCtx, id: &str) -> ApiResult {
     ))
 }
 
-pub async fn stop(ctx: &ApiCtx, id: &str) -> ApiResult {
+/// `POST /api/v1/hunts/{id}/stop`, body optional: `{"cancel_flows":true}` also cancels
+/// the participants' unfinished flows.
+pub async fn stop(ctx: &ApiCtx, id: &str, _body: &[u8]) -> ApiResult {
     let id = HuntId::parse(id)?;
     let doc = hunts(ctx)?.stop(&id).await?;
     Ok(json_response(

@@ -4,10 +4,14 @@
 //! session.
 
 pub mod auth;
+pub mod cancel;
 pub mod events;
+pub mod export;
 pub mod hunts;
 pub mod monitoring;
 pub mod routes;
+pub mod stream;
+pub mod uploads;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -111,11 +115,14 @@ pub async fn serve(
 
 pub type ApiResponse = hyper::Response<ApiBody>;
 
-/// A response body: whole (every JSON answer) or streamed for as long as the request
-/// lasts (live watch). `Send`, since the blocking pool builds whole responses.
+/// A response body: whole (every JSON answer), streamed for as long as the request
+/// lasts (live watch), or streamed from a datastore reader that may fail midway
+/// (downloads, exports: an error then aborts the response, so the client never takes a
+/// cut-short body for a whole one). `Send`, since the blocking pool builds whole responses.
 pub enum ApiBody {
     Whole(Full<Bytes>),
     Streamed(Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>),
+    Fallible(Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>),
 }
 
 impl ApiBody {
@@ -126,32 +133,38 @@ impl ApiBody {
 
 impl hyper::body::Body for ApiBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
-            Self::Whole(full) => Pin::new(full).poll_frame(cx),
+            Self::Whole(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|e: Infallible| match e {}))),
             Self::Streamed(stream) => stream
                 .as_mut()
                 .poll_next(cx)
                 .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
+            Self::Fallible(stream) => stream
+                .as_mut()
+                .poll_next(cx)
+                .map(|chunk| chunk.map(|bytes| bytes.map(Frame::data))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Whole(full) => full.is_end_stream(),
-            Self::Streamed(_) => false,
+            Self::Streamed(_) | Self::Fallible(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Whole(full) => full.size_hint(),
-            Self::Streamed(_) => SizeHint::default(),
+            Self::Streamed(_) | Self::Fallible(_) => SizeHint::default(),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::datastore::{
 };
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{
-    DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_PAGE_COUNT,
+    FlowLimits, DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_PAGE_COUNT,
     MAX_EVENT_TABLE_BODY_BYTES, MAX_RESULT_PAGE_ROWS,
 };
 use crate::metrics::{metrics, FlowEvent};
@@ -157,8 +157,11 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             crate::api::hunts::start(ctx, id).await
         }
         (&Method::POST, ["api", "v1", "hunts", id, "stop"]) => {
-            read_body(req).await?;
-            crate::api::hunts::stop(ctx, id).await
+            let body = read_body(req).await?;
+            crate::api::hunts::stop(ctx, id, &body).await
+        }
+        (&Method::GET, ["api", "v1", "hunts", id, "export.zip"]) => {
+            crate::api::export::hunt_zip(ctx, id).await
         }
         (&Method::GET, ["api", "v1", "hunts", id, "results"]) => {
             crate::api::hunts::results(ctx, id, &query).await
@@ -191,6 +194,29 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
                 artifact.to_string(),
             );
             offload(move || crate::api::monitoring::rows(&ds, &client, &artifact, &query)).await
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"])
+            if query.contains_key("format") =>
+        {
+            let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
+            crate::api::export::results(ctx, client, flow, &query).await
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "export.zip"]) => {
+            let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
+            crate::api::export::collection_zip(ctx, client, flow).await
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "uploads"]) => {
+            let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
+            crate::api::uploads::list(ctx, client, flow, &query).await
+        }
+        (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "uploads", n]) => {
+            let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
+            crate::api::uploads::download(ctx, client, flow, n, req.headers()).await
+        }
+        (&Method::POST, ["api", "v1", "clients", id, "collections", flow, "cancel"]) => {
+            let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
+            read_body(req).await?;
+            crate::api::cancel::collection(ctx, client, flow).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"]) => {
             let (ds, client, flow) = (
@@ -337,6 +363,25 @@ struct CollectionBody {
     artifacts: Vec<String>,
     #[serde(default)]
     parameters: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+    #[serde(default)]
+    max_rows: Option<u64>,
+    #[serde(default)]
+    max_upload_bytes: Option<u64>,
+}
+
+/// A collection's or hunt's own limits from its request body: a value absent takes the
+/// config's default; 0 means no limit.
+pub(crate) fn resolve_limits(
+    (timeout_s, max_rows, max_upload_bytes): (Option<u64>, Option<u64>, Option<u64>),
+    defaults: &FlowLimits,
+) -> FlowLimits {
+    FlowLimits {
+        timeout_s: timeout_s.unwrap_or(defaults.timeout_s),
+        max_rows: max_rows.unwrap_or(defaults.max_rows),
+        max_upload_bytes: max_upload_bytes.unwrap_or(defaults.max_upload_bytes),
+    }
 }
 
 /// The artifacts a collection or hunt asks for, checked against the catalogue (unknown
@@ -373,6 +418,10 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         create_time_ms: now_us / 1000,
         create_time_us: now_us,
         hunt_id: None,
+        limits: resolve_limits(
+            (body.timeout_s, body.max_rows, body.max_upload_bytes),
+            &ctx.config.limits.collection,
+        ),
     };
     let frame = crate::protocol::tasks::task_frame(request.clone().into_task());
     // An agent that has just connected may not have a folder yet (its ClientInfo upload

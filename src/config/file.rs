@@ -147,6 +147,11 @@ pub struct LimitsSection {
     pub handshakes_in_flight_per_shard: u32,
     pub idle_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// A collection's defaults where its request sets none (0 = no limit): seconds until
+    /// the agent gives up, rows over all its artifacts, bytes of uploaded files.
+    pub collection_timeout_s: u64,
+    pub collection_max_rows: u64,
+    pub collection_max_upload_bytes: u64,
 }
 
 impl Default for LimitsSection {
@@ -161,6 +166,9 @@ impl Default for LimitsSection {
             handshakes_in_flight_per_shard: limits::DEFAULT_HANDSHAKES_IN_FLIGHT_PER_SHARD,
             idle_timeout_ms: millis(limits::DEFAULT_IDLE_TIMEOUT),
             request_timeout_ms: millis(limits::DEFAULT_REQUEST_TIMEOUT),
+            collection_timeout_s: limits::DEFAULT_COLLECTION_TIMEOUT_S,
+            collection_max_rows: limits::DEFAULT_COLLECTION_MAX_ROWS,
+            collection_max_upload_bytes: limits::DEFAULT_COLLECTION_MAX_UPLOAD_BYTES,
         }
     }
 }
@@ -279,6 +287,14 @@ pub struct ClientSection {
     /// counted and reported to the server.
     #[serde(default = "default_max_event_buffer_bytes")]
     pub max_event_buffer_bytes: u64,
+    /// Folder where results and collected files wait until the server acknowledged them,
+    /// so an agent restart resumes its flows. Relative to the config file's folder; by
+    /// default beside the writeback file with the extension `.outbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Most bytes the outbox holds; past it the oldest flow is failed with an error.
+    #[serde(default = "default_max_outbox_bytes")]
+    pub max_outbox_bytes: u64,
 }
 
 fn default_true() -> bool {
@@ -305,6 +321,9 @@ fn default_max_upload_bytes() -> u64 {
 }
 fn default_max_event_buffer_bytes() -> u64 {
     limits::DEFAULT_MAX_EVENT_BUFFER_BYTES
+}
+fn default_max_outbox_bytes() -> u64 {
+    limits::DEFAULT_MAX_OUTBOX_BYTES
 }
 
 fn millis(d: Duration) -> u64 {
@@ -336,6 +355,7 @@ impl ClientFile {
         let mut file: ClientFile = load_toml(path)?;
         file.client.writeback_path = resolve(path, &file.client.writeback_path);
         file.client.event_buffer_dir = file.client.event_buffer_dir.map(|dir| resolve(path, &dir));
+        file.client.outbox_dir = file.client.outbox_dir.map(|dir| resolve(path, &dir));
         Ok(file)
     }
 }

@@ -270,6 +270,8 @@ fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientFile {
             max_upload_bytes: crate::limits::DEFAULT_MAX_UPLOAD_BYTES,
             event_buffer_dir: None,
             max_event_buffer_bytes: crate::limits::DEFAULT_MAX_EVENT_BUFFER_BYTES,
+            outbox_dir: None,
+            max_outbox_bytes: crate::limits::DEFAULT_MAX_OUTBOX_BYTES,
         },
     }
 }

@@ -144,6 +144,8 @@ pub struct Limits {
     pub handshakes_in_flight_per_shard: NonZeroU32,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// What a collection gets where its request sets no limit of its own.
+    pub collection: crate::limits::FlowLimits,
 }
 
 /// A `[[minions]]` entry.
@@ -219,6 +221,10 @@ pub struct ClientSettings {
     pub event_buffer_dir: PathBuf,
     /// Invariant: at least `limits::MIN_EVENT_BUFFER_BYTES`.
     pub max_event_buffer_bytes: u64,
+    /// The agent's outbox folder (resolved; by default beside the writeback file).
+    pub outbox_dir: PathBuf,
+    /// Invariant: at least `limits::MIN_OUTBOX_BYTES`.
+    pub max_outbox_bytes: u64,
 }
 
 impl ServerConfig {
@@ -467,6 +473,11 @@ fn parse_limits(check: &Checker<'_>, l: &LimitsSection) -> Result<Limits, Config
         )?,
         idle_timeout: check.non_zero_ms("limits.idle_timeout_ms", l.idle_timeout_ms)?,
         request_timeout: check.non_zero_ms("limits.request_timeout_ms", l.request_timeout_ms)?,
+        collection: crate::limits::FlowLimits {
+            timeout_s: l.collection_timeout_s,
+            max_rows: l.collection_max_rows,
+            max_upload_bytes: l.collection_max_upload_bytes,
+        },
     })
 }
 
@@ -526,9 +537,18 @@ impl ClientFile {
                 format!("must be at least {}", limits::MIN_EVENT_BUFFER_BYTES),
             ));
         }
+        if c.max_outbox_bytes < limits::MIN_OUTBOX_BYTES {
+            return Err(check.invalid(
+                "client.max_outbox_bytes",
+                format!("must be at least {}", limits::MIN_OUTBOX_BYTES),
+            ));
+        }
         let event_buffer_dir = c
             .event_buffer_dir
             .unwrap_or_else(|| c.writeback_path.with_extension("events"));
+        let outbox_dir = c
+            .outbox_dir
+            .unwrap_or_else(|| c.writeback_path.with_extension("outbox"));
         Ok(ClientConfig {
             client: ClientSettings {
                 server_urls,
@@ -537,6 +557,8 @@ impl ClientFile {
                 max_upload_bytes: c.max_upload_bytes,
                 event_buffer_dir,
                 max_event_buffer_bytes: c.max_event_buffer_bytes,
+                outbox_dir,
+                max_outbox_bytes: c.max_outbox_bytes,
             },
         })
     }

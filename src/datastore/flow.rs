@@ -17,6 +17,7 @@ use super::listing::ids_in;
 use super::path::{ArtifactName, ClientDir};
 use super::{io_error, serde_ids, DatastoreError};
 use crate::ids::{ClientId, FlowId};
+use crate::limits::FlowLimits;
 
 /// `request.json`: the collection as the API accepted it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub struct FlowRequest {
     pub create_time_us: u64,
     #[serde(default)]
     pub hunt_id: Option<String>,
+    /// The collection's own limits (the request's, else the config's defaults). Older
+    /// requests have none stored: all zero, no limit.
+    #[serde(default)]
+    pub limits: FlowLimits,
 }
 
 impl FlowRequest {
@@ -49,6 +54,11 @@ impl FlowRequest {
                 .collect(),
             create_time_us: self.create_time_us,
             hunt_id: self.hunt_id.unwrap_or_default(),
+            limits: Some(crate::protocol::pb::FlowLimits {
+                timeout_s: self.limits.timeout_s,
+                max_rows: self.limits.max_rows,
+                max_upload_bytes: self.limits.max_upload_bytes,
+            }),
         }
     }
 }
@@ -101,6 +111,44 @@ pub struct FlowStatusDoc {
     pub create_time_ms: u64,
     pub start_time_ms: Option<u64>,
     pub finish_time_ms: Option<u64>,
+    /// What ended the flow early, if anything did: a cancel or one of its limits.
+    #[serde(default)]
+    pub ended_by: Option<EndedBy>,
+}
+
+/// Why a flow ended before its agent finished it normally (`status.json` `ended_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// `POST .../cancel` (or a hunt stopped with `cancel_flows`): state `cancelled`.
+    Cancel,
+    /// The agent gave up after `timeout_s`, or the server refused what came later:
+    /// state `error`.
+    #[serde(rename = "timeout_s")]
+    TimeoutS,
+    /// The rows stop at `max_rows`: state `finished`, the result sets are complete up to it.
+    MaxRows,
+    /// The uploads stop at `max_upload_bytes`: state `finished`, later files not uploaded.
+    MaxUploadBytes,
+}
+
+impl EndedBy {
+    /// The name in status.json, the API and the agent's `FlowStatus.limit_hit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::TimeoutS => "timeout_s",
+            Self::MaxRows => "max_rows",
+            Self::MaxUploadBytes => "max_upload_bytes",
+        }
+    }
+
+    /// Reads the agent's `FlowStatus.limit_hit` (empty: none; unknown: none).
+    pub fn from_limit_hit(text: &str) -> Option<Self> {
+        [Self::TimeoutS, Self::MaxRows, Self::MaxUploadBytes]
+            .into_iter()
+            .find(|e| e.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +177,7 @@ impl FlowStatusDoc {
             create_time_ms: request.create_time_ms,
             start_time_ms: None,
             finish_time_ms: None,
+            ended_by: None,
         }
     }
 }
@@ -319,6 +368,7 @@ mod tests {
             create_time_ms,
             create_time_us: create_time_ms * 1000,
             hunt_id: None,
+            limits: FlowLimits::default(),
         }
     }
 
@@ -401,6 +451,7 @@ mod tests {
             "create_time_ms",
             "start_time_ms",
             "finish_time_ms",
+            "ended_by",
         ];
         want.sort_unstable();
         assert_eq!(keys, want);

@@ -69,6 +69,9 @@ pub struct HuntDoc {
     pub start_time_ms: Option<u64>,
     #[serde(default)]
     pub stop_time_ms: Option<u64>,
+    /// Every participant's flow limits (the hunt request's, else the config's defaults).
+    #[serde(default)]
+    pub limits: crate::limits::FlowLimits,
 }
 
 pub fn write_hunt(datastore: &Datastore, doc: &HuntDoc) -> Result<(), DatastoreError> {
@@ -214,6 +217,7 @@ mod tests {
             state: HuntState::Paused,
             start_time_ms: None,
             stop_time_ms: None,
+            limits: Default::default(),
         };
         write_hunt(&ds, &doc).unwrap();
         assert_eq!(read_hunt(&ds, &doc.hunt_id).unwrap(), doc);

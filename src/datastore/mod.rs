@@ -23,6 +23,7 @@ pub mod path;
 pub mod resultset;
 mod rowlog;
 mod serde_ids;
+pub mod uploads;
 
 use std::io;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ pub use client_info::{
 pub use flow::{
     enqueue_task, list_flows, pending_tasks, read_request, read_status, remove_task,
     sync_scheduled, write_request, write_scheduled, write_status, ArtifactRequestDoc,
-    ArtifactRowsDoc, FlowRequest, FlowState, FlowStatusDoc,
+    ArtifactRowsDoc, EndedBy, FlowRequest, FlowState, FlowStatusDoc,
 };
 pub use jsonl::{validate_and_index, JsonlError, JsonlReason};
 pub use label::Label;

@@ -226,6 +226,25 @@ impl FlowDir {
         self.dir.join("uploads")
     }
 
+    /// `uploads.jsonl`: one line per file that finished uploading, in the order they
+    /// finished (`datastore/uploads.rs`). Beside `uploads/`, not in it, so no agent path
+    /// can name it.
+    pub fn uploads_index(&self) -> PathBuf {
+        self.dir.join("uploads.jsonl")
+    }
+
+    /// `uploading/`: files still arriving, one per agent upload number, moved into
+    /// `uploads/` when complete. Outside `uploads/`, so an unfinished file is never
+    /// downloaded or exported and no agent path can name one.
+    pub fn uploading_dir(&self) -> PathBuf {
+        self.dir.join("uploading")
+    }
+
+    /// `uploading/<n>`: the agent's upload number `n` while it arrives.
+    pub fn uploading_path(&self, upload: u32) -> PathBuf {
+        self.uploading_dir().join(upload.to_string())
+    }
+
     /// The three files of one artifact's result set.
     pub fn result_paths(&self, artifact: &ArtifactName) -> ResultPaths {
         let results = self.results_dir();

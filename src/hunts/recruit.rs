@@ -207,6 +207,7 @@ fn assign(
             create_time_ms: now_us / 1000,
             create_time_us: now_us,
             hunt_id: Some(doc.hunt_id.to_string()),
+            limits: doc.limits,
         };
         recruits.push((doc.hunt_id.clone(), request));
     }

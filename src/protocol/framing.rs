@@ -131,6 +131,7 @@ mod tests {
                 artifacts: vec![],
                 create_time_us: 42,
                 hunt_id: String::new(),
+                limits: None,
             })),
         }
     }
