@@ -138,6 +138,8 @@ pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
 /// Smallest `client.max_outbox_bytes` a config may set: one full upload and its slack.
 pub const MIN_OUTBOX_BYTES: u64 = 8 * 1024 * 1024;
 
+// ---- Agent: file artifacts -------------------------------------------------------------------
+
 // ---- Connections and admission ------------------------------------------------------------
 
 /// New agent connections accepted per second per frontend (docs/architecture.md).
