@@ -31,6 +31,7 @@ pub const PSLIST: &str = "Linux.Sys.Pslist";
 pub const USERS: &str = "Linux.Sys.Users";
 pub const NETSTAT: &str = "Linux.Network.Netstat";
 pub const FILES_GLOB: &str = "Generic.Files.Glob";
+pub const COLLECTORS_FILE: &str = "Generic.Collectors.File";
 pub const CLIENT_STATS: &str = "Generic.Client.Stats";
 pub const PROCESS_START: &str = "Linux.Events.ProcessStart";
 pub const LOG_TAIL: &str = "Linux.Events.LogTail";
@@ -118,6 +119,17 @@ impl ArtifactError {
 /// A collection request after parsing: artifact name and its parameters with defaults
 /// filled, every value in its canonical string form (`"true"`, `"10000"`).
 pub type ResolvedRequest = Vec<(String, BTreeMap<String, String>)>;
+
+/// Whether a requested artifact uploads files: `Generic.Collectors.File` always,
+/// `Generic.Files.Glob` when its `upload` parameter is true. The server takes file chunks
+/// for a flow only under such an artifact.
+pub fn may_upload(name: &str, parameters: &BTreeMap<String, String>) -> bool {
+    match name {
+        COLLECTORS_FILE => true,
+        FILES_GLOB => parameters.get("upload").is_some_and(|v| v == "true"),
+        _ => false,
+    }
+}
 
 pub fn catalogue() -> &'static [ArtifactDef] {
     CATALOGUE
