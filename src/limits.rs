@@ -116,6 +116,20 @@ pub const DEFAULT_COLLECTION_MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
 
 // ---- Files: server side (uploads, quota, index) ---------------------------------------------
 
+/// How long after `timeout_s` (from the flow's start) uploads of a flow are still taken:
+/// an agent that stopped at its deadline may still be sending what it collected before
+/// it (docs/files/server.md). Later ones are refused (409) and the flow ends as
+/// `error`, `ended_by: timeout_s`.
+pub const LATE_UPLOAD_GRACE: Duration = Duration::from_secs(10 * 60);
+/// Read size when a complete file is hashed back from disk: large sequential reads,
+/// small next to a shard's memory.
+pub const HASH_READ_BUFFER_BYTES: usize = 256 * 1024;
+/// Per-file upload errors (incomplete files, SHA-256 mismatches) written into one
+/// `status.json`: the index keeps every one; the status stays a small document.
+pub const MAX_UPLOAD_ERRORS_IN_STATUS_COUNT: usize = 100;
+/// Read size of a download's file reads (one streamed chunk's worth).
+pub const DOWNLOAD_READ_BUFFER_BYTES: usize = 256 * 1024;
+
 // ---- Files: downloads, results streaming and exports ----------------------------------------
 
 /// Streamed responses (downloads, whole result sets, zip exports) in progress at once on

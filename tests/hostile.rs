@@ -128,11 +128,13 @@ fn case_malformed_jsonl(d: &Deployment) -> Result<()> {
 }
 
 /// Goal: file paths with `..`, roots and drive prefixes land strictly inside the flow's
-/// uploads/; names that are not ids or artifact names are refused with 400.
+/// uploads/ (a name another upload took gets the upload number, never overwrites);
+/// names that are not ids or artifact names are refused with 400.
 fn case_path_escape(d: &Deployment) -> Result<()> {
     let mut agent = RawAgent::connect(d)?;
-    let flow = tasked(d, &mut agent)?;
-    let uploads = flow_dir(d, &agent.client_id, &flow).join("uploads");
+    let flow = common::uploads::upload_flow(d, &agent.client_id, Default::default())?;
+    let flow_root = flow_dir(d, &agent.client_id, &flow);
+    let uploads = flow_root.join("uploads");
     let unique = format!("packhunt-hostile-{}", &agent.client_id[2..]);
     let before: BTreeSet<PathBuf> = files_under(d.path()).into_iter().collect();
     let bad_name = rejections(d, "bad_name")?;
@@ -144,18 +146,16 @@ fn case_path_escape(d: &Deployment) -> Result<()> {
         ("/../../x", "x"),
         (deep.as_str(), deep_lands_at.as_str()),
         ("C:\\..\\..\\..\\..\\win", "win"),
+        ("/etc", "etc~4"),
+        ("/x/y", "~5/x/y"),
     ];
-    for (agent_path, _) in &landed {
-        assert_ok(
-            &agent.upload(&file_chunk(&flow, agent_path, agent_path.as_bytes()))?,
-            0,
-        );
+    for (n, (agent_path, _)) in landed.iter().enumerate() {
+        let chunk = file_chunk(&flow, n as u32, agent_path, agent_path.as_bytes());
+        assert_ok(&agent.upload(&chunk)?, agent_path.len() as u64);
     }
     let refused = [
-        file_chunk(&flow, "../../..", b"nothing left"),
-        file_chunk(&flow, "/etc", b"a file where a folder was made"),
-        file_chunk(&flow, "/x/y", b"a folder where a file was made"),
-        file_chunk("../../../../etc", "y", b"bad flow id"),
+        file_chunk(&flow, 9, "../../..", b"nothing left"),
+        file_chunk("../../../../etc", 9, "y", b"bad flow id"),
         batch(&flow, "../../x", 0, b"{}\n"),
         batch(&flow, "Linux.Sys.Users/../../../../x", 0, b"{}\n"),
     ];
@@ -167,15 +167,17 @@ fn case_path_escape(d: &Deployment) -> Result<()> {
             "server path leaked: {reply:?}"
         );
     }
-    assert_eq!(rejections(d, "bad_name")? - bad_name, 6);
+    assert_eq!(rejections(d, "bad_name")? - bad_name, 4);
 
     let after: BTreeSet<PathBuf> = files_under(d.path()).into_iter().collect();
     let created: BTreeSet<PathBuf> = after.difference(&before).cloned().collect();
-    let expected: BTreeSet<PathBuf> = landed.iter().map(|(_, rel)| uploads.join(rel)).collect();
+    let mut expected: BTreeSet<PathBuf> =
+        landed.iter().map(|(_, rel)| uploads.join(rel)).collect();
+    expected.insert(flow_root.join("uploads.jsonl"));
     assert_eq!(
         created,
         expected,
-        "exactly the four uploads were created, all under {}",
+        "exactly the uploads (and their index) were created, all under {}",
         uploads.display()
     );
     for (agent_path, rel) in &landed {
@@ -244,7 +246,7 @@ fn case_foreign_flow(d: &Deployment) -> Result<()> {
     };
     for upload in [
         &stolen,
-        &file_chunk(&flow, "/etc/passwd", b"root:x:0:0"),
+        &file_chunk(&flow, 0, "/etc/passwd", b"root:x:0:0"),
         &finish,
     ] {
         assert_refused(&b.upload(upload)?, 403, &[flow.as_str()]);
@@ -595,7 +597,7 @@ fn batch(flow: &str, artifact: &str, seq: u64, jsonl: &[u8]) -> pb::Upload {
     }
 }
 
-fn file_chunk(flow: &str, path: &str, data: &[u8]) -> pb::Upload {
+fn file_chunk(flow: &str, upload: u32, path: &str, data: &[u8]) -> pb::Upload {
     let data = Bytes::copy_from_slice(data);
     let chunk = pb::FileChunk {
         flow_id: flow.into(),
@@ -608,8 +610,8 @@ fn file_chunk(flow: &str, path: &str, data: &[u8]) -> pb::Upload {
         },
         data,
         eof: true,
-        upload: 0,
-        artifact: "Generic.Collectors.File".into(),
+        upload,
+        artifact: common::uploads::GLOB.into(),
     };
     pb::Upload {
         kind: Some(Kind::File(chunk)),

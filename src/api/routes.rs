@@ -497,6 +497,7 @@ fn live_status(
         }
         doc.total_rows = rows;
         doc.total_bytes = bytes;
+        (doc.uploaded_files, doc.uploaded_bytes) = datastore::uploads::totals(&dir)?;
     }
     Ok(doc)
 }

@@ -114,6 +114,12 @@ pub struct FlowStatusDoc {
     /// What ended the flow early, if anything did: a cancel or one of its limits.
     #[serde(default)]
     pub ended_by: Option<EndedBy>,
+    /// Files complete and listed in `uploads.jsonl`, and their bytes (older documents
+    /// have none stored: 0).
+    #[serde(default)]
+    pub uploaded_files: u64,
+    #[serde(default)]
+    pub uploaded_bytes: u64,
 }
 
 /// Why a flow ended before its agent finished it normally (`status.json` `ended_by`).
@@ -178,6 +184,8 @@ impl FlowStatusDoc {
             start_time_ms: None,
             finish_time_ms: None,
             ended_by: None,
+            uploaded_files: 0,
+            uploaded_bytes: 0,
         }
     }
 }
@@ -452,6 +460,8 @@ mod tests {
             "start_time_ms",
             "finish_time_ms",
             "ended_by",
+            "uploaded_files",
+            "uploaded_bytes",
         ];
         want.sort_unstable();
         assert_eq!(keys, want);
@@ -469,6 +479,21 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(state).unwrap(), text);
         }
+    }
+
+    // Goal: a status.json written before `uploaded_files`/`uploaded_bytes` existed
+    // still reads, as zero uploads.
+    #[test]
+    fn old_status_documents_read_without_upload_counts() {
+        let (_dir, client) = setup();
+        let status = FlowStatusDoc::scheduled(&request(&client, 3, 9));
+        let mut json = serde_json::to_value(&status).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("uploaded_files");
+        object.remove("uploaded_bytes");
+        object.remove("ended_by");
+        let read: FlowStatusDoc = serde_json::from_value(json).unwrap();
+        assert_eq!(read, status);
     }
 
     #[test]

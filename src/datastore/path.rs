@@ -245,6 +245,29 @@ impl FlowDir {
         self.uploading_dir().join(upload.to_string())
     }
 
+    /// `uploading/<n>.json`: what the agent announced for upload `n` (path, artifact,
+    /// size, SHA-256), written before its first byte; once the file is complete it also
+    /// names where the file is moving to, so a crash mid-move is finished on the next open.
+    pub fn uploading_meta_path(&self, upload: u32) -> PathBuf {
+        self.uploading_dir().join(format!("{upload}.json"))
+    }
+
+    /// The file of an index record's `stored` (relative to `uploads/`). The index lives
+    /// on the shared datastore, so the name is checked again: plain components only.
+    pub fn stored_upload_path(&self, stored: &str) -> Result<PathBuf, DatastoreError> {
+        let relative = Path::new(stored);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if !plain || stored.is_empty() || stored.contains('\\') {
+            return Err(DatastoreError::Corrupt {
+                path: self.uploads_index(),
+                reason: format!("stored name `{}` is not a plain relative path", shown(stored)),
+            });
+        }
+        Ok(self.uploads_dir().join(relative))
+    }
+
     /// The three files of one artifact's result set.
     pub fn result_paths(&self, artifact: &ArtifactName) -> ResultPaths {
         let results = self.results_dir();

@@ -294,6 +294,20 @@ pub struct Metrics {
     // ---- Events: sinks ----
     /// Each configured sink's series, registered when the sink starts (a few per process).
     sinks: std::sync::Mutex<Vec<(String, std::sync::Arc<SinkMetrics>)>>,
+    // ---- Files: server side (sessions/file_upload.rs, api/uploads.rs) ----
+    /// Files announced by their first chunk.
+    pub files_started: AtomicU64,
+    /// Files complete, moved into uploads/ and listed (mismatched ones included).
+    pub files_completed: AtomicU64,
+    /// File bytes written (only new bytes: an overlapping resend counts its new part).
+    pub files_bytes_written: AtomicU64,
+    /// File chunks answered DUPLICATE or OUT_OF_ORDER: resends and resumes.
+    pub files_resumed_chunks: AtomicU64,
+    /// Files whose stored size or SHA-256 differs from what the agent announced.
+    pub files_mismatches: AtomicU64,
+    /// Downloads served (`GET .../uploads/{n}`, whole or a range).
+    pub files_downloads: AtomicU64,
+    files_refused: [AtomicU64; FileRefusal::ALL.len()],
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -543,6 +557,7 @@ impl Metrics {
         self.api_write_latency
             .render(&mut out, name, "kind=\"write\"");
         self.render_sinks(&mut out);
+        self.render_files(&mut out);
         out
     }
 }
@@ -579,6 +594,75 @@ impl Metrics {
             let value = value.load(Ordering::Relaxed);
             write_metric(out, name, help, "gauge", &[("", value)]);
         }
+    }
+}
+
+/// Why a file chunk or result batch was refused with 409; `reason` label of
+/// `packhunt_files_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRefusal {
+    /// The flow's `max_upload_bytes` would be exceeded.
+    Quota,
+    /// A complete file sent again with other content (or a file re-announced otherwise).
+    WriteOnce,
+    /// A file chunk for a flow that has ended.
+    FlowClosed,
+    /// A result batch above the flow's `max_rows`.
+    MaxRows,
+    /// Uploads past the flow's `timeout_s` and its grace.
+    Timeout,
+}
+
+impl FileRefusal {
+    pub const ALL: [FileRefusal; 5] = [
+        Self::Quota,
+        Self::WriteOnce,
+        Self::FlowClosed,
+        Self::MaxRows,
+        Self::Timeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Quota => "quota",
+            Self::WriteOnce => "write_once",
+            Self::FlowClosed => "flow_closed",
+            Self::MaxRows => "max_rows",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn file_refused(&self, reason: FileRefusal) {
+        self.files_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The server side of file uploads and downloads.
+    fn render_files(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            ("packhunt_files_started_total", "Uploaded files announced by their first chunk", &self.files_started),
+            ("packhunt_files_completed_total", "Uploaded files complete and listed in their flow's uploads index", &self.files_completed),
+            ("packhunt_files_bytes_written_total", "Uploaded file bytes written (new bytes only)", &self.files_bytes_written),
+            ("packhunt_files_resumed_chunks_total", "File chunks answered DUPLICATE or OUT_OF_ORDER (resends and resumes)", &self.files_resumed_chunks),
+            ("packhunt_files_mismatches_total", "Uploaded files whose stored size or SHA-256 differs from the agent's", &self.files_mismatches),
+            ("packhunt_files_downloads_total", "Uploaded files served by the API (whole or a range)", &self.files_downloads),
+        ];
+        for (name, help, value) in counters {
+            let value = value.load(Ordering::Relaxed) as i64;
+            write_metric(out, name, help, "counter", &[("", value)]);
+        }
+        let refused = by_label(
+            "reason",
+            FileRefusal::ALL.map(FileRefusal::label),
+            &self.files_refused,
+        );
+        write_labelled(
+            out,
+            "packhunt_files_refused_total",
+            "File chunks and result batches refused with 409, by reason",
+            &refused,
+        );
     }
 }
 

@@ -8,21 +8,22 @@
 //! back in. A second upload for a flow that is checked out is refused as busy (503 with
 //! a short Retry-After); the real agent sends one upload at a time and never sees it.
 
-use crate::clock::now_ms;
-use crate::limits::MAX_UPLOADED_FILE_BYTES;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::collections::HashMap;
 
+use crate::clock::now_ms;
+use crate::datastore::uploads::FlowUploads;
 use crate::datastore::{
-    self, AppendOutcome, ArtifactName, ClientDir, Datastore, FlowDir, FlowRequest, FlowState,
-    FlowStatusDoc, ResultSet,
+    self, AppendOutcome, ArtifactName, ArtifactRowsDoc, ClientDir, Datastore, EndedBy, FlowDir,
+    FlowRequest, FlowState, FlowStatusDoc, ResultSet,
 };
 use crate::ids::{ClientId, FlowId};
+use crate::limits::{LATE_UPLOAD_GRACE, MAX_UPLOAD_ERRORS_IN_STATUS_COUNT};
 use crate::metrics::{metrics, FlowEvent};
 use crate::protocol::pb;
 use crate::runtime::offload::offload;
 use crate::sessions::checkout::Checkouts;
 use crate::sessions::event_streams::EventStreams;
+use crate::sessions::file_upload::{self, ChunkOutcome};
 use crate::sessions::upload::UploadError;
 
 pub enum BatchOutcome {
@@ -50,7 +51,20 @@ pub struct OpenFlow {
     client: ClientDir,
     dir: FlowDir,
     request: FlowRequest,
+    /// Re-read before every write: the master replaces it to cancel the flow.
     status: FlowStatusDoc,
+    /// The flow's uploads, opened (and recovered) on its first file chunk.
+    uploads: Option<FlowUploads>,
+    /// Committed rows per artifact as last seen, for `max_rows`; filled on first need.
+    /// The agent writes a flow through one connection at a time, so only this flow's
+    /// own appends move them.
+    rows: Option<HashMap<ArtifactName, u64>>,
+}
+
+/// What a file chunk did, and whether it moved the flow to in progress.
+pub struct FileOutcome {
+    pub chunk: ChunkOutcome,
+    pub started: bool,
 }
 
 /// Also holds the connection's monitoring event streams, which share the connection's
@@ -129,6 +143,8 @@ impl OpenFlow {
             dir,
             request,
             status,
+            uploads: None,
+            rows: None,
         })
     }
 
@@ -151,12 +167,13 @@ impl OpenFlow {
             });
         }
         let name = ArtifactName::parse(artifact)?;
+        self.refresh_status()?;
         let mut set = ResultSet::open(&self.dir.result_paths(&name))?;
-        if self.status.state.is_terminal() && seq >= set.next_seq() {
-            return Err(UploadError::FlowClosed {
-                flow: flow_id,
-                state: self.status.state,
-            });
+        if seq >= set.next_seq() {
+            self.check_open()?;
+            if seq == set.next_seq() {
+                self.check_max_rows(&name, set.rows(), jsonl)?;
+            }
         }
         let mut outcome = match set.append_batch(seq, jsonl)? {
             AppendOutcome::Written { rows } => BatchOutcome::Written {
@@ -172,24 +189,50 @@ impl OpenFlow {
             }
         };
         if let BatchOutcome::Written { started, .. } = &mut outcome {
-            if self.status.state == FlowState::Scheduled {
-                self.status.state = FlowState::InProgress;
-                self.status.start_time_ms = Some(now_ms());
-                datastore::write_status(&self.client, &self.status)?;
-                metrics().flow(FlowEvent::Started);
-                *started = true;
+            if let Some(rows) = self.rows.as_mut() {
+                rows.insert(name, set.rows());
             }
+            *started = self.mark_started()?;
         }
         Ok(outcome)
     }
 
+    /// Writes a file chunk (`file_upload.rs` has the rules) into the flow's uploads.
+    pub fn write_file(&mut self, chunk: &pb::FileChunk) -> Result<FileOutcome, UploadError> {
+        let announced = file_upload::parse(chunk, &self.request)?;
+        let flow_id = self.dir.id().clone();
+        self.refresh_status()?;
+        let uploads = self.uploads()?;
+        if let Some(done) = file_upload::settled(uploads, &announced, &flow_id)? {
+            return Ok(FileOutcome {
+                chunk: done,
+                started: false,
+            });
+        }
+        self.check_open()?;
+        let quota_bytes = self.request.limits.max_upload_bytes;
+        let uploads = self.uploads()?;
+        let outcome = file_upload::ingest(uploads, &announced, chunk, quota_bytes, &flow_id)?;
+        let started = match outcome {
+            ChunkOutcome::Written { .. } => self.mark_started()?,
+            _ => false,
+        };
+        Ok(FileOutcome {
+            chunk: outcome,
+            started,
+        })
+    }
+
     /// The agent says the flow is done: count what is on disk (not what the agent
-    /// claims), record any difference as an error, and close the flow. Returns the new
-    /// state and row count, or None for a resent status (already recorded).
+    /// claims), record any difference and every incomplete or mismatched file as an
+    /// error, and close the flow. Returns the new state and row count, or None when the
+    /// flow had already ended (a resent status, or a cancel written by the master: never
+    /// overwritten).
     pub fn finish(
         &mut self,
         report: &pb::FlowStatus,
     ) -> Result<Option<(FlowState, u64)>, UploadError> {
+        self.refresh_status()?;
         if self.status.state.is_terminal() {
             return Ok(None);
         }
@@ -201,17 +244,33 @@ impl OpenFlow {
                 .take(100)
                 .map(|e| e.chars().take(1000).collect::<String>()),
         );
+        status.ended_by = EndedBy::from_limit_hit(&report.limit_hit);
+        if status.ended_by == Some(EndedBy::TimeoutS) && status.errors.is_empty() {
+            status.errors.push(format!(
+                "the collection reached its timeout_s ({} s)",
+                self.request.limits.timeout_s
+            ));
+        }
+        let agent_failed = report.state == pb::flow_status::State::Error as i32;
+        self.close(status, &report.artifacts, agent_failed).map(Some)
+    }
+
+    /// Counts what is stored (rows per artifact, complete files), adds an error per
+    /// artifact whose stored rows differ from `claimed` and per incomplete or mismatched
+    /// file, writes the final status and dequeues the task.
+    fn close(
+        &mut self,
+        mut status: FlowStatusDoc,
+        claimed: &[pb::ArtifactRows],
+        agent_failed: bool,
+    ) -> Result<(FlowState, u64), UploadError> {
         let (mut total_rows, mut total_bytes) = (0u64, 0u64);
         status.artifacts.clear();
         for requested in &self.request.artifacts {
             let summary = datastore::summary(&self.dir.result_paths(&requested.name))?;
             total_rows += summary.rows;
             total_bytes += summary.bytes;
-            if let Some(claimed) = report
-                .artifacts
-                .iter()
-                .find(|a| a.name == requested.name.as_str())
-            {
+            if let Some(claimed) = claimed.iter().find(|a| a.name == requested.name.as_str()) {
                 if claimed.rows != summary.rows {
                     status.errors.push(format!(
                         "{}: agent sent {} rows, {} are stored",
@@ -219,13 +278,15 @@ impl OpenFlow {
                     ));
                 }
             }
-            status.artifacts.push(datastore::ArtifactRowsDoc {
+            status.artifacts.push(ArtifactRowsDoc {
                 name: requested.name.clone(),
                 rows: summary.rows,
             });
         }
-        let failed =
-            report.state == pb::flow_status::State::Error as i32 || !status.errors.is_empty();
+        self.close_uploads(&mut status)?;
+        let failed = agent_failed
+            || !status.errors.is_empty()
+            || status.ended_by == Some(EndedBy::TimeoutS);
         status.state = if failed {
             FlowState::Error
         } else {
@@ -245,51 +306,133 @@ impl OpenFlow {
         });
         let changed = (status.state, status.total_rows);
         self.status = status;
-        Ok(Some(changed))
+        Ok(changed)
     }
 
-    /// Writes a chunk of an uploaded file into the flow's uploads/ folder.
-    pub fn write_file(&mut self, chunk: &pb::FileChunk) -> Result<u64, UploadError> {
-        let path = self.dir.upload_path(&chunk.path)?;
-        let end = chunk.offset.checked_add(chunk.data.len() as u64);
-        if end.is_none_or(|end| end > MAX_UPLOADED_FILE_BYTES) {
-            return Err(UploadError::TooLarge {
-                max_bytes: MAX_UPLOADED_FILE_BYTES,
+    /// The flow's files in `status`: counts of complete ones, an error per file still
+    /// arriving and per file whose bytes did not match the announcement.
+    fn close_uploads(&mut self, status: &mut FlowStatusDoc) -> Result<(), UploadError> {
+        let has_uploads = self.dir.uploading_dir().exists() || self.dir.uploads_index().exists();
+        if !has_uploads && self.uploads.is_none() {
+            return Ok(());
+        }
+        let uploads = self.uploads()?;
+        uploads.refresh()?;
+        let (files, bytes) = uploads.done_totals();
+        status.uploaded_files = files;
+        status.uploaded_bytes = bytes;
+        let mut errors = uploads.record_errors();
+        for (meta, stored) in uploads.incomplete()? {
+            errors.push(format!(
+                "upload {} `{}`: incomplete, {stored} of {} bytes arrived",
+                meta.upload,
+                datastore_shown(&meta.path),
+                meta.size
+            ));
+        }
+        status
+            .errors
+            .extend(errors.into_iter().take(MAX_UPLOAD_ERRORS_IN_STATUS_COUNT));
+        Ok(())
+    }
+
+    fn uploads(&mut self) -> Result<&mut FlowUploads, UploadError> {
+        if self.uploads.is_none() {
+            self.uploads = Some(FlowUploads::open(&self.dir)?);
+        }
+        Ok(self.uploads.as_mut().expect("opened just above"))
+    }
+
+    /// Re-reads status.json (one small read): a cancel is the master replacing it, and
+    /// whichever frontend serves the agent must see it before its next write.
+    fn refresh_status(&mut self) -> Result<(), UploadError> {
+        self.status = datastore::read_status(&self.client, self.dir.id())?;
+        Ok(())
+    }
+
+    /// Refuses new data for an ended flow, and for one whose uploads come later than
+    /// `timeout_s` + `LATE_UPLOAD_GRACE` after it started (which also ends it: `error`,
+    /// `ended_by: timeout_s`).
+    fn check_open(&mut self) -> Result<(), UploadError> {
+        let flow = self.dir.id().clone();
+        if self.status.state.is_terminal() {
+            return Err(UploadError::FlowClosed {
+                flow,
+                state: self.status.state,
             });
         }
-        let io = |e: std::io::Error| {
-            use std::io::ErrorKind::{AlreadyExists, IsADirectory, NotADirectory};
-            // Two agent paths that sanitise to a file and a folder of one name: the agent's
-            // input, not our disk, so 400 (not 500) and no server path in the answer.
-            let error = match e.kind() {
-                IsADirectory | NotADirectory | AlreadyExists => {
-                    datastore::DatastoreError::BadUploadPath {
-                        shown: datastore_shown(&chunk.path),
-                        reason: "collides with a file or folder uploaded before",
-                    }
-                }
-                _ => datastore::DatastoreError::Io {
-                    op: "write upload",
-                    path: path.clone(),
-                    source: e,
-                },
-            };
-            UploadError::Datastore(error)
+        let timeout_s = self.request.limits.timeout_s;
+        let Some(start_ms) = self.status.start_time_ms.filter(|_| timeout_s > 0) else {
+            return Ok(());
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        let grace_ms = LATE_UPLOAD_GRACE.as_millis() as u64;
+        let deadline_ms = start_ms
+            .saturating_add(timeout_s.saturating_mul(1000))
+            .saturating_add(grace_ms);
+        if now_ms() <= deadline_ms {
+            return Ok(());
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        file.write_all_at(&chunk.data, chunk.offset).map_err(io)?;
-        if chunk.eof {
-            (&file).flush().map_err(io)?;
+        let mut status = self.status.clone();
+        status.ended_by = Some(EndedBy::TimeoutS);
+        status.errors.push(format!(
+            "uploads arrived more than timeout_s ({timeout_s} s) + {} s after the flow \
+             started; refused",
+            LATE_UPLOAD_GRACE.as_secs()
+        ));
+        let (_, rows) = self.close(status, &[], false)?;
+        Err(UploadError::TooLate {
+            flow,
+            timeout_s,
+            closed_rows: Some(rows),
+        })
+    }
+
+    /// Refuses a batch that would take the flow's rows above `max_rows`.
+    fn check_max_rows(
+        &mut self,
+        artifact: &ArtifactName,
+        artifact_rows: u64,
+        jsonl: &[u8],
+    ) -> Result<(), UploadError> {
+        let max_rows = self.request.limits.max_rows;
+        if max_rows == 0 {
+            return Ok(());
         }
-        Ok(chunk.data.len() as u64)
+        if self.rows.is_none() {
+            let mut rows = HashMap::new();
+            for a in &self.request.artifacts {
+                let summary = datastore::summary(&self.dir.result_paths(&a.name))?;
+                rows.insert(a.name.clone(), summary.rows);
+            }
+            self.rows = Some(rows);
+        }
+        let rows = self.rows.as_mut().expect("filled just above");
+        rows.insert(artifact.clone(), artifact_rows);
+        let stored: u64 = rows.values().sum();
+        // Every row of a valid batch ends with `\n` (jsonl.rs); an invalid one is
+        // refused by the append that follows.
+        let batch_rows = memchr::memchr_iter(b'\n', jsonl).count() as u64;
+        if stored.saturating_add(batch_rows) > max_rows {
+            return Err(UploadError::MaxRows {
+                flow: self.dir.id().clone(),
+                max_rows,
+                stored_rows: stored,
+                batch_rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// The first write moves a scheduled flow to in progress. Returns whether it did.
+    fn mark_started(&mut self) -> Result<bool, UploadError> {
+        if self.status.state != FlowState::Scheduled {
+            return Ok(false);
+        }
+        self.status.state = FlowState::InProgress;
+        self.status.start_time_ms = Some(now_ms());
+        datastore::write_status(&self.client, &self.status)?;
+        metrics().flow(FlowEvent::Started);
+        Ok(true)
     }
 }
 

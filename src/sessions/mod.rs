@@ -6,6 +6,7 @@
 
 pub mod checkout;
 pub mod event_streams;
+pub mod file_upload;
 pub mod flows;
 pub mod registry;
 pub mod shard;

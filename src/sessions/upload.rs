@@ -12,12 +12,13 @@ use crate::datastore::{client_info, DatastoreError, EventBatchError, Fault, Flow
 use crate::datastore::{ArtifactName, ClientDir};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::limits::{RETRY_AFTER_BUSY, RETRY_AFTER_DISK_FULL};
-use crate::metrics::{metrics, RejectReason};
+use crate::metrics::{metrics, FileRefusal, RejectReason};
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
 use crate::runtime::offload::offload;
 use crate::sessions::event_streams;
+use crate::sessions::file_upload::ChunkOutcome;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::sessions::shard::ShardCtx;
 
@@ -43,6 +44,45 @@ pub enum UploadError {
     NotEventArtifact { artifact: String },
     #[error("another event batch of {artifact} is in progress on this connection")]
     EventsBusy { artifact: ArtifactName },
+    #[error("bad file chunk: {reason}")]
+    BadChunk { reason: String },
+    #[error("artifact `{artifact}` of flow {flow} does not upload files")]
+    NotAnUpload { flow: FlowId, artifact: String },
+    #[error("upload {upload} of flow {flow} is complete with other content; files are write-once")]
+    WriteOnce { flow: FlowId, upload: u32 },
+    #[error(
+        "upload {upload} of flow {flow} is arriving with another path, artifact, size or \
+         SHA-256; a file's chunks must all announce the same file"
+    )]
+    AnnouncedOtherwise { flow: FlowId, upload: u32 },
+    #[error(
+        "upload {upload} of {size} bytes would take flow {flow} above its max_upload_bytes \
+         ({quota_bytes} bytes; {taken_bytes} taken by files complete or arriving)"
+    )]
+    QuotaExceeded {
+        flow: FlowId,
+        upload: u32,
+        quota_bytes: u64,
+        taken_bytes: u64,
+        size: u64,
+    },
+    #[error(
+        "a batch of {batch_rows} rows would take flow {flow} above its max_rows ({max_rows}; \
+         {stored_rows} stored)"
+    )]
+    MaxRows {
+        flow: FlowId,
+        max_rows: u64,
+        stored_rows: u64,
+        batch_rows: u64,
+    },
+    /// `closed_rows`: this refusal ended the flow, with that many rows.
+    #[error("flow {flow} is past its timeout_s ({timeout_s} s) and the grace after it; no more uploads are taken")]
+    TooLate {
+        flow: FlowId,
+        timeout_s: u64,
+        closed_rows: Option<u64>,
+    },
     #[error("{0}")]
     Datastore(#[from] DatastoreError),
 }
@@ -53,7 +93,16 @@ impl UploadError {
             Self::TooLarge { .. } | Self::Frame(FrameError::TooLarge { .. }) => {
                 RejectReason::TooLarge
             }
-            Self::Frame(_) | Self::Empty => RejectReason::BadFrame,
+            Self::Frame(_) | Self::Empty | Self::BadChunk { .. } => RejectReason::BadFrame,
+            Self::NotAnUpload { .. } => RejectReason::BadName,
+            // Every 409 is a flow (or file) that takes no more of this: the generic
+            // counter files them under flow_closed; packhunt_files_refused_total has
+            // the reason.
+            Self::WriteOnce { .. }
+            | Self::AnnouncedOtherwise { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::MaxRows { .. }
+            | Self::TooLate { .. } => RejectReason::FlowClosed,
             Self::BadId(_) | Self::ArtifactNotRequested { .. } => RejectReason::BadName,
             Self::NotYourFlow { .. } => RejectReason::NotYourFlow,
             Self::FlowClosed { .. } => RejectReason::FlowClosed,
@@ -171,11 +220,15 @@ async fn dispatch(
         Kind::Result(batch) => {
             let flow_id = FlowId::parse(&batch.flow_id)?;
             let bytes = batch.jsonl.len() as u64;
-            let outcome = flows
+            let appended = flows
                 .with_flow(ds, client_id, &flow_id, move |flow| {
                     flow.append(&batch.artifact, batch.seq, &batch.jsonl)
                 })
-                .await?;
+                .await;
+            let outcome = match appended {
+                Ok(outcome) => outcome,
+                Err(e) => return Err(refused(ctx, client_id, &flow_id, e, false).await),
+            };
             if let BatchOutcome::Written { started: true, .. } = outcome {
                 report_flow_state(ctx, client_id, &flow_id, FlowState::InProgress, 0).await;
             }
@@ -212,11 +265,16 @@ async fn dispatch(
             let flow_id = FlowId::parse(&chunk.flow_id)?;
             let written = flows
                 .with_flow(ds, client_id, &flow_id, move |flow| flow.write_file(&chunk))
-                .await?;
-            metrics()
-                .files_uploaded_bytes
-                .fetch_add(written, Ordering::Relaxed);
-            Ok(Answer::ok(upload_ack::Status::Ok, 0))
+                .await;
+            let outcome = match written {
+                Ok(outcome) => outcome,
+                Err(e) => return Err(refused(ctx, client_id, &flow_id, e, true).await),
+            };
+            if outcome.started {
+                report_flow_state(ctx, client_id, &flow_id, FlowState::InProgress, 0).await;
+            }
+            let (status, next_seq) = count_file_chunk(&outcome.chunk);
+            Ok(Answer::ok(status, next_seq))
         }
         Kind::Events(batch) => {
             let streams = flows.event_streams();
@@ -227,6 +285,73 @@ async fn dispatch(
             let client = ds.client(client_id);
             offload(move || record_seen(&client, &info)).await?;
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
+        }
+    }
+}
+
+/// Counts a refused result batch or file chunk in the files metrics, and reports the
+/// end of a flow that the refusal closed (uploads past its timeout). Returns the error.
+async fn refused(
+    ctx: &ShardCtx,
+    client_id: &ClientId,
+    flow_id: &FlowId,
+    error: UploadError,
+    file: bool,
+) -> UploadError {
+    let refusal = match &error {
+        UploadError::QuotaExceeded { .. } => Some(FileRefusal::Quota),
+        UploadError::WriteOnce { .. } | UploadError::AnnouncedOtherwise { .. } => {
+            Some(FileRefusal::WriteOnce)
+        }
+        UploadError::FlowClosed { .. } if file => Some(FileRefusal::FlowClosed),
+        UploadError::MaxRows { .. } => Some(FileRefusal::MaxRows),
+        UploadError::TooLate { .. } => Some(FileRefusal::Timeout),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
+        metrics().file_refused(refusal);
+    }
+    if let UploadError::TooLate {
+        closed_rows: Some(rows),
+        ..
+    } = &error
+    {
+        ctx.sessions.flow_ended(client_id, flow_id);
+        report_flow_state(ctx, client_id, flow_id, FlowState::Error, *rows).await;
+    }
+    error
+}
+
+/// The ack for a file chunk's outcome, counted in the files metrics.
+fn count_file_chunk(outcome: &ChunkOutcome) -> (upload_ack::Status, u64) {
+    let m = metrics();
+    match outcome {
+        ChunkOutcome::Written {
+            next_seq,
+            bytes,
+            started_file,
+            completed,
+        } => {
+            m.files_bytes_written.fetch_add(*bytes, Ordering::Relaxed);
+            m.files_uploaded_bytes.fetch_add(*bytes, Ordering::Relaxed);
+            if *started_file {
+                m.files_started.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(record) = completed {
+                m.files_completed.fetch_add(1, Ordering::Relaxed);
+                if record.error.is_some() {
+                    m.files_mismatches.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (upload_ack::Status::Ok, *next_seq)
+        }
+        ChunkOutcome::Duplicate { next_seq } => {
+            m.files_resumed_chunks.fetch_add(1, Ordering::Relaxed);
+            (upload_ack::Status::Duplicate, *next_seq)
+        }
+        ChunkOutcome::OutOfOrder { next_seq } => {
+            m.files_resumed_chunks.fetch_add(1, Ordering::Relaxed);
+            (upload_ack::Status::OutOfOrder, *next_seq)
         }
     }
 }
