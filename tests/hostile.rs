@@ -171,8 +171,7 @@ fn case_path_escape(d: &Deployment) -> Result<()> {
 
     let after: BTreeSet<PathBuf> = files_under(d.path()).into_iter().collect();
     let created: BTreeSet<PathBuf> = after.difference(&before).cloned().collect();
-    let mut expected: BTreeSet<PathBuf> =
-        landed.iter().map(|(_, rel)| uploads.join(rel)).collect();
+    let mut expected: BTreeSet<PathBuf> = landed.iter().map(|(_, rel)| uploads.join(rel)).collect();
     expected.insert(flow_root.join("uploads.jsonl"));
     assert_eq!(
         created,

@@ -81,7 +81,15 @@ fn a_multi_chunk_file_completes_and_downloads_byte_identical() -> Result<()> {
     let client = agent.client_id.clone();
     let flow = upload_flow(&d, &client, FlowLimits::default())?;
     let data = pattern(1024 * KIB + 123, 1);
-    let sent = send_file(&mut agent, &flow, 0, "/var/log/big file.log", &data, 0, 48 * KIB)?;
+    let sent = send_file(
+        &mut agent,
+        &flow,
+        0,
+        "/var/log/big file.log",
+        &data,
+        0,
+        48 * KIB,
+    )?;
     assert_eq!(sent, data.len().div_ceil(48 * KIB));
     assert_eq!(collection(&d, &client, &flow)?["state"], "in_progress");
 
@@ -99,7 +107,10 @@ fn a_multi_chunk_file_completes_and_downloads_byte_identical() -> Result<()> {
     assert!(item.get("error").is_none(), "{item}");
     // Nothing is left arriving, and the stored file is the data.
     let dir = flow_dir(&d, &client, &flow);
-    assert_eq!(std::fs::read(dir.join("uploads/var/log/big_file.log"))?, data);
+    assert_eq!(
+        std::fs::read(dir.join("uploads/var/log/big_file.log"))?,
+        data
+    );
     assert_eq!(std::fs::read_dir(dir.join("uploading"))?.count(), 0);
 
     let file = format!("{}/0", uploads_path(&client, &flow));
@@ -108,12 +119,18 @@ fn a_multi_chunk_file_completes_and_downloads_byte_identical() -> Result<()> {
     assert_eq!(sha256(&body), sha256(&data), "downloaded bytes differ");
     let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
     assert_eq!(header("content-length"), Some(data.len().to_string()));
-    assert_eq!(header("content-type").as_deref(), Some("application/octet-stream"));
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
     assert_eq!(
         header("content-disposition").as_deref(),
         Some("attachment; filename=\"big_file.log\"")
     );
-    assert_eq!(header("etag"), Some(format!("\"{}\"", hex::encode(sha256(&data)))));
+    assert_eq!(
+        header("etag"),
+        Some(format!("\"{}\"", hex::encode(sha256(&data))))
+    );
     assert_eq!(header("accept-ranges").as_deref(), Some("bytes"));
 
     let size = data.len();
@@ -130,13 +147,23 @@ fn a_multi_chunk_file_completes_and_downloads_byte_identical() -> Result<()> {
             headers["content-range"].to_str()?,
             format!("bytes {first}-{last}/{size}")
         );
-        assert_eq!(headers["content-length"].to_str()?, (last - first + 1).to_string());
+        assert_eq!(
+            headers["content-length"].to_str()?,
+            (last - first + 1).to_string()
+        );
     }
     let (status, headers, _) = download(&api, &file, Some(&format!("bytes={size}-")))?;
     assert_eq!(status, 416);
-    assert_eq!(headers["content-range"].to_str()?, format!("bytes */{size}"));
+    assert_eq!(
+        headers["content-range"].to_str()?,
+        format!("bytes */{size}")
+    );
     let (status, _, body) = download(&api, &file, Some("bytes=0-1,5-6"))?;
-    assert_eq!((status, body.len()), (200, size), "several ranges: the whole file");
+    assert_eq!(
+        (status, body.len()),
+        (200, size),
+        "several ranges: the whole file"
+    );
 
     let (status, _, _) = download(&api, &format!("{}/1", uploads_path(&client, &flow)), None)?;
     assert_eq!(status, 404, "an unknown upload number");
@@ -149,7 +176,10 @@ fn a_multi_chunk_file_completes_and_downloads_byte_identical() -> Result<()> {
     assert_eq!(done["uploaded_files"], 1);
     assert_eq!(done["uploaded_bytes"], data.len() as u64);
     assert_eq!(d.metric("packhunt_files_completed_total")?, 1);
-    assert_eq!(d.metric("packhunt_files_bytes_written_total")?, data.len() as u64);
+    assert_eq!(
+        d.metric("packhunt_files_bytes_written_total")?,
+        data.len() as u64
+    );
     assert_eq!(d.metric("packhunt_files_downloads_total")?, 6);
     Ok(())
 }
@@ -179,11 +209,22 @@ fn uploads_resume_after_a_reconnect_without_writing_a_byte_twice() -> Result<()>
     let overlap = acked(&agent.upload(&chunk(&flow, 0, "/a", &data, 2 * c + c / 2, c + c / 2))?)?;
     assert_eq!(overlap, (Status::Ok, (4 * c) as u64));
     let arriving = flow_dir(&d, &client, &flow).join("uploading/0");
-    assert_eq!(std::fs::read(&arriving)?, data[..4 * c], "only the new bytes landed");
+    assert_eq!(
+        std::fs::read(&arriving)?,
+        data[..4 * c],
+        "only the new bytes landed"
+    );
     send_file(&mut agent, &flow, 0, "/a", &data, 4 * c, c)?;
-    let (_, _, body) = download(&d.api(), &format!("{}/0", uploads_path(&client, &flow)), None)?;
+    let (_, _, body) = download(
+        &d.api(),
+        &format!("{}/0", uploads_path(&client, &flow)),
+        None,
+    )?;
     assert_eq!(body, data);
-    assert_eq!(d.metric("packhunt_files_bytes_written_total")?, data.len() as u64);
+    assert_eq!(
+        d.metric("packhunt_files_bytes_written_total")?,
+        data.len() as u64
+    );
     assert_eq!(d.metric("packhunt_files_resumed_chunks_total")?, 2);
     Ok(())
 }
@@ -199,19 +240,31 @@ fn a_sha256_mismatch_is_recorded_in_the_index_and_the_status() -> Result<()> {
     let data = pattern(100 * KIB, 3);
     let wrong = sha256(b"something else");
     let first = announced_chunk(&flow, 0, "/m", &data, 0, 60 * KIB, &wrong);
-    assert_eq!(acked(&agent.upload(&first)?)?, (Status::Ok, (60 * KIB) as u64));
+    assert_eq!(
+        acked(&agent.upload(&first)?)?,
+        (Status::Ok, (60 * KIB) as u64)
+    );
     let last = announced_chunk(&flow, 0, "/m", &data, 60 * KIB, 40 * KIB, &wrong);
-    assert_eq!(acked(&agent.upload(&last)?)?, (Status::Ok, data.len() as u64));
+    assert_eq!(
+        acked(&agent.upload(&last)?)?,
+        (Status::Ok, data.len() as u64)
+    );
     // The agent did not get the ack and resends: still the same file.
     assert_eq!(acked(&agent.upload(&last)?)?.0, Status::Duplicate);
     let list = list_uploads(&d.api(), &client, &flow)?;
     let item = &list["items"][0];
-    assert!(item["error"].as_str().unwrap().contains("SHA-256 mismatch"), "{item}");
+    assert!(
+        item["error"].as_str().unwrap().contains("SHA-256 mismatch"),
+        "{item}"
+    );
     assert_eq!(item["sha256"], hex::encode(sha256(&data)));
     assert_eq!(finish(&mut agent, &flow, "")?, 200);
     let done = collection(&d, &client, &flow)?;
     assert_eq!(done["state"], "error", "{done}");
-    assert!(done["errors"].to_string().contains("SHA-256 mismatch"), "{done}");
+    assert!(
+        done["errors"].to_string().contains("SHA-256 mismatch"),
+        "{done}"
+    );
     assert_eq!(d.metric("packhunt_files_mismatches_total")?, 1);
     Ok(())
 }
@@ -228,7 +281,10 @@ fn complete_files_are_write_once() -> Result<()> {
     send_file(&mut agent, &flow, 0, "/w", &data, 0, 4 * KIB)?;
     let stored = flow_dir(&d, &client, &flow).join("uploads/w");
     let last = chunk(&flow, 0, "/w", &data, 8 * KIB, 2 * KIB);
-    assert_eq!(acked(&agent.upload(&last)?)?, (Status::Duplicate, data.len() as u64));
+    assert_eq!(
+        acked(&agent.upload(&last)?)?,
+        (Status::Duplicate, data.len() as u64)
+    );
     let other = pattern(10 * KIB, 5);
     for upload in [
         chunk(&flow, 0, "/w", &other, 0, 4 * KIB),
@@ -241,7 +297,10 @@ fn complete_files_are_write_once() -> Result<()> {
     }
     assert_eq!(std::fs::read(&stored)?, data);
     assert_eq!(list_uploads(&d.api(), &client, &flow)?["total"], 1);
-    assert_eq!(d.metric("packhunt_files_refused_total{reason=\"write_once\"}")?, 3);
+    assert_eq!(
+        d.metric("packhunt_files_refused_total{reason=\"write_once\"}")?,
+        3
+    );
     Ok(())
 }
 
@@ -272,7 +331,10 @@ fn the_flow_quota_refuses_a_file_and_writes_nothing() -> Result<()> {
     send_file(&mut agent, &flow, 3, "/q3", &pattern(1_000, 9), 0, 4 * KIB)?;
     send_file(&mut agent, &flow, 1, "/q1", &arriving, 1000, 4 * KIB)?;
     assert_eq!(list_uploads(&d.api(), &client, &flow)?["total"], 3);
-    assert_eq!(d.metric("packhunt_files_refused_total{reason=\"quota\"}")?, 1);
+    assert_eq!(
+        d.metric("packhunt_files_refused_total{reason=\"quota\"}")?,
+        1
+    );
     Ok(())
 }
 
@@ -285,12 +347,22 @@ fn chunks_for_an_ended_flow_are_refused() -> Result<()> {
     let mut agent = RawAgent::connect(&d)?;
     let client = agent.client_id.clone();
     let finished = upload_flow(&d, &client, FlowLimits::default())?;
-    send_file(&mut agent, &finished, 0, "/f", &pattern(1000, 10), 0, 4 * KIB)?;
+    send_file(
+        &mut agent,
+        &finished,
+        0,
+        "/f",
+        &pattern(1000, 10),
+        0,
+        4 * KIB,
+    )?;
     assert_eq!(finish(&mut agent, &finished, "")?, 200);
     let reply = agent.upload(&chunk(&finished, 1, "/g", &pattern(10, 11), 0, 10))?;
     assert_eq!(reply.status, 409, "{reply:?}");
     assert!(reply.ack.unwrap().message.contains("finished"));
-    assert!(!flow_dir(&d, &client, &finished).join("uploading/1").exists());
+    assert!(!flow_dir(&d, &client, &finished)
+        .join("uploading/1")
+        .exists());
 
     // A cancel as the master writes it, noticed by the frontend serving the agent even
     // though this connection has the flow open.
@@ -313,7 +385,10 @@ fn chunks_for_an_ended_flow_are_refused() -> Result<()> {
     let after = collection(&d, &client, &cancelled)?;
     assert_eq!(after["state"], "cancelled", "{after}");
     assert_eq!(after["ended_by"], "cancel");
-    assert_eq!(d.metric("packhunt_files_refused_total{reason=\"flow_closed\"}")?, 2);
+    assert_eq!(
+        d.metric("packhunt_files_refused_total{reason=\"flow_closed\"}")?,
+        2
+    );
     Ok(())
 }
 
@@ -345,8 +420,14 @@ fn chunks_that_may_not_upload_or_contradict_themselves_get_400() -> Result<()> {
         upload
     };
     let cases: Vec<(pb::Upload, &str)> = vec![
-        (with(&|c| c.artifact = "Generic.Collectors.File".into()), "does not upload"),
-        (with(&|c| c.sha256 = Bytes::from_static(b"short")), "sha256 is 5 bytes"),
+        (
+            with(&|c| c.artifact = "Generic.Collectors.File".into()),
+            "does not upload",
+        ),
+        (
+            with(&|c| c.sha256 = Bytes::from_static(b"short")),
+            "sha256 is 5 bytes",
+        ),
         (with(&|c| c.size = 50), "beyond the file's size"),
         (with(&|c| c.eof = false), "eof"),
         (with(&|c| c.size = 1 << 30), "eof"),
@@ -380,7 +461,10 @@ fn upload_paths_stay_inside_the_flows_uploads_folder() -> Result<()> {
     let cases = [
         ("../../x", "x"),
         ("/../../../../etc/passwd", "etc/passwd"),
-        (r"C:\Windows\..\..\System32\cmd.exe", "Windows/System32/cmd.exe"),
+        (
+            r"C:\Windows\..\..\System32\cmd.exe",
+            "Windows/System32/cmd.exe",
+        ),
         (r"\\?\C:\secret", "secret"),
         (r"..\..\..\x", "x~4"),
         ("/etc/passwd/inner", "~5/etc/passwd/inner"),
@@ -393,16 +477,24 @@ fn upload_paths_stay_inside_the_flows_uploads_folder() -> Result<()> {
     let list = list_uploads(&d.api(), &client, &flow)?;
     for (n, (path, stored)) in cases.iter().enumerate() {
         let item = &list["items"][n];
-        assert_eq!((item["upload"].as_u64(), item["stored"].as_str()), (Some(n as u64), Some(*stored)));
+        assert_eq!(
+            (item["upload"].as_u64(), item["stored"].as_str()),
+            (Some(n as u64), Some(*stored))
+        );
         assert_eq!(std::fs::read(uploads.join(stored))?, path.as_bytes());
     }
     let created: Vec<PathBuf> = files_under(d.path()).difference(&before).cloned().collect();
     let flow_root = flow_dir(&d, &client, &flow);
     for path in &created {
-        assert!(path.starts_with(&flow_root), "{} outside the flow", path.display());
+        assert!(
+            path.starts_with(&flow_root),
+            "{} outside the flow",
+            path.display()
+        );
         let relative = path.strip_prefix(&flow_root)?;
         assert!(
-            relative.starts_with("uploads") || ["uploads.jsonl", "status.json"].contains(&relative.to_str().unwrap()),
+            relative.starts_with("uploads")
+                || ["uploads.jsonl", "status.json"].contains(&relative.to_str().unwrap()),
             "unexpected {}",
             path.display()
         );
@@ -446,7 +538,10 @@ fn max_rows_refuses_the_batch_that_would_pass_it() -> Result<()> {
     assert_eq!(done["ended_by"], "max_rows");
     assert_eq!(done["total_rows"], 5);
     assert_eq!(done["errors"], serde_json::json!([]));
-    assert_eq!(d.metric("packhunt_files_refused_total{reason=\"max_rows\"}")?, 1);
+    assert_eq!(
+        d.metric("packhunt_files_refused_total{reason=\"max_rows\"}")?,
+        1
+    );
     Ok(())
 }
 
@@ -477,7 +572,10 @@ fn uploads_after_the_timeout_and_its_grace_are_refused() -> Result<()> {
     assert_eq!(done["state"], "error", "{done}");
     assert_eq!(done["ended_by"], "timeout_s");
     assert!(!flow_dir(&d, &client, &flow).join("uploading").exists());
-    assert_eq!(d.metric("packhunt_files_refused_total{reason=\"timeout\"}")?, 1);
+    assert_eq!(
+        d.metric("packhunt_files_refused_total{reason=\"timeout\"}")?,
+        1
+    );
     Ok(())
 }
 
@@ -505,7 +603,7 @@ fn a_full_disk_answers_503_with_retry_after_and_the_file_resumes() -> Result<()>
     })?;
     let mut agent = RawAgent::connect(&d)?;
     let client = agent.client_id.clone();
-    let flow = upload_flow(&d, &client, FlowLimits::default())?;
+    let flow = common::uploads::upload_flow_at(&datastore, &client, FlowLimits::default())?;
     let filler = datastore.join("filler");
     std::fs::write(&filler, vec![0u8; 1536 * 1024])?;
     let c = 512 * KIB;
@@ -527,7 +625,11 @@ fn a_full_disk_answers_503_with_retry_after_and_the_file_resumes() -> Result<()>
         .join("collections")
         .join(&flow)
         .join("uploading/0");
-    assert_eq!(std::fs::metadata(&arriving)?.len(), offset as u64, "only acked bytes stored");
+    assert_eq!(
+        std::fs::metadata(&arriving)?.len(),
+        offset as u64,
+        "only acked bytes stored"
+    );
     std::fs::remove_file(&filler)?;
     let reply = agent.upload(&chunk(&flow, 0, "/big", &data, offset, c))?;
     assert_eq!(acked(&reply)?, (Status::Ok, (offset + c) as u64));
@@ -580,9 +682,25 @@ fn a_minion_killed_mid_file_and_the_upload_resumes_on_the_master() -> Result<()>
     drop(agent);
     let mut agent = RawAgent::connect_as(&on_master, identity)?;
     let first = acked(&agent.upload(&chunk(&flow, 0, "/dump.bin", &data, offset, c))?)?;
-    assert!(first.1 as usize >= offset, "resumed at {} below the acked {offset}", first.1);
-    send_file(&mut agent, &flow, 0, "/dump.bin", &data, first.1 as usize, c)?;
-    let (_, _, body) = download(&d.api(), &format!("{}/0", uploads_path(&client, &flow)), None)?;
+    assert!(
+        first.1 as usize >= offset,
+        "resumed at {} below the acked {offset}",
+        first.1
+    );
+    send_file(
+        &mut agent,
+        &flow,
+        0,
+        "/dump.bin",
+        &data,
+        first.1 as usize,
+        c,
+    )?;
+    let (_, _, body) = download(
+        &d.api(),
+        &format!("{}/0", uploads_path(&client, &flow)),
+        None,
+    )?;
     assert_eq!(body.len(), data.len(), "bytes lost or stored twice");
     assert_eq!(sha256(&body), sha256(&data));
     assert_eq!(list_uploads(&d.api(), &client, &flow)?["total"], 1);

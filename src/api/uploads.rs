@@ -80,18 +80,19 @@ pub async fn download(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, header_value(&format!("\"{}\"", record.sha256))?)
+        .header(
+            header::ETAG,
+            header_value(&format!("\"{}\"", record.sha256))?,
+        )
         .header(
             header::CONTENT_DISPOSITION,
             header_value(&format!("attachment; filename=\"{filename}\""))?,
         );
     builder = match span {
-        Some((first, last)) => builder
-            .status(StatusCode::PARTIAL_CONTENT)
-            .header(
-                header::CONTENT_RANGE,
-                header_value(&format!("bytes {first}-{last}/{size}"))?,
-            ),
+        Some((first, last)) => builder.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {first}-{last}/{size}"))?,
+        ),
         None => builder.status(StatusCode::OK),
     };
     let response = builder

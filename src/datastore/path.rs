@@ -262,7 +262,10 @@ impl FlowDir {
         if !plain || stored.is_empty() || stored.contains('\\') {
             return Err(DatastoreError::Corrupt {
                 path: self.uploads_index(),
-                reason: format!("stored name `{}` is not a plain relative path", shown(stored)),
+                reason: format!(
+                    "stored name `{}` is not a plain relative path",
+                    shown(stored)
+                ),
             });
         }
         Ok(self.uploads_dir().join(relative))

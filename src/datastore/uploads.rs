@@ -279,7 +279,12 @@ impl FlowUploads {
     /// Writes `data` at `offset` of upload `n` (the caller has checked that `offset` is
     /// what is stored); durable per `fsync_documents` when this returns. Returns the
     /// bytes stored after it.
-    pub fn write_at(&mut self, upload: u32, offset: u64, data: &[u8]) -> Result<u64, DatastoreError> {
+    pub fn write_at(
+        &mut self,
+        upload: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, DatastoreError> {
         let path = self.flow.uploading_path(upload);
         let file = OpenOptions::new()
             .create(true)
@@ -287,12 +292,12 @@ impl FlowUploads {
             .truncate(false)
             .open(&path)
             .map_err(io_error("open", &path))?;
-        let written = file
-            .write_all_at(data, offset)
-            .and_then(|()| match self.flow.fsync_documents() {
-                true => file.sync_data(),
-                false => Ok(()),
-            });
+        let written =
+            file.write_all_at(data, offset)
+                .and_then(|()| match self.flow.fsync_documents() {
+                    true => file.sync_data(),
+                    false => Ok(()),
+                });
         if let Err(e) = written {
             // Cut back what part of the chunk landed (best effort): the length is what
             // the agent is told is stored, and a disk-full answer must not move it.
@@ -449,10 +454,12 @@ impl FlowUploads {
             .open(&path)
             .map_err(io_error("open", &path))?;
         let start = file.metadata().map_err(io_error("stat", &path))?.len();
-        let written = file.write_all(&line).and_then(|()| match self.flow.fsync_documents() {
-            true => file.sync_data(),
-            false => Ok(()),
-        });
+        let written = file
+            .write_all(&line)
+            .and_then(|()| match self.flow.fsync_documents() {
+                true => file.sync_data(),
+                false => Ok(()),
+            });
         if let Err(e) = written {
             let _ = file.set_len(start);
             return Err(io_error("append", &path)(e));
@@ -493,8 +500,10 @@ impl FlowUploads {
         while end > 0 {
             let from = end.saturating_sub(buf.len() as u64);
             let want = (end - from) as usize;
-            file.seek(SeekFrom::Start(from)).map_err(io_error("seek", &path))?;
-            file.read_exact(&mut buf[..want]).map_err(io_error("read", &path))?;
+            file.seek(SeekFrom::Start(from))
+                .map_err(io_error("seek", &path))?;
+            file.read_exact(&mut buf[..want])
+                .map_err(io_error("read", &path))?;
             if let Some(i) = memchr::memrchr(b'\n', &buf[..want]) {
                 end = from + i as u64 + 1;
                 break;

@@ -641,12 +641,36 @@ impl Metrics {
     /// The server side of file uploads and downloads.
     fn render_files(&self, out: &mut String) {
         let counters: [(&str, &str, &AtomicU64); 6] = [
-            ("packhunt_files_started_total", "Uploaded files announced by their first chunk", &self.files_started),
-            ("packhunt_files_completed_total", "Uploaded files complete and listed in their flow's uploads index", &self.files_completed),
-            ("packhunt_files_bytes_written_total", "Uploaded file bytes written (new bytes only)", &self.files_bytes_written),
-            ("packhunt_files_resumed_chunks_total", "File chunks answered DUPLICATE or OUT_OF_ORDER (resends and resumes)", &self.files_resumed_chunks),
-            ("packhunt_files_mismatches_total", "Uploaded files whose stored size or SHA-256 differs from the agent's", &self.files_mismatches),
-            ("packhunt_files_downloads_total", "Uploaded files served by the API (whole or a range)", &self.files_downloads),
+            (
+                "packhunt_files_started_total",
+                "Uploaded files announced by their first chunk",
+                &self.files_started,
+            ),
+            (
+                "packhunt_files_completed_total",
+                "Uploaded files complete and listed in their flow's uploads index",
+                &self.files_completed,
+            ),
+            (
+                "packhunt_files_bytes_written_total",
+                "Uploaded file bytes written (new bytes only)",
+                &self.files_bytes_written,
+            ),
+            (
+                "packhunt_files_resumed_chunks_total",
+                "File chunks answered DUPLICATE or OUT_OF_ORDER (resends and resumes)",
+                &self.files_resumed_chunks,
+            ),
+            (
+                "packhunt_files_mismatches_total",
+                "Uploaded files whose stored size or SHA-256 differs from the agent's",
+                &self.files_mismatches,
+            ),
+            (
+                "packhunt_files_downloads_total",
+                "Uploaded files served by the API (whole or a range)",
+                &self.files_downloads,
+            ),
         ];
         for (name, help, value) in counters {
             let value = value.load(Ordering::Relaxed) as i64;

@@ -68,9 +68,10 @@ pub fn parse(chunk: &pb::FileChunk, request: &FlowRequest) -> Result<Announced, 
         ));
     }
     sanitise_upload_path(&chunk.path)?;
-    let allowed = request.artifacts.iter().any(|a| {
-        a.name.as_str() == chunk.artifact && may_upload(a.name.as_str(), &a.parameters)
-    });
+    let allowed = request
+        .artifacts
+        .iter()
+        .any(|a| a.name.as_str() == chunk.artifact && may_upload(a.name.as_str(), &a.parameters));
     if !allowed {
         return Err(UploadError::NotAnUpload {
             flow: request.flow_id.clone(),

@@ -252,7 +252,8 @@ impl OpenFlow {
             ));
         }
         let agent_failed = report.state == pb::flow_status::State::Error as i32;
-        self.close(status, &report.artifacts, agent_failed).map(Some)
+        self.close(status, &report.artifacts, agent_failed)
+            .map(Some)
     }
 
     /// Counts what is stored (rows per artifact, complete files), adds an error per
@@ -284,9 +285,8 @@ impl OpenFlow {
             });
         }
         self.close_uploads(&mut status)?;
-        let failed = agent_failed
-            || !status.errors.is_empty()
-            || status.ended_by == Some(EndedBy::TimeoutS);
+        let failed =
+            agent_failed || !status.errors.is_empty() || status.ended_by == Some(EndedBy::TimeoutS);
         status.state = if failed {
             FlowState::Error
         } else {

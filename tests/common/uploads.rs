@@ -3,6 +3,7 @@
 //! `next_seq`, and downloads that keep the answer's headers.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -22,21 +23,26 @@ pub const GLOB: &str = "Generic.Files.Glob";
 /// Schedules a `Generic.Files.Glob` collection with `upload: true` for `client`, written
 /// the way the API writes one (request.json, status.json, the task queue entry).
 pub fn upload_flow(d: &Deployment, client: &str, limits: FlowLimits) -> Result<String> {
+    upload_flow_at(&d.datastore(), client, limits)
+}
+
+/// [`upload_flow`] on the datastore at `datastore` (one moved by the test's config).
+pub fn upload_flow_at(datastore: &Path, client: &str, limits: FlowLimits) -> Result<String> {
     let mut parameters = BTreeMap::new();
     parameters.insert("pattern".to_string(), "/tmp/*".to_string());
     parameters.insert("upload".to_string(), "true".to_string());
     parameters.insert("hash".to_string(), "false".to_string());
-    scheduled_flow(d, client, parameters, limits)
+    scheduled_flow(datastore, client, parameters, limits)
 }
 
 /// Schedules a `Generic.Files.Glob` collection with `parameters` for `client`.
 pub fn scheduled_flow(
-    d: &Deployment,
+    datastore: &Path,
     client: &str,
     parameters: BTreeMap<String, String>,
     limits: FlowLimits,
 ) -> Result<String> {
-    let ds = Datastore::open(d.datastore(), true)?;
+    let ds = Datastore::open(datastore.to_path_buf(), true)?;
     let client = ds.client(&ClientId::parse(client)?);
     let now_us = packhunt::clock::now_us();
     let request = FlowRequest {
@@ -58,7 +64,14 @@ pub fn scheduled_flow(
 
 /// One chunk of `whole` (the file as the agent has it): `data[offset..offset+len]`,
 /// announcing `whole`'s size and SHA-256.
-pub fn chunk(flow: &str, upload: u32, path: &str, whole: &[u8], offset: usize, len: usize) -> pb::Upload {
+pub fn chunk(
+    flow: &str,
+    upload: u32,
+    path: &str,
+    whole: &[u8],
+    offset: usize,
+    len: usize,
+) -> pb::Upload {
     announced_chunk(flow, upload, path, whole, offset, len, &sha256(whole))
 }
 
@@ -151,7 +164,9 @@ pub fn download(
                 req = req.header("range", range);
             }
             send.ready().await?;
-            let resp = send.send_request(req.body(Full::new(Bytes::new()))?).await?;
+            let resp = send
+                .send_request(req.body(Full::new(Bytes::new()))?)
+                .await?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp.into_body().collect().await?.to_bytes().to_vec();

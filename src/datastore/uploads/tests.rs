@@ -25,8 +25,13 @@ fn announced(upload: u32, path: &str, data: &[u8]) -> Announced {
 fn upload(uploads: &mut FlowUploads, a: &Announced, data: &[u8]) -> UploadRecord {
     let meta = uploads.begin(a).unwrap();
     let half = data.len() / 2;
-    assert_eq!(uploads.write_at(a.upload, 0, &data[..half]).unwrap(), half as u64);
-    let end = uploads.write_at(a.upload, half as u64, &data[half..]).unwrap();
+    assert_eq!(
+        uploads.write_at(a.upload, 0, &data[..half]).unwrap(),
+        half as u64
+    );
+    let end = uploads
+        .write_at(a.upload, half as u64, &data[half..])
+        .unwrap();
     assert_eq!(end, data.len() as u64);
     uploads.complete(&meta).unwrap()
 }
@@ -72,7 +77,12 @@ fn taken_names_get_the_upload_number() {
     assert_eq!(second.stored, "etc/x~1");
     assert_eq!(folder.stored, "etc~2");
     assert_eq!(under.stored, "~3/etc/x/y");
-    for (record, data) in [(first, "one"), (second, "two"), (folder, "three"), (under, "four")] {
+    for (record, data) in [
+        (first, "one"),
+        (second, "two"),
+        (folder, "three"),
+        (under, "four"),
+    ] {
         let path = flow.stored_upload_path(&record.stored).unwrap();
         assert_eq!(fs::read(path).unwrap(), data.as_bytes());
     }
@@ -90,7 +100,14 @@ fn a_mismatch_is_recorded_and_the_file_kept() {
     let meta = uploads.begin(&a).unwrap();
     uploads.write_at(4, 0, b"received").unwrap();
     let record = uploads.complete(&meta).unwrap();
-    assert!(record.error.as_deref().unwrap().contains("SHA-256 mismatch"), "{record:?}");
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("SHA-256 mismatch"),
+        "{record:?}"
+    );
     assert_eq!(record.expected_sha256.as_deref(), Some(claimed.as_str()));
     assert!(record.announced_as(8, &claimed));
     assert!(!record.announced_as(8, &record.sha256));
@@ -144,7 +161,10 @@ fn a_torn_index_line_is_cut_and_arriving_files_resume() {
     let b = announced(1, "/b", b"bbbbbbbb");
     uploads.begin(&b).unwrap();
     uploads.write_at(1, 0, b"bbb").unwrap();
-    let mut index = OpenOptions::new().append(true).open(flow.uploads_index()).unwrap();
+    let mut index = OpenOptions::new()
+        .append(true)
+        .open(flow.uploads_index())
+        .unwrap();
     index.write_all(b"{\"upload\":9,\"artif").unwrap();
     assert_eq!(read_index(&flow, 0, 10).unwrap().0, 1);
     let mut reopened = FlowUploads::open(&flow).unwrap();
