@@ -116,7 +116,7 @@ pub async fn start(ctx: &ApiCtx, id: &str) -> ApiResult {
     ))
 }
 
-/// The body of `POST /api/v1/hunts/{id}/stop`: empty or `{}` stops recruiting only.
+/// The body of `POST /api/v1/hunts/{id}/stop`: empty, `{}` or `null` stops recruiting only.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct StopBody {
@@ -130,10 +130,13 @@ struct StopBody {
 /// conflict: its unfinished flows are cancelled all the same.
 pub async fn stop(ctx: &ApiCtx, id: &str, body: &[u8]) -> ApiResult {
     let id = HuntId::parse(id)?;
+    // No body, `{}` and `null` all stop recruiting only, as before the body had a meaning.
     let body: StopBody = if body.iter().all(u8::is_ascii_whitespace) {
         StopBody::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+        serde_json::from_slice::<Option<StopBody>>(body)
+            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+            .unwrap_or_default()
     };
     let hunts = hunts(ctx)?;
     let doc = match hunts.stop(&id).await {

@@ -407,3 +407,41 @@ fn flow_end(datastore: &Datastore, client: &ClientId, flow: &FlowId) -> Option<F
 }
 
 pub use recruit::run as run_recruiter;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: each participant counts once, in the bucket of the first end heard for it: a
+    // finish reported after a cancel (or a re-read from disk) changes nothing.
+    #[test]
+    fn a_flow_end_counts_once_and_a_late_finish_does_not_undo_a_cancel() {
+        let doc = HuntDoc {
+            hunt_id: HuntId::random(),
+            artifacts: Vec::new(),
+            condition: Default::default(),
+            create_time_ms: 1,
+            expires_ms: 0,
+            state: HuntState::Stopped,
+            start_time_ms: None,
+            stop_time_ms: None,
+            limits: Default::default(),
+        };
+        let mut run = HuntRun::new(doc);
+        let (a, b) = (FlowId::random(), FlowId::random());
+        let end = |flow: &FlowId, state, total_rows| FlowEnd {
+            flow_id: flow.clone(),
+            state,
+            total_rows,
+        };
+        run.count_end(&end(&a, FlowState::Cancelled, 2));
+        run.count_end(&end(&a, FlowState::Finished, 5));
+        run.count_end(&end(&b, FlowState::InProgress, 1));
+        run.count_end(&end(&b, FlowState::Error, 1));
+        run.count_end(&end(&b, FlowState::Cancelled, 1));
+        assert_eq!(
+            (run.completed, run.errors, run.cancelled, run.total_rows),
+            (0, 1, 1, 3)
+        );
+    }
+}
