@@ -220,6 +220,16 @@ fn a_hunt_stopped_with_cancel_flows_cancels_only_unfinished_flows_and_adds_up() 
     let (code, _) = api.request("POST", &stop, Some(b"{\"cancel_flows\":".to_vec()))?;
     assert_eq!(code, 400, "bad JSON");
     assert_eq!(hunt(&deployment, &id)?["state"], "running");
+    // A plain stop (no body) stops recruiting and cancels nothing; cancel_flows on the
+    // stopped hunt then cancels what it left running.
+    let (code, body) = api.request("POST", &stop, None)?;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body)?;
+    assert_eq!(body, json!({"hunt_id": id, "state": "stopped"}));
+    assert_eq!(
+        status(&api, &idle.client_id, &idle_flow)?["state"],
+        "scheduled"
+    );
     let (code, body) = api.post(&stop, &json!({"cancel_flows": true}))?;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["state"], "stopped");

@@ -121,3 +121,43 @@ pub fn cancelled_from_wire(from: &str, envelope: pb::CancelFlows) -> CancelledFl
         .collect();
     CancelledFlows { flows, reason }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: a batch from the link keeps its well-formed flows when one is malformed, and a
+    // hostile reason is cut to its bound.
+    #[test]
+    fn a_cancel_envelope_drops_only_its_malformed_flows() {
+        let good = |n: u8| pb::CancelledFlow {
+            client_id: format!("C.{n:016x}"),
+            flow_id: format!("F.{n:016X}"),
+        };
+        let bad = pb::CancelledFlow {
+            client_id: "../etc".into(),
+            flow_id: "F.0000000000000001".into(),
+        };
+        let envelope = pb::CancelFlows {
+            flows: vec![good(1), bad, good(2)],
+            reason: "x".repeat(10_000),
+        };
+        let cancelled = cancelled_from_wire("master:1", envelope);
+        let flows: Vec<String> = cancelled
+            .flows
+            .iter()
+            .map(|(c, f)| format!("{c} {f}"))
+            .collect();
+        assert_eq!(
+            flows,
+            [
+                "C.0000000000000001 F.0000000000000001",
+                "C.0000000000000002 F.0000000000000002"
+            ]
+        );
+        assert_eq!(
+            cancelled.reason.chars().count(),
+            crate::limits::MAX_CANCEL_REASON_CHARS
+        );
+    }
+}
