@@ -144,6 +144,19 @@ pub const STREAM_QUEUE_CHUNKS_COUNT: usize = 4;
 
 // ---- Cancel ----------------------------------------------------------------------------------
 
+/// Flows a hunt stop with `cancel_flows` cancels in one trip to the blocking pool, and per
+/// message to the shards and the minions: one trip per flow spent more on handoffs than on
+/// the two small files each (as the recruiter measured, RECRUIT_BATCH_COUNT), and a
+/// 50,000-flow hunt as single messages would overrun a minion's link queue
+/// (REPLICATION_LINK_QUEUE_COUNT).
+pub const CANCEL_BATCH_COUNT: usize = 256;
+/// How long a hunt stop with `cancel_flows` waits for recruits already being written, so
+/// that a flow recruited just before the stop is cancelled too: a batch of recruits takes
+/// milliseconds; a disk stalled for longer leaves those few flows running (logged).
+pub const CANCEL_RECRUITS_SETTLE_WAIT: Duration = Duration::from_secs(5);
+/// Longest cancel reason kept from the replication link: it only goes to agents' logs.
+pub const MAX_CANCEL_REASON_CHARS: usize = 256;
+
 // ---- Agent: outbox and file collection -------------------------------------------------------
 
 /// Default most bytes the agent's on-disk outbox holds (results and file snapshots not

@@ -116,14 +116,56 @@ pub async fn start(ctx: &ApiCtx, id: &str) -> ApiResult {
     ))
 }
 
+/// The body of `POST /api/v1/hunts/{id}/stop`: empty, `{}` or `null` stops recruiting only.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    #[serde(default)]
+    cancel_flows: bool,
+}
+
 /// `POST /api/v1/hunts/{id}/stop`, body optional: `{"cancel_flows":true}` also cancels
-/// the participants' unfinished flows.
-pub async fn stop(ctx: &ApiCtx, id: &str, _body: &[u8]) -> ApiResult {
+/// the participants' unfinished flows, in the background (api/cancel.rs); the answer says
+/// how many (`cancelling`). With `cancel_flows` a hunt already stopped or expired is not a
+/// conflict: its unfinished flows are cancelled all the same.
+pub async fn stop(ctx: &ApiCtx, id: &str, body: &[u8]) -> ApiResult {
     let id = HuntId::parse(id)?;
-    let doc = hunts(ctx)?.stop(&id).await?;
+    // No body, `{}` and `null` all stop recruiting only, as before the body had a meaning.
+    let body: StopBody = if body.iter().all(u8::is_ascii_whitespace) {
+        StopBody::default()
+    } else {
+        serde_json::from_slice::<Option<StopBody>>(body)
+            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+            .unwrap_or_default()
+    };
+    let hunts = hunts(ctx)?;
+    let doc = match hunts.stop(&id).await {
+        Ok(doc) => doc,
+        Err(HuntError::WrongState { .. }) if body.cancel_flows => hunts
+            .get(&id)
+            .map(|(doc, _)| doc)
+            .ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?,
+        Err(e) => return Err(e.into()),
+    };
+    if !body.cancel_flows {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() }),
+        ));
+    }
+    hunts.settle_recruits().await;
+    let flows = hunts.unended_participants(&id).unwrap_or_default();
+    let cancelling = flows.len();
+    crate::api::cancel::cancel_in_background(
+        ctx.datastore.clone(),
+        ctx.fleet.clone(),
+        ctx.presence.clone(),
+        id.clone(),
+        flows,
+    );
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str() }),
+        &json!({ "hunt_id": id.as_str(), "state": doc.state.as_str(), "cancelling": cancelling }),
     ))
 }
 
@@ -140,6 +182,7 @@ fn hunt_json(doc: &HuntDoc, stats: &HuntStats) -> serde_json::Value {
         "scheduled": stats.scheduled,
         "completed": stats.completed,
         "errors": stats.errors,
+        "cancelled": stats.cancelled,
         "total_rows": stats.total_rows,
         "pending_recruitment": stats.pending_recruitment,
     })

@@ -285,6 +285,57 @@ pub fn read_status(client: &ClientDir, flow_id: &FlowId) -> Result<FlowStatusDoc
     Ok(status)
 }
 
+/// What [`cancel`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// status.json now says cancelled (this document), and the queue entry is gone.
+    Cancelled(FlowStatusDoc),
+    /// The flow had ended already, in this state: nothing was written.
+    AlreadyEnded(FlowState),
+}
+
+/// Cancels a flow that has not ended: status.json becomes `cancelled` with `ended_by`
+/// cancel, the finish time `now_ms`, and the rows and bytes of the result sets as they
+/// stand (what arrived is kept), then the task queue entry is removed so an agent that
+/// connects later is not given the task. In that order: a crash between the two leaves a
+/// queued task for a closed flow, whose uploads are refused, never an open flow that no
+/// queue remembers. A flow that does not exist is a not-found error.
+///
+/// The frontend serving the agent may write this status.json too (its end); both writers
+/// re-read it before they write and leave a terminal state alone, which leaves the window
+/// of one read and one rename between them (docs/files/cancel.md).
+pub fn cancel(
+    client: &ClientDir,
+    flow_id: &FlowId,
+    now_ms: u64,
+) -> Result<CancelOutcome, DatastoreError> {
+    let request = read_request(client, flow_id)?;
+    let mut status = read_status(client, flow_id)?;
+    if status.state.is_terminal() {
+        return Ok(CancelOutcome::AlreadyEnded(status.state));
+    }
+    let dir = client.flow(flow_id);
+    let (mut total_rows, mut total_bytes) = (0, 0);
+    status.artifacts.clear();
+    for requested in &request.artifacts {
+        let summary = super::resultset::summary(&dir.result_paths(&requested.name))?;
+        total_rows += summary.rows;
+        total_bytes += summary.bytes;
+        status.artifacts.push(ArtifactRowsDoc {
+            name: requested.name.clone(),
+            rows: summary.rows,
+        });
+    }
+    status.state = FlowState::Cancelled;
+    status.ended_by = Some(EndedBy::Cancel);
+    status.total_rows = total_rows;
+    status.total_bytes = total_bytes;
+    status.finish_time_ms = Some(now_ms);
+    write_status(client, &status)?;
+    remove_task(client, flow_id)?;
+    Ok(CancelOutcome::Cancelled(status))
+}
+
 /// The client's flows, newest first (by request create time; flows whose request is
 /// missing or unreadable sort last, still listed so they can be inspected). Entries
 /// that are not flow folders (temp files, junk) are skipped.
@@ -414,6 +465,38 @@ mod tests {
             Err(DatastoreError::Mismatch { .. })
         ));
         assert!(read_request(&client, &foreign.flow_id).is_err());
+    }
+
+    // Goal: a cancel keeps the rows that arrived, closes the flow, unqueues its task, and
+    // leaves an ended flow (or a missing one) alone.
+    #[test]
+    fn cancel_closes_an_open_flow_once_and_keeps_its_rows() {
+        let (_dir, client) = setup();
+        std::fs::create_dir_all(client.path()).unwrap();
+        let req = request(&client, 3, 1_700_000_000_000);
+        write_scheduled(&client, &req).unwrap();
+        let paths = client
+            .flow(&req.flow_id)
+            .result_paths(&req.artifacts[0].name);
+        let mut set = crate::datastore::ResultSet::open(&paths).unwrap();
+        set.append_batch(0, b"{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let CancelOutcome::Cancelled(doc) = cancel(&client, &req.flow_id, 42).unwrap() else {
+            panic!("an open flow is cancelled");
+        };
+        assert_eq!(read_status(&client, &req.flow_id).unwrap(), doc);
+        assert_eq!(
+            (doc.state, doc.ended_by, doc.total_rows, doc.finish_time_ms),
+            (FlowState::Cancelled, Some(EndedBy::Cancel), 2, Some(42))
+        );
+        assert_eq!(doc.total_bytes, 16);
+        assert_eq!(doc.artifacts[0].rows, 2);
+        assert!(pending_tasks(&client).unwrap().is_empty(), "task unqueued");
+        assert_eq!(
+            cancel(&client, &req.flow_id, 43).unwrap(),
+            CancelOutcome::AlreadyEnded(FlowState::Cancelled)
+        );
+        let missing = FlowId::parse("F.00000000000000EE").unwrap();
+        assert!(cancel(&client, &missing, 1).unwrap_err().is_not_found());
     }
 
     #[test]

@@ -74,6 +74,11 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             _ => drop_malformed(from, format_args!("notification with malformed ids")),
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
+        // Only the master sends these (its link refuses one from a minion).
+        Kind::CancelFlows(envelope) => {
+            let cancelled = crate::notify::fleet::cancelled_from_wire(from, envelope);
+            notifier.cancel(Arc::new(cancelled)).await
+        }
         Kind::LabelsChanged(changed) => match ClientId::parse(&changed.client_id) {
             Ok(client_id) => {
                 notifier

@@ -435,6 +435,9 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
                 mesh::ShardMessage::EventTable(table) => {
                     crate::sessions::tasks::event_table_changed(&notify_ctx, table)
                 }
+                mesh::ShardMessage::Cancel(cancelled) => {
+                    crate::sessions::tasks::cancel(&notify_ctx, &cancelled)
+                }
                 mesh::ShardMessage::Rescan => {
                     let ctx = notify_ctx.clone();
                     glommio::spawn_local(async move { crate::sessions::tasks::rescan(&ctx).await })

@@ -19,19 +19,23 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
-use crate::datastore::{self, Datastore, DatastoreError};
+use crate::datastore::{self, Datastore, DatastoreError, FlowState};
 use crate::ids::{ClientId, FlowId, HuntId};
 use crate::notify::presence::{FlowEnd, Presence};
 use crate::notify::FleetNotifier;
 use crate::runtime::offload::offload;
 use crate::runtime::rate::TokenBucket;
 
-/// A hunt's numbers as `GET /api/v1/hunts/{id}` shows them.
+/// A hunt's numbers as `GET /api/v1/hunts/{id}` shows them. Each participant flow that
+/// ended counts once, in one of completed, errors or cancelled; the rest of `scheduled`
+/// are still running.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HuntStats {
     pub scheduled: u64,
     pub completed: u64,
     pub errors: u64,
+    /// Flows cancelled (by a collection cancel or a stop with `cancel_flows`).
+    pub cancelled: u64,
     pub total_rows: u64,
     pub pending_recruitment: u64,
 }
@@ -46,6 +50,7 @@ struct HuntRun {
     ended: HashSet<FlowId>,
     completed: u64,
     errors: u64,
+    cancelled: u64,
     total_rows: u64,
 }
 
@@ -58,19 +63,23 @@ impl HuntRun {
             ended: HashSet::new(),
             completed: 0,
             errors: 0,
+            cancelled: 0,
             total_rows: 0,
         }
     }
 
+    /// Counts a flow's end the first time one is heard for it: a later end of the same
+    /// flow (a finish racing its cancel, a re-read from disk) changes nothing.
     fn count_end(&mut self, end: &FlowEnd) {
-        if self.ended.insert(end.flow_id.clone()) {
-            if end.failed {
-                self.errors += 1;
-            } else {
-                self.completed += 1;
-            }
-            self.total_rows += end.total_rows;
+        if !end.state.is_terminal() || !self.ended.insert(end.flow_id.clone()) {
+            return;
         }
+        match end.state {
+            FlowState::Error => self.errors += 1,
+            FlowState::Cancelled => self.cancelled += 1,
+            _ => self.completed += 1,
+        }
+        self.total_rows += end.total_rows;
     }
 }
 
@@ -90,6 +99,8 @@ pub struct Hunts {
     /// Candidates whose facts were read, in order, and whether a read is under way.
     checked: RefCell<VecDeque<(ClientId, recruit::Facts)>>,
     reading: Cell<bool>,
+    /// Recruits taken from the budget whose flows are not yet written and recorded.
+    recruits_in_flight: Cell<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +146,7 @@ impl Hunts {
             syncing: Cell::new(false),
             checked: RefCell::new(VecDeque::new()),
             reading: Cell::new(false),
+            recruits_in_flight: Cell::new(0),
         });
         for run in loaded {
             let running = run.doc.state == HuntState::Running;
@@ -184,6 +196,33 @@ impl Hunts {
     /// The participants in recruitment order.
     pub fn participants(&self, id: &HuntId) -> Option<Vec<(ClientId, FlowId)>> {
         self.runs.borrow().get(id).map(|r| r.flows.clone())
+    }
+
+    /// The participants whose end has not been counted, in recruitment order: what a stop
+    /// with `cancel_flows` cancels (one that ended meanwhile is left as it is).
+    pub fn unended_participants(&self, id: &HuntId) -> Option<Vec<(ClientId, FlowId)>> {
+        self.runs.borrow().get(id).map(|r| {
+            r.flows
+                .iter()
+                .filter(|(_, f)| !r.ended.contains(f))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Waits until the recruits being written when a hunt stopped are recorded (at most
+    /// `CANCEL_RECRUITS_SETTLE_WAIT`), so that a stop with `cancel_flows` sees every
+    /// participant. A stopped hunt recruits no one new, so this ends.
+    pub async fn settle_recruits(&self) {
+        let started = std::time::Instant::now();
+        while self.recruits_in_flight.get() > 0 {
+            if started.elapsed() >= crate::limits::CANCEL_RECRUITS_SETTLE_WAIT {
+                let left = self.recruits_in_flight.get();
+                tracing::warn!(left, "recruits still being written after a hunt stopped; their flows are not cancelled");
+                return;
+            }
+            glommio::timer::sleep(crate::limits::RECRUIT_TICK_INTERVAL).await;
+        }
     }
 
     /// Paused → running: every connected agent becomes a candidate.
@@ -328,6 +367,7 @@ fn stats(run: &HuntRun, pending: u64) -> HuntStats {
         scheduled: run.flows.len() as u64,
         completed: run.completed,
         errors: run.errors,
+        cancelled: run.cancelled,
         total_rows: run.total_rows,
         pending_recruitment: if run.doc.state == HuntState::Running {
             pending
@@ -359,16 +399,49 @@ fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
 /// The flow's end from its status.json, if it ended.
 fn flow_end(datastore: &Datastore, client: &ClientId, flow: &FlowId) -> Option<FlowEnd> {
     let status = datastore::read_status(&datastore.client(client), flow).ok()?;
-    let failed = match status.state {
-        datastore::FlowState::Finished => false,
-        datastore::FlowState::Error => true,
-        _ => return None,
-    };
-    Some(FlowEnd {
+    status.state.is_terminal().then(|| FlowEnd {
         flow_id: flow.clone(),
-        failed,
+        state: status.state,
         total_rows: status.total_rows,
     })
 }
 
 pub use recruit::run as run_recruiter;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: each participant counts once, in the bucket of the first end heard for it: a
+    // finish reported after a cancel (or a re-read from disk) changes nothing.
+    #[test]
+    fn a_flow_end_counts_once_and_a_late_finish_does_not_undo_a_cancel() {
+        let doc = HuntDoc {
+            hunt_id: HuntId::random(),
+            artifacts: Vec::new(),
+            condition: Default::default(),
+            create_time_ms: 1,
+            expires_ms: 0,
+            state: HuntState::Stopped,
+            start_time_ms: None,
+            stop_time_ms: None,
+            limits: Default::default(),
+        };
+        let mut run = HuntRun::new(doc);
+        let (a, b) = (FlowId::random(), FlowId::random());
+        let end = |flow: &FlowId, state, total_rows| FlowEnd {
+            flow_id: flow.clone(),
+            state,
+            total_rows,
+        };
+        run.count_end(&end(&a, FlowState::Cancelled, 2));
+        run.count_end(&end(&a, FlowState::Finished, 5));
+        run.count_end(&end(&b, FlowState::InProgress, 1));
+        run.count_end(&end(&b, FlowState::Error, 1));
+        run.count_end(&end(&b, FlowState::Cancelled, 1));
+        assert_eq!(
+            (run.completed, run.errors, run.cancelled, run.total_rows),
+            (0, 1, 1, 3)
+        );
+    }
+}

@@ -148,6 +148,9 @@ async fn recruit_due(
         hunts.queued.borrow_mut().remove(&client);
         prefetch_facts(hunts);
     }
+    // Counted until recorded, so a stop with cancel_flows can wait for them.
+    let in_flight_now = hunts.recruits_in_flight.get() + recruits.len();
+    hunts.recruits_in_flight.set(in_flight_now);
     while !recruits.is_empty() {
         let rest = recruits.split_off(recruits.len().min(RECRUIT_BATCH_COUNT));
         let batch = std::mem::replace(&mut recruits, rest);
@@ -155,7 +158,10 @@ async fn recruit_due(
         let hunts = hunts.clone();
         glommio::spawn_local(async move {
             let _permit = permit;
+            let count = batch.len();
             recruit_batch(&hunts, batch).await;
+            let left = hunts.recruits_in_flight.get().saturating_sub(count);
+            hunts.recruits_in_flight.set(left);
         })
         .detach();
     }

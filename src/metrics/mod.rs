@@ -308,6 +308,22 @@ pub struct Metrics {
     /// Downloads served (`GET .../uploads/{n}`, whole or a range).
     pub files_downloads: AtomicU64,
     files_refused: [AtomicU64; FileRefusal::ALL.len()],
+    // ---- Cancel (api/cancel.rs, notify, sessions/tasks.rs) ----
+    /// Flows set to cancelled (a collection cancel, or a hunt stopped with cancel_flows).
+    pub cancel_flows: AtomicU64,
+    /// Cancels not done because the flow had already ended (409, or skipped by a hunt stop).
+    pub cancel_refused: AtomicU64,
+    /// Flows a hunt stop could not cancel (datastore error; logged).
+    pub cancel_failed: AtomicU64,
+    /// Cancel frames queued on an agent's task stream by this frontend.
+    pub cancel_frames_pushed: AtomicU64,
+    /// Cancel frames not queued: the agent's task stream queue was full (not reading).
+    pub cancel_frames_dropped: AtomicU64,
+    /// Cancel hand-offs dropped: a shard queue full past its deadline, or the replication
+    /// queue full.
+    pub cancel_notices_dropped: AtomicU64,
+    /// Flows of stopped hunts still waiting to be cancelled.
+    pub cancel_hunt_flows_pending: AtomicI64,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -558,7 +574,36 @@ impl Metrics {
             .render(&mut out, name, "kind=\"write\"");
         self.render_sinks(&mut out);
         self.render_files(&mut out);
+        self.render_cancel(&mut out);
         out
+    }
+
+    /// Cancel's metrics (api/cancel.rs, notify, sessions/tasks.rs).
+    fn render_cancel(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            ("packhunt_cancel_flows_total", "Flows set to cancelled (a collection cancel, or a hunt stopped with cancel_flows)", &self.cancel_flows),
+            ("packhunt_cancel_refused_total", "Cancels not done because the flow had already ended (409, or left alone by a hunt stop)", &self.cancel_refused),
+            ("packhunt_cancel_failed_total", "Flows a hunt stop could not cancel (datastore error; see the log)", &self.cancel_failed),
+            ("packhunt_cancel_frames_pushed_total", "Cancel frames queued on an agent's task stream by this frontend", &self.cancel_frames_pushed),
+            ("packhunt_cancel_frames_dropped_total", "Cancel frames not queued: the agent's task stream was not being read (it is refused at its next upload instead)", &self.cancel_frames_dropped),
+            ("packhunt_cancel_notices_dropped_total", "Cancel hand-offs dropped (a shard queue full past its deadline, or the replication queue full)", &self.cancel_notices_dropped),
+        ];
+        for (name, help, value) in counters {
+            write_metric(
+                out,
+                name,
+                help,
+                "counter",
+                &[("", value.load(Ordering::Relaxed) as i64)],
+            );
+        }
+        write_metric(
+            out,
+            "packhunt_cancel_hunt_flows_pending",
+            "Flows of stopped hunts still waiting to be cancelled",
+            "gauge",
+            &[("", self.cancel_hunt_flows_pending.load(Ordering::Relaxed))],
+        );
     }
 }
 

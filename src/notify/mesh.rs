@@ -17,6 +17,11 @@
 //! notification, counted with them: the labels are on disk first, so a dropped one only
 //! delays the agent's new table until it next connects.
 //!
+//! `ShardMessage::Cancel` (flows an operator cancelled, already on disk) goes the same way
+//! and is counted in `packhunt_cancel_notices_dropped_total` when dropped: the flow is
+//! closed on disk, so an agent that missed its Cancel is refused (409) at its next upload
+//! and drops the flow, and a later connect is not given the task again.
+//!
 //! shard -> priority: `ShardEvent` (who is connected where, flows that changed state),
 //! one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
@@ -58,6 +63,17 @@ pub enum ShardMessage {
         client_id: ClientId,
         labels: Arc<[String]>,
     },
+    /// These flows were cancelled (status.json says so, their queue entries are gone): a
+    /// shard holding one's agent pushes it a Cancel frame. A batch, so that a hunt stopped
+    /// with `cancel_flows` costs one message per shard per batch, not per flow.
+    Cancel(Arc<CancelledFlows>),
+}
+
+/// Flows cancelled together, and why (for the agents' logs).
+#[derive(Debug)]
+pub struct CancelledFlows {
+    pub flows: Vec<(ClientId, FlowId)>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +160,18 @@ impl Notifier {
             labels: labels.clone(),
         })
         .await
+    }
+
+    /// Tells every shard that `cancelled` flows were cancelled; same wait as `notify`, a
+    /// drop counted in `packhunt_cancel_notices_dropped_total`.
+    pub async fn cancel(&self, cancelled: Arc<CancelledFlows>) {
+        let m = crate::metrics::metrics();
+        for shard in &self.shards {
+            if !send_or_wait(shard, ShardMessage::Cancel(cancelled.clone())).await {
+                m.cancel_notices_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// Asks every shard to look for queued tasks of all its agents.

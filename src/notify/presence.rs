@@ -51,11 +51,12 @@ pub struct Presence {
     flow_ends: RefCell<Vec<FlowEnd>>,
 }
 
-/// A flow that finished or failed, wherever its agent was.
+/// A flow that finished, failed or was cancelled, wherever its agent was.
 #[derive(Debug, Clone)]
 pub struct FlowEnd {
     pub flow_id: FlowId,
-    pub failed: bool,
+    /// Invariant: terminal (finished, error or cancelled).
+    pub state: FlowState,
     pub total_rows: u64,
 }
 
@@ -93,17 +94,22 @@ impl Presence {
     }
 
     fn flow_ended(&self, flow_id: &str, state: FlowState, total_rows: u64) {
-        let failed = state == FlowState::Error;
-        if !self.tapped.get() || !(failed || state == FlowState::Finished) {
+        if !self.tapped.get() || !state.is_terminal() {
             return;
         }
         if let Ok(flow_id) = FlowId::parse(flow_id) {
             self.flow_ends.borrow_mut().push(FlowEnd {
                 flow_id,
-                failed,
+                state,
                 total_rows,
             });
         }
+    }
+
+    /// The master's API cancelled `flow_id` (status.json says so): its end reaches the
+    /// hunts like any other, counted once per flow there whatever arrives later.
+    pub fn flow_cancelled(&self, flow_id: &FlowId, total_rows: u64) {
+        self.flow_ended(flow_id.as_str(), FlowState::Cancelled, total_rows);
     }
 
     /// An event from one of this frontend's shards.
@@ -512,6 +518,13 @@ mod tests {
         assert_eq!(minion.flows_failed, 0);
         let ends = p.drain_flow_ends();
         assert_eq!(ends.len(), 1, "only the readable state ended a flow");
-        assert_eq!((ends[0].failed, ends[0].total_rows), (false, 3));
+        assert_eq!(
+            (ends[0].state, ends[0].total_rows),
+            (FlowState::Finished, 3)
+        );
+        p.apply_remote_flow("minion:2", &event(pb::FlowStateKind::Cancelled.into()));
+        let ends = p.drain_flow_ends();
+        assert_eq!(ends.len(), 1, "a cancel ends the flow too");
+        assert_eq!(ends[0].state, FlowState::Cancelled);
     }
 }

@@ -356,6 +356,12 @@ impl MasterState {
                     format_args!("a watched set from a minion (only the master watches)"),
                 )
             }
+            Kind::CancelFlows(_) => {
+                return super::drop_malformed(
+                    from,
+                    format_args!("a cancel from a minion (only the master cancels flows)"),
+                )
+            }
             kind => kind,
         };
         let for_everyone = matches!(kind, Kind::Notification(_) | Kind::Hunt(_));

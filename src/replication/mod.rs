@@ -3,7 +3,8 @@
 //! It runs on its own small tokio runtime thread; the glommio executors reach it only
 //! through the queues in `queue`. What crosses it: agent presence (minion -> master, as
 //! deltas and, on every new link, a full snapshot), work notifications (master ->
-//! minions: "client C has new work"), flow state changes (minion -> master), and for live
+//! minions: "client C has new work"), cancelled flows (master -> minions: "push these
+//! agents a Cancel"), flow state changes (minion -> master), and for live
 //! watch the set of watched event artifacts (master -> minions) and the monitoring events
 //! of those artifacts (minion -> master, `forward`). The envelope has room for hunt
 //! events, which nothing produces yet. Results never cross it: every frontend writes them

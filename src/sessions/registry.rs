@@ -141,6 +141,24 @@ impl Registry {
         session.frames.try_send(frame).is_ok()
     }
 
+    /// Queues a control frame (a Cancel) for `flow_id` on the client's stream if it is
+    /// connected here: never deduplicated, since the flow's task was pushed on this stream
+    /// or on an earlier one (the agent may hold it across reconnects). The flow is then
+    /// remembered as pushed, so a task notification or queue scan racing the cancel does
+    /// not push its task after the Cancel. `None` when the client has no stream here,
+    /// else whether the frame was queued (not: the agent is not reading its stream).
+    pub fn push_control(
+        &self,
+        client_id: &ClientId,
+        flow_id: &FlowId,
+        frame: Bytes,
+    ) -> Option<bool> {
+        let mut live = self.live.borrow_mut();
+        let session = live.get_mut(client_id)?;
+        session.delivered.borrow_mut().insert(flow_id.clone());
+        Some(session.frames.try_send(frame).is_ok())
+    }
+
     /// The flow ended (its queue entry is gone): it need not be remembered as pushed, so
     /// a long-lived stream's set stays as small as the flows in progress.
     pub fn flow_ended(&self, client_id: &ClientId, flow_id: &FlowId) {
@@ -278,6 +296,35 @@ mod tests {
             "the stream no longer remembers an ended flow"
         );
         assert!(registration.frames.try_recv().is_ok());
+        registry.close_all();
+    }
+
+    // Goal: a Cancel reaches the stream even for a flow pushed before, and a task push
+    // racing it afterwards is not queued behind it.
+    #[test]
+    fn a_control_frame_is_never_deduplicated_and_blocks_a_later_task_push() {
+        let registry = Registry::default();
+        let client = ClientId::parse("C.0123456789abcdef").unwrap();
+        let (pushed, fresh) = (FlowId::random(), FlowId::random());
+        assert_eq!(
+            registry.push_control(&client, &pushed, Bytes::from_static(b"x")),
+            None
+        );
+        let mut registration = registry.register(&client, 1);
+        assert!(registry.push(&client, &pushed, Bytes::from_static(b"task")));
+        for flow in [&pushed, &fresh, &fresh] {
+            let queued = registry.push_control(&client, flow, Bytes::from_static(b"cancel"));
+            assert_eq!(queued, Some(true));
+        }
+        assert!(
+            !registry.push(&client, &fresh, Bytes::from_static(b"task")),
+            "no task after its Cancel"
+        );
+        let mut frames = Vec::new();
+        while let Ok(frame) = registration.frames.try_recv() {
+            frames.push(frame);
+        }
+        assert_eq!(frames, ["task", "cancel", "cancel", "cancel"]);
         registry.close_all();
     }
 

@@ -16,7 +16,7 @@ use h2::server::SendResponse;
 use crate::datastore::{client_info, flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
 use crate::metrics::metrics;
-use crate::notify::mesh::ShardEvent;
+use crate::notify::mesh::{CancelledFlows, ShardEvent};
 use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 use crate::protocol::{framing, pb};
 use crate::runtime::offload::offload;
@@ -55,6 +55,31 @@ pub async fn deliver(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, fra
 fn push(ctx: &ShardCtx, client_id: &ClientId, flow_id: &FlowId, frame: Bytes) {
     if ctx.sessions.push(client_id, flow_id, frame) {
         metrics().tasks_pushed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The hub says these flows were cancelled: each agent connected here gets a Cancel frame
+/// for its flow, whether or not this stream pushed the task (the agent may hold it from an
+/// earlier connection).
+pub fn cancel(ctx: &ShardCtx, cancelled: &CancelledFlows) {
+    let m = metrics();
+    for (client_id, flow_id) in &cancelled.flows {
+        if !ctx.sessions.is_connected(client_id) {
+            continue;
+        }
+        let frame = framing::encode(&pb::ServerMessage {
+            kind: Some(pb::server_message::Kind::Cancel(pb::Cancel {
+                flow_id: flow_id.to_string(),
+                reason: cancelled.reason.clone(),
+            })),
+        });
+        match ctx.sessions.push_control(client_id, flow_id, frame) {
+            Some(true) => m.cancel_frames_pushed.fetch_add(1, Ordering::Relaxed),
+            // Its stream is not being read: the flow is closed on disk, so the agent is
+            // refused at its next upload for it.
+            Some(false) => m.cancel_frames_dropped.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
     }
 }
 
