@@ -276,6 +276,25 @@ impl FlowDir {
     }
 }
 
+impl FlowDir {
+    /// A complete upload's file from its `stored` name in `uploads.jsonl` (relative to
+    /// `uploads/`). The index is ours, but it is read back from a shared disk: a name that
+    /// is not plain relative components is refused rather than joined.
+    pub fn stored_upload_path(&self, stored: &str) -> Result<PathBuf, DatastoreError> {
+        let relative = Path::new(stored);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if !plain || stored.is_empty() || stored.contains('\\') {
+            return Err(DatastoreError::BadUploadPath {
+                shown: shown(stored),
+                reason: "a stored upload name must be a plain relative path",
+            });
+        }
+        Ok(self.uploads_dir().join(relative))
+    }
+}
+
 /// The three files of one row set (a result set or a monitoring day set); see
 /// `rowlog.rs` for their format. Invariant: all three lie directly in `dir`.
 #[derive(Debug, Clone)]

@@ -294,6 +294,12 @@ pub struct Metrics {
     // ---- Events: sinks ----
     /// Each configured sink's series, registered when the sink starts (a few per process).
     sinks: std::sync::Mutex<Vec<(String, std::sync::Arc<SinkMetrics>)>>,
+    // ---- Files: downloads, results streaming and exports ----
+    /// Whole result sets and zip exports started (their streams began).
+    pub exports_started: AtomicU64,
+    /// Of those, the ones aborted by an error after the answer had started (not a client
+    /// that went away).
+    pub exports_failed: AtomicU64,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -543,7 +549,25 @@ impl Metrics {
         self.api_write_latency
             .render(&mut out, name, "kind=\"write\"");
         self.render_sinks(&mut out);
+        self.render_exports(&mut out);
         out
+    }
+
+    /// Downloads of whole result sets and zip exports (api/export.rs).
+    fn render_exports(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 2] = [
+            ("packhunt_exports_started_total", "Whole result set downloads and zip exports started", &self.exports_started),
+            ("packhunt_exports_failed_total", "Whole result set downloads and zip exports aborted by an error after they had started", &self.exports_failed),
+        ];
+        for (name, help, value) in counters {
+            write_metric(
+                out,
+                name,
+                help,
+                "counter",
+                &[("", value.load(Ordering::Relaxed) as i64)],
+            );
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod api_client;
 
 pub mod clickhouse;
+pub mod exports;
 pub mod watch;
 
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";
