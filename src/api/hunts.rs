@@ -212,13 +212,16 @@ pub async fn results(ctx: &ApiCtx, id: &str, query: &BTreeMap<String, String>) -
     ))
 }
 
+/// One row of a hunt results page, with the client and flow it came from.
+type PageRow = (ClientId, FlowId, Vec<u8>);
+
 /// Reads the rows a results page names, in order; stops early once the page holds
 /// `MAX_RESULT_PAGE_BYTES` (the caller asks again from where it stopped).
 fn read_page(
     ds: &Datastore,
     artifact: &ArtifactName,
     page: ResultsPage,
-) -> Result<(u64, Vec<(ClientId, FlowId, Vec<u8>)>), DatastoreError> {
+) -> Result<(u64, Vec<PageRow>), DatastoreError> {
     let (mut out, mut bytes) = (Vec::new(), 0u64);
     for (client, flow, skip, take) in page.segments {
         if bytes >= MAX_RESULT_PAGE_BYTES {
