@@ -535,6 +535,12 @@ fn a_large_upload_streams_through_an_export_without_the_frontend_holding_it() ->
     assert!(zip.bytes > record.size, "{} bytes", zip.bytes);
     // Generous: the file is 320 MiB; a frontend that held it would pass this bound.
     let grown_mib = zip.peak_rss_kib.saturating_sub(before_kib) / 1024;
+    eprintln!(
+        "frontend RSS {} MiB before, peak {} MiB during a {} MiB export",
+        before_kib / 1024,
+        zip.peak_rss_kib / 1024,
+        zip.bytes >> 20
+    );
     assert!(
         grown_mib < 128,
         "frontend RSS grew by {grown_mib} MiB while exporting"
