@@ -132,6 +132,21 @@ pub const DOWNLOAD_READ_BUFFER_BYTES: usize = 256 * 1024;
 
 // ---- Files: downloads, results streaming and exports ----------------------------------------
 
+/// Columns a CSV of a result set has at most (top-level keys in first-seen order); keys
+/// beyond are left out of the CSV (the JSONL keeps every value). A header wider than this
+/// is no table anyone reads, and the first pass's key set stays small.
+pub const MAX_CSV_COLUMNS_COUNT: usize = 1024;
+/// Read buffer for files copied into a download or an export: large enough that a
+/// multi-GB upload is a few thousand reads, small beside the stream's queue.
+pub const EXPORT_READ_BUFFER_BYTES: usize = 128 * 1024;
+/// Entries of one zip export. The zip format needs every entry's name and offsets again
+/// in its central directory at the end, so a streamed archive keeps ~200 bytes per entry
+/// in memory until then: this bounds that to ~100 MB however large the files are.
+pub const MAX_EXPORT_ENTRIES_COUNT: usize = 500_000;
+/// Ended hunt flows whose per-artifact rows (status.json) are read in one trip to the
+/// blocking pool for the hunt results index; more wait for the next trip.
+pub const HUNT_RESULTS_SETTLE_BATCH_COUNT: usize = 1_024;
+
 /// Streamed responses (downloads, whole result sets, zip exports) in progress at once on
 /// the master; more get 503. Each holds a thread reading the datastore and at most
 /// `STREAM_QUEUE_CHUNKS_COUNT` chunks in memory.

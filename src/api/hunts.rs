@@ -14,10 +14,13 @@ use super::routes::{
 };
 use super::ApiCtx;
 use crate::datastore::hunt::{self, HuntCondition, HuntDoc, HuntState};
-use crate::datastore::{self, ArtifactName, DatastoreError};
-use crate::hunts::{HuntError, HuntStats, Hunts};
-use crate::ids::{ClientId, HuntId};
-use crate::limits::{DEFAULT_RESULT_PAGE_ROWS, MAX_LABELS_PER_CLIENT_COUNT, MAX_RESULT_PAGE_ROWS};
+use crate::datastore::{self, ArtifactName, Datastore, DatastoreError};
+use crate::hunts::{HuntError, HuntStats, Hunts, ResultsPage};
+use crate::ids::{ClientId, FlowId, HuntId};
+use crate::limits::{
+    DEFAULT_RESULT_PAGE_ROWS, MAX_LABELS_PER_CLIENT_COUNT, MAX_RESULT_PAGE_BYTES,
+    MAX_RESULT_PAGE_ROWS,
+};
 use crate::runtime::offload::offload;
 
 impl From<HuntError> for ApiError {
@@ -169,7 +172,7 @@ pub async fn stop(ctx: &ApiCtx, id: &str, body: &[u8]) -> ApiResult {
     ))
 }
 
-fn hunt_json(doc: &HuntDoc, stats: &HuntStats) -> serde_json::Value {
+pub(crate) fn hunt_json(doc: &HuntDoc, stats: &HuntStats) -> serde_json::Value {
     json!({
         "hunt_id": doc.hunt_id.as_str(),
         "state": doc.state.as_str(),
@@ -213,28 +216,20 @@ pub async fn results(ctx: &ApiCtx, id: &str, query: &BTreeMap<String, String>) -
     let artifact = ArtifactName::parse(&artifact)?;
     let start_row = parse_number(query, "start_row", 0)?;
     let wanted = parse_number(query, "rows", DEFAULT_RESULT_PAGE_ROWS)?.min(MAX_RESULT_PAGE_ROWS);
-    let flows = hunts.participants(&id).unwrap_or_default();
+    // Rows of flows that may still grow are counted live; ended flows come from the
+    // results index, so a page reads only the flows it shows.
     let ds = ctx.datastore.clone();
-    let out = offload(move || {
-        let (mut total, mut out) = (0u64, Vec::new());
-        for (client, flow) in flows {
-            let paths = ds.client(&client).flow(&flow).result_paths(&artifact);
-            let rows = datastore::summary(&paths)?.rows;
-            let (begin, end) = (total, total + rows);
-            total = end;
-            let taken = (out.len() as u64).min(wanted);
-            let want_from = start_row + taken;
-            if taken >= wanted || want_from >= end || rows == 0 {
-                continue;
-            }
-            let (_, page) = datastore::read_rows(&paths, want_from - begin, wanted - taken)?;
-            for row in page {
-                out.push((client.clone(), flow.clone(), row));
-            }
-        }
-        Ok::<_, DatastoreError>((total, out))
-    })
-    .await?;
+    let counted = artifact.clone();
+    let live = move |client: &ClientId, flow: &FlowId| {
+        let paths = ds.client(client).flow(flow).result_paths(&counted);
+        Ok(datastore::summary(&paths)?.rows)
+    };
+    let page = hunts
+        .results_page(&id, &artifact, start_row, wanted, live)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no hunt {id}")))?;
+    let ds = ctx.datastore.clone();
+    let out = offload(move || read_page(&ds, &artifact, page)).await?;
     let (total, rows) = out;
     // Rows go out as the agent sent them: spliced in, not re-encoded.
     let mut body =
@@ -258,6 +253,35 @@ pub async fn results(ctx: &ApiCtx, id: &str, query: &BTreeMap<String, String>) -
         "application/json",
         Bytes::from(body),
     ))
+}
+
+/// One row of a hunt results page, with the client and flow it came from.
+type PageRow = (ClientId, FlowId, Vec<u8>);
+
+/// Reads the rows a results page names, in order; stops early once the page holds
+/// `MAX_RESULT_PAGE_BYTES` (the caller asks again from where it stopped).
+fn read_page(
+    ds: &Datastore,
+    artifact: &ArtifactName,
+    page: ResultsPage,
+) -> Result<(u64, Vec<PageRow>), DatastoreError> {
+    let (mut out, mut bytes) = (Vec::new(), 0u64);
+    for (client, flow, skip, take) in page.segments {
+        if bytes >= MAX_RESULT_PAGE_BYTES {
+            break;
+        }
+        let paths = ds.client(&client).flow(&flow).result_paths(artifact);
+        let (_, rows) = datastore::read_rows(&paths, skip, take)?;
+        let short = (rows.len() as u64) < take;
+        for row in rows {
+            bytes += row.len() as u64;
+            out.push((client.clone(), flow.clone(), row));
+        }
+        if short {
+            break;
+        }
+    }
+    Ok((page.total, out))
 }
 
 #[derive(Deserialize)]

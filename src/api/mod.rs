@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cancel;
+pub mod csv;
 pub mod events;
 pub mod export;
 pub mod hunts;

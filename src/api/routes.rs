@@ -474,7 +474,7 @@ fn get_collection(ds: &Datastore, client_id: &ClientId, flow_id: &FlowId) -> Api
 }
 
 /// status.json, with rows counted from the result sets while the flow is in progress.
-fn live_status(
+pub(crate) fn live_status(
     ds: &Datastore,
     client_id: &ClientId,
     flow_id: &FlowId,

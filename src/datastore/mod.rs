@@ -22,6 +22,7 @@ pub mod monitoring;
 pub mod path;
 pub mod resultset;
 mod rowlog;
+pub mod rowstream;
 mod serde_ids;
 pub mod uploads;
 

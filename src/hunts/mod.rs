@@ -13,14 +13,16 @@
 //! periodically, so a dropped event only delays a count.
 
 mod recruit;
+pub mod results;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
-use crate::datastore::{self, Datastore, DatastoreError, FlowState};
+use crate::datastore::{self, ArtifactName, Datastore, DatastoreError, FlowState};
 use crate::ids::{ClientId, FlowId, HuntId};
+use crate::limits::HUNT_RESULTS_SETTLE_BATCH_COUNT;
 use crate::notify::presence::{FlowEnd, Presence};
 use crate::notify::FleetNotifier;
 use crate::runtime::offload::offload;
@@ -52,11 +54,16 @@ struct HuntRun {
     errors: u64,
     cancelled: u64,
     total_rows: u64,
+    /// Rows per participant and artifact, for results pages.
+    results: results::ResultsIndex,
 }
 
 impl HuntRun {
     fn new(doc: HuntDoc) -> Self {
         Self {
+            results: results::ResultsIndex::new(
+                doc.artifacts.iter().map(|a| a.name.clone()).collect(),
+            ),
             doc,
             participants: HashSet::new(),
             flows: Vec::new(),
@@ -66,6 +73,13 @@ impl HuntRun {
             cancelled: 0,
             total_rows: 0,
         }
+    }
+
+    /// A participant joins (recruitment order).
+    fn add_participant(&mut self, client: ClientId, flow: FlowId) {
+        self.results.push(&flow);
+        self.participants.insert(client.clone());
+        self.flows.push((client, flow));
     }
 
     /// Counts a flow's end the first time one is heard for it: a later end of the same
@@ -101,6 +115,10 @@ pub struct Hunts {
     reading: Cell<bool>,
     /// Recruits taken from the budget whose flows are not yet written and recorded.
     recruits_in_flight: Cell<usize>,
+    /// Ended hunt flows whose per-artifact rows are still to be read for the results
+    /// index, and whether a read is under way.
+    to_settle: RefCell<Vec<(HuntId, ClientId, FlowId)>>,
+    settling: Cell<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +165,8 @@ impl Hunts {
             checked: RefCell::new(VecDeque::new()),
             reading: Cell::new(false),
             recruits_in_flight: Cell::new(0),
+            to_settle: RefCell::new(Vec::new()),
+            settling: Cell::new(false),
         });
         for run in loaded {
             let running = run.doc.state == HuntState::Running;
@@ -325,11 +345,108 @@ impl Hunts {
         let ends = self.presence.drain_flow_ends();
         let flow_hunt = self.flow_hunt.borrow();
         let mut runs = self.runs.borrow_mut();
+        let mut to_settle = self.to_settle.borrow_mut();
         for end in ends {
-            if let Some(run) = flow_hunt.get(&end.flow_id).and_then(|h| runs.get_mut(h)) {
+            let Some(hunt_id) = flow_hunt.get(&end.flow_id) else {
+                continue;
+            };
+            if let Some(run) = runs.get_mut(hunt_id) {
                 run.count_end(&end);
+                if let Some(client) = run.results.client_of(&end.flow_id, &run.flows) {
+                    to_settle.push((hunt_id.clone(), client, end.flow_id.clone()));
+                }
             }
         }
+    }
+
+    /// Reads the per-artifact rows of ended flows (status.json) into the results
+    /// indexes, a batch per call; one call at a time.
+    async fn settle_ended(&self) {
+        let batch: Vec<(HuntId, ClientId, FlowId)> = {
+            let mut queue = self.to_settle.borrow_mut();
+            let n = queue.len().min(HUNT_RESULTS_SETTLE_BATCH_COUNT);
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() || self.settling.replace(true) {
+            self.to_settle.borrow_mut().extend(batch);
+            return;
+        }
+        let ds = self.datastore.clone();
+        let read = offload(move || {
+            batch
+                .into_iter()
+                .filter_map(|(h, c, f)| {
+                    let status = datastore::read_status(&ds.client(&c), &f).ok()?;
+                    status
+                        .state
+                        .is_terminal()
+                        .then_some((h, f, status.artifacts))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let mut runs = self.runs.borrow_mut();
+        for (hunt, flow, rows) in read {
+            if let Some(run) = runs.get_mut(&hunt) {
+                run.results.settle(&flow, &rows);
+            }
+        }
+        self.settling.set(false);
+    }
+
+    /// The page `start_row .. start_row + rows` of `artifact`'s rows over the hunt's
+    /// participants, in recruitment order: the total and which rows of which flows to
+    /// read. `live` reads the current row counts of flows whose rows may still grow
+    /// (`(client, flow)` → rows, on the blocking pool). None for an unknown hunt or an
+    /// artifact it did not collect.
+    pub async fn results_page<F>(
+        &self,
+        id: &HuntId,
+        artifact: &ArtifactName,
+        start_row: u64,
+        rows: u64,
+        live: F,
+    ) -> Result<Option<ResultsPage>, DatastoreError>
+    where
+        F: Fn(&ClientId, &FlowId) -> Result<u64, DatastoreError> + Send + 'static,
+    {
+        let unsettled: Vec<(usize, ClientId, FlowId)> = {
+            let runs = self.runs.borrow();
+            let Some(run) = runs.get(id) else {
+                return Ok(None);
+            };
+            run.results
+                .unsettled()
+                .into_iter()
+                .map(|p| (p, run.flows[p].0.clone(), run.flows[p].1.clone()))
+                .collect()
+        };
+        let counted = if unsettled.is_empty() {
+            Vec::new()
+        } else {
+            offload(move || {
+                unsettled
+                    .into_iter()
+                    .map(|(p, c, f)| live(&c, &f).map(|n| (p, n)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?
+        };
+        let runs = self.runs.borrow();
+        let Some(run) = runs.get(id) else {
+            return Ok(None);
+        };
+        let Some((total, segments)) = run.results.plan(artifact, &counted, start_row, rows) else {
+            return Ok(None);
+        };
+        let segments = segments
+            .into_iter()
+            .map(|s| {
+                let (client, flow) = run.flows[s.position].clone();
+                (client, flow, s.skip, s.take)
+            })
+            .collect();
+        Ok(Some(ResultsPage { total, segments }))
     }
 
     /// Running hunts past their expiry recruit no one: mark them expired on disk.
@@ -377,7 +494,8 @@ fn stats(run: &HuntRun, pending: u64) -> HuntStats {
     }
 }
 
-/// Every hunt on disk with its participants and the ends of their flows (status.json).
+/// Every hunt on disk with its participants, the ends of their flows and their rows
+/// per artifact (status.json).
 fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
     let mut runs = Vec::new();
     for doc in hunt::list_hunts(datastore)? {
@@ -385,25 +503,42 @@ fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
         let participants = hunt::read_participants(datastore, &doc.hunt_id)?;
         let mut run = HuntRun::new(doc);
         for (client, flow) in participants {
-            if let Some(end) = flow_end(datastore, &client, &flow) {
-                run.count_end(&end);
+            run.add_participant(client.clone(), flow.clone());
+            if let Ok(status) = datastore::read_status(&datastore.client(&client), &flow) {
+                run.apply_status(&flow, &status);
             }
-            run.participants.insert(client.clone());
-            run.flows.push((client, flow));
         }
         runs.push(run);
     }
     Ok(runs)
 }
 
-/// The flow's end from its status.json, if it ended.
-fn flow_end(datastore: &Datastore, client: &ClientId, flow: &FlowId) -> Option<FlowEnd> {
-    let status = datastore::read_status(&datastore.client(client), flow).ok()?;
+impl HuntRun {
+    /// Counts the flow's end and settles its rows if status.json says it ended.
+    fn apply_status(&mut self, flow: &FlowId, status: &datastore::FlowStatusDoc) {
+        if let Some(end) = end_of(flow, status) {
+            self.count_end(&end);
+        }
+        if status.state.is_terminal() {
+            self.results.settle(flow, &status.artifacts);
+        }
+    }
+}
+
+/// The end a status.json records, if the flow ended.
+fn end_of(flow: &FlowId, status: &datastore::FlowStatusDoc) -> Option<FlowEnd> {
     status.state.is_terminal().then(|| FlowEnd {
         flow_id: flow.clone(),
         state: status.state,
         total_rows: status.total_rows,
     })
+}
+
+/// A hunt results page to read: rows `skip .. skip + take` of each listed flow, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultsPage {
+    pub total: u64,
+    pub segments: Vec<(ClientId, FlowId, u64, u64)>,
 }
 
 pub use recruit::run as run_recruiter;

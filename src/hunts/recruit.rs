@@ -11,7 +11,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use glommio::sync::Semaphore;
 
-use super::{flow_end, HuntRun, Hunts};
+use super::{HuntRun, Hunts};
 use crate::datastore;
 use crate::datastore::flow::FlowRequest;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
@@ -35,6 +35,10 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
             return;
         }
         hunts.absorb_events();
+        if !hunts.settling.get() && !hunts.to_settle.borrow().is_empty() {
+            let hunts = hunts.clone();
+            glommio::spawn_local(async move { hunts.settle_ended().await }).detach();
+        }
         hunts.expire().await;
         let pending = if hunts.any_running() {
             hunts.pending() as i64
@@ -303,7 +307,7 @@ async fn sync_recruits(hunts: &Hunts) {
 
 fn record(hunts: &Hunts, hunt_id: &HuntId, client: &ClientId, flow: &FlowId) {
     if let Some(run) = hunts.runs.borrow_mut().get_mut(hunt_id) {
-        run.flows.push((client.clone(), flow.clone()));
+        run.add_participant(client.clone(), flow.clone());
     }
     hunts
         .flow_hunt
@@ -311,7 +315,8 @@ fn record(hunts: &Hunts, hunt_id: &HuntId, client: &ClientId, flow: &FlowId) {
         .insert(flow.clone(), hunt_id.clone());
 }
 
-/// Re-reads unfinished participant flows from disk and counts the ones that ended.
+/// Re-reads unfinished participant flows from disk and counts the ones that ended (and
+/// settles their rows in the results index).
 async fn reconcile(hunts: &Hunts) {
     let unfinished: Vec<(HuntId, ClientId, FlowId)> = hunts
         .runs
@@ -320,7 +325,7 @@ async fn reconcile(hunts: &Hunts) {
         .flat_map(|r: &HuntRun| {
             r.flows
                 .iter()
-                .filter(|(_, f)| !r.ended.contains(f))
+                .filter(|(_, f)| !r.ended.contains(f) || !r.results.is_settled(f))
                 .map(|(c, f)| (r.doc.hunt_id.clone(), c.clone(), f.clone()))
         })
         .take(HUNT_RECONCILE_BATCH_COUNT)
@@ -329,17 +334,20 @@ async fn reconcile(hunts: &Hunts) {
         return;
     }
     let ds = hunts.datastore.clone();
-    let ends = offload(move || {
+    let statuses = offload(move || {
         unfinished
             .into_iter()
-            .filter_map(|(h, c, f)| flow_end(&ds, &c, &f).map(|e| (h, e)))
+            .filter_map(|(h, c, f)| {
+                let status = datastore::read_status(&ds.client(&c), &f).ok()?;
+                Some((h, f, status))
+            })
             .collect::<Vec<_>>()
     })
     .await;
     let mut runs = hunts.runs.borrow_mut();
-    for (hunt, end) in ends {
+    for (hunt, flow, status) in statuses {
         if let Some(run) = runs.get_mut(&hunt) {
-            run.count_end(&end);
+            run.apply_status(&flow, &status);
         }
     }
 }

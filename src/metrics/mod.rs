@@ -324,6 +324,12 @@ pub struct Metrics {
     pub cancel_notices_dropped: AtomicU64,
     /// Flows of stopped hunts still waiting to be cancelled.
     pub cancel_hunt_flows_pending: AtomicI64,
+    // ---- Files: downloads, results streaming and exports ----
+    /// Whole result sets and zip exports started (their streams began).
+    pub exports_started: AtomicU64,
+    /// Of those, the ones aborted by an error after the answer had started (not a client
+    /// that went away).
+    pub exports_failed: AtomicU64,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -575,7 +581,25 @@ impl Metrics {
         self.render_sinks(&mut out);
         self.render_files(&mut out);
         self.render_cancel(&mut out);
+        self.render_exports(&mut out);
         out
+    }
+
+    /// Downloads of whole result sets and zip exports (api/export.rs).
+    fn render_exports(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 2] = [
+            ("packhunt_exports_started_total", "Whole result set downloads and zip exports started", &self.exports_started),
+            ("packhunt_exports_failed_total", "Whole result set downloads and zip exports aborted by an error after they had started", &self.exports_failed),
+        ];
+        for (name, help, value) in counters {
+            write_metric(
+                out,
+                name,
+                help,
+                "counter",
+                &[("", value.load(Ordering::Relaxed) as i64)],
+            );
+        }
     }
 
     /// Cancel's metrics (api/cancel.rs, notify, sessions/tasks.rs).

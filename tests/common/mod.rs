@@ -19,6 +19,7 @@ pub mod api_client;
 
 pub mod cancel;
 pub mod clickhouse;
+pub mod exports;
 pub mod uploads;
 pub mod watch;
 
