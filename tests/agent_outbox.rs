@@ -208,3 +208,49 @@ fn a_finished_flow_is_not_run_again_after_a_restart() -> anyhow::Result<()> {
     assert_eq!(again["total_rows"], first[0]["total_rows"]);
     Ok(())
 }
+
+/// The task's limits reach the agent: `max_rows` cuts the rows it sends (the flow is
+/// finished with exactly that many), and a collection still running past `timeout_s`
+/// (hashing large sparse files) ends the flow as an error.
+#[test]
+fn the_task_limits_bound_what_the_agent_sends() -> anyhow::Result<()> {
+    let deployment = Deployment::start()?;
+    let tree = make_tree(deployment.path(), "small", 50)?;
+    let slow = deployment.path().join("slow");
+    std::fs::create_dir_all(&slow)?;
+    for i in 0..8 {
+        std::fs::File::create(slow.join(format!("sparse-{i}")))?.set_len(1 << 30)?;
+    }
+    let agent = OutboxAgent::new(&deployment, 64 * 1024)?;
+    let _running = agent.start()?;
+    let client = deployment.wait_connected(1, LIMIT)?.remove(0);
+    let api = deployment.api();
+    let glob = |pattern: String, hash: bool, limits: serde_json::Value| -> anyhow::Result<String> {
+        let mut body = serde_json::json!({
+            "artifacts": ["Generic.Files.Glob"],
+            "parameters": {"Generic.Files.Glob": {"pattern": pattern, "hash": hash}},
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(limits.as_object().unwrap().clone());
+        let (code, answer) = api.post(&format!("/api/v1/clients/{client}/collections"), &body)?;
+        anyhow::ensure!(code == 200, "{code} {answer}");
+        Ok(answer["flow_id"].as_str().unwrap().to_string())
+    };
+    let capped = glob(
+        format!("{}/*", tree.display()),
+        false,
+        serde_json::json!({"max_rows": 10}),
+    )?;
+    let timed = glob(
+        format!("{}/*", slow.display()),
+        true,
+        serde_json::json!({"timeout_s": 1}),
+    )?;
+    let done =
+        deployment.wait_flows(&[(client.clone(), capped), (client.clone(), timed)], LIMIT)?;
+    assert_eq!(done[0]["state"], "finished", "{}", done[0]);
+    assert_eq!(done[0]["total_rows"], 10, "{}", done[0]);
+    assert_eq!(done[1]["state"], "error", "{}", done[1]);
+    Ok(())
+}
