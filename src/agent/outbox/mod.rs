@@ -553,38 +553,49 @@ fn build_ready(
                 }
                 continue;
             }
-            let (source, stored, synthetic) = match (dir, file.source) {
-                (_, FileSource::Synthetic { seed }) => {
-                    (FileSource::Synthetic { seed }, None, Some(seed))
-                }
-                (Some(dir), FileSource::Memory(bytes)) => {
-                    let path = disk::upload_file(dir, n);
-                    disk::write_synced(&path, &bytes)?;
-                    (FileSource::Snapshot(path.clone()), Some(path), None)
-                }
-                (Some(_), FileSource::Snapshot(path)) => {
-                    disk::sync_file(&path)?;
-                    (FileSource::Snapshot(path.clone()), Some(path), None)
-                }
-                (None, source) => (source, None, None),
-            };
+            let (source, doc) = stash_file(dir, n, &output.name, file)?;
             files.push(source);
-            manifest.files.push(FileDoc {
-                upload: n,
-                artifact: output.name.clone(),
-                path: file.path,
-                size: file.size,
-                sha256: hex::encode(file.sha256),
-                truncated: file.truncated,
-                stored,
-                synthetic,
-            });
+            manifest.files.push(doc);
         }
     }
     if let Some(dir) = dir {
         save_manifest(dir, &manifest)?;
     }
     Ok(Ready::new(manifest, rows, files))
+}
+
+/// Makes file `n`'s bytes durable (on disk: a snapshot synced, bytes held in memory
+/// written out) and describes it for the manifest.
+fn stash_file(
+    dir: Option<&Path>,
+    n: u32,
+    artifact: &str,
+    file: crate::agent::collected::CollectedFile,
+) -> std::io::Result<(FileSource, FileDoc)> {
+    let (source, stored, synthetic) = match (dir, file.source) {
+        (_, FileSource::Synthetic { seed }) => (FileSource::Synthetic { seed }, None, Some(seed)),
+        (Some(dir), FileSource::Memory(bytes)) => {
+            let path = disk::upload_file(dir, n);
+            disk::write_synced(&path, &bytes)?;
+            (FileSource::Snapshot(path.clone()), Some(path), None)
+        }
+        (Some(_), FileSource::Snapshot(path)) => {
+            disk::sync_file(&path)?;
+            (FileSource::Snapshot(path.clone()), Some(path), None)
+        }
+        (None, source) => (source, None, None),
+    };
+    let doc = FileDoc {
+        upload: n,
+        artifact: artifact.to_string(),
+        path: file.path,
+        size: file.size,
+        sha256: hex::encode(file.sha256),
+        truncated: file.truncated,
+        stored,
+        synthetic,
+    };
+    Ok((source, doc))
 }
 
 /// A flow's folder as a previous run left it.
