@@ -369,8 +369,10 @@ async fn start_collection(
     observer: &dyn Observer,
 ) {
     let limits = outbox::task_limits(&task);
-    let deadline =
-        (limits.timeout_s > 0).then(|| Instant::now() + Duration::from_secs(limits.timeout_s));
+    // A timeout too far out to represent is no timeout (it comes off the network).
+    let deadline = (limits.timeout_s > 0)
+        .then(|| Instant::now().checked_add(Duration::from_secs(limits.timeout_s)))
+        .flatten();
     let ctx = CollectContext {
         limits,
         cancelled: Arc::new(AtomicBool::new(false)),
@@ -390,7 +392,7 @@ async fn start_collection(
         flow_id,
         handle,
         cancelled,
-        abandon_at: deadline.map(|d| d + COLLECTION_ABANDON_GRACE),
+        abandon_at: deadline.and_then(|d| d.checked_add(COLLECTION_ABANDON_GRACE)),
         timeout_s: limits.timeout_s,
     });
 }

@@ -564,3 +564,44 @@ fn a_row_too_large_to_send_is_dropped_and_reported() {
     assert_eq!(status.artifacts[0].rows, 4);
     assert!(status.errors[0].contains("above the server's upload limit"));
 }
+
+#[test]
+fn a_folder_that_cannot_be_used_is_an_error_to_fall_back_from() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("not-a-folder");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Outbox::open(&file, MAX_UPLOAD, BOUND).err().unwrap();
+    assert!(err.to_string().starts_with("agent outbox "), "{err}");
+}
+
+#[test]
+fn damaged_documents_at_start_lose_only_their_flow() {
+    let root = tempfile::tempdir().unwrap();
+    let mut outbox = open(root.path());
+    for flow in ["F.1", "F.2", "F.3"] {
+        assert!(outbox.add_task(task(flow, None)));
+        outbox.collected(flow, outputs("one", 200, &[], None));
+    }
+    drop(outbox);
+    let dirs = {
+        let mut d = flow_dirs(root.path());
+        d.sort();
+        d
+    };
+    std::fs::write(dirs[0].join("task.pb"), b"\xff\xff garbage").unwrap();
+    std::fs::write(dirs[1].join("rows.0"), b"short").unwrap();
+    std::fs::write(dirs[2].join("progress.json"), b"{not json").unwrap();
+    std::fs::write(root.path().join("junk.tmp"), b"x").unwrap();
+    let (mut outbox, notes) = Outbox::open(root.path(), MAX_UPLOAD, BOUND).unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("F.1"), "{notes:?}");
+    let mut server = Server::default();
+    deliver(&mut outbox, &mut server);
+    assert!(server.status("F.2").errors[0].contains("lost rows of A"));
+    assert_eq!(
+        server.rows("F.3", "A"),
+        jsonl("one", 200),
+        "unknown progress: resent"
+    );
+    assert!(!root.path().join("junk.tmp").exists());
+}
