@@ -605,3 +605,35 @@ fn damaged_documents_at_start_lose_only_their_flow() {
     );
     assert!(!root.path().join("junk.tmp").exists());
 }
+
+#[test]
+fn a_snapshot_goes_once_its_file_is_acknowledged_and_the_folder_with_the_status() {
+    let root = tempfile::tempdir().unwrap();
+    let mut outbox = open(root.path());
+    assert!(outbox.add_task(task("F.1", None)));
+    let (_, files_dir) = outbox.next_to_collect(None).unwrap();
+    let files_dir = files_dir.unwrap();
+    outbox.collected("F.1", outputs("one", 10, &[6_000, 6_000], Some(&files_dir)));
+    let held = outbox.total_bytes();
+    let mut server = Server::default();
+    let (first, second) = (files_dir.join("snap-0"), files_dir.join("snap-1"));
+    while let Some((upload, sending)) = outbox.next_upload() {
+        let reply = server.handle(&upload);
+        outbox.answered(&sending, reply);
+        let done = |n: u32| {
+            server
+                .files
+                .get(&("F.1".to_string(), n))
+                .is_some_and(|f| f.complete)
+        };
+        if done(0) && !done(1) {
+            assert!(
+                !first.exists() && second.exists(),
+                "only the finished file's copy goes"
+            );
+            assert_eq!(outbox.total_bytes(), held - 6_000);
+        }
+    }
+    assert!(server.files[&("F.1".to_string(), 1)].complete);
+    assert!(flow_dirs(root.path()).is_empty());
+}
