@@ -1,6 +1,8 @@
 //! The agent's life: connect to a frontend (random first, rotating on failure, backing
 //! off with jitter after each full round of URLs), hold the task stream, run what it
-//! pushes, and deliver every result until acknowledged, across reconnects.
+//! pushes within the task's limits (a deadline, abandoned past its grace; a cancel), and
+//! deliver every result and file through the outbox until acknowledged, across
+//! reconnects and (with a disk outbox) restarts.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
