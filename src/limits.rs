@@ -179,6 +179,26 @@ pub const MAX_CANCEL_REASON_CHARS: usize = 256;
 pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
 /// Smallest `client.max_outbox_bytes` a config may set: one full upload and its slack.
 pub const MIN_OUTBOX_BYTES: u64 = 8 * 1024 * 1024;
+/// Room left in an upload for the frame and message fields around rows or file bytes:
+/// a batch's or chunk's header fields (ids, artifact, path, sha256) stay far below it.
+pub const OUTBOX_UPLOAD_SLACK_BYTES: u64 = 1024;
+/// Flows the outbox holds at once (waiting, running or delivering); a task beyond it is
+/// not taken (the server keeps it queued and pushes it again at the next connect).
+pub const MAX_OUTBOX_FLOWS_COUNT: usize = 10_000;
+/// How long past its `timeout_s` deadline a collection may take to return what it has;
+/// past it the collection is abandoned and the flow reported as ended by `timeout_s`.
+/// Artifacts check the deadline between rows, so a few seconds covers one slow read.
+pub const COLLECTION_ABANDON_GRACE: Duration = Duration::from_secs(5);
+/// Least rows or file data the agent puts in one upload, whatever `max_upload_bytes`
+/// minus the slack leaves (a client may set 1 KiB), and the smallest chunk it halves
+/// down to after 413s: a server refusing even this gets the file given up.
+pub const MIN_FILE_CHUNK_BYTES: u64 = 256;
+/// Answers in a row that move a file's offset nowhere before the agent gives the file
+/// up: a server that acknowledges without storing must not loop the agent for ever.
+pub const MAX_FILE_STALLED_ANSWERS_COUNT: u32 = 8;
+/// Largest outbox document (a flow's manifest or progress) read back at start: a
+/// manifest lists every file of a flow, ~300 bytes each; 64 MiB is far above any real one.
+pub const MAX_OUTBOX_DOCUMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 // ---- Agent: file artifacts -------------------------------------------------------------------
 

@@ -266,6 +266,9 @@ impl AgentPlan {
             max_upload_bytes: self.max_upload_bytes,
             drop_connection_every_uploads: self.drop_connection_every_uploads,
             events,
+            // Thousands of agents per process: their outboxes live in memory.
+            outbox_dir: None,
+            max_outbox_bytes: packhunt::limits::DEFAULT_MAX_OUTBOX_BYTES,
         };
         (options, spool)
     }

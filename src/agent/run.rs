@@ -1,11 +1,14 @@
 //! The agent's life: connect to a frontend (random first, rotating on failure, backing
 //! off with jitter after each full round of URLs), hold the task stream, run what it
-//! pushes, and deliver every result until acknowledged, across reconnects.
+//! pushes within the task's limits (a deadline, abandoned past its grace; a cancel), and
+//! deliver every result and file through the outbox until acknowledged, across
+//! reconnects and (with a disk outbox) restarts.
 
-use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -13,12 +16,12 @@ use tokio::sync::mpsc;
 use crate::agent::collected::CollectContext;
 use crate::agent::comms::{self, CommsError, Connection, TaskStream};
 use crate::agent::events::{DropReason, EventQueries, EventSpool};
-use crate::agent::outbox::{ArtifactOutput, OutItem, Outbox};
+use crate::agent::outbox::{self, ArtifactOutput, Outbox, Outcome, Reply, Sending};
 use crate::agent::runner::Runner;
 use crate::config::url::ServerUrl;
 use crate::limits::{
     jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_OVERLOAD_PAUSE,
-    MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_REMEMBERED_FLOWS_COUNT, MAX_AGENT_RETRY_AFTER,
+    COLLECTION_ABANDON_GRACE, MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_RETRY_AFTER,
 };
 use crate::protocol::event_table::TableDigest;
 use crate::protocol::pb::{self, upload_ack};
@@ -60,6 +63,11 @@ pub struct AgentOptions {
     pub drop_connection_every_uploads: u64,
     /// Client monitoring events; None runs no event queries (the table is still kept).
     pub events: Option<AgentEvents>,
+    /// The durable outbox's folder (the real agent); None keeps the outbox in memory
+    /// (loadgen). A folder that cannot be used is reported and memory used instead.
+    pub outbox_dir: Option<PathBuf>,
+    /// The outbox's bound: past it the oldest flows are failed.
+    pub max_outbox_bytes: u64,
 }
 
 /// State that outlives a connection.
@@ -68,31 +76,27 @@ struct AgentState {
     /// connect so an unchanged table is not sent again). In memory only: a restarted
     /// agent gets its table again.
     event_table: Option<(pb::EventTable, TableDigest)>,
-    outbox: Outbox,
-    queue: VecDeque<pb::Task>,
+    /// Tasks not yet collected, outputs not yet acknowledged, the finished-flow journal.
+    /// Behind a mutex only so that a disk outbox's work can run on a blocking thread;
+    /// the session is its only user.
+    outbox: Arc<Mutex<Outbox>>,
+    outbox_on_disk: bool,
     /// The collection running now (at most one), kept across reconnects: it runs beside
     /// the session, so event batches and earlier results keep moving while it works.
-    collecting: Option<(pb::Task, tokio::task::JoinHandle<Vec<ArtifactOutput>>)>,
+    collecting: Option<Running>,
     events: Option<AgentEvents>,
     /// Event batches the server refused for good, for logging a refusal storm sparingly.
     events_refused: u64,
-    seen: HashSet<String>,
-    seen_order: VecDeque<String>,
 }
 
-impl AgentState {
-    fn remember(&mut self, flow_id: &str) -> bool {
-        if !self.seen.insert(flow_id.to_string()) {
-            return false;
-        }
-        self.seen_order.push_back(flow_id.to_string());
-        if self.seen_order.len() > MAX_AGENT_REMEMBERED_FLOWS_COUNT {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
-    }
+/// A collection running on a blocking thread.
+struct Running {
+    flow_id: String,
+    handle: tokio::task::JoinHandle<Vec<ArtifactOutput>>,
+    cancelled: Arc<AtomicBool>,
+    /// Its deadline plus grace: past it the collection is abandoned.
+    abandon_at: Option<Instant>,
+    timeout_s: u64,
 }
 
 /// Runs the agent until `stop` resolves.
@@ -102,15 +106,14 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let outbox = open_outbox(&opts, observer.as_ref()).await;
     let mut state = AgentState {
         event_table: None,
-        outbox: Outbox::new(opts.max_upload_bytes),
-        queue: VecDeque::new(),
+        outbox_on_disk: outbox.on_disk(),
+        outbox: Arc::new(Mutex::new(outbox)),
         collecting: None,
         events: opts.events.take(),
         events_refused: 0,
-        seen: HashSet::new(),
-        seen_order: VecDeque::new(),
     };
     if let Some(table) = state.events.as_mut().and_then(|e| e.queries.saved_table()) {
         accept_event_table(&mut state, table);
@@ -154,6 +157,56 @@ pub async fn run(
     }
 }
 
+/// The outbox in `opts.outbox_dir` (on a blocking thread: it reads what a previous run
+/// left), or in memory when there is none or it cannot be used (reported).
+async fn open_outbox(opts: &AgentOptions, observer: &dyn Observer) -> Outbox {
+    let (upload, bound) = (opts.max_upload_bytes, opts.max_outbox_bytes);
+    let Some(dir) = opts.outbox_dir.clone() else {
+        return Outbox::memory(upload, bound);
+    };
+    let opened = tokio::task::spawn_blocking(move || Outbox::open(&dir, upload, bound)).await;
+    match opened {
+        Ok(Ok((outbox, notes))) => {
+            notes.iter().for_each(|note| observer.error(note));
+            if !outbox.is_empty() {
+                tracing::info!(
+                    flows = outbox.len(),
+                    bytes = outbox.total_bytes(),
+                    "flows from the previous run to finish"
+                );
+            }
+            outbox
+        }
+        Ok(Err(e)) => {
+            observer.error(&format!("{e}; the outbox is kept in memory only"));
+            Outbox::memory(upload, bound)
+        }
+        Err(e) => {
+            observer.error(&format!("opening the outbox: {e}; kept in memory only"));
+            Outbox::memory(upload, bound)
+        }
+    }
+}
+
+/// Runs `f` on the outbox: on a blocking thread when it is on disk (it writes and syncs
+/// files), inline in memory. None if the blocking thread could not finish (shutdown).
+async fn with_outbox<T: Send + 'static>(
+    state: &AgentState,
+    f: impl FnOnce(&mut Outbox) -> T + Send + 'static,
+) -> Option<T> {
+    let outbox = state.outbox.clone();
+    let run = move || f(&mut outbox.lock().unwrap_or_else(|p| p.into_inner()));
+    if !state.outbox_on_disk {
+        return Some(run());
+    }
+    tokio::task::spawn_blocking(run).await.ok()
+}
+
+/// A quick look at the outbox (no I/O).
+fn peek<T>(state: &AgentState, f: impl FnOnce(&Outbox) -> T) -> T {
+    f(&state.outbox.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// One connection: returns why it ended.
 async fn session(
     opts: &AgentOptions,
@@ -186,10 +239,10 @@ async fn session(
     let mut events_turn = true;
     loop {
         while let Ok(pushed) = rx.try_recv() {
-            accept(state, pushed, observer);
+            accept(state, pushed, observer).await;
         }
         let spool = state.events.as_ref().map(|e| e.spool.clone());
-        let has_results = !state.outbox.is_empty();
+        let has_results = peek(state, Outbox::has_uploads);
         let events = spool.filter(|s| s.has_batches());
         if let Some(spool) = events.filter(|_| events_turn || !has_results) {
             events_turn = false;
@@ -203,12 +256,9 @@ async fn session(
             uploads += 1;
             let every = opts.drop_connection_every_uploads;
             if every > 0 && uploads % every == 0 {
-                let item = state
-                    .outbox
-                    .front()
-                    .expect("outbox is not empty")
-                    .to_upload();
-                let _ = conn.upload(&item).await;
+                if let Some(Some((upload, _))) = with_outbox(state, Outbox::next_upload).await {
+                    let _ = conn.upload(&upload).await;
+                }
                 return "injected disconnect before the ack".to_string();
             }
             if let Err(e) = deliver_front(&mut conn, state, observer).await {
@@ -217,8 +267,8 @@ async fn session(
             continue;
         }
         if state.collecting.is_none() {
-            if let Some(task) = state.queue.pop_front() {
-                start_collection(state, runner, task);
+            if let Some((task, files_dir)) = peek(state, |o| o.next_to_collect(None)) {
+                start_collection(state, runner, task, files_dir, observer).await;
                 continue;
             }
         }
@@ -229,17 +279,19 @@ async fn session(
 }
 
 /// Waits until something needs the session: a pushed message, the running collection
-/// finishing, or an event batch sealed. Some(why) when the task stream ended.
+/// finishing or running past its deadline, or an event batch sealed. Some(why) when the
+/// task stream ended.
 async fn wait_for_work(
     rx: &mut mpsc::Receiver<Pushed>,
     state: &mut AgentState,
     observer: &dyn Observer,
 ) -> Option<String> {
     let spool = state.events.as_ref().map(|e| e.spool.clone());
-    let collecting = state.collecting.as_mut().map(|(_, handle)| handle);
+    let abandon_at = state.collecting.as_ref().and_then(|r| r.abandon_at);
+    let collecting = state.collecting.as_mut().map(|r| &mut r.handle);
     tokio::select! {
         pushed = rx.recv() => match pushed {
-            Some(pushed) => accept(state, pushed, observer),
+            Some(pushed) => accept(state, pushed, observer).await,
             None => return Some("task stream ended".to_string()),
         },
         outputs = async move {
@@ -248,21 +300,16 @@ async fn wait_for_work(
                 None => std::future::pending().await,
             }
         } => {
-            let (task, _) = state.collecting.take().expect("a collection was running");
-            // A collection that panicked is reported as failed, artifact by artifact.
-            let outputs = outputs.unwrap_or_else(|e| {
-                task.artifacts
-                    .iter()
-                    .map(|a| ArtifactOutput {
-                        name: a.name.clone(),
-                        jsonl: Default::default(),
-                        error: Some(format!("collection failed: {e}")),
-                        ..Default::default()
-                    })
-                    .collect()
-            });
-            state.outbox.add_flow(&task.flow_id, outputs);
+            let running = state.collecting.take().expect("a collection was running");
+            let outputs = outputs.unwrap_or_else(|e| failed_outputs(&running, &e.to_string()));
+            queue_outputs(state, running.flow_id, outputs, observer).await;
         },
+        _ = async {
+            match abandon_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        } => abandon_collection(state).await,
         _ = async {
             match &spool {
                 Some(spool) => spool.batch_queued().await,
@@ -273,31 +320,97 @@ async fn wait_for_work(
     None
 }
 
+/// A collection that panicked, reported as failed artifact by artifact.
+fn failed_outputs(running: &Running, why: &str) -> Vec<ArtifactOutput> {
+    vec![ArtifactOutput {
+        name: "collection".to_string(),
+        error: Some(format!("flow {} failed: {why}", running.flow_id)),
+        ..Default::default()
+    }]
+}
+
+/// The running collection is past its deadline and grace: stop waiting for it (its
+/// thread finishes in the background, its output is discarded) and report the timeout.
+async fn abandon_collection(state: &mut AgentState) {
+    let Some(running) = state.collecting.take() else {
+        return;
+    };
+    running.cancelled.store(true, Ordering::Relaxed);
+    tracing::warn!(flow = %running.flow_id, "collection abandoned past its timeout");
+    let error = format!(
+        "the collection was still running {COLLECTION_ABANDON_GRACE:?} after its timeout of \
+         {} s; abandoned",
+        running.timeout_s
+    );
+    let flow_id = running.flow_id;
+    with_outbox(state, move |o| o.timed_out(&flow_id, error)).await;
+}
+
+/// Queues a collection's outputs in the outbox (persisted before anything is sent).
+async fn queue_outputs(
+    state: &AgentState,
+    flow_id: String,
+    outputs: Vec<ArtifactOutput>,
+    observer: &dyn Observer,
+) {
+    let notes = with_outbox(state, move |o| o.collected(&flow_id, outputs)).await;
+    notes
+        .unwrap_or_default()
+        .iter()
+        .for_each(|n| observer.error(n));
+}
+
 /// Starts a task's collection beside the session (on a blocking thread when the runner
 /// blocks; loadgen's synthetic runner answers at once and is queued straight away).
-fn start_collection(state: &mut AgentState, runner: &Arc<dyn Runner>, task: pb::Task) {
+/// The deadline counts from now, when the task is taken up.
+async fn start_collection(
+    state: &mut AgentState,
+    runner: &Arc<dyn Runner>,
+    task: pb::Task,
+    files_dir: Option<PathBuf>,
+    observer: &dyn Observer,
+) {
+    let limits = outbox::task_limits(&task);
+    // A timeout too far out to represent is no timeout (it comes off the network).
+    let deadline = (limits.timeout_s > 0)
+        .then(|| Instant::now().checked_add(Duration::from_secs(limits.timeout_s)))
+        .flatten();
+    let ctx = CollectContext {
+        limits,
+        cancelled: Arc::new(AtomicBool::new(false)),
+        deadline,
+        files_dir,
+    };
     if !runner.is_blocking() {
-        let outputs = runner.collect(&task, &CollectContext::unlimited());
-        state.outbox.add_flow(&task.flow_id, outputs);
+        let outputs = runner.collect(&task, &ctx);
+        queue_outputs(state, task.flow_id, outputs, observer).await;
         return;
     }
     let runner = runner.clone();
-    let running = task.clone();
-    let handle =
-        tokio::task::spawn_blocking(move || runner.collect(&running, &CollectContext::unlimited()));
-    state.collecting = Some((task, handle));
+    let cancelled = ctx.cancelled.clone();
+    let flow_id = task.flow_id.clone();
+    let handle = tokio::task::spawn_blocking(move || runner.collect(&task, &ctx));
+    state.collecting = Some(Running {
+        flow_id,
+        handle,
+        cancelled,
+        abandon_at: deadline.and_then(|d| d.checked_add(COLLECTION_ABANDON_GRACE)),
+        timeout_s: limits.timeout_s,
+    });
 }
 
 /// What the task stream carries that the session acts on.
 enum Pushed {
     /// With when its frame came off the stream (µs since the epoch).
     Task(pb::Task, u64),
+    Cancel(pb::Cancel),
     EventTable(pb::EventTable),
 }
 
-fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer) {
+async fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer) {
     match pushed {
-        Pushed::Task(task, received_us) => accept_task(state, task, received_us, observer),
+        Pushed::Task(task, received_us) => accept_task(state, task, received_us, observer).await,
+        Pushed::Cancel(cancel) => accept_cancel(state, cancel).await,
         Pushed::EventTable(table) => accept_event_table(state, table),
     }
 }
@@ -317,11 +430,42 @@ fn accept_event_table(state: &mut AgentState, table: pb::EventTable) {
     state.event_table = Some((table, digest));
 }
 
-fn accept_task(state: &mut AgentState, task: pb::Task, received_us: u64, observer: &dyn Observer) {
-    if state.remember(&task.flow_id) {
-        observer.task_received(&task, received_us);
-        state.queue.push_back(task);
+/// Takes a task the agent has not seen: persisted in the outbox before it runs. A task
+/// already held, or finished (journalled, across restarts), is not run again.
+async fn accept_task(
+    state: &mut AgentState,
+    task: pb::Task,
+    received_us: u64,
+    observer: &dyn Observer,
+) {
+    if peek(state, |o| o.knows(&task.flow_id)) {
+        return;
     }
+    let shown = task.clone();
+    if with_outbox(state, move |o| o.add_task(task)).await == Some(true) {
+        observer.task_received(&shown, received_us);
+    }
+}
+
+/// The server cancelled a flow: stop its collection (its output is discarded), drop its
+/// task and everything of it in the outbox, and never run it; no status is sent.
+async fn accept_cancel(state: &mut AgentState, cancel: pb::Cancel) {
+    if state
+        .collecting
+        .as_ref()
+        .is_some_and(|r| r.flow_id == cancel.flow_id)
+    {
+        let running = state.collecting.take().expect("checked above");
+        running.cancelled.store(true, Ordering::Relaxed);
+    }
+    let flow_id = cancel.flow_id.clone();
+    let held = with_outbox(state, move |o| o.cancel(&flow_id)).await;
+    tracing::info!(
+        flow = %cancel.flow_id,
+        reason = %cancel.reason,
+        held = held.unwrap_or(false),
+        "flow cancelled by the server"
+    );
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -342,6 +486,7 @@ async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<Pushed>) {
                 Pushed::Task(task, crate::clock::now_us())
             }
             Some(pb::server_message::Kind::EventTable(table)) => Pushed::EventTable(table),
+            Some(pb::server_message::Kind::Cancel(cancel)) => Pushed::Cancel(cancel),
             _ => continue,
         };
         if tx.send(pushed).await.is_err() {
@@ -361,59 +506,70 @@ fn overload_pause(reply: &crate::agent::comms::UploadReply) -> Duration {
     wait + Duration::from_millis(jitter)
 }
 
-/// Sends the outbox's front item and acts on the answer.
+/// Sends the outbox's next upload and acts on the answer: 503/408 (and other 5xx) keep
+/// it and wait; everything else goes to the outbox's rules (`outbox::flow`).
 async fn deliver_front(
     conn: &mut Connection,
     state: &mut AgentState,
     observer: &dyn Observer,
 ) -> Result<(), CommsError> {
-    let item = state
-        .outbox
-        .front()
-        .expect("caller checked the outbox is not empty")
-        .clone();
-    let reply = conn.upload(&item.to_upload()).await?;
-    let (bytes, rows) = match &item {
-        OutItem::Batch(b) => (b.jsonl.len() as u64, b.row_count as u64),
-        OutItem::Status(_) => (0, 0),
+    let Some(Some((upload, sending))) = with_outbox(state, Outbox::next_upload).await else {
+        return Ok(());
     };
-    let flow_id = match &item {
-        OutItem::Batch(b) => b.flow_id.clone(),
-        OutItem::Status(s) => s.flow_id.clone(),
-    };
-    match reply.status {
-        200 => {
-            let status = reply
+    let reply = conn.upload(&upload).await?;
+    let answer = match reply.status {
+        503 | 408 => None,
+        status if status >= 500 => None,
+        200 => Some(ack_reply(reply.ack.as_ref())),
+        413 => Some(Reply::TooLarge),
+        code => Some(Reply::Refused {
+            code,
+            message: reply
                 .ack
                 .as_ref()
-                .map(|a| a.status)
-                .unwrap_or(upload_ack::Status::Ok as i32);
-            if status == upload_ack::Status::OutOfOrder as i32 {
-                // The server lacks batches this agent no longer holds: give the flow up.
-                observer.error(&format!(
-                    "flow {flow_id}: server expects another batch; dropping the flow"
-                ));
-                state.outbox.drop_flow(&flow_id);
-                return Ok(());
-            }
-            state.outbox.pop_front();
-            observer.uploaded(bytes, rows);
-            if let OutItem::Status(s) = &item {
-                observer.flow_done(&s.flow_id, s.artifacts.iter().map(|a| a.rows).sum());
-            }
-        }
-        413 => state.outbox.split_front(),
-        // Keep the data and wait as told.
-        503 | 408 => tokio::time::sleep(overload_pause(&reply)).await,
-        status => {
-            let message = reply.ack.map(|a| a.message).unwrap_or_default();
-            observer.error(&format!(
-                "flow {flow_id}: server refused an upload ({status}): {message}"
-            ));
-            state.outbox.drop_flow(&flow_id);
-        }
-    }
+                .map(|a| a.message.clone())
+                .unwrap_or_default(),
+        }),
+    };
+    let Some(answer) = answer else {
+        tokio::time::sleep(overload_pause(&reply)).await;
+        return Ok(());
+    };
+    let taken = matches!(answer, Reply::Ok { .. } | Reply::Duplicate { .. });
+    let report = sending.clone();
+    let outcome = with_outbox(state, move |o| o.answered(&sending, answer)).await;
+    report_outcome(&report, taken, outcome, observer);
     Ok(())
+}
+
+/// A 200's ack as the outbox takes it (no ack at all: an old server's plain OK).
+fn ack_reply(ack: Option<&pb::UploadAck>) -> Reply {
+    let Some(ack) = ack else {
+        return Reply::Ok { next_seq: 0 };
+    };
+    let next_seq = ack.next_seq;
+    match upload_ack::Status::try_from(ack.status) {
+        Ok(upload_ack::Status::Ok) => Reply::Ok { next_seq },
+        Ok(upload_ack::Status::Duplicate) => Reply::Duplicate { next_seq },
+        Ok(upload_ack::Status::OutOfOrder) => Reply::OutOfOrder { next_seq },
+        _ => Reply::Refused {
+            code: 200,
+            message: ack.message.clone(),
+        },
+    }
+}
+
+fn report_outcome(sent: &Sending, taken: bool, outcome: Option<Outcome>, observer: &dyn Observer) {
+    if taken && !sent.is_status() {
+        observer.uploaded(sent.bytes, sent.rows);
+    }
+    match outcome {
+        Some(Outcome::FlowDone { rows }) => observer.flow_done(&sent.flow_id, rows),
+        Some(Outcome::FlowDropped(why)) => {
+            observer.error(&format!("flow {}: dropped: {why}", sent.flow_id))
+        }
+        Some(Outcome::Progressed) | None => {}
+    }
 }
 
 /// Runs `f` on the spool: on a blocking thread when the spool is on disk (it reads and

@@ -25,7 +25,13 @@ pub fn push_row(jsonl: &mut Vec<u8>, row: &serde_json::Value) {
 pub struct NativeRunner;
 
 impl Runner for NativeRunner {
-    fn collect(&self, task: &pb::Task, _ctx: &CollectContext) -> Vec<ArtifactOutput> {
+    /// Rows past the task's `max_rows` (over all artifacts) and rows after its deadline
+    /// are not kept; the output says which limit stopped it.
+    fn collect(&self, task: &pb::Task, ctx: &CollectContext) -> Vec<ArtifactOutput> {
+        let mut rows_left = match ctx.limits.max_rows {
+            0 => u64::MAX,
+            max => max,
+        };
         task.artifacts
             .iter()
             .map(|request| {
@@ -33,15 +39,31 @@ impl Runner for NativeRunner {
                     request.parameters.clone().into_iter().collect();
                 let mut jsonl = Vec::new();
                 let mut rows = 0u64;
-                let result = crate::agent::artifacts::collect(&request.name, &params, &mut |row| {
-                    push_row(&mut jsonl, &row);
-                    rows += 1;
-                });
+                let mut limit_hit = None;
+                let result = match ctx.should_stop() {
+                    true => Ok(()),
+                    false => crate::agent::artifacts::collect(&request.name, &params, &mut |row| {
+                        if limit_hit.is_some() || ctx.should_stop() {
+                            return;
+                        }
+                        if rows >= rows_left {
+                            limit_hit = Some(crate::agent::outbox::MAX_ROWS);
+                            return;
+                        }
+                        push_row(&mut jsonl, &row);
+                        rows += 1;
+                    }),
+                };
+                rows_left -= rows;
+                if ctx.timed_out() {
+                    limit_hit = Some(crate::agent::outbox::TIMEOUT_S);
+                }
                 ArtifactOutput {
                     name: request.name.clone(),
                     jsonl: jsonl.into(),
                     rows,
                     error: result.err().map(|e| e.to_string()),
+                    limit_hit,
                     ..Default::default()
                 }
             })

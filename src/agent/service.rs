@@ -86,6 +86,8 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
                 Some(config.client.event_buffer_dir.join(EVENT_TABLE_FILE)),
             )),
         }),
+        outbox_dir: Some(config.client.outbox_dir.clone()),
+        max_outbox_bytes: config.client.max_outbox_bytes,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -17,6 +17,7 @@ use serde_json::Value;
 #[path = "../../loadgen/src/api.rs"]
 pub mod api_client;
 
+pub mod agent_outbox;
 pub mod cancel;
 pub mod clickhouse;
 pub mod exports;
