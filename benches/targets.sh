@@ -30,6 +30,10 @@
 #                                         ingest rows/s and MB/s, watch lag, a file sink's lag (1 frontend),
 #                                         CPU per 1,000 events/s, task delivery and API p99, with events
 #                                         vs the same fleet without (EVENTS_ARMS)
+#   bash benches/targets.sh files [N]     N agents each uploading one FILE_BYTES file at once (N=1000,
+#                                         FILE_BYTES=20000000) through the default permits vs dd:
+#                                         upload MB/s (server-verified files), frontend peak RSS,
+#                                         API p99 during it (FILES_FSYNC=true, FILES_TIMEOUT=1800)
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
@@ -56,7 +60,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,30p' "$0" >&2; exit 2; }
+usage() { sed -n '2,34p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -1135,6 +1139,66 @@ run_events() {
     print_table "events: $n agents x $EPS/s over $EVENTS_FRONTENDS frontend(s) vs the same fleet without events ($OUT)"
 }
 
+# ---------------------------------------------------------------- files ---------------
+# files_upload N REPEAT -> sets FILES_DIR (its datastore is on the disk dd measures). Every
+# agent is tasked with Generic.Collectors.File through the API and uploads one synthetic
+# file of FILE_BYTES at once; the frontend keeps its default permits and chunk size, so the
+# peak RSS shows whether memory is bounded by permits x chunk, not agents x file. The
+# fleet's loadgen probes the API (its own p99, and the frontend's handling p99 from the
+# metrics before/after), and checks every file's size and SHA-256 on the server.
+files_upload() {
+    local n=$1 r=$2 dir=$OUT/files-$2 a b d hwm mb before after
+    FILES_DIR=$dir
+    deploy "$dir"
+    set_key "$dir" datastore fsync_documents "$FILES_FSYNC"
+    [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
+    start_frontend "$dir"
+    reset_peak_rss "$FE_PID"
+    metrics_to "$dir/metrics-before.txt"
+    # shellcheck disable=SC2046
+    fleet_up "$dir" files "$n" $((CONNECT_TIMEOUT + FILES_TIMEOUT)) --scenario files \
+        --file-bytes-per-agent "$FILE_BYTES" --exit-after-flows "$n" \
+        --probe-rate-per-second "$PROBE_RATE" $(api_args) || true
+    a=$(cpu_snap "$FE_PID")
+    wait_loadgen_exit "$FILES_TIMEOUT" || { log "files: flows not done after $FILES_TIMEOUT s"; stop_loadgen; }
+    b=$(cpu_snap "$FE_PID")
+    d=$(cpu_delta "$a" "$b")
+    hwm=$(status_kib "$FE_PID" VmHWM)
+    metrics_to "$dir/metrics-after.txt"
+    echo "files r$r cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
+    stop_frontend
+    rep '.files' "$dir/files.json" >>"$OUT/run.log" 2>/dev/null || true
+    mb=$(rep '.files.upload_mb_per_second // "-"' "$dir/files.json" 2>/dev/null || echo -)
+    record "upload MB/s (verified files, first scheduled -> last flow)" upload "$mb"
+    record "files complete and verified / agents" upload "$(rep '.files.files_completed // 0' "$dir/files.json" 2>/dev/null || echo 0)/$n"
+    record "files wrong (size, SHA-256 or error)" upload "$(rep '.files.files_wrong // "-"' "$dir/files.json" 2>/dev/null || echo -)"
+    record "sample downloads verified / failed" upload "$(rep '"\(.files.downloads_verified)/\(.files.downloads_failed)"' "$dir/files.json" 2>/dev/null || echo -)"
+    record "frontend peak RSS during the uploads (MiB, VmHWM)" upload "$(calc "$hwm / 1024" 1)"
+    record "frontend CPU-s/s (of $(nproc))" upload "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
+    record "API probe p99 (ms)" upload "$(rep '.api_latency.p99_us / 1000' "$dir/files.json" 2>/dev/null || echo -)"
+    record "frontend's own GET handling p99, bucket bound (ms)" upload "$(read_p99_between "$dir/metrics-before.txt" "$dir/metrics-after.txt")"
+    record "loadgen errors" upload "$(rep .errors "$dir/files.json" 2>/dev/null || echo -)"
+}
+
+run_files() {
+    local n=${1:-${N:-1000}} r
+    FILE_BYTES=${FILE_BYTES:-20000000}
+    FILES_FSYNC=${FILES_FSYNC:-true}
+    FILES_TIMEOUT=${FILES_TIMEOUT:-1800}
+    PROBE_RATE=${PROBE_RATE:-20}
+    DD_MB=${DD_MB:-1024}
+    KEEP_DATA=${KEEP_DATA:-0}
+    log "files: $n agents x $FILE_BYTES bytes (files scenario, default permits) vs dd ${DD_MB} MiB append+fdatasync, alternating; datastore.fsync_documents = $FILES_FSYNC"
+    for ((r = 1; r <= REPEATS; r++)); do
+        files_upload "$n" "$r"
+        log "files dd r$r on $(df --output=source,fstype "$FILES_DIR/datastore" | tail -1 | tr -s ' ')"
+        record "upload MB/s (verified files, first scheduled -> last flow)" dd "$(dd_rate "$FILES_DIR/datastore" "$DD_MB")"
+        [[ $KEEP_DATA == 1 ]] || rm -rf "$FILES_DIR/datastore"
+    done
+    ratio "upload / dd" "upload MB/s (verified files, first scheduled -> last flow)" upload "upload MB/s (verified files, first scheduled -> last flow)" dd
+    print_table "files: file uploads vs the datastore disk's sequential append, $n agents x $FILE_BYTES bytes ($OUT)"
+}
+
 case $TARGET in
     p1) run_p1 "$@" ;;
     p1-fleet) run_p1_fleet "$@" ;;
@@ -1147,5 +1211,6 @@ case $TARGET in
     storm) run_storm "$@" ;;
     p2-fleet) run_p2_fleet "$@" ;;
     events) run_events "$@" ;;
+    files) run_files "$@" ;;
     *) usage ;;
 esac

@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use crate::limits::MAX_GLOBS_PER_PARAMETER_COUNT;
+
 /// A collection request may name at most this many artifacts. The catalogue is far
 /// smaller; the cap keeps a hostile request from making us build a huge reply or task.
 /// Lives here rather than in `limits.rs` because it is a property of the request format,
@@ -71,6 +73,10 @@ pub enum ParamKind {
     U64,
     /// An absolute path pattern (`*`, `?`, `[...]`, `**`), expanded by the agent.
     Glob,
+    /// One or more globs, each checked like `Glob`. A request gives a JSON array of
+    /// strings or one string with one glob per line; the canonical (task) form is the
+    /// globs joined by `\n`. At most `MAX_GLOBS_PER_PARAMETER_COUNT`.
+    GlobList,
 }
 
 /// Why an artifact request or collection failed. Every variant except `Io` is the
@@ -250,6 +256,7 @@ impl ParamKind {
             ParamKind::Bool => "bool",
             ParamKind::U64 => "u64",
             ParamKind::Glob => "glob",
+            ParamKind::GlobList => "glob_list",
         }
     }
 
@@ -270,8 +277,33 @@ impl ParamKind {
                 .map_err(|_| format!("must be at most {}", u64::MAX)),
             ParamKind::String => check_text(raw).map(|()| raw.to_string()),
             ParamKind::Glob => check_glob(raw).map(|()| raw.to_string()),
+            ParamKind::GlobList => parse_glob_list(raw).map(|globs| globs.join("\n")),
         }
     }
+}
+
+/// The globs of a `GlobList` value (one per line; blank lines and a `\r` before the
+/// newline are ignored, so a pasted Windows-edited list works), each checked.
+pub fn parse_glob_list(raw: &str) -> Result<Vec<&str>, String> {
+    let globs: Vec<&str> = raw
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    if globs.is_empty() {
+        return Err("needs at least one absolute glob".to_string());
+    }
+    if globs.len() > MAX_GLOBS_PER_PARAMETER_COUNT {
+        return Err(format!(
+            "{} globs given, at most {MAX_GLOBS_PER_PARAMETER_COUNT} allowed",
+            globs.len()
+        ));
+    }
+    for (index, glob) in globs.iter().enumerate() {
+        check_glob(glob)
+            .map_err(|reason| format!("glob {} `{}`: {reason}", index + 1, echo(glob)))?;
+    }
+    Ok(globs)
 }
 
 impl ArtifactKind {
@@ -330,6 +362,9 @@ fn json_to_param_string(
     let raw = match (param.kind, value) {
         (_, Value::String(s)) => s.clone(),
         (ParamKind::Bool, Value::Bool(b)) => b.to_string(),
+        (ParamKind::GlobList, Value::Array(items)) => {
+            glob_array_to_lines(items).map_err(|reason| bad(def, param, reason))?
+        }
         (ParamKind::U64, Value::Number(n)) => match n.as_u64() {
             Some(n) => n.to_string(),
             None => return Err(bad(def, param, "must be a non-negative integer".into())),
@@ -340,6 +375,28 @@ fn json_to_param_string(
         .kind
         .parse_str(&raw)
         .map_err(|reason| bad(def, param, reason))
+}
+
+/// A JSON array of glob strings -> the one-per-line form. An item with a newline would
+/// silently become two globs, so it is refused instead.
+fn glob_array_to_lines(items: &[Value]) -> Result<String, String> {
+    if items.len() > MAX_GLOBS_PER_PARAMETER_COUNT {
+        return Err(format!(
+            "{} globs given, at most {MAX_GLOBS_PER_PARAMETER_COUNT} allowed",
+            items.len()
+        ));
+    }
+    let mut lines = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let Value::String(glob) = item else {
+            return Err(format!("item {} must be a string", index + 1));
+        };
+        if glob.contains(['\n', '\r']) {
+            return Err(format!("item {} contains a line break", index + 1));
+        }
+        lines.push(glob.as_str());
+    }
+    Ok(lines.join("\n"))
 }
 
 fn check_text(raw: &str) -> Result<(), String> {
@@ -386,6 +443,11 @@ fn bad(def: &ArtifactDef, param: &ParamDef, reason: String) -> ArtifactError {
 fn echo(input: &str) -> String {
     input.chars().take(MAX_ECHOED_INPUT_CHARS).collect()
 }
+
+/// Catalogue defaults are strings (as a task carries them); these are the `limits.rs`
+/// values written out, and a test checks the two agree.
+const DEFAULT_COLLECTED_FILE_MAX_BYTES_TEXT: &str = "104857600";
+const DEFAULT_COLLECTED_TOTAL_MAX_BYTES_TEXT: &str = "524288000";
 
 // A const, not a static, so the compile-time assertion above can count it.
 const CATALOGUE: &[ArtifactDef] = &[
@@ -438,6 +500,52 @@ const CATALOGUE: &[ArtifactDef] = &[
                 name: "max_results",
                 description: "Stop after this many matches.",
                 default: Some("10000"),
+                kind: ParamKind::U64,
+            },
+            ParamDef {
+                name: "upload",
+                description: "Also upload each matching regular file (up to 100 MiB each and \
+                              500 MiB in all, as Generic.Collectors.File's defaults); its row \
+                              then gains `upload`, `sha256`, `truncated` and `file_size`, and \
+                              `size` is the bytes uploaded. Directories and special files are \
+                              listed but never uploaded.",
+                default: Some("false"),
+                kind: ParamKind::Bool,
+            },
+        ],
+    },
+    ArtifactDef {
+        name: COLLECTORS_FILE,
+        description: "Uploads the files matching one or more globs: each regular file is \
+                      copied as it is read (the SHA-256 is of exactly the bytes uploaded) and \
+                      gets a row with path, size, file_size, mtime, sha256, truncated and its \
+                      upload number. Directories, devices, FIFOs and sockets are skipped; a \
+                      file that cannot be read is a row with an `error`.",
+        kind: ArtifactKind::Collection,
+        parameters: &[
+            ParamDef {
+                name: "globs",
+                description: "Absolute path patterns, one per line (or a JSON array): `*`, \
+                              `?`, `[...]` match within one path segment, `**` any number of \
+                              directories (symlinked directories are not entered). At most \
+                              64 globs; a file matched twice is uploaded once.",
+                default: None,
+                kind: ParamKind::GlobList,
+            },
+            ParamDef {
+                name: "max_file_bytes",
+                description: "Upload at most this many bytes of each file (its start); a \
+                              longer file's row says `truncated`. Default 100 MiB.",
+                default: Some(DEFAULT_COLLECTED_FILE_MAX_BYTES_TEXT),
+                kind: ParamKind::U64,
+            },
+            ParamDef {
+                name: "max_total_bytes",
+                description: "Stop adding files once the uploads of this artifact would pass \
+                              this many bytes; the first file left out gets an `error` row. \
+                              Default 500 MiB. The collection's own max_upload_bytes also \
+                              applies.",
+                default: Some(DEFAULT_COLLECTED_TOTAL_MAX_BYTES_TEXT),
                 kind: ParamKind::U64,
             },
         ],
@@ -624,6 +732,71 @@ mod tests {
     }
 
     #[test]
+    fn glob_lists_take_arrays_and_lines_and_check_each_glob() {
+        let request = names(&[COLLECTORS_FILE]);
+        let resolve = |value: Value| {
+            let given = params(COLLECTORS_FILE, &[("globs", value)]);
+            validate_request(&request, &given).map(|r| r[0].1.clone())
+        };
+        let from_array = resolve(json!(["/var/log/*.log", "/etc/passwd"])).unwrap();
+        assert_eq!(from_array["globs"], "/var/log/*.log\n/etc/passwd");
+        let from_lines = resolve(json!("/var/log/*.log\r\n\n/etc/passwd\n")).unwrap();
+        assert_eq!(from_lines["globs"], from_array["globs"]);
+        assert_eq!(from_array["max_file_bytes"], "104857600");
+        assert_eq!(
+            from_array["max_file_bytes"],
+            crate::limits::DEFAULT_COLLECTED_FILE_MAX_BYTES.to_string()
+        );
+        assert_eq!(
+            from_array["max_total_bytes"],
+            crate::limits::DEFAULT_COLLECTED_TOTAL_MAX_BYTES.to_string()
+        );
+        let too_many: Vec<String> = (0..=MAX_GLOBS_PER_PARAMETER_COUNT)
+            .map(|i| format!("/tmp/{i}"))
+            .collect();
+        let refused = [
+            json!([]),
+            json!(""),
+            json!("\n \n"),
+            json!(["relative/*"]),
+            json!(["/ok/*", "/tmp/[ab"]),
+            json!("/ok/*\nrelative"),
+            json!(["/a\n/b"]),
+            json!([5]),
+            json!(5),
+            json!(too_many),
+            json!(too_many.join("\n")),
+        ];
+        for value in refused {
+            let err = resolve(value.clone()).unwrap_err();
+            let named = matches!(err, ArtifactError::BadParameter { ref parameter, .. }
+                if parameter == "globs");
+            assert!(named, "{value}: {err}");
+        }
+        // Required: a file collector without globs is a mistake, not "collect nothing".
+        let err = validate_request(&request, &BTreeMap::new()).unwrap_err();
+        assert!(
+            matches!(err, ArtifactError::MissingParameter { .. }),
+            "{err}"
+        );
+        // The agent re-checks the canonical string form a task carries.
+        let def = find(COLLECTORS_FILE).unwrap();
+        let given = BTreeMap::from([("globs".to_string(), "/a/*\nb".to_string())]);
+        assert!(resolve_params(def, &given).is_err());
+    }
+
+    #[test]
+    fn glob_upload_flag_decides_may_upload() {
+        let request = names(&[FILES_GLOB]);
+        let given = params(FILES_GLOB, &[("upload", json!(true))]);
+        let resolved = validate_request(&request, &given).unwrap();
+        assert!(may_upload(FILES_GLOB, &resolved[0].1));
+        let resolved = validate_request(&request, &BTreeMap::new()).unwrap();
+        assert_eq!(resolved[0].1["upload"], "false");
+        assert!(!may_upload(FILES_GLOB, &resolved[0].1));
+    }
+
+    #[test]
     fn catalogue_is_consistent_and_serialises() {
         let mut seen = BTreeSet::new();
         for def in catalogue() {
@@ -659,5 +832,10 @@ mod tests {
         assert_eq!(tail["parameters"][0]["name"], "path");
         assert_eq!(tail["parameters"][0]["default"], Value::Null);
         assert!(find_event(LOG_TAIL).is_ok());
+        let files = items.iter().find(|i| i["name"] == COLLECTORS_FILE).unwrap();
+        assert_eq!(files["kind"], "collection");
+        assert_eq!(files["parameters"][0]["name"], "globs");
+        assert_eq!(files["parameters"][0]["type"], "glob_list");
+        assert_eq!(files["parameters"][0]["default"], Value::Null);
     }
 }

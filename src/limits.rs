@@ -202,6 +202,27 @@ pub const MAX_OUTBOX_DOCUMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 // ---- Agent: file artifacts -------------------------------------------------------------------
 
+/// Default `max_file_bytes` of `Generic.Collectors.File`: 100 MiB covers the logs,
+/// binaries and browser histories an analyst grabs; a disk image must be asked for.
+pub const DEFAULT_COLLECTED_FILE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Default `max_total_bytes` of `Generic.Collectors.File`: half the default outbox, so one
+/// collection's snapshots fit beside whatever else the agent has not delivered yet.
+pub const DEFAULT_COLLECTED_TOTAL_MAX_BYTES: u64 = 500 * 1024 * 1024;
+/// Most globs one `globs` parameter may list: a hunt names a handful of places; the cap
+/// bounds the task frame and the number of walks one artifact starts.
+pub const MAX_GLOBS_PER_PARAMETER_COUNT: usize = 64;
+/// Most matches `Generic.Collectors.File` considers (rows, including skipped and error
+/// rows), like `Generic.Files.Glob`'s default `max_results`: a `/**` typo must not walk
+/// a whole disk and produce a million rows.
+pub const MAX_COLLECTED_FILE_MATCHES_COUNT: u64 = 10_000;
+/// Read size while copying a file into its snapshot and hashing it: syscall overhead is
+/// noise at this size and the buffer stays in L2 beside the SHA-256 state.
+pub const FILE_COPY_BUFFER_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(DEFAULT_COLLECTED_FILE_MAX_BYTES <= DEFAULT_COLLECTED_TOTAL_MAX_BYTES);
+const _: () = assert!(DEFAULT_COLLECTED_TOTAL_MAX_BYTES <= DEFAULT_MAX_OUTBOX_BYTES);
+const _: () = assert!(DEFAULT_COLLECTED_FILE_MAX_BYTES <= MAX_UPLOADED_FILE_BYTES);
+
 // ---- Connections and admission ------------------------------------------------------------
 
 /// New agent connections accepted per second per frontend (docs/architecture.md).

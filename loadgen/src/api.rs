@@ -119,7 +119,18 @@ impl ApiClient {
 
     /// Schedules a collection; returns the flow id.
     pub async fn collect(&mut self, client_id: &str, artifacts: &[&str]) -> Result<String> {
-        let body = serde_json::to_vec(&serde_json::json!({ "artifacts": artifacts }))?;
+        self.collect_request(client_id, serde_json::json!({ "artifacts": artifacts }))
+            .await
+    }
+
+    /// Schedules a collection from a whole request body (artifacts, parameters, limits);
+    /// returns the flow id.
+    pub async fn collect_request(
+        &mut self,
+        client_id: &str,
+        request: serde_json::Value,
+    ) -> Result<String> {
+        let body = serde_json::to_vec(&request)?;
         let (status, answer, _) = self
             .request(
                 "POST",

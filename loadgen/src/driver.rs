@@ -7,6 +7,9 @@
 //! upload:  once the fleet is connected, schedule one collection on every agent (over
 //!          parallel API connections); each answers with `--upload-bytes-per-agent`
 //!          of rows, as fast as it can.
+//! files:   once the fleet is connected, schedule `Generic.Collectors.File` on every
+//!          agent; each uploads one synthetic file of `--file-bytes-per-agent`, and after
+//!          the run the uploads index of every flow and the bytes of a sample are checked.
 //! events:  client monitoring events: with `--event-artifact`, the client event table is
 //!          first set (PUT) to list those artifacts for every agent; each agent then emits
 //!          `--events-per-second-per-agent` synthetic rows for whatever its table lists,
@@ -35,6 +38,7 @@ pub enum Scenario {
     Tasking,
     Upload,
     Events,
+    Files,
 }
 
 /// Longest wait for the fleet to show as connected before a scenario starts anyway.
@@ -51,10 +55,16 @@ pub struct DriverPlan {
     /// The client event table's `all` list to PUT first (empty: leave the table alone).
     pub event_artifacts: Vec<serde_json::Value>,
     pub watch_artifact: Option<String>,
+    /// files: bytes of each agent's synthetic file.
+    pub file_bytes_per_agent: u64,
 }
 
 #[derive(Default)]
 pub struct DriverOutcome {
+    /// files: what the server holds after the run, and the seconds from the first
+    /// collection scheduled to the end of the run.
+    pub files: Option<crate::files::FilesCheck>,
+    pub files_seconds: f64,
     pub collections_scheduled: u64,
     pub schedule_errors: u64,
     pub api_latency_us: Option<Histogram<u64>>,
@@ -112,7 +122,19 @@ async fn schedule(
     let ids = wait_connected(&mut api, plan.clients, &plan.hostname_prefix, &mut stop).await?;
     let mut rng = rand::rngs::StdRng::from_entropy();
     match plan.scenario {
-        Scenario::Upload => schedule_everyone(target, ids, &mut outcome, &stop).await?,
+        Scenario::Upload => {
+            let request = serde_json::json!({ "artifacts": ["Linux.Sys.Pslist"] });
+            schedule_everyone(target, ids, request, &mut outcome, &stop).await?;
+        }
+        Scenario::Files => {
+            let started = Instant::now();
+            let request = crate::files::request(plan.file_bytes_per_agent);
+            let flows = schedule_everyone(target, ids, request, &mut outcome, &stop).await?;
+            let _ = stop.wait_for(|s| *s).await;
+            outcome.files_seconds = started.elapsed().as_secs_f64();
+            let check = crate::files::check(target, &flows, plan.file_bytes_per_agent).await?;
+            outcome.files = Some(check);
+        }
         Scenario::Tasking => {
             let every = Duration::from_secs_f64(1.0 / plan.task_rate_per_second.max(0.001));
             let mut next = Instant::now();
@@ -183,19 +205,23 @@ pub fn event_table_entry(spec: &str) -> Result<serde_json::Value> {
 /// busy; in parallel the whole fleet is uploading within seconds.
 const SCHEDULING_CONNECTIONS: usize = 32;
 
-/// One collection for every agent in `ids`, over [`SCHEDULING_CONNECTIONS`] connections.
+/// One collection (`request`) for every agent in `ids`, over [`SCHEDULING_CONNECTIONS`]
+/// connections; returns the (client, flow) pairs scheduled.
 async fn schedule_everyone(
     target: &ApiTarget,
     ids: Vec<String>,
+    request: serde_json::Value,
     outcome: &mut DriverOutcome,
     stop: &watch::Receiver<bool>,
-) -> Result<()> {
+) -> Result<Vec<(String, String)>> {
     let queue = std::sync::Arc::new(std::sync::Mutex::new(ids));
     let mut workers = Vec::new();
     for _ in 0..SCHEDULING_CONNECTIONS {
         let (queue, target, stop) = (queue.clone(), target.clone(), stop.clone());
+        let request = request.clone();
         workers.push(tokio::spawn(async move {
             let mut part = DriverOutcome::default();
+            let mut flows = Vec::new();
             let mut api = ApiClient::connect(&target).await?;
             loop {
                 let next = queue
@@ -206,17 +232,23 @@ async fn schedule_everyone(
                 if *stop.borrow() {
                     break;
                 }
-                tally(&mut part, api.collect(&id, &["Linux.Sys.Pslist"]).await);
+                let result = api.collect_request(&id, request.clone()).await;
+                if let Ok(flow) = &result {
+                    flows.push((id.clone(), flow.clone()));
+                }
+                tally(&mut part, result);
             }
-            anyhow::Ok(part)
+            anyhow::Ok((part, flows))
         }));
     }
+    let mut flows = Vec::new();
     for worker in workers {
-        let part = worker.await??;
+        let (part, scheduled) = worker.await??;
         outcome.collections_scheduled += part.collections_scheduled;
         outcome.schedule_errors += part.schedule_errors;
+        flows.extend(scheduled);
     }
-    Ok(())
+    Ok(flows)
 }
 
 fn tally(outcome: &mut DriverOutcome, result: Result<String>) {

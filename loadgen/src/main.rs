@@ -8,6 +8,7 @@ mod api;
 mod coordinator;
 mod driver;
 mod events;
+mod files;
 mod fleet;
 mod handshake;
 mod stats;
@@ -92,7 +93,11 @@ pub struct Args {
     /// --upload-bytes-per-agent of rows), events (every agent emits client monitoring
     /// events for the artifacts its client event table lists, at
     /// --events-per-second-per-agent; --event-artifact sets that table first). tasking
-    /// and upload need --api-url.
+    /// and upload need --api-url. files: every agent is tasked with
+    /// Generic.Collectors.File and uploads one synthetic file of --file-bytes-per-agent
+    /// (known SHA-256); after the run the uploads are checked on the server (needs
+    /// --api-url; pair with --exit-after-flows = --clients so the MB/s counts the upload
+    /// time only).
     #[arg(long, value_enum, default_value = "idle")]
     pub scenario: driver::Scenario,
     /// GUI/API URL of the frontend, e.g. https://127.0.0.1:8889/ (for scenarios and the
@@ -109,6 +114,9 @@ pub struct Args {
     /// upload: bytes of rows each agent sends for its collection.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub upload_bytes_per_agent: u64,
+    /// files: bytes of the synthetic file each agent uploads (one file per agent).
+    #[arg(long, default_value_t = 20 * 1000 * 1000)]
+    pub file_bytes_per_agent: u64,
     /// events: synthetic event rows each agent emits per second, over the event
     /// artifacts its table lists (rows of each artifact's usual shape and size).
     #[arg(long, default_value_t = 1.0)]
@@ -180,6 +188,7 @@ impl Args {
             probe_rate_per_second: self.probe_rate_per_second,
             event_artifacts,
             watch_artifact: self.watch_artifact.clone(),
+            file_bytes_per_agent: self.file_bytes_per_agent,
         })
     }
 
@@ -201,6 +210,10 @@ pub struct SyntheticRunner {
     /// JSON values held loadgen to ~50 MB/s on its core, so the server was never the
     /// bottleneck of an upload benchmark. The server validates every batch all the same.
     made: std::sync::Mutex<std::collections::HashMap<(String, usize), bytes::Bytes>>,
+    /// files scenario: the size of each agent's synthetic file (None: other scenarios
+    /// answer Generic.Collectors.File with no file).
+    pub file_bytes: Option<u64>,
+    files: files::SyntheticFiles,
 }
 
 /// Mean size of a synthetic Pslist row, for turning bytes into rows.
@@ -214,6 +227,9 @@ impl SyntheticRunner {
         Self {
             pslist_rows: rows,
             made: Default::default(),
+            file_bytes: (args.scenario == driver::Scenario::Files)
+                .then_some(args.file_bytes_per_agent),
+            files: Default::default(),
         }
     }
 }
@@ -227,6 +243,11 @@ impl Runner for SyntheticRunner {
         task.artifacts
             .iter()
             .map(|a| {
+                if let (Some(size), packhunt::artifacts::COLLECTORS_FILE) =
+                    (self.file_bytes, a.name.as_str())
+                {
+                    return self.files.output(&a.name, size);
+                }
                 let usual = packhunt::agent::artifacts::synthetic::synthetic_row_count(&a.name);
                 let count = match (self.pslist_rows, a.name.as_str()) {
                     (Some(rows), packhunt::artifacts::PSLIST) => rows,

@@ -368,9 +368,32 @@ pub struct FlowReport {
     pub rows: u64,
 }
 
+/// The files scenario's outcome, checked on the server.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct FilesReport {
+    /// Bytes of complete, verified files over the seconds from the first collection
+    /// scheduled to the end of the run (end the run with --exit-after-flows).
+    pub upload_mb_per_second: f64,
+    pub seconds: f64,
+    pub files_completed: u64,
+    pub bytes_completed: u64,
+    pub files_wrong: u64,
+    pub downloads_verified: u64,
+    pub downloads_failed: u64,
+    /// Chunks the agents resent from a server's acknowledged offset after a reconnect;
+    /// None until the agent's delivery reports them to its observer.
+    pub resumed_chunks: Option<u64>,
+    /// Agent-side errors over the run (all kinds).
+    pub errors: u64,
+    pub problems: Vec<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct Report {
     pub scenario: Option<crate::driver::Scenario>,
+    /// The files scenario: what the server holds after the run.
+    #[serde(default)]
+    pub files: Option<FilesReport>,
     /// Collections the scenario scheduled through the API, and how many it could not.
     pub collections_scheduled: u64,
     pub schedule_errors: u64,
@@ -473,6 +496,7 @@ impl Stats {
         flows.sort_by(|a, b| a.flow_id.cmp(&b.flow_id));
         Report {
             scenario: None,
+            files: None,
             collections_scheduled: 0,
             schedule_errors: 0,
             api_latency: None,
@@ -529,6 +553,20 @@ impl Report {
         outcome: crate::driver::DriverOutcome,
     ) {
         self.scenario = Some(scenario);
+        self.files = outcome.files.map(|check| FilesReport {
+            upload_mb_per_second: check.bytes_completed as f64
+                / outcome.files_seconds.max(1e-9)
+                / 1e6,
+            seconds: outcome.files_seconds,
+            files_completed: check.files_completed,
+            bytes_completed: check.bytes_completed,
+            files_wrong: check.files_wrong,
+            downloads_verified: check.downloads_verified,
+            downloads_failed: check.downloads_failed,
+            resumed_chunks: None,
+            errors: self.errors,
+            problems: check.problems,
+        });
         self.collections_scheduled = outcome.collections_scheduled;
         self.schedule_errors = outcome.schedule_errors;
         self.api_latency = outcome.api_latency_us.as_ref().map(percentiles);
@@ -670,6 +708,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
     let upload_bytes = sum(|r| r.upload_bytes);
     Ok(Report {
         scenario: None,
+        files: None,
         collections_scheduled: 0,
         schedule_errors: 0,
         api_latency: None,

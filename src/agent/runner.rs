@@ -21,53 +21,34 @@ pub fn push_row(jsonl: &mut Vec<u8>, row: &serde_json::Value) {
     jsonl.push(b'\n');
 }
 
-/// The real agent: artifacts read from this host.
+/// The real agent: artifacts read from this host. Runs the task's artifacts in request
+/// order with one flow-wide tally, so `max_rows` and `max_upload_bytes` count over the
+/// whole flow and upload numbers run 0, 1, 2.. over all artifacts' files (the numbers
+/// `FileChunk.upload` carries). Once a limit, a cancel or the timeout stops one artifact,
+/// the rest are answered empty (with that `limit_hit`) instead of run.
 pub struct NativeRunner;
 
 impl Runner for NativeRunner {
-    /// Rows past the task's `max_rows` (over all artifacts) and rows after its deadline
-    /// are not kept; the output says which limit stopped it.
     fn collect(&self, task: &pb::Task, ctx: &CollectContext) -> Vec<ArtifactOutput> {
-        let mut rows_left = match ctx.limits.max_rows {
-            0 => u64::MAX,
-            max => max,
-        };
-        task.artifacts
-            .iter()
-            .map(|request| {
-                let params: BTreeMap<String, String> =
-                    request.parameters.clone().into_iter().collect();
-                let mut jsonl = Vec::new();
-                let mut rows = 0u64;
-                let mut limit_hit = None;
-                let result = match ctx.should_stop() {
-                    true => Ok(()),
-                    false => crate::agent::artifacts::collect(&request.name, &params, &mut |row| {
-                        if limit_hit.is_some() || ctx.should_stop() {
-                            return;
-                        }
-                        if rows >= rows_left {
-                            limit_hit = Some(crate::agent::outbox::MAX_ROWS);
-                            return;
-                        }
-                        push_row(&mut jsonl, &row);
-                        rows += 1;
-                    }),
-                };
-                rows_left -= rows;
+        use crate::agent::artifacts::sink::{ArtifactSink, FlowTally, LIMIT_TIMEOUT};
+        let mut tally = FlowTally::default();
+        let mut outputs = Vec::with_capacity(task.artifacts.len());
+        for request in &task.artifacts {
+            let stopped = tally.limit_hit.is_some() || ctx.should_stop();
+            let mut sink = ArtifactSink::new(ctx, &mut tally);
+            if stopped {
                 if ctx.timed_out() {
-                    limit_hit = Some(crate::agent::outbox::TIMEOUT_S);
+                    sink.hit(LIMIT_TIMEOUT);
                 }
-                ArtifactOutput {
-                    name: request.name.clone(),
-                    jsonl: jsonl.into(),
-                    rows,
-                    error: result.err().map(|e| e.to_string()),
-                    limit_hit,
-                    ..Default::default()
-                }
-            })
-            .collect()
+                sink.carry_flow_limit();
+                outputs.push(sink.finish(&request.name, None));
+                continue;
+            }
+            let params: BTreeMap<String, String> = request.parameters.clone().into_iter().collect();
+            let result = crate::agent::artifacts::collect_into(&request.name, &params, &mut sink);
+            outputs.push(sink.finish(&request.name, result.err().map(|e| e.to_string())));
+        }
+        outputs
     }
 
     fn is_blocking(&self) -> bool {

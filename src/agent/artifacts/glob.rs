@@ -21,8 +21,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::collect_files::FileCopier;
+use super::sink::ArtifactSink;
 use super::ArtifactError;
 use crate::artifacts::FILES_GLOB;
+use crate::limits::{DEFAULT_COLLECTED_FILE_MAX_BYTES, DEFAULT_COLLECTED_TOTAL_MAX_BYTES};
 
 /// How many directories deep `**` descends. Deeper trees exist (node_modules) but a
 /// `**` hunt over them is rarely what was meant, and the bound keeps the walk's stack
@@ -45,6 +48,8 @@ pub(super) struct GlobParams {
     pub pattern: String,
     pub hash: bool,
     pub max_results: u64,
+    /// Upload each regular file too (`collect_files`'s copier, its default budgets).
+    pub upload: bool,
 }
 
 impl GlobParams {
@@ -57,33 +62,94 @@ impl GlobParams {
             pattern: field("pattern").to_string(),
             hash: field("hash") == "true",
             max_results,
+            upload: field("upload") == "true",
         })
     }
 }
 
+/// Runs `Generic.Files.Glob`, its rows (and with `upload`, its files) into `sink`.
+pub(super) fn collect_into(
+    params: &GlobParams,
+    sink: &mut ArtifactSink<'_>,
+) -> Result<(), ArtifactError> {
+    if !params.upload {
+        return collect(params, &mut |row| sink.row(&row));
+    }
+    let segments = compile(&params.pattern).map_err(|reason| bad_param("pattern", reason))?;
+    let mut copier = FileCopier::new(
+        DEFAULT_COLLECTED_FILE_MAX_BYTES,
+        DEFAULT_COLLECTED_TOTAL_MAX_BYTES,
+    );
+    let mut seen = HashSet::new();
+    let mut matches = 0u64;
+    let _ = walk(&segments, &mut seen, &mut |path| {
+        if matches >= params.max_results {
+            return ControlFlow::Break(());
+        }
+        matches += 1;
+        // Directories, links to nothing and special files keep their plain row; a
+        // regular file's row is the copier's, with the listing's mode and is_dir.
+        let listing = file_row(path, None);
+        let mode = listing.get("mode").cloned();
+        let flow = copier.collect_with(
+            path,
+            sink,
+            |row| {
+                if let Some(mode) = mode {
+                    row["mode"] = mode;
+                }
+                row["is_dir"] = Value::Bool(false);
+            },
+            |_| Some(listing),
+        );
+        if matches >= params.max_results {
+            return ControlFlow::Break(());
+        }
+        flow
+    });
+    Ok(())
+}
+
+/// Runs `Generic.Files.Glob` without uploads, handing each row to `emit` until it says
+/// stop or `max_results` is reached.
 pub(super) fn collect(
     params: &GlobParams,
-    emit: &mut dyn FnMut(Value),
+    emit: &mut dyn FnMut(Value) -> ControlFlow<()>,
 ) -> Result<(), ArtifactError> {
     let segments = compile(&params.pattern).map_err(|reason| bad_param("pattern", reason))?;
     if params.max_results == 0 {
         return Ok(());
     }
-    let mut walker = Walker {
-        hash: params.hash,
-        max_results: params.max_results,
-        emitted: 0,
-        seen: HashSet::new(),
-        buffer: vec![0; if params.hash { HASH_BUFFER_BYTES } else { 0 }],
-        emit,
-    };
-    let _ = walker.walk(Path::new("/"), &segments, 0);
+    let mut buffer = vec![0; if params.hash { HASH_BUFFER_BYTES } else { 0 }];
+    let mut emitted = 0u64;
+    let mut seen = HashSet::new();
+    let _ = walk(&segments, &mut seen, &mut |path| {
+        debug_assert!(emitted < params.max_results);
+        let row = file_row(path, params.hash.then_some(&mut buffer[..]));
+        emit(row)?;
+        emitted += 1;
+        if emitted >= params.max_results {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
     Ok(())
+}
+
+/// Walks the matches of a compiled pattern, handing each path not in `seen` to `visit`
+/// (and adding it), until `visit` says stop. `Break` is returned when it did.
+pub(super) fn walk(
+    segments: &[Segment],
+    seen: &mut HashSet<PathBuf>,
+    visit: &mut dyn FnMut(&Path) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut walker = Walker { seen, visit };
+    walker.walk(Path::new("/"), segments, 0)
 }
 
 /// One `/`-separated piece of a compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
+pub(super) enum Segment {
     /// No wildcard: joined, not listed, so `/etc/passwd` costs one lstat.
     Literal(String),
     Wild(Vec<Token>),
@@ -92,7 +158,7 @@ enum Segment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+pub(super) enum Token {
     Char(char),
     AnyChar,
     AnyRun,
@@ -104,7 +170,7 @@ enum Token {
 
 /// Parses a pattern into segments. A trailing `**` means "everything below", so it is
 /// compiled as `**/*`; repeated `**` collapse into one, which changes no match.
-fn compile(pattern: &str) -> Result<Vec<Segment>, String> {
+pub(super) fn compile(pattern: &str) -> Result<Vec<Segment>, String> {
     if !pattern.starts_with('/') {
         return Err("must be an absolute path pattern".to_string());
     }
@@ -208,20 +274,15 @@ fn matches(tokens: &[Token], name: &[char]) -> bool {
     tokens[t..].iter().all(|t| *t == Token::AnyRun)
 }
 
-/// The walk's state. Invariant: `emitted <= max_results`; `seen` holds every path
-/// emitted, because with two `**` one path can be reached by two routes.
+/// The walk's state. Invariant: `seen` holds every path visited, because with two `**`
+/// one path can be reached by two routes.
 struct Walker<'a> {
-    hash: bool,
-    max_results: u64,
-    emitted: u64,
-    seen: HashSet<PathBuf>,
-    /// Reused for every hashed file: one allocation per collection, not per file.
-    buffer: Vec<u8>,
-    emit: &'a mut dyn FnMut(Value),
+    seen: &'a mut HashSet<PathBuf>,
+    visit: &'a mut dyn FnMut(&Path) -> ControlFlow<()>,
 }
 
 impl Walker<'_> {
-    /// Matches `segments` below `dir`. `Break` means `max_results` was reached.
+    /// Matches `segments` below `dir`. `Break` means the visitor said stop.
     fn walk(&mut self, dir: &Path, segments: &[Segment], depth: usize) -> ControlFlow<()> {
         let Some((first, rest)) = segments.split_first() else {
             return self.emit_match(dir);
@@ -277,17 +338,10 @@ impl Walker<'_> {
     }
 
     fn emit_match(&mut self, path: &Path) -> ControlFlow<()> {
-        debug_assert!(self.emitted < self.max_results);
         if !self.seen.insert(path.to_path_buf()) {
             return ControlFlow::Continue(());
         }
-        let row = file_row(path, self.hash.then_some(&mut self.buffer[..]));
-        (self.emit)(row);
-        self.emitted += 1;
-        if self.emitted >= self.max_results {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
+        (self.visit)(path)
     }
 }
 
@@ -349,7 +403,7 @@ fn file_row(path: &Path, hash_buffer: Option<&mut [u8]>) -> Value {
 /// SHA-256 of a file, streamed through `buffer`; refuses past `MAX_HASH_BYTES`.
 fn sha256_file(path: &Path, buffer: &mut [u8]) -> io::Result<String> {
     debug_assert_eq!(buffer.len(), HASH_BUFFER_BYTES);
-    let mut file = open_for_hash(path)?;
+    let mut file = open_nonblocking(path)?;
     let mut hasher = Sha256::new();
     let mut total_bytes: u64 = 0;
     loop {
@@ -373,7 +427,7 @@ fn sha256_file(path: &Path, buffer: &mut [u8]) -> io::Result<String> {
 /// with EAGAIN instead of hanging the collection, and with O_NOATIME so hashing does
 /// not rewrite the access times an investigation may rely on. O_NOATIME needs file
 /// ownership or CAP_FOWNER, so it is dropped when refused.
-fn open_for_hash(path: &Path) -> io::Result<fs::File> {
+pub(super) fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
     let open = |flags| {
         fs::OpenOptions::new()
             .read(true)
@@ -429,9 +483,14 @@ mod tests {
             pattern: pattern.to_string(),
             hash,
             max_results,
+            upload: false,
         };
         let mut rows = Vec::new();
-        collect(&params, &mut |row| rows.push(row)).unwrap();
+        collect(&params, &mut |row| {
+            rows.push(row);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         rows
     }
 
@@ -572,8 +631,9 @@ mod tests {
                 pattern: pattern.to_string(),
                 hash: false,
                 max_results: 1,
+                upload: false,
             };
-            let err = collect(&params, &mut |_| {}).unwrap_err();
+            let err = collect(&params, &mut |_| ControlFlow::Continue(())).unwrap_err();
             assert!(
                 matches!(err, ArtifactError::BadParameter { .. }),
                 "{pattern}: {err}"

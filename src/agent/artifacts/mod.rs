@@ -2,14 +2,18 @@
 //! directly (no shelling out, so a collection costs no fork and cannot be fooled by a
 //! doctored `ps` on PATH) and emits rows as JSON objects.
 //!
-//! Owns: turning an artifact name and its parameters into rows. Must not: batch, upload
-//! or frame rows (the comms client does), or know anything of the server side.
+//! Owns: turning an artifact name and its parameters into rows and collected files
+//! (snapshots with their SHA-256, `collect_files`), within the flow's limits (`sink`).
+//! Must not: batch, upload or frame rows (the comms client and outbox do), or know
+//! anything of the server side.
 //! `synthetic` produces rows of the same shape for loadgen without touching the host.
 
 mod client_info;
+mod collect_files;
 mod glob;
 mod netstat;
 pub(crate) mod pslist;
+pub mod sink;
 pub mod synthetic;
 pub(crate) mod users;
 
@@ -19,30 +23,57 @@ use serde_json::Value;
 
 pub use crate::artifacts::ArtifactError;
 use crate::artifacts::{self as catalogue, find_collectable, resolve_params};
+use sink::ArtifactSink;
 
-/// Runs the collection artifact `name` and hands each row to `emit`, in the order found.
+/// Runs the collection artifact `name` into `sink`: its rows in the order found, and
+/// the files it collects.
 ///
 /// `params` are string values as a task carries them; they are checked against the
 /// catalogue and defaults are filled here. Errors are reserved for a request the agent
 /// must refuse or an artifact that cannot run at all; a single unreadable process or
-/// file is a skipped row or a row with an `error` field.
-pub fn collect(
+/// file is a skipped row or a row with an `error` field. A limit, a cancel or a timeout
+/// ends it early without an error (`sink` records which limit).
+pub fn collect_into(
     name: &str,
     params: &BTreeMap<String, String>,
-    emit: &mut dyn FnMut(Value),
+    sink: &mut ArtifactSink<'_>,
 ) -> Result<(), ArtifactError> {
     let def = find_collectable(name)?;
     let params = resolve_params(def, params)?;
+    // Host listings are read whole (they are small); their rows stop at a limit.
+    let mut emit = |row: Value| {
+        let _ = sink.row(&row);
+    };
     match def.name {
-        catalogue::CLIENT_INFO => client_info::collect(emit),
-        catalogue::PSLIST => pslist::collect(emit),
-        catalogue::USERS => users::collect(emit),
-        catalogue::NETSTAT => netstat::collect(emit),
-        catalogue::FILES_GLOB => glob::collect(&glob::GlobParams::parse(&params)?, emit),
+        catalogue::CLIENT_INFO => client_info::collect(&mut emit),
+        catalogue::PSLIST => pslist::collect(&mut emit),
+        catalogue::USERS => users::collect(&mut emit),
+        catalogue::NETSTAT => netstat::collect(&mut emit),
+        catalogue::FILES_GLOB => glob::collect_into(&glob::GlobParams::parse(&params)?, sink),
+        catalogue::COLLECTORS_FILE => collect_files::collect(&params, sink),
         // A catalogue entry without an implementation is our bug, but the agent must keep
         // serving other tasks, so it is reported as an unknown artifact, not a panic.
         other => Err(ArtifactError::UnknownArtifact(other.to_string())),
     }
+}
+
+/// Runs `name` with no limits and files in memory and returns its rows (tests).
+#[cfg(test)]
+pub(crate) fn collect_rows(
+    name: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<Vec<Value>, ArtifactError> {
+    let ctx = crate::agent::collected::CollectContext::unlimited();
+    let mut tally = sink::FlowTally::default();
+    let mut sink = ArtifactSink::new(&ctx, &mut tally);
+    collect_into(name, params, &mut sink)?;
+    let output = sink.finish(name, None);
+    Ok(output
+        .jsonl
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("rows are JSON"))
+        .collect())
 }
 
 /// Wraps an I/O error that stops a whole artifact with what was being read.
@@ -73,9 +104,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut rows = Vec::new();
-        collect(name, &params, &mut |row| rows.push(row))?;
-        Ok(rows)
+        collect_rows(name, &params)
     }
 
     #[test]
@@ -84,9 +113,21 @@ mod tests {
             if def.kind != crate::artifacts::ArtifactKind::Collection {
                 continue;
             }
-            let rows = rows_of(def.name, &[]).unwrap_or_else(|e| panic!("{}: {e}", def.name));
+            // Required parameters get a value that matches nothing on any host.
+            let required: Vec<(&str, &str)> = def
+                .parameters
+                .iter()
+                .filter(|p| p.default.is_none())
+                .map(|p| (p.name, "/nonexistent-packhunt-test/*"))
+                .collect();
+            let rows = rows_of(def.name, &required).unwrap_or_else(|e| panic!("{}: {e}", def.name));
             assert!(rows.iter().all(Value::is_object), "{}", def.name);
-            if def.name != catalogue::FILES_GLOB && def.name != catalogue::NETSTAT {
+            let may_be_empty = [
+                catalogue::FILES_GLOB,
+                catalogue::NETSTAT,
+                catalogue::COLLECTORS_FILE,
+            ];
+            if !may_be_empty.contains(&def.name) {
                 assert!(!rows.is_empty(), "{} gave no rows", def.name);
             }
         }
