@@ -266,6 +266,8 @@ pub fn place_upload(
         size: hashing.size,
         sha256: hex::encode(hashing.sha.finalize()),
         error: None,
+        expected_size: None,
+        expected_sha256: None,
         time_ms: 1_700_000_000_000 + u64::from(upload),
     };
     let mut index = std::fs::OpenOptions::new()
