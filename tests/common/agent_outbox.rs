@@ -33,6 +33,31 @@ impl OutboxAgent {
         })
     }
 
+    /// A client config with `max_upload_bytes`, an outbox in the deployment's folder and
+    /// only these frontends' agent ports, in this order (`name`: the config file's name).
+    pub fn on_ports(
+        deployment: &Deployment,
+        name: &str,
+        ports: &[u16],
+        max_upload_bytes: u64,
+    ) -> Result<Self> {
+        let outbox = deployment.path().join(format!("{name}.outbox"));
+        let dir = outbox.clone();
+        let config = deployment.client_config_with(name, |c| {
+            c.client.server_urls = ports
+                .iter()
+                .map(|p| format!("https://127.0.0.1:{p}/"))
+                .collect();
+            c.client.max_upload_bytes = max_upload_bytes;
+            c.client.outbox_dir = Some(dir);
+        })?;
+        Ok(Self {
+            config,
+            outbox,
+            log: deployment.path().join(format!("{name}.log")),
+        })
+    }
+
     /// Starts the agent; its log goes to `agent.log` (appended across starts).
     pub fn start(&self) -> Result<Proc> {
         let log = std::fs::OpenOptions::new()
