@@ -591,15 +591,7 @@ impl Metrics {
             ("packhunt_exports_started_total", "Whole result set downloads and zip exports started", &self.exports_started),
             ("packhunt_exports_failed_total", "Whole result set downloads and zip exports aborted by an error after they had started", &self.exports_failed),
         ];
-        for (name, help, value) in counters {
-            write_metric(
-                out,
-                name,
-                help,
-                "counter",
-                &[("", value.load(Ordering::Relaxed) as i64)],
-            );
-        }
+        write_counters(out, &counters);
     }
 
     /// Cancel's metrics (api/cancel.rs, notify, sessions/tasks.rs).
@@ -612,15 +604,7 @@ impl Metrics {
             ("packhunt_cancel_frames_dropped_total", "Cancel frames not queued: the agent's task stream was not being read (it is refused at its next upload instead)", &self.cancel_frames_dropped),
             ("packhunt_cancel_notices_dropped_total", "Cancel hand-offs dropped (a shard queue full past its deadline, or the replication queue full)", &self.cancel_notices_dropped),
         ];
-        for (name, help, value) in counters {
-            write_metric(
-                out,
-                name,
-                help,
-                "counter",
-                &[("", value.load(Ordering::Relaxed) as i64)],
-            );
-        }
+        write_counters(out, &counters);
         write_metric(
             out,
             "packhunt_cancel_hunt_flows_pending",
@@ -643,10 +627,7 @@ impl Metrics {
             ("packhunt_events_watch_unwatched_total", "Minion: event batches not forwarded because the master watches no such artifact", &self.events_watch_unwatched),
             ("packhunt_events_watch_received_total", "Master: event batches received from minions for live watchers", &self.events_watch_received),
         ];
-        for (name, help, value) in counters {
-            let value = value.load(Ordering::Relaxed) as i64;
-            write_metric(out, name, help, "counter", &[("", value)]);
-        }
+        write_counters(out, &counters);
         let gauges: [(&str, &str, &AtomicI64); 2] = [
             (
                 "packhunt_events_watchers",
@@ -741,10 +722,7 @@ impl Metrics {
                 &self.files_downloads,
             ),
         ];
-        for (name, help, value) in counters {
-            let value = value.load(Ordering::Relaxed) as i64;
-            write_metric(out, name, help, "counter", &[("", value)]);
-        }
+        write_counters(out, &counters);
         let refused = by_label(
             "reason",
             FileRefusal::ALL.map(FileRefusal::label),
@@ -756,6 +734,14 @@ impl Metrics {
             "File chunks and result batches refused with 409, by reason",
             &refused,
         );
+    }
+}
+
+/// Plain counters, each one series without labels.
+fn write_counters(out: &mut String, counters: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, value) in counters {
+        let value = value.load(Ordering::Relaxed) as i64;
+        write_metric(out, name, help, "counter", &[("", value)]);
     }
 }
 

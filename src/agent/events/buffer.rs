@@ -18,6 +18,7 @@
 //! `state.json` is written when the drop counts change and when the buffer empties, the
 //! only times the batch files themselves would not tell the last seq.
 
+use crate::agent::outbox::disk::{create_private_dir, write_atomically};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -458,7 +459,7 @@ impl EventBuffer {
             "{:020}.{}{BATCH_SUFFIX}",
             batch.seq, batch.artifact
         ));
-        write_atomically(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+        write_atomically(&path, &bytes, false).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn remove_file(&self, entry: &Entry) {
@@ -482,7 +483,7 @@ impl EventBuffer {
         };
         let text = serde_json::to_vec(&state).expect("a map of strings and numbers serialises");
         let path = dir.join(STATE_FILE);
-        if let Err(e) = write_atomically(&path, &text) {
+        if let Err(e) = write_atomically(&path, &text, false) {
             tracing::warn!(path = %path.display(), "event buffer state not written: {e}");
         }
     }
@@ -574,31 +575,6 @@ fn split_batch(batch: &pb::EventBatch) -> Option<(pb::EventBatch, pb::EventBatch
         half(batch.jsonl.slice(..cut), &batch.time_ms[..mid_row]),
         half(batch.jsonl.slice(cut..), &batch.time_ms[mid_row..]),
     ))
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }
 
 /// FNV-1a, 64 bits: catches a torn or foreign file; not a defence against tampering

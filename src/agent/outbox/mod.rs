@@ -20,7 +20,8 @@
 //! `flow` holds one flow's state and the answer rules, `journal` the finished flows,
 //! `disk` the folder. This file: the queue, storage, the bound, recovery at start.
 
-mod disk;
+/// Private folders and crash-safe file replacement, shared with the event buffer.
+pub(crate) mod disk;
 mod flow;
 mod journal;
 mod layout;
