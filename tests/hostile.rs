@@ -657,14 +657,21 @@ fn assert_ok(reply: &UploadReply, next_seq: u64) {
     assert_ack(reply, Status::Ok, next_seq);
 }
 
-/// A refusal: the status code, a REJECTED ack, and a message containing `words`.
+/// A refusal: the status code, a REJECTED ack (FLOW_CLOSED for a flow that has ended),
+/// and a message containing `words`.
 fn assert_refused(reply: &UploadReply, status: u16, words: &[&str]) {
     assert_eq!(reply.status, status, "{reply:?}");
     let ack = reply
         .ack
         .as_ref()
         .expect("a refusal carries an ack with a message");
-    assert_eq!(ack.status, Status::Rejected as i32, "{reply:?}");
+    let closed = ack.message.contains("no more results are taken");
+    let want = if closed {
+        Status::FlowClosed
+    } else {
+        Status::Rejected
+    };
+    assert_eq!(ack.status, want as i32, "{reply:?}");
     assert!(!ack.message.is_empty(), "{reply:?}");
     for word in words {
         assert!(

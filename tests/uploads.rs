@@ -293,7 +293,10 @@ fn complete_files_are_write_once() -> Result<()> {
     ] {
         let reply = agent.upload(&upload)?;
         assert_eq!(reply.status, 409, "{reply:?}");
-        assert!(reply.ack.unwrap().message.contains("write-once"));
+        // One file refused, not the flow: the agent gives up that file only.
+        let ack = reply.ack.unwrap();
+        assert_eq!(ack.status, Status::Rejected as i32);
+        assert!(ack.message.contains("write-once"));
     }
     assert_eq!(std::fs::read(&stored)?, data);
     assert_eq!(list_uploads(&d.api(), &client, &flow)?["total"], 1);
@@ -359,7 +362,10 @@ fn chunks_for_an_ended_flow_are_refused() -> Result<()> {
     assert_eq!(finish(&mut agent, &finished, "")?, 200);
     let reply = agent.upload(&chunk(&finished, 1, "/g", &pattern(10, 11), 0, 10))?;
     assert_eq!(reply.status, 409, "{reply:?}");
-    assert!(reply.ack.unwrap().message.contains("finished"));
+    // The flow has ended: the ack says so in a way the agent need not parse from text.
+    let ack = reply.ack.unwrap();
+    assert_eq!(ack.status, Status::FlowClosed as i32);
+    assert!(ack.message.contains("finished"));
     assert!(!flow_dir(&d, &client, &finished)
         .join("uploading/1")
         .exists());
@@ -378,7 +384,9 @@ fn chunks_for_an_ended_flow_are_refused() -> Result<()> {
     packhunt::datastore::write_status(&cdir, &status)?;
     let reply = agent.upload(&chunk(&cancelled, 0, "/c", &data, 4 * KIB, 4 * KIB))?;
     assert_eq!(reply.status, 409, "{reply:?}");
-    assert!(reply.ack.unwrap().message.contains("cancelled"));
+    let ack = reply.ack.unwrap();
+    assert_eq!(ack.status, Status::FlowClosed as i32);
+    assert!(ack.message.contains("cancelled"));
     let arriving = flow_dir(&d, &client, &cancelled).join("uploading/0");
     assert_eq!(std::fs::metadata(&arriving)?.len(), 4 * KIB as u64);
     assert_eq!(finish(&mut agent, &cancelled, "")?, 200);

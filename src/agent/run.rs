@@ -529,6 +529,10 @@ async fn deliver_front(
                 .as_ref()
                 .map(|a| a.message.clone())
                 .unwrap_or_default(),
+            flow_closed: reply
+                .ack
+                .as_ref()
+                .is_some_and(|a| a.status == upload_ack::Status::FlowClosed as i32),
         }),
     };
     let Some(answer) = answer else {
@@ -552,9 +556,10 @@ fn ack_reply(ack: Option<&pb::UploadAck>) -> Reply {
         Ok(upload_ack::Status::Ok) => Reply::Ok { next_seq },
         Ok(upload_ack::Status::Duplicate) => Reply::Duplicate { next_seq },
         Ok(upload_ack::Status::OutOfOrder) => Reply::OutOfOrder { next_seq },
-        _ => Reply::Refused {
+        status => Reply::Refused {
             code: 200,
             message: ack.message.clone(),
+            flow_closed: status == Ok(upload_ack::Status::FlowClosed),
         },
     }
 }

@@ -157,8 +157,14 @@ impl Answer {
 
     pub fn rejected(e: &UploadError) -> Self {
         metrics().upload_rejected(e.reason());
+        let status = match e {
+            UploadError::FlowClosed { .. } | UploadError::TooLate { .. } => {
+                upload_ack::Status::FlowClosed
+            }
+            _ => upload_ack::Status::Rejected,
+        };
         let ack = pb::UploadAck {
-            status: upload_ack::Status::Rejected as i32,
+            status: status as i32,
             next_seq: 0,
             message: e.to_string(),
         };

@@ -132,6 +132,8 @@ pub enum Reply {
     Refused {
         code: u16,
         message: String,
+        /// The ack said FLOW_CLOSED: the flow has ended on the server.
+        flow_closed: bool,
     },
 }
 
@@ -324,7 +326,7 @@ impl Ready {
                 Reply::TooLarge => {
                     Effect::Drop("the server refused its status as too large".into())
                 }
-                Reply::Refused { code, message } => {
+                Reply::Refused { code, message, .. } => {
                     Effect::Drop(format!("the server refused its status ({code}): {message}"))
                 }
             },
@@ -385,7 +387,7 @@ impl Ready {
                 }
                 Effect::Relaid
             }
-            Reply::Refused { code, message } => Effect::Drop(format!(
+            Reply::Refused { code, message, .. } => Effect::Drop(format!(
                 "the server refused a batch of {} ({code}): {message}",
                 doc.name
             )),
@@ -423,10 +425,14 @@ impl Ready {
                 }
             }
             Reply::TooLarge => Effect::SmallerChunks,
-            Reply::Refused { code, message } if code == 409 && is_flow_closed(&message) => {
+            Reply::Refused {
+                code,
+                message,
+                flow_closed,
+            } if flow_closed || (code == 409 && is_flow_closed(&message)) => {
                 Effect::Drop(format!("the server closed the flow: {message}"))
             }
-            Reply::Refused { code, message } => {
+            Reply::Refused { code, message, .. } => {
                 self.give_up(file, format!("refused by the server ({code}): {message}"))
             }
         }
@@ -454,7 +460,8 @@ impl Ready {
 }
 
 /// Whether a 409's message says the flow itself is closed (finished, error, cancelled),
-/// as opposed to one file being refused (write-once, quota).
+/// as opposed to one file being refused (write-once, quota): for servers that predate
+/// the FLOW_CLOSED ack status.
 fn is_flow_closed(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("closed")

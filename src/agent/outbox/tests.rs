@@ -91,6 +91,7 @@ impl Server {
         let refused = |message: &str| Reply::Refused {
             code: 409,
             message: message.to_string(),
+            flow_closed: false,
         };
         let key = (c.flow_id.clone(), c.upload);
         if !self.files.contains_key(&key) && self.quota > 0 {
@@ -154,6 +155,7 @@ fn closed(flow: &str) -> Reply {
     Reply::Refused {
         code: 409,
         message: format!("flow {flow} is already finished; no more results are taken"),
+        flow_closed: true,
     }
 }
 
