@@ -184,31 +184,24 @@ impl FlowUploads {
         if len == self.index_read_bytes {
             return Ok(());
         }
-        let mut file = File::open(&path).map_err(io_error("open", &path))?;
-        file.seek(SeekFrom::Start(self.index_read_bytes))
-            .map_err(io_error("seek", &path))?;
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(io_error("read", &path))?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                // End, or a line still being written: taken on a later look.
-                return Ok(());
+        let mut read = self.index_read_bytes;
+        let (done, done_bytes) = (&mut self.done, &mut self.done_bytes);
+        let result = each_line_from(&path, read, |line, bytes| {
+            read += bytes;
+            if line.is_empty() {
+                return Ok(true);
             }
-            self.index_read_bytes += n as u64;
-            if line.len() == 1 {
-                continue;
-            }
-            let record = parse_record(&path, &line[..line.len() - 1])?;
-            self.done_bytes += record.size;
-            if let Some(old) = self.done.insert(record.upload, record) {
+            let record = parse_record(&path, line)?;
+            *done_bytes += record.size;
+            if let Some(old) = done.insert(record.upload, record) {
                 // Two lines for one upload never come from this writer; count it once.
-                self.done_bytes -= old.size;
+                *done_bytes -= old.size;
             }
-        }
+            Ok(true)
+        });
+        // Lines read stay read even when one fails to parse.
+        self.index_read_bytes = read;
+        result
     }
 
     /// Complete files and their bytes.
@@ -603,29 +596,47 @@ fn parse_record(path: &Path, line: &[u8]) -> Result<UploadRecord, DatastoreError
     })
 }
 
-/// Calls `each` with every complete line of the flow's index (without its `\n`), until
-/// it returns false. A last line without its `\n` is one still being written: not seen.
+/// Calls `each` with every complete, non-empty line of the flow's index (without its
+/// `\n`), until it returns false. A last line without its `\n` is one still being
+/// written: not seen.
 fn each_line(
     flow: &FlowDir,
     mut each: impl FnMut(&[u8]) -> Result<bool, DatastoreError>,
 ) -> Result<(), DatastoreError> {
-    let path = flow.uploads_index();
-    let file = match File::open(&path) {
+    each_line_from(&flow.uploads_index(), 0, |line, _| match line.is_empty() {
+        true => Ok(true),
+        false => each(line),
+    })
+}
+
+/// Calls `each` with every complete line of the index at `path` from byte `from` (the
+/// line without its `\n`, and the bytes it took), until it returns false. No file: no
+/// lines. A last line without its `\n` is not seen.
+fn each_line_from(
+    path: &Path,
+    from: u64,
+    mut each: impl FnMut(&[u8], u64) -> Result<bool, DatastoreError>,
+) -> Result<(), DatastoreError> {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error("open", &path)(e)),
+        Err(e) => return Err(io_error("open", path)(e)),
     };
+    if from > 0 {
+        file.seek(SeekFrom::Start(from))
+            .map_err(io_error("seek", path))?;
+    }
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
     loop {
         line.clear();
         let n = reader
             .read_until(b'\n', &mut line)
-            .map_err(io_error("read", &path))?;
+            .map_err(io_error("read", path))?;
         if n == 0 || line.last() != Some(&b'\n') {
             return Ok(());
         }
-        if line.len() > 1 && !each(&line[..line.len() - 1])? {
+        if !each(&line[..line.len() - 1], n as u64)? {
             return Ok(());
         }
     }
