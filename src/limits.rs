@@ -261,11 +261,13 @@ pub const ACCEPT_BACKOFF_ON_EMFILE: Duration = Duration::from_millis(100);
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
-/// HTTP/2 flow-control windows for agent connections: large enough that a 5 MiB upload
-/// is not throttled by window updates on a fast link; they cost nothing while idle
-/// (RFC 9113 6.9.2: the default is 65,535 bytes).
+/// HTTP/2 stream window for agent connections: large enough that a 5 MiB upload is not
+/// throttled by window updates on a fast link (RFC 9113 6.9.2: the default is 65,535 bytes).
 pub const H2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
-pub const H2_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// The connection window while no upload of the connection is admitted: the protocol's
+/// default, so an agent sends at most this much before a permit lets its body be read.
+/// Each admitted upload widens it by `H2_STREAM_WINDOW_BYTES` (transport/receive_window.rs).
+pub const H2_CONNECTION_WINDOW_IDLE_BYTES: u32 = 65_535;
 /// Streams one agent connection may open: it has one task stream and a few uploads in
 /// flight.
 pub const MAX_H2_CONCURRENT_STREAMS_COUNT: u32 = 16;
@@ -650,7 +652,6 @@ const _: () = assert!(ms(AGENT_CONNECT_TIMEOUT) >= ms(DEFAULT_HANDSHAKE_TIMEOUT)
 const _: () = assert!(ms(AGENT_BACKOFF_MIN) <= ms(AGENT_BACKOFF_MAX));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MIN) <= ms(REPLICATION_BACKOFF_MAX));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MAX) < ms(REPLICATION_HEALTHY_LINK_UPTIME));
-const _: () = assert!(H2_STREAM_WINDOW_BYTES <= H2_CONNECTION_WINDOW_BYTES);
 const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);
 
 /// A shard's share of a per-frontend limit (`concurrency`, `max_connections_per_second`):

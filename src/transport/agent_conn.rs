@@ -18,7 +18,7 @@ use http::{Method, Request, StatusCode};
 
 use crate::ids::ClientId;
 use crate::limits::{
-    H2_CONNECTION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, MAX_H2_CONCURRENT_STREAMS_COUNT,
+    H2_CONNECTION_WINDOW_IDLE_BYTES, H2_STREAM_WINDOW_BYTES, MAX_H2_CONCURRENT_STREAMS_COUNT,
     MAX_H2_HEADER_LIST_BYTES,
 };
 use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
@@ -31,6 +31,7 @@ use crate::sessions::shard::ShardCtx;
 use crate::sessions::{tasks, upload};
 use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
+use crate::transport::receive_window::ReceiveWindow;
 
 /// Decrements the open-connection gauge however the connection ends.
 struct OpenGuard;
@@ -85,7 +86,7 @@ pub async fn serve(
 
     let h2_handshake = h2::server::Builder::new()
         .initial_window_size(H2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_IDLE_BYTES)
         .max_concurrent_streams(MAX_H2_CONCURRENT_STREAMS_COUNT)
         .max_header_list_size(MAX_H2_HEADER_LIST_BYTES)
         .handshake::<_, Bytes>(compat::tokio_io(tls));
@@ -114,6 +115,8 @@ fn peer_gone(e: &std::io::Error) -> bool {
 enum Interrupt {
     Shutdown,
     Idle,
+    /// The admitted uploads changed: the connection window's new target.
+    Window(u32),
 }
 
 /// Requests in flight on one connection and when the last one ended. A connection with
@@ -171,12 +174,13 @@ async fn drive(
 ) {
     let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
+    let window = Rc::new(ReceiveWindow::default());
     let idle_timeout = ctx.config.limits.idle_timeout;
     let mut closing = false;
     loop {
         let raced = {
             let accept = conn.accept();
-            let interrupt = async {
+            let ended = async {
                 if closing {
                     return future::pending().await;
                 }
@@ -188,6 +192,14 @@ async fn drive(
                     Either::Right(_) => Interrupt::Idle,
                 }
             };
+            let interrupt = async {
+                let widened = window.changed();
+                pin_mut!(ended, widened);
+                match future::select(ended, widened).await {
+                    Either::Left((why, _)) => why,
+                    Either::Right((target, _)) => Interrupt::Window(target),
+                }
+            };
             pin_mut!(accept, interrupt);
             match future::select(accept, interrupt).await {
                 Either::Left((next, _)) => Ok(next),
@@ -196,6 +208,10 @@ async fn drive(
         };
         let next = match raced {
             Ok(next) => next,
+            Err(Interrupt::Window(target)) => {
+                conn.set_target_window_size(target);
+                continue;
+            }
             Err(why) => {
                 if matches!(why, Interrupt::Idle) {
                     metrics().connection_refused(ConnectionRefusal::IdleTimeout);
@@ -213,6 +229,7 @@ async fn drive(
                     admission.clone(),
                     client_id.clone(),
                     flows.clone(),
+                    window.clone(),
                     request,
                     respond,
                 );
@@ -236,6 +253,7 @@ async fn route(
     admission: Rc<Admission>,
     client_id: ClientId,
     flows: Rc<OpenFlows>,
+    window: Rc<ReceiveWindow>,
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
@@ -252,7 +270,7 @@ async fn route(
         // which keeps the task's allocation, sized by its largest future, alive with it.
         (&Method::POST, UPLOAD_PATH) => {
             Box::pin(handle_upload(
-                ctx, admission, client_id, flows, request, respond,
+                ctx, admission, client_id, flows, window, request, respond,
             ))
             .await
         }
@@ -265,6 +283,7 @@ async fn handle_upload(
     admission: Rc<Admission>,
     client_id: ClientId,
     flows: Rc<OpenFlows>,
+    window: Rc<ReceiveWindow>,
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
@@ -280,13 +299,17 @@ async fn handle_upload(
             Some(wait),
         );
     };
+    // Only now may the agent send more than the idle window: the body is read at once.
+    let widened = window.widen();
     let declared = body::declared_length(request.headers());
     let mut recv = request.into_body();
     let read = with_deadline(
         limits.request_timeout,
         body::read_capped(&mut recv, declared, limits.max_upload_bytes.get()),
     );
-    let answer = match read.await {
+    let read = read.await;
+    drop(widened);
+    let answer = match read {
         Some(Ok(bytes)) => {
             slot.hold_bytes(bytes.len() as u64);
             upload::handle(&ctx, &client_id, &flows, bytes).await

@@ -5,9 +5,9 @@
 //!
 //! An upload that finds no permit waits, in a bounded queue (`UPLOAD_WAITERS_PER_PERMIT_COUNT` per
 //! permit) for at most `limits.concurrency_wait_ms`; past either bound it gets 503 with
-//! a Retry-After and the agent keeps the batch. While it waits, h2 holds at most one
-//! stream window (1 MiB) of its body, so waiting uploads add at most
-//! `waiters × stream window` on top of the bound above.
+//! a Retry-After and the agent keeps the batch. While it waits, its connection's window
+//! is the idle one (64 KiB, transport/receive_window.rs), so a request not yet admitted
+//! holds at most that much per connection on top of the bound above.
 
 use std::cell::Cell;
 use std::rc::Rc;
