@@ -53,6 +53,8 @@ fn the_files_scenario_uploads_every_agents_file_intact() -> Result<()> {
     assert_eq!(files["files_completed"], AGENTS, "{files}");
     assert_eq!(files["bytes_completed"], AGENTS * FILE_BYTES, "{files}");
     assert_eq!(files["files_wrong"], 0, "{files}");
+    // No connection was dropped: no chunk had to be resumed from the server's offset.
+    assert_eq!(files["resumed_chunks"], 0, "{files}");
     assert_eq!(files["downloads_failed"], 0, "{files}");
     assert!(
         files["downloads_verified"].as_u64().unwrap() >= 1,

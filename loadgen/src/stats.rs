@@ -32,6 +32,8 @@ pub struct Stats {
     pub tasks: AtomicU64,
     pub upload_bytes: AtomicU64,
     pub upload_rows: AtomicU64,
+    /// File chunks the server answered DUPLICATE or OUT_OF_ORDER: resumed from its offset.
+    pub file_chunks_resumed: AtomicU64,
     pub flows_done: AtomicU64,
     pub errors: AtomicU64,
     /// Connections on which an agent offered a TLS session ticket (asked to resume).
@@ -74,6 +76,7 @@ impl Stats {
             tasks: AtomicU64::new(0),
             upload_bytes: AtomicU64::new(0),
             upload_rows: AtomicU64::new(0),
+            file_chunks_resumed: AtomicU64::new(0),
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             tickets_offered: AtomicU64::new(0),
@@ -292,6 +295,11 @@ impl Observer for AgentObserver {
         self.stats.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.stats.upload_rows.fetch_add(rows, Ordering::Relaxed);
     }
+    fn file_chunk_resumed(&self) {
+        self.stats
+            .file_chunks_resumed
+            .fetch_add(1, Ordering::Relaxed);
+    }
     fn flow_done(&self, flow_id: &str, rows: u64) {
         self.stats.flows_done.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -380,9 +388,9 @@ pub struct FilesReport {
     pub files_wrong: u64,
     pub downloads_verified: u64,
     pub downloads_failed: u64,
-    /// Chunks the agents resent from a server's acknowledged offset after a reconnect;
-    /// None until the agent's delivery reports them to its observer.
-    pub resumed_chunks: Option<u64>,
+    /// Chunks the server answered DUPLICATE or OUT_OF_ORDER: the agents resumed from the
+    /// server's offset (after a reconnect, a move or a restart) rather than from zero.
+    pub resumed_chunks: u64,
     /// Agent-side errors over the run (all kinds).
     pub errors: u64,
     pub problems: Vec<String>,
@@ -421,6 +429,10 @@ pub struct Report {
     pub task_latency_by_frontend: BTreeMap<String, Percentiles>,
     pub upload_bytes: u64,
     pub upload_rows: u64,
+    /// File chunks answered DUPLICATE or OUT_OF_ORDER (resent after a reconnect, or
+    /// skipped to the server's offset).
+    #[serde(default)]
+    pub file_chunks_resumed: u64,
     pub upload_mb_per_second: f64,
     pub flows_completed: u64,
     pub errors: u64,
@@ -522,6 +534,7 @@ impl Stats {
                 .collect(),
             upload_bytes: l(&self.upload_bytes),
             upload_rows: l(&self.upload_rows),
+            file_chunks_resumed: l(&self.file_chunks_resumed),
             upload_mb_per_second: l(&self.upload_bytes) as f64
                 / 1e6
                 / duration.as_secs_f64().max(1e-9),
@@ -563,7 +576,7 @@ impl Report {
             files_wrong: check.files_wrong,
             downloads_verified: check.downloads_verified,
             downloads_failed: check.downloads_failed,
-            resumed_chunks: None,
+            resumed_chunks: self.file_chunks_resumed,
             errors: self.errors,
             problems: check.problems,
         });
@@ -730,6 +743,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
             .collect(),
         upload_bytes,
         upload_rows: sum(|r| r.upload_rows),
+        file_chunks_resumed: sum(|r| r.file_chunks_resumed),
         upload_mb_per_second: upload_bytes as f64 / 1e6 / duration_s.max(1e-9),
         flows_completed: sum(|r| r.flows_completed),
         errors: sum(|r| r.errors),

@@ -36,6 +36,9 @@ pub trait Observer: Send + Sync + 'static {
     /// which may be before the agent could take it up (it sends its facts first).
     fn task_received(&self, _task: &pb::Task, _received_us: u64) {}
     fn uploaded(&self, _bytes: u64, _rows: u64) {}
+    /// The server answered a file chunk DUPLICATE or OUT_OF_ORDER: the upload resumes
+    /// from the offset it holds.
+    fn file_chunk_resumed(&self) {}
     fn flow_done(&self, _flow_id: &str, _rows: u64) {}
     fn error(&self, _what: &str) {}
     /// The server took an event batch (OK or DUPLICATE): its rows and bytes of rows.
@@ -540,6 +543,11 @@ async fn deliver_front(
         return Ok(());
     };
     let taken = matches!(answer, Reply::Ok { .. } | Reply::Duplicate { .. });
+    if sending.is_file_chunk()
+        && matches!(answer, Reply::Duplicate { .. } | Reply::OutOfOrder { .. })
+    {
+        observer.file_chunk_resumed();
+    }
     let report = sending.clone();
     let outcome = with_outbox(state, move |o| o.answered(&sending, answer)).await;
     report_outcome(&report, taken, outcome, observer);

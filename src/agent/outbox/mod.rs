@@ -67,6 +67,10 @@ impl Sending {
     pub fn is_status(&self) -> bool {
         self.item == Item::Status
     }
+
+    pub fn is_file_chunk(&self) -> bool {
+        matches!(self.item, Item::Chunk { .. })
+    }
 }
 
 /// What an answer meant, for the agent's log and observer.
