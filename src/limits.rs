@@ -392,6 +392,12 @@ pub const MAX_API_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_LABELS_PER_CLIENT_COUNT: usize = 64;
 pub const MAX_LABEL_CHARS: usize = 64;
 
+// ---- GUI: client index -----------------------------------------------------------------------
+
+// ---- GUI: sessions and request checks --------------------------------------------------------
+
+// ---- GUI: assets and live views --------------------------------------------------------------
+
 // ---- Client event table -------------------------------------------------------------------
 
 /// Event artifacts one list of the client event table (`all`, or one label's) may name.
