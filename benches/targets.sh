@@ -10,7 +10,11 @@
 #                                         P3_CONCURRENCY= the frontend's default)
 #   bash benches/targets.sh p4 [N]        GUI/API probe latency, idle vs N uploading agents (P4_FSYNC=false,
 #                                         P4_CONCURRENCY=256)
-#                                         (N=15000), [gui] priority executor vs shared (P4_PRIOS)
+#                                         (N=15000), [gui] priority executor vs shared (P4_PRIOS);
+#                                         SEED_CLIENTS=50000 puts that many offline clients in the
+#                                         datastore first, PROBE_PATHS="/api/v1/frontends
+#                                         /api/v1/clients?search=seed-4711 {results}" probes the
+#                                         GUI's own calls, each reported on its own
 #   bash benches/targets.sh p5 [N]        task delivery latency through a master + 2 minions, N agents
 #                                         over all three (N=15000): agents on the master vs on minions
 #   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
@@ -313,7 +317,7 @@ p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
     # ~30 ms p99 whatever the frontend did).
     # shellcheck disable=SC2046
     LOADGEN_CPUS="" LOADGEN_NICE=${PROBE_NICE:--10} start_loadgen "$dir" "$name" $((PROBE_S + 60)) --clients 0 \
-        --duration-s "$PROBE_S" --probe-rate-per-second "$PROBE_RATE" $(api_args)
+        --duration-s "$PROBE_S" --probe-rate-per-second "$PROBE_RATE" $(api_args) $(probe_path_args)
     wait_loadgen_exit $((PROBE_S + 60)) || stop_loadgen
     b=$(cpu_snap "$FE_PID")
     s1=$(thread_sched "$FE_PID" priority)
@@ -328,7 +332,66 @@ p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
     # The same requests as the frontend's handler saw them (headers parsed -> answer built).
     record "frontend's own GET handling p99, bucket bound (ms)" "$ARM" "$(read_p99_between "$dir/$name-metrics-before.txt" "$dir/$name-metrics-after.txt")"
     record "probe requests" "$ARM" "$(rep .api_latency.count "$dir/$name.json")"
+    local path label
+    for path in $PROBE_PATHS_RESOLVED; do
+        label=$(sed -E 's#/clients/C\.[0-9a-f]+/collections/F\.[0-9A-F]+#/clients/{id}/collections/{flow}#' <<<"${path%%\?*}")
+        record "API p99 GET $label (ms)" "$ARM" "$(rep ".api_latency_by_path[\"$path\"].p99_us / 1000" "$dir/$name.json")"
+    done
     record "frontend CPU-s/s during probe" "$ARM" "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
+}
+
+# The GUI's own calls (PROBE_PATHS, space separated) instead of the default probe path.
+# `{results}` stands for one finished collection's results page: a one-agent loadgen
+# (hostname results-0) is started and collected from before the probe.
+probe_path_args() {
+    local p
+    for p in $PROBE_PATHS_RESOLVED; do printf -- '--probe-path %s ' "$p"; done
+}
+seed_clients() {   # seed_clients DIR: SEED_CLIENTS offline clients in the datastore, before start
+    ((${SEED_CLIENTS:-0} > 0)) || return 0
+    python3 "$(dirname "${BASH_SOURCE[0]}")/seed_clients.py" "$1/datastore" "$SEED_CLIENTS" 2>>"$OUT/run.log"
+}
+wait_index() {   # wait_index: until the master's client index lists the seeded fleet
+    local i total
+    ((${SEED_CLIENTS:-0} > 0)) || return 0
+    for ((i = 0; i < 600; i++)); do
+        total=$(api "/api/v1/clients?limit=1" | jq -r 'if .complete == false then -1 else .total end' 2>/dev/null || echo -1)
+        ((total >= SEED_CLIENTS)) && { log "client index: $total clients"; return 0; }
+        sleep 0.5
+    done
+    log "client index: not complete after 300 s"
+}
+resolve_probe_paths() {   # resolve_probe_paths DIR: sets PROBE_PATHS_RESOLVED (starts the results agent)
+    local dir=$1 keep_pid=${LG_PID:-} keep_err=${LG_ERR:-} id flow i state page
+    PROBE_PATHS_RESOLVED=${PROBE_PATHS:-}
+    RESULTS_LG_PID=""
+    [[ $PROBE_PATHS_RESOLVED == *"{results}"* ]] || return 0
+    # shellcheck disable=SC2046
+    start_loadgen "$dir" results-agent 3600 --clients 1 --hostname-prefix results- --duration-s 3600 \
+        --probe-rate-per-second 0
+    RESULTS_LG_PID=$LG_PID
+    LG_PID=$keep_pid LG_ERR=$keep_err
+    for ((i = 0; i < 120; i++)); do
+        id=$(api "/api/v1/clients?search=results-0&connected=true&limit=1" | jq -r '.items[0].client_id // empty' 2>/dev/null)
+        [[ -n $id ]] && break
+        sleep 0.5
+    done
+    flow=$(api_post "/api/v1/clients/$id/collections" '{"artifacts":["Linux.Sys.Pslist"]}' | jq -r .flow_id)
+    for ((i = 0; i < 120; i++)); do
+        state=$(api "/api/v1/clients/$id/collections/$flow" | jq -r .state 2>/dev/null)
+        [[ $state == finished ]] && break
+        sleep 0.5
+    done
+    log "results page for the probe: client $id flow $flow ($state)"
+    page="/api/v1/clients/$id/collections/$flow/results?artifact=Linux.Sys.Pslist&start_row=0&rows=100"
+    PROBE_PATHS_RESOLVED=${PROBE_PATHS_RESOLVED//"{results}"/"$page"}
+}
+stop_results_agent() {
+    local keep_pid=${LG_PID:-}
+    [[ -n ${RESULTS_LG_PID:-} ]] || return 0
+    LG_PID=$RESULTS_LG_PID
+    stop_loadgen
+    LG_PID=$keep_pid
 }
 
 p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
@@ -343,7 +406,10 @@ p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
     # The default 32 upload permits shed a 15,000-agent upload storm with 503s and leave the
     # shards half idle (0.55 CPU-s/s measured); P4 wants them saturated.
     put_key "$dir" limits concurrency "$P4_CONCURRENCY"
+    seed_clients "$dir"
     start_frontend "$dir"
+    wait_index
+    resolve_probe_paths "$dir"
     if [[ $load == loaded ]]; then
         # shellcheck disable=SC2046
         fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 1800)) --scenario upload \
@@ -367,6 +433,7 @@ p4_one() {   # p4_one LOAD(idle|loaded) PRIORITY N REPEAT
     else
         p4_probe "$dir" probe
     fi
+    stop_results_agent
     stop_frontend
     [[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$dir/datastore"
 }

@@ -156,6 +156,10 @@ fn tasking_scenario_schedules_through_the_api_and_probes_it() -> anyhow::Result<
             "20",
             "--probe-rate-per-second",
             "20",
+            "--probe-path",
+            "/api/v1/frontends",
+            "--probe-path",
+            "/api/v1/clients?limit=10",
         ])
         .args([
             "--api-url",
@@ -180,6 +184,11 @@ fn tasking_scenario_schedules_through_the_api_and_probes_it() -> anyhow::Result<
         "received {received} of {scheduled}"
     );
     assert!(report["api_latency"]["count"].as_u64().unwrap() > 0);
+    // Each probe path is requested in turn and reported on its own.
+    let by_path = &report["api_latency_by_path"];
+    for path in ["/api/v1/frontends", "/api/v1/clients?limit=10"] {
+        assert!(by_path[path]["count"].as_u64().unwrap() > 0, "{by_path}");
+    }
     assert_eq!(
         deployment.metric("packhunt_flow_transitions_total{state=\"scheduled\"}")?,
         scheduled

@@ -16,8 +16,9 @@
 //!          and the report counts the events acknowledged and dropped.
 //! `--watch-artifact A` (any scenario) follows the master's live watch of A and reports
 //! the events seen and their lag.
-//! The probe GETs /api/v1/frontends at `--probe-rate-per-second` on one keep-alive
-//! connection for the whole run and reports the latency percentiles.
+//! The probe GETs its paths (`--probe-path`, by default /api/v1/frontends) in turn at
+//! `--probe-rate-per-second` on one keep-alive connection for the whole run and reports
+//! the latency percentiles, overall and per path.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,8 @@ pub struct DriverPlan {
     pub hostname_prefix: String,
     pub task_rate_per_second: f64,
     pub probe_rate_per_second: f64,
+    /// What the probe GETs, in turn (never empty).
+    pub probe_paths: Vec<String>,
     /// The client event table's `all` list to PUT first (empty: leave the table alone).
     pub event_artifacts: Vec<serde_json::Value>,
     pub watch_artifact: Option<String>,
@@ -68,6 +71,8 @@ pub struct DriverOutcome {
     pub collections_scheduled: u64,
     pub schedule_errors: u64,
     pub api_latency_us: Option<Histogram<u64>>,
+    /// The same requests per probe path (in `probe_paths` order).
+    pub api_latency_by_path_us: Vec<(String, Histogram<u64>)>,
     pub watch: Option<crate::watch::WatchOutcome>,
 }
 
@@ -91,6 +96,7 @@ pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<Driv
         tokio::spawn(probe(
             target.clone(),
             plan.probe_rate_per_second,
+            plan.probe_paths.clone(),
             stop.clone(),
         ))
     });
@@ -100,7 +106,9 @@ pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<Driv
         .map(|artifact| tokio::spawn(crate::watch::watch(target.clone(), artifact, stop.clone())));
     let mut outcome = schedule(&plan, &target, stop).await?;
     if let Some(probe) = probe {
-        outcome.api_latency_us = Some(probe.await??);
+        let (all, by_path) = probe.await??;
+        outcome.api_latency_us = Some(all);
+        outcome.api_latency_by_path_us = by_path;
     }
     if let Some(watch) = watch {
         outcome.watch = Some(watch.await?);
@@ -343,18 +351,30 @@ async fn connected_page(
 async fn probe(
     target: ApiTarget,
     rate_per_second: f64,
+    paths: Vec<String>,
     stop: watch::Receiver<bool>,
-) -> Result<Histogram<u64>> {
-    let mut hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+) -> Result<(Histogram<u64>, Vec<(String, Histogram<u64>)>)> {
+    let new_histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
+    let mut hist = new_histogram()?;
+    let mut by_path = paths
+        .iter()
+        .map(|p| Ok((p.clone(), new_histogram()?)))
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(!by_path.is_empty(), "the probe needs at least one path");
     let mut api = ApiClient::connect(&target).await?;
     let every = Duration::from_secs_f64(1.0 / rate_per_second);
     let mut due = Instant::now();
+    let mut turn = 0usize;
     while !*stop.borrow() {
         tokio::time::sleep_until(due.into()).await;
-        let (status, _, _) = api.request("GET", "/api/v1/frontends", None).await?;
-        anyhow::ensure!(status == 200, "API probe answered {status}");
-        let _ = hist.record((due.elapsed().as_micros() as u64).max(1));
+        let (path, path_hist) = &mut by_path[turn % paths.len()];
+        turn += 1;
+        let (status, _, _) = api.request("GET", path, None).await?;
+        anyhow::ensure!(status == 200, "API probe of {path} answered {status}");
+        let took = (due.elapsed().as_micros() as u64).max(1);
+        let _ = hist.record(took);
+        let _ = path_hist.record(took);
         due += every;
     }
-    Ok(hist)
+    Ok((hist, by_path))
 }

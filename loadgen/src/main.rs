@@ -145,6 +145,11 @@ pub struct Args {
     /// 0 = off).
     #[arg(long, default_value_t = 20.0)]
     pub probe_rate_per_second: f64,
+    /// What the probe GETs (repeat for several: they are requested in turn and reported
+    /// each on its own under `api_latency_by_path`), e.g. the GUI's own calls
+    /// `/api/v1/clients?search=host-42&limit=50`.
+    #[arg(long = "probe-path", default_value = "/api/v1/frontends")]
+    pub probe_paths: Vec<String>,
     /// Run no fleet: time N full and N resumed agent-port TLS handshakes in memory with
     /// the deployment's own server config (--server-config) and print the server side's
     /// CPU per handshake as JSON.
@@ -186,6 +191,7 @@ impl Args {
             hostname_prefix: self.hostname_prefix.clone(),
             task_rate_per_second: self.task_rate_per_second,
             probe_rate_per_second: self.probe_rate_per_second,
+            probe_paths: self.probe_paths.clone(),
             event_artifacts,
             watch_artifact: self.watch_artifact.clone(),
             file_bytes_per_agent: self.file_bytes_per_agent,

@@ -407,6 +407,9 @@ pub struct Report {
     pub schedule_errors: u64,
     /// GUI/API latency measured by the probe while the run lasted.
     pub api_latency: Option<Percentiles>,
+    /// The probe's latency per path it requested (`--probe-path`).
+    #[serde(default)]
+    pub api_latency_by_path: BTreeMap<String, Percentiles>,
     pub clients: usize,
     pub workers: usize,
     pub duration_s: f64,
@@ -512,6 +515,7 @@ impl Stats {
             collections_scheduled: 0,
             schedule_errors: 0,
             api_latency: None,
+            api_latency_by_path: BTreeMap::new(),
             clients,
             workers: 1,
             duration_s: duration.as_secs_f64(),
@@ -583,6 +587,11 @@ impl Report {
         self.collections_scheduled = outcome.collections_scheduled;
         self.schedule_errors = outcome.schedule_errors;
         self.api_latency = outcome.api_latency_us.as_ref().map(percentiles);
+        self.api_latency_by_path = outcome
+            .api_latency_by_path_us
+            .iter()
+            .map(|(path, hist)| (path.clone(), percentiles(hist)))
+            .collect();
         self.watch = outcome.watch.map(|w| WatchReport {
             events_per_second: w.events_seen as f64 / self.duration_s.max(1e-9),
             artifact: w.artifact,
@@ -725,6 +734,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         collections_scheduled: 0,
         schedule_errors: 0,
         api_latency: None,
+        api_latency_by_path: BTreeMap::new(),
         clients: reports.iter().map(|r| r.clients).sum(),
         workers: reports.len(),
         duration_s,
