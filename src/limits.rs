@@ -433,9 +433,16 @@ pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(300);
 pub const MAX_LOGIN_THROTTLE_ENTRIES_COUNT: usize = 4096;
 
 /// Password checks (argon2, ~50 ms and 19 MiB each) running at once for logins and Basic
-/// credentials not yet verified: beyond it a request gets 503 + Retry-After, so guesses
-/// cannot fill the blocking pool the datastore work needs.
-pub const MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT: usize = 4;
+/// credentials not yet verified: guesses cannot fill the blocking pool the datastore
+/// work needs (of the default 8 `io_threads_per_executor`, 6 stay free; 2 also matches
+/// this box's cores, argon2 being pure CPU).
+pub const MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT: usize = 2;
+const _: () = assert!(MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
+
+/// Requests that may wait for a password check; beyond it 429 + Retry-After. Room for a
+/// fleet of scripts starting at once with the same credentials (the first check caches
+/// them, the waiters then pass from the cache), not for an unbounded queue of guesses.
+pub const MAX_PASSWORD_CHECKS_WAITING_COUNT: usize = 256;
 
 /// Largest login body (`{"user","password"}`): names and passwords are short.
 pub const MAX_LOGIN_BODY_BYTES: usize = 4096;

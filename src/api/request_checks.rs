@@ -77,11 +77,19 @@ impl OwnOrigin<'_> {
     }
 }
 
-/// Whether the request came from the GUI's own code (`X-Requested-With: packhunt`).
+/// Whether the request came from the GUI's code rather than a person typing a URL or a
+/// script: it says so (`X-Requested-With: packhunt`, what the app's fetches send), it is
+/// a browser fetch or `EventSource` (`Sec-Fetch-Dest: empty`; an `EventSource` cannot
+/// set headers), or it carries a session cookie (an expired one, say). A 401 to such a
+/// request must not make the browser show its Basic prompt over the app.
 pub fn from_app(headers: &HeaderMap) -> bool {
-    headers
+    let says_so = headers
         .get(FROM_APP_HEADER)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(FROM_APP_VALUE.as_bytes()))
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(FROM_APP_VALUE.as_bytes()));
+    let fetch = headers
+        .get("sec-fetch-dest")
+        .is_some_and(|v| v.as_bytes() == b"empty");
+    says_so || fetch || session_cookies(headers).next().is_some()
 }
 
 /// Checks a cookie-authenticated request against its session (see the module doc).
