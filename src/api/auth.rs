@@ -133,7 +133,15 @@ impl Authenticator {
         })
         .await;
         let (Some(entry), true) = (entry, right) else {
-            self.throttle.failed(known_user, from, Instant::now());
+            if self.throttle.failed(known_user, from, Instant::now()) {
+                let window = crate::limits::LOGIN_FAILURE_WINDOW;
+                let from = from.map_or("an unknown address".to_string(), |a| a.to_string());
+                let user = known_user.unwrap_or("(not a user)");
+                tracing::warn!(
+                    "failed logins: user `{user}` or {from} reached its limit; \
+                     further attempts get 429 for up to {window:?}"
+                );
+            }
             metrics().gui_login_failures.fetch_add(1, Ordering::Relaxed);
             return Err(PasswordRefusal::Wrong);
         };
