@@ -66,6 +66,9 @@ fn a_login_opens_a_session_that_reads_the_api_until_logout() -> Result<()> {
         .unwrap_or_default()
         .starts_with("text/html"));
     assert_security_headers(&page, "GET /");
+    // Assets need no credentials either: an unknown one is 404, not 401.
+    let asset = send(&deployment, "GET", "/assets/no-such.js", &[], None)?;
+    assert_eq!(asset.status, 404);
 
     let session = GuiSession::login(&deployment, "admin", ADMIN_PASSWORD)?;
     let login = &session.login;

@@ -32,7 +32,7 @@ use crate::api::ApiCtx;
 use crate::config::{Role, SessionTimeouts, UserEntry};
 use crate::limits::{
     MAX_CACHED_CREDENTIALS_COUNT, MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT,
-    MAX_PASSWORD_CHECKS_WAITING_COUNT, MAX_SESSIONS_COUNT,
+    MAX_PASSWORD_CHECKS_WAITING_COUNT, MAX_SESSIONS_COUNT, PASSWORD_CHECKS_BUSY_RETRY_AFTER,
 };
 use crate::metrics::metrics;
 use crate::runtime::offload::offload;
@@ -190,7 +190,7 @@ impl Authenticator {
                 .gui_logins_throttled
                 .fetch_add(1, Ordering::Relaxed);
             PasswordRefusal::Busy {
-                retry_after: Duration::from_secs(1),
+                retry_after: PASSWORD_CHECKS_BUSY_RETRY_AFTER,
             }
         };
         let Some(_waiting) = Waiting::enter(&self.checks_waiting) else {
