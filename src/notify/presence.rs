@@ -6,13 +6,18 @@
 //! removes the entry only if it names the location that is current, so a late
 //! disconnect of an older stream (same shard, another shard or another frontend) never
 //! hides the newer one.
+//!
+//! The master's client index hears through here what it needs beside presence (an
+//! [`Observer`]): agents' facts from this frontend's shards and from minions, agents that
+//! left (their last seen time), and minions' snapshots (after which facts that crossed a
+//! lossy link are re-read from the datastore).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::config::FrontendRole;
-use crate::datastore::FlowState;
+use crate::datastore::{ClientInfoDoc, FlowState};
 use crate::ids::{ClientId, FlowId};
 use crate::notify::mesh::{ShardEvent, ShardEventReceiver};
 use crate::replication::pb;
@@ -41,8 +46,30 @@ pub struct FrontendView {
     pub flows_failed: u64,
 }
 
+/// What else wants to hear about agents as presence does (the master's client index).
+/// Called on the hub executor, with no borrow of presence held; must not block.
+pub trait Observer {
+    /// An agent's facts as its frontend recorded them in `info.json`. From this
+    /// frontend's shards the labels are those read with them from `labels.json`; from
+    /// another frontend there are none (labels are the master's).
+    fn facts(&self, doc: ClientInfoDoc, from: FactsFrom);
+    /// These agents are no longer connected anywhere this frontend knows of.
+    fn left(&self, clients: &[ClientId]);
+    /// A frontend resent these connected agents (a snapshot): facts it sent may have been
+    /// lost on the link, so they are to be read again from the datastore.
+    fn resync(&self, clients: Vec<ClientId>);
+}
+
+/// Where an agent's facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsFrom {
+    ThisFrontend,
+    OtherFrontend,
+}
+
 pub struct Presence {
     live: RefCell<HashMap<ClientId, Location>>,
+    observer: RefCell<Option<Rc<dyn Observer>>>,
     frontends: RefCell<Vec<FrontendView>>,
     /// When tapped (the master, for hunts): agents that connected and flows that ended,
     /// in arrival order, until drained.
@@ -73,11 +100,21 @@ impl Presence {
         );
         Self {
             live: RefCell::new(HashMap::new()),
+            observer: RefCell::new(None),
             frontends: RefCell::new(frontends),
             tapped: std::cell::Cell::new(false),
             arrivals: RefCell::new(Vec::new()),
             flow_ends: RefCell::new(Vec::new()),
         }
+    }
+
+    /// From now on tell `observer` about facts, departures and snapshots.
+    pub fn observe(&self, observer: Rc<dyn Observer>) {
+        *self.observer.borrow_mut() = Some(observer);
+    }
+
+    fn observer(&self) -> Option<Rc<dyn Observer>> {
+        self.observer.borrow().clone()
     }
 
     /// From now on keep arrivals and flow ends for `drain_arrivals`/`drain_flow_ends`.
@@ -148,7 +185,41 @@ impl Presence {
                 self.count_flow(THIS_FRONTEND, state);
                 self.flow_ended(flow_id.as_str(), state, total_rows);
             }
+            ShardEvent::Facts(doc) => {
+                if let Some(observer) = self.observer() {
+                    observer.facts(*doc, FactsFrom::ThisFrontend);
+                }
+            }
         }
+    }
+
+    /// An agent's facts reported by frontend `from`. A malformed id is dropped and counted;
+    /// facts longer than an agent may send are cut as the shard would have.
+    pub fn apply_remote_facts(&self, from: &str, facts: pb::ClientFacts) {
+        let Ok(client_id) = ClientId::parse(&facts.client_id) else {
+            crate::replication::drop_malformed(from, format_args!("facts of a malformed id"));
+            return;
+        };
+        let Some(observer) = self.observer() else {
+            return;
+        };
+        let cut = |s: String| -> String {
+            s.chars()
+                .take(crate::limits::MAX_CLIENT_FACT_CHARS)
+                .collect()
+        };
+        observer.facts(
+            ClientInfoDoc {
+                client_id,
+                hostname: cut(facts.hostname),
+                os: cut(facts.os),
+                labels: Vec::new(),
+                first_seen_ms: facts.first_seen_ms,
+                last_seen_ms: facts.last_seen_ms,
+                version: cut(facts.version),
+            },
+            FactsFrom::OtherFrontend,
+        );
     }
 
     /// A flow state change reported by frontend `from`. A state this build cannot read is
@@ -207,6 +278,17 @@ impl Presence {
         for entry in &snapshot.entries {
             self.apply_remote(from, entry);
         }
+        if let Some(observer) = self.observer() {
+            let clients = snapshot
+                .entries
+                .iter()
+                .filter(|e| e.connected)
+                .filter_map(|e| ClientId::parse(&e.client_id).ok())
+                .collect::<Vec<_>>();
+            if !clients.is_empty() {
+                observer.resync(clients);
+            }
+        }
     }
 
     /// The link to `name` is up (it will send a snapshot) or down (what it reported is
@@ -235,12 +317,26 @@ impl Presence {
         if live.get(client_id) == Some(&location) {
             live.remove(client_id);
             self.frontends.borrow_mut()[location.frontend as usize].connected_clients -= 1;
+            drop(live);
+            if let Some(observer) = self.observer() {
+                observer.left(std::slice::from_ref(client_id));
+            }
         }
     }
 
     fn forget(&self, frontend: FrontendIdx) {
-        self.live.borrow_mut().retain(|_, l| l.frontend != frontend);
+        let mut gone = Vec::new();
+        self.live.borrow_mut().retain(|id, l| {
+            let keep = l.frontend != frontend;
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
+        });
         self.frontends.borrow_mut()[frontend as usize].connected_clients = 0;
+        if let (Some(observer), false) = (self.observer(), gone.is_empty()) {
+            observer.left(&gone);
+        }
     }
 
     /// The index of frontend `name`, added (as a minion) on first sight.
@@ -263,6 +359,12 @@ impl Presence {
 
     /// The frontend a connected client's task stream is on.
     pub fn frontend_of(&self, client_id: &ClientId) -> Option<Rc<str>> {
+        self.frontend_of_str(client_id.as_str())
+    }
+
+    /// [`Self::frontend_of`] for an id spelled in a caller's buffer (the client index keeps
+    /// ids as numbers and joins without allocating).
+    pub fn frontend_of_str(&self, client_id: &str) -> Option<Rc<str>> {
         let location = *self.live.borrow().get(client_id)?;
         Some(
             self.frontends.borrow()[location.frontend as usize]
@@ -336,6 +438,14 @@ pub fn to_wire(event: &ShardEvent) -> pb::envelope::Kind {
             flow_id: flow_id.to_string(),
             state: pb::FlowStateKind::from(*state).into(),
             total_rows: *total_rows,
+        }),
+        ShardEvent::Facts(doc) => Kind::ClientFacts(pb::ClientFacts {
+            client_id: doc.client_id.to_string(),
+            hostname: doc.hostname.clone(),
+            os: doc.os.clone(),
+            version: doc.version.clone(),
+            first_seen_ms: doc.first_seen_ms,
+            last_seen_ms: doc.last_seen_ms,
         }),
     }
 }
