@@ -15,6 +15,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use futures::StreamExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use super::index::{ClientIndex, DiskRead};
@@ -22,7 +23,8 @@ use crate::datastore::{self, ClientInfoDoc, Datastore};
 use crate::ids::ClientId;
 use crate::limits::{
     CLIENT_INDEX_LIST_ATTEMPTS_COUNT, CLIENT_INDEX_LIST_RETRY, CLIENT_INDEX_PROGRESS_INTERVAL,
-    CLIENT_INDEX_READ_BATCH_COUNT, CLIENT_INDEX_RESYNC_QUEUE_COUNT,
+    CLIENT_INDEX_READS_IN_FLIGHT_COUNT, CLIENT_INDEX_READ_BATCH_COUNT,
+    CLIENT_INDEX_RESYNC_QUEUE_COUNT,
 };
 use crate::metrics::{metrics, ClientIndexRefresh};
 use crate::notify::presence::{FactsFrom, Observer, Presence};
@@ -80,11 +82,15 @@ async fn load(index: Rc<ClientIndex>, datastore: Datastore) {
     let total = ids.len();
     tracing::info!("client index: reading {total} clients from the datastore");
     let mut logged = Instant::now();
-    for (i, batch) in ids.chunks(CLIENT_INDEX_READ_BATCH_COUNT).enumerate() {
-        let reads = read(datastore.clone(), batch.to_vec()).await;
+    // A few batches in flight: a cold disk (or NFS) serves parallel reads much faster.
+    let mut batches = futures::stream::iter(ids.chunks(CLIENT_INDEX_READ_BATCH_COUNT))
+        .map(|batch| read(datastore.clone(), batch.to_vec()))
+        .buffered(CLIENT_INDEX_READS_IN_FLIGHT_COUNT);
+    let mut done = 0;
+    while let Some(reads) = batches.next().await {
+        done += reads.len();
         index.disk_reads(reads, ClientIndexRefresh::Load);
         if logged.elapsed() >= CLIENT_INDEX_PROGRESS_INTERVAL {
-            let done = (i + 1) * CLIENT_INDEX_READ_BATCH_COUNT;
             tracing::info!("client index: {done} of {total} clients read");
             logged = Instant::now();
         }
