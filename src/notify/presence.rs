@@ -600,6 +600,89 @@ mod tests {
         assert_eq!(names, vec!["master:1", "minion:7"]);
     }
 
+    /// Records what presence tells its observer.
+    #[derive(Default)]
+    struct Heard {
+        facts: RefCell<Vec<(String, FactsFrom)>>,
+        left: RefCell<Vec<ClientId>>,
+        resynced: RefCell<Vec<ClientId>>,
+    }
+
+    impl Observer for Heard {
+        fn facts(&self, doc: ClientInfoDoc, from: FactsFrom) {
+            self.facts.borrow_mut().push((doc.hostname, from));
+        }
+        fn left(&self, clients: &[ClientId]) {
+            self.left.borrow_mut().extend_from_slice(clients);
+        }
+        fn resync(&self, clients: Vec<ClientId>) {
+            self.resynced.borrow_mut().extend(clients);
+        }
+    }
+
+    // Goal: the client index hears facts from shards and minions (a minion's cut to the
+    // agent's limit, a malformed one dropped), departures (one by one, and all of a
+    // frontend whose link dropped) and the clients of a snapshot. Method: a recording
+    // observer.
+    #[test]
+    fn the_observer_hears_facts_departures_and_snapshots() {
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
+        let heard = Rc::new(Heard::default());
+        p.observe(heard.clone());
+        let doc = ClientInfoDoc {
+            client_id: id(1),
+            hostname: "web".into(),
+            os: "linux".into(),
+            labels: vec![],
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            version: "1".into(),
+        };
+        let sent = match to_wire(&ShardEvent::Facts(Box::new(doc.clone()))) {
+            pb::envelope::Kind::ClientFacts(facts) => facts,
+            other => panic!("facts go as ClientFacts, not {other:?}"),
+        };
+        assert_eq!((sent.hostname.as_str(), sent.last_seen_ms), ("web", 2));
+        p.apply(ShardEvent::Facts(Box::new(doc)));
+        let long = pb::ClientFacts {
+            hostname: "h".repeat(10_000),
+            ..sent.clone()
+        };
+        p.apply_remote_facts("minion:2", long);
+        let malformed = pb::ClientFacts {
+            client_id: "../etc".into(),
+            ..sent
+        };
+        p.apply_remote_facts("minion:2", malformed);
+        let facts = heard.facts.borrow();
+        assert_eq!(facts.len(), 2, "the malformed one is dropped");
+        assert_eq!(facts[0], ("web".to_string(), FactsFrom::ThisFrontend));
+        assert_eq!(facts[1].0.len(), crate::limits::MAX_CLIENT_FACT_CHARS);
+        assert_eq!(facts[1].1, FactsFrom::OtherFrontend);
+
+        p.apply(ShardEvent::Connected {
+            client_id: id(1),
+            shard: 0,
+            session: 1,
+        });
+        p.apply(ShardEvent::Disconnected {
+            client_id: id(1),
+            shard: 0,
+            session: 1,
+        });
+        let snapshot = pb::PresenceSnapshot {
+            entries: vec![wire(2, true, 1), wire(3, true, 1)],
+            first: true,
+            last: true,
+        };
+        p.apply_snapshot("minion:2", &snapshot);
+        assert_eq!(*heard.resynced.borrow(), vec![id(2), id(3)]);
+        p.set_link("minion:2", false);
+        let mut left = heard.left.borrow().clone();
+        left.sort();
+        assert_eq!(left, vec![id(1), id(2), id(3)]);
+    }
+
     // Goal: a flow state from the wire is counted for its frontend, and one this build
     // cannot read is refused and counted instead of being guessed or panicking.
     #[test]
