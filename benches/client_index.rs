@@ -2,9 +2,9 @@
 //! the index (match, count every match, build one page joined with presence), and the
 //! heap the index holds per client.
 //!
-//! Fleet: `CLIENTS` synthetic clients (hostnames `web-NNNNN.eu` / `db-NNNNN.us`, three
-//! OSes, labels on a third of them, 1,000 distinct label sets' worth of `team-N`), half
-//! of them connected in presence. Each timing is one request as the API makes it, page
+//! Fleet: `CLIENTS` synthetic clients (hostnames `web-NNNNN.eu`, `db-NNNNN.us`,
+//! `Laptop-NNNNN`; three OSes; a third labelled `web` and one of 1,000 `team-N`), half of
+//! them connected in presence. Each timing is one request as the API makes it, page
 //! of 100. Same-run baseline `baseline_datastore_scan/1000_clients`: what the list cost
 //! before the index, reading 1,000 clients' info.json and labels.json from a temp
 //! datastore (the old list read every client's, so multiply by fleet / 1,000).
