@@ -723,6 +723,19 @@ mod tests {
     }
 
     #[test]
+    fn pages_say_whether_the_load_has_finished() {
+        let (index, _) = index();
+        index.disk_reads(
+            vec![DiskRead::Found(doc(1, "a", "linux", &[], 1))],
+            ClientIndexRefresh::Load,
+        );
+        let loading = search(&index, "", None);
+        assert_eq!((loading.total, loading.complete), (1, false));
+        index.set_complete(Duration::from_millis(5));
+        assert!(search(&index, "", None).complete);
+    }
+
+    #[test]
     fn id_text_round_trips() {
         let mut buf = [0u8; ID_TEXT_BYTES];
         for n in [0, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
