@@ -20,6 +20,7 @@ pub mod api_client;
 pub mod agent_outbox;
 pub mod cancel;
 pub mod clickhouse;
+pub mod client_index;
 pub mod exports;
 pub mod gui_sessions;
 pub mod uploads;
