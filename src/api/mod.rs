@@ -9,6 +9,7 @@ pub mod csv;
 pub mod events;
 pub mod export;
 pub mod hunts;
+pub mod live;
 pub mod monitoring;
 pub mod routes;
 pub mod stream;
@@ -52,6 +53,8 @@ pub struct ApiCtx {
     pub role: FrontendRole,
     /// Live watchers of client events (the master only).
     pub watch: Option<WatchHub>,
+    /// The GUI's live streams (server-sent events).
+    pub live: live::LiveStreams,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.
@@ -91,7 +94,12 @@ pub async fn serve(
                 glommio::timer::sleep(crate::limits::ACCEPT_BACKOFF_ON_EMFILE).await;
                 continue;
             }
-            Either::Right(_) => return,
+            Either::Right(_) => {
+                ctx.live
+                    .wait_ended(crate::limits::LIVE_STREAMS_END_ON_SHUTDOWN)
+                    .await;
+                return;
+            }
         };
         let _ = stream.set_nodelay(true);
         let (ctx, tls) = (ctx.clone(), tls.clone());
