@@ -21,6 +21,7 @@ pub mod agent_outbox;
 pub mod cancel;
 pub mod clickhouse;
 pub mod exports;
+pub mod gui_sessions;
 pub mod live;
 pub mod uploads;
 pub mod watch;
