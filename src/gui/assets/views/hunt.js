@@ -2,7 +2,7 @@
 // its results page by page (`GET /api/v1/hunts/{id}/results`) and the zip export.
 
 import { h, badge, time, count, errorBox, pager, table, cellText, hashFor, enc } from '../ui.js';
-import { ensureStyles, openStream, liveBadge, progress, huntActions } from './live-common.js';
+import { ensureStyles, openStream, liveBadge, progress, huntActions, actionsKey } from './live-common.js';
 import { condition } from './hunts.js';
 
 const PAGE_ROWS = 50;
@@ -35,6 +35,7 @@ export async function render(main, params, app) {
     tabs, results);
 
   let shownRows = -1;
+  let shownActions = null;
   let lastFetch = 0;
   let timer = null;
   app.onLeave(() => clearTimeout(timer));
@@ -51,7 +52,10 @@ export async function render(main, params, app) {
     hunt = x;
     state.replaceChildren(badge(x.state));
     prog.replaceChildren(progress(x));
-    actions.replaceChildren(huntActions(app, x, 'hunt'));
+    if (actionsKey(x) !== shownActions) {
+      shownActions = actionsKey(x);
+      actions.replaceChildren(huntActions(app, x, 'hunt'));
+    }
     facts.replaceChildren(factsPanel(x));
     if (x.total_rows !== shownRows) {
       shownRows = x.total_rows;

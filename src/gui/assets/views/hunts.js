@@ -2,9 +2,9 @@
 // change things the form that creates one (artifacts with their typed parameters, a
 // label / OS condition, an expiry) and Start / Stop.
 
-import { h, badge, chips, time, ago, count, errorBox, table, enc } from '../ui.js';
+import { h, badge, chips, time, ago, count, errorBox, enc } from '../ui.js';
 import { parameterForm } from '../params.js';
-import { ensureStyles, openStream, liveBadge, progress, huntActions } from './live-common.js';
+import { ensureStyles, openStream, liveBadge, progress, huntActions, actionsKey } from './live-common.js';
 
 export async function render(main, params, app) {
   ensureStyles();
@@ -23,25 +23,69 @@ export async function render(main, params, app) {
   }
   main.append(head, formBox, list);
   if (params.new === '1' && app.canChange()) formBox.append(await createForm(app));
+  const rows = new HuntRows(app);
   openStream(app, '/api/v1/live/hunts', (data) => {
     const hunts = data.hunts || [];
     total.textContent = data.total > hunts.length ? `newest ${hunts.length} of ${count(data.total)}` : `${count(data.total)} hunts`;
-    list.replaceChildren(huntsTable(app, hunts));
+    rows.paint(list, hunts);
   }, status);
 }
 
-function huntsTable(app, hunts) {
-  return table(hunts, [
-    { title: 'Hunt', cell: (x) => h('a', { href: `#/hunts/${enc(x.hunt_id)}`, class: 'mono', 'data-test': 'hunt-link' }, x.hunt_id) },
-    { title: 'State', cell: (x) => badge(x.state) },
-    { title: 'Artifacts', cell: (x) => h('span', { class: 'mono' }, (x.artifacts || []).join(', ')) },
-    { title: 'Condition', cell: (x) => condition(x.condition) },
-    { title: 'Created', cell: (x) => h('span', { title: time(x.create_time_ms) }, ago(x.create_time_ms)) },
-    { title: 'Progress', cell: (x) => progress(x) },
-    { title: 'Rows', class: 'num', cell: (x) => h('span', { 'data-test': 'hunt-rows' }, count(x.total_rows)) },
-    { title: '', cell: (x) => huntActions(app, x, 'list') },
-  ], { test: 'hunts-table', rowTest: 'hunt-row', rowAttrs: (x) => ({ 'data-hunt': x.hunt_id, 'data-state': x.state }),
-    empty: 'No hunts yet.' });
+const COLUMNS = ['Hunt', 'State', 'Artifacts', 'Condition', 'Created', 'Progress', 'Rows', ''];
+
+/** The hunts table, updated in place: a row's cells change as its figures do, and its
+ *  buttons are rebuilt only when what they offer changes (a click or a ticked box is never
+ *  lost to a repaint). */
+class HuntRows {
+  constructor(app) {
+    this.app = app;
+    this.rows = new Map();
+    this.body = h('tbody', {});
+    this.table = h('div', { class: 'table-wrap' }, h('table', { class: 'data', 'data-test': 'hunts-table' },
+      h('thead', {}, h('tr', {}, COLUMNS.map((c) => h('th', { class: c === 'Rows' ? 'num' : null }, c)))), this.body));
+    this.empty = h('div', { class: 'empty', 'data-test': 'hunts-table-empty' }, 'No hunts yet.');
+  }
+
+  paint(list, hunts) {
+    if (!hunts.length) { list.replaceChildren(this.empty); return; }
+    if (list.firstChild !== this.table) list.replaceChildren(this.table);
+    const seen = new Set();
+    for (const x of hunts) {
+      seen.add(x.hunt_id);
+      let row = this.rows.get(x.hunt_id);
+      if (!row) {
+        row = this.create(x);
+        this.rows.set(x.hunt_id, row);
+      }
+      this.update(row, x);
+      this.body.append(row.tr); // moves it into the stream's order
+    }
+    for (const [id, row] of this.rows) {
+      if (!seen.has(id)) { row.tr.remove(); this.rows.delete(id); }
+    }
+  }
+
+  create(x) {
+    const cells = COLUMNS.map((c) => h('td', { class: c === 'Rows' ? 'num' : null }));
+    cells[0].append(h('a', { href: `#/hunts/${enc(x.hunt_id)}`, class: 'mono', 'data-test': 'hunt-link' }, x.hunt_id));
+    cells[2].append(h('span', { class: 'mono' }, (x.artifacts || []).join(', ')));
+    cells[3].append(condition(x.condition));
+    cells[4].append(h('span', { title: time(x.create_time_ms) }, ago(x.create_time_ms)));
+    const tr = h('tr', { 'data-test': 'hunt-row', 'data-hunt': x.hunt_id }, cells);
+    return { tr, cells, actionsKey: null };
+  }
+
+  update(row, x) {
+    row.tr.dataset.state = x.state;
+    row.cells[1].replaceChildren(badge(x.state));
+    row.cells[5].replaceChildren(progress(x));
+    row.cells[6].replaceChildren(h('span', { 'data-test': 'hunt-rows' }, count(x.total_rows)));
+    const key = actionsKey(x);
+    if (key !== row.actionsKey) {
+      row.actionsKey = key;
+      row.cells[7].replaceChildren(huntActions(this.app, x, 'list'));
+    }
+  }
 }
 
 export function condition(c) {

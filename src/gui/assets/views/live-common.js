@@ -71,6 +71,13 @@ export function progress(hunt) {
       hunt.pending_recruitment ? ` · ${hunt.pending_recruitment} waiting to be recruited` : ''));
 }
 
+/** What `huntActions` offers for a hunt: its buttons are rebuilt only when this changes. */
+export function actionsKey(hunt) {
+  // Running or paused: Start / Stop whatever the counts. Ended: the unfinished count shows.
+  if (hunt.state === 'running' || hunt.state === 'paused') return hunt.state;
+  return `${hunt.state}:${running(hunt)}`;
+}
+
 /** Start / Stop (with "cancel unfinished collections") for a hunt, if the role may. */
 export function huntActions(app, hunt, where) {
   if (!app.canChange()) return h('span', { class: 'muted' });
