@@ -78,6 +78,11 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
     metrics().api_requests.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let read = req.method() == Method::GET;
+    // The app's own fetches say so: a Basic prompt must not pop up over its login form.
+    let from_app = req
+        .headers()
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes() == b"packhunt");
     let result = dispatch(ctx, req).await;
     let m = metrics();
     if read {
@@ -90,6 +95,8 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
         let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
         if matches!(e, ApiError::Unauthorized) {
             metrics().api_unauthorized.fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(e, ApiError::Unauthorized) && !from_app {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"packhunt\""),
@@ -100,6 +107,13 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
 }
 
 async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
+    // The app's files need no user (the login form is one of them); a minion has no GUI.
+    if ctx.role != FrontendRole::Minion {
+        let asset = crate::api::assets::serve(req.method(), req.uri().path(), req.headers());
+        if let Some(response) = asset {
+            return Ok(response);
+        }
+    }
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -124,7 +138,6 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         ));
     }
     match (&method, segments.as_slice()) {
-        (&Method::GET, [""]) => Ok(html_response(crate::gui::INDEX_HTML)),
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
         (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(
             StatusCode::OK,
@@ -624,14 +637,6 @@ fn text_response(text: String) -> ApiResponse {
         StatusCode::OK,
         "text/plain; version=0.0.4",
         Bytes::from(text),
-    )
-}
-
-fn html_response(html: &'static str) -> ApiResponse {
-    bytes_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(html.as_bytes()),
     )
 }
 
