@@ -3,6 +3,7 @@
 //! requests to the datastore and says "client C has new work"; it never touches a
 //! session.
 
+pub mod assets;
 pub mod auth;
 pub mod cancel;
 pub mod csv;

@@ -150,8 +150,9 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     // The GUI's page and assets load without a session (the login form is among them),
     // and the session routes are how a browser gets one.
     if ctx.role == FrontendRole::Master {
-        if let Some(answer) = public_route(&method, &segments) {
-            return answer;
+        let asset = crate::api::assets::serve(req.method(), req.uri().path(), req.headers());
+        if let Some(response) = asset {
+            return Ok(response);
         }
         if segments.as_slice() == ["api", "v1", "session"] {
             return crate::api::login::route(ctx, req).await;
@@ -281,21 +282,6 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             "no route for {method} {}",
             shown(&path)
         ))),
-    }
-}
-
-/// Routes anyone may load on the master: the page and its static assets.
-fn public_route(method: &Method, segments: &[&str]) -> Option<ApiResult> {
-    if method != Method::GET {
-        return None;
-    }
-    match segments {
-        [""] => Some(Ok(html_response(crate::gui::INDEX_HTML))),
-        ["assets", ..] => Some(Err(ApiError::NotFound(format!(
-            "no asset /{}",
-            shown(&segments.join("/"))
-        )))),
-        _ => None,
     }
 }
 
@@ -690,14 +676,6 @@ fn text_response(text: String) -> ApiResponse {
         StatusCode::OK,
         "text/plain; version=0.0.4",
         Bytes::from(text),
-    )
-}
-
-fn html_response(html: &'static str) -> ApiResponse {
-    bytes_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(html.as_bytes()),
     )
 }
 
