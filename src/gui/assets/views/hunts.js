@@ -26,7 +26,7 @@ export async function render(main, params, app) {
   const rows = new HuntRows(app);
   openStream(app, '/api/v1/live/hunts', (data) => {
     const hunts = data.hunts || [];
-    total.textContent = data.total > hunts.length ? `newest ${hunts.length} of ${count(data.total)}` : `${count(data.total)} hunts`;
+    total.textContent = data.total > hunts.length ? `newest ${hunts.length} of ${count(data.total)}` : `${count(data.total)} hunt${data.total === 1 ? '' : 's'}`;
     rows.paint(list, hunts);
   }, status);
 }
