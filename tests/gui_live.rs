@@ -251,3 +251,52 @@ fn events_seen(browser: &Browser) -> Result<u64> {
         .unwrap_or_default();
     Ok(n.parse().unwrap_or(0))
 }
+
+#[test]
+fn a_reader_sees_the_live_views_without_change_buttons() -> Result<()> {
+    const TEST: &str = "a_reader_sees_the_live_views_without_change_buttons";
+    let mut deployment = Deployment::generate_with(|_| {})?;
+    deployment.add_user("reader", "reader-pw", packhunt::config::Role::Reader)?;
+    deployment.start_frontend()?;
+    let (status, created) = deployment.api().post(
+        "/api/v1/hunts",
+        &json!({"artifacts": ["Generic.Client.Info"], "condition": {"labels": ["nobody"]}}),
+    )?;
+    ensure!(status == 200, "{status} {created}");
+    let hunt_id = created["hunt_id"].as_str().context("hunt_id")?.to_string();
+    let Some(browser) = Browser::start(TEST, &deployment)? else {
+        return Ok(());
+    };
+    browser.login("reader", "reader-pw")?;
+    browser.goto("#/hunts")?;
+    browser.wait_for(&format!(
+        "[data-test=hunt-row][data-hunt='{hunt_id}'][data-state=paused]"
+    ))?;
+    for hook in ["hunt-new", "hunt-start", "hunt-stop"] {
+        ensure!(
+            browser.find(&format!("[data-test={hook}]"))?.is_none(),
+            "a reader is offered {hook}"
+        );
+    }
+    browser.screenshot("hunts")?;
+    browser.goto(&format!("#/hunts/{hunt_id}"))?;
+    browser.wait_for("[data-test=live-status][data-state=live]")?;
+    browser.wait_for("[data-test=hunt-results-table-empty]")?;
+    ensure!(
+        browser.find("[data-test=hunt-start]")?.is_none(),
+        "start offered"
+    );
+    browser.screenshot("hunt")?;
+    browser.goto("#/events")?;
+    wait_text(&browser, "[data-test=event-table-version]", "0")?;
+    ensure!(
+        browser.find("[data-test=event-table-save]")?.is_none(),
+        "a reader is offered to save the table"
+    );
+    browser.screenshot("events")?;
+    browser.goto("#/dashboard")?;
+    browser.wait_for("[data-test=live-status][data-state=live]")?;
+    browser.wait_for("[data-test=frontend-row][data-role=master]")?;
+    browser.screenshot("dashboard")?;
+    Ok(())
+}

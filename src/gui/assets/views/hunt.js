@@ -74,7 +74,7 @@ function factsPanel(x) {
     h('dt', {}, 'Created'), h('dd', {}, time(x.create_time_ms)),
     h('dt', {}, 'Started'), h('dd', {}, time(x.start_time_ms)),
     h('dt', {}, 'Stopped'), h('dd', {}, time(x.stop_time_ms)),
-    h('dt', {}, 'Recruits until'), h('dd', {}, x.expires_ms ? time(x.expires_ms) : 'it is stopped'),
+    h('dt', {}, 'Recruits until'), h('dd', {}, x.expires_ms ? time(x.expires_ms) : 'stopped (no expiry)'),
     h('dt', {}, 'Rows'), h('dd', { 'data-test': 'hunt-total-rows' }, count(x.total_rows))));
 }
 
