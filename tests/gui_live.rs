@@ -57,7 +57,10 @@ fn hunt_created_started_and_watched_live() -> Result<()> {
     const TEST: &str = "hunt_created_started_and_watched_live";
     const AGENTS: usize = 5;
     const LABELLED: usize = 3;
-    let deployment = Deployment::start()?;
+    // Recruiting one agent a second spreads the hunt's progress over a few seconds.
+    let deployment = Deployment::start_with(|text| {
+        common::set_keys(text, &[("hunt_recruitment_per_second", "1")])
+    })?;
     let _fleet = fleet(&deployment, AGENTS)?;
     let ids = deployment.wait_connected(AGENTS, CONNECT_LIMIT)?;
     let api = deployment.api();
@@ -98,7 +101,24 @@ fn hunt_created_started_and_watched_live() -> Result<()> {
 
     browser.wait_for("[data-test=live-status][data-state=live]")?;
     let done = LABELLED.to_string();
-    wait_text(&browser, "[data-test=hunt-completed]", &done)?;
+    // Every figure the page showed on its way, in order: it only ever climbs. The first
+    // one between none and all is saved as a screenshot of the hunt in progress.
+    let mut shown: Vec<usize> = Vec::new();
+    browser.wait("the hunt completed on the page", || {
+        let text = browser.text("[data-test=hunt-completed]")?;
+        let completed: usize = text.trim().parse().unwrap_or(0);
+        if shown.last() != Some(&completed) {
+            if completed > 0 && completed < LABELLED && !shown.iter().any(|&c| c > 0) {
+                browser.screenshot("hunt-in-progress")?;
+            }
+            shown.push(completed);
+        }
+        Ok((completed == LABELLED).then_some(()))
+    })?;
+    ensure!(
+        shown.windows(2).all(|w| w[0] <= w[1]),
+        "completed went down: {shown:?}"
+    );
     wait_text(&browser, "[data-test=hunt-scheduled]", &done)?;
     let marker = browser.execute("return window.__liveMarker || null;", json!([]))?;
     ensure!(marker == "kept", "the page was reloaded: {marker}");

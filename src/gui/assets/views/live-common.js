@@ -68,7 +68,10 @@ export function progress(hunt) {
         : h('span', { class: 'hidden', 'data-test': 'hunt-errors' }, '0'),
       hunt.cancelled ? ` · ${hunt.cancelled} cancelled` : '',
       running(hunt) ? ` · ${running(hunt)} running` : '',
-      hunt.pending_recruitment ? ` · ${hunt.pending_recruitment} waiting to be recruited` : ''));
+      // Fleet-wide: connected agents the recruiter has yet to check against running hunts.
+      hunt.pending_recruitment && hunt.state === 'running'
+        ? h('span', { class: 'muted', title: 'connected agents not yet checked against the running hunts' },
+          ` · ${hunt.pending_recruitment} agents still to check`) : ''));
 }
 
 /** What `huntActions` offers for a hunt: its buttons are rebuilt only when this changes. */
