@@ -212,6 +212,7 @@ fn dashboard_shows_each_frontend_and_its_agents() -> Result<()> {
 fn events_view_sets_the_table_and_watches_an_agent() -> Result<()> {
     const TEST: &str = "events_view_sets_the_table_and_watches_an_agent";
     const STATS: &str = "Generic.Client.Stats";
+    const PROCESS_START: &str = "Linux.Events.ProcessStart";
     let deployment = Deployment::start()?;
     let _agent = start_agent(&deployment)?;
     let ids = deployment.wait_connected(1, CONNECT_LIMIT)?;
@@ -231,13 +232,25 @@ fn events_view_sets_the_table_and_watches_an_agent() -> Result<()> {
         STATS,
     )?;
     browser.type_into(&format!("[data-test='event-param-{STATS}-period_s']"), "1")?;
+    // And a list for agents labelled `web`: process starts.
+    browser.type_into("[data-test=event-table-new-label]", "web")?;
+    browser.click("[data-test=event-table-add-label]")?;
+    let web = "[data-test=event-list-label][data-label=web]";
+    browser.click(&format!("{web} [data-test=event-list-label-add]"))?;
+    choose(
+        &browser,
+        &format!("{web} [data-test=event-entry-artifact]"),
+        PROCESS_START,
+    )?;
+    browser.screenshot("events-editing")?;
     browser.click("[data-test=event-table-save]")?;
     wait_text(&browser, "[data-test=event-table-version]", "1")?;
     let (_, table) = deployment.api().get("/api/v1/events/client_table")?;
     ensure!(
         table["version"] == 1
             && table["all"][0]["name"] == STATS
-            && table["all"][0]["parameters"]["period_s"] == "1",
+            && table["all"][0]["parameters"]["period_s"] == "1"
+            && table["by_label"]["web"][0]["name"] == PROCESS_START,
         "{table}"
     );
 

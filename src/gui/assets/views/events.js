@@ -159,7 +159,7 @@ function entryEditor(entry, events, onRemove) {
 function watchPanel(box, events, params, app) {
   const artifact = h('select', { 'data-test': 'watch-artifact' }, events.map((a) => h('option', { value: a.name }, a.name)));
   if (params.artifact) artifact.value = params.artifact;
-  const client = h('input', { type: 'text', placeholder: 'client id (empty: every client)', 'data-test': 'watch-client' });
+  const client = h('input', { type: 'text', placeholder: 'client id (optional)', 'data-test': 'watch-client' });
   const button = h('button', { type: 'button', class: 'primary', 'data-test': 'watch-start' }, 'Watch');
   const status = h('span', { class: 'muted', 'data-test': 'watch-status' }, 'not watching');
   const rowsBox = h('div', { 'data-test': 'watch-rows' });
