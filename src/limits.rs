@@ -396,6 +396,57 @@ pub const MAX_LABEL_CHARS: usize = 64;
 
 // ---- GUI: sessions and request checks --------------------------------------------------------
 
+/// How long a browser session lives after login, however busy (`gui.session_timeout_s`):
+/// a working day and then some, so an analyst logs in once a day and a stolen cookie
+/// dies by the next.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+/// Longest `gui.session_timeout_s` a config may set: a cookie that outlives a month is a
+/// credential nobody remembers handing out.
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A session nobody used for this long ends (`gui.session_idle_timeout_s`): a browser
+/// left open at a desk stops being a way in (OWASP session management: 15-60 min).
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Browser sessions held at once on the master; a login beyond it evicts the oldest.
+/// Each is ~200 bytes; far above the analysts a deployment has, and a bound on what a
+/// stream of logins with valid credentials can make the master hold.
+pub const MAX_SESSIONS_COUNT: usize = 1024;
+
+/// Failed logins (the form or Basic) one user may have within
+/// `LOGIN_FAILURE_WINDOW` before further attempts for that user get 429 without a
+/// password check: slows online guessing to ~120 tries an hour per account.
+pub const MAX_LOGIN_FAILURES_PER_USER_COUNT: u32 = 10;
+
+/// Failed logins one remote address (an IPv6 /64) may have within `LOGIN_FAILURE_WINDOW`:
+/// above the per-user count, so a shared NAT of honest typos is not locked out first,
+/// yet one host cannot spray guesses over many accounts.
+pub const MAX_LOGIN_FAILURES_PER_ADDRESS_COUNT: u32 = 30;
+
+/// The window the failed-login counts above are kept for, from the first failure.
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Users and addresses whose failures are remembered at once; when full, the entry whose
+/// window started first is forgotten. Bounds the throttle's memory under a spray from
+/// many addresses.
+pub const MAX_LOGIN_THROTTLE_ENTRIES_COUNT: usize = 4096;
+
+/// Password checks (argon2, ~50 ms and 19 MiB each) running at once for logins and Basic
+/// credentials not yet verified: guesses cannot fill the blocking pool the datastore
+/// work needs (of the default 8 `io_threads_per_executor`, 6 stay free; 2 also matches
+/// this box's cores, argon2 being pure CPU).
+pub const MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT: usize = 2;
+const _: () = assert!(MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
+
+/// Requests that may wait for a password check; beyond it 429 + Retry-After. Room for a
+/// fleet of scripts starting at once with the same credentials (the first check caches
+/// them, the waiters then pass from the cache), not for an unbounded queue of guesses.
+pub const MAX_PASSWORD_CHECKS_WAITING_COUNT: usize = 256;
+
+/// Largest login body (`{"user","password"}`): names and passwords are short.
+pub const MAX_LOGIN_BODY_BYTES: usize = 4096;
+
 // ---- GUI: assets and live views --------------------------------------------------------------
 
 // ---- Client event table -------------------------------------------------------------------

@@ -10,9 +10,13 @@ pub mod csv;
 pub mod events;
 pub mod export;
 pub mod hunts;
+pub mod login;
 pub mod monitoring;
+pub mod request_checks;
 pub mod routes;
+pub mod session;
 pub mod stream;
+pub mod throttle;
 pub mod uploads;
 pub mod watch;
 
@@ -95,13 +99,17 @@ pub async fn serve(
             Either::Right(_) => return,
         };
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok().map(|a| auth::PeerAddress(a.ip()));
         let (ctx, tls) = (ctx.clone(), tls.clone());
         glommio::spawn_local(async move {
             let Ok(tls_stream) = tls.accept(stream).await else {
                 return;
             };
             let io = TokioIo::new(crate::runtime::io_compat::TokioCompat::new(tls_stream));
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                if let Some(peer) = peer {
+                    req.extensions_mut().insert(peer);
+                }
                 let ctx = ctx.clone();
                 async move { Ok::<_, std::convert::Infallible>(routes::handle(&ctx, req).await) }
             });

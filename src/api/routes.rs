@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::request_checks;
 use crate::api::{ApiCtx, ApiResponse};
 use crate::config::{FrontendRole, Role};
 use crate::datastore::{
@@ -32,6 +33,15 @@ pub enum ApiError {
     BadRequest(String),
     #[error("authentication required")]
     Unauthorized,
+    /// A login with a wrong user or password (the form's 401).
+    #[error("wrong user or password")]
+    WrongCredentials,
+    /// Too many failed logins, or password checks busy: 429 + Retry-After.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -50,7 +60,8 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::WrongCredentials => StatusCode::UNAUTHORIZED,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,6 +73,21 @@ impl ApiError {
                 Fault::Overload => StatusCode::SERVICE_UNAVAILABLE,
                 Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
+        }
+    }
+}
+
+impl From<crate::api::auth::PasswordRefusal> for ApiError {
+    fn from(e: crate::api::auth::PasswordRefusal) -> Self {
+        use crate::api::auth::PasswordRefusal;
+        match e {
+            PasswordRefusal::Wrong => Self::WrongCredentials,
+            PasswordRefusal::Throttled { retry_after } | PasswordRefusal::Busy { retry_after } => {
+                Self::Throttled {
+                    message: e.to_string(),
+                    retry_after,
+                }
+            }
         }
     }
 }
@@ -78,11 +104,7 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
     metrics().api_requests.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let read = req.method() == Method::GET;
-    // The app's own fetches say so: a Basic prompt must not pop up over its login form.
-    let from_app = req
-        .headers()
-        .get("x-requested-with")
-        .is_some_and(|v| v.as_bytes() == b"packhunt");
+    let from_app = request_checks::from_app(req.headers());
     let result = dispatch(ctx, req).await;
     let m = metrics();
     if read {
@@ -91,38 +113,51 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
         &m.api_write_latency
     }
     .observe(started.elapsed());
-    result.unwrap_or_else(|e| {
-        let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
-        if matches!(e, ApiError::Unauthorized) {
+    let mut response = result.unwrap_or_else(|e| error_response(&e, from_app));
+    request_checks::add_security_headers(&mut response);
+    response
+}
+
+/// `{"error"}` with the status that says whose fault it was. A 401 invites a Basic prompt
+/// only for requests that are not the GUI's own fetches (they show the login form).
+fn error_response(e: &ApiError, from_app: bool) -> ApiResponse {
+    let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
+    match e {
+        ApiError::Unauthorized | ApiError::WrongCredentials => {
             metrics().api_unauthorized.fetch_add(1, Ordering::Relaxed);
+            if !from_app {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"packhunt\""),
+                );
+            }
         }
-        if matches!(e, ApiError::Unauthorized) && !from_app {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"packhunt\""),
-            );
+        ApiError::Throttled { retry_after, .. } => {
+            let seconds = retry_after.as_secs().max(1);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
-        resp
-    })
+        _ => {}
+    }
+    resp
 }
 
 async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
-    // The app's files need no user (the login form is one of them); a minion has no GUI.
-    if ctx.role != FrontendRole::Minion {
-        let asset = crate::api::assets::serve(req.method(), req.uri().path(), req.headers());
-        if let Some(response) = asset {
-            return Ok(response);
-        }
-    }
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = ctx.auth.check(auth).ok_or(ApiError::Unauthorized)?;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query().unwrap_or(""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // The GUI's page and assets load without a session (the login form is among them),
+    // and the session routes are how a browser gets one.
+    if ctx.role == FrontendRole::Master {
+        if let Some(answer) = crate::api::assets::serve(&method, &path, req.headers()) {
+            return Ok(answer);
+        }
+        if segments.as_slice() == ["api", "v1", "session"] {
+            return crate::api::login::route(ctx, req).await;
+        }
+    }
+    let principal = crate::api::auth::authenticate(ctx, &req).await?;
     if method != Method::GET && principal.role != Role::Administrator {
         return Err(ApiError::Forbidden(format!(
             "user `{}` may only read",
@@ -252,7 +287,7 @@ async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
 
 /// Reads a body of at most `max_bytes` (413 above) for routes whose documents are
 /// smaller than the API's general cap.
-async fn read_body_capped(
+pub(crate) async fn read_body_capped(
     req: hyper::Request<Incoming>,
     max_bytes: usize,
 ) -> Result<Bytes, ApiError> {

@@ -77,6 +77,12 @@ pub struct GuiSection {
     /// Where GUI/API work runs relative to agent work.
     #[serde(default)]
     pub priority: GuiPriority,
+    /// Seconds a browser session lives after login, however busy (docs/gui/sessions.md).
+    #[serde(default = "default_session_timeout_s")]
+    pub session_timeout_s: u64,
+    /// Seconds without a request after which a browser session ends.
+    #[serde(default = "default_session_idle_timeout_s")]
+    pub session_idle_timeout_s: u64,
 }
 
 /// `executor`: a dedicated priority executor thread (the design), niced above the shards.
@@ -295,6 +301,14 @@ pub struct ClientSection {
     /// Most bytes the outbox holds; past it the oldest flow is failed with an error.
     #[serde(default = "default_max_outbox_bytes")]
     pub max_outbox_bytes: u64,
+}
+
+fn default_session_timeout_s() -> u64 {
+    limits::DEFAULT_SESSION_TIMEOUT.as_secs()
+}
+
+fn default_session_idle_timeout_s() -> u64 {
+    limits::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs()
 }
 
 fn default_true() -> bool {

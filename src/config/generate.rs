@@ -235,6 +235,8 @@ fn server_config(
             bind_address: "127.0.0.1".into(),
             port: opts.gui_port,
             priority: GuiPriority::Executor,
+            session_timeout_s: crate::limits::DEFAULT_SESSION_TIMEOUT.as_secs(),
+            session_idle_timeout_s: crate::limits::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs(),
         },
         tls: ServerTlsSection {
             ca_certificate: ca.cert_pem.clone(),

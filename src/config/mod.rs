@@ -108,6 +108,17 @@ pub struct Gui {
     /// The master's GUI/API listener; a minion's `/metrics` uses its IP.
     pub address: SocketAddr,
     pub priority: GuiPriority,
+    pub sessions: SessionTimeouts,
+}
+
+/// How long a browser session lives (`gui.session_timeout_s`, `gui.session_idle_timeout_s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// From login, however busy. Invariant: within 1 s..=`limits::MAX_SESSION_TIMEOUT`.
+    pub absolute: Duration,
+    /// Without a request. Invariant: not zero and at most `absolute` (a longer idle
+    /// timeout could never bite, so it is cut to `absolute`).
+    pub idle: Duration,
 }
 
 /// `[tls]`. The CA key stays in the file: only `config frontend` needs it.
@@ -371,6 +382,7 @@ impl ServerFile {
                     self.gui.port,
                 ),
                 priority: self.gui.priority,
+                sessions: parse_session_timeouts(&check, &self.gui)?,
             },
             tls: ServerTls {
                 ca_certificate: check
@@ -389,6 +401,36 @@ impl ServerFile {
             sinks: sinks::parse_sinks(&check, &self.sinks)?,
         })
     }
+}
+
+fn parse_session_timeouts(
+    check: &Checker<'_>,
+    gui: &GuiSection,
+) -> Result<SessionTimeouts, ConfigError> {
+    let max_s = limits::MAX_SESSION_TIMEOUT.as_secs();
+    if gui.session_timeout_s == 0 || gui.session_timeout_s > max_s {
+        return Err(check.invalid(
+            "gui.session_timeout_s",
+            format!(
+                "must be 1..={max_s} seconds (default {})",
+                limits::DEFAULT_SESSION_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    if gui.session_idle_timeout_s == 0 {
+        return Err(check.invalid(
+            "gui.session_idle_timeout_s",
+            format!(
+                "must be greater than 0 seconds (default {})",
+                limits::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    let absolute = Duration::from_secs(gui.session_timeout_s);
+    Ok(SessionTimeouts {
+        absolute,
+        idle: Duration::from_secs(gui.session_idle_timeout_s).min(absolute),
+    })
 }
 
 fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, ConfigError> {
@@ -701,6 +743,40 @@ mod tests {
         std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
         let config = ServerConfig::load(&path).expect("config without io_ring_depth");
         assert_eq!(config.frontend.io_ring_depth, limits::DEFAULT_IO_RING_DEPTH);
+    }
+
+    #[test]
+    fn session_timeouts_are_checked_and_default() {
+        for (key, value) in [
+            ("session_timeout_s", 0),
+            ("session_timeout_s", 31 * 24 * 3600),
+            ("session_idle_timeout_s", 0),
+        ] {
+            let (_, err) = load_edited(|v| {
+                table(v, "gui").insert(key.into(), value.into());
+            });
+            assert_eq!(invalid_key(&err), format!("gui.{key}"), "{err}");
+            assert!(err.to_string().contains("default"), "{err}");
+        }
+        // Configs written before the keys existed load with the defaults; an idle timeout
+        // longer than the session's is cut to it.
+        let (_dir, path, mut value) = generated();
+        table(&mut value, "gui").remove("session_timeout_s");
+        table(&mut value, "gui").remove("session_idle_timeout_s");
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("config without session keys");
+        assert_eq!(
+            config.gui.sessions.absolute,
+            limits::DEFAULT_SESSION_TIMEOUT
+        );
+        assert_eq!(
+            config.gui.sessions.idle,
+            limits::DEFAULT_SESSION_IDLE_TIMEOUT
+        );
+        table(&mut value, "gui").insert("session_timeout_s".into(), 5.into());
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("config with a short session");
+        assert_eq!(config.gui.sessions.idle, Duration::from_secs(5));
     }
 
     #[test]

@@ -330,6 +330,18 @@ pub struct Metrics {
     /// Of those, the ones aborted by an error after the answer had started (not a client
     /// that went away).
     pub exports_failed: AtomicU64,
+    // ---- GUI: sessions and request checks (api/auth.rs, api/login.rs, api/session.rs) ----
+    /// Logins through the GUI's form that opened a session.
+    pub gui_logins: AtomicU64,
+    /// Wrong passwords (the form's and Basic credentials'), each after an argon2 check.
+    pub gui_login_failures: AtomicU64,
+    /// Login or Basic attempts answered 429 without a password check (throttled or busy).
+    pub gui_logins_throttled: AtomicU64,
+    /// Sessions ended early because the store was full.
+    pub gui_sessions_evicted: AtomicU64,
+    /// Browser sessions held (expired ones not yet dropped included).
+    pub gui_sessions_open: AtomicI64,
+    gui_requests_refused: [AtomicU64; GuiRefusal::ALL.len()],
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -582,7 +594,41 @@ impl Metrics {
         self.render_files(&mut out);
         self.render_cancel(&mut out);
         self.render_exports(&mut out);
+        self.render_gui_sessions(&mut out);
         out
+    }
+
+    /// Browser sessions and the checks of browser requests.
+    fn render_gui_sessions(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 4] = [
+            ("packhunt_gui_logins_total", "Logins through the GUI's form that opened a session", &self.gui_logins),
+            ("packhunt_gui_login_failures_total", "Wrong user or password (GUI login or Basic credentials), each after a password check", &self.gui_login_failures),
+            ("packhunt_gui_logins_throttled_total", "Login or Basic attempts answered 429 without a password check (too many failures, or checks busy)", &self.gui_logins_throttled),
+            ("packhunt_gui_sessions_evicted_total", "GUI sessions ended early because the most sessions were held", &self.gui_sessions_evicted),
+        ];
+        write_counters(out, &counters);
+        write_metric(
+            out,
+            "packhunt_gui_sessions_open",
+            "GUI sessions held",
+            "gauge",
+            &[("", self.gui_sessions_open.load(Ordering::Relaxed))],
+        );
+        let refused = by_label(
+            "reason",
+            GuiRefusal::ALL.map(GuiRefusal::label),
+            &self.gui_requests_refused,
+        );
+        write_labelled(
+            out,
+            "packhunt_gui_requests_refused_total",
+            "Cookie-authenticated requests refused with 403, by the check they failed",
+            &refused,
+        );
+    }
+
+    pub fn gui_request_refused(&self, reason: GuiRefusal) {
+        self.gui_requests_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Downloads of whole result sets and zip exports (api/export.rs).
@@ -643,6 +689,27 @@ impl Metrics {
         for (name, help, value) in gauges {
             let value = value.load(Ordering::Relaxed);
             write_metric(out, name, help, "gauge", &[("", value)]);
+        }
+    }
+}
+
+/// Which check refused a browser request (403); `reason` label of
+/// `packhunt_gui_requests_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuiRefusal {
+    CsrfToken,
+    Origin,
+    ContentType,
+}
+
+impl GuiRefusal {
+    pub const ALL: [GuiRefusal; 3] = [Self::CsrfToken, Self::Origin, Self::ContentType];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::CsrfToken => "csrf_token",
+            Self::Origin => "origin",
+            Self::ContentType => "content_type",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod browser;
 pub mod cancel;
 pub mod clickhouse;
 pub mod exports;
+pub mod gui_sessions;
 pub mod uploads;
 pub mod watch;
 
