@@ -71,7 +71,7 @@ function statusPanel(doc, base, app, refresh) {
         doc.finish_time_ms ? h('span', { class: 'muted' }, ` (took ${duration(doc.start_time_ms || doc.create_time_ms, doc.finish_time_ms)})`) : ''),
       h('dt', {}, 'rows'), h('dd', { 'data-test': 'collection-rows' }, count(doc.total_rows)),
       h('dt', {}, 'bytes'), h('dd', {}, bytes(doc.total_bytes)),
-      h('dt', {}, 'uploads'), h('dd', {}, `${count(doc.uploaded_files)} files, ${bytes(doc.uploaded_bytes)}`),
+      h('dt', {}, 'uploads'), h('dd', {}, `${count(doc.uploaded_files)} file${doc.uploaded_files === 1 ? '' : 's'}, ${bytes(doc.uploaded_bytes)}`),
       h('dt', {}, 'ended by'), h('dd', { 'data-test': 'collection-ended-by' },
         doc.ended_by ? h('span', { class: 'badge state-error' }, doc.ended_by) : '—'),
       h('dt', {}, 'errors'), h('dd', { 'data-test': 'collection-errors' },
