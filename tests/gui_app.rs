@@ -321,6 +321,78 @@ fn a_reader_sees_no_change_buttons_and_a_forged_post_is_refused() -> Result<()> 
     Ok(())
 }
 
+/// Goal: an administrator cancels a collection that has not ended from its view, and the
+/// view shows it cancelled without a reload. Method: an agent that takes the task and
+/// never answers it.
+#[test]
+fn an_administrator_cancels_a_running_collection() -> Result<()> {
+    let deployment = Deployment::start()?;
+    let Some(browser) = Browser::start("cancel", &deployment)? else {
+        return Ok(());
+    };
+    let mut agent = common::RawAgent::connect(&deployment)?;
+    let flow = agent.tasked(&deployment, &["Linux.Sys.Pslist"])?;
+    browser.login("admin", ADMIN_PASSWORD)?;
+    browser.goto(&format!("#/clients/{}/collections/{flow}", agent.client_id))?;
+    browser.wait_for("[data-test=collection-cancel]")?;
+    browser.screenshot("running")?;
+    browser.click("[data-test=collection-cancel]")?;
+    browser.wait_for("[data-test=collection-status] [data-state=cancelled]")?;
+    assert_eq!(browser.text("[data-test=collection-ended-by]")?, "cancel");
+    browser.wait_gone("[data-test=collection-cancel]")?;
+    browser.screenshot("cancelled")?;
+    let (_, status) = deployment.api().get(&format!(
+        "/api/v1/clients/{}/collections/{flow}",
+        agent.client_id
+    ))?;
+    assert_eq!(status["state"], "cancelled");
+    Ok(())
+}
+
+/// Goal: the clients view pages through a fleet larger than a page with the total
+/// shown, and a search narrows it. Method: 120 clients that connected once (their
+/// info.json written before the master starts) and the real agent.
+#[test]
+fn the_clients_view_pages_through_the_fleet() -> Result<()> {
+    let mut deployment = Deployment::generate_with(|_| {})?;
+    let datastore = packhunt::datastore::Datastore::open(deployment.datastore(), false)?;
+    for i in 0..120u64 {
+        let id = packhunt::ids::ClientId::parse(&format!("C.{:016x}", 0xf1ee7000 + i))?;
+        let doc = packhunt::datastore::ClientInfoDoc {
+            client_id: id.clone(),
+            hostname: format!("fleet-{i:03}"),
+            os: "linux".into(),
+            labels: vec![],
+            first_seen_ms: 1_700_000_000_000,
+            last_seen_ms: 1_700_000_000_000 + i * 60_000,
+            version: "test".into(),
+        };
+        packhunt::datastore::write_client_info(&datastore.client(&id), &doc)?;
+    }
+    deployment.start_frontend()?;
+    let Some(browser) = Browser::start("fleet", &deployment)? else {
+        return Ok(());
+    };
+    browser.login("admin", ADMIN_PASSWORD)?;
+    browser.click("[data-test=nav-clients]")?;
+    browser.type_into("[data-test=clients-search]", "fleet-")?;
+    browser.click("[data-test=clients-submit]")?;
+    browser.wait_for_text("[data-test=pager-info]", "1–50 of 120")?;
+    assert_eq!(browser.find_all("[data-test=client-row]")?.len(), 50);
+    browser.screenshot("page-1")?;
+    browser.click("[data-test=pager-next]")?;
+    browser.wait_for_text("[data-test=pager-info]", "51–100 of 120")?;
+    browser.click("[data-test=pager-next]")?;
+    browser.wait_for_text("[data-test=pager-info]", "101–120 of 120")?;
+    assert_eq!(browser.find_all("[data-test=client-row]")?.len(), 20);
+    browser.screenshot("page-3")?;
+    browser.type_into("[data-test=clients-search]", "fleet-07")?;
+    browser.click("[data-test=clients-submit]")?;
+    browser.wait_for_text("[data-test=pager-info]", "1–10 of 10")?;
+    browser.screenshot("narrowed")?;
+    Ok(())
+}
+
 /// Goal: when the session ends, the next thing the user does brings the login form, and
 /// logging in again returns to where they were going. Method: sessions of 2 s.
 #[test]
