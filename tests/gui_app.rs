@@ -140,6 +140,14 @@ fn find_label_collect_and_page_through_results() -> Result<()> {
         std::fs::write(files.path().join(format!("file-{i:03}.txt")), b"x")?;
     }
     let pattern = format!("{}/*.txt", files.path().display());
+    // Client stats every second, for the monitoring tab.
+    let table = json!({"all": [{"name": "Generic.Client.Stats", "parameters": {"period_s": 1}}],
+                       "by_label": {}});
+    let (status, _) = s
+        .deployment
+        .api()
+        .put("/api/v1/events/client_table", &table)?;
+    assert_eq!(status, 200);
 
     browser.login("admin", ADMIN_PASSWORD)?;
     browser.click("[data-test=nav-clients]")?;
@@ -208,6 +216,21 @@ fn find_label_collect_and_page_through_results() -> Result<()> {
         format!("[data-test=collection-row][data-flow-id=\"{flow}\"] [data-state=finished]");
     browser.wait_for(&listed)?;
     browser.screenshot("client-collections")?;
+    common::wait_until(
+        "client stats stored",
+        Duration::from_secs(60),
+        || {
+            let (_, page) = api.get(&format!(
+                "/api/v1/clients/{}/monitoring/Generic.Client.Stats?rows=1",
+                s.client
+            ))?;
+            Ok(page["total_rows"].as_u64().unwrap_or(0))
+        },
+        |rows| *rows > 0,
+    )?;
+    browser.click("[data-test=tab-monitoring]")?;
+    browser.wait_for("[data-test=monitoring-rows-row]")?;
+    browser.screenshot("client-monitoring")?;
     Ok(())
 }
 
