@@ -35,6 +35,7 @@
 //! | `PRIORITY_THREAD_NICE` | -10 | `frontend/run.rs` | OS scheduling (tuning.md, P4) |
 //! | `PRIORITY_THREAD_RT_PRIORITY` | 1 | `frontend/run.rs` | OS scheduling |
 //! | `LATENCY_BUCKETS_SECONDS` | 13 buckets | `metrics/histogram.rs` | metric layout |
+//! | `TOKEN_BYTES` | 32 | `api/session.rs` | session and CSRF token format (OWASP: >= 64 bits) |
 
 use std::time::Duration;
 
@@ -443,6 +444,10 @@ const _: () = assert!(MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT < DEFAULT_IO_THREADS_P
 /// fleet of scripts starting at once with the same credentials (the first check caches
 /// them, the waiters then pass from the cache), not for an unbounded queue of guesses.
 pub const MAX_PASSWORD_CHECKS_WAITING_COUNT: usize = 256;
+
+/// `Retry-After` when that queue is full: a check takes ~50 ms, so a second drains it
+/// several times over.
+pub const PASSWORD_CHECKS_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Largest login body (`{"user","password"}`): names and passwords are short.
 pub const MAX_LOGIN_BODY_BYTES: usize = 4096;

@@ -66,6 +66,9 @@ fn a_login_opens_a_session_that_reads_the_api_until_logout() -> Result<()> {
         .unwrap_or_default()
         .starts_with("text/html"));
     assert_security_headers(&page, "GET /");
+    // Assets need no credentials either: an unknown one is 404, not 401.
+    let asset = send(&deployment, "GET", "/assets/no-such.js", &[], None)?;
+    assert_eq!(asset.status, 404);
 
     let session = GuiSession::login(&deployment, "admin", ADMIN_PASSWORD)?;
     let login = &session.login;
@@ -367,4 +370,49 @@ fn a_cookie_change_needs_the_csrf_token_the_origin_and_json() -> Result<()> {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn over_http2_the_authority_is_the_origin_and_cookie_crumbs_are_read() -> Result<()> {
+    // Browsers speak HTTP/2 to the GUI: no Host header, and each cookie may arrive in a
+    // header of its own.
+    let deployment = Deployment::start()?;
+    let own = origin(&deployment);
+    let login_body = serde_json::to_vec(&json!({"user": "admin", "password": ADMIN_PASSWORD}))?;
+    let login = common::gui_sessions::send_h2(
+        &deployment,
+        "POST",
+        "/api/v1/session",
+        &[("content-type", "application/json"), ("origin", &own)],
+        Some(login_body),
+    )?;
+    assert_eq!(login.status, 200, "{}", error_of(&login));
+    let set_cookie = login.header("set-cookie").unwrap_or_default();
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_string();
+    let csrf = login.json()["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let table = serde_json::to_vec(&empty_table())?;
+    let put = |origin: &str| {
+        common::gui_sessions::send_h2(
+            &deployment,
+            "PUT",
+            TABLE,
+            &[
+                ("cookie", "theme=dark"),
+                ("cookie", &cookie),
+                ("x-csrf-token", &csrf),
+                ("origin", origin),
+                ("content-type", "application/json"),
+            ],
+            Some(table.clone()),
+        )
+    };
+    let foreign = put("https://evil.example")?;
+    assert_eq!(foreign.status, 403, "{}", error_of(&foreign));
+    let done = put(&own)?;
+    assert_eq!((done.status, done.json()), (200, json!({"version": 1})));
+    assert_security_headers(&done, "PUT over HTTP/2");
+    Ok(())
 }

@@ -32,7 +32,7 @@ use crate::api::ApiCtx;
 use crate::config::{Role, SessionTimeouts, UserEntry};
 use crate::limits::{
     MAX_CACHED_CREDENTIALS_COUNT, MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT,
-    MAX_PASSWORD_CHECKS_WAITING_COUNT, MAX_SESSIONS_COUNT,
+    MAX_PASSWORD_CHECKS_WAITING_COUNT, MAX_SESSIONS_COUNT, PASSWORD_CHECKS_BUSY_RETRY_AFTER,
 };
 use crate::metrics::metrics;
 use crate::runtime::offload::offload;
@@ -133,7 +133,15 @@ impl Authenticator {
         })
         .await;
         let (Some(entry), true) = (entry, right) else {
-            self.throttle.failed(known_user, from, Instant::now());
+            if self.throttle.failed(known_user, from, Instant::now()) {
+                let window = crate::limits::LOGIN_FAILURE_WINDOW;
+                let from = from.map_or("an unknown address".to_string(), |a| a.to_string());
+                let user = known_user.unwrap_or("(not a user)");
+                tracing::warn!(
+                    "failed logins: user `{user}` or {from} reached its limit; \
+                     further attempts get 429 for up to {window:?}"
+                );
+            }
             metrics().gui_login_failures.fetch_add(1, Ordering::Relaxed);
             return Err(PasswordRefusal::Wrong);
         };
@@ -182,7 +190,7 @@ impl Authenticator {
                 .gui_logins_throttled
                 .fetch_add(1, Ordering::Relaxed);
             PasswordRefusal::Busy {
-                retry_after: Duration::from_secs(1),
+                retry_after: PASSWORD_CHECKS_BUSY_RETRY_AFTER,
             }
         };
         let Some(_waiting) = Waiting::enter(&self.checks_waiting) else {

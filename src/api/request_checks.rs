@@ -263,6 +263,46 @@ mod tests {
     }
 
     #[test]
+    fn the_app_is_told_apart_from_a_person_or_a_script() {
+        let mut headers = HeaderMap::new();
+        assert!(!from_app(&headers));
+        headers.insert("x-requested-with", HeaderValue::from_static("packhunt"));
+        assert!(from_app(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert("sec-fetch-dest", HeaderValue::from_static("document"));
+        assert!(!from_app(&headers));
+        headers.insert("sec-fetch-dest", HeaderValue::from_static("empty"));
+        assert!(from_app(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("packhunt_session=old"),
+        );
+        assert!(from_app(&headers));
+    }
+
+    #[test]
+    fn security_headers_keep_a_handlers_own() {
+        let mut json = crate::api::routes::json_response(http::StatusCode::OK, &"x".into());
+        add_security_headers(&mut json);
+        assert_eq!(json.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(json.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let mut download = hyper::Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "private, max-age=60")
+            .body(crate::api::ApiBody::whole(bytes::Bytes::new()))
+            .unwrap();
+        add_security_headers(&mut download);
+        assert_eq!(
+            download.headers()[header::CACHE_CONTROL],
+            "private, max-age=60"
+        );
+        assert!(download
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY));
+    }
+
+    #[test]
     fn cookies_and_content_types() {
         let mut headers = HeaderMap::new();
         headers.append(
