@@ -35,6 +35,7 @@
 //! | `PRIORITY_THREAD_NICE` | -10 | `frontend/run.rs` | OS scheduling (tuning.md, P4) |
 //! | `PRIORITY_THREAD_RT_PRIORITY` | 1 | `frontend/run.rs` | OS scheduling |
 //! | `LATENCY_BUCKETS_SECONDS` | 13 buckets | `metrics/histogram.rs` | metric layout |
+//! | `TOKEN_BYTES` | 32 | `api/session.rs` | session and CSRF token format (OWASP: >= 64 bits) |
 
 use std::time::Duration;
 
@@ -433,9 +434,20 @@ pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(300);
 pub const MAX_LOGIN_THROTTLE_ENTRIES_COUNT: usize = 4096;
 
 /// Password checks (argon2, ~50 ms and 19 MiB each) running at once for logins and Basic
-/// credentials not yet verified: beyond it a request gets 503 + Retry-After, so guesses
-/// cannot fill the blocking pool the datastore work needs.
-pub const MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT: usize = 4;
+/// credentials not yet verified: guesses cannot fill the blocking pool the datastore
+/// work needs (of the default 8 `io_threads_per_executor`, 6 stay free; 2 also matches
+/// this box's cores, argon2 being pure CPU).
+pub const MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT: usize = 2;
+const _: () = assert!(MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
+
+/// Requests that may wait for a password check; beyond it 429 + Retry-After. Room for a
+/// fleet of scripts starting at once with the same credentials (the first check caches
+/// them, the waiters then pass from the cache), not for an unbounded queue of guesses.
+pub const MAX_PASSWORD_CHECKS_WAITING_COUNT: usize = 256;
+
+/// `Retry-After` when that queue is full: a check takes ~50 ms, so a second drains it
+/// several times over.
+pub const PASSWORD_CHECKS_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Largest login body (`{"user","password"}`): names and passwords are short.
 pub const MAX_LOGIN_BODY_BYTES: usize = 4096;

@@ -22,6 +22,9 @@ const TABLE: &str = "/api/v1/events/client_table";
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' \
     data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// What a forged request changes from the app's own headers, and what the 403 names.
+type Refused<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 fn empty_table() -> Value {
     json!({"all": [], "by_label": {}})
 }
@@ -63,6 +66,9 @@ fn a_login_opens_a_session_that_reads_the_api_until_logout() -> Result<()> {
         .unwrap_or_default()
         .starts_with("text/html"));
     assert_security_headers(&page, "GET /");
+    // Assets need no credentials either: an unknown one is 404, not 401.
+    let asset = send(&deployment, "GET", "/assets/no-such.js", &[], None)?;
+    assert_eq!(asset.status, 404);
 
     let session = GuiSession::login(&deployment, "admin", ADMIN_PASSWORD)?;
     let login = &session.login;
@@ -152,6 +158,36 @@ fn an_expired_session_answers_401_without_a_basic_prompt() -> Result<()> {
     let answer = session.request(&deployment, "GET", "/api/v1/clients", None)?;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.header("www-authenticate"), None);
+    // An EventSource cannot say X-Requested-With; its stale cookie says it is the app.
+    let no_header = [("x-requested-with", "")];
+    let path = "/api/v1/clients";
+    let answer = session.request_with(&deployment, "GET", path, None, &no_header)?;
+    assert_eq!(
+        (answer.status, answer.header("www-authenticate")),
+        (401, None)
+    );
+    // A new login works as ever.
+    GuiSession::login(&deployment, "admin", ADMIN_PASSWORD)?;
+    Ok(())
+}
+
+#[test]
+fn many_scripts_starting_at_once_with_basic_credentials_all_get_in() -> Result<()> {
+    // Password checks run a few at a time; the rest wait their turn and then pass from
+    // the cache the first check filled.
+    let deployment = Deployment::start()?;
+    let api = deployment.api();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..24)
+            .map(|_| scope.spawn(|| api.request("GET", "/api/v1/frontends", None)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("request thread").map(|(status, _)| status))
+            .collect::<Result<_>>()
+    })?;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(deployment.metric("packhunt_gui_logins_throttled_total")?, 0);
     Ok(())
 }
 
@@ -180,6 +216,17 @@ fn wrong_passwords_are_401_and_repeated_ones_are_throttled() -> Result<()> {
     assert!(plain
         .header("www-authenticate")
         .is_some_and(|v| v.starts_with("Basic")));
+    // A browser fetch (Sec-Fetch-Dest: empty) is the app too.
+    let body = serde_json::to_vec(&json!({"user": "admin", "password": "nope"}))?;
+    let headers = [
+        ("content-type", "application/json"),
+        ("sec-fetch-dest", "empty"),
+    ];
+    let fetch = send(&deployment, "POST", "/api/v1/session", &headers, Some(body))?;
+    assert_eq!(
+        (fetch.status, fetch.header("www-authenticate")),
+        (401, None)
+    );
     // A login that is not JSON, or is malformed, is refused before any password check.
     let form = b"user=admin&password=x".to_vec();
     let headers = [("content-type", "application/x-www-form-urlencoded")];
@@ -194,7 +241,7 @@ fn wrong_passwords_are_401_and_repeated_ones_are_throttled() -> Result<()> {
         Some(b"{".to_vec()),
     )?;
     assert_eq!(malformed.status, 400);
-    assert_eq!(deployment.metric("packhunt_gui_login_failures_total")?, 3);
+    assert_eq!(deployment.metric("packhunt_gui_login_failures_total")?, 4);
 
     // `victim` fails until throttled; then even the right password waits.
     let limit = packhunt::limits::MAX_LOGIN_FAILURES_PER_USER_COUNT;
@@ -231,7 +278,7 @@ fn a_cookie_change_needs_the_csrf_token_the_origin_and_json() -> Result<()> {
     };
     let foreign = "https://evil.example";
     let other_port = format!("https://{}:{}", deployment.host, deployment.gui_port + 1);
-    let cases: [(&str, Vec<(&str, &str)>, &str); 7] = [
+    let cases: [Refused; 7] = [
         ("no token", vec![("x-csrf-token", "")], "X-CSRF-Token"),
         ("wrong token", vec![("x-csrf-token", "x")], "X-CSRF-Token"),
         ("foreign origin", vec![("origin", foreign)], "Origin"),
@@ -323,4 +370,49 @@ fn a_cookie_change_needs_the_csrf_token_the_origin_and_json() -> Result<()> {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn over_http2_the_authority_is_the_origin_and_cookie_crumbs_are_read() -> Result<()> {
+    // Browsers speak HTTP/2 to the GUI: no Host header, and each cookie may arrive in a
+    // header of its own.
+    let deployment = Deployment::start()?;
+    let own = origin(&deployment);
+    let login_body = serde_json::to_vec(&json!({"user": "admin", "password": ADMIN_PASSWORD}))?;
+    let login = common::gui_sessions::send_h2(
+        &deployment,
+        "POST",
+        "/api/v1/session",
+        &[("content-type", "application/json"), ("origin", &own)],
+        Some(login_body),
+    )?;
+    assert_eq!(login.status, 200, "{}", error_of(&login));
+    let set_cookie = login.header("set-cookie").unwrap_or_default();
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_string();
+    let csrf = login.json()["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let table = serde_json::to_vec(&empty_table())?;
+    let put = |origin: &str| {
+        common::gui_sessions::send_h2(
+            &deployment,
+            "PUT",
+            TABLE,
+            &[
+                ("cookie", "theme=dark"),
+                ("cookie", &cookie),
+                ("x-csrf-token", &csrf),
+                ("origin", origin),
+                ("content-type", "application/json"),
+            ],
+            Some(table.clone()),
+        )
+    };
+    let foreign = put("https://evil.example")?;
+    assert_eq!(foreign.status, 403, "{}", error_of(&foreign));
+    let done = put(&own)?;
+    assert_eq!((done.status, done.json()), (200, json!({"version": 1})));
+    assert_security_headers(&done, "PUT over HTTP/2");
+    Ok(())
 }

@@ -3,8 +3,9 @@
 //!
 //! argon2 verification costs tens of milliseconds by design, far too slow to run on the
 //! priority executor: it runs on the blocking pool, at most
-//! `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT` at once, and not at all for a user or address
-//! the throttle holds back. The first successful check of a credential stores
+//! `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT` at once (a bounded number of requests wait for
+//! their turn, more get 429), and not at all for a user or address the throttle holds
+//! back. The first successful check of a credential stores
 //! SHA-256(user ":" password) with the user's role; later calls compare that digest in
 //! constant time. Failed attempts are never cached.
 
@@ -30,7 +31,8 @@ use crate::api::throttle::LoginThrottle;
 use crate::api::ApiCtx;
 use crate::config::{Role, SessionTimeouts, UserEntry};
 use crate::limits::{
-    MAX_CACHED_CREDENTIALS_COUNT, MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT, MAX_SESSIONS_COUNT,
+    MAX_CACHED_CREDENTIALS_COUNT, MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT,
+    MAX_PASSWORD_CHECKS_WAITING_COUNT, MAX_SESSIONS_COUNT, PASSWORD_CHECKS_BUSY_RETRY_AFTER,
 };
 use crate::metrics::metrics;
 use crate::runtime::offload::offload;
@@ -54,7 +56,7 @@ pub enum PasswordRefusal {
     /// Too many recent failures for this user or address: no check was made.
     #[error("too many failed logins; retry in {} s", retry_after.as_secs().max(1))]
     Throttled { retry_after: Duration },
-    /// `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT` checks are running: no check was made.
+    /// `MAX_PASSWORD_CHECKS_WAITING_COUNT` requests wait for a check: no check was made.
     #[error("too many logins are being checked; retry in {} s", retry_after.as_secs().max(1))]
     Busy { retry_after: Duration },
 }
@@ -65,8 +67,10 @@ pub struct Authenticator {
     /// Browser sessions (the master's GUI).
     pub sessions: Sessions,
     throttle: LoginThrottle,
-    /// Invariant: at most `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT`.
-    checks_in_flight: Cell<usize>,
+    /// Permits for argon2 runs: `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT`.
+    password_checks: glommio::sync::Semaphore,
+    /// Invariant: at most `MAX_PASSWORD_CHECKS_WAITING_COUNT`.
+    checks_waiting: Cell<usize>,
 }
 
 impl Authenticator {
@@ -76,7 +80,10 @@ impl Authenticator {
             verified: RefCell::new(HashMap::new()),
             sessions: Sessions::new(sessions, MAX_SESSIONS_COUNT),
             throttle: LoginThrottle::default(),
-            checks_in_flight: Cell::new(0),
+            password_checks: glommio::sync::Semaphore::new(
+                MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT as u64,
+            ),
+            checks_waiting: Cell::new(0),
         }
     }
 
@@ -100,30 +107,19 @@ impl Authenticator {
         from: Option<IpAddr>,
     ) -> Result<Principal, PasswordRefusal> {
         let digest: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
-        if let Some((known, role)) = self.verified.borrow().get(user) {
-            if bool::from(known.ct_eq(&digest)) {
-                return Ok(Principal {
-                    user: user.to_string(),
-                    role: *role,
-                });
-            }
+        if let Some(principal) = self.cached(user, &digest) {
+            return Ok(principal);
         }
         let entry = self.users.iter().find(|u| u.name == user);
         let known_user = entry.map(|e| e.name.as_str());
-        if let Some(retry_after) = self.throttle.retry_after(known_user, from, Instant::now()) {
-            metrics()
-                .gui_logins_throttled
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(PasswordRefusal::Throttled { retry_after });
+        self.not_throttled(known_user, from)?;
+        let _check = self.check_slot().await?;
+        // While this waited, another request may have verified the same credentials, or
+        // failures may have reached the throttle's limit.
+        if let Some(principal) = self.cached(user, &digest) {
+            return Ok(principal);
         }
-        let Some(_slot) = CheckSlot::take(&self.checks_in_flight) else {
-            metrics()
-                .gui_logins_throttled
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(PasswordRefusal::Busy {
-                retry_after: Duration::from_secs(1),
-            });
-        };
+        self.not_throttled(known_user, from)?;
         let hash = entry.map(|e| e.password_hash.clone());
         let password = password.to_string();
         // An unknown user costs the same argon2 run as a known one: how long a refusal
@@ -137,7 +133,15 @@ impl Authenticator {
         })
         .await;
         let (Some(entry), true) = (entry, right) else {
-            self.throttle.failed(known_user, from, Instant::now());
+            if self.throttle.failed(known_user, from, Instant::now()) {
+                let window = crate::limits::LOGIN_FAILURE_WINDOW;
+                let from = from.map_or("an unknown address".to_string(), |a| a.to_string());
+                let user = known_user.unwrap_or("(not a user)");
+                tracing::warn!(
+                    "failed logins: user `{user}` or {from} reached its limit; \
+                     further attempts get 429 for up to {window:?}"
+                );
+            }
             metrics().gui_login_failures.fetch_add(1, Ordering::Relaxed);
             return Err(PasswordRefusal::Wrong);
         };
@@ -151,6 +155,51 @@ impl Authenticator {
             user: user.to_string(),
             role: entry.role,
         })
+    }
+
+    fn cached(&self, user: &str, digest: &[u8; 32]) -> Option<Principal> {
+        let verified = self.verified.borrow();
+        let (known, role) = verified.get(user)?;
+        bool::from(known.ct_eq(digest)).then(|| Principal {
+            user: user.to_string(),
+            role: *role,
+        })
+    }
+
+    fn not_throttled(
+        &self,
+        known_user: Option<&str>,
+        from: Option<IpAddr>,
+    ) -> Result<(), PasswordRefusal> {
+        match self.throttle.retry_after(known_user, from, Instant::now()) {
+            None => Ok(()),
+            Some(retry_after) => {
+                metrics()
+                    .gui_logins_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(PasswordRefusal::Throttled { retry_after })
+            }
+        }
+    }
+
+    /// Waits for one of the `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT` password checks; with
+    /// `MAX_PASSWORD_CHECKS_WAITING_COUNT` already waiting, refuses at once.
+    async fn check_slot(&self) -> Result<glommio::sync::Permit<'_>, PasswordRefusal> {
+        let busy = || {
+            metrics()
+                .gui_logins_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            PasswordRefusal::Busy {
+                retry_after: PASSWORD_CHECKS_BUSY_RETRY_AFTER,
+            }
+        };
+        let Some(_waiting) = Waiting::enter(&self.checks_waiting) else {
+            return Err(busy());
+        };
+        self.password_checks
+            .acquire_permit(1)
+            .await
+            .map_err(|_| busy())
     }
 }
 
@@ -224,21 +273,21 @@ pub fn refused(refusal: Refusal) -> ApiError {
     ApiError::Forbidden(refusal.to_string())
 }
 
-/// One of the `MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT` password checks; given back on drop
-/// (also when the request is dropped mid-check).
-struct CheckSlot<'a>(&'a Cell<usize>);
+/// A request waiting for a password check; leaves the count on drop (also when the
+/// request is dropped while waiting).
+struct Waiting<'a>(&'a Cell<usize>);
 
-impl<'a> CheckSlot<'a> {
-    fn take(in_flight: &'a Cell<usize>) -> Option<Self> {
-        let n = in_flight.get();
-        (n < MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT).then(|| {
-            in_flight.set(n + 1);
-            CheckSlot(in_flight)
+impl<'a> Waiting<'a> {
+    fn enter(waiting: &'a Cell<usize>) -> Option<Self> {
+        let n = waiting.get();
+        (n < MAX_PASSWORD_CHECKS_WAITING_COUNT).then(|| {
+            waiting.set(n + 1);
+            Waiting(waiting)
         })
     }
 }
 
-impl Drop for CheckSlot<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }

@@ -77,11 +77,19 @@ impl OwnOrigin<'_> {
     }
 }
 
-/// Whether the request came from the GUI's own code (`X-Requested-With: packhunt`).
+/// Whether the request came from the GUI's code rather than a person typing a URL or a
+/// script: it says so (`X-Requested-With: packhunt`, what the app's fetches send), it is
+/// a browser fetch or `EventSource` (`Sec-Fetch-Dest: empty`; an `EventSource` cannot
+/// set headers), or it carries a session cookie (an expired one, say). A 401 to such a
+/// request must not make the browser show its Basic prompt over the app.
 pub fn from_app(headers: &HeaderMap) -> bool {
-    headers
+    let says_so = headers
         .get(FROM_APP_HEADER)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(FROM_APP_VALUE.as_bytes()))
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(FROM_APP_VALUE.as_bytes()));
+    let fetch = headers
+        .get("sec-fetch-dest")
+        .is_some_and(|v| v.as_bytes() == b"empty");
+    says_so || fetch || session_cookies(headers).next().is_some()
 }
 
 /// Checks a cookie-authenticated request against its session (see the module doc).
@@ -252,6 +260,46 @@ mod tests {
         assert!(own(Some("gui.example:443")).matches("https://gui.example"));
         assert!(own(Some("[::1]:8889")).matches("https://[::1]:8889"));
         assert!(!own(None).matches("https://gui.example"));
+    }
+
+    #[test]
+    fn the_app_is_told_apart_from_a_person_or_a_script() {
+        let mut headers = HeaderMap::new();
+        assert!(!from_app(&headers));
+        headers.insert("x-requested-with", HeaderValue::from_static("packhunt"));
+        assert!(from_app(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert("sec-fetch-dest", HeaderValue::from_static("document"));
+        assert!(!from_app(&headers));
+        headers.insert("sec-fetch-dest", HeaderValue::from_static("empty"));
+        assert!(from_app(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("packhunt_session=old"),
+        );
+        assert!(from_app(&headers));
+    }
+
+    #[test]
+    fn security_headers_keep_a_handlers_own() {
+        let mut json = crate::api::routes::json_response(http::StatusCode::OK, &"x".into());
+        add_security_headers(&mut json);
+        assert_eq!(json.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(json.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let mut download = hyper::Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "private, max-age=60")
+            .body(crate::api::ApiBody::whole(bytes::Bytes::new()))
+            .unwrap();
+        add_security_headers(&mut download);
+        assert_eq!(
+            download.headers()[header::CACHE_CONTROL],
+            "private, max-age=60"
+        );
+        assert!(download
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY));
     }
 
     #[test]

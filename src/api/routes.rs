@@ -150,9 +150,8 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     // The GUI's page and assets load without a session (the login form is among them),
     // and the session routes are how a browser gets one.
     if ctx.role == FrontendRole::Master {
-        let asset = crate::api::assets::serve(req.method(), req.uri().path(), req.headers());
-        if let Some(response) = asset {
-            return Ok(response);
+        if let Some(answer) = crate::api::assets::serve(&method, &path, req.headers()) {
+            return Ok(answer);
         }
         if segments.as_slice() == ["api", "v1", "session"] {
             return crate::api::login::route(ctx, req).await;

@@ -64,10 +64,13 @@ impl LoginThrottle {
             .max()
     }
 
-    /// Counts a wrong password for `user` (a configured user) from `address`.
-    pub fn failed(&self, user: Option<&str>, address: Option<IpAddr>, now: Instant) {
+    /// Counts a wrong password for `user` (a configured user) from `address`; whether
+    /// this failure made the user or the address reach its limit (worth a log line).
+    pub fn failed(&self, user: Option<&str>, address: Option<IpAddr>, now: Instant) -> bool {
         let mut windows = self.windows.borrow_mut();
+        let mut reached = false;
         for key in keys(user, address) {
+            let max_failures = key.max_failures();
             let window = windows.entry(key).or_insert(Window {
                 started: now,
                 failures: 0,
@@ -79,6 +82,7 @@ impl LoginThrottle {
                 };
             }
             window.failures = window.failures.saturating_add(1);
+            reached |= window.failures == max_failures;
         }
         if windows.len() > MAX_LOGIN_THROTTLE_ENTRIES_COUNT {
             windows.retain(|_, w| now < w.started + LOGIN_FAILURE_WINDOW);
@@ -91,6 +95,7 @@ impl LoginThrottle {
                 .expect("an over-full map is not empty");
             windows.remove(&oldest);
         }
+        reached
     }
 
     /// The right password for `user`: its count starts over (the address's does not, so
@@ -141,7 +146,8 @@ mod tests {
             assert_eq!(throttle.retry_after(Some("ana"), ip("10.0.0.1"), at), None);
             // Each guess from its own address: the user's count alone blocks.
             let from = ip(&format!("10.0.1.{i}"));
-            throttle.failed(Some("ana"), from, at);
+            let reached = throttle.failed(Some("ana"), from, at);
+            assert_eq!(reached, i + 1 == MAX_LOGIN_FAILURES_PER_USER_COUNT);
         }
         let later = t0 + Duration::from_secs(60);
         let wait = throttle.retry_after(Some("ana"), ip("10.0.0.1"), later);

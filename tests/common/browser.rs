@@ -251,7 +251,13 @@ impl Browser {
         self.click_element(&element)
     }
 
+    /// Clicks `element` after scrolling it to the middle of the window (at the top, a
+    /// sticky table header would take the click).
     pub fn click_element(&self, element: &Element) -> Result<()> {
+        self.execute(
+            "arguments[0].scrollIntoView({block: 'center', inline: 'nearest'});",
+            json!([{ ELEMENT_KEY: element.0 }]),
+        )?;
         let answer = self.command(
             "POST",
             &format!("/element/{}/click", element.0),

@@ -179,3 +179,64 @@ impl GuiSession {
         send(deployment, method, path, &all, body)
     }
 }
+
+/// Sends one request over HTTP/2, as a browser does (no `Host` header: the address is
+/// in `:authority`; each cookie may come in its own `cookie` header).
+pub fn send_h2(
+    deployment: &Deployment,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Answer> {
+    let ca = packhunt::config::ClientConfig::load(&deployment.client_config())?
+        .client
+        .ca_certificate;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (host, port) = (deployment.host.clone(), deployment.gui_port);
+    rt.block_on(async {
+        let exchange = async {
+            let mut config = (*packhunt::tls::client::api_client_config(&ca)?).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            let (client, conn) = h2::client::handshake(tls).await?;
+            tokio::spawn(conn);
+            let mut client = client.ready().await?;
+            let mut request = hyper::Request::builder()
+                .method(method)
+                .uri(format!("https://{host}:{port}{path}"));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let body = body.unwrap_or_default();
+            let (response, mut stream) = client.send_request(request.body(())?, body.is_empty())?;
+            if !body.is_empty() {
+                stream.send_data(Bytes::from(body), true)?;
+            }
+            let response = response.await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let mut body = response.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk?;
+                body.flow_control().release_capacity(chunk.len())?;
+                bytes.extend_from_slice(&chunk);
+            }
+            anyhow::Ok(Answer {
+                status,
+                headers,
+                body: bytes,
+            })
+        };
+        tokio::time::timeout(REQUEST_LIMIT, exchange)
+            .await
+            .with_context(|| format!("{method} {path}: no answer within {REQUEST_LIMIT:?}"))?
+    })
+}

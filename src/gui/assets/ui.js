@@ -57,7 +57,8 @@ export function ago(ms) {
   if (s < 90) return `${s} s ago`;
   if (s < 5400) return `${Math.round(s / 60)} min ago`;
   if (s < 129600) return `${Math.round(s / 3600)} h ago`;
-  return `${Math.round(s / 86400)} d ago`;
+  if (s < 86400 * 400) return `${Math.round(s / 86400)} d ago`;
+  return `${(s / (86400 * 365.25)).toFixed(1)} y ago`;
 }
 
 export function duration(fromMs, toMs) {
@@ -128,8 +129,13 @@ export function rowsTable(rows, test) {
   });
   return h('div', { class: 'table-wrap' },
     h('table', { class: 'data', 'data-test': test || 'rows' },
-      h('thead', {}, h('tr', {}, columns.map((c) => h('th', {}, c)))),
+      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: numericColumn(rows, c) ? 'num' : null }, c)))),
       h('tbody', {}, body)));
+}
+
+function numericColumn(rows, column) {
+  const first = rows.find((r) => r && typeof r === 'object' && r[column] !== undefined && r[column] !== null);
+  return !!first && typeof first[column] === 'number';
 }
 
 /** A table from column specs: [{title, cell: (item) => node|string, class}]. */

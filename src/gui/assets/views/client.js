@@ -255,7 +255,7 @@ function parameterForm(def) {
     }
     return h('div', { class: 'field' },
       h('label', { for: test }, p.name, p.default === null ? ' *' : '', ' ', h('span', { class: 'badge' }, p.type)),
-      input, h('span', { class: 'help' }, p.description || '', p.default !== null ? ` (default ${p.default})` : ''));
+      input, h('span', { class: 'help' }, p.description || ''));
   });
   const fieldset = h('fieldset', { 'data-test': 'artifact-params', 'data-artifact': def.name },
     h('legend', { class: 'mono' }, def.name),

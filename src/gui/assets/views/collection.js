@@ -23,6 +23,8 @@ export async function render(main, params, app) {
 
   let timer = null;
   let shownState = null;
+  // The page each table is on, kept while a running collection's tables are redrawn.
+  const starts = new Map();
   app.onLeave(() => clearTimeout(timer));
   const refresh = async () => {
     let doc;
@@ -36,7 +38,7 @@ export async function render(main, params, app) {
     // Results and uploads are drawn again only when there may be more of them.
     if (doc.state !== shownState || !ENDED.has(doc.state)) {
       shownState = doc.state;
-      await Promise.all([paintResults(results, doc, base, app), paintUploads(uploads, doc, base, app)]);
+      await Promise.all([paintResults(results, doc, base, app, starts), paintUploads(uploads, doc, base, app, starts)]);
     }
     if (!ENDED.has(doc.state)) timer = setTimeout(refresh, REFRESH_WHILE_RUNNING_MS);
   };
@@ -71,7 +73,7 @@ function statusPanel(doc, base, app, refresh) {
         doc.finish_time_ms ? h('span', { class: 'muted' }, ` (took ${duration(doc.start_time_ms || doc.create_time_ms, doc.finish_time_ms)})`) : ''),
       h('dt', {}, 'rows'), h('dd', { 'data-test': 'collection-rows' }, count(doc.total_rows)),
       h('dt', {}, 'bytes'), h('dd', {}, bytes(doc.total_bytes)),
-      h('dt', {}, 'uploads'), h('dd', {}, `${count(doc.uploaded_files)} files, ${bytes(doc.uploaded_bytes)}`),
+      h('dt', {}, 'uploads'), h('dd', {}, `${count(doc.uploaded_files)} file${doc.uploaded_files === 1 ? '' : 's'}, ${bytes(doc.uploaded_bytes)}`),
       h('dt', {}, 'ended by'), h('dd', { 'data-test': 'collection-ended-by' },
         doc.ended_by ? h('span', { class: 'badge state-error' }, doc.ended_by) : '—'),
       h('dt', {}, 'errors'), h('dd', { 'data-test': 'collection-errors' },
@@ -79,7 +81,7 @@ function statusPanel(doc, base, app, refresh) {
   ];
 }
 
-async function paintResults(panel, doc, base, app) {
+async function paintResults(panel, doc, base, app, starts) {
   const artifacts = doc.artifacts || [];
   if (!artifacts.length) {
     panel.replaceChildren(h('h2', {}, 'Results'), h('div', { class: 'panel empty' }, 'No results yet.'));
@@ -88,6 +90,7 @@ async function paintResults(panel, doc, base, app) {
   const sections = artifacts.map((a) => {
     const section = h('section', { class: 'panel', 'data-test': 'artifact-results', 'data-artifact': a.name });
     const show = async (start) => {
+      starts.set(a.name, start);
       let page;
       try {
         page = await app.api('GET', url(`${base}/results`, { artifact: a.name, start_row: start, rows: RESULT_PAGE_ROWS }));
@@ -109,15 +112,16 @@ async function paintResults(panel, doc, base, app) {
     return [section, show];
   });
   panel.replaceChildren(h('h2', {}, 'Results'), ...sections.map(([s]) => s));
-  await Promise.all(sections.map(([, show]) => show(0)));
+  await Promise.all(sections.map(([, show], i) => show(starts.get(artifacts[i].name) || 0)));
 }
 
-async function paintUploads(panel, doc, base, app) {
+async function paintUploads(panel, doc, base, app, starts) {
   if (!doc.uploaded_files) {
     panel.replaceChildren();
     return;
   }
   const show = async (start) => {
+    starts.set(' uploads', start);
     let page;
     try {
       page = await app.api('GET', url(`${base}/uploads`, { start_row: start, rows: UPLOADS_PAGE_ROWS }));
@@ -143,5 +147,5 @@ async function paintUploads(panel, doc, base, app) {
           .map((t, i) => h('th', { class: i === 0 || i === 3 ? 'num' : null }, t)))),
         h('tbody', {}, rows)))));
   };
-  await show(0);
+  await show(starts.get(' uploads') || 0);
 }
