@@ -245,3 +245,61 @@ fn streams_end_when_the_frontend_stops() -> Result<()> {
         }
     }
 }
+
+#[test]
+fn a_minion_shows_with_its_link_and_without_the_rates_it_does_not_report() -> Result<()> {
+    let (deployment, minions) = common::cluster(1)?;
+    let minion = &minions[0].name;
+    let mut stream = open_ok(&deployment, "/api/v1/live/dashboard")?;
+    let event = stream.wait_data("the minion linked", CHANGE_LIMIT, |e| {
+        e["frontends"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["name"] == minion.as_str() && f["up"] == true)
+        })
+    })?;
+    let frontends = event["frontends"].as_array().context("frontends")?;
+    let entry = frontends
+        .iter()
+        .find(|f| f["name"] == minion.as_str())
+        .context("minion")?;
+    ensure!(entry["role"] == "minion", "{entry}");
+    for key in [
+        "accepts_per_second",
+        "sheds_per_second",
+        "upload_503s_per_second",
+        "ingest_mb_per_second",
+    ] {
+        ensure!(
+            entry[key].is_null(),
+            "a minion's {key} is not known: {entry}"
+        );
+    }
+    ensure!(entry["replication"]["state"] == "up", "{entry}");
+    ensure!(
+        entry["replication"]["since_ms"]
+            .as_u64()
+            .is_some_and(|t| t > 0),
+        "the link came up since the master started: {entry}"
+    );
+    let master = frontends
+        .iter()
+        .find(|f| f["role"] == "master")
+        .context("master")?;
+    ensure!(
+        master["replication"] == json!({"state": "master", "links_up": 1, "links_configured": 1}),
+        "{master}"
+    );
+    ensure!(is_rate(&master["accepts_per_second"]), "{master}");
+    Ok(())
+}
+
+#[test]
+fn a_quiet_stream_sends_keepalives() -> Result<()> {
+    let deployment = Deployment::start()?;
+    let mut stream = open_ok(&deployment, "/api/v1/live/hunts")?;
+    stream.next_data()?;
+    // Nothing changes (no hunt, no agent): what comes next is a comment, not data.
+    let next = stream.next_block()?.context("the stream ended")?;
+    ensure!(next == SseBlock::Comment("keepalive".into()), "{next:?}");
+    Ok(())
+}
