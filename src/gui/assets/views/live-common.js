@@ -34,8 +34,13 @@ export function openStream(app, path, onData, status) {
   });
   source.addEventListener('error', () => {
     // The browser reconnects by itself (after the server's retry delay) unless closed.
-    if (source.readyState === EventSource.CLOSED) show('ended', 'not live: reload to retry');
-    else show('reconnecting', 'reconnecting…');
+    if (source.readyState === EventSource.CLOSED) {
+      show('ended', 'not live: reload to retry');
+      // Refused rather than cut: if the session ended, this sends the user to log in.
+      app.api('GET', '/api/v1/session').catch(() => {});
+    } else {
+      show('reconnecting', 'reconnecting…');
+    }
   });
   app.onLeave(() => source.close());
   return source;
