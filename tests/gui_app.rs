@@ -231,6 +231,7 @@ fn find_label_collect_and_page_through_results() -> Result<()> {
     browser.click("[data-test=tab-monitoring]")?;
     browser.wait_for("[data-test=monitoring-rows-row]")?;
     browser.screenshot("client-monitoring")?;
+    assert_clean_console(&browser)?;
     Ok(())
 }
 
@@ -283,6 +284,7 @@ fn an_upload_downloads_byte_for_byte() -> Result<()> {
     assert!(text.contains("evidence.bin"), "{text}");
     let zip = browser.attribute(&browser.wait_for("[data-test=export-zip]")?, "href")?;
     assert!(zip.is_some_and(|z| z.ends_with("/export.zip")));
+    assert_clean_console(&browser)?;
     Ok(())
 }
 
@@ -440,6 +442,21 @@ fn an_expired_session_goes_back_to_login() -> Result<()> {
         s.client
     ))?;
     browser.screenshot("clients")?;
+    Ok(())
+}
+
+/// Nothing the Content-Security-Policy blocked and no uncaught script error in the page's
+/// console (an inline script or style would be blocked silently otherwise).
+fn assert_clean_console(browser: &Browser) -> Result<()> {
+    let console = browser.console()?;
+    for bad in [
+        "Content Security Policy",
+        "Uncaught",
+        "TypeError",
+        "SyntaxError",
+    ] {
+        assert!(!console.contains(bad), "console shows {bad}:\n{console}");
+    }
     Ok(())
 }
 

@@ -53,7 +53,7 @@ async function loadFacts(panel, id, app) {
   if (title && client.hostname) {
     title.replaceChildren(client.hostname, ' ', h('span', { class: 'mono muted' }, id));
   }
-  const labels = h('span', { 'data-test': 'client-labels' }, chips(client.labels));
+  const labels = h('span', { 'data-test': 'client-labels' }, client.labels && client.labels.length ? chips(client.labels) : '—');
   const dl = h('dl', { class: 'facts' },
     h('dt', {}, 'client id'), h('dd', { class: 'mono' }, client.client_id),
     h('dt', {}, 'hostname'), h('dd', { 'data-test': 'client-hostname' }, client.hostname || '—'),
@@ -73,7 +73,7 @@ function labelEditor(client, labels, app) {
     if (!input.value.trim()) return;
     try {
       const answer = await app.api('POST', `/api/v1/clients/${enc(client.client_id)}/labels`, { add, remove });
-      labels.replaceChildren(...chips(answer.labels));
+      labels.replaceChildren(...(answer.labels.length ? chips(answer.labels) : ['—']));
       input.value = '';
       message.replaceChildren();
     } catch (e) {

@@ -101,7 +101,7 @@ async function paintResults(panel, doc, base, app, starts) {
       const rows = page.rows || [];
       section.replaceChildren(
         h('div', { class: 'toolbar' }, h('h3', { class: 'mono' }, a.name),
-          h('span', { class: 'muted' }, `${count(page.total_rows)} rows`), h('span', { class: 'spacer' }),
+          h('span', { class: 'muted' }, `${count(page.total_rows)} row${page.total_rows === 1 ? '' : 's'}`), h('span', { class: 'spacer' }),
           h('a', { class: 'button', href: url(`${base}/results`, { artifact: a.name, format: 'csv' }), download: '',
             'data-test': 'export-csv' }, 'CSV'),
           h('a', { class: 'button', href: url(`${base}/results`, { artifact: a.name, format: 'jsonl' }), download: '',
