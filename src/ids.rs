@@ -109,6 +109,13 @@ impl ClientId {
     }
 }
 
+/// Lookups by `&str` in maps keyed by `ClientId` (its hash and order are its string's).
+impl std::borrow::Borrow<str> for ClientId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! display_as_str {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {

@@ -8,8 +8,8 @@
 //!   (embedded assets); `runtime` (executor primitives), `tls`, `datastore`;
 //! - `config` (files parsed once into typed values); `replication` (the gRPC link) and
 //!   `agent` (the endpoint agent, whose comms client loadgen shares);
-//! - `notify` (presence and "client C has new work"); `sessions` and `hunts`; `events`
-//!   (the client event table);
+//! - `notify` (presence and "client C has new work"); `sessions`, `hunts` and `clients`
+//!   (the master's client index); `events` (the client event table);
 //! - `transport` (accept, TLS, HTTP/2 for agents); `api` (JSON API on the priority
 //!   executor); `frontend` (the composition root, used only by `main.rs`).
 
@@ -27,6 +27,7 @@ macro_rules! say {
 pub mod agent;
 pub mod api;
 pub mod artifacts;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod datastore;

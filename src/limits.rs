@@ -395,6 +395,36 @@ pub const MAX_LABEL_CHARS: usize = 64;
 
 // ---- GUI: client index -----------------------------------------------------------------------
 
+/// Longest `search` string of a client list request. A search is a few words (an id
+/// prefix, a hostname, `label:` / `os:` / `host:` terms); 1 KiB is far beyond that and
+/// keeps one request's matching work bounded.
+pub const MAX_CLIENT_SEARCH_CHARS: usize = 1024;
+/// Most terms in one `search` (all must match). Each term is one more pass over a
+/// matching entry's facts; 16 is more than anyone types.
+pub const MAX_CLIENT_SEARCH_TERMS_COUNT: usize = 16;
+/// Clients whose `info.json` (and `labels.json`) one blocking-pool trip reads while the
+/// client index loads or refreshes: ~10 ms of disk work on this box, so the index grows
+/// in visible steps and the pool stays free for the API's own reads (tuning.md, "GUI
+/// client index").
+pub const CLIENT_INDEX_READ_BATCH_COUNT: usize = 512;
+/// Read batches the loading client index keeps in flight on the blocking pool: half of
+/// its default 8 threads, so the API's own reads still find threads free; a cold disk
+/// serves parallel reads faster than one after another (tuning.md, "GUI client index").
+pub const CLIENT_INDEX_READS_IN_FLIGHT_COUNT: usize = 4;
+const _: () = assert!(CLIENT_INDEX_READS_IN_FLIGHT_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
+/// How often the loading client index logs its progress (a 50,000-client fleet loads in
+/// a few seconds; an NFS datastore can take much longer, and the operator should see it).
+pub const CLIENT_INDEX_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// Attempts to list `clients/` at start before the index gives up (and says so in the
+/// log and in `complete: false`); a datastore mount that is late at boot gets this long.
+pub const CLIENT_INDEX_LIST_ATTEMPTS_COUNT: u32 = 12;
+/// Wait between those attempts.
+pub const CLIENT_INDEX_LIST_RETRY: Duration = Duration::from_secs(5);
+/// Snapshot chunks (each at most `PRESENCE_SNAPSHOT_CLIENTS_COUNT` clients) waiting to
+/// be re-read from disk: one relink of every minion of a 50,000-agent deployment is ~10;
+/// beyond this a chunk is dropped and counted (the next snapshot re-reads it).
+pub const CLIENT_INDEX_RESYNC_QUEUE_COUNT: usize = 64;
+
 // ---- GUI: sessions and request checks --------------------------------------------------------
 
 /// How long a browser session lives after login, however busy (`gui.session_timeout_s`):

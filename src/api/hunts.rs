@@ -326,6 +326,9 @@ pub async fn change_labels(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
         )?)
     })
     .await?;
+    if let Some(index) = &ctx.clients {
+        index.set_labels(client_id, &labels);
+    }
     // A label can make a connected agent match a running hunt, and change its table.
     if let Some(hunts) = &ctx.hunts {
         hunts.reconsider(client_id);

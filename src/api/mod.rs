@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod auth;
 pub mod cancel;
+pub mod clients;
 pub mod csv;
 pub mod events;
 pub mod export;
@@ -52,6 +53,8 @@ pub struct ApiCtx {
     /// Hunts (the master only).
     pub hunts: Option<Rc<crate::hunts::Hunts>>,
     pub presence: Rc<Presence>,
+    /// The client index every client list and search reads (the master only).
+    pub clients: Option<Rc<crate::clients::ClientIndex>>,
     pub auth: auth::Authenticator,
     pub frontend_name: String,
     /// A minion serves only `/metrics` (it has no GUI).

@@ -21,8 +21,8 @@ use crate::datastore::{
 };
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{
-    FlowLimits, DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_CLIENT_LIST_PAGE_COUNT,
-    MAX_EVENT_TABLE_BODY_BYTES, MAX_RESULT_PAGE_ROWS,
+    FlowLimits, DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_EVENT_TABLE_BODY_BYTES,
+    MAX_RESULT_PAGE_ROWS,
 };
 use crate::metrics::{metrics, FlowEvent};
 use crate::runtime::offload::offload;
@@ -179,7 +179,10 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             &crate::artifacts::catalogue_json(),
         )),
         (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
-        (&Method::GET, ["api", "v1", "clients"]) => list_clients(ctx, &query).await,
+        (&Method::GET, ["api", "v1", "clients"]) => crate::api::clients::list(ctx, &query),
+        (&Method::GET, ["api", "v1", "clients", id]) => {
+            crate::api::clients::get(ctx, &ClientId::parse(id)?).await
+        }
         (&Method::POST, ["api", "v1", "clients", id, "labels"]) => {
             let client_id = ClientId::parse(id)?;
             let body = read_body(req).await?;
@@ -324,88 +327,6 @@ fn frontends(ctx: &ApiCtx) -> ApiResponse {
         })
         .collect();
     json_response(StatusCode::OK, &json!({ "items": items }))
-}
-
-async fn list_clients(ctx: &ApiCtx, query: &BTreeMap<String, String>) -> ApiResult {
-    let search = query.get("search").cloned().unwrap_or_default();
-    let limit = parse_number(query, "limit", 100)?.min(MAX_CLIENT_LIST_PAGE_COUNT as u64) as usize;
-    // Items to skip first: with `total`, pages through a fleet larger than one page.
-    let offset = parse_number(query, "offset", 0)? as usize;
-    let ds = ctx.datastore.clone();
-    // `connected=true` lists from presence (no scan of every client folder on disk).
-    let only_connected = match query.get("connected").map(String::as_str) {
-        None | Some("") | Some("false") => None,
-        Some("true") => Some(ctx.presence.connected_ids()),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "`connected` must be true or false".into(),
-            ))
-        }
-    };
-    let (total, page) = offload(move || {
-        let mut page = Vec::new();
-        let mut total = 0usize;
-        let candidates = match only_connected {
-            Some(ids) => ids,
-            None => datastore::list_clients(&ds)?,
-        };
-        let read_info = |id: &ClientId| datastore::read_client_info(&ds.client(id)).ok();
-        for client_id in candidates {
-            // Without a search, info.json is read only for the page, not for every client.
-            let mut info = None;
-            if !search.is_empty() {
-                info = read_info(&client_id);
-                if !client_matches(&client_id, info.as_ref(), &search) {
-                    continue;
-                }
-            }
-            total += 1;
-            if total > offset && page.len() < limit {
-                let info = info.or_else(|| read_info(&client_id));
-                page.push((client_id, info));
-            }
-        }
-        Ok::<_, DatastoreError>((total, page))
-    })
-    .await?;
-    let items: Vec<serde_json::Value> = page
-        .into_iter()
-        .map(|(client_id, info)| {
-            let frontend = ctx.presence.frontend_of(&client_id);
-            let connected = frontend.is_some();
-            let (hostname, os, labels, first_seen, last_seen) = match info {
-                Some(i) => (i.hostname, i.os, i.labels, i.first_seen_ms, i.last_seen_ms),
-                None => (String::new(), String::new(), Vec::new(), 0, 0),
-            };
-            // The stored last_seen is written at most every LAST_SEEN_WRITE_INTERVAL_MS; a
-            // connected agent is being seen now.
-            let last_seen = if connected {
-                last_seen.max(crate::clock::now_ms())
-            } else {
-                last_seen
-            };
-            json!({
-                "client_id": client_id.as_str(), "hostname": hostname, "os": os, "labels": labels,
-                "first_seen_ms": first_seen, "last_seen_ms": last_seen, "connected": connected,
-                "frontend": frontend.as_deref(),
-            })
-        })
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "items": items, "total": total }),
-    ))
-}
-
-fn client_matches(id: &ClientId, info: Option<&datastore::ClientInfoDoc>, search: &str) -> bool {
-    if search.is_empty() || id.as_str().starts_with(search) {
-        return true;
-    }
-    let Some(info) = info else { return false };
-    match search.strip_prefix("label:") {
-        Some(label) => info.labels.iter().any(|l| l == label),
-        None => info.hostname.contains(search),
-    }
 }
 
 #[derive(Deserialize)]

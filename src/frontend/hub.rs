@@ -74,6 +74,7 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             _ => drop_malformed(from, format_args!("notification with malformed ids")),
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
+        Kind::ClientFacts(facts) => presence.apply_remote_facts(from, facts),
         // Only the master sends these (its link refuses one from a minion).
         Kind::CancelFlows(envelope) => {
             let cancelled = crate::notify::fleet::cancelled_from_wire(from, envelope);

@@ -473,6 +473,9 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     };
     let name = identity.name.to_string();
     let presence = Rc::new(Presence::new(&name, role, &minions));
+    // Subscribed before any shard or minion event is followed, so none is missed.
+    let clients =
+        is_master.then(|| crate::clients::feed::start(presence.clone(), datastore.clone()));
     // A minion reports its agents to the master; the master has no one to report to.
     let forward = if is_master {
         None
@@ -579,6 +582,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         event_table,
         hunts,
         presence,
+        clients,
         auth,
         frontend_name: name,
         role,

@@ -353,6 +353,23 @@ pub struct Metrics {
     pub gui_live_skipped: AtomicU64,
     /// Streams ended because their client took nothing for `LIVE_STREAM_STALLED_END`.
     pub gui_live_stalled: AtomicU64,
+    // ---- GUI: client index (src/clients/) ----
+    /// Clients listed by the master's client index.
+    pub client_index_entries: AtomicI64,
+    /// 1 once the index has read every client folder at start, 0 while it loads.
+    pub client_index_complete: AtomicI64,
+    /// How long the start-up load took, milliseconds (0 until it finished).
+    pub client_index_load_ms: AtomicI64,
+    /// Entries changed, by what told the index (see `ClientIndexRefresh`).
+    client_index_refreshes: [AtomicU64; ClientIndexRefresh::ALL.len()],
+    /// `info.json` documents the index could not read (listed with empty facts).
+    pub client_index_unreadable: AtomicU64,
+    /// Snapshot chunks not re-read from disk: the resync queue was full.
+    pub client_index_resyncs_dropped: AtomicU64,
+    /// Client list and search requests answered from the index.
+    pub client_index_searches: AtomicU64,
+    /// Time to match, count and page one search inside the index.
+    pub client_index_search_latency: histogram::LatencyHistogram,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -607,6 +624,7 @@ impl Metrics {
         self.render_exports(&mut out);
         self.render_gui_sessions(&mut out);
         self.render_gui_live(&mut out);
+        self.render_client_index(&mut out);
         out
     }
 
@@ -927,5 +945,98 @@ mod tests {
         assert!(text.contains("packhunt_sink_sent_total{sink=\"siem\"} 5"));
         assert!(text.contains("packhunt_sink_dropped_total{sink=\"siem\",reason=\"spool_full\"} 2"));
         assert!(text.contains("# TYPE packhunt_sink_lag_seconds gauge"));
+    }
+}
+
+/// What changed an entry of the client index; `source` label of
+/// `packhunt_client_index_refreshes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIndexRefresh {
+    /// Read from the datastore while loading at start.
+    Load,
+    /// Facts an agent sent to one of this frontend's shards.
+    AgentFacts,
+    /// Facts a minion sent over replication.
+    MinionFacts,
+    /// Re-read from the datastore after a minion's snapshot.
+    Resync,
+    /// A label change through the API.
+    Labels,
+}
+
+impl ClientIndexRefresh {
+    pub const ALL: [Self; 5] = [
+        Self::Load,
+        Self::AgentFacts,
+        Self::MinionFacts,
+        Self::Resync,
+        Self::Labels,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::AgentFacts => "agent_facts",
+            Self::MinionFacts => "minion_facts",
+            Self::Resync => "resync",
+            Self::Labels => "labels",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn client_index_refreshed(&self, source: ClientIndexRefresh, count: u64) {
+        self.client_index_refreshes[source as usize].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// The client index's metrics (src/clients/).
+    fn render_client_index(&self, out: &mut String) {
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
+            (
+                "packhunt_client_index_entries",
+                "Clients listed by the master's client index",
+                &self.client_index_entries,
+            ),
+            (
+                "packhunt_client_index_complete",
+                "1 once the client index has read every client folder at start, 0 while it loads",
+                &self.client_index_complete,
+            ),
+            (
+                "packhunt_client_index_load_ms",
+                "Milliseconds the client index took to load at start (0 until done)",
+                &self.client_index_load_ms,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(
+                out,
+                name,
+                help,
+                "gauge",
+                &[("", value.load(Ordering::Relaxed))],
+            );
+        }
+        let refreshes = by_label(
+            "source",
+            ClientIndexRefresh::ALL.map(ClientIndexRefresh::label),
+            &self.client_index_refreshes,
+        );
+        write_labelled(
+            out,
+            "packhunt_client_index_refreshes_total",
+            "Client index entries changed, by what told the index",
+            &refreshes,
+        );
+        let counters: [(&str, &str, &AtomicU64); 3] = [
+            ("packhunt_client_index_unreadable_total", "info.json documents the client index could not read (listed with empty facts)", &self.client_index_unreadable),
+            ("packhunt_client_index_resyncs_dropped_total", "Snapshot chunks the client index did not re-read from disk (resync queue full; the next snapshot does)", &self.client_index_resyncs_dropped),
+            ("packhunt_client_index_searches_total", "Client list and search requests answered from the client index", &self.client_index_searches),
+        ];
+        write_counters(out, &counters);
+        let name = "packhunt_client_index_search_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time to match, count and page one client search in the index\n# TYPE {name} histogram");
+        self.client_index_search_latency
+            .render(out, name, "kind=\"search\"");
     }
 }

@@ -22,8 +22,8 @@
 //! closed on disk, so an agent that missed its Cancel is refused (409) at its next upload
 //! and drops the flow, and a later connect is not given the task again.
 //!
-//! shard -> priority: `ShardEvent` (who is connected where, flows that changed state),
-//! one queue per shard. When full: the shard waits (presence must not be lost or the
+//! shard -> priority: `ShardEvent` (who is connected where, agents' facts, flows that
+//! changed state), one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
 
 use glommio::channels::shared_channel::{
@@ -88,6 +88,9 @@ pub enum ShardEvent {
         shard: usize,
         session: u64,
     },
+    /// An agent's facts, as this shard just recorded them in its `info.json` (sent after
+    /// every ClientInfo, written or not): the master's client index keeps them.
+    Facts(Box<crate::datastore::ClientInfoDoc>),
     /// A flow this shard's agent is writing started or ended.
     FlowState {
         client_id: ClientId,

@@ -6,13 +6,18 @@
 //! removes the entry only if it names the location that is current, so a late
 //! disconnect of an older stream (same shard, another shard or another frontend) never
 //! hides the newer one.
+//!
+//! The master's client index hears through here what it needs beside presence (an
+//! [`Observer`]): agents' facts from this frontend's shards and from minions, agents that
+//! left (their last seen time), and minions' snapshots (after which facts that crossed a
+//! lossy link are re-read from the datastore).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::config::FrontendRole;
-use crate::datastore::FlowState;
+use crate::datastore::{ClientInfoDoc, FlowState};
 use crate::ids::{ClientId, FlowId};
 use crate::notify::mesh::{ShardEvent, ShardEventReceiver};
 use crate::replication::pb;
@@ -44,8 +49,30 @@ pub struct FrontendView {
     pub link_changed: Option<std::time::SystemTime>,
 }
 
+/// What else wants to hear about agents as presence does (the master's client index).
+/// Called on the hub executor, with no borrow of presence held; must not block.
+pub trait Observer {
+    /// An agent's facts as its frontend recorded them in `info.json`. From this
+    /// frontend's shards the labels are those read with them from `labels.json`; from
+    /// another frontend there are none (labels are the master's).
+    fn facts(&self, doc: ClientInfoDoc, from: FactsFrom);
+    /// These agents are no longer connected anywhere this frontend knows of.
+    fn left(&self, clients: &[ClientId]);
+    /// A frontend resent these connected agents (a snapshot): facts it sent may have been
+    /// lost on the link, so they are to be read again from the datastore.
+    fn resync(&self, clients: Vec<ClientId>);
+}
+
+/// Where an agent's facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsFrom {
+    ThisFrontend,
+    OtherFrontend,
+}
+
 pub struct Presence {
     live: RefCell<HashMap<ClientId, Location>>,
+    observer: RefCell<Option<Rc<dyn Observer>>>,
     frontends: RefCell<Vec<FrontendView>>,
     /// When tapped (the master, for hunts): agents that connected and flows that ended,
     /// in arrival order, until drained.
@@ -76,11 +103,21 @@ impl Presence {
         );
         Self {
             live: RefCell::new(HashMap::new()),
+            observer: RefCell::new(None),
             frontends: RefCell::new(frontends),
             tapped: std::cell::Cell::new(false),
             arrivals: RefCell::new(Vec::new()),
             flow_ends: RefCell::new(Vec::new()),
         }
+    }
+
+    /// From now on tell `observer` about facts, departures and snapshots.
+    pub fn observe(&self, observer: Rc<dyn Observer>) {
+        *self.observer.borrow_mut() = Some(observer);
+    }
+
+    fn observer(&self) -> Option<Rc<dyn Observer>> {
+        self.observer.borrow().clone()
     }
 
     /// From now on keep arrivals and flow ends for `drain_arrivals`/`drain_flow_ends`.
@@ -151,7 +188,41 @@ impl Presence {
                 self.count_flow(THIS_FRONTEND, state);
                 self.flow_ended(flow_id.as_str(), state, total_rows);
             }
+            ShardEvent::Facts(doc) => {
+                if let Some(observer) = self.observer() {
+                    observer.facts(*doc, FactsFrom::ThisFrontend);
+                }
+            }
         }
+    }
+
+    /// An agent's facts reported by frontend `from`. A malformed id is dropped and counted;
+    /// facts longer than an agent may send are cut as the shard would have.
+    pub fn apply_remote_facts(&self, from: &str, facts: pb::ClientFacts) {
+        let Ok(client_id) = ClientId::parse(&facts.client_id) else {
+            crate::replication::drop_malformed(from, format_args!("facts of a malformed id"));
+            return;
+        };
+        let Some(observer) = self.observer() else {
+            return;
+        };
+        let cut = |s: String| -> String {
+            s.chars()
+                .take(crate::limits::MAX_CLIENT_FACT_CHARS)
+                .collect()
+        };
+        observer.facts(
+            ClientInfoDoc {
+                client_id,
+                hostname: cut(facts.hostname),
+                os: cut(facts.os),
+                labels: Vec::new(),
+                first_seen_ms: facts.first_seen_ms,
+                last_seen_ms: facts.last_seen_ms,
+                version: cut(facts.version),
+            },
+            FactsFrom::OtherFrontend,
+        );
     }
 
     /// A flow state change reported by frontend `from`. A state this build cannot read is
@@ -210,6 +281,17 @@ impl Presence {
         for entry in &snapshot.entries {
             self.apply_remote(from, entry);
         }
+        if let Some(observer) = self.observer() {
+            let clients = snapshot
+                .entries
+                .iter()
+                .filter(|e| e.connected)
+                .filter_map(|e| ClientId::parse(&e.client_id).ok())
+                .collect::<Vec<_>>();
+            if !clients.is_empty() {
+                observer.resync(clients);
+            }
+        }
     }
 
     /// The link to `name` is up (it will send a snapshot) or down (what it reported is
@@ -241,12 +323,26 @@ impl Presence {
         if live.get(client_id) == Some(&location) {
             live.remove(client_id);
             self.frontends.borrow_mut()[location.frontend as usize].connected_clients -= 1;
+            drop(live);
+            if let Some(observer) = self.observer() {
+                observer.left(std::slice::from_ref(client_id));
+            }
         }
     }
 
     fn forget(&self, frontend: FrontendIdx) {
-        self.live.borrow_mut().retain(|_, l| l.frontend != frontend);
+        let mut gone = Vec::new();
+        self.live.borrow_mut().retain(|id, l| {
+            let keep = l.frontend != frontend;
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
+        });
         self.frontends.borrow_mut()[frontend as usize].connected_clients = 0;
+        if let (Some(observer), false) = (self.observer(), gone.is_empty()) {
+            observer.left(&gone);
+        }
     }
 
     /// The index of frontend `name`, added (as a minion) on first sight.
@@ -269,6 +365,12 @@ impl Presence {
 
     /// The frontend a connected client's task stream is on.
     pub fn frontend_of(&self, client_id: &ClientId) -> Option<Rc<str>> {
+        self.frontend_of_str(client_id.as_str())
+    }
+
+    /// [`Self::frontend_of`] for an id spelled in a caller's buffer (the client index keeps
+    /// ids as numbers and joins without allocating).
+    pub fn frontend_of_str(&self, client_id: &str) -> Option<Rc<str>> {
         let location = *self.live.borrow().get(client_id)?;
         Some(
             self.frontends.borrow()[location.frontend as usize]
@@ -342,6 +444,14 @@ pub fn to_wire(event: &ShardEvent) -> pb::envelope::Kind {
             flow_id: flow_id.to_string(),
             state: pb::FlowStateKind::from(*state).into(),
             total_rows: *total_rows,
+        }),
+        ShardEvent::Facts(doc) => Kind::ClientFacts(pb::ClientFacts {
+            client_id: doc.client_id.to_string(),
+            hostname: doc.hostname.clone(),
+            os: doc.os.clone(),
+            version: doc.version.clone(),
+            first_seen_ms: doc.first_seen_ms,
+            last_seen_ms: doc.last_seen_ms,
         }),
     }
 }
@@ -495,6 +605,89 @@ mod tests {
         p.apply_remote("minion:7", &wire(1, true, 1));
         let names: Vec<String> = p.frontends().iter().map(|f| f.name.to_string()).collect();
         assert_eq!(names, vec!["master:1", "minion:7"]);
+    }
+
+    /// Records what presence tells its observer.
+    #[derive(Default)]
+    struct Heard {
+        facts: RefCell<Vec<(String, FactsFrom)>>,
+        left: RefCell<Vec<ClientId>>,
+        resynced: RefCell<Vec<ClientId>>,
+    }
+
+    impl Observer for Heard {
+        fn facts(&self, doc: ClientInfoDoc, from: FactsFrom) {
+            self.facts.borrow_mut().push((doc.hostname, from));
+        }
+        fn left(&self, clients: &[ClientId]) {
+            self.left.borrow_mut().extend_from_slice(clients);
+        }
+        fn resync(&self, clients: Vec<ClientId>) {
+            self.resynced.borrow_mut().extend(clients);
+        }
+    }
+
+    // Goal: the client index hears facts from shards and minions (a minion's cut to the
+    // agent's limit, a malformed one dropped), departures (one by one, and all of a
+    // frontend whose link dropped) and the clients of a snapshot. Method: a recording
+    // observer.
+    #[test]
+    fn the_observer_hears_facts_departures_and_snapshots() {
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
+        let heard = Rc::new(Heard::default());
+        p.observe(heard.clone());
+        let doc = ClientInfoDoc {
+            client_id: id(1),
+            hostname: "web".into(),
+            os: "linux".into(),
+            labels: vec![],
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            version: "1".into(),
+        };
+        let sent = match to_wire(&ShardEvent::Facts(Box::new(doc.clone()))) {
+            pb::envelope::Kind::ClientFacts(facts) => facts,
+            other => panic!("facts go as ClientFacts, not {other:?}"),
+        };
+        assert_eq!((sent.hostname.as_str(), sent.last_seen_ms), ("web", 2));
+        p.apply(ShardEvent::Facts(Box::new(doc)));
+        let long = pb::ClientFacts {
+            hostname: "h".repeat(10_000),
+            ..sent.clone()
+        };
+        p.apply_remote_facts("minion:2", long);
+        let malformed = pb::ClientFacts {
+            client_id: "../etc".into(),
+            ..sent
+        };
+        p.apply_remote_facts("minion:2", malformed);
+        let facts = heard.facts.borrow();
+        assert_eq!(facts.len(), 2, "the malformed one is dropped");
+        assert_eq!(facts[0], ("web".to_string(), FactsFrom::ThisFrontend));
+        assert_eq!(facts[1].0.len(), crate::limits::MAX_CLIENT_FACT_CHARS);
+        assert_eq!(facts[1].1, FactsFrom::OtherFrontend);
+
+        p.apply(ShardEvent::Connected {
+            client_id: id(1),
+            shard: 0,
+            session: 1,
+        });
+        p.apply(ShardEvent::Disconnected {
+            client_id: id(1),
+            shard: 0,
+            session: 1,
+        });
+        let snapshot = pb::PresenceSnapshot {
+            entries: vec![wire(2, true, 1), wire(3, true, 1)],
+            first: true,
+            last: true,
+        };
+        p.apply_snapshot("minion:2", &snapshot);
+        assert_eq!(*heard.resynced.borrow(), vec![id(2), id(3)]);
+        p.set_link("minion:2", false);
+        let mut left = heard.left.borrow().clone();
+        left.sort();
+        assert_eq!(left, vec![id(1), id(2), id(3)]);
     }
 
     // Goal: a flow state from the wire is counted for its frontend, and one this build

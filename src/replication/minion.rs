@@ -243,7 +243,7 @@ async fn relay(
                             metrics().replication_dropped(ReplicationQueue::Link);
                             // The master's picture of our agents is now wrong: resend it whole
                             // (once per burst of drops, see take_presence_lost above).
-                            if matches!(dropped.envelope.kind, Some(Kind::Presence(_) | Kind::Snapshot(_))) {
+                            if matches!(dropped.envelope.kind, Some(Kind::Presence(_) | Kind::Snapshot(_) | Kind::ClientFacts(_))) {
                                 outbox.mark_presence_lost();
                             }
                         }

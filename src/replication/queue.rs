@@ -157,7 +157,11 @@ pub fn outbox_with_bounds(
 impl Outbox {
     /// Queues `kind` for the link; false (and counted) if the queue is full.
     pub fn offer(&self, kind: Kind) -> bool {
-        let is_presence = matches!(kind, Kind::Presence(_) | Kind::Snapshot(_));
+        // Lost facts heal the way lost presence does: the snapshot makes the master re-read them.
+        let is_presence = matches!(
+            kind,
+            Kind::Presence(_) | Kind::Snapshot(_) | Kind::ClientFacts(_)
+        );
         match self.tx.try_send(kind) {
             Ok(()) => {
                 self.wake.notify_one();

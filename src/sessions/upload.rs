@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::datastore::{client_info, DatastoreError, EventBatchError, Fault, FlowState};
-use crate::datastore::{ArtifactName, ClientDir};
+use crate::datastore::{ArtifactName, ClientDir, ClientInfoDoc};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::limits::{RETRY_AFTER_BUSY, RETRY_AFTER_DISK_FULL};
 use crate::metrics::{metrics, FileRefusal, RejectReason};
@@ -289,7 +289,10 @@ async fn dispatch(
         }
         Kind::Info(info) => {
             let client = ds.client(client_id);
-            offload(move || record_seen(&client, &info)).await?;
+            let doc = offload(move || record_seen(&client, &info)).await?;
+            // The master's client index lists what was just recorded; the hub drains the
+            // queue without touching the disk, so this waits only as presence does.
+            let _ = ctx.events.send(ShardEvent::Facts(Box::new(doc))).await;
             Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
     }
@@ -381,7 +384,11 @@ async fn report_flow_state(
 
 /// Writes info.json for a connecting agent (facts now, labels and first-seen kept); a
 /// reconnect with unchanged facts writes nothing (see `client_info::record_seen`).
-fn record_seen(client: &ClientDir, info: &pb::ClientInfo) -> Result<(), UploadError> {
-    client_info::record_seen(client, &info.hostname, &info.os, &info.version)?;
-    Ok(())
+fn record_seen(client: &ClientDir, info: &pb::ClientInfo) -> Result<ClientInfoDoc, UploadError> {
+    Ok(client_info::record_seen(
+        client,
+        &info.hostname,
+        &info.os,
+        &info.version,
+    )?)
 }

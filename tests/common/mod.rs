@@ -21,6 +21,7 @@ pub mod agent_outbox;
 pub mod browser;
 pub mod cancel;
 pub mod clickhouse;
+pub mod client_index;
 pub mod exports;
 pub mod gui_sessions;
 pub mod live;

@@ -1,8 +1,9 @@
 //! The dashboard's figures: every frontend the master knows of (role, up, connected
 //! agents, this frontend's agent-port rates, the replication link), the fleet total and
 //! the limits in force. Built from presence and the metrics counters each tick; the count
-//! of known clients (folders on the datastore) is the one figure read from disk, at most
-//! once per `LIVE_KNOWN_CLIENTS_REFRESH`, on the blocking pool, shared by every stream.
+//! of known clients comes from the master's client index, or (while the index loads, or
+//! without one) from the clients folder on the datastore, listed at most once per
+//! `LIVE_KNOWN_CLIENTS_REFRESH` on the blocking pool and shared by every stream.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -24,6 +25,8 @@ pub struct DashboardSource {
     presence: Rc<Presence>,
     config: Arc<ServerConfig>,
     datastore: Datastore,
+    /// The master's client index: `known` comes from it once its start-up load is done.
+    index: Option<Rc<crate::clients::ClientIndex>>,
     /// This frontend's name: the one whose rates are known.
     this: String,
     max_live_streams: usize,
@@ -35,6 +38,7 @@ impl DashboardSource {
             presence: ctx.presence.clone(),
             config: ctx.config.clone(),
             datastore: ctx.datastore.clone(),
+            index: ctx.clients.clone(),
             this: ctx.frontend_name.clone(),
             max_live_streams,
         }
@@ -42,7 +46,14 @@ impl DashboardSource {
 
     /// `{"frontends":[…],"fleet":{"connected","known"},"limits":{…}}`.
     pub fn figures(&self, rates: &Rates, known: &KnownClients) -> String {
-        known.refresh_if_stale(self.datastore.clone());
+        let indexed = self
+            .index
+            .as_ref()
+            .filter(|i| i.is_complete())
+            .map(|i| i.len());
+        if indexed.is_none() {
+            known.refresh_if_stale(self.datastore.clone());
+        }
         let views = self.presence.frontends();
         let links_up = views
             .iter()
@@ -54,7 +65,7 @@ impl DashboardSource {
             .collect();
         let connected = self.presence.connected_count();
         // The folder count lags a new agent by up to a refresh; connected ones are known.
-        let known = known.count().map(|k| k.max(connected));
+        let known = indexed.or(known.count()).map(|k| k.max(connected));
         json!({
             "frontends": frontends,
             "fleet": { "connected": connected, "known": known },
