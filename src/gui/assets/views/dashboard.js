@@ -33,7 +33,7 @@ function paintFleet(box, data) {
     sub ? h('div', { class: 'card-sub muted' }, sub) : '');
   box.replaceChildren(
     card('Connected agents', count(f.connected), 'fleet-connected'),
-    card('Known clients', count(f.known), 'fleet-known', f.known === null ? 'counting…' : 'with a folder on the datastore'),
+    card('Known clients', count(f.known), 'fleet-known', f.known === null ? 'counting…' : 'that ever connected'),
     card('Frontends up', `${up} / ${list.length}`, 'frontends-up'));
 }
 
