@@ -484,6 +484,35 @@ pub const MAX_LOGIN_BODY_BYTES: usize = 4096;
 
 // ---- GUI: assets and live views --------------------------------------------------------------
 
+/// Live streams (`GET /api/v1/live/...`) open at once on the master; 503 beyond. Each is a
+/// timer task building a small JSON document a second; 64 covers a team of analysts with
+/// a few tabs each while bounding what a script opening streams in a loop can cost.
+pub const MAX_LIVE_STREAMS_COUNT: usize = 64;
+/// How often a live stream looks at its figures: "about once a second" is what a dashboard
+/// needs to look live, and at 64 streams it is 64 small documents a second.
+pub const LIVE_STREAM_TICK: Duration = Duration::from_secs(1);
+/// A comment is sent when nothing else was for this long, so proxies and browsers never
+/// see an idle stream (common proxy idle timeouts are 30-60 s).
+pub const LIVE_STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Events queued for one stream's connection; when full (the client reads slower than a
+/// tick) the tick is skipped: the next carries newer figures anyway.
+pub const MAX_LIVE_STREAM_QUEUED_EVENTS_COUNT: usize = 4;
+/// A stream whose client has not taken an event or keepalive for this long is ended, so a
+/// client that stopped reading (but keeps its socket) gives its slot back.
+pub const LIVE_STREAM_STALLED_END: Duration = Duration::from_secs(60);
+/// The window the dashboard's rates are averaged over: the tick, so each event shows the
+/// last second.
+pub const LIVE_RATE_WINDOW: Duration = LIVE_STREAM_TICK;
+/// The live hunts list shows the newest this many hunts (`total` counts them all): a
+/// document a second per stream must stay small.
+pub const MAX_LIVE_HUNTS_LISTED_COUNT: usize = 200;
+/// How stale the dashboard's count of known clients (folders on the datastore) may get:
+/// counting lists the clients folder, which grows with the fleet, so not per tick.
+pub const LIVE_KNOWN_CLIENTS_REFRESH: Duration = Duration::from_secs(30);
+/// How long a stopping frontend waits for its live streams to end their bodies.
+pub const LIVE_STREAMS_END_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+const _: () = assert!(LIVE_STREAM_KEEPALIVE.as_millis() < LIVE_STREAM_STALLED_END.as_millis());
+
 // ---- Client event table -------------------------------------------------------------------
 
 /// Event artifacts one list of the client event table (`all`, or one label's) may name.

@@ -3,6 +3,7 @@
 //! requests to the datastore and says "client C has new work"; it never touches a
 //! session.
 
+pub mod assets;
 pub mod auth;
 pub mod cancel;
 pub mod clients;
@@ -10,6 +11,7 @@ pub mod csv;
 pub mod events;
 pub mod export;
 pub mod hunts;
+pub mod live;
 pub mod login;
 pub mod monitoring;
 pub mod request_checks;
@@ -59,6 +61,8 @@ pub struct ApiCtx {
     pub role: FrontendRole,
     /// Live watchers of client events (the master only).
     pub watch: Option<WatchHub>,
+    /// The GUI's live streams (server-sent events).
+    pub live: live::LiveStreams,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.
@@ -98,7 +102,12 @@ pub async fn serve(
                 glommio::timer::sleep(crate::limits::ACCEPT_BACKOFF_ON_EMFILE).await;
                 continue;
             }
-            Either::Right(_) => return,
+            Either::Right(_) => {
+                ctx.live
+                    .wait_ended(crate::limits::LIVE_STREAMS_END_ON_SHUTDOWN)
+                    .await;
+                return;
+            }
         };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok().map(|a| auth::PeerAddress(a.ip()));

@@ -150,8 +150,8 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     // The GUI's page and assets load without a session (the login form is among them),
     // and the session routes are how a browser gets one.
     if ctx.role == FrontendRole::Master {
-        if let Some(answer) = public_route(&method, &segments) {
-            return answer;
+        if let Some(answer) = crate::api::assets::serve(&method, &path, req.headers()) {
+            return Ok(answer);
         }
         if segments.as_slice() == ["api", "v1", "session"] {
             return crate::api::login::route(ctx, req).await;
@@ -198,6 +198,9 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             let body = read_body_capped(req, MAX_EVENT_TABLE_BODY_BYTES).await?;
             crate::api::events::put(ctx, &body).await
         }
+        (&Method::GET, ["api", "v1", "live", "dashboard"]) => crate::api::live::dashboard(ctx),
+        (&Method::GET, ["api", "v1", "live", "hunts"]) => crate::api::live::hunts(ctx),
+        (&Method::GET, ["api", "v1", "live", "hunts", id]) => crate::api::live::hunt(ctx, id),
         (&Method::GET, ["api", "v1", "hunts"]) => crate::api::hunts::list(ctx),
         (&Method::GET, ["api", "v1", "hunts", id]) => crate::api::hunts::get(ctx, id),
         // The (unused) body is read first: answering before the client finished sending
@@ -281,21 +284,6 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             "no route for {method} {}",
             shown(&path)
         ))),
-    }
-}
-
-/// Routes anyone may load on the master: the page and its static assets.
-fn public_route(method: &Method, segments: &[&str]) -> Option<ApiResult> {
-    if method != Method::GET {
-        return None;
-    }
-    match segments {
-        [""] => Some(Ok(html_response(crate::gui::INDEX_HTML))),
-        ["assets", ..] => Some(Err(ApiError::NotFound(format!(
-            "no asset /{}",
-            shown(&segments.join("/"))
-        )))),
-        _ => None,
     }
 }
 
@@ -608,14 +596,6 @@ fn text_response(text: String) -> ApiResponse {
         StatusCode::OK,
         "text/plain; version=0.0.4",
         Bytes::from(text),
-    )
-}
-
-fn html_response(html: &'static str) -> ApiResponse {
-    bytes_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(html.as_bytes()),
     )
 }
 

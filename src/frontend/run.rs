@@ -587,6 +587,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         frontend_name: name,
         role,
         watch: watch.clone(),
+        live: api::live::LiveStreams::new(shutdown.clone()),
     });
     api::serve(ctx, listener, tls, shutdown).await;
     if let Some(watch) = watch {

@@ -1,7 +1,6 @@
-//! The browser GUI: embedded static assets served by the master on the GUI port (the
-//! priority executor). The page drives the same JSON API as scripts (the browser sends
-//! the Basic credentials it was asked for); nothing here reads the datastore or reaches
-//! an agent.
+//! The browser GUI: static assets (HTML, ES modules, CSS) embedded in the binary and
+//! served by the master on the GUI port (the priority executor). The app drives the same
+//! JSON API as scripts; nothing here reads the datastore, reaches an agent or knows HTTP
+//! (`api::assets` answers the requests).
 
-/// The single page: client search, frontends, and a collection button.
-pub const INDEX_HTML: &str = include_str!("index.html");
+pub mod assets;

@@ -342,6 +342,17 @@ pub struct Metrics {
     /// Browser sessions held (expired ones not yet dropped included).
     pub gui_sessions_open: AtomicI64,
     gui_requests_refused: [AtomicU64; GuiRefusal::ALL.len()],
+    // ---- GUI: live views (api/live) ----
+    /// Live streams (`GET /api/v1/live/...`) open now.
+    pub gui_live_streams: AtomicI64,
+    /// Live stream requests refused with 503: `MAX_LIVE_STREAMS_COUNT` were open.
+    pub gui_live_refused: AtomicU64,
+    /// Events (changed figures) queued on live streams.
+    pub gui_live_events: AtomicU64,
+    /// Ticks skipped because a stream's queue was full (its client reads slowly).
+    pub gui_live_skipped: AtomicU64,
+    /// Streams ended because their client took nothing for `LIVE_STREAM_STALLED_END`.
+    pub gui_live_stalled: AtomicU64,
     // ---- GUI: client index (src/clients/) ----
     /// Clients listed by the master's client index.
     pub client_index_entries: AtomicI64,
@@ -612,6 +623,7 @@ impl Metrics {
         self.render_cancel(&mut out);
         self.render_exports(&mut out);
         self.render_gui_sessions(&mut out);
+        self.render_gui_live(&mut out);
         self.render_client_index(&mut out);
         out
     }
@@ -818,6 +830,52 @@ impl Metrics {
             "packhunt_files_refused_total",
             "File chunks and result batches refused with 409, by reason",
             &refused,
+        );
+    }
+}
+
+// ---- GUI: live views (api/live) ----
+impl Metrics {
+    /// How many connections were refused for `reason` (the dashboard's shed rate).
+    pub fn connection_refusal_count(&self, reason: ConnectionRefusal) -> u64 {
+        let i = ConnectionRefusal::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
+        self.connection_refusals[i].load(Ordering::Relaxed)
+    }
+
+    fn render_gui_live(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "packhunt_gui_live_refused_total",
+                "Live stream requests refused with 503: the most live streams were open",
+                &self.gui_live_refused,
+            ),
+            (
+                "packhunt_gui_live_events_total",
+                "Events (changed figures) queued on live streams",
+                &self.gui_live_events,
+            ),
+            (
+                "packhunt_gui_live_skipped_total",
+                "Live stream ticks skipped: the stream's queue was full (its client reads slowly)",
+                &self.gui_live_skipped,
+            ),
+            (
+                "packhunt_gui_live_stalled_total",
+                "Live streams ended because their client read nothing for a minute",
+                &self.gui_live_stalled,
+            ),
+        ];
+        write_counters(out, &counters);
+        let open = self.gui_live_streams.load(Ordering::Relaxed);
+        write_metric(
+            out,
+            "packhunt_gui_live_streams",
+            "Live streams (GET /api/v1/live/...) open",
+            "gauge",
+            &[("", open)],
         );
     }
 }

@@ -44,6 +44,9 @@ pub struct FrontendView {
     /// process started: which frontends carry the work.
     pub flows_finished: u64,
     pub flows_failed: u64,
+    /// When the replication link to it last came up or went down (None: not since this
+    /// process started): how long a minion has been up or down, for the dashboard.
+    pub link_changed: Option<std::time::SystemTime>,
 }
 
 /// What else wants to hear about agents as presence does (the master's client index).
@@ -298,7 +301,10 @@ impl Presence {
         if !up {
             self.forget(frontend);
         }
-        self.frontends.borrow_mut()[frontend as usize].up = up;
+        let mut frontends = self.frontends.borrow_mut();
+        let view = &mut frontends[frontend as usize];
+        view.up = up;
+        view.link_changed = Some(std::time::SystemTime::now());
     }
 
     fn connect(&self, client_id: ClientId, location: Location) {
@@ -474,6 +480,7 @@ impl FrontendView {
             connected_clients: 0,
             flows_finished: 0,
             flows_failed: 0,
+            link_changed: None,
         }
     }
 }

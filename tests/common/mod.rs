@@ -18,11 +18,13 @@ use serde_json::Value;
 pub mod api_client;
 
 pub mod agent_outbox;
+pub mod browser;
 pub mod cancel;
 pub mod clickhouse;
 pub mod client_index;
 pub mod exports;
 pub mod gui_sessions;
+pub mod live;
 pub mod uploads;
 pub mod watch;
 
