@@ -440,6 +440,8 @@ fn an_expired_session_goes_back_to_login() -> Result<()> {
     browser.wait_for("[data-test=login-form]")?;
     browser.wait_for_hash("/login")?;
     browser.screenshot("login")?;
+    let notice = browser.text("[data-test=login-notice]")?;
+    assert!(notice.contains("session has ended"), "{notice}");
     browser.login("admin", ADMIN_PASSWORD)?;
     browser.wait_for_hash("/clients")?;
     browser.wait_for(&format!(
