@@ -150,6 +150,7 @@ fn find_label_collect_and_page_through_results() -> Result<()> {
     assert_eq!(status, 200);
 
     browser.login("admin", ADMIN_PASSWORD)?;
+    browser.screenshot("dashboard")?;
     browser.click("[data-test=nav-clients]")?;
     browser.type_into("[data-test=clients-search]", &s.hostname)?;
     browser.click("[data-test=clients-submit]")?;
@@ -251,6 +252,7 @@ fn an_upload_downloads_byte_for_byte() -> Result<()> {
     std::fs::write(&path, &bytes)?;
 
     browser.login("admin", ADMIN_PASSWORD)?;
+    browser.screenshot("dashboard")?;
     browser.goto(&format!("#/clients/{}?tab=new", s.client))?;
     browser.click("[data-test=artifact-option][data-artifact=\"Generic.Collectors.File\"]")?;
     browser.type_into(
@@ -358,6 +360,7 @@ fn an_administrator_cancels_a_running_collection() -> Result<()> {
     let mut agent = common::RawAgent::connect(&deployment)?;
     let flow = agent.tasked(&deployment, &["Linux.Sys.Pslist"])?;
     browser.login("admin", ADMIN_PASSWORD)?;
+    browser.screenshot("dashboard")?;
     browser.goto(&format!("#/clients/{}/collections/{flow}", agent.client_id))?;
     browser.wait_for("[data-test=collection-cancel]")?;
     browser.screenshot("running")?;
@@ -399,6 +402,7 @@ fn the_clients_view_pages_through_the_fleet() -> Result<()> {
         return Ok(());
     };
     browser.login("admin", ADMIN_PASSWORD)?;
+    browser.screenshot("dashboard")?;
     browser.click("[data-test=nav-clients]")?;
     browser.type_into("[data-test=clients-search]", "fleet-")?;
     browser.click("[data-test=clients-submit]")?;
@@ -431,10 +435,13 @@ fn an_expired_session_goes_back_to_login() -> Result<()> {
     browser.screenshot("dashboard")?;
     // Past the session's lifetime (not a timing under test: the session must be over).
     std::thread::sleep(Duration::from_secs(3));
-    browser.click("[data-test=nav-clients]")?;
+    // Whether or not a live view noticed first, asking for the clients brings the form.
+    browser.goto("#/clients")?;
     browser.wait_for("[data-test=login-form]")?;
     browser.wait_for_hash("/login")?;
     browser.screenshot("login")?;
+    let notice = browser.text("[data-test=login-notice]")?;
+    assert!(notice.contains("session has ended"), "{notice}");
     browser.login("admin", ADMIN_PASSWORD)?;
     browser.wait_for_hash("/clients")?;
     browser.wait_for(&format!(

@@ -38,6 +38,9 @@ export const app = {
   /** `{user, role, csrf_token, expires_ms}` once logged in, else null. */
   session: null,
 
+  /** Why the login form came up, shown on it once (a session that ended). */
+  loginNotice: null,
+
   /** fetch with JSON in and out. Non-GET requests carry the CSRF token. Throws ApiError;
    *  a 401 (no session, or it expired) sends the user to the login form. Requests made
    *  while a view is shown are aborted when the route changes. */
@@ -63,6 +66,7 @@ export const app = {
     try { json = text ? JSON.parse(text) : null; } catch { json = null; }
     if (response.status === 401 && !path.startsWith('/api/v1/session')) {
       app.session = null;
+      app.loginNotice = 'Your session has ended: log in again.';
       toLogin();
       throw new ApiError(401, 'your session has ended: log in again');
     }

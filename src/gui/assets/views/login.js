@@ -8,6 +8,9 @@ export async function render(main, params, app) {
   const password = h('input', { type: 'password', name: 'password', id: 'login-password',
     autocomplete: 'current-password', required: true, 'data-test': 'login-password' });
   const error = h('div', { class: 'error hidden', role: 'alert', 'data-test': 'login-error' });
+  const notice = app.loginNotice
+    ? h('div', { class: 'notice', 'data-test': 'login-notice' }, app.loginNotice) : null;
+  app.loginNotice = null;
   const submit = h('button', { type: 'submit', class: 'primary', 'data-test': 'login-submit' }, 'Log in');
   const form = h('form', { class: 'panel login', 'data-test': 'login-form', onsubmit: async (e) => {
     e.preventDefault();
@@ -27,6 +30,7 @@ export async function render(main, params, app) {
     }
   } },
   h('h1', {}, 'packhunt'),
+  notice,
   h('div', { class: 'field' }, h('label', { for: 'login-user' }, 'User'), user),
   h('div', { class: 'field' }, h('label', { for: 'login-password' }, 'Password'), password),
   error,
