@@ -39,11 +39,14 @@ export async function render(main, params, app) {
 async function loadFacts(panel, id, app) {
   let client;
   try {
-    const found = await app.api('GET', url('/api/v1/clients', { search: id, limit: 1 }));
-    client = (found.items || []).find((c) => c.client_id === id);
+    client = await app.api('GET', `/api/v1/clients/${enc(id)}`);
   } catch (e) {
-    if (e.name !== 'AbortError') panel.replaceChildren(errorBox(e));
-    return;
+    if (e.status === 404) {
+      client = null;
+    } else {
+      if (e.name !== 'AbortError') panel.replaceChildren(errorBox(e));
+      return;
+    }
   }
   if (!client) {
     panel.replaceChildren(errorBox(`client ${id} is not known`, 'client-unknown'));
