@@ -34,6 +34,8 @@
 #                                         ingest rows/s and MB/s, watch lag, a file sink's lag (1 frontend),
 #                                         CPU per 1,000 events/s, task delivery and API p99, with events
 #                                         vs the same fleet without (EVENTS_ARMS)
+#   bash benches/targets.sh gui-paint [SEED] each GUI view's time to its data painted in headless
+#                                         Chromium, SEED clients in the index (SEED=50000)
 #   bash benches/targets.sh files [N]     N agents each uploading one FILE_BYTES file at once (N=1000,
 #                                         FILE_BYTES=20000000) through the default permits vs dd:
 #                                         upload MB/s (server-verified files), frontend peak RSS,
@@ -64,7 +66,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,34p' "$0" >&2; exit 2; }
+usage() { sed -n '2,61p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -334,7 +336,8 @@ p4_probe() {   # p4_probe DIR NAME -> records the probe's p50/p99 for arm $ARM
     record "probe requests" "$ARM" "$(rep .api_latency.count "$dir/$name.json")"
     local path label
     for path in $PROBE_PATHS_RESOLVED; do
-        label=$(sed -E 's#/clients/C\.[0-9a-f]+/collections/F\.[0-9A-F]+#/clients/{id}/collections/{flow}#' <<<"${path%%\?*}")
+        # The query says which search it is; a results page's ids change from run to run.
+        label=$(sed -E 's#/clients/C\.[0-9a-f]+/collections/F\.[0-9A-F]+/results\?.*#/clients/{id}/collections/{flow}/results#' <<<"$path")
         record "API p99 GET $label (ms)" "$ARM" "$(rep ".api_latency_by_path[\"$path\"].p99_us / 1000" "$dir/$name.json")"
     done
     record "frontend CPU-s/s during probe" "$ARM" "$(calc "${d%% *} / $(echo "$d" | cut -d' ' -f2)" 2)"
@@ -1270,6 +1273,19 @@ run_files() {
     print_table "files: file uploads vs the datastore disk's sequential append, $n agents x $FILE_BYTES bytes ($OUT)"
 }
 
+# ---------------------------------------------------------------- gui-paint ------------
+# Time to first paint of each GUI view in headless Chromium (tests/gui_paint.rs, an ignored
+# test that prints one JSON line per view), SEED clients (50,000) in the client index.
+run_gui_paint() {
+    local seed=${1:-${SEED:-50000}}
+    log "gui-paint: each view's time to its data painted, $seed clients in the index"
+    (cd "$(dirname "${BASH_SOURCE[0]}")/.." && SEED=$seed cargo test --release --test gui_paint -- \
+        --ignored --nocapture --test-threads 1) 2>"$OUT/gui-paint.err" | sed -n 's/^[^{]*\({.*}\)$/\1/p' | tee "$OUT/gui-paint.jsonl"
+    echo "| view | median ms | max ms |"
+    echo "|---|---|---|"
+    jq -r 'select(.view) | "| \(.view) | \(.median_ms // .first_contentful_paint_ms) | \(.max_ms // "-") |"' "$OUT/gui-paint.jsonl"
+}
+
 case $TARGET in
     p1) run_p1 "$@" ;;
     p1-fleet) run_p1_fleet "$@" ;;
@@ -1283,5 +1299,6 @@ case $TARGET in
     p2-fleet) run_p2_fleet "$@" ;;
     events) run_events "$@" ;;
     files) run_files "$@" ;;
+    gui-paint) run_gui_paint "$@" ;;
     *) usage ;;
 esac

@@ -445,7 +445,10 @@ impl Deployment {
         let api = self.api();
         let what = format!("{n} agents connected");
         let connected_ids = || -> Result<Vec<String>> {
-            let (_, clients) = api.get(&format!("/api/v1/clients?limit={}", n.max(1) * 2))?;
+            let (_, clients) = api.get(&format!(
+                "/api/v1/clients?connected=true&limit={}",
+                n.max(1) * 2
+            ))?;
             let items = clients["items"].as_array().context("clients: items")?;
             Ok(items
                 .iter()
