@@ -303,3 +303,45 @@ fn a_quiet_stream_sends_keepalives() -> Result<()> {
     ensure!(next == SseBlock::Comment("keepalive".into()), "{next:?}");
     Ok(())
 }
+
+/// Goal: a collection's stream starts with its status as `GET .../collections/{flow}`
+/// answers it and follows it as it changes (here: cancelled), so the collection view needs
+/// no polling; unknown and malformed ids are refused before a stream opens.
+/// Method: a RawAgent is tasked through the API; the collection is cancelled through the API.
+#[test]
+fn a_collection_stream_follows_its_status() -> Result<()> {
+    let deployment = Deployment::start()?;
+    let api = deployment.api();
+    let mut agent = RawAgent::connect(&deployment)?;
+    let flow = agent.tasked(&deployment, &["Generic.Client.Info"])?;
+    let client = agent.client_id.clone();
+    let path = format!("/api/v1/live/clients/{client}/collections/{flow}");
+    let mut stream = open_ok(&deployment, &path)?;
+    let event = stream.next_data()?;
+    ensure!(event["time_ms"].as_u64().is_some(), "{event}");
+    let (_, plain) = api.get(&format!("/api/v1/clients/{client}/collections/{flow}"))?;
+    for (key, value) in plain.as_object().context("status")? {
+        ensure!(event[key] == *value, "{key}: stream {event} vs GET {plain}");
+    }
+
+    let (status, _) = api.post(
+        &format!("/api/v1/clients/{client}/collections/{flow}/cancel"),
+        &json!({}),
+    )?;
+    ensure!(status == 200, "cancel: {status}");
+    stream.wait_data("the cancel in the stream", CHANGE_LIMIT, |e| {
+        e["state"] == "cancelled" && e["ended_by"] == "cancel"
+    })?;
+
+    let unknown = LiveStream::open(
+        &deployment,
+        &format!("/api/v1/live/clients/{client}/collections/F.0000000000000000"),
+    )?;
+    ensure!(unknown.status == 404, "unknown flow: {}", unknown.status);
+    let malformed = LiveStream::open(
+        &deployment,
+        &format!("/api/v1/live/clients/{client}/collections/not-a-flow"),
+    )?;
+    ensure!(malformed.status == 400, "malformed: {}", malformed.status);
+    Ok(())
+}

@@ -201,6 +201,9 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         (&Method::GET, ["api", "v1", "live", "dashboard"]) => crate::api::live::dashboard(ctx),
         (&Method::GET, ["api", "v1", "live", "hunts"]) => crate::api::live::hunts(ctx),
         (&Method::GET, ["api", "v1", "live", "hunts", id]) => crate::api::live::hunt(ctx, id),
+        (&Method::GET, ["api", "v1", "live", "clients", id, "collections", flow]) => {
+            crate::api::live::collection(ctx, id, flow).await
+        }
         (&Method::GET, ["api", "v1", "hunts"]) => crate::api::hunts::list(ctx),
         (&Method::GET, ["api", "v1", "hunts", id]) => crate::api::hunts::get(ctx, id),
         // The (unused) body is read first: answering before the client finished sending

@@ -26,12 +26,14 @@ use serde_json::json;
 
 use super::routes::{ApiError, ApiResult};
 use super::{ApiBody, ApiCtx};
-use crate::ids::HuntId;
+use crate::datastore::Datastore;
+use crate::ids::{ClientId, FlowId, HuntId};
 use crate::limits::{
     LIVE_STREAM_KEEPALIVE, LIVE_STREAM_STALLED_END, LIVE_STREAM_TICK, MAX_LIVE_HUNTS_LISTED_COUNT,
     MAX_LIVE_STREAMS_COUNT, MAX_LIVE_STREAM_QUEUED_EVENTS_COUNT,
 };
 use crate::metrics::metrics;
+use crate::runtime::offload::offload;
 use crate::runtime::shutdown::ShutdownSignal;
 
 pub use dashboard::KnownClients;
@@ -123,16 +125,20 @@ impl Drop for StreamSlot {
     }
 }
 
-/// What a stream shows: built anew at every tick from in-memory state.
+/// What a stream shows: built anew at every tick from in-memory state, except a
+/// collection's status, which lives on the datastore (written by whichever frontend holds
+/// the agent) and is read in the blocking pool.
 enum Source {
     Dashboard(dashboard::DashboardSource),
     Hunts(Rc<crate::hunts::Hunts>),
     Hunt(Rc<crate::hunts::Hunts>, HuntId),
+    Collection(Datastore, ClientId, FlowId),
 }
 
 impl Source {
-    /// The event's JSON, or None when there is nothing to show (a hunt that vanished).
-    fn figures(&self, live: &Shared) -> Option<String> {
+    /// The event's JSON, or None when there is nothing to show (a hunt or collection that
+    /// vanished).
+    async fn figures(&self, live: &Shared) -> Option<String> {
         match self {
             Self::Dashboard(source) => Some(source.figures(&live.rates.rates(), &live.known)),
             Self::Hunts(hunts) => Some(hunts_figures(hunts)),
@@ -140,8 +146,31 @@ impl Source {
                 let (doc, stats) = hunts.get(id)?;
                 Some(super::hunts::hunt_json(&doc, &stats).to_string())
             }
+            Self::Collection(ds, client, flow) => {
+                let (ds, client, flow) = (ds.clone(), client.clone(), flow.clone());
+                let status = offload(move || super::routes::live_status(&ds, &client, &flow)).await;
+                match status {
+                    Ok(doc) => {
+                        Some(serde_json::to_string(&doc).expect("status documents serialise"))
+                    }
+                    Err(ApiError::Datastore(e)) if e.is_not_found() => None,
+                    // A transient read failure (a document being replaced on a network
+                    // filesystem): said in the event, the next tick tries again.
+                    Err(e) => Some(json!({ "error": e.to_string() }).to_string()),
+                }
+            }
         }
     }
+}
+
+/// `GET /api/v1/live/clients/{client}/collections/{flow}`: the collection's status as
+/// `GET .../collections/{flow}` answers it, whenever it changes; 404 for one that does not
+/// exist.
+pub async fn collection(ctx: &ApiCtx, client: &str, flow: &str) -> ApiResult {
+    let (client, flow) = (ClientId::parse(client)?, FlowId::parse(flow)?);
+    let (ds, c, f) = (ctx.datastore.clone(), client.clone(), flow.clone());
+    offload(move || super::routes::live_status(&ds, &c, &f)).await?;
+    open_stream(ctx, Source::Collection(ctx.datastore.clone(), client, flow))
 }
 
 /// `GET /api/v1/live/dashboard`.
@@ -223,7 +252,7 @@ async fn run_stream(
     // The client's reconnect delay first: a restarted frontend is found again.
     let mut pending = Some(sse::retry_field(sse::RECONNECT_DELAY));
     loop {
-        let figures = source.figures(&live);
+        let figures = source.figures(&live).await;
         if figures.is_none() || figures != last_sent {
             let event = match &figures {
                 Some(json) => sse::data_event(&with_time(json)),

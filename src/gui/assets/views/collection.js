@@ -2,12 +2,10 @@
 // paged tables; uploads with download links; exports; cancel while it runs.
 
 import { h, badge, time, duration, bytes, count, pager, errorBox, rowsTable, url, enc } from '../ui.js';
+import { openStream } from './live-common.js';
 
 const RESULT_PAGE_ROWS = 50;
 const UPLOADS_PAGE_ROWS = 50;
-// How often a collection that has not ended is looked at again: the status is one small
-// document, and an analyst waiting for results wants them within a couple of seconds.
-const REFRESH_WHILE_RUNNING_MS = 2000;
 const ENDED = new Set(['finished', 'error', 'cancelled']);
 
 export async function render(main, params, app) {
@@ -21,28 +19,37 @@ export async function render(main, params, app) {
   const uploads = h('div', { 'data-test': 'collection-uploads' });
   main.append(head, status, results, uploads);
 
-  let timer = null;
   let shownState = null;
+  let shownRows = null;
   // The page each table is on, kept while a running collection's tables are redrawn.
   const starts = new Map();
-  app.onLeave(() => clearTimeout(timer));
-  const refresh = async () => {
-    let doc;
-    try {
-      doc = await app.api('GET', base);
-    } catch (e) {
-      if (e.name !== 'AbortError') status.replaceChildren(errorBox(e));
-      return;
-    }
+  const show = async (doc) => {
     status.replaceChildren(...statusPanel(doc, base, app, refresh));
     // Results and uploads are drawn again only when there may be more of them.
-    if (doc.state !== shownState || !ENDED.has(doc.state)) {
+    const rows = `${doc.total_rows}/${doc.uploaded_files}`;
+    if (doc.state !== shownState || rows !== shownRows) {
       shownState = doc.state;
+      shownRows = rows;
       await Promise.all([paintResults(results, doc, base, app, starts), paintUploads(uploads, doc, base, app, starts)]);
     }
-    if (!ENDED.has(doc.state)) timer = setTimeout(refresh, REFRESH_WHILE_RUNNING_MS);
+  };
+  const refresh = async () => {
+    try {
+      await show(await app.api('GET', base));
+    } catch (e) {
+      if (e.name !== 'AbortError') status.replaceChildren(errorBox(e));
+    }
   };
   await refresh();
+  if (shownState === null || ENDED.has(shownState)) return;
+  // While it runs, the server says when the status changes (server-sent events), so the
+  // page follows rows and state as they arrive without asking again and again.
+  let painting = Promise.resolve();
+  const stream = openStream(app, `/api/v1/live/clients/${enc(id)}/collections/${enc(flow)}`, (doc) => {
+    if (doc.error) return;
+    painting = painting.then(() => show(doc)).catch(() => {});
+    if (ENDED.has(doc.state)) stream.close();
+  }, null);
 }
 
 function statusPanel(doc, base, app, refresh) {
