@@ -57,8 +57,11 @@ export async function render(main, params, app) {
       actions.replaceChildren(huntActions(app, x, 'hunt'));
     }
     facts.replaceChildren(factsPanel(x));
-    if (x.total_rows !== shownRows) {
-      shownRows = x.total_rows;
+    // Result pages list the rows of participants whose collection ended, so they are
+    // read again when rows arrive and when a participant finishes.
+    const moved = `${x.total_rows}/${x.completed}/${x.errors}/${x.cancelled || 0}`;
+    if (moved !== shownRows) {
+      shownRows = moved;
       clearTimeout(timer);
       timer = setTimeout(loadResults, Math.max(0, lastFetch + RESULTS_REFRESH_MS - Date.now()));
     }
