@@ -1,6 +1,6 @@
 // The form for one artifact's typed parameters (`GET /api/v1/artifacts`: each parameter's
 // name, description, default (null: required) and type: string, glob, glob_list, bool,
-// u64). Used by the hunt form and the client event table editor; builds elements only
+// u64). Used by the hunt form, the client event table editor and a new collection; builds elements only
 // (no HTML strings).
 
 import { h } from './ui.js';

@@ -5,6 +5,7 @@ import {
   h, badge, chips, connectedBadge, ago, time, duration, bytes, count, pager, errorBox,
   rowsTable, hashFor, url, enc,
 } from '../ui.js';
+import { parameterForm } from '../params.js';
 
 const COLLECTIONS_PAGE_ROWS = 20;
 const MONITORING_PAGE_ROWS = 100;
@@ -222,60 +223,6 @@ function readNumber(text, what) {
 }
 
 /** The form for one artifact's typed parameters: {fieldset, read() -> parameters to send}. */
-function parameterForm(def) {
-  const inputs = [];
-  const rows = (def.parameters || []).map((p) => {
-    const test = `param-${def.name}-${p.name}`;
-    let input;
-    if (p.type === 'bool') {
-      input = h('input', { type: 'checkbox', checked: p.default === 'true', 'data-test': test, id: test });
-      inputs.push([p, () => (input.checked === (p.default === 'true') ? undefined : input.checked)]);
-      return h('div', { class: 'field check' }, input, h('label', { for: test }, p.name),
-        h('span', { class: 'help' }, p.description || ''));
-    }
-    if (p.type === 'glob_list') {
-      input = h('textarea', { rows: 3, 'data-test': test, id: test, placeholder: 'one absolute glob per line',
-        required: p.default === null });
-      if (p.default) input.value = p.default;
-      inputs.push([p, () => {
-        const globs = input.value.split('\n').map((l) => l.trim()).filter(Boolean);
-        if (!globs.length) { if (p.default === null) throw new Error(`${def.name}: ${p.name} needs at least one glob`); return undefined; }
-        return globs.join('\n') === (p.default || '') ? undefined : globs;
-      }]);
-    } else if (p.type === 'u64') {
-      input = h('input', { type: 'number', min: 0, step: 1, 'data-test': test, id: test, placeholder: p.default ?? '' });
-      inputs.push([p, () => {
-        if (input.value === '') { if (p.default === null) throw new Error(`${def.name}: ${p.name} is required`); return undefined; }
-        return readNumber(input.value, `${def.name}: ${p.name}`);
-      }]);
-    } else {
-      input = h('input', { type: 'text', class: 'wide', 'data-test': test, id: test, placeholder: p.default ?? '',
-        required: p.default === null });
-      inputs.push([p, () => {
-        if (input.value === '') { if (p.default === null) throw new Error(`${def.name}: ${p.name} is required`); return undefined; }
-        return input.value;
-      }]);
-    }
-    return h('div', { class: 'field' },
-      h('label', { for: test }, p.name, p.default === null ? ' *' : '', ' ', h('span', { class: 'badge' }, p.type)),
-      input, h('span', { class: 'help' }, p.description || ''));
-  });
-  const fieldset = h('fieldset', { 'data-test': 'artifact-params', 'data-artifact': def.name },
-    h('legend', { class: 'mono' }, def.name),
-    rows.length ? rows : h('div', { class: 'muted field' }, 'No parameters.'));
-  return {
-    fieldset,
-    read() {
-      const values = {};
-      for (const [p, read] of inputs) {
-        const v = read();
-        if (v !== undefined) values[p.name] = v;
-      }
-      return values;
-    },
-  };
-}
-
 // ---- monitoring ----------------------------------------------------------------------
 
 async function monitoring(body, id, params, app, self) {
