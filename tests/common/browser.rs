@@ -186,14 +186,16 @@ impl Browser {
         Ok(found)
     }
 
-    /// Waits until the text of the first element matching `css` contains `needle`.
+    /// Waits until the text of the first element matching `css` contains `needle` (found
+    /// and read in one script, as `text`).
     pub fn wait_for_text(&self, css: &str, needle: &str) -> Result<String> {
         self.wait(&format!("`{css}` says `{needle}`"), || {
-            let Some(element) = self.find(css)? else {
-                return Ok(None);
-            };
-            let text = self.element_text(&element).unwrap_or_default();
-            Ok(text.contains(needle).then_some(text))
+            let text = self.execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                json!([css]),
+            )?;
+            let text = text.as_str().unwrap_or_default();
+            Ok(text.contains(needle).then(|| text.to_string()))
         })
     }
 
@@ -283,10 +285,18 @@ impl Browser {
         check_error(&typed, "type")
     }
 
-    /// Waits for `css` and returns its rendered text.
+    /// Waits for `css` and returns its rendered text. Found and read in one script in the
+    /// page: live views replace their elements as events arrive, and an element found in
+    /// one WebDriver call may be gone (stale) by the next.
     pub fn text(&self, css: &str) -> Result<String> {
-        let element = self.wait_for(css)?;
-        self.element_text(&element)
+        self.wait(&format!("`{css}` shown"), || {
+            let text = self.execute(
+                "const e = document.querySelector(arguments[0]); \
+                 return e && e.getClientRects().length ? e.innerText : null;",
+                json!([css]),
+            )?;
+            Ok(text.as_str().map(str::to_string))
+        })
     }
 
     pub fn element_text(&self, element: &Element) -> Result<String> {
