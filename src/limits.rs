@@ -387,6 +387,10 @@ pub const MAX_CLIENT_LIST_PAGE_COUNT: usize = 10_000;
 
 /// Largest API request body (collection requests are small JSON documents).
 pub const MAX_API_BODY_BYTES: usize = 1024 * 1024;
+/// How long a refused API request's body is read (and thrown away) before the refusal is
+/// sent: answering over an unread HTTP/2 body resets the stream, and some clients (curl)
+/// then report a framing error instead of the answer. Bounded by `MAX_API_BODY_BYTES` too.
+pub const REFUSED_API_BODY_DRAIN: Duration = Duration::from_secs(2);
 
 /// Labels an operator may put on one client, and their length: they travel in every
 /// client list item and are compared on every recruitment.

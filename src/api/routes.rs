@@ -22,7 +22,7 @@ use crate::datastore::{
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{
     FlowLimits, DEFAULT_RESULT_PAGE_ROWS, MAX_API_BODY_BYTES, MAX_EVENT_TABLE_BODY_BYTES,
-    MAX_RESULT_PAGE_ROWS,
+    MAX_RESULT_PAGE_ROWS, REFUSED_API_BODY_DRAIN,
 };
 use crate::metrics::{metrics, FlowEvent};
 use crate::runtime::offload::offload;
@@ -157,20 +157,20 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             return crate::api::login::route(ctx, req).await;
         }
     }
-    let principal = crate::api::auth::authenticate(ctx, &req).await?;
+    let principal = match crate::api::auth::authenticate(ctx, &req).await {
+        Ok(principal) => principal,
+        Err(e) => return refused(req, e).await,
+    };
     if method != Method::GET && principal.role != Role::Administrator {
-        return Err(ApiError::Forbidden(format!(
-            "user `{}` may only read",
-            principal.user
-        )));
+        let e = ApiError::Forbidden(format!("user `{}` may only read", principal.user));
+        return refused(req, e).await;
     }
     if ctx.role == FrontendRole::Minion && segments.as_slice() == ["api", "v1", "events", "watch"] {
         return Err(crate::api::watch::on_a_minion(ctx));
     }
     if ctx.role == FrontendRole::Minion && segments.as_slice() != ["metrics"] {
-        return Err(ApiError::NotFound(
-            "a minion serves only /metrics; use the master's API".into(),
-        ));
+        let e = ApiError::NotFound("a minion serves only /metrics; use the master's API".into());
+        return refused(req, e).await;
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
@@ -283,11 +283,23 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             );
             offload(move || results(&ds, &client, &flow, &query)).await
         }
-        _ => Err(ApiError::NotFound(format!(
-            "no route for {method} {}",
-            shown(&path)
-        ))),
+        _ => {
+            let e = ApiError::NotFound(format!("no route for {method} {}", shown(&path)));
+            refused(req, e).await
+        }
     }
+}
+
+/// Answers `e` once the request's body (if any) has been read and thrown away, within
+/// `REFUSED_API_BODY_DRAIN` and `MAX_API_BODY_BYTES`: over HTTP/2 an answer sent before
+/// the body was read ends in a stream reset, which some clients report instead of the
+/// answer.
+async fn refused(req: hyper::Request<Incoming>, e: ApiError) -> ApiResult {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let drain = Limited::new(req.into_body(), MAX_API_BODY_BYTES).collect();
+        let _ = crate::runtime::deadline::with_deadline(REFUSED_API_BODY_DRAIN, drain).await;
+    }
+    Err(e)
 }
 
 async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
