@@ -352,7 +352,7 @@ probe_path_args() {
 }
 seed_clients() {   # seed_clients DIR: SEED_CLIENTS offline clients in the datastore, before start
     ((${SEED_CLIENTS:-0} > 0)) || return 0
-    python3 "$(dirname "${BASH_SOURCE[0]}")/seed_clients.py" "$1/datastore" "$SEED_CLIENTS" 2>>"$OUT/run.log"
+    python3 "$ROOT/benches/seed_clients.py" "$1/datastore" "$SEED_CLIENTS" 2>>"$OUT/run.log"
 }
 wait_index() {   # wait_index: until the master's client index lists the seeded fleet
     local i total
@@ -1279,7 +1279,7 @@ run_files() {
 run_gui_paint() {
     local seed=${1:-${SEED:-50000}}
     log "gui-paint: each view's time to its data painted, $seed clients in the index"
-    (cd "$(dirname "${BASH_SOURCE[0]}")/.." && SEED=$seed cargo test --release --test gui_paint -- \
+    (cd "$ROOT" && SEED=$seed cargo test --release --test gui_paint -- \
         --ignored --nocapture --test-threads 1) 2>"$OUT/gui-paint.err" | sed -n 's/^[^{]*\({.*}\)$/\1/p' | tee "$OUT/gui-paint.jsonl"
     echo "| view | median ms | max ms |"
     echo "|---|---|---|"

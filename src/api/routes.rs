@@ -296,8 +296,8 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
 /// answer.
 async fn refused(req: hyper::Request<Incoming>, e: ApiError) -> ApiResult {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let drain = Limited::new(req.into_body(), MAX_API_BODY_BYTES).collect();
-        let _ = crate::runtime::deadline::with_deadline(REFUSED_API_BODY_DRAIN, drain).await;
+        let _ =
+            crate::runtime::deadline::with_deadline(REFUSED_API_BODY_DRAIN, read_body(req)).await;
     }
     Err(e)
 }

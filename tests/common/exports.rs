@@ -50,16 +50,7 @@ fn fetch(
     file: Option<&Path>,
     watch_pid: Option<u32>,
 ) -> Result<Download> {
-    let api = deployment.api();
-    let ca = packhunt::config::ClientConfig::load(&deployment.client_config())?
-        .client
-        .ca_certificate;
-    let target = super::api_client::ApiTarget {
-        host: api.host.clone(),
-        port: api.port,
-        ca,
-        auth: Some(("admin".into(), super::ADMIN_PASSWORD.into())),
-    };
+    let target = deployment.api().target()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

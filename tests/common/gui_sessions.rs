@@ -45,15 +45,7 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Answer> {
-    let ca = packhunt::config::ClientConfig::load(&deployment.client_config())?
-        .client
-        .ca_certificate;
-    let target = super::api_client::ApiTarget {
-        host: deployment.host.clone(),
-        port: deployment.gui_port,
-        ca,
-        auth: None,
-    };
+    let target = deployment.api().without_auth().target()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

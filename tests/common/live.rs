@@ -47,16 +47,11 @@ impl LiveStream {
         path: &str,
         auth: Option<(String, String)>,
     ) -> Result<LiveStream> {
-        let api = deployment.api();
-        let ca = packhunt::config::ClientConfig::load(&deployment.client_config())?
-            .client
-            .ca_certificate;
-        let target = super::api_client::ApiTarget {
-            host: api.host.clone(),
-            port: api.port,
-            ca,
+        let target = super::Api {
             auth,
-        };
+            ..deployment.api()
+        }
+        .target()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -832,7 +832,7 @@ impl Api {
     }
 
     /// Where this client goes and who it is there, for loadgen's `ApiClient`.
-    fn target(&self) -> Result<api_client::ApiTarget> {
+    pub fn target(&self) -> Result<api_client::ApiTarget> {
         Ok(api_client::ApiTarget {
             host: self.host.clone(),
             port: self.port,
