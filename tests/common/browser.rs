@@ -199,6 +199,18 @@ impl Browser {
         })
     }
 
+    /// Waits until exactly `count` elements match `css` (counted in one script, so a view
+    /// replacing its elements between two calls cannot be seen half-way).
+    pub fn wait_for_count(&self, css: &str, count: usize) -> Result<()> {
+        self.wait(&format!("{count} × `{css}`"), || {
+            let found = self.execute(
+                "return document.querySelectorAll(arguments[0]).length;",
+                json!([css]),
+            )?;
+            Ok((found.as_u64() == Some(count as u64)).then_some(()))
+        })
+    }
+
     /// Waits until no element matches `css`.
     pub fn wait_gone(&self, css: &str) -> Result<()> {
         self.wait(&format!("`{css}` gone"), || {
