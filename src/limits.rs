@@ -751,6 +751,18 @@ pub const AGENT_OVERLOAD_PAUSE: Duration = Duration::from_secs(5);
 /// Longest Retry-After honoured: a misconfigured server must not park agents for days.
 pub const MAX_AGENT_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+// ---- Users and roles ----------------------------------------------------------------------
+
+// ---- Audit trail --------------------------------------------------------------------------
+
+// ---- gRPC API and API clients -------------------------------------------------------------
+
+// ---- Agent port hardening -----------------------------------------------------------------
+
+// ---- Fleet trust: minion messages and clones ----------------------------------------------
+
+// ---- Secrets, GUI port and decoders -------------------------------------------------------
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {

@@ -14,6 +14,7 @@ pub mod hunts;
 pub mod live;
 pub mod login;
 pub mod monitoring;
+pub mod permissions;
 pub mod request_checks;
 pub mod routes;
 pub mod session;

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::api::request_checks;
 use crate::api::{ApiCtx, ApiResponse};
-use crate::config::{FrontendRole, Role};
+use crate::config::FrontendRole;
 use crate::datastore::{
     self, ArtifactName, ArtifactRequestDoc, Datastore, DatastoreError, Fault, FlowRequest,
     FlowState, FlowStatusDoc,
@@ -145,7 +145,6 @@ fn error_response(e: &ApiError, from_app: bool) -> ApiResponse {
 async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query = parse_query(req.uri().query().unwrap_or(""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     // The GUI's page and assets load without a session (the login form is among them),
     // and the session routes are how a browser gets one.
@@ -161,10 +160,6 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         Ok(principal) => principal,
         Err(e) => return refused(req, e).await,
     };
-    if method != Method::GET && principal.role != Role::Administrator {
-        let e = ApiError::Forbidden(format!("user `{}` may only read", principal.user));
-        return refused(req, e).await;
-    }
     if ctx.role == FrontendRole::Minion && segments.as_slice() == ["api", "v1", "events", "watch"] {
         return Err(crate::api::watch::on_a_minion(ctx));
     }
@@ -172,31 +167,101 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         let e = ApiError::NotFound("a minion serves only /metrics; use the master's API".into());
         return refused(req, e).await;
     }
-    match (&method, segments.as_slice()) {
+    let body_cap = body_cap_bytes(&segments);
+    let call = ApiCall {
+        principal,
+        peer: req
+            .extensions()
+            .get::<crate::api::auth::PeerAddress>()
+            .map(|p| p.0),
+        query: parse_query(req.uri().query().unwrap_or("")),
+        headers: req.headers().clone(),
+        via: CallVia::Http,
+        method: method.clone(),
+        path: path.clone(),
+        body: if method == Method::GET || method == Method::HEAD {
+            Bytes::new()
+        } else {
+            // Read before any answer: over HTTP/2 an answer sent before the client
+            // finished sending makes h2 reset the stream, which some clients (curl 7.88
+            // on a busy box) report as a failed request although the change was made.
+            read_body_capped(req, body_cap).await?
+        },
+    };
+    route(ctx, &call).await
+}
+
+/// The largest body a route takes: the API's general cap, smaller for documents that are
+/// smaller by nature.
+fn body_cap_bytes(segments: &[&str]) -> usize {
+    match segments {
+        ["api", "v1", "events", "client_table"] => MAX_EVENT_TABLE_BODY_BYTES,
+        _ => MAX_API_BODY_BYTES,
+    }
+}
+
+/// One authenticated API request, whatever carried it (HTTP/JSON or the gRPC API): who
+/// asks, from where, and what. The body has been read (within its route's cap).
+#[derive(Debug, Clone)]
+pub struct ApiCall {
+    pub principal: crate::api::auth::Principal,
+    /// The remote address of the connection, when known.
+    pub peer: Option<std::net::IpAddr>,
+    pub method: Method,
+    /// The URL path (`/api/v1/...`), not decoded beyond what routing needs.
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    /// Request headers a route reads (`Range` for downloads); empty for gRPC calls.
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub via: CallVia,
+}
+
+/// What carried an API call (the audit trail records it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallVia {
+    /// HTTP/JSON: a script with Basic credentials or the GUI with its session.
+    Http,
+    /// The gRPC API, with an API client certificate.
+    Grpc,
+}
+
+impl ApiCall {
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.trim_matches('/').split('/').collect()
+    }
+}
+
+/// Routes an authenticated call: the one entry the HTTP API and the gRPC API share, so
+/// both offer the same routes under the same permissions.
+pub async fn route(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
+    crate::api::permissions::check(call)?;
+    route_to_handler(ctx, call).await
+}
+
+async fn route_to_handler(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
+    let (method, query, body) = (&call.method, &call.query, &call.body);
+    let segments = call.segments();
+    match (method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(text_response(metrics().render())),
         (&Method::GET, ["api", "v1", "artifacts"]) => Ok(json_response(
             StatusCode::OK,
             &crate::artifacts::catalogue_json(),
         )),
         (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
-        (&Method::GET, ["api", "v1", "clients"]) => crate::api::clients::list(ctx, &query),
+        (&Method::GET, ["api", "v1", "clients"]) => crate::api::clients::list(ctx, query),
         (&Method::GET, ["api", "v1", "clients", id]) => {
             crate::api::clients::get(ctx, &ClientId::parse(id)?).await
         }
         (&Method::POST, ["api", "v1", "clients", id, "labels"]) => {
             let client_id = ClientId::parse(id)?;
-            let body = read_body(req).await?;
-            crate::api::hunts::change_labels(ctx, &client_id, &body).await
+            crate::api::hunts::change_labels(ctx, &client_id, body).await
         }
-        (&Method::POST, ["api", "v1", "hunts"]) => {
-            let body = read_body(req).await?;
-            crate::api::hunts::create(ctx, &body).await
-        }
+        (&Method::POST, ["api", "v1", "hunts"]) => crate::api::hunts::create(ctx, body).await,
         (&Method::GET, ["api", "v1", "events", "client_table"]) => crate::api::events::get(ctx),
-        (&Method::GET, ["api", "v1", "events", "watch"]) => crate::api::watch::watch(ctx, &query),
+        (&Method::GET, ["api", "v1", "events", "watch"]) => crate::api::watch::watch(ctx, query),
         (&Method::PUT, ["api", "v1", "events", "client_table"]) => {
-            let body = read_body_capped(req, MAX_EVENT_TABLE_BODY_BYTES).await?;
-            crate::api::events::put(ctx, &body).await
+            crate::api::events::put(ctx, body).await
         }
         (&Method::GET, ["api", "v1", "live", "dashboard"]) => crate::api::live::dashboard(ctx),
         (&Method::GET, ["api", "v1", "live", "hunts"]) => crate::api::live::hunts(ctx),
@@ -206,27 +271,21 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         }
         (&Method::GET, ["api", "v1", "hunts"]) => crate::api::hunts::list(ctx),
         (&Method::GET, ["api", "v1", "hunts", id]) => crate::api::hunts::get(ctx, id),
-        // The (unused) body is read first: answering before the client finished sending
-        // makes h2 reset the stream, which some clients report as a failed request even
-        // though the hunt changed state (seen with curl 7.88 on a busy box).
         (&Method::POST, ["api", "v1", "hunts", id, "start"]) => {
-            read_body(req).await?;
             crate::api::hunts::start(ctx, id).await
         }
         (&Method::POST, ["api", "v1", "hunts", id, "stop"]) => {
-            let body = read_body(req).await?;
-            crate::api::hunts::stop(ctx, id, &body).await
+            crate::api::hunts::stop(ctx, id, body).await
         }
         (&Method::GET, ["api", "v1", "hunts", id, "export.zip"]) => {
             crate::api::export::hunt_zip(ctx, id).await
         }
         (&Method::GET, ["api", "v1", "hunts", id, "results"]) => {
-            crate::api::hunts::results(ctx, id, &query).await
+            crate::api::hunts::results(ctx, id, query).await
         }
         (&Method::POST, ["api", "v1", "clients", id, "collections"]) => {
             let client_id = ClientId::parse(id)?;
-            let body = read_body(req).await?;
-            create_collection(ctx, &client_id, &body).await
+            create_collection(ctx, &client_id, body).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections"]) => {
             let (ds, client) = (ctx.datastore.clone(), ClientId::parse(id)?);
@@ -245,10 +304,11 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             offload(move || crate::api::monitoring::list(&ds, &client)).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "monitoring", artifact]) => {
-            let (ds, client, artifact) = (
+            let (ds, client, artifact, query) = (
                 ctx.datastore.clone(),
                 ClientId::parse(id)?,
                 artifact.to_string(),
+                query.clone(),
             );
             offload(move || crate::api::monitoring::rows(&ds, &client, &artifact, &query)).await
         }
@@ -256,7 +316,7 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             if query.contains_key("format") =>
         {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
-            crate::api::export::results(ctx, client, flow, &query).await
+            crate::api::export::results(ctx, client, flow, query).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "export.zip"]) => {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
@@ -264,29 +324,29 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "uploads"]) => {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
-            crate::api::uploads::list(ctx, client, flow, &query).await
+            crate::api::uploads::list(ctx, client, flow, query).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "uploads", n]) => {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
-            crate::api::uploads::download(ctx, client, flow, n, req.headers()).await
+            crate::api::uploads::download(ctx, client, flow, n, &call.headers).await
         }
         (&Method::POST, ["api", "v1", "clients", id, "collections", flow, "cancel"]) => {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
-            read_body(req).await?;
             crate::api::cancel::collection(ctx, client, flow).await
         }
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "results"]) => {
-            let (ds, client, flow) = (
+            let (ds, client, flow, query) = (
                 ctx.datastore.clone(),
                 ClientId::parse(id)?,
                 FlowId::parse(flow)?,
+                query.clone(),
             );
             offload(move || results(&ds, &client, &flow, &query)).await
         }
-        _ => {
-            let e = ApiError::NotFound(format!("no route for {method} {}", shown(&path)));
-            refused(req, e).await
-        }
+        _ => Err(ApiError::NotFound(format!(
+            "no route for {method} {}",
+            shown(&call.path)
+        ))),
     }
 }
 
