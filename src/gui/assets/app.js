@@ -22,6 +22,7 @@ const ROUTES = [
   [/^\/hunts$/, 'hunts', []],
   [/^\/hunts\/([^/]+)$/, 'hunt', ['id']],
   [/^\/events$/, 'events', []],
+  [/^\/audit$/, 'audit', []],
 ];
 const DEFAULT_ROUTE = '#/dashboard';
 const LOGIN_ROUTE = '#/login';
@@ -173,6 +174,9 @@ function paintTopBar(view) {
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.view === section);
   }
+  // The audit trail is the administrators' (the API refuses anyone else).
+  const audit = document.querySelector('#nav [data-view=audit]');
+  audit.classList.toggle('hidden', !app.session || app.session.role !== 'administrator');
   if (app.session) {
     document.getElementById('session-user').textContent = app.session.user;
     document.getElementById('session-role').textContent = app.session.role;
