@@ -308,3 +308,34 @@ fn reading_the_trail_by_range_and_page() -> Result<()> {
     // the folder's mode is checked where the server makes it (unit test in src/audit).
     Ok(())
 }
+
+/// Goal: logins the throttle refuses (429, no password check) are recorded too, as
+/// `login.failed` with the throttle's message. Method: wrong passwords for one user at
+/// the form until it answers 429.
+#[test]
+fn throttled_logins_are_recorded() -> Result<()> {
+    let d = deployment()?;
+    let limit = packhunt::limits::MAX_LOGIN_FAILURES_PER_USER_COUNT as usize;
+    let mut statuses = Vec::new();
+    for _ in 0..limit + 2 {
+        statuses.push(common::gui_sessions::post_login(&d, "admin", "wrong")?.status);
+    }
+    assert_eq!(statuses[..limit], vec![401; limit][..], "{statuses:?}");
+    assert_eq!(statuses[limit..], [429, 429], "{statuses:?}");
+    let failed = common::audit::wait_for(&d, "login.failed", limit + 2)?;
+    assert_eq!(failed.len(), limit + 2, "{failed:?}");
+    for (i, e) in failed.iter().enumerate() {
+        assert_eq!(
+            (e["user"].as_str(), e["outcome"].as_str()),
+            (Some("admin"), Some("refused"))
+        );
+        let detail = e["detail"].as_str().unwrap_or("");
+        let expected = if i < limit {
+            "wrong user or password"
+        } else {
+            "too many failed logins"
+        };
+        assert!(detail.contains(expected), "{i}: {e}");
+    }
+    Ok(())
+}
