@@ -80,6 +80,30 @@ fn collection_and_failed_login_show_in_the_audit_view() -> Result<()> {
     browser.wait_for(failed)?;
     browser.screenshot("filtered")?;
 
+    // A custom UTC range: one before anything happened shows nothing; one around now
+    // shows the three entries again.
+    browser.goto("#/audit?span=custom&from=1577836800000&to=1577923200000")?;
+    browser.wait_for("[data-test=audit-empty]")?;
+    let from = browser
+        .find("[data-test=audit-from]")?
+        .context("from input")?;
+    let shown = browser.execute(
+        "return arguments[0].value;",
+        json!([{ "element-6066-11e4-a52e-4f735466cecf": from.0 }]),
+    )?;
+    // Shown in UTC (Chromium leaves out zero seconds).
+    assert!(
+        shown.as_str().unwrap_or("").starts_with("2020-01-01T00:00"),
+        "{shown}"
+    );
+    let now = packhunt::clock::now_ms();
+    browser.goto(&format!(
+        "#/audit?span=custom&from={}&to={}",
+        now - 3_600_000,
+        now + 3_600_000
+    ))?;
+    browser.wait_for_count("[data-test=audit-row]", 3)?;
+
     // A reader: no nav entry, and the view says whose it is.
     browser.click("[data-test=logout]")?;
     browser.wait_for("[data-test=login-form]")?;

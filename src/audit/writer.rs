@@ -78,8 +78,9 @@ impl AuditLog {
         };
         let total = metrics().audit_dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.drop_logged.due() {
+            // Debug-quoted: user and target may be whatever a failed login typed.
             tracing::error!(
-                "audit entry dropped ({} by {} on {}): the audit queue of \
+                "audit entry dropped ({:?} by {:?} on {:?}): the audit queue of \
                  {AUDIT_QUEUE_CAPACITY_COUNT} is full or its writer stopped; {total} dropped \
                  since start",
                 dropped.action,
