@@ -145,7 +145,10 @@ fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PACKHUNT_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // gRPC clients (Python's among them) send an IP address as SNI when they
+                // connect by address; rustls ignores it as it should, and says so at warn
+                // on every connection.
+                .unwrap_or_else(|_| "warn,rustls::msgs::handshake=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use common::grpc::{api_client, api_port, PythonGrpc};
-use common::{start_agent, Deployment};
+use common::{start_agent, wait_until, Deployment};
 use packhunt::config::api_client::{load_api_client_file, sign_api_client_certificate};
 use serde_json::Value;
 
@@ -113,6 +113,19 @@ fn python_client_runs_an_analysts_scenario() -> Result<()> {
     ))?;
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["state"], "finished");
+    // The script cancelled its watch: the watcher on the master ends with it (not at its
+    // next event), and every call let go of its in-flight slot.
+    wait_until(
+        "the watch and every call ended on the master",
+        Duration::from_secs(30),
+        || {
+            Ok((
+                deployment.metric("packhunt_events_watchers")?,
+                deployment.metric("packhunt_grpc_calls_in_flight")?,
+            ))
+        },
+        |(watchers, in_flight)| *watchers == 0 && *in_flight == 0,
+    )?;
     assert!(deployment.metric("packhunt_grpc_calls_total{code=\"ok\"}")? >= 10);
     assert!(deployment.metric("packhunt_grpc_calls_total{code=\"not_found\"}")? >= 1);
     Ok(())
