@@ -6,7 +6,7 @@
 //! with the matching code (a reader's collection: PermissionDenied; a missing collection:
 //! NotFound); a connection without a client certificate, with one from another CA or an
 //! expired one is refused in the TLS handshake, and a certificate naming an unknown role
-//! is refused on its first call.
+//! is refused on its first call. Connections beyond the cap are closed at once.
 //! Method: a real master and `packhunt client` agent on loopback; the real Python client
 //! (tests/python/grpc_client.py) prints JSON this test asserts on; refusals are also
 //! read from the master's /metrics. Skipped (counted) where python3 has no grpc modules.
@@ -19,6 +19,7 @@ use anyhow::{ensure, Context, Result};
 use common::grpc::{api_client, api_port, PythonGrpc};
 use common::{start_agent, wait_until, Deployment};
 use packhunt::config::api_client::{load_api_client_file, sign_api_client_certificate};
+use packhunt::limits::MAX_GRPC_CONNECTIONS_COUNT;
 use serde_json::Value;
 
 const STATS: &str = "Generic.Client.Stats";
@@ -236,5 +237,44 @@ fn refusals_by_role_and_certificate() -> Result<()> {
     );
     assert!(deployment.metric("packhunt_grpc_identities_refused_total")? >= 1);
     assert!(deployment.metric("packhunt_grpc_calls_total{code=\"permission_denied\"}")? >= 1);
+    Ok(())
+}
+
+/// Goal: the API port holds at most `MAX_GRPC_CONNECTIONS_COUNT` connections, handshakes
+/// included; one more is closed at once (and counted), and slots come back when peers go.
+/// Method: raw TCP connections that never start TLS; no Python needed.
+#[test]
+fn connections_beyond_the_cap_are_closed_at_once() -> Result<()> {
+    use std::io::Read as _;
+    use std::net::TcpStream;
+    let deployment = Deployment::start()?;
+    let port = api_port(&deployment)?;
+    let open = "packhunt_grpc_connections_open";
+    let held = (0..MAX_GRPC_CONNECTIONS_COUNT)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let cap = MAX_GRPC_CONNECTIONS_COUNT as u64;
+    wait_until(
+        "every connection took a slot",
+        Duration::from_secs(30),
+        || deployment.metric(open),
+        |n| *n == cap,
+    )?;
+    let mut extra = TcpStream::connect(("127.0.0.1", port))?;
+    extra.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut byte = [0u8; 1];
+    match extra.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection beyond the cap was not closed: {other:?}"),
+    }
+    assert!(deployment.metric("packhunt_grpc_connections_refused_total")? >= 1);
+    drop(held);
+    wait_until(
+        "the slots came back",
+        Duration::from_secs(30),
+        || deployment.metric(open),
+        |n| *n == 0,
+    )?;
     Ok(())
 }
