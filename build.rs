@@ -16,4 +16,10 @@ fn main() {
         .build_transport(false)
         .compile_protos(&["proto/replication.proto"], &["proto"])
         .expect("proto/replication.proto compiles");
+    // The gRPC API for scripts: the server side only (clients generate their own stubs).
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .build_client(false)
+        .compile_protos(&["proto/api.proto"], &["proto"])
+        .expect("proto/api.proto compiles");
 }

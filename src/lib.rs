@@ -35,6 +35,7 @@ pub mod config;
 pub mod datastore;
 pub mod events;
 pub mod frontend;
+pub mod grpc;
 pub mod gui;
 pub mod hunts;
 pub mod ids;

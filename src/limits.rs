@@ -789,6 +789,39 @@ const _: () = assert!(MAX_AUDIT_LINE_BYTES >= 512);
 
 // ---- gRPC API and API clients -------------------------------------------------------------
 
+/// The `[api]` port `config generate` writes: the GUI's port plus one, easy to remember.
+pub const DEFAULT_API_PORT: u16 = 8890;
+/// An API client certificate lives a year: long enough for a script's service account,
+/// short enough that a forgotten one stops working on its own (there is no revocation list).
+pub const API_CLIENT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(366 * 24 * 3600);
+/// An API client's name: short enough for a log line and a certificate URI.
+pub const MAX_API_CLIENT_NAME_CHARS: usize = 64;
+/// gRPC calls being answered at once (each holds a slot from its start until its last
+/// streamed message): bounds the work API clients can put on the priority executor.
+pub const MAX_GRPC_CALLS_IN_FLIGHT_COUNT: usize = 64;
+/// gRPC calls waiting for the priority executor to take them; the in-flight cap keeps this
+/// from filling in practice, and a full queue answers Unavailable instead of waiting.
+pub const GRPC_CALL_QUEUE_COUNT: usize = 64;
+/// Chunks of a streamed answer between the priority executor and the gRPC thread: a slow
+/// reader holds the producer back after this many (backpressure, bounded memory).
+pub const GRPC_STREAM_CHUNKS_QUEUED_COUNT: usize = 4;
+/// Open gRPC API connections (and handshakes): each costs a file and TLS state; beyond it
+/// new connections are closed at once and counted.
+pub const MAX_GRPC_CONNECTIONS_COUNT: usize = 256;
+/// A TLS handshake on the API port must finish within this, so a peer that connects and
+/// says nothing holds a connection slot only briefly.
+pub const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows asked for per page when a gRPC call streams a result set (the JSON API's pages
+/// underneath): big enough to amortise a page's datastore read, far under its row cap.
+pub const GRPC_RESULT_PAGE_ROWS: u64 = 1_000;
+/// HTTP/2 keepalive on API connections: a peer that vanished without a FIN is noticed.
+pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A JSON line of a streamed answer (a watch event) larger than this ends the stream with
+/// an error rather than grow a buffer without bound.
+pub const MAX_GRPC_STREAM_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 // ---- Agent port hardening -----------------------------------------------------------------
 
 // ---- Fleet trust: minion messages and clones ----------------------------------------------

@@ -65,6 +65,9 @@ enum Command {
         /// GUI/API port of a newly generated deployment.
         #[arg(long, default_value_t = 8889)]
         gui_port: u16,
+        /// gRPC API port of a newly generated deployment.
+        #[arg(long, default_value_t = packhunt::limits::DEFAULT_API_PORT)]
+        api_port: u16,
     },
 }
 
@@ -85,6 +88,9 @@ enum ConfigCommand {
         /// Port of the master's replication service, which minions connect to.
         #[arg(long, default_value_t = packhunt::config::DEFAULT_REPLICATION_PORT)]
         replication_port: u16,
+        /// Port of the master's gRPC API (`[api]`, for scripts with API client certificates).
+        #[arg(long, default_value_t = packhunt::limits::DEFAULT_API_PORT)]
+        api_port: u16,
         /// Password of the `admin` user; generated and printed once if not given.
         #[arg(long, env = "PACKHUNT_ADMIN_PASSWORD")]
         admin_password: Option<String>,
@@ -104,6 +110,27 @@ enum ConfigCommand {
         #[arg(long)]
         metrics_port: Option<u16>,
     },
+    /// Issue a client certificate for the gRPC API from the deployment CA and write the
+    /// file a script connects with (api_url, CA, certificate, key; mode 0600). Needs the
+    /// CA key, so run it where server.config.toml holds it.
+    ApiClient {
+        /// The deployment's server.config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The client's name (letters, digits, `._@-`): the user the API and the audit
+        /// trail see.
+        #[arg(long)]
+        name: String,
+        /// What it may do: administrator, investigator or reader (as for users).
+        #[arg(long)]
+        role: String,
+        /// Where to write the client's file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace `--out` if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() {
@@ -118,7 +145,10 @@ fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PACKHUNT_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // gRPC clients (Python's among them) send an IP address as SNI when they
+                // connect by address; rustls ignores it as it should, and says so at warn
+                // on every connection.
+                .unwrap_or_else(|_| "warn,rustls::msgs::handshake=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -129,6 +159,7 @@ fn run() -> Result<()> {
             frontend_port,
             gui_port,
             replication_port,
+            api_port,
             admin_password,
         }) => {
             let opts = generate::GenerateOptions {
@@ -137,6 +168,7 @@ fn run() -> Result<()> {
                 frontend_port,
                 gui_port,
                 replication_port,
+                api_port,
                 admin_password,
             };
             let generated = generate::generate(&opts)?;
@@ -167,6 +199,33 @@ fn run() -> Result<()> {
             );
             Ok(())
         }
+        Command::Config(ConfigCommand::ApiClient {
+            config,
+            name,
+            role,
+            out,
+            force,
+        }) => {
+            let request = packhunt::config::api_client::ApiClientRequest {
+                config,
+                name,
+                role,
+                out,
+                force,
+            };
+            let issued = packhunt::config::api_client::issue_api_client(&request)?;
+            packhunt::say!(
+                "wrote {} for API client `{}` ({}), gRPC API at {}",
+                request.out.display(),
+                issued.identity.name,
+                packhunt::config::api_client::role_name(issued.identity.role),
+                issued.api_url
+            );
+            if !issued.api_enabled {
+                packhunt::say!("note: [api] is disabled in the config; set enabled = true and restart the master");
+            }
+            Ok(())
+        }
         Command::Frontend {
             config,
             minion: _,
@@ -178,7 +237,8 @@ fn run() -> Result<()> {
             clients,
             frontend_port,
             gui_port,
-        } => quickstart(&dir, clients, frontend_port, gui_port),
+            api_port,
+        } => quickstart(&dir, clients, frontend_port, gui_port, api_port),
     }
 }
 
@@ -212,6 +272,7 @@ fn quickstart(
     clients: usize,
     frontend_port: u16,
     gui_port: u16,
+    api_port: u16,
 ) -> Result<()> {
     let server_config = dir.join("server.config.toml");
     if !server_config.exists() {
@@ -221,6 +282,7 @@ fn quickstart(
             frontend_port,
             gui_port,
             replication_port: packhunt::config::DEFAULT_REPLICATION_PORT,
+            api_port,
             admin_password: None,
         };
         let generated = generate::generate(&opts)?;
@@ -237,6 +299,15 @@ fn quickstart(
         config.gui.address,
         dir.join("admin-password.txt").display()
     );
+    match config.api {
+        Some(api) => eprintln!(
+            "gRPC API: {} (port {}; client certificates: packhunt config api-client --config {} --name N --role R --out FILE)",
+            api.address,
+            api.address.port(),
+            server_config.display()
+        ),
+        None => eprintln!("gRPC API: off (no enabled [api] section)"),
+    }
     eprintln!(
         "agents: packhunt client --config {}",
         dir.join("client.config.toml").display()

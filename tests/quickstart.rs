@@ -15,6 +15,7 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("packhunt-data");
     let (agent_port, gui_port) = (common::free_port(), common::free_port());
+    let api_port = common::free_port();
     let mut child = Proc(
         Command::new(common::packhunt_bin())
             .args([
@@ -25,6 +26,8 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
                 &agent_port.to_string(),
                 "--gui-port",
                 &gui_port.to_string(),
+                "--api-port",
+                &api_port.to_string(),
                 "--dir",
             ])
             .arg(&data)
@@ -37,7 +40,14 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     let ready = lines
         .by_ref()
         .map_while(Result::ok)
-        .any(|line| line.contains("ready"));
+        .find(|line| line.contains("ready"));
+    // The master serves the gRPC API on the port asked for (docs/security/grpc-api.md).
+    let grpc_api = format!("gRPC API on 127.0.0.1:{api_port}");
+    assert!(
+        ready.as_ref().is_some_and(|line| line.contains(&grpc_api)),
+        "{ready:?}"
+    );
+    let ready = ready.is_some();
     assert!(ready, "quickstart printed its ready line");
     // Keep reading: the agents share quickstart's stdout.
     std::thread::spawn(move || lines.for_each(drop));

@@ -193,7 +193,7 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
 
 /// The largest body a route takes: the API's general cap, smaller for documents that are
 /// smaller by nature.
-fn body_cap_bytes(segments: &[&str]) -> usize {
+pub(crate) fn body_cap_bytes(segments: &[&str]) -> usize {
     match segments {
         ["api", "v1", "events", "client_table"] => MAX_EVENT_TABLE_BODY_BYTES,
         _ => MAX_API_BODY_BYTES,

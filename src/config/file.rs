@@ -20,6 +20,10 @@ pub const DEFAULT_REPLICATION_PORT: u16 = 8001;
 pub struct ServerFile {
     pub frontend: FrontendSection,
     pub gui: GuiSection,
+    /// The master's gRPC API (docs/security/grpc-api.md). Absent in files written before
+    /// it existed: then it is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSection>,
     pub tls: ServerTlsSection,
     pub datastore: DatastoreSection,
     #[serde(default)]
@@ -83,6 +87,20 @@ pub struct GuiSection {
     /// Seconds without a request after which a browser session ends.
     #[serde(default = "default_session_idle_timeout_s")]
     pub session_idle_timeout_s: u64,
+}
+
+/// `[api]`: the gRPC API port, served by the master only, mutual TLS with API client
+/// certificates (`packhunt config api-client`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Like the GUI's: loopback unless the operator exposes it on purpose.
+    #[serde(default = "default_api_bind_address")]
+    pub bind_address: String,
+    #[serde(default = "default_api_port")]
+    pub port: u16,
 }
 
 /// `executor`: a dedicated priority executor thread (the design), niced above the shards.
@@ -327,6 +345,14 @@ fn default_io_memory_bytes() -> usize {
 fn default_max_open_files() -> u64 {
     limits::DEFAULT_MAX_OPEN_FILES
 }
+fn default_api_bind_address() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_api_port() -> u16 {
+    limits::DEFAULT_API_PORT
+}
+
 fn default_replication_port() -> u16 {
     DEFAULT_REPLICATION_PORT
 }

@@ -21,8 +21,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 
 use super::{
-    ClientFile, ClientSection, ConfigError, DatastoreSection, FrontendSection, GuiPriority,
-    GuiSection, LimitsSection, Role, ServerFile, ServerTlsSection, UserEntry,
+    ApiSection, ClientFile, ClientSection, ConfigError, DatastoreSection, FrontendSection,
+    GuiPriority, GuiSection, LimitsSection, Role, ServerFile, ServerTlsSection, UserEntry,
 };
 use crate::config::url::ServerUrl;
 
@@ -46,7 +46,7 @@ pub const GENERATED_PASSWORD_CHARS: usize = 20;
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 /// Certificates start a day in the past so that a peer whose clock runs behind ours does
 /// not reject a certificate generated minutes ago as "not yet valid".
-const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
+pub(super) const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
 /// 128-bit salts, as RFC 9106 section 3.1 recommends for argon2.
 const PASSWORD_SALT_BYTES: usize = 16;
 /// Owner read/write only: the server config holds the CA key and the frontend key.
@@ -62,6 +62,8 @@ pub struct GenerateOptions {
     pub gui_port: u16,
     /// The master's replication port (used once minions are added).
     pub replication_port: u16,
+    /// The master's gRPC API port (`[api]`).
+    pub api_port: u16,
     /// `None`: generate one, which the caller must show to the operator exactly once.
     pub admin_password: Option<String>,
 }
@@ -74,6 +76,7 @@ impl GenerateOptions {
             frontend_port: DEFAULT_FRONTEND_PORT,
             gui_port: DEFAULT_GUI_PORT,
             replication_port: super::DEFAULT_REPLICATION_PORT,
+            api_port: crate::limits::DEFAULT_API_PORT,
             admin_password: None,
         }
     }
@@ -149,6 +152,30 @@ pub fn issue_frontend_certificate(
     host: &str,
 ) -> Result<(String, String), ConfigError> {
     check_public_host(host)?;
+    let mut params = CertificateParams::new(frontend_subject_alt_names(host))
+        .map_err(|e| generate_error("frontend certificate", e))?;
+    params.distinguished_name = common_name(host);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // ClientAuth too: a minion presents the same certificate to the master's replication
+    // service as a client.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    set_validity_from_now(&mut params, CA_VALIDITY);
+    // A frontend certificate is useless once the CA expires, so it lives exactly as long.
+    sign_with_ca(ca_cert_pem, ca_key_pem, params, "frontend certificate")
+}
+
+/// Signs `params` (with a new P-256 key) by the deployment CA; its validity ends no later
+/// than the CA's. Returns `(certificate PEM, private key PEM)`.
+pub(super) fn sign_with_ca(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    mut params: CertificateParams,
+    what: &str,
+) -> Result<(String, String), ConfigError> {
     let ca_der = crate::tls::pem::certificates(ca_cert_pem)
         .map_err(|e| generate_error("tls.ca_certificate", e))?
         .swap_remove(0);
@@ -163,25 +190,15 @@ pub fn issue_frontend_certificate(
         ));
     }
     let issuer = Issuer::new(issuer_params(&ca)?, ca_key);
-    let mut params = CertificateParams::new(frontend_subject_alt_names(host))
-        .map_err(|e| generate_error("frontend certificate", e))?;
-    params.distinguished_name = common_name(host);
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    // ClientAuth too: a minion presents the same certificate to the master's replication
-    // service as a client.
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    set_validity_from_now(&mut params, CA_VALIDITY);
-    // A frontend certificate is useless once the CA expires, so it lives exactly as long.
-    params.not_after = ca.validity().not_after.to_datetime();
+    let ca_not_after = ca.validity().not_after.to_datetime();
+    if params.not_after > ca_not_after {
+        params.not_after = ca_not_after;
+    }
     params.use_authority_key_identifier_extension = has_subject_key_id(&ca);
     let key = new_p256_key()?;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|e| generate_error("frontend certificate", e))?;
+        .map_err(|e| generate_error(what, e))?;
     check_issued_by(cert.der(), &ca)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -238,6 +255,12 @@ fn server_config(
             session_timeout_s: crate::limits::DEFAULT_SESSION_TIMEOUT.as_secs(),
             session_idle_timeout_s: crate::limits::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs(),
         },
+        // Loopback only, like the GUI; only certificates the CA issued get in.
+        api: Some(ApiSection {
+            enabled: true,
+            bind_address: "127.0.0.1".into(),
+            port: opts.api_port,
+        }),
         tls: ServerTlsSection {
             ca_certificate: ca.cert_pem.clone(),
             ca_private_key: ca.key_pem.clone(),
@@ -426,7 +449,7 @@ fn check_issued_by(cert_der: &[u8], ca: &X509Certificate<'_>) -> Result<(), Conf
     Ok(())
 }
 
-fn common_name(name: &str) -> DistinguishedName {
+pub(super) fn common_name(name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     dn
@@ -448,7 +471,7 @@ fn set_validity_from_now(params: &mut CertificateParams, lifetime: Duration) {
     params.not_after = now + lifetime;
 }
 
-fn generate_error(what: &str, e: impl std::fmt::Display) -> ConfigError {
+pub(super) fn generate_error(what: &str, e: impl std::fmt::Display) -> ConfigError {
     ConfigError::Generate(format!("{what}: {e}"))
 }
 

@@ -4,6 +4,7 @@
 //! wrong, and nothing past this module sees a string for a duration, an address, a
 //! certificate, a key, a role or a URL.
 
+pub mod api_client;
 pub mod file;
 pub mod generate;
 pub mod minion;
@@ -19,9 +20,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 
 pub use file::{
-    ClientFile, ClientSection, DatastoreSection, FrontendSection, GuiPriority, GuiSection,
-    LimitsSection, MinionEntry, Role, ServerFile, ServerTlsSection, SinkEntry, UserEntry,
-    DEFAULT_REPLICATION_PORT,
+    ApiSection, ClientFile, ClientSection, DatastoreSection, FrontendSection, GuiPriority,
+    GuiSection, LimitsSection, MinionEntry, Role, ServerFile, ServerTlsSection, SinkEntry,
+    UserEntry, DEFAULT_REPLICATION_PORT,
 };
 
 use crate::limits;
@@ -60,6 +61,8 @@ pub enum ConfigError {
 pub struct ServerConfig {
     pub frontend: Frontend,
     pub gui: Gui,
+    /// `[api]`: where the master serves the gRPC API; none when not served.
+    pub api: Option<ApiPort>,
     pub tls: ServerTls,
     pub datastore: DatastoreSettings,
     pub limits: Limits,
@@ -109,6 +112,13 @@ pub struct Gui {
     pub address: SocketAddr,
     pub priority: GuiPriority,
     pub sessions: SessionTimeouts,
+}
+
+/// `[api]` when enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiPort {
+    /// Where the master's gRPC API listens.
+    pub address: SocketAddr,
 }
 
 /// How long a browser session lives (`gui.session_timeout_s`, `gui.session_idle_timeout_s`).
@@ -383,6 +393,15 @@ impl ServerFile {
                 ),
                 priority: self.gui.priority,
                 sessions: parse_session_timeouts(&check, &self.gui)?,
+            },
+            api: match &self.api {
+                Some(api) if api.enabled => Some(ApiPort {
+                    address: SocketAddr::new(
+                        check.ip("api.bind_address", &api.bind_address)?,
+                        api.port,
+                    ),
+                }),
+                _ => None,
             },
             tls: ServerTls {
                 ca_certificate: check

@@ -49,6 +49,8 @@ pub enum FrontendError {
     Replication(#[from] crate::replication::ReplicationError),
     #[error("{0}")]
     Sinks(#[from] crate::sinks::SinkError),
+    #[error("{0}")]
+    GrpcApi(#[from] crate::grpc::GrpcApiError),
 }
 
 /// What each executor reports once its listeners are bound (or failed to).
@@ -87,6 +89,7 @@ pub fn run_frontend(
         WatchHub::new(&name, outbox.map(announce_to_minions))
     });
     let (link, link_thread) = start_replication(&config, &identity, config_path, queues, &watch)?;
+    let (grpc_calls, grpc_thread) = start_grpc_api(&config, &identity)?;
     let m = crate::metrics::metrics();
     let l = &config.limits;
     let as_gauge = |v: u64| v.min(i64::MAX as u64) as i64;
@@ -138,6 +141,7 @@ pub fn run_frontend(
         link,
         watch: watch.clone(),
         audit: audit.clone(),
+        grpc_calls,
     };
     // What acts on ingested events, shared by every shard: the master's watchers, or a
     // minion's forwarder to the master's, and the sinks. Sinks start first: their spools
@@ -223,9 +227,13 @@ pub fn run_frontend(
         "agents on {} ({shards} shards)",
         std::net::SocketAddr::new(config.frontend.bind_address, identity.agent_port)
     );
+    let grpc_api = match (&grpc_thread, &config.api) {
+        (Some(_), Some(api)) => format!(", gRPC API on {}", api.address),
+        _ => String::new(),
+    };
     match identity.role {
         FrontendRole::Master => crate::say!(
-            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}/ (priority: {}){}",
+            "packhunt frontend {name} ready: {agents}, GUI/API on https://{}/ (priority: {}){grpc_api}{}",
             config.gui.address,
             config.gui.priority.as_str(),
             if config.minions.is_empty() {
@@ -248,6 +256,10 @@ pub fn run_frontend(
     let _ = stop_tx.send(());
     for handle in handles {
         let _ = handle.join();
+    }
+    // After the executors: every call they were answering has ended or been dropped.
+    if let Some(thread) = grpc_thread {
+        thread.stop();
     }
     // After the shards: nothing offers events any more, and what was queued gets spooled.
     sinks.stop();
@@ -340,6 +352,27 @@ fn start_replication(
     Ok((Some((outbox, inbox_rx)), Some(thread)))
 }
 
+/// The master's gRPC API, when `[api]` enables it: its port bound and its thread started
+/// here (a port in use is a start-up error); the calls it queues are the hub's to answer.
+fn start_grpc_api(
+    config: &ServerConfig,
+    identity: &FrontendIdentity,
+) -> Result<
+    (
+        Option<crate::grpc::bridge::CallReceiver>,
+        Option<crate::grpc::server::ApiThread>,
+    ),
+    FrontendError,
+> {
+    let Some(api) = config.api.filter(|_| identity.is_master()) else {
+        return Ok((None, None));
+    };
+    let listener = crate::grpc::server::bind(api.address)?;
+    let (queue, calls) = crate::grpc::bridge::call_queue();
+    let thread = crate::grpc::server::spawn(config, listener, queue)?;
+    Ok((Some(calls), Some(thread)))
+}
+
 /// The datastore I/O threads of one executor (see `runtime::offload`): unpinned, since
 /// they mostly wait on the disk.
 fn io_threads(config: &ServerConfig) -> PoolPlacement {
@@ -364,6 +397,8 @@ struct HubSetup {
     /// The master's live watchers.
     watch: Option<WatchHub>,
     audit: AuditLog,
+    /// Calls of the gRPC API (the master's, when `[api]` enables it).
+    grpc_calls: Option<crate::grpc::bridge::CallReceiver>,
 }
 
 struct ShardSetup {
@@ -472,6 +507,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         link,
         watch,
         audit,
+        grpc_calls,
     } = setup;
     let role = identity.role;
     let is_master = identity.is_master();
@@ -603,6 +639,9 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         live: api::live::LiveStreams::new(shutdown.clone()),
         audit,
     });
+    if let Some(calls) = grpc_calls {
+        glommio::spawn_local(crate::grpc::bridge::serve_calls(ctx.clone(), calls)).detach();
+    }
     api::serve(ctx, listener, tls, shutdown).await;
     if let Some(watch) = watch {
         end_watchers(&watch).await;

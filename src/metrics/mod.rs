@@ -381,7 +381,46 @@ pub struct Metrics {
     pub audit_truncated: AtomicU64,
     /// Lines skipped by readers of the audit trail because they were not entries.
     pub audit_malformed_lines: AtomicU64,
+    // ---- gRPC API and API clients (src/grpc/) ----
+    /// gRPC calls answered, by gRPC status code (`GRPC_CODE_LABELS` order).
+    grpc_calls: [AtomicU64; GRPC_CODE_LABELS.len()],
+    /// gRPC calls being answered now (streams until their last message).
+    pub grpc_calls_in_flight: AtomicI64,
+    /// gRPC calls refused with Unavailable: `MAX_GRPC_CALLS_IN_FLIGHT_COUNT` in flight or
+    /// the queue to the priority executor full.
+    pub grpc_calls_busy: AtomicU64,
+    /// API connections open now (handshaking included).
+    pub grpc_connections_open: AtomicI64,
+    /// API connections closed at once: `MAX_GRPC_CONNECTIONS_COUNT` were open.
+    pub grpc_connections_refused: AtomicU64,
+    /// TLS handshakes refused on the API port: no client certificate, one the CA did not
+    /// sign, an expired one, or no handshake within `GRPC_HANDSHAKE_TIMEOUT`.
+    pub grpc_handshakes_refused: AtomicU64,
+    /// Calls whose verified certificate names no usable API client (no or a malformed
+    /// `urn:packhunt:api-client:` name, an unknown role).
+    pub grpc_identities_refused: AtomicU64,
 }
+
+/// gRPC status codes by number, as `packhunt_grpc_calls_total{code=...}` names them.
+pub const GRPC_CODE_LABELS: [&str; 17] = [
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
@@ -637,6 +676,7 @@ impl Metrics {
         self.render_gui_live(&mut out);
         self.render_client_index(&mut out);
         self.render_audit(&mut out);
+        self.render_grpc_api(&mut out);
         out
     }
 
@@ -939,6 +979,63 @@ fn by_label<const N: usize>(
 fn write_labelled(out: &mut String, name: &str, help: &str, values: &[(String, i64)]) {
     let borrowed: Vec<(&str, i64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     write_metric(out, name, help, "counter", &borrowed);
+}
+
+impl Metrics {
+    /// Counts one answered gRPC call by its status code number (out of range: `unknown`).
+    pub fn grpc_call(&self, code: i32) {
+        let i = usize::try_from(code)
+            .ok()
+            .filter(|i| *i < GRPC_CODE_LABELS.len())
+            .unwrap_or(2);
+        self.grpc_calls[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn grpc_call_count(&self, code: i32) -> u64 {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| self.grpc_calls.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The gRPC API's metrics (src/grpc/).
+    fn render_grpc_api(&self, out: &mut String) {
+        let calls = by_label("code", GRPC_CODE_LABELS, &self.grpc_calls);
+        write_labelled(
+            out,
+            "packhunt_grpc_calls_total",
+            "gRPC API calls answered, by gRPC status code",
+            &calls,
+        );
+        let gauges: [(&str, &str, &AtomicI64); 2] = [
+            (
+                "packhunt_grpc_calls_in_flight",
+                "gRPC API calls being answered now (streams until their last message)",
+                &self.grpc_calls_in_flight,
+            ),
+            (
+                "packhunt_grpc_connections_open",
+                "gRPC API connections open now, handshakes included",
+                &self.grpc_connections_open,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(
+                out,
+                name,
+                help,
+                "gauge",
+                &[("", value.load(Ordering::Relaxed))],
+            );
+        }
+        let counters: [(&str, &str, &AtomicU64); 4] = [
+            ("packhunt_grpc_calls_busy_total", "gRPC API calls refused with Unavailable: too many in flight or the queue to the API executor full", &self.grpc_calls_busy),
+            ("packhunt_grpc_connections_refused_total", "gRPC API connections closed at once: the connection cap was reached", &self.grpc_connections_refused),
+            ("packhunt_grpc_handshakes_refused_total", "TLS handshakes refused on the gRPC API port (no, foreign, expired client certificate, or too slow)", &self.grpc_handshakes_refused),
+            ("packhunt_grpc_identities_refused_total", "gRPC API calls refused: the CA-signed certificate names no usable API client or role", &self.grpc_identities_refused),
+        ];
+        write_counters(out, &counters);
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod cancel;
 pub mod clickhouse;
 pub mod client_index;
 pub mod exports;
+pub mod grpc;
 pub mod gui_sessions;
 pub mod live;
 pub mod uploads;
@@ -259,6 +260,7 @@ impl Deployment {
                 &gui_port.to_string(),
             ])
             .args(["--replication-port", &replication_port.to_string()])
+            .args(["--api-port", &free_port().to_string()])
             .args(["--admin-password", ADMIN_PASSWORD])
             .stdout(Stdio::null())
             .status()?;
