@@ -404,7 +404,7 @@ fn pump_step(
         let _ = stream.send_data(Bytes::new(), true);
         return Poll::Ready(PumpEnd::Closed);
     }
-    if let Poll::Ready(_) = stream.poll_reset(cx) {
+    if stream.poll_reset(cx).is_ready() {
         return Poll::Ready(PumpEnd::Gone);
     }
     Poll::Pending
