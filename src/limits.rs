@@ -824,6 +824,55 @@ pub const MAX_GRPC_STREAM_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 // ---- Agent port hardening -----------------------------------------------------------------
 
+/// A connection must have sent its whole ClientHello within this: a real agent sends it
+/// at once, so seconds are plenty; the full handshake deadline (10 s) is for the rest.
+pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshakes in flight one source address may hold on one agent shard; beyond it the
+/// connection is closed before any TLS work, so one address cannot take every handshake
+/// permit. Generous for agents behind one NAT address reconnecting together (they retry).
+pub const HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT: usize = 32;
+/// An upload's body must keep arriving: this long without a DATA frame (before the first
+/// one or between two) ends the stream. A real agent sends its body at once.
+pub const UPLOAD_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Uploads one connection may have admitted (holding a concurrency permit) at once: an
+/// agent uploads one batch at a time, so a few stalled connections hold few permits.
+pub const MAX_UPLOADS_ADMITTED_PER_CONNECTION_COUNT: usize = 2;
+/// Task-stream bytes a stream's pump takes off its (count-bounded) queue ahead of the
+/// agent's flow-control window; beyond it frames wait in that queue, and pushes that
+/// find it full leave their task on disk. At least one largest task frame.
+pub const MAX_TASK_STREAM_QUEUED_BYTES: usize = 1024 * 1024;
+/// A task stream holding `MAX_TASK_STREAM_QUEUED_BYTES` whose agent took nothing for this
+/// long is not being read: it is ended, and its tasks wait on disk for the next connect.
+pub const TASK_STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// h2's per-stream send buffer: what a task stream may hand h2 beyond the agent's window.
+pub const H2_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// Streams the peer reset before we accepted them that h2 may hold (rapid reset);
+/// above it h2 says GOAWAY ENHANCE_YOUR_CALM. h2's default is 20.
+pub const H2_PENDING_ACCEPT_RESETS_COUNT: usize = 20;
+/// Streams h2 itself reset for the peer's protocol errors before it ends the connection
+/// (ENHANCE_YOUR_CALM). A real agent makes none.
+pub const H2_LOCAL_ERROR_RESETS_COUNT: usize = 32;
+/// Frames per second (and burst) one agent connection may send, per kind, before it is
+/// ended with GOAWAY ENHANCE_YOUR_CALM. h2 answers PINGs and SETTINGS itself and bounds
+/// only what it buffers, not the CPU a flood costs. A real agent sends a SETTINGS at
+/// start, no PING, a reset now and then, one HEADERS per upload.
+pub const H2_PINGS_PER_SECOND: u64 = 10;
+pub const H2_PING_BURST_COUNT: u64 = 50;
+pub const H2_SETTINGS_PER_SECOND: u64 = 10;
+pub const H2_SETTINGS_BURST_COUNT: u64 = 50;
+pub const H2_RESETS_PER_SECOND: u64 = 50;
+pub const H2_RESET_BURST_COUNT: u64 = 200;
+/// HEADERS: loadgen's fast agents upload a few hundred small batches a second.
+pub const H2_HEADERS_PER_SECOND: u64 = 2000;
+pub const H2_HEADERS_BURST_COUNT: u64 = 4000;
+/// An agent's headers fit one frame: CONTINUATION is never needed.
+pub const H2_CONTINUATIONS_PER_SECOND: u64 = 20;
+pub const H2_CONTINUATION_BURST_COUNT: u64 = 100;
+/// PRIORITY and WINDOW_UPDATE frames and empty DATA frames (no END_STREAM): cheap each,
+/// costly as a flood (CVE-2019-9513, -9517, -9518).
+pub const H2_SMALL_FRAMES_PER_SECOND: u64 = 2000;
+pub const H2_SMALL_FRAME_BURST_COUNT: u64 = 4000;
+
 // ---- Fleet trust: minion messages and clones ----------------------------------------------
 
 // ---- Secrets, GUI port and decoders -------------------------------------------------------
@@ -833,6 +882,10 @@ pub const MAX_GRPC_STREAM_LINE_BYTES: usize = 16 * 1024 * 1024;
 const fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
+
+const _: () = assert!(ms(CLIENT_HELLO_TIMEOUT) < ms(DEFAULT_HANDSHAKE_TIMEOUT));
+const _: () = assert!(ms(UPLOAD_BODY_IDLE_TIMEOUT) < ms(DEFAULT_REQUEST_TIMEOUT));
+const _: () = assert!(MAX_TASK_STREAM_QUEUED_BYTES >= MAX_TASK_FRAME_BYTES);
 
 const _: () = assert!(MIN_CLIENT_UPLOAD_BYTES <= DEFAULT_MAX_UPLOAD_BYTES);
 const _: () = assert!(DEFAULT_MAX_UPLOAD_BYTES <= MAX_MAX_UPLOAD_BYTES);

@@ -399,6 +399,155 @@ pub struct Metrics {
     /// Calls whose verified certificate names no usable API client (no or a malformed
     /// `urn:packhunt:api-client:` name, an unknown role).
     pub grpc_identities_refused: AtomicU64,
+    // ---- Agent port hardening (src/transport/, sessions/tasks.rs) ----
+    /// Connections closed because their ClientHello had not arrived within
+    /// `CLIENT_HELLO_TIMEOUT`.
+    pub agentport_client_hello_timeouts: AtomicU64,
+    /// Connections closed at accept: their source address held
+    /// `HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT` handshakes on the shard.
+    pub agentport_source_handshakes_refused: AtomicU64,
+    /// Upload streams ended because their body stopped for `UPLOAD_BODY_IDLE_TIMEOUT`.
+    agentport_uploads_stalled: [AtomicU64; UploadStall::ALL.len()],
+    /// Uploads answered 503: their connection's admitted uploads were at the cap for the
+    /// whole concurrency wait.
+    pub agentport_uploads_connection_busy: AtomicU64,
+    /// Task-stream requests refused because they carried a body.
+    pub agentport_task_stream_bodies_refused: AtomicU64,
+    /// Task streams ended because their agent did not read them and
+    /// `MAX_TASK_STREAM_QUEUED_BYTES` were queued.
+    pub agentport_task_streams_stalled: AtomicU64,
+    /// Task-stream bytes queued on the server, waiting for agents' flow-control windows.
+    pub agentport_task_bytes_queued: AtomicI64,
+    /// Connections ended (GOAWAY ENHANCE_YOUR_CALM) for a frame flood, by frame kind.
+    agentport_floods: [AtomicU64; FloodFrame::ALL.len()],
+    /// Connections h2 ended with a GOAWAY of its own (protocol error, CONTINUATION flood,
+    /// rapid reset), by reason.
+    agentport_h2_goaways: [AtomicU64; H2GoAway::ALL.len()],
+}
+
+/// Where an upload's body stopped; `phase` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadStall {
+    /// Headers and never a DATA frame.
+    BeforeBody,
+    /// Some DATA, then nothing.
+    InBody,
+}
+
+impl UploadStall {
+    pub const ALL: [Self; 2] = [Self::BeforeBody, Self::InBody];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BeforeBody => "before_body",
+            Self::InBody => "in_body",
+        }
+    }
+}
+
+/// The frame kind a flood was made of; `frame` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloodFrame {
+    Ping,
+    Settings,
+    RstStream,
+    Headers,
+    Continuation,
+    /// PRIORITY, WINDOW_UPDATE and empty DATA frames.
+    Small,
+}
+
+impl FloodFrame {
+    pub const ALL: [Self; 6] = [
+        Self::Ping,
+        Self::Settings,
+        Self::RstStream,
+        Self::Headers,
+        Self::Continuation,
+        Self::Small,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Settings => "settings",
+            Self::RstStream => "rst_stream",
+            Self::Headers => "headers",
+            Self::Continuation => "continuation",
+            Self::Small => "small",
+        }
+    }
+}
+
+/// Why h2 ended an agent connection on its own; `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2GoAway {
+    EnhanceYourCalm,
+    ProtocolError,
+    Other,
+}
+
+impl H2GoAway {
+    pub const ALL: [Self; 3] = [Self::EnhanceYourCalm, Self::ProtocolError, Self::Other];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::EnhanceYourCalm => "enhance_your_calm",
+            Self::ProtocolError => "protocol_error",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn agentport_upload_stalled(&self, phase: UploadStall) {
+        self.agentport_uploads_stalled[phase as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn agentport_flood(&self, frame: FloodFrame) {
+        self.agentport_floods[frame as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn agentport_h2_goaway(&self, reason: H2GoAway) {
+        self.agentport_h2_goaways[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The agent port's hardening metrics (src/transport/, sessions/tasks.rs).
+    fn render_agent_port(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            ("packhunt_agentport_client_hello_timeouts_total", "Agent connections closed because their ClientHello had not arrived within the ClientHello deadline", &self.agentport_client_hello_timeouts),
+            ("packhunt_agentport_source_handshakes_refused_total", "Agent connections closed at accept because their source address held the most handshakes in flight", &self.agentport_source_handshakes_refused),
+            ("packhunt_agentport_uploads_connection_busy_total", "Uploads answered 503 because their connection's admitted uploads stayed at the per-connection cap", &self.agentport_uploads_connection_busy),
+            ("packhunt_agentport_task_stream_bodies_refused_total", "Task-stream requests refused because they carried a body", &self.agentport_task_stream_bodies_refused),
+            ("packhunt_agentport_task_streams_stalled_total", "Task streams ended because their agent did not read them (queued bytes at the limit; tasks wait on disk)", &self.agentport_task_streams_stalled),
+        ];
+        write_counters(out, &counters);
+        write_metric(
+            out,
+            "packhunt_agentport_task_bytes_queued",
+            "Task-stream bytes queued on the server waiting for agents' flow-control windows",
+            "gauge",
+            &[("", self.agentport_task_bytes_queued.load(Ordering::Relaxed))],
+        );
+        let stalled = by_label(
+            "phase",
+            UploadStall::ALL.map(UploadStall::label),
+            &self.agentport_uploads_stalled,
+        );
+        write_labelled(out, "packhunt_agentport_uploads_stalled_total", "Upload streams ended because their body stopped for the body idle deadline, by where it stopped", &stalled);
+        let floods = by_label(
+            "frame",
+            FloodFrame::ALL.map(FloodFrame::label),
+            &self.agentport_floods,
+        );
+        write_labelled(out, "packhunt_agentport_floods_total", "Agent connections ended with GOAWAY ENHANCE_YOUR_CALM for sending frames of one kind faster than allowed", &floods);
+        let goaways = by_label(
+            "reason",
+            H2GoAway::ALL.map(H2GoAway::label),
+            &self.agentport_h2_goaways,
+        );
+        write_labelled(out, "packhunt_agentport_h2_goaways_total", "Agent connections HTTP/2 ended with a GOAWAY of its own (protocol errors, CONTINUATION floods, rapid resets), by reason", &goaways);
+    }
 }
 
 /// gRPC status codes by number, as `packhunt_grpc_calls_total{code=...}` names them.
@@ -677,6 +826,7 @@ impl Metrics {
         self.render_client_index(&mut out);
         self.render_audit(&mut out);
         self.render_grpc_api(&mut out);
+        self.render_agent_port(&mut out);
         out
     }
 

@@ -9,16 +9,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::{self, Either};
-use futures::pin_mut;
+use futures::future;
 use h2::server::SendResponse;
 
 use crate::datastore::{client_info, flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
+use crate::limits::{MAX_TASK_STREAM_QUEUED_BYTES, TASK_STREAM_STALL_TIMEOUT};
 use crate::metrics::metrics;
 use crate::notify::mesh::{CancelledFlows, ShardEvent};
 use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 use crate::protocol::{framing, pb};
+use crate::runtime::deadline::with_deadline;
 use crate::runtime::offload::offload;
 use crate::sessions::registry::{AgentTable, Relabelled};
 use crate::sessions::shard::ShardCtx;
@@ -264,38 +265,147 @@ pub fn event_table_changed(ctx: &ShardCtx, table: Arc<FleetTable>) {
     tracing::debug!(shard = ctx.shard, version, sent, held, "event table pushed");
 }
 
-/// Forwards frames until the registry closes the queue or the agent resets the stream.
+/// Forwards frames until the registry closes the queue or the agent resets the stream,
+/// within HTTP/2 flow control: h2 is handed only as many bytes as the agent's window and
+/// its send buffer take (`poll_capacity`), so an agent that stops reading grows nothing
+/// in h2. The pump takes frames off the registry's queue while it holds less than
+/// `MAX_TASK_STREAM_QUEUED_BYTES` (counted in `packhunt_agentport_task_bytes_queued`);
+/// beyond, frames wait in that count-bounded queue. Holding the limit with nothing taken
+/// by the agent for `TASK_STREAM_STALL_TIMEOUT`, the stream is reset: its tasks wait on
+/// disk for the agent's next connect (they are pushed from the datastore then).
 async fn pump(
     frames: &mut futures::channel::mpsc::Receiver<Bytes>,
     stream: &mut h2::SendStream<Bytes>,
 ) {
-    enum Event {
-        Frame(Bytes),
-        Closed,
-        Reset,
+    let mut queue = Queued::default();
+    let ended = loop {
+        let mut progressed = false;
+        let step = future::poll_fn(|cx| pump_step(cx, frames, stream, &mut queue, &mut progressed));
+        if let Some(ended) = with_deadline(TASK_STREAM_STALL_TIMEOUT, step).await {
+            break ended;
+        }
+        if !progressed && queue.bytes >= MAX_TASK_STREAM_QUEUED_BYTES {
+            break PumpEnd::Stalled;
+        }
+    };
+    if ended == PumpEnd::Stalled {
+        metrics()
+            .agentport_task_streams_stalled
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("task stream not read; ended with its tasks left on disk");
+        stream.send_reset(h2::Reason::CANCEL);
     }
-    loop {
-        let event = {
-            let next = futures::StreamExt::next(frames);
-            let reset = future::poll_fn(|cx| stream.poll_reset(cx));
-            pin_mut!(next, reset);
-            match future::select(next, reset).await {
-                Either::Left((Some(frame), _)) => Event::Frame(frame),
-                Either::Left((None, _)) => Event::Closed,
-                Either::Right(_) => Event::Reset,
-            }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum PumpEnd {
+    /// The registry closed the queue and everything was handed to h2.
+    Closed,
+    /// The agent reset the stream or the connection went away.
+    Gone,
+    /// The agent did not read: `MAX_TASK_STREAM_QUEUED_BYTES` were queued and none taken
+    /// for `TASK_STREAM_STALL_TIMEOUT`.
+    Stalled,
+}
+
+/// Frames taken from the registry's queue and not yet handed to h2.
+#[derive(Default)]
+struct Queued {
+    frames: std::collections::VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Queued {
+    fn push(&mut self, frame: Bytes) {
+        self.gauge(frame.len() as i64);
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Takes up to `max` bytes off the front (a frame may go to h2 in pieces).
+    fn take(&mut self, max: usize) -> Option<Bytes> {
+        let front = self.frames.front_mut()?;
+        let piece = if front.len() <= max {
+            self.frames.pop_front()?
+        } else {
+            front.split_to(max)
         };
-        match event {
-            Event::Frame(frame) => {
-                if stream.send_data(frame, false).is_err() {
-                    return;
+        self.bytes -= piece.len();
+        self.gauge(-(piece.len() as i64));
+        Some(piece)
+    }
+
+    fn gauge(&self, delta: i64) {
+        metrics()
+            .agentport_task_bytes_queued
+            .fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.gauge(-(self.bytes as i64));
+    }
+}
+
+fn pump_step(
+    cx: &mut std::task::Context<'_>,
+    frames: &mut futures::channel::mpsc::Receiver<Bytes>,
+    stream: &mut h2::SendStream<Bytes>,
+    queue: &mut Queued,
+    progressed: &mut bool,
+) -> std::task::Poll<PumpEnd> {
+    use futures::StreamExt;
+    use std::task::Poll;
+    let mut closed = false;
+    // Until neither side moves: sending makes room to take more frames, and taking
+    // frames gives more to send.
+    loop {
+        let mut moved = false;
+        while queue.bytes < MAX_TASK_STREAM_QUEUED_BYTES {
+            match frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(frame)) => {
+                    queue.push(frame);
+                    moved = true;
+                }
+                Poll::Ready(None) => {
+                    closed = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        while queue.bytes > 0 {
+            let capacity = stream.capacity();
+            if capacity == 0 {
+                stream.reserve_capacity(queue.bytes);
+                match stream.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Pending => break,
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                        return Poll::Ready(PumpEnd::Gone)
+                    }
                 }
             }
-            Event::Closed => {
-                let _ = stream.send_data(Bytes::new(), true);
-                return;
+            let Some(piece) = queue.take(capacity) else {
+                break;
+            };
+            if stream.send_data(piece, false).is_err() {
+                return Poll::Ready(PumpEnd::Gone);
             }
-            Event::Reset => return,
+            *progressed = true;
+            moved = true;
+        }
+        if !moved {
+            break;
         }
     }
+    if closed && queue.bytes == 0 {
+        let _ = stream.send_data(Bytes::new(), true);
+        return Poll::Ready(PumpEnd::Closed);
+    }
+    if stream.poll_reset(cx).is_ready() {
+        return Poll::Ready(PumpEnd::Gone);
+    }
+    Poll::Pending
 }

@@ -4,7 +4,9 @@
 //! closed at once. A shard accepts only while it has a handshake permit
 //! (`limits.handshakes_in_flight_per_shard`): beyond that, connections wait in the
 //! kernel's accept queue instead of sharing the core so thinly that they all miss the
-//! handshake deadline. On EMFILE the listener stays readable, so the loop sleeps
+//! handshake deadline. One source address holds at most
+//! `HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT` of them; its connections beyond are closed at
+//! once, so it cannot keep other sources waiting. On EMFILE the listener stays readable, so the loop sleeps
 //! instead of spinning.
 
 use std::cell::Cell;
@@ -20,13 +22,14 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::limits::{
-    ACCEPT_BACKOFF_ON_EMFILE, DRAIN_DEADLINE, RESERVED_FILES_COUNT, TCP_KEEPALIVE_IDLE,
-    TCP_KEEPALIVE_INTERVAL,
+    ACCEPT_BACKOFF_ON_EMFILE, DRAIN_DEADLINE, HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT,
+    RESERVED_FILES_COUNT, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
 };
 use crate::metrics::{metrics, ConnectionRefusal};
 use crate::sessions::shard::ShardCtx;
 use crate::transport::admission::Admission;
 use crate::transport::agent_conn;
+use crate::transport::source_handshakes::{SourceHandshakes, SourceSlot};
 
 pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
     TcpListener::bind(std::net::SocketAddr::new(
@@ -48,6 +51,7 @@ pub async fn run(
     let permits = Rc::new(Semaphore::new(u64::from(
         ctx.config.limits.handshakes_in_flight_per_shard.get(),
     )));
+    let sources = SourceHandshakes::new(HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT);
     let mut shutdown = ctx.shutdown_signal();
     loop {
         let permit = {
@@ -83,7 +87,17 @@ pub async fn run(
                     metrics().connection_refused(ConnectionRefusal::OutOfFiles);
                     continue; // dropping the stream closes it before any TLS work
                 }
-                admit(&ctx, &admission, &acceptor, &live, stream, permit);
+                let Some(source) = stream
+                    .peer_addr()
+                    .ok()
+                    .and_then(|a| sources.try_begin(a.ip()))
+                else {
+                    metrics()
+                        .agentport_source_handshakes_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue; // closed before any TLS work; the permit comes back
+                };
+                admit(&ctx, &admission, &acceptor, &live, stream, (permit, source));
             }
             Err(e) if is_out_of_files(&e) => {
                 metrics().connection_refused(ConnectionRefusal::OutOfFiles);
@@ -106,7 +120,7 @@ fn admit(
     acceptor: &TlsAcceptor,
     live: &Rc<Cell<usize>>,
     stream: TcpStream,
-    handshake: StaticPermit,
+    (handshake, source): (StaticPermit, SourceSlot),
 ) {
     // Nagle × delayed ACK gave 40 ms outliers on task pushes (docs/architecture.md).
     let _ = stream.set_nodelay(true);
@@ -119,7 +133,7 @@ fn admit(
         live.clone(),
     );
     glommio::spawn_local(async move {
-        agent_conn::serve(ctx, admission, acceptor, stream, handshake).await;
+        agent_conn::serve(ctx, admission, acceptor, stream, handshake, source).await;
         live.set(live.get() - 1);
     })
     .detach();

@@ -14,14 +14,16 @@ use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 use h2::server::SendResponse;
+use h2::Reason;
 use http::{Method, Request, StatusCode};
 
 use crate::ids::ClientId;
 use crate::limits::{
-    H2_CONNECTION_WINDOW_IDLE_BYTES, H2_STREAM_WINDOW_BYTES, MAX_H2_CONCURRENT_STREAMS_COUNT,
-    MAX_H2_HEADER_LIST_BYTES,
+    CLIENT_HELLO_TIMEOUT, H2_CONNECTION_WINDOW_IDLE_BYTES, H2_LOCAL_ERROR_RESETS_COUNT,
+    H2_PENDING_ACCEPT_RESETS_COUNT, H2_SEND_BUFFER_BYTES, H2_STREAM_WINDOW_BYTES,
+    MAX_H2_CONCURRENT_STREAMS_COUNT, MAX_H2_HEADER_LIST_BYTES, UPLOAD_BODY_IDLE_TIMEOUT,
 };
-use crate::metrics::{metrics, ConnectionRefusal, RejectReason};
+use crate::metrics::{metrics, ConnectionRefusal, FloodFrame, H2GoAway, RejectReason, UploadStall};
 use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
 use crate::runtime::deadline::with_deadline;
@@ -31,7 +33,15 @@ use crate::sessions::shard::ShardCtx;
 use crate::sessions::{tasks, upload};
 use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
+use crate::transport::client_hello::{HelloSeen, HelloWatch};
+use crate::transport::frame_meter::{FloodAlarm, FrameMeter};
 use crate::transport::receive_window::ReceiveWindow;
+use crate::transport::source_handshakes::SourceSlot;
+use crate::transport::upload_permits::ConnectionUploads;
+
+/// An agent connection as h2 sees it: TLS over the ClientHello watch, metered.
+type AgentTls = futures_rustls::server::TlsStream<HelloWatch<TcpStream>>;
+type AgentIo = compat::TokioCompat<FrameMeter<AgentTls>>;
 
 /// Decrements the open-connection gauge however the connection ends.
 struct OpenGuard;
@@ -41,23 +51,35 @@ impl Drop for OpenGuard {
     }
 }
 
-/// `handshake` is the shard's handshake permit, returned once HTTP/2 is up (or failed).
+/// `handshake` is the shard's handshake permit and `source` the source address's slot:
+/// both are returned once TLS is done (or failed), before HTTP/2 setup.
 pub async fn serve(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     acceptor: TlsAcceptor,
     stream: TcpStream,
     handshake: StaticPermit,
+    source: SourceSlot,
 ) {
     metrics().connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
+    let started = Instant::now();
+    let (watched, hello) = HelloWatch::new(stream);
     // The handshake futures are boxed so that their state is freed once the connection is
     // up; inline, they would size this task's allocation for the connection's whole life.
-    let tls = match with_deadline(limits.handshake_timeout, Box::pin(acceptor.accept(stream))).await
-    {
-        None => return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout),
-        Some(Err(e)) => {
+    let accept = Box::pin(acceptor.accept(watched));
+    let tls = match tls_handshake(limits.handshake_timeout, &hello, accept).await {
+        Handshook::HelloTimeout => {
+            metrics()
+                .agentport_client_hello_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Handshook::Timeout => {
+            return metrics().connection_refused(ConnectionRefusal::HandshakeTimeout)
+        }
+        Handshook::Done(Err(e)) => {
             tracing::debug!("agent TLS handshake failed: {e}");
             let reason = if peer_gone(&e) {
                 ConnectionRefusal::PeerGone
@@ -66,8 +88,12 @@ pub async fn serve(
             };
             return metrics().connection_refused(reason);
         }
-        Some(Ok(tls)) => tls,
+        Handshook::Done(Ok(tls)) => tls,
     };
+    // TLS is the costly part the permits bound; HTTP/2 setup is cheap and under its own
+    // deadline.
+    drop(handshake);
+    drop(source);
     let client_id = tls
         .get_ref()
         .1
@@ -84,21 +110,70 @@ pub async fn serve(
         metrics().handshakes_resumed.fetch_add(1, Ordering::Relaxed);
     }
 
+    let (metered, flood) = FrameMeter::new(tls);
     let h2_handshake = h2::server::Builder::new()
         .initial_window_size(H2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(H2_CONNECTION_WINDOW_IDLE_BYTES)
         .max_concurrent_streams(MAX_H2_CONCURRENT_STREAMS_COUNT)
         .max_header_list_size(MAX_H2_HEADER_LIST_BYTES)
-        .handshake::<_, Bytes>(compat::tokio_io(tls));
-    let conn = match with_deadline(limits.handshake_timeout, Box::pin(h2_handshake)).await {
+        .max_pending_accept_reset_streams(H2_PENDING_ACCEPT_RESETS_COUNT)
+        .max_local_error_reset_streams(Some(H2_LOCAL_ERROR_RESETS_COUNT))
+        .max_send_buffer_size(H2_SEND_BUFFER_BYTES)
+        .handshake::<_, Bytes>(compat::TokioCompat::new(metered));
+    let left = limits.handshake_timeout.saturating_sub(started.elapsed());
+    let conn = match with_deadline(left, Box::pin(h2_handshake)).await {
         Some(Ok(conn)) => conn,
         Some(Err(e)) if e.get_io().is_some_and(peer_gone) => {
             return metrics().connection_refused(ConnectionRefusal::PeerGone)
         }
         _ => return metrics().connection_refused(ConnectionRefusal::Http2Failed),
     };
-    drop(handshake);
-    drive(ctx, admission, client_id, conn).await;
+    drive(ctx, admission, client_id, conn, flood).await;
+}
+
+enum Handshook<T> {
+    Done(std::io::Result<T>),
+    /// The ClientHello had not arrived at `CLIENT_HELLO_TIMEOUT`.
+    HelloTimeout,
+    /// The whole handshake ran past the handshake deadline.
+    Timeout,
+}
+
+/// Runs the TLS handshake under two deadlines: the ClientHello must be in by
+/// `CLIENT_HELLO_TIMEOUT`, the whole handshake by `total`.
+async fn tls_handshake<F, T>(total: Duration, hello: &HelloSeen, mut accept: F) -> Handshook<T>
+where
+    F: std::future::Future<Output = std::io::Result<T>> + Unpin,
+{
+    let first = CLIENT_HELLO_TIMEOUT.min(total);
+    if let Some(done) = with_deadline(first, &mut accept).await {
+        return Handshook::Done(done);
+    }
+    if first == total {
+        return Handshook::Timeout;
+    }
+    if !hello.get() {
+        return Handshook::HelloTimeout;
+    }
+    match with_deadline(total - first, accept).await {
+        Some(done) => Handshook::Done(done),
+        None => Handshook::Timeout,
+    }
+}
+
+/// Counts a connection h2 ended with a GOAWAY of its own (not one the peer sent, not
+/// the I/O failing).
+fn count_h2_goaway(e: &h2::Error) {
+    if !e.is_go_away() || e.is_remote() {
+        return;
+    }
+    let reason = match e.reason() {
+        Some(Reason::NO_ERROR) | None => return,
+        Some(Reason::ENHANCE_YOUR_CALM) => H2GoAway::EnhanceYourCalm,
+        Some(Reason::PROTOCOL_ERROR) | Some(Reason::COMPRESSION_ERROR) => H2GoAway::ProtocolError,
+        Some(_) => H2GoAway::Other,
+    };
+    metrics().agentport_h2_goaway(reason);
 }
 
 /// The peer closed or reset the connection before the handshake finished: typically an
@@ -117,6 +192,8 @@ enum Interrupt {
     Idle,
     /// The admitted uploads changed: the connection window's new target.
     Window(u32),
+    /// The peer sent frames of one kind faster than allowed.
+    Flood(FloodFrame),
 }
 
 /// Requests in flight on one connection and when the last one ended. A connection with
@@ -170,13 +247,16 @@ async fn drive(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     client_id: ClientId,
-    mut conn: h2::server::Connection<compat::ServerIo, Bytes>,
+    mut conn: h2::server::Connection<AgentIo, Bytes>,
+    flood: FloodAlarm,
 ) {
     let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
     let window = Rc::new(ReceiveWindow::default());
+    let uploads = Rc::new(ConnectionUploads::new(ctx.config.limits.concurrency_wait));
     let idle_timeout = ctx.config.limits.idle_timeout;
     let mut closing = false;
+    let mut flooded = false;
     loop {
         let raced = {
             let accept = conn.accept();
@@ -192,12 +272,25 @@ async fn drive(
                     Either::Right(_) => Interrupt::Idle,
                 }
             };
+            let flooded_by = async {
+                if flooded {
+                    return future::pending().await;
+                }
+                flood.wait().await
+            };
             let interrupt = async {
                 let widened = window.changed();
-                pin_mut!(ended, widened);
-                match future::select(ended, widened).await {
+                pin_mut!(ended, widened, flooded_by);
+                let ended_or_widened = async {
+                    match future::select(ended, widened).await {
+                        Either::Left((why, _)) => why,
+                        Either::Right((target, _)) => Interrupt::Window(target),
+                    }
+                };
+                pin_mut!(ended_or_widened);
+                match future::select(ended_or_widened, flooded_by).await {
                     Either::Left((why, _)) => why,
-                    Either::Right((target, _)) => Interrupt::Window(target),
+                    Either::Right((frame, _)) => Interrupt::Flood(frame),
                 }
             };
             pin_mut!(accept, interrupt);
@@ -212,6 +305,14 @@ async fn drive(
                 conn.set_target_window_size(target);
                 continue;
             }
+            Err(Interrupt::Flood(frame)) => {
+                metrics().agentport_flood(frame);
+                tracing::warn!(client = %client_id, frame = frame.label(), "frame flood; ending the connection");
+                flooded = true;
+                closing = true;
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                continue;
+            }
             Err(why) => {
                 if matches!(why, Interrupt::Idle) {
                     metrics().connection_refused(ConnectionRefusal::IdleTimeout);
@@ -224,12 +325,16 @@ async fn drive(
         match next {
             Some(Ok((request, respond))) => {
                 let guard = activity.begin();
+                let conn_state = PerConnection {
+                    flows: flows.clone(),
+                    window: window.clone(),
+                    uploads: uploads.clone(),
+                };
                 let task = route(
                     ctx.clone(),
                     admission.clone(),
                     client_id.clone(),
-                    flows.clone(),
-                    window.clone(),
+                    conn_state,
                     request,
                     respond,
                 );
@@ -241,6 +346,9 @@ async fn drive(
             }
             Some(Err(e)) => {
                 tracing::debug!(client = %client_id, "agent connection ended: {e}");
+                if !flooded {
+                    count_h2_goaway(&e);
+                }
                 break;
             }
             None => break,
@@ -248,17 +356,32 @@ async fn drive(
     }
 }
 
+/// What one connection's requests share.
+struct PerConnection {
+    flows: Rc<OpenFlows>,
+    window: Rc<ReceiveWindow>,
+    uploads: Rc<ConnectionUploads>,
+}
+
 async fn route(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     client_id: ClientId,
-    flows: Rc<OpenFlows>,
-    window: Rc<ReceiveWindow>,
+    conn: PerConnection,
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
     match (request.method(), request.uri().path()) {
         (&Method::GET, TASKS_PATH) => {
+            // The stream lives as long as the agent: a body on it would never be read,
+            // and its window would pin memory. Dropping the body resets that half.
+            if !request.body().is_end_stream() {
+                metrics()
+                    .agentport_task_stream_bodies_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(request);
+                return respond_bytes(respond, StatusCode::BAD_REQUEST, Bytes::new(), None);
+            }
             let held = request
                 .headers()
                 .get(EVENT_TABLE_HEADER)
@@ -270,7 +393,7 @@ async fn route(
         // which keeps the task's allocation, sized by its largest future, alive with it.
         (&Method::POST, UPLOAD_PATH) => {
             Box::pin(handle_upload(
-                ctx, admission, client_id, flows, window, request, respond,
+                ctx, admission, client_id, conn, request, respond,
             ))
             .await
         }
@@ -278,17 +401,50 @@ async fn route(
     }
 }
 
+/// One upload: nothing shared is taken until its first DATA frame is in (headers alone
+/// hold no permit), then a slot of the connection's and a permit of the shard's; the body
+/// must keep flowing (`UPLOAD_BODY_IDLE_TIMEOUT` between frames) and be whole within the
+/// request timeout.
 async fn handle_upload(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     client_id: ClientId,
-    flows: Rc<OpenFlows>,
-    window: Rc<ReceiveWindow>,
+    conn: PerConnection,
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
     let limits = &ctx.config.limits;
-    // The permit comes before the body: what is not admitted is never read into memory.
+    let max_bytes = limits.max_upload_bytes.get();
+    let declared = body::declared_length(request.headers());
+    if body::declared_too_large(declared, max_bytes) {
+        let answer = upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes });
+        return respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
+    }
+    let mut recv = request.into_body();
+    let first = match body::first_chunk(&mut recv, UPLOAD_BODY_IDLE_TIMEOUT).await {
+        Some(Ok(first)) => first,
+        Some(Err(e)) => {
+            tracing::debug!(client = %client_id, "upload body failed: {e}");
+            return;
+        }
+        None => {
+            metrics().agentport_upload_stalled(UploadStall::BeforeBody);
+            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
+        }
+    };
+    let Some(_connection_slot) = conn.uploads.admit().await else {
+        metrics()
+            .agentport_uploads_connection_busy
+            .fetch_add(1, Ordering::Relaxed);
+        let wait = crate::transport::upload_permits::retry_after();
+        return respond_bytes(
+            respond,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::new(),
+            Some(wait),
+        );
+    };
+    // The permit comes before the rest of the body: what is not admitted is never read.
     let Some(slot) = admission.uploads.admit().await else {
         metrics().upload_rejected(RejectReason::Concurrency);
         let wait = crate::transport::upload_permits::retry_after();
@@ -300,22 +456,30 @@ async fn handle_upload(
         );
     };
     // Only now may the agent send more than the idle window: the body is read at once.
-    let widened = window.widen();
-    let declared = body::declared_length(request.headers());
-    let mut recv = request.into_body();
+    let widened = conn.window.widen();
     let read = with_deadline(
         limits.request_timeout,
-        body::read_capped(&mut recv, declared, limits.max_upload_bytes.get()),
+        body::read_capped(
+            &mut recv,
+            first,
+            declared,
+            max_bytes,
+            UPLOAD_BODY_IDLE_TIMEOUT,
+        ),
     );
     let read = read.await;
     drop(widened);
     let answer = match read {
         Some(Ok(bytes)) => {
             slot.hold_bytes(bytes.len() as u64);
-            upload::handle(&ctx, &client_id, &flows, bytes).await
+            upload::handle(&ctx, &client_id, &conn.flows, bytes).await
         }
         Some(Err(BodyError::TooLarge { max_bytes })) => {
             upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes })
+        }
+        Some(Err(BodyError::Stalled { .. })) => {
+            metrics().agentport_upload_stalled(UploadStall::InBody);
+            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
         }
         Some(Err(BodyError::Stream(e))) => {
             tracing::debug!(client = %client_id, "upload body failed: {e}");

@@ -5,5 +5,8 @@ pub mod accept;
 pub mod admission;
 pub mod agent_conn;
 pub mod body;
+pub mod client_hello;
+pub mod frame_meter;
 pub mod receive_window;
+pub mod source_handshakes;
 pub mod upload_permits;

@@ -1,5 +1,6 @@
-//! Upload admission: the `concurrency` limit. A permit is taken before an upload's body
-//! is read and held until it is answered, so the bodies a frontend holds at once are at
+//! Upload admission: the `concurrency` limit. A permit is taken once an upload's first
+//! DATA frame is in (headers alone hold nothing shared), before the rest of its body is
+//! read, and held until it is answered, so the bodies a frontend holds at once are at
 //! most `concurrency × max_upload_bytes`. Each agent shard holds its share of
 //! `concurrency` in a local semaphore: no lock or atomic crosses shards on this path.
 //!
@@ -84,6 +85,36 @@ impl UploadPermits {
             _permit: permit,
             bytes: Cell::new(0),
         })
+    }
+}
+
+/// One connection's admitted uploads, capped at `MAX_UPLOADS_ADMITTED_PER_CONNECTION_COUNT`
+/// so that a few connections whose bodies stall hold only a few of the shard's permits.
+/// Taken before the shard's permit; an upload that finds none waits (at most the
+/// concurrency wait) without holding anything shared.
+pub struct ConnectionUploads {
+    slots: Rc<Semaphore>,
+    wait: Duration,
+}
+
+impl ConnectionUploads {
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            slots: Rc::new(Semaphore::new(
+                crate::limits::MAX_UPLOADS_ADMITTED_PER_CONNECTION_COUNT as u64,
+            )),
+            wait,
+        }
+    }
+
+    /// A slot of this connection, or None when none came back within the wait.
+    pub async fn admit(&self) -> Option<StaticPermit> {
+        if let Ok(slot) = self.slots.try_acquire_static_permit(1) {
+            return Some(slot);
+        }
+        with_deadline(self.wait, self.slots.acquire_static_permit(1))
+            .await?
+            .ok()
     }
 }
 

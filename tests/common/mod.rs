@@ -19,6 +19,7 @@ pub mod api_client;
 
 pub mod agent_outbox;
 pub mod audit;
+pub mod attacker;
 pub mod browser;
 pub mod cancel;
 pub mod clickhouse;
