@@ -438,6 +438,13 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
                 mesh::ShardMessage::Cancel(cancelled) => {
                     crate::sessions::tasks::cancel(&notify_ctx, &cancelled)
                 }
+                mesh::ShardMessage::Displaced { client_id, session } => {
+                    let ctx = notify_ctx.clone();
+                    glommio::spawn_local(async move {
+                        crate::sessions::clones::displaced(&ctx, client_id, session).await
+                    })
+                    .detach();
+                }
                 mesh::ShardMessage::Rescan => {
                     let ctx = notify_ctx.clone();
                     glommio::spawn_local(async move { crate::sessions::tasks::rescan(&ctx).await })
@@ -493,6 +500,16 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     }
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
+    // Clones and stale streams: presence reports a client's older stream, the dispatcher
+    // hands it to its holder (a shard here, or, from the master, a minion).
+    let (displaced_tx, displaced_rx) = crate::notify::clones::channel();
+    presence.report_displaced(displaced_tx);
+    glommio::spawn_local(crate::notify::clones::dispatch(
+        displaced_rx,
+        notifier.clone(),
+        if is_master { replication.clone() } else { None },
+    ))
+    .detach();
     if !is_master {
         // A minion serves the table the master keeps on the shared datastore; the link
         // tells it of changes (and a relink reloads it: a change may have been missed).

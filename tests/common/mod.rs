@@ -23,6 +23,7 @@ pub mod cancel;
 pub mod clickhouse;
 pub mod client_index;
 pub mod exports;
+pub mod fleet_trust;
 pub mod gui_sessions;
 pub mod live;
 pub mod uploads;
