@@ -88,6 +88,26 @@ fn a_copied_writeback_is_told_to_rekey_and_becomes_a_second_client() -> Result<(
     assert_eq!(connected(&deployment)?, ids);
     assert_eq!(deployment.metric("packhunt_clone_detected_total")?, 1);
     assert_eq!(deployment.metric("packhunt_fleet_rekeys_sent_total")?, 1);
+    // Audited: one client.clone entry on the original id.
+    let entries = wait_until(
+        "the clone is in the audit trail",
+        Duration::from_secs(20),
+        || {
+            let (_, page) = deployment.api().get("/api/v1/audit")?;
+            Ok(page["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e["action"] == "client.clone")
+                .collect::<Vec<_>>())
+        },
+        |entries| !entries.is_empty(),
+    )?;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["target"], original.as_str());
+    assert_eq!(entries[0]["outcome"], "ok");
+    assert_eq!(entries[0]["via"], "agent-port");
     Ok(())
 }
 

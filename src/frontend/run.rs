@@ -11,6 +11,7 @@ use futures_rustls::TlsAcceptor;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::api::{self, ApiCtx};
+use crate::audit::AuditLog;
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::datastore::Datastore;
 use crate::events::watch::EndReason;
@@ -67,6 +68,8 @@ pub fn run_frontend(
         config.datastore.fsync_documents,
     )?
     .with_fsync_events(config.datastore.fsync_events);
+    // One writer thread per process; every executor records through clones.
+    let audit = AuditLog::open(&datastore);
     let agent_tls = TlsAcceptor::from(agent_server_config(&identity.tls)?);
     let gui_tls = TlsAcceptor::from(gui_server_config(&identity.tls)?);
     let cores = std::thread::available_parallelism()
@@ -134,6 +137,7 @@ pub fn run_frontend(
         tls: gui_tls,
         link,
         watch: watch.clone(),
+        audit: audit.clone(),
     };
     // What acts on ingested events, shared by every shard: the master's watchers, or a
     // minion's forwarder to the master's, and the sinks. Sinks start first: their spools
@@ -165,6 +169,7 @@ pub fn run_frontend(
             name: name.clone(),
             hub: on_shard,
             event_taps: event_taps.clone(),
+            audit: audit.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
@@ -249,6 +254,13 @@ pub fn run_frontend(
     sinks.stop();
     if let Some(thread) = link_thread {
         thread.stop();
+    }
+    // After everything that records has stopped: what is queued reaches the day file.
+    if !audit.flush(crate::limits::AUDIT_FLUSH_ON_SHUTDOWN) {
+        tracing::error!(
+            "audit entries still queued after {:?}: they are lost",
+            crate::limits::AUDIT_FLUSH_ON_SHUTDOWN
+        );
     }
     crate::say!("packhunt frontend stopped");
     Ok(())
@@ -352,6 +364,7 @@ struct HubSetup {
     link: Option<LinkEnds>,
     /// The master's live watchers.
     watch: Option<WatchHub>,
+    audit: AuditLog,
 }
 
 struct ShardSetup {
@@ -365,6 +378,7 @@ struct ShardSetup {
     name: String,
     hub: Option<HubSetup>,
     event_taps: EventTaps,
+    audit: AuditLog,
 }
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
@@ -379,6 +393,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         name,
         hub,
         event_taps,
+        audit,
     } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
@@ -405,6 +420,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         events,
         event_taps,
         shutdown.clone(),
+        audit,
     );
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
@@ -466,6 +482,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         tls,
         link,
         watch,
+        audit,
     } = setup;
     let role = identity.role;
     let is_master = identity.is_master();
@@ -605,6 +622,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         role,
         watch: watch.clone(),
         live: api::live::LiveStreams::new(shutdown.clone()),
+        audit,
     });
     api::serve(ctx, listener, tls, shutdown).await;
     if let Some(watch) = watch {

@@ -13,14 +13,18 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use crate::audit::{action, outcome, via, AuditEntry};
 use crate::ids::ClientId;
 use crate::limits::CLONE_LIVENESS_PING_DEADLINE;
 use crate::metrics::metrics;
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::{framing, pb};
 use crate::sessions::liveness::{Alive, Pinger};
-use crate::sessions::registry::Live;
+use crate::sessions::registry::{CloneAudit, Live};
 use crate::sessions::shard::ShardCtx;
+
+/// Who a clone's audit entry names: no operator did it.
+const AUDIT_USER: &str = "system";
 
 /// What the older agent is told (its log shows it).
 const REKEY_REASON: &str = "this client id is connected from two places at once (a cloned \
@@ -30,7 +34,12 @@ const REKEY_REASON: &str = "this client id is connected from two places at once 
 /// (`connection` is the newer stream's). A second stream on the very connection of the
 /// first is the same agent reopening it: ended at once. Otherwise settled in a task of its
 /// own, so the newer stream is not held up by the check.
-pub fn replaced(client_id: ClientId, old: Live, connection: Option<&Rc<Pinger>>) {
+pub fn replaced(
+    client_id: ClientId,
+    old: Live,
+    connection: Option<&Rc<Pinger>>,
+    audit: Option<CloneAudit>,
+) {
     let same = match (&old.connection, connection) {
         (Some(a), Some(b)) => Rc::ptr_eq(a, b),
         _ => false,
@@ -41,7 +50,7 @@ pub fn replaced(client_id: ClientId, old: Live, connection: Option<&Rc<Pinger>>)
             .fetch_add(1, Ordering::Relaxed);
         return;
     }
-    glommio::spawn_local(settle(client_id, old)).detach();
+    glommio::spawn_local(settle(client_id, old, audit)).detach();
 }
 
 /// The hub says this client's stream `session` here was displaced by a newer one on
@@ -57,11 +66,11 @@ pub async fn displaced(ctx: &ShardCtx, client_id: ClientId, session: u64) {
         session,
     };
     let _ = ctx.events.send(gone).await;
-    settle(client_id, old).await;
+    settle(client_id, old, ctx.sessions.audit().cloned()).await;
 }
 
 /// Checks the older stream's connection, re-keys a live one, and ends the stream.
-async fn settle(client_id: ClientId, old: Live) {
+async fn settle(client_id: ClientId, old: Live, audit: Option<CloneAudit>) {
     let alive = match &old.connection {
         Some(pinger) => pinger.check(CLONE_LIVENESS_PING_DEADLINE).await,
         None => Alive::No,
@@ -82,8 +91,23 @@ async fn settle(client_id: ClientId, old: Live) {
                 &m.clone_rekeys_failed
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            // audit: client.clone (target: the client id, via "agent-port", outcome "ok"
-            // when the Rekey was queued, else "failed").
+            if let Some(audit) = audit {
+                let outcome = if queued { outcome::OK } else { outcome::FAILED };
+                let detail = format!(
+                    "two live connections; the older one, on {}, was told to re-key",
+                    audit.place
+                );
+                audit.log.record(
+                    AuditEntry::now(
+                        AUDIT_USER,
+                        via::AGENT_PORT,
+                        action::CLIENT_CLONE,
+                        client_id.as_str(),
+                        outcome,
+                    )
+                    .with_detail(Some(detail)),
+                );
+            }
             tracing::warn!(
                 client = %client_id,
                 rekey_sent = queued,

@@ -84,6 +84,16 @@ pub struct Registry {
     live: RefCell<HashMap<ClientId, Live>>,
     /// The shard's agent connections, attached by the transport while it drives them.
     pub liveness: Liveness,
+    /// Where clones found here are audited (none in unit tests).
+    audit: Option<CloneAudit>,
+}
+
+/// The audit trail and how this shard names itself in it.
+#[derive(Clone)]
+pub struct CloneAudit {
+    pub log: crate::audit::AuditLog,
+    /// `HOST:PORT shard N`, the entry's detail.
+    pub place: Rc<str>,
 }
 
 /// What a newly registered stream gets: its frame receiver.
@@ -93,6 +103,19 @@ pub struct Registration {
 }
 
 impl Registry {
+    /// A registry whose clones are audited in `audit`.
+    pub fn with_audit(audit: CloneAudit) -> Self {
+        Self {
+            audit: Some(audit),
+            ..Self::default()
+        }
+    }
+
+    /// Where clones found on this shard are audited.
+    pub fn audit(&self) -> Option<&CloneAudit> {
+        self.audit.as_ref()
+    }
+
     /// Registers a task stream; an older stream of the same client is ended.
     pub fn register(&self, client_id: &ClientId, session_id: u64) -> Registration {
         // futures' channel allocates per queued message, not for its capacity up front:
@@ -114,7 +137,13 @@ impl Registry {
                 metrics().session_conflicts.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(client = %client_id, "second task stream for one client id; settling the older one");
                 // The older stream ends once settled (its only sender dropped).
-                crate::sessions::clones::replaced(client_id.clone(), old, connection.as_ref());
+                let audit = self.audit.clone();
+                crate::sessions::clones::replaced(
+                    client_id.clone(),
+                    old,
+                    connection.as_ref(),
+                    audit,
+                );
             }
             None => {
                 metrics().sessions_open.fetch_add(1, Ordering::Relaxed);
