@@ -73,7 +73,7 @@ fn a_copied_writeback_is_told_to_rekey_and_becomes_a_second_client() -> Result<(
         "the original connected",
         Duration::from_secs(30),
         || connected(&deployment),
-        |ids| ids == &[original.clone()],
+        |ids| ids == std::slice::from_ref(&original),
     )?;
     copy_writeback(&first, &second)?;
     let _clone = agent_in(&deployment, &second, &ports)?;
@@ -155,7 +155,7 @@ fn a_reconnect_storm_is_not_a_clone() -> Result<()> {
             &format!("round {round}: the agent connected"),
             Duration::from_secs(30),
             || connected(&deployment),
-            |ids| ids == &[original.clone()],
+            |ids| ids == std::slice::from_ref(&original),
         )?;
         // kill -9 and start again at once, with the same writeback.
         agent.0.kill()?;
@@ -166,7 +166,7 @@ fn a_reconnect_storm_is_not_a_clone() -> Result<()> {
         "the agent connected after the storm",
         Duration::from_secs(30),
         || connected(&deployment),
-        |ids| ids == &[original.clone()],
+        |ids| ids == std::slice::from_ref(&original),
     )?;
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(

@@ -905,13 +905,13 @@ mod tests {
             "same shard: the registry's to settle"
         );
         p.apply(at(1, 3));
-        let local = rx.try_recv().ok().expect("another shard");
+        let local = rx.try_recv().expect("another shard");
         assert_eq!((local.local, local.shard, local.session), (true, 0, 2));
         p.apply_remote("minion:2", &wire(1, true, 9));
-        let local = rx.try_recv().ok().expect("moved to a minion");
+        let local = rx.try_recv().expect("moved to a minion");
         assert_eq!((local.local, local.shard, local.session), (true, 1, 3));
         p.apply(at(0, 4));
-        let remote = rx.try_recv().ok().expect("back from the minion");
+        let remote = rx.try_recv().expect("back from the minion");
         assert_eq!(
             (remote.local, &*remote.frontend, remote.session),
             (false, "minion:2", 9)
@@ -922,7 +922,7 @@ mod tests {
         minion.report_displaced(tx);
         minion.apply(at(0, 1));
         minion.apply(at(1, 2));
-        let local = rx.try_recv().ok().expect("a minion settles its own shards");
+        let local = rx.try_recv().expect("a minion settles its own shards");
         assert_eq!((local.local, local.shard), (true, 0));
     }
 }

@@ -60,9 +60,12 @@ pub struct Liveness {
     inner: Rc<Attached>,
 }
 
+/// One client's attached connections: (attachment number, PING handle), oldest first.
+type ClientConnections = Vec<(u64, Rc<Pinger>)>;
+
 #[derive(Default)]
 struct Attached {
-    by_client: RefCell<HashMap<ClientId, Vec<(u64, Rc<Pinger>)>>>,
+    by_client: RefCell<HashMap<ClientId, ClientConnections>>,
     next: Cell<u64>,
 }
 
