@@ -102,6 +102,11 @@ pub struct FlowEnd {
     /// Invariant: terminal (finished, error or cancelled).
     pub state: FlowState,
     pub total_rows: u64,
+    /// The client its reporter named (a shard, or a minion for a client connected to
+    /// it); None when the master read the end itself (its API's cancel, status.json). A
+    /// hunt counts an end only if this is the flow's own client, so that a minion cannot
+    /// end another client's flow by naming it beside one of its own agents.
+    pub client_id: Option<ClientId>,
 }
 
 impl Presence {
@@ -179,7 +184,13 @@ impl Presence {
         std::mem::take(&mut *self.flow_ends.borrow_mut())
     }
 
-    fn flow_ended(&self, flow_id: &str, state: FlowState, total_rows: u64) {
+    fn flow_ended(
+        &self,
+        client_id: Option<&ClientId>,
+        flow_id: &str,
+        state: FlowState,
+        total_rows: u64,
+    ) {
         if !self.tapped.get() || !state.is_terminal() {
             return;
         }
@@ -188,6 +199,7 @@ impl Presence {
                 flow_id,
                 state,
                 total_rows,
+                client_id: client_id.cloned(),
             });
         }
     }
@@ -195,7 +207,7 @@ impl Presence {
     /// The master's API cancelled `flow_id` (status.json says so): its end reaches the
     /// hunts like any other, counted once per flow there whatever arrives later.
     pub fn flow_cancelled(&self, flow_id: &FlowId, total_rows: u64) {
-        self.flow_ended(flow_id.as_str(), FlowState::Cancelled, total_rows);
+        self.flow_ended(None, flow_id.as_str(), FlowState::Cancelled, total_rows);
     }
 
     /// An event from one of this frontend's shards.
@@ -226,13 +238,13 @@ impl Presence {
                 },
             ),
             ShardEvent::FlowState {
+                client_id,
                 flow_id,
                 state,
                 total_rows,
-                ..
             } => {
                 self.count_flow(THIS_FRONTEND, state);
-                self.flow_ended(flow_id.as_str(), state, total_rows);
+                self.flow_ended(Some(&client_id), flow_id.as_str(), state, total_rows);
             }
             ShardEvent::Facts(doc) => {
                 if let Some(observer) = self.observer() {
@@ -295,7 +307,7 @@ impl Presence {
         }
         let frontend = self.frontend_index(from);
         self.count_flow(frontend, state);
-        self.flow_ended(&event.flow_id, state, event.total_rows);
+        self.flow_ended(Some(&client_id), &event.flow_id, state, event.total_rows);
     }
 
     fn count_flow(&self, frontend: FrontendIdx, state: FlowState) {
