@@ -874,6 +874,20 @@ pub const H2_SMALL_FRAMES_PER_SECOND: u64 = 2000;
 pub const H2_SMALL_FRAME_BURST_COUNT: u64 = 4000;
 
 // ---- Fleet trust: minion messages and clones ----------------------------------------------
+/// How long the frontend holding a client's older task stream waits for the HTTP/2 PING
+/// answer on that stream's connection before calling it dead (a half-open connection
+/// after a network blip) rather than a live clone. A live agent's h2 task answers a PING
+/// within milliseconds even on a busy host; 2 s leaves room for a loaded box and is
+/// still short beside the idle timeout that would otherwise find the dead peer.
+pub const CLONE_LIVENESS_PING_DEADLINE: Duration = Duration::from_secs(2);
+/// Displaced streams (a client id seen at a second place) the hub holds for dispatch to
+/// the shard or frontend that owns the older stream. When full the notice is dropped and
+/// counted (`packhunt_fleet_displaced_dropped_total`): the older stream then ends when its
+/// agent goes away or idles out, as it did before clones were detected.
+pub const DISPLACED_QUEUE_COUNT: usize = 1024;
+/// Frontends a master keeps per-minion refusal counters for: bounded by the configured
+/// minions, which every admitted link must be; a margin for minions added at run time.
+pub const MAX_MINION_COUNTERS_COUNT: usize = 256;
 
 // ---- Secrets, GUI port and decoders -------------------------------------------------------
 

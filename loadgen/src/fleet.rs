@@ -269,6 +269,8 @@ impl AgentPlan {
             // Thousands of agents per process: their outboxes live in memory.
             outbox_dir: None,
             max_outbox_bytes: packhunt::limits::DEFAULT_MAX_OUTBOX_BYTES,
+            // Simulated agents each make their own key: no clones, nothing to re-key.
+            rekey: None,
         };
         (options, spool)
     }

@@ -2,7 +2,9 @@
 //! off with jitter after each full round of URLs), hold the task stream, run what it
 //! pushes within the task's limits (a deadline, abandoned past its grace; a cancel), and
 //! deliver every result and file through the outbox until acknowledged, across
-//! reconnects and (with a disk outbox) restarts.
+//! reconnects and (with a disk outbox) restarts. Told to re-key (the server saw its key
+//! on two live connections: a clone), it makes a new identity through `AgentOptions::rekey`
+//! and reconnects with it at once.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -71,7 +73,16 @@ pub struct AgentOptions {
     pub outbox_dir: Option<PathBuf>,
     /// The outbox's bound: past it the oldest flows are failed.
     pub max_outbox_bytes: u64,
+    /// Makes a new identity when the server says to re-key (and keeps it, e.g. in the
+    /// writeback) and returns the TLS config that presents it. None: the agent cannot
+    /// re-key; it logs the request and reconnects as it is.
+    pub rekey: Option<Rekeyer>,
 }
+
+/// Makes and keeps a new identity; returns its TLS config or why it could not. Blocking
+/// (it writes a file): run on a blocking thread.
+pub type Rekeyer =
+    Arc<dyn Fn() -> Result<Arc<rustls::ClientConfig>, String> + Send + Sync + 'static>;
 
 /// State that outlives a connection.
 struct AgentState {
@@ -90,6 +101,9 @@ struct AgentState {
     events: Option<AgentEvents>,
     /// Event batches the server refused for good, for logging a refusal storm sparingly.
     events_refused: u64,
+    /// The server asked for a new key (its reason): the session ends and the agent
+    /// re-keys before it reconnects.
+    rekey_wanted: Option<String>,
 }
 
 /// A collection running on a blocking thread.
@@ -117,6 +131,7 @@ pub async fn run(
         collecting: None,
         events: opts.events.take(),
         events_refused: 0,
+        rekey_wanted: None,
     };
     if let Some(table) = state.events.as_mut().and_then(|e| e.queries.saved_table()) {
         accept_event_table(&mut state, table);
@@ -141,6 +156,9 @@ pub async fn run(
                 };
                 spool.iter().for_each(|s| s.set_connected(false));
                 observer.disconnected(&why);
+                if let Some(reason) = state.rekey_wanted.take() {
+                    rekey(&mut opts, &reason, observer.as_ref()).await;
+                }
             }
             Err(e) => {
                 observer.error(&e.to_string());
@@ -157,6 +175,23 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Replaces the agent's identity as the server asked (`reason`), so the next connect
+/// presents the new key. An agent that cannot re-key goes on as it is (reported).
+async fn rekey(opts: &mut AgentOptions, reason: &str, observer: &dyn Observer) {
+    tracing::warn!(%reason, "the server asked this agent to re-key");
+    let Some(make) = opts.rekey.clone() else {
+        return observer.error("asked to re-key, but this agent cannot; reconnecting as it is");
+    };
+    match tokio::task::spawn_blocking(move || make()).await {
+        Ok(Ok(tls)) => {
+            opts.tls = tls;
+            tracing::warn!("re-keyed: reconnecting with a new identity");
+        }
+        Ok(Err(e)) => observer.error(&format!("re-keying failed: {e}")),
+        Err(e) => observer.error(&format!("re-keying failed: {e}")),
     }
 }
 
@@ -243,6 +278,9 @@ async fn session(
     loop {
         while let Ok(pushed) = rx.try_recv() {
             accept(state, pushed, observer).await;
+        }
+        if state.rekey_wanted.is_some() {
+            return "the server asked for a new key".to_string();
         }
         let spool = state.events.as_ref().map(|e| e.spool.clone());
         let has_results = peek(state, Outbox::has_uploads);
@@ -408,6 +446,7 @@ enum Pushed {
     Task(pb::Task, u64),
     Cancel(pb::Cancel),
     EventTable(pb::EventTable),
+    Rekey(pb::Rekey),
 }
 
 async fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer) {
@@ -415,6 +454,7 @@ async fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer)
         Pushed::Task(task, received_us) => accept_task(state, task, received_us, observer).await,
         Pushed::Cancel(cancel) => accept_cancel(state, cancel).await,
         Pushed::EventTable(table) => accept_event_table(state, table),
+        Pushed::Rekey(rekey) => state.rekey_wanted = Some(rekey.reason),
     }
 }
 
@@ -490,6 +530,7 @@ async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<Pushed>) {
             }
             Some(pb::server_message::Kind::EventTable(table)) => Pushed::EventTable(table),
             Some(pb::server_message::Kind::Cancel(cancel)) => Pushed::Cancel(cancel),
+            Some(pb::server_message::Kind::Rekey(rekey)) => Pushed::Rekey(rekey),
             _ => continue,
         };
         if tx.send(pushed).await.is_err() {

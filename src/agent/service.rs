@@ -88,6 +88,7 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         }),
         outbox_dir: Some(config.client.outbox_dir.clone()),
         max_outbox_bytes: config.client.max_outbox_bytes,
+        rekey: Some(rekeyer(&config)),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -100,6 +101,25 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
     spool.close();
     let _ = flusher.join();
     Ok(())
+}
+
+/// Re-keying for the real agent: a new key pair written to the writeback file (so the
+/// new client id survives a restart), and the TLS config that presents it.
+fn rekeyer(config: &ClientConfig) -> run::Rekeyer {
+    let (writeback, ca) = (
+        config.client.writeback_path.clone(),
+        config.client.ca_certificate.clone(),
+    );
+    Arc::new(move || {
+        let identity = crate::agent::writeback::renew(&writeback).map_err(|e| e.to_string())?;
+        crate::say!("packhunt client re-keyed: now {}", identity.client_id());
+        crate::tls::client::agent_client_config(
+            &ca,
+            identity.rustls_cert_chain(),
+            identity.rustls_private_key(),
+        )
+        .map_err(|e| e.to_string())
+    })
 }
 
 /// The event spool on the configured folder; if the folder cannot be used, events are

@@ -33,6 +33,16 @@ pub fn load_or_create(path: &Path) -> Result<AgentIdentity, WritebackError> {
             AgentIdentity::from_key_pem(&wb.private_key).map_err(|e| err(e.to_string()))?;
         return Ok(identity);
     }
+    renew(path)
+}
+
+/// Makes a new identity and writes it to `path` in place of whatever was there (the
+/// server asked this agent to re-key: its key is held by a clone too).
+pub fn renew(path: &Path) -> Result<AgentIdentity, WritebackError> {
+    let err = |message: String| WritebackError::File {
+        path: path.display().to_string(),
+        message,
+    };
     let identity = AgentIdentity::generate().map_err(|e| err(e.to_string()))?;
     let wb = Writeback {
         client_id: identity.client_id().to_string(),
@@ -78,5 +88,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("wb.toml"));
+    }
+
+    // Goal: a renewed identity is a new client id, and it is the one the next start loads.
+    #[test]
+    fn a_renewed_identity_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wb.toml");
+        let first = load_or_create(&path).unwrap();
+        let renewed = renew(&path).unwrap();
+        assert_ne!(first.client_id(), renewed.client_id());
+        assert_eq!(
+            load_or_create(&path).unwrap().client_id(),
+            renewed.client_id()
+        );
     }
 }

@@ -74,6 +74,21 @@ async fn apply_remote(presence: &Presence, notifier: &Notifier, from: &str, kind
             _ => drop_malformed(from, format_args!("notification with malformed ids")),
         },
         Kind::FlowState(event) => presence.apply_remote_flow(from, &event),
+        // The master names the frontend that holds the older stream; only that one acts.
+        Kind::Displaced(notice) if *notice.frontend == *presence.this_name() => {
+            match ClientId::parse(&notice.client_id) {
+                Ok(client_id) => {
+                    let shard = notice.shard as usize;
+                    if !notifier.displaced(&client_id, shard, notice.session).await {
+                        crate::metrics::metrics()
+                            .fleet_displaced_dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Err(_) => drop_malformed(from, format_args!("displaced with a malformed id")),
+            }
+        }
+        Kind::Displaced(_) => {}
         Kind::ClientFacts(facts) => presence.apply_remote_facts(from, facts),
         // Only the master sends these (its link refuses one from a minion).
         Kind::CancelFlows(envelope) => {

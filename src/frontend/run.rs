@@ -173,6 +173,7 @@ pub fn run_frontend(
             name: name.clone(),
             hub: on_shard,
             event_taps: event_taps.clone(),
+            audit: audit.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
@@ -412,6 +413,7 @@ struct ShardSetup {
     name: String,
     hub: Option<HubSetup>,
     event_taps: EventTaps,
+    audit: AuditLog,
 }
 
 async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
@@ -426,6 +428,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         name,
         hub,
         event_taps,
+        audit,
     } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
@@ -452,6 +455,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         events,
         event_taps,
         shutdown.clone(),
+        audit,
     );
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
@@ -484,6 +488,13 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
                 }
                 mesh::ShardMessage::Cancel(cancelled) => {
                     crate::sessions::tasks::cancel(&notify_ctx, &cancelled)
+                }
+                mesh::ShardMessage::Displaced { client_id, session } => {
+                    let ctx = notify_ctx.clone();
+                    glommio::spawn_local(async move {
+                        crate::sessions::clones::displaced(&ctx, client_id, session).await
+                    })
+                    .detach();
                 }
                 mesh::ShardMessage::Rescan => {
                     let ctx = notify_ctx.clone();
@@ -542,6 +553,16 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     }
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
+    // Clones and stale streams: presence reports a client's older stream, the dispatcher
+    // hands it to its holder (a shard here, or, from the master, a minion).
+    let (displaced_tx, displaced_rx) = crate::notify::clones::channel();
+    presence.report_displaced(displaced_tx);
+    glommio::spawn_local(crate::notify::clones::dispatch(
+        displaced_rx,
+        notifier.clone(),
+        if is_master { replication.clone() } else { None },
+    ))
+    .detach();
     if !is_master {
         // A minion serves the table the master keeps on the shared datastore; the link
         // tells it of changes (and a relink reloads it: a change may have been missed).

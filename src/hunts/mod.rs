@@ -351,8 +351,16 @@ impl Hunts {
                 continue;
             };
             if let Some(run) = runs.get_mut(hunt_id) {
+                let owner = run.results.client_of(&end.flow_id, &run.flows);
+                if let (Some(named), Some(owner)) = (&end.client_id, &owner) {
+                    if named != owner {
+                        // Another client's flow named beside a reporter's own agent.
+                        tracing::warn!(flow = %end.flow_id, client = %named, "flow end for another client's flow ignored");
+                        continue;
+                    }
+                }
                 run.count_end(&end);
-                if let Some(client) = run.results.client_of(&end.flow_id, &run.flows) {
+                if let Some(client) = owner {
                     to_settle.push((hunt_id.clone(), client, end.flow_id.clone()));
                 }
             }
@@ -531,6 +539,7 @@ fn end_of(flow: &FlowId, status: &datastore::FlowStatusDoc) -> Option<FlowEnd> {
         flow_id: flow.clone(),
         state: status.state,
         total_rows: status.total_rows,
+        client_id: None,
     })
 }
 
@@ -568,6 +577,7 @@ mod tests {
             flow_id: flow.clone(),
             state,
             total_rows,
+            client_id: None,
         };
         run.count_end(&end(&a, FlowState::Cancelled, 2));
         run.count_end(&end(&a, FlowState::Finished, 5));

@@ -423,6 +423,120 @@ pub struct Metrics {
     /// Connections h2 ended with a GOAWAY of its own (protocol error, CONTINUATION flood,
     /// rapid reset), by reason.
     agentport_h2_goaways: [AtomicU64; H2GoAway::ALL.len()],
+    // ---- Fleet trust: minion messages and clones (src/replication, src/notify,
+    // src/sessions/clones.rs) ----
+    /// Messages a minion sent that the master refused, by minion and kind (see
+    /// `MinionRefusal`). Keyed by the minion's name from its admitted link (so bounded by
+    /// the configured minions, and `MAX_MINION_COUNTERS_COUNT` at most).
+    fleet_minion_refused:
+        std::sync::Mutex<std::collections::BTreeMap<String, [u64; MinionRefusal::ALL.len()]>>,
+    /// Older task streams found alive while their client id connected elsewhere: clones.
+    pub clone_detected: AtomicU64,
+    /// Rekey messages queued on a clone's older stream.
+    pub clone_rekeys_sent: AtomicU64,
+    /// Rekey messages that could not be queued (the older stream's queue was full or it
+    /// was ending): that agent keeps its key and is found again at its next connect.
+    pub clone_rekeys_failed: AtomicU64,
+    /// Older task streams whose connection was dead (no PING answer within
+    /// `CLONE_LIVENESS_PING_DEADLINE`, or already gone): replaced, not counted as clones.
+    pub clone_stale_replaced: AtomicU64,
+    /// Second streams of one client id on one connection (an agent reopening its task
+    /// stream): replaced without a check.
+    pub clone_same_connection: AtomicU64,
+    /// Notices of a displaced stream dropped: the hub's dispatch queue was full.
+    pub fleet_displaced_dropped: AtomicU64,
+    /// Notices of a displaced stream sent to the shard or frontend that holds it.
+    pub fleet_displaced_sent: AtomicU64,
+}
+
+/// What a master refused from a minion; the `kind` label of
+/// `packhunt_fleet_minion_messages_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinionRefusal {
+    /// A flow state for a client not connected to that minion.
+    FlowState,
+    /// Facts for a client not connected to that minion.
+    Facts,
+    /// A work notification whose flow is not queued for its client on the datastore.
+    Notification,
+    /// A message only the master may send (cancel, watched set, displaced notice).
+    MasterOnly,
+}
+
+impl MinionRefusal {
+    pub const ALL: [Self; 4] = [
+        Self::FlowState,
+        Self::Facts,
+        Self::Notification,
+        Self::MasterOnly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FlowState => "flow_state",
+            Self::Facts => "facts",
+            Self::Notification => "notification",
+            Self::MasterOnly => "master_only",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a message from minion `frontend` refused as `why`.
+    pub fn minion_refused(&self, frontend: &str, why: MinionRefusal) {
+        let mut map = self
+            .fleet_minion_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(frontend) && map.len() >= crate::limits::MAX_MINION_COUNTERS_COUNT {
+            return;
+        }
+        map.entry(frontend.to_string())
+            .or_insert([0; MinionRefusal::ALL.len()])[why as usize] += 1;
+    }
+
+    /// What `minion_refused` counted for `frontend` and `why`.
+    pub fn minion_refused_count(&self, frontend: &str, why: MinionRefusal) -> u64 {
+        let map = self
+            .fleet_minion_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(frontend).map_or(0, |counts| counts[why as usize])
+    }
+
+    /// Minion message checks and clone detection.
+    fn render_fleet_trust(&self, out: &mut String) {
+        let refused: Vec<(String, i64)> = {
+            let map = self
+                .fleet_minion_refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.iter()
+                .flat_map(|(frontend, counts)| {
+                    MinionRefusal::ALL.iter().map(move |why| {
+                        let labels = format!("frontend=\"{frontend}\",kind=\"{}\"", why.as_str());
+                        (labels, counts[*why as usize] as i64)
+                    })
+                })
+                .collect()
+        };
+        write_labelled(
+            out,
+            "packhunt_fleet_minion_messages_refused_total",
+            "Messages from a minion the master refused: flow states and facts for clients not connected to it, notifications of flows not queued, master-only kinds",
+            &refused,
+        );
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            ("packhunt_clone_detected_total", "A client id held two live task streams at once (clones); the older was told to re-key", &self.clone_detected),
+            ("packhunt_fleet_rekeys_sent_total", "Rekey messages queued on a clone's older task stream", &self.clone_rekeys_sent),
+            ("packhunt_fleet_rekeys_failed_total", "Rekey messages that could not be queued (the older stream was not reading or ending)", &self.clone_rekeys_failed),
+            ("packhunt_fleet_stale_streams_replaced_total", "Older task streams of a reconnecting client whose connection was dead: replaced, not clones", &self.clone_stale_replaced),
+            ("packhunt_fleet_same_connection_streams_total", "Task streams reopened on the connection that held the older one: replaced, not clones", &self.clone_same_connection),
+            ("packhunt_fleet_displaced_sent_total", "Notices sent to the shard or frontend holding a client's older task stream", &self.fleet_displaced_sent),
+            ("packhunt_fleet_displaced_dropped_total", "Notices of a client's older task stream dropped (dispatch queue full)", &self.fleet_displaced_dropped),
+        ];
+        write_counters(out, &counters);
+    }
 }
 
 /// Where an upload's body stopped; `phase` label.
@@ -827,6 +941,7 @@ impl Metrics {
         self.render_audit(&mut out);
         self.render_grpc_api(&mut out);
         self.render_agent_port(&mut out);
+        self.render_fleet_trust(&mut out);
         out
     }
 

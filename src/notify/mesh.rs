@@ -22,6 +22,11 @@
 //! closed on disk, so an agent that missed its Cancel is refused (409) at its next upload
 //! and drops the flow, and a later connect is not given the task again.
 //!
+//! `ShardMessage::Displaced` (the client's stream `session` on that shard was displaced
+//! by a newer one elsewhere) goes to the one shard that holds it, with the same wait;
+//! when dropped it is counted in `packhunt_fleet_displaced_dropped_total` (the older
+//! stream then lives until its agent leaves or idles out).
+//!
 //! shard -> priority: `ShardEvent` (who is connected where, agents' facts, flows that
 //! changed state), one queue per shard. When full: the shard waits (presence must not be lost or the
 //! client list lies).
@@ -67,6 +72,10 @@ pub enum ShardMessage {
     /// shard holding one's agent pushes it a Cancel frame. A batch, so that a hunt stopped
     /// with `cancel_flows` costs one message per shard per batch, not per flow.
     Cancel(Arc<CancelledFlows>),
+    /// This client's stream `session` here was displaced by a newer stream of the same
+    /// client id on another shard or frontend: check its connection, then re-key (alive:
+    /// a clone) or end it (dead).
+    Displaced { client_id: ClientId, session: u64 },
 }
 
 /// Flows cancelled together, and why (for the agents' logs).
@@ -173,6 +182,25 @@ impl Notifier {
             if !send_or_wait(shard, ShardMessage::Cancel(cancelled.clone())).await {
                 m.cancel_notices_dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Tells shard `shard` (every shard if there is no such index) that its stream
+    /// `session` of `client_id` was displaced; false when the message was dropped.
+    pub async fn displaced(&self, client_id: &ClientId, shard: usize, session: u64) -> bool {
+        let message = || ShardMessage::Displaced {
+            client_id: client_id.clone(),
+            session,
+        };
+        match self.shards.get(shard) {
+            Some(owner) => send_or_wait(owner, message()).await,
+            None => {
+                let mut sent = false;
+                for each in &self.shards {
+                    sent |= send_or_wait(each, message()).await;
+                }
+                sent
             }
         }
     }

@@ -3,9 +3,11 @@
 //!
 //! mesh — the bounded queues between the hub and the agent shards and their messages;
 //! presence — which agent is connected to which frontend, fed by the shards and by the
-//! replication stream; fleet — notifying an agent wherever it is. The API and hunts reach
+//! replication stream; fleet — notifying an agent wherever it is; clones — handing a
+//! client's displaced older stream to whoever holds it. The API and hunts reach
 //! agents only through here; nothing here touches a session or a file.
 
+pub mod clones;
 pub mod fleet;
 pub mod mesh;
 pub mod presence;

@@ -7,6 +7,16 @@
 //! disconnect of an older stream (same shard, another shard or another frontend) never
 //! hides the newer one.
 //!
+//! A report that moves a connected client to another shard or frontend means the older
+//! stream may still be open: a reconnect whose old connection is not yet seen dead, or a
+//! clone (two machines with one key). Whoever sees both places reports the older one as
+//! displaced (see `notify::clones`): a frontend for its own shards, the master for two
+//! frontends. (Two streams on one shard are the shard registry's to settle.)
+//!
+//! What a minion reports about an agent (its facts, its flows' states) is believed only
+//! for agents presence has connected to that minion: anything else is refused, counted
+//! per minion (`packhunt_fleet_minion_messages_refused_total`) and logged.
+//!
 //! The master's client index hears through here what it needs beside presence (an
 //! [`Observer`]): agents' facts from this frontend's shards and from minions, agents that
 //! left (their last seen time), and minions' snapshots (after which facts that crossed a
@@ -19,6 +29,8 @@ use std::rc::Rc;
 use crate::config::FrontendRole;
 use crate::datastore::{ClientInfoDoc, FlowState};
 use crate::ids::{ClientId, FlowId};
+use crate::metrics::MinionRefusal;
+use crate::notify::clones::{Displaced, DisplacedSender};
 use crate::notify::mesh::{ShardEvent, ShardEventReceiver};
 use crate::replication::pb;
 
@@ -79,6 +91,8 @@ pub struct Presence {
     tapped: std::cell::Cell<bool>,
     arrivals: RefCell<Vec<ClientId>>,
     flow_ends: RefCell<Vec<FlowEnd>>,
+    /// Where displaced streams are reported (none until the hub subscribes).
+    displaced: RefCell<Option<DisplacedSender>>,
 }
 
 /// A flow that finished, failed or was cancelled, wherever its agent was.
@@ -88,6 +102,11 @@ pub struct FlowEnd {
     /// Invariant: terminal (finished, error or cancelled).
     pub state: FlowState,
     pub total_rows: u64,
+    /// The client its reporter named (a shard, or a minion for a client connected to
+    /// it); None when the master read the end itself (its API's cancel, status.json). A
+    /// hunt counts an end only if this is the flow's own client, so that a minion cannot
+    /// end another client's flow by naming it beside one of its own agents.
+    pub client_id: Option<ClientId>,
 }
 
 impl Presence {
@@ -108,7 +127,39 @@ impl Presence {
             tapped: std::cell::Cell::new(false),
             arrivals: RefCell::new(Vec::new()),
             flow_ends: RefCell::new(Vec::new()),
+            displaced: RefCell::new(None),
         }
+    }
+
+    /// From now on report displaced streams to `sender`.
+    pub fn report_displaced(&self, sender: DisplacedSender) {
+        *self.displaced.borrow_mut() = Some(sender);
+    }
+
+    /// This frontend's name.
+    pub fn this_name(&self) -> Rc<str> {
+        self.frontends.borrow()[THIS_FRONTEND as usize].name.clone()
+    }
+
+    /// Whether presence has `client_id` connected to frontend `from`. A minion's word
+    /// about an agent counts only then; otherwise the message is counted as `why`, logged
+    /// and refused.
+    fn vouched_by(&self, from: &str, client_id: &ClientId, why: MinionRefusal) -> bool {
+        let frontend = self.frontend_index(from);
+        let at = self.live.borrow().get(client_id).map(|l| l.frontend);
+        if at == Some(frontend) {
+            return true;
+        }
+        crate::metrics::metrics().minion_refused(from, why);
+        let connected_at = at.map(|i| self.frontends.borrow()[i as usize].name.clone());
+        tracing::warn!(
+            minion = from,
+            client = %client_id,
+            connected_at = connected_at.as_deref().unwrap_or("nowhere"),
+            kind = why.as_str(),
+            "refused from a minion: the client is not connected to it"
+        );
+        false
     }
 
     /// From now on tell `observer` about facts, departures and snapshots.
@@ -133,7 +184,13 @@ impl Presence {
         std::mem::take(&mut *self.flow_ends.borrow_mut())
     }
 
-    fn flow_ended(&self, flow_id: &str, state: FlowState, total_rows: u64) {
+    fn flow_ended(
+        &self,
+        client_id: Option<&ClientId>,
+        flow_id: &str,
+        state: FlowState,
+        total_rows: u64,
+    ) {
         if !self.tapped.get() || !state.is_terminal() {
             return;
         }
@@ -142,6 +199,7 @@ impl Presence {
                 flow_id,
                 state,
                 total_rows,
+                client_id: client_id.cloned(),
             });
         }
     }
@@ -149,7 +207,7 @@ impl Presence {
     /// The master's API cancelled `flow_id` (status.json says so): its end reaches the
     /// hunts like any other, counted once per flow there whatever arrives later.
     pub fn flow_cancelled(&self, flow_id: &FlowId, total_rows: u64) {
-        self.flow_ended(flow_id.as_str(), FlowState::Cancelled, total_rows);
+        self.flow_ended(None, flow_id.as_str(), FlowState::Cancelled, total_rows);
     }
 
     /// An event from one of this frontend's shards.
@@ -180,13 +238,13 @@ impl Presence {
                 },
             ),
             ShardEvent::FlowState {
+                client_id,
                 flow_id,
                 state,
                 total_rows,
-                ..
             } => {
                 self.count_flow(THIS_FRONTEND, state);
-                self.flow_ended(flow_id.as_str(), state, total_rows);
+                self.flow_ended(Some(&client_id), flow_id.as_str(), state, total_rows);
             }
             ShardEvent::Facts(doc) => {
                 if let Some(observer) = self.observer() {
@@ -203,6 +261,9 @@ impl Presence {
             crate::replication::drop_malformed(from, format_args!("facts of a malformed id"));
             return;
         };
+        if !self.vouched_by(from, &client_id, MinionRefusal::Facts) {
+            return;
+        }
         let Some(observer) = self.observer() else {
             return;
         };
@@ -236,9 +297,17 @@ impl Presence {
                 return;
             }
         };
+        let Ok(client_id) = ClientId::parse(&event.client_id) else {
+            let flow_id = &event.flow_id;
+            crate::replication::drop_malformed(from, format_args!("flow {flow_id}: bad client id"));
+            return;
+        };
+        if !self.vouched_by(from, &client_id, MinionRefusal::FlowState) {
+            return;
+        }
         let frontend = self.frontend_index(from);
         self.count_flow(frontend, state);
-        self.flow_ended(&event.flow_id, state, event.total_rows);
+        self.flow_ended(Some(&client_id), &event.flow_id, state, event.total_rows);
     }
 
     fn count_flow(&self, frontend: FrontendIdx, state: FlowState) {
@@ -312,10 +381,34 @@ impl Presence {
         if self.tapped.get() {
             self.arrivals.borrow_mut().push(client_id.clone());
         }
-        if let Some(old) = self.live.borrow_mut().insert(client_id, location) {
+        let old = self.live.borrow_mut().insert(client_id.clone(), location);
+        if let Some(old) = old {
             frontends[old.frontend as usize].connected_clients -= 1;
         }
         frontends[location.frontend as usize].connected_clients += 1;
+        let is_master = frontends[THIS_FRONTEND as usize].role == FrontendRole::Master;
+        if let Some(old) = old.filter(|old| displaces(*old, location, is_master)) {
+            let notice = Displaced {
+                client_id,
+                frontend: frontends[old.frontend as usize].name.clone(),
+                local: old.frontend == THIS_FRONTEND,
+                shard: old.shard,
+                session: old.session,
+            };
+            drop(frontends);
+            self.report(notice);
+        }
+    }
+
+    /// Queues a displaced stream for the hub's dispatcher; dropped and counted when full.
+    fn report(&self, notice: Displaced) {
+        if let Some(sender) = self.displaced.borrow_mut().as_mut() {
+            if sender.try_send(notice).is_err() {
+                crate::metrics::metrics()
+                    .fleet_displaced_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     fn disconnect(&self, client_id: &ClientId, location: Location) {
@@ -407,6 +500,18 @@ impl Presence {
                 session: l.session,
             })
             .collect()
+    }
+}
+
+/// Whether a client's new location leaves its `old` stream to be checked by this
+/// frontend: one of its own shards other than the new one, or (on the master only, which
+/// alone sees every frontend) a stream on another frontend than the new one. Two streams
+/// on one shard are the registry's; two on one minion are that minion's.
+fn displaces(old: Location, new: Location, is_master: bool) -> bool {
+    if old.frontend == new.frontend {
+        old.frontend == THIS_FRONTEND && old.shard != new.shard
+    } else {
+        is_master
     }
 }
 
@@ -651,6 +756,7 @@ mod tests {
         };
         assert_eq!((sent.hostname.as_str(), sent.last_seen_ms), ("web", 2));
         p.apply(ShardEvent::Facts(Box::new(doc)));
+        p.apply_remote("minion:2", &wire(1, true, 1));
         let long = pb::ClientFacts {
             hostname: "h".repeat(10_000),
             ..sent.clone()
@@ -703,6 +809,7 @@ mod tests {
             state,
             total_rows: 3,
         };
+        p.apply_remote("minion:2", &wire(1, true, 1));
         p.apply_remote_flow("minion:2", &event(pb::FlowStateKind::Finished.into()));
         let malformed = &crate::metrics::metrics().replication_malformed;
         let before = malformed.load(std::sync::atomic::Ordering::Relaxed);
@@ -726,5 +833,108 @@ mod tests {
         let ends = p.drain_flow_ends();
         assert_eq!(ends.len(), 1, "a cancel ends the flow too");
         assert_eq!(ends[0].state, FlowState::Cancelled);
+    }
+
+    // Goal: a minion's facts and flow states count only for clients connected to that
+    // minion; for one connected to the master or another minion, or to nobody, they
+    // change nothing and are counted against the sender. Method: a recording observer and
+    // the per-minion counter.
+    #[test]
+    fn a_minion_cannot_speak_for_clients_it_does_not_hold() {
+        use crate::metrics::{metrics, MinionRefusal};
+        let (liar, honest) = ("liar:9", "honest:8");
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
+        p.tap();
+        let heard = Rc::new(Heard::default());
+        p.observe(heard.clone());
+        p.apply(ShardEvent::Connected {
+            client_id: id(1),
+            shard: 0,
+            session: 1,
+        });
+        p.apply_remote(honest, &wire(2, true, 1));
+        p.apply_remote(liar, &wire(3, true, 1));
+        let facts = |n: u8| pb::ClientFacts {
+            client_id: id(n).to_string(),
+            hostname: "forged".into(),
+            ..Default::default()
+        };
+        let flow = |n: u8| pb::FlowState {
+            client_id: id(n).to_string(),
+            flow_id: "F.0123456789ABCDEF".into(),
+            state: pb::FlowStateKind::Finished.into(),
+            total_rows: 1,
+        };
+        let count = |why| metrics().minion_refused_count(liar, why);
+        let (facts_before, flows_before) =
+            (count(MinionRefusal::Facts), count(MinionRefusal::FlowState));
+        for victim in [1, 2, 4] {
+            p.apply_remote_facts(liar, facts(victim));
+            p.apply_remote_flow(liar, &flow(victim));
+        }
+        assert!(
+            heard.facts.borrow().is_empty(),
+            "no forged facts reached the index"
+        );
+        assert!(
+            p.drain_flow_ends().is_empty(),
+            "no forged flow end reached the hunts"
+        );
+        assert_eq!(count(MinionRefusal::Facts), facts_before + 3);
+        assert_eq!(count(MinionRefusal::FlowState), flows_before + 3);
+        p.apply_remote_facts(liar, facts(3));
+        p.apply_remote_flow(liar, &flow(3));
+        assert_eq!(
+            heard.facts.borrow().len(),
+            1,
+            "its own client's facts count"
+        );
+        assert_eq!(
+            p.drain_flow_ends().len(),
+            1,
+            "its own client's flow ends count"
+        );
+        assert_eq!(p.frontend_of(&id(1)).as_deref(), Some("master:1"));
+    }
+
+    // Goal: a client seen at a second place is reported for the older place's owner to
+    // check: another shard of this frontend (local), another frontend (master only);
+    // never a second stream on the same shard, nor anything a minion's presence sees.
+    #[test]
+    fn a_client_at_a_second_place_reports_the_older_one() {
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
+        let (tx, mut rx) = crate::notify::clones::channel();
+        p.report_displaced(tx);
+        let at = |shard: usize, session: u64| ShardEvent::Connected {
+            client_id: id(1),
+            shard,
+            session,
+        };
+        p.apply(at(0, 1));
+        p.apply(at(0, 2));
+        assert!(
+            rx.try_recv().is_err(),
+            "same shard: the registry's to settle"
+        );
+        p.apply(at(1, 3));
+        let local = rx.try_recv().expect("another shard");
+        assert_eq!((local.local, local.shard, local.session), (true, 0, 2));
+        p.apply_remote("minion:2", &wire(1, true, 9));
+        let local = rx.try_recv().expect("moved to a minion");
+        assert_eq!((local.local, local.shard, local.session), (true, 1, 3));
+        p.apply(at(0, 4));
+        let remote = rx.try_recv().expect("back from the minion");
+        assert_eq!(
+            (remote.local, &*remote.frontend, remote.session),
+            (false, "minion:2", 9)
+        );
+
+        let minion = Presence::new("minion:2", FrontendRole::Minion, &[]);
+        let (tx, mut rx) = crate::notify::clones::channel();
+        minion.report_displaced(tx);
+        minion.apply(at(0, 1));
+        minion.apply(at(1, 2));
+        let local = rx.try_recv().expect("a minion settles its own shards");
+        assert_eq!((local.local, local.shard), (true, 0));
     }
 }

@@ -5,6 +5,16 @@
 //! the others, and what the master's own executors send goes to every minion. Monitoring
 //! events go from the link straight to the live watchers (never through the hub's queue,
 //! which presence needs), and each minion gets the watched set as soon as it links.
+//!
+//! A minion is trusted to report its own agents, nothing more (docs/security/fleet-trust.md).
+//! Its name is the one its certificate was admitted under, never one a message carries.
+//! Kinds only the master sends (cancels, label and table changes, the watched set, hunt
+//! events, displaced-stream notices) are refused from a minion; a work notification is
+//! relayed only for a flow queued for its client on the datastore, with its task frame
+//! rebuilt from that flow's request.json (the frame the minion sent is dropped unread).
+//! Flow states and facts are checked by presence on the hub (only for clients connected
+//! to that minion). Every refusal is counted per minion
+//! (`packhunt_fleet_minion_messages_refused_total`) and logged with the minion's name.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,12 +36,14 @@ use super::queue::{HubMessage, Inbox, OutboxReceiver};
 use super::{envelope, ReplicationError};
 use crate::config::url::HostPort;
 use crate::config::{Minion, ServerConfig};
+use crate::datastore::Datastore;
 use crate::events::WatchHub;
+use crate::ids::{ClientId, FlowId};
 use crate::limits::{
     REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
     REPLICATION_LINK_QUEUE_COUNT,
 };
-use crate::metrics::{metrics, ReplicationQueue};
+use crate::metrics::{metrics, MinionRefusal, ReplicationQueue};
 
 /// Who is at the other end of a link, as TLS established it.
 #[derive(Debug, Clone)]
@@ -108,6 +120,8 @@ struct MasterState {
     /// The watched set last announced: what a minion that links now must hear first.
     watched: Mutex<Vec<String>>,
     watch: WatchHub,
+    /// Where relayed task frames are rebuilt from (the shared datastore).
+    datastore: Datastore,
 }
 
 /// The master's ends of what its link thread connects.
@@ -164,6 +178,11 @@ pub async fn run(
         address: "replication port".into(),
         source,
     })?;
+    let datastore = Datastore::open(
+        config.datastore.location.clone(),
+        config.datastore.fsync_documents,
+    )
+    .map_err(|e| ReplicationError::Config(format!("datastore: {e}")))?;
     let state = Arc::new(MasterState {
         name: config.frontend.master.to_string(),
         config_path,
@@ -173,6 +192,7 @@ pub async fn run(
         next_id: AtomicU64::new(1),
         watched: Mutex::new(Vec::new()),
         watch,
+        datastore,
     });
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<LinkIo, std::io::Error>>(64);
     let acceptor = tokio::spawn(accept_loop(
@@ -343,35 +363,119 @@ impl MasterState {
         Ok(())
     }
 
-    /// Hands a minion's message to the hub, and re-broadcasts what is meant for all.
-    fn route(&self, from: &Arc<str>, kind: Kind) {
+    /// Hands a minion's message to the hub; a notification is checked against the
+    /// datastore first (on the blocking pool) and then also re-broadcast.
+    fn route(self: &Arc<Self>, from: &Arc<str>, kind: Kind) {
         metrics()
             .replication_received
             .fetch_add(1, Ordering::Relaxed);
         let kind = match kind {
             Kind::Monitoring(event) => return self.deliver_monitoring(from, event),
-            Kind::Watched(_) => {
-                return super::drop_malformed(
-                    from,
-                    format_args!("a watched set from a minion (only the master watches)"),
-                )
+            Kind::Notification(n) => {
+                let (state, from) = (self.clone(), from.clone());
+                tokio::spawn(async move { state.relay_notification(&from, n).await });
+                return;
             }
-            Kind::CancelFlows(_) => {
-                return super::drop_malformed(
-                    from,
-                    format_args!("a cancel from a minion (only the master cancels flows)"),
-                )
+            Kind::Watched(_)
+            | Kind::CancelFlows(_)
+            | Kind::LabelsChanged(_)
+            | Kind::EventTableChanged(_)
+            | Kind::Hunt(_)
+            | Kind::Displaced(_) => {
+                let what = kind_name(&kind);
+                return refuse(from, MinionRefusal::MasterOnly, format_args!("{what}"));
             }
             kind => kind,
         };
-        let for_everyone = matches!(kind, Kind::Notification(_) | Kind::Hunt(_));
-        if for_everyone {
-            self.send_to_all(Some(from), kind.clone());
-        }
         self.inbox.deliver(HubMessage::Remote {
             from: from.clone(),
             kind,
         });
+    }
+
+    /// A minion's work notification: relayed (to this frontend's shards and the other
+    /// minions) only if its flow is queued for its client, with the task frame built here
+    /// from request.json. Minions never need to send one (the API and hunts run on the
+    /// master), so one that names no queued flow is refused.
+    async fn relay_notification(&self, from: &Arc<str>, n: pb::Notification) {
+        let (Ok(client_id), Ok(flow_id)) =
+            (ClientId::parse(&n.client_id), FlowId::parse(&n.flow_id))
+        else {
+            return super::drop_malformed(from, format_args!("notification with malformed ids"));
+        };
+        let datastore = self.datastore.clone();
+        let (client, flow) = (client_id.clone(), flow_id.clone());
+        let rebuilt =
+            tokio::task::spawn_blocking(move || queued_task_frame(&datastore, &client, &flow))
+                .await;
+        let frame = match rebuilt {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => {
+                return refuse(
+                    from,
+                    MinionRefusal::Notification,
+                    format_args!("notification for {client_id}/{flow_id}, which is not queued"),
+                )
+            }
+            Ok(Err(e)) => {
+                return refuse(
+                    from,
+                    MinionRefusal::Notification,
+                    format_args!("notification for {client_id}/{flow_id}: {e}"),
+                )
+            }
+            Err(e) => return tracing::warn!("rebuilding a relayed task frame: {e}"),
+        };
+        let kind = Kind::Notification(pb::Notification {
+            client_id: n.client_id,
+            flow_id: n.flow_id,
+            frame,
+        });
+        self.send_to_all(Some(from), kind.clone());
+        self.inbox.deliver(HubMessage::Remote {
+            from: from.clone(),
+            kind,
+        });
+    }
+}
+
+/// The task frame of `flow_id` built from its request.json, if the flow is queued for
+/// `client_id` (blocking: run it on the blocking pool).
+fn queued_task_frame(
+    datastore: &Datastore,
+    client_id: &ClientId,
+    flow_id: &FlowId,
+) -> Result<Option<bytes::Bytes>, crate::datastore::DatastoreError> {
+    let client = datastore.client(client_id);
+    if !crate::datastore::flow::pending_tasks(&client)?.contains(flow_id) {
+        return Ok(None);
+    }
+    let request = crate::datastore::flow::read_request(&client, flow_id)?;
+    Ok(Some(crate::protocol::tasks::task_frame(
+        request.into_task(),
+    )))
+}
+
+/// Counts and logs a minion's message the master refuses.
+fn refuse(from: &str, why: MinionRefusal, what: std::fmt::Arguments<'_>) {
+    metrics().minion_refused(from, why);
+    tracing::warn!(
+        minion = from,
+        kind = why.as_str(),
+        "refused from a minion: {what}"
+    );
+}
+
+/// A kind's name, for logs.
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Watched(_) => "a watched set (only the master watches)",
+        Kind::CancelFlows(_) => "a cancel (only the master cancels flows)",
+        Kind::LabelsChanged(_) => "a labels change (only the master's API sets labels)",
+        Kind::EventTableChanged(_) => "an event table change (only the master's API sets it)",
+        Kind::Hunt(_) => "a hunt event (only the master runs hunts)",
+        Kind::Displaced(_) => "a displaced-stream notice (only the master sees the fleet)",
+        _ => "a message",
     }
 }
 

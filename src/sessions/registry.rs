@@ -2,8 +2,11 @@
 //!
 //! One client id should have one live task stream. When a second one opens (a quick
 //! reconnect whose old TCP connection is not yet seen dead, or a cloned VM sharing a
-//! writeback), the newer stream wins and the older one is ended; each such takeover is
-//! counted in `packhunt_session_conflicts_total` so clones show up as a rising count.
+//! writeback), the newer stream wins and the older one is settled by `sessions::clones`:
+//! its connection is checked (a PING under a deadline) and the older agent told to
+//! re-key if it is alive, before the older stream ends. Each takeover is counted in
+//! `packhunt_session_conflicts_total`. The registry also holds the shard's agent
+//! connections (`liveness`), so that a stream can be tied to the connection it came on.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -18,6 +21,7 @@ use crate::ids::{ClientId, FlowId};
 use crate::limits::SESSION_TASK_QUEUE_COUNT;
 use crate::metrics::metrics;
 use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
+use crate::sessions::liveness::{Liveness, Pinger};
 
 /// One agent's live task stream as the shard sees it.
 pub struct Live {
@@ -32,6 +36,9 @@ pub struct Live {
     /// Labels an operator set while the connect's read was in flight (it may have read
     /// the older ones); the connect uses these instead.
     pub relabelled: Option<Rc<[String]>>,
+    /// The connection the stream came on (the client's newest when it registered), for
+    /// the liveness check when a newer stream displaces this one.
+    pub connection: Option<Rc<Pinger>>,
 }
 
 /// What the shard knows of one agent's client event table.
@@ -75,6 +82,18 @@ impl AgentTable {
 #[derive(Default)]
 pub struct Registry {
     live: RefCell<HashMap<ClientId, Live>>,
+    /// The shard's agent connections, attached by the transport while it drives them.
+    pub liveness: Liveness,
+    /// Where clones found here are audited (none in unit tests).
+    audit: Option<CloneAudit>,
+}
+
+/// The audit trail and how this shard names itself in it.
+#[derive(Clone)]
+pub struct CloneAudit {
+    pub log: crate::audit::AuditLog,
+    /// `HOST:PORT shard N`, the entry's detail.
+    pub place: Rc<str>,
 }
 
 /// What a newly registered stream gets: its frame receiver.
@@ -84,26 +103,47 @@ pub struct Registration {
 }
 
 impl Registry {
+    /// A registry whose clones are audited in `audit`.
+    pub fn with_audit(audit: CloneAudit) -> Self {
+        Self {
+            audit: Some(audit),
+            ..Self::default()
+        }
+    }
+
+    /// Where clones found on this shard are audited.
+    pub fn audit(&self) -> Option<&CloneAudit> {
+        self.audit.as_ref()
+    }
+
     /// Registers a task stream; an older stream of the same client is ended.
     pub fn register(&self, client_id: &ClientId, session_id: u64) -> Registration {
         // futures' channel allocates per queued message, not for its capacity up front:
         // a glommio local channel of the same bound cost 32 KiB per idle agent.
         let (tx, rx) = mpsc::channel(SESSION_TASK_QUEUE_COUNT);
         let delivered = Rc::new(RefCell::new(HashSet::new()));
+        let connection = self.liveness.newest(client_id);
         let live = Live {
             session_id,
             frames: tx,
             delivered: delivered.clone(),
             event_table: None,
             relabelled: None,
+            connection: connection.clone(),
         };
         let old = self.live.borrow_mut().insert(client_id.clone(), live);
         match old {
             Some(old) => {
                 metrics().session_conflicts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(client = %client_id, "second task stream for one client id; ending the older one");
-                // Dropping the only sender ends the older stream's pump.
-                drop(old);
+                tracing::info!(client = %client_id, "second task stream for one client id; settling the older one");
+                // The older stream ends once settled (its only sender dropped).
+                let audit = self.audit.clone();
+                crate::sessions::clones::replaced(
+                    client_id.clone(),
+                    old,
+                    connection.as_ref(),
+                    audit,
+                );
             }
             None => {
                 metrics().sessions_open.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +164,18 @@ impl Registry {
             return true;
         }
         false
+    }
+
+    /// Takes the client's stream out if `session_id` is still the registered one (it was
+    /// displaced by a newer stream elsewhere): its stream ends when the returned entry is
+    /// dropped, and its own later `unregister` finds nothing.
+    pub fn take(&self, client_id: &ClientId, session_id: u64) -> Option<Live> {
+        let mut live = self.live.borrow_mut();
+        if live.get(client_id).map(|l| l.session_id) != Some(session_id) {
+            return None;
+        }
+        metrics().sessions_open.fetch_sub(1, Ordering::Relaxed);
+        live.remove(client_id)
     }
 
     /// Queues a frame on the client's stream if it is connected here and the flow was

@@ -49,14 +49,17 @@ impl ShardCtx {
         events: ShardEventSender,
         event_taps: EventTaps,
         shutdown: ShutdownSignal,
+        audit: crate::audit::AuditLog,
     ) -> Rc<Self> {
+        let place: Rc<str> = Rc::from(format!("{frontend_name} shard {shard}"));
+        let audit = crate::sessions::registry::CloneAudit { log: audit, place };
         Rc::new(Self {
             shard,
             config,
             datastore,
             frontend_name,
             agent_port,
-            sessions: Registry::default(),
+            sessions: Registry::with_audit(audit),
             events,
             event_taps,
             shutdown,

@@ -250,6 +250,8 @@ async fn drive(
     mut conn: h2::server::Connection<AgentIo, Bytes>,
     flood: FloodAlarm,
 ) {
+    // Lets the clone check ask this connection for a PING answer while it is driven.
+    let _attached = ctx.sessions.liveness.attach(&client_id, conn.ping_pong());
     let flows = Rc::new(OpenFlows::default());
     let activity = Activity::new();
     let window = Rc::new(ReceiveWindow::default());

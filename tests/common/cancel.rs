@@ -37,6 +37,7 @@ pub fn expect_cancel(agent: &mut RawAgent, flow: &str) -> Result<pb::Cancel> {
             Kind::Cancel(other) => bail!("a Cancel for another flow: {other:?}"),
             Kind::Task(_) | Kind::EventTable(_) => continue,
             Kind::Hello(hello) => bail!("a second Hello: {hello:?}"),
+            Kind::Rekey(rekey) => bail!("told to re-key: {rekey:?}"),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod clickhouse;
 pub mod client_index;
 pub mod exports;
 pub mod grpc;
+pub mod fleet_trust;
 pub mod gui_sessions;
 pub mod live;
 pub mod uploads;
