@@ -347,3 +347,6 @@ fn check_labels(labels: &[String]) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod decoder_props;

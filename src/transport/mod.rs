@@ -5,5 +5,6 @@ pub mod accept;
 pub mod admission;
 pub mod agent_conn;
 pub mod body;
+pub mod enrolment;
 pub mod receive_window;
 pub mod upload_permits;
