@@ -75,9 +75,17 @@ fn jsonl_batch() -> impl Strategy<Value = Vec<u8>> {
         "\\PC{0,20}".prop_map(|s| format!("{{\"k\":{}}}", serde_json::json!(s)).into_bytes()),
         prop::collection::vec(any::<u8>(), 0..24),
     ];
-    let end = prop_oneof![Just(b"\n".to_vec()), Just(b"\r\n".to_vec()), Just(Vec::new())];
-    prop::collection::vec((row, end), 0..12)
-        .prop_map(|rows| rows.into_iter().flat_map(|(r, e)| [r, e]).flatten().collect())
+    let end = prop_oneof![
+        Just(b"\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(Vec::new())
+    ];
+    prop::collection::vec((row, end), 0..12).prop_map(|rows| {
+        rows.into_iter()
+            .flat_map(|(r, e)| [r, e])
+            .flatten()
+            .collect()
+    })
 }
 
 /// An upload message with hostile field values.
@@ -262,7 +270,7 @@ proptest! {
         let root = tempfile::tempdir().unwrap();
         let ds = Datastore::open(root.path().to_path_buf(), false).unwrap();
         let client = ds.client(&ClientId::parse("C.0123456789abcdef").unwrap());
-        let flow = client.flow(&FlowId::parse("F.0123456789abcdef").unwrap());
+        let flow = client.flow(&FlowId::parse("F.0123456789ABCDEF").unwrap());
         let uploads = flow.uploads_dir();
         if let Ok(p) = flow.upload_path(&path) {
             prop_assert!(p.starts_with(&uploads) && p != uploads, "{:?}", p);

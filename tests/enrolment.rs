@@ -39,11 +39,16 @@ fn agents_without_the_secret_are_refused_and_those_with_it_work() -> Result<()> 
     }
     assert!(deployment.metric("packhunt_enrolment_refused_total")? >= 2);
     let (_, clients) = deployment.api().get("/api/v1/clients")?;
-    assert_eq!(clients["total"], 0, "a refused agent is not registered: {clients}");
+    assert_eq!(
+        clients["total"], 0,
+        "a refused agent is not registered: {clients}"
+    );
 
     let _agent = common::start_agent(&deployment)?;
     let client = deployment.wait_connected(1, Duration::from_secs(20))?[0].clone();
-    let flow = deployment.api().collect(&client, &["Generic.Client.Info"])?;
+    let flow = deployment
+        .api()
+        .collect(&client, &["Generic.Client.Info"])?;
     let statuses = deployment.wait_flows(&[(client, flow)], Duration::from_secs(60))?;
     assert_eq!(statuses[0]["state"], "finished", "{statuses:?}");
 

@@ -110,11 +110,16 @@ fn connections_over_the_cap_are_refused_and_the_api_works_once_they_close() -> R
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut over = tokio::net::TcpStream::connect(("127.0.0.1", deployment.gui_port)).await?;
         let took = until_closed(&mut over).await?;
-        anyhow::ensure!(took < Duration::from_secs(5), "the fifth closed after {took:?}");
+        anyhow::ensure!(
+            took < Duration::from_secs(5),
+            "the fifth closed after {took:?}"
+        );
         anyhow::Ok(held)
     })?;
     // While the four are held, an API call is refused too.
-    let short = deployment.api().with_request_timeout(Duration::from_secs(5));
+    let short = deployment
+        .api()
+        .with_request_timeout(Duration::from_secs(5));
     assert!(short.get("/api/v1/clients").is_err(), "over the cap");
     drop(held);
     let api = deployment.api();
@@ -196,7 +201,10 @@ fn basic_authenticated_changes_must_be_json_from_no_other_origin() -> Result<()>
     );
     assert!(deployment.metric("packhunt_gui_requests_refused_total{reason=\"origin\"}")? >= 1);
     // The ordinary test client (JSON with its content type) is unaffected.
-    let (status, _) = deployment.api().post(path, &serde_json::json!({"artifacts": ["Generic.Client.Info"]}))?;
+    let (status, _) = deployment.api().post(
+        path,
+        &serde_json::json!({"artifacts": ["Generic.Client.Info"]}),
+    )?;
     assert_eq!(status, 404);
     Ok(())
 }

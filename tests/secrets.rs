@@ -59,9 +59,18 @@ fn master_and_minions_run_without_the_ca_key_and_minions_hold_only_their_own() -
         assert_ne!(path, dir.join("server.config.toml"), "a config of its own");
         assert_eq!(mode(&path)?, 0o600);
         let entry = common::secrets::minion_entry(&dir, &minion.name)?;
-        own_keys.push(entry["private_key"].as_str().context("its key")?.to_string());
+        own_keys.push(
+            entry["private_key"]
+                .as_str()
+                .context("its key")?
+                .to_string(),
+        );
         let text = std::fs::read_to_string(&path)?;
-        assert!(!text.contains(&ca_pem[0]), "no CA key in {}", path.display());
+        assert!(
+            !text.contains(&ca_pem[0]),
+            "no CA key in {}",
+            path.display()
+        );
     }
     for (i, minion) in minions.iter().enumerate() {
         let text = std::fs::read_to_string(common::secrets::minion_config(&dir, &minion.name))?;
@@ -71,7 +80,10 @@ fn master_and_minions_run_without_the_ca_key_and_minions_hold_only_their_own() -
             "{}'s config holds another minion's key",
             minion.name
         );
-        assert!(!master_text.contains(own_keys[i].trim()), "the master holds a minion key");
+        assert!(
+            !master_text.contains(own_keys[i].trim()),
+            "the master holds a minion key"
+        );
     }
 
     deployment.start_frontend()?;
@@ -119,12 +131,19 @@ fn the_datastore_is_closed_to_other_users() -> Result<()> {
     let flow = body["flow_id"].as_str().context("flow_id")?.to_string();
     let statuses = deployment.wait_flows(&[(client.clone(), flow)], Duration::from_secs(60))?;
     assert_eq!(statuses[0]["state"], "finished", "{statuses:?}");
-    assert!(statuses[0]["uploaded_files"].as_u64() >= Some(1), "{statuses:?}");
+    assert!(
+        statuses[0]["uploaded_files"].as_u64() >= Some(1),
+        "{statuses:?}"
+    );
     let datastore = deployment.datastore();
     wait_until(
         "monitoring events on disk",
         Duration::from_secs(30),
-        || Ok(walk(&datastore)?.iter().any(|(p, _)| p.contains("monitoring"))),
+        || {
+            Ok(walk(&datastore)?
+                .iter()
+                .any(|(p, _)| p.contains("monitoring")))
+        },
         |found| *found,
     )?;
 

@@ -33,7 +33,9 @@ pub struct CapSlot(Rc<Cell<u32>>);
 impl Drop for CapSlot {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
-        metrics().gui_connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics()
+            .gui_connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -53,7 +55,9 @@ impl ConnectionCap {
             return None;
         }
         self.open.set(open + 1);
-        metrics().gui_connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics()
+            .gui_connections_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(CapSlot(self.open.clone()))
     }
 }

@@ -39,9 +39,9 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{FrontendRole, ServerConfig};
-use crate::metrics;
 use crate::datastore::Datastore;
 use crate::events::WatchHub;
+use crate::metrics;
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
 use crate::runtime::shutdown::ShutdownSignal;

@@ -324,21 +324,42 @@ mod tests {
     fn every_state_change_is_json_from_no_other_origin() {
         let own = own(Some("127.0.0.1:8889"));
         let mut headers = HeaderMap::new();
-        assert_eq!(check_state_change(&Method::GET, &headers, true, &own), Ok(()));
-        assert_eq!(check_state_change(&Method::POST, &headers, false, &own), Ok(()));
+        assert_eq!(
+            check_state_change(&Method::GET, &headers, true, &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_state_change(&Method::POST, &headers, false, &own),
+            Ok(())
+        );
         assert_eq!(
             check_state_change(&Method::POST, &headers, true, &own),
             Err(Refusal::ContentType)
         );
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        assert_eq!(check_state_change(&Method::PUT, &headers, true, &own), Ok(()));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(
+            check_state_change(&Method::PUT, &headers, true, &own),
+            Ok(())
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert_eq!(
             check_state_change(&Method::DELETE, &headers, false, &own),
             Err(Refusal::Origin)
         );
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://127.0.0.1:8889"));
-        assert_eq!(check_state_change(&Method::POST, &headers, true, &own), Ok(()));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:8889"),
+        );
+        assert_eq!(
+            check_state_change(&Method::POST, &headers, true, &own),
+            Ok(())
+        );
     }
 
     #[test]

@@ -169,8 +169,7 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     }
     let own = crate::api::auth::own_origin(ctx, &req);
     let has_body = crate::api::auth::has_body(&req);
-    if let Err(refusal) =
-        request_checks::check_state_change(&method, req.headers(), has_body, &own)
+    if let Err(refusal) = request_checks::check_state_change(&method, req.headers(), has_body, &own)
     {
         return refused(req, crate::api::auth::refused(refusal)).await;
     }

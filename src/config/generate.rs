@@ -633,10 +633,8 @@ mod tests {
         }
         assert!(verify("10.0.0.1").is_err());
 
-        let ca = crate::config::secrets::load_ca_signing_key(
-            &dir.path().join(SERVER_CONFIG_FILE),
-        )
-        .unwrap();
+        let ca = crate::config::secrets::load_ca_signing_key(&dir.path().join(SERVER_CONFIG_FILE))
+            .unwrap();
         let (cert, _key) = issue_frontend_certificate(
             &server.tls.ca_certificate,
             &ca.key_pem,
@@ -645,12 +643,9 @@ mod tests {
         .unwrap();
         verify_server(&server.tls.ca_certificate, &cert, "minion-1.example.net").unwrap();
         assert!(verify_server(&server.tls.ca_certificate, &cert, "localhost").is_err());
-        let (cert, _key) = issue_frontend_certificate(
-            &server.tls.ca_certificate,
-            &ca.key_pem,
-            "10.1.2.3",
-        )
-        .unwrap();
+        let (cert, _key) =
+            issue_frontend_certificate(&server.tls.ca_certificate, &ca.key_pem, "10.1.2.3")
+                .unwrap();
         verify_server(&server.tls.ca_certificate, &cert, "10.1.2.3").unwrap();
     }
 

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use super::generate::{issue_frontend_certificate, write_private_file, CLIENT_CONFIG_FILE};
-use super::secrets::{load_ca_signing_key, minion_config_path, minion_config_text, write_secret_file};
+use super::secrets::{
+    load_ca_signing_key, minion_config_path, minion_config_text, write_secret_file,
+};
 use super::url::{HostPort, ServerUrl};
 use super::{ClientConfig, ConfigError, ServerFile};
 

@@ -520,9 +520,7 @@ fn parse_gui_connections(
         .ok_or_else(|| {
             check.invalid(
                 "gui.max_connections",
-                format!(
-                    "must be 1..={most}: GUI connections use the files kept back from agents"
-                ),
+                format!("must be 1..={most}: GUI connections use the files kept back from agents"),
             )
         })?;
     Ok(GuiConnectionLimits {

@@ -212,10 +212,11 @@ pub fn split_secrets(config_path: &Path) -> Result<Split, ConfigError> {
     if let Some(key_pem) = &file.tls.ca_private_key {
         let key_path = ca_key_path(config_path);
         if key_path.exists() {
-            let on_disk = std::fs::read_to_string(&key_path).map_err(|error| ConfigError::Read {
-                path: key_path.clone(),
-                error,
-            })?;
+            let on_disk =
+                std::fs::read_to_string(&key_path).map_err(|error| ConfigError::Read {
+                    path: key_path.clone(),
+                    error,
+                })?;
             if on_disk.trim() != key_pem.trim() {
                 return Err(ConfigError::Generate(format!(
                     "{} exists and holds another key than {}; move one of them away first",
@@ -234,7 +235,10 @@ pub fn split_secrets(config_path: &Path) -> Result<Split, ConfigError> {
         };
         let name = HostPort::parse(&minion.name).map_err(ConfigError::Generate)?;
         let path = minion_config_path(config_path, &name);
-        write_secret_file(&path, &minion_config_text(&text, config_path, &name, key_pem)?)?;
+        write_secret_file(
+            &path,
+            &minion_config_text(&text, config_path, &name, key_pem)?,
+        )?;
         split.minion_configs.push(path);
     }
     let mut doc = parse_doc(&text, config_path)?;
@@ -356,7 +360,10 @@ mod tests {
             assert!(!text.contains(keys[1 - i].trim()), "no other minion's key");
             assert!(!text.contains(ca_key.trim()), "no CA key");
             let name = ["127.0.0.1:9100", "127.0.0.1:9200"][i];
-            ServerConfig::load(own).unwrap().identity(Some(name)).unwrap();
+            ServerConfig::load(own)
+                .unwrap()
+                .identity(Some(name))
+                .unwrap();
         }
         assert_eq!(load_ca_signing_key(&path).unwrap().key_pem, ca_key);
     }

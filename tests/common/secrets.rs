@@ -37,10 +37,9 @@ pub fn minion_entry(deployment_dir: &Path, name: &str) -> Result<toml::Value> {
 
 /// A TLS client for the GUI port pinned to `ca_pem`, speaking HTTP/1.1 only.
 pub fn gui_tls_http1(ca_pem: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
-    let mut config = (*packhunt::tls::client::api_client_config(
-        &packhunt::tls::pem::certificates(ca_pem)?,
-    )?)
-    .clone();
+    let mut config =
+        (*packhunt::tls::client::api_client_config(&packhunt::tls::pem::certificates(ca_pem)?)?)
+            .clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(std::sync::Arc::new(config))
 }

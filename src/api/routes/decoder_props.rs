@@ -82,8 +82,7 @@ pub(crate) fn json_value() -> impl Strategy<Value = Value> {
 
 /// A refusal says what is wrong (never an empty message).
 pub(crate) fn explained(e: &ApiError) -> bool {
-    matches!(e, ApiError::BadRequest(m) if !m.is_empty())
-        || matches!(e, ApiError::Datastore(_))
+    matches!(e, ApiError::BadRequest(m) if !m.is_empty()) || matches!(e, ApiError::Datastore(_))
 }
 
 fn decode(body: &[u8]) -> Result<Vec<ArtifactRequestDoc>, ApiError> {
