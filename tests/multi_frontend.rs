@@ -371,8 +371,9 @@ fn start_with_entry(
     let mut copy = shared.clone();
     for m in copy["minions"].as_array_mut().unwrap() {
         if m["name"].as_str() == Some(&minion.name) {
-            m["certificate"] = entry["certificate"].clone();
-            m["private_key"] = entry["private_key"].clone();
+            let m = m.as_table_mut().unwrap();
+            m.insert("certificate".into(), entry["certificate"].clone());
+            m.insert("private_key".into(), entry["private_key"].clone());
         }
     }
     let path = deployment
