@@ -152,12 +152,7 @@ proptest! {
         let mut decoder = FrameDecoder::new(256);
         for chunk in body.chunks(7) {
             decoder.extend(chunk);
-            loop {
-                match decoder.next_message::<pb::ServerMessage>() {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = decoder.next_message::<pb::ServerMessage>() {}
         }
     }
 

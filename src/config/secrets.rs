@@ -315,6 +315,32 @@ mod tests {
     }
 
     #[test]
+    fn a_generated_enrolment_secret_is_in_both_configs_and_the_ca_key_in_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = GenerateOptions::new(dir.path());
+        opts.admin_password = Some("pw".into());
+        opts.enrolment_secret = true;
+        let generated = generate(&opts).unwrap();
+        let server = ServerConfig::load(&generated.server_config_path).unwrap();
+        let client = crate::config::ClientConfig::load(&generated.client_config_path).unwrap();
+        let secret = server.frontend.enrolment_secret.expect("a secret");
+        assert_eq!(client.client.enrolment_secret, Some(secret));
+        assert_eq!(mode(&generated.ca_key_path), 0o600);
+        let text = std::fs::read_to_string(&generated.server_config_path).unwrap();
+        assert!(!text.contains("ca_private_key"));
+        let ca = load_ca_signing_key(&generated.server_config_path).unwrap();
+        assert_eq!(ca.source, generated.ca_key_path);
+        assert!(
+            !format!("{ca:?}").contains("PRIVATE"),
+            "Debug hides the key"
+        );
+        // Offline: tools that need it say where it should be.
+        std::fs::remove_file(&generated.ca_key_path).unwrap();
+        let err = load_ca_signing_key(&generated.server_config_path).unwrap_err();
+        assert!(err.to_string().contains(CA_KEY_FILE), "{err}");
+    }
+
+    #[test]
     fn an_old_config_with_embedded_keys_is_split() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = GenerateOptions::new(dir.path());
