@@ -86,21 +86,26 @@ unshed() {
 }
 
 set_key() {   # set_key DIR SECTION KEY VALUE (TOML literal): replace a key the generator wrote
-    local f=$1/server.config.toml
-    awk -v sec="[$2]" -v k="$3" -v v="$4" '
-        /^\[/ { cur = $0 }
-        cur == sec && $1 == k && $2 == "=" && !done { print k " = " v; done = 1; next }
-        { print }
-        END { if (!done) exit 3 }' "$f" >"$f.new" || { log "set_key: no $3 in [$2] of $f"; exit 1; }
-    mv "$f.new" "$f"
+    local f
+    for f in "$1"/server.config.toml "$1"/minion-*.config.toml; do
+        [[ -f $f ]] || continue
+        awk -v sec="[$2]" -v k="$3" -v v="$4" '
+            /^\[/ { cur = $0 }
+            cur == sec && $1 == k && $2 == "=" && !done { print k " = " v; done = 1; next }
+            { print }
+            END { if (!done) exit 3 }' "$f" >"$f.new" || { log "set_key: no $3 in [$2] of $f"; exit 1; }
+        mv "$f.new" "$f"
+    done
 }
 
 put_key() {   # put_key DIR SECTION KEY VALUE: as set_key, adding the key if the generator left it out
-    local f=$1/server.config.toml
-    if ! awk -v sec="[$2]" -v k="$3" '/^\[/ { cur = $0 } cur == sec && $1 == k && $2 == "=" { found = 1 } END { exit !found }' "$f"; then
-        awk -v sec="[$2]" -v k="$3" -v v="$4" '{ print } $0 == sec { print k " = " v }' "$f" >"$f.new" && mv "$f.new" "$f"
-        return
-    fi
+    local f
+    for f in "$1"/server.config.toml "$1"/minion-*.config.toml; do
+        [[ -f $f ]] || continue
+        if ! awk -v sec="[$2]" -v k="$3" '/^\[/ { cur = $0 } cur == sec && $1 == k && $2 == "=" { found = 1 } END { exit !found }' "$f"; then
+            awk -v sec="[$2]" -v k="$3" -v v="$4" '{ print } $0 == sec { print k " = " v }' "$f" >"$f.new" && mv "$f.new" "$f"
+        fi
+    done
     set_key "$@"
 }
 
@@ -109,7 +114,8 @@ use_deployment() { GUI_PORT=$(cat "$1/gui.port"); }
 # deploy_cluster DIR MINIONS: a fresh deployment (as `deploy`) plus a replication port and
 # MINIONS minions on free loopback ports, each with a /metrics port. Sets GUI_PORT,
 # MASTER_NODE and MINION_NODES (HOST:PORT) and MINION_METRICS_PORTS (same order). Keys
-# set with set_key afterwards apply to every frontend: they share server.config.toml.
+# set with set_key afterwards apply to every frontend: set_key edits server.config.toml and
+# each minion's own config.
 deploy_cluster() {
     local dir=$1 minions=$2 fport k node
     fport=$(free_port)
@@ -150,7 +156,10 @@ start_minion() {   # start_minion DIR HOST:PORT [ENV=VALUE ...]: sets FE_PID onc
     local dir=$1 node=$2 out i
     shift 2
     out=$dir/minion-${node##*:}
-    env "$@" "$PACKHUNT" frontend --config "$dir/server.config.toml" --minion --node "$node" >"$out.out" 2>"$out.err" &
+    # A minion runs from its own config (the only one with its key); older ones shared it.
+    local config=$dir/minion-${node//[^A-Za-z0-9.-]/_}.config.toml
+    [[ -f $config ]] || config=$dir/server.config.toml
+    env "$@" "$PACKHUNT" frontend --config "$config" --minion --node "$node" >"$out.out" 2>"$out.err" &
     FE_PID=$!
     ALL_FE_PIDS+=("$FE_PID")
     for ((i = 0; i < 300; i++)); do

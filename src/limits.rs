@@ -891,6 +891,55 @@ pub const MAX_MINION_COUNTERS_COUNT: usize = 256;
 
 // ---- Secrets, GUI port and decoders -------------------------------------------------------
 
+/// A GUI/API connection must finish its TLS handshake this long after accept
+/// (`gui.tls_accept_timeout_ms`): a browser does it in one round trip; a peer that opens
+/// a socket and sends nothing holds a file and a slot of the cap until then.
+pub const DEFAULT_GUI_TLS_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1 request's headers must be complete this long after their first byte
+/// (`gui.header_timeout_ms`): a real request's headers come in one packet; a slow-loris
+/// peer trickling bytes is cut here rather than at the idle timeout.
+pub const DEFAULT_GUI_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A GUI/API connection with no request in flight for this long is closed
+/// (`gui.connection_idle_timeout_ms`). Browsers keep idle connections 60-300 s and reopen on need;
+/// live views are requests in flight, so they never idle out.
+pub const DEFAULT_GUI_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// GUI/API connections open at once (`gui.max_connections`); more are closed at accept
+/// and counted. They come out of the files `RESERVED_FILES_COUNT` keeps back from agents
+/// (at most half of it, checked at load), so a flood of GUI connections cannot take the
+/// files result sets and the datastore need. A browser opens ~6 per origin.
+pub const DEFAULT_MAX_GUI_CONNECTIONS_COUNT: u32 = 128;
+/// How often a GUI connection's watchdog looks at its clock: the timeouts above bite
+/// within this much of their value.
+pub const GUI_CONNECTION_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// A GUI/API request body must have arrived this long after its headers; a body trickled
+/// byte by byte otherwise holds its connection and its request in flight forever.
+pub const GUI_REQUEST_BODY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Mode of every datastore folder at creation: owner rwx, group rx, others nothing. The
+/// datastore holds what agents collected (files, process lists, events): no other local
+/// user may read it; a group may, for backups and read-only tooling.
+pub const DATASTORE_DIR_MODE: u32 = 0o750;
+/// Mode of every datastore file at creation (owner rw, group r); the frontend also sets
+/// its umask to `PROCESS_UMASK` so files made by any library follow it.
+pub const DATASTORE_FILE_MODE: u32 = 0o640;
+/// The frontend's umask: whatever it creates (datastore, spools, sink files) leaves out
+/// others' bits and group write.
+pub const PROCESS_UMASK: u32 = 0o027;
+
+/// Bytes of the enrolment secret `config generate --enrolment-secret` makes (before
+/// base64url): 256 bits, beyond guessing.
+pub const ENROLMENT_SECRET_BYTES: usize = 32;
+/// Shortest enrolment secret a config may set: shorter ones can be guessed by a peer
+/// that tries from many connections.
+pub const MIN_ENROLMENT_SECRET_CHARS: usize = 16;
+/// Longest enrolment secret: it travels in a header on every agent request, within
+/// `MAX_H2_HEADER_LIST_BYTES`.
+pub const MAX_ENROLMENT_SECRET_CHARS: usize = 256;
+
+/// Cases each property test of an untrusted decoder runs by default (`PROPTEST_CASES`
+/// overrides): enough to find the shallow panics, short enough for every CI run.
+pub const DEFAULT_PROPERTY_TEST_CASES_COUNT: u32 = 256;
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {
@@ -908,6 +957,8 @@ const _: () = assert!(MIN_IO_RING_DEPTH <= DEFAULT_IO_RING_DEPTH);
 const _: () = assert!(DEFAULT_IO_RING_DEPTH <= MAX_IO_RING_DEPTH);
 const _: () = assert!(DEFAULT_IO_THREADS_PER_EXECUTOR <= MAX_IO_THREADS_PER_EXECUTOR);
 const _: () = assert!(RESERVED_FILES_COUNT < DEFAULT_MAX_OPEN_FILES);
+const _: () = assert!(DEFAULT_MAX_GUI_CONNECTIONS_COUNT as u64 <= RESERVED_FILES_COUNT / 2);
+const _: () = assert!(MIN_ENROLMENT_SECRET_CHARS <= MAX_ENROLMENT_SECRET_CHARS);
 const _: () = assert!(DEFAULT_RESULT_PAGE_ROWS <= MAX_RESULT_PAGE_ROWS);
 // A permit wait that outlasts the request would be cut short by the request timeout.
 const _: () = assert!(ms(DEFAULT_CONCURRENCY_WAIT) < ms(DEFAULT_REQUEST_TIMEOUT));

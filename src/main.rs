@@ -94,11 +94,24 @@ enum ConfigCommand {
         /// Password of the `admin` user; generated and printed once if not given.
         #[arg(long, env = "PACKHUNT_ADMIN_PASSWORD")]
         admin_password: Option<String>,
+        /// Generate an enrolment secret: agents must present it (it goes into both
+        /// configs), so only agents configured from this deployment's client config enrol.
+        #[arg(long)]
+        enrolment_secret: bool,
     },
-    /// Add a minion frontend: issues its certificate from the deployment CA, adds it to
-    /// server.config.toml and its URL to client.config.toml next to it. Restart the
-    /// master so it accepts the new minion's link; then run the minion with
-    /// `packhunt frontend --config F --minion --node HOST:PORT`.
+    /// Move the secrets an older server.config.toml embeds to their own files: the CA key
+    /// to ca.key.pem (keep it offline), each minion's key to its own minion config.
+    SplitSecrets {
+        /// The deployment's server.config.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Add a minion frontend: issues its certificate from the deployment CA (ca.key.pem
+    /// beside the config), adds it to server.config.toml, writes the minion its own
+    /// config (minion-HOST_PORT.config.toml, the only file with its key) and its URL to
+    /// client.config.toml next to it. Restart the master so it accepts the new minion's
+    /// link; then run the minion with
+    /// `packhunt frontend --config minion-HOST_PORT.config.toml --minion --node HOST:PORT`.
     Frontend {
         /// The deployment's server.config.toml.
         #[arg(long)]
@@ -161,6 +174,7 @@ fn run() -> Result<()> {
             replication_port,
             api_port,
             admin_password,
+            enrolment_secret,
         }) => {
             let opts = generate::GenerateOptions {
                 out_dir: out,
@@ -170,6 +184,7 @@ fn run() -> Result<()> {
                 replication_port,
                 api_port,
                 admin_password,
+                enrolment_secret,
             };
             let generated = generate::generate(&opts)?;
             print_generated(&generated);
@@ -193,8 +208,12 @@ fn run() -> Result<()> {
                 ),
             }
             packhunt::say!(
+                "wrote {} (the minion's own config, with its key: copy it to the minion only)",
+                added.minion_config_path.display()
+            );
+            packhunt::say!(
                 "run it with: packhunt frontend --config {} --minion --node {}",
-                config.display(),
+                added.minion_config_path.display(),
                 added.name
             );
             Ok(())
@@ -226,6 +245,17 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        Command::Config(ConfigCommand::SplitSecrets { config }) => {
+            let split = packhunt::config::secrets::split_secrets(&config)?;
+            if let Some(key) = &split.ca_key_path {
+                packhunt::say!("moved the CA key to {} (keep it offline)", key.display());
+            }
+            for minion in &split.minion_configs {
+                packhunt::say!("wrote {} (copy it to that minion only)", minion.display());
+            }
+            packhunt::say!("{} holds no CA or minion key now", config.display());
+            Ok(())
+        }
         Command::Frontend {
             config,
             minion: _,
@@ -245,6 +275,10 @@ fn run() -> Result<()> {
 fn print_generated(g: &generate::Generated) {
     packhunt::say!("wrote {}", g.server_config_path.display());
     packhunt::say!("wrote {}", g.client_config_path.display());
+    packhunt::say!(
+        "wrote {} (the CA key: no frontend needs it; keep it offline and bring it back to add frontends)",
+        g.ca_key_path.display()
+    );
     if g.password_was_generated {
         packhunt::say!("admin password (shown once): {}", g.admin_password);
     }
@@ -256,6 +290,22 @@ fn run_frontend(path: &std::path::Path, node: Option<&str>) -> Result<()> {
     packhunt::frontend::run_frontend(Arc::new(config), identity, path.to_path_buf())
         .context("frontend failed")?;
     Ok(())
+}
+
+/// Writes a file only its owner may read (mode 0600 from creation, so it is never
+/// readable by others even for a moment).
+fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An older file may have been made with wider bits.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 fn run_client(path: &std::path::Path) -> Result<()> {
@@ -284,12 +334,13 @@ fn quickstart(
             replication_port: packhunt::config::DEFAULT_REPLICATION_PORT,
             api_port,
             admin_password: None,
+            enrolment_secret: false,
         };
         let generated = generate::generate(&opts)?;
         print_generated(&generated);
-        std::fs::write(
-            dir.join("admin-password.txt"),
-            format!("{}\n", generated.admin_password),
+        write_owner_only(
+            &dir.join("admin-password.txt"),
+            format!("{}\n", generated.admin_password).as_bytes(),
         )
         .context("saving the admin password")?;
     }

@@ -141,10 +141,10 @@ fn crafted_client(
     role: &str,
     validity: (SystemTime, SystemTime),
 ) -> Result<std::path::PathBuf> {
-    let ca = packhunt::config::ServerFile::load(ca_config)?;
+    let ca = packhunt::config::secrets::load_ca_signing_key(ca_config)?;
     let (cert, key) = sign_api_client_certificate(
-        &ca.tls.ca_certificate,
-        &ca.tls.ca_private_key,
+        &ca.certificate_pem,
+        &ca.key_pem,
         "mallory",
         role,
         validity,

@@ -360,7 +360,11 @@ fn a_cookie_change_needs_the_csrf_token_the_origin_and_json() -> Result<()> {
         &deployment,
         "PUT",
         TABLE,
-        &[("authorization", &basic), ("origin", &own)],
+        &[
+            ("authorization", &basic),
+            ("origin", &own),
+            ("content-type", "application/json"),
+        ],
         Some(body),
     )?;
     assert_eq!(same_site.status, 200, "{}", error_of(&same_site));

@@ -332,25 +332,10 @@ fn minions_with_a_foreign_or_borrowed_certificate_are_refused() -> Result<()> {
     // The rogue's copy of the config carries a certificate from another deployment's CA.
     let other = Deployment::generate_with(|_| {})?;
     let foreign = other.add_minion()?;
-    let other_config: toml::Value = toml::from_str(&std::fs::read_to_string(
-        other.path().join("server.config.toml"),
-    )?)?;
-    let foreign_entry = other_config["minions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"].as_str() == Some(&foreign.name))
-        .unwrap()
-        .clone();
+    let foreign_entry = common::secrets::minion_entry(other.path(), &foreign.name)?;
     start_with_entry(&deployment, &shared, &mut rogue, "rogue", &foreign_entry)?;
     // The impostor presents the rogue's real, CA-signed certificate under its own name.
-    let rogue_entry = shared["minions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"].as_str() == Some(&rogue.name))
-        .unwrap()
-        .clone();
+    let rogue_entry = common::secrets::minion_entry(deployment.path(), &rogue.name)?;
     start_with_entry(
         &deployment,
         &shared,
@@ -386,8 +371,9 @@ fn start_with_entry(
     let mut copy = shared.clone();
     for m in copy["minions"].as_array_mut().unwrap() {
         if m["name"].as_str() == Some(&minion.name) {
-            m["certificate"] = entry["certificate"].clone();
-            m["private_key"] = entry["private_key"].clone();
+            let m = m.as_table_mut().unwrap();
+            m.insert("certificate".into(), entry["certificate"].clone());
+            m.insert("private_key".into(), entry["private_key"].clone());
         }
     }
     let path = deployment

@@ -119,10 +119,13 @@ fn start_cluster(lab: &mut Lab) -> Result<Cluster> {
 
     lab.spawn_frontend(&master, &["frontend", "--config", config])?;
     for (host, minion) in [(&a, &minion_a), (&b, &minion_b)] {
+        // Each minion runs from its own config, the only one with its key.
+        let own = common::secrets::minion_config(deployment.path(), &minion.name);
+        let own = own.to_str().context("non-UTF-8 temp path")?;
         let args = [
             "frontend",
             "--config",
-            config,
+            own,
             "--minion",
             "--node",
             &minion.name,

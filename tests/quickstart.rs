@@ -51,6 +51,12 @@ fn quickstart_generates_runs_and_serves_agents() -> anyhow::Result<()> {
     assert!(ready, "quickstart printed its ready line");
     // Keep reading: the agents share quickstart's stdout.
     std::thread::spawn(move || lines.for_each(drop));
+    // The password file and the CA key are their owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    for secret in ["admin-password.txt", "ca.key.pem"] {
+        let mode = std::fs::metadata(data.join(secret))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
     let password = std::fs::read_to_string(data.join("admin-password.txt"))?
         .trim()
         .to_string();

@@ -108,6 +108,10 @@ impl ApiClient {
         if let Some(auth) = &self.auth {
             req = req.header("authorization", auth);
         }
+        // The API takes only JSON bodies on changes.
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let started = Instant::now();
         self.send.ready().await?;

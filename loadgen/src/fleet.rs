@@ -53,6 +53,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             },
             max_upload_bytes: config.client.max_upload_bytes,
             drop_connection_every_uploads: args.drop_connection_every_uploads,
+            enrolment_secret: config.client.enrolment_secret.clone(),
             ca: ca.clone(),
             identity,
             events: event_plan,
@@ -230,6 +231,8 @@ struct AgentPlan {
     info: pb::ClientInfo,
     max_upload_bytes: u64,
     drop_connection_every_uploads: u64,
+    /// The deployment's enrolment secret, from the client config, if it has one.
+    enrolment_secret: Option<packhunt::config::EnrolmentSecret>,
     ca: Arc<[CertificateDer<'static>]>,
     identity: AgentIdentity,
     /// Synthetic client monitoring events (the events scenario only).
@@ -265,6 +268,7 @@ impl AgentPlan {
             info: self.info.clone(),
             max_upload_bytes: self.max_upload_bytes,
             drop_connection_every_uploads: self.drop_connection_every_uploads,
+            enrolment_secret: self.enrolment_secret.clone(),
             events,
             // Thousands of agents per process: their outboxes live in memory.
             outbox_dir: None,

@@ -13,10 +13,11 @@ use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
 use crate::config::url::ServerUrl;
+use crate::config::EnrolmentSecret;
 use crate::limits::{AGENT_CONNECT_TIMEOUT, AGENT_UPLOAD_TIMEOUT, MAX_ACK_BYTES};
 use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
 use crate::protocol::framing::{self, FrameDecoder, FrameError};
-use crate::protocol::{pb, CONTENT_TYPE, TASKS_PATH, UPLOAD_PATH};
+use crate::protocol::{pb, CONTENT_TYPE, ENROLMENT_HEADER, TASKS_PATH, UPLOAD_PATH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommsError {
@@ -41,6 +42,8 @@ pub struct Connection {
     send: SendRequest<Bytes>,
     pub url: ServerUrl,
     pub connect_time: Duration,
+    /// The deployment's enrolment secret, sent on every request when set.
+    enrolment: Option<http::HeaderValue>,
 }
 
 /// The task stream of a connection: frames from the server, in order.
@@ -74,8 +77,23 @@ pub async fn connect_holding(
     local_ip: Option<IpAddr>,
     event_table: Option<TableDigest>,
 ) -> Result<(Connection, TaskStream), CommsError> {
+    connect_enrolled(url, tls, local_ip, event_table, None).await
+}
+
+/// `connect_holding`, presenting the deployment's enrolment secret (if it has one) on
+/// the task stream and every upload.
+pub async fn connect_enrolled(
+    url: &ServerUrl,
+    tls: Arc<rustls::ClientConfig>,
+    local_ip: Option<IpAddr>,
+    event_table: Option<TableDigest>,
+    enrolment_secret: Option<&EnrolmentSecret>,
+) -> Result<(Connection, TaskStream), CommsError> {
     let started = Instant::now();
-    let fut = connect_inner(url, tls, local_ip, event_table);
+    let enrolment = enrolment_secret.map(|s| {
+        http::HeaderValue::from_str(s.as_str()).expect("a parsed secret is visible ASCII")
+    });
+    let fut = connect_inner(url, tls, local_ip, event_table, enrolment.clone());
     let (send, tasks) = tokio::time::timeout(AGENT_CONNECT_TIMEOUT, fut)
         .await
         .map_err(|_| CommsError::Timeout(AGENT_CONNECT_TIMEOUT))??;
@@ -84,6 +102,7 @@ pub async fn connect_holding(
             send,
             url: url.clone(),
             connect_time: started.elapsed(),
+            enrolment,
         },
         tasks,
     ))
@@ -94,6 +113,7 @@ async fn connect_inner(
     tls: Arc<rustls::ClientConfig>,
     local_ip: Option<IpAddr>,
     event_table: Option<TableDigest>,
+    enrolment: Option<http::HeaderValue>,
 ) -> Result<(SendRequest<Bytes>, TaskStream), CommsError> {
     let io_err = |source| CommsError::Connect {
         url: url.to_string(),
@@ -143,6 +163,9 @@ async fn connect_inner(
         .uri(format!("https://{}:{}{}", url.host, url.port, TASKS_PATH));
     if let Some(digest) = event_table {
         request = request.header(EVENT_TABLE_HEADER, digest.to_hex());
+    }
+    if let Some(secret) = enrolment {
+        request = request.header(ENROLMENT_HEADER, secret);
     }
     let request = request.body(()).expect("static request parts are valid");
     let (response, _) = send.send_request(request, true)?;
@@ -195,16 +218,18 @@ impl Connection {
     }
 
     async fn post_inner(&mut self, body: Bytes) -> Result<UploadReply, CommsError> {
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method("POST")
             .uri(format!(
                 "https://{}:{}{}",
                 self.url.host, self.url.port, UPLOAD_PATH
             ))
             .header("content-type", CONTENT_TYPE)
-            .header("content-length", body.len())
-            .body(())
-            .expect("static request parts are valid");
+            .header("content-length", body.len());
+        if let Some(secret) = &self.enrolment {
+            request = request.header(ENROLMENT_HEADER, secret.clone());
+        }
+        let request = request.body(()).expect("static request parts are valid");
         let mut send = self.send.clone().ready().await?;
         let (response, mut stream) = send.send_request(request, false)?;
         // The server may answer (413, 503) before it has read the body: whichever

@@ -66,6 +66,8 @@ pub struct AgentOptions {
     /// Fault injection for tests and loadgen: drop the connection after every N-th
     /// upload without taking its ack, so the item is resent after the reconnect. 0 = off.
     pub drop_connection_every_uploads: u64,
+    /// Sent on every request when the deployment requires it (`client.enrolment_secret`).
+    pub enrolment_secret: Option<crate::config::EnrolmentSecret>,
     /// Client monitoring events; None runs no event queries (the table is still kept).
     pub events: Option<AgentEvents>,
     /// The durable outbox's folder (the real agent); None keeps the outbox in memory
@@ -142,7 +144,8 @@ pub async fn run(
     while !*stop.borrow() {
         let url = &opts.urls[next % n];
         let held = state.event_table.as_ref().map(|(_, digest)| *digest);
-        match comms::connect_holding(url, opts.tls.clone(), opts.local_ip, held).await {
+        let secret = opts.enrolment_secret.as_ref();
+        match comms::connect_enrolled(url, opts.tls.clone(), opts.local_ip, held, secret).await {
             Ok((conn, tasks)) => {
                 observer.connected(&conn.url, conn.connect_time, first);
                 first = false;

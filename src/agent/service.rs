@@ -79,6 +79,7 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         info: host_info(),
         max_upload_bytes: config.client.max_upload_bytes,
         drop_connection_every_uploads: 0,
+        enrolment_secret: config.client.enrolment_secret.clone(),
         events: Some(AgentEvents {
             spool: spool.clone(),
             queries: Box::new(NativeQueries::new(

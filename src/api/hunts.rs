@@ -348,3 +348,6 @@ fn check_labels(labels: &[String]) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod decoder_props;

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod clients;
+pub mod connection;
 pub mod csv;
 pub mod events;
 pub mod export;
@@ -41,6 +42,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::{FrontendRole, ServerConfig};
 use crate::datastore::Datastore;
 use crate::events::WatchHub;
+use crate::metrics;
 use crate::notify::presence::Presence;
 use crate::notify::FleetNotifier;
 use crate::runtime::shutdown::ShutdownSignal;
@@ -83,7 +85,8 @@ pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).map_err(std::io::Error::from)
 }
 
-/// Accepts GUI/API connections until shutdown.
+/// Accepts GUI/API connections until shutdown, each within the limits of
+/// `connection.rs` (a cap on how many, deadlines on the handshake, headers and idleness).
 pub async fn serve(
     ctx: Rc<ApiCtx>,
     listener: TcpListener,
@@ -92,6 +95,8 @@ pub async fn serve(
 ) {
     use futures::future::{self, Either};
     let mut shutdown = shutdown;
+    let limits = ctx.config.gui.connections;
+    let cap = connection::ConnectionCap::new(&limits);
     loop {
         let accept = listener.accept();
         futures::pin_mut!(accept);
@@ -113,28 +118,69 @@ pub async fn serve(
                 return;
             }
         };
+        // Over the cap: dropping the stream closes it before any TLS work.
+        let Some(slot) = cap.admit() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok().map(|a| auth::PeerAddress(a.ip()));
         let (ctx, tls) = (ctx.clone(), tls.clone());
         glommio::spawn_local(async move {
-            let Ok(tls_stream) = tls.accept(stream).await else {
-                return;
-            };
-            let io = TokioIo::new(crate::runtime::io_compat::TokioCompat::new(tls_stream));
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                if let Some(peer) = peer {
-                    req.extensions_mut().insert(peer);
-                }
-                let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(routes::handle(&ctx, req).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
-            builder.http1().header_read_timeout(None);
-            if let Err(e) = builder.serve_connection(io, service).await {
-                tracing::debug!("GUI connection ended: {e}");
-            }
+            serve_connection(ctx, tls, stream, peer, limits).await;
+            drop(slot);
         })
         .detach();
+    }
+}
+
+async fn serve_connection(
+    ctx: Rc<ApiCtx>,
+    tls: TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    peer: Option<auth::PeerAddress>,
+    limits: crate::config::GuiConnectionLimits,
+) {
+    use futures::future::{self, Either};
+    let watch = connection::Watch::new();
+    let stream = connection::Watched::new(stream, watch.clone());
+    let handshake = crate::runtime::deadline::with_deadline(
+        limits.tls_accept_timeout,
+        Box::pin(tls.accept(stream)),
+    );
+    let tls_stream = match handshake.await {
+        Some(Ok(tls_stream)) => tls_stream,
+        Some(Err(e)) => return tracing::debug!("GUI TLS handshake failed: {e}"),
+        None => {
+            return metrics::metrics().gui_connection_closed(metrics::GuiConnectionEnd::TlsTimeout)
+        }
+    };
+    watch.handshake_done();
+    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        watch.speaks_h2();
+    }
+    let io = TokioIo::new(crate::runtime::io_compat::TokioCompat::new(tls_stream));
+    let requests = watch.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let in_flight = requests.request_started();
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer);
+        }
+        let ctx = ctx.clone();
+        async move {
+            let response = routes::handle(&ctx, req).await;
+            Ok::<_, Infallible>(response.map(|body| connection::Tracked::new(body, in_flight)))
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
+    // The watchdog below bounds headers and idleness: hyper's own timer needs a Send
+    // sleep, which a glommio executor has not.
+    builder.http1().header_read_timeout(None);
+    let served = builder.serve_connection(io, service);
+    let expired = watch.expired(limits);
+    futures::pin_mut!(served, expired);
+    // A connection past a limit is dropped: its socket closes at once.
+    if let Either::Left((Err(e), _)) = future::select(served, expired).await {
+        tracing::debug!("GUI connection ended: {e}");
     }
 }
 

@@ -112,6 +112,24 @@ pub fn check_cookie_request(
     check_json_body(headers, has_body)
 }
 
+/// What every state-changing request must show, however it is authenticated (a browser
+/// that once answered a Basic prompt replays the credentials on requests other sites make
+/// it send): an `Origin`, if it carries one, equal to this GUI's (scripts send none), and
+/// a body, if it has one, of `Content-Type: application/json` (a cross-site form cannot
+/// send that without a preflight). Checked before the body is read.
+pub fn check_state_change(
+    method: &Method,
+    headers: &HeaderMap,
+    has_body: bool,
+    own: &OwnOrigin<'_>,
+) -> Result<(), Refusal> {
+    if method == Method::GET || method == Method::HEAD {
+        return Ok(());
+    }
+    check_origin(headers, own, false)?;
+    check_json_body(headers, has_body)
+}
+
 /// An `Origin` header, if any (or if `required`), must be this GUI's.
 pub fn check_origin(
     headers: &HeaderMap,
@@ -300,6 +318,48 @@ mod tests {
         assert!(download
             .headers()
             .contains_key(header::CONTENT_SECURITY_POLICY));
+    }
+
+    #[test]
+    fn every_state_change_is_json_from_no_other_origin() {
+        let own = own(Some("127.0.0.1:8889"));
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            check_state_change(&Method::GET, &headers, true, &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_state_change(&Method::POST, &headers, false, &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_state_change(&Method::POST, &headers, true, &own),
+            Err(Refusal::ContentType)
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(
+            check_state_change(&Method::PUT, &headers, true, &own),
+            Ok(())
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert_eq!(
+            check_state_change(&Method::DELETE, &headers, false, &own),
+            Err(Refusal::Origin)
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:8889"),
+        );
+        assert_eq!(
+            check_state_change(&Method::POST, &headers, true, &own),
+            Ok(())
+        );
     }
 
     #[test]

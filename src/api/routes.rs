@@ -167,6 +167,12 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         let e = ApiError::NotFound("a minion serves only /metrics; use the master's API".into());
         return refused(req, e).await;
     }
+    let own = crate::api::auth::own_origin(ctx, &req);
+    let has_body = crate::api::auth::has_body(&req);
+    if let Err(refusal) = request_checks::check_state_change(&method, req.headers(), has_body, &own)
+    {
+        return refused(req, crate::api::auth::refused(refusal)).await;
+    }
     let body_cap = body_cap_bytes(&segments);
     let call = ApiCall {
         principal,
@@ -185,7 +191,7 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
             // Read before any answer: over HTTP/2 an answer sent before the client
             // finished sending makes h2 reset the stream, which some clients (curl 7.88
             // on a busy box) report as a failed request although the change was made.
-            read_body_capped(req, body_cap).await?
+            read_body_in_time(req, body_cap).await?
         },
     };
     route(ctx, &call).await
@@ -367,6 +373,23 @@ async fn refused(req: hyper::Request<Incoming>, e: ApiError) -> ApiResult {
             crate::runtime::deadline::with_deadline(REFUSED_API_BODY_DRAIN, read_body(req)).await;
     }
     Err(e)
+}
+
+/// `read_body_capped` within `GUI_REQUEST_BODY_DEADLINE`: a body trickled byte by byte
+/// must not hold its connection forever (408 instead).
+async fn read_body_in_time(
+    req: hyper::Request<Incoming>,
+    max_bytes: usize,
+) -> Result<Bytes, ApiError> {
+    let deadline = crate::limits::GUI_REQUEST_BODY_DEADLINE;
+    crate::runtime::deadline::with_deadline(deadline, read_body_capped(req, max_bytes))
+        .await
+        .unwrap_or_else(|| {
+            Err(ApiError::BadRequest(format!(
+                "the request body did not arrive within {} s",
+                deadline.as_secs()
+            )))
+        })
 }
 
 async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
@@ -706,3 +729,6 @@ mod tests {
         assert_eq!(q["tail"], "%4");
     }
 }
+
+#[cfg(test)]
+pub(crate) mod decoder_props;

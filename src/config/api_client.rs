@@ -17,7 +17,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use super::generate::{common_name, generate_error, sign_with_ca, write_private_file};
 use super::url::HostPort;
-use super::{ConfigError, Role, ServerFile, ServerTlsSection};
+use super::{ConfigError, Role, ServerFile};
 use crate::limits::{API_CLIENT_CERTIFICATE_VALIDITY, MAX_API_CLIENT_NAME_CHARS};
 
 /// What every API client's certificate URI starts with.
@@ -164,14 +164,21 @@ pub struct IssuedApiClient {
     pub api_enabled: bool,
 }
 
-/// The CA key, read from where the config keeps it; a clear error where it is absent.
+/// The CA key, read through `secrets::load_ca_signing_key` (the CA key file beside the
+/// config, or an older config that still embeds it); a clear error where it is absent.
 /// The one place `config api-client` reads it.
-pub fn ca_private_key_for_issuing(tls: &ServerTlsSection) -> Result<&str, ConfigError> {
-    let key = tls.ca_private_key.as_str();
-    if key.trim().is_empty() {
-        return Err(ConfigError::Generate(CA_KEY_ABSENT.into()));
+pub fn ca_private_key_for_issuing(config_path: &Path) -> Result<String, ConfigError> {
+    let key = super::secrets::load_ca_signing_key(config_path).map_err(|e| match e {
+        ConfigError::Generate(detail) => ConfigError::Generate(format!("{CA_KEY_ABSENT}: {detail}")),
+        other => other,
+    })?;
+    if key.key_pem.trim().is_empty() {
+        return Err(ConfigError::Generate(format!(
+            "{CA_KEY_ABSENT}: {} is empty",
+            key.source.display()
+        )));
     }
-    Ok(key)
+    Ok(key.key_pem)
 }
 
 /// Issues an API client certificate and writes the client's file (mode 0600).
@@ -204,11 +211,11 @@ pub fn issue_api_client(request: &ApiClientRequest) -> Result<IssuedApiClient, C
         name: request.name.clone(),
         role,
     };
-    let ca_key = ca_private_key_for_issuing(&file.tls)?;
+    let ca_key = ca_private_key_for_issuing(&request.config)?;
     let now = SystemTime::now();
     let (client_certificate, client_private_key) = sign_api_client_certificate(
         &file.tls.ca_certificate,
-        ca_key,
+        &ca_key,
         &identity.name,
         &role_name(role),
         (
@@ -350,15 +357,10 @@ mod tests {
         }
         let err = issue_api_client(&request(&config, &out, "x", "root")).unwrap_err();
         assert!(err.to_string().contains("unknown role"), "{err}");
-        let text = std::fs::read_to_string(&config).unwrap();
-        let mut file: toml::Table = text.parse().unwrap();
-        file["tls"]
-            .as_table_mut()
-            .unwrap()
-            .insert("ca_private_key".into(), "".into());
-        std::fs::write(&config, toml::to_string(&file).unwrap()).unwrap();
+        // The CA key kept offline: neither its file nor the config has it.
+        std::fs::remove_file(super::super::secrets::ca_key_path(&config)).unwrap();
         let err = issue_api_client(&request(&config, &out, "x", "reader")).unwrap_err();
-        assert_eq!(err.to_string(), CA_KEY_ABSENT);
+        assert!(err.to_string().starts_with(CA_KEY_ABSENT), "{err}");
         assert!(!out.exists());
     }
 
@@ -366,12 +368,13 @@ mod tests {
     fn unknown_roles_and_foreign_uris_are_not_identities() {
         let (_dir, config) = deployment();
         let file = ServerFile::load(&config).unwrap();
+        let ca_key = ca_private_key_for_issuing(&config).unwrap();
         let now = SystemTime::now();
         let validity = (now, now + Duration::from_secs(60));
         let der_of = |name: &str, role: &str| {
             let (pem, _) = sign_api_client_certificate(
                 &file.tls.ca_certificate,
-                &file.tls.ca_private_key,
+                &ca_key,
                 name,
                 role,
                 validity,

@@ -71,6 +71,10 @@ pub struct FrontendSection {
     /// PEM certificate + key the agent port presents (the master's).
     pub certificate: String,
     pub private_key: String,
+    /// If set, agents must present this secret (their `client.enrolment_secret`) on every
+    /// request, or are refused with 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +91,19 @@ pub struct GuiSection {
     /// Seconds without a request after which a browser session ends.
     #[serde(default = "default_session_idle_timeout_s")]
     pub session_idle_timeout_s: u64,
+    /// A connection's TLS handshake must finish within this after accept.
+    #[serde(default = "default_gui_tls_accept_timeout_ms")]
+    pub tls_accept_timeout_ms: u64,
+    /// An HTTP/1 request's headers must be complete within this after their first byte.
+    #[serde(default = "default_gui_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(default = "default_gui_idle_timeout_ms")]
+    pub connection_idle_timeout_ms: u64,
+    /// GUI/API connections open at once; more are closed at accept (at most half of the
+    /// files `frontend.max_open_files` keeps back from agents).
+    #[serde(default = "default_max_gui_connections")]
+    pub max_connections: u32,
 }
 
 /// `[api]`: the gRPC API port, served by the master only, mutual TLS with API client
@@ -134,8 +151,11 @@ impl GuiPriority {
 pub struct ServerTlsSection {
     /// PEM of the deployment CA; agents pin it.
     pub ca_certificate: String,
-    /// PEM of the CA key: needed to sign minion certificates (`config frontend`).
-    pub ca_private_key: String,
+    /// PEM of the CA key, as configs written before the key moved to its own file
+    /// (`ca.key.pem` beside this file) carry it. No frontend needs it; only the tools that
+    /// issue certificates (`config frontend`, `config api-client`) read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_private_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,9 +239,12 @@ pub struct MinionEntry {
     /// HOST:PORT: the minion's agent address and its name on the replication stream.
     pub name: String,
     /// PEM certificate (signed by the deployment CA, for HOST) + key: presented to
-    /// agents on the agent port and to the master on the replication link.
+    /// agents on the agent port and to the master on the replication link. The key is
+    /// only in the minion's own config (`minion-<name>.config.toml`); the master's config
+    /// keeps the certificate, which it checks the minion's link against.
     pub certificate: String,
-    pub private_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
     /// Port on `gui.bind_address` where the minion serves `/metrics` (a minion has no
     /// GUI); none if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,6 +342,9 @@ pub struct ClientSection {
     /// Most bytes the outbox holds; past it the oldest flow is failed with an error.
     #[serde(default = "default_max_outbox_bytes")]
     pub max_outbox_bytes: u64,
+    /// Sent on every request when the frontends require one (`frontend.enrolment_secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment_secret: Option<String>,
 }
 
 fn default_session_timeout_s() -> u64 {
@@ -327,6 +353,19 @@ fn default_session_timeout_s() -> u64 {
 
 fn default_session_idle_timeout_s() -> u64 {
     limits::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs()
+}
+
+fn default_gui_tls_accept_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_GUI_TLS_ACCEPT_TIMEOUT)
+}
+fn default_gui_header_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_GUI_HEADER_TIMEOUT)
+}
+fn default_gui_idle_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_GUI_IDLE_TIMEOUT)
+}
+fn default_max_gui_connections() -> u32 {
+    limits::DEFAULT_MAX_GUI_CONNECTIONS_COUNT
 }
 
 fn default_true() -> bool {

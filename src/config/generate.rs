@@ -2,8 +2,10 @@
 //! files and the first `admin` user. Also the pieces `config frontend` and the API reuse:
 //! issuing a frontend certificate from the CA, hashing and verifying passwords.
 //!
-//! Writes only inside `out_dir`, and never over an existing `server.config.toml`: that file
-//! holds the only copy of the CA key, and replacing the CA orphans every deployed agent.
+//! Writes only inside `out_dir`, and never over an existing `server.config.toml` or
+//! `ca.key.pem`: the latter holds the only copy of the CA key, and replacing the CA
+//! orphans every deployed agent. The CA key goes to its own file, which no frontend reads
+//! (`config/secrets.rs`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,8 @@ pub struct GenerateOptions {
     pub api_port: u16,
     /// `None`: generate one, which the caller must show to the operator exactly once.
     pub admin_password: Option<String>,
+    /// Generate an enrolment secret that agents must present (both configs carry it).
+    pub enrolment_secret: bool,
 }
 
 impl GenerateOptions {
@@ -78,6 +82,7 @@ impl GenerateOptions {
             replication_port: super::DEFAULT_REPLICATION_PORT,
             api_port: crate::limits::DEFAULT_API_PORT,
             admin_password: None,
+            enrolment_secret: false,
         }
     }
 }
@@ -87,6 +92,8 @@ impl GenerateOptions {
 pub struct Generated {
     pub server_config_path: PathBuf,
     pub client_config_path: PathBuf,
+    /// The CA key's own file (mode 0600): keep it offline; `config frontend` needs it.
+    pub ca_key_path: PathBuf,
     /// Plain text, only so the caller can print it; the config stores the argon2id hash.
     pub admin_password: String,
     pub password_was_generated: bool,
@@ -102,12 +109,20 @@ struct CaPem {
 pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
     let server_config_path = opts.out_dir.join(SERVER_CONFIG_FILE);
     let client_config_path = opts.out_dir.join(CLIENT_CONFIG_FILE);
+    let ca_key_path = super::secrets::ca_key_path(&server_config_path);
     // Checked before any key is made: rerunning by mistake must cost nothing.
     if server_config_path.exists() {
         return Err(ConfigError::Generate(format!(
-            "{}: already exists; refusing to overwrite it (it holds the deployment's CA key, \
-             which every agent pins). Move it away or choose another --out folder",
+            "{}: already exists; refusing to overwrite it (it holds the deployment's settings, \
+             beside the CA key every agent pins). Move it away or choose another --out folder",
             server_config_path.display()
+        )));
+    }
+    if ca_key_path.exists() {
+        return Err(ConfigError::Generate(format!(
+            "{}: already exists; refusing to overwrite the deployment's CA key, which every \
+             agent pins. Move it away or choose another --out folder",
+            ca_key_path.display()
         )));
     }
     check_public_host(&opts.public_host)?;
@@ -123,21 +138,25 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
     let ca = new_ca()?;
     let (cert_pem, key_pem) =
         issue_frontend_certificate(&ca.cert_pem, &ca.key_pem, &opts.public_host)?;
-    let server = server_config(opts, &ca, cert_pem, key_pem, hash_password(&admin_password));
-    let client = client_config(opts, &ca);
+    let secret = opts
+        .enrolment_secret
+        .then(|| super::EnrolmentSecret::random().as_str().to_string());
+    let mut server = server_config(opts, &ca, cert_pem, key_pem, hash_password(&admin_password));
+    server.frontend.enrolment_secret = secret.clone();
+    let mut client = client_config(opts, &ca);
+    client.client.enrolment_secret = secret;
 
     let datastore = opts.out_dir.join(DATASTORE_DIR);
-    std::fs::create_dir_all(&datastore).map_err(|source| ConfigError::Write {
-        path: datastore.clone(),
-        error: source,
-    })?;
-    // The server config goes last: it is what makes a rerun refuse, so a failure before
-    // it leaves a folder that a plain rerun repairs.
+    create_private_dir(&datastore)?;
+    // The CA key and the server config go last: they are what makes a rerun refuse, so a
+    // failure before them leaves a folder that a plain rerun repairs.
     super::write_toml(&client_config_path, &client)?;
+    super::secrets::write_secret_file(&ca_key_path, &ca.key_pem)?;
     write_server_config(&server_config_path, &server)?;
     Ok(Generated {
         server_config_path,
         client_config_path,
+        ca_key_path,
         admin_password,
         password_was_generated,
     })
@@ -246,6 +265,7 @@ fn server_config(
             transparent_huge_pages: false,
             certificate,
             private_key,
+            enrolment_secret: None,
         },
         // Loopback only: the GUI is exposed deliberately (proxy, tunnel), never by default.
         gui: GuiSection {
@@ -254,6 +274,10 @@ fn server_config(
             priority: GuiPriority::Executor,
             session_timeout_s: crate::limits::DEFAULT_SESSION_TIMEOUT.as_secs(),
             session_idle_timeout_s: crate::limits::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs(),
+            tls_accept_timeout_ms: crate::limits::DEFAULT_GUI_TLS_ACCEPT_TIMEOUT.as_millis() as u64,
+            header_timeout_ms: crate::limits::DEFAULT_GUI_HEADER_TIMEOUT.as_millis() as u64,
+            connection_idle_timeout_ms: crate::limits::DEFAULT_GUI_IDLE_TIMEOUT.as_millis() as u64,
+            max_connections: crate::limits::DEFAULT_MAX_GUI_CONNECTIONS_COUNT,
         },
         // Loopback only, like the GUI; only certificates the CA issued get in.
         api: Some(ApiSection {
@@ -263,7 +287,7 @@ fn server_config(
         }),
         tls: ServerTlsSection {
             ca_certificate: ca.cert_pem.clone(),
-            ca_private_key: ca.key_pem.clone(),
+            ca_private_key: None,
         },
         datastore: DatastoreSection {
             location: DATASTORE_DIR.into(),
@@ -297,6 +321,7 @@ fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientFile {
             max_event_buffer_bytes: crate::limits::DEFAULT_MAX_EVENT_BUFFER_BYTES,
             outbox_dir: None,
             max_outbox_bytes: crate::limits::DEFAULT_MAX_OUTBOX_BYTES,
+            enrolment_secret: None,
         },
     }
 }
@@ -315,11 +340,25 @@ fn write_server_config(path: &Path, config: &ServerFile) -> Result<(), ConfigErr
         .collect();
     let text = format!(
         "# packhunt server config, written by `packhunt config generate`.\n\
-         # Holds the CA key and the frontend key: keep it mode 0600 and out of backups you\n\
-         # would not trust with the whole fleet. limits.concurrency defaults to 2 x cores x 8.\n\n\
+         # Holds the master's key (the CA key is in ca.key.pem beside it): keep it mode 0600\n\
+         # and out of backups you would not trust with the master. limits.concurrency\n\
+         # defaults to 2 x cores x 8.\n\n\
          {body}"
     );
     write_private_file(path, &text)
+}
+
+/// The datastore root: not readable by other users (owner rwx, group rx).
+fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(crate::limits::DATASTORE_DIR_MODE)
+        .create(dir)
+        .map_err(|source| ConfigError::Write {
+            path: dir.to_path_buf(),
+            error: source,
+        })
 }
 
 pub(super) fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigError> {
@@ -617,20 +656,19 @@ mod tests {
         }
         assert!(verify("10.0.0.1").is_err());
 
+        let ca = crate::config::secrets::load_ca_signing_key(&dir.path().join(SERVER_CONFIG_FILE))
+            .unwrap();
         let (cert, _key) = issue_frontend_certificate(
             &server.tls.ca_certificate,
-            &server.tls.ca_private_key,
+            &ca.key_pem,
             "minion-1.example.net",
         )
         .unwrap();
         verify_server(&server.tls.ca_certificate, &cert, "minion-1.example.net").unwrap();
         assert!(verify_server(&server.tls.ca_certificate, &cert, "localhost").is_err());
-        let (cert, _key) = issue_frontend_certificate(
-            &server.tls.ca_certificate,
-            &server.tls.ca_private_key,
-            "10.1.2.3",
-        )
-        .unwrap();
+        let (cert, _key) =
+            issue_frontend_certificate(&server.tls.ca_certificate, &ca.key_pem, "10.1.2.3")
+                .unwrap();
         verify_server(&server.tls.ca_certificate, &cert, "10.1.2.3").unwrap();
     }
 

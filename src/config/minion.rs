@@ -1,12 +1,17 @@
 //! `packhunt config frontend`: adds a minion frontend to a deployment. Issues its
-//! certificate from the deployment CA, appends a `[[minions]]` entry to
+//! certificate from the deployment CA (its key read from `ca.key.pem`, see
+//! `config/secrets.rs`), appends a `[[minions]]` entry with the certificate to
 //! server.config.toml (keeping the operator's comments and edits: the file is edited, not
-//! re-serialised) and lists the minion's URL in client.config.toml next to it, so agents
-//! configured from then on spread over every frontend.
+//! re-serialised), writes the minion its own config (`minion-<name>.config.toml`, the
+//! only file with its key) and lists the minion's URL in client.config.toml next to it,
+//! so agents configured from then on spread over every frontend.
 
 use std::path::{Path, PathBuf};
 
 use super::generate::{issue_frontend_certificate, write_private_file, CLIENT_CONFIG_FILE};
+use super::secrets::{
+    load_ca_signing_key, minion_config_path, minion_config_text, write_secret_file,
+};
 use super::url::{HostPort, ServerUrl};
 use super::{ClientConfig, ConfigError, ServerFile};
 
@@ -14,6 +19,8 @@ use super::{ClientConfig, ConfigError, ServerFile};
 #[derive(Debug, Clone)]
 pub struct AddedMinion {
     pub name: String,
+    /// The minion's own config: copy it to the minion's machine and run it from there.
+    pub minion_config_path: PathBuf,
     /// The client config whose URL list now names the minion, if there was one.
     pub client_config_path: Option<PathBuf>,
 }
@@ -24,10 +31,8 @@ pub fn add_minion(
     name: &str,
     metrics_port: Option<u16>,
 ) -> Result<AddedMinion, ConfigError> {
-    // Load first: a broken config is reported as such, not as an edit failure. The raw
-    // file is kept for the CA's PEM, which the typed config does not carry.
-    let file = ServerFile::load(path)?;
-    let config = file.clone().parse(path)?;
+    // Load first: a broken config is reported as such, not as an edit failure.
+    let config = ServerFile::load(path)?.parse(path)?;
     let name = HostPort::parse(name).map_err(ConfigError::Generate)?;
     if config.frontend_names().contains(&name) {
         return Err(ConfigError::Generate(format!(
@@ -35,11 +40,9 @@ pub fn add_minion(
             path.display()
         )));
     }
-    let (certificate, private_key) = issue_frontend_certificate(
-        &file.tls.ca_certificate,
-        &file.tls.ca_private_key,
-        &name.host,
-    )?;
+    let ca = load_ca_signing_key(path)?;
+    let (certificate, private_key) =
+        issue_frontend_certificate(&ca.certificate_pem, &ca.key_pem, &name.host)?;
 
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
@@ -54,7 +57,6 @@ pub fn add_minion(
     let mut entry = toml_edit::Table::new();
     entry["name"] = toml_edit::value(name.to_string());
     entry["certificate"] = toml_edit::value(certificate);
-    entry["private_key"] = toml_edit::value(private_key);
     if let Some(port) = metrics_port {
         entry["metrics_port"] = toml_edit::value(i64::from(port));
     }
@@ -83,6 +85,12 @@ pub fn add_minion(
         message: e.to_string(),
     })?;
     check.parse(path)?;
+    // The minion's config first: if it cannot be written, the master's is unchanged.
+    let minion_config_path = minion_config_path(path, &name);
+    write_secret_file(
+        &minion_config_path,
+        &minion_config_text(&edited, path, &name, &private_key)?,
+    )?;
     write_private_file(path, &edited)?;
 
     let client_path = path.with_file_name(CLIENT_CONFIG_FILE);
@@ -94,6 +102,7 @@ pub fn add_minion(
     };
     Ok(AddedMinion {
         name: name.to_string(),
+        minion_config_path,
         client_config_path,
     })
 }
@@ -157,12 +166,18 @@ mod tests {
             "the header comment is kept"
         );
 
-        let config = ServerConfig::load(&path).unwrap();
+        let master = ServerConfig::load(&path).unwrap();
+        assert!(
+            master.identity(Some("127.0.0.1:9100")).is_err(),
+            "the master's config holds no minion key"
+        );
+        let config = ServerConfig::load(&added.minion_config_path).unwrap();
         let identity = config.identity(Some("127.0.0.1:9100")).unwrap();
         assert_eq!(identity.agent_port, 9100);
         assert!(!identity.is_master());
         assert_eq!(config.minions[0].metrics_port, Some(9101));
         assert_eq!(identity.tls.chain, config.minions[0].tls.chain);
+        assert_eq!(master.minions[0].tls.chain, config.minions[0].tls.chain);
         // The minion's certificate is for its host and chains to the CA the agents pin.
         let file = ServerFile::load(&path).unwrap();
         crate::config::generate::test_support::verify_server(

@@ -8,6 +8,7 @@ pub mod api_client;
 pub mod file;
 pub mod generate;
 pub mod minion;
+pub mod secrets;
 pub mod sinks;
 pub mod url;
 
@@ -96,6 +97,8 @@ pub struct Frontend {
     pub transparent_huge_pages: bool,
     /// The master's certificate and key.
     pub tls: CertificateAndKey,
+    /// If set, every agent request must carry it (`transport/enrolment.rs`).
+    pub enrolment_secret: Option<EnrolmentSecret>,
 }
 
 impl Frontend {
@@ -112,6 +115,65 @@ pub struct Gui {
     pub address: SocketAddr,
     pub priority: GuiPriority,
     pub sessions: SessionTimeouts,
+    pub connections: GuiConnectionLimits,
+}
+
+/// What one GUI/API peer may hold (`gui.tls_accept_timeout_ms`, `gui.header_timeout_ms`,
+/// `gui.connection_idle_timeout_ms`, `gui.max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuiConnectionLimits {
+    /// From accept to a finished TLS handshake. Invariant: not zero.
+    pub tls_accept_timeout: Duration,
+    /// From an HTTP/1 request's first byte to its last header. Invariant: not zero.
+    pub header_timeout: Duration,
+    /// Without a request in flight. Invariant: not zero.
+    pub idle_timeout: Duration,
+    /// Connections open at once. Invariant: within 1..=`RESERVED_FILES_COUNT / 2`.
+    pub max_connections: NonZeroU32,
+}
+
+/// The secret agents present on every request when the frontends require one. Debug
+/// does not show it. Invariant: `MIN_ENROLMENT_SECRET_CHARS..=MAX_ENROLMENT_SECRET_CHARS`
+/// visible ASCII characters (it travels in an HTTP header).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrolmentSecret(String);
+
+impl EnrolmentSecret {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let chars = text.chars().count();
+        if !(limits::MIN_ENROLMENT_SECRET_CHARS..=limits::MAX_ENROLMENT_SECRET_CHARS)
+            .contains(&chars)
+        {
+            return Err(format!(
+                "must be {}..={} characters (this one has {chars})",
+                limits::MIN_ENROLMENT_SECRET_CHARS,
+                limits::MAX_ENROLMENT_SECRET_CHARS
+            ));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be visible ASCII characters (no spaces)".into());
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// A new random secret: `ENROLMENT_SECRET_BYTES` from the OS, base64url.
+    pub fn random() -> Self {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut bytes = [0u8; limits::ENROLMENT_SECRET_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EnrolmentSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrolmentSecret(..)")
+    }
 }
 
 /// `[api]` when enabled.
@@ -175,9 +237,36 @@ pub struct Minion {
     /// Its agent address and its name on the replication stream.
     pub name: HostPort,
     /// Presented to agents and to the master; signed by the deployment CA for its host.
-    pub tls: CertificateAndKey,
+    /// The key only in the minion's own config.
+    pub tls: MinionTls,
     /// Where it serves `/metrics` on the GUI's IP; none if absent.
     pub metrics_port: Option<u16>,
+}
+
+/// A minion's certificate, and its key where this config is the minion's own.
+pub struct MinionTls {
+    /// Invariant: not empty.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Option<rustls::pki_types::PrivateKeyDer<'static>>,
+}
+
+/// `PrivateKeyDer` is deliberately not `Clone`; a copy here is made once per config built.
+impl Clone for MinionTls {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.as_ref().map(|k| k.clone_key()),
+        }
+    }
+}
+
+impl std::fmt::Debug for MinionTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MinionTls")
+            .field("chain", &self.chain.len())
+            .field("key", &self.key.is_some())
+            .finish()
+    }
 }
 
 /// What a frontend is in its deployment. The one carrier of the role: presence, the API
@@ -246,13 +335,19 @@ pub struct ClientSettings {
     pub outbox_dir: PathBuf,
     /// Invariant: at least `limits::MIN_OUTBOX_BYTES`.
     pub max_outbox_bytes: u64,
+    /// Sent on every request when set (the frontends' `frontend.enrolment_secret`).
+    pub enrolment_secret: Option<EnrolmentSecret>,
 }
 
 impl ServerConfig {
     /// Reads, parses and checks `path`; relative datastore paths are resolved against the
     /// file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        ServerFile::load(path)?.parse(path)
+        let file = ServerFile::load(path)?;
+        if let Some(warning) = secrets::embedded_secrets_warning(&file, path) {
+            tracing::warn!("{warning}");
+        }
+        file.parse(path)
     }
 
     /// The identity of the frontend to run: the master, or (`node` = HOST:PORT) the
@@ -277,10 +372,21 @@ impl ServerConfig {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             )));
         };
+        let Some(key) = &minion.tls.key else {
+            return Err(ConfigError::Generate(format!(
+                "the key of minion `{node}` is not in this config: run the minion with its own \
+                 config, {}",
+                secrets::minion_config_path(Path::new("server.config.toml"), &minion.name)
+                    .display()
+            )));
+        };
         Ok(FrontendIdentity {
             name: minion.name.clone(),
             agent_port: minion.name.port,
-            tls: minion.tls.clone(),
+            tls: CertificateAndKey {
+                chain: minion.tls.chain.clone(),
+                key: key.clone_key(),
+            },
             role: FrontendRole::Minion,
             api_address: minion
                 .metrics_port
@@ -393,6 +499,7 @@ impl ServerFile {
                 ),
                 priority: self.gui.priority,
                 sessions: parse_session_timeouts(&check, &self.gui)?,
+                connections: parse_gui_connections(&check, &self.gui)?,
             },
             api: match &self.api {
                 Some(api) if api.enabled => Some(ApiPort {
@@ -420,6 +527,40 @@ impl ServerFile {
             sinks: sinks::parse_sinks(&check, &self.sinks)?,
         })
     }
+}
+
+fn parse_gui_connections(
+    check: &Checker<'_>,
+    gui: &GuiSection,
+) -> Result<GuiConnectionLimits, ConfigError> {
+    let most = limits::RESERVED_FILES_COUNT / 2;
+    let max_connections = NonZeroU32::new(gui.max_connections)
+        .filter(|n| u64::from(n.get()) <= most)
+        .ok_or_else(|| {
+            check.invalid(
+                "gui.max_connections",
+                format!("must be 1..={most}: GUI connections use the files kept back from agents"),
+            )
+        })?;
+    Ok(GuiConnectionLimits {
+        tls_accept_timeout: check
+            .non_zero_ms("gui.tls_accept_timeout_ms", gui.tls_accept_timeout_ms)?,
+        header_timeout: check.non_zero_ms("gui.header_timeout_ms", gui.header_timeout_ms)?,
+        idle_timeout: check.non_zero_ms(
+            "gui.connection_idle_timeout_ms",
+            gui.connection_idle_timeout_ms,
+        )?,
+        max_connections,
+    })
+}
+
+fn parse_enrolment_secret(
+    check: &Checker<'_>,
+    key: &str,
+    text: Option<&str>,
+) -> Result<Option<EnrolmentSecret>, ConfigError> {
+    text.map(|t| EnrolmentSecret::parse(t).map_err(|e| check.invalid(key, e)))
+        .transpose()
 }
 
 fn parse_session_timeouts(
@@ -502,6 +643,11 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
         max_open_files: f.max_open_files,
         transparent_huge_pages: f.transparent_huge_pages,
         tls: check.certificate_and_key("frontend", &f.certificate, &f.private_key)?,
+        enrolment_secret: parse_enrolment_secret(
+            check,
+            "frontend.enrolment_secret",
+            f.enrolment_secret.as_deref(),
+        )?,
     })
 }
 
@@ -559,9 +705,21 @@ fn parse_minions(
                 format!("`{}` is listed twice", entry.name),
             ));
         }
+        let chain = check.certificates(&format!("{key}.certificate"), &entry.certificate)?;
+        let private_key = entry
+            .private_key
+            .as_deref()
+            .map(|pem| {
+                pem::private_key(pem)
+                    .map_err(|e| check.invalid(&format!("{key}.private_key"), e.to_string()))
+            })
+            .transpose()?;
         minions.push(Minion {
             name,
-            tls: check.certificate_and_key(&key, &entry.certificate, &entry.private_key)?,
+            tls: MinionTls {
+                chain,
+                key: private_key,
+            },
             metrics_port: entry.metrics_port,
         });
     }
@@ -620,6 +778,11 @@ impl ClientFile {
                 max_event_buffer_bytes: c.max_event_buffer_bytes,
                 outbox_dir,
                 max_outbox_bytes: c.max_outbox_bytes,
+                enrolment_secret: parse_enrolment_secret(
+                    &check,
+                    "client.enrolment_secret",
+                    c.enrolment_secret.as_deref(),
+                )?,
             },
         })
     }

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -16,7 +17,7 @@ use serde::Serialize;
 
 use super::path::temp_sibling;
 use super::{io_error, DatastoreError};
-use crate::limits::MAX_DOCUMENT_BYTES;
+use crate::limits::{DATASTORE_DIR_MODE, DATASTORE_FILE_MODE, MAX_DOCUMENT_BYTES};
 
 /// Replaces `path` with `bytes` atomically; the temp file is removed on any error.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), DatastoreError> {
@@ -42,6 +43,7 @@ fn write_temp(temp: &Path, bytes: &[u8], fsync: bool) -> Result<(), DatastoreErr
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(DATASTORE_FILE_MODE)
         .open(temp)
         .map_err(io_error("create", temp))?;
     file.write_all(bytes).map_err(io_error("write", temp))?;
@@ -103,13 +105,44 @@ pub fn ensure_dir(dir: &Path, fsync: bool) -> Result<(), DatastoreError> {
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
         .collect();
-    fs::create_dir_all(dir).map_err(io_error("create dir", dir))?;
+    create_private_dirs(dir).map_err(io_error("create dir", dir))?;
     if fsync {
         for created in missing.iter().rev() {
             sync_parent(created)?;
         }
     }
     Ok(())
+}
+
+/// `create_dir_all` with `DATASTORE_DIR_MODE` (less the umask) for every folder made.
+pub(crate) fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DATASTORE_DIR_MODE)
+        .create(dir)
+}
+
+/// Takes others' bits off the datastore root (made by an older `config generate`, or by
+/// hand, with the default 0755): without them nothing below is reachable by other users
+/// whatever its own mode. Best effort: a shared mount may not let us, which is logged.
+pub(crate) fn close_to_others(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(root) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o007 == 0 {
+        return;
+    }
+    let closed = fs::Permissions::from_mode(mode & !0o007);
+    if let Err(e) = fs::set_permissions(root, closed) {
+        tracing::warn!(
+            "datastore {} is open to other users (mode {:o}) and cannot be closed: {e}",
+            root.display(),
+            mode & 0o777
+        );
+    }
 }
 
 /// Reads a JSON document written by [`write_json`]. Missing → `NotFound`; unparsable or

@@ -42,8 +42,9 @@ impl Datastore {
     pub fn open(root: PathBuf, fsync_documents: bool) -> Result<Self, DatastoreError> {
         for sub in [CLIENTS_DIR, HUNTS_DIR, SERVER_DIR] {
             let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(io_error("create dir", &dir))?;
+            super::atomic::create_private_dirs(&dir).map_err(io_error("create dir", &dir))?;
         }
+        super::atomic::close_to_others(&root);
         Ok(Self {
             root,
             fsync_documents,

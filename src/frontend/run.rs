@@ -56,12 +56,23 @@ pub enum FrontendError {
 /// What each executor reports once its listeners are bound (or failed to).
 type Ready = Result<(), FrontendError>;
 
+/// Whatever the frontend creates from here on (datastore, spools, sink files) is closed
+/// to other users, whichever library creates it (docs/security/secrets.md).
+fn restrict_umask() {
+    // SAFETY: umask only swaps the process's file mode mask; it cannot fail and touches
+    // no memory. Set before any executor thread starts creating files.
+    unsafe {
+        libc::umask(crate::limits::PROCESS_UMASK as libc::mode_t);
+    }
+}
+
 /// Runs a frontend (the master, or the minion `identity` names) until SIGINT/SIGTERM.
 pub fn run_frontend(
     config: Arc<ServerConfig>,
     identity: FrontendIdentity,
     config_path: PathBuf,
 ) -> Result<(), FrontendError> {
+    restrict_umask();
     if !config.frontend.transparent_huge_pages {
         disable_transparent_huge_pages();
     }

@@ -447,6 +447,13 @@ pub struct Metrics {
     pub fleet_displaced_dropped: AtomicU64,
     /// Notices of a displaced stream sent to the shard or frontend that holds it.
     pub fleet_displaced_sent: AtomicU64,
+    // ---- Secrets, GUI port and decoders (api/connection.rs, transport/enrolment.rs) ----
+    /// GUI/API connections open now (at most `gui.max_connections`).
+    pub gui_connections_open: AtomicI64,
+    /// GUI/API connections closed by a limit, by which (`GuiConnectionEnd`).
+    gui_connections_closed: [AtomicU64; GuiConnectionEnd::ALL.len()],
+    /// Agent requests refused with 403: the enrolment secret missing or wrong.
+    pub enrolment_refused: AtomicU64,
 }
 
 /// What a master refused from a minion; the `kind` label of
@@ -942,6 +949,7 @@ impl Metrics {
         self.render_grpc_api(&mut out);
         self.render_agent_port(&mut out);
         self.render_fleet_trust(&mut out);
+        self.render_secrets(&mut out);
         out
     }
 
@@ -981,13 +989,51 @@ impl Metrics {
         write_labelled(
             out,
             "packhunt_gui_requests_refused_total",
-            "Cookie-authenticated requests refused with 403, by the check they failed",
+            "State-changing requests (cookie or Basic) refused with 403, by the check they failed",
             &refused,
         );
     }
 
     pub fn gui_request_refused(&self, reason: GuiRefusal) {
         self.gui_requests_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn gui_connection_closed(&self, end: GuiConnectionEnd) {
+        self.gui_connections_closed[end as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn gui_connections_closed(&self, end: GuiConnectionEnd) -> u64 {
+        self.gui_connections_closed[end as usize].load(Ordering::Relaxed)
+    }
+
+    /// The GUI port's connection limits and the agent port's enrolment secret.
+    fn render_secrets(&self, out: &mut String) {
+        write_metric(
+            out,
+            "packhunt_gui_connections_open",
+            "GUI/API connections open now (at most gui.max_connections)",
+            "gauge",
+            &[("", self.gui_connections_open.load(Ordering::Relaxed))],
+        );
+        let closed = by_label(
+            "reason",
+            GuiConnectionEnd::ALL.map(GuiConnectionEnd::label),
+            &self.gui_connections_closed,
+        );
+        write_labelled(
+            out,
+            "packhunt_gui_connections_closed_total",
+            "GUI/API connections closed by a limit: over_cap at accept, tls_timeout, header_timeout, idle_timeout",
+            &closed,
+        );
+        write_counters(
+            out,
+            &[(
+                "packhunt_enrolment_refused_total",
+                "Agent requests refused with 403 because the enrolment secret was missing or wrong",
+                &self.enrolment_refused,
+            )],
+        );
     }
 
     /// Downloads of whole result sets and zip exports (api/export.rs).
@@ -1069,6 +1115,38 @@ impl GuiRefusal {
             Self::CsrfToken => "csrf_token",
             Self::Origin => "origin",
             Self::ContentType => "content_type",
+        }
+    }
+}
+
+/// Which limit closed a GUI/API connection; `reason` label of
+/// `packhunt_gui_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuiConnectionEnd {
+    /// Closed at accept: `gui.max_connections` were open.
+    OverCap,
+    /// No finished TLS handshake within `gui.tls_accept_timeout_ms`.
+    TlsTimeout,
+    /// An HTTP/1 request's headers unfinished after `gui.header_timeout_ms`.
+    HeaderTimeout,
+    /// No request in flight for `gui.connection_idle_timeout_ms`.
+    IdleTimeout,
+}
+
+impl GuiConnectionEnd {
+    pub const ALL: [GuiConnectionEnd; 4] = [
+        Self::OverCap,
+        Self::TlsTimeout,
+        Self::HeaderTimeout,
+        Self::IdleTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OverCap => "over_cap",
+            Self::TlsTimeout => "tls_timeout",
+            Self::HeaderTimeout => "header_timeout",
+            Self::IdleTimeout => "idle_timeout",
         }
     }
 }

@@ -15,3 +15,5 @@ pub const TASKS_PATH: &str = "/agent/v1/tasks";
 pub const UPLOAD_PATH: &str = "/agent/v1/upload";
 /// Content type of every agent protocol body.
 pub const CONTENT_TYPE: &str = "application/x-packhunt-frames";
+/// Carries the deployment's enrolment secret on every agent request, when it has one.
+pub const ENROLMENT_HEADER: &str = "x-packhunt-enrolment";

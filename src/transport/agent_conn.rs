@@ -373,6 +373,9 @@ async fn route(
     request: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
+    let Some(respond) = crate::transport::enrolment::admit(&ctx.config, &request, respond) else {
+        return;
+    };
     match (request.method(), request.uri().path()) {
         (&Method::GET, TASKS_PATH) => {
             // The stream lives as long as the agent: a body on it would never be read,

@@ -7,6 +7,7 @@ pub mod agent_conn;
 pub mod body;
 pub mod client_hello;
 pub mod frame_meter;
+pub mod enrolment;
 pub mod receive_window;
 pub mod source_handshakes;
 pub mod upload_permits;

@@ -29,6 +29,7 @@ pub mod grpc;
 pub mod fleet_trust;
 pub mod gui_sessions;
 pub mod live;
+pub mod secrets;
 pub mod uploads;
 pub mod watch;
 
@@ -310,9 +311,11 @@ impl Deployment {
         })
     }
 
-    /// Starts `minion` and waits for its ready line.
+    /// Starts `minion` from its own config (or the shared one of an older deployment)
+    /// and waits for its ready line.
     pub fn start_minion(&self, minion: &mut Minion) -> Result<()> {
-        self.start_minion_with_config(minion, &self.path().join("server.config.toml"))
+        let config = secrets::minion_config(self.path(), &minion.name);
+        self.start_minion_with_config(minion, &config)
     }
 
     /// Starts `minion` from the server config at `config`.
@@ -873,6 +876,7 @@ impl Api {
             let mut client = client.ready().await?;
             let mut req = hyper::Request::builder()
                 .method("POST")
+                .header("content-type", "application/json")
                 .uri(format!("https://{}:{}{path}", self.host, self.port));
             if let Some(value) = self.target()?.authorization() {
                 req = req.header("authorization", value);
