@@ -26,6 +26,7 @@ pub mod exports;
 pub mod gui_sessions;
 pub mod live;
 pub mod uploads;
+pub mod users;
 pub mod watch;
 
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";

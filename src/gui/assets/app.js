@@ -22,6 +22,7 @@ const ROUTES = [
   [/^\/hunts$/, 'hunts', []],
   [/^\/hunts\/([^/]+)$/, 'hunt', ['id']],
   [/^\/events$/, 'events', []],
+  [/^\/users$/, 'users', []],
 ];
 const DEFAULT_ROUTE = '#/dashboard';
 const LOGIN_ROUTE = '#/login';
@@ -77,8 +78,14 @@ export const app = {
     return json;
   },
 
-  /** Whether the user's role may change things (the API refuses the rest anyway). */
+  /** Whether the user's role may collect, cancel, hunt and label (docs/security/roles.md;
+   *  the API refuses the rest anyway). */
   canChange() {
+    return !!app.session && ['administrator', 'investigator'].includes(app.session.role);
+  },
+
+  /** Whether the user may also manage users and the client event table. */
+  isAdministrator() {
     return !!app.session && app.session.role === 'administrator';
   },
 
@@ -172,6 +179,8 @@ function paintTopBar(view) {
   const section = { client: 'clients', collection: 'clients', hunt: 'hunts' }[view] || view;
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.view === section);
+    // What a role may not do is not offered.
+    if (a.dataset.role === 'administrator') a.classList.toggle('hidden', !app.isAdministrator());
   }
   if (app.session) {
     document.getElementById('session-user').textContent = app.session.user;
