@@ -114,11 +114,13 @@ function userRow(u, app, { say, fail, reload }) {
     'aria-label': `New password for ${u.name}`, 'data-test': 'user-password' });
   const again = h('input', { type: 'password', autocomplete: 'new-password', placeholder: 'again',
     'aria-label': `New password for ${u.name}, again`, 'data-test': 'user-password-again' });
-  const setPassword = h('button', { type: 'button', 'data-test': 'user-password-save', onclick: () => {
+  const setPassword = h('button', { type: 'submit', 'data-test': 'user-password-save' }, 'Set password');
+  const passwordForm = h('form', { class: 'toolbar', 'data-test': 'user-password-form', onsubmit: (e) => {
+    e.preventDefault();
     const problem = passwordProblem(password.value, again.value);
     if (problem) { fail(new Error(problem)); return; }
     change({ password: password.value }, `Set the password of ${u.name}.`);
-  } }, 'Set password');
+  } }, password, again, setPassword);
   const removeBox = h('span', {});
   const askRemove = () => removeBox.replaceChildren(
     h('span', { class: 'muted' }, `Remove ${u.name}? `),
@@ -138,6 +140,6 @@ function userRow(u, app, { say, fail, reload }) {
   return h('tr', { 'data-test': 'user-row', 'data-user': u.name },
     h('td', { 'data-test': 'user-name' }, u.name, self ? h('span', { class: 'muted' }, ' (you)') : ''),
     h('td', {}, h('div', { class: 'toolbar' }, role, saveRole)),
-    h('td', {}, h('div', { class: 'toolbar' }, password, again, setPassword)),
+    h('td', {}, passwordForm),
     h('td', {}, removeBox));
 }
