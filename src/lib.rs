@@ -5,7 +5,8 @@
 //! The top-level modules, each a folder (or file) named for its concern, from the bottom
 //! up; a module uses only modules below it (tests/module_graph.rs fails on a cycle):
 //! - vocabulary: `ids`, `clock`, `limits`, `metrics`, `protocol`, `artifacts`, `gui`
-//!   (embedded assets); `runtime` (executor primitives), `tls`, `datastore`;
+//!   (embedded assets); `runtime` (executor primitives), `tls`, `datastore`, `audit`
+//!   (the audit trail's writer thread and reader);
 //! - `config` (files parsed once into typed values); `replication` (the gRPC link) and
 //!   `agent` (the endpoint agent, whose comms client loadgen shares);
 //! - `notify` (presence and "client C has new work"); `sessions`, `hunts` and `clients`
@@ -27,6 +28,7 @@ macro_rules! say {
 pub mod agent;
 pub mod api;
 pub mod artifacts;
+pub mod audit;
 pub mod clients;
 pub mod clock;
 pub mod config;

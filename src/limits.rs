@@ -773,6 +773,38 @@ pub const USERS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 // ---- Audit trail --------------------------------------------------------------------------
 
+/// Audit entries waiting for the writer thread, at most. Entries are a few hundred bytes
+/// and the writer appends thousands a second, so this absorbs a burst of minutes' worth of
+/// human activity; past it an entry is dropped and counted rather than blocking an executor.
+pub const AUDIT_QUEUE_CAPACITY_COUNT: usize = 4096;
+/// Entries the writer appends before one fdatasync (when `fsync_documents` is on): a burst
+/// costs one sync per batch, not one per entry.
+pub const AUDIT_BATCH_MAX_COUNT: usize = 256;
+/// Longest audit line, newline included, in bytes: PIPE_BUF (4096 on Linux), the size
+/// POSIX guarantees atomic for pipes and well inside what local filesystems append in one
+/// piece, so lines from several frontends sharing the datastore do not interleave. A
+/// longer entry has its `detail` (then its longest field) cut to fit.
+pub const MAX_AUDIT_LINE_BYTES: usize = 4096;
+/// How long a stopping frontend waits for the audit writer to append and sync what is
+/// queued: a full queue is a few hundred milliseconds of appends.
+pub const AUDIT_FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
+/// At most one error log line per this interval for audit entries dropped or not written
+/// (the counters say how many): a flood must not also flood the log.
+pub const AUDIT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Audit entries in one `GET /api/v1/audit` page by default, and at most (a page is
+/// shown whole in the GUI; a script pages with `start_row`).
+pub const DEFAULT_AUDIT_PAGE_ROWS: u64 = 100;
+pub const MAX_AUDIT_PAGE_ROWS: u64 = 1000;
+/// Widest time range one `GET /api/v1/audit` reads, in days of day files: each day in
+/// range is a file read (twice for the page's days), so a year is the most one request
+/// may cost.
+pub const MAX_AUDIT_QUERY_DAYS_COUNT: u64 = 366;
+/// The range `GET /api/v1/audit` reads when `start_ms` is not given: the last day.
+pub const DEFAULT_AUDIT_QUERY_SPAN: Duration = Duration::from_secs(24 * 3600);
+const _: () = assert!(DEFAULT_AUDIT_PAGE_ROWS <= MAX_AUDIT_PAGE_ROWS);
+// Room for every field cut to its marker plus the keys: an entry always fits.
+const _: () = assert!(MAX_AUDIT_LINE_BYTES >= 512);
+
 // ---- gRPC API and API clients -------------------------------------------------------------
 
 // ---- Agent port hardening -----------------------------------------------------------------

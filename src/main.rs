@@ -299,8 +299,9 @@ fn run_user(command: UserCommand) -> Result<()> {
         }
         UserCommand::Remove { name, config } => (config.config, UserChange::Remove { name }),
     };
-    // audit: user.add / user.passwd / user.remove, via "cli"
-    users::apply(&path, &change)?;
+    let applied = users::apply(&path, &change);
+    audit_user_change(&path, &change, &applied);
+    applied?;
     let done = match &change {
         UserChange::Add { role, .. } => format!("added user `{}` ({role})", change.name()),
         UserChange::Update {
@@ -315,6 +316,56 @@ fn run_user(command: UserCommand) -> Result<()> {
         packhunt::limits::USERS_RELOAD_INTERVAL.as_secs()
     );
     Ok(())
+}
+
+/// Records a `packhunt user` change (or its refusal) in the deployment's audit trail,
+/// as the operator's login name via "cli". A datastore this command cannot open (another
+/// account's, say) is warned about; the change itself stands.
+fn audit_user_change(
+    path: &std::path::Path,
+    change: &packhunt::config::users::UserChange,
+    applied: &Result<(), packhunt::config::users::UserError>,
+) {
+    use packhunt::audit::{action, outcome, via, AuditEntry, AuditLog};
+    use packhunt::config::users::UserChange;
+    let datastore = packhunt::config::ServerFile::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            let location = file.datastore.location;
+            packhunt::datastore::Datastore::open(location, file.datastore.fsync_documents)
+                .map_err(|e| e.to_string())
+        });
+    let datastore = match datastore {
+        Ok(datastore) => datastore,
+        Err(e) => {
+            tracing::warn!("not recorded in the audit trail: cannot open the datastore: {e}");
+            return;
+        }
+    };
+    let what = match change {
+        UserChange::Add { .. } => action::USER_ADD,
+        UserChange::Update {
+            password_hash: Some(_),
+            ..
+        } => action::USER_PASSWD,
+        UserChange::Update { .. } => action::USER_CHANGE,
+        UserChange::Remove { .. } => action::USER_REMOVE,
+    };
+    let (result, detail) = match applied {
+        Ok(()) => (outcome::OK, None),
+        Err(e) if e.is_refusal() => (outcome::REFUSED, Some(e.to_string())),
+        Err(e) => (outcome::FAILED, Some(e.to_string())),
+    };
+    let operator = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "(unknown operator)".into());
+    let log = AuditLog::open(&datastore);
+    log.record(
+        AuditEntry::now(&operator, via::CLI, what, change.name(), result).with_detail(detail),
+    );
+    if !log.flush(std::time::Duration::from_secs(5)) {
+        tracing::warn!("the audit entry for this change may not have been written");
+    }
 }
 
 /// The new password of `name`: from standard input, a file, or asked twice on the

@@ -121,6 +121,22 @@ fn add_list_passwd_remove() -> Result<()> {
     assert_eq!(mode_of(&config), 0o600);
     // Still a config the frontend loads.
     packhunt::config::ServerConfig::load(&config)?;
+    // Each change, and each refusal, is in the audit trail as the CLI's.
+    let mut trail = String::new();
+    for day in std::fs::read_dir(deployment.datastore().join("audit"))? {
+        trail.push_str(&std::fs::read_to_string(day?.path())?);
+    }
+    let cli: Vec<&str> = trail
+        .lines()
+        .filter(|l| l.contains("\"via\":\"cli\""))
+        .collect();
+    for action in ["user.add", "user.passwd", "user.change", "user.remove"] {
+        let needle = format!("\"action\":\"{action}\"");
+        assert!(
+            cli.iter().any(|l| l.contains(&needle)),
+            "{action} missing:\n{trail}"
+        );
+    }
     Ok(())
 }
 

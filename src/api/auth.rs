@@ -409,7 +409,11 @@ pub async fn authenticate(
         }
         let value = value.to_str().map_err(|_| ApiError::Unauthorized)?;
         let from = req.extensions().get::<PeerAddress>().map(|p| p.0);
-        return match ctx.auth.check_basic(value, from).await {
+        let checked = ctx.auth.check_basic(value, from).await;
+        if let Some(Err(refusal)) = &checked {
+            crate::api::audit::basic_failed(ctx, value, from, refusal);
+        }
+        return match checked {
             Some(Ok(principal)) => Ok(principal),
             None | Some(Err(PasswordRefusal::Wrong)) => Err(ApiError::Unauthorized),
             Some(Err(other)) => Err(other.into()),

@@ -87,10 +87,11 @@ pub async fn create(ctx: &ApiCtx, body: &[u8]) -> ApiResult {
     offload(move || hunt::write_hunt(&ds, &written)).await?;
     let id = doc.hunt_id.clone();
     hunts.add(doc);
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "hunt_id": id.as_str() }),
-    ))
+    let mut response = json_response(StatusCode::OK, &json!({ "hunt_id": id.as_str() }));
+    response
+        .extensions_mut()
+        .insert(crate::api::audit::AuditTarget(id.to_string()));
+    Ok(response)
 }
 
 pub fn list(ctx: &ApiCtx) -> ApiResult {

@@ -50,7 +50,14 @@ async fn log_in(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
     let body: LoginBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("body: {e} (expected {{\"user\",\"password\"}})"))
     })?;
-    let principal = ctx.auth.verify(&body.user, &body.password, from).await?;
+    let principal = match ctx.auth.verify(&body.user, &body.password, from).await {
+        Ok(principal) => principal,
+        Err(refusal) => {
+            crate::api::audit::login_failed(ctx, &body.user, from, &refusal);
+            return Err(refusal.into());
+        }
+    };
+    crate::api::audit::session(ctx, crate::audit::action::LOGIN, &principal.user, from);
     // A browser logging in again gets a new token; the one it held ends.
     for token in &replaced {
         ctx.auth.sessions.close(token);
@@ -82,6 +89,9 @@ fn log_out(ctx: &ApiCtx, req: &hyper::Request<Incoming>) -> ApiResult {
         request_checks::check_cookie_request(req.method(), req.headers(), has_body, &session, &own)
             .map_err(auth::refused)?;
         ctx.auth.sessions.close(token);
+        let from = req.extensions().get::<PeerAddress>().map(|p| p.0);
+        let user = session.principal().user;
+        crate::api::audit::session(ctx, crate::audit::action::LOGOUT, &user, from);
     }
     Ok(hyper::Response::builder()
         .status(StatusCode::NO_CONTENT)

@@ -4,6 +4,7 @@
 //! session.
 
 pub mod assets;
+pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod clients;
@@ -65,6 +66,8 @@ pub struct ApiCtx {
     pub watch: Option<WatchHub>,
     /// The GUI's live streams (server-sent events).
     pub live: live::LiveStreams,
+    /// The audit trail every change is recorded in.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.

@@ -60,7 +60,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::WrongCredentials => StatusCode::UNAUTHORIZED,
@@ -241,8 +241,14 @@ impl ApiCall {
 /// Routes an authenticated call: the one entry the HTTP API and the gRPC API share, so
 /// both offer the same routes under the same permissions.
 pub async fn route(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
-    crate::api::permissions::check(call)?;
-    route_to_handler(ctx, call).await
+    let result = match crate::api::permissions::check(call) {
+        Ok(()) => route_to_handler(ctx, call).await,
+        Err(refused) => Err(refused),
+    };
+    // The one audit hook: every change (and every refused attempt at one), whatever
+    // carried it.
+    crate::api::audit::record_call(ctx, call, &result);
+    result
 }
 
 async fn route_to_handler(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
@@ -255,6 +261,7 @@ async fn route_to_handler(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
             &crate::artifacts::catalogue_json(),
         )),
         (&Method::GET, ["api", "v1", "frontends"]) => Ok(frontends(ctx)),
+        (&Method::GET, ["api", "v1", "audit"]) => crate::api::audit::list(ctx, call).await,
         (&Method::GET, ["api", "v1", "clients"]) => crate::api::clients::list(ctx, query),
         (&Method::GET, ["api", "v1", "clients", id]) => {
             crate::api::clients::get(ctx, &ClientId::parse(id)?).await
@@ -512,10 +519,13 @@ async fn create_collection(ctx: &ApiCtx, client_id: &ClientId, body: &[u8]) -> A
     ctx.fleet.notify(client_id, &flow_id, frame).await;
     let flow = flow_id.clone();
     offload(move || datastore::sync_scheduled(&client, &flow)).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "flow_id": flow_id.as_str() }),
-    ))
+    let mut response = json_response(StatusCode::OK, &json!({ "flow_id": flow_id.as_str() }));
+    response
+        .extensions_mut()
+        .insert(crate::api::audit::AuditTarget(format!(
+            "{client_id}/{flow_id}"
+        )));
+    Ok(response)
 }
 
 fn list_collections(ds: &Datastore, client_id: &ClientId) -> ApiResult {

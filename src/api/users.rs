@@ -106,20 +106,11 @@ async fn apply(ctx: &ApiCtx, call: &ApiCall, change: UserChange) -> ApiResult {
     written.map_err(refused)?;
     ctx.auth.reload_users_now().await;
     metrics().users_changes.fetch_add(1, Ordering::Relaxed);
-    let (action, name) = match &change {
-        UserChange::Add { name, .. } => ("user.add", name),
-        UserChange::Update {
-            name,
-            password_hash: None,
-            ..
-        } => ("user.role", name),
-        UserChange::Update { name, .. } => ("user.passwd", name),
-        UserChange::Remove { name } => ("user.remove", name),
-    };
-    // audit: user.add / user.passwd / user.remove (through the route's audit hook)
-    tracing::warn!(
-        "{action}: user `{}` changed user `{name}` through the API",
-        call.principal.user
+    // The route's audit hook records the change (api/audit.rs); this is the log's line.
+    tracing::info!(
+        "user `{}` changed user `{}` through the API",
+        call.principal.user,
+        change.name()
     );
     let answer = match change {
         UserChange::Remove { name } => json!({ "name": name, "removed": true }),

@@ -24,6 +24,7 @@ use crate::limits::{
 const CLIENTS_DIR: &str = "clients";
 const HUNTS_DIR: &str = "hunts";
 const SERVER_DIR: &str = "server";
+const AUDIT_DIR: &str = "audit";
 
 const _: () = assert!(MAX_ARTIFACT_NAME_BYTES + ".batches".len() <= 255);
 
@@ -81,6 +82,16 @@ impl Datastore {
     /// by the master only.
     pub fn client_event_table_path(&self) -> PathBuf {
         self.server_dir().join("client_event_table.json")
+    }
+
+    /// `audit/`: the audit trail's day files (`src/audit/`), created by its writer.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.root.join(AUDIT_DIR)
+    }
+
+    /// `audit/<YYYY-MM-DD>.jsonl`: the audit entries of one UTC day.
+    pub fn audit_day_path(&self, day: UtcDay) -> PathBuf {
+        self.audit_dir().join(format!("{day}.jsonl"))
     }
 
     /// `hunts/<hunt_id>.json`.

@@ -11,6 +11,7 @@ use futures_rustls::TlsAcceptor;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::api::{self, ApiCtx};
+use crate::audit::AuditLog;
 use crate::config::{FrontendIdentity, FrontendRole, GuiPriority, ServerConfig};
 use crate::datastore::Datastore;
 use crate::events::watch::EndReason;
@@ -67,6 +68,8 @@ pub fn run_frontend(
         config.datastore.fsync_documents,
     )?
     .with_fsync_events(config.datastore.fsync_events);
+    // One writer thread per process; every executor records through clones.
+    let audit = AuditLog::open(&datastore);
     let agent_tls = TlsAcceptor::from(agent_server_config(&identity.tls)?);
     let gui_tls = TlsAcceptor::from(gui_server_config(&identity.tls)?);
     let cores = std::thread::available_parallelism()
@@ -134,6 +137,7 @@ pub fn run_frontend(
         tls: gui_tls,
         link,
         watch: watch.clone(),
+        audit: audit.clone(),
     };
     // What acts on ingested events, shared by every shard: the master's watchers, or a
     // minion's forwarder to the master's, and the sinks. Sinks start first: their spools
@@ -250,6 +254,13 @@ pub fn run_frontend(
     if let Some(thread) = link_thread {
         thread.stop();
     }
+    // After everything that records has stopped: what is queued reaches the day file.
+    if !audit.flush(crate::limits::AUDIT_FLUSH_ON_SHUTDOWN) {
+        tracing::error!(
+            "audit entries still queued after {:?}: they are lost",
+            crate::limits::AUDIT_FLUSH_ON_SHUTDOWN
+        );
+    }
     crate::say!("packhunt frontend stopped");
     Ok(())
 }
@@ -352,6 +363,7 @@ struct HubSetup {
     link: Option<LinkEnds>,
     /// The master's live watchers.
     watch: Option<WatchHub>,
+    audit: AuditLog,
 }
 
 struct ShardSetup {
@@ -459,6 +471,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         tls,
         link,
         watch,
+        audit,
     } = setup;
     let role = identity.role;
     let is_master = identity.is_master();
@@ -589,6 +602,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         role,
         watch: watch.clone(),
         live: api::live::LiveStreams::new(shutdown.clone()),
+        audit,
     });
     api::serve(ctx, listener, tls, shutdown).await;
     if let Some(watch) = watch {

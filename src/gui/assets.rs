@@ -41,6 +41,7 @@ const FILES: &[(&str, &[u8])] = embedded![
     "views/hunts.js",
     "views/hunt.js",
     "views/events.js",
+    "views/audit.js",
     "views/users.js",
     "views/live-common.js",
     "params.js",

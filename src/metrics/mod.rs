@@ -370,6 +370,17 @@ pub struct Metrics {
     pub client_index_searches: AtomicU64,
     /// Time to match, count and page one search inside the index.
     pub client_index_search_latency: histogram::LatencyHistogram,
+    // ---- Audit trail (src/audit/) ----
+    /// Audit entries appended to day files.
+    pub audit_entries_written: AtomicU64,
+    /// Audit entries dropped: the writer's queue was full (or its thread never started).
+    pub audit_dropped: AtomicU64,
+    /// Day files that could not be opened, appended to or synced.
+    pub audit_write_errors: AtomicU64,
+    /// Entries written with a field cut to fit `MAX_AUDIT_LINE_BYTES`.
+    pub audit_truncated: AtomicU64,
+    /// Lines skipped by readers of the audit trail because they were not entries.
+    pub audit_malformed_lines: AtomicU64,
     // ---- Users and roles (config/users.rs, api/users.rs, api/auth.rs, api/permissions.rs) ----
     /// Calls refused with 403 because the user's role is below the route's.
     pub users_permission_refusals: AtomicU64,
@@ -639,8 +650,21 @@ impl Metrics {
         self.render_gui_sessions(&mut out);
         self.render_gui_live(&mut out);
         self.render_client_index(&mut out);
+        self.render_audit(&mut out);
         self.render_users(&mut out);
         out
+    }
+
+    /// The audit trail's writer and readers (src/audit/).
+    fn render_audit(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            ("packhunt_audit_entries_written_total", "Audit entries appended to audit/<day>.jsonl", &self.audit_entries_written),
+            ("packhunt_audit_dropped_total", "Audit entries dropped because the audit writer's queue was full (logged at error)", &self.audit_dropped),
+            ("packhunt_audit_write_errors_total", "Audit day files that could not be opened, appended to or synced (entries lost; logged at error)", &self.audit_write_errors),
+            ("packhunt_audit_truncated_total", "Audit entries written with a field cut to fit one line", &self.audit_truncated),
+            ("packhunt_audit_malformed_lines_total", "Lines of audit day files skipped by readers because they are not entries (each read counts again)", &self.audit_malformed_lines),
+        ];
+        write_counters(out, &counters);
     }
 
     /// Users and roles.

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod api_client;
 
 pub mod agent_outbox;
+pub mod audit;
 pub mod browser;
 pub mod cancel;
 pub mod clickhouse;

@@ -22,6 +22,7 @@ const ROUTES = [
   [/^\/hunts$/, 'hunts', []],
   [/^\/hunts\/([^/]+)$/, 'hunt', ['id']],
   [/^\/events$/, 'events', []],
+  [/^\/audit$/, 'audit', []],
   [/^\/users$/, 'users', []],
 ];
 const DEFAULT_ROUTE = '#/dashboard';
