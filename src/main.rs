@@ -280,7 +280,6 @@ fn run_user(command: UserCommand) -> Result<()> {
             password,
             config,
         } => {
-            users::check_name(&name)?;
             let password = read_password(&name, &password)?;
             let change = UserChange::Update {
                 name,

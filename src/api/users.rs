@@ -65,7 +65,6 @@ pub async fn add(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
 
 /// `PUT /api/v1/users/{name}` `{"role"?, "password"?}`.
 pub async fn update(ctx: &ApiCtx, call: &ApiCall, name: &str) -> ApiResult {
-    users::check_name(name).map_err(refused)?;
     let body: UserUpdate = parse_body(&call.body)?;
     let role = match &body.role {
         Some(role) => Some(users::parse_role(role).map_err(refused)?),
@@ -88,7 +87,6 @@ pub async fn update(ctx: &ApiCtx, call: &ApiCall, name: &str) -> ApiResult {
 
 /// `DELETE /api/v1/users/{name}`.
 pub async fn remove(ctx: &ApiCtx, call: &ApiCall, name: &str) -> ApiResult {
-    users::check_name(name).map_err(refused)?;
     let change = UserChange::Remove {
         name: name.to_string(),
     };

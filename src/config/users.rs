@@ -152,7 +152,11 @@ pub fn load_users(path: &Path) -> Result<Vec<UserEntry>, UserError> {
 
 /// Applies `change` to the server config at `path`, in place.
 pub fn apply(path: &Path, change: &UserChange) -> Result<(), UserError> {
-    check_name(change.name())?;
+    // Only new names must have the shape: a user written by hand before these checks
+    // existed can still be changed or removed.
+    if let UserChange::Add { name, .. } = change {
+        check_name(name)?;
+    }
     let _lock = EditLock::take(path)?;
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
@@ -197,7 +201,7 @@ fn check_change(users: &[UserEntry], change: &UserChange) -> Result<(), UserErro
             role,
             password_hash,
         } => {
-            let user = find(name).ok_or_else(|| UserError::UnknownUser(name.clone()))?;
+            let user = find(name).ok_or_else(|| unknown(name))?;
             if role.is_none() && password_hash.is_none() {
                 return Err(UserError::NothingToChange);
             }
@@ -206,13 +210,18 @@ fn check_change(users: &[UserEntry], change: &UserChange) -> Result<(), UserErro
             }
         }
         UserChange::Remove { name } => {
-            let user = find(name).ok_or_else(|| UserError::UnknownUser(name.clone()))?;
+            let user = find(name).ok_or_else(|| unknown(name))?;
             if last_administrator(user) {
                 return Err(UserError::LastAdministrator(name.clone()));
             }
         }
     }
     Ok(())
+}
+
+/// An unknown user, named as far as an error line should quote a caller's text.
+fn unknown(name: &str) -> UserError {
+    UserError::UnknownUser(name.chars().take(MAX_USER_NAME_CHARS).collect())
 }
 
 /// Makes `change` in the document (already checked against its users).
@@ -236,7 +245,7 @@ fn edit(
         users
             .iter()
             .position(|t| t.get("name").and_then(|v| v.as_str()) == Some(name))
-            .ok_or_else(|| UserError::UnknownUser(name.to_string()))
+            .ok_or_else(|| unknown(name))
     };
     match change {
         UserChange::Add {
@@ -283,7 +292,8 @@ fn parse_file(path: &Path, text: &str) -> Result<ServerFile, ConfigError> {
     })
 }
 
-/// The checks the frontend makes at start, plus the names' shape and uniqueness.
+/// The checks the frontend makes at start, plus names that Basic credentials can carry,
+/// each listed once.
 fn check_users(path: &Path, users: &[UserEntry]) -> Result<(), ConfigError> {
     let invalid = |key: String, message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -303,8 +313,11 @@ fn check_users(path: &Path, users: &[UserEntry]) -> Result<(), ConfigError> {
         ));
     }
     for (i, user) in users.iter().enumerate() {
-        if let Err(e) = check_name(&user.name) {
-            return Err(invalid(format!("users[{i}].name"), e.to_string()));
+        if user.name.is_empty() || user.name.contains(':') {
+            return Err(invalid(
+                format!("users[{i}].name"),
+                "must not be empty or hold `:` (Basic credentials could not carry it)".into(),
+            ));
         }
         if users[..i].iter().any(|u| u.name == user.name) {
             return Err(invalid(
@@ -602,6 +615,33 @@ path = "events.jsonl"
         assert!(read(b"two\nlines here\n").is_err());
         assert!(read(b"\xff\xfe not text at all").is_err());
         assert!(read(b"short\n").is_err());
+    }
+
+    #[test]
+    fn a_hand_written_name_of_another_shape_can_still_be_changed() {
+        let (_dir, path) = setup();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hash = crate::config::generate::hash_password("old style password");
+        let extra = format!(
+            "[[users]]\nname = \"Old Style\"\npassword_hash = \"{hash}\"\nrole = \"reader\"\n\n"
+        );
+        std::fs::write(
+            &path,
+            text.replace("[[sinks]]", &format!("{extra}[[sinks]]")),
+        )
+        .unwrap();
+        assert_eq!(load_users(&path).unwrap().len(), 2);
+        let promote = UserChange::Update {
+            name: "Old Style".into(),
+            role: Some(Role::Investigator),
+            password_hash: None,
+        };
+        apply(&path, &promote).expect("role change");
+        let remove = UserChange::Remove {
+            name: "Old Style".into(),
+        };
+        apply(&path, &remove).expect("remove");
+        assert_eq!(names(&path), [("admin".to_string(), Role::Administrator)]);
     }
 
     #[test]
