@@ -753,6 +753,24 @@ pub const MAX_AGENT_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 // ---- Users and roles ----------------------------------------------------------------------
 
+/// Shortest password `packhunt user` and the users API accept: OWASP ASVS 4.0 2.1.1
+/// ("user set passwords are at least 12 characters in length").
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Longest password accepted: ASVS 2.1.2 asks that at least 64 characters be allowed and
+/// no more than 128 be refused; past this it is not a password but a payload for argon2.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Longest user name: names travel in Basic credentials, URLs, log lines and audit entries.
+pub const MAX_USER_NAME_CHARS: usize = 64;
+
+/// Most `[[users]]` entries: every login scans the list, and the GUI shows it on one page.
+pub const MAX_USERS_COUNT: usize = 1_000;
+
+/// How often the master looks at its config file's size and mtime to pick up user
+/// changes: an added, removed or re-passworded user takes effect within this.
+pub const USERS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
 // ---- Audit trail --------------------------------------------------------------------------
 
 /// Audit entries waiting for the writer thread, at most. Entries are a few hundred bytes

@@ -50,6 +50,10 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Manage the API's users (`[[users]]` in server.config.toml, edited in place). A
+    /// running master takes changes within seconds, without a restart.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Generate a config under ./packhunt-data if there is none, then start a master
     /// frontend with the GUI and print how to reach it.
     Quickstart {
@@ -144,6 +148,66 @@ enum ConfigCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user with a role: administrator, investigator or reader.
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        password: PasswordInput,
+        #[command(flatten)]
+        config: UsersConfig,
+    },
+    /// Set a user's password (their browser sessions end).
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordInput,
+        #[command(flatten)]
+        config: UsersConfig,
+    },
+    /// Change a user's role (their browser sessions end).
+    Role {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        config: UsersConfig,
+    },
+    /// Remove a user (not the last administrator).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        config: UsersConfig,
+    },
+    /// List the users and their roles.
+    List {
+        #[command(flatten)]
+        config: UsersConfig,
+    },
+}
+
+#[derive(clap::Args)]
+struct UsersConfig {
+    /// The master's server.config.toml.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Where a new password comes from: never the command line (other users see it in ps
+/// and it stays in shell history). Without either flag it is asked for on the terminal.
+#[derive(clap::Args)]
+struct PasswordInput {
+    /// Read the password from standard input (one line).
+    #[arg(long, conflicts_with = "password_file")]
+    password_stdin: bool,
+    /// Read the password from this file (one line).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
 }
 
 fn main() {
@@ -262,6 +326,7 @@ fn run() -> Result<()> {
             node,
         } => run_frontend(&config, node.as_deref()),
         Command::Client { config } => run_client(&config),
+        Command::User(command) => run_user(command),
         Command::Quickstart {
             dir,
             clients,
@@ -270,6 +335,162 @@ fn run() -> Result<()> {
             api_port,
         } => quickstart(&dir, clients, frontend_port, gui_port, api_port),
     }
+}
+
+fn run_user(command: UserCommand) -> Result<()> {
+    use packhunt::config::users::{self, UserChange};
+    let (path, change) = match command {
+        UserCommand::List { config } => {
+            let list = users::load_users(&config.config)?;
+            let width = list.iter().map(|u| u.name.len()).max().unwrap_or(0);
+            for user in list {
+                packhunt::say!("{:<width$}  {}", user.name, user.role);
+            }
+            return Ok(());
+        }
+        UserCommand::Add {
+            name,
+            role,
+            password,
+            config,
+        } => {
+            users::check_name(&name)?;
+            let role = users::parse_role(&role)?;
+            let password = read_password(&name, &password)?;
+            let password_hash = generate::hash_password(&password);
+            let change = UserChange::Add {
+                name,
+                role,
+                password_hash,
+            };
+            (config.config, change)
+        }
+        UserCommand::Passwd {
+            name,
+            password,
+            config,
+        } => {
+            let password = read_password(&name, &password)?;
+            let change = UserChange::Update {
+                name,
+                role: None,
+                password_hash: Some(generate::hash_password(&password)),
+            };
+            (config.config, change)
+        }
+        UserCommand::Role { name, role, config } => {
+            let change = UserChange::Update {
+                name,
+                role: Some(users::parse_role(&role)?),
+                password_hash: None,
+            };
+            (config.config, change)
+        }
+        UserCommand::Remove { name, config } => (config.config, UserChange::Remove { name }),
+    };
+    let applied = users::apply(&path, &change);
+    audit_user_change(&path, &change, &applied);
+    applied?;
+    let done = match &change {
+        UserChange::Add { role, .. } => format!("added user `{}` ({role})", change.name()),
+        UserChange::Update {
+            role: Some(role), ..
+        } => format!("user `{}` now has the role {role}", change.name()),
+        UserChange::Update { .. } => format!("set the password of `{}`", change.name()),
+        UserChange::Remove { .. } => format!("removed user `{}`", change.name()),
+    };
+    packhunt::say!(
+        "{done} in {}; a running master takes it within {} s",
+        path.display(),
+        packhunt::limits::USERS_RELOAD_INTERVAL.as_secs()
+    );
+    Ok(())
+}
+
+/// Records a `packhunt user` change (or its refusal) in the deployment's audit trail,
+/// as the operator's login name via "cli". A datastore this command cannot open (another
+/// account's, say) is warned about; the change itself stands.
+fn audit_user_change(
+    path: &std::path::Path,
+    change: &packhunt::config::users::UserChange,
+    applied: &Result<(), packhunt::config::users::UserError>,
+) {
+    use packhunt::audit::{action, outcome, via, AuditEntry, AuditLog};
+    use packhunt::config::users::UserChange;
+    let datastore = packhunt::config::ServerFile::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            let location = file.datastore.location;
+            packhunt::datastore::Datastore::open(location, file.datastore.fsync_documents)
+                .map_err(|e| e.to_string())
+        });
+    let datastore = match datastore {
+        Ok(datastore) => datastore,
+        Err(e) => {
+            tracing::warn!("not recorded in the audit trail: cannot open the datastore: {e}");
+            return;
+        }
+    };
+    let what = match change {
+        UserChange::Add { .. } => action::USER_ADD,
+        UserChange::Update {
+            password_hash: Some(_),
+            ..
+        } => action::USER_PASSWD,
+        UserChange::Update { .. } => action::USER_CHANGE,
+        UserChange::Remove { .. } => action::USER_REMOVE,
+    };
+    let (result, detail) = match applied {
+        Ok(()) => (outcome::OK, None),
+        Err(e) if e.is_refusal() => (outcome::REFUSED, Some(e.to_string())),
+        Err(e) => (outcome::FAILED, Some(e.to_string())),
+    };
+    let operator = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "(unknown operator)".into());
+    let log = AuditLog::open(&datastore);
+    log.record(
+        AuditEntry::now(&operator, via::CLI, what, change.name(), result).with_detail(detail),
+    );
+    if !log.flush(std::time::Duration::from_secs(5)) {
+        tracing::warn!("the audit entry for this change may not have been written");
+    }
+}
+
+/// The new password of `name`: from standard input, a file, or asked twice on the
+/// terminal (without echo).
+fn read_password(name: &str, input: &PasswordInput) -> Result<String> {
+    use packhunt::config::users::password_from_input;
+    use std::io::{IsTerminal, Read};
+    // One byte past the longest password and its line end tells "too long" from "fits".
+    let cap = (packhunt::limits::MAX_PASSWORD_BYTES + 3) as u64;
+    if input.password_stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(cap)
+            .read_to_end(&mut bytes)
+            .context("reading the password from standard input")?;
+        return Ok(password_from_input(&bytes)?);
+    }
+    if let Some(file) = &input.password_file {
+        let mut bytes = Vec::new();
+        std::fs::File::open(file)
+            .and_then(|f| f.take(cap).read_to_end(&mut bytes))
+            .with_context(|| format!("reading the password from {}", file.display()))?;
+        return password_from_input(&bytes)
+            .with_context(|| format!("password file {}", file.display()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password: standard input is not a terminal; give --password-stdin or --password-file FILE");
+    }
+    let first = rpassword::prompt_password(format!("new password for `{name}`: "))
+        .context("reading the password from the terminal")?;
+    packhunt::config::users::check_password(&first)?;
+    let again = rpassword::prompt_password("again: ").context("reading the password again")?;
+    if first != again {
+        bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
 }
 
 fn print_generated(g: &generate::Generated) {

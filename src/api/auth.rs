@@ -8,10 +8,18 @@
 //! back. The first successful check of a credential stores
 //! SHA-256(user ":" password) with the user's role; later calls compare that digest in
 //! constant time. Failed attempts are never cached.
+//!
+//! The users are re-read when the config file changes (`packhunt user ...` or the users
+//! API edited it): at most every `USERS_RELOAD_INTERVAL`, a request first has the file's
+//! identity, size and mtime looked at on the blocking pool; when they changed, `[[users]]`
+//! is read and checked there too. Cached credentials and browser sessions of users who
+//! were removed or got a new password or role end at once. A file that does not load
+//! keeps the users as they were (logged and counted).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -29,10 +37,12 @@ use crate::api::routes::ApiError;
 use crate::api::session::{SessionView, Sessions};
 use crate::api::throttle::LoginThrottle;
 use crate::api::ApiCtx;
+use crate::config::users::UserError;
 use crate::config::{Role, SessionTimeouts, UserEntry};
 use crate::limits::{
     MAX_CACHED_CREDENTIALS_COUNT, MAX_PASSWORD_CHECKS_IN_FLIGHT_COUNT,
     MAX_PASSWORD_CHECKS_WAITING_COUNT, MAX_SESSIONS_COUNT, PASSWORD_CHECKS_BUSY_RETRY_AFTER,
+    USERS_RELOAD_INTERVAL,
 };
 use crate::metrics::metrics;
 use crate::runtime::offload::offload;
@@ -62,7 +72,10 @@ pub enum PasswordRefusal {
 }
 
 pub struct Authenticator {
-    users: Vec<UserEntry>,
+    /// Invariant: as the config file last held them when it loaded (names unique).
+    users: RefCell<Vec<UserEntry>>,
+    /// Where the users are re-read from; none: they never change (unit tests).
+    source: Option<UsersSource>,
     verified: RefCell<HashMap<String, ([u8; 32], Role)>>,
     /// Browser sessions (the master's GUI).
     pub sessions: Sessions,
@@ -76,7 +89,8 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(users: Vec<UserEntry>, sessions: SessionTimeouts) -> Self {
         Self {
-            users,
+            users: RefCell::new(users),
+            source: None,
             verified: RefCell::new(HashMap::new()),
             sessions: Sessions::new(sessions, MAX_SESSIONS_COUNT),
             throttle: LoginThrottle::default(),
@@ -85,6 +99,112 @@ impl Authenticator {
             ),
             checks_waiting: Cell::new(0),
         }
+    }
+
+    /// Re-reads the users from `path` when it changes (see the module's doc). Takes the
+    /// file's stamp now: call it at start, with the users just loaded from that file.
+    pub fn reloading_from(mut self, path: PathBuf) -> Self {
+        let stamp = FileStamp::of(&path).ok();
+        self.source = Some(UsersSource {
+            path,
+            stamp: Cell::new(stamp),
+            next_check: Cell::new(Instant::now() + USERS_RELOAD_INTERVAL),
+            checking: Cell::new(false),
+            looks_started: Cell::new(0),
+            look_applied: Cell::new(0),
+        });
+        self
+    }
+
+    /// Picks up user changes if the config file changed since it was last looked at, at
+    /// most every `USERS_RELOAD_INTERVAL` and never two looks at once.
+    pub async fn refresh_users(&self) {
+        let Some(source) = &self.source else { return };
+        let now = Instant::now();
+        if source.checking.get() || now < source.next_check.get() {
+            return;
+        }
+        source.next_check.set(now + USERS_RELOAD_INTERVAL);
+        source.checking.set(true);
+        let _checked = ClearOnDrop(&source.checking);
+        self.look(source).await;
+    }
+
+    /// Looks at the config file now, whether or not a look is due or running: after this
+    /// process changed the users, so the change holds from its answer on.
+    pub async fn reload_users_now(&self) {
+        if let Some(source) = &self.source {
+            self.look(source).await;
+        }
+    }
+
+    async fn look(&self, source: &UsersSource) {
+        let seq = source.looks_started.get() + 1;
+        source.looks_started.set(seq);
+        let (path, known) = (source.path.clone(), source.stamp.get());
+        let look = offload(move || Look::at(&path, known)).await;
+        // A look that started before one already applied would put older users back.
+        if seq <= source.look_applied.get() {
+            return;
+        }
+        source.look_applied.set(seq);
+        let m = metrics();
+        match look {
+            Look::Unchanged => {}
+            Look::Missing(e) => {
+                if source.stamp.take().is_some() {
+                    m.users_reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "cannot look at {} for user changes ({e}); the users stay as they were",
+                        source.path.display()
+                    );
+                }
+            }
+            Look::Changed(stamp, Err(e)) => {
+                source.stamp.set(Some(stamp));
+                m.users_reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("user changes not taken: {e}; the users stay as they were");
+            }
+            Look::Changed(stamp, Ok(users)) => {
+                source.stamp.set(Some(stamp));
+                m.users_reloads.fetch_add(1, Ordering::Relaxed);
+                self.install(users);
+            }
+        }
+    }
+
+    /// Replaces the users; forgets what was verified for, and ends the sessions of, every
+    /// user removed or given another password or role.
+    fn install(&self, users: Vec<UserEntry>) {
+        let old = self.users.replace(users);
+        let new = self.users.borrow();
+        let (mut changed, mut ended) = (Vec::new(), 0);
+        for before in &old {
+            let same = new.iter().any(|u| {
+                u.name == before.name
+                    && u.role == before.role
+                    && u.password_hash == before.password_hash
+            });
+            if !same {
+                self.verified.borrow_mut().remove(&before.name);
+                ended += self.sessions.end_user(&before.name);
+                changed.push(before.name.as_str());
+            }
+        }
+        metrics()
+            .users_sessions_ended
+            .fetch_add(ended as u64, Ordering::Relaxed);
+        let added = new.iter().filter(|u| !old.iter().any(|o| o.name == u.name));
+        let added: Vec<&str> = added.map(|u| u.name.as_str()).collect();
+        tracing::info!(
+            "users reloaded: {} users; added {added:?}; removed or changed {changed:?}              ({ended} sessions ended)",
+            new.len()
+        );
+    }
+
+    /// The configured user `name`, if there is one.
+    fn user(&self, name: &str) -> Option<UserEntry> {
+        self.users.borrow().iter().find(|u| u.name == name).cloned()
     }
 
     /// Checks an `Authorization: Basic` header value; None (no or malformed header) is
@@ -110,8 +230,8 @@ impl Authenticator {
         if let Some(principal) = self.cached(user, &digest) {
             return Ok(principal);
         }
-        let entry = self.users.iter().find(|u| u.name == user);
-        let known_user = entry.map(|e| e.name.as_str());
+        let entry = self.user(user);
+        let known_user = entry.as_ref().map(|e| e.name.as_str());
         self.not_throttled(known_user, from)?;
         let _check = self.check_slot().await?;
         // While this waited, another request may have verified the same credentials, or
@@ -120,11 +240,11 @@ impl Authenticator {
             return Ok(principal);
         }
         self.not_throttled(known_user, from)?;
-        let hash = entry.map(|e| e.password_hash.clone());
-        let password = password.to_string();
+        let hash = entry.as_ref().map(|e| e.password_hash.clone());
+        let (checked, password) = (hash.clone(), password.to_string());
         // An unknown user costs the same argon2 run as a known one: how long a refusal
         // takes does not tell which users exist.
-        let right = offload(move || match hash {
+        let right = offload(move || match checked {
             Some(hash) => crate::config::generate::verify_password(&hash, &password),
             None => {
                 crate::config::generate::verify_password(unknown_user_hash(), &password);
@@ -132,6 +252,11 @@ impl Authenticator {
             }
         })
         .await;
+        // The users may have been reloaded meanwhile: only the password the user has now
+        // lets them in.
+        let entry = self
+            .user(user)
+            .filter(|now| Some(&now.password_hash) == hash.as_ref());
         let (Some(entry), true) = (entry, right) else {
             if self.throttle.failed(known_user, from, Instant::now()) {
                 let window = crate::limits::LOGIN_FAILURE_WINDOW;
@@ -200,6 +325,70 @@ impl Authenticator {
             .acquire_permit(1)
             .await
             .map_err(|_| busy())
+    }
+}
+
+/// Where the users come from and what the file looked like when they were read.
+struct UsersSource {
+    path: PathBuf,
+    /// The file's stamp when `users` were last read from it; none if it was missing at
+    /// the last look.
+    stamp: Cell<Option<FileStamp>>,
+    next_check: Cell<Instant>,
+    /// Whether a periodic look is running (forced looks do not wait for it).
+    checking: Cell<bool>,
+    /// Looks started and the latest whose outcome was applied. Invariant:
+    /// `look_applied <= looks_started`.
+    looks_started: Cell<u64>,
+    look_applied: Cell<u64>,
+}
+
+/// What tells that a file changed without reading it: a rename gives a new inode, an
+/// edit in place a new size or mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            device: m.dev(),
+            inode: m.ino(),
+            len: m.len(),
+            modified_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+/// What a look at the config file found (on the blocking pool).
+enum Look {
+    Unchanged,
+    Missing(std::io::Error),
+    Changed(FileStamp, Result<Vec<UserEntry>, UserError>),
+}
+
+impl Look {
+    fn at(path: &Path, known: Option<FileStamp>) -> Look {
+        match FileStamp::of(path) {
+            Err(e) => Look::Missing(e),
+            Ok(stamp) if Some(stamp) == known => Look::Unchanged,
+            Ok(stamp) => Look::Changed(stamp, crate::config::users::load_users(path)),
+        }
+    }
+}
+
+/// Clears a flag when dropped (also when the future holding it is).
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 

@@ -23,6 +23,7 @@ pub mod session;
 pub mod stream;
 pub mod throttle;
 pub mod uploads;
+pub mod users;
 pub mod watch;
 
 use std::convert::Infallible;

@@ -1,6 +1,6 @@
-//! GUI/API routes (docs/architecture.md, "API shapes"). Every route needs a user; writes need the
-//! administrator role. Errors are `{"error": "..."}` with the status that says whose
-//! fault it was.
+//! GUI/API routes (docs/architecture.md, "API shapes"). Every route needs a user, and a
+//! role the permission table (`api/permissions.rs`) allows. Errors are `{"error": "..."}`
+//! with the status that says whose fault it was.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -52,6 +52,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// This server's own failure (e.g. its config file cannot be written): 500.
+    #[error("{0}")]
+    Internal(String),
     #[error("{0}")]
     Datastore(#[from] DatastoreError),
 }
@@ -67,6 +70,7 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Datastore(e) if e.is_not_found() => StatusCode::NOT_FOUND,
             Self::Datastore(e) => match e.fault() {
                 Fault::Agent => StatusCode::BAD_REQUEST,
@@ -152,9 +156,11 @@ async fn dispatch(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResult {
         if let Some(answer) = crate::api::assets::serve(&method, &path, req.headers()) {
             return Ok(answer);
         }
-        if segments.as_slice() == ["api", "v1", "session"] {
-            return crate::api::login::route(ctx, req).await;
-        }
+    }
+    // Users added, removed or changed since the last look count from this request on.
+    ctx.auth.refresh_users().await;
+    if ctx.role == FrontendRole::Master && segments.as_slice() == ["api", "v1", "session"] {
+        return crate::api::login::route(ctx, req).await;
     }
     let principal = match crate::api::auth::authenticate(ctx, &req).await {
         Ok(principal) => principal,
@@ -342,6 +348,14 @@ async fn route_to_handler(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
         (&Method::GET, ["api", "v1", "clients", id, "collections", flow, "uploads", n]) => {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);
             crate::api::uploads::download(ctx, client, flow, n, &call.headers).await
+        }
+        (&Method::GET, ["api", "v1", "users"]) => crate::api::users::list(ctx).await,
+        (&Method::POST, ["api", "v1", "users"]) => crate::api::users::add(ctx, call).await,
+        (&Method::PUT, ["api", "v1", "users", name]) => {
+            crate::api::users::update(ctx, call, name).await
+        }
+        (&Method::DELETE, ["api", "v1", "users", name]) => {
+            crate::api::users::remove(ctx, call, name).await
         }
         (&Method::POST, ["api", "v1", "clients", id, "collections", flow, "cancel"]) => {
             let (client, flow) = (ClientId::parse(id)?, FlowId::parse(flow)?);

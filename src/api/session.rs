@@ -178,6 +178,18 @@ impl Sessions {
         closed
     }
 
+    /// Ends every session of `user` (removed, or given a new password or role); how many
+    /// ended.
+    pub fn end_user(&self, user: &str) -> usize {
+        let mut sessions = self.by_digest.borrow_mut();
+        let before = sessions.len();
+        sessions.retain(|_, s| s.user != user);
+        metrics()
+            .gui_sessions_open
+            .store(sessions.len() as i64, Ordering::Relaxed);
+        before - sessions.len()
+    }
+
     /// Sessions held, expired ones not yet dropped included.
     pub fn len(&self) -> usize {
         self.by_digest.borrow().len()
@@ -304,6 +316,20 @@ mod tests {
         assert!(sessions.find(tokens[1].as_str(), at).is_some());
         assert!(sessions.find(tokens[2].as_str(), at).is_some());
         assert!(sessions.find(newest.as_str(), at).is_some());
+    }
+
+    #[test]
+    fn ending_a_user_ends_only_their_sessions() {
+        let sessions = store(100, 100, 8);
+        let now = Instant::now();
+        let (a1, _) = sessions.open(&who("ana"), now);
+        let (a2, _) = sessions.open(&who("ana"), now);
+        let (b, _) = sessions.open(&who("bo"), now);
+        assert_eq!(sessions.end_user("ana"), 2);
+        assert!(sessions.find(a1.as_str(), now).is_none());
+        assert!(sessions.find(a2.as_str(), now).is_none());
+        assert!(sessions.find(b.as_str(), now).is_some());
+        assert_eq!(sessions.end_user("nobody"), 0);
     }
 
     #[test]

@@ -217,11 +217,41 @@ impl Default for LimitsSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What an API user may do (docs/security/roles.md; `api::permissions` holds the table).
+/// Ordered by what a role may do: each may do all that the roles before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
-    Administrator,
+    /// Reads everything the API shows; changes nothing.
     Reader,
+    /// Also collects, cancels, hunts and labels.
+    Investigator,
+    /// Also manages users, the client event table, sinks and the audit trail.
+    Administrator,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Administrator, Role::Investigator, Role::Reader];
+
+    /// The name the config file, the CLI and the API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Administrator => "administrator",
+            Role::Investigator => "investigator",
+            Role::Reader => "reader",
+        }
+    }
+
+    /// The role named `name` (as `as_str` spells it); None for any other text.
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

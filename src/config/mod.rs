@@ -11,6 +11,7 @@ pub mod minion;
 pub mod secrets;
 pub mod sinks;
 pub mod url;
+pub mod users;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
@@ -73,6 +74,9 @@ pub struct ServerConfig {
     pub minions: Vec<Minion>,
     /// `[[sinks]]`; invariant: names are unique.
     pub sinks: Vec<Sink>,
+    /// The file this was read from: where user changes are written and re-read
+    /// (`config::users`, `api::auth`).
+    pub path: PathBuf,
 }
 
 /// `[frontend]`: the master's address, certificate and process resources.
@@ -525,6 +529,7 @@ impl ServerFile {
             users: self.users,
             minions,
             sinks: sinks::parse_sinks(&check, &self.sinks)?,
+            path: path.to_path_buf(),
         })
     }
 }

@@ -611,7 +611,8 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         }
     };
     let _ = ready.send(Ok(()));
-    let auth = api::auth::Authenticator::new(config.users.clone(), config.gui.sessions);
+    let auth = api::auth::Authenticator::new(config.users.clone(), config.gui.sessions)
+        .reloading_from(config.path.clone());
     let fleet = Rc::new(FleetNotifier {
         local: notifier,
         replication: if is_master { replication } else { None },

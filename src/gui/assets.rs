@@ -42,6 +42,7 @@ const FILES: &[(&str, &[u8])] = embedded![
     "views/hunt.js",
     "views/events.js",
     "views/audit.js",
+    "views/users.js",
     "views/live-common.js",
     "params.js",
     "live.css",

@@ -454,6 +454,20 @@ pub struct Metrics {
     gui_connections_closed: [AtomicU64; GuiConnectionEnd::ALL.len()],
     /// Agent requests refused with 403: the enrolment secret missing or wrong.
     pub enrolment_refused: AtomicU64,
+    // ---- Users and roles (config/users.rs, api/users.rs, api/auth.rs, api/permissions.rs) ----
+    /// Calls refused with 403 because the user's role is below the route's.
+    pub users_permission_refusals: AtomicU64,
+    /// Times the master re-read `[[users]]` after its config file changed.
+    pub users_reloads: AtomicU64,
+    /// Re-reads that failed (unreadable or malformed file): the old users stayed.
+    pub users_reload_failures: AtomicU64,
+    /// Browser sessions ended because their user was removed or got a new password or role.
+    pub users_sessions_ended: AtomicU64,
+    /// Users added, changed or removed through the API.
+    pub users_changes: AtomicU64,
+    /// User changes through the API refused (bad input, duplicate, last administrator) or
+    /// failed (the config file could not be written).
+    pub users_changes_refused: AtomicU64,
 }
 
 /// What a master refused from a minion; the `kind` label of
@@ -950,6 +964,7 @@ impl Metrics {
         self.render_agent_port(&mut out);
         self.render_fleet_trust(&mut out);
         self.render_secrets(&mut out);
+        self.render_users(&mut out);
         out
     }
 
@@ -961,6 +976,43 @@ impl Metrics {
             ("packhunt_audit_write_errors_total", "Audit day files that could not be opened, appended to or synced (entries lost; logged at error)", &self.audit_write_errors),
             ("packhunt_audit_truncated_total", "Audit entries written with a field cut to fit one line", &self.audit_truncated),
             ("packhunt_audit_malformed_lines_total", "Lines of audit day files skipped by readers because they are not entries (each read counts again)", &self.audit_malformed_lines),
+        ];
+        write_counters(out, &counters);
+    }
+
+    /// Users and roles.
+    fn render_users(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "packhunt_users_permission_refusals_total",
+                "API calls refused with 403: the user's role is below the route's",
+                &self.users_permission_refusals,
+            ),
+            (
+                "packhunt_users_reloads_total",
+                "Re-reads of [[users]] after the config file changed",
+                &self.users_reloads,
+            ),
+            (
+                "packhunt_users_reload_failures_total",
+                "Re-reads of [[users]] that failed (the old users stayed; see the log)",
+                &self.users_reload_failures,
+            ),
+            (
+                "packhunt_users_sessions_ended_total",
+                "GUI sessions ended because their user was removed or got a new password or role",
+                &self.users_sessions_ended,
+            ),
+            (
+                "packhunt_users_changes_total",
+                "Users added, changed or removed through the API",
+                &self.users_changes,
+            ),
+            (
+                "packhunt_users_changes_refused_total",
+                "User changes through the API refused or failed",
+                &self.users_changes_refused,
+            ),
         ];
         write_counters(out, &counters);
     }

@@ -31,6 +31,7 @@ pub mod gui_sessions;
 pub mod live;
 pub mod secrets;
 pub mod uploads;
+pub mod users;
 pub mod watch;
 
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";

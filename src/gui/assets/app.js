@@ -23,6 +23,7 @@ const ROUTES = [
   [/^\/hunts\/([^/]+)$/, 'hunt', ['id']],
   [/^\/events$/, 'events', []],
   [/^\/audit$/, 'audit', []],
+  [/^\/users$/, 'users', []],
 ];
 const DEFAULT_ROUTE = '#/dashboard';
 const LOGIN_ROUTE = '#/login';
@@ -78,8 +79,14 @@ export const app = {
     return json;
   },
 
-  /** Whether the user's role may change things (the API refuses the rest anyway). */
+  /** Whether the user's role may collect, cancel, hunt and label (docs/security/roles.md;
+   *  the API refuses the rest anyway). */
   canChange() {
+    return !!app.session && ['administrator', 'investigator'].includes(app.session.role);
+  },
+
+  /** Whether the user may also manage users and the client event table. */
+  isAdministrator() {
     return !!app.session && app.session.role === 'administrator';
   },
 
@@ -173,10 +180,9 @@ function paintTopBar(view) {
   const section = { client: 'clients', collection: 'clients', hunt: 'hunts' }[view] || view;
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.view === section);
+    // What a role may not do is not offered.
+    if (a.dataset.role === 'administrator') a.classList.toggle('hidden', !app.isAdministrator());
   }
-  // The audit trail is the administrators' (the API refuses anyone else).
-  const audit = document.querySelector('#nav [data-view=audit]');
-  audit.classList.toggle('hidden', !app.session || app.session.role !== 'administrator');
   if (app.session) {
     document.getElementById('session-user').textContent = app.session.user;
     document.getElementById('session-role').textContent = app.session.role;

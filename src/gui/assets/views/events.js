@@ -62,9 +62,9 @@ async function paintTable(box, events, app, notice) {
       h('span', { class: 'muted' }, current.version === 0 ? '(never set: agents run no event artifacts)' : ''),
       notice ? h('span', { class: 'notice', 'data-test': 'event-table-notice' }, notice) : ''),
     allBox, labelsBox,
-    app.canChange() ? h('div', { class: 'toolbar' }, newLabel, addLabel, h('span', { class: 'spacer' }), save) : '',
+    app.isAdministrator() ? h('div', { class: 'toolbar' }, newLabel, addLabel, h('span', { class: 'spacer' }), save) : '',
     error);
-  if (!app.canChange()) {
+  if (!app.isAdministrator()) {
     for (const el of form.querySelectorAll('input, select, textarea, button')) el.disabled = true;
   }
   form.addEventListener('submit', async (e) => {
