@@ -142,13 +142,8 @@ fn crafted_client(
     validity: (SystemTime, SystemTime),
 ) -> Result<std::path::PathBuf> {
     let ca = packhunt::config::secrets::load_ca_signing_key(ca_config)?;
-    let (cert, key) = sign_api_client_certificate(
-        &ca.certificate_pem,
-        &ca.key_pem,
-        "mallory",
-        role,
-        validity,
-    )?;
+    let (cert, key) =
+        sign_api_client_certificate(&ca.certificate_pem, &ca.key_pem, "mallory", role, validity)?;
     let ours = packhunt::config::ServerFile::load(&deployment.path().join("server.config.toml"))?;
     let file = packhunt::config::api_client::ApiClientFile {
         api_url: format!("127.0.0.1:{}", api_port(deployment)?),

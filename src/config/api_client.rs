@@ -169,7 +169,9 @@ pub struct IssuedApiClient {
 /// The one place `config api-client` reads it.
 pub fn ca_private_key_for_issuing(config_path: &Path) -> Result<String, ConfigError> {
     let key = super::secrets::load_ca_signing_key(config_path).map_err(|e| match e {
-        ConfigError::Generate(detail) => ConfigError::Generate(format!("{CA_KEY_ABSENT}: {detail}")),
+        ConfigError::Generate(detail) => {
+            ConfigError::Generate(format!("{CA_KEY_ABSENT}: {detail}"))
+        }
         other => other,
     })?;
     if key.key_pem.trim().is_empty() {

@@ -18,15 +18,15 @@ use serde_json::Value;
 pub mod api_client;
 
 pub mod agent_outbox;
-pub mod audit;
 pub mod attacker;
+pub mod audit;
 pub mod browser;
 pub mod cancel;
 pub mod clickhouse;
 pub mod client_index;
 pub mod exports;
-pub mod grpc;
 pub mod fleet_trust;
+pub mod grpc;
 pub mod gui_sessions;
 pub mod live;
 pub mod secrets;
