@@ -213,11 +213,17 @@ fn pki() -> Pki {
         .expect("agent client config")
     };
     Pki {
-        server: agent_server_config(&server.frontend.tls).expect("agent server config"),
+        server: agent_server_config(server.frontend.master_tls().expect("the master's key"))
+            .expect("agent server config"),
         client_full: client_config(),
         client_resuming: client_config(),
         server_name: server.frontend.master_tls_name.clone(),
-        server_key: server.frontend.tls.key.clone_key(),
+        server_key: server
+            .frontend
+            .master_tls()
+            .expect("the master's key")
+            .key
+            .clone_key(),
     }
 }
 

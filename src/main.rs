@@ -129,7 +129,7 @@ enum ConfigCommand {
     },
     /// Issue a client certificate for the gRPC API from the deployment CA and write the
     /// file a script connects with (api_url, CA, certificate, key; mode 0600). Needs the
-    /// CA key, so run it where server.config.toml holds it.
+    /// CA key (ca.key.pem beside server.config.toml), so run it where the CA key is.
     ApiClient {
         /// The deployment's server.config.toml.
         #[arg(long)]

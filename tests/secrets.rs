@@ -84,6 +84,13 @@ fn master_and_minions_run_without_the_ca_key_and_minions_hold_only_their_own() -
             !master_text.contains(own_keys[i].trim()),
             "the master holds a minion key"
         );
+        let master_key = &private_keys_in(&master_text)[0];
+        assert!(
+            !text.contains(master_key.trim()),
+            "{}'s config holds the master's key",
+            minion.name
+        );
+        assert_eq!(private_keys_in(&text).len(), 1, "its own key only");
     }
 
     deployment.start_frontend()?;

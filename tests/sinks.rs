@@ -788,7 +788,7 @@ fn an_https_sink_checks_the_receiver_against_its_ca_file() -> Result<()> {
     let file = packhunt::config::ServerFile::load(&config_path)?;
     let ca_file = deployment.path().join("ca.pem");
     std::fs::write(&ca_file, &file.tls.ca_certificate)?;
-    let tls = &config.frontend.tls;
+    let tls = config.frontend.master_tls()?;
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

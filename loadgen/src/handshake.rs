@@ -83,7 +83,7 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
     ensure!(n > 0, "--measure-handshake needs at least one handshake");
     let server_cfg = packhunt::config::ServerConfig::load(server_config)?;
     let client_cfg = packhunt::config::ClientConfig::load(client_config)?;
-    let server = packhunt::tls::server::agent_server_config(&server_cfg.frontend.tls)?;
+    let server = packhunt::tls::server::agent_server_config(server_cfg.frontend.master_tls()?)?;
     let url = client_cfg
         .client
         .server_urls

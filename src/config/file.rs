@@ -68,9 +68,11 @@ pub struct FrontendSection {
     /// RSS per idle agent (tuning.md, P1: 53.6 vs 37.3 KiB); turn on only for heaps that fill them.
     #[serde(default)]
     pub transparent_huge_pages: bool,
-    /// PEM certificate + key the agent port presents (the master's).
+    /// PEM certificate + key the agent port presents (the master's). A minion's own config
+    /// keeps the certificate only: the key is the master's alone.
     pub certificate: String,
-    pub private_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
     /// If set, agents must present this secret (their `client.enrolment_secret`) on every
     /// request, or are refused with 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -264,7 +264,7 @@ fn server_config(
             max_open_files: crate::limits::DEFAULT_MAX_OPEN_FILES,
             transparent_huge_pages: false,
             certificate,
-            private_key,
+            private_key: Some(private_key),
             enrolment_secret: None,
         },
         // Loopback only: the GUI is exposed deliberately (proxy, tunnel), never by default.

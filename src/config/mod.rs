@@ -99,13 +99,25 @@ pub struct Frontend {
     /// Invariant: above `limits::RESERVED_FILES_COUNT`.
     pub max_open_files: u64,
     pub transparent_huge_pages: bool,
-    /// The master's certificate and key.
-    pub tls: CertificateAndKey,
+    /// The master's certificate and key; none in a minion's own config (`master_tls`).
+    pub tls: Option<CertificateAndKey>,
     /// If set, every agent request must carry it (`transport/enrolment.rs`).
     pub enrolment_secret: Option<EnrolmentSecret>,
 }
 
 impl Frontend {
+    /// The master's certificate and key, or why this config cannot run the master.
+    pub fn master_tls(&self) -> Result<&CertificateAndKey, ConfigError> {
+        self.tls.as_ref().ok_or_else(|| {
+            ConfigError::Generate(
+                "this config holds no master key (frontend.private_key): it is a minion's own \
+                 config; run it with --minion --node HOST:PORT, or run the master from \
+                 server.config.toml"
+                    .into(),
+            )
+        })
+    }
+
     /// Where the master listens for minions.
     pub fn replication_address(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.replication_port)
@@ -361,7 +373,7 @@ impl ServerConfig {
             return Ok(FrontendIdentity {
                 name: self.frontend.master.clone(),
                 agent_port: self.frontend.master.port,
-                tls: self.frontend.tls.clone(),
+                tls: self.frontend.master_tls()?.clone(),
                 role: FrontendRole::Master,
                 api_address: Some(self.gui.address),
             });
@@ -647,7 +659,11 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
         io_ring_depth: f.io_ring_depth,
         max_open_files: f.max_open_files,
         transparent_huge_pages: f.transparent_huge_pages,
-        tls: check.certificate_and_key("frontend", &f.certificate, &f.private_key)?,
+        tls: f
+            .private_key
+            .as_deref()
+            .map(|key| check.certificate_and_key("frontend", &f.certificate, key))
+            .transpose()?,
         enrolment_secret: parse_enrolment_secret(
             check,
             "frontend.enrolment_secret",
@@ -1147,7 +1163,7 @@ mod tests {
             config.frontend.replication_address().ip(),
             IpAddr::from([0, 0, 0, 0])
         );
-        assert!(!config.frontend.tls.chain.is_empty());
+        assert!(!config.frontend.master_tls().unwrap().chain.is_empty());
     }
 
     #[test]

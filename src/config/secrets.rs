@@ -155,6 +155,11 @@ pub fn minion_config_text(
     if let Some(tls) = doc.get_mut("tls").and_then(|t| t.as_table_like_mut()) {
         tls.remove("ca_private_key");
     }
+    // The master's key stays the master's: a minion that held it could pose as the master
+    // to agents and to other minions.
+    if let Some(frontend) = doc.get_mut("frontend").and_then(|t| t.as_table_like_mut()) {
+        frontend.remove("private_key");
+    }
     let mut found = false;
     if let Some(minions) = doc
         .get_mut("minions")

@@ -30,4 +30,6 @@ pub enum GrpcApiError {
     Tls(#[from] crate::tls::server::TlsConfigError),
     #[error("cannot start the gRPC API thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }

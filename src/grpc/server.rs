@@ -63,7 +63,7 @@ pub fn spawn(
     // are on the replication port; the master presents its own certificate.
     let tls = crate::tls::replication::link_server_config(
         &config.tls.ca_certificate,
-        &config.frontend.tls,
+        config.frontend.master_tls()?,
     )?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()

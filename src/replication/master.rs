@@ -172,7 +172,10 @@ pub async fn run(
     } = link;
     let tls = crate::tls::replication::link_server_config(
         &config.tls.ca_certificate,
-        &config.frontend.tls,
+        config
+            .frontend
+            .master_tls()
+            .map_err(|e| ReplicationError::Config(e.to_string()))?,
     )?;
     let listener = TcpListener::from_std(listener).map_err(|source| ReplicationError::Bind {
         address: "replication port".into(),

@@ -157,7 +157,8 @@ mod tests {
         let generated = generate(&opts).unwrap();
         let server_file = ServerFile::load(&generated.server_config_path).unwrap();
         let client_file = ClientFile::load(&generated.client_config_path).unwrap();
-        let server_config = agent_server_config(&server_file.frontend.tls).unwrap();
+        let server_config =
+            agent_server_config(server_file.frontend.master_tls().unwrap()).unwrap();
         let agent = AgentIdentity::generate().unwrap();
         let client_config = crate::tls::client::agent_client_config(
             &client_file.client.ca_certificate,
