@@ -129,6 +129,20 @@ fn python_client_runs_an_analysts_scenario() -> Result<()> {
     )?;
     assert!(deployment.metric("packhunt_grpc_calls_total{code=\"ok\"}")? >= 10);
     assert!(deployment.metric("packhunt_grpc_calls_total{code=\"not_found\"}")? >= 1);
+    // The changes are in the audit trail as the API client's, via gRPC.
+    let created = common::audit::wait_for(&deployment, "collection.create", 1)?;
+    let ours = created
+        .iter()
+        .find(|e| e["target"].as_str().is_some_and(|t| t.contains(flow_id)))
+        .with_context(|| format!("no collection.create naming {flow_id}: {created:?}"))?;
+    assert_eq!(ours["via"], "grpc", "{ours}");
+    assert_eq!(ours["outcome"], "ok", "{ours}");
+    assert_eq!(ours["user"], "analyst", "the certificate's name: {ours}");
+    let hunt_starts = common::audit::wait_for(&deployment, "hunt.start", 1)?;
+    assert!(
+        hunt_starts.iter().all(|e| e["via"] == "grpc"),
+        "{hunt_starts:?}"
+    );
     Ok(())
 }
 

@@ -51,8 +51,6 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 pub(super) const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
 /// 128-bit salts, as RFC 9106 section 3.1 recommends for argon2.
 const PASSWORD_SALT_BYTES: usize = 16;
-/// Owner read/write only: the server config holds the CA key and the frontend key.
-const SERVER_CONFIG_MODE: u32 = 0o600;
 
 /// What `packhunt config generate` was asked for. Build with [`GenerateOptions::new`].
 #[derive(Debug, Clone)]
@@ -362,27 +360,7 @@ fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
 }
 
 pub(super) fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = path.with_extension("toml.tmp");
-    let write = || -> std::io::Result<()> {
-        // mode() applies only when the file is created; set_permissions also covers a temp
-        // file left behind by an earlier crash.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(SERVER_CONFIG_MODE)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(SERVER_CONFIG_MODE))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| ConfigError::Write {
-        path: path.to_path_buf(),
-        error: source,
-    })
+    super::private_file::replace(path, text)
 }
 
 /// The host ends up in a certificate SAN, a TLS server name and a URL: accept only what
@@ -612,7 +590,7 @@ mod tests {
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, SERVER_CONFIG_MODE);
+        assert_eq!(mode & 0o777, super::super::private_file::PRIVATE_FILE_MODE);
         assert!(!dir.path().join("server.config.toml.tmp").exists());
     }
 

@@ -8,6 +8,7 @@ pub mod api_client;
 pub mod file;
 pub mod generate;
 pub mod minion;
+pub mod private_file;
 pub mod secrets;
 pub mod sinks;
 pub mod url;

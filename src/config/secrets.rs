@@ -12,8 +12,6 @@ use super::{ConfigError, ServerFile};
 
 /// The CA key's file, beside the server config.
 pub const CA_KEY_FILE: &str = "ca.key.pem";
-/// Owner read/write only: every file here holds a private key.
-pub const SECRET_FILE_MODE: u32 = 0o600;
 
 /// The deployment CA with its private key: what issuing a certificate needs. `Debug`
 /// does not show the key.
@@ -118,29 +116,7 @@ pub fn embedded_secrets_warning(file: &ServerFile, path: &Path) -> Option<String
 
 /// Writes a private file (mode 0600 from creation), atomically: temp + fsync + rename.
 pub(super) fn write_secret_file(path: &Path, text: &str) -> Result<(), ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let write = || -> std::io::Result<()> {
-        // mode() applies only when the file is created; set_permissions also covers a temp
-        // file left behind by an earlier crash.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(SECRET_FILE_MODE)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(SECRET_FILE_MODE))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|error| ConfigError::Write {
-        path: path.to_path_buf(),
-        error,
-    })
+    super::private_file::replace(path, text)
 }
 
 /// The text of minion `name`'s own config, made from the master's config text: the same

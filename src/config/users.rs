@@ -9,14 +9,11 @@
 //! Must not: hash passwords (callers do, off any executor, after `check_password`), or
 //! write a file the frontend would refuse to load.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use super::{ConfigError, Role, ServerFile, UserEntry};
 use crate::limits::{MAX_PASSWORD_BYTES, MAX_USERS_COUNT, MAX_USER_NAME_CHARS, MIN_PASSWORD_CHARS};
-
-/// Mode of the rewritten server config: it holds keys and password hashes.
-const SERVER_CONFIG_MODE: u32 = 0o600;
 
 /// Why a user change was refused or could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -348,7 +345,7 @@ impl EditLock {
         use std::os::fd::AsRawFd;
         static IN_PROCESS: Mutex<()> = Mutex::new(());
         let thread = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
-        let folder_path = folder_of(path);
+        let folder_path = super::private_file::folder_of(path);
         let failed = |error: std::io::Error| ConfigError::Write {
             path: path.to_path_buf(),
             error,
@@ -368,44 +365,10 @@ impl EditLock {
     }
 }
 
-fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Replaces `path` with `text`: a temp file beside it (mode 0600), fsync, rename, fsync
 /// of the folder. A crash leaves the old file or the new one, never a mix.
 fn replace_private_file(path: &Path, text: &str) -> Result<(), UserError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "server.config.toml".into());
-    let tmp = folder_of(path).join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(SERVER_CONFIG_MODE)
-            .open(&tmp)?;
-        // mode() applies only to a new file; this also covers one an earlier crash left.
-        file.set_permissions(std::fs::Permissions::from_mode(SERVER_CONFIG_MODE))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(folder_of(path))?.sync_all()
-    };
-    write().map_err(|error| {
-        let _ = std::fs::remove_file(&tmp);
-        UserError::Config(ConfigError::Write {
-            path: path.to_path_buf(),
-            error,
-        })
-    })
+    super::private_file::replace(path, text).map_err(UserError::Config)
 }
 
 #[cfg(test)]
@@ -415,6 +378,7 @@ mod tests {
     //! Method: a small server config written by hand (not a generated one: no keys are
     //! needed to edit users), edited through `apply`.
     use super::*;
+    use std::path::PathBuf;
 
     const FILE: &str = r#"# operator's note: keep this
 [frontend]

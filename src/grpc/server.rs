@@ -7,12 +7,9 @@
 //! are counted.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::bridge::CallQueue;
@@ -167,14 +164,11 @@ async fn accept_loop(
                         Some([leaf, ..]) => ApiClientIdentity::from_certificate(leaf.as_ref()),
                         _ => Err(crate::config::api_client::IdentityError::Missing),
                     };
-                    let io = ApiIo {
-                        inner: stream,
-                        info: ConnInfo {
-                            identity,
-                            remote: Some(remote),
-                        },
-                        _slot: slot,
+                    let info = ConnInfo {
+                        identity,
+                        remote: Some(remote),
                     };
+                    let io = ApiIo::new(stream, info, slot);
                     let _ = conns.send(Ok(io)).await;
                 }
                 Ok(Err(e)) => {
@@ -194,52 +188,5 @@ async fn accept_loop(
     }
 }
 
-/// A handshaken API connection, as tonic sees it.
-struct ApiIo {
-    inner: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    info: ConnInfo,
-    _slot: ConnectionSlot,
-}
-
-impl tonic::transport::server::Connected for ApiIo {
-    type ConnectInfo = ConnInfo;
-    fn connect_info(&self) -> ConnInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for ApiIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ApiIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
+/// A handshaken API connection, as tonic sees it; it holds its connection slot.
+type ApiIo = crate::tls::connected::TlsConnected<ConnInfo, ConnectionSlot>;

@@ -19,12 +19,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -54,53 +51,7 @@ pub struct PeerInfo {
 }
 
 /// A handshaken link connection, as tonic sees it.
-pub struct LinkIo {
-    inner: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    info: PeerInfo,
-}
-
-impl tonic::transport::server::Connected for LinkIo {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for LinkIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LinkIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
+pub type LinkIo = crate::tls::connected::TlsConnected<PeerInfo>;
 
 /// One linked minion: where its outgoing messages go.
 struct Peer {
@@ -250,13 +201,14 @@ async fn accept_loop(
                         .and_then(|c| c.first())
                         .map(|c| Arc::from(c.as_ref()));
                     let _ = conns
-                        .send(Ok(LinkIo {
-                            inner: stream,
-                            info: PeerInfo {
+                        .send(Ok(LinkIo::new(
+                            stream,
+                            PeerInfo {
                                 leaf,
                                 remote: Some(remote),
                             },
-                        }))
+                            (),
+                        )))
                         .await;
                 }
                 Ok(Err(e)) => {

@@ -31,8 +31,11 @@ impl ForgedMinion {
 
     /// Links with `minion`'s certificate, its Hello naming `claimed`.
     pub fn link_as(deployment: &Deployment, minion: &Minion, claimed: &str) -> Result<Self> {
-        let config =
-            packhunt::config::ServerConfig::load(&deployment.path().join("server.config.toml"))?;
+        // The minion's own config: the only one holding its key.
+        let config = packhunt::config::ServerConfig::load(&super::secrets::minion_config(
+            deployment.path(),
+            &minion.name,
+        ))?;
         let identity = config.identity(Some(&minion.name))?;
         let tls = packhunt::tls::replication::link_client_config(
             &config.tls.ca_certificate,
