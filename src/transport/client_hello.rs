@@ -5,12 +5,9 @@
 //! whole handshake deadline.
 
 use std::cell::Cell;
-use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
-use futures::io::{AsyncRead, AsyncWrite};
+use crate::transport::observed_read::{ObservedRead, ReadObserver};
 
 /// TLS record header: content type (1), legacy version (2), length (2).
 const RECORD_HEADER_BYTES: usize = 5;
@@ -25,28 +22,37 @@ impl HelloSeen {
     }
 }
 
-/// Reads through to `inner`, noting when the first TLS record is complete; afterwards a
-/// plain pass-through.
-pub struct HelloWatch<S> {
-    inner: S,
+/// `inner` read through a [`HelloRecord`]; afterwards a plain pass-through.
+pub type HelloWatch<S> = ObservedRead<S, HelloRecord>;
+
+impl<S> HelloWatch<S> {
+    pub fn new(inner: S) -> (Self, HelloSeen) {
+        let (record, seen) = HelloRecord::new();
+        (ObservedRead::with(inner, record), seen)
+    }
+}
+
+/// Follows the first TLS record's header and notes when that whole record is in.
+pub struct HelloRecord {
     seen: HelloSeen,
     header: [u8; RECORD_HEADER_BYTES],
     /// Bytes of the first record read so far (header included); `usize::MAX` once done.
     read: usize,
 }
 
-impl<S> HelloWatch<S> {
-    pub fn new(inner: S) -> (Self, HelloSeen) {
+impl HelloRecord {
+    pub fn new() -> (Self, HelloSeen) {
         let seen = HelloSeen::default();
-        let watch = Self {
-            inner,
+        let record = Self {
             seen: seen.clone(),
             header: [0; RECORD_HEADER_BYTES],
             read: 0,
         };
-        (watch, seen)
+        (record, seen)
     }
+}
 
+impl ReadObserver for HelloRecord {
     fn observe(&mut self, bytes: &[u8]) {
         if self.read == usize::MAX {
             return;
@@ -68,46 +74,6 @@ impl<S> HelloWatch<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for HelloWatch<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.observe(&buf[..n]);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for HelloWatch<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +82,7 @@ mod tests {
     fn seen_once_the_first_record_is_complete_however_it_is_split() {
         let record: Vec<u8> = [0x16, 0x03, 0x01, 0x00, 0x04, 1, 2, 3, 4].to_vec();
         for split in 0..record.len() {
-            let (mut watch, seen) = HelloWatch::new(());
+            let (mut watch, seen) = HelloRecord::new();
             watch.observe(&record[..split]);
             assert!(!seen.get(), "not complete after {split} bytes");
             watch.observe(&record[split..]);

@@ -7,13 +7,9 @@
 //! connection with GOAWAY ENHANCE_YOUR_CALM.
 
 use std::cell::Cell;
-use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::Instant;
-
-use futures::io::{AsyncRead, AsyncWrite};
 
 use crate::limits::{
     H2_CONTINUATIONS_PER_SECOND, H2_CONTINUATION_BURST_COUNT, H2_HEADERS_BURST_COUNT,
@@ -23,6 +19,7 @@ use crate::limits::{
 };
 use crate::metrics::FloodFrame;
 use crate::runtime::rate::TokenBucket;
+use crate::transport::observed_read::{ObservedRead, ReadObserver};
 
 /// RFC 9113 3.4: the client's connection preface, before its first frame.
 const PREFACE_BYTES: usize = 24;
@@ -107,9 +104,18 @@ impl Buckets {
     }
 }
 
+/// `inner` read through a [`FrameCounter`]: h2 sees nothing more once it trips.
+pub type FrameMeter<S> = ObservedRead<S, FrameCounter>;
+
+impl<S> FrameMeter<S> {
+    pub fn new(inner: S) -> (Self, FloodAlarm) {
+        let (counter, alarm) = FrameCounter::new();
+        (ObservedRead::with(inner, counter), alarm)
+    }
+}
+
 /// Parses frame headers out of the bytes h2 reads; see the module doc.
-pub struct FrameMeter<S> {
-    inner: S,
+pub struct FrameCounter {
     alarm: FloodAlarm,
     buckets: Buckets,
     /// Preface bytes still to pass.
@@ -120,11 +126,10 @@ pub struct FrameMeter<S> {
     payload_left: usize,
 }
 
-impl<S> FrameMeter<S> {
-    pub fn new(inner: S) -> (Self, FloodAlarm) {
+impl FrameCounter {
+    pub fn new() -> (Self, FloodAlarm) {
         let alarm = FloodAlarm::default();
-        let meter = Self {
-            inner,
+        let counter = Self {
             alarm: alarm.clone(),
             buckets: Buckets::new(),
             preface_left: PREFACE_BYTES,
@@ -132,11 +137,14 @@ impl<S> FrameMeter<S> {
             header_len: 0,
             payload_left: 0,
         };
-        (meter, alarm)
+        (counter, alarm)
     }
+}
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+impl ReadObserver for FrameCounter {
+    // Tripped: nothing more from this peer is read; the driver ends the connection.
+    fn stop_reading(&self) -> bool {
+        self.alarm.tripped().is_some()
     }
 
     fn observe(&mut self, mut bytes: &[u8]) {
@@ -175,50 +183,6 @@ impl<S> FrameMeter<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for FrameMeter<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        // Tripped: nothing more from this peer is read; the driver ends the connection.
-        if self.alarm.tripped().is_some() {
-            return Poll::Pending;
-        }
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.observe(&buf[..n]);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FrameMeter<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_ping_flood_trips_and_a_normal_exchange_does_not() {
-        let (mut meter, alarm) = FrameMeter::new(());
+        let (mut meter, alarm) = FrameCounter::new();
         let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         bytes.extend(frame(0x4, 0, &[0; 6]));
         bytes.extend(frame(0x1, 0x4, &[0x82, 0x87, 0x84]));

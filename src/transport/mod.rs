@@ -8,6 +8,7 @@ pub mod body;
 pub mod client_hello;
 pub mod enrolment;
 pub mod frame_meter;
+pub mod observed_read;
 pub mod receive_window;
 pub mod source_handshakes;
 pub mod upload_permits;
