@@ -301,7 +301,7 @@ fn run() -> Result<()> {
                 "wrote {} for API client `{}` ({}), gRPC API at {}",
                 request.out.display(),
                 issued.identity.name,
-                packhunt::config::api_client::role_name(issued.identity.role),
+                issued.identity.role,
                 issued.api_url
             );
             if !issued.api_enabled {

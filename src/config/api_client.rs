@@ -54,7 +54,7 @@ impl ApiClientIdentity {
     pub fn uri(&self) -> String {
         format!(
             "{API_CLIENT_URI_PREFIX}{}:{}",
-            role_name(self.role),
+            self.role.as_str(),
             self.name
         )
     }
@@ -85,27 +85,11 @@ impl ApiClientIdentity {
             .split_once(':')
             .ok_or_else(|| IdentityError::Malformed("no `<role>:<name>`".into()))?;
         check_name(name).map_err(IdentityError::Malformed)?;
-        let role = role_from_name(role).ok_or_else(|| IdentityError::UnknownRole(shown(role)))?;
+        let role = Role::parse(role).ok_or_else(|| IdentityError::UnknownRole(shown(role)))?;
         Ok(Self {
             name: name.to_string(),
             role,
         })
-    }
-}
-
-/// The role `name` spells (`administrator`, `reader`, ... as `[[users]]` spell them).
-pub fn role_from_name(name: &str) -> Option<Role> {
-    use serde::de::IntoDeserializer;
-    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-        name.into_deserializer();
-    Role::deserialize(de).ok()
-}
-
-/// How `[[users]]` and certificates spell `role`.
-pub fn role_name(role: Role) -> String {
-    match serde_json::to_value(role) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => format!("{role:?}").to_lowercase(),
     }
 }
 
@@ -193,7 +177,7 @@ pub fn issue_api_client(request: &ApiClientRequest) -> Result<IssuedApiClient, C
         )));
     }
     check_name(&request.name).map_err(ConfigError::Generate)?;
-    let role = role_from_name(&request.role).ok_or_else(|| {
+    let role = Role::parse(&request.role).ok_or_else(|| {
         ConfigError::Generate(format!(
             "unknown role `{}`; roles are spelled as in [[users]] (e.g. administrator, reader)",
             shown(&request.role)
@@ -219,7 +203,7 @@ pub fn issue_api_client(request: &ApiClientRequest) -> Result<IssuedApiClient, C
         &file.tls.ca_certificate,
         &ca_key,
         &identity.name,
-        &role_name(role),
+        role.as_str(),
         (
             now - super::generate::CLOCK_SKEW_ALLOWANCE,
             now + API_CLIENT_CERTIFICATE_VALIDITY,
@@ -242,7 +226,7 @@ pub fn issue_api_client(request: &ApiClientRequest) -> Result<IssuedApiClient, C
          # Holds the client's private key: keep it mode 0600 (docs/security/grpc-api.md).\n\n\
          {body}",
         identity.name,
-        role_name(role)
+        role.as_str()
     );
     write_private_file(&request.out, &text)?;
     Ok(IssuedApiClient {
