@@ -85,9 +85,8 @@ impl Watch {
         })
     }
 
-    /// TLS is up: the handshake's bytes were no request, and idleness counts from now.
+    /// TLS is up: idleness counts from now.
     pub fn handshake_done(&self) {
-        self.partial_since.set(None);
         self.idle_since.set(Instant::now());
     }
 
@@ -181,7 +180,7 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
-/// A connection's byte stream, telling its `Watch` when bytes arrive.
+/// A connection's plaintext byte stream, telling its `Watch` when bytes arrive.
 pub struct Watched<S> {
     inner: S,
     watch: Rc<Watch>,

@@ -143,7 +143,6 @@ async fn serve_connection(
 ) {
     use futures::future::{self, Either};
     let watch = connection::Watch::new();
-    let stream = connection::Watched::new(stream, watch.clone());
     let handshake = crate::runtime::deadline::with_deadline(
         limits.tls_accept_timeout,
         Box::pin(tls.accept(stream)),
@@ -159,6 +158,9 @@ async fn serve_connection(
     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         watch.speaks_h2();
     }
+    // Watched above TLS: a request's first bytes often share a read with the client's
+    // Finished, so only plaintext reads say when a request's headers began.
+    let tls_stream = connection::Watched::new(tls_stream, watch.clone());
     let io = TokioIo::new(crate::runtime::io_compat::TokioCompat::new(tls_stream));
     let requests = watch.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
