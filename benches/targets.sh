@@ -40,6 +40,12 @@
 #                                         FILE_BYTES=20000000) through the default permits vs dd:
 #                                         upload MB/s (server-verified files), frontend peak RSS,
 #                                         API p99 during it (FILES_FSYNC=true, FILES_TIMEOUT=1800)
+#   bash benches/targets.sh p3-mount [N]  P3 with the datastore on an sshfs mount over loopback:
+#                                         ingest MB/s vs the mount's own append, same run (benches/p3_mount.sh)
+#   bash benches/targets.sh soak [MIN]    MIN minutes (30) of 15,000 agents over a master + 2 minions on
+#                                         the shared mount with tasking, hunts, files and events, minions
+#                                         killed and the master restarted; checked against loadgen's
+#                                         record (benches/soak.sh)
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
@@ -66,7 +72,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,61p' "$0" >&2; exit 2; }
+usage() { sed -n '2,67p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -1300,5 +1306,15 @@ case $TARGET in
     events) run_events "$@" ;;
     files) run_files "$@" ;;
     gui-paint) run_gui_paint "$@" ;;
+    p3-mount)
+        # shellcheck source=benches/p3_mount.sh
+        source "$ROOT/benches/p3_mount.sh"
+        run_p3_mount "$@"
+        ;;
+    soak)
+        # shellcheck source=benches/soak.sh
+        source "$ROOT/benches/soak.sh"
+        run_soak "$@"
+        ;;
     *) usage ;;
 esac

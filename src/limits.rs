@@ -958,6 +958,12 @@ pub const MAX_ENROLMENT_SECRET_CHARS: usize = 256;
 /// overrides): enough to find the shallow panics, short enough for every CI run.
 pub const DEFAULT_PROPERTY_TEST_CASES_COUNT: u32 = 256;
 
+// ---- Operations: the datastore mount's start-up checks ------------------------------------
+
+// ---- Operations: health checks, drain and rolling restarts --------------------------------
+
+// ---- Operations: a full shared disk --------------------------------------------------------
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {

@@ -235,6 +235,8 @@ pub fn run_frontend(
             }
         }
     }
+    // Every shard listens: a balancer's health check may now send agents here.
+    crate::runtime::readiness::mark_accepting();
     let agents = format!(
         "agents on {} ({shards} shards)",
         std::net::SocketAddr::new(config.frontend.bind_address, identity.agent_port)
@@ -264,6 +266,8 @@ pub fn run_frontend(
         ),
     }
     wait_for_signal()?;
+    // `/readyz` says no from here: a balancer stops sending agents while they are moved.
+    crate::runtime::readiness::mark_draining();
     crate::say!("packhunt frontend stopping: finishing uploads in flight");
     let _ = stop_tx.send(());
     for handle in handles {

@@ -1,6 +1,7 @@
 //! Executor primitives every server-side module builds on: running blocking work off an
 //! executor, deadlines, the shutdown signal, token-bucket rates, the bounded
-//! cross-executor channel helpers, values published to every shard (`published`), and
+//! cross-executor channel helpers, values published to every shard (`published`), whether
+//! the frontend takes new agents (`readiness`), and
 //! the glue from glommio sockets to tokio-io (h2, hyper). It knows no sessions, no API
 //! and no datastore.
 
@@ -10,4 +11,5 @@ pub mod io_compat;
 pub mod offload;
 pub mod published;
 pub mod rate;
+pub mod readiness;
 pub mod shutdown;
