@@ -45,10 +45,15 @@ pub fn run(args: &Args) -> Result<()> {
         args.clients
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let recorder = match &args.record {
+        Some(dir) => Some(crate::record::Recorder::create(dir, "driver", 0, 0)?),
+        None => None,
+    };
     let plan = args.driver_plan(
         &packhunt::config::ClientConfig::load(&args.config)?
             .client
             .ca_certificate,
+        recorder.clone(),
     )?;
     let driver = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -67,6 +72,9 @@ pub fn run(args: &Args) -> Result<()> {
         let text =
             std::fs::read(path).with_context(|| format!("worker report {}", path.display()))?;
         reports.push(serde_json::from_slice::<Report>(&text)?);
+    }
+    if let Some(recorder) = &recorder {
+        recorder.finish()?;
     }
     let mut merged = stats::merge(reports)?;
     merged.add_driver(args.scenario, outcome?);
@@ -128,12 +136,21 @@ fn spawn_worker(
         &args.events_per_second_per_agent.to_string(),
     ]);
     cmd.args(["--event-buffer-bytes", &args.event_buffer_bytes.to_string()]);
+    // Workers answer the files scenario's tasks with files of the size the driver asks for.
+    cmd.args([
+        "--file-bytes-per-agent",
+        &args.file_bytes_per_agent.to_string(),
+    ]);
     if let Some(rows) = args.pslist_rows {
         cmd.args(["--pslist-rows", &rows.to_string()]);
     }
     if let Some(dir) = &args.identity_dir {
         cmd.arg("--identity-dir").arg(dir);
     }
+    if let Some(dir) = &args.record {
+        cmd.arg("--record").arg(dir);
+    }
+    cmd.args(["--settle-s", &args.settle_s.to_string()]);
     cmd.arg("--report").arg(report);
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     // Workers end with the coordinator, however it ends.

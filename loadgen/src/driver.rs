@@ -60,6 +60,10 @@ pub struct DriverPlan {
     pub watch_artifact: Option<String>,
     /// files: bytes of each agent's synthetic file.
     pub file_bytes_per_agent: u64,
+    /// `--record`: every collection scheduled is written down.
+    pub record: Option<std::sync::Arc<crate::record::Recorder>>,
+    /// `--settle-s`: nothing new is scheduled from then on.
+    pub schedule_until: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -132,12 +136,12 @@ async fn schedule(
     match plan.scenario {
         Scenario::Upload => {
             let request = serde_json::json!({ "artifacts": ["Linux.Sys.Pslist"] });
-            schedule_everyone(target, ids, request, &mut outcome, &stop).await?;
+            schedule_everyone(plan, target, ids, request, &mut outcome, &stop).await?;
         }
         Scenario::Files => {
             let started = Instant::now();
             let request = crate::files::request(plan.file_bytes_per_agent);
-            let flows = schedule_everyone(target, ids, request, &mut outcome, &stop).await?;
+            let flows = schedule_everyone(plan, target, ids, request, &mut outcome, &stop).await?;
             let _ = stop.wait_for(|s| *s).await;
             outcome.files_seconds = started.elapsed().as_secs_f64();
             let check = crate::files::check(target, &flows, plan.file_bytes_per_agent).await?;
@@ -146,14 +150,15 @@ async fn schedule(
         Scenario::Tasking => {
             let every = Duration::from_secs_f64(1.0 / plan.task_rate_per_second.max(0.001));
             let mut next = Instant::now();
-            while !*stop.borrow() {
+            while !*stop.borrow() && plan.schedule_until.is_none_or(|t| Instant::now() < t) {
                 let Some(id) = ids.choose(&mut rng) else {
                     break;
                 };
-                tally(
-                    &mut outcome,
-                    api.collect(id, &["Generic.Client.Info"]).await,
-                );
+                let result = api.collect(id, &["Generic.Client.Info"]).await;
+                if let (Some(record), Ok(flow)) = (&plan.record, &result) {
+                    record.scheduled(id, flow);
+                }
+                tally(&mut outcome, result);
                 next += every;
                 tokio::select! {
                     _ = tokio::time::sleep_until(next.into()) => {}
@@ -216,6 +221,7 @@ const SCHEDULING_CONNECTIONS: usize = 32;
 /// One collection (`request`) for every agent in `ids`, over [`SCHEDULING_CONNECTIONS`]
 /// connections; returns the (client, flow) pairs scheduled.
 async fn schedule_everyone(
+    plan: &DriverPlan,
     target: &ApiTarget,
     ids: Vec<String>,
     request: serde_json::Value,
@@ -226,7 +232,7 @@ async fn schedule_everyone(
     let mut workers = Vec::new();
     for _ in 0..SCHEDULING_CONNECTIONS {
         let (queue, target, stop) = (queue.clone(), target.clone(), stop.clone());
-        let request = request.clone();
+        let (request, record) = (request.clone(), plan.record.clone());
         workers.push(tokio::spawn(async move {
             let mut part = DriverOutcome::default();
             let mut flows = Vec::new();
@@ -242,6 +248,9 @@ async fn schedule_everyone(
                 }
                 let result = api.collect_request(&id, request.clone()).await;
                 if let Ok(flow) = &result {
+                    if let Some(record) = &record {
+                        record.scheduled(&id, flow);
+                    }
                     flows.push((id.clone(), flow.clone()));
                 }
                 tally(&mut part, result);

@@ -32,12 +32,19 @@ pub struct EventPlan {
     pub events_per_second_per_agent: f64,
     pub buffer_bytes: u64,
     pub max_upload_bytes: u64,
+    /// From then on no new events are made (`--settle-s`).
+    pub quiet_from: Option<tokio::time::Instant>,
 }
 
 impl EventPlan {
     /// One agent's events: a memory spool (its drops reported to `observer`), its flusher
-    /// task, and the synthetic queries. Close the spool when the agent's run ends.
-    pub fn agent_events(&self, observer: Arc<dyn Observer>) -> AgentEvents {
+    /// task, and the synthetic queries. Close the spool when the agent's run ends. With
+    /// `tags` (`--record`) every row starts with the run id and its number.
+    pub fn agent_events(
+        &self,
+        observer: Arc<dyn Observer>,
+        tags: Option<EventTags>,
+    ) -> AgentEvents {
         let on_drop: OnDrop = Box::new(move |artifact, rows, why| {
             observer.events_dropped(artifact, rows, why);
         });
@@ -53,15 +60,26 @@ impl EventPlan {
                 spool,
                 rate_per_second: self.events_per_second_per_agent,
                 task: None,
+                tags,
+                quiet_from: self.quiet_from,
             }),
         }
     }
+}
+
+/// What numbers a recorded agent's event rows: its process's run id and its counters.
+#[derive(Clone)]
+pub struct EventTags {
+    pub run: u32,
+    pub agent: Arc<crate::record::AgentRecord>,
 }
 
 struct SyntheticQueries {
     spool: Arc<EventSpool>,
     rate_per_second: f64,
     task: Option<tokio::task::JoinHandle<()>>,
+    tags: Option<EventTags>,
+    quiet_from: Option<tokio::time::Instant>,
 }
 
 impl EventQueries for SyntheticQueries {
@@ -78,7 +96,8 @@ impl EventQueries for SyntheticQueries {
             return;
         }
         let (spool, rate) = (self.spool.clone(), self.rate_per_second);
-        self.task = Some(tokio::spawn(emit(spool, rate, pools)));
+        let (tags, quiet_from) = (self.tags.clone(), self.quiet_from);
+        self.task = Some(tokio::spawn(emit(spool, rate, pools, tags, quiet_from)));
     }
 }
 
@@ -91,7 +110,13 @@ impl Drop for SyntheticQueries {
 }
 
 /// Emits `rate` rows per second, round-robin over the artifacts, until aborted.
-async fn emit(spool: Arc<EventSpool>, rate: f64, pools: Vec<(Arc<str>, Arc<[Bytes]>)>) {
+async fn emit(
+    spool: Arc<EventSpool>,
+    rate: f64,
+    pools: Vec<(Arc<str>, Arc<[Bytes]>)>,
+    tags: Option<EventTags>,
+    quiet_from: Option<tokio::time::Instant>,
+) {
     let interval = Duration::from_secs_f64(1.0 / rate).max(MIN_EMIT_INTERVAL);
     let per_tick = rate * interval.as_secs_f64();
     // A random phase, so a fleet that got its table at once does not emit at once.
@@ -102,15 +127,29 @@ async fn emit(spool: Arc<EventSpool>, rate: f64, pools: Vec<(Arc<str>, Arc<[Byte
     let (mut owed, mut next) = (0.0f64, rand::thread_rng().gen_range(0..POOL_ROWS));
     loop {
         ticker.tick().await;
+        if quiet_from.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            return;
+        }
         owed += per_tick;
         while owed >= 1.0 {
             owed -= 1.0;
             let (artifact, pool) = &pools[next % pools.len()];
-            spool.push(
-                artifact,
-                packhunt::clock::now_ms(),
-                &pool[next % pool.len()],
-            );
+            let row = &pool[next % pool.len()];
+            match &tags {
+                Some(tags) => {
+                    let seq = tags.agent.next_event(artifact);
+                    let fields = format!(
+                        "\"{}\":{},\"{}\":{seq}",
+                        crate::record::EVENT_RUN_FIELD,
+                        tags.run,
+                        crate::record::EVENT_SEQ_FIELD
+                    );
+                    let mut tagged = Vec::with_capacity(row.len() + fields.len() + 2);
+                    crate::record::push_tagged(&mut tagged, &fields, row);
+                    spool.push(artifact, packhunt::clock::now_ms(), &tagged);
+                }
+                None => spool.push(artifact, packhunt::clock::now_ms(), row),
+            }
             next = next.wrapping_add(1);
         }
     }
@@ -158,8 +197,9 @@ mod tests {
             events_per_second_per_agent: 20.0,
             buffer_bytes: 1 << 20,
             max_upload_bytes: 5 << 20,
+            quiet_from: None,
         };
-        let mut events = plan.agent_events(Arc::new(Nobody));
+        let mut events = plan.agent_events(Arc::new(Nobody), None);
         let table = |names: &[&str]| pb::EventTable {
             version: 1,
             queries: names

@@ -41,13 +41,12 @@ impl SyntheticFiles {
             .or_insert_with(|| synthetic_sha256(seed, size))
     }
 
-    /// The answer to a `Generic.Collectors.File` task: one file, one row (upload 0).
-    pub fn output(&self, artifact: &str, size: u64) -> ArtifactOutput {
+    /// The answer to a `Generic.Collectors.File` task: one file, one row (upload 0); with
+    /// `tag_row` (`--record`) the row starts with its index like every recorded row.
+    pub fn output(&self, artifact: &str, size: u64, tag_row: bool) -> ArtifactOutput {
         let sha256 = self.sha256(SYNTHETIC_FILE_SEED, size);
         let mut jsonl = Vec::new();
-        push_row(
-            &mut jsonl,
-            &json!({
+        let row = json!({
                 "path": SYNTHETIC_FILE_PATH,
                 "size": size,
                 "file_size": size,
@@ -55,8 +54,15 @@ impl SyntheticFiles {
                 "sha256": hex::encode(sha256),
                 "truncated": false,
                 "upload": 0,
-            }),
-        );
+        });
+        if tag_row {
+            let bytes = serde_json::to_vec(&row).expect("a JSON value always serialises");
+            let id = format!("\"{}\":0", crate::record::ROW_ID_FIELD);
+            crate::record::push_tagged(&mut jsonl, &id, &bytes);
+            jsonl.push(b'\n');
+        } else {
+            push_row(&mut jsonl, &row);
+        }
         ArtifactOutput {
             name: artifact.to_string(),
             jsonl: jsonl.into(),
@@ -195,7 +201,7 @@ mod tests {
     fn the_shared_digest_is_that_of_the_bytes_sent() {
         let files = SyntheticFiles::default();
         let size = 3 * HASH_CHUNK_BYTES as u64 + 17;
-        let output = files.output("A", size);
+        let output = files.output("A", size, false);
         let file = &output.uploads[0];
         let bytes = file.source.read_at(0, size as usize).unwrap();
         assert_eq!(bytes.len() as u64, size);

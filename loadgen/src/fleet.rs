@@ -13,7 +13,8 @@ use packhunt::config::ClientConfig;
 use packhunt::protocol::pb;
 use packhunt::tls::agent_key::AgentIdentity;
 
-use crate::events::EventPlan;
+use crate::events::{EventPlan, EventTags};
+use crate::record::{Recorder, RecordingObserver};
 use crate::stats::{AgentObserver, CountingTicketStore, Stats};
 use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP};
 use packhunt::agent::events::EventSpool;
@@ -32,9 +33,16 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(SyntheticRunner::for_args(&args));
     let ca: Arc<[CertificateDer<'static>]> = config.client.ca_certificate.clone().into();
+    let recorder = match &args.record {
+        Some(dir) => {
+            let role = if args.worker { "agents" } else { "both" };
+            Some(Recorder::create(dir, role, args.first_agent, args.clients)?)
+        }
+        None => None,
+    };
     // Workers only run agents; the coordinator (or a lone process) drives the scenario.
     let driver = (!args.worker)
-        .then(|| args.driver_plan(&config.client.ca_certificate))
+        .then(|| args.driver_plan(&config.client.ca_certificate, recorder.clone()))
         .transpose()?;
     let driver = driver.map(|plan| tokio::spawn(crate::driver::drive(plan, stop_rx.clone())));
     let storm = storm_signals()?;
@@ -59,10 +67,25 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             events: event_plan,
         };
         let tls = plan.tls(&stats)?;
-        let observer = Arc::new(AgentObserver::new(
-            stats.clone(),
-            plan.identity.client_id().to_string(),
-        ));
+        let client_id = plan.identity.client_id().to_string();
+        let counting = Arc::new(AgentObserver::new(stats.clone(), client_id.clone()));
+        let (observer, tags): (Arc<dyn Observer>, _) = match &recorder {
+            Some(recorder) => {
+                let agent = recorder.agent(&client_id);
+                let tags = EventTags {
+                    run: recorder.run(),
+                    agent: agent.clone(),
+                };
+                let observer = RecordingObserver {
+                    inner: counting,
+                    recorder: recorder.clone(),
+                    agent,
+                    runner: runner.clone(),
+                };
+                (Arc::new(observer), Some(tags))
+            }
+            None => (counting, None),
+        };
         let (stop, storm, runner, stats) = (
             stop_rx.clone(),
             storm.clone(),
@@ -72,13 +95,17 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
         let delay = Duration::from_micros(local as u64 * 1_000_000 / args.ramp_per_second.max(1));
         agents.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            plan.run(tls, runner, observer, stop, storm, stats).await;
+            plan.run(tls, runner, observer, tags, stop, storm, stats)
+                .await;
         }));
     }
     let connect_all = watch_progress(&args, &stats, started).await;
     let _ = stop_tx.send(true);
     for agent in agents {
         let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    }
+    if let Some(recorder) = &recorder {
+        recorder.finish()?;
     }
     let mut report = stats.report(args.clients, started.elapsed(), connect_all);
     if let Some(driver) = driver {
@@ -257,9 +284,12 @@ impl AgentPlan {
     fn options(
         &self,
         tls: Arc<rustls::ClientConfig>,
-        observer: &Arc<AgentObserver>,
+        observer: &Arc<dyn Observer>,
+        tags: &Option<EventTags>,
     ) -> (AgentOptions, Option<Arc<EventSpool>>) {
-        let events = self.events.map(|plan| plan.agent_events(observer.clone()));
+        let events = self
+            .events
+            .map(|plan| plan.agent_events(observer.clone(), tags.clone()));
         let spool = events.as_ref().map(|e| e.spool.clone());
         let options = AgentOptions {
             urls: self.urls.clone(),
@@ -285,7 +315,8 @@ impl AgentPlan {
         self,
         mut tls: Arc<rustls::ClientConfig>,
         runner: Arc<SyntheticRunner>,
-        observer: Arc<AgentObserver>,
+        observer: Arc<dyn Observer>,
+        tags: Option<EventTags>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut storm: tokio::sync::watch::Receiver<Storm>,
         stats: Arc<Stats>,
@@ -302,7 +333,7 @@ impl AgentPlan {
                 let _ = phase_tx.send(true);
             };
             // Events not yet acknowledged are lost with the run (a storm restarts them).
-            let (options, spool) = self.options(tls.clone(), &observer);
+            let (options, spool) = self.options(tls.clone(), &observer, &tags);
             tokio::join!(
                 run::run(options, runner.clone(), observer.clone(), phase_rx),
                 phase_over

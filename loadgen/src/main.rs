@@ -11,7 +11,9 @@ mod events;
 mod files;
 mod fleet;
 mod handshake;
+mod record;
 mod stats;
+mod verify;
 mod watch;
 
 use std::path::PathBuf;
@@ -40,7 +42,10 @@ const RESERVED_FDS: u64 = 200;
     after_help = "Reconnect storms: SIGUSR1 makes every connected agent drop its connection and \
 reconnect at once, offering its TLS session ticket (resumed handshakes); SIGUSR2 does the same \
 with a fresh TLS config per agent (no ticket: full handshakes). Results not yet acknowledged \
-are dropped, so storm an idle fleet."
+are dropped, so storm an idle fleet.
+
+`loadgen verify --record DIR --datastore PATH` checks a datastore against the record of runs \
+made with --record DIR (see `loadgen verify --help`)."
 )]
 pub struct Args {
     /// client.config.toml of the deployment to load.
@@ -166,6 +171,16 @@ pub struct Args {
     /// A frontend URL as the client config lists it, for --task-latency-of (repeatable).
     #[arg(long, value_name = "URL")]
     pub frontend: Vec<String>,
+    /// Record what every agent was asked for, sent and had acknowledged (rows, files,
+    /// events) as JSON lines under DIR (one file per process), for `loadgen verify`.
+    /// Recorded rows carry their own ids (`loadgen_row`, `loadgen_run`/`loadgen_seq`).
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// For the last N seconds of the run nothing new is scheduled and no new events are
+    /// made, so what is in flight is delivered before the agents stop (a complete record
+    /// for `verify`).
+    #[arg(long, default_value_t = 0)]
+    pub settle_s: u64,
 }
 
 impl Args {
@@ -173,6 +188,7 @@ impl Args {
     pub fn driver_plan(
         &self,
         ca: &[rustls::pki_types::CertificateDer<'static>],
+        record: Option<std::sync::Arc<record::Recorder>>,
     ) -> Result<driver::DriverPlan> {
         let target = match (&self.api_url, &self.api_password) {
             (Some(url), Some(pw)) => Some(api::ApiTarget::parse(url, ca, &self.api_user, pw)?),
@@ -195,6 +211,16 @@ impl Args {
             event_artifacts,
             watch_artifact: self.watch_artifact.clone(),
             file_bytes_per_agent: self.file_bytes_per_agent,
+            record,
+            schedule_until: self.quiet_from(),
+        })
+    }
+
+    /// When the settle time starts (None: no settle time).
+    pub fn quiet_from(&self) -> Option<std::time::Instant> {
+        (self.settle_s > 0).then(|| {
+            std::time::Instant::now()
+                + std::time::Duration::from_secs(self.duration_s.saturating_sub(self.settle_s))
         })
     }
 
@@ -204,6 +230,7 @@ impl Args {
             events_per_second_per_agent: self.events_per_second_per_agent,
             buffer_bytes: self.event_buffer_bytes,
             max_upload_bytes,
+            quiet_from: self.quiet_from().map(tokio::time::Instant::from_std),
         })
     }
 }
@@ -212,14 +239,25 @@ impl Args {
 /// upload scenario enough Pslist rows to reach the asked-for bytes.
 pub struct SyntheticRunner {
     pub pslist_rows: Option<usize>,
-    /// Output per (artifact, rows), made once and shared by every agent: building rows as
-    /// JSON values held loadgen to ~50 MB/s on its core, so the server was never the
-    /// bottleneck of an upload benchmark. The server validates every batch all the same.
-    made: std::sync::Mutex<std::collections::HashMap<(String, usize), bytes::Bytes>>,
+    /// Output per (artifact, rows), made once and shared by every agent, with the SHA-256
+    /// of its bytes (for the record): building rows as JSON values held loadgen to
+    /// ~50 MB/s on its core, so the server was never the bottleneck of an upload
+    /// benchmark. The server validates every batch all the same.
+    made: std::sync::Mutex<std::collections::HashMap<(String, usize), Made>>,
     /// files scenario: the size of each agent's synthetic file (None: other scenarios
     /// answer Generic.Collectors.File with no file).
     pub file_bytes: Option<u64>,
     files: files::SyntheticFiles,
+    /// With `--record`: every row starts with its index (`record::ROW_ID_FIELD`), so the
+    /// verifier can tell a lost row from a duplicated one.
+    tag_rows: bool,
+}
+
+#[derive(Clone)]
+struct Made {
+    jsonl: bytes::Bytes,
+    rows: u64,
+    sha256: [u8; 32],
 }
 
 /// Mean size of a synthetic Pslist row, for turning bytes into rows.
@@ -236,7 +274,55 @@ impl SyntheticRunner {
             file_bytes: (args.scenario == driver::Scenario::Files)
                 .then_some(args.file_bytes_per_agent),
             files: Default::default(),
+            tag_rows: args.record.is_some(),
         }
+    }
+
+    /// What the agent sends for `artifact`, and the SHA-256 of its rows.
+    fn artifact_output(&self, artifact: &str) -> (ArtifactOutput, [u8; 32]) {
+        use sha2::Digest;
+        if let (Some(size), packhunt::artifacts::COLLECTORS_FILE) = (self.file_bytes, artifact) {
+            let output = self.files.output(artifact, size, self.tag_rows);
+            let sha256 = sha2::Sha256::digest(&output.jsonl).into();
+            return (output, sha256);
+        }
+        let usual = packhunt::agent::artifacts::synthetic::synthetic_row_count(artifact);
+        let count = match (self.pslist_rows, artifact) {
+            (Some(rows), packhunt::artifacts::PSLIST) => rows,
+            _ => usual,
+        };
+        let made = self.output(artifact, count);
+        let output = ArtifactOutput {
+            name: artifact.to_string(),
+            jsonl: made.jsonl,
+            rows: made.rows,
+            ..Default::default()
+        };
+        (output, made.sha256)
+    }
+
+    /// For the record: what an agent will send for `task` (each artifact's rows and their
+    /// digest, and its files, numbered as the agent numbers uploads: 0, 1, .. over the
+    /// task's artifacts in order).
+    pub fn expected(&self, task: &pb::Task) -> (Vec<record::ArtifactSent>, Vec<record::FileSent>) {
+        let (mut artifacts, mut files) = (Vec::new(), Vec::new());
+        for a in &task.artifacts {
+            let (output, sha256) = self.artifact_output(&a.name);
+            artifacts.push(record::ArtifactSent {
+                name: a.name.clone(),
+                rows: output.rows,
+                sha256: hex::encode(sha256),
+            });
+            for file in &output.uploads {
+                files.push(record::FileSent {
+                    upload: files.len() as u32,
+                    path: file.path.clone(),
+                    size: file.size,
+                    sha256: hex::encode(file.sha256),
+                });
+            }
+        }
+        (artifacts, files)
     }
 }
 
@@ -248,26 +334,7 @@ impl Runner for SyntheticRunner {
     ) -> Vec<ArtifactOutput> {
         task.artifacts
             .iter()
-            .map(|a| {
-                if let (Some(size), packhunt::artifacts::COLLECTORS_FILE) =
-                    (self.file_bytes, a.name.as_str())
-                {
-                    return self.files.output(&a.name, size);
-                }
-                let usual = packhunt::agent::artifacts::synthetic::synthetic_row_count(&a.name);
-                let count = match (self.pslist_rows, a.name.as_str()) {
-                    (Some(rows), packhunt::artifacts::PSLIST) => rows,
-                    _ => usual,
-                };
-                let jsonl = self.output(&a.name, count);
-                let rows = jsonl.iter().filter(|&&b| b == b'\n').count() as u64;
-                ArtifactOutput {
-                    name: a.name.clone(),
-                    jsonl,
-                    rows,
-                    ..Default::default()
-                }
-            })
+            .map(|a| self.artifact_output(&a.name).0)
             .collect()
     }
 
@@ -277,21 +344,36 @@ impl Runner for SyntheticRunner {
 }
 
 impl SyntheticRunner {
-    fn output(&self, artifact: &str, count: usize) -> bytes::Bytes {
+    fn output(&self, artifact: &str, count: usize) -> Made {
         let mut made = self
             .made
             .lock()
             .expect("no thread panics holding the cache");
         made.entry((artifact.to_string(), count))
             .or_insert_with(|| {
+                use sha2::Digest;
                 let mut jsonl = Vec::new();
                 let rows = packhunt::agent::artifacts::synthetic::synthetic_rows(
                     artifact,
                     count,
                     fnv1a(artifact.as_bytes()),
                 );
-                rows.iter().for_each(|r| push_row(&mut jsonl, r));
-                jsonl.into()
+                for (index, row) in rows.iter().enumerate() {
+                    if self.tag_rows {
+                        let bytes =
+                            serde_json::to_vec(row).expect("a JSON value always serialises");
+                        let id = format!("\"{}\":{index}", record::ROW_ID_FIELD);
+                        record::push_tagged(&mut jsonl, &id, &bytes);
+                        jsonl.push(b'\n');
+                    } else {
+                        push_row(&mut jsonl, row);
+                    }
+                }
+                Made {
+                    sha256: sha2::Sha256::digest(&jsonl).into(),
+                    rows: rows.len() as u64,
+                    jsonl: jsonl.into(),
+                }
             })
             .clone()
     }
@@ -312,6 +394,12 @@ fn main() {
 }
 
 fn run() -> Result<()> {
+    // `loadgen verify ...` checks a datastore against a record; anything else runs a fleet.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "verify") {
+        let args = verify::VerifyArgs::parse_from(std::env::args_os().skip(1));
+        let ok = verify::run(&args)?;
+        std::process::exit(if ok { 0 } else { verify::EXIT_PROBLEMS });
+    }
     let args = Args::parse();
     if let (Some(n), Some(server_config)) = (args.measure_handshake, &args.server_config) {
         let report = handshake::measure(server_config, &args.config, n)?;
