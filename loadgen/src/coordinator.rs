@@ -54,6 +54,7 @@ pub fn run(args: &Args) -> Result<()> {
             .client
             .ca_certificate,
         recorder.clone(),
+        Default::default(),
     )?;
     let driver = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -151,6 +152,7 @@ fn spawn_worker(
         cmd.arg("--record").arg(dir);
     }
     cmd.args(["--settle-s", &args.settle_s.to_string()]);
+    cmd.args(["--window-s", &args.window_s.to_string()]);
     cmd.arg("--report").arg(report);
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     // Workers end with the coordinator, however it ends.

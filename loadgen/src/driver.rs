@@ -42,9 +42,6 @@ pub enum Scenario {
     Files,
 }
 
-/// Longest wait for the fleet to show as connected before a scenario starts anyway.
-const CONNECT_WAIT: Duration = Duration::from_secs(600);
-
 pub struct DriverPlan {
     pub target: Option<ApiTarget>,
     pub scenario: Scenario,
@@ -64,6 +61,10 @@ pub struct DriverPlan {
     pub record: Option<std::sync::Arc<crate::record::Recorder>>,
     /// `--settle-s`: nothing new is scheduled from then on.
     pub schedule_until: Option<Instant>,
+    /// Longest wait for the fleet to show as connected before the scenario starts anyway.
+    pub connect_wait: Duration,
+    /// The probe also records into the current latency window.
+    pub window: std::sync::Arc<std::sync::Mutex<crate::stats::Window>>,
 }
 
 #[derive(Default)]
@@ -75,6 +76,8 @@ pub struct DriverOutcome {
     pub collections_scheduled: u64,
     pub schedule_errors: u64,
     pub api_latency_us: Option<Histogram<u64>>,
+    /// Probe requests that failed or answered other than 200.
+    pub api_errors: u64,
     /// The same requests per probe path (in `probe_paths` order).
     pub api_latency_by_path_us: Vec<(String, Histogram<u64>)>,
     pub watch: Option<crate::watch::WatchOutcome>,
@@ -101,6 +104,7 @@ pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<Driv
             target.clone(),
             plan.probe_rate_per_second,
             plan.probe_paths.clone(),
+            plan.window.clone(),
             stop.clone(),
         ))
     });
@@ -110,9 +114,10 @@ pub async fn drive(plan: DriverPlan, stop: watch::Receiver<bool>) -> Result<Driv
         .map(|artifact| tokio::spawn(crate::watch::watch(target.clone(), artifact, stop.clone())));
     let mut outcome = schedule(&plan, &target, stop).await?;
     if let Some(probe) = probe {
-        let (all, by_path) = probe.await??;
+        let (all, by_path, errors) = probe.await??;
         outcome.api_latency_us = Some(all);
         outcome.api_latency_by_path_us = by_path;
+        outcome.api_errors = errors;
     }
     if let Some(watch) = watch {
         outcome.watch = Some(watch.await?);
@@ -131,7 +136,14 @@ async fn schedule(
         return Ok(outcome);
     }
     let mut api = ApiClient::connect(target).await?;
-    let ids = wait_connected(&mut api, plan.clients, &plan.hostname_prefix, &mut stop).await?;
+    let ids = wait_connected(
+        &mut api,
+        plan.clients,
+        &plan.hostname_prefix,
+        plan.connect_wait,
+        &mut stop,
+    )
+    .await?;
     let mut rng = rand::rngs::StdRng::from_entropy();
     match plan.scenario {
         Scenario::Upload => {
@@ -157,6 +169,13 @@ async fn schedule(
                 let result = api.collect(id, &["Generic.Client.Info"]).await;
                 if let (Some(record), Ok(flow)) = (&plan.record, &result) {
                     record.scheduled(id, flow);
+                }
+                if result.is_err() {
+                    // The master may have restarted: the next collection goes over a new
+                    // connection (this one failing too is tallied as the next error).
+                    if let Ok(fresh) = ApiClient::connect(target).await {
+                        api = fresh;
+                    }
                 }
                 tally(&mut outcome, result);
                 next += every;
@@ -286,12 +305,13 @@ async fn wait_connected(
     api: &mut ApiClient,
     want: usize,
     hostname_prefix: &str,
+    connect_wait: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Vec<String>> {
     let started = Instant::now();
     loop {
         let (total, _) = connected_page(api, 0, 1, hostname_prefix).await?;
-        if total >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
+        if total >= want || started.elapsed() > connect_wait || *stop.borrow() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -300,7 +320,7 @@ async fn wait_connected(
     // may shed them for a while): list again until all of ours are there.
     loop {
         let ids = our_connected(api, hostname_prefix).await?;
-        if ids.len() >= want || started.elapsed() > CONNECT_WAIT || *stop.borrow() {
+        if ids.len() >= want || started.elapsed() > connect_wait || *stop.borrow() {
             return Ok(ids);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -356,13 +376,16 @@ async fn connected_page(
 
 /// GETs a cheap API route at a fixed rate. Latency counts from when a request was due,
 /// not when it was sent, so a stalled server shows up in the percentiles instead of as
-/// fewer samples (no coordinated omission).
+/// fewer samples (no coordinated omission). A request that fails or answers other than 200
+/// is counted as an error (the connection is made again for the next one), so a restart
+/// of the API's frontend shows as errors in its window rather than ending the run.
 async fn probe(
     target: ApiTarget,
     rate_per_second: f64,
     paths: Vec<String>,
+    window: std::sync::Arc<std::sync::Mutex<crate::stats::Window>>,
     stop: watch::Receiver<bool>,
-) -> Result<(Histogram<u64>, Vec<(String, Histogram<u64>)>)> {
+) -> Result<(Histogram<u64>, Vec<(String, Histogram<u64>)>, u64)> {
     let new_histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
     let mut hist = new_histogram()?;
     let mut by_path = paths
@@ -371,19 +394,60 @@ async fn probe(
         .collect::<Result<Vec<_>>>()?;
     anyhow::ensure!(!by_path.is_empty(), "the probe needs at least one path");
     let mut api = ApiClient::connect(&target).await?;
+    let mut api_ok = true;
     let every = Duration::from_secs_f64(1.0 / rate_per_second);
     let mut due = Instant::now();
-    let mut turn = 0usize;
+    let (mut turn, mut errors) = (0usize, 0u64);
     while !*stop.borrow() {
         tokio::time::sleep_until(due.into()).await;
+        due += every;
         let (path, path_hist) = &mut by_path[turn % paths.len()];
         turn += 1;
-        let (status, _, _) = api.request("GET", path, None).await?;
-        anyhow::ensure!(status == 200, "API probe of {path} answered {status}");
-        let took = (due.elapsed().as_micros() as u64).max(1);
-        let _ = hist.record(took);
-        let _ = path_hist.record(took);
-        due += every;
+        if !api_ok {
+            match ApiClient::connect(&target).await {
+                Ok(fresh) => (api, api_ok) = (fresh, true),
+                Err(_) => {
+                    errors += 1;
+                    window
+                        .lock()
+                        .expect("no probe critical section panics")
+                        .api_errors += 1;
+                    continue;
+                }
+            }
+        }
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, api.request("GET", path, None)).await;
+        let took = ((due - every).elapsed().as_micros() as u64).max(1);
+        match answer {
+            Ok(Ok((200, _, _))) => {
+                let _ = hist.record(took);
+                let _ = path_hist.record(took);
+                let _ = window
+                    .lock()
+                    .expect("no probe critical section panics")
+                    .api_us
+                    .record(took);
+            }
+            other => {
+                if errors < 3 {
+                    let why = match other {
+                        Ok(Ok((status, _, _))) => format!("answered {status}"),
+                        Ok(Err(e)) => format!("{e:#}"),
+                        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+                    };
+                    eprintln!("loadgen: API probe of {path}: {why}");
+                }
+                errors += 1;
+                window
+                    .lock()
+                    .expect("no probe critical section panics")
+                    .api_errors += 1;
+                api_ok = false;
+            }
+        }
     }
-    Ok((hist, by_path))
+    Ok((hist, by_path, errors))
 }
+
+/// Longest wait for one probe answer before it counts as an error.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);

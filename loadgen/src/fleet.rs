@@ -42,7 +42,13 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     };
     // Workers only run agents; the coordinator (or a lone process) drives the scenario.
     let driver = (!args.worker)
-        .then(|| args.driver_plan(&config.client.ca_certificate, recorder.clone()))
+        .then(|| {
+            args.driver_plan(
+                &config.client.ca_certificate,
+                recorder.clone(),
+                stats.window.clone(),
+            )
+        })
         .transpose()?;
     let driver = driver.map(|plan| tokio::spawn(crate::driver::drive(plan, stop_rx.clone())));
     let storm = storm_signals()?;
@@ -156,6 +162,7 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut connect_all = None;
     let (mut last_bytes, mut last_events) = (0u64, 0u64);
+    let mut next_window_s = args.window_s;
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut terminate =
@@ -182,6 +189,11 @@ async fn watch_progress(args: &Args, stats: &Stats, started: Instant) -> Option<
             );
         }
         stats.record_point(point.clone());
+        let t_s = started.elapsed().as_secs();
+        if args.window_s > 0 && t_s >= next_window_s {
+            stats.close_window(t_s);
+            next_window_s = t_s + args.window_s;
+        }
         let bytes = stats.upload_bytes.load(Ordering::Relaxed);
         if !args.worker {
             eprintln!(

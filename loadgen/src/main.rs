@@ -181,6 +181,15 @@ pub struct Args {
     /// for `verify`).
     #[arg(long, default_value_t = 0)]
     pub settle_s: u64,
+    /// Close a window of the latency series (task delivery and API probe p50/p99/max, probe
+    /// errors: the report's `latency_windows`) every this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub window_s: u64,
+    /// tasking, upload, files: start scheduling once every agent is listed as connected,
+    /// or after this many seconds with those that are (a fleet under faults is rarely
+    /// all connected at once).
+    #[arg(long, default_value_t = 600)]
+    pub connect_wait_s: u64,
 }
 
 impl Args {
@@ -189,6 +198,7 @@ impl Args {
         &self,
         ca: &[rustls::pki_types::CertificateDer<'static>],
         record: Option<std::sync::Arc<record::Recorder>>,
+        window: std::sync::Arc<std::sync::Mutex<stats::Window>>,
     ) -> Result<driver::DriverPlan> {
         let target = match (&self.api_url, &self.api_password) {
             (Some(url), Some(pw)) => Some(api::ApiTarget::parse(url, ca, &self.api_user, pw)?),
@@ -213,6 +223,8 @@ impl Args {
             file_bytes_per_agent: self.file_bytes_per_agent,
             record,
             schedule_until: self.quiet_from(),
+            window,
+            connect_wait: std::time::Duration::from_secs(self.connect_wait_s),
         })
     }
 

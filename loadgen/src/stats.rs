@@ -59,6 +59,44 @@ pub struct Stats {
     flows: Mutex<HashMap<String, (String, u64)>>,
     last_error: Mutex<Option<String>>,
     series: Mutex<Vec<SeriesPoint>>,
+    /// Latencies of the current window (`--window-s`), shared with the API probe.
+    pub window: std::sync::Arc<Mutex<Window>>,
+    windows: Mutex<Vec<WindowPoint>>,
+}
+
+/// Task delivery and API probe latencies since the last window closed.
+pub struct Window {
+    pub task_us: Histogram<u64>,
+    pub api_us: Histogram<u64>,
+    pub api_errors: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            task_us: new_histogram(),
+            api_us: new_histogram(),
+            api_errors: 0,
+        }
+    }
+}
+
+/// One closed window of the latency series: how delivery and the GUI/API fared over
+/// time (a soak's drift, a restart's dent), not only over the whole run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowPoint {
+    /// Seconds since the start at the window's end.
+    pub t_s: u64,
+    pub tasks: u64,
+    pub task_p50_us: u64,
+    pub task_p99_us: u64,
+    pub task_max_us: u64,
+    pub api_requests: u64,
+    pub api_p50_us: u64,
+    pub api_p99_us: u64,
+    pub api_max_us: u64,
+    /// Probe requests that failed or answered other than 200 (the API was away).
+    pub api_errors: u64,
 }
 
 /// Latencies from 1 µs to 1 hour at 3 significant digits.
@@ -92,7 +130,34 @@ impl Stats {
             flows: Mutex::new(HashMap::new()),
             last_error: Mutex::new(None),
             series: Mutex::new(Vec::new()),
+            window: Default::default(),
+            windows: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Closes the current latency window as the point at `t_s`.
+    pub fn close_window(&self, t_s: u64) {
+        let w = std::mem::take(&mut *self.window.lock().expect(NOT_POISONED));
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        let point = WindowPoint {
+            t_s,
+            tasks: w.task_us.len(),
+            task_p50_us: q(&w.task_us, 0.5),
+            task_p99_us: q(&w.task_us, 0.99),
+            task_max_us: w.task_us.max(),
+            api_requests: w.api_us.len(),
+            api_p50_us: q(&w.api_us, 0.5),
+            api_p99_us: q(&w.api_us, 0.99),
+            api_max_us: w.api_us.max(),
+            api_errors: w.api_errors,
+        };
+        self.windows.lock().expect(NOT_POISONED).push(point);
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -140,6 +205,12 @@ impl Stats {
             .task_latency_us
             .lock()
             .expect(NOT_POISONED)
+            .record(latency_us);
+        let _ = self
+            .window
+            .lock()
+            .expect(NOT_POISONED)
+            .task_us
             .record(latency_us);
         if let Some(slot) = frontend {
             if let Some((_, h)) = self
@@ -461,7 +532,14 @@ pub struct Report {
     /// What `--watch-artifact` saw on the master's watch stream.
     #[serde(default)]
     pub watch: Option<WatchReport>,
+    /// Probe requests that failed or answered other than 200, over the run.
+    #[serde(default)]
+    pub api_errors: u64,
     pub series: Vec<SeriesPoint>,
+    /// Task delivery and API probe latency per `--window-s` window (a lone process's
+    /// own; a fleet of worker processes reports none).
+    #[serde(default)]
+    pub latency_windows: Vec<WindowPoint>,
     pub flows: Vec<FlowReport>,
 }
 
@@ -556,7 +634,9 @@ impl Stats {
             events_bytes_per_second: l(&self.events_acked_bytes) as f64
                 / duration.as_secs_f64().max(1e-9),
             watch: None,
+            api_errors: 0,
             series: self.series.lock().expect(NOT_POISONED).clone(),
+            latency_windows: self.windows.lock().expect(NOT_POISONED).clone(),
             flows,
         }
     }
@@ -587,6 +667,7 @@ impl Report {
         self.collections_scheduled = outcome.collections_scheduled;
         self.schedule_errors = outcome.schedule_errors;
         self.api_latency = outcome.api_latency_us.as_ref().map(percentiles);
+        self.api_errors = outcome.api_errors;
         self.api_latency_by_path = outcome
             .api_latency_by_path_us
             .iter()
@@ -767,7 +848,9 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         events_acked_per_second: sum(|r| r.events_acked_rows) as f64 / duration_s.max(1e-9),
         events_bytes_per_second: sum(|r| r.events_acked_bytes) as f64 / duration_s.max(1e-9),
         watch: None,
+        api_errors: 0,
         series,
+        latency_windows: Vec::new(),
         flows: reports.into_iter().flat_map(|r| r.flows).collect(),
     })
 }

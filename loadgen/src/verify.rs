@@ -653,3 +653,240 @@ fn check_events(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Goal: verify counts exactly what is wrong in a datastore — a lost row, a row stored
+    //! twice, bytes that differ, a flow not final, an upload that differs, an event lost
+    //! and one stored twice — and passes a datastore holding what was sent. Method: write
+    //! a datastore with packhunt's own writers and a record by hand, then check.
+
+    use super::*;
+    use packhunt::datastore::flow::{write_status, FlowStatusDoc};
+    use packhunt::datastore::monitoring::EventStream;
+    use packhunt::datastore::resultset::ResultSet;
+    use packhunt::datastore::uploads::{Announced, FlowUploads};
+
+    const ARTIFACT: &str = "Linux.Sys.Users";
+    const EVENTS: &str = "Generic.Client.Stats";
+
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn row(id: u64, text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        record::push_tagged(
+            &mut out,
+            &format!("\"{}\":{id}", record::ROW_ID_FIELD),
+            format!("{{\"name\":\"{text}\"}}").as_bytes(),
+        );
+        out.push(b'\n');
+        out
+    }
+
+    fn rows(ids: &[u64], text: &str) -> Vec<u8> {
+        ids.iter().flat_map(|&i| row(i, text)).collect()
+    }
+
+    fn status(flow: &FlowId, state: FlowState) -> FlowStatusDoc {
+        FlowStatusDoc {
+            flow_id: flow.clone(),
+            state,
+            total_rows: 0,
+            total_bytes: 0,
+            artifacts: vec![],
+            errors: vec![],
+            create_time_ms: packhunt::clock::now_ms(),
+            start_time_ms: None,
+            finish_time_ms: None,
+            ended_by: None,
+            uploaded_files: 0,
+            uploaded_bytes: 0,
+        }
+    }
+
+    /// A flow of `client` in `state` whose result set got `batches`; its record says the
+    /// agent sent rows 0..3 of `text` (and had them all acknowledged).
+    fn flow(
+        ds: &Datastore,
+        record: &mut Record,
+        client: &ClientId,
+        state: FlowState,
+        batches: &[Vec<u8>],
+        done: bool,
+    ) -> FlowId {
+        let id = FlowId::random();
+        let dir = ds.client(client);
+        std::fs::create_dir_all(dir.flow(&id).results_dir()).unwrap();
+        write_status(&dir, &status(&id, state)).unwrap();
+        let name = ArtifactName::parse(ARTIFACT).unwrap();
+        let mut set = ResultSet::open(&dir.flow(&id).result_paths(&name)).unwrap();
+        for (seq, batch) in batches.iter().enumerate() {
+            set.append_batch(seq as u64, batch).unwrap();
+        }
+        let sent = rows(&[0, 1, 2], "sent");
+        record.take(Line::Task {
+            client: client.as_str().into(),
+            flow: id.as_str().into(),
+            hunt: String::new(),
+            artifacts: vec![ArtifactSent {
+                name: ARTIFACT.into(),
+                rows: 3,
+                sha256: hex::encode(Sha256::digest(&sent)),
+            }],
+            files: vec![],
+        });
+        if done {
+            record.take(Line::FlowDone {
+                client: client.as_str().into(),
+                flow: id.as_str().into(),
+                rows: 3,
+            });
+        }
+        id
+    }
+
+    #[test]
+    fn counts_what_is_wrong_and_passes_what_is_right() {
+        let root = std::env::temp_dir().join(format!("loadgen-verify-{}", std::process::id()));
+        let _cleanup = TempDir(root.clone());
+        let ds = Datastore::open(root.clone(), false).unwrap();
+        let client = ClientId::from_spki(b"an agent");
+        let mut record = Record::default();
+        record.take(Line::Start {
+            run: 7,
+            pid: 1,
+            role: "both".into(),
+            first_agent: 0,
+            clients: 1,
+            started_ms: packhunt::clock::now_ms() - 1_000,
+        });
+        record.take(Line::Agent {
+            client: client.as_str().into(),
+        });
+        let sent = |ids: &[u64]| rows(ids, "sent");
+        let fine = [sent(&[0, 1]), sent(&[2])];
+        flow(&ds, &mut record, &client, FlowState::Finished, &fine, true);
+
+        // A clean datastore passes.
+        let v = check(&record, &root).unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!((v.rows_expected, v.rows_found, v.flows_total), (3, 3, 1));
+
+        // Row 2 never stored, row 1 stored twice (a resend under a new batch number).
+        let lossy = [sent(&[0, 1]), sent(&[1])];
+        flow(&ds, &mut record, &client, FlowState::Finished, &lossy, true);
+        // Every row once, but not the bytes sent.
+        flow(
+            &ds,
+            &mut record,
+            &client,
+            FlowState::Finished,
+            &[rows(&[0, 1, 2], "other")],
+            true,
+        );
+        // Still in progress, the agent not done: not final, its rows not expected.
+        flow(
+            &ds,
+            &mut record,
+            &client,
+            FlowState::InProgress,
+            &[sent(&[0])],
+            false,
+        );
+        // Someone else's row in a result set of ours.
+        flow(
+            &ds,
+            &mut record,
+            &client,
+            FlowState::Finished,
+            &[sent(&[0, 1, 2]), b"{\"x\":1}\n".to_vec()],
+            true,
+        );
+
+        // Events: rows 0..4 made and acknowledged; 3 never stored, 2 stored twice.
+        let dir = ds.client(&client);
+        let events = ArtifactName::parse(EVENTS).unwrap();
+        let mut stream = EventStream::open(&dir, &events).unwrap();
+        let now = packhunt::clock::now_ms();
+        let event = |seqs: &[u64]| -> Vec<u8> {
+            seqs.iter()
+                .flat_map(|s| {
+                    let mut out = Vec::new();
+                    let fields = format!(
+                        "\"{}\":7,\"{}\":{s}",
+                        record::EVENT_RUN_FIELD,
+                        record::EVENT_SEQ_FIELD
+                    );
+                    record::push_tagged(&mut out, &fields, b"{\"cpu\":1}");
+                    out.push(b'\n');
+                    out
+                })
+                .collect()
+        };
+        stream.append(0, &event(&[0, 1, 2]), &[now; 3]).unwrap();
+        stream.append(1, &event(&[2]), &[now]).unwrap();
+        record.take(Line::Events {
+            client: client.as_str().into(),
+            artifact: EVENTS.into(),
+            run: 7,
+            made: 5,
+            acked: 4,
+            dropped: 1,
+        });
+
+        // An upload whose stored bytes are not those announced.
+        let files_flow = flow(&ds, &mut record, &client, FlowState::Finished, &fine, true);
+        let mut uploads = FlowUploads::open(&dir.flow(&files_flow)).unwrap();
+        let body = b"the bytes that arrived";
+        let meta = uploads
+            .begin(&Announced {
+                upload: 0,
+                artifact: "Generic.Collectors.File".into(),
+                path: "/var/log/x.bin".into(),
+                size: body.len() as u64,
+                sha256: hex::encode(Sha256::digest(body)),
+            })
+            .unwrap();
+        uploads.write_at(0, 0, body).unwrap();
+        uploads.complete(&meta).unwrap();
+        let announced = |sha256: String| FileSent {
+            upload: 0,
+            path: "/var/log/x.bin".into(),
+            size: body.len() as u64,
+            sha256,
+        };
+        if let Some(f) = record.flows.get_mut(files_flow.as_str()) {
+            f.files = vec![
+                announced(hex::encode(Sha256::digest(body))),
+                FileSent {
+                    upload: 1,
+                    ..announced(hex::encode(Sha256::digest(b"never sent")))
+                },
+            ];
+        }
+
+        let v = check(&record, &root).unwrap();
+        assert!(!v.ok);
+        assert_eq!(v.flows_total, 6);
+        assert_eq!(v.flows_not_final, 1, "{v:?}");
+        assert_eq!(v.flows_not_done_by_agents, 1);
+        // 5 flows expected in full (3 rows each); the lossy one has 2 distinct.
+        assert_eq!(v.rows_expected, 15);
+        assert_eq!(v.rows_lost, 1);
+        assert_eq!(v.rows_duplicated, 1);
+        assert_eq!(v.rows_content_mismatched, 1);
+        assert_eq!(v.rows_unexpected, 1);
+        assert_eq!((v.uploads_expected, v.uploads_checked), (2, 1));
+        assert_eq!((v.uploads_missing, v.uploads_mismatched), (1, 1));
+        assert_eq!((v.events_expected, v.events_found), (4, 3));
+        assert_eq!((v.events_lost, v.events_duplicated), (1, 1));
+        assert_eq!(v.events_dropped_by_agents, 1);
+        assert!(!v.problems.is_empty());
+        assert!(v.summary().starts_with("verify FAILED"), "{}", v.summary());
+    }
+}
