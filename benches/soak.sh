@@ -14,8 +14,12 @@
 #   soake-  33%, events: Generic.Client.Stats at SOAK_EPS per agent per second
 #   soakf-   7%, files: one SOAK_FILE_BYTES file each at the start, and again for
 #           SOAK_FILE_BATCH of them just before each minion kill (uploads in flight)
-# and SOAK_HUNTS hunts (Linux.Sys.Users, every connected agent) spread over the run, each
-# stopped after a quarter of it.
+# and SOAK_HUNTS hunts (SOAK_HUNT_ARTIFACT, Generic.Client.Info by default, over every
+# connected agent) spread over the run, each stopped after a quarter of it.
+#
+# The rates are set for this box (2 cores shared with other work, sshfs over loopback): at
+# SOAK_EPS=0.2 the events fleet alone sent ~1,000 one-row event uploads a second, more
+# small-file operations than the mounts could serve, and hunts then recruited ~2 agents/s.
 #
 # Faults, over MINUTES once every agent is connected: every SOAK_KILL_EVERY_S (default a
 # sixth of the run: 300 s in 30 minutes, 30 s in 3) a random minion is killed with SIGKILL
@@ -87,6 +91,7 @@ soak_unmount() {
     local m
     for m in "${SOAK_MOUNTED[@]}"; do sshfs_down "$m" || true; done
     SOAK_MOUNTED=()
+    return 0
 }
 
 soak_t() { echo $((($(now_ms) - SOAK_T0_MS) / 1000)); }
@@ -179,7 +184,7 @@ soak_file_batch() {   # a files collection for SOAK_FILE_BATCH random files-flee
 
 soak_hunt_start() {
     local id
-    id=$(api_post /api/v1/hunts '{"artifacts":["Linux.Sys.Users"],"condition":{"labels":[],"os":""},"expires_ms":0}' | jq -r '.hunt_id // empty')
+    id=$(api_post /api/v1/hunts "{\"artifacts\":[\"$SOAK_HUNT_ARTIFACT\"],\"condition\":{\"labels\":[],\"os\":\"\"},\"expires_ms\":0}" | jq -r '.hunt_id // empty')
     [[ -n $id ]] || { soak_event hunt "create failed"; return; }
     api_post "/api/v1/hunts/$id/start" >/dev/null || true
     echo "$id" >>"$SOAK_DIR/hunts.ids"
@@ -292,7 +297,8 @@ run_soak() {
     SOAK_MOUNT=${SOAK_MOUNT:-auto}
     SOAK_TASK_RATE=${SOAK_TASK_RATE:-10}
     SOAK_PROBE_RATE=${SOAK_PROBE_RATE:-5}
-    SOAK_EPS=${SOAK_EPS:-0.2}
+    SOAK_EPS=${SOAK_EPS:-0.02}
+    SOAK_HUNT_ARTIFACT=${SOAK_HUNT_ARTIFACT:-Generic.Client.Info}
     SOAK_FILE_BYTES=${SOAK_FILE_BYTES:-500000}
     SOAK_HUNTS=${SOAK_HUNTS:-3}
     SOAK_RESTART_DELAY_S=${SOAK_RESTART_DELAY_S:-5}
@@ -310,6 +316,9 @@ run_soak() {
     ((nt <= 19000 && ne <= 19000 && nf <= 19000)) || { log "soak: a fleet above 19,000 agents per process"; exit 1; }
     SOAK_DIR=$OUT/soak
     mkdir -p "$SOAK_DIR"
+    SOAK_MOUNTED=()
+    # However the run ends: lib.sh's cleanup (fleets, frontends), then the mounts.
+    trap 'lib_cleanup; soak_unmount' EXIT
     : >"$SOAK_DIR/events.tsv"
     printf 't_s\trole\tpid\trss_kib\topen_files\n' >"$SOAK_DIR/samples.tsv"
     log "soak: $minutes min, $n agents (tasking $nt, events $ne at $SOAK_EPS/s each, files $nf x $SOAK_FILE_BYTES B) over a master + 2 minions; $SOAK_TASK_RATE tasks/s, $SOAK_HUNTS hunts, a minion SIGKILLed every $p s, the master restarted once; settle $SOAK_SETTLE_S s"
@@ -330,7 +339,7 @@ run_soak() {
         --record "$SOAK_DIR/record" --window-s "$SOAK_WINDOW_S" --api-url "https://127.0.0.1:$GUI_PORT/" --api-password "$PW")
     start_ms=$(now_ms)
     LOADGEN_CPUS="" start_loadgen "$SOAK_DIR" tasking $((lg_s + 300)) --clients "$nt" --hostname-prefix soakt- \
-        --scenario tasking --task-rate-per-second "$SOAK_TASK_RATE" --probe-rate-per-second "$SOAK_PROBE_RATE" \
+        --scenario tasking --task-rate-per-second "$SOAK_TASK_RATE" --connect-wait-s 30 --probe-rate-per-second "$SOAK_PROBE_RATE" \
         --probe-path /api/v1/frontends --probe-path "/api/v1/clients?search=soakt-1&limit=50" "${common[@]}"
     pids+=("$LG_PID")
     LOADGEN_CPUS="" start_loadgen "$SOAK_DIR" events $((lg_s + 300)) --clients "$ne" --hostname-prefix soake- \
@@ -338,7 +347,7 @@ run_soak() {
         --probe-rate-per-second 0 "${common[@]}"
     pids+=("$LG_PID")
     LOADGEN_CPUS="" start_loadgen "$SOAK_DIR" files $((lg_s + 300)) --clients "$nf" --hostname-prefix soakf- \
-        --scenario files --file-bytes-per-agent "$SOAK_FILE_BYTES" --probe-rate-per-second 0 "${common[@]}"
+        --scenario files --file-bytes-per-agent "$SOAK_FILE_BYTES" --connect-wait-s 30 --probe-rate-per-second 0 "${common[@]}"
     pids+=("$LG_PID")
     for f in tasking events files; do
         LG_PID=${pids[0]}
@@ -387,7 +396,7 @@ run_soak() {
     "$LOADGEN" verify --record "$SOAK_DIR/record" --datastore "$SOAK_EXPORT" --report "$SOAK_DIR/verify.json" \
         >"$SOAK_DIR/verify.out" 2>&1 || verify_rc=$?
     head -1 "$SOAK_DIR/verify.out" | tee -a "$OUT/run.log"
-    [[ $SOAK_MOUNT_USED == sshfs ]] && soak_unmount
+    soak_unmount
     soak_plot
     soak_record "$minutes" "$n" "$verify_rc" "$d"
     print_table "soak: $minutes min, $n agents over a master + 2 minions, datastore on $SOAK_MOUNT_USED, $SOAK_KILLS minion kills + 1 master restart ($OUT)"
