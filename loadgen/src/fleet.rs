@@ -57,7 +57,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let mut agents = Vec::with_capacity(args.clients);
     for (local, identity) in identities.into_iter().enumerate() {
         let i = args.first_agent + local;
-        let plan = AgentPlan {
+        let mut plan = AgentPlan {
             urls: urls.clone(),
             local_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)),
             info: pb::ClientInfo {
@@ -71,6 +71,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             ca: ca.clone(),
             identity,
             events: event_plan,
+            tags: None,
         };
         let tls = plan.tls(&stats)?;
         let client_id = plan.identity.client_id().to_string();
@@ -92,6 +93,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             }
             None => (counting, None),
         };
+        plan.tags = tags;
         let (stop, storm, runner, stats) = (
             stop_rx.clone(),
             storm.clone(),
@@ -101,8 +103,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
         let delay = Duration::from_micros(local as u64 * 1_000_000 / args.ramp_per_second.max(1));
         agents.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            plan.run(tls, runner, observer, tags, stop, storm, stats)
-                .await;
+            plan.run(tls, runner, observer, stop, storm, stats).await;
         }));
     }
     let connect_all = watch_progress(&args, &stats, started).await;
@@ -276,6 +277,8 @@ struct AgentPlan {
     identity: AgentIdentity,
     /// Synthetic client monitoring events (the events scenario only).
     events: Option<EventPlan>,
+    /// `--record`: what numbers this agent's event rows.
+    tags: Option<EventTags>,
 }
 
 impl AgentPlan {
@@ -297,11 +300,10 @@ impl AgentPlan {
         &self,
         tls: Arc<rustls::ClientConfig>,
         observer: &Arc<dyn Observer>,
-        tags: &Option<EventTags>,
     ) -> (AgentOptions, Option<Arc<EventSpool>>) {
         let events = self
             .events
-            .map(|plan| plan.agent_events(observer.clone(), tags.clone()));
+            .map(|plan| plan.agent_events(observer.clone(), self.tags.clone()));
         let spool = events.as_ref().map(|e| e.spool.clone());
         let options = AgentOptions {
             urls: self.urls.clone(),
@@ -328,7 +330,6 @@ impl AgentPlan {
         mut tls: Arc<rustls::ClientConfig>,
         runner: Arc<SyntheticRunner>,
         observer: Arc<dyn Observer>,
-        tags: Option<EventTags>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut storm: tokio::sync::watch::Receiver<Storm>,
         stats: Arc<Stats>,
@@ -345,7 +346,7 @@ impl AgentPlan {
                 let _ = phase_tx.send(true);
             };
             // Events not yet acknowledged are lost with the run (a storm restarts them).
-            let (options, spool) = self.options(tls.clone(), &observer, &tags);
+            let (options, spool) = self.options(tls.clone(), &observer);
             tokio::join!(
                 run::run(options, runner.clone(), observer.clone(), phase_rx),
                 phase_over
