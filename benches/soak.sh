@@ -32,9 +32,10 @@
 # checks every row (once), upload (byte-identical), flow (final) and event against what
 # the agents recorded. The target fails (exit 1) when verify does.
 #
-# Sampled every SOAK_SAMPLE_S: RSS and open files of each frontend (samples.tsv; drift per
-# frontend life, i.e. between its restarts, is reported in KiB/min and files/min over the
-# part of each life after SOAK_WARMUP_S). The tasking fleet's loadgen reports task delivery
+# Sampled every SOAK_SAMPLE_S: RSS and open files of each frontend (samples.tsv). Drift is
+# the RSS slope (KiB/min) over each frontend's longest steady stretch: no restart, past
+# SOAK_WARMUP_S, open files (≈ agents held) within 3 %; kills move agents between
+# frontends, and RSS follows the agents. The tasking fleet's loadgen reports task delivery
 # and probe latency per SOAK_WINDOW_S window (latency_windows). Output: the table
 # ($OUT/table.md), a text plot of the series ($OUT/soak/plot.txt; gnuplot's dumb terminal
 # when gnuplot is installed, else awk), the verdict ($OUT/soak/verify.json), everything
@@ -213,17 +214,27 @@ soak_schedule() {
     done
 }
 
-# soak_drift ROLE COLUMN(4 = rss KiB, 5 = open files) END_S: "start end per_min life_min"
-# of the longest life of ROLE, from its first sample SOAK_WARMUP_S into the life to its
-# last one before END_S (the fleets' own stop is not drift).
+# soak_drift ROLE END_S: "rss0_kib rss1_kib rss_kib_per_min files0 files1 minutes" over the
+# longest steady stretch of ROLE before END_S: one life (no restart), past its first
+# SOAK_WARMUP_S, with its open files (≈ its agents) within 3 % of the stretch's first
+# sample. RSS and files follow the agents a frontend holds, and kills move agents between
+# frontends; growth at a steady agent count is the drift that matters (a leak).
 soak_drift() {
-    awk -F'\t' -v r="$1" -v c="$2" -v w="$SOAK_WARMUP_S" -v end="$3" '
-        $2 == r && $1 <= end { if ($3 != pid) { pid = $3; born[pid] = $1; n++; order[n] = pid }
-                  if ($1 - born[pid] >= w) { if (!(pid in t0)) { t0[pid] = $1; v0[pid] = $c } t1[pid] = $1; v1[pid] = $c } }
-        END { best = ""; for (i = 1; i <= n; i++) { p = order[i]; if ((p in t0) && (best == "" || t1[p] - t0[p] > t1[best] - t0[best])) best = p }
-              if (best == "" || t1[best] == t0[best]) { print "- - - 0"; exit }
-              m = (t1[best] - t0[best]) / 60
-              printf "%d %d %.1f %.1f\n", v0[best], v1[best], (v1[best] - v0[best]) / m, m }' "$SOAK_DIR/samples.tsv"
+    awk -F'\t' -v r="$1" -v end="$2" -v w="$SOAK_WARMUP_S" '
+        $2 != r || $1 > end || $1 !~ /^[0-9]+$/ { next }
+        $3 != pid { pid = $3; born = $1 }
+        $1 - born < w { next }
+        {
+            if (!open || $3 != spid || ($5 - f0) > 0.03 * f0 || (f0 - $5) > 0.03 * f0) {
+                open = 1; spid = $3; t0 = $1; r0 = $4; f0 = $5
+            }
+            if ($1 - t0 > best) { best = $1 - t0; bt0 = t0; br0 = r0; bf0 = f0; bt1 = $1; br1 = $4; bf1 = $5 }
+        }
+        END {
+            if (best <= 0) { print "- - - - - 0"; exit }
+            m = (bt1 - bt0) / 60
+            printf "%d %d %.1f %d %d %.1f\n", br0, br1, (br1 - br0) / m, bf0, bf1, m
+        }' "$SOAK_DIR/samples.tsv"
 }
 
 # soak_ascii_plot TITLE FILE(x y per line) MARKS(t_s:letter ...): a small text chart.
@@ -437,12 +448,9 @@ soak_record() {   # soak_record MINUTES N VERIFY_RC FAULTS_S: the table
     rec "agent reconnects (all fleets)" "$(cat "$SOAK_DIR"/{tasking,events,files}.json 2>/dev/null | jq -s 'map(.reconnects) | add' 2>/dev/null || echo '?')"
     rec "agent errors (all fleets)" "$(cat "$SOAK_DIR"/{tasking,events,files}.json 2>/dev/null | jq -s 'map(.errors) | add' 2>/dev/null || echo '?')"
     for role in master minion1 minion2; do
-        read -r a b drift life <<<"$(soak_drift "$role" 4 "$4")"
-        rec "$role RSS (MiB), start -> end of its longest life before the fleets stopped" \
-            "$(calc "${a/-/0} / 1024" 1) -> $(calc "${b/-/0} / 1024" 1) (${life} min)"
-        rec "$role RSS drift over that life (KiB/min)" "$drift"
-        read -r a b fdrift life <<<"$(soak_drift "$role" 5 "$4")"
-        rec "$role open files, start -> end of that life" "$a -> $b"
-        rec "$role open files drift (files/min)" "$fdrift"
+        read -r a b drift f0 f1 life <<<"$(soak_drift "$role" "$4")"
+        rec "$role: longest steady stretch (min; open files start -> end)" "$life ($f0 -> $f1)"
+        rec "$role: RSS over it (MiB, start -> end)" "$(calc "${a/-/0} / 1024" 1) -> $(calc "${b/-/0} / 1024" 1)"
+        rec "$role: RSS drift over it (KiB/min)" "$drift"
     done
 }
