@@ -237,16 +237,19 @@ soak_drift() {
         }' "$SOAK_DIR/samples.tsv"
 }
 
-# soak_ascii_plot TITLE FILE(x y per line) MARKS(t_s:letter ...): a small text chart.
+# soak_ascii_plot TITLE FILE(x y per line) MARKS(t_s:letter ...) [log]: a small text chart;
+# with `log` the y axis is logarithmic (latencies: one restart's minute would flatten the rest).
 soak_ascii_plot() {
-    local title=$1 file=$2 marks=${3:-}
-    awk -v title="$title" -v marks="$marks" -v W=72 -v H=12 '
-        { x[NR] = $1; y[NR] = $2; if (NR == 1 || $1 < xmin) xmin = $1; if (NR == 1 || $1 > xmax) xmax = $1
+    local title=$1 file=$2 marks=${3:-} scale=${4:-lin}
+    awk -v title="$title" -v marks="$marks" -v W=72 -v H=12 -v scale="$scale" '
+        function shown(v) { return scale == "log" ? 10 ^ v : v }
+        { if (scale == "log") $2 = log($2 < 1 ? 1 : $2) / log(10)
+          x[NR] = $1; y[NR] = $2; if (NR == 1 || $1 < xmin) xmin = $1; if (NR == 1 || $1 > xmax) xmax = $1
           if (NR == 1 || $2 > ymax) ymax = $2; if (NR == 1 || $2 < ymin) ymin = $2 }
         END {
             print title
             if (!NR) { print "  (no data)"; exit }
-            if (ymin > 0) ymin = 0
+            if (ymin > 0 && scale != "log") ymin = 0
             if (ymax == ymin) ymax = ymin + 1
             if (xmax == xmin) xmax = xmin + 1
             for (r = 0; r < H; r++) for (c = 0; c < W; c++) g[r, c] = " "
@@ -256,7 +259,8 @@ soak_ascii_plot() {
                 g[r, c] = "*"
             }
             for (r = H - 1; r >= 0; r--) {
-                label = (r == H - 1) ? sprintf("%10.1f", ymax) : (r == 0 ? sprintf("%10.1f", ymin) : "          ")
+                label = (r == H - 1) ? sprintf("%10.1f", shown(ymax)) : (r == 0 ? sprintf("%10.1f", shown(ymin)) : "          ")
+                if (scale == "log" && r == int((H - 1) / 2)) label = sprintf("%10.1f", shown(ymin + (ymax - ymin) * r / (H - 1)))
                 line = label " |"
                 for (c = 0; c < W; c++) line = line g[r, c]
                 print line
@@ -275,8 +279,8 @@ soak_ascii_plot() {
 soak_plot() {   # the series, one chart each, into $SOAK_DIR/plot.txt
     local rp=$SOAK_DIR/tasking.json marks role f
     marks=$(awk -F'\t' '$2 == "kill" { printf "%s:K ", $1 } $2 == "stop" { printf "%s:M ", $1 }' "$SOAK_DIR/events.tsv")
-    jq -r --argjson t0 "$SOAK_LG_OFFSET_S" '.latency_windows[]? | select(.tasks > 0) | "\((.t_s - $t0) / 60) \(.task_p99_us / 1000)"' "$rp" >"$SOAK_DIR/series-task-p99.txt" 2>/dev/null || true
-    jq -r --argjson t0 "$SOAK_LG_OFFSET_S" '.latency_windows[]? | select(.api_requests > 0) | "\((.t_s - $t0) / 60) \(.api_p99_us / 1000)"' "$rp" >"$SOAK_DIR/series-api-p99.txt" 2>/dev/null || true
+    jq -r --argjson t0 "$SOAK_LG_OFFSET_S" '.latency_windows[]? | select(.tasks > 0 and .t_s >= $t0) | "\((.t_s - $t0) / 60) \(.task_p99_us / 1000)"' "$rp" >"$SOAK_DIR/series-task-p99.txt" 2>/dev/null || true
+    jq -r --argjson t0 "$SOAK_LG_OFFSET_S" '.latency_windows[]? | select(.api_requests > 0 and .t_s >= $t0) | "\((.t_s - $t0) / 60) \(.api_p99_us / 1000)"' "$rp" >"$SOAK_DIR/series-api-p99.txt" 2>/dev/null || true
     for role in master minion1 minion2; do
         awk -F'\t' -v r="$role" '$2 == r { print $1 / 60, $4 / 1024 }' "$SOAK_DIR/samples.tsv" >"$SOAK_DIR/series-rss-$role.txt"
         awk -F'\t' -v r="$role" '$2 == r { print $1 / 60, $5 }' "$SOAK_DIR/samples.tsv" >"$SOAK_DIR/series-fds-$role.txt"
@@ -284,14 +288,14 @@ soak_plot() {   # the series, one chart each, into $SOAK_DIR/plot.txt
     {
         echo "Series over the soak (x: minutes since every agent was connected; K = a minion killed, M = the master restarted)"
         echo
-        for f in task-p99:"task delivery p99 per ${SOAK_WINDOW_S} s window (ms)" api-p99:"GUI/API probe p99 per ${SOAK_WINDOW_S} s window (ms)" \
+        for f in task-p99:"task delivery p99 per ${SOAK_WINDOW_S} s window (ms, log scale)" api-p99:"GUI/API probe p99 per ${SOAK_WINDOW_S} s window (ms, log scale)" \
             rss-master:"master RSS (MiB)" rss-minion1:"minion 1 RSS (MiB)" rss-minion2:"minion 2 RSS (MiB)" \
             fds-master:"master open files" fds-minion1:"minion 1 open files" fds-minion2:"minion 2 open files"; do
             if command -v gnuplot >/dev/null; then
                 gnuplot -e "set terminal dumb 84 18; set title '${f#*:}'; set xlabel 'min'; plot '$SOAK_DIR/series-${f%%:*}.txt' using 1:2 with points pt '*' notitle" 2>/dev/null ||
                     soak_ascii_plot "${f#*:}" "$SOAK_DIR/series-${f%%:*}.txt" "$marks"
             else
-                soak_ascii_plot "${f#*:}" "$SOAK_DIR/series-${f%%:*}.txt" "$marks"
+                soak_ascii_plot "${f#*:}" "$SOAK_DIR/series-${f%%:*}.txt" "$marks" "$([[ $f == *p99* ]] && echo log || echo lin)"
             fi
             echo
         done
