@@ -973,10 +973,12 @@ pub const DEFAULT_PROPERTY_TEST_CASES_COUNT: u32 = 256;
 pub const MIN_DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub const MAX_DISK_FULL_RETRY_AFTER: Duration = MAX_AGENT_RETRY_AFTER;
 
-/// While the datastore stays full, how often a frontend logs that it is still refusing
-/// uploads (with the count so far): once per outage start and end is not enough for an
-/// operator who looks at the log in the middle of one, once per refusal is a flood (a
-/// 15,000-agent fleet retries ~50 times a second at the default Retry-After).
+/// At most one log line per this interval says the datastore is full (its start, then
+/// reminders with the count so far; the end is logged once): a start and an end alone
+/// leave an operator reading the log mid-outage guessing, a line per refusal is a flood
+/// (a 15,000-agent fleet retries ~50 times a second at the default Retry-After), and at
+/// the edge of full the state flaps within milliseconds (a failed write gives back its
+/// pages, and the next may fit).
 pub const DISK_FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 // ---- Relations ----------------------------------------------------------------------------

@@ -260,7 +260,11 @@ pub fn write_scheduled(client: &ClientDir, request: &FlowRequest) -> Result<(), 
 /// uploads) is never removed.
 pub fn unschedule(client: &ClientDir, flow_id: &FlowId) {
     let flow = client.flow(flow_id);
-    for path in [client.task_path(flow_id), flow.status_json(), flow.request_json()] {
+    for path in [
+        client.task_path(flow_id),
+        flow.status_json(),
+        flow.request_json(),
+    ] {
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %path.display(), "cannot take back a flow never scheduled: {e}");
@@ -512,8 +516,13 @@ mod tests {
         let blocker = client.task_path(&req.flow_id);
         std::fs::create_dir_all(blocker.join("x")).unwrap();
         assert!(write_scheduled(&client, &req).is_err());
-        assert!(read_request(&client, &req.flow_id).unwrap_err().is_not_found());
-        assert!(!client.flow(&req.flow_id).path().exists(), "flow folder removed");
+        assert!(read_request(&client, &req.flow_id)
+            .unwrap_err()
+            .is_not_found());
+        assert!(
+            !client.flow(&req.flow_id).path().exists(),
+            "flow folder removed"
+        );
         assert!(blocker.join("x").exists(), "what was not ours stays");
         std::fs::remove_dir_all(&blocker).unwrap();
         write_scheduled(&client, &req).unwrap();

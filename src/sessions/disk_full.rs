@@ -8,25 +8,41 @@
 //! process-wide gauge, touched once per refused upload and, while it is set, once per
 //! written one: a flag read, not a lock, on the agent path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::limits::DISK_FULL_LOG_INTERVAL;
 use crate::metrics::{metrics, DiskFullUpload};
 
-/// ms since the epoch of the last "still full" line (0: none this outage).
-static LAST_REMINDER_MS: AtomicU64 = AtomicU64::new(0);
-/// Refusals counted when the outage began, for the count in its end line.
+/// ms since the epoch of the last line logged about an outage (0: none yet).
+static LAST_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
+/// Whether an outage line was logged whose end has not been: its end is then logged too.
+static OUTAGE_LOGGED: AtomicBool = AtomicBool::new(false);
+/// Refusals counted when the logged outage began, for the counts in its later lines.
 static REFUSED_AT_START: AtomicU64 = AtomicU64::new(0);
 
 /// An upload of `kind` was refused because the datastore had no space.
+///
+/// At the edge of full, a write that fails gives back its pages and the next may fit, so
+/// the gauge can flap within milliseconds: the log gets at most one line per
+/// `DISK_FULL_LOG_INTERVAL` (the start, then reminders), and an end line only for an
+/// outage it reported.
 pub fn refused(kind: DiskFullUpload, retry_after: Duration) {
     let m = metrics();
     let total = m.disk_full_refused(kind);
-    if m.datastore_full.swap(1, Ordering::Relaxed) == 0 {
+    let began = m.datastore_full.swap(1, Ordering::Relaxed) == 0;
+    let (now, last) = (now_ms(), LAST_LOGGED_MS.load(Ordering::Relaxed));
+    let due = last == 0 || now.saturating_sub(last) >= DISK_FULL_LOG_INTERVAL.as_millis() as u64;
+    if !due
+        || LAST_LOGGED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    if began && !OUTAGE_LOGGED.swap(true, Ordering::Relaxed) {
         REFUSED_AT_START.store(total - 1, Ordering::Relaxed);
-        LAST_REMINDER_MS.store(now_ms(), Ordering::Relaxed);
         tracing::error!(
             kind = kind.label(),
             "the datastore is full (no space left on the mount): uploads are refused with \
@@ -36,18 +52,9 @@ pub fn refused(kind: DiskFullUpload, retry_after: Duration) {
         );
         return;
     }
-    let (now, last) = (now_ms(), LAST_REMINDER_MS.load(Ordering::Relaxed));
-    let due = now.saturating_sub(last) >= DISK_FULL_LOG_INTERVAL.as_millis() as u64;
-    if due
-        && LAST_REMINDER_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let refused = total.saturating_sub(REFUSED_AT_START.load(Ordering::Relaxed));
-        tracing::error!(
-            "the datastore is still full: {refused} uploads refused so far in this outage"
-        );
-    }
+    OUTAGE_LOGGED.store(true, Ordering::Relaxed);
+    let refused = total.saturating_sub(REFUSED_AT_START.load(Ordering::Relaxed));
+    tracing::error!("the datastore is still full: {refused} uploads refused since it filled");
 }
 
 /// An upload was written: if the datastore was full, it has room again.
@@ -60,6 +67,9 @@ pub fn written() {
         return;
     }
     m.disk_full_recoveries.fetch_add(1, Ordering::Relaxed);
+    if !OUTAGE_LOGGED.swap(false, Ordering::Relaxed) {
+        return;
+    }
     let total: u64 = DiskFullUpload::ALL
         .iter()
         .map(|k| m.disk_full_refused_count(*k))

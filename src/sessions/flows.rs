@@ -229,9 +229,7 @@ impl OpenFlow {
         // A duplicate chunk also starts the flow: its bytes were stored by a try whose
         // status write failed after them (a full disk).
         let started = match outcome {
-            ChunkOutcome::Written { .. } | ChunkOutcome::Duplicate { .. } => {
-                self.mark_started()?
-            }
+            ChunkOutcome::Written { .. } | ChunkOutcome::Duplicate { .. } => self.mark_started()?,
             ChunkOutcome::OutOfOrder { .. } => false,
         };
         Ok(FileOutcome {

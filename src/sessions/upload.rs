@@ -17,10 +17,10 @@ use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
 use crate::runtime::offload::offload;
-use crate::sessions::{disk_full, event_streams};
 use crate::sessions::file_upload::ChunkOutcome;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::sessions::shard::ShardCtx;
+use crate::sessions::{disk_full, event_streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
