@@ -974,7 +974,7 @@ mod tests {
     // written before it existed get the 300 s default. Method: edit a generated config.
     #[test]
     fn disk_full_retry_after_is_checked_and_defaults() {
-        for seconds in [0, limits::MAX_DISK_FULL_RETRY_AFTER.as_secs() + 1] {
+        for seconds in [0, limits::MAX_DISK_FULL_RETRY_AFTER.as_secs() as i64 + 1] {
             let (_, err) = load_edited(|v| {
                 table(v, "limits").insert("disk_full_retry_after_s".into(), seconds.into());
             });
