@@ -235,12 +235,11 @@ fn fill(path: &std::path::Path, dir: &std::path::Path, room: u64) -> Result<()> 
 fn available_bytes(dir: &std::path::Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt as _;
     let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value of it.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    ensure!(
-        unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } == 0,
-        "statvfs"
-    );
+    // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
+    let answered = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    ensure!(answered == 0, "statvfs {}", dir.display());
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 

@@ -526,7 +526,10 @@ mod tests {
         assert!(blocker.join("x").exists(), "what was not ours stays");
         std::fs::remove_dir_all(&blocker).unwrap();
         write_scheduled(&client, &req).unwrap();
-        assert_eq!(pending_tasks(&client).unwrap(), [req.flow_id.clone()]);
+        assert_eq!(
+            pending_tasks(&client).unwrap(),
+            std::slice::from_ref(&req.flow_id)
+        );
         // A flow that holds results is never removed by a take-back.
         let paths = client
             .flow(&req.flow_id)
