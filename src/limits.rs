@@ -78,6 +78,8 @@ pub const RETRY_AFTER_CONCURRENCY_MAX: Duration = Duration::from_secs(10);
 
 /// How long an agent waits after the datastore refused a write for lack of space: long,
 /// so a full disk does not start a re-upload storm (docs/architecture.md, "Lessons").
+/// The default of `[limits] disk_full_retry_after_s`: a fleet of N agents then retries at
+/// about N / 300 requests per second while the disk stays full (15,000 agents: ~50/s).
 pub const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(300);
 /// How long to wait before resending an upload refused because another one for the
 /// same flow was still being written: that write is a single batch, soon done.
@@ -964,6 +966,21 @@ pub const DEFAULT_PROPERTY_TEST_CASES_COUNT: u32 = 256;
 
 // ---- Operations: a full shared disk --------------------------------------------------------
 
+/// Bounds of `[limits] disk_full_retry_after_s` (default `RETRY_AFTER_DISK_FULL`). At least
+/// a second: 0 would tell a whole fleet to retry at once against a disk that is still full.
+/// At most what agents honour (`MAX_AGENT_RETRY_AFTER`): a longer wait is cut to that by
+/// every agent anyway, so accepting it would only mislead whoever reads the config.
+pub const MIN_DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub const MAX_DISK_FULL_RETRY_AFTER: Duration = MAX_AGENT_RETRY_AFTER;
+
+/// At most one log line per this interval says the datastore is full (its start, then
+/// reminders with the count so far; the end is logged once): a start and an end alone
+/// leave an operator reading the log mid-outage guessing, a line per refusal is a flood
+/// (a 15,000-agent fleet retries ~50 times a second at the default Retry-After), and at
+/// the edge of full the state flaps within milliseconds (a failed write gives back its
+/// pages, and the next may fit).
+pub const DISK_FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {
@@ -990,6 +1007,9 @@ const _: () = assert!(ms(NOTIFY_SEND_DEADLINE) < ms(DEFAULT_REQUEST_TIMEOUT));
 const _: () = assert!(ms(RETRY_AFTER_CONCURRENCY_MIN) <= ms(RETRY_AFTER_CONCURRENCY_MAX));
 // The agent must honour every Retry-After the server sends, or it returns too early.
 const _: () = assert!(ms(RETRY_AFTER_DISK_FULL) <= ms(MAX_AGENT_RETRY_AFTER));
+const _: () = assert!(ms(MIN_DISK_FULL_RETRY_AFTER) <= ms(RETRY_AFTER_DISK_FULL));
+const _: () = assert!(ms(RETRY_AFTER_DISK_FULL) <= ms(MAX_DISK_FULL_RETRY_AFTER));
+const _: () = assert!(ms(MIN_DISK_FULL_RETRY_AFTER) > 0);
 const _: () = assert!(ms(RETRY_AFTER_CONCURRENCY_MAX) <= ms(MAX_AGENT_RETRY_AFTER));
 const _: () = assert!(ms(AGENT_UPLOAD_TIMEOUT) >= ms(DEFAULT_REQUEST_TIMEOUT));
 const _: () = assert!(ms(AGENT_CONNECT_TIMEOUT) >= ms(DEFAULT_HANDSHAKE_TIMEOUT));

@@ -54,6 +54,7 @@ impl AuditLog {
             datastore: datastore.clone(),
             fsync: datastore.fsync_documents(),
             errors_logged: LogLimiter::new(),
+            torn: std::cell::Cell::new(false),
         };
         let started = std::thread::Builder::new()
             .name("audit".into())
@@ -111,6 +112,10 @@ struct Writer {
     datastore: Datastore,
     fsync: bool,
     errors_logged: LogLimiter,
+    /// An append failed (a full disk can take part of a line): the next line starts with
+    /// a `\n`, so it is read whole instead of run into the torn one and skipped with it.
+    /// Not cut back: other frontends append to the same day file.
+    torn: std::cell::Cell<bool>,
 }
 
 /// The day file a batch is appending to.
@@ -168,16 +173,24 @@ impl Writer {
             metrics().audit_truncated.fetch_add(1, Ordering::Relaxed);
         }
         // One write(2) of the whole line with O_APPEND: the kernel places it at the end in
-        // one piece. write_all loops only on a short write (a full disk), and then the line's
-        // rest follows as the best that can be done.
-        match current.file.write_all(&line.bytes) {
+        // one piece. write_all loops only on a short write (a full disk); if the rest
+        // cannot follow, the torn line is ended by the next one (`torn`).
+        let bytes = match self.torn.get() {
+            true => [&b"\n"[..], &line.bytes].concat(),
+            false => line.bytes,
+        };
+        match current.file.write_all(&bytes) {
             Ok(()) => {
+                self.torn.set(false);
                 current.unsynced = true;
                 metrics()
                     .audit_entries_written
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => self.failed("append to", &self.datastore.audit_day_path(day), &e),
+            Err(e) => {
+                self.torn.set(true);
+                self.failed("append to", &self.datastore.audit_day_path(day), &e)
+            }
         }
     }
 

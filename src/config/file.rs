@@ -198,6 +198,9 @@ pub struct LimitsSection {
     pub collection_timeout_s: u64,
     pub collection_max_rows: u64,
     pub collection_max_upload_bytes: u64,
+    /// Retry-After sent with the 503 that refuses an upload because the datastore is full
+    /// (ENOSPC/EDQUOT): how long agents keep their data and wait before trying again.
+    pub disk_full_retry_after_s: u64,
 }
 
 impl Default for LimitsSection {
@@ -215,6 +218,7 @@ impl Default for LimitsSection {
             collection_timeout_s: limits::DEFAULT_COLLECTION_TIMEOUT_S,
             collection_max_rows: limits::DEFAULT_COLLECTION_MAX_ROWS,
             collection_max_upload_bytes: limits::DEFAULT_COLLECTION_MAX_UPLOAD_BYTES,
+            disk_full_retry_after_s: limits::RETRY_AFTER_DISK_FULL.as_secs(),
         }
     }
 }

@@ -246,6 +246,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// What a collection gets where its request sets no limit of its own.
     pub collection: crate::limits::FlowLimits,
+    /// Retry-After of a 503 for a full datastore. Invariant: within
+    /// `limits::MIN_DISK_FULL_RETRY_AFTER..=limits::MAX_DISK_FULL_RETRY_AFTER`.
+    pub disk_full_retry_after: Duration,
 }
 
 /// A `[[minions]]` entry.
@@ -707,7 +710,25 @@ fn parse_limits(check: &Checker<'_>, l: &LimitsSection) -> Result<Limits, Config
             max_rows: l.collection_max_rows,
             max_upload_bytes: l.collection_max_upload_bytes,
         },
+        disk_full_retry_after: disk_full_retry_after(check, l.disk_full_retry_after_s)?,
     })
+}
+
+/// `limits.disk_full_retry_after_s`, within what agents honour.
+fn disk_full_retry_after(check: &Checker<'_>, seconds: u64) -> Result<Duration, ConfigError> {
+    let (min, max) = (
+        limits::MIN_DISK_FULL_RETRY_AFTER.as_secs(),
+        limits::MAX_DISK_FULL_RETRY_AFTER.as_secs(),
+    );
+    if !(min..=max).contains(&seconds) {
+        return Err(check.invalid(
+            "limits.disk_full_retry_after_s",
+            format!(
+                "must be {min}..={max} seconds (agents wait at most {max} s whatever they are told)"
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 fn parse_minions(
@@ -947,6 +968,33 @@ mod tests {
         std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
         let config = ServerConfig::load(&path).expect("config without io_ring_depth");
         assert_eq!(config.frontend.io_ring_depth, limits::DEFAULT_IO_RING_DEPTH);
+    }
+
+    // Goal: the disk-full Retry-After is a key with bounds agents honour, and configs
+    // written before it existed get the 300 s default. Method: edit a generated config.
+    #[test]
+    fn disk_full_retry_after_is_checked_and_defaults() {
+        for seconds in [0, limits::MAX_DISK_FULL_RETRY_AFTER.as_secs() as i64 + 1] {
+            let (_, err) = load_edited(|v| {
+                table(v, "limits").insert("disk_full_retry_after_s".into(), seconds.into());
+            });
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == "limits.disk_full_retry_after_s"),
+                "{seconds}: {err}"
+            );
+        }
+        let (_dir, path, mut value) = generated();
+        table(&mut value, "limits").insert("disk_full_retry_after_s".into(), 7.into());
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("config with a short disk-full wait");
+        assert_eq!(config.limits.disk_full_retry_after, Duration::from_secs(7));
+        table(&mut value, "limits").remove("disk_full_retry_after_s");
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("config without the key");
+        assert_eq!(
+            config.limits.disk_full_retry_after,
+            limits::RETRY_AFTER_DISK_FULL
+        );
     }
 
     #[test]

@@ -228,15 +228,52 @@ pub fn read_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest,
 /// [`sync_scheduled`] then makes them durable, and only after it may the scheduler
 /// report success. A crash in between loses a flow nobody was told exists, at worst
 /// one its agent already started, whose uploads are then refused as unknown.
+///
+/// All or nothing: if a write fails (a full disk), what was written is removed again
+/// ([`unschedule`]), so no flow is left with a request and no status, or a status and no
+/// queue entry, for the caller to forget about.
 pub fn write_scheduled(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
-    write_request_synced(client, request, false)?;
+    if &request.client_id != client.id() {
+        return Err(DatastoreError::Mismatch {
+            what: "request.json client_id is not this client",
+        });
+    }
     let flow = client.flow(&request.flow_id);
-    write_json(
-        &flow.status_json(),
-        &FlowStatusDoc::scheduled(request),
-        false,
-    )?;
-    enqueue_task_synced(client, &request.flow_id, false)
+    let written = write_request_synced(client, request, false)
+        .and_then(|()| {
+            write_json(
+                &flow.status_json(),
+                &FlowStatusDoc::scheduled(request),
+                false,
+            )
+        })
+        .and_then(|()| enqueue_task_synced(client, &request.flow_id, false));
+    if written.is_err() {
+        unschedule(client, &request.flow_id);
+    }
+    written
+}
+
+/// Takes back a flow that [`write_scheduled`] wrote (or began to) and that nobody was
+/// told exists: its queue entry, status, request and folder. Best effort: a file that
+/// cannot be removed stays (and is logged); a folder holding anything else (results,
+/// uploads) is never removed.
+pub fn unschedule(client: &ClientDir, flow_id: &FlowId) {
+    let flow = client.flow(flow_id);
+    for path in [
+        client.task_path(flow_id),
+        flow.status_json(),
+        flow.request_json(),
+    ] {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "cannot take back a flow never scheduled: {e}");
+            }
+            _ => {}
+        }
+    }
+    // Fails (and is meant to) unless the folder is empty.
+    let _ = fs::remove_dir(flow.path());
 }
 
 /// Makes what [`write_scheduled`] wrote durable (nothing to do without
@@ -465,6 +502,42 @@ mod tests {
             Err(DatastoreError::Mismatch { .. })
         ));
         assert!(read_request(&client, &foreign.flow_id).is_err());
+    }
+
+    // Goal: a flow whose scheduling fails halfway (a full disk) leaves nothing behind: no
+    // request without a status, no status without a queue entry.
+    // Method: make the last write (the queue entry) fail by putting a non-empty folder
+    // where it goes; then schedule again once it is gone.
+    #[test]
+    fn failed_scheduling_takes_back_what_it_wrote() {
+        let (_dir, client) = setup();
+        std::fs::create_dir_all(client.path()).unwrap();
+        let req = request(&client, 5, 1_700_000_000_000);
+        let blocker = client.task_path(&req.flow_id);
+        std::fs::create_dir_all(blocker.join("x")).unwrap();
+        assert!(write_scheduled(&client, &req).is_err());
+        assert!(read_request(&client, &req.flow_id)
+            .unwrap_err()
+            .is_not_found());
+        assert!(
+            !client.flow(&req.flow_id).path().exists(),
+            "flow folder removed"
+        );
+        assert!(blocker.join("x").exists(), "what was not ours stays");
+        std::fs::remove_dir_all(&blocker).unwrap();
+        write_scheduled(&client, &req).unwrap();
+        assert_eq!(
+            pending_tasks(&client).unwrap(),
+            std::slice::from_ref(&req.flow_id)
+        );
+        // A flow that holds results is never removed by a take-back.
+        let paths = client
+            .flow(&req.flow_id)
+            .result_paths(&req.artifacts[0].name);
+        let mut set = crate::datastore::ResultSet::open(&paths).unwrap();
+        set.append_batch(0, b"{\"a\":1}\n").unwrap();
+        unschedule(&client, &req.flow_id);
+        assert!(client.flow(&req.flow_id).path().exists());
     }
 
     // Goal: a cancel keeps the rows that arrived, closes the flow, unqueues its task, and

@@ -137,8 +137,16 @@ pub fn append_participants(
         .append(true)
         .open(&path)
         .map_err(io_error("open participants", &path))?;
-    file.write_all(lines.as_bytes())
-        .map_err(io_error("append participants", &path))?;
+    let before = file
+        .metadata()
+        .map_err(io_error("stat participants", &path))?
+        .len();
+    if let Err(e) = file.write_all(lines.as_bytes()) {
+        // A full disk can take part of the lines: cut them off (the master is the only
+        // writer), or the next append would run into a torn line and be lost with it.
+        let _ = file.set_len(before);
+        return Err(io_error("append participants", &path)(e));
+    }
     Ok(())
 }
 

@@ -35,7 +35,7 @@ pub use client_info::{
 };
 pub use flow::{
     enqueue_task, list_flows, pending_tasks, read_request, read_status, remove_task,
-    sync_scheduled, write_request, write_scheduled, write_status, ArtifactRequestDoc,
+    sync_scheduled, unschedule, write_request, write_scheduled, write_status, ArtifactRequestDoc,
     ArtifactRowsDoc, CancelOutcome, EndedBy, FlowRequest, FlowState, FlowStatusDoc,
 };
 pub use jsonl::{validate_and_index, JsonlError, JsonlReason};

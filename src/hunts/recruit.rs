@@ -276,10 +276,13 @@ fn write_recruits(
     for (hunt_id, participants) in lines {
         if let Err(e) = hunt::append_participants(ds, &hunt_id, &participants) {
             let reason = e.to_string();
-            for (_, _, written) in outcomes
+            for (_, request, written) in outcomes
                 .iter_mut()
                 .filter(|(h, _, w)| *h == hunt_id && w.is_ok())
             {
+                // Nobody was told of the flow yet: take it back, or the agent would run
+                // it besides the flow its retried recruitment schedules.
+                datastore::unschedule(&ds.client(&request.client_id), &request.flow_id);
                 *written = Err(reason.clone());
             }
         }

@@ -468,6 +468,14 @@ pub struct Metrics {
     /// User changes through the API refused (bad input, duplicate, last administrator) or
     /// failed (the config file could not be written).
     pub users_changes_refused: AtomicU64,
+    // ---- Operations: a full shared disk (sessions/disk_full.rs) ----
+    /// Uploads refused with 503 because the datastore had no space (ENOSPC/EDQUOT), by
+    /// what they carried. Also counted in `upload_rejections{reason="overloaded"}`.
+    disk_full_refusals: [AtomicU64; DiskFullUpload::ALL.len()],
+    /// 1 from an upload refused for a full datastore until an upload is written again.
+    pub datastore_full: AtomicI64,
+    /// Times ingest resumed after a full datastore: an upload was written after refusals.
+    pub disk_full_recoveries: AtomicU64,
 }
 
 /// What a master refused from a minion; the `kind` label of
@@ -965,6 +973,7 @@ impl Metrics {
         self.render_fleet_trust(&mut out);
         self.render_secrets(&mut out);
         self.render_users(&mut out);
+        self.render_disk_full(&mut out);
         out
     }
 
@@ -1554,5 +1563,85 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {name} Time to match, count and page one client search in the index\n# TYPE {name} histogram");
         self.client_index_search_latency
             .render(out, name, "kind=\"search\"");
+    }
+}
+
+// ---- Operations: a full shared disk ----
+
+/// What an upload refused for a full datastore carried; the `kind` label of
+/// `packhunt_disk_full_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFullUpload {
+    Rows,
+    FileChunk,
+    Events,
+    FlowStatus,
+    ClientInfo,
+}
+
+impl DiskFullUpload {
+    pub const ALL: [Self; 5] = [
+        Self::Rows,
+        Self::FileChunk,
+        Self::Events,
+        Self::FlowStatus,
+        Self::ClientInfo,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Rows => "rows",
+            Self::FileChunk => "file_chunk",
+            Self::Events => "events",
+            Self::FlowStatus => "flow_status",
+            Self::ClientInfo => "client_info",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts an upload refused for a full datastore; returns the refusals of every kind
+    /// since this process started.
+    pub fn disk_full_refused(&self, kind: DiskFullUpload) -> u64 {
+        self.disk_full_refusals[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.disk_full_refusals
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Uploads of `kind` refused for a full datastore since this process started.
+    pub fn disk_full_refused_count(&self, kind: DiskFullUpload) -> u64 {
+        self.disk_full_refusals[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// A full shared disk (sessions/disk_full.rs).
+    fn render_disk_full(&self, out: &mut String) {
+        let refused = by_label(
+            "kind",
+            DiskFullUpload::ALL.map(DiskFullUpload::label),
+            &self.disk_full_refusals,
+        );
+        write_labelled(
+            out,
+            "packhunt_disk_full_refusals_total",
+            "Uploads refused with 503 + Retry-After because the datastore had no space (ENOSPC/EDQUOT), by what they carried",
+            &refused,
+        );
+        write_metric(
+            out,
+            "packhunt_datastore_full",
+            "1 from an upload refused for a full datastore until an upload is written again",
+            "gauge",
+            &[("", self.datastore_full.load(Ordering::Relaxed))],
+        );
+        write_counters(
+            out,
+            &[(
+                "packhunt_disk_full_recoveries_total",
+                "Times ingest resumed after a full datastore (an upload written after refusals)",
+                &self.disk_full_recoveries,
+            )],
+        );
     }
 }

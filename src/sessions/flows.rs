@@ -33,8 +33,11 @@ pub enum BatchOutcome {
         next_seq: u64,
         started: bool,
     },
+    /// `started`: as for `Written`; a batch committed by an earlier try whose status
+    /// write then failed (a full disk) starts the flow when it is resent.
     Duplicate {
         next_seq: u64,
+        started: bool,
     },
     OutOfOrder {
         next_seq: u64,
@@ -183,16 +186,23 @@ impl OpenFlow {
             },
             AppendOutcome::Duplicate => BatchOutcome::Duplicate {
                 next_seq: set.next_seq(),
+                started: false,
             },
             AppendOutcome::OutOfOrder { expected } => {
                 BatchOutcome::OutOfOrder { next_seq: expected }
             }
         };
-        if let BatchOutcome::Written { started, .. } = &mut outcome {
-            if let Some(rows) = self.rows.as_mut() {
-                rows.insert(name, set.rows());
+        match &mut outcome {
+            BatchOutcome::Written { started, .. } => {
+                if let Some(rows) = self.rows.as_mut() {
+                    rows.insert(name, set.rows());
+                }
+                *started = self.mark_started()?;
             }
-            *started = self.mark_started()?;
+            // Rows are on disk: the flow has started, even if the status write that said
+            // so failed after them (a full disk) and this is the agent's resend.
+            BatchOutcome::Duplicate { started, .. } => *started = self.mark_started()?,
+            BatchOutcome::OutOfOrder { .. } => {}
         }
         Ok(outcome)
     }
@@ -204,18 +214,23 @@ impl OpenFlow {
         self.refresh_status()?;
         let uploads = self.uploads()?;
         if let Some(done) = file_upload::settled(uploads, &announced, &flow_id)? {
+            // The flow may still be `scheduled` if the status write after this file's
+            // last chunk failed (a full disk).
+            let started = self.mark_started()?;
             return Ok(FileOutcome {
                 chunk: done,
-                started: false,
+                started,
             });
         }
         self.check_open()?;
         let quota_bytes = self.request.limits.max_upload_bytes;
         let uploads = self.uploads()?;
         let outcome = file_upload::ingest(uploads, &announced, chunk, quota_bytes, &flow_id)?;
+        // A duplicate chunk also starts the flow: its bytes were stored by a try whose
+        // status write failed after them (a full disk).
         let started = match outcome {
-            ChunkOutcome::Written { .. } => self.mark_started()?,
-            _ => false,
+            ChunkOutcome::Written { .. } | ChunkOutcome::Duplicate { .. } => self.mark_started()?,
+            ChunkOutcome::OutOfOrder { .. } => false,
         };
         Ok(FileOutcome {
             chunk: outcome,
@@ -428,9 +443,13 @@ impl OpenFlow {
         if self.status.state != FlowState::Scheduled {
             return Ok(false);
         }
-        self.status.state = FlowState::InProgress;
-        self.status.start_time_ms = Some(now_ms());
-        datastore::write_status(&self.client, &self.status)?;
+        let mut status = self.status.clone();
+        status.state = FlowState::InProgress;
+        status.start_time_ms = Some(now_ms());
+        // Only once it is on disk: a failed write (a full disk) leaves the flow scheduled
+        // here as there, and the agent's resend starts it.
+        datastore::write_status(&self.client, &status)?;
+        self.status = status;
         metrics().flow(FlowEvent::Started);
         Ok(true)
     }

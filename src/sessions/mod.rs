@@ -7,6 +7,7 @@
 
 pub mod checkout;
 pub mod clones;
+pub mod disk_full;
 pub mod event_streams;
 pub mod file_upload;
 pub mod flows;

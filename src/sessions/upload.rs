@@ -12,15 +12,15 @@ use crate::datastore::{client_info, DatastoreError, EventBatchError, Fault, Flow
 use crate::datastore::{ArtifactName, ClientDir, ClientInfoDoc};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::limits::{RETRY_AFTER_BUSY, RETRY_AFTER_DISK_FULL};
-use crate::metrics::{metrics, FileRefusal, RejectReason};
+use crate::metrics::{metrics, DiskFullUpload, FileRefusal, RejectReason};
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
 use crate::runtime::offload::offload;
-use crate::sessions::event_streams;
 use crate::sessions::file_upload::ChunkOutcome;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::sessions::shard::ShardCtx;
+use crate::sessions::{disk_full, event_streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -155,7 +155,15 @@ impl Answer {
         }
     }
 
+    /// The answer to an upload refused before it reached the datastore (the transport's
+    /// refusals), so never for a full disk.
     pub fn rejected(e: &UploadError) -> Self {
+        Self::rejected_with(e, RETRY_AFTER_DISK_FULL)
+    }
+
+    /// The answer to a refused upload; `disk_full_retry_after` is what a full datastore
+    /// tells the agent to wait (`[limits] disk_full_retry_after_s`).
+    pub fn rejected_with(e: &UploadError, disk_full_retry_after: Duration) -> Self {
         metrics().upload_rejected(e.reason());
         let status = match e {
             UploadError::FlowClosed { .. } | UploadError::TooLate { .. } => {
@@ -169,7 +177,7 @@ impl Answer {
             message: e.to_string(),
         };
         let retry_after = match e.reason() {
-            RejectReason::Overloaded => Some(RETRY_AFTER_DISK_FULL),
+            RejectReason::Overloaded => Some(disk_full_retry_after),
             RejectReason::Busy => Some(RETRY_AFTER_BUSY),
             _ => None,
         };
@@ -193,25 +201,51 @@ pub async fn handle(
     body: Bytes,
 ) -> Answer {
     let body_bytes = body.len() as u64;
-    let result = match framing::decode_single::<pb::Upload>(
+    let (result, kind) = match framing::decode_single::<pb::Upload>(
         body,
         ctx.config.limits.max_upload_bytes.get(),
     ) {
-        Ok(upload) => dispatch(ctx, client_id, flows, upload).await,
-        Err(e) => Err(e.into()),
+        Ok(upload) => {
+            let kind = carries(&upload);
+            (dispatch(ctx, client_id, flows, upload).await, kind)
+        }
+        Err(e) => (Err(e.into()), None),
     };
+    let retry_after = ctx.config.limits.disk_full_retry_after;
     match result {
         Ok(answer) => {
             let m = metrics();
             m.uploads_accepted.fetch_add(1, Ordering::Relaxed);
             m.upload_bytes.fetch_add(body_bytes, Ordering::Relaxed);
+            let wrote_data = matches!(
+                kind,
+                Some(DiskFullUpload::Rows | DiskFullUpload::FileChunk | DiskFullUpload::Events)
+            );
+            if wrote_data && answer.ack.status == upload_ack::Status::Ok as i32 {
+                disk_full::written();
+            }
             answer
         }
         Err(e) => {
             tracing::debug!(client = %client_id, "upload rejected: {e}");
-            Answer::rejected(&e)
+            if let (RejectReason::Overloaded, Some(kind)) = (e.reason(), kind) {
+                disk_full::refused(kind, retry_after);
+            }
+            Answer::rejected_with(&e, retry_after)
         }
     }
+}
+
+/// What an upload carries, as the full-disk metrics count it (None: no message).
+fn carries(upload: &pb::Upload) -> Option<DiskFullUpload> {
+    use pb::upload::Kind;
+    Some(match upload.kind.as_ref()? {
+        Kind::Result(_) => DiskFullUpload::Rows,
+        Kind::File(_) => DiskFullUpload::FileChunk,
+        Kind::Events(_) => DiskFullUpload::Events,
+        Kind::Status(_) => DiskFullUpload::FlowStatus,
+        Kind::Info(_) => DiskFullUpload::ClientInfo,
+    })
 }
 
 async fn dispatch(
@@ -235,7 +269,9 @@ async fn dispatch(
                 Ok(outcome) => outcome,
                 Err(e) => return Err(refused(ctx, client_id, &flow_id, e, false).await),
             };
-            if let BatchOutcome::Written { started: true, .. } = outcome {
+            if let BatchOutcome::Written { started: true, .. }
+            | BatchOutcome::Duplicate { started: true, .. } = outcome
+            {
                 report_flow_state(ctx, client_id, &flow_id, FlowState::InProgress, 0).await;
             }
             let m = metrics();
@@ -245,7 +281,7 @@ async fn dispatch(
                     m.result_bytes_written.fetch_add(bytes, Ordering::Relaxed);
                     Answer::ok(upload_ack::Status::Ok, next_seq)
                 }
-                BatchOutcome::Duplicate { next_seq } => {
+                BatchOutcome::Duplicate { next_seq, .. } => {
                     m.uploads_duplicate.fetch_add(1, Ordering::Relaxed);
                     Answer::ok(upload_ack::Status::Duplicate, next_seq)
                 }
