@@ -104,6 +104,9 @@ pub struct Frontend {
     pub tls: Option<CertificateAndKey>,
     /// If set, every agent request must carry it (`transport/enrolment.rs`).
     pub enrolment_secret: Option<EnrolmentSecret>,
+    /// Names agents reach the frontends by through a load balancer (each an IP address or
+    /// a DNS name); every frontend certificate `config frontend` issues carries them.
+    pub balancer_names: Vec<String>,
 }
 
 impl Frontend {
@@ -670,7 +673,22 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
             "frontend.enrolment_secret",
             f.enrolment_secret.as_deref(),
         )?,
+        balancer_names: parse_balancer_names(check, &f.balancer_names)?,
     })
+}
+
+/// Each name goes into certificates and is what agents dial: an IP address or DNS name.
+fn parse_balancer_names(check: &Checker<'_>, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    for name in names {
+        if ServerName::try_from(name.as_str()).is_err() {
+            let shown: String = name.chars().take(100).collect();
+            return Err(check.invalid(
+                "frontend.balancer_names",
+                format!("`{shown}` is neither an IP address nor a DNS name"),
+            ));
+        }
+    }
+    Ok(names.to_vec())
 }
 
 fn parse_limits(check: &Checker<'_>, l: &LimitsSection) -> Result<Limits, ConfigError> {
