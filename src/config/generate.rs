@@ -20,7 +20,7 @@ use rcgen::{
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, PKCS_ECDSA_P256_SHA256,
 };
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use super::{
     ApiSection, ClientFile, ClientSection, ConfigError, DatastoreSection, FrontendSection,
@@ -223,6 +223,47 @@ pub fn issue_frontend_certificate_for(
     set_validity_from_now(&mut params, CA_VALIDITY);
     // A frontend certificate is useless once the CA expires, so it lives exactly as long.
     sign_with_ca(ca_cert_pem, ca_key_pem, params, "frontend certificate")
+}
+
+/// The names of `names` that the certificate `cert_der` is not valid for, as an agent's
+/// check of the name it dialled would see it (subject alternative names: DNS names, a
+/// leading `*.` standing for one label, and IP addresses). An unparsable certificate
+/// lacks them all.
+pub fn names_missing_from_certificate(cert_der: &[u8], names: &[String]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+        return names.to_vec();
+    };
+    let mut dns: Vec<String> = Vec::new();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ext in cert.extensions() {
+        let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() else {
+            continue;
+        };
+        for name in &san.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes"))),
+                    16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes"))),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    let covers = |name: &str| match name.parse::<IpAddr>() {
+        Ok(ip) => ips.contains(&ip),
+        Err(_) => {
+            let name = name.to_ascii_lowercase();
+            dns.iter().any(|d| match d.strip_prefix("*.") {
+                Some(parent) => name
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => *d == name,
+            })
+        }
+    };
+    names.iter().filter(|n| !covers(n)).cloned().collect()
 }
 
 /// Signs `params` (with a new P-256 key) by the deployment CA; its validity ends no later

@@ -268,6 +268,15 @@ mod tests {
             }
         }
         assert!(verify(ca, &file.minions[0].certificate, "10.0.0.9").is_err());
+        // What a frontend warns about at start: the names its certificate lacks.
+        let first = crate::tls::pem::certificates(&file.minions[0].certificate).unwrap();
+        let wanted = [
+            "AGENTS.example.org".to_string(),
+            "10.0.0.9".into(),
+            "x.y".into(),
+        ];
+        let missing = crate::config::generate::names_missing_from_certificate(&first[0], &wanted);
+        assert_eq!(missing, ["10.0.0.9", "x.y"]);
         assert_eq!(urls(&client_path), ["https://agents.example.org:443/"]);
         ServerConfig::load(&path).expect("the edited config loads");
     }

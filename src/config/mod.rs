@@ -373,6 +373,31 @@ impl ServerConfig {
     /// The identity of the frontend to run: the master, or (`node` = HOST:PORT) the
     /// minion of that name.
     pub fn identity(&self, node: Option<&str>) -> Result<FrontendIdentity, ConfigError> {
+        let identity = self.identity_unchecked(node)?;
+        self.warn_of_missing_balancer_names(&identity);
+        Ok(identity)
+    }
+
+    /// Agents that dial a balancer check its name against this frontend's certificate:
+    /// one without it takes no agents through the balancer. Said at start, not refused:
+    /// agents that dial the frontend directly still work.
+    fn warn_of_missing_balancer_names(&self, identity: &FrontendIdentity) {
+        let Some(leaf) = identity.tls.chain.first() else {
+            return;
+        };
+        let missing = generate::names_missing_from_certificate(leaf, &self.frontend.balancer_names);
+        if !missing.is_empty() {
+            tracing::warn!(
+                "the certificate of frontend {} is not valid for {} (frontend.balancer_names): \
+                 agents dialling the balancer will refuse it; reissue it with `packhunt config \
+                 frontend --balancer-name` (docs/operating.md, \"Behind a load balancer\")",
+                identity.name,
+                missing.join(", ")
+            );
+        }
+    }
+
+    fn identity_unchecked(&self, node: Option<&str>) -> Result<FrontendIdentity, ConfigError> {
         let Some(node) = node else {
             return Ok(FrontendIdentity {
                 name: self.frontend.master.clone(),
