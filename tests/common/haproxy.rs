@@ -174,7 +174,13 @@ defaults
     timeout tunnel 1h
     timeout check 2s
     option clitcpka
+    clitcpka-idle 60s
+    clitcpka-intvl 20s
+    clitcpka-cnt 3
     option srvtcpka
+    srvtcpka-idle 60s
+    srvtcpka-intvl 20s
+    srvtcpka-cnt 3
     retries 2
     option redispatch 1
 
