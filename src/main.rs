@@ -102,6 +102,14 @@ enum ConfigCommand {
         /// configs), so only agents configured from this deployment's client config enrol.
         #[arg(long)]
         enrolment_secret: bool,
+        /// Agents reach the frontends through a load balancer at this name (IP or DNS
+        /// name): it goes into the master's certificate (and, through the config, into
+        /// every minion's), and client.config.toml lists only the balancer.
+        #[arg(long, value_name = "HOST")]
+        balancer_name: Option<String>,
+        /// The balancer's port for agents (default: --frontend-port).
+        #[arg(long, value_name = "PORT", requires = "balancer_name")]
+        balancer_port: Option<u16>,
     },
     /// Move the secrets an older server.config.toml embeds to their own files: the CA key
     /// to ca.key.pem (keep it offline), each minion's key to its own minion config.
@@ -126,6 +134,11 @@ enum ConfigCommand {
         /// Serve the minion's /metrics on this port (HTTPS, same users as the API).
         #[arg(long)]
         metrics_port: Option<u16>,
+        /// A load balancer's name agents dial (IP or DNS name), put into the minion's
+        /// certificate besides its own host; `frontend.balancer_names` of the config are
+        /// added without it. client.config.toml is then left listing the balancer only.
+        #[arg(long, value_name = "HOST")]
+        balancer_name: Vec<String>,
     },
     /// Issue a client certificate for the gRPC API from the deployment CA and write the
     /// file a script connects with (api_url, CA, certificate, key; mode 0600). Needs the
@@ -239,6 +252,8 @@ fn run() -> Result<()> {
             api_port,
             admin_password,
             enrolment_secret,
+            balancer_name,
+            balancer_port,
         }) => {
             let opts = generate::GenerateOptions {
                 out_dir: out,
@@ -249,6 +264,8 @@ fn run() -> Result<()> {
                 api_port,
                 admin_password,
                 enrolment_secret,
+                balancer_name,
+                balancer_port,
             };
             let generated = generate::generate(&opts)?;
             print_generated(&generated);
@@ -258,13 +275,24 @@ fn run() -> Result<()> {
             config,
             name,
             metrics_port,
+            balancer_name,
         }) => {
-            let added = packhunt::config::minion::add_minion(&config, &name, metrics_port)?;
+            let added = packhunt::config::minion::add_minion_behind(
+                &config,
+                &name,
+                metrics_port,
+                &balancer_name,
+            )?;
             packhunt::say!("added minion {} to {}", added.name, config.display());
             match added.client_config_path {
                 Some(client) => packhunt::say!(
                     "agents configured from {} now spread over it too",
                     client.display()
+                ),
+                None if !added.balancer_names.is_empty() => packhunt::say!(
+                    "its certificate also carries {}: add it to the balancer's backends \
+                     (agents keep dialling the balancer)",
+                    added.balancer_names.join(", ")
                 ),
                 None => packhunt::say!(
                     "no client.config.toml next to it: add https://{}/ to your agents' server_urls",
@@ -556,6 +584,8 @@ fn quickstart(
             api_port,
             admin_password: None,
             enrolment_secret: false,
+            balancer_name: None,
+            balancer_port: None,
         };
         let generated = generate::generate(&opts)?;
         print_generated(&generated);

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod csv;
 pub mod events;
 pub mod export;
+pub mod health;
 pub mod hunts;
 pub mod live;
 pub mod login;

@@ -1,5 +1,6 @@
 //! GUI/API routes (docs/architecture.md, "API shapes"). Every route needs a user, and a
-//! role the permission table (`api/permissions.rs`) allows. Errors are `{"error": "..."}`
+//! role the permission table (`api/permissions.rs`) allows, except a balancer's health
+//! checks (`/healthz`, `/readyz`: `api/health.rs`), which reveal nothing. Errors are `{"error": "..."}`
 //! with the status that says whose fault it was.
 
 use std::collections::BTreeMap;
@@ -105,6 +106,11 @@ impl From<crate::ids::IdError> for ApiError {
 pub(crate) type ApiResult = Result<ApiResponse, ApiError>;
 
 pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse {
+    // A balancer's health checks: no user, nothing revealed, not counted as API calls.
+    if let Some(mut answer) = crate::api::health::answer(req.method(), req.uri().path()) {
+        request_checks::add_security_headers(&mut answer);
+        return answer;
+    }
     metrics().api_requests.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let read = req.method() == Method::GET;

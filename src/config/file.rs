@@ -77,6 +77,12 @@ pub struct FrontendSection {
     /// request, or are refused with 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolment_secret: Option<String>,
+    /// Names (DNS or IP) agents reach the frontends by through a load balancer: every
+    /// frontend's certificate must carry them, since agents check the name they dialled.
+    /// `config frontend` issues minion certificates with them (docs/operating.md,
+    /// "Behind a load balancer").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balancer_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use rcgen::{
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, PKCS_ECDSA_P256_SHA256,
 };
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use super::{
     ApiSection, ClientFile, ClientSection, ConfigError, DatastoreSection, FrontendSection,
@@ -68,6 +68,13 @@ pub struct GenerateOptions {
     pub admin_password: Option<String>,
     /// Generate an enrolment secret that agents must present (both configs carry it).
     pub enrolment_secret: bool,
+    /// Agents reach the frontends through a load balancer at this name (IP address or DNS
+    /// name): it goes into every frontend certificate (the master's here, minions' in
+    /// `config frontend`, from `frontend.balancer_names`) and the client config lists
+    /// only the balancer.
+    pub balancer_name: Option<String>,
+    /// The balancer's agent port; `frontend_port` when not given.
+    pub balancer_port: Option<u16>,
 }
 
 impl GenerateOptions {
@@ -81,7 +88,14 @@ impl GenerateOptions {
             api_port: crate::limits::DEFAULT_API_PORT,
             admin_password: None,
             enrolment_secret: false,
+            balancer_name: None,
+            balancer_port: None,
         }
+    }
+
+    /// The names besides `public_host` that the frontends' certificates carry.
+    fn balancer_names(&self) -> Vec<String> {
+        self.balancer_name.iter().cloned().collect()
     }
 }
 
@@ -124,6 +138,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
         )));
     }
     check_public_host(&opts.public_host)?;
+    for name in opts.balancer_names() {
+        check_host("balancer name", &name)?;
+    }
     let (admin_password, password_was_generated) = match &opts.admin_password {
         Some(pw) if pw.is_empty() => {
             return Err(ConfigError::Generate(
@@ -134,8 +151,12 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, ConfigError> {
         None => (random_password(), true),
     };
     let ca = new_ca()?;
-    let (cert_pem, key_pem) =
-        issue_frontend_certificate(&ca.cert_pem, &ca.key_pem, &opts.public_host)?;
+    let (cert_pem, key_pem) = issue_frontend_certificate_for(
+        &ca.cert_pem,
+        &ca.key_pem,
+        &opts.public_host,
+        &opts.balancer_names(),
+    )?;
     let secret = opts
         .enrolment_secret
         .then(|| super::EnrolmentSecret::random().as_str().to_string());
@@ -168,9 +189,28 @@ pub fn issue_frontend_certificate(
     ca_key_pem: &str,
     host: &str,
 ) -> Result<(String, String), ConfigError> {
+    issue_frontend_certificate_for(ca_cert_pem, ca_key_pem, host, &[])
+}
+
+/// `issue_frontend_certificate` for a frontend that agents also reach through load
+/// balancers at `balancer_names`: agents check the name they dialled, which behind a
+/// balancer is the balancer's, so the certificate carries those names too.
+pub fn issue_frontend_certificate_for(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    host: &str,
+    balancer_names: &[String],
+) -> Result<(String, String), ConfigError> {
     check_public_host(host)?;
-    let mut params = CertificateParams::new(frontend_subject_alt_names(host))
-        .map_err(|e| generate_error("frontend certificate", e))?;
+    let mut names = frontend_subject_alt_names(host);
+    for name in balancer_names {
+        check_host("balancer name", name)?;
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let mut params =
+        CertificateParams::new(names).map_err(|e| generate_error("frontend certificate", e))?;
     params.distinguished_name = common_name(host);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -183,6 +223,47 @@ pub fn issue_frontend_certificate(
     set_validity_from_now(&mut params, CA_VALIDITY);
     // A frontend certificate is useless once the CA expires, so it lives exactly as long.
     sign_with_ca(ca_cert_pem, ca_key_pem, params, "frontend certificate")
+}
+
+/// The names of `names` that the certificate `cert_der` is not valid for, as an agent's
+/// check of the name it dialled would see it (subject alternative names: DNS names, a
+/// leading `*.` standing for one label, and IP addresses). An unparsable certificate
+/// lacks them all.
+pub fn names_missing_from_certificate(cert_der: &[u8], names: &[String]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+        return names.to_vec();
+    };
+    let mut dns: Vec<String> = Vec::new();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ext in cert.extensions() {
+        let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() else {
+            continue;
+        };
+        for name in &san.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes"))),
+                    16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes"))),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    let covers = |name: &str| match name.parse::<IpAddr>() {
+        Ok(ip) => ips.contains(&ip),
+        Err(_) => {
+            let name = name.to_ascii_lowercase();
+            dns.iter().any(|d| match d.strip_prefix("*.") {
+                Some(parent) => name
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => *d == name,
+            })
+        }
+    };
+    names.iter().filter(|n| !covers(n)).cloned().collect()
 }
 
 /// Signs `params` (with a new P-256 key) by the deployment CA; its validity ends no later
@@ -264,6 +345,7 @@ fn server_config(
             certificate,
             private_key: Some(private_key),
             enrolment_secret: None,
+            balancer_names: opts.balancer_names(),
         },
         // Loopback only: the GUI is exposed deliberately (proxy, tunnel), never by default.
         gui: GuiSection {
@@ -305,9 +387,16 @@ fn server_config(
 }
 
 fn client_config(opts: &GenerateOptions, ca: &CaPem) -> ClientFile {
-    let url = ServerUrl {
-        host: opts.public_host.clone(),
-        port: opts.frontend_port,
+    // Behind a balancer agents know only the balancer: it spreads them and moves them.
+    let url = match &opts.balancer_name {
+        Some(host) => ServerUrl {
+            host: host.clone(),
+            port: opts.balancer_port.unwrap_or(opts.frontend_port),
+        },
+        None => ServerUrl {
+            host: opts.public_host.clone(),
+            port: opts.frontend_port,
+        },
     };
     ClientFile {
         client: ClientSection {
@@ -366,12 +455,16 @@ pub(super) fn write_private_file(path: &Path, text: &str) -> Result<(), ConfigEr
 /// The host ends up in a certificate SAN, a TLS server name and a URL: accept only what
 /// all three can carry (an IP address or a DNS name, as rustls parses them).
 fn check_public_host(host: &str) -> Result<(), ConfigError> {
+    check_host("public host", host)
+}
+
+fn check_host(what: &str, host: &str) -> Result<(), ConfigError> {
     rustls::pki_types::ServerName::try_from(host)
         .map(|_| ())
         .map_err(|_| {
             let shown: String = host.chars().take(100).collect();
             ConfigError::Generate(format!(
-                "public host `{shown}` is neither an IP address nor a DNS name"
+                "{what} `{shown}` is neither an IP address nor a DNS name"
             ))
         })
 }

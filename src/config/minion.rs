@@ -5,10 +5,14 @@
 //! re-serialised), writes the minion its own config (`minion-<name>.config.toml`, the
 //! only file with its key) and lists the minion's URL in client.config.toml next to it,
 //! so agents configured from then on spread over every frontend.
+//!
+//! Behind a load balancer (`frontend.balancer_names`, or `--balancer-name`) the minion's
+//! certificate also carries the balancer's names, since agents check the name they dialled,
+//! and the client config is left listing the balancer only.
 
 use std::path::{Path, PathBuf};
 
-use super::generate::{issue_frontend_certificate, write_private_file, CLIENT_CONFIG_FILE};
+use super::generate::{issue_frontend_certificate_for, write_private_file, CLIENT_CONFIG_FILE};
 use super::secrets::{
     load_ca_signing_key, minion_config_path, minion_config_text, write_secret_file,
 };
@@ -21,8 +25,11 @@ pub struct AddedMinion {
     pub name: String,
     /// The minion's own config: copy it to the minion's machine and run it from there.
     pub minion_config_path: PathBuf,
-    /// The client config whose URL list now names the minion, if there was one.
+    /// The client config whose URL list now names the minion, if there was one (none
+    /// behind a balancer: agents reach the minion through it).
     pub client_config_path: Option<PathBuf>,
+    /// The balancer names the minion's certificate carries besides its own host.
+    pub balancer_names: Vec<String>,
 }
 
 /// Adds minion `name` (HOST:PORT) to the server config at `path`.
@@ -31,8 +38,25 @@ pub fn add_minion(
     name: &str,
     metrics_port: Option<u16>,
 ) -> Result<AddedMinion, ConfigError> {
+    add_minion_behind(path, name, metrics_port, &[])
+}
+
+/// `add_minion` for a minion agents also reach through load balancers: its certificate
+/// carries `balancer_names` and the config's `frontend.balancer_names`.
+pub fn add_minion_behind(
+    path: &Path,
+    name: &str,
+    metrics_port: Option<u16>,
+    balancer_names: &[String],
+) -> Result<AddedMinion, ConfigError> {
     // Load first: a broken config is reported as such, not as an edit failure.
     let config = ServerFile::load(path)?.parse(path)?;
+    let mut balancers = config.frontend.balancer_names.clone();
+    for extra in balancer_names {
+        if !balancers.contains(extra) {
+            balancers.push(extra.clone());
+        }
+    }
     let name = HostPort::parse(name).map_err(ConfigError::Generate)?;
     if config.frontend_names().contains(&name) {
         return Err(ConfigError::Generate(format!(
@@ -42,7 +66,7 @@ pub fn add_minion(
     }
     let ca = load_ca_signing_key(path)?;
     let (certificate, private_key) =
-        issue_frontend_certificate(&ca.certificate_pem, &ca.key_pem, &name.host)?;
+        issue_frontend_certificate_for(&ca.certificate_pem, &ca.key_pem, &name.host, &balancers)?;
 
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
@@ -94,7 +118,7 @@ pub fn add_minion(
     write_private_file(path, &edited)?;
 
     let client_path = path.with_file_name(CLIENT_CONFIG_FILE);
-    let client_config_path = if client_path.exists() {
+    let client_config_path = if client_path.exists() && balancers.is_empty() {
         add_client_url(&client_path, &name.url())?;
         Some(client_path)
     } else {
@@ -104,6 +128,7 @@ pub fn add_minion(
         name: name.to_string(),
         minion_config_path,
         client_config_path,
+        balancer_names: balancers,
     })
 }
 
@@ -195,6 +220,77 @@ mod tests {
             .map(|u| u.to_string())
             .collect();
         assert_eq!(urls, ["https://127.0.0.1:8000/", "https://127.0.0.1:9100/"]);
+    }
+
+    #[test]
+    fn behind_a_balancer_every_certificate_carries_its_name_and_agents_dial_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = GenerateOptions::new(dir.path());
+        opts.admin_password = Some("pw".into());
+        opts.public_host = "master.internal".into();
+        opts.balancer_name = Some("agents.example.org".into());
+        opts.balancer_port = Some(443);
+        let path = generate(&opts).unwrap().server_config_path;
+        let client_path = dir.path().join("client.config.toml");
+        let urls = |path: &Path| -> Vec<String> {
+            let client = ClientConfig::load(path).unwrap();
+            client
+                .client
+                .server_urls
+                .iter()
+                .map(|u| u.to_string())
+                .collect()
+        };
+        assert_eq!(urls(&client_path), ["https://agents.example.org:443/"]);
+        let file = ServerFile::load(&path).unwrap();
+        assert_eq!(file.frontend.balancer_names, ["agents.example.org"]);
+        let verify = crate::config::generate::test_support::verify_server;
+        let ca = &file.tls.ca_certificate;
+        for name in ["master.internal", "agents.example.org"] {
+            verify(ca, &file.frontend.certificate, name).expect("the master's certificate");
+        }
+
+        // From the config alone, and with one more balancer named on the command line.
+        let added = add_minion(&path, "minion-1.internal:8000", None).unwrap();
+        assert!(
+            added.client_config_path.is_none(),
+            "agents keep dialling the balancer"
+        );
+        assert_eq!(added.balancer_names, ["agents.example.org"]);
+        add_minion_behind(&path, "minion-2.internal:8000", None, &["10.0.0.9".into()]).unwrap();
+        let file = ServerFile::load(&path).unwrap();
+        for (minion, names) in file.minions.iter().zip([
+            &["minion-1.internal", "agents.example.org"][..],
+            &["minion-2.internal", "agents.example.org", "10.0.0.9"][..],
+        ]) {
+            for name in names {
+                verify(ca, &minion.certificate, name).expect("the minion's certificate");
+            }
+        }
+        assert!(verify(ca, &file.minions[0].certificate, "10.0.0.9").is_err());
+        // What a frontend warns about at start: the names its certificate lacks.
+        let first = crate::tls::pem::certificates(&file.minions[0].certificate).unwrap();
+        let wanted = [
+            "AGENTS.example.org".to_string(),
+            "10.0.0.9".into(),
+            "x.y".into(),
+        ];
+        let missing = crate::config::generate::names_missing_from_certificate(&first[0], &wanted);
+        assert_eq!(missing, ["10.0.0.9", "x.y"]);
+        assert_eq!(urls(&client_path), ["https://agents.example.org:443/"]);
+        ServerConfig::load(&path).expect("the edited config loads");
+    }
+
+    #[test]
+    fn a_balancer_name_that_is_no_host_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = GenerateOptions::new(dir.path());
+        opts.balancer_name = Some("not a host".into());
+        let err = generate(&opts).unwrap_err().to_string();
+        assert!(err.contains("balancer name `not a host`"), "{err}");
+        let (_dir, path) = deployment();
+        let err = add_minion_behind(&path, "127.0.0.1:9100", None, &["a b".into()]).unwrap_err();
+        assert!(err.to_string().contains("balancer name `a b`"), "{err}");
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct Frontend {
     pub tls: Option<CertificateAndKey>,
     /// If set, every agent request must carry it (`transport/enrolment.rs`).
     pub enrolment_secret: Option<EnrolmentSecret>,
+    /// Names agents reach the frontends by through a load balancer (each an IP address or
+    /// a DNS name); every frontend certificate `config frontend` issues carries them.
+    pub balancer_names: Vec<String>,
 }
 
 impl Frontend {
@@ -373,6 +376,31 @@ impl ServerConfig {
     /// The identity of the frontend to run: the master, or (`node` = HOST:PORT) the
     /// minion of that name.
     pub fn identity(&self, node: Option<&str>) -> Result<FrontendIdentity, ConfigError> {
+        let identity = self.identity_unchecked(node)?;
+        self.warn_of_missing_balancer_names(&identity);
+        Ok(identity)
+    }
+
+    /// Agents that dial a balancer check its name against this frontend's certificate:
+    /// one without it takes no agents through the balancer. Said at start, not refused:
+    /// agents that dial the frontend directly still work.
+    fn warn_of_missing_balancer_names(&self, identity: &FrontendIdentity) {
+        let Some(leaf) = identity.tls.chain.first() else {
+            return;
+        };
+        let missing = generate::names_missing_from_certificate(leaf, &self.frontend.balancer_names);
+        if !missing.is_empty() {
+            tracing::warn!(
+                "the certificate of frontend {} is not valid for {} (frontend.balancer_names): \
+                 agents dialling the balancer will refuse it; reissue it with `packhunt config \
+                 frontend --balancer-name` (docs/operating.md, \"Behind a load balancer\")",
+                identity.name,
+                missing.join(", ")
+            );
+        }
+    }
+
+    fn identity_unchecked(&self, node: Option<&str>) -> Result<FrontendIdentity, ConfigError> {
         let Some(node) = node else {
             return Ok(FrontendIdentity {
                 name: self.frontend.master.clone(),
@@ -673,7 +701,22 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
             "frontend.enrolment_secret",
             f.enrolment_secret.as_deref(),
         )?,
+        balancer_names: parse_balancer_names(check, &f.balancer_names)?,
     })
+}
+
+/// Each name goes into certificates and is what agents dial: an IP address or DNS name.
+fn parse_balancer_names(check: &Checker<'_>, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    for name in names {
+        if ServerName::try_from(name.as_str()).is_err() {
+            let shown: String = name.chars().take(100).collect();
+            return Err(check.invalid(
+                "frontend.balancer_names",
+                format!("`{shown}` is neither an IP address nor a DNS name"),
+            ));
+        }
+    }
+    Ok(names.to_vec())
 }
 
 fn parse_limits(check: &Checker<'_>, l: &LimitsSection) -> Result<Limits, ConfigError> {

@@ -476,6 +476,13 @@ pub struct Metrics {
     pub datastore_full: AtomicI64,
     /// Times ingest resumed after a full datastore: an upload was written after refusals.
     pub disk_full_recoveries: AtomicU64,
+    // ---- Health checks for load balancers (api/health.rs) ----
+    /// `/healthz` probes answered (200).
+    pub health_alive_answered: AtomicU64,
+    /// `/readyz` probes answered 200: taking agents.
+    pub health_ready_answered: AtomicU64,
+    /// `/readyz` probes answered 503: starting or draining.
+    pub health_not_ready_answered: AtomicU64,
 }
 
 /// What a master refused from a minion; the `kind` label of
@@ -974,7 +981,30 @@ impl Metrics {
         self.render_secrets(&mut out);
         self.render_users(&mut out);
         self.render_disk_full(&mut out);
+        self.render_health(&mut out);
         out
+    }
+
+    /// Load balancers' health checks (api/health.rs).
+    fn render_health(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "packhunt_health_alive_answered_total",
+                "GET /healthz probes answered 200",
+                &self.health_alive_answered,
+            ),
+            (
+                "packhunt_health_ready_answered_total",
+                "GET /readyz probes answered 200 (taking agents)",
+                &self.health_ready_answered,
+            ),
+            (
+                "packhunt_health_not_ready_answered_total",
+                "GET /readyz probes answered 503 (starting or draining: balancers send no agents)",
+                &self.health_not_ready_answered,
+            ),
+        ];
+        write_counters(out, &counters);
     }
 
     /// The audit trail's writer and readers (src/audit/).
