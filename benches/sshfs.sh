@@ -32,6 +32,9 @@
 # Not used: workaround=rename (unlink + rename: not atomic; sshfs uses the server's
 # posix-rename@openssh.com extension instead), writeback_cache (breaks O_APPEND).
 #
+# SSHFS_SFTP_FLAGS adds flags to the server's internal-sftp, e.g. "-P posix-rename" (names as
+# `sftp-server -Q requests` lists them) for a server without atomic rename over a file.
+#
 # Needs: /usr/sbin/sshd, sshfs, fusermount (or fusermount3), ssh-keygen, /dev/fuse, root
 # (sshd's privilege separation). sshfs_up returns 2 (and says why) when one is missing, so a
 # caller can skip rather than fail.
@@ -99,7 +102,7 @@ X11Forwarding no
 AllowTcpForwarding no
 PrintMotd no
 MaxStartups 64
-Subsystem sftp internal-sftp
+Subsystem sftp internal-sftp ${SSHFS_SFTP_FLAGS:-}
 EOF
     /usr/sbin/sshd -D -e -f "$st/sshd_config" 2>"$st/sshd.log" &
     echo $! >"$st/sshd.pid.own"
