@@ -7,6 +7,7 @@
 #   sshfs_down DIR           unmount DIR (lazily if busy), stop its sshd, remove the temp dir
 #                            (and the backing folder if sshfs_up made it)
 #   sshfs_backing DIR        the folder on the "server" side behind the mount on DIR
+#   sshfs_cpu_s DIR          CPU seconds the mount on DIR has cost so far (sshfs, ssh, sshd)
 #
 # Unmount the extra mounts of a BACKING before the one that made it (its sshfs_down removes
 # the folder).
@@ -126,6 +127,27 @@ EOF
     fi
     echo "$dir" >"$st/mountpoint"
     sshfs_log "$dir = sshfs 127.0.0.1:$port:$backing (state $st)"
+}
+
+sshfs_cpu_s() {   # sshfs_cpu_s DIR -> CPU seconds (user + system) the mount on DIR has cost so far:
+    # its sshfs process and ssh clients, and its sshd with every session process under it
+    local dir=$1 st pids=() queue=() p kids ticks=0
+    st=$(sshfs_state_of "$dir")
+    mapfile -t pids < <(pgrep -f "^sshfs .* $(realpath -m "$dir") -p " || true)
+    [[ -f $st/sshd.pid.own ]] && pids+=("$(cat "$st/sshd.pid.own")")
+    queue=("${pids[@]}")
+    while ((${#queue[@]})); do
+        p=${queue[0]}
+        queue=("${queue[@]:1}")
+        mapfile -t kids < <(pgrep -P "$p" || true)
+        pids+=("${kids[@]}")
+        queue+=("${kids[@]}")
+    done
+    for p in "${pids[@]}"; do
+        # utime + stime are fields 14 and 15 of /proc/PID/stat (after the parenthesised name)
+        ticks=$((ticks + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f\n", t / hz }'
 }
 
 sshfs_down() {   # sshfs_down DIR: safe to call twice or after a failed sshfs_up
