@@ -359,7 +359,7 @@ fn events_and_a_hunt(cluster: &SshfsCluster) -> Result<()> {
     let mut events = Command::new(common::loadgen_bin())
         .arg("--config")
         .arg(&config)
-        .args(["--clients", &agents.to_string(), "--duration-s", "20"])
+        .args(["--clients", &agents.to_string(), "--duration-s", "240"])
         .args(["--scenario", "events", "--events-per-second-per-agent", "5"])
         .args(["--event-artifact", "Linux.Events.ProcessStart"])
         .args(["--hostname-prefix", "events-"])
@@ -376,6 +376,10 @@ fn events_and_a_hunt(cluster: &SshfsCluster) -> Result<()> {
         |ids| ids.len() == agents,
     )?;
     let hunt_rows = run_hunt(d, &hunted, &cluster.exported())?;
+    // SIGINT: loadgen stops its agents and writes its report (what was acknowledged).
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill takes plain integers; the pid is our own child, not yet reaped.
+    unsafe { libc::kill(events.id() as i32, libc::SIGINT) };
     assert!(events.wait()?.success(), "loadgen events scenario");
     let report: Value = serde_json::from_slice(&std::fs::read(&report_path)?)?;
     let acked = report["events_acked_rows"].as_u64().context("acked rows")?;

@@ -224,13 +224,15 @@ fn free_bytes(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    // SAFETY: statvfs writes only into `stat`, a plain C struct we own; `c_path` is a
-    // valid NUL-terminated string that outlives the call.
+    // SAFETY: a zeroed statvfs is a valid value of this plain C struct of integers.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes only into `stat`, which we own; `c_path` is a valid
+    // NUL-terminated string that outlives the call.
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    // Both are u64 on the 64-bit Linux targets packhunt builds for.
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Writes a document, then replaces it as `atomic::write_atomic` does, and reads it back.
@@ -385,7 +387,7 @@ fn remove_stale(root: &Path) -> usize {
 }
 
 fn stale_path(root: &Path, name: &OsStr, now: SystemTime) -> Option<PathBuf> {
-    let path = MountCheckPaths::stale_in(root, name)?;
+    let path = MountCheckPaths::scratch_in(root, name)?;
     let modified = fs::symlink_metadata(&path).ok()?.modified().ok()?;
     let age = now.duration_since(modified).unwrap_or_default();
     (age > MOUNT_CHECK_STALE_AFTER).then_some(path)

@@ -601,7 +601,7 @@ pub(crate) const MOUNT_CHECK_PREFIX: &str = ".mount-check-";
 /// The scratch folder of one start-up mount check (`datastore/mount_check.rs`) and the
 /// files it tries: `<root>/.mount-check-<host>-<pid>-<16 hex>/`, unique per process so
 /// frontends starting together on one shared mount never touch each other's files.
-/// Invariant: `tag` holds only `[A-Za-z0-9._-]` (the caller's host name is sanitised here).
+/// Invariant: the folder's name holds only `[A-Za-z0-9._-]` (the host name is sanitised here).
 #[derive(Debug, Clone)]
 pub struct MountCheckPaths {
     dir: PathBuf,
@@ -620,7 +620,7 @@ impl MountCheckPaths {
     }
 
     /// A root entry's path, if its name says it is a mount check's scratch folder.
-    pub fn stale_in(root: &Path, entry: &std::ffi::OsStr) -> Option<PathBuf> {
+    pub fn scratch_in(root: &Path, entry: &std::ffi::OsStr) -> Option<PathBuf> {
         let name = entry.to_str()?;
         name.starts_with(MOUNT_CHECK_PREFIX)
             .then(|| root.join(name))
