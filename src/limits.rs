@@ -962,6 +962,20 @@ pub const DEFAULT_PROPERTY_TEST_CASES_COUNT: u32 = 256;
 
 // ---- Operations: the datastore mount's start-up checks ------------------------------------
 
+/// Free space the datastore's mount must have for a frontend to start
+/// (`[datastore] min_free_bytes`; 0 turns the check off). 256 MiB covers the upload bodies
+/// one default frontend may hold at once (`concurrency × max_upload_bytes` = 160 MiB on 2
+/// cores) with room for the documents around them: a frontend started on a nearly full
+/// mount would only answer its agents with 503s (docs/operating.md, "The datastore on a
+/// network filesystem").
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// A mount check's scratch folder older than this was left by a frontend killed mid-check
+/// (a check takes milliseconds, seconds on a slow NFS server): the next start removes it.
+pub const MOUNT_CHECK_STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Appends the mount check makes through its two O_APPEND handles, alternating: enough to
+/// see one handle write at a stale offset over the other's record.
+pub const MOUNT_CHECK_APPEND_COUNT: usize = 8;
+
 // ---- Operations: health checks, drain and rolling restarts --------------------------------
 
 // ---- Operations: a full shared disk --------------------------------------------------------

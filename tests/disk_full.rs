@@ -33,7 +33,9 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
         *text = text.replace(
             "location = \"datastore\"",
             &format!("location = \"{location}\""),
-        )
+        );
+        // A 4 MiB mount: below the start-up check's default free space.
+        common::set_keys(text, &[("min_free_bytes", "0")]);
     })?;
     let mut agent = common::RawAgent::connect(&deployment)?;
     let flow = agent.tasked(&deployment, &["Linux.Sys.Users"])?;

@@ -398,7 +398,9 @@ fn a_full_disk_refuses_events_with_503_and_takes_the_kept_batch_once_there_is_ro
         *text = text.replace(
             "location = \"datastore\"",
             &format!("location = \"{location}\""),
-        )
+        );
+        // A 4 MiB mount: below the start-up check's default free space.
+        common::set_keys(text, &[("min_free_bytes", "0")]);
     })?;
     let mut agent = RawAgent::connect(&deployment)?;
     let client = agent.client_id.clone();

@@ -607,7 +607,9 @@ fn a_full_disk_answers_503_with_retry_after_and_the_file_resumes() -> Result<()>
         *text = text.replace(
             "location = \"datastore\"",
             &format!("location = \"{location}\""),
-        )
+        );
+        // A 4 MiB mount: below the start-up check's default free space.
+        common::set_keys(text, &[("min_free_bytes", "0")]);
     })?;
     let mut agent = RawAgent::connect(&d)?;
     let client = agent.client_id.clone();

@@ -182,6 +182,9 @@ pub struct DatastoreSection {
     /// NFS, so more threads than cores: fsyncs and NFS round trips then overlap).
     #[serde(default = "default_io_threads")]
     pub io_threads_per_executor: usize,
+    /// Free space the mount must have for the frontend to start (0: not checked).
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,6 +418,10 @@ fn default_true() -> bool {
 }
 fn default_io_threads() -> usize {
     limits::DEFAULT_IO_THREADS_PER_EXECUTOR
+}
+
+fn default_min_free_bytes() -> u64 {
+    limits::DEFAULT_MIN_FREE_BYTES
 }
 fn default_io_ring_depth() -> usize {
     limits::DEFAULT_IO_RING_DEPTH

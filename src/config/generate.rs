@@ -374,6 +374,7 @@ fn server_config(
             fsync_documents: true,
             fsync_events: false,
             io_threads_per_executor: crate::limits::DEFAULT_IO_THREADS_PER_EXECUTOR,
+            min_free_bytes: crate::limits::DEFAULT_MIN_FREE_BYTES,
         },
         limits: LimitsSection::default(),
         users: vec![UserEntry {

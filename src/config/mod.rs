@@ -231,6 +231,8 @@ pub struct DatastoreSettings {
     pub fsync_events: bool,
     /// Invariant: at most `limits::MAX_IO_THREADS_PER_EXECUTOR`.
     pub io_threads_per_executor: NonZeroUsize,
+    /// The start-up mount check refuses a mount with less free space (0: not checked).
+    pub min_free_bytes: u64,
 }
 
 /// `[limits]`, with units in the types: the `_ms` keys are `Duration`s.
@@ -567,6 +569,7 @@ impl ServerFile {
                 fsync_documents: self.datastore.fsync_documents,
                 fsync_events: self.datastore.fsync_events,
                 io_threads_per_executor,
+                min_free_bytes: self.datastore.min_free_bytes,
             },
             limits: parse_limits(&check, &self.limits)?,
             frontend,

@@ -19,6 +19,7 @@ pub mod jsonl;
 pub mod label;
 mod listing;
 pub mod monitoring;
+pub mod mount_check;
 pub mod path;
 pub mod resultset;
 mod rowlog;

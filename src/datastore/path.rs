@@ -594,6 +594,58 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Prefix of the start-up mount check's scratch folders in the datastore root; nothing
+/// else there starts with it, so a stale one (a frontend killed mid-check) is recognised.
+pub(crate) const MOUNT_CHECK_PREFIX: &str = ".mount-check-";
+
+/// The scratch folder of one start-up mount check (`datastore/mount_check.rs`) and the
+/// files it tries: `<root>/.mount-check-<host>-<pid>-<16 hex>/`, unique per process so
+/// frontends starting together on one shared mount never touch each other's files.
+/// Invariant: the folder's name holds only `[A-Za-z0-9._-]` (the host name is sanitised here).
+#[derive(Debug, Clone)]
+pub struct MountCheckPaths {
+    dir: PathBuf,
+}
+
+impl MountCheckPaths {
+    pub fn new(root: &Path, host: &str, pid: u32) -> Self {
+        let host = sanitise_component(host);
+        let name = format!(
+            "{MOUNT_CHECK_PREFIX}{host}-{pid}-{:016x}",
+            rand::random::<u64>()
+        );
+        Self {
+            dir: root.join(name),
+        }
+    }
+
+    /// A root entry's path, if its name says it is a mount check's scratch folder.
+    pub fn scratch_in(root: &Path, entry: &std::ffi::OsStr) -> Option<PathBuf> {
+        let name = entry.to_str()?;
+        name.starts_with(MOUNT_CHECK_PREFIX)
+            .then(|| root.join(name))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The document replaced by rename (as `atomic::write_atomic` replaces status.json).
+    pub fn document(&self) -> PathBuf {
+        self.dir.join("document.json")
+    }
+
+    /// The temp sibling renamed over [`Self::document`].
+    pub fn document_temp(&self) -> PathBuf {
+        self.dir.join("document.json.tmp")
+    }
+
+    /// The file fsync'd and appended to from two handles (as result sets and audit days).
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("append.jsonl")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

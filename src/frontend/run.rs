@@ -34,6 +34,8 @@ use crate::transport::upload_permits::UploadPermits;
 pub enum FrontendError {
     #[error("datastore: {0}")]
     Datastore(#[from] crate::datastore::DatastoreError),
+    #[error(transparent)]
+    MountCheck(#[from] crate::datastore::mount_check::MountCheckError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::server::TlsConfigError),
     #[error("cannot start executor `{name}`: {message}")]
@@ -76,6 +78,11 @@ pub fn run_frontend(
     if !config.frontend.transparent_huge_pages {
         disable_transparent_huge_pages();
     }
+    // Refuses a mount lacking rename, fsync, append or free space, before writing there.
+    crate::datastore::mount_check::check_at_start(
+        &config.datastore.location,
+        config.datastore.min_free_bytes,
+    )?;
     let datastore = Datastore::open(
         config.datastore.location.clone(),
         config.datastore.fsync_documents,
