@@ -5,6 +5,7 @@ pub mod accept;
 pub mod admission;
 pub mod agent_conn;
 pub mod body;
+pub mod drain;
 pub mod client_hello;
 pub mod enrolment;
 pub mod frame_meter;
