@@ -156,9 +156,9 @@ fn sigterm_moves_agents_at_once_and_finishes_the_upload_in_flight() -> Result<()
         |v| *v == 1,
     )?;
     // Told to move: the raw agent's task stream ends (cleanly, by the server).
-    let ended = raw.rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), raw.tasks.next()).await
-    });
+    let ended = raw
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), raw.tasks.next()).await });
     assert!(
         matches!(ended, Ok(Ok(None))),
         "the task stream ended by the server, got {ended:?}"

@@ -54,7 +54,12 @@ impl Probe {
         let phase = Arc::new(AtomicU8::new(PHASE_MINIONS));
         let failures: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
         let answered = Arc::new(AtomicU64::new(0));
-        let (s, p, f, a) = (stop.clone(), phase.clone(), failures.clone(), answered.clone());
+        let (s, p, f, a) = (
+            stop.clone(),
+            phase.clone(),
+            failures.clone(),
+            answered.clone(),
+        );
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let now = p.load(Ordering::Relaxed) as usize;
@@ -132,8 +137,18 @@ fn rolling_restart_during_a_hunt_loses_and_duplicates_nothing() -> Result<()> {
         "--record",
         record.path().to_str().context("record path")?,
     ];
+    let started = std::time::Instant::now();
+    let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     let mut loadgen = common::spawn_loadgen(&fleet, AGENTS, LOADGEN_DURATION_S, &report, &extra)?;
-    deployment.wait_connected(AGENTS, Duration::from_secs(120))?;
+    // Nearly all: on a starved box a few agents may still wait out a connect backoff; the
+    // hunt recruits them when they come, and the end checks that it recruited every one.
+    wait_until(
+        "nearly every agent connected",
+        Duration::from_secs(150),
+        || connected_per_frontend(&deployment),
+        |spread| spread.iter().map(|(_, n)| n).sum::<u64>() >= (AGENTS - AGENTS / 100) as u64,
+    )?;
+    progress("fleet connected");
     let spread = connected_per_frontend(&deployment)?;
     ensure!(
         spread.iter().filter(|(_, n)| *n > 0).count() == 3,
@@ -142,8 +157,9 @@ fn rolling_restart_during_a_hunt_loses_and_duplicates_nothing() -> Result<()> {
 
     let hunt = start_hunt(&deployment)?;
     let probe = Probe::start(&deployment);
-    for i in 0..minions.len() {
-        restart_minion(&deployment, &mut minions[i])?;
+    for minion in minions.iter_mut() {
+        restart_minion(&deployment, minion)?;
+        progress(&format!("minion {} restarted", minion.name));
     }
     probe.phase.store(PHASE_MASTER, Ordering::Relaxed);
     deployment.terminate_frontend()?;
@@ -156,19 +172,22 @@ fn rolling_restart_during_a_hunt_loses_and_duplicates_nothing() -> Result<()> {
         "every minion relinked to the restarted master",
     )?;
     probe.phase.store(PHASE_AFTER, Ordering::Relaxed);
+    progress("master restarted");
 
-    // Every agent back, and the hunt over all of them done.
-    deployment.wait_connected(AGENTS, Duration::from_secs(120))?;
+    // The hunt recruited every agent (each connected after the restarts began or before)
+    // and every one of its flows is done.
     let done = wait_until(
         "every agent recruited and its flow done",
-        Duration::from_secs(120),
+        Duration::from_secs(150),
         || hunt_flows_final(&deployment, &hunt),
         |(recruited, open)| *recruited == AGENTS && *open == 0,
     )?;
     assert_eq!(done, (AGENTS, 0));
+    progress("hunt done");
     stop(&mut loadgen)?;
 
     let verdict = verify(&deployment, record.path())?;
+    progress("verified");
     assert_eq!(verdict["rows_lost"], 0, "{verdict}");
     assert_eq!(verdict["rows_duplicated"], 0, "{verdict}");
     assert_eq!(verdict["flows_not_final"], 0, "{verdict}");

@@ -25,8 +25,8 @@ use crate::agent::runner::Runner;
 use crate::config::url::ServerUrl;
 use crate::limits::{
     jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_MIN_SESSION_FOR_MOVE,
-    AGENT_OVERLOAD_PAUSE,
-    COLLECTION_ABANDON_GRACE, MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_RETRY_AFTER,
+    AGENT_OVERLOAD_PAUSE, COLLECTION_ABANDON_GRACE, MAX_AGENT_QUEUED_TASKS_COUNT,
+    MAX_AGENT_RETRY_AFTER,
 };
 use crate::protocol::event_table::TableDigest;
 use crate::protocol::pb::{self, upload_ack};
@@ -187,7 +187,15 @@ pub async fn run(
         let url = &opts.urls[next % n];
         let held = state.event_table.as_ref().map(|(_, digest)| *digest);
         let secret = opts.enrolment_secret.as_ref();
-        let failed = match comms::connect_enrolled(url, opts.tls.clone(), opts.local_ip, held, secret).await {
+        let failed = match comms::connect_enrolled(
+            url,
+            opts.tls.clone(),
+            opts.local_ip,
+            held,
+            secret,
+        )
+        .await
+        {
             Ok((conn, tasks)) => {
                 observer.connected(&conn.url, conn.connect_time, first);
                 first = false;

@@ -774,7 +774,9 @@ async fn flush_presence(followers: Vec<glommio::Task<()>>) {
         .await
         .is_none()
     {
-        tracing::warn!("presence events still queued at shutdown: the master learns from the link's end");
+        tracing::warn!(
+            "presence events still queued at shutdown: the master learns from the link's end"
+        );
     }
 }
 

@@ -22,8 +22,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::limits::{
-    ACCEPT_BACKOFF_ON_EMFILE, HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT,
-    RESERVED_FILES_COUNT, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
+    ACCEPT_BACKOFF_ON_EMFILE, HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT, RESERVED_FILES_COUNT,
+    TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
 };
 use crate::metrics::{metrics, ConnectionRefusal};
 use crate::sessions::shard::ShardCtx;

@@ -95,7 +95,8 @@ pub async fn drain(ctx: &ShardCtx, tally: &DrainTally, live: &Cell<usize>) -> Dr
     let uploads_cut = tally.in_flight.get();
     let connections_cut = live.get() as u64;
     let m = metrics();
-    m.drain_uploads_cut.fetch_add(uploads_cut, Ordering::Relaxed);
+    m.drain_uploads_cut
+        .fetch_add(uploads_cut, Ordering::Relaxed);
     m.drain_connections_cut
         .fetch_add(connections_cut, Ordering::Relaxed);
     DrainReport {
