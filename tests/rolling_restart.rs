@@ -95,6 +95,13 @@ impl Drop for Probe {
 
 #[test]
 fn rolling_restart_during_a_hunt_loses_and_duplicates_nothing() -> Result<()> {
+    if !loadgen_records() {
+        common::skip(
+            "rolling_restart",
+            "a loadgen with --record and verify (cargo build --release -p loadgen)",
+        );
+        return Ok(());
+    }
     let record = tempfile::tempdir()?;
     let (mut deployment, mut minions) = common::cluster_with(2, |t| {
         set_keys(
@@ -106,13 +113,6 @@ fn rolling_restart_during_a_hunt_loses_and_duplicates_nothing() -> Result<()> {
             ],
         )
     })?;
-    if !loadgen_records() {
-        common::skip(
-            "rolling_restart",
-            "a loadgen with --record and verify (cargo build --release -p loadgen)",
-        );
-        return Ok(());
-    }
     let urls = [
         deployment.agent_port,
         minions[0].agent_port,
