@@ -93,7 +93,11 @@ impl Fleet {
         let registrations = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| registry.register(id, i as u64))
+            .map(|(i, id)| {
+                registry
+                    .register(id, i as u64)
+                    .expect("an open registry takes every stream")
+            })
             .collect();
         let mut order: Vec<usize> = (0..sessions).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));

@@ -304,9 +304,6 @@ pub const MAX_IO_THREADS_PER_EXECUTOR: usize = 256;
 /// How long start-up may take before the frontend gives up: an executor that died
 /// before reporting would otherwise leave it waiting forever.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
-/// How long a stopping shard waits for its connections to finish their uploads: a
-/// stalled agent must not hold up a restart; it resends to another frontend.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How often an executor waiting for the other end of a queue to connect wakes up:
 /// glommio only notices the other end while its reactor turns (runtime/channel.rs), and
 /// this ticks only during start-up.
@@ -978,6 +975,32 @@ pub const MOUNT_CHECK_APPEND_COUNT: usize = 8;
 
 // ---- Operations: health checks, drain and rolling restarts --------------------------------
 
+/// How long a stopping frontend lets uploads in flight finish (`frontend.drain_timeout_ms`)
+/// after it told its agents to move. Agents send one upload at a time of at most
+/// `max_upload_bytes` (10 MiB): 30 s carries one at ~3 Mbit/s, a slow agent link; a
+/// stalled agent must not hold a rolling restart longer than that, and what it did not
+/// finish it resends to the next frontend (its outbox keeps it until acknowledged).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest drain a config may ask for: a service manager's stop timeout (systemd's
+/// `TimeoutStopSec`, 90 s by default) must outlast it, or it kills the process mid-drain.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a draining shard looks whether its connections have all closed.
+pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the main thread waits for the shards' drains beyond the drain timeout before
+/// it stops the rest anyway: a shard's last steps (closing its queues, logging) are quick,
+/// so this only bounds a bug.
+pub const DRAIN_REPORT_SLACK: Duration = Duration::from_secs(5);
+/// How long the hub, once every shard has drained, waits for the last presence and flow
+/// events the shards queued to be applied and handed to the replication link.
+pub const PRESENCE_FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+/// How long a stopping minion's link keeps sending what is queued for the master (agents
+/// that left, flows that ended during the drain) before it closes.
+pub const LINK_FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+/// A session the server ended sooner than this after it began counts as a failed connect
+/// in the agent's round of URLs: "go to the next frontend at once" must not become a tight
+/// reconnect loop against frontends that take agents and end their streams at once.
+pub const AGENT_MIN_SESSION_FOR_MOVE: Duration = Duration::from_secs(1);
+
 // ---- Operations: a full shared disk --------------------------------------------------------
 
 /// Bounds of `[limits] disk_full_retry_after_s` (default `RETRY_AFTER_DISK_FULL`). At least
@@ -1028,6 +1051,7 @@ const _: () = assert!(ms(RETRY_AFTER_CONCURRENCY_MAX) <= ms(MAX_AGENT_RETRY_AFTE
 const _: () = assert!(ms(AGENT_UPLOAD_TIMEOUT) >= ms(DEFAULT_REQUEST_TIMEOUT));
 const _: () = assert!(ms(AGENT_CONNECT_TIMEOUT) >= ms(DEFAULT_HANDSHAKE_TIMEOUT));
 const _: () = assert!(ms(AGENT_BACKOFF_MIN) <= ms(AGENT_BACKOFF_MAX));
+const _: () = assert!(ms(DEFAULT_DRAIN_TIMEOUT) <= ms(MAX_DRAIN_TIMEOUT));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MIN) <= ms(REPLICATION_BACKOFF_MAX));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MAX) < ms(REPLICATION_HEALTHY_LINK_UPTIME));
 const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);

@@ -1,5 +1,7 @@
 //! The agent's life: connect to a frontend (random first, rotating on failure, backing
-//! off with jitter after each full round of URLs), hold the task stream, run what it
+//! off with jitter after each full round of URLs; told to move by the frontend (its task
+//! stream ended, HTTP/2 GOAWAY: it drains), straight to the next URL without the backoff
+//! sleep), hold the task stream, run what it
 //! pushes within the task's limits (a deadline, abandoned past its grace; a cancel), and
 //! deliver every result and file through the outbox until acknowledged, across
 //! reconnects and (with a disk outbox) restarts. Told to re-key (the server saw its key
@@ -22,8 +24,9 @@ use crate::agent::outbox::{self, ArtifactOutput, Outbox, Outcome, Reply, Sending
 use crate::agent::runner::Runner;
 use crate::config::url::ServerUrl;
 use crate::limits::{
-    jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_OVERLOAD_PAUSE,
-    COLLECTION_ABANDON_GRACE, MAX_AGENT_QUEUED_TASKS_COUNT, MAX_AGENT_RETRY_AFTER,
+    jittered_backoff, AGENT_BACKOFF_MAX, AGENT_BACKOFF_MIN, AGENT_MIN_SESSION_FOR_MOVE,
+    AGENT_OVERLOAD_PAUSE, COLLECTION_ABANDON_GRACE, MAX_AGENT_QUEUED_TASKS_COUNT,
+    MAX_AGENT_RETRY_AFTER,
 };
 use crate::protocol::event_table::TableDigest;
 use crate::protocol::pb::{self, upload_ack};
@@ -106,6 +109,44 @@ struct AgentState {
     /// The server asked for a new key (its reason): the session ends and the agent
     /// re-keys before it reconnects.
     rekey_wanted: Option<String>,
+    /// The task stream ended (how): the session ends once the upload in flight is
+    /// answered, and starts no other on that connection.
+    stream_ended: Option<StreamEnded>,
+}
+
+/// How a task stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnded {
+    /// The server ended it (END_STREAM, a reset, GOAWAY): it drains or let this stream
+    /// go; the agent is to move.
+    ByServer,
+    /// The connection broke.
+    Broken,
+}
+
+/// Why a session ended, and whether the server told the agent to move.
+struct SessionEnd {
+    why: String,
+    told_to_move: bool,
+}
+
+impl SessionEnd {
+    fn broken(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            told_to_move: false,
+        }
+    }
+
+    /// An upload failed: the server's GOAWAY (it drains) tells the agent to move; anything
+    /// else is a broken connection.
+    fn upload_failed(context: &str, e: CommsError) -> Self {
+        let told_to_move = matches!(&e, CommsError::H2(h) if h.is_go_away() && h.is_remote());
+        Self {
+            why: format!("{context}{e}"),
+            told_to_move,
+        }
+    }
 }
 
 /// A collection running on a blocking thread.
@@ -134,6 +175,7 @@ pub async fn run(
         events: opts.events.take(),
         events_refused: 0,
         rekey_wanted: None,
+        stream_ended: None,
     };
     if let Some(table) = state.events.as_mut().and_then(|e| e.queries.saved_table()) {
         accept_event_table(&mut state, table);
@@ -145,36 +187,55 @@ pub async fn run(
         let url = &opts.urls[next % n];
         let held = state.event_table.as_ref().map(|(_, digest)| *digest);
         let secret = opts.enrolment_secret.as_ref();
-        match comms::connect_enrolled(url, opts.tls.clone(), opts.local_ip, held, secret).await {
+        let failed = match comms::connect_enrolled(
+            url,
+            opts.tls.clone(),
+            opts.local_ip,
+            held,
+            secret,
+        )
+        .await
+        {
             Ok((conn, tasks)) => {
                 observer.connected(&conn.url, conn.connect_time, first);
                 first = false;
                 failures_in_round = 0;
                 round = 0;
+                let began = Instant::now();
                 let spool = state.events.as_ref().map(|e| e.spool.clone());
                 spool.iter().for_each(|s| s.set_connected(true));
-                let why = tokio::select! {
-                    why = session(&opts, conn, tasks, &mut state, &runner, observer.as_ref()) => why,
-                    _ = stop.changed() => "stopping".to_string(),
+                let end = tokio::select! {
+                    end = session(&opts, conn, tasks, &mut state, &runner, observer.as_ref()) => end,
+                    _ = stop.changed() => SessionEnd::broken("stopping"),
                 };
                 spool.iter().for_each(|s| s.set_connected(false));
-                observer.disconnected(&why);
+                observer.disconnected(&end.why);
                 if let Some(reason) = state.rekey_wanted.take() {
                     rekey(&mut opts, &reason, observer.as_ref()).await;
                 }
+                // Told to move: the next frontend now, not this one again. A session the
+                // server ended at once counts as a failed connect, so frontends that take
+                // agents and end their streams at once still lead to the backoff.
+                if end.told_to_move {
+                    next += 1;
+                }
+                end.told_to_move && began.elapsed() < AGENT_MIN_SESSION_FOR_MOVE
             }
             Err(e) => {
                 observer.error(&e.to_string());
                 next += 1;
-                failures_in_round += 1;
-                if failures_in_round >= n {
-                    failures_in_round = 0;
-                    let pause = jittered_backoff(AGENT_BACKOFF_MIN, AGENT_BACKOFF_MAX, round);
-                    round = round.saturating_add(1);
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = stop.changed() => {}
-                    }
+                true
+            }
+        };
+        if failed {
+            failures_in_round += 1;
+            if failures_in_round >= n {
+                failures_in_round = 0;
+                let pause = jittered_backoff(AGENT_BACKOFF_MIN, AGENT_BACKOFF_MAX, round);
+                round = round.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => {}
                 }
             }
         }
@@ -256,7 +317,7 @@ async fn session(
     state: &mut AgentState,
     runner: &Arc<dyn Runner>,
     observer: &dyn Observer,
-) -> String {
+) -> SessionEnd {
     let (tx, mut rx) = mpsc::channel::<Pushed>(MAX_AGENT_QUEUED_TASKS_COUNT);
     let reader = tokio::spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
@@ -267,7 +328,7 @@ async fn session(
     // frontend's 503 means wait and send them again, not go on without.
     loop {
         match conn.upload(&info).await {
-            Err(e) => return format!("client info: {e}"),
+            Err(e) => return SessionEnd::upload_failed("client info: ", e),
             Ok(reply) if matches!(reply.status, 503 | 408) => {
                 tokio::time::sleep(overload_pause(&reply)).await
             }
@@ -283,7 +344,16 @@ async fn session(
             accept(state, pushed, observer).await;
         }
         if state.rekey_wanted.is_some() {
-            return "the server asked for a new key".to_string();
+            return SessionEnd::broken("the server asked for a new key");
+        }
+        if let Some(ended) = state.stream_ended.take() {
+            return match ended {
+                StreamEnded::ByServer => SessionEnd {
+                    why: "told to move: the server ended the task stream".to_string(),
+                    told_to_move: true,
+                },
+                StreamEnded::Broken => SessionEnd::broken("task stream broke"),
+            };
         }
         let spool = state.events.as_ref().map(|e| e.spool.clone());
         let has_results = peek(state, Outbox::has_uploads);
@@ -291,7 +361,7 @@ async fn session(
         if let Some(spool) = events.filter(|_| events_turn || !has_results) {
             events_turn = false;
             if let Err(e) = deliver_event(&mut conn, &spool, state, observer).await {
-                return e.to_string();
+                return SessionEnd::upload_failed("", e);
             }
             continue;
         }
@@ -303,10 +373,10 @@ async fn session(
                 if let Some(Some((upload, _))) = with_outbox(state, Outbox::next_upload).await {
                     let _ = conn.upload(&upload).await;
                 }
-                return "injected disconnect before the ack".to_string();
+                return SessionEnd::broken("injected disconnect before the ack");
             }
             if let Err(e) = deliver_front(&mut conn, state, observer).await {
-                return e.to_string();
+                return SessionEnd::upload_failed("", e);
             }
             continue;
         }
@@ -317,7 +387,7 @@ async fn session(
             }
         }
         if let Some(why) = wait_for_work(&mut rx, state, observer).await {
-            return why;
+            return SessionEnd::broken(why);
         }
     }
 }
@@ -450,6 +520,8 @@ enum Pushed {
     Cancel(pb::Cancel),
     EventTable(pb::EventTable),
     Rekey(pb::Rekey),
+    /// The stream's last word: it ended, and how.
+    Ended(StreamEnded),
 }
 
 async fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer) {
@@ -458,6 +530,7 @@ async fn accept(state: &mut AgentState, pushed: Pushed, observer: &dyn Observer)
         Pushed::Cancel(cancel) => accept_cancel(state, cancel).await,
         Pushed::EventTable(table) => accept_event_table(state, table),
         Pushed::Rekey(rekey) => state.rekey_wanted = Some(rekey.reason),
+        Pushed::Ended(how) => state.stream_ended = Some(how),
     }
 }
 
@@ -524,9 +597,15 @@ impl Drop for AbortOnDrop {
 /// Stamps each task as it arrives: the session takes tasks up only between its own
 /// uploads (the first of which is the agent's facts), so the stamp is when the frontend
 /// delivered it, not when the agent got round to it.
-/// Kinds this agent does not know (a newer server) are skipped, not fatal.
+/// Kinds this agent does not know (a newer server) are skipped, not fatal. Its last
+/// message says how the stream ended.
 async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<Pushed>) {
-    while let Ok(Some(msg)) = tasks.next().await {
+    let ended = loop {
+        let msg = match tasks.next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break StreamEnded::ByServer,
+            Err(e) => break stream_error(&e),
+        };
         let pushed = match msg.kind {
             Some(pb::server_message::Kind::Task(task)) => {
                 Pushed::Task(task, crate::clock::now_us())
@@ -539,6 +618,18 @@ async fn read_tasks(mut tasks: TaskStream, tx: mpsc::Sender<Pushed>) {
         if tx.send(pushed).await.is_err() {
             return;
         }
+    };
+    let _ = tx.send(Pushed::Ended(ended)).await;
+}
+
+/// Whether a task stream's error was the server letting the agent go (a GOAWAY or a
+/// reset it sent) or the connection breaking.
+fn stream_error(e: &CommsError) -> StreamEnded {
+    match e {
+        CommsError::H2(h) if h.is_remote() && (h.is_go_away() || h.is_reset()) => {
+            StreamEnded::ByServer
+        }
+        _ => StreamEnded::Broken,
     }
 }
 

@@ -68,6 +68,10 @@ pub struct FrontendSection {
     /// RSS per idle agent (tuning.md, P1: 53.6 vs 37.3 KiB); turn on only for heaps that fill them.
     #[serde(default)]
     pub transparent_huge_pages: bool,
+    /// On SIGTERM, how long uploads in flight may take to finish after the agents were
+    /// told to move (docs/operating.md, "Draining and rolling restarts").
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
     /// PEM certificate + key the agent port presents (the master's). A minion's own config
     /// keeps the certificate only: the key is the master's alone.
     pub certificate: String,
@@ -429,6 +433,9 @@ fn default_io_ring_depth() -> usize {
 
 fn default_io_memory_bytes() -> usize {
     limits::DEFAULT_IO_MEMORY_BYTES
+}
+fn default_drain_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_DRAIN_TIMEOUT)
 }
 fn default_max_open_files() -> u64 {
     limits::DEFAULT_MAX_OPEN_FILES

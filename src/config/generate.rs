@@ -342,6 +342,7 @@ fn server_config(
             io_ring_depth: crate::limits::DEFAULT_IO_RING_DEPTH,
             max_open_files: crate::limits::DEFAULT_MAX_OPEN_FILES,
             transparent_huge_pages: false,
+            drain_timeout_ms: crate::limits::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
             certificate,
             private_key: Some(private_key),
             enrolment_secret: None,

@@ -100,6 +100,9 @@ pub struct Frontend {
     /// Invariant: above `limits::RESERVED_FILES_COUNT`.
     pub max_open_files: u64,
     pub transparent_huge_pages: bool,
+    /// How long a stopping frontend lets uploads in flight finish.
+    /// Invariant: within `1 ms..=limits::MAX_DRAIN_TIMEOUT`.
+    pub drain_timeout: Duration,
     /// The master's certificate and key; none in a minion's own config (`master_tls`).
     pub tls: Option<CertificateAndKey>,
     /// If set, every agent request must carry it (`transport/enrolment.rs`).
@@ -694,6 +697,7 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
         io_ring_depth: f.io_ring_depth,
         max_open_files: f.max_open_files,
         transparent_huge_pages: f.transparent_huge_pages,
+        drain_timeout: parse_drain_timeout(check, f.drain_timeout_ms)?,
         tls: f
             .private_key
             .as_deref()
@@ -720,6 +724,21 @@ fn parse_balancer_names(check: &Checker<'_>, names: &[String]) -> Result<Vec<Str
         }
     }
     Ok(names.to_vec())
+}
+
+fn parse_drain_timeout(check: &Checker<'_>, ms: u64) -> Result<Duration, ConfigError> {
+    let timeout = Duration::from_millis(ms);
+    if ms == 0 || timeout > limits::MAX_DRAIN_TIMEOUT {
+        return Err(check.invalid(
+            "frontend.drain_timeout_ms",
+            format!(
+                "must be between 1 and {} ms (default {})",
+                limits::MAX_DRAIN_TIMEOUT.as_millis(),
+                limits::DEFAULT_DRAIN_TIMEOUT.as_millis()
+            ),
+        ));
+    }
+    Ok(timeout)
 }
 
 fn parse_limits(check: &Checker<'_>, l: &LimitsSection) -> Result<Limits, ConfigError> {

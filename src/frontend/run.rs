@@ -1,6 +1,9 @@
 //! Starts a frontend: one pinned glommio executor per agent shard, the priority
 //! executor for the GUI/API, the queues between them; then waits for SIGINT/SIGTERM
-//! and shuts everything down in order (stop accepting, finish uploads, close files).
+//! and shuts everything down in order: the shards drain first (stop accepting, tell the
+//! agents to move, finish uploads up to `frontend.drain_timeout_ms`, close files) while
+//! the hub and the replication link still carry presence and flow states; then the hub
+//! (and the GUI/API) stops, then the rest.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -28,6 +31,7 @@ use crate::runtime::shutdown::{self, ShutdownSignal};
 use crate::sessions::shard::ShardCtx;
 use crate::tls::server::{agent_server_config, gui_server_config};
 use crate::transport::admission::Admission;
+use crate::transport::drain::DrainReport;
 use crate::transport::upload_permits::UploadPermits;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +101,11 @@ pub fn run_frontend(
         .unwrap_or(1);
     let shards = config.frontend.shards.map_or(cores, |n| n.get());
     let (priority_ends, shard_ends) = mesh::build(shards);
+    // Two stages: the shards drain first, the hub stops once they have.
+    let (drain_tx, drain) = shutdown::channel();
     let (stop_tx, shutdown) = shutdown::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+    let (drained_tx, drained_rx) = mpsc::channel::<DrainReport>();
     let name = identity.name.to_string();
     let queues = link_queues(&config, &identity);
     // Live watchers are the master's; it tells its minions (if any) what they watch.
@@ -198,9 +205,14 @@ pub fn run_frontend(
             .io_memory(config.frontend.io_memory_bytes)
             .ring_depth(config.frontend.io_ring_depth)
             .blocking_thread_pool_placement(io_threads(&config));
-        let (ready, stop) = (ready_tx.clone(), shutdown.clone());
+        let stages = ShardStages {
+            drain: drain.clone(),
+            hub_stop: shutdown.clone(),
+            ready: ready_tx.clone(),
+            drained: drained_tx.clone(),
+        };
         let handle = builder
-            .spawn(move || run_shard(setup, stop, ready))
+            .spawn(move || run_shard(setup, stages))
             .map_err(|e| FrontendError::Executor {
                 name: format!("agent-shard-{shard}"),
                 message: e.to_string(),
@@ -228,6 +240,7 @@ pub fn run_frontend(
         handles.push(handle);
     }
     drop(ready_tx);
+    drop(drained_tx);
     // Every shard reports, and so does the hub wherever it runs.
     for _ in 0..shards + 1 {
         match ready_rx.recv_timeout(STARTUP_DEADLINE) {
@@ -275,7 +288,9 @@ pub fn run_frontend(
     wait_for_signal()?;
     // `/readyz` says no from here: a balancer stops sending agents while they are moved.
     crate::runtime::readiness::mark_draining();
-    crate::say!("packhunt frontend stopping: finishing uploads in flight");
+    drain_shards(&config, drain_tx, &drained_rx, shards);
+    // The shards have drained and queued their last presence and flow events: the hub
+    // applies them, hands them to the link, and stops with the GUI/API.
     let _ = stop_tx.send(());
     for handle in handles {
         let _ = handle.join();
@@ -298,6 +313,54 @@ pub fn run_frontend(
     }
     crate::say!("packhunt frontend stopped");
     Ok(())
+}
+
+/// Starts every shard's drain and waits for their reports (up to the drain timeout and a
+/// little slack: a shard that does not report is stopped with the rest); logs what the
+/// drain did.
+fn drain_shards(
+    config: &ServerConfig,
+    drain: futures::channel::oneshot::Sender<()>,
+    drained: &mpsc::Receiver<DrainReport>,
+    shards: usize,
+) {
+    let timeout = config.frontend.drain_timeout;
+    let m = crate::metrics::metrics();
+    m.draining.store(1, std::sync::atomic::Ordering::Relaxed);
+    crate::say!(
+        "packhunt frontend stopping: agents told to move, uploads in flight finish within {} ms",
+        timeout.as_millis()
+    );
+    let _ = drain.send(());
+    let deadline = std::time::Instant::now() + timeout + crate::limits::DRAIN_REPORT_SLACK;
+    let mut total = DrainReport::default();
+    let mut reported = 0;
+    while reported < shards {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match drained.recv_timeout(left) {
+            Ok(report) => {
+                total.add(&report);
+                reported += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    if reported < shards {
+        tracing::error!(
+            reported,
+            shards,
+            "not every shard reported its drain in time; stopping anyway"
+        );
+    }
+    crate::say!(
+        "packhunt frontend drained: {} agents moved, {} uploads finished ({} in flight at the \
+         start), {} uploads cut at the deadline, {} connections still open then",
+        total.agents_moved,
+        total.uploads_finished,
+        total.uploads_in_flight_at_start,
+        total.uploads_cut,
+        total.connections_cut
+    );
 }
 
 /// The hub's ends of the replication queues.
@@ -438,7 +501,22 @@ struct ShardSetup {
     audit: AuditLog,
 }
 
-async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
+/// A shard's stages: when to drain, where it says it is ready and what its drain did;
+/// `hub_stop` is for the hub when it runs on this shard (`gui.priority = shared`).
+struct ShardStages {
+    drain: ShutdownSignal,
+    hub_stop: ShutdownSignal,
+    ready: mpsc::Sender<Ready>,
+    drained: mpsc::Sender<DrainReport>,
+}
+
+async fn run_shard(setup: ShardSetup, stages: ShardStages) {
+    let ShardStages {
+        drain: shutdown,
+        hub_stop,
+        ready,
+        drained,
+    } = stages;
     let ShardSetup {
         shard,
         shards,
@@ -454,9 +532,7 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
     } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
-    if let Some(hub) = hub {
-        glommio::spawn_local(run_hub(hub, shutdown.clone(), ready.clone())).detach();
-    }
+    let hub = hub.map(|hub| glommio::spawn_local(run_hub(hub, hub_stop, ready.clone())));
     // Connect both queue ends first: the API side waits for every shard.
     let events = connect_polled(ends.events.connect()).await;
     let notifications = connect_polled(ends.notifications.connect()).await;
@@ -527,7 +603,13 @@ async fn run_shard(setup: ShardSetup, shutdown: ShutdownSignal, ready: mpsc::Sen
         }
     })
     .detach();
-    crate::transport::accept::run(ctx, admission, listener, tls).await;
+    let report = crate::transport::accept::run(ctx.clone(), admission, listener, tls).await;
+    // The hub's follower of this shard's events ends once it has applied what is queued.
+    ctx.events.close();
+    let _ = drained.send(report);
+    if let Some(hub) = hub {
+        hub.await;
+    }
 }
 
 async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<Ready>) {
@@ -564,14 +646,11 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     } else {
         link.as_ref().map(|(outbox, _)| outbox.clone())
     };
+    let mut followers = Vec::new();
     for receiver in ends.events {
         let events = connect_polled(receiver.connect()).await;
-        glommio::spawn_local(crate::notify::presence::follow(
-            presence.clone(),
-            events,
-            forward.clone(),
-        ))
-        .detach();
+        let follow = crate::notify::presence::follow(presence.clone(), events, forward.clone());
+        followers.push(glommio::spawn_local(follow));
     }
     let notifier = Rc::new(Notifier::connect(ends.notifications).await);
     let replication = link.as_ref().map(|(outbox, _)| outbox.clone());
@@ -608,7 +687,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let Some(address) = identity.api_address else {
         let _ = ready.send(Ok(()));
         let _ = shutdown.await;
-        return;
+        return flush_presence(followers).await;
     };
     let listener = match api::bind(address) {
         Ok(l) => l,
@@ -689,6 +768,22 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     api::serve(ctx, listener, tls, shutdown).await;
     if let Some(watch) = watch {
         end_watchers(&watch).await;
+    }
+    flush_presence(followers).await;
+}
+
+/// Waits (bounded) for the followers of the shards' events to apply what the drained
+/// shards queued last (agents that left, flows that ended) and hand it to the link; each
+/// ends when its shard has closed its queue.
+async fn flush_presence(followers: Vec<glommio::Task<()>>) {
+    let all = futures::future::join_all(followers);
+    if crate::runtime::deadline::with_deadline(crate::limits::PRESENCE_FLUSH_ON_SHUTDOWN, all)
+        .await
+        .is_none()
+    {
+        tracing::warn!(
+            "presence events still queued at shutdown: the master learns from the link's end"
+        );
     }
 }
 

@@ -483,6 +483,22 @@ pub struct Metrics {
     pub health_ready_answered: AtomicU64,
     /// `/readyz` probes answered 503: starting or draining.
     pub health_not_ready_answered: AtomicU64,
+    // ---- Operations: drain and rolling restarts (transport/accept.rs, agent_conn.rs) ----
+    /// Agents told to move at a drain: their task streams ended and their connections
+    /// sent GOAWAY.
+    pub drain_agents_moved: AtomicU64,
+    /// Uploads in flight when a drain began (or admitted after) that finished before its
+    /// deadline.
+    pub drain_uploads_finished: AtomicU64,
+    /// Uploads still in flight at the drain deadline: cut with the process (the agent
+    /// resends them to the next frontend).
+    pub drain_uploads_cut: AtomicU64,
+    /// Agent connections still open at the drain deadline.
+    pub drain_connections_cut: AtomicU64,
+    /// Task streams refused with 503 because the shard was draining.
+    pub drain_task_streams_refused: AtomicU64,
+    /// 1 from SIGTERM/SIGINT until the process exits.
+    pub draining: AtomicI64,
 }
 
 /// What a master refused from a minion; the `kind` label of
@@ -982,6 +998,7 @@ impl Metrics {
         self.render_users(&mut out);
         self.render_disk_full(&mut out);
         self.render_health(&mut out);
+        self.render_drain(&mut out);
         out
     }
 
@@ -1672,6 +1689,27 @@ impl Metrics {
                 "Times ingest resumed after a full datastore (an upload written after refusals)",
                 &self.disk_full_recoveries,
             )],
+        );
+    }
+}
+
+impl Metrics {
+    /// The drain at shutdown (transport/accept.rs, transport/agent_conn.rs).
+    fn render_drain(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            ("packhunt_drain_agents_moved_total", "Agents told to move to another frontend at a drain (task stream ended, GOAWAY sent)", &self.drain_agents_moved),
+            ("packhunt_drain_uploads_finished_total", "Uploads in flight during a drain that finished before the drain deadline", &self.drain_uploads_finished),
+            ("packhunt_drain_uploads_cut_total", "Uploads still in flight at the drain deadline, cut with the process (agents resend them)", &self.drain_uploads_cut),
+            ("packhunt_drain_connections_cut_total", "Agent connections still open at the drain deadline", &self.drain_connections_cut),
+            ("packhunt_drain_task_streams_refused_total", "Task streams refused with 503 because the shard was draining", &self.drain_task_streams_refused),
+        ];
+        write_counters(out, &counters);
+        write_metric(
+            out,
+            "packhunt_draining",
+            "1 while the frontend drains (from SIGTERM/SIGINT until it exits)",
+            "gauge",
+            &[("", self.draining.load(Ordering::Relaxed))],
         );
     }
 }

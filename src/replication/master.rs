@@ -155,6 +155,15 @@ pub async fn run(
         conn_tx,
     ));
     let pump = tokio::spawn(broadcast_local(state.clone(), outbox));
+    // A graceful stop waits for every open call to end, and a minion's link lives until
+    // its sender is dropped here: end the links first, or the stop never returns.
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.peers.lock().expect("peers lock").clear();
+        }
+    };
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(REPLICATION_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(REPLICATION_KEEPALIVE_TIMEOUT))

@@ -82,6 +82,8 @@ impl AgentTable {
 #[derive(Default)]
 pub struct Registry {
     live: RefCell<HashMap<ClientId, Live>>,
+    /// Set by `close_all` (the shard drains): no stream registers from then on.
+    closed: std::cell::Cell<bool>,
     /// The shard's agent connections, attached by the transport while it drives them.
     pub liveness: Liveness,
     /// Where clones found here are audited (none in unit tests).
@@ -116,8 +118,12 @@ impl Registry {
         self.audit.as_ref()
     }
 
-    /// Registers a task stream; an older stream of the same client is ended.
-    pub fn register(&self, client_id: &ClientId, session_id: u64) -> Registration {
+    /// Registers a task stream; an older stream of the same client is ended. None once
+    /// the registry is closed (the shard drains): the agent is to go elsewhere.
+    pub fn register(&self, client_id: &ClientId, session_id: u64) -> Option<Registration> {
+        if self.closed.get() {
+            return None;
+        }
         // futures' channel allocates per queued message, not for its capacity up front:
         // a glommio local channel of the same bound cost 32 KiB per idle agent.
         let (tx, rx) = mpsc::channel(SESSION_TASK_QUEUE_COUNT);
@@ -149,10 +155,10 @@ impl Registry {
                 metrics().sessions_open.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Registration {
+        Some(Registration {
             frames: rx,
             delivered,
-        }
+        })
     }
 
     /// Removes the stream if it is still the registered one for the client.
@@ -317,12 +323,25 @@ impl Registry {
         self.live.borrow().is_empty()
     }
 
-    /// Ends every stream (shutdown): their connections then drain and close.
-    pub fn close_all(&self) {
+    /// Ends every stream and takes no more (the shard drains): their connections then
+    /// finish their uploads and close. Returns the streams ended, by client and session:
+    /// the agents told to move. Out of the registry at once, so that a newer stream of one
+    /// of them elsewhere is never taken for a clone of the draining one.
+    pub fn close_all(&self) -> Vec<(ClientId, u64)> {
+        self.closed.set(true);
         let ended = std::mem::take(&mut *self.live.borrow_mut());
         metrics()
             .sessions_open
             .fetch_sub(ended.len() as i64, Ordering::Relaxed);
+        ended
+            .into_iter()
+            .map(|(client_id, live)| (client_id, live.session_id))
+            .collect()
+    }
+
+    /// Whether `close_all` ran: the shard drains.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 }
 
@@ -335,7 +354,7 @@ mod tests {
         let registry = Registry::default();
         let client = ClientId::parse("C.0123456789abcdef").unwrap();
         let flow = FlowId::random();
-        let mut registration = registry.register(&client, 1);
+        let mut registration = registry.register(&client, 1).unwrap();
         assert!(registry.push(&client, &flow, Bytes::from_static(b"task")));
         assert!(
             !registry.push(&client, &flow, Bytes::from_static(b"task")),
@@ -349,6 +368,10 @@ mod tests {
         );
         assert!(registration.frames.try_recv().is_ok());
         registry.close_all();
+        assert!(
+            registry.register(&client, 2).is_none(),
+            "a closed registry takes no stream"
+        );
     }
 
     // Goal: a Cancel reaches the stream even for a flow pushed before, and a task push
@@ -362,7 +385,7 @@ mod tests {
             registry.push_control(&client, &pushed, Bytes::from_static(b"x")),
             None
         );
-        let mut registration = registry.register(&client, 1);
+        let mut registration = registry.register(&client, 1).unwrap();
         assert!(registry.push(&client, &pushed, Bytes::from_static(b"task")));
         for flow in [&pushed, &fresh, &fresh] {
             let queued = registry.push_control(&client, flow, Bytes::from_static(b"cancel"));
@@ -387,7 +410,7 @@ mod tests {
         use crate::protocol::pb;
         let registry = Registry::default();
         let client = ClientId::parse("C.0123456789abcdef").unwrap();
-        let mut registration = registry.register(&client, 1);
+        let mut registration = registry.register(&client, 1).unwrap();
         let stats = |period: &str| pb::ArtifactRequest {
             name: "Generic.Client.Stats".into(),
             parameters: [("period_s".to_string(), period.to_string())].into(),

@@ -84,6 +84,21 @@ pub fn cancel(ctx: &ShardCtx, cancelled: &CancelledFlows) {
     }
 }
 
+/// How a task stream ended, for its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The agent left, or a newer stream replaced this one: presence was told (or is the
+    /// newer stream's).
+    Over,
+    /// The shard drains and ended it (the agent was told to move). Presence is told by
+    /// the connection once it closes (`report_left`), after the uploads it still
+    /// finishes: a flow's end reported after its agent "left" would be refused by the
+    /// master.
+    Moved { session: u64 },
+    /// The shard drains: refused with 503 before it began.
+    Refused,
+}
+
 /// Serves `GET /agent/v1/tasks` until the agent goes away or the shard stops. `held` is
 /// the digest of the event table the agent says it holds (its request header).
 pub async fn serve_task_stream(
@@ -91,9 +106,15 @@ pub async fn serve_task_stream(
     client_id: ClientId,
     held: Option<TableDigest>,
     mut respond: SendResponse<Bytes>,
-) {
+) -> StreamEnd {
     let session_id = ctx.next_session_id();
-    let mut registration = ctx.sessions.register(&client_id, session_id);
+    let Some(mut registration) = ctx.sessions.register(&client_id, session_id) else {
+        metrics()
+            .drain_task_streams_refused
+            .fetch_add(1, Ordering::Relaxed);
+        refuse_while_draining(respond);
+        return StreamEnd::Refused;
+    };
     let connected = ShardEvent::Connected {
         client_id: client_id.clone(),
         shard: ctx.shard,
@@ -135,13 +156,36 @@ pub async fn serve_task_stream(
     }
 
     if ctx.sessions.unregister(&client_id, session_id) {
-        let gone = ShardEvent::Disconnected {
-            client_id,
-            shard: ctx.shard,
+        report_left(&ctx, client_id, session_id).await;
+        return StreamEnd::Over;
+    }
+    if ctx.sessions.is_closed() {
+        return StreamEnd::Moved {
             session: session_id,
         };
-        let _ = ctx.events.send(gone).await;
     }
+    StreamEnd::Over
+}
+
+/// Tells the hub (and through it the master) that the agent's stream `session` here is
+/// gone.
+pub async fn report_left(ctx: &ShardCtx, client_id: ClientId, session: u64) {
+    let gone = ShardEvent::Disconnected {
+        client_id,
+        shard: ctx.shard,
+        session,
+    };
+    let _ = ctx.events.send(gone).await;
+}
+
+/// 503 to a task stream opened on a draining shard: the agent goes to its next frontend.
+fn refuse_while_draining(mut respond: SendResponse<Bytes>) {
+    let response = http::Response::builder()
+        .status(http::StatusCode::SERVICE_UNAVAILABLE)
+        .header("content-type", crate::protocol::CONTENT_TYPE)
+        .body(())
+        .expect("static response parts are valid");
+    let _ = respond.send_response(response, true);
 }
 
 /// Pushes the tasks queued on disk for every agent connected to this shard (after

@@ -7,13 +7,13 @@
 //! handshake deadline. One source address holds at most
 //! `HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT` of them; its connections beyond are closed at
 //! once, so it cannot keep other sources waiting. On EMFILE the listener stays readable, so the loop sleeps
-//! instead of spinning.
+//! instead of spinning. On shutdown the listener is closed at once and the shard drains
+//! (`transport::drain`).
 
 use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures::future::{self, Either};
 use futures::pin_mut;
@@ -22,13 +22,14 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::limits::{
-    ACCEPT_BACKOFF_ON_EMFILE, DRAIN_DEADLINE, HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT,
-    RESERVED_FILES_COUNT, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
+    ACCEPT_BACKOFF_ON_EMFILE, HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT, RESERVED_FILES_COUNT,
+    TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
 };
 use crate::metrics::{metrics, ConnectionRefusal};
 use crate::sessions::shard::ShardCtx;
 use crate::transport::admission::Admission;
 use crate::transport::agent_conn;
+use crate::transport::drain::{self, DrainReport};
 use crate::transport::source_handshakes::{SourceHandshakes, SourceSlot};
 
 pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
@@ -39,13 +40,14 @@ pub fn bind(ctx: &ShardCtx) -> io::Result<TcpListener> {
     .map_err(io::Error::from)
 }
 
-/// Accepts until shutdown, then drains this shard's connections.
+/// Accepts until shutdown, then drains this shard's connections; returns what the drain
+/// did.
 pub async fn run(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     listener: TcpListener,
     acceptor: TlsAcceptor,
-) {
+) -> DrainReport {
     let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES_COUNT) as i64;
     let live = Rc::new(Cell::new(0usize));
     let permits = Rc::new(Semaphore::new(u64::from(
@@ -110,8 +112,9 @@ pub async fn run(
             }
         }
     }
+    // Closed before anything else: new agents go elsewhere while these drain.
     drop(listener);
-    drain(&ctx, &live).await;
+    drain::drain(&ctx, &admission.drain, &live).await
 }
 
 fn admit(
@@ -153,20 +156,4 @@ fn set_keepalive(stream: &TcpStream) {
 
 fn is_out_of_files(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// Ends every task stream, then waits (bounded) for uploads in flight to finish.
-async fn drain(ctx: &ShardCtx, live: &Cell<usize>) {
-    ctx.sessions.close_all();
-    let started = std::time::Instant::now();
-    while live.get() > 0 && started.elapsed() < DRAIN_DEADLINE {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
-    if live.get() > 0 {
-        tracing::warn!(
-            shard = ctx.shard,
-            open = live.get(),
-            "connections still open after the drain deadline"
-        );
-    }
 }

@@ -1,8 +1,10 @@
 //! What one agent shard admits before it spends: its share of
 //! `max_connections_per_second` (checked right after accept(), before any TLS work) and
-//! its share of `concurrency` (taken before an upload's body is read).
+//! its share of `concurrency` (taken before an upload's body is read). It also counts the
+//! shard's uploads in flight for the drain at shutdown (`transport::drain`).
 
 use crate::runtime::rate::TokenBucket;
+use crate::transport::drain::DrainTally;
 use crate::transport::upload_permits::UploadPermits;
 
 pub struct Admission {
@@ -11,6 +13,8 @@ pub struct Admission {
     /// Load shedding: this shard's share of `max_connections_per_second`, one second of
     /// burst. Connections above it are closed right after accept(), before any TLS work.
     pub accept_rate: TokenBucket,
+    /// Uploads in flight, as the drain at shutdown counts them.
+    pub drain: DrainTally,
 }
 
 impl Admission {
@@ -18,6 +22,7 @@ impl Admission {
         Self {
             uploads,
             accept_rate: TokenBucket::new(connections_per_second, connections_per_second),
+            drain: DrainTally::default(),
         }
     }
 }

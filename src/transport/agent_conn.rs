@@ -242,7 +242,8 @@ impl Drop for ActivityGuard {
 }
 
 /// Accepts requests until the agent leaves; on shutdown (or when idle), says GOAWAY and
-/// lets the requests in flight (uploads) finish.
+/// lets the requests in flight (uploads) finish. An agent whose task stream the drain
+/// ended is reported gone once the connection closes, after those uploads.
 async fn drive(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
@@ -256,6 +257,7 @@ async fn drive(
     let activity = Activity::new();
     let window = Rc::new(ReceiveWindow::default());
     let uploads = Rc::new(ConnectionUploads::new(ctx.config.limits.concurrency_wait));
+    let moved = Rc::new(Cell::new(None));
     let idle_timeout = ctx.config.limits.idle_timeout;
     let mut closing = false;
     let mut flooded = false;
@@ -331,6 +333,7 @@ async fn drive(
                     flows: flows.clone(),
                     window: window.clone(),
                     uploads: uploads.clone(),
+                    moved: moved.clone(),
                 };
                 let task = route(
                     ctx.clone(),
@@ -356,6 +359,9 @@ async fn drive(
             None => break,
         }
     }
+    if let Some(session) = moved.get() {
+        tasks::report_left(&ctx, client_id, session).await;
+    }
 }
 
 /// What one connection's requests share.
@@ -363,6 +369,8 @@ struct PerConnection {
     flows: Rc<OpenFlows>,
     window: Rc<ReceiveWindow>,
     uploads: Rc<ConnectionUploads>,
+    /// The session of the task stream the drain ended on this connection, if it did.
+    moved: Rc<Cell<Option<u64>>>,
 }
 
 async fn route(
@@ -392,11 +400,17 @@ async fn route(
                 .get(EVENT_TABLE_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(TableDigest::parse_hex);
-            tasks::serve_task_stream(ctx, client_id, held, respond).await
+            let moved = conn.moved.clone();
+            if let tasks::StreamEnd::Moved { session } =
+                tasks::serve_task_stream(ctx, client_id, held, respond).await
+            {
+                moved.set(Some(session));
+            }
         }
         // Boxed: h2 may keep a waker of a finished request's task until the next request,
         // which keeps the task's allocation, sized by its largest future, alive with it.
         (&Method::POST, UPLOAD_PATH) => {
+            let _in_flight = admission.drain.upload_begins();
             Box::pin(handle_upload(
                 ctx, admission, client_id, conn, request, respond,
             ))

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod agent_conn;
 pub mod body;
 pub mod client_hello;
+pub mod drain;
 pub mod enrolment;
 pub mod frame_meter;
 pub mod observed_read;

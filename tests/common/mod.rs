@@ -411,6 +411,18 @@ impl Deployment {
         Ok(child.wait()?)
     }
 
+    /// SIGTERM to the master: it starts its drain (see `wait_frontend_exit`).
+    pub fn terminate_frontend(&self) -> Result<()> {
+        terminate(self.frontend.as_ref().context("no frontend running")?);
+        Ok(())
+    }
+
+    /// Waits (at most `limit`, then kills it and fails) for the master to exit.
+    pub fn wait_frontend_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.frontend.take().context("no frontend running")?;
+        wait_exit(child, limit, "frontend")
+    }
+
     /// Writes a copy of client.config.toml with `edit` applied; returns its path.
     pub fn client_config_with(
         &self,
@@ -626,6 +638,26 @@ impl Minion {
         Ok(())
     }
 
+    /// SIGTERM: the minion starts its drain (see `wait_exit`).
+    pub fn terminate(&self) -> Result<()> {
+        let child = self.child.as_ref().context("minion not running")?;
+        terminate(child);
+        Ok(())
+    }
+
+    /// Whether the minion's process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits (at most `limit`, then kills it and fails) for the minion to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.child.take().context("minion not running")?;
+        wait_exit(child, limit, "minion")
+    }
+
     /// One series' value from the minion's /metrics.
     pub fn metric(&self, deployment: &Deployment, series: &str) -> Result<u64> {
         self.metrics_api(deployment).metric(series)
@@ -656,6 +688,28 @@ impl Drop for Deployment {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// SIGTERM to a child not yet reaped.
+fn terminate(child: &Child) {
+    // SAFETY: kill takes plain integers; the pid is our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// Waits for `child` to exit within `limit`; past it, kills it and fails.
+fn wait_exit(mut child: Child, limit: Duration, what: &str) -> Result<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} still running {limit:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

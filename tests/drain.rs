@@ -1,0 +1,216 @@
+//! Goal: SIGTERM drains a frontend. The agents connected to it are told to move (their
+//! task stream ends, the connection says GOAWAY) and are on the next frontend while the
+//! draining one still finishes an upload in flight, without a failed connect on the way
+//! (they went straight to the next URL); the upload is answered and its rows land once;
+//! the process exits 0 without waiting for its drain deadline. Method: a master and a
+//! minion on loopback; loadgen agents whose client config lists the minion first and the
+//! master second, spread over both; a raw agent on the minion holding an upload whose body
+//! is half sent when the minion gets SIGTERM, finished once the minion says it drains.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use common::{frontend, set_keys, wait_until, RawAgent};
+use packhunt::protocol::framing::{self, FrameDecoder};
+use packhunt::protocol::pb;
+use serde_json::Value;
+
+/// Far beyond what the test takes: the minion must exit once its connections are done,
+/// not at the deadline.
+const DRAIN_TIMEOUT_MS: &str = "60000";
+/// How long the test waits for the minion to exit once its last upload is answered.
+const EXIT_WAIT: Duration = Duration::from_secs(30);
+const AGENTS: usize = 40;
+const ARTIFACT: &str = "Generic.Client.Info";
+
+/// An upload whose body is sent in two halves, on its own connection.
+struct HalfSentUpload {
+    rt: tokio::runtime::Runtime,
+    stream: h2::SendStream<Bytes>,
+    response: h2::client::ResponseFuture,
+    rest: Bytes,
+}
+
+impl HalfSentUpload {
+    /// Opens the upload of `upload` to `port` and sends the first half of its body.
+    fn start(port: u16, tls: Arc<rustls::ClientConfig>, upload: &pb::Upload) -> Result<Self> {
+        // Its own worker thread keeps the connection's I/O going between the halves.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let body = framing::encode(upload);
+        let (stream, response, rest) = rt.block_on(async {
+            let tls = common::agent_tls_connect(port, tls).await?;
+            let (send, conn) = h2::client::handshake(tls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let request = http::Request::post(format!(
+                "https://127.0.0.1:{port}{}",
+                packhunt::protocol::UPLOAD_PATH
+            ))
+            .header("content-type", packhunt::protocol::CONTENT_TYPE)
+            .header("content-length", body.len())
+            .body(())?;
+            let (response, mut stream) = send.ready().await?.send_request(request, false)?;
+            let mut first = body.clone();
+            let rest = first.split_off(body.len() / 2);
+            stream.send_data(first, false)?;
+            anyhow::Ok((stream, response, rest))
+        })?;
+        Ok(Self {
+            rt,
+            stream,
+            response,
+            rest,
+        })
+    }
+
+    /// Sends the rest of the body; returns the status and the ack.
+    fn finish(mut self) -> Result<(u16, pb::UploadAck)> {
+        self.stream.send_data(self.rest, true)?;
+        self.rt.block_on(async {
+            let response = tokio::time::timeout(Duration::from_secs(30), self.response)
+                .await
+                .context("no answer to the upload")??;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let mut decoder = FrameDecoder::new(64 * 1024);
+            while let Some(chunk) = body.data().await {
+                decoder.extend(&chunk?);
+            }
+            let ack = decoder
+                .next_message::<pb::UploadAck>()?
+                .context("no ack in the answer")?;
+            Ok((status, ack))
+        })
+    }
+}
+
+fn batch(flow: &str, rows: u32) -> pb::Upload {
+    let jsonl: String = (0..rows).map(|i| format!("{{\"row\":{i}}}\n")).collect();
+    pb::Upload {
+        kind: Some(pb::upload::Kind::Result(pb::ResultBatch {
+            flow_id: flow.into(),
+            artifact: ARTIFACT.into(),
+            seq: 0,
+            jsonl: Bytes::from(jsonl),
+            row_count: rows,
+        })),
+    }
+}
+
+#[test]
+fn sigterm_moves_agents_at_once_and_finishes_the_upload_in_flight() -> Result<()> {
+    let (deployment, mut minions) = common::cluster_with(1, |t| {
+        set_keys(
+            t,
+            &[
+                ("drain_timeout_ms", DRAIN_TIMEOUT_MS),
+                ("max_connections_per_second", "100000"),
+            ],
+        )
+    })?;
+    let minion = &mut minions[0];
+    let api = deployment.api();
+    // Loadgen agents start on a random URL of the two: some on each frontend.
+    let both = deployment.client_config_for(
+        "both.client.config.toml",
+        &[minion.agent_port, deployment.agent_port],
+        None,
+    )?;
+    let report = deployment.path().join("report.json");
+    let mut loadgen = common::spawn_loadgen(&both, AGENTS, 300, &report, &[])?;
+    deployment.wait_connected(AGENTS, Duration::from_secs(60))?;
+    let on_minion = wait_until(
+        "loadgen agents on the minion",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = api.get("/api/v1/frontends")?;
+            let items = body["items"].as_array().context("items")?.clone();
+            anyhow::Ok(frontend(&items, &minion.name)["connected_clients"].as_u64())
+        },
+        |n| n.is_some_and(|n| n > 0),
+    )?
+    .unwrap_or(0);
+
+    // A raw agent on the minion with a flow, and an upload for it half sent.
+    let only_minion =
+        deployment.client_config_for("minion.client.config.toml", &[minion.agent_port], None)?;
+    let mut raw = RawAgent::connect_with(&only_minion)?;
+    let flow = raw.tasked(&deployment, &[ARTIFACT])?;
+    let client = raw.client_id.clone();
+    let upload = HalfSentUpload::start(minion.agent_port, raw.tls.clone(), &batch(&flow, 7))?;
+
+    minion.terminate()?;
+    let metrics = minion.metrics_api(&deployment);
+    wait_until(
+        "the minion draining",
+        Duration::from_secs(10),
+        || metrics.metric("packhunt_draining"),
+        |v| *v == 1,
+    )?;
+    // Told to move: the raw agent's task stream ends (cleanly, by the server).
+    let ended = raw
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), raw.tasks.next()).await });
+    assert!(
+        matches!(ended, Ok(Ok(None))),
+        "the task stream ended by the server, got {ended:?}"
+    );
+    drop(raw);
+    // Every loadgen agent is on the master, and the master heard that the raw agent left
+    // the minion, while the minion still holds the upload.
+    let master = deployment_name(&deployment);
+    api.wait_frontends(
+        "every loadgen agent on the master, none left on the minion",
+        Duration::from_secs(20),
+        |items| {
+            frontend(items, &master)["connected_clients"] == AGENTS
+                && frontend(items, &minion.name)["connected_clients"] == 0
+        },
+    )?;
+    assert!(
+        minion.is_running(),
+        "the minion drains until its upload is done"
+    );
+    assert_eq!(metrics.metric("packhunt_drain_uploads_cut_total")?, 0);
+
+    let (status, ack) = upload.finish()?;
+    assert_eq!(status, 200, "the upload in flight is answered");
+    assert_eq!(ack.status, pb::upload_ack::Status::Ok as i32, "{ack:?}");
+    let exit = minion.wait_exit(EXIT_WAIT)?;
+    assert!(exit.success(), "the drained minion exits 0: {exit}");
+
+    let results = common::flow_results(&deployment.datastore(), &client, &flow, ARTIFACT);
+    assert_eq!(common::count_lines(&results), 7, "the upload's rows, once");
+
+    // Straight to the next URL: no agent failed a connect on its way to the master.
+    stop_loadgen(&mut loadgen)?;
+    let report: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert_eq!(report["errors"], 0, "no failed connect: {report}");
+    assert!(
+        report["reconnects"].as_u64() >= Some(on_minion),
+        "each agent of the minion reconnected: {report}"
+    );
+    Ok(())
+}
+
+/// The master's name as `/api/v1/frontends` lists it.
+fn deployment_name(deployment: &common::Deployment) -> String {
+    format!("{}:{}", deployment.host, deployment.agent_port)
+}
+
+/// SIGTERM to loadgen, which then writes its report and exits.
+fn stop_loadgen(loadgen: &mut common::Proc) -> Result<()> {
+    // SAFETY: kill takes plain integers; the pid is our own child, not yet reaped.
+    unsafe { libc::kill(loadgen.0.id() as i32, libc::SIGTERM) };
+    let status = loadgen.0.wait()?;
+    anyhow::ensure!(status.success(), "loadgen exited with {status}");
+    Ok(())
+}
