@@ -85,16 +85,20 @@ unshed() {
     set_key "$1" limits max_connections_per_second "${MAX_CONNECTIONS_PER_SECOND:-1000000}"
 }
 
-set_key() {   # set_key DIR SECTION KEY VALUE (TOML literal): replace a key the generator wrote
+set_key_in() {   # set_key_in FILE SECTION KEY VALUE (TOML literal): replace a key the generator wrote
+    awk -v sec="[$2]" -v k="$3" -v v="$4" '
+        /^\[/ { cur = $0 }
+        cur == sec && $1 == k && $2 == "=" && !done { print k " = " v; done = 1; next }
+        { print }
+        END { if (!done) exit 3 }' "$1" >"$1.new" || { log "set_key: no $3 in [$2] of $1"; exit 1; }
+    mv "$1.new" "$1"
+}
+
+set_key() {   # set_key DIR SECTION KEY VALUE: set_key_in for every frontend's config in DIR
     local f
     for f in "$1"/server.config.toml "$1"/minion-*.config.toml; do
         [[ -f $f ]] || continue
-        awk -v sec="[$2]" -v k="$3" -v v="$4" '
-            /^\[/ { cur = $0 }
-            cur == sec && $1 == k && $2 == "=" && !done { print k " = " v; done = 1; next }
-            { print }
-            END { if (!done) exit 3 }' "$f" >"$f.new" || { log "set_key: no $3 in [$2] of $f"; exit 1; }
-        mv "$f.new" "$f"
+        set_key_in "$f" "$2" "$3" "$4"
     done
 }
 

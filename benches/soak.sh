@@ -41,15 +41,6 @@
 # when gnuplot is installed, else awk), the verdict ($OUT/soak/verify.json), everything
 # else under $OUT/soak. KEEP_DATA=1 keeps the datastore.
 
-soak_set_in() {   # soak_set_in FILE SECTION KEY VALUE: set_key for one config file
-    awk -v sec="[$2]" -v k="$3" -v v="$4" '
-        /^\[/ { cur = $0 }
-        cur == sec && $1 == k && $2 == "=" && !done { print k " = " v; done = 1; next }
-        { print }
-        END { if (!done) exit 3 }' "$1" >"$1.new" || { log "soak: no $3 in [$2] of $1"; exit 1; }
-    mv "$1.new" "$1"
-}
-
 soak_minion_config() { echo "$SOAK_DIR/minion-${1//[^A-Za-z0-9.-]/_}.config.toml"; }
 
 # soak_mounts: SOAK_EXPORT (what verify reads) and each frontend's datastore location.
@@ -70,8 +61,8 @@ soak_mounts() {
     mkdir -p "$SOAK_EXPORT"
     SOAK_MOUNTED=()
     if [[ $mode == local ]]; then
-        soak_set_in "$SOAK_DIR/server.config.toml" datastore location "\"$SOAK_EXPORT\""
-        for k in "${MINION_NODES[@]}"; do soak_set_in "$(soak_minion_config "$k")" datastore location "\"$SOAK_EXPORT\""; done
+        set_key_in "$SOAK_DIR/server.config.toml" datastore location "\"$SOAK_EXPORT\""
+        for k in "${MINION_NODES[@]}"; do set_key_in "$(soak_minion_config "$k")" datastore location "\"$SOAK_EXPORT\""; done
         SOAK_MOUNT_USED=local
         return
     fi
@@ -79,11 +70,11 @@ soak_mounts() {
     source "$lib"
     sshfs_up "$SOAK_DIR/mnt-master" "$SOAK_EXPORT" || { log "soak: sshfs_up failed (SOAK_MOUNT=local runs without it)"; exit 1; }
     SOAK_MOUNTED+=("$SOAK_DIR/mnt-master")
-    soak_set_in "$SOAK_DIR/server.config.toml" datastore location "\"$SOAK_DIR/mnt-master\""
+    set_key_in "$SOAK_DIR/server.config.toml" datastore location "\"$SOAK_DIR/mnt-master\""
     for k in "${!MINION_NODES[@]}"; do
         sshfs_up "$SOAK_DIR/mnt-minion$((k + 1))" "$SOAK_EXPORT" || { log "soak: sshfs_up failed"; exit 1; }
         SOAK_MOUNTED+=("$SOAK_DIR/mnt-minion$((k + 1))")
-        soak_set_in "$(soak_minion_config "${MINION_NODES[k]}")" datastore location "\"$SOAK_DIR/mnt-minion$((k + 1))\""
+        set_key_in "$(soak_minion_config "${MINION_NODES[k]}")" datastore location "\"$SOAK_DIR/mnt-minion$((k + 1))\""
     done
     SOAK_MOUNT_USED=sshfs
 }
@@ -340,7 +331,7 @@ run_soak() {
 
     deploy_cluster "$SOAK_DIR" 2
     # The gRPC API's generated port is fixed (8890): another deployment on the box may hold it.
-    soak_set_in "$SOAK_DIR/server.config.toml" api port "$(free_port)"
+    set_key_in "$SOAK_DIR/server.config.toml" api port "$(free_port)"
     soak_mounts
     log "soak: datastore on $SOAK_MOUNT_USED, export $SOAK_EXPORT ($(df --output=fstype "$SOAK_EXPORT" | tail -1 | tr -d ' '))"
     soak_start_master

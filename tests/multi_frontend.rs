@@ -155,15 +155,7 @@ fn a_minion_killed_mid_upload_loses_no_row() -> Result<()> {
         |rows| *rows > 0,
     )?;
     minions[0].kill()?;
-    let unfinished = flows
-        .iter()
-        .filter(|(c, _)| on_victim.contains(c))
-        .filter(|(c, f)| {
-            api.get(&format!("/api/v1/clients/{c}/collections/{f}"))
-                .map(|(_, s)| s["state"] != "finished")
-                .unwrap_or(false)
-        })
-        .count();
+    let unfinished = api.unfinished_flows(&flows, &on_victim);
     assert!(
         unfinished > 0,
         "the kill caught the victim's agents mid-flow"

@@ -178,15 +178,7 @@ fn collections_through_a_minion_kill(cluster: &mut SshfsCluster) -> Result<()> {
         |rows| *rows > 0,
     )?;
     cluster.minion.kill()?;
-    let unfinished = flows
-        .iter()
-        .filter(|(c, _)| on_victim.contains(c))
-        .filter(|(c, f)| {
-            api.get(&format!("/api/v1/clients/{c}/collections/{f}"))
-                .map(|(_, s)| s["state"] != "finished")
-                .unwrap_or(false)
-        })
-        .count();
+    let unfinished = api.unfinished_flows(&flows, &on_victim);
     assert!(
         unfinished > 0,
         "the kill caught the minion's agents mid-flow"

@@ -837,6 +837,20 @@ impl Api {
     }
 
     /// Waits until every flow is in a terminal state; returns their status documents.
+    /// How many of `flows` (client, flow) of the `clients` given are not finished yet: a
+    /// kill meant to catch them mid-flow did so when this is above 0.
+    pub fn unfinished_flows(&self, flows: &[(String, String)], clients: &[String]) -> usize {
+        flows
+            .iter()
+            .filter(|(c, _)| clients.contains(c))
+            .filter(|(c, f)| {
+                self.get(&format!("/api/v1/clients/{c}/collections/{f}"))
+                    .map(|(_, s)| s["state"] != "finished")
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
     pub fn wait_flows(&self, flows: &[(String, String)], limit: Duration) -> Result<Vec<Value>> {
         let mut done = Vec::new();
         let mut pending: Vec<(String, String)> = flows.to_vec();
