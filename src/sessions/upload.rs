@@ -11,7 +11,7 @@ use http::StatusCode;
 use crate::datastore::{client_info, DatastoreError, EventBatchError, Fault, FlowState};
 use crate::datastore::{ArtifactName, ClientDir, ClientInfoDoc};
 use crate::ids::{ClientId, FlowId, IdError};
-use crate::limits::{RETRY_AFTER_BUSY, RETRY_AFTER_DISK_FULL};
+use crate::limits::RETRY_AFTER_BUSY;
 use crate::metrics::{metrics, DiskFullUpload, FileRefusal, RejectReason};
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
@@ -155,15 +155,9 @@ impl Answer {
         }
     }
 
-    /// The answer to an upload refused before it reached the datastore (the transport's
-    /// refusals), so never for a full disk.
-    pub fn rejected(e: &UploadError) -> Self {
-        Self::rejected_with(e, RETRY_AFTER_DISK_FULL)
-    }
-
     /// The answer to a refused upload; `disk_full_retry_after` is what a full datastore
     /// tells the agent to wait (`[limits] disk_full_retry_after_s`).
-    pub fn rejected_with(e: &UploadError, disk_full_retry_after: Duration) -> Self {
+    pub fn rejected(e: &UploadError, disk_full_retry_after: Duration) -> Self {
         metrics().upload_rejected(e.reason());
         let status = match e {
             UploadError::FlowClosed { .. } | UploadError::TooLate { .. } => {
@@ -231,7 +225,7 @@ pub async fn handle(
             if let (RejectReason::Overloaded, Some(kind)) = (e.reason(), kind) {
                 disk_full::refused(kind, retry_after);
             }
-            Answer::rejected_with(&e, retry_after)
+            Answer::rejected(&e, retry_after)
         }
     }
 }

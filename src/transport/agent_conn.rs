@@ -436,7 +436,8 @@ async fn handle_upload(
     let max_bytes = limits.max_upload_bytes.get();
     let declared = body::declared_length(request.headers());
     if body::declared_too_large(declared, max_bytes) {
-        let answer = upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes });
+        let too_large = upload::UploadError::TooLarge { max_bytes };
+        let answer = upload::Answer::rejected(&too_large, limits.disk_full_retry_after);
         return respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
     }
     let mut recv = request.into_body();
@@ -494,7 +495,8 @@ async fn handle_upload(
             upload::handle(&ctx, &client_id, &conn.flows, bytes).await
         }
         Some(Err(BodyError::TooLarge { max_bytes })) => {
-            upload::Answer::rejected(&upload::UploadError::TooLarge { max_bytes })
+            let too_large = upload::UploadError::TooLarge { max_bytes };
+            upload::Answer::rejected(&too_large, limits.disk_full_retry_after)
         }
         Some(Err(BodyError::Stalled { .. })) => {
             metrics().agentport_upload_stalled(UploadStall::InBody);
