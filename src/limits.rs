@@ -370,6 +370,10 @@ pub const RECRUIT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an agent without known facts waits before it is checked again: they are
 /// written when its `ClientInfo` upload arrives, usually a moment after it connects.
 pub const RECRUIT_FACTS_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long a stopping master waits for the recruit batches being written (at most
+/// RECRUIT_BATCHES_IN_FLIGHT_COUNT × RECRUIT_BATCH_COUNT flows, a second or two on a slow
+/// mount); past it the next start settles them from the recruiting journal.
+pub const RECRUIT_FINISH_ON_SHUTDOWN: Duration = Duration::from_secs(10);
 /// How often unfinished participant flows are re-read from disk (a flow-end event may
 /// have been dropped on the way), and how many per pass, so one pass stays short.
 pub const HUNT_RECONCILE_INTERVAL: Duration = Duration::from_secs(15);

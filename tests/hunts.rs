@@ -351,3 +351,143 @@ fn a_start_whose_body_arrives_late_is_still_answered() -> Result<()> {
     ensure!(writes == 3 && reads == 3, "writes {writes}, reads {reads}");
     Ok(())
 }
+
+/// What is wrong with the hunt's flows on disk: a flow folder (every flow of this test is
+/// the hunt's) without request.json naming the hunt or without status.json, one that is
+/// not a participant, a recruiting journal line that is no participant, clients listed
+/// twice in the participants file; and with `temporary_files`, a temporary file a stopped
+/// write left (a kill -9 may leave one of any atomic write, such as a running flow's
+/// status update; a clean stop may not).
+fn unrecorded_flows(
+    deployment: &Deployment,
+    hunt_id: &str,
+    temporary_files: bool,
+) -> Result<Vec<String>> {
+    let hunts = deployment.datastore().join("hunts");
+    let lines = |ext: &str| -> Result<Vec<(String, String)>> {
+        let text = match std::fs::read_to_string(hunts.join(format!("{hunt_id}.{ext}"))) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(c, f)| (c.to_string(), f.to_string()))
+            .collect())
+    };
+    let participants = lines("participants")?;
+    let recorded: std::collections::HashSet<(String, String)> =
+        participants.iter().cloned().collect();
+    let mut problems = Vec::new();
+    let clients: std::collections::HashSet<&String> = participants.iter().map(|(c, _)| c).collect();
+    if clients.len() != participants.len() {
+        problems.push(format!(
+            "{} participant lines for {} clients",
+            participants.len(),
+            clients.len()
+        ));
+    }
+    for (client, flow) in lines("recruiting")? {
+        if !recorded.contains(&(client.clone(), flow.clone())) {
+            problems.push(format!(
+                "{client}/{flow}: in the journal, not a participant"
+            ));
+        }
+    }
+    for client in std::fs::read_dir(deployment.datastore().join("clients"))? {
+        let client = client?;
+        let collections = client.path().join("collections");
+        let Ok(flows) = std::fs::read_dir(&collections) else {
+            continue;
+        };
+        let client = client.file_name().to_string_lossy().to_string();
+        for flow in flows {
+            let flow = flow?;
+            let name = flow.file_name().to_string_lossy().to_string();
+            let at = format!("{client}/{name}");
+            for file in std::fs::read_dir(flow.path())? {
+                let file = file?.file_name().to_string_lossy().to_string();
+                if temporary_files && file.contains(".tmp.") {
+                    problems.push(format!("{at}: a temporary {file}"));
+                }
+            }
+            match std::fs::read(flow.path().join("request.json")) {
+                Ok(bytes) => {
+                    let request: Value = serde_json::from_slice(&bytes)?;
+                    if request["hunt_id"] != hunt_id {
+                        problems.push(format!("{at}: not the hunt's"));
+                    }
+                }
+                Err(e) => problems.push(format!("{at}: no request.json: {e}")),
+            }
+            if !flow.path().join("status.json").exists() {
+                problems.push(format!("{at}: no status.json"));
+            }
+            if !recorded.contains(&(client.clone(), name.clone())) {
+                problems.push(format!("{at}: not a participant"));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+// Goal: a master stopped while a hunt recruits leaves no flow the hunt does not know.
+// Given SIGTERM it stops recruiting and finishes the batches being written before it
+// exits (nothing half-written, every hunt flow a participant); killed with kill -9 mid-batch,
+// its next start settles what the recruiting journal names. Afterwards every agent is
+// recruited exactly once and every flow completes.
+#[test]
+fn a_master_stopped_or_killed_mid_recruitment_leaves_every_hunt_flow_recorded() -> Result<()> {
+    const AGENTS: usize = 1_500;
+    let mut deployment = Deployment::start_with(|t| {
+        set_keys(
+            t,
+            &[
+                ("hunt_recruitment_per_second", "400"),
+                ("max_connections_per_second", "100000"),
+            ],
+        )
+    })?;
+    let _fleet = loadgen(&deployment, AGENTS, "fleet")?;
+    deployment.wait_connected(AGENTS, Duration::from_secs(120))?;
+    let created = post(
+        &deployment,
+        "/api/v1/hunts",
+        json!({ "artifacts": ["Linux.Sys.Users"], "condition": { "os": "linux" } }),
+    )?;
+    let id = created["hunt_id"].as_str().unwrap().to_string();
+    post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
+    let scheduled = |h: &Value| h["scheduled"].as_u64().unwrap_or(0);
+
+    wait_hunt(&deployment, &id, Duration::from_secs(60), |h| {
+        scheduled(h) >= 200
+    })?;
+    deployment.terminate_frontend()?;
+    let exit = deployment.wait_frontend_exit(Duration::from_secs(60))?;
+    assert!(exit.success(), "the master stops cleanly: {exit}");
+    let problems = unrecorded_flows(&deployment, &id, true)?;
+    assert!(
+        problems.is_empty(),
+        "after a SIGTERM mid-recruitment: {problems:#?}"
+    );
+    let recruited_before = participants(&deployment, &id)?.len();
+
+    deployment.start_frontend()?;
+    wait_hunt(&deployment, &id, Duration::from_secs(120), |h| {
+        scheduled(h) as usize >= recruited_before + 300
+    })?;
+    deployment.kill_frontend()?;
+    deployment.start_frontend()?;
+    let done = wait_hunt(&deployment, &id, Duration::from_secs(240), |h| {
+        h["completed"] == AGENTS as u64
+    })?;
+    assert_eq!(done["scheduled"], AGENTS as u64, "each agent once: {done}");
+    let problems = unrecorded_flows(&deployment, &id, false)?;
+    assert!(
+        problems.is_empty(),
+        "after a kill -9 mid-recruitment: {problems:#?}"
+    );
+    assert_eq!(participants(&deployment, &id)?.len(), AGENTS);
+    Ok(())
+}

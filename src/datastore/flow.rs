@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -255,16 +256,21 @@ pub fn write_scheduled(client: &ClientDir, request: &FlowRequest) -> Result<(), 
 }
 
 /// Takes back a flow that [`write_scheduled`] wrote (or began to) and that nobody was
-/// told exists: its queue entry, status, request and folder. Best effort: a file that
-/// cannot be removed stays (and is logged); a folder holding anything else (results,
-/// uploads) is never removed.
+/// told exists: its queue entry, status, request, the temporary files of any of them a
+/// stopped process left, and its folder. Best effort: a file that cannot be removed stays
+/// (and is logged); a folder holding anything else (results, uploads) is never removed.
 pub fn unschedule(client: &ClientDir, flow_id: &FlowId) {
     let flow = client.flow(flow_id);
-    for path in [
+    let (task, status, request) = (
         client.task_path(flow_id),
         flow.status_json(),
         flow.request_json(),
-    ] {
+    );
+    let mut doomed = vec![task.clone(), status.clone(), request.clone()];
+    for document in [&task, &status, &request] {
+        doomed.extend(temp_siblings_of(document));
+    }
+    for path in doomed {
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %path.display(), "cannot take back a flow never scheduled: {e}");
@@ -274,6 +280,23 @@ pub fn unschedule(client: &ClientDir, flow_id: &FlowId) {
     }
     // Fails (and is meant to) unless the folder is empty.
     let _ = fs::remove_dir(flow.path());
+}
+
+/// The temporary files (`<name>.tmp.<hex>`, see `path::temp_sibling`) an atomic write of
+/// `document` left behind.
+fn temp_siblings_of(document: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (document.parent(), document.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.tmp.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Makes what [`write_scheduled`] wrote durable (nothing to do without
@@ -538,6 +561,37 @@ mod tests {
         set.append_batch(0, b"{\"a\":1}\n").unwrap();
         unschedule(&client, &req.flow_id);
         assert!(client.flow(&req.flow_id).path().exists());
+    }
+
+    // Goal: a take-back of a flow a stopped process was writing removes its half-written
+    // documents too (the temporary files of the atomic writes), and with them the folder,
+    // which would otherwise be a flow without a status for ever.
+    #[test]
+    fn a_take_back_removes_the_temporary_files_a_stopped_write_left() {
+        let (_dir, client) = setup();
+        std::fs::create_dir_all(client.path()).unwrap();
+        let req = request(&client, 4, 1_700_000_000_000);
+        let flow = client.flow(&req.flow_id);
+        std::fs::create_dir_all(flow.path()).unwrap();
+        let request_tmp = crate::datastore::path::temp_sibling(&flow.request_json()).unwrap();
+        let status_tmp = crate::datastore::path::temp_sibling(&flow.status_json()).unwrap();
+        std::fs::write(&request_tmp, b"{\"flow_id\":").unwrap();
+        std::fs::write(&status_tmp, b"").unwrap();
+        std::fs::write(flow.request_json(), b"{}").unwrap();
+        std::fs::create_dir_all(client.tasks_dir()).unwrap();
+        let task_tmp =
+            crate::datastore::path::temp_sibling(&client.task_path(&req.flow_id)).unwrap();
+        std::fs::write(&task_tmp, b"").unwrap();
+        // Another flow's queue entry is not this take-back's to remove.
+        let other = FlowId::random();
+        std::fs::write(client.task_path(&other), other.as_str()).unwrap();
+        unschedule(&client, &req.flow_id);
+        assert!(!flow.path().exists(), "flow folder removed");
+        assert!(
+            !task_tmp.exists(),
+            "the queue entry's temporary file removed"
+        );
+        assert_eq!(pending_tasks(&client).unwrap(), vec![other]);
     }
 
     // Goal: a cancel keeps the rows that arrived, closes the flow, unqueues its task, and

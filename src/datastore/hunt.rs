@@ -2,10 +2,14 @@
 //! `hunts/<hunt_id>.participants` (one `client_id flow_id` line per recruited agent,
 //! append-only). Only the master writes either. Together with each participant flow's
 //! status.json they are the hunt: its statistics can always be recounted from disk.
+//!
+//! `hunts/<hunt_id>.recruiting` has the same lines, appended before the flows they name
+//! are written: a master that dies between writing a flow and recording its participant
+//! finds the flow there when it starts again, instead of leaving it scheduled forever.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -124,28 +128,67 @@ pub fn append_participants(
     hunt_id: &HuntId,
     participants: &[(ClientId, FlowId)],
 ) -> Result<(), DatastoreError> {
-    if participants.is_empty() {
+    append_pairs(&participants_path(datastore, hunt_id), participants)
+}
+
+/// Notes the flows about to be written for these recruits (before any of them is), so
+/// that a restart can settle the ones whose participant line never came. Written like
+/// the participants file.
+pub fn append_recruiting(
+    datastore: &Datastore,
+    hunt_id: &HuntId,
+    recruits: &[(ClientId, FlowId)],
+) -> Result<(), DatastoreError> {
+    append_pairs(&recruiting_path(datastore, hunt_id), recruits)
+}
+
+/// The recruits noted by [`append_recruiting`] since the last [`clear_recruiting`]; a
+/// torn or malformed line is skipped.
+pub fn read_recruiting(
+    datastore: &Datastore,
+    hunt_id: &HuntId,
+) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
+    read_pairs(&recruiting_path(datastore, hunt_id))
+}
+
+/// Empties the journal once every recruit it names is either a participant or taken back.
+pub fn clear_recruiting(datastore: &Datastore, hunt_id: &HuntId) -> Result<(), DatastoreError> {
+    let path = recruiting_path(datastore, hunt_id);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_error("remove recruiting", &path)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn recruiting_path(datastore: &Datastore, hunt_id: &HuntId) -> PathBuf {
+    datastore
+        .hunts_dir()
+        .join(format!("{}.recruiting", hunt_id.as_str()))
+}
+
+/// Appends `client_id flow_id` lines to a hunt's participants file or journal (the path
+/// in an error says which).
+fn append_pairs(path: &Path, pairs: &[(ClientId, FlowId)]) -> Result<(), DatastoreError> {
+    if pairs.is_empty() {
         return Ok(());
     }
-    let path = participants_path(datastore, hunt_id);
-    let mut lines = String::with_capacity(participants.len() * 40);
-    for (client_id, flow_id) in participants {
+    let mut lines = String::with_capacity(pairs.len() * 40);
+    for (client_id, flow_id) in pairs {
         lines.push_str(&format!("{client_id} {flow_id}\n"));
     }
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
-        .map_err(io_error("open participants", &path))?;
-    let before = file
-        .metadata()
-        .map_err(io_error("stat participants", &path))?
-        .len();
+        .open(path)
+        .map_err(io_error("open", path))?;
+    let before = file.metadata().map_err(io_error("stat", path))?.len();
     if let Err(e) = file.write_all(lines.as_bytes()) {
         // A full disk can take part of the lines: cut them off (the master is the only
         // writer), or the next append would run into a torn line and be lost with it.
         let _ = file.set_len(before);
-        return Err(io_error("append participants", &path)(e));
+        return Err(io_error("append to", path)(e));
     }
     Ok(())
 }
@@ -188,20 +231,25 @@ pub fn read_participants(
     datastore: &Datastore,
     hunt_id: &HuntId,
 ) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
-    let path = participants_path(datastore, hunt_id);
-    let text = match fs::read_to_string(&path) {
+    let mut seen = std::collections::HashSet::new();
+    Ok(read_pairs(&participants_path(datastore, hunt_id))?
+        .into_iter()
+        .filter(|(client, _)| seen.insert(client.clone()))
+        .collect())
+}
+
+fn read_pairs(path: &Path) -> Result<Vec<(ClientId, FlowId)>, DatastoreError> {
+    let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("read participants", &path)(e)),
+        Err(e) => return Err(io_error("read", path)(e)),
     };
-    let mut seen = std::collections::HashSet::new();
     Ok(text
         .lines()
         .filter_map(|line| {
             let (client, flow) = line.split_once(' ')?;
             Some((ClientId::parse(client).ok()?, FlowId::parse(flow).ok()?))
         })
-        .filter(|(client, _)| seen.insert(client.clone()))
         .collect())
 }
 

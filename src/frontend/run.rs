@@ -167,6 +167,7 @@ pub fn run_frontend(
         watch: watch.clone(),
         audit: audit.clone(),
         grpc_calls,
+        drain: drain.clone(),
     };
     // What acts on ingested events, shared by every shard: the master's watchers, or a
     // minion's forwarder to the master's, and the sinks. Sinks start first: their spools
@@ -485,6 +486,9 @@ struct HubSetup {
     audit: AuditLog,
     /// Calls of the gRPC API (the master's, when `[api]` enables it).
     grpc_calls: Option<crate::grpc::bridge::CallReceiver>,
+    /// The first stop signal (the shards' drain): what must not start anew while the
+    /// frontend stops, such as hunt recruitment, watches it.
+    drain: ShutdownSignal,
 }
 
 struct ShardSetup {
@@ -623,6 +627,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         watch,
         audit,
         grpc_calls,
+        drain,
     } = setup;
     let role = identity.role;
     let is_master = identity.is_master();
@@ -707,6 +712,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         local: notifier,
         replication: if is_master { replication } else { None },
     });
+    let mut recruiter = None;
     let hunts = if is_master {
         match crate::hunts::Hunts::load(
             datastore.clone(),
@@ -717,8 +723,10 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         .await
         {
             Ok(hunts) => {
-                glommio::spawn_local(crate::hunts::run_recruiter(hunts.clone(), shutdown.clone()))
-                    .detach();
+                recruiter = Some(glommio::spawn_local(crate::hunts::run_recruiter(
+                    hunts.clone(),
+                    drain,
+                )));
                 Some(hunts)
             }
             Err(e) => {
@@ -766,6 +774,10 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         glommio::spawn_local(crate::grpc::bridge::serve_calls(ctx.clone(), calls)).detach();
     }
     api::serve(ctx, listener, tls, shutdown).await;
+    // Stopped recruiting at the drain; its last batch is written before the hub ends.
+    if let Some(recruiter) = recruiter {
+        recruiter.await;
+    }
     if let Some(watch) = watch {
         end_watchers(&watch).await;
     }

@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
+use crate::datastore::flow::FlowRequest;
 use crate::datastore::hunt::{self, HuntDoc, HuntState};
 use crate::datastore::{self, ArtifactName, Datastore, DatastoreError, FlowState};
 use crate::ids::{ClientId, FlowId, HuntId};
@@ -146,7 +147,7 @@ impl Hunts {
     ) -> Result<Rc<Self>, DatastoreError> {
         presence.tap();
         let ds = datastore.clone();
-        let loaded = offload(move || recount_all(&ds)).await?;
+        let (loaded, joined) = offload(move || recount_all(&ds)).await?;
         let rate = u64::from(recruitment_per_second);
         // A quarter second of burst: the rate holds over short windows, and a stall of the
         // hub (a busy box) shorter than that is caught up rather than lost.
@@ -174,6 +175,11 @@ impl Hunts {
             if running {
                 hunts.enqueue_connected();
             }
+        }
+        for request in joined {
+            let (client, flow) = (request.client_id.clone(), request.flow_id.clone());
+            let frame = crate::protocol::tasks::task_frame(request.into_task());
+            hunts.fleet.notify(&client, &flow, frame).await;
         }
         Ok(hunts)
     }
@@ -503,9 +509,11 @@ fn stats(run: &HuntRun, pending: u64) -> HuntStats {
 }
 
 /// Every hunt on disk with its participants, the ends of their flows and their rows
-/// per artifact (status.json).
-fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
+/// per artifact (status.json); and the flows that joined a hunt while it loaded (see
+/// [`settle_recruiting`]), whose agents are still to be told.
+fn recount_all(datastore: &Datastore) -> Result<(Vec<HuntRun>, Vec<FlowRequest>), DatastoreError> {
     let mut runs = Vec::new();
+    let mut joined = Vec::new();
     for doc in hunt::list_hunts(datastore)? {
         hunt::end_torn_participants(datastore, &doc.hunt_id)?;
         let participants = hunt::read_participants(datastore, &doc.hunt_id)?;
@@ -516,9 +524,78 @@ fn recount_all(datastore: &Datastore) -> Result<Vec<HuntRun>, DatastoreError> {
                 run.apply_status(&flow, &status);
             }
         }
+        joined.extend(settle_recruiting(datastore, &mut run));
         runs.push(run);
     }
-    Ok(runs)
+    Ok((runs, joined))
+}
+
+/// Settles the flows a master wrote for recruits whose participant line it never
+/// appended (it died in between; they are in the hunt's recruiting journal). A whole
+/// flow (request and status) of a running hunt whose client is no participant yet joins
+/// the hunt now, and its request is returned so its agent can be told; any other is
+/// taken back, as if never scheduled. Then the journal is emptied; a write that fails
+/// (a full disk) keeps it for the next start, and the hunt loads regardless.
+fn settle_recruiting(datastore: &Datastore, run: &mut HuntRun) -> Vec<FlowRequest> {
+    let hunt_id = run.doc.hunt_id.clone();
+    let journal = match hunt::read_recruiting(datastore, &hunt_id) {
+        Ok(journal) => journal,
+        Err(e) => {
+            tracing::warn!(hunt = %hunt_id, "cannot read the recruiting journal: {e}");
+            return Vec::new();
+        }
+    };
+    let recorded: HashSet<FlowId> = run.flows.iter().map(|(_, f)| f.clone()).collect();
+    let mut joined = Vec::new();
+    let mut settled = true;
+    for (client, flow) in journal {
+        if recorded.contains(&flow) {
+            continue;
+        }
+        let dir = datastore.client(&client);
+        let whole = datastore::read_request(&dir, &flow)
+            .ok()
+            .filter(|r| r.hunt_id.as_deref() == Some(hunt_id.as_str()))
+            .zip(datastore::read_status(&dir, &flow).ok());
+        match whole {
+            Some((request, status))
+                if run.doc.state == HuntState::Running && !run.participants.contains(&client) =>
+            {
+                // The queue entry is the last of a flow's three writes: it may be missing.
+                let rejoined = if status.state == FlowState::Scheduled {
+                    datastore::enqueue_task(&dir, &flow)
+                } else {
+                    Ok(())
+                }
+                .and_then(|()| {
+                    hunt::append_participants(
+                        datastore,
+                        &hunt_id,
+                        &[(client.clone(), flow.clone())],
+                    )
+                });
+                if let Err(e) = rejoined {
+                    tracing::warn!(hunt = %hunt_id, client = %client, flow = %flow, "a flow recruited before a stop cannot join its hunt yet: {e}");
+                    settled = false;
+                    continue;
+                }
+                tracing::info!(hunt = %hunt_id, client = %client, flow = %flow, "a flow recruited before a stop joins its hunt");
+                run.add_participant(client, flow.clone());
+                run.apply_status(&flow, &status);
+                joined.push(request);
+            }
+            _ => {
+                tracing::info!(hunt = %hunt_id, client = %client, flow = %flow, "a flow recruited before a stop is taken back");
+                datastore::unschedule(&dir, &flow);
+            }
+        }
+    }
+    if settled {
+        if let Err(e) = hunt::clear_recruiting(datastore, &hunt_id) {
+            tracing::warn!(hunt = %hunt_id, "cannot empty the recruiting journal: {e}");
+        }
+    }
+    joined
 }
 
 impl HuntRun {
@@ -588,5 +665,109 @@ mod tests {
             (run.completed, run.errors, run.cancelled, run.total_rows),
             (0, 1, 1, 3)
         );
+    }
+
+    fn recruit(ds: &Datastore, hunt: &HuntDoc, n: u64) -> FlowRequest {
+        let client = ClientId::parse(&format!("C.{n:016x}")).unwrap();
+        std::fs::create_dir_all(ds.client(&client).path()).unwrap();
+        FlowRequest {
+            flow_id: FlowId::random(),
+            client_id: client,
+            artifacts: hunt.artifacts.clone(),
+            create_time_ms: 1,
+            create_time_us: 1_000,
+            hunt_id: Some(hunt.hunt_id.to_string()),
+            limits: hunt.limits,
+        }
+    }
+
+    // Goal: the flows a master wrote for recruits whose participant line it never
+    // appended (it died in between) are settled at the next load: a whole one of a
+    // running hunt joins it (counted, queued for its agent, and returned to be told), a
+    // half-written one is taken back without a trace, a recruit already recorded is left
+    // as it is; a stopped hunt takes back even a whole one. The journal is then empty.
+    #[test]
+    fn a_load_settles_the_flows_a_stopped_master_left_unrecorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let doc = |state| HuntDoc {
+            hunt_id: HuntId::random(),
+            artifacts: Vec::new(),
+            condition: Default::default(),
+            create_time_ms: 1,
+            expires_ms: 0,
+            state,
+            start_time_ms: Some(1),
+            stop_time_ms: None,
+            limits: Default::default(),
+        };
+        let (running, stopped) = (doc(HuntState::Running), doc(HuntState::Stopped));
+        hunt::write_hunt(&ds, &running).unwrap();
+        hunt::write_hunt(&ds, &stopped).unwrap();
+        let (recorded, whole, half) = (
+            recruit(&ds, &running, 1),
+            recruit(&ds, &running, 2),
+            recruit(&ds, &running, 3),
+        );
+        let of_stopped = recruit(&ds, &stopped, 4);
+        let pair = |r: &FlowRequest| (r.client_id.clone(), r.flow_id.clone());
+        hunt::append_recruiting(
+            &ds,
+            &running.hunt_id,
+            &[pair(&recorded), pair(&whole), pair(&half)],
+        )
+        .unwrap();
+        hunt::append_recruiting(&ds, &stopped.hunt_id, &[pair(&of_stopped)]).unwrap();
+        for r in [&recorded, &whole, &half, &of_stopped] {
+            datastore::write_scheduled(&ds.client(&r.client_id), r).unwrap();
+        }
+        hunt::append_participants(&ds, &running.hunt_id, &[pair(&recorded)]).unwrap();
+        // The half-written one: its status and queue entry never came, a temporary file did.
+        let half_dir = ds.client(&half.client_id);
+        let half_flow = half_dir.flow(&half.flow_id);
+        std::fs::remove_file(half_flow.status_json()).unwrap();
+        datastore::remove_task(&half_dir, &half.flow_id).unwrap();
+        let tmp = crate::datastore::path::temp_sibling(&half_flow.status_json()).unwrap();
+        std::fs::write(tmp, b"{").unwrap();
+        // The whole one lost its queue entry (the last of its three writes).
+        datastore::remove_task(&ds.client(&whole.client_id), &whole.flow_id).unwrap();
+
+        let (runs, joined) = recount_all(&ds).unwrap();
+        assert_eq!(joined, vec![whole.clone()], "the whole one is to be told");
+        let run = runs
+            .iter()
+            .find(|r| r.doc.hunt_id == running.hunt_id)
+            .unwrap();
+        assert_eq!(run.flows, vec![pair(&recorded), pair(&whole)]);
+        assert_eq!(
+            hunt::read_participants(&ds, &running.hunt_id).unwrap(),
+            vec![pair(&recorded), pair(&whole)],
+            "the whole one is on disk as a participant"
+        );
+        assert_eq!(
+            datastore::pending_tasks(&ds.client(&whole.client_id)).unwrap(),
+            vec![whole.flow_id.clone()],
+            "and queued for its agent"
+        );
+        assert!(!half_flow.path().exists(), "the half-written one is gone");
+        let gone = ds.client(&of_stopped.client_id).flow(&of_stopped.flow_id);
+        assert!(
+            !gone.path().exists(),
+            "a stopped hunt recruits no one, even at a load"
+        );
+        assert!(hunt::read_participants(&ds, &stopped.hunt_id)
+            .unwrap()
+            .is_empty());
+        for h in [&running, &stopped] {
+            assert!(hunt::read_recruiting(&ds, &h.hunt_id).unwrap().is_empty());
+        }
+        // A second load finds nothing more to settle and counts the same.
+        let (runs, joined) = recount_all(&ds).unwrap();
+        assert!(joined.is_empty());
+        let run = runs
+            .iter()
+            .find(|r| r.doc.hunt_id == running.hunt_id)
+            .unwrap();
+        assert_eq!(run.flows.len(), 2);
     }
 }

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use futures::FutureExt;
 use glommio::sync::Semaphore;
 
 use super::{HuntRun, Hunts};
@@ -19,20 +18,23 @@ use crate::ids::{ClientId, FlowId, HuntId};
 use crate::limits::{
     HUNT_RECONCILE_BATCH_COUNT, HUNT_RECONCILE_INTERVAL, RECRUIT_BATCHES_IN_FLIGHT_COUNT,
     RECRUIT_BATCH_COUNT, RECRUIT_CHECK_BATCH_COUNT, RECRUIT_FACTS_RETRY_DELAY,
-    RECRUIT_SYNC_INTERVAL, RECRUIT_TICK_INTERVAL,
+    RECRUIT_FINISH_ON_SHUTDOWN, RECRUIT_SYNC_INTERVAL, RECRUIT_TICK_INTERVAL,
 };
 use crate::metrics::{metrics, FlowEvent};
+use crate::runtime::deadline::with_deadline;
 use crate::runtime::offload::offload;
-use crate::runtime::shutdown::ShutdownSignal;
+use crate::runtime::shutdown::{has_fired, ShutdownSignal};
 
-pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
+/// Recruits until the frontend begins to stop (`drain`, its first stop signal: the
+/// agents are being moved and the hub stops soon), then lets what is being written finish.
+pub async fn run(hunts: Rc<Hunts>, drain: ShutdownSignal) {
     let in_flight = Rc::new(Semaphore::new(RECRUIT_BATCHES_IN_FLIGHT_COUNT));
     let mut deferred: Vec<(Instant, ClientId)> = Vec::new();
     let mut last_reconcile = Instant::now();
     let mut last_sync = Instant::now();
     loop {
-        if shutdown.clone().now_or_never().is_some() {
-            return;
+        if has_fired(&drain) {
+            return finish(&hunts).await;
         }
         hunts.absorb_events();
         if !hunts.settling.get() && !hunts.to_settle.borrow().is_empty() {
@@ -70,6 +72,35 @@ pub async fn run(hunts: Rc<Hunts>, shutdown: ShutdownSignal) {
         }
         glommio::timer::sleep(RECRUIT_TICK_INTERVAL).await;
     }
+}
+
+/// Waits (up to RECRUIT_FINISH_ON_SHUTDOWN) for the recruit batches being written to be
+/// recorded and told, and for the reads, syncs and settles under way, then makes the
+/// recruits durable: a process that exits with a batch's blocking writes in flight
+/// leaves flows written for participants never recorded.
+async fn finish(hunts: &Hunts) {
+    let busy = || {
+        hunts.recruits_in_flight.get() > 0
+            || hunts.reading.get()
+            || hunts.syncing.get()
+            || hunts.settling.get()
+    };
+    let idle = async {
+        while busy() {
+            glommio::timer::sleep(RECRUIT_TICK_INTERVAL).await;
+        }
+    };
+    if with_deadline(RECRUIT_FINISH_ON_SHUTDOWN, idle)
+        .await
+        .is_none()
+    {
+        tracing::warn!(
+            recruits = hunts.recruits_in_flight.get(),
+            "hunt recruits still being written at shutdown: the next start settles them"
+        );
+        return;
+    }
+    sync_recruits(hunts).await;
 }
 
 /// An agent's facts as the conditions need them; None while unknown (no info.json yet).
@@ -249,8 +280,10 @@ async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
     }
 }
 
-/// The flows first, then the participant lines (one append per hunt): a participant
-/// always has its flow. Runs on the blocking pool.
+/// The journal first, then the flows, then the participant lines (one append per hunt
+/// each): a participant always has its flow, and a flow written for a participant line
+/// that never came (the process died between) is in the journal for the next start to
+/// settle. Runs on the blocking pool.
 ///
 /// Each recruit's outcome carries its error as text: one failed append fails every
 /// recruit of that hunt in the batch.
@@ -258,11 +291,28 @@ fn write_recruits(
     ds: &datastore::Datastore,
     batch: Vec<Recruit>,
 ) -> Vec<(HuntId, FlowRequest, Result<(), String>)> {
+    let mut journal: BTreeMap<HuntId, Vec<(ClientId, FlowId)>> = BTreeMap::new();
+    for (hunt_id, request) in &batch {
+        journal
+            .entry(hunt_id.clone())
+            .or_default()
+            .push((request.client_id.clone(), request.flow_id.clone()));
+    }
+    let unjournaled: BTreeMap<HuntId, String> = journal
+        .iter()
+        .filter_map(|(hunt_id, recruits)| {
+            let e = hunt::append_recruiting(ds, hunt_id, recruits).err()?;
+            Some((hunt_id.clone(), e.to_string()))
+        })
+        .collect();
     let mut outcomes: Vec<(HuntId, FlowRequest, Result<(), String>)> = batch
         .into_iter()
         .map(|(hunt_id, request)| {
-            let written = datastore::write_scheduled(&ds.client(&request.client_id), &request)
-                .map_err(|e| e.to_string());
+            let written = match unjournaled.get(&hunt_id) {
+                Some(reason) => Err(reason.clone()),
+                None => datastore::write_scheduled(&ds.client(&request.client_id), &request)
+                    .map_err(|e| e.to_string()),
+            };
             (hunt_id, request, written)
         })
         .collect();
