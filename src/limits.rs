@@ -518,6 +518,10 @@ pub const MAX_LIVE_HUNTS_LISTED_COUNT: usize = 200;
 pub const LIVE_KNOWN_CLIENTS_REFRESH: Duration = Duration::from_secs(30);
 /// How long a stopping frontend waits for its live streams to end their bodies.
 pub const LIVE_STREAMS_END_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+/// How long a stopping frontend waits for the API calls being answered (HTTP and gRPC):
+/// a collection being scheduled must not be cut between its documents. The slowest is a
+/// write of a few small files on a slow mount.
+pub const API_CALLS_FINISH_ON_SHUTDOWN: Duration = Duration::from_secs(10);
 const _: () = assert!(LIVE_STREAM_KEEPALIVE.as_millis() < LIVE_STREAM_STALLED_END.as_millis());
 
 // ---- Client event table -------------------------------------------------------------------

@@ -214,3 +214,110 @@ fn stop_loadgen(loadgen: &mut common::Proc) -> Result<()> {
     anyhow::ensure!(status.success(), "loadgen exited with {status}");
     Ok(())
 }
+
+// Goal: a master given SIGTERM while collections are being scheduled answers or cuts
+// each call whole: it exits 0 with no flow half-written (every flow folder has its
+// request and status, and no temporary file), and every collection it answered 200 is
+// there. Method: the datastore on an sshfs mount (where a flow's documents take
+// milliseconds, as on NFS: on a local disk the stop rarely falls inside one); four
+// threads schedule collections on loadgen agents through the API without pause while the
+// master gets SIGTERM.
+#[test]
+fn sigterm_lets_collections_being_scheduled_finish_whole() -> Result<()> {
+    const SCHEDULERS: usize = 4;
+    let test = "sigterm_lets_collections_being_scheduled_finish_whole";
+    let mount_dir = tempfile::tempdir()?;
+    let Some(mount) = common::sshfs::SshfsMount::new(test, &mount_dir.path().join("mount")) else {
+        return Ok(());
+    };
+    let location = format!("\"{}\"", mount.path().display());
+    let mut deployment = common::Deployment::start_with(|t| {
+        set_keys(
+            t,
+            &[
+                ("max_connections_per_second", "100000"),
+                ("location", &location),
+            ],
+        )
+    })?;
+    let report = deployment.path().join("report.json");
+    let _loadgen = common::spawn_loadgen(&deployment.client_config(), AGENTS, 300, &report, &[])?;
+    let clients = deployment.wait_connected(AGENTS, Duration::from_secs(60))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let schedulers: Vec<_> = (0..SCHEDULERS)
+        .map(|k| {
+            let (api, clients, stop) = (deployment.api(), clients.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut answered = Vec::new();
+                for client in clients.iter().cycle().skip(k) {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    // Refused or cut once the master stops: only what it answered counts.
+                    match api.collect(client, &[ARTIFACT]) {
+                        Ok(flow) => answered.push((client.clone(), flow)),
+                        Err(_) => break,
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    deployment.terminate_frontend()?;
+    let exit = deployment.wait_frontend_exit(EXIT_WAIT)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(exit.success(), "the master exits 0: {exit}");
+    let answered: Vec<(String, String)> = schedulers
+        .into_iter()
+        .flat_map(|t| t.join().expect("a scheduler thread"))
+        .collect();
+    assert!(
+        !answered.is_empty(),
+        "collections were scheduled before the stop"
+    );
+
+    let clients_dir = mount.path().join("clients");
+    let mut problems = Vec::new();
+    for client in std::fs::read_dir(&clients_dir)? {
+        let client = client?;
+        let Ok(flows) = std::fs::read_dir(client.path().join("collections")) else {
+            continue;
+        };
+        for flow in flows {
+            let flow = flow?;
+            let at = format!(
+                "{}/{}",
+                client.file_name().to_string_lossy(),
+                flow.file_name().to_string_lossy()
+            );
+            for document in ["request.json", "status.json"] {
+                if !flow.path().join(document).is_file() {
+                    problems.push(format!("{at}: no {document}"));
+                }
+            }
+            for file in std::fs::read_dir(flow.path())? {
+                let name = file?.file_name().to_string_lossy().to_string();
+                if name.contains(".tmp.") {
+                    problems.push(format!("{at}: a temporary {name}"));
+                }
+            }
+        }
+    }
+    for (client, flow) in &answered {
+        let status = clients_dir
+            .join(client)
+            .join("collections")
+            .join(flow)
+            .join("status.json");
+        if !status.is_file() {
+            problems.push(format!("{client}/{flow}: answered 200 but not on disk"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} collections answered; {problems:#?}",
+        answered.len()
+    );
+    Ok(())
+}

@@ -14,12 +14,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::io::{AsyncRead, AsyncWrite};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::config::GuiConnectionLimits;
 use crate::limits::GUI_CONNECTION_CHECK_INTERVAL;
 use crate::metrics::{metrics, GuiConnectionEnd};
+use crate::runtime::observed_read::ReadObserver;
 
 /// GUI/API connections open now, against `max_connections`.
 pub struct ConnectionCap {
@@ -180,49 +180,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
-/// A connection's plaintext byte stream, telling its `Watch` when bytes arrive.
-pub struct Watched<S> {
-    inner: S,
-    watch: Rc<Watch>,
-}
+/// A connection's plaintext reads tell its `Watch` when bytes arrive (through the
+/// runtime's `ObservedRead`, as the agent port's watchers see theirs).
+pub struct HeaderWatch(pub Rc<Watch>);
 
-impl<S> Watched<S> {
-    pub fn new(inner: S, watch: Rc<Watch>) -> Self {
-        Self { inner, watch }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = read {
-            if n > 0 {
-                this.watch.bytes_read();
-            }
+impl ReadObserver for HeaderWatch {
+    fn observe(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.0.bytes_read();
         }
-        read
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }

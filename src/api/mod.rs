@@ -71,6 +71,9 @@ pub struct ApiCtx {
     pub live: live::LiveStreams,
     /// The audit trail every change is recorded in.
     pub audit: crate::audit::AuditLog,
+    /// Calls being routed (HTTP and gRPC): a stop waits for them, so that none is cut
+    /// between the documents it writes.
+    pub calls_in_flight: std::cell::Cell<usize>,
 }
 
 /// Runs hyper's connection futures on the current glommio executor.
@@ -117,7 +120,7 @@ pub async fn serve(
                 ctx.live
                     .wait_ended(crate::limits::LIVE_STREAMS_END_ON_SHUTDOWN)
                     .await;
-                return;
+                return calls_finished(&ctx).await;
             }
         };
         // Over the cap: dropping the stream closes it before any TLS work.
@@ -132,6 +135,27 @@ pub async fn serve(
             drop(slot);
         })
         .detach();
+    }
+}
+
+/// Waits (up to API_CALLS_FINISH_ON_SHUTDOWN) for the calls being routed to be answered.
+async fn calls_finished(ctx: &ApiCtx) {
+    // How often the stop looks whether the calls are done.
+    const CALLS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+    let done = async {
+        while ctx.calls_in_flight.get() > 0 {
+            glommio::timer::sleep(CALLS_POLL_INTERVAL).await;
+        }
+    };
+    let limit = crate::limits::API_CALLS_FINISH_ON_SHUTDOWN;
+    if crate::runtime::deadline::with_deadline(limit, done)
+        .await
+        .is_none()
+    {
+        tracing::warn!(
+            calls = ctx.calls_in_flight.get(),
+            "API calls still being answered at shutdown are cut"
+        );
     }
 }
 
@@ -161,7 +185,10 @@ async fn serve_connection(
     }
     // Watched above TLS: a request's first bytes often share a read with the client's
     // Finished, so only plaintext reads say when a request's headers began.
-    let tls_stream = connection::Watched::new(tls_stream, watch.clone());
+    let tls_stream = crate::runtime::observed_read::ObservedRead::with(
+        tls_stream,
+        connection::HeaderWatch(watch.clone()),
+    );
     let io = TokioIo::new(crate::runtime::io_compat::TokioCompat::new(tls_stream));
     let requests = watch.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {

@@ -253,6 +253,7 @@ impl ApiCall {
 /// Routes an authenticated call: the one entry the HTTP API and the gRPC API share, so
 /// both offer the same routes under the same permissions.
 pub async fn route(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
+    let _counted = CallInFlight::new(ctx);
     let result = match crate::api::permissions::check(call) {
         Ok(()) => route_to_handler(ctx, call).await,
         Err(refused) => Err(refused),
@@ -261,6 +262,23 @@ pub async fn route(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {
     // carried it.
     crate::api::audit::record_call(ctx, call, &result);
     result
+}
+
+/// Counts a call in `ApiCtx::calls_in_flight` while it is routed (dropped on any end,
+/// including a client that goes away mid-call).
+struct CallInFlight<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> CallInFlight<'a> {
+    fn new(ctx: &'a ApiCtx) -> Self {
+        ctx.calls_in_flight.set(ctx.calls_in_flight.get() + 1);
+        Self(&ctx.calls_in_flight)
+    }
+}
+
+impl Drop for CallInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 async fn route_to_handler(ctx: &ApiCtx, call: &ApiCall) -> ApiResult {

@@ -769,6 +769,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
         watch: watch.clone(),
         live: api::live::LiveStreams::new(shutdown.clone()),
         audit,
+        calls_in_flight: std::cell::Cell::new(0),
     });
     if let Some(calls) = grpc_calls {
         glommio::spawn_local(crate::grpc::bridge::serve_calls(ctx.clone(), calls)).detach();

@@ -1,13 +1,14 @@
 //! Executor primitives every server-side module builds on: running blocking work off an
 //! executor, deadlines, the shutdown signal, token-bucket rates, the bounded
 //! cross-executor channel helpers, values published to every shard (`published`), whether
-//! the frontend takes new agents (`readiness`), and
+//! the frontend takes new agents (`readiness`), streams read through an observer, and
 //! the glue from glommio sockets to tokio-io (h2, hyper). It knows no sessions, no API
 //! and no datastore.
 
 pub mod channel;
 pub mod deadline;
 pub mod io_compat;
+pub mod observed_read;
 pub mod offload;
 pub mod published;
 pub mod rate;

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use crate::transport::observed_read::{ObservedRead, ReadObserver};
+use crate::runtime::observed_read::{ObservedRead, ReadObserver};
 
 /// TLS record header: content type (1), legacy version (2), length (2).
 const RECORD_HEADER_BYTES: usize = 5;

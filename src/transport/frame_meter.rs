@@ -18,8 +18,8 @@ use crate::limits::{
     H2_SMALL_FRAMES_PER_SECOND, H2_SMALL_FRAME_BURST_COUNT,
 };
 use crate::metrics::FloodFrame;
+use crate::runtime::observed_read::{ObservedRead, ReadObserver};
 use crate::runtime::rate::TokenBucket;
-use crate::transport::observed_read::{ObservedRead, ReadObserver};
 
 /// RFC 9113 3.4: the client's connection preface, before its first frame.
 const PREFACE_BYTES: usize = 24;

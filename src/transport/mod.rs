@@ -9,7 +9,6 @@ pub mod client_hello;
 pub mod drain;
 pub mod enrolment;
 pub mod frame_meter;
-pub mod observed_read;
 pub mod receive_window;
 pub mod source_handshakes;
 pub mod upload_permits;

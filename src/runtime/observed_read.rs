@@ -1,6 +1,6 @@
-//! A stream read through an observer: the agent port's watchers (the ClientHello deadline,
-//! the frame-flood meter) see every byte the layer above reads, with no copy, and writes
-//! pass through untouched.
+//! A stream read through an observer: watchers (the agent port's ClientHello deadline and
+//! frame-flood meter, the GUI port's header timeout) see every byte the layer above reads,
+//! with no copy, and writes pass through untouched.
 
 use std::io;
 use std::pin::Pin;
