@@ -804,12 +804,15 @@ async fn flush_presence(followers: Vec<glommio::Task<()>>) {
 /// this executor) a moment to send that line.
 async fn end_watchers(watch: &WatchHub) {
     watch.end_all(EndReason::Shutdown);
-    let deadline = std::time::Instant::now() + WATCHERS_END_ON_SHUTDOWN;
     // How often the stop looks whether every watcher's connection has let go.
     const WATCHERS_GONE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-    while watch.watchers() > 0 && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(WATCHERS_GONE_POLL_INTERVAL).await;
-    }
+    let busy = || watch.watchers() > 0;
+    crate::runtime::deadline::idle_within(
+        WATCHERS_END_ON_SHUTDOWN,
+        WATCHERS_GONE_POLL_INTERVAL,
+        busy,
+    )
+    .await;
 }
 
 /// Stops the kernel from backing this process's memory with huge pages (mappings made from
