@@ -19,6 +19,7 @@
 //!   were. A notice that cannot be remembered (the log at its bound) goes to every minion;
 //! - the named minion is not linked when the message goes out: every minion
 //!   (replication/master.rs); a minion that relinks rescans all its agents' queues anyway.
+//!
 //! Duplicates are harmless: a shard pushes a flow once per stream.
 //! Counted in `packhunt_fleet_notices_routed_total{to}`,
 //! `packhunt_fleet_notices_broadcast_total{reason}`, `packhunt_fleet_notices_resent_total`
