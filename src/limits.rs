@@ -1026,6 +1026,36 @@ pub const MAX_DISK_FULL_RETRY_AFTER: Duration = MAX_AGENT_RETRY_AFTER;
 /// pages, and the next may fit).
 pub const DISK_FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+// ---- Performance: targeted notifications ----------------------------------------------------
+
+/// How long the master remembers a notice (work, a cancel, a label change) it sent toward
+/// the frontend presence had the client at, so that it can send it again where the client
+/// turns up next (notify/fleet.rs). It covers a presence report's trip from a minion's
+/// shard to the master's hub over a link that stays up: milliseconds normally, seconds in
+/// a reconnect storm of 19,000 agents on this box (task delivery p99 was 15 s in the soak,
+/// tuning.md); a link that stops carrying anything is cut within keepalive interval +
+/// timeout (10 s) and its minion then rescans every agent at its relink. 120 s is eight
+/// times the worst trip measured.
+pub const FLEET_RESEND_WINDOW: Duration = Duration::from_secs(120);
+/// Clients whose notices the master remembers at once. Past it (after the ones older than
+/// `FLEET_RESEND_WINDOW` are let go) a notice goes to every minion, as before targeting,
+/// and is counted (`reason="record_full"`). 131,072 holds a hunt over every agent of a
+/// 100,000-agent fleet recruited within the window, at ~150 bytes each (~20 MiB).
+pub const MAX_FLEET_RESEND_CLIENTS_COUNT: usize = 131_072;
+/// Notices remembered per client within the window; a client tasked faster than this
+/// gets its next ones sent to every minion. An analyst or a hunt rarely queues more than
+/// a few flows per client a minute.
+pub const MAX_FLEET_RESEND_NOTICES_PER_CLIENT_COUNT: usize = 16;
+/// A full log is swept for expired entries at most this often, so a log full of fresh
+/// entries does not cost a sweep per notice.
+pub const FLEET_RESEND_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+const _: () = assert!(
+    ms(FLEET_RESEND_WINDOW)
+        > ms(REPLICATION_KEEPALIVE_INTERVAL) + ms(REPLICATION_KEEPALIVE_TIMEOUT)
+);
+const _: () = assert!(ms(FLEET_RESEND_SWEEP_INTERVAL) < ms(FLEET_RESEND_WINDOW));
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {

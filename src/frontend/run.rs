@@ -708,10 +708,12 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let _ = ready.send(Ok(()));
     let auth = api::auth::Authenticator::new(config.users.clone(), config.gui.sessions)
         .reloading_from(config.path.clone());
-    let fleet = Rc::new(FleetNotifier {
-        local: notifier,
-        replication: if is_master { replication } else { None },
-    });
+    let fleet = Rc::new(FleetNotifier::new(
+        notifier,
+        if is_master { replication } else { None },
+        presence.clone(),
+        datastore.clone(),
+    ));
     let mut recruiter = None;
     let hunts = if is_master {
         match crate::hunts::Hunts::load(
