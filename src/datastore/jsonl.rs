@@ -170,9 +170,7 @@ mod reference {
         // rows ≤ bytes.len(), which fits in memory, so this multiplication cannot overflow.
         index_out.reserve(rows as usize * 8);
         let mut start = 0usize;
-        let mut line = 0u64;
-        for end in memchr::memchr_iter(b'\n', bytes) {
-            line += 1;
+        for (end, line) in memchr::memchr_iter(b'\n', bytes).zip(1u64..) {
             check_row(&bytes[start..end]).map_err(|reason| JsonlError { line, reason })?;
             index_out.extend_from_slice(&(base_offset + start as u64).to_le_bytes());
             start = end + 1;

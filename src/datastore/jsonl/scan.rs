@@ -135,7 +135,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 State::Key => {
-                    // At the key's opening quote.
+                    // At the key's opening quote; `state` stays `Key` for the `continue`s.
                     i = skip_whitespace(b, string(b, i + 1)?);
                     match b[i] {
                         b':' => {}
@@ -143,7 +143,23 @@ impl<'a> Scanner<'a> {
                         _ => return Err(syntax(i, Syntax::ExpectedColon)),
                     }
                     i = skip_whitespace(b, i + 1);
-                    State::Value
+                    // The common member, a string or number value followed by `,"`, goes
+                    // round here without a state change; anything else takes the general
+                    // states below.
+                    let c = b[i];
+                    if c == b'"' {
+                        i = string(b, i + 1)?;
+                    } else if c.is_ascii_digit() || c == b'-' {
+                        i = number(b, i)?;
+                    } else {
+                        state = State::Value;
+                        continue;
+                    }
+                    if b[i] == b',' && b[i + 1] == b'"' {
+                        i += 1;
+                        continue;
+                    }
+                    State::After
                 }
                 State::Value => match b[i] {
                     b'"' => {
@@ -245,6 +261,7 @@ fn skip_whitespace(b: &[u8], mut i: usize) -> usize {
 
 /// `i` is just after a string's opening quote; returns the index just after its closing
 /// quote. Validates the content as UTF-8 only if it holds a non-ASCII byte.
+#[inline(always)]
 fn string(b: &[u8], mut i: usize) -> Result<usize, RowFault> {
     let content_start = i;
     let mut non_ascii = false;
@@ -335,6 +352,7 @@ fn special_bytes(word: u64) -> u64 {
 }
 
 /// `i` is at a number's first byte (`-` or a digit); returns the index after it.
+#[inline(always)]
 fn number(b: &[u8], mut i: usize) -> Result<usize, RowFault> {
     if b[i] == b'-' {
         i += 1;
