@@ -222,5 +222,12 @@ fn a_fresh_fleet_sends_its_facts_without_a_refusal_and_unchanged_facts_write_not
     )?;
     assert_eq!(report(&renamed_report)?["facts_refused"], 0);
     assert_eq!(facts(&deployment, "refused")?, 0);
+    // Figures for the reader, not assertions.
+    let mut figures = Vec::new();
+    for outcome in ["written", "unchanged", "cached", "refused"] {
+        figures.push(format!("{outcome} {}", facts(&deployment, outcome)?));
+    }
+    let shed = deployment.metric("packhunt_upload_rejections_total{reason=\"concurrency\"}")?;
+    eprintln!("facts: {}; other uploads shed: {shed}", figures.join(", "));
     Ok(())
 }
