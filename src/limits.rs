@@ -1056,6 +1056,39 @@ const _: () = assert!(
 );
 const _: () = assert!(ms(FLEET_RESEND_SWEEP_INTERVAL) < ms(FLEET_RESEND_WINDOW));
 
+// ---- Performance: facts (sessions/facts.rs) -------------------------------------------------
+
+/// Largest upload body that takes the facts path (an agent's ClientInfo) instead of the
+/// general upload path and its permits. Real facts are three strings the server cuts to
+/// `MAX_CLIENT_FACT_CHARS` characters (≤ 4 bytes each in UTF-8) plus a few bytes of tags
+/// and lengths; a longer ClientInfo still works, through the general path.
+pub const MAX_FACTS_UPLOAD_BYTES: u64 = 4 * 1024;
+
+/// Facts trips to the blocking pool (read info.json, write it when the facts changed) a
+/// shard runs at once: its own small budget beside the upload permits, so a fresh fleet's
+/// first contact neither waits for nor takes a permit. Half of the default 8 io threads
+/// per executor: a first-contact write costs three fsyncs (~2 ms each on this box's
+/// disk), so 4 in flight write ~650 clients' facts a second per shard, and the other
+/// threads stay free for results.
+pub const FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT: usize = 4;
+
+/// How long facts wait for the shard's facts budget before 503 + Retry-After. Generous:
+/// an agent does nothing else before its facts are in (hunts need them), so a refusal
+/// only makes it come back later; at ~650 facts/s a shard works through a queue of the
+/// size below within it. Short of the 60 s request timeout.
+pub const FACTS_WAIT: Duration = Duration::from_secs(30);
+
+/// Facts waiting for the budget per shard before new ones are refused at once. One per
+/// connection a process can hold (its 20,000 open files), so a fleet that connects all
+/// at once is queued, not refused; each waiter holds at most `MAX_FACTS_UPLOAD_BYTES`.
+pub const MAX_FACTS_WAITING_PER_SHARD_COUNT: usize = 20_000;
+
+/// Clients whose facts a shard remembers (a hash of them and when they were last
+/// recorded) so that a reconnect with the same facts costs no blocking-pool trip. One
+/// per agent a process can hold; the oldest half is forgotten when it is full. About
+/// 150 bytes each: ≤ 3 MiB per shard.
+pub const FACTS_SEEN_PER_SHARD_COUNT: usize = 20_000;
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {
@@ -1093,6 +1126,14 @@ const _: () = assert!(ms(DEFAULT_DRAIN_TIMEOUT) <= ms(MAX_DRAIN_TIMEOUT));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MIN) <= ms(REPLICATION_BACKOFF_MAX));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MAX) < ms(REPLICATION_HEALTHY_LINK_UPTIME));
 const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);
+// Facts the server keeps whole (three fields cut to MAX_CLIENT_FACT_CHARS, 4 bytes a
+// character at most, with tags and lengths) fit the facts path.
+const _: () = assert!(3 * (MAX_CLIENT_FACT_CHARS as u64 * 4 + 3) + 8 <= MAX_FACTS_UPLOAD_BYTES);
+// A facts body is read whole within the connection's idle window (no widening for it).
+const _: () = assert!(MAX_FACTS_UPLOAD_BYTES <= H2_CONNECTION_WINDOW_IDLE_BYTES as u64);
+const _: () = assert!(FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
+const _: () = assert!(ms(FACTS_WAIT) < ms(DEFAULT_REQUEST_TIMEOUT));
+const _: () = assert!(FACTS_SEEN_PER_SHARD_COUNT >= 2);
 
 /// A shard's share of a per-frontend limit (`concurrency`, `max_connections_per_second`):
 /// shares differ by at most one and every shard gets at least one.

@@ -36,6 +36,9 @@ pub struct Stats {
     pub file_chunks_resumed: AtomicU64,
     pub flows_done: AtomicU64,
     pub errors: AtomicU64,
+    /// Facts (ClientInfo) uploads the server refused for now (503/408) and the agent sent
+    /// again.
+    pub facts_refused: AtomicU64,
     /// Connections on which an agent offered a TLS session ticket (asked to resume).
     pub tickets_offered: AtomicU64,
     /// Client monitoring events the server acknowledged (rows, bytes of rows, batches),
@@ -117,6 +120,7 @@ impl Stats {
             file_chunks_resumed: AtomicU64::new(0),
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            facts_refused: AtomicU64::new(0),
             tickets_offered: AtomicU64::new(0),
             events_acked_rows: AtomicU64::new(0),
             events_acked_bytes: AtomicU64::new(0),
@@ -379,6 +383,9 @@ impl Observer for AgentObserver {
             .expect(NOT_POISONED)
             .insert(flow_id.to_string(), (self.client_id.clone(), rows));
     }
+    fn facts_refused(&self, _status: u16) {
+        self.stats.facts_refused.fetch_add(1, Ordering::Relaxed);
+    }
     fn error(&self, what: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         *self.stats.last_error.lock().expect(NOT_POISONED) = Some(what.to_string());
@@ -511,6 +518,9 @@ pub struct Report {
     pub flows_completed: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Facts uploads the server refused for now (503/408), sent again by the agents.
+    #[serde(default)]
+    pub facts_refused: u64,
     pub reconnects: u64,
     /// Connections on which an agent offered a TLS session ticket.
     #[serde(default)]
@@ -623,6 +633,7 @@ impl Stats {
             flows_completed: l(&self.flows_done),
             errors: l(&self.errors),
             last_error: self.last_error(),
+            facts_refused: l(&self.facts_refused),
             reconnects: l(&self.reconnects),
             tickets_offered: l(&self.tickets_offered),
             events_acked_rows: l(&self.events_acked_rows),
@@ -839,6 +850,7 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         flows_completed: sum(|r| r.flows_completed),
         errors: sum(|r| r.errors),
         last_error: reports.iter().find_map(|r| r.last_error.clone()),
+        facts_refused: sum(|r| r.facts_refused),
         reconnects: sum(|r| r.reconnects),
         tickets_offered: sum(|r| r.tickets_offered),
         events_acked_rows: sum(|r| r.events_acked_rows),

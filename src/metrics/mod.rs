@@ -511,6 +511,18 @@ pub struct Metrics {
     /// Master: notices sent again to the frontend a client turned up at, after they had
     /// gone to the frontend presence had it at.
     pub fleet_notices_resent: AtomicU64,
+    // ---- Performance: facts (sessions/facts.rs, transport/agent_conn.rs) ----
+    /// Agents' facts (ClientInfo) by what recording them took.
+    facts_recorded: [AtomicU64; FactsOutcome::ALL.len()],
+    /// Facts that came through the general upload path (and its permits) rather than
+    /// the facts path: a ClientInfo too large for it, or split oddly into DATA frames.
+    pub facts_general_path: AtomicU64,
+    /// Facts trips to the blocking pool running now, and facts waiting for one.
+    pub facts_trips_in_flight: AtomicI64,
+    pub facts_waiting: AtomicI64,
+    /// Clients whose facts the shards remember, and entries forgotten to stay bounded.
+    pub facts_seen_entries: AtomicI64,
+    pub facts_seen_forgotten: AtomicU64,
 }
 
 /// A replication message's kind, as the master counts what it sends; `kind` label.
@@ -1188,6 +1200,7 @@ impl Metrics {
         self.render_health(&mut out);
         self.render_drain(&mut out);
         self.render_targeted_notifications(&mut out);
+        self.render_facts(&mut out);
         out
     }
 
@@ -1900,5 +1913,71 @@ impl Metrics {
             "gauge",
             &[("", self.draining.load(Ordering::Relaxed))],
         );
+    }
+}
+
+/// How an agent's facts were recorded; the `outcome` label of
+/// `packhunt_agent_facts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsOutcome {
+    /// New or changed facts (or a last_seen gone stale): info.json written.
+    Written,
+    /// Read from info.json and found unchanged: nothing written.
+    Unchanged,
+    /// The shard had seen the same facts recently: no blocking-pool trip at all.
+    Cached,
+    /// Refused with 503: the shard's facts budget stayed full past its wait.
+    Refused,
+}
+
+impl FactsOutcome {
+    pub const ALL: [Self; 4] = [Self::Written, Self::Unchanged, Self::Cached, Self::Refused];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Unchanged => "unchanged",
+            Self::Cached => "cached",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn facts(&self, outcome: FactsOutcome) {
+        self.facts_recorded[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render_facts(&self, out: &mut String) {
+        let recorded = by_label(
+            "outcome",
+            FactsOutcome::ALL.map(FactsOutcome::label),
+            &self.facts_recorded,
+        );
+        write_labelled(
+            out,
+            "packhunt_agent_facts_total",
+            "Agents' facts (ClientInfo) by outcome: written to info.json, found unchanged on disk, seen recently by the shard (no disk), refused (facts budget full)",
+            &recorded,
+        );
+        let counters: [(&str, &str, &AtomicU64); 2] = [
+            ("packhunt_agent_facts_general_path_total", "Agents' facts that came through the general upload path and its permits (too large for the facts path)", &self.facts_general_path),
+            ("packhunt_agent_facts_seen_forgotten_total", "Clients' facts the shards stopped remembering to stay within their bound", &self.facts_seen_forgotten),
+        ];
+        write_counters(out, &counters);
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
+            ("packhunt_agent_facts_trips_in_flight", "Facts trips to the blocking pool running now (read info.json, write it if changed)", &self.facts_trips_in_flight),
+            ("packhunt_agent_facts_waiting", "Facts waiting for their shard's facts budget", &self.facts_waiting),
+            ("packhunt_agent_facts_seen_entries", "Clients whose facts the shards remember", &self.facts_seen_entries),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(
+                out,
+                name,
+                help,
+                "gauge",
+                &[("", value.load(Ordering::Relaxed))],
+            );
+        }
     }
 }
