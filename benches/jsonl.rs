@@ -4,8 +4,8 @@
 //! - `newline_scan` (memchr count): the floor any line-based validator pays;
 //! - `raw_append`: the same bytes appended to a plain file, i.e. what the disk and page
 //!   cache cost without validation, indexing or the commit record;
-//! - in `validator`, `serde_reference`: the previous check (a UTF-8 pass, then serde_json
-//!   `IgnoredAny` per row) beside the single-pass scanner, on the pslist batch and on a
+//! - in `validator`, `serde_reference`: what the scanner must agree with (a UTF-8 pass,
+//!   then serde_json's `Value` parse per row, as a reader does) beside the scanner, on the pslist batch and on a
 //!   batch of nested rows (~420 bytes: arrays, objects three deep, escapes, non-ASCII).
 //!
 //! Run: `cargo bench --bench jsonl -- --warm-up-time 1 --measurement-time 2`

@@ -9,8 +9,9 @@
 //! checked together, strings eight bytes at a time, with no allocation per row (a batch
 //! with nested rows allocates one small nesting stack). The only growth is `index_out`.
 //!
-//! What is accepted is exactly what the previous check accepted (a UTF-8 pass over the
-//! batch, then serde_json's `from_slice::<IgnoredAny>` per row), kept as
+//! What is accepted is exactly what serde_json accepts when it parses each row into a
+//! `serde_json::Value`, as every reader of a result set does (so no stored row is one a
+//! sink or the GUI cannot build); that check, after a UTF-8 pass over the batch, is kept as
 //! [`serde_reference`] for the property tests (`jsonl/props.rs`) and the bench. One
 //! difference in reporting, not in deciding: the error is the first failing row's, where
 //! the reference reported an invalid UTF-8 byte anywhere in the batch before a JSON error
@@ -122,9 +123,9 @@ fn row_error(bytes: &[u8], start: usize, line: u64, fault: RowFault) -> JsonlErr
     JsonlError { line, reason }
 }
 
-/// The previous check, kept as the reference the property tests and the `validator`
-/// bench compare [`validate_and_index`] with: a UTF-8 pass over the batch, then
-/// serde_json's `IgnoredAny` parse of each row. Same contract as `validate_and_index`;
+/// The reference the property tests and the `validator` bench compare
+/// [`validate_and_index`] with: a UTF-8 pass over the batch, then serde_json's `Value`
+/// parse of each row, which is what a reader of the rows does. Same contract as `validate_and_index`;
 /// not used on any serving path.
 #[doc(hidden)]
 pub fn serde_reference(
@@ -142,15 +143,13 @@ pub fn serde_reference(
 }
 
 mod reference {
-    use serde::de::IgnoredAny;
-
     use super::*;
 
     /// Whole-batch checks before any per-row work; returns the row count (= newlines).
     pub(super) fn check_batch_shape(bytes: &[u8]) -> Result<u64, JsonlError> {
         check_batch_end(bytes)?;
-        // serde_json skips string contents without checking UTF-8 when ignoring them, so
-        // the batch is checked as a whole first.
+        // The batch is checked as a whole first, so that the UTF-8 verdict does not
+        // depend on where in a row a bad byte sits.
         if let Err(err) = std::str::from_utf8(bytes) {
             let line = memchr::memchr_iter(b'\n', &bytes[..err.valid_up_to()]).count() as u64 + 1;
             return Err(JsonlError {
@@ -186,7 +185,7 @@ mod reference {
             Some(_) => return Err(JsonlReason::NotAnObject),
         }
         // from_slice also rejects trailing non-whitespace, so `{}{}` and `{} x` fail here.
-        serde_json::from_slice::<IgnoredAny>(row)
+        serde_json::from_slice::<serde_json::Value>(row)
             .map(|_| ())
             .map_err(|err| {
                 let message = err.to_string();
@@ -299,7 +298,8 @@ mod tests {
         );
     }
 
-    // Goal: hostile nesting and size neither crash nor overflow the stack.
+    // Goal: hostile nesting and size neither crash nor overflow the stack; nesting past
+    // what a reader can build is refused as it opens, however deep the row goes.
     #[test]
     fn deep_nesting_and_long_rows_are_handled() {
         let depth = 200_000;
@@ -307,8 +307,14 @@ mod tests {
         deep.extend(std::iter::repeat_n(b'[', depth));
         deep.extend(std::iter::repeat_n(b']', depth));
         deep.extend_from_slice(b"}\n");
+        match reject(&deep).reason {
+            JsonlReason::InvalidJson { column, detail } => {
+                // `{"a":` and 126 `[` are open; the 127th `[` (column 5 + 127) is one too many.
+                assert_eq!((column, detail.as_str()), (132, "recursion limit exceeded"));
+            }
+            other => panic!("{other:?}"),
+        }
         let mut index = Vec::new();
-        assert_eq!(validate_and_index(&deep, 0, &mut index).unwrap(), 1);
 
         deep.truncate(deep.len() - 3); // unbalanced
         deep.extend_from_slice(b"}\n");

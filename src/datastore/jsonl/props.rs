@@ -1,5 +1,5 @@
-//! Goal: the single-pass scanner decides every batch as the previous check did (a UTF-8
-//! pass, then serde_json's `from_slice::<IgnoredAny>` per row, kept as
+//! Goal: the single-pass scanner decides every batch as serde_json does when a reader
+//! parses its rows (a UTF-8 pass, then `from_slice::<Value>` per row, kept as
 //! `serde_reference`): the same batches accepted with the same index, the same batches
 //! refused, at the first failing row. Method: proptest over arbitrary bytes and over JSON
 //! rows (whitespace variants, escapes, numbers at the edges, deep nesting) mutated by
@@ -183,8 +183,8 @@ enum Tree {
     Object(Vec<(Vec<u8>, Tree)>),
 }
 
-/// String contents (between the quotes), valid for serde_json's ignoring parse: plain
-/// text, any Unicode, and every escape including lone and paired surrogates.
+/// String contents (between the quotes): plain text, any Unicode, and every escape,
+/// including paired surrogates and lone ones (which a `Value` parse refuses).
 fn text() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         "[a-zA-Z0-9 /:._-]{0,12}".prop_map(String::into_bytes),
@@ -208,6 +208,10 @@ fn text() -> impl Strategy<Value = Vec<u8>> {
                 "\\ud800",
                 "\\udc00",
                 "\\uDBFF\\u0041",
+                "\\uDBFF\\uDFFF",
+                "\\uD800\\uD800",
+                "\\uD800\\n",
+                "\\uD800x",
                 "\\uFFFF",
                 "\\u0000",
                 "é",
@@ -239,6 +243,12 @@ fn number() -> impl Strategy<Value = String> {
                 "123456789012345678901234567890",
                 "4.9e-324",
                 "1.7976931348623157e308",
+                "1.7976931348623159e308",
+                "1.8e308",
+                "-1.8e308",
+                "0e99999999999999999999",
+                "1e99999999999999999999",
+                "1e-99999999999999999999",
             ][..]
         )
         .prop_map(str::to_string),
@@ -477,19 +487,19 @@ fn grammar_corners_match_serde_json() {
         b"{\"a\":1E+2}",
         b"{\"a\":1e-2}",
         b"{\"a\":123456789012345678901234567890}",
-        b"{\"a\":1e400}",
         b"{\"a\":[]}",
         b"{\"a\":[[],{}]}",
         b"{\"a\":[true,false,null]}",
         b"{\"a\":\"\\u0000\\uFFFF\\uabcd\"}",
-        b"{\"a\":\"\\ud800\"}",
-        b"{\"a\":\"\\udc00\\ud800\"}",
         b"{\"a\":\"\\/\\b\\f\\n\\r\\t\\\"\\\\\"}",
         b"{\"a\":\"\x7f\"}",
         "{\"日本\":\"😀 é\"}".as_bytes(),
         b"{\"a\":1,\"a\":2}",
     ];
     let refused: &[&[u8]] = &[
+        b"{\"a\":\"\\udc00\\ud800\"}",
+        b"{\"a\":\"\\ud800\"}",
+        b"{\"a\":1e400}",
         b"{",
         b"{\"a\"",
         b"{\"a\":",
@@ -562,25 +572,55 @@ fn grammar_corners_match_serde_json() {
     }
 }
 
-/// Goal: state where this check is deliberately looser than parsing a row into a
-/// `serde_json::Value`: serde_json ignores values without its recursion limit, without
-/// interpreting `\u` escapes and without converting numbers, and the check has always
-/// followed that (a row is stored as sent; readers that build values skip what they cannot
-/// build). These rows are accepted, as they were before.
+/// Goal: the rows a reader building a `serde_json::Value` would refuse are refused at
+/// ingest, with serde_json's wording, and the limits sit where serde_json's do: 127
+/// containers open at once pass and 128 do not; the largest f64 passes and a number
+/// rounding past it does not; a surrogate pair passes and a lone surrogate does not.
 #[test]
-fn rows_a_value_parse_would_refuse_are_accepted_as_before() {
-    let deep = format!("{{\"a\":{}{}}}", "[".repeat(129), "]".repeat(129));
-    let rows: [&[u8]; 4] = [
-        deep.as_bytes(),
-        b"{\"a\":\"\\ud800\"}",
-        b"{\"a\":\"\\udc00x\"}",
-        b"{\"a\":1e400}",
+fn rows_a_value_parse_would_refuse_are_refused() {
+    let nested = |open: usize| {
+        // The row's own object is one of the `open` containers.
+        format!("{{\"a\":{}{}}}", "[".repeat(open - 1), "]".repeat(open - 1))
+    };
+    let (deepest, too_deep) = (nested(127), nested(128));
+    let refused: [(&[u8], &str); 7] = [
+        (too_deep.as_bytes(), "recursion limit exceeded"),
+        (b"{\"a\":\"\\ud800\"}", "unexpected end of hex escape"),
+        (
+            b"{\"a\":\"\\udc00x\"}",
+            "lone leading surrogate in hex escape",
+        ),
+        (
+            b"{\"\\ud800\\ud800\":1}",
+            "lone leading surrogate in hex escape",
+        ),
+        (b"{\"a\":1e400}", "number out of range"),
+        (b"{\"a\":-1.8e308}", "number out of range"),
+        (b"{\"a\":1e99999999999999999999}", "number out of range"),
     ];
-    for row in rows {
+    for (row, detail) in refused {
         assert!(serde_json::from_slice::<serde_json::Value>(row).is_err());
         let mut batch = row.to_vec();
         batch.push(b'\n');
-        assert_eq!(validate_and_index(&batch, 0, &mut Vec::new()), Ok(1));
+        match validate_and_index(&batch, 0, &mut Vec::new()) {
+            Err(JsonlError {
+                line: 1,
+                reason: JsonlReason::InvalidJson { detail: got, .. },
+            }) => assert_eq!(got, detail, "{:?}", String::from_utf8_lossy(row)),
+            other => panic!("{other:?} for {:?}", String::from_utf8_lossy(row)),
+        }
         agrees_with_serde(&batch).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let accepted: [&[u8]; 4] = [
+        deepest.as_bytes(),
+        b"{\"a\":\"\\ud83d\\ude00\"}",
+        b"{\"a\":1.7976931348623157e308}",
+        b"{\"a\":1e-400,\"b\":0e99999999999999999999}",
+    ];
+    for row in accepted {
+        serde_json::from_slice::<serde_json::Value>(row).expect("serde_json builds it");
+        let mut batch = row.to_vec();
+        batch.push(b'\n');
+        assert_eq!(validate_and_index(&batch, 0, &mut Vec::new()), Ok(1));
     }
 }

@@ -2,18 +2,20 @@
 //! batch that decides, row by row, "exactly one JSON object, valid UTF-8", with no
 //! allocation per row and no per-value dispatch through a visitor.
 //!
-//! The grammar is the one serde_json applies when it ignores a value
-//! (`Deserializer::ignore_value` in serde_json 1.0's `de.rs`, `ignore_str` and
-//! `ignore_escape` in `read.rs`), which is what the previous per-row
-//! `from_slice::<IgnoredAny>` accepted:
+//! The grammar is the one serde_json applies when it parses a row into a
+//! `serde_json::Value`, which is how every reader of a result set (sinks' spools, the GUI,
+//! exports that rebuild rows) takes a row, so a stored row is one each of them can build:
 //! - whitespace is ` `, `\t`, `\r` (and `\n`, which here ends the row);
 //! - strings: no byte below 0x20, escapes `\" \\ \/ \b \f \n \r \t` and `\u` with four hex
-//!   digits of either case; the code unit is not interpreted, so a lone surrogate escape
-//!   passes (serde_json only checks surrogates when it builds a string);
-//! - numbers: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, of any length and
-//!   magnitude (an ignored number is never converted, so `1e400` passes);
-//! - `true`, `false`, `null`; no trailing commas; nesting of any depth (ignoring is
-//!   iterative in serde_json, without its 128-level recursion limit, and so is this);
+//!   digits of either case; a `\u` escape of a UTF-16 surrogate must be a leading one
+//!   followed at once by a `\u` escape of a trailing one (`parse_unicode_escape` in
+//!   serde_json 1.0's `read.rs`, which keys and values both go through);
+//! - numbers: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` whose value fits an f64
+//!   (`1e400` is refused, `1e-400` is 0); the rare number that could be out of range (an
+//!   exponent, or 309 integer digits) is handed to serde_json itself, so the boundary is
+//!   exactly its own;
+//! - `true`, `false`, `null`; no trailing commas; at most 127 containers open at once,
+//!   the row's own object included (serde_json's recursion limit of 128);
 //! - after the top-level value only whitespace.
 //!
 //! UTF-8 is checked in the same pass: outside strings only ASCII tokens are accepted, and a
@@ -63,6 +65,14 @@ pub(super) enum Syntax {
     InvalidNumber,
     #[error("control character (\\u0000-\\u001F) found while parsing a string")]
     ControlCharacterInString,
+    #[error("recursion limit exceeded")]
+    RecursionLimitExceeded,
+    #[error("lone leading surrogate in hex escape")]
+    LoneLeadingSurrogateInHexEscape,
+    #[error("unexpected end of hex escape")]
+    UnexpectedEndOfHexEscape,
+    #[error("number out of range")]
+    NumberOutOfRange,
     #[error("key must be a string")]
     KeyMustBeAString,
     #[error("trailing characters")]
@@ -171,6 +181,10 @@ impl<'a> Scanner<'a> {
                         State::After
                     }
                     b'{' | b'[' => {
+                        // Open now: the innermost container plus the ones around it.
+                        if self.nesting.depth + 1 >= MAX_OPEN_CONTAINERS_COUNT {
+                            return Err(syntax(i, Syntax::RecursionLimitExceeded));
+                        }
                         self.nesting.push(in_object);
                         in_object = b[i] == b'{';
                         i += 1;
@@ -219,6 +233,10 @@ impl<'a> Scanner<'a> {
         }
     }
 }
+
+/// Containers a row may hold open at once, its own object included: serde_json's
+/// recursion limit (128, the 128th refused), which every reader building a `Value` hits.
+const MAX_OPEN_CONTAINERS_COUNT: usize = 127;
 
 /// Where the scan of a container stands.
 #[derive(Clone, Copy)]
@@ -288,25 +306,53 @@ fn string(b: &[u8], mut i: usize) -> Result<usize, RowFault> {
     }
 }
 
-/// `i` is just after a backslash inside a string; returns the index after the escape.
+/// `i` is just after a backslash inside a string; returns the index after the escape (after
+/// both escapes of a surrogate pair).
 fn escape(b: &[u8], i: usize) -> Result<usize, RowFault> {
     match b[i] {
         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(i + 1),
         b'u' => {
-            // Four hex digits; the code unit itself is not checked (see the module doc).
-            // A `\n` among them is not hex, so this never reads past the row.
-            for k in i + 1..i + 5 {
-                match b.get(k) {
-                    Some(c) if c.is_ascii_hexdigit() => {}
-                    Some(b'\n') | None => return Err(syntax(k, Syntax::EofInString)),
-                    Some(_) => return Err(syntax(k, Syntax::InvalidEscape)),
+            let unit = hex_unit(b, i + 1)?;
+            match unit {
+                0xDC00..=0xDFFF => Err(syntax(i + 4, Syntax::LoneLeadingSurrogateInHexEscape)),
+                0xD800..=0xDBFF => {
+                    // A leading surrogate: a `\u` escape of a trailing one must follow.
+                    let next = i + 5;
+                    if b[next] != b'\\' || b[next + 1] != b'u' {
+                        let at = if b[next] == b'\\' { next + 1 } else { next };
+                        return Err(match b[at] {
+                            b'\n' => syntax(at, Syntax::EofInString),
+                            _ => syntax(at, Syntax::UnexpectedEndOfHexEscape),
+                        });
+                    }
+                    match hex_unit(b, next + 2)? {
+                        0xDC00..=0xDFFF => Ok(next + 6),
+                        _ => Err(syntax(next + 5, Syntax::LoneLeadingSurrogateInHexEscape)),
+                    }
                 }
+                _ => Ok(i + 5),
             }
-            Ok(i + 5)
         }
         b'\n' => Err(syntax(i, Syntax::EofInString)),
         _ => Err(syntax(i, Syntax::InvalidEscape)),
     }
+}
+
+/// The UTF-16 code unit of the four hex digits at `i`. A `\n` among them is not hex, so
+/// this never reads past the row.
+fn hex_unit(b: &[u8], i: usize) -> Result<u16, RowFault> {
+    let mut unit = 0u16;
+    for k in i..i + 4 {
+        let digit = match b.get(k) {
+            Some(c @ b'0'..=b'9') => c - b'0',
+            Some(c @ b'a'..=b'f') => c - b'a' + 10,
+            Some(c @ b'A'..=b'F') => c - b'A' + 10,
+            Some(b'\n') | None => return Err(syntax(k, Syntax::EofInString)),
+            Some(_) => return Err(syntax(k, Syntax::InvalidEscape)),
+        };
+        unit = unit << 4 | u16::from(digit);
+    }
+    Ok(unit)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -360,13 +406,15 @@ fn special_bytes(word: u64) -> u64 {
 /// `i` is at a number's first byte (`-` or a digit); returns the index after it.
 #[inline(always)]
 fn number(b: &[u8], mut i: usize) -> Result<usize, RowFault> {
+    let start = i;
     if b[i] == b'-' {
         i += 1;
     }
+    let integer_start = i;
     match b[i] {
         b'0' => {
             i += 1;
-            // There can be only one leading '0' (serde_json's `ignore_integer`).
+            // There can be only one leading '0' (serde_json's `parse_integer`).
             if b[i].is_ascii_digit() {
                 return Err(syntax(i, Syntax::InvalidNumber));
             }
@@ -374,6 +422,7 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, RowFault> {
         b'1'..=b'9' => i = skip_digits(b, i + 1),
         _ => return Err(syntax(i, Syntax::InvalidNumber)),
     }
+    let mut may_overflow = i - integer_start >= MIN_INTEGER_DIGITS_THAT_MAY_OVERFLOW_COUNT;
     if b[i] == b'.' {
         i = at_least_one_digit(b, i + 1)?;
     }
@@ -383,8 +432,27 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, RowFault> {
             i += 1;
         }
         i = at_least_one_digit(b, i)?;
+        may_overflow = true;
+    }
+    if may_overflow {
+        out_of_range(b, start, i)?;
     }
     Ok(i)
+}
+
+/// Integer digits from which a number without an exponent may exceed f64's range
+/// (`f64::MAX` ≈ 1.8e308 has 309).
+const MIN_INTEGER_DIGITS_THAT_MAY_OVERFLOW_COUNT: usize = 309;
+
+/// Whether serde_json builds the number `b[start..end]` (grammar already checked): it
+/// refuses one whose value rounds past f64's range. Rare (exponents, huge integers), so
+/// its own parser decides, boundary included.
+#[cold]
+fn out_of_range(b: &[u8], start: usize, end: usize) -> Result<(), RowFault> {
+    match serde_json::from_slice::<f64>(&b[start..end]) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(syntax(start, Syntax::NumberOutOfRange)),
+    }
 }
 
 #[inline(always)]
