@@ -1083,11 +1083,12 @@ pub const FACTS_WAIT: Duration = Duration::from_secs(30);
 /// at once is queued, not refused; each waiter holds at most `MAX_FACTS_UPLOAD_BYTES`.
 pub const MAX_FACTS_WAITING_PER_SHARD_COUNT: usize = 20_000;
 
-/// Clients whose facts a shard remembers (a hash of them and when they were last
+/// Clients whose facts a frontend remembers (a hash of them and when they were last
 /// recorded) so that a reconnect with the same facts costs no blocking-pool trip. One
-/// per agent a process can hold; the oldest half is forgotten when it is full. About
-/// 150 bytes each: ≤ 3 MiB per shard.
-pub const FACTS_SEEN_PER_SHARD_COUNT: usize = 20_000;
+/// per agent a process can hold with this box's 20,000 open files, twice over so that a
+/// fleet moving between frontends in a storm still finds its own; the oldest half is
+/// forgotten when it is full. About 150 bytes each: ≤ 6 MiB per process.
+pub const FACTS_SEEN_PER_PROCESS_COUNT: usize = 40_000;
 
 // ---- Relations ----------------------------------------------------------------------------
 
@@ -1133,7 +1134,7 @@ const _: () = assert!(3 * (MAX_CLIENT_FACT_CHARS as u64 * 4 + 3) + 8 <= MAX_FACT
 const _: () = assert!(MAX_FACTS_UPLOAD_BYTES <= H2_CONNECTION_WINDOW_IDLE_BYTES as u64);
 const _: () = assert!(FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
 const _: () = assert!(ms(FACTS_WAIT) < ms(DEFAULT_REQUEST_TIMEOUT));
-const _: () = assert!(FACTS_SEEN_PER_SHARD_COUNT >= 2);
+const _: () = assert!(FACTS_SEEN_PER_PROCESS_COUNT >= 2);
 
 /// A shard's share of a per-frontend limit (`concurrency`, `max_connections_per_second`):
 /// shares differ by at most one and every shard gets at least one.

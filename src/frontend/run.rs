@@ -28,6 +28,7 @@ use crate::replication::queue::{self as link_queue, Inbox, InboxReceiver, Outbox
 use crate::replication::thread::LinkThread;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::shutdown::{self, ShutdownSignal};
+use crate::sessions::facts::FactsMemory;
 use crate::sessions::shard::ShardCtx;
 use crate::tls::server::{agent_server_config, gui_server_config};
 use crate::transport::admission::Admission;
@@ -180,6 +181,7 @@ pub fn run_frontend(
         (None, None) => {}
     }
     let event_taps = EventTaps::new(consumers);
+    let facts_memory = FactsMemory::new(crate::limits::FACTS_SEEN_PER_PROCESS_COUNT);
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
@@ -200,6 +202,7 @@ pub fn run_frontend(
             hub: on_shard,
             event_taps: event_taps.clone(),
             audit: audit.clone(),
+            facts_memory: facts_memory.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
@@ -503,6 +506,7 @@ struct ShardSetup {
     hub: Option<HubSetup>,
     event_taps: EventTaps,
     audit: AuditLog,
+    facts_memory: FactsMemory,
 }
 
 /// A shard's stages: when to drain, where it says it is ready and what its drain did;
@@ -533,6 +537,7 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
         hub,
         event_taps,
         audit,
+        facts_memory,
     } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
@@ -558,6 +563,7 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
         event_taps,
         shutdown.clone(),
         audit,
+        facts_memory,
     );
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,

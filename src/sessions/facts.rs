@@ -7,8 +7,9 @@
 //!
 //! - the transport recognises a facts upload by its first bytes ([`is_facts_upload`]) and
 //!   reads its body, capped at `MAX_FACTS_UPLOAD_BYTES`, without an upload permit;
-//! - a shard that recorded the same facts for that client recently answers from memory
-//!   ([`SeenFacts`]): no blocking-pool trip, nothing read or written;
+//! - a frontend that recorded the same facts for that client recently answers from memory
+//!   ([`FactsMemory`], shared by its shards, since a reconnect rarely lands on the shard
+//!   of the last connect): no blocking-pool trip, nothing read or written;
 //! - otherwise the facts take one of the shard's own small budget of blocking-pool trips
 //!   (`FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT`), waiting in a queue sized for a whole
 //!   fleet's first contact; `info.json` is written only when the facts changed (or its
@@ -16,14 +17,15 @@
 //!
 //! Either way the master's client index hears the facts (`ShardEvent::Facts`).
 //!
-//! The per-shard state is a thread-local: every agent shard is one executor thread, and
-//! nothing else on that thread records facts.
+//! Each shard's budget is its own ([`ShardFacts`], in its `ShardCtx`); the memory is the
+//! process's, behind a mutex held only for a map lookup or insert.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -33,8 +35,8 @@ use crate::datastore::client_info::{self, cut_fact, Recorded};
 use crate::datastore::ClientInfoDoc;
 use crate::ids::ClientId;
 use crate::limits::{
-    FACTS_SEEN_PER_SHARD_COUNT, FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT, FACTS_WAIT,
-    MAX_FACTS_UPLOAD_BYTES, MAX_FACTS_WAITING_PER_SHARD_COUNT,
+    FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT, FACTS_WAIT, MAX_FACTS_UPLOAD_BYTES,
+    MAX_FACTS_WAITING_PER_SHARD_COUNT,
 };
 use crate::metrics::{metrics, DiskFullUpload, FactsOutcome, RejectReason};
 use crate::notify::mesh::ShardEvent;
@@ -156,7 +158,7 @@ pub enum Budget {
     UploadPermitHeld,
 }
 
-/// Records an agent's facts: from memory when this shard recorded the same facts for
+/// Records an agent's facts: from memory when this frontend recorded the same facts for
 /// it recently, otherwise through the blocking pool (writing `info.json` only if they
 /// changed); then tells the hub, for the master's client index.
 pub async fn record(
@@ -166,7 +168,7 @@ pub async fn record(
     budget: Budget,
 ) -> Result<(), FactsRefusal> {
     let facts = Facts::cut(info);
-    let shard = shard_facts();
+    let shard = &ctx.facts;
     let doc = match shard.seen_recently(client_id, &facts, crate::clock::now_ms()) {
         Some(doc) => {
             metrics().facts(FactsOutcome::Cached);
@@ -236,28 +238,30 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// One shard's facts state: its budget of blocking-pool trips and the facts it recorded
-/// recently.
+/// The facts this frontend recorded recently, shared by its shards. Cloning shares it.
+#[derive(Clone)]
+pub struct FactsMemory(Arc<Mutex<SeenFacts>>);
+
+impl FactsMemory {
+    /// Remembers at most `max_count` clients.
+    pub fn new(max_count: usize) -> Self {
+        Self(Arc::new(Mutex::new(SeenFacts::new(max_count))))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut SeenFacts) -> T) -> T {
+        // A panic while the map was held leaves at worst an entry short; keep serving.
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// One shard's facts state: its budget of blocking-pool trips, and the frontend's memory
+/// of recent facts.
 pub struct ShardFacts {
     trips: Rc<Semaphore>,
     /// Invariant: at most `max_waiting`.
     waiting: Cell<usize>,
     max_waiting: usize,
-    seen: RefCell<SeenFacts>,
-}
-
-thread_local! {
-    /// This shard's facts state (see the module's last paragraph).
-    static SHARD_FACTS: Rc<ShardFacts> = Rc::new(ShardFacts::new(
-        FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT,
-        MAX_FACTS_WAITING_PER_SHARD_COUNT,
-        FACTS_SEEN_PER_SHARD_COUNT,
-    ));
-}
-
-/// The calling shard's facts state.
-pub fn shard_facts() -> Rc<ShardFacts> {
-    SHARD_FACTS.with(Rc::clone)
+    memory: FactsMemory,
 }
 
 /// A trip of the facts budget; updates the in-flight gauge.
@@ -274,12 +278,21 @@ impl Drop for Trip {
 }
 
 impl ShardFacts {
-    fn new(trips: usize, max_waiting: usize, seen: usize) -> Self {
+    /// A shard's state with the default budget, sharing `memory`.
+    pub fn new(memory: FactsMemory) -> Self {
+        Self::with_budget(
+            FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT,
+            MAX_FACTS_WAITING_PER_SHARD_COUNT,
+            memory,
+        )
+    }
+
+    fn with_budget(trips: usize, max_waiting: usize, memory: FactsMemory) -> Self {
         Self {
             trips: Rc::new(Semaphore::new(trips as u64)),
             waiting: Cell::new(0),
             max_waiting,
-            seen: RefCell::new(SeenFacts::new(seen)),
+            memory,
         }
     }
 
@@ -305,7 +318,7 @@ impl ShardFacts {
         Some(Trip { _permit: permit })
     }
 
-    /// The client's `info.json` as this shard last recorded it, if that was these facts
+    /// The client's `info.json` as this frontend last recorded it, if that was these facts
     /// and recent enough that recording them again would write nothing.
     fn seen_recently(
         &self,
@@ -314,9 +327,8 @@ impl ShardFacts {
         now_ms: u64,
     ) -> Option<ClientInfoDoc> {
         let seen = self
-            .seen
-            .borrow_mut()
-            .recent(client_id, facts.digest, now_ms)?;
+            .memory
+            .with(|memory| memory.recent(client_id, facts.digest, now_ms))?;
         Some(ClientInfoDoc {
             client_id: client_id.clone(),
             hostname: facts.hostname.into(),
@@ -335,7 +347,8 @@ impl ShardFacts {
             last_seen_ms: doc.last_seen_ms,
             labels: doc.labels.clone().into_boxed_slice(),
         };
-        self.seen.borrow_mut().insert(client_id.clone(), seen);
+        self.memory
+            .with(|memory| memory.insert(client_id.clone(), seen));
     }
 }
 
@@ -558,7 +571,7 @@ mod tests {
     fn the_budget_queues_then_refuses() {
         glommio::LocalExecutorBuilder::default()
             .spawn(|| async {
-                let facts = Rc::new(ShardFacts::new(1, 1, 4));
+                let facts = Rc::new(ShardFacts::with_budget(1, 1, FactsMemory::new(4)));
                 let held = facts.admit().await.expect("the one trip");
                 let f = facts.clone();
                 let waiter = glommio::spawn_local(async move { f.admit().await.is_some() });
