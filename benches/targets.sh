@@ -549,6 +549,9 @@ p5_one() {   # p5_one N REPEAT
         drops=$((drops + $(metric_total_in "$f" packhunt_replication_dropped_total) + $(metric_total_in "$f" packhunt_notifications_dropped_total)))
     done
     record "replication + notification drops, all frontends" all "$drops"
+    # What targeting saves: every message the master queued on its minions' links (work,
+    # cancels, watched sets, keepalives), per collection scheduled over the whole run.
+    record "master replication messages sent / task" all "$(calc "$(metric_total_in "$dir/metrics-master.txt" packhunt_replication_sent_total) / $(rep '.collections_scheduled' "$rp")" 2)"
     record "tasking window (s)" all "$wall"
     record "CPU-s/s while tasking (of $(nproc)): whole box" all "$(calc "($box1 - $box0) / $CLK_TCK / $wall")"
     record "CPU-s/s while tasking: $((MINIONS + 1)) frontends" all "$(calc "($fe1 - $fe0) / 1e9 / $wall")"
