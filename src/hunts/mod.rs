@@ -792,6 +792,6 @@ mod tests {
             .iter()
             .find(|r| r.doc.hunt_id == running.hunt_id)
             .unwrap();
-        assert_eq!(run.flows.len(), 2);
+        assert_eq!(run.flows.len(), 3);
     }
 }
