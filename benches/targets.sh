@@ -908,6 +908,10 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     record "upload 503s (concurrency)" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_upload_rejections_total{reason="concurrency"}')"
     record "agents connected (server)" "$arm" "$(metric_in "$dir/metrics.txt" packhunt_sessions_open)"
     record "time to connect all (s)" "$arm" "$RAMP_S"
+    # First contact of a fresh fleet: facts the server refused (503) or timed out waiting
+    # for (408), as the agents saw them.
+    record "first contact: facts 503 / 408 (loadgen)" "$arm" "$(rep '"\(.facts_refused // 0)/\(.facts_timed_out // 0)"' "$rp")"
+    record "first contact: facts written / refused (server)" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_agent_facts_total{outcome="written"}')/$(metric_in "$dir/metrics.txt" 'packhunt_agent_facts_total{outcome="refused"}')"
     if [[ -n $perf_pid ]]; then
         perf report -i "$dir/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep "%" >"$dir/flat.txt" || true
         perf report -i "$dir/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep "%" >"$dir/children.txt" || true

@@ -129,11 +129,11 @@ pub fn record_facts_at(
     version: &str,
     now_ms: u64,
 ) -> Result<(ClientInfoDoc, Recorded), DatastoreError> {
-    let mut doc = match read_client_info(client) {
-        Ok(doc) => doc,
-        Err(err) if err.is_not_found() => first_contact(client, now_ms),
+    let (mut doc, new) = match read_client_info(client) {
+        Ok(doc) => (doc, false),
+        Err(err) if err.is_not_found() => (first_contact(client, now_ms), true),
         Err(DatastoreError::Document { .. } | DatastoreError::Corrupt { .. }) => {
-            first_contact(client, now_ms)
+            (first_contact(client, now_ms), false)
         }
         Err(err) => return Err(err),
     };
@@ -144,6 +144,9 @@ pub fn record_facts_at(
     }
     (doc.hostname, doc.os, doc.version) = (hostname.into(), os.into(), version.into());
     doc.last_seen_ms = doc.last_seen_ms.max(now_ms);
+    if new {
+        make_queue_folders(client)?;
+    }
     write_client_info(client, &doc)?;
     Ok((doc, Recorded::Written))
 }
@@ -160,6 +163,15 @@ pub fn cut_fact(fact: &str) -> &str {
 /// again now.
 pub fn last_seen_is_recent(last_seen_ms: u64, now_ms: u64) -> bool {
     now_ms < last_seen_ms.saturating_add(LAST_SEEN_WRITE_INTERVAL_MS)
+}
+
+/// A new client's `collections/` and `tasks/`, made once with its folder so that a
+/// collection or a hunt reaching a whole fresh fleet does not make them per client in
+/// its own time (each is an inode allocation; tuning.md, "P2 fan-out"). Not synced: a
+/// folder lost to a crash is made again by the first write that needs it.
+fn make_queue_folders(client: &ClientDir) -> Result<(), DatastoreError> {
+    ensure_dir(&client.collections_dir(), false)?;
+    ensure_dir(&client.tasks_dir(), false)
 }
 
 fn first_contact(client: &ClientDir, now_ms: u64) -> ClientInfoDoc {
@@ -314,6 +326,8 @@ mod tests {
         let client = ds.client(&id);
         let (_, first) = record_facts_at(&client, "web-01", "linux", "1", 1_000).unwrap();
         assert_eq!(first, Recorded::Written);
+        // A new client's queue folders come with it, not with its first collection.
+        assert!(client.collections_dir().is_dir() && client.tasks_dir().is_dir());
         let (doc, again) = record_facts_at(&client, "web-01", "linux", "1", 2_000).unwrap();
         assert_eq!((again, doc.last_seen_ms), (Recorded::Unchanged, 1_000));
         let (doc, changed) = record_facts_at(&client, "web-02", "linux", "1", 3_000).unwrap();

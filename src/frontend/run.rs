@@ -855,6 +855,8 @@ fn favour_this_thread(priority: GuiPriority) {
         };
         // SAFETY: pid 0 is the calling thread; `param` outlives the call.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+            // Its blocking pool is niced, not real-time: file work may take long.
+            favour_blocking_pool();
             return;
         }
         tracing::warn!(
@@ -876,5 +878,38 @@ fn favour_this_thread(priority: GuiPriority) {
             "GUI/API thread keeps the default priority: {}",
             std::io::Error::last_os_error()
         );
+        return;
     }
+    favour_blocking_pool();
+}
+
+/// Nices this executor's blocking-pool threads like the executor itself. glommio starts
+/// them before the executor runs any code of ours, so they do not inherit its priority;
+/// they carry its thread name. Their work is the hub's file work: hunt recruits' writes
+/// (what a fan-out waits for) and the API's reads; left at the default priority they
+/// competed on equal terms with the shards' ingest of the first answers (tuning.md,
+/// "P2 fan-out": the recruiter's writes were 45 % of the frontend's CPU samples).
+fn favour_blocking_pool() {
+    let own = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+    // SAFETY: gettid takes nothing and returns an integer.
+    let me = unsafe { libc::gettid() };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let mut favoured = 0;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if tid == me || comm != own {
+            continue;
+        }
+        // SAFETY: setpriority takes integers only; PRIO_PROCESS with a thread id changes
+        // that one thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, PRIORITY_THREAD_NICE) } == 0 {
+            favoured += 1;
+        }
+    }
+    tracing::debug!(threads = favoured, "GUI/API blocking pool niced");
 }
