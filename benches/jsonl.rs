@@ -3,7 +3,10 @@
 //! `Linux.Sys.Pslist`). Each group carries a same-run baseline:
 //! - `newline_scan` (memchr count): the floor any line-based validator pays;
 //! - `raw_append`: the same bytes appended to a plain file, i.e. what the disk and page
-//!   cache cost without validation, indexing or the commit record.
+//!   cache cost without validation, indexing or the commit record;
+//! - in `validator`, `serde_reference`: what the scanner must agree with (a UTF-8 pass,
+//!   then serde_json's `Value` parse per row, as a reader does) beside the scanner, on the pslist batch and on a
+//!   batch of nested rows (~420 bytes: arrays, objects three deep, escapes, non-ASCII).
 //!
 //! Run: `cargo bench --bench jsonl -- --warm-up-time 1 --measurement-time 2`
 
@@ -11,7 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use packhunt::datastore::jsonl::serde_reference;
 use packhunt::datastore::{validate_and_index, ArtifactName, Datastore, ResultSet};
 use packhunt::ids::{ClientId, FlowId};
 
@@ -56,6 +60,34 @@ fn pslist_batch() -> Vec<u8> {
     out
 }
 
+/// Rows with arrays and objects nested three deep, floats, literals, `\u` escapes and
+/// non-ASCII text: what a validator pays beyond flat rows.
+fn nested_batch() -> Vec<u8> {
+    let mut out = Vec::with_capacity(BATCH_TARGET_BYTES + 1024);
+    let mut pid = 1u64;
+    while out.len() < BATCH_TARGET_BYTES {
+        let row = format!(
+            concat!(
+                "{{\"Pid\":{},\"Name\":\"nginx: worker\",",
+                "\"Cmd\":[\"/usr/sbin/nginx\",\"-g\",\"daemon off;\"],",
+                "\"Env\":{{\"PATH\":\"/usr/local/bin:/usr/bin:/bin\",\"LANG\":\"C.UTF-8\"}},",
+                "\"Threads\":[{{\"Tid\":{},\"State\":\"S\",\"Cpu\":0.25}},",
+                "{{\"Tid\":{},\"State\":\"R\",\"Cpu\":1.5e-3}}],",
+                "\"Maps\":{{\"heap\":{{\"Start\":{},\"Size\":135168,\"Perms\":\"rw-p\"}}}},",
+                "\"Label\":\"caf\\u00e9 \\\"日本\\\"\",\"Ok\":true,\"Parent\":null,",
+                "\"Score\":-12.5e+2}}\n"
+            ),
+            pid,
+            pid + 1,
+            pid + 2,
+            pid * 4096 + 94_371_840,
+        );
+        out.extend_from_slice(row.as_bytes());
+        pid += 3;
+    }
+    out
+}
+
 fn bench_validate(c: &mut Criterion) {
     let batch = pslist_batch();
     let rows = memchr::memchr_iter(b'\n', &batch).count();
@@ -77,6 +109,45 @@ fn bench_validate(c: &mut Criterion) {
             validate_and_index(black_box(&batch), 0, &mut index).expect("valid batch")
         })
     });
+    group.finish();
+}
+
+/// The previous check and the scanner on the same batches in the same run, with the
+/// newline-count floor.
+fn bench_validator(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validator");
+    for (name, batch) in [("pslist", pslist_batch()), ("nested", nested_batch())] {
+        let rows = memchr::memchr_iter(b'\n', &batch).count();
+        eprintln!("{name}: {} bytes, {rows} rows", batch.len());
+        let mut index = Vec::with_capacity(rows * 8);
+        assert_eq!(
+            validate_and_index(&batch, 0, &mut index),
+            serde_reference(&batch, 0, &mut Vec::new()),
+            "{name}: both checks accept the batch"
+        );
+        group.throughput(Throughput::Bytes(batch.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("newline_scan_floor", name),
+            &batch,
+            |b, batch| b.iter(|| memchr::memchr_iter(b'\n', black_box(batch)).count()),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("serde_reference", name),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    index.clear();
+                    serde_reference(black_box(batch), 0, &mut index).expect("valid batch")
+                })
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("scanner", name), &batch, |b, batch| {
+            b.iter(|| {
+                index.clear();
+                validate_and_index(black_box(batch), 0, &mut index).expect("valid batch")
+            })
+        });
+    }
     group.finish();
 }
 
@@ -138,5 +209,5 @@ fn resultset_appends(dir: &std::path::Path, n: u64, batch: &[u8]) -> Duration {
     start.elapsed()
 }
 
-criterion_group!(benches, bench_validate, bench_append);
+criterion_group!(benches, bench_validate, bench_validator, bench_append);
 criterion_main!(benches);

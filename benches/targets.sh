@@ -549,6 +549,9 @@ p5_one() {   # p5_one N REPEAT
         drops=$((drops + $(metric_total_in "$f" packhunt_replication_dropped_total) + $(metric_total_in "$f" packhunt_notifications_dropped_total)))
     done
     record "replication + notification drops, all frontends" all "$drops"
+    # What targeting saves: every message the master queued on its minions' links (work,
+    # cancels, watched sets, keepalives), per collection scheduled over the whole run.
+    record "master replication messages sent / task" all "$(calc "$(metric_total_in "$dir/metrics-master.txt" packhunt_replication_sent_total) / $(rep '.collections_scheduled' "$rp")" 2)"
     record "tasking window (s)" all "$wall"
     record "CPU-s/s while tasking (of $(nproc)): whole box" all "$(calc "($box1 - $box0) / $CLK_TCK / $wall")"
     record "CPU-s/s while tasking: $((MINIONS + 1)) frontends" all "$(calc "($fe1 - $fe0) / 1e9 / $wall")"
@@ -905,6 +908,10 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     record "upload 503s (concurrency)" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_upload_rejections_total{reason="concurrency"}')"
     record "agents connected (server)" "$arm" "$(metric_in "$dir/metrics.txt" packhunt_sessions_open)"
     record "time to connect all (s)" "$arm" "$RAMP_S"
+    # First contact of a fresh fleet: facts the server refused (503) or timed out waiting
+    # for (408), as the agents saw them.
+    record "first contact: facts 503 / 408 (loadgen)" "$arm" "$(rep '"\(.facts_refused // 0)/\(.facts_timed_out // 0)"' "$rp")"
+    record "first contact: facts written / refused (server)" "$arm" "$(metric_in "$dir/metrics.txt" 'packhunt_agent_facts_total{outcome="written"}')/$(metric_in "$dir/metrics.txt" 'packhunt_agent_facts_total{outcome="refused"}')"
     if [[ -n $perf_pid ]]; then
         perf report -i "$dir/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep "%" >"$dir/flat.txt" || true
         perf report -i "$dir/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep "%" >"$dir/children.txt" || true

@@ -1026,6 +1026,70 @@ pub const MAX_DISK_FULL_RETRY_AFTER: Duration = MAX_AGENT_RETRY_AFTER;
 /// pages, and the next may fit).
 pub const DISK_FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+// ---- Performance: targeted notifications ----------------------------------------------------
+
+/// How long the master remembers a notice (work, a cancel, a label change) it sent toward
+/// the frontend presence had the client at, so that it can send it again where the client
+/// turns up next (notify/fleet.rs). It covers a presence report's trip from a minion's
+/// shard to the master's hub over a link that stays up: milliseconds normally, seconds in
+/// a reconnect storm of 19,000 agents on this box (task delivery p99 was 15 s in the soak,
+/// tuning.md); a link that stops carrying anything is cut within keepalive interval +
+/// timeout (10 s) and its minion then rescans every agent at its relink. 120 s is eight
+/// times the worst trip measured.
+pub const FLEET_RESEND_WINDOW: Duration = Duration::from_secs(120);
+/// Clients whose notices the master remembers at once. Past it (after the ones older than
+/// `FLEET_RESEND_WINDOW` are let go) a notice goes to every minion, as before targeting,
+/// and is counted (`reason="record_full"`). 131,072 holds a hunt over every agent of a
+/// 100,000-agent fleet recruited within the window, at ~150 bytes each (~20 MiB).
+pub const MAX_FLEET_RESEND_CLIENTS_COUNT: usize = 131_072;
+/// Notices remembered per client within the window; a client tasked faster than this
+/// gets its next ones sent to every minion. An analyst or a hunt rarely queues more than
+/// a few flows per client a minute.
+pub const MAX_FLEET_RESEND_NOTICES_PER_CLIENT_COUNT: usize = 16;
+/// A full log is swept for expired entries at most this often, so a log full of fresh
+/// entries does not cost a sweep per notice.
+pub const FLEET_RESEND_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+const _: () = assert!(
+    ms(FLEET_RESEND_WINDOW)
+        > ms(REPLICATION_KEEPALIVE_INTERVAL) + ms(REPLICATION_KEEPALIVE_TIMEOUT)
+);
+const _: () = assert!(ms(FLEET_RESEND_SWEEP_INTERVAL) < ms(FLEET_RESEND_WINDOW));
+
+// ---- Performance: facts (sessions/facts.rs) -------------------------------------------------
+
+/// Largest upload body that takes the facts path (an agent's ClientInfo) instead of the
+/// general upload path and its permits. Real facts are three strings the server cuts to
+/// `MAX_CLIENT_FACT_CHARS` characters (≤ 4 bytes each in UTF-8) plus a few bytes of tags
+/// and lengths; a longer ClientInfo still works, through the general path.
+pub const MAX_FACTS_UPLOAD_BYTES: u64 = 4 * 1024;
+
+/// Facts trips to the blocking pool (read info.json, write it when the facts changed) a
+/// shard runs at once: its own small budget beside the upload permits, so a fresh fleet's
+/// first contact neither waits for nor takes a permit. Half of the default 8 io threads
+/// per executor: a first-contact write costs three fsyncs (~2 ms each on this box's
+/// disk), so 4 in flight write ~650 clients' facts a second per shard, and the other
+/// threads stay free for results.
+pub const FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT: usize = 4;
+
+/// How long facts wait for the shard's facts budget before 503 + Retry-After. Generous:
+/// an agent does nothing else before its facts are in (hunts need them), so a refusal
+/// only makes it come back later; at ~650 facts/s a shard works through a queue of the
+/// size below within it. Short of the 60 s request timeout.
+pub const FACTS_WAIT: Duration = Duration::from_secs(30);
+
+/// Facts waiting for the budget per shard before new ones are refused at once. One per
+/// connection a process can hold (its 20,000 open files), so a fleet that connects all
+/// at once is queued, not refused; each waiter holds at most `MAX_FACTS_UPLOAD_BYTES`.
+pub const MAX_FACTS_WAITING_PER_SHARD_COUNT: usize = 20_000;
+
+/// Clients whose facts a frontend remembers (a hash of them and when they were last
+/// recorded) so that a reconnect with the same facts costs no blocking-pool trip. One
+/// per agent a process can hold with this box's 20,000 open files, twice over so that a
+/// fleet moving between frontends in a storm still finds its own; the oldest half is
+/// forgotten when it is full. About 150 bytes each: ≤ 6 MiB per process.
+pub const FACTS_SEEN_PER_PROCESS_COUNT: usize = 40_000;
+
 // ---- Relations ----------------------------------------------------------------------------
 
 const fn ms(d: Duration) -> u128 {
@@ -1063,6 +1127,14 @@ const _: () = assert!(ms(DEFAULT_DRAIN_TIMEOUT) <= ms(MAX_DRAIN_TIMEOUT));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MIN) <= ms(REPLICATION_BACKOFF_MAX));
 const _: () = assert!(ms(REPLICATION_BACKOFF_MAX) < ms(REPLICATION_HEALTHY_LINK_UPTIME));
 const _: () = assert!(MAX_UPLOAD_COMPONENT_CHARS < MAX_UPLOAD_RELATIVE_BYTES);
+// Facts the server keeps whole (three fields cut to MAX_CLIENT_FACT_CHARS, 4 bytes a
+// character at most, with tags and lengths) fit the facts path.
+const _: () = assert!(3 * (MAX_CLIENT_FACT_CHARS as u64 * 4 + 3) + 8 <= MAX_FACTS_UPLOAD_BYTES);
+// A facts body is read whole within the connection's idle window (no widening for it).
+const _: () = assert!(MAX_FACTS_UPLOAD_BYTES <= H2_CONNECTION_WINDOW_IDLE_BYTES as u64);
+const _: () = assert!(FACTS_TRIPS_IN_FLIGHT_PER_SHARD_COUNT < DEFAULT_IO_THREADS_PER_EXECUTOR);
+const _: () = assert!(ms(FACTS_WAIT) < ms(DEFAULT_REQUEST_TIMEOUT));
+const _: () = assert!(FACTS_SEEN_PER_PROCESS_COUNT >= 2);
 
 /// A shard's share of a per-frontend limit (`concurrency`, `max_connections_per_second`):
 /// shares differ by at most one and every shard gets at least one.

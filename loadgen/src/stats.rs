@@ -36,6 +36,12 @@ pub struct Stats {
     pub file_chunks_resumed: AtomicU64,
     pub flows_done: AtomicU64,
     pub errors: AtomicU64,
+    /// Facts (ClientInfo) uploads the server refused for now (503) and the agent sent
+    /// again.
+    pub facts_refused: AtomicU64,
+    /// Facts uploads answered 408 (the server saw no body within its idle timeout: a
+    /// stalled agent or a shard that did not read in time), sent again.
+    pub facts_timed_out: AtomicU64,
     /// Connections on which an agent offered a TLS session ticket (asked to resume).
     pub tickets_offered: AtomicU64,
     /// Client monitoring events the server acknowledged (rows, bytes of rows, batches),
@@ -117,6 +123,8 @@ impl Stats {
             file_chunks_resumed: AtomicU64::new(0),
             flows_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            facts_refused: AtomicU64::new(0),
+            facts_timed_out: AtomicU64::new(0),
             tickets_offered: AtomicU64::new(0),
             events_acked_rows: AtomicU64::new(0),
             events_acked_bytes: AtomicU64::new(0),
@@ -379,6 +387,13 @@ impl Observer for AgentObserver {
             .expect(NOT_POISONED)
             .insert(flow_id.to_string(), (self.client_id.clone(), rows));
     }
+    fn facts_refused(&self, status: u16) {
+        let counter = match status {
+            408 => &self.stats.facts_timed_out,
+            _ => &self.stats.facts_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     fn error(&self, what: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         *self.stats.last_error.lock().expect(NOT_POISONED) = Some(what.to_string());
@@ -511,6 +526,12 @@ pub struct Report {
     pub flows_completed: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Facts uploads the server refused for now (503), sent again by the agents.
+    #[serde(default)]
+    pub facts_refused: u64,
+    /// Facts uploads answered 408 (no body within the server's idle timeout), sent again.
+    #[serde(default)]
+    pub facts_timed_out: u64,
     pub reconnects: u64,
     /// Connections on which an agent offered a TLS session ticket.
     #[serde(default)]
@@ -623,6 +644,8 @@ impl Stats {
             flows_completed: l(&self.flows_done),
             errors: l(&self.errors),
             last_error: self.last_error(),
+            facts_refused: l(&self.facts_refused),
+            facts_timed_out: l(&self.facts_timed_out),
             reconnects: l(&self.reconnects),
             tickets_offered: l(&self.tickets_offered),
             events_acked_rows: l(&self.events_acked_rows),
@@ -839,6 +862,8 @@ pub fn merge(reports: Vec<Report>) -> Result<Report> {
         flows_completed: sum(|r| r.flows_completed),
         errors: sum(|r| r.errors),
         last_error: reports.iter().find_map(|r| r.last_error.clone()),
+        facts_refused: sum(|r| r.facts_refused),
+        facts_timed_out: sum(|r| r.facts_timed_out),
         reconnects: sum(|r| r.reconnects),
         tickets_offered: sum(|r| r.tickets_offered),
         events_acked_rows: sum(|r| r.events_acked_rows),

@@ -45,6 +45,9 @@ pub trait Observer: Send + Sync + 'static {
     /// from the offset it holds.
     fn file_chunk_resumed(&self) {}
     fn flow_done(&self, _flow_id: &str, _rows: u64) {}
+    /// The server could not take the agent's facts now (503/408): it waits as told and
+    /// sends them again before anything else.
+    fn facts_refused(&self, _status: u16) {}
     fn error(&self, _what: &str) {}
     /// The server took an event batch (OK or DUPLICATE): its rows and bytes of rows.
     fn events_acked(&self, _artifact: &str, _rows: u64, _bytes: u64) {}
@@ -330,6 +333,7 @@ async fn session(
         match conn.upload(&info).await {
             Err(e) => return SessionEnd::upload_failed("client info: ", e),
             Ok(reply) if matches!(reply.status, 503 | 408) => {
+                observer.facts_refused(reply.status);
                 tokio::time::sleep(overload_pause(&reply)).await
             }
             Ok(_) => break,

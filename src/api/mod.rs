@@ -142,16 +142,9 @@ pub async fn serve(
 async fn calls_finished(ctx: &ApiCtx) {
     // How often the stop looks whether the calls are done.
     const CALLS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-    let done = async {
-        while ctx.calls_in_flight.get() > 0 {
-            glommio::timer::sleep(CALLS_POLL_INTERVAL).await;
-        }
-    };
     let limit = crate::limits::API_CALLS_FINISH_ON_SHUTDOWN;
-    if crate::runtime::deadline::with_deadline(limit, done)
-        .await
-        .is_none()
-    {
+    let busy = || ctx.calls_in_flight.get() > 0;
+    if !crate::runtime::deadline::idle_within(limit, CALLS_POLL_INTERVAL, busy).await {
         tracing::warn!(
             calls = ctx.calls_in_flight.get(),
             "API calls still being answered at shutdown are cut"

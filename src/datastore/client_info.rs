@@ -86,6 +86,15 @@ pub fn write_client_info(client: &ClientDir, doc: &ClientInfoDoc) -> Result<(), 
     write_json(&client.info_json(), doc, client.fsync_documents())
 }
 
+/// What recording an agent's facts did to `info.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Created or replaced: new or changed facts, or a stale last_seen.
+    Written,
+    /// Left alone: the same facts, last seen within [`LAST_SEEN_WRITE_INTERVAL_MS`].
+    Unchanged,
+}
+
 /// Records that the agent connected now with these facts: creates `info.json` on first
 /// contact (first_seen = now), otherwise updates facts and last_seen and keeps labels
 /// and first_seen. Facts are cut to [`MAX_CLIENT_FACT_CHARS`]. Unchanged facts seen
@@ -109,24 +118,60 @@ pub fn record_seen_at(
     version: &str,
     now_ms: u64,
 ) -> Result<ClientInfoDoc, DatastoreError> {
-    let cut = |s: &str| s.chars().take(MAX_CLIENT_FACT_CHARS).collect::<String>();
-    let mut doc = match read_client_info(client) {
-        Ok(doc) => doc,
-        Err(err) if err.is_not_found() => first_contact(client, now_ms),
+    Ok(record_facts_at(client, hostname, os, version, now_ms)?.0)
+}
+
+/// [`record_seen_at`], also saying whether it wrote.
+pub fn record_facts_at(
+    client: &ClientDir,
+    hostname: &str,
+    os: &str,
+    version: &str,
+    now_ms: u64,
+) -> Result<(ClientInfoDoc, Recorded), DatastoreError> {
+    let (mut doc, new) = match read_client_info(client) {
+        Ok(doc) => (doc, false),
+        Err(err) if err.is_not_found() => (first_contact(client, now_ms), true),
         Err(DatastoreError::Document { .. } | DatastoreError::Corrupt { .. }) => {
-            first_contact(client, now_ms)
+            (first_contact(client, now_ms), false)
         }
         Err(err) => return Err(err),
     };
-    let (hostname, os, version) = (cut(hostname), cut(os), cut(version));
+    let (hostname, os, version) = (cut_fact(hostname), cut_fact(os), cut_fact(version));
     let unchanged = doc.hostname == hostname && doc.os == os && doc.version == version;
-    if unchanged && now_ms < doc.last_seen_ms.saturating_add(LAST_SEEN_WRITE_INTERVAL_MS) {
-        return Ok(doc);
+    if unchanged && last_seen_is_recent(doc.last_seen_ms, now_ms) {
+        return Ok((doc, Recorded::Unchanged));
     }
-    (doc.hostname, doc.os, doc.version) = (hostname, os, version);
+    (doc.hostname, doc.os, doc.version) = (hostname.into(), os.into(), version.into());
     doc.last_seen_ms = doc.last_seen_ms.max(now_ms);
+    if new {
+        make_queue_folders(client)?;
+    }
     write_client_info(client, &doc)?;
-    Ok(doc)
+    Ok((doc, Recorded::Written))
+}
+
+/// A fact as `info.json` keeps it: its first [`MAX_CLIENT_FACT_CHARS`] characters.
+pub fn cut_fact(fact: &str) -> &str {
+    match fact.char_indices().nth(MAX_CLIENT_FACT_CHARS) {
+        Some((end, _)) => &fact[..end],
+        None => fact,
+    }
+}
+
+/// Whether a stored last_seen is recent enough that the same facts need not be written
+/// again now.
+pub fn last_seen_is_recent(last_seen_ms: u64, now_ms: u64) -> bool {
+    now_ms < last_seen_ms.saturating_add(LAST_SEEN_WRITE_INTERVAL_MS)
+}
+
+/// A new client's `collections/` and `tasks/`, made once with its folder so that a
+/// collection or a hunt reaching a whole fresh fleet does not make them per client in
+/// its own time (each is an inode allocation; tuning.md, "P2 fan-out"). Not synced: a
+/// folder lost to a crash is made again by the first write that needs it.
+fn make_queue_folders(client: &ClientDir) -> Result<(), DatastoreError> {
+    ensure_dir(&client.collections_dir(), false)?;
+    ensure_dir(&client.tasks_dir(), false)
 }
 
 fn first_contact(client: &ClientDir, now_ms: u64) -> ClientInfoDoc {
@@ -269,6 +314,37 @@ mod tests {
         fs::write(client.info_json(), b"{").unwrap();
         let repaired = record_seen_at(&client, "web-01", "linux", "0.2.0", 6_000).unwrap();
         assert_eq!(read_client_info(&client).unwrap(), repaired);
+    }
+
+    // Goal: the caller learns whether facts were written, and facts are cut on a
+    // character boundary. Method: record, record the same, record changed facts.
+    #[test]
+    fn record_facts_says_whether_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let id = ClientId::parse("C.0123456789abcdef").unwrap();
+        let client = ds.client(&id);
+        let (_, first) = record_facts_at(&client, "web-01", "linux", "1", 1_000).unwrap();
+        assert_eq!(first, Recorded::Written);
+        // A new client's queue folders come with it, not with its first collection.
+        assert!(client.collections_dir().is_dir() && client.tasks_dir().is_dir());
+        let (doc, again) = record_facts_at(&client, "web-01", "linux", "1", 2_000).unwrap();
+        assert_eq!((again, doc.last_seen_ms), (Recorded::Unchanged, 1_000));
+        let (doc, changed) = record_facts_at(&client, "web-02", "linux", "1", 3_000).unwrap();
+        assert_eq!((changed, doc.last_seen_ms), (Recorded::Written, 3_000));
+        assert_eq!(read_client_info(&client).unwrap().hostname, "web-02");
+
+        let wide = "é".repeat(MAX_CLIENT_FACT_CHARS + 1);
+        assert_eq!(cut_fact(&wide).chars().count(), MAX_CLIENT_FACT_CHARS);
+        assert_eq!(cut_fact("short"), "short");
+        assert!(last_seen_is_recent(
+            1_000,
+            1_000 + LAST_SEEN_WRITE_INTERVAL_MS - 1
+        ));
+        assert!(!last_seen_is_recent(
+            1_000,
+            1_000 + LAST_SEEN_WRITE_INTERVAL_MS
+        ));
     }
 
     #[test]

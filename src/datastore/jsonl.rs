@@ -5,12 +5,22 @@
 //! re-encoded: the caller appends exactly what the agent sent once this says yes. It
 //! must not write anything; on error the caller writes nothing of the batch.
 //!
-//! Cost: one UTF-8 pass and one newline count over the batch (both SIMD in std and
-//! memchr), then one serde_json `IgnoredAny` parse per row, which allocates nothing for
-//! flat rows (a nested row allocates serde_json's small nesting stack once). The only
-//! growth is `index_out`, reserved once per batch.
+//! Cost: one forward pass over the batch (`scan`): rows, the JSON grammar and UTF-8 are
+//! checked together, strings eight bytes at a time, with no allocation per row (a batch
+//! with nested rows allocates one small nesting stack). The only growth is `index_out`.
+//!
+//! What is accepted is exactly what serde_json accepts when it parses each row into a
+//! `serde_json::Value`, as every reader of a result set does (so no stored row is one a
+//! sink or the GUI cannot build); that check, after a UTF-8 pass over the batch, is kept as
+//! [`serde_reference`] for the property tests (`jsonl/props.rs`) and the bench. One
+//! difference in reporting, not in deciding: the error is the first failing row's, where
+//! the reference reported an invalid UTF-8 byte anywhere in the batch before a JSON error
+//! on an earlier row; columns are this scanner's, not serde_json's, and always point into
+//! the row.
 
-use serde::de::IgnoredAny;
+mod scan;
+
+use scan::{RowFault, Scanner};
 
 /// Why a batch was rejected. `line` is 1-based; for a whole-batch problem (empty batch,
 /// missing final newline) it is the line where the problem shows.
@@ -33,7 +43,8 @@ pub enum JsonlReason {
     EmptyLine,
     #[error("line is not a JSON object")]
     NotAnObject,
-    /// serde_json's message (it never echoes input) and the 1-based byte column.
+    /// What is wrong (worded as serde_json words it; it never echoes input) and the
+    /// 1-based byte column in the line.
     #[error("invalid JSON at column {column}: {detail}")]
     InvalidJson { column: usize, detail: String },
 }
@@ -47,8 +58,7 @@ pub fn validate_and_index(
     index_out: &mut Vec<u8>,
 ) -> Result<u64, JsonlError> {
     let len_before = index_out.len();
-    let result =
-        check_batch_shape(bytes).and_then(|rows| index_rows(bytes, rows, base_offset, index_out));
+    let result = check_batch_end(bytes).and_then(|()| index_rows(bytes, base_offset, index_out));
     if result.is_err() {
         index_out.truncate(len_before);
     }
@@ -60,77 +70,139 @@ pub fn validate_and_index(
     result
 }
 
-/// Whole-batch checks before any per-row work; returns the row count (= newlines).
-fn check_batch_shape(bytes: &[u8]) -> Result<u64, JsonlError> {
-    let Some(&last) = bytes.last() else {
-        return Err(JsonlError {
+/// Whole-batch checks before any per-row work: not empty, ends with `\n` (which the
+/// scanner relies on to stop).
+fn check_batch_end(bytes: &[u8]) -> Result<(), JsonlError> {
+    match bytes.last() {
+        None => Err(JsonlError {
             line: 1,
             reason: JsonlReason::EmptyBatch,
-        });
-    };
-    let newlines = memchr::memchr_iter(b'\n', bytes).count() as u64;
-    if last != b'\n' {
-        return Err(JsonlError {
-            line: newlines + 1,
+        }),
+        Some(b'\n') => Ok(()),
+        Some(_) => Err(JsonlError {
+            line: memchr::memchr_iter(b'\n', bytes).count() as u64 + 1,
             reason: JsonlReason::MissingFinalNewline,
-        });
+        }),
     }
-    // serde_json skips string contents without checking UTF-8 when ignoring them, and
-    // the API serves rows as they were sent, so the batch must be valid UTF-8 here.
-    if let Err(err) = std::str::from_utf8(bytes) {
-        let line = memchr::memchr_iter(b'\n', &bytes[..err.valid_up_to()]).count() as u64 + 1;
-        return Err(JsonlError {
-            line,
-            reason: JsonlReason::InvalidUtf8,
-        });
-    }
-    Ok(newlines)
 }
 
-fn index_rows(
-    bytes: &[u8],
-    rows: u64,
-    base_offset: u64,
-    index_out: &mut Vec<u8>,
-) -> Result<u64, JsonlError> {
-    // rows ≤ bytes.len(), which fits in memory, so this multiplication cannot overflow.
-    index_out.reserve(rows as usize * 8);
+fn index_rows(bytes: &[u8], base_offset: u64, index_out: &mut Vec<u8>) -> Result<u64, JsonlError> {
+    let mut scanner = Scanner::new(bytes);
     let mut start = 0usize;
-    let mut line = 0u64;
-    for end in memchr::memchr_iter(b'\n', bytes) {
-        line += 1;
-        check_row(&bytes[start..end]).map_err(|reason| JsonlError { line, reason })?;
+    let mut rows = 0u64;
+    while start < bytes.len() {
+        let end = scanner
+            .row(start)
+            .map_err(|fault| row_error(bytes, start, rows + 1, fault))?;
+        debug_assert_eq!(bytes[end], b'\n');
         index_out.extend_from_slice(&(base_offset + start as u64).to_le_bytes());
+        rows += 1;
         start = end + 1;
     }
-    debug_assert_eq!(line, rows);
     debug_assert_eq!(start, bytes.len());
     Ok(rows)
 }
 
-/// One line without its `\n`: exactly one JSON object, surrounding whitespace allowed
-/// (so `\r\n` endings pass; the bytes are kept as sent).
-fn check_row(row: &[u8]) -> Result<(), JsonlReason> {
-    match row.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r')) {
-        None => return Err(JsonlReason::EmptyLine),
-        Some(b'{') => {}
-        Some(_) => return Err(JsonlReason::NotAnObject),
-    }
-    // from_slice also rejects trailing non-whitespace, so `{}{}` and `{} x` fail here.
-    serde_json::from_slice::<IgnoredAny>(row)
-        .map(|_| ())
-        .map_err(|err| {
-            let message = err.to_string();
-            // serde_json appends " at line L column C"; we report our own line number.
-            let detail = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(head, _)| head);
+/// The error for the row that starts at `start`, line `line`. A grammar error's column
+/// is clamped into the row: an error found at the `\n` that ended the row too early
+/// points at its last byte, as serde_json's did.
+#[cold]
+fn row_error(bytes: &[u8], start: usize, line: u64, fault: RowFault) -> JsonlError {
+    let reason = match fault {
+        RowFault::EmptyLine => JsonlReason::EmptyLine,
+        RowFault::NotAnObject => JsonlReason::NotAnObject,
+        RowFault::InvalidUtf8 => JsonlReason::InvalidUtf8,
+        RowFault::Syntax { at, error } => {
+            let row_len = memchr::memchr(b'\n', &bytes[start..]).expect("rows end in \\n");
             JsonlReason::InvalidJson {
-                column: err.column(),
-                detail: detail.to_string(),
+                column: (at - start + 1).clamp(1, row_len.max(1)),
+                detail: error.to_string(),
             }
-        })
+        }
+    };
+    JsonlError { line, reason }
 }
+
+/// The reference the property tests and the `validator` bench compare
+/// [`validate_and_index`] with: a UTF-8 pass over the batch, then serde_json's `Value`
+/// parse of each row, which is what a reader of the rows does. Same contract as `validate_and_index`;
+/// not used on any serving path.
+#[doc(hidden)]
+pub fn serde_reference(
+    bytes: &[u8],
+    base_offset: u64,
+    index_out: &mut Vec<u8>,
+) -> Result<u64, JsonlError> {
+    let len_before = index_out.len();
+    let result = reference::check_batch_shape(bytes)
+        .and_then(|rows| reference::index_rows(bytes, rows, base_offset, index_out));
+    if result.is_err() {
+        index_out.truncate(len_before);
+    }
+    result
+}
+
+mod reference {
+    use super::*;
+
+    /// Whole-batch checks before any per-row work; returns the row count (= newlines).
+    pub(super) fn check_batch_shape(bytes: &[u8]) -> Result<u64, JsonlError> {
+        check_batch_end(bytes)?;
+        // The batch is checked as a whole first, so that the UTF-8 verdict does not
+        // depend on where in a row a bad byte sits.
+        if let Err(err) = std::str::from_utf8(bytes) {
+            let line = memchr::memchr_iter(b'\n', &bytes[..err.valid_up_to()]).count() as u64 + 1;
+            return Err(JsonlError {
+                line,
+                reason: JsonlReason::InvalidUtf8,
+            });
+        }
+        Ok(memchr::memchr_iter(b'\n', bytes).count() as u64)
+    }
+
+    pub(super) fn index_rows(
+        bytes: &[u8],
+        rows: u64,
+        base_offset: u64,
+        index_out: &mut Vec<u8>,
+    ) -> Result<u64, JsonlError> {
+        // rows ≤ bytes.len(), which fits in memory, so this multiplication cannot overflow.
+        index_out.reserve(rows as usize * 8);
+        let mut start = 0usize;
+        for (end, line) in memchr::memchr_iter(b'\n', bytes).zip(1u64..) {
+            check_row(&bytes[start..end]).map_err(|reason| JsonlError { line, reason })?;
+            index_out.extend_from_slice(&(base_offset + start as u64).to_le_bytes());
+            start = end + 1;
+        }
+        Ok(rows)
+    }
+
+    /// One line without its `\n`: exactly one JSON object, surrounding whitespace allowed.
+    pub(super) fn check_row(row: &[u8]) -> Result<(), JsonlReason> {
+        match row.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r')) {
+            None => return Err(JsonlReason::EmptyLine),
+            Some(b'{') => {}
+            Some(_) => return Err(JsonlReason::NotAnObject),
+        }
+        // from_slice also rejects trailing non-whitespace, so `{}{}` and `{} x` fail here.
+        serde_json::from_slice::<serde_json::Value>(row)
+            .map(|_| ())
+            .map_err(|err| {
+                let message = err.to_string();
+                // serde_json appends " at line L column C"; we report our own line number.
+                let detail = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(head, _)| head);
+                JsonlReason::InvalidJson {
+                    column: err.column(),
+                    detail: detail.to_string(),
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -226,7 +298,8 @@ mod tests {
         );
     }
 
-    // Goal: hostile nesting and size neither crash nor overflow the stack.
+    // Goal: hostile nesting and size neither crash nor overflow the stack; nesting past
+    // what a reader can build is refused as it opens, however deep the row goes.
     #[test]
     fn deep_nesting_and_long_rows_are_handled() {
         let depth = 200_000;
@@ -234,8 +307,14 @@ mod tests {
         deep.extend(std::iter::repeat_n(b'[', depth));
         deep.extend(std::iter::repeat_n(b']', depth));
         deep.extend_from_slice(b"}\n");
+        match reject(&deep).reason {
+            JsonlReason::InvalidJson { column, detail } => {
+                // `{"a":` and 126 `[` are open; the 127th `[` (column 5 + 127) is one too many.
+                assert_eq!((column, detail.as_str()), (132, "recursion limit exceeded"));
+            }
+            other => panic!("{other:?}"),
+        }
         let mut index = Vec::new();
-        assert_eq!(validate_and_index(&deep, 0, &mut index).unwrap(), 1);
 
         deep.truncate(deep.len() - 3); // unbalanced
         deep.extend_from_slice(b"}\n");

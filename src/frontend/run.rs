@@ -28,6 +28,7 @@ use crate::replication::queue::{self as link_queue, Inbox, InboxReceiver, Outbox
 use crate::replication::thread::LinkThread;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::shutdown::{self, ShutdownSignal};
+use crate::sessions::facts::FactsMemory;
 use crate::sessions::shard::ShardCtx;
 use crate::tls::server::{agent_server_config, gui_server_config};
 use crate::transport::admission::Admission;
@@ -180,6 +181,7 @@ pub fn run_frontend(
         (None, None) => {}
     }
     let event_taps = EventTaps::new(consumers);
+    let facts_memory = FactsMemory::new(crate::limits::FACTS_SEEN_PER_PROCESS_COUNT);
     let mut hub = Some(hub);
     let mut handles = Vec::new();
     for (shard, ends) in shard_ends.into_iter().enumerate() {
@@ -200,6 +202,7 @@ pub fn run_frontend(
             hub: on_shard,
             event_taps: event_taps.clone(),
             audit: audit.clone(),
+            facts_memory: facts_memory.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(shard % cores))
             .name(&format!("agent-shard-{shard}"))
@@ -503,6 +506,7 @@ struct ShardSetup {
     hub: Option<HubSetup>,
     event_taps: EventTaps,
     audit: AuditLog,
+    facts_memory: FactsMemory,
 }
 
 /// A shard's stages: when to drain, where it says it is ready and what its drain did;
@@ -533,6 +537,7 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
         hub,
         event_taps,
         audit,
+        facts_memory,
     } = setup;
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
@@ -558,6 +563,7 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
         event_taps,
         shutdown.clone(),
         audit,
+        facts_memory,
     );
     let listener = match crate::transport::accept::bind(&ctx) {
         Ok(l) => l,
@@ -708,10 +714,12 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let _ = ready.send(Ok(()));
     let auth = api::auth::Authenticator::new(config.users.clone(), config.gui.sessions)
         .reloading_from(config.path.clone());
-    let fleet = Rc::new(FleetNotifier {
-        local: notifier,
-        replication: if is_master { replication } else { None },
-    });
+    let fleet = Rc::new(FleetNotifier::new(
+        notifier,
+        if is_master { replication } else { None },
+        presence.clone(),
+        datastore.clone(),
+    ));
     let mut recruiter = None;
     let hunts = if is_master {
         match crate::hunts::Hunts::load(
@@ -804,12 +812,15 @@ async fn flush_presence(followers: Vec<glommio::Task<()>>) {
 /// this executor) a moment to send that line.
 async fn end_watchers(watch: &WatchHub) {
     watch.end_all(EndReason::Shutdown);
-    let deadline = std::time::Instant::now() + WATCHERS_END_ON_SHUTDOWN;
     // How often the stop looks whether every watcher's connection has let go.
     const WATCHERS_GONE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-    while watch.watchers() > 0 && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(WATCHERS_GONE_POLL_INTERVAL).await;
-    }
+    let busy = || watch.watchers() > 0;
+    crate::runtime::deadline::idle_within(
+        WATCHERS_END_ON_SHUTDOWN,
+        WATCHERS_GONE_POLL_INTERVAL,
+        busy,
+    )
+    .await;
 }
 
 /// Stops the kernel from backing this process's memory with huge pages (mappings made from
@@ -844,6 +855,8 @@ fn favour_this_thread(priority: GuiPriority) {
         };
         // SAFETY: pid 0 is the calling thread; `param` outlives the call.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+            // Its blocking pool is niced, not real-time: file work may take long.
+            favour_blocking_pool();
             return;
         }
         tracing::warn!(
@@ -865,5 +878,38 @@ fn favour_this_thread(priority: GuiPriority) {
             "GUI/API thread keeps the default priority: {}",
             std::io::Error::last_os_error()
         );
+        return;
     }
+    favour_blocking_pool();
+}
+
+/// Nices this executor's blocking-pool threads like the executor itself. glommio starts
+/// them before the executor runs any code of ours, so they do not inherit its priority;
+/// they carry its thread name. Their work is the hub's file work: hunt recruits' writes
+/// (what a fan-out waits for) and the API's reads; left at the default priority they
+/// competed on equal terms with the shards' ingest of the first answers (tuning.md,
+/// "P2 fan-out": the recruiter's writes were 45 % of the frontend's CPU samples).
+fn favour_blocking_pool() {
+    let own = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+    // SAFETY: gettid takes nothing and returns an integer.
+    let me = unsafe { libc::gettid() };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let mut favoured = 0;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if tid == me || comm != own {
+            continue;
+        }
+        // SAFETY: setpriority takes integers only; PRIO_PROCESS with a thread id changes
+        // that one thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, PRIORITY_THREAD_NICE) } == 0 {
+            favoured += 1;
+        }
+    }
+    tracing::debug!(threads = favoured, "GUI/API blocking pool niced");
 }

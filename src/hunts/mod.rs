@@ -546,6 +546,10 @@ fn settle_recruiting(datastore: &Datastore, run: &mut HuntRun) -> Vec<FlowReques
             return Vec::new();
         }
     };
+    // Most hunts have nothing to settle: no set of their participants is built for them.
+    if journal.is_empty() {
+        return Vec::new();
+    }
     let recorded: HashSet<FlowId> = run.flows.iter().map(|(_, f)| f.clone()).collect();
     let mut joined = Vec::new();
     let mut settled = true;

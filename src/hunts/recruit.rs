@@ -21,7 +21,7 @@ use crate::limits::{
     RECRUIT_FINISH_ON_SHUTDOWN, RECRUIT_SYNC_INTERVAL, RECRUIT_TICK_INTERVAL,
 };
 use crate::metrics::{metrics, FlowEvent};
-use crate::runtime::deadline::with_deadline;
+use crate::runtime::deadline::idle_within;
 use crate::runtime::offload::offload;
 use crate::runtime::shutdown::{has_fired, ShutdownSignal};
 
@@ -85,15 +85,7 @@ async fn finish(hunts: &Hunts) {
             || hunts.syncing.get()
             || hunts.settling.get()
     };
-    let idle = async {
-        while busy() {
-            glommio::timer::sleep(RECRUIT_TICK_INTERVAL).await;
-        }
-    };
-    if with_deadline(RECRUIT_FINISH_ON_SHUTDOWN, idle)
-        .await
-        .is_none()
-    {
+    if !idle_within(RECRUIT_FINISH_ON_SHUTDOWN, RECRUIT_TICK_INTERVAL, busy).await {
         tracing::warn!(
             recruits = hunts.recruits_in_flight.get(),
             "hunt recruits still being written at shutdown: the next start settles them"

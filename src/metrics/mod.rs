@@ -499,6 +499,206 @@ pub struct Metrics {
     pub drain_task_streams_refused: AtomicU64,
     /// 1 from SIGTERM/SIGINT until the process exits.
     pub draining: AtomicI64,
+    // ---- Performance: targeted notifications (notify/fleet.rs, replication/master.rs) ----
+    /// Master: messages queued on minions' links, by kind and by whether the message was
+    /// meant for one minion or for all of them (a message for all counts once per minion).
+    replication_messages_sent: [[AtomicU64; Fanout::ALL.len()]; SentKind::ALL.len()],
+    /// Master: per-client notices (work, cancels, label changes) by where presence said
+    /// the client was: this frontend (no minion told), one minion, or every minion.
+    fleet_notices_routed: [AtomicU64; NoticeRoute::ALL.len()],
+    /// Master: notices sent to every minion instead of one, by why.
+    fleet_notices_broadcast: [AtomicU64; BroadcastReason::ALL.len()],
+    /// Master: notices sent again to the frontend a client turned up at, after they had
+    /// gone to the frontend presence had it at.
+    pub fleet_notices_resent: AtomicU64,
+    // ---- Performance: facts (sessions/facts.rs, transport/agent_conn.rs) ----
+    /// Agents' facts (ClientInfo) by what recording them took.
+    facts_recorded: [AtomicU64; FactsOutcome::ALL.len()],
+    /// Facts that came through the general upload path (and its permits) rather than
+    /// the facts path: a ClientInfo too large for it, or split oddly into DATA frames.
+    pub facts_general_path: AtomicU64,
+    /// Facts trips to the blocking pool running now, and facts waiting for one.
+    pub facts_trips_in_flight: AtomicI64,
+    pub facts_waiting: AtomicI64,
+    /// Clients whose facts the shards remember, and entries forgotten to stay bounded.
+    pub facts_seen_entries: AtomicI64,
+    pub facts_seen_forgotten: AtomicU64,
+}
+
+/// A replication message's kind, as the master counts what it sends; `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentKind {
+    Hello,
+    Watched,
+    Notification,
+    CancelFlows,
+    LabelsChanged,
+    EventTableChanged,
+    Displaced,
+    /// Anything else (nothing else is sent by the master today).
+    Other,
+}
+
+impl SentKind {
+    pub const ALL: [Self; 8] = [
+        Self::Hello,
+        Self::Watched,
+        Self::Notification,
+        Self::CancelFlows,
+        Self::LabelsChanged,
+        Self::EventTableChanged,
+        Self::Displaced,
+        Self::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::Watched => "watched",
+            Self::Notification => "notification",
+            Self::CancelFlows => "cancel_flows",
+            Self::LabelsChanged => "labels_changed",
+            Self::EventTableChanged => "event_table_changed",
+            Self::Displaced => "displaced",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Whether a replication message was meant for one minion or all; `to` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    One,
+    All,
+}
+
+impl Fanout {
+    pub const ALL: [Self; 2] = [Self::One, Self::All];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::One => "one",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Where the master sent a per-client notice; `to` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeRoute {
+    /// The client is on the master: its own shards only.
+    ThisFrontend,
+    OneMinion,
+    AllMinions,
+}
+
+impl NoticeRoute {
+    pub const ALL: [Self; 3] = [Self::ThisFrontend, Self::OneMinion, Self::AllMinions];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ThisFrontend => "this_frontend",
+            Self::OneMinion => "one_minion",
+            Self::AllMinions => "all_minions",
+        }
+    }
+}
+
+/// Why a per-client notice went to every minion; `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastReason {
+    /// Presence knows no frontend for the client (not connected, or between frontends).
+    HolderUnknown,
+    /// The notice could not be remembered for a resend (the log is at its bound).
+    RecordFull,
+    /// Presence names a minion whose link is not up when the message goes out.
+    MinionUnlinked,
+}
+
+impl BroadcastReason {
+    pub const ALL: [Self; 3] = [Self::HolderUnknown, Self::RecordFull, Self::MinionUnlinked];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HolderUnknown => "holder_unknown",
+            Self::RecordFull => "record_full",
+            Self::MinionUnlinked => "minion_unlinked",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts `copies` messages of `kind` queued on minions' links, meant for `fanout`.
+    pub fn replication_message_sent(&self, kind: SentKind, fanout: Fanout, copies: u64) {
+        self.replication_messages_sent[kind as usize][fanout as usize]
+            .fetch_add(copies, Ordering::Relaxed);
+    }
+
+    pub fn replication_messages_sent_count(&self, kind: SentKind, fanout: Fanout) -> u64 {
+        self.replication_messages_sent[kind as usize][fanout as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn fleet_notice_routed(&self, route: NoticeRoute) {
+        self.fleet_notices_routed[route as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn fleet_notice_broadcast(&self, reason: BroadcastReason) {
+        self.fleet_notices_broadcast[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn fleet_notice_broadcast_count(&self, reason: BroadcastReason) -> u64 {
+        self.fleet_notices_broadcast[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Targeted notifications (notify/fleet.rs, replication/master.rs).
+    fn render_targeted_notifications(&self, out: &mut String) {
+        let mut sent = Vec::new();
+        for kind in SentKind::ALL {
+            for fanout in Fanout::ALL {
+                let labels = format!("kind=\"{}\",to=\"{}\"", kind.label(), fanout.label());
+                sent.push((
+                    labels,
+                    self.replication_messages_sent_count(kind, fanout) as i64,
+                ));
+            }
+        }
+        write_labelled(
+            out,
+            "packhunt_replication_messages_sent_total",
+            "Master: messages queued on minions' links, by kind and whether meant for one minion or all (one count per minion reached)",
+            &sent,
+        );
+        let routed = by_label(
+            "to",
+            NoticeRoute::ALL.map(NoticeRoute::label),
+            &self.fleet_notices_routed,
+        );
+        write_labelled(
+            out,
+            "packhunt_fleet_notices_routed_total",
+            "Master: per-client notices (work, cancels, label changes) by where they went: this frontend only, the one minion holding the client, or every minion",
+            &routed,
+        );
+        let broadcast = by_label(
+            "reason",
+            BroadcastReason::ALL.map(BroadcastReason::label),
+            &self.fleet_notices_broadcast,
+        );
+        write_labelled(
+            out,
+            "packhunt_fleet_notices_broadcast_total",
+            "Master: per-client notices sent to every minion instead of one, by why",
+            &broadcast,
+        );
+        write_counters(
+            out,
+            &[(
+                "packhunt_fleet_notices_resent_total",
+                "Master: notices sent again to the frontend a client turned up at after they went to where presence had it",
+                &self.fleet_notices_resent,
+            )],
+        );
+    }
 }
 
 /// What a master refused from a minion; the `kind` label of
@@ -999,6 +1199,8 @@ impl Metrics {
         self.render_disk_full(&mut out);
         self.render_health(&mut out);
         self.render_drain(&mut out);
+        self.render_targeted_notifications(&mut out);
+        self.render_facts(&mut out);
         out
     }
 
@@ -1711,5 +1913,71 @@ impl Metrics {
             "gauge",
             &[("", self.draining.load(Ordering::Relaxed))],
         );
+    }
+}
+
+/// How an agent's facts were recorded; the `outcome` label of
+/// `packhunt_agent_facts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsOutcome {
+    /// New or changed facts (or a last_seen gone stale): info.json written.
+    Written,
+    /// Read from info.json and found unchanged: nothing written.
+    Unchanged,
+    /// The shard had seen the same facts recently: no blocking-pool trip at all.
+    Cached,
+    /// Refused with 503: the shard's facts budget stayed full past its wait.
+    Refused,
+}
+
+impl FactsOutcome {
+    pub const ALL: [Self; 4] = [Self::Written, Self::Unchanged, Self::Cached, Self::Refused];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Unchanged => "unchanged",
+            Self::Cached => "cached",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn facts(&self, outcome: FactsOutcome) {
+        self.facts_recorded[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render_facts(&self, out: &mut String) {
+        let recorded = by_label(
+            "outcome",
+            FactsOutcome::ALL.map(FactsOutcome::label),
+            &self.facts_recorded,
+        );
+        write_labelled(
+            out,
+            "packhunt_agent_facts_total",
+            "Agents' facts (ClientInfo) by outcome: written to info.json, found unchanged on disk, seen recently by the shard (no disk), refused (facts budget full)",
+            &recorded,
+        );
+        let counters: [(&str, &str, &AtomicU64); 2] = [
+            ("packhunt_agent_facts_general_path_total", "Agents' facts that came through the general upload path and its permits (too large for the facts path)", &self.facts_general_path),
+            ("packhunt_agent_facts_seen_forgotten_total", "Clients' facts the shards stopped remembering to stay within their bound", &self.facts_seen_forgotten),
+        ];
+        write_counters(out, &counters);
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
+            ("packhunt_agent_facts_trips_in_flight", "Facts trips to the blocking pool running now (read info.json, write it if changed)", &self.facts_trips_in_flight),
+            ("packhunt_agent_facts_waiting", "Facts waiting for their shard's facts budget", &self.facts_waiting),
+            ("packhunt_agent_facts_seen_entries", "Clients whose facts the shards remember", &self.facts_seen_entries),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(
+                out,
+                name,
+                help,
+                "gauge",
+                &[("", value.load(Ordering::Relaxed))],
+            );
+        }
     }
 }

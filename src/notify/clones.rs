@@ -1,8 +1,9 @@
 //! Streams displaced by a newer one of the same client id elsewhere, on their way to
 //! whoever holds them. Presence reports them (it alone sees where each client is); the
 //! hub's dispatcher hands each to the shard that holds the older stream (this frontend)
-//! or, on the master, names the minion that holds it in a `Displaced` envelope that every
-//! minion hears and only that one acts on. The holder checks the older stream's
+//! or, on the master, names the minion that holds it in a `Displaced` envelope that the
+//! master's link sends to that minion (every minion if it is not linked; only the named
+//! one acts on it). The holder checks the older stream's
 //! connection and either tells that agent to re-key (both alive: a clone) or ends the
 //! dead stream (`sessions::clones`).
 //!

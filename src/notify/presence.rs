@@ -75,6 +75,13 @@ pub trait Observer {
     fn resync(&self, clients: Vec<ClientId>);
 }
 
+/// Told when a client's task stream is reported at another frontend than the one presence
+/// had it at (or after none): the fleet notifier sends there what it sent to the old
+/// place. Called on the hub executor, with no borrow of presence held; must not block.
+pub trait MoveWatcher {
+    fn moved(&self, client_id: &ClientId, frontend: &Rc<str>);
+}
+
 /// Where an agent's facts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactsFrom {
@@ -93,6 +100,8 @@ pub struct Presence {
     flow_ends: RefCell<Vec<FlowEnd>>,
     /// Where displaced streams are reported (none until the hub subscribes).
     displaced: RefCell<Option<DisplacedSender>>,
+    /// Told of clients that turned up at another frontend (the master's fleet notifier).
+    move_watcher: RefCell<Option<Rc<dyn MoveWatcher>>>,
 }
 
 /// A flow that finished, failed or was cancelled, wherever its agent was.
@@ -128,7 +137,13 @@ impl Presence {
             arrivals: RefCell::new(Vec::new()),
             flow_ends: RefCell::new(Vec::new()),
             displaced: RefCell::new(None),
+            move_watcher: RefCell::new(None),
         }
+    }
+
+    /// From now on tell `watcher` when a client turns up at another frontend.
+    pub fn watch_moves(&self, watcher: Rc<dyn MoveWatcher>) {
+        *self.move_watcher.borrow_mut() = Some(watcher);
     }
 
     /// From now on report displaced streams to `sender`.
@@ -387,6 +402,13 @@ impl Presence {
         }
         frontends[location.frontend as usize].connected_clients += 1;
         let is_master = frontends[THIS_FRONTEND as usize].role == FrontendRole::Master;
+        let moved = (old.map(|o| o.frontend) != Some(location.frontend))
+            .then(|| self.move_watcher.borrow().clone())
+            .flatten()
+            .map(|watcher| {
+                let at = frontends[location.frontend as usize].name.clone();
+                (watcher, client_id.clone(), at)
+            });
         if let Some(old) = old.filter(|old| displaces(*old, location, is_master)) {
             let notice = Displaced {
                 client_id,
@@ -397,6 +419,11 @@ impl Presence {
             };
             drop(frontends);
             self.report(notice);
+        } else {
+            drop(frontends);
+        }
+        if let Some((watcher, client_id, at)) = moved {
+            watcher.moved(&client_id, &at);
         }
     }
 
@@ -895,6 +922,58 @@ mod tests {
             "its own client's flow ends count"
         );
         assert_eq!(p.frontend_of(&id(1)).as_deref(), Some("master:1"));
+    }
+
+    /// Records the moves presence reports.
+    #[derive(Default)]
+    struct Moves(RefCell<Vec<(ClientId, String)>>);
+
+    impl MoveWatcher for Moves {
+        fn moved(&self, client_id: &ClientId, frontend: &Rc<str>) {
+            self.0
+                .borrow_mut()
+                .push((client_id.clone(), frontend.to_string()));
+        }
+    }
+
+    // Goal: the fleet notifier hears of a client reported at another frontend than before
+    // (or after none), never of a new stream on the frontend it was at. Method: a
+    // recording watcher; shard events for this frontend, wire deltas and a snapshot for a
+    // minion.
+    #[test]
+    fn moves_to_another_frontend_are_reported() {
+        let p = Presence::new("master:1", FrontendRole::Master, &[]);
+        let heard = Rc::new(Moves::default());
+        p.watch_moves(heard.clone());
+        p.apply_remote("minion:2", &wire(1, true, 1));
+        p.apply_remote("minion:2", &wire(1, true, 2));
+        p.apply(ShardEvent::Connected {
+            client_id: id(1),
+            shard: 1,
+            session: 3,
+        });
+        p.apply(ShardEvent::Connected {
+            client_id: id(1),
+            shard: 0,
+            session: 4,
+        });
+        p.apply_remote("minion:2", &wire(1, false, 2));
+        p.set_link("minion:2", true);
+        let snapshot = pb::PresenceSnapshot {
+            entries: vec![wire(2, true, 1)],
+            first: true,
+            last: true,
+        };
+        p.apply_snapshot("minion:2", &snapshot);
+        let heard: Vec<(ClientId, String)> = heard.0.borrow().clone();
+        assert_eq!(
+            heard,
+            vec![
+                (id(1), "minion:2".to_string()),
+                (id(1), "master:1".to_string()),
+                (id(2), "minion:2".to_string()),
+            ]
+        );
     }
 
     // Goal: a client seen at a second place is reported for the older place's owner to

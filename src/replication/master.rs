@@ -2,7 +2,8 @@
 //! signed by the deployment CA, and a tonic service that admits a link only when its
 //! Hello names a configured minion whose configured certificate is the one presented.
 //! Admitted links feed the hub; what one minion sends for everybody is re-broadcast to
-//! the others, and what the master's own executors send goes to every minion. Monitoring
+//! the others, and what the master's own executors send goes to the minion it names
+//! (notices about one agent, see `notify::fleet`) or to every minion. Monitoring
 //! events go from the link straight to the live watchers (never through the hub's queue,
 //! which presence needs), and each minion gets the watched set as soon as it links.
 //!
@@ -29,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::pb::envelope::Kind;
 use super::pb::replication_server::{Replication, ReplicationServer};
 use super::pb::{self, Envelope};
-use super::queue::{HubMessage, Inbox, OutboxReceiver};
+use super::queue::{Destination, HubMessage, Inbox, OutboxReceiver, Routed};
 use super::{envelope, ReplicationError};
 use crate::config::url::HostPort;
 use crate::config::{Minion, ServerConfig};
@@ -40,7 +41,7 @@ use crate::limits::{
     REPLICATION_HELLO_TIMEOUT, REPLICATION_KEEPALIVE_INTERVAL, REPLICATION_KEEPALIVE_TIMEOUT,
     REPLICATION_LINK_QUEUE_COUNT,
 };
-use crate::metrics::{metrics, MinionRefusal, ReplicationQueue};
+use crate::metrics::{metrics, BroadcastReason, Fanout, MinionRefusal, ReplicationQueue, SentKind};
 
 /// Who is at the other end of a link, as TLS established it.
 #[derive(Debug, Clone)]
@@ -237,7 +238,9 @@ async fn accept_loop(
     }
 }
 
-/// Sends what the master's executors queued (notifications, hunt events) to every minion.
+/// Sends what the master's executors queued (notifications, cancels, table changes) to
+/// the minion each names, or to every minion. A displaced-stream notice goes to the
+/// minion it names (only that one acts on it).
 async fn broadcast_local(state: Arc<MasterState>, outbox: OutboxReceiver) {
     loop {
         outbox.ready().await;
@@ -249,8 +252,17 @@ async fn broadcast_local(state: Arc<MasterState>, outbox: OutboxReceiver) {
             *state.watched.lock().expect("watched lock") = artifacts.clone();
             state.send_to_all(None, Kind::Watched(pb::WatchedArtifacts { artifacts }));
         }
-        while let Some(kind) = outbox.try_recv() {
-            state.send_to_all(None, kind);
+        while let Some(Routed { kind, to }) = outbox.try_recv_routed() {
+            let to = match (to, &kind) {
+                (Destination::AllMinions, Kind::Displaced(notice)) => {
+                    Destination::Minion(Arc::from(notice.frontend.as_str()))
+                }
+                (to, _) => to,
+            };
+            match to {
+                Destination::Minion(name) => state.send_to_one(&name, kind),
+                Destination::AllMinions => state.send_to_all(None, kind),
+            }
         }
     }
 }
@@ -260,20 +272,28 @@ impl MasterState {
     /// full loses the message (counted): it is a notification, whose task waits on disk.
     fn send_to_all(&self, except: Option<&str>, kind: Kind) {
         let peers = self.peers.lock().expect("peers lock");
+        let mut copies = 0;
         for (name, peer) in peers.iter() {
             if Some(&**name) == except {
                 continue;
             }
-            match peer.tx.try_send(Ok(envelope(kind.clone()))) {
-                Ok(()) => {
-                    metrics().replication_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                    metrics().replication_dropped(ReplicationQueue::Link)
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
-            }
+            copies += u64::from(queue_on(peer, &kind));
         }
+        metrics().replication_message_sent(sent_kind(&kind), Fanout::All, copies);
+    }
+
+    /// Queues `kind` on the link of minion `name`; on every linked minion if that one is
+    /// not linked (presence may name a minion whose link just went: the others are
+    /// told rather than nobody, and it rescans its agents' queues when it relinks).
+    fn send_to_one(&self, name: &Arc<str>, kind: Kind) {
+        let peers = self.peers.lock().expect("peers lock");
+        let Some(peer) = peers.get(name) else {
+            drop(peers);
+            metrics().fleet_notice_broadcast(BroadcastReason::MinionUnlinked);
+            return self.send_to_all(None, kind);
+        };
+        let sent = queue_on(peer, &kind);
+        metrics().replication_message_sent(sent_kind(&kind), Fanout::One, u64::from(sent));
     }
 
     /// The configured minion `name`, re-reading the config once if it is not known yet.
@@ -420,6 +440,40 @@ fn queued_task_frame(
     )))
 }
 
+/// Queues a copy of `kind` on `peer`'s link; false (counted when full) if it did not fit.
+fn queue_on(peer: &Peer, kind: &Kind) -> bool {
+    match peer.tx.try_send(Ok(envelope(kind.clone()))) {
+        Ok(()) => {
+            metrics().replication_sent.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+            metrics().replication_dropped(ReplicationQueue::Link);
+            false
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// A message's kind, as `packhunt_replication_messages_sent_total` labels it.
+fn sent_kind(kind: &Kind) -> SentKind {
+    match kind {
+        Kind::Hello(_) => SentKind::Hello,
+        Kind::Watched(_) => SentKind::Watched,
+        Kind::Notification(_) => SentKind::Notification,
+        Kind::CancelFlows(_) => SentKind::CancelFlows,
+        Kind::LabelsChanged(_) => SentKind::LabelsChanged,
+        Kind::EventTableChanged(_) => SentKind::EventTableChanged,
+        Kind::Displaced(_) => SentKind::Displaced,
+        Kind::Presence(_)
+        | Kind::Snapshot(_)
+        | Kind::FlowState(_)
+        | Kind::Hunt(_)
+        | Kind::Monitoring(_)
+        | Kind::ClientFacts(_) => SentKind::Other,
+    }
+}
+
 /// Counts and logs a minion's message the master refuses.
 fn refuse(from: &str, why: MinionRefusal, what: std::fmt::Arguments<'_>) {
     metrics().minion_refused(from, why);
@@ -498,6 +552,8 @@ impl Replication for Service {
         let _ = tx.try_send(Ok(envelope(Kind::Hello(reply))));
         // A new link: whatever the minion knew of the watched set is stale.
         let _ = tx.try_send(Ok(envelope(state.watched_now())));
+        metrics().replication_message_sent(SentKind::Hello, Fanout::One, 1);
+        metrics().replication_message_sent(SentKind::Watched, Fanout::One, 1);
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         // A minion that relinks before its old link is seen dead replaces it.
         let replaced = state

@@ -1,7 +1,9 @@
 //! The queues between the glommio executors and the replication thread (tokio).
 //!
 //! Outbound (executors -> link): one bounded crossbeam queue per process. Its producer is
-//! the hub (presence and flow states, which the shards report to it over the mesh):
+//! the hub (presence and flow states, which the shards report to it over the mesh; on the
+//! master, notifications, each with its destination: every minion, or the one that holds
+//! the agent, see `notify::fleet`):
 //! `try_send` never blocks or takes a lock. crossbeam has no waker, so every send also notifies a tokio
 //! `Notify` that the link thread waits on (a permit is stored when it is not waiting, so
 //! no wake is lost). When full: the message is dropped and counted
@@ -48,10 +50,28 @@ pub enum HubMessage {
     SnapshotWanted,
 }
 
+/// Where the master sends a message. A minion's link has one peer (the master) and
+/// ignores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Every linked minion.
+    AllMinions,
+    /// The minion of this name (as its link was admitted); every linked minion if it is
+    /// not linked when the message goes out.
+    Minion(Arc<str>),
+}
+
+/// A message on the outbound queue and where it goes.
+#[derive(Debug)]
+pub struct Routed {
+    pub kind: Kind,
+    pub to: Destination,
+}
+
 /// The producer end of the outbound queue; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: crossbeam_channel::Sender<Kind>,
+    tx: crossbeam_channel::Sender<Routed>,
     wake: Arc<tokio::sync::Notify>,
     presence_lost: Arc<AtomicBool>,
     lanes: Arc<WatchLanes>,
@@ -59,7 +79,7 @@ pub struct Outbox {
 
 /// The link thread's end of the outbound queue.
 pub struct OutboxReceiver {
-    rx: crossbeam_channel::Receiver<Kind>,
+    rx: crossbeam_channel::Receiver<Routed>,
     wake: Arc<tokio::sync::Notify>,
     presence_lost: Arc<AtomicBool>,
     lanes: Arc<WatchLanes>,
@@ -155,14 +175,20 @@ pub fn outbox_with_bounds(
 }
 
 impl Outbox {
-    /// Queues `kind` for the link; false (and counted) if the queue is full.
+    /// Queues `kind` for the link (on the master: for every minion); false (and counted)
+    /// if the queue is full.
     pub fn offer(&self, kind: Kind) -> bool {
+        self.offer_to(kind, Destination::AllMinions)
+    }
+
+    /// Queues `kind` for the link, bound for `to`; false (and counted) if the queue is full.
+    pub fn offer_to(&self, kind: Kind, to: Destination) -> bool {
         // Lost facts heal the way lost presence does: the snapshot makes the master re-read them.
         let is_presence = matches!(
             kind,
             Kind::Presence(_) | Kind::Snapshot(_) | Kind::ClientFacts(_)
         );
-        match self.tx.try_send(kind) {
+        match self.tx.try_send(Routed { kind, to }) {
             Ok(()) => {
                 self.wake.notify_one();
                 true
@@ -267,8 +293,13 @@ impl OutboxReceiver {
         self.wake.notified().await
     }
 
-    /// Takes a queued message, if any.
+    /// Takes a queued message, if any (a minion: everything goes to the master).
     pub fn try_recv(&self) -> Option<Kind> {
+        self.rx.try_recv().ok().map(|routed| routed.kind)
+    }
+
+    /// Takes a queued message with its destination, if any (the master).
+    pub fn try_recv_routed(&self) -> Option<Routed> {
         self.rx.try_recv().ok()
     }
 
@@ -389,6 +420,25 @@ mod tests {
         assert_eq!(
             outbox.forward_monitoring(monitoring(stats, "{}\n")),
             Err(ForwardRefused::Unwatched)
+        );
+    }
+
+    // Goal: a message keeps the destination it was queued for (the master's link thread
+    // sends it there), and a plain offer is for every minion.
+    #[test]
+    fn a_routed_message_keeps_its_destination() {
+        let (outbox, rx) = outbox_with_capacity(4);
+        let one = Destination::Minion(Arc::from("minion:2"));
+        assert!(outbox.offer_to(presence("C.1"), one.clone()));
+        assert!(outbox.offer(presence("C.2")));
+        let first = rx.try_recv_routed().expect("queued");
+        assert_eq!(first.to, one);
+        let second = rx.try_recv_routed().expect("queued");
+        assert_eq!(second.to, Destination::AllMinions);
+        assert!(outbox.offer_to(presence("C.3"), one));
+        assert!(
+            matches!(rx.try_recv(), Some(Kind::Presence(p)) if p.client_id == "C.3"),
+            "a minion takes the message alone"
         );
     }
 

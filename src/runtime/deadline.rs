@@ -15,3 +15,14 @@ pub async fn with_deadline<T>(limit: Duration, fut: impl Future<Output = T>) -> 
         Either::Right(_) => None,
     }
 }
+
+/// Polls `busy` every `interval` until it says no, for at most `limit`; false when the
+/// limit passed first. For a stop waiting on work tracked by counters and flags.
+pub async fn idle_within(limit: Duration, interval: Duration, busy: impl Fn() -> bool) -> bool {
+    let idle = async {
+        while busy() {
+            glommio::timer::sleep(interval).await;
+        }
+    };
+    with_deadline(limit, idle).await.is_some()
+}

@@ -31,6 +31,8 @@ pub struct ShardCtx {
     pub event_taps: EventTaps,
     shutdown: ShutdownSignal,
     next_session_id: Cell<u64>,
+    /// This shard's facts budget and the frontend's memory of recent facts.
+    pub facts: crate::sessions::facts::ShardFacts,
     /// The latest client event table the hub handed over; `None` until the first.
     /// Invariant: its version only grows.
     event_table: RefCell<Option<Arc<FleetTable>>>,
@@ -50,6 +52,7 @@ impl ShardCtx {
         event_taps: EventTaps,
         shutdown: ShutdownSignal,
         audit: crate::audit::AuditLog,
+        facts_memory: crate::sessions::facts::FactsMemory,
     ) -> Rc<Self> {
         let place: Rc<str> = Rc::from(format!("{frontend_name} shard {shard}"));
         let audit = crate::sessions::registry::CloneAudit { log: audit, place };
@@ -64,6 +67,7 @@ impl ShardCtx {
             event_taps,
             shutdown,
             next_session_id: Cell::new(1),
+            facts: crate::sessions::facts::ShardFacts::new(facts_memory),
             event_table: RefCell::new(None),
         })
     }

@@ -8,19 +8,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::datastore::{client_info, DatastoreError, EventBatchError, Fault, FlowState};
-use crate::datastore::{ArtifactName, ClientDir, ClientInfoDoc};
+use crate::datastore::{ArtifactName, DatastoreError, EventBatchError, Fault, FlowState};
 use crate::ids::{ClientId, FlowId, IdError};
 use crate::limits::RETRY_AFTER_BUSY;
 use crate::metrics::{metrics, DiskFullUpload, FileRefusal, RejectReason};
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
-use crate::runtime::offload::offload;
 use crate::sessions::file_upload::ChunkOutcome;
 use crate::sessions::flows::{BatchOutcome, OpenFlows};
 use crate::sessions::shard::ShardCtx;
-use crate::sessions::{disk_full, event_streams};
+use crate::sessions::{disk_full, event_streams, facts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -318,12 +316,16 @@ async fn dispatch(
             Ok(Answer::ok(status, next_seq))
         }
         Kind::Info(info) => {
-            let client = ds.client(client_id);
-            let doc = offload(move || record_seen(&client, &info)).await?;
-            // The master's client index lists what was just recorded; the hub drains the
-            // queue without touching the disk, so this waits only as presence does.
-            let _ = ctx.events.send(ShardEvent::Facts(Box::new(doc))).await;
-            Ok(Answer::ok(upload_ack::Status::Ok, 0))
+            // Facts too large for their own path (sessions/facts.rs) arrive here, under
+            // the upload permit they hold.
+            metrics().facts_general_path.fetch_add(1, Ordering::Relaxed);
+            match facts::record(ctx, client_id, &info, facts::Budget::UploadPermitHeld).await {
+                Ok(()) => Ok(Answer::ok(upload_ack::Status::Ok, 0)),
+                Err(facts::FactsRefusal::Upload(e)) => Err(e),
+                Err(facts::FactsRefusal::Busy) => {
+                    unreachable!("only facts that take the facts budget wait for it")
+                }
+            }
         }
     }
 }
@@ -410,15 +412,4 @@ async fn report_flow_state(
         total_rows,
     };
     let _ = ctx.events.send(event).await;
-}
-
-/// Writes info.json for a connecting agent (facts now, labels and first-seen kept); a
-/// reconnect with unchanged facts writes nothing (see `client_info::record_seen`).
-fn record_seen(client: &ClientDir, info: &pb::ClientInfo) -> Result<ClientInfoDoc, UploadError> {
-    Ok(client_info::record_seen(
-        client,
-        &info.hostname,
-        &info.os,
-        &info.version,
-    )?)
 }

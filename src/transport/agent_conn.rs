@@ -21,7 +21,8 @@ use crate::ids::ClientId;
 use crate::limits::{
     CLIENT_HELLO_TIMEOUT, H2_CONNECTION_WINDOW_IDLE_BYTES, H2_LOCAL_ERROR_RESETS_COUNT,
     H2_PENDING_ACCEPT_RESETS_COUNT, H2_SEND_BUFFER_BYTES, H2_STREAM_WINDOW_BYTES,
-    MAX_H2_CONCURRENT_STREAMS_COUNT, MAX_H2_HEADER_LIST_BYTES, UPLOAD_BODY_IDLE_TIMEOUT,
+    MAX_FACTS_UPLOAD_BYTES, MAX_H2_CONCURRENT_STREAMS_COUNT, MAX_H2_HEADER_LIST_BYTES,
+    UPLOAD_BODY_IDLE_TIMEOUT,
 };
 use crate::metrics::{metrics, ConnectionRefusal, FloodFrame, H2GoAway, RejectReason, UploadStall};
 use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
@@ -30,7 +31,7 @@ use crate::runtime::deadline::with_deadline;
 use crate::runtime::io_compat as compat;
 use crate::sessions::flows::OpenFlows;
 use crate::sessions::shard::ShardCtx;
-use crate::sessions::{tasks, upload};
+use crate::sessions::{facts, tasks, upload};
 use crate::transport::admission::Admission;
 use crate::transport::body::{self, BodyError};
 use crate::transport::client_hello::{HelloSeen, HelloWatch};
@@ -421,7 +422,8 @@ async fn route(
 }
 
 /// One upload: nothing shared is taken until its first DATA frame is in (headers alone
-/// hold no permit), then a slot of the connection's and a permit of the shard's; the body
+/// hold no permit); an agent's facts then go their own way (`handle_facts`), anything
+/// else takes a slot of the connection's and a permit of the shard's; the body
 /// must keep flowing (`UPLOAD_BODY_IDLE_TIMEOUT` between frames) and be whole within the
 /// request timeout.
 async fn handle_upload(
@@ -452,17 +454,16 @@ async fn handle_upload(
             return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
         }
     };
+    if facts::is_facts_upload(&first) {
+        let incoming = Incoming {
+            recv,
+            first,
+            declared,
+        };
+        return handle_facts(ctx, client_id, conn, incoming, respond).await;
+    }
     let Some(_connection_slot) = conn.uploads.admit().await else {
-        metrics()
-            .agentport_uploads_connection_busy
-            .fetch_add(1, Ordering::Relaxed);
-        let wait = crate::transport::upload_permits::retry_after();
-        return respond_bytes(
-            respond,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::new(),
-            Some(wait),
-        );
+        return refuse_connection_busy(respond);
     };
     // The permit comes before the rest of the body: what is not admitted is never read.
     let Some(slot) = admission.uploads.admit().await else {
@@ -494,24 +495,103 @@ async fn handle_upload(
             slot.hold_bytes(bytes.len() as u64);
             upload::handle(&ctx, &client_id, &conn.flows, bytes).await
         }
-        Some(Err(BodyError::TooLarge { max_bytes })) => {
+        Some(Err(e)) => return refuse_body(&ctx, &client_id, respond, Some(e)),
+        None => return refuse_body(&ctx, &client_id, respond, None),
+    };
+    respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
+}
+
+/// An upload body whose first DATA frame is in.
+struct Incoming {
+    recv: h2::RecvStream,
+    first: Bytes,
+    declared: Option<u64>,
+}
+
+/// An agent's facts (sessions/facts.rs): a slot of the connection's like any upload, but
+/// no upload permit: facts wait for their shard's own small budget, and only when the
+/// shard has not seen them recently. The body (≤ `MAX_FACTS_UPLOAD_BYTES`) fits the
+/// connection's idle window, so it is read without widening it.
+async fn handle_facts(
+    ctx: Rc<ShardCtx>,
+    client_id: ClientId,
+    conn: PerConnection,
+    mut incoming: Incoming,
+    respond: SendResponse<Bytes>,
+) {
+    let Some(_connection_slot) = conn.uploads.admit().await else {
+        return refuse_connection_busy(respond);
+    };
+    let read = with_deadline(
+        ctx.config.limits.request_timeout,
+        body::read_capped(
+            &mut incoming.recv,
+            incoming.first,
+            incoming.declared,
+            MAX_FACTS_UPLOAD_BYTES,
+            UPLOAD_BODY_IDLE_TIMEOUT,
+        ),
+    );
+    let bytes = match read.await {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => return refuse_body(&ctx, &client_id, respond, Some(e)),
+        None => return refuse_body(&ctx, &client_id, respond, None),
+    };
+    match facts::handle(&ctx, &client_id, bytes).await {
+        Ok(answer) => respond_bytes(respond, answer.status, answer.encode(), answer.retry_after),
+        Err(facts::FactsBusy) => {
+            let wait = crate::transport::upload_permits::retry_after();
+            respond_bytes(
+                respond,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::new(),
+                Some(wait),
+            )
+        }
+    }
+}
+
+/// 503: the connection has as many uploads admitted as it may.
+fn refuse_connection_busy(respond: SendResponse<Bytes>) {
+    metrics()
+        .agentport_uploads_connection_busy
+        .fetch_add(1, Ordering::Relaxed);
+    let wait = crate::transport::upload_permits::retry_after();
+    respond_bytes(
+        respond,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::new(),
+        Some(wait),
+    );
+}
+
+/// Answers (or drops) an upload whose body could not be read: `None` is the request
+/// timeout.
+fn refuse_body(
+    ctx: &ShardCtx,
+    client_id: &ClientId,
+    respond: SendResponse<Bytes>,
+    error: Option<BodyError>,
+) {
+    match error {
+        Some(BodyError::TooLarge { max_bytes }) => {
             let too_large = upload::UploadError::TooLarge { max_bytes };
-            upload::Answer::rejected(&too_large, limits.disk_full_retry_after)
+            let retry_after = ctx.config.limits.disk_full_retry_after;
+            let answer = upload::Answer::rejected(&too_large, retry_after);
+            respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
         }
-        Some(Err(BodyError::Stalled { .. })) => {
+        Some(BodyError::Stalled { .. }) => {
             metrics().agentport_upload_stalled(UploadStall::InBody);
-            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
+            respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
         }
-        Some(Err(BodyError::Stream(e))) => {
+        Some(BodyError::Stream(e)) => {
             tracing::debug!(client = %client_id, "upload body failed: {e}");
-            return;
         }
         None => {
             metrics().upload_rejected(RejectReason::Timeout);
-            return respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
+            respond_bytes(respond, StatusCode::REQUEST_TIMEOUT, Bytes::new(), None);
         }
-    };
-    respond_bytes(respond, answer.status, answer.encode(), answer.retry_after);
+    }
 }
 
 fn respond_bytes(

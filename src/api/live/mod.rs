@@ -87,10 +87,8 @@ impl LiveStreams {
     /// Waits until every stream has let go, or `limit` passed (the frontend is stopping:
     /// each stream task sees the shutdown at its next tick and ends its body).
     pub async fn wait_ended(&self, limit: std::time::Duration) {
-        let deadline = Instant::now() + limit;
-        while self.open() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(LIVE_STREAMS_GONE_POLL_INTERVAL).await;
-        }
+        let busy = || self.open() > 0;
+        crate::runtime::deadline::idle_within(limit, LIVE_STREAMS_GONE_POLL_INTERVAL, busy).await;
     }
 
     /// A slot for one more stream, or None at the bound.
