@@ -286,16 +286,17 @@ pub fn open_documents(
     client: &ClientDir,
     flow_id: &FlowId,
 ) -> Result<(FlowRequest, FlowStatusDoc), DatastoreError> {
-    let request = match read_request(client, flow_id) {
+    // `recruit`: its queue entry was just read (no second read to tell it is one).
+    let (request, recruit) = match read_request(client, flow_id) {
         Err(e) if e.is_not_found() => {
             let request = recruit_request(client, flow_id)?;
             write_request(client, &request)?;
-            request
+            (request, true)
         }
-        other => other?,
+        other => (other?, false),
     };
     let status = match read_status(client, flow_id) {
-        Err(e) if e.is_not_found() && has_recruit_entry(client, flow_id) => {
+        Err(e) if e.is_not_found() && (recruit || has_recruit_entry(client, flow_id)) => {
             // Two frontends may open the same recruit at once (an agent that moved): both
             // write the same request; only a missing status is written, so neither undoes
             // the other's progress (a race in that instant costs a status rewrite at most).
