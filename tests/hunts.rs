@@ -491,3 +491,116 @@ fn a_master_stopped_or_killed_mid_recruitment_leaves_every_hunt_flow_recorded() 
     assert_eq!(participants(&deployment, &id)?.len(), AGENTS);
     Ok(())
 }
+
+/// The next task on `agent`'s stream (whatever its flow), within 10 s.
+fn next_task(agent: &mut common::RawAgent) -> Result<packhunt::protocol::pb::Task> {
+    for _ in 0..16 {
+        if let packhunt::protocol::pb::server_message::Kind::Task(task) = agent.next_message()? {
+            return Ok(task);
+        }
+    }
+    anyhow::bail!("no task among the first messages")
+}
+
+// Goal: a hunt's flow is one queue entry until its agent answers: no folder before, the
+// API shows it scheduled and lists it, its task names the hunt; the first answer makes
+// the folder with the hunt's request; a stop with cancel_flows closes the flow of an agent
+// that never answered, whose later rows are refused, and the hunt counts it cancelled.
+// Method: two raw agents on a master, one answering and one silent.
+#[test]
+fn a_hunt_flow_is_made_by_its_first_answer_and_a_stop_cancels_the_unanswered() -> Result<()> {
+    use common::cancel::{send_end, send_rows, stored_rows, ARTIFACT};
+    let deployment = Deployment::start()?;
+    let mut answering = common::RawAgent::connect(&deployment)?;
+    let mut silent = common::RawAgent::connect(&deployment)?;
+    deployment.wait_connected(2, Duration::from_secs(30))?;
+    let created = post(
+        &deployment,
+        "/api/v1/hunts",
+        json!({ "artifacts": [ARTIFACT], "condition": { "os": "linux" } }),
+    )?;
+    let id = created["hunt_id"].as_str().unwrap().to_string();
+    post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
+    let answering_task = next_task(&mut answering)?;
+    let silent_task = next_task(&mut silent)?;
+    assert_eq!(answering_task.hunt_id, id, "the task names its hunt");
+    let clients = deployment.datastore().join("clients");
+    for (agent, task) in [(&answering, &answering_task), (&silent, &silent_task)] {
+        let client = clients.join(&agent.client_id);
+        assert!(
+            !client.join("collections").join(&task.flow_id).exists(),
+            "no flow folder before the first answer"
+        );
+        let entry = std::fs::read_to_string(client.join("tasks").join(&task.flow_id))?;
+        assert!(
+            entry.contains(&id),
+            "the queue entry names the hunt: {entry}"
+        );
+        let (status, doc) = deployment.api().get(&format!(
+            "/api/v1/clients/{}/collections/{}",
+            agent.client_id, task.flow_id
+        ))?;
+        assert_eq!(
+            (status, doc["state"].as_str()),
+            (200, Some("scheduled")),
+            "{doc}"
+        );
+        let (_, list) = deployment
+            .api()
+            .get(&format!("/api/v1/clients/{}/collections", agent.client_id))?;
+        assert_eq!(list["items"][0]["flow_id"], task.flow_id, "{list}");
+    }
+
+    let flow = &answering_task.flow_id;
+    assert_eq!(send_rows(&mut answering, flow, 0, 3)?, 200);
+    let folder = clients
+        .join(&answering.client_id)
+        .join("collections")
+        .join(flow);
+    let request: Value = serde_json::from_slice(&std::fs::read(folder.join("request.json"))?)?;
+    assert_eq!(request["hunt_id"], id.as_str(), "{request}");
+    assert_eq!(request["artifacts"][0]["name"], ARTIFACT, "{request}");
+    assert_eq!(
+        request["create_time_us"].as_u64(),
+        Some(answering_task.create_time_us),
+        "the recruit's time, as its task said"
+    );
+    assert_eq!(send_end(&mut answering, flow, 3, 1)?, 200);
+    wait_hunt(&deployment, &id, Duration::from_secs(30), |h| {
+        h["completed"] == 1
+    })?;
+
+    let (status, stopped) = deployment.api().post(
+        &format!("/api/v1/hunts/{id}/stop"),
+        &json!({ "cancel_flows": true }),
+    )?;
+    assert_eq!(status, 200, "{stopped}");
+    let done = wait_hunt(&deployment, &id, Duration::from_secs(30), |h| {
+        h["cancelled"] == 1
+    })?;
+    assert_eq!(
+        (
+            done["scheduled"].as_u64(),
+            done["completed"].as_u64(),
+            done["total_rows"].as_u64()
+        ),
+        (Some(2), Some(1), Some(3)),
+        "{done}"
+    );
+    let silent_flow = &silent_task.flow_id;
+    let (_, doc) = deployment.api().get(&format!(
+        "/api/v1/clients/{}/collections/{silent_flow}",
+        silent.client_id
+    ))?;
+    assert_eq!(doc["state"], "cancelled", "{doc}");
+    assert_eq!(
+        send_rows(&mut silent, silent_flow, 0, 2)?,
+        409,
+        "rows after the cancel are refused"
+    );
+    assert_eq!(
+        stored_rows(&deployment.datastore(), &silent.client_id, silent_flow),
+        0
+    );
+    Ok(())
+}

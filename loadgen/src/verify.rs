@@ -355,9 +355,8 @@ fn flows_to_check(
         let Some(dir) = client_dir(datastore, client, v) else {
             continue;
         };
-        if !dir.collections_dir().is_dir() {
-            continue;
-        }
+        // Listed even without a collections folder: a hunt recruit its agent never
+        // answered has only a queue entry.
         let listed = list_flows(&dir).with_context(|| format!("listing the flows of {client}"))?;
         for flow in listed {
             if flows.contains_key(flow.as_str()) {

@@ -39,7 +39,7 @@ pub async fn results(
     let ds = ctx.datastore.clone();
     let (dir, artifact) = offload(move || {
         let client_dir = ds.client(&client);
-        let request = datastore::read_request(&client_dir, &flow)?;
+        let request = datastore::flow::queued_request(&client_dir, &flow)?;
         let artifact = collected_artifact(&request, wanted.as_deref())?;
         Ok::<_, ApiError>((client_dir.flow(&flow), artifact))
     })
@@ -69,7 +69,7 @@ pub async fn results(
 pub async fn collection_zip(ctx: &ApiCtx, client: ClientId, flow: FlowId) -> ApiResult {
     let ds = ctx.datastore.clone();
     let (request, status) = offload(move || {
-        let request = datastore::read_request(&ds.client(&client), &flow)?;
+        let request = datastore::flow::queued_request(&ds.client(&client), &flow)?;
         let status = crate::api::routes::live_status(&ds, &client, &flow)?;
         Ok::<_, ApiError>((request, status))
     })
@@ -429,14 +429,19 @@ fn write_upload_records(dir: &FlowDir, tagged: bool, w: &mut impl Write) -> io::
     Ok(())
 }
 
-/// `{"client_id","flow_id","status"}` per participant; status null when unreadable.
+/// `{"client_id","flow_id","status"}` per participant (a recruit its agent has not
+/// answered yet is scheduled); status null when unreadable.
 fn write_participants(
     ds: &Datastore,
     flows: &[(ClientId, FlowId)],
     w: &mut impl Write,
 ) -> io::Result<()> {
     for (client, flow) in flows {
-        let status = datastore::read_status(&ds.client(client), flow).ok();
+        let dir = ds.client(client);
+        let status = datastore::read_status(&dir, flow).ok().or_else(|| {
+            let request = datastore::flow::queued_request(&dir, flow).ok()?;
+            Some(datastore::FlowStatusDoc::scheduled(&request))
+        });
         let mut line = serde_json::to_vec(&json!({
             "client_id": client.as_str(),
             "flow_id": flow.as_str(),

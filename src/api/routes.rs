@@ -599,9 +599,16 @@ pub(crate) fn live_status(
 ) -> Result<FlowStatusDoc, ApiError> {
     let client = ds.client(client_id);
     let dir = client.flow(flow_id);
-    let mut doc = datastore::read_status(&client, flow_id)?;
+    let mut doc = match datastore::read_status(&client, flow_id) {
+        // A hunt recruit its agent has not answered yet: scheduled, from its queue entry.
+        Err(e) if e.is_not_found() => match datastore::flow::queued_request(&client, flow_id) {
+            Ok(request) => return Ok(FlowStatusDoc::scheduled(&request)),
+            Err(_) => return Err(e.into()),
+        },
+        other => other?,
+    };
     if doc.state == FlowState::InProgress {
-        let request = datastore::read_request(&client, flow_id)?;
+        let request = datastore::flow::queued_request(&client, flow_id)?;
         doc.artifacts.clear();
         let (mut rows, mut bytes) = (0, 0);
         for a in &request.artifacts {
@@ -632,7 +639,7 @@ fn results(
 ) -> ApiResult {
     let client = ds.client(client_id);
     let dir = client.flow(flow_id);
-    let request = datastore::read_request(&client, flow_id)?;
+    let request = datastore::flow::queued_request(&client, flow_id)?;
     let artifact = match query.get("artifact") {
         Some(a) => a.clone(),
         None => request

@@ -109,7 +109,7 @@ fn known_flow(
     flow: &FlowId,
 ) -> Result<datastore::FlowDir, ApiError> {
     let dir = ds.client(client);
-    match datastore::read_request(&dir, flow) {
+    match datastore::flow::queued_request(&dir, flow) {
         Ok(_) => Ok(dir.flow(flow)),
         Err(e) if e.is_not_found() => Err(ApiError::NotFound(format!(
             "client {client} has no collection {flow}"

@@ -5,6 +5,13 @@
 //! the agent has not picked up yet, so a task survives a frontend restart and is
 //! delivered by whichever frontend the agent reaches next. Documents are replaced
 //! atomically (`atomic.rs`). It must not decide state transitions; callers do.
+//!
+//! A hunt's recruit is lazier: its queue entry names the hunt and the recruit time
+//! ([`write_hunt_recruit`]) and it has no flow folder yet. Its request is the hunt's
+//! document with the recruit's ids; the folder, request.json and status.json come into
+//! being with the agent's first answer (or a cancel): [`open_documents`]. One small file
+//! per recruit instead of a folder and three documents is what lets a hunt reach a whole
+//! fleet at once.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +24,7 @@ use super::atomic::{ensure_dir, read_json, sync_dir, sync_file, write_atomic, wr
 use super::listing::ids_in;
 use super::path::{ArtifactName, ClientDir};
 use super::{io_error, serde_ids, DatastoreError};
-use crate::ids::{ClientId, FlowId};
+use crate::ids::{ClientId, FlowId, HuntId};
 use crate::limits::FlowLimits;
 
 /// `request.json`: the collection as the API accepted it.
@@ -224,6 +231,124 @@ pub fn read_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest,
     Ok(request)
 }
 
+/// A hunt recruit's queue entry (`tasks/<flow_id>`): which hunt, and when it was
+/// recruited. A collection's entry holds its flow id instead (its request.json is on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct HuntRecruitEntry {
+    #[serde(with = "serde_ids::hunt_id")]
+    hunt_id: HuntId,
+    create_time_us: u64,
+}
+
+/// Queues a hunt's flow for its agent with one small file, and nothing else: the flow's
+/// folder and documents are made from the hunt's document when its agent first answers
+/// ([`open_documents`]). Not synced (the recruiter makes a batch durable at once).
+pub fn write_hunt_recruit(client: &ClientDir, request: &FlowRequest) -> Result<(), DatastoreError> {
+    if &request.client_id != client.id() {
+        return Err(DatastoreError::Mismatch {
+            what: "a hunt recruit's client_id is not this client",
+        });
+    }
+    let Some(hunt_id) = request
+        .hunt_id
+        .as_deref()
+        .and_then(|h| HuntId::parse(h).ok())
+    else {
+        return Err(DatastoreError::Mismatch {
+            what: "a hunt recruit names no hunt",
+        });
+    };
+    let entry = HuntRecruitEntry {
+        hunt_id,
+        create_time_us: request.create_time_us,
+    };
+    let bytes = serde_json::to_vec(&entry).map_err(|source| DatastoreError::Document {
+        path: client.task_path(&request.flow_id),
+        source,
+    })?;
+    ensure_dir(&client.tasks_dir(), false)?;
+    write_atomic(&client.task_path(&request.flow_id), &bytes, false)
+}
+
+/// The request of a queued flow: its request.json, or, for a hunt recruit not yet
+/// answered, the one its queue entry and hunt document make (nothing is written).
+pub fn queued_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest, DatastoreError> {
+    match read_request(client, flow_id) {
+        Err(e) if e.is_not_found() => recruit_request(client, flow_id),
+        other => other,
+    }
+}
+
+/// The flow's request and status. A hunt recruit's flow that has none yet gets them now,
+/// from its queue entry and hunt document (its agent's first answer, or a cancel, is
+/// opening it); a flow neither on disk nor queued as a recruit is not found.
+pub fn open_documents(
+    client: &ClientDir,
+    flow_id: &FlowId,
+) -> Result<(FlowRequest, FlowStatusDoc), DatastoreError> {
+    // `recruit`: its queue entry was just read (no second read to tell it is one).
+    let (request, recruit) = match read_request(client, flow_id) {
+        Err(e) if e.is_not_found() => {
+            let request = recruit_request(client, flow_id)?;
+            write_request(client, &request)?;
+            (request, true)
+        }
+        other => (other?, false),
+    };
+    let status = match read_status(client, flow_id) {
+        Err(e) if e.is_not_found() && (recruit || has_recruit_entry(client, flow_id)) => {
+            // Two frontends may open the same recruit at once (an agent that moved): both
+            // write the same request; only a missing status is written, so neither undoes
+            // the other's progress (a race in that instant costs a status rewrite at most).
+            let status = FlowStatusDoc::scheduled(&request);
+            write_status(client, &status)?;
+            status
+        }
+        other => other?,
+    };
+    Ok((request, status))
+}
+
+/// Whether the flow's queue entry is a hunt recruit's.
+pub fn has_recruit_entry(client: &ClientDir, flow_id: &FlowId) -> bool {
+    read_recruit_entry(client, flow_id).is_ok()
+}
+
+fn read_recruit_entry(
+    client: &ClientDir,
+    flow_id: &FlowId,
+) -> Result<HuntRecruitEntry, DatastoreError> {
+    let path = client.task_path(flow_id);
+    let bytes = fs::read(&path).map_err(io_error("read", &path))?;
+    if bytes.first() != Some(&b'{') {
+        // A collection's entry: its request.json is what is missing.
+        return Err(DatastoreError::NotFound { path });
+    }
+    serde_json::from_slice(&bytes).map_err(|source| DatastoreError::Document { path, source })
+}
+
+/// The request a hunt recruit's queue entry and its hunt's document make.
+fn recruit_request(client: &ClientDir, flow_id: &FlowId) -> Result<FlowRequest, DatastoreError> {
+    let entry = read_recruit_entry(client, flow_id)?;
+    let path = client.hunt_path(&entry.hunt_id);
+    let hunt: super::hunt::HuntDoc = read_json(&path)?;
+    if hunt.hunt_id != entry.hunt_id {
+        return Err(DatastoreError::Corrupt {
+            path,
+            reason: "names another hunt".into(),
+        });
+    }
+    Ok(FlowRequest {
+        flow_id: flow_id.clone(),
+        client_id: client.id().clone(),
+        artifacts: hunt.artifacts,
+        create_time_ms: entry.create_time_us / 1000,
+        create_time_us: entry.create_time_us,
+        hunt_id: Some(entry.hunt_id.to_string()),
+        limits: hunt.limits,
+    })
+}
+
 /// Schedules a flow: `request.json`, `status.json` (scheduled) and the agent's queue
 /// entry, written without waiting for the disk so that the agent can be told at once;
 /// [`sync_scheduled`] then makes them durable, and only after it may the scheduler
@@ -369,8 +494,8 @@ pub fn cancel(
     flow_id: &FlowId,
     now_ms: u64,
 ) -> Result<CancelOutcome, DatastoreError> {
-    let request = read_request(client, flow_id)?;
-    let mut status = read_status(client, flow_id)?;
+    // A hunt recruit not answered yet is made a flow here, to be closed like any other.
+    let (request, mut status) = open_documents(client, flow_id)?;
     if status.state.is_terminal() {
         return Ok(CancelOutcome::AlreadyEnded(status.state));
     }
@@ -397,8 +522,9 @@ pub fn cancel(
 }
 
 /// The client's flows, newest first (by request create time; flows whose request is
-/// missing or unreadable sort last, still listed so they can be inspected). Entries
-/// that are not flow folders (temp files, junk) are skipped.
+/// missing or unreadable sort last, still listed so they can be inspected), hunt recruits
+/// not answered yet among them. Entries that are not flow folders (temp files, junk) are
+/// skipped.
 pub fn list_flows(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
     let dir = client.collections_dir();
     let mut flows: Vec<(u64, u64, FlowId)> = Vec::new();
@@ -410,6 +536,16 @@ pub fn list_flows(client: &ClientDir) -> Result<Vec<FlowId>, DatastoreError> {
         let (ms, us) =
             read_request(client, &flow_id).map_or((0, 0), |r| (r.create_time_ms, r.create_time_us));
         flows.push((ms, us, flow_id));
+    }
+    // Hunt recruits its agent has not answered yet have no folder, only a queue entry.
+    for listed in ids_in(&client.tasks_dir(), "", FlowId::parse)? {
+        let (flow_id, _) = listed?;
+        if let Ok(entry) = read_recruit_entry(client, &flow_id) {
+            if !client.flow(&flow_id).path().exists() {
+                let us = entry.create_time_us;
+                flows.push((us / 1000, us, flow_id));
+            }
+        }
     }
     flows.sort_unstable_by(|a, b| b.cmp(a));
     Ok(flows.into_iter().map(|(_, _, id)| id).collect())
@@ -561,6 +697,94 @@ mod tests {
         set.append_batch(0, b"{\"a\":1}\n").unwrap();
         unschedule(&client, &req.flow_id);
         assert!(client.flow(&req.flow_id).path().exists());
+    }
+
+    // Goal: a hunt recruit is one queue entry until its agent answers: its task (built
+    // from the entry and the hunt's document) is what a collection's would be; its first
+    // answer (or a cancel) makes the folder, request.json and status.json, once, without
+    // undoing what is already there; an entry that is not a recruit's, or none, is not a
+    // flow an agent may open.
+    #[test]
+    fn a_hunt_recruit_is_a_queue_entry_until_its_first_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let client = ds.client(&ClientId::parse("C.0123456789abcdef").unwrap());
+        std::fs::create_dir_all(client.path()).unwrap();
+        let template = request(&client, 9, 1_700_000_000_000);
+        let hunt = crate::datastore::hunt::HuntDoc {
+            hunt_id: HuntId::random(),
+            artifacts: template.artifacts.clone(),
+            condition: Default::default(),
+            create_time_ms: 1,
+            expires_ms: 0,
+            state: crate::datastore::hunt::HuntState::Running,
+            start_time_ms: Some(1),
+            stop_time_ms: None,
+            limits: FlowLimits {
+                timeout_s: 60,
+                ..Default::default()
+            },
+        };
+        crate::datastore::hunt::write_hunt(&ds, &hunt).unwrap();
+        let recruit = FlowRequest {
+            hunt_id: Some(hunt.hunt_id.to_string()),
+            limits: hunt.limits,
+            create_time_ms: 1_700_000_000_123,
+            create_time_us: 1_700_000_000_123_456,
+            ..template
+        };
+        write_hunt_recruit(&client, &recruit).unwrap();
+        let flow = client.flow(&recruit.flow_id);
+        assert!(!flow.path().exists(), "no folder before the first answer");
+        assert_eq!(
+            pending_tasks(&client).unwrap(),
+            vec![recruit.flow_id.clone()]
+        );
+        assert_eq!(queued_request(&client, &recruit.flow_id).unwrap(), recruit);
+        assert!(read_request(&client, &recruit.flow_id)
+            .unwrap_err()
+            .is_not_found());
+
+        let (opened, status) = open_documents(&client, &recruit.flow_id).unwrap();
+        assert_eq!(opened, recruit);
+        assert_eq!(status, FlowStatusDoc::scheduled(&recruit));
+        assert_eq!(read_request(&client, &recruit.flow_id).unwrap(), recruit);
+        // Progress made elsewhere is kept by a second opening.
+        let mut started = status.clone();
+        started.state = FlowState::InProgress;
+        write_status(&client, &started).unwrap();
+        let (_, again) = open_documents(&client, &recruit.flow_id).unwrap();
+        assert_eq!(again.state, FlowState::InProgress);
+
+        // A cancel of a recruit never answered closes it like any flow.
+        let other = FlowRequest {
+            flow_id: FlowId::random(),
+            ..recruit.clone()
+        };
+        write_hunt_recruit(&client, &other).unwrap();
+        let CancelOutcome::Cancelled(doc) = cancel(&client, &other.flow_id, 42).unwrap() else {
+            panic!("a queued recruit is cancelled");
+        };
+        assert_eq!(doc.state, FlowState::Cancelled);
+        assert_eq!(
+            read_status(&client, &other.flow_id).unwrap().state,
+            FlowState::Cancelled
+        );
+        assert!(!pending_tasks(&client).unwrap().contains(&other.flow_id));
+
+        // Neither a collection's entry without its request nor no entry opens a flow.
+        let plain = FlowId::random();
+        enqueue_task(&client, &plain).unwrap();
+        assert!(open_documents(&client, &plain).unwrap_err().is_not_found());
+        assert!(open_documents(&client, &FlowId::random())
+            .unwrap_err()
+            .is_not_found());
+        // A recruit without a hunt is refused at the write.
+        let no_hunt = FlowRequest {
+            hunt_id: None,
+            ..recruit
+        };
+        assert!(write_hunt_recruit(&client, &no_hunt).is_err());
     }
 
     // Goal: a take-back of a flow a stopped process was writing removes its half-written

@@ -156,6 +156,14 @@ impl ClientDir {
         self.tasks_dir().join(flow.as_str())
     }
 
+    /// `<root>/hunts/<hunt_id>.json`: the document a hunt recruit's flow is made from
+    /// (`flow::open_documents`).
+    pub fn hunt_path(&self, hunt: &HuntId) -> PathBuf {
+        // `dir` is `<root>/clients/<id>` (the invariant above).
+        let root = self.dir.ancestors().nth(2).unwrap_or(&self.dir);
+        root.join(HUNTS_DIR).join(format!("{}.json", hunt.as_str()))
+    }
+
     /// `monitoring/`: one folder per event artifact the agent has sent rows of.
     pub fn monitoring_dir(&self) -> PathBuf {
         self.dir.join("monitoring")

@@ -6,9 +6,10 @@
 //! frontends there are; minions only deliver the tasks (the notifications reach them like
 //! any collection's).
 //!
-//! Recruiting an agent writes its flow (request.json with the hunt id, status.json, the
-//! task queue entry), then appends it to the hunt's participants file, then notifies the
-//! fleet. Statistics come from flow-end events, each applied once per flow, and can be
+//! Recruiting an agent notes it in the hunt's recruiting journal, queues its flow (one
+//! small queue entry naming the hunt: the flow's folder, request.json and status.json are
+//! made from the hunt's document at the agent's first answer), then appends it to the
+//! hunt's participants file, then notifies the fleet. Statistics come from flow-end events, each applied once per flow, and can be
 //! recounted from disk: the master does so at start and re-checks unfinished flows
 //! periodically, so a dropped event only delays a count.
 
@@ -557,16 +558,22 @@ fn settle_recruiting(datastore: &Datastore, run: &mut HuntRun) -> Vec<FlowReques
             continue;
         }
         let dir = datastore.client(&client);
-        let whole = datastore::read_request(&dir, &flow)
+        let request = datastore::flow::queued_request(&dir, &flow)
             .ok()
-            .filter(|r| r.hunt_id.as_deref() == Some(hunt_id.as_str()))
-            .zip(datastore::read_status(&dir, &flow).ok());
+            .filter(|r| r.hunt_id.as_deref() == Some(hunt_id.as_str()));
+        let status = datastore::read_status(&dir, &flow).ok();
+        // Whole: queued as a recruit (answered or not), or a flow with its status.
+        let whole =
+            request.filter(|_| status.is_some() || datastore::flow::has_recruit_entry(&dir, &flow));
         match whole {
-            Some((request, status))
+            Some(request)
                 if run.doc.state == HuntState::Running && !run.participants.contains(&client) =>
             {
-                // The queue entry is the last of a flow's three writes: it may be missing.
-                let rejoined = if status.state == FlowState::Scheduled {
+                // A flow's queue entry is the last of its writes: it may be missing.
+                let rejoined = if status
+                    .as_ref()
+                    .is_some_and(|s| s.state == FlowState::Scheduled)
+                {
                     datastore::enqueue_task(&dir, &flow)
                 } else {
                     Ok(())
@@ -585,7 +592,9 @@ fn settle_recruiting(datastore: &Datastore, run: &mut HuntRun) -> Vec<FlowReques
                 }
                 tracing::info!(hunt = %hunt_id, client = %client, flow = %flow, "a flow recruited before a stop joins its hunt");
                 run.add_participant(client, flow.clone());
-                run.apply_status(&flow, &status);
+                if let Some(status) = &status {
+                    run.apply_status(&flow, status);
+                }
                 joined.push(request);
             }
             _ => {
@@ -685,11 +694,13 @@ mod tests {
         }
     }
 
-    // Goal: the flows a master wrote for recruits whose participant line it never
-    // appended (it died in between) are settled at the next load: a whole one of a
-    // running hunt joins it (counted, queued for its agent, and returned to be told), a
-    // half-written one is taken back without a trace, a recruit already recorded is left
-    // as it is; a stopped hunt takes back even a whole one. The journal is then empty.
+    // Goal: the flows a master queued for recruits whose participant line it never
+    // appended (it died in between) are settled at the next load: a queued one of a
+    // running hunt joins it (counted, still queued for its agent, and returned to be
+    // told), also when its agent already answered on another frontend; one whose queue
+    // entry was never completed is taken back without a trace; a recruit already
+    // recorded is left as it is; a stopped hunt takes back even a whole one. The journal
+    // is then empty.
     #[test]
     fn a_load_settles_the_flows_a_stopped_master_left_unrecorded() {
         let dir = tempfile::tempdir().unwrap();
@@ -708,9 +719,10 @@ mod tests {
         let (running, stopped) = (doc(HuntState::Running), doc(HuntState::Stopped));
         hunt::write_hunt(&ds, &running).unwrap();
         hunt::write_hunt(&ds, &stopped).unwrap();
-        let (recorded, whole, half) = (
+        let (recorded, whole, answered, half) = (
             recruit(&ds, &running, 1),
             recruit(&ds, &running, 2),
+            recruit(&ds, &running, 5),
             recruit(&ds, &running, 3),
         );
         let of_stopped = recruit(&ds, &stopped, 4);
@@ -718,45 +730,57 @@ mod tests {
         hunt::append_recruiting(
             &ds,
             &running.hunt_id,
-            &[pair(&recorded), pair(&whole), pair(&half)],
+            &[pair(&recorded), pair(&whole), pair(&answered), pair(&half)],
         )
         .unwrap();
         hunt::append_recruiting(&ds, &stopped.hunt_id, &[pair(&of_stopped)]).unwrap();
-        for r in [&recorded, &whole, &half, &of_stopped] {
-            datastore::write_scheduled(&ds.client(&r.client_id), r).unwrap();
+        for r in [&recorded, &whole, &answered, &of_stopped] {
+            datastore::flow::write_hunt_recruit(&ds.client(&r.client_id), r).unwrap();
         }
         hunt::append_participants(&ds, &running.hunt_id, &[pair(&recorded)]).unwrap();
-        // The half-written one: its status and queue entry never came, a temporary file did.
+        // The answered one's agent got it from the queue and answered on another frontend.
+        let (_, status) =
+            datastore::flow::open_documents(&ds.client(&answered.client_id), &answered.flow_id)
+                .unwrap();
+        assert_eq!(status.state, FlowState::Scheduled);
+        // The half-written one: its queue entry's write never finished.
         let half_dir = ds.client(&half.client_id);
-        let half_flow = half_dir.flow(&half.flow_id);
-        std::fs::remove_file(half_flow.status_json()).unwrap();
-        datastore::remove_task(&half_dir, &half.flow_id).unwrap();
-        let tmp = crate::datastore::path::temp_sibling(&half_flow.status_json()).unwrap();
-        std::fs::write(tmp, b"{").unwrap();
-        // The whole one lost its queue entry (the last of its three writes).
-        datastore::remove_task(&ds.client(&whole.client_id), &whole.flow_id).unwrap();
+        std::fs::create_dir_all(half_dir.tasks_dir()).unwrap();
+        let tmp = crate::datastore::path::temp_sibling(&half_dir.task_path(&half.flow_id)).unwrap();
+        std::fs::write(&tmp, b"{").unwrap();
 
         let (runs, joined) = recount_all(&ds).unwrap();
-        assert_eq!(joined, vec![whole.clone()], "the whole one is to be told");
+        assert_eq!(
+            joined,
+            vec![whole.clone(), answered.clone()],
+            "the queued ones are to be told"
+        );
         let run = runs
             .iter()
             .find(|r| r.doc.hunt_id == running.hunt_id)
             .unwrap();
-        assert_eq!(run.flows, vec![pair(&recorded), pair(&whole)]);
+        assert_eq!(
+            run.flows,
+            vec![pair(&recorded), pair(&whole), pair(&answered)]
+        );
         assert_eq!(
             hunt::read_participants(&ds, &running.hunt_id).unwrap(),
-            vec![pair(&recorded), pair(&whole)],
-            "the whole one is on disk as a participant"
+            vec![pair(&recorded), pair(&whole), pair(&answered)],
+            "they are on disk as participants"
         );
-        assert_eq!(
-            datastore::pending_tasks(&ds.client(&whole.client_id)).unwrap(),
-            vec![whole.flow_id.clone()],
-            "and queued for its agent"
-        );
-        assert!(!half_flow.path().exists(), "the half-written one is gone");
-        let gone = ds.client(&of_stopped.client_id).flow(&of_stopped.flow_id);
+        for r in [&whole, &answered] {
+            assert_eq!(
+                datastore::pending_tasks(&ds.client(&r.client_id)).unwrap(),
+                vec![r.flow_id.clone()],
+                "and still queued for their agents"
+            );
+        }
+        assert!(!tmp.exists(), "the half-written entry is gone");
+        assert!(datastore::pending_tasks(&half_dir).unwrap().is_empty());
         assert!(
-            !gone.path().exists(),
+            datastore::pending_tasks(&ds.client(&of_stopped.client_id))
+                .unwrap()
+                .is_empty(),
             "a stopped hunt recruits no one, even at a load"
         );
         assert!(hunt::read_participants(&ds, &stopped.hunt_id)
@@ -772,6 +796,6 @@ mod tests {
             .iter()
             .find(|r| r.doc.hunt_id == running.hunt_id)
             .unwrap();
-        assert_eq!(run.flows.len(), 2);
+        assert_eq!(run.flows.len(), 3);
     }
 }

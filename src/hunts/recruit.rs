@@ -272,10 +272,11 @@ async fn recruit_batch(hunts: &Hunts, batch: Vec<Recruit>) {
     }
 }
 
-/// The journal first, then the flows, then the participant lines (one append per hunt
-/// each): a participant always has its flow, and a flow written for a participant line
-/// that never came (the process died between) is in the journal for the next start to
-/// settle. Runs on the blocking pool.
+/// The journal first, then the recruits' queue entries (their flows' folders come with
+/// the agents' first answers: `datastore::flow::write_hunt_recruit`), then the participant
+/// lines (one append per hunt each): a participant always has its queued flow, and one
+/// queued for a participant line that never came (the process died between) is in the
+/// journal for the next start to settle. Runs on the blocking pool.
 ///
 /// Each recruit's outcome carries its error as text: one failed append fails every
 /// recruit of that hunt in the batch.
@@ -302,8 +303,10 @@ fn write_recruits(
         .map(|(hunt_id, request)| {
             let written = match unjournaled.get(&hunt_id) {
                 Some(reason) => Err(reason.clone()),
-                None => datastore::write_scheduled(&ds.client(&request.client_id), &request)
-                    .map_err(|e| e.to_string()),
+                None => {
+                    datastore::flow::write_hunt_recruit(&ds.client(&request.client_id), &request)
+                        .map_err(|e| e.to_string())
+                }
             };
             (hunt_id, request, written)
         })

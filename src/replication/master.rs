@@ -434,7 +434,7 @@ fn queued_task_frame(
     if !crate::datastore::flow::pending_tasks(&client)?.contains(flow_id) {
         return Ok(None);
     }
-    let request = crate::datastore::flow::read_request(&client, flow_id)?;
+    let request = crate::datastore::flow::queued_request(&client, flow_id)?;
     Ok(Some(crate::protocol::tasks::task_frame(
         request.into_task(),
     )))

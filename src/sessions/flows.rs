@@ -130,17 +130,18 @@ impl OpenFlow {
     ) -> Result<Self, UploadError> {
         let client = datastore.client(client_id);
         let dir = client.flow(flow_id);
-        // The flow must exist under this client's own folder: an agent can only write
+        // The flow must exist under this client's own folder, or be queued there as a
+        // hunt recruit (whose folder its first answer makes): an agent can only write
         // into collections that were scheduled for it.
-        let request =
-            datastore::read_request(&client, flow_id).map_err(|e| match e.is_not_found() {
+        let (request, status) = datastore::flow::open_documents(&client, flow_id).map_err(|e| {
+            match e.is_not_found() {
                 true => UploadError::NotYourFlow {
                     flow: flow_id.to_string(),
                     client: client_id.clone(),
                 },
                 false => UploadError::Datastore(e),
-            })?;
-        let status = datastore::read_status(&client, flow_id)?;
+            }
+        })?;
         Ok(Self {
             client,
             dir,

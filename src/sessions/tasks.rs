@@ -24,7 +24,8 @@ use crate::runtime::offload::offload;
 use crate::sessions::registry::{AgentTable, Relabelled};
 use crate::sessions::shard::ShardCtx;
 
-/// Builds the task frame for a queued flow from its request.json. Blocking: run it
+/// Builds the task frame for a queued flow from its request.json (or, for a hunt
+/// recruit not answered yet, its queue entry and hunt document). Blocking: run it
 /// through `offload`.
 pub fn task_frame(
     datastore: &Datastore,
@@ -33,7 +34,7 @@ pub fn task_frame(
 ) -> Result<Bytes, DatastoreError> {
     let client = datastore.client(client_id);
     Ok(crate::protocol::tasks::task_frame(
-        flow::read_request(&client, flow_id)?.into_task(),
+        flow::queued_request(&client, flow_id)?.into_task(),
     ))
 }
 
