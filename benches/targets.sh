@@ -28,7 +28,9 @@
 #   bash benches/targets.sh p2-fleet [N]  one collection to N agents at once (N=19000; a hunt,
 #                                         recruitment unthrottled), fsync_documents true vs false,
 #                                         and the datastore on tmpfs (P2F_ARMS; an arm ARM@D
-#                                         sets [frontend] io_ring_depth = D)
+#                                         sets [frontend] io_ring_depth = D); KEEP_DATA=1 keeps every
+#                                         datastore (on ext4 without a journal a mass delete slows the
+#                                         next run's inode allocations for minutes: tuning.md)
 #   bash benches/targets.sh events [N]    N agents x EPS events/s for EVENTS_S s (N=15000, EPS=1,
 #                                         EVENTS_S=300) on EVENTS_FRONTENDS (1; 3 = master + 2 minions):
 #                                         ingest rows/s and MB/s, watch lag, a file sink's lag (1 frontend),
@@ -72,7 +74,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,67p' "$0" >&2; exit 2; }
+usage() { sed -n '2,70p' "$0" >&2; exit 2; }
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
