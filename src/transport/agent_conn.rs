@@ -468,13 +468,7 @@ async fn handle_upload(
     // The permit comes before the rest of the body: what is not admitted is never read.
     let Some(slot) = admission.uploads.admit().await else {
         metrics().upload_rejected(RejectReason::Concurrency);
-        let wait = crate::transport::upload_permits::retry_after();
-        return respond_bytes(
-            respond,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::new(),
-            Some(wait),
-        );
+        return respond_busy(respond);
     };
     // Only now may the agent send more than the idle window: the body is read at once.
     let widened = conn.window.widen();
@@ -539,15 +533,7 @@ async fn handle_facts(
     };
     match facts::handle(&ctx, &client_id, bytes).await {
         Ok(answer) => respond_bytes(respond, answer.status, answer.encode(), answer.retry_after),
-        Err(facts::FactsBusy) => {
-            let wait = crate::transport::upload_permits::retry_after();
-            respond_bytes(
-                respond,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Bytes::new(),
-                Some(wait),
-            )
-        }
+        Err(facts::FactsBusy) => respond_busy(respond),
     }
 }
 
@@ -556,6 +542,11 @@ fn refuse_connection_busy(respond: SendResponse<Bytes>) {
     metrics()
         .agentport_uploads_connection_busy
         .fetch_add(1, Ordering::Relaxed);
+    respond_busy(respond);
+}
+
+/// 503 with a jittered Retry-After: busy now, the agent keeps what it sent and comes back.
+fn respond_busy(respond: SendResponse<Bytes>) {
     let wait = crate::transport::upload_permits::retry_after();
     respond_bytes(
         respond,
