@@ -188,7 +188,17 @@ fn check_linked(c: &Cluster) -> Result<Vec<String>> {
         started.elapsed(),
         summary(&items)
     );
-    let connected = connected(&c.api)?;
+    // The client list shows an agent once its facts are in too, which may trail its
+    // presence by a facts write on the minion.
+    let connected = wait_until(
+        "the master lists every agent where it is",
+        WAIT_LIMIT,
+        || connected(&c.api),
+        |listed| {
+            on_frontend(listed, &c.b_name).len() == AGENTS_ON_B
+                && on_frontend(listed, &c.a_name).len() == 1
+        },
+    )?;
     let b_agents = on_frontend(&connected, &c.b_name);
     assert_eq!(
         b_agents.len(),
