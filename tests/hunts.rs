@@ -53,7 +53,9 @@ fn wait_hunt(
     )
 }
 
-/// (client, flow, create_time_ms) of every participant, from disk.
+/// (client, flow, create_time_ms) of every participant, from disk: its request.json, or,
+/// for a recruit its agent has not answered yet, its queue entry
+/// (`{"hunt_id","create_time_us"}`; the flow's folder comes with the first answer).
 fn participants(deployment: &Deployment, hunt_id: &str) -> Result<Vec<(String, String, u64)>> {
     let text = std::fs::read_to_string(
         deployment
@@ -64,23 +66,35 @@ fn participants(deployment: &Deployment, hunt_id: &str) -> Result<Vec<(String, S
     text.lines()
         .map(|line| {
             let (client, flow) = line.split_once(' ').context("participant line")?;
-            let request: Value = serde_json::from_slice(&std::fs::read(
-                deployment
-                    .datastore()
-                    .join("clients")
-                    .join(client)
-                    .join("collections")
-                    .join(flow)
-                    .join("request.json"),
-            )?)?;
-            ensure!(request["hunt_id"] == hunt_id, "the flow names its hunt");
-            Ok((
-                client.to_string(),
-                flow.to_string(),
-                request["create_time_ms"]
-                    .as_u64()
-                    .context("create_time_ms")?,
-            ))
+            let client_dir = deployment.datastore().join("clients").join(client);
+            let request_json = client_dir
+                .join("collections")
+                .join(flow)
+                .join("request.json");
+            let create_time_ms = match std::fs::read(&request_json) {
+                Ok(bytes) => {
+                    let request: Value = serde_json::from_slice(&bytes)?;
+                    ensure!(request["hunt_id"] == hunt_id, "the flow names its hunt");
+                    request["create_time_ms"]
+                        .as_u64()
+                        .context("create_time_ms")?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // The entry goes when the flow ends: an answer between the two reads
+                    // made the request.json this read missed.
+                    let entry = std::fs::read(client_dir.join("tasks").join(flow))
+                        .or_else(|_| std::fs::read(&request_json))
+                        .with_context(|| format!("{client} {flow}: no flow and no queue entry"))?;
+                    let entry: Value = serde_json::from_slice(&entry)?;
+                    ensure!(entry["hunt_id"] == hunt_id, "the entry names its hunt");
+                    match entry["create_time_ms"].as_u64() {
+                        Some(ms) => ms,
+                        None => entry["create_time_us"].as_u64().context("create_time_us")? / 1000,
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            Ok((client.to_string(), flow.to_string(), create_time_ms))
         })
         .collect()
 }
