@@ -11,6 +11,7 @@ pub mod io_compat;
 pub mod observed_read;
 pub mod offload;
 pub mod published;
+pub mod queued_permits;
 pub mod rate;
 pub mod readiness;
 pub mod shutdown;

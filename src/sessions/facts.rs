@@ -20,16 +20,13 @@
 //! Each shard's budget is its own ([`ShardFacts`], in its `ShardCtx`); the memory is the
 //! process's, behind a mutex held only for a map lookup or insert.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use glommio::sync::{Semaphore, StaticPermit};
-use http::StatusCode;
+use glommio::sync::StaticPermit;
 
 use crate::datastore::client_info::{self, cut_fact, Recorded};
 use crate::datastore::ClientInfoDoc;
@@ -42,8 +39,8 @@ use crate::metrics::{metrics, DiskFullUpload, FactsOutcome, RejectReason};
 use crate::notify::mesh::ShardEvent;
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
-use crate::runtime::deadline::with_deadline;
 use crate::runtime::offload::offload;
+use crate::runtime::queued_permits::QueuedPermits;
 use crate::sessions::disk_full;
 use crate::sessions::shard::ShardCtx;
 use crate::sessions::upload::{Answer, UploadError};
@@ -122,7 +119,7 @@ pub async fn handle(
             let m = metrics();
             m.uploads_accepted.fetch_add(1, Ordering::Relaxed);
             m.upload_bytes.fetch_add(body_bytes, Ordering::Relaxed);
-            Ok(recorded_answer())
+            Ok(Answer::ok(upload_ack::Status::Ok, 0))
         }
         Err(FactsRefusal::Busy) => Err(FactsBusy),
         Err(FactsRefusal::Upload(e)) => {
@@ -132,19 +129,6 @@ pub async fn handle(
             }
             Ok(Answer::rejected(&e, disk_full_retry_after))
         }
-    }
-}
-
-/// The answer to facts recorded (or found recorded).
-pub fn recorded_answer() -> Answer {
-    Answer {
-        status: StatusCode::OK,
-        ack: pb::UploadAck {
-            status: upload_ack::Status::Ok as i32,
-            next_seq: 0,
-            message: String::new(),
-        },
-        retry_after: None,
     }
 }
 
@@ -257,10 +241,7 @@ impl FactsMemory {
 /// One shard's facts state: its budget of blocking-pool trips, and the frontend's memory
 /// of recent facts.
 pub struct ShardFacts {
-    trips: Rc<Semaphore>,
-    /// Invariant: at most `max_waiting`.
-    waiting: Cell<usize>,
-    max_waiting: usize,
+    trips: QueuedPermits,
     memory: FactsMemory,
 }
 
@@ -289,9 +270,7 @@ impl ShardFacts {
 
     fn with_budget(trips: usize, max_waiting: usize, memory: FactsMemory) -> Self {
         Self {
-            trips: Rc::new(Semaphore::new(trips as u64)),
-            waiting: Cell::new(0),
-            max_waiting,
+            trips: QueuedPermits::new(trips as u64, max_waiting, FACTS_WAIT),
             memory,
         }
     }
@@ -299,19 +278,7 @@ impl ShardFacts {
     /// A trip of the budget, or None when too many wait already or none came back
     /// within `FACTS_WAIT`.
     async fn admit(&self) -> Option<Trip> {
-        let permit = match self.trips.try_acquire_static_permit(1) {
-            Ok(permit) => permit,
-            Err(_) if self.waiting.get() >= self.max_waiting => return None,
-            Err(_) => {
-                self.waiting.set(self.waiting.get() + 1);
-                metrics().facts_waiting.fetch_add(1, Ordering::Relaxed);
-                let acquired = with_deadline(FACTS_WAIT, self.trips.acquire_static_permit(1));
-                let acquired = acquired.await;
-                self.waiting.set(self.waiting.get() - 1);
-                metrics().facts_waiting.fetch_sub(1, Ordering::Relaxed);
-                acquired?.ok()?
-            }
-        };
+        let permit = self.trips.acquire(&metrics().facts_waiting).await?;
         metrics()
             .facts_trips_in_flight
             .fetch_add(1, Ordering::Relaxed);
@@ -424,6 +391,8 @@ impl SeenFacts {
 
 #[cfg(test)]
 mod tests {
+    use std::rc::Rc;
+
     use prost::Message;
 
     use super::*;

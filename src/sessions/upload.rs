@@ -141,7 +141,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn ok(status: upload_ack::Status, next_seq: u64) -> Self {
+    pub fn ok(status: upload_ack::Status, next_seq: u64) -> Self {
         Self {
             status: StatusCode::OK,
             ack: pb::UploadAck {

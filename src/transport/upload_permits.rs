@@ -22,12 +22,10 @@ use crate::limits::{
 };
 use crate::metrics::metrics;
 use crate::runtime::deadline::with_deadline;
+use crate::runtime::queued_permits::QueuedPermits;
 
 pub struct UploadPermits {
-    permits: Rc<Semaphore>,
-    max_waiting: usize,
-    waiting: Cell<usize>,
-    wait: Duration,
+    permits: QueuedPermits,
 }
 
 /// Held while an upload is read and handled; updates the in-flight gauges.
@@ -58,28 +56,17 @@ impl Drop for UploadSlot {
 impl UploadPermits {
     pub fn new(permits: u64, wait: Duration) -> Self {
         Self {
-            permits: Rc::new(Semaphore::new(permits)),
-            max_waiting: permits as usize * UPLOAD_WAITERS_PER_PERMIT_COUNT,
-            waiting: Cell::new(0),
-            wait,
+            permits: QueuedPermits::new(
+                permits,
+                permits as usize * UPLOAD_WAITERS_PER_PERMIT_COUNT,
+                wait,
+            ),
         }
     }
 
     /// A slot for one upload, or None when the queue is full or the wait ran out.
     pub async fn admit(&self) -> Option<UploadSlot> {
-        let permit = match self.permits.try_acquire_static_permit(1) {
-            Ok(permit) => permit,
-            Err(_) if self.waiting.get() >= self.max_waiting => return None,
-            Err(_) => {
-                self.waiting.set(self.waiting.get() + 1);
-                metrics().uploads_waiting.fetch_add(1, Ordering::Relaxed);
-                let acquired =
-                    with_deadline(self.wait, self.permits.acquire_static_permit(1)).await;
-                self.waiting.set(self.waiting.get() - 1);
-                metrics().uploads_waiting.fetch_sub(1, Ordering::Relaxed);
-                acquired?.ok()?
-            }
-        };
+        let permit = self.permits.acquire(&metrics().uploads_waiting).await?;
         metrics().uploads_in_flight.fetch_add(1, Ordering::Relaxed);
         Some(UploadSlot {
             _permit: permit,
