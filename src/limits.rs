@@ -965,6 +965,21 @@ pub const MAX_ENROLMENT_SECRET_CHARS: usize = 256;
 /// overrides): enough to find the shallow panics, short enough for every CI run.
 pub const DEFAULT_PROPERTY_TEST_CASES_COUNT: u32 = 256;
 
+/// The property tests' runner settings: `PROPTEST_CASES`, or
+/// `DEFAULT_PROPERTY_TEST_CASES_COUNT`; no regression files written into the source tree.
+#[cfg(test)]
+pub fn property_test_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_PROPERTY_TEST_CASES_COUNT);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 // ---- Operations: the datastore mount's start-up checks ------------------------------------
 
 /// Free space the datastore's mount must have for a frontend to start

@@ -125,8 +125,8 @@ fn row_error(bytes: &[u8], start: usize, line: u64, fault: RowFault) -> JsonlErr
 
 /// The reference the property tests and the `validator` bench compare
 /// [`validate_and_index`] with: a UTF-8 pass over the batch, then serde_json's `Value`
-/// parse of each row, which is what a reader of the rows does. Same contract as `validate_and_index`;
-/// not used on any serving path.
+/// parse of each row, which is what a reader of the rows does. Same contract as
+/// `validate_and_index`; not used on any serving path.
 #[doc(hidden)]
 pub fn serde_reference(
     bytes: &[u8],

@@ -9,18 +9,9 @@ use serde_json::Value;
 
 use super::*;
 
-/// `PROPTEST_CASES`, or `DEFAULT_PROPERTY_TEST_CASES_COUNT`; no regression files written
-/// into the source tree.
+/// The project's property-test settings (`limits::property_test_config`).
 pub(crate) fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::limits::DEFAULT_PROPERTY_TEST_CASES_COUNT);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::limits::property_test_config()
 }
 
 /// Keys the API bodies use, the catalogue's names, and a few of anything.

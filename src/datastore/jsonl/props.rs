@@ -11,18 +11,9 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// `PROPTEST_CASES`, or `DEFAULT_PROPERTY_TEST_CASES_COUNT`; no regression files written
-/// into the source tree.
+/// The project's property-test settings (`limits::property_test_config`).
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::limits::DEFAULT_PROPERTY_TEST_CASES_COUNT);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::limits::property_test_config()
 }
 
 /// The reason's kind, without column or detail (the scanner words those its own way).
