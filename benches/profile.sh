@@ -18,11 +18,14 @@ rm -rf "$W"; mkdir -p "$W"; cd "$W" || exit 1
 FP=$((20000 + RANDOM % 12000)); GP=$((FP+1))
 $B/packhunt config generate --out dep --admin-password pw --frontend-port $FP --gui-port $GP >/dev/null
 sed -i 's/^bind_address = "0.0.0.0"/bind_address = "127.0.0.1"/' dep/server.config.toml
+# Unshed, as targets.sh does: the default 200 connections/s would turn the storm into refusals.
+sed -i 's/^max_connections_per_second = .*/max_connections_per_second = 1000000/' dep/server.config.toml
 [[ $1 == storm ]] && sed -i 's/^shards = .*/shards = 1/' dep/server.config.toml
-$B/packhunt frontend --config dep/server.config.toml > fe.out 2>&1 &
+PIN=; [[ $1 == storm ]] && PIN="taskset -c 0"
+$PIN $B/packhunt frontend --config dep/server.config.toml > fe.out 2>&1 &
 FE=$!; sleep 2
 if [[ $1 == storm ]]; then
-  taskset -c 1 timeout -s INT 120 $B/loadgen --config dep/client.config.toml --clients 3000 --duration-s 40 --ramp-per-second 1000 > /dev/null 2> lg.err &
+  taskset -c 1 timeout -s INT 120 $B/loadgen --config dep/client.config.toml --clients 3000 --duration-s 40 --ramp-per-second 1000 --source-ips 16 > /dev/null 2> lg.err &
   sleep 15; LG=$(pgrep -x loadgen | head -1)
   perf record -F 999 -g -p $FE -o perf.data -- sleep 6 > /dev/null 2>&1 &
   sleep 0.3; kill -USR2 $LG; wait %2 2>/dev/null; sleep 6
