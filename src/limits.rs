@@ -314,12 +314,34 @@ pub const QUEUE_CONNECT_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Tasks queued per session before the push stream applies backpressure.
 pub const SESSION_TASK_QUEUE_COUNT: usize = 1024;
 
+/// What task streams opening on one shard read from disk (queued tasks, labels) goes to
+/// the blocking pool in batches (runtime/batched_offload.rs): the first waits this long
+/// for others, a trip carries at most this many, and this many trips run at once (several,
+/// so a slow NFS listing does not hold every other agent's).
+pub const CONNECT_READ_BATCH_WINDOW: Duration = Duration::from_millis(5);
+pub const CONNECT_READS_PER_TRIP_COUNT: usize = 32;
+pub const CONNECT_READ_TRIPS_IN_FLIGHT_COUNT: usize = 4;
+
+/// Bytes an agent connection's socket holds unsent before it sends without waiting for a
+/// flush (runtime/coalesced_writes.rs): a TLS handshake flight, or h2's 16 KiB write
+/// buffer as a record, several times over.
+pub const COALESCED_WRITE_MAX_BYTES: usize = 64 * 1024;
+
 /// Cross-shard queues (priority shard <-> agent shards): bounded, see notify/mesh.rs.
 pub const MESH_QUEUE_COUNT: usize = 65_536;
 
 /// How long a notification may wait for room in a full shard queue before it is dropped
 /// and counted: the agent still finds its task on its next queue scan.
 pub const NOTIFY_SEND_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long a shard's first unsent event waits for others to join its batch to the hub
+/// (notify/shard_events.rs): the hub wakes once per batch, not per event. Presence and
+/// flow states reach the hub (and the API) this much later at most.
+pub const SHARD_EVENT_BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+/// Events a shard holds unsent before its senders wait for the hub: a reconnect storm's
+/// worth of a few windows, and the bound on what a slow hub leaves in a shard's memory.
+pub const SHARD_EVENTS_UNSENT_COUNT: usize = 4096;
 
 // ---- Replication --------------------------------------------------------------------------
 

@@ -142,9 +142,10 @@ fn an_agent_tasked_before_its_facts_land_gets_the_task() -> anyhow::Result<()> {
     ))?;
     assert_eq!(status["state"], "scheduled", "{status}");
     agent.send_facts()?;
-    let (_, found) = api.get(&format!("/api/v1/clients?search={}", agent.client_id))?;
-    assert_eq!(found["items"][0]["hostname"], "raw-agent", "{found}");
-    assert_eq!(found["items"][0]["connected"], true, "{found}");
+    // The facts reach the client list through the shard's next event batch to the hub.
+    let found = common::client_index::wait_one(&api, &agent.client_id, "the agent is listed")?;
+    assert_eq!(found["hostname"], "raw-agent", "{found}");
+    assert_eq!(found["connected"], true, "{found}");
     Ok(())
 }
 

@@ -543,7 +543,9 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
     // ends below, since their other ends are the hub's and would never connect.
     let hub = hub.map(|hub| glommio::spawn_local(run_hub(hub, hub_stop, ready.clone())));
     // Connect both queue ends first: the API side waits for every shard.
-    let events = connect_polled(ends.events.connect()).await;
+    let events = crate::notify::shard_events::ShardEventSender::new(
+        connect_polled(ends.events.connect()).await,
+    );
     let notifications = connect_polled(ends.notifications.connect()).await;
     let upload_permits = crate::limits::shard_share(config.limits.concurrency.get(), shards, shard);
     let accept_rate = crate::limits::shard_share(
@@ -615,7 +617,7 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
     .detach();
     let report = crate::transport::accept::run(ctx.clone(), admission, listener, tls).await;
     // The hub's follower of this shard's events ends once it has applied what is queued.
-    ctx.events.close();
+    ctx.events.close().await;
     let _ = drained.send(report);
     if let Some(hub) = hub {
         hub.await;

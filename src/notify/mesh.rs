@@ -28,8 +28,9 @@
 //! stream then lives until its agent leaves or idles out).
 //!
 //! shard -> priority: `ShardEvent` (who is connected where, agents' facts, flows that
-//! changed state), one queue per shard. When full: the shard waits (presence must not be lost or the
-//! client list lies).
+//! changed state), one queue per shard, in batches (`notify::shard_events`: one hub wake
+//! per batch window, not per event). When full: the shard waits (presence must not be
+//! lost or the client list lies).
 
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
@@ -43,6 +44,7 @@ use bytes::Bytes;
 
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{MESH_QUEUE_COUNT, NOTIFY_SEND_DEADLINE};
+use crate::notify::shard_events::ShardEventBatch;
 use crate::protocol::event_table::FleetTable;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::deadline::with_deadline;
@@ -112,13 +114,13 @@ pub enum ShardEvent {
 /// The unconnected ends handed to one agent shard's thread.
 pub struct ShardEnds {
     pub notifications: SharedReceiver<ShardMessage>,
-    pub events: SharedSender<ShardEvent>,
+    pub events: SharedSender<ShardEventBatch>,
 }
 
 /// The unconnected ends handed to the priority executor's thread.
 pub struct PriorityEnds {
     pub notifications: Vec<SharedSender<ShardMessage>>,
-    pub events: Vec<SharedReceiver<ShardEvent>>,
+    pub events: Vec<SharedReceiver<ShardEventBatch>>,
 }
 
 /// Builds the queues for `shards` agent shards.
@@ -253,6 +255,5 @@ async fn send_or_wait(shard: &ConnectedSender<ShardMessage>, message: ShardMessa
     }
 }
 
-pub type ShardEventReceiver = ConnectedReceiver<ShardEvent>;
+pub type ShardEventReceiver = ConnectedReceiver<ShardEventBatch>;
 pub type NotificationReceiver = ConnectedReceiver<ShardMessage>;
-pub type ShardEventSender = ConnectedSender<ShardEvent>;

@@ -595,11 +595,13 @@ pub async fn follow(
     events: ShardEventReceiver,
     forward: Option<crate::replication::queue::Outbox>,
 ) {
-    while let Some(event) = events.recv().await {
-        if let Some(outbox) = &forward {
-            outbox.offer(to_wire(&event));
+    while let Some(batch) = events.recv().await {
+        for event in batch {
+            if let Some(outbox) = &forward {
+                outbox.offer(to_wire(&event));
+            }
+            presence.apply(event);
         }
-        presence.apply(event);
     }
 }
 

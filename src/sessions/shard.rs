@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::config::ServerConfig;
 use crate::datastore::Datastore;
 use crate::events::EventTaps;
-use crate::notify::mesh::ShardEventSender;
+use crate::notify::shard_events::ShardEventSender;
 use crate::protocol::event_table::FleetTable;
 use crate::runtime::shutdown::{self, ShutdownSignal};
 use crate::sessions::registry::Registry;
@@ -31,6 +31,8 @@ pub struct ShardCtx {
     pub event_taps: EventTaps,
     shutdown: ShutdownSignal,
     next_session_id: Cell<u64>,
+    /// Stream openings' reads of queued tasks and labels, batched per blocking-pool trip.
+    pub connect_reads: crate::sessions::tasks::ConnectReads,
     /// This shard's facts budget and the frontend's memory of recent facts.
     pub facts: crate::sessions::facts::ShardFacts,
     /// The latest client event table the hub handed over; `None` until the first.
@@ -59,6 +61,7 @@ impl ShardCtx {
         Rc::new(Self {
             shard,
             config,
+            connect_reads: crate::sessions::tasks::connect_reads(datastore.clone()),
             datastore,
             frontend_name,
             agent_port,

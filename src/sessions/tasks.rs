@@ -14,11 +14,15 @@ use h2::server::SendResponse;
 
 use crate::datastore::{client_info, flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
+use crate::limits::{
+    CONNECT_READS_PER_TRIP_COUNT, CONNECT_READ_BATCH_WINDOW, CONNECT_READ_TRIPS_IN_FLIGHT_COUNT,
+};
 use crate::limits::{MAX_TASK_STREAM_QUEUED_BYTES, TASK_STREAM_STALL_TIMEOUT};
 use crate::metrics::metrics;
 use crate::notify::mesh::{CancelledFlows, ShardEvent};
 use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
 use crate::protocol::{framing, pb};
+use crate::runtime::batched_offload::{BatchShape, BatchedOffload};
 use crate::runtime::deadline::with_deadline;
 use crate::runtime::offload::offload;
 use crate::sessions::registry::{AgentTable, Relabelled};
@@ -228,17 +232,40 @@ fn push_all(ctx: &ShardCtx, client_id: &ClientId, frames: PendingFrames) {
     }
 }
 
-/// What a stream opening reads from disk, in the one blocking-pool trip it makes: the
-/// queued tasks and the agent's labels (for its event table). Labels that cannot be read
-/// count as none (warned): the agent gets the `all` entries and its labels' entries on
-/// its next connect.
-async fn read_at_connect(ctx: &ShardCtx, client_id: &ClientId) -> (PendingFrames, Vec<String>) {
-    let (datastore, client) = (ctx.datastore.clone(), client_id.clone());
-    let (pending, labels) = offload(move || {
-        let labels = client_info::read_labels(&datastore.client(&client));
-        (pending_frames(&datastore, &client), labels)
+/// What a stream opening reads from disk: the queued tasks and the agent's labels (for
+/// its event table).
+pub struct AtConnect {
+    pending: PendingFrames,
+    labels: Result<Option<Vec<String>>, DatastoreError>,
+}
+
+/// A shard's stream openings share blocking-pool trips for their reads (a storm made one
+/// trip per connection).
+pub type ConnectReads = BatchedOffload<ClientId, AtConnect>;
+
+pub fn connect_reads(datastore: Datastore) -> ConnectReads {
+    let shape = BatchShape {
+        window: CONNECT_READ_BATCH_WINDOW,
+        max_per_trip: CONNECT_READS_PER_TRIP_COUNT,
+        max_in_flight: CONNECT_READ_TRIPS_IN_FLIGHT_COUNT,
+    };
+    BatchedOffload::new(shape, move |client: &ClientId| AtConnect {
+        pending: pending_frames(&datastore, client),
+        labels: client_info::read_labels(&datastore.client(client)),
     })
-    .await;
+}
+
+/// Reads what a stream opening needs, batched with other openings on this shard. Labels
+/// that cannot be read count as none (warned): the agent gets the `all` entries and its
+/// labels' entries on its next connect.
+async fn read_at_connect(ctx: &ShardCtx, client_id: &ClientId) -> (PendingFrames, Vec<String>) {
+    let AtConnect { pending, labels } = match ctx.connect_reads.run(client_id.clone()).await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(client = %client_id, "cannot read queued tasks and labels: {e}");
+            return (Ok(Vec::new()), Vec::new());
+        }
+    };
     let labels = labels.unwrap_or_else(|e| {
         tracing::warn!(client = %client_id, "cannot read labels: {e}");
         None

@@ -27,6 +27,7 @@ use crate::limits::{
 use crate::metrics::{metrics, ConnectionRefusal, FloodFrame, H2GoAway, RejectReason, UploadStall};
 use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
 use crate::protocol::{TASKS_PATH, UPLOAD_PATH};
+use crate::runtime::coalesced_writes::CoalescedWrites;
 use crate::runtime::deadline::with_deadline;
 use crate::runtime::io_compat as compat;
 use crate::sessions::flows::OpenFlows;
@@ -40,8 +41,9 @@ use crate::transport::receive_window::ReceiveWindow;
 use crate::transport::source_handshakes::SourceSlot;
 use crate::transport::upload_permits::ConnectionUploads;
 
-/// An agent connection as h2 sees it: TLS over the ClientHello watch, metered.
-type AgentTls = futures_rustls::server::TlsStream<HelloWatch<TcpStream>>;
+/// An agent connection as h2 sees it: TLS over the ClientHello watch over a socket that
+/// sends at each flush, metered.
+type AgentTls = futures_rustls::server::TlsStream<HelloWatch<CoalescedWrites<TcpStream>>>;
 type AgentIo = compat::TokioCompat<FrameMeter<AgentTls>>;
 
 /// Decrements the open-connection gauge however the connection ends.
@@ -66,7 +68,7 @@ pub async fn serve(
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
     let started = Instant::now();
-    let (watched, hello) = HelloWatch::new(stream);
+    let (watched, hello) = HelloWatch::new(CoalescedWrites::new(stream));
     // The handshake futures are boxed so that their state is freed once the connection is
     // up; inline, they would size this task's allocation for the connection's whole life.
     let accept = Box::pin(acceptor.accept(watched));
