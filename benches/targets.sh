@@ -18,8 +18,12 @@
 #   bash benches/targets.sh p5 [N]        task delivery latency through a master + 2 minions, N agents
 #                                         over all three (N=15000): agents on the master vs on minions
 #   bash benches/targets.sh p6 [N]        frontend CPU per accepted connection and per
-#                                         reconnect (resumed / full) vs in-memory rustls
-#                                         handshakes (N=1000)
+#                                         reconnect (resumed / full) vs a bare rustls server
+#                                         on a glommio socket (loadgen --bare-tls-server, accept
+#                                         and close included) and vs in-memory rustls
+#                                         handshakes (N=1000); agents and the bare client come
+#                                         from P6_SOURCES loopback addresses (16), so the
+#                                         frontend's per-source handshake cap rarely bites
 #   bash benches/targets.sh hunt [N]      one hunt over N agents (N=15000): recruitment 100/s vs
 #                                         1000/s, [gui] priority executor vs shared (HUNT_ARMS)
 #   bash benches/targets.sh storm [N]     kill -9 + restart under N agents (N=15000): time to
@@ -59,11 +63,11 @@
 # priority (GUI/API) executor and the datastore I/O threads are unpinned. With SHARDS=1
 # (p1, p1-fleet, p6) the frontend's agent work is on cpu 0 and loadgen runs on cpu 1, so
 # per-connection server cost is not mixed with load generation. p6's in-memory handshakes
-# run on cpu 0 too (HS_CPU), the core the frontend's shard is measured on. p2, p3 and p4
-# keep the generated one-shard-per-core layout (a frontend as deployed), so there loadgen
-# (still on cpu 1) shares cpu 1 with shard 1: the box has only two cores. p1-fleet's three
-# frontends all put their one shard on cpu 0, and so do p5's master and minions. curl and dd
-# are never pinned.
+# and its bare TLS server run on cpu 0 too (HS_CPU), the core the frontend's shard is
+# measured on. p2, p3 and p4 keep the generated one-shard-per-core layout (a frontend as
+# deployed), so there loadgen (still on cpu 1) shares cpu 1 with shard 1: the box has only
+# two cores. p1-fleet's three frontends all put their one shard on cpu 0, and so do p5's
+# master and minions. curl and dd are never pinned.
 #
 # CPU figures are the frontend's whole-process CPU (all threads' schedstat run time;
 # utime + stime ticks are logged alongside in run.log). The box is shared: read single
@@ -74,7 +78,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-usage() { sed -n '2,70p' "$0" >&2; exit 2; }
+usage() { sed -n '2,/^set -euo pipefail$/{/^set -euo/!p}' "$0" >&2; exit 2; }   # the header above
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
@@ -585,13 +589,16 @@ run_p5() {
 # ---------------------------------------------------------------- p6 -----------------
 FIG_CONN="server CPU per connection (us)"
 
+SOURCE_REFUSALS=packhunt_agentport_source_handshakes_refused_total
+
 # p6_storm KIND(resumed|full) N IDLE_CPU_S_PER_S: every agent reconnects at once
 p6_storm() {
-    local kind=$1 n=$2 idle=$3 sig=USR1 r0 t0 a b d cpu wall h0 h1
+    local kind=$1 n=$2 idle=$3 sig=USR1 r0 t0 a b d cpu wall h0 h1 s0 s1
     [[ $kind == full ]] && sig=USR2
     r0=$(progress reconnects)
     t0=$(progress tickets)
     h0=$(metric 'packhunt_connection_refusals_total{reason="handshake_timeout"}')
+    s0=$(metric "$SOURCE_REFUSALS")
     sleep 1
     a=$(cpu_snap "$FE_PID")
     kill -"$sig" "$(loadgen_pid)"
@@ -601,16 +608,88 @@ p6_storm() {
     read -r cpu wall _ <<<"$d"
     echo "p6 storm-$kind cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
     h1=$(metric 'packhunt_connection_refusals_total{reason="handshake_timeout"}')
+    s1=$(metric "$SOURCE_REFUSALS")
     record "$FIG_CONN" "storm-$kind" "$(calc "($cpu - $idle * $wall) * 1e6 / $n" 1)"
     record "storm: reconnects / tickets offered" "storm-$kind" "$(($(progress reconnects) - r0))/$(($(progress tickets) - t0))"
     record "storm: seconds to reconnect all" "storm-$kind" "$wall"
     record "storm: handshake timeouts" "storm-$kind" "$((h1 - h0))"
+    # Closed at accept because their source address held the most handshakes in flight
+    # (HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT); each is retried, and its cost is in the
+    # storm's CPU.
+    record "storm: source refusals" "storm-$kind" "$(calc "$s1 - $s0" 0)"
 }
 
-p6_round() {   # p6_round N REPEAT: ramp, storms (resumed, full), in-memory handshakes
+# p6_bare KIND(full|resumed) N REPEAT: the baseline. A bare rustls server on a glommio
+# socket (loadgen --bare-tls-server: the frontend's agent-port TLS config and handshake
+# permits, accept and close included, nothing above TLS) pinned to the shard's cpu, N
+# connections to it from `loadgen --bare-tls-connect` on LOADGEN_CPUS. The server's CPU
+# over the client's run, less its idle CPU, per connection: as p6_storm measures the
+# frontend. Resumed: each client worker keeps its tickets, so all but its first
+# connection resume; those first ones (BARE_CONCURRENCY of N, a fifth of a 300-connection
+# run) are taken out at this round's bare-full price, so the figure is per resumed
+# connection, as every storm-resumed reconnect is (run.log keeps the raw figure).
+p6_bare() {
+    local kind=$1 n=$2 r=$3 dir=$P6_DIR port pid srv cl i a0 a b d cpu wall idle pin=() resumed=()
+    local cpu_us hs res full_us
+    port=$(free_port)
+    srv=$dir/bare-$kind-$r.server
+    cl=$dir/bare-$kind-$r.client.json
+    [[ -n $LOADGEN_CPUS ]] && pin=(taskset -c "$LOADGEN_CPUS")
+    [[ $kind == resumed ]] && resumed=(--bare-tls-resumed)
+    # --bare-tls-seconds is a backstop only: the server is stopped with SIGTERM below.
+    taskset -c "$HS_CPU" "$LOADGEN" --bare-tls-server "127.0.0.1:$port" \
+        --server-config "$dir/server.config.toml" --bare-tls-seconds $((STORM_TIMEOUT + 60)) \
+        >"$srv.json" 2>"$srv.err" &
+    pid=$!
+    ALL_LG_PIDS+=("$pid")
+    for ((i = 0; i < 100; i++)); do
+        grep -q listening "$srv.err" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q listening "$srv.err" 2>/dev/null || { log "bare server ($kind) did not start:"; tail -5 "$srv.err" >&2; return 1; }
+    sleep 0.5
+    a0=$(cpu_snap "$pid")
+    sleep 1
+    a=$(cpu_snap "$pid")
+    read -r cpu wall _ <<<"$(cpu_delta "$a0" "$a")"
+    idle=$(calc "$cpu / $wall" 4)
+    timeout --signal=INT --kill-after=30 "$STORM_TIMEOUT" "${pin[@]}" "$LOADGEN" \
+        --config "$dir/client.config.toml" --bare-tls-connect "$n" --bare-tls-target "127.0.0.1:$port" \
+        --bare-tls-concurrency "$BARE_CONCURRENCY" --source-ips "$P6_SOURCES" "${resumed[@]}" \
+        >"$cl" 2>>"$OUT/run.log" || log "bare client ($kind) failed: see $OUT/run.log"
+    b=$(cpu_snap "$pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || log "bare server ($kind) exited with $?: $(tail -1 "$srv.err")"
+    d=$(cpu_delta "$a" "$b")
+    read -r cpu wall _ <<<"$d"
+    cpu_us=$(calc "($cpu - $idle * $wall) * 1e6" 0)
+    echo "p6 bare-$kind r$r cpu_s wall_s ticks_s: $d (idle $idle CPU-s/s; raw $(calc "$cpu_us / $n" 1) us per connection)" >>"$OUT/run.log"
+    if [[ $kind == full ]]; then
+        record "$FIG_CONN" bare-full "$(calc "$cpu_us / $n" 1)"
+    else
+        hs=$(rep '.handshakes_completed' "$srv.json" 2>/dev/null || echo 0)
+        res=$(rep '.handshakes_resumed' "$srv.json" 2>/dev/null || echo 0)
+        full_us=$(awk -F'\t' -v f="$FIG_CONN" '$1 == f && $2 == "bare-full" { v = $3 } END { print v + 0 }' "$RESULTS")
+        if ((res > 0)); then
+            record "$FIG_CONN" bare-resumed "$(calc "($cpu_us - ($hs - $res) * $full_us) / $res" 1)"
+        else
+            record "$FIG_CONN" bare-resumed -
+        fi
+        record "bare: full handshakes taken out (a worker's first)" bare-resumed "$((hs - res))"
+    fi
+    record "bare: server handshakes / resumed / failures" "bare-$kind" \
+        "$(rep '"\(.handshakes_completed)/\(.handshakes_resumed)/\(.handshake_failures)"' "$srv.json" 2>/dev/null || echo '?')"
+    record "bare: client handshakes / resumed / errors" "bare-$kind" \
+        "$(rep '"\(.handshakes)/\(.resumed)/\(.errors)"' "$cl" 2>/dev/null || echo '?')"
+    record "bare: seconds for all" "bare-$kind" "$wall"
+    record "bare: server cpu (check: $HS_CPU)" "bare-$kind" "$(rep .cpu "$srv.json" 2>/dev/null || echo '?')"
+}
+
+p6_round() {   # p6_round N REPEAT: ramp, storms (resumed, full), in-memory handshakes, bare server
     local n=$1 r=$2 dir=$P6_DIR a b d cpu wall idle lg
     a=$(cpu_snap "$FE_PID")
-    fleet_up "$dir" "fleet-$r" "$n" $((CONNECT_TIMEOUT + 1800)) || true
+    fleet_up "$dir" "fleet-$r" "$n" $((CONNECT_TIMEOUT + 1800)) --source-ips "$P6_SOURCES" || true
     b=$(cpu_snap "$FE_PID")
     d=$(cpu_delta "$a" "$b")
     echo "p6 ramp r$r cpu_s wall_s ticks_s: $d" >>"$OUT/run.log"
@@ -635,6 +714,8 @@ p6_round() {   # p6_round N REPEAT: ramp, storms (resumed, full), in-memory hand
     record "in-memory: server saw resumed / handshakes" inmem-resumed "$(rep '"\(.resumed.server_saw_resumed)/\(.resumed.count)"' "$lg")"
     record "in-memory p99 (us)" inmem-full "$(rep '.full.server_cpu_us_p99 | round' "$lg")"
     record "in-memory p99 (us)" inmem-resumed "$(rep '.resumed.server_cpu_us_p99 | round' "$lg")"
+    p6_bare full "$n" "$r" || true
+    p6_bare resumed "$n" "$r" || true
 }
 
 run_p6() {
@@ -643,8 +724,12 @@ run_p6() {
     HS_CPU=${HS_CPU:-0}
     IDLE_S=${IDLE_S:-3}
     STORM_TIMEOUT=${STORM_TIMEOUT:-300}
+    # 16 sources x HANDSHAKES_IN_FLIGHT_PER_SOURCE_COUNT (32) = 512 >= the shard's 256
+    # handshake permits: a storm spread evenly stays under every source's cap.
+    P6_SOURCES=${P6_SOURCES:-16}
+    BARE_CONCURRENCY=${BARE_CONCURRENCY:-64}
     P6_DIR=$OUT/p6
-    log "p6: $n agents per round (new fleet each round), storms resumed / full; $HANDSHAKES in-memory handshakes per kind on cpu $HS_CPU; shards ${SHARDS:-1}"
+    log "p6: $n agents per round (new fleet each round) from $P6_SOURCES source addresses, storms resumed / full; $HANDSHAKES in-memory handshakes per kind and a bare TLS server ($n connections per kind, $BARE_CONCURRENCY at once) on cpu $HS_CPU; shards ${SHARDS:-1}"
     deploy "$P6_DIR"
     set_key "$P6_DIR" frontend shards "${SHARDS:-1}"
     start_frontend "$P6_DIR"
@@ -656,12 +741,16 @@ run_p6() {
     # the frontend grows a counter for it.
     resumed_metrics=$(grep -o '^packhunt_[a-z_]*resum[a-z_]*' "$P6_DIR/metrics.txt" | sort -u | paste -sd, || true)
     record "frontend metrics about resumption" all "${resumed_metrics:-none}"
+    ratio "storm full / bare full" "$FIG_CONN" storm-full "$FIG_CONN" bare-full
+    ratio "storm resumed / bare resumed" "$FIG_CONN" storm-resumed "$FIG_CONN" bare-resumed
+    ratio "bare resumed / bare full" "$FIG_CONN" bare-resumed "$FIG_CONN" bare-full
+    ratio "bare full / in-memory full" "$FIG_CONN" bare-full "$FIG_CONN" inmem-full
     ratio "ramp (new agent) / in-memory full" "$FIG_CONN" ramp-new-agent "$FIG_CONN" inmem-full
     ratio "storm full / in-memory full" "$FIG_CONN" storm-full "$FIG_CONN" inmem-full
     ratio "storm resumed / in-memory resumed" "$FIG_CONN" storm-resumed "$FIG_CONN" inmem-resumed
     ratio "storm resumed / storm full" "$FIG_CONN" storm-resumed "$FIG_CONN" storm-full
     ratio "in-memory resumed / full" "$FIG_CONN" inmem-resumed "$FIG_CONN" inmem-full
-    print_table "p6: frontend CPU per connection vs in-memory rustls handshakes, $n agents ($OUT)"
+    print_table "p6: frontend CPU per connection vs a bare rustls server and in-memory handshakes, $n agents ($OUT)"
 }
 
 # ---------------------------------------------------------------- hunts --------------

@@ -50,7 +50,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => None,
     };
     let plan = args.driver_plan(
-        &packhunt::config::ClientConfig::load(&args.config)?
+        &packhunt::config::ClientConfig::load(args.client_config()?)?
             .client
             .ca_certificate,
         recorder.clone(),
@@ -105,7 +105,7 @@ fn spawn_worker(
     report: &std::path::Path,
 ) -> Result<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--config").arg(&args.config);
+    cmd.arg("--config").arg(args.client_config()?);
     cmd.args([
         "--clients",
         &count.to_string(),
@@ -245,7 +245,8 @@ fn watch(
     }
 }
 
-fn signal_flag() -> Result<Arc<std::sync::atomic::AtomicBool>> {
+/// A flag SIGINT and SIGTERM set, for loops that check it.
+pub(crate) fn signal_flag() -> Result<Arc<std::sync::atomic::AtomicBool>> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [libc::SIGINT, libc::SIGTERM] {
         signal_hook_register(signal, flag.clone())?;

@@ -59,7 +59,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
         let i = args.first_agent + local;
         let mut plan = AgentPlan {
             urls: urls.clone(),
-            local_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)),
+            local_ip: source_ip(i, source_ips),
             info: pb::ClientInfo {
                 hostname: format!("{}{i}", args.hostname_prefix),
                 os: "linux".into(),
@@ -135,6 +135,17 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Source address of agent (or connection) `i` spread over `count` of them: 127.0.0.1,
+/// 127.0.0.2, ... Linux routes all of 127.0.0.0/8 to loopback, so past 127.0.0.255 it
+/// carries on in 127.0.1.x instead of wrapping. `count` must be at least 1.
+pub(crate) fn source_ip(i: usize, count: usize) -> IpAddr {
+    debug_assert!(count > 0, "callers pick at least one source address");
+    let first = u32::from(Ipv4Addr::new(127, 0, 0, 1));
+    IpAddr::V4(Ipv4Addr::from(
+        first.wrapping_add((i % count.max(1)) as u32),
+    ))
 }
 
 fn load_identities(args: &Args) -> Result<Vec<AgentIdentity>> {

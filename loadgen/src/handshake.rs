@@ -27,7 +27,7 @@ use packhunt::tls::agent_key::AgentIdentity;
 
 /// Distinct agent keys the handshakes rotate through: enough that no single ticket or key
 /// is special, few enough that making them costs under a second.
-const IDENTITIES: usize = 16;
+pub(crate) const IDENTITIES: usize = 16;
 /// Handshakes of each kind per alternating block.
 const BLOCK: usize = 50;
 /// Handshakes of each kind run and discarded first (caches, lazy statics, CPU frequency).
@@ -84,14 +84,7 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
     let server_cfg = packhunt::config::ServerConfig::load(server_config)?;
     let client_cfg = packhunt::config::ClientConfig::load(client_config)?;
     let server = packhunt::tls::server::agent_server_config(server_cfg.frontend.master_tls()?)?;
-    let url = client_cfg
-        .client
-        .server_urls
-        .first()
-        .context("client config has no server_urls")?;
-    let host = url.host.clone();
-    let name = ServerName::try_from(host.clone())
-        .map_err(|_| anyhow::anyhow!("bad server name `{host}`"))?;
+    let name = server_name(&client_cfg)?;
     let mut full_clients = Vec::with_capacity(IDENTITIES);
     let mut resuming_clients = Vec::with_capacity(IDENTITIES);
     for _ in 0..IDENTITIES {
@@ -150,6 +143,20 @@ pub fn measure(server_config: &Path, client_config: &Path, n: usize) -> Result<H
         full,
         resumed,
     })
+}
+
+/// The name agents check the frontend's certificate against: the host of the client
+/// config's first server URL.
+pub(crate) fn server_name(
+    client_cfg: &packhunt::config::ClientConfig,
+) -> Result<ServerName<'static>> {
+    let url = client_cfg
+        .client
+        .server_urls
+        .first()
+        .context("client config has no server_urls")?;
+    let host = url.host.clone();
+    ServerName::try_from(host.clone()).map_err(|_| anyhow::anyhow!("bad server name `{host}`"))
 }
 
 /// One kind of handshake's samples.

@@ -5,6 +5,7 @@
 //! a JSON report.
 
 mod api;
+mod bare_tls;
 mod coordinator;
 mod driver;
 mod events;
@@ -16,7 +17,8 @@ mod stats;
 mod verify;
 mod watch;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -48,9 +50,10 @@ are dropped, so storm an idle fleet.
 made with --record DIR (see `loadgen verify --help`)."
 )]
 pub struct Args {
-    /// client.config.toml of the deployment to load.
-    #[arg(long)]
-    pub config: PathBuf,
+    /// client.config.toml of the deployment to load (needed by everything but
+    /// --bare-tls-server).
+    #[arg(long, required_unless_present = "bare_tls_server")]
+    pub config: Option<PathBuf>,
     /// Simulated agents in this process.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
@@ -67,7 +70,8 @@ pub struct Args {
     #[arg(long)]
     pub identity_dir: Option<PathBuf>,
     /// Spread agents over this many source addresses 127.0.0.1, 127.0.0.2, ...
-    /// (0 = as many as the fleet needs).
+    /// (0 = as many as the fleet needs; for --bare-tls-connect, 0 leaves the choice to
+    /// the kernel).
     #[arg(long, default_value_t = 0)]
     pub source_ips: usize,
     /// Fault injection: each agent drops its connection after every N-th upload, before
@@ -160,9 +164,36 @@ pub struct Args {
     /// CPU per handshake as JSON.
     #[arg(long, value_name = "N", requires = "server_config")]
     pub measure_handshake: Option<usize>,
-    /// server.config.toml of the deployment, for --measure-handshake.
+    /// server.config.toml of the deployment, for --measure-handshake and
+    /// --bare-tls-server.
     #[arg(long)]
     pub server_config: Option<PathBuf>,
+    /// Run no fleet: a bare TLS server on ADDR, the P6 baseline: the frontend's own
+    /// agent-port TLS (--server-config) on a glommio socket, one executor on this thread;
+    /// it accepts, does the mTLS handshake, sends the session ticket, reads to the
+    /// client's close and closes (no HTTP/2, no sessions). Stops after --bare-tls-seconds
+    /// or at SIGTERM/SIGINT and prints its counts as JSON.
+    #[arg(long, value_name = "ADDR", requires = "server_config")]
+    pub bare_tls_server: Option<SocketAddr>,
+    /// --bare-tls-server stops after this many seconds (default: only at SIGTERM/SIGINT).
+    #[arg(long, value_name = "S")]
+    pub bare_tls_seconds: Option<u64>,
+    /// Run no fleet: make N connections in all to the bare TLS server at
+    /// --bare-tls-target, each a full mTLS handshake with an agent key (16 keys in turn),
+    /// then close; prints the counts as JSON. --source-ips K spreads them over
+    /// 127.0.0.1..127.0.0.K.
+    #[arg(long, value_name = "N", requires = "bare_tls_target")]
+    pub bare_tls_connect: Option<usize>,
+    /// ADDR of the bare TLS server, for --bare-tls-connect.
+    #[arg(long, value_name = "ADDR")]
+    pub bare_tls_target: Option<SocketAddr>,
+    /// --bare-tls-connect: each worker keeps its TLS session tickets, so every connection
+    /// after its first resumes (without it, resumption is off).
+    #[arg(long)]
+    pub bare_tls_resumed: bool,
+    /// --bare-tls-connect: connections made at once (one thread each).
+    #[arg(long, value_name = "C", default_value_t = bare_tls::client::DEFAULT_CONCURRENCY)]
+    pub bare_tls_concurrency: usize,
     /// Run no fleet: print, as JSON, the task latency percentiles of the tasks that arrived
     /// through the --frontend URLs, merged from REPORT's task_latency_by_frontend (e.g.
     /// every minion at once).
@@ -193,6 +224,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// The client config's path; clap requires it for every mode that reads it.
+    pub fn client_config(&self) -> Result<&Path> {
+        self.config.as_deref().context("--config is required")
+    }
+
     /// The scenario driver's plan (only the coordinator or a lone process drives).
     pub fn driver_plan(
         &self,
@@ -413,8 +449,23 @@ fn run() -> Result<()> {
         std::process::exit(if ok { 0 } else { verify::EXIT_PROBLEMS });
     }
     let args = Args::parse();
+    if let (Some(addr), Some(server_config)) = (args.bare_tls_server, &args.server_config) {
+        return bare_tls_server(addr, server_config, args.bare_tls_seconds);
+    }
+    if let (Some(n), Some(target)) = (args.bare_tls_connect, args.bare_tls_target) {
+        let opts = bare_tls::client::ClientOptions {
+            target,
+            connections: n,
+            concurrency: args.bare_tls_concurrency,
+            resumed: args.bare_tls_resumed,
+            source_ips: args.source_ips,
+        };
+        let report = bare_tls::client::run(args.client_config()?, &opts)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if let (Some(n), Some(server_config)) = (args.measure_handshake, &args.server_config) {
-        let report = handshake::measure(server_config, &args.config, n)?;
+        let report = handshake::measure(server_config, args.client_config()?, n)?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
@@ -430,7 +481,7 @@ fn run() -> Result<()> {
     }
     // Every process (this one, or each worker) holds at most this many agents.
     check_fd_budget(args.clients.min(args.agents_per_worker))?;
-    let config = ClientConfig::load(&args.config)?;
+    let config = ClientConfig::load(args.client_config()?)?;
     if !args.worker && args.clients > args.agents_per_worker {
         return coordinator::run(&args);
     }
@@ -439,6 +490,21 @@ fn run() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(fleet::run_fleet(args, config))
+}
+
+/// `--bare-tls-server`: serves until the time is up or SIGTERM/SIGINT, then prints the
+/// counts; says where it listens on stderr once it accepts (the benchmark waits for it).
+fn bare_tls_server(addr: SocketAddr, server_config: &Path, seconds: Option<u64>) -> Result<()> {
+    let opts = bare_tls::server::ServerOptions::load(
+        server_config,
+        seconds.map(std::time::Duration::from_secs),
+    )?;
+    let stop = coordinator::signal_flag()?;
+    let report = bare_tls::server::run(opts, addr, stop, |bound| {
+        eprintln!("loadgen: bare TLS server listening on {bound}")
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 fn check_fd_budget(clients: usize) -> Result<()> {

@@ -307,13 +307,15 @@ async fn send_body(stream: &mut h2::SendStream<Bytes>, mut body: Bytes) -> Resul
 /// that grows with every socket already bound: a simulated fleet of 19,000 agents on
 /// one address spent a whole core there, connecting ~100 agents/s. Deferred, the port
 /// only has to be unique for the destination. Best effort: without it, bind still works.
-fn defer_port_choice(socket: &TcpSocket) {
+/// Public for loadgen, whose simulated agents bind source addresses the same way.
+pub fn defer_port_choice(socket: &impl std::os::fd::AsFd) {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
-    // SAFETY: a valid socket fd owned by `socket` and a c_int option value of the size given.
+    // SAFETY: a valid socket fd borrowed from `socket` and a c_int option value of the
+    // size given.
     unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            socket.as_fd().as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_BIND_ADDRESS_NO_PORT,
             (&on as *const libc::c_int).cast(),
