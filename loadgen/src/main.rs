@@ -28,6 +28,9 @@ use packhunt::agent::runner::{push_row, Runner};
 use packhunt::config::ClientConfig;
 use packhunt::protocol::pb;
 
+// `--features system-allocator` leaves malloc to glibc, so heap profilers (heaptrack) see
+// every allocation: what an agent costs in memory (tuning.md, P1).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
