@@ -16,7 +16,7 @@ use packhunt::tls::agent_key::AgentIdentity;
 use crate::events::{EventPlan, EventTags};
 use crate::record::{Recorder, RecordingObserver};
 use crate::stats::{AgentObserver, CountingTicketStore, Stats};
-use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP};
+use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP, MIN_SOURCE_IPS};
 use packhunt::agent::events::EventSpool;
 use rustls::pki_types::CertificateDer;
 
@@ -25,7 +25,9 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let identities = load_identities(&args)?;
     let fleet_size = args.first_agent + args.clients;
     let source_ips = if args.source_ips == 0 {
-        fleet_size.div_ceil(AGENTS_PER_SOURCE_IP).max(1)
+        fleet_size
+            .div_ceil(AGENTS_PER_SOURCE_IP)
+            .max(MIN_SOURCE_IPS)
     } else {
         args.source_ips
     };

@@ -37,6 +37,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Agents one source address may hold towards one server port (~28k ephemeral ports,
 /// with room to spare for reconnects).
 pub(crate) const AGENTS_PER_SOURCE_IP: usize = 20_000;
+/// Source addresses a fleet uses at least: the frontend closes at accept a connection
+/// whose address already holds 32 handshakes in flight (a stranger must not stall the
+/// agent port), so a whole fleet from one address ramped with thousands of refusals and
+/// retries (a 19,000-agent ramp took 87 s instead of 21).
+pub(crate) const MIN_SOURCE_IPS: usize = 16;
 /// File descriptors kept free for everything that is not an agent connection.
 const RESERVED_FDS: u64 = 200;
 
@@ -73,8 +78,9 @@ pub struct Args {
     #[arg(long)]
     pub identity_dir: Option<PathBuf>,
     /// Spread agents over this many source addresses 127.0.0.1, 127.0.0.2, ...
-    /// (0 = as many as the fleet needs; for --bare-tls-connect, 0 leaves the choice to
-    /// the kernel).
+    /// (0 = as many as the fleet needs for ports, and at least MIN_SOURCE_IPS, since a
+    /// real fleet comes from many addresses and the frontend caps handshakes in flight per
+    /// address; for --bare-tls-connect, 0 leaves the choice to the kernel).
     #[arg(long, default_value_t = 0)]
     pub source_ips: usize,
     /// Fault injection: each agent drops its connection after every N-th upload, before

@@ -1,21 +1,33 @@
-//! A socket whose writes wait for the next flush and then go out as one `send`.
+//! A socket whose writes wait for the next flush, or for the end of the connection
+//! task's poll, and then go out as one `send`.
 //!
 //! Under TLS every record was its own `send()`: a reconnecting agent cost the server ten
 //! of them (the handshake flight's records, the session tickets, SETTINGS, SETTINGS ACK,
 //! WINDOW_UPDATE, the task stream's headers, Hello, the facts answer), and on loopback
-//! each one also runs the peer's receive path on the sender's CPU (tuning.md, P6). Both
-//! layers above already say when a batch is complete: rustls's handshake and h2 flush
-//! after each flight of records or frames. So writes are copied into one buffer and sent
-//! at `poll_flush` (or when `COALESCED_WRITE_MAX_BYTES` would be passed, so a writer that
+//! each one also runs the peer's receive path on the sender's CPU (tuning.md, P6). The
+//! layers above say when a batch is complete: rustls's handshake and h2 flush after each
+//! flight of records or frames. So writes are copied into one buffer and sent at
+//! `poll_flush` (or when `COALESCED_WRITE_MAX_BYTES` would be passed, so a writer that
 //! never flushes still makes progress).
 //!
+//! Several flights often follow each other within one poll of the connection task (the
+//! tickets, then h2's SETTINGS; SETTINGS ACK, then a stream's headers and first frame).
+//! A socket made with [`CoalescedWrites::deferred`] therefore only notes a flush, and the
+//! task's [`SendAfterPoll`] sends once the task's poll returns: one `send` per poll. All
+//! of a connection's socket I/O happens in that one task (h2 does its I/O in the
+//! connection future), so nothing written waits past the poll that wrote it. A close
+//! always sends first.
+//!
 //! An idle connection keeps no buffer: it is freed once everything is sent. Bytes still
-//! unsent when the stream is dropped (a TLS alert written on a failed handshake, with no
+//! unsent when the socket is dropped (a TLS alert written on a failed handshake, with no
 //! flush after it) get one non-blocking `send` so the peer still learns why.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
@@ -23,31 +35,103 @@ use futures::io::{AsyncRead, AsyncWrite};
 use crate::limits::COALESCED_WRITE_MAX_BYTES;
 
 pub struct CoalescedWrites<S: AsRawFd> {
+    socket: Rc<RefCell<Socket<S>>>,
+}
+
+struct Socket<S: AsRawFd> {
     inner: S,
     /// Written, not yet sent; `sent` of them are gone already.
     buffer: Vec<u8>,
     sent: usize,
+    /// Flushes only mark `due`; the task's `SendAfterPoll` sends.
+    deferred: bool,
+    due: bool,
+    /// A deferred send failed: the next call on the socket reports it.
+    failed: Option<io::ErrorKind>,
+}
+
+/// Wraps the connection task's future: after each of its polls, sends what a flush made
+/// due on its socket.
+pub struct SendAfterPoll<F, S: AsRawFd> {
+    future: Pin<Box<F>>,
+    socket: Rc<RefCell<Socket<S>>>,
 }
 
 impl<S: AsRawFd> CoalescedWrites<S> {
+    /// Sends at each flush.
     pub fn new(inner: S) -> Self {
-        Self {
+        Self::with(inner, false)
+    }
+
+    /// Sends after each poll of the future that the returned handle wraps; every use of
+    /// the socket must be inside that future.
+    pub fn deferred(inner: S) -> (Self, DeferredSends<S>) {
+        let this = Self::with(inner, true);
+        let sends = DeferredSends {
+            socket: this.socket.clone(),
+        };
+        (this, sends)
+    }
+
+    fn with(inner: S, deferred: bool) -> Self {
+        let socket = Socket {
             inner,
             buffer: Vec::new(),
             sent: 0,
+            deferred,
+            due: false,
+            failed: None,
+        };
+        Self {
+            socket: Rc::new(RefCell::new(socket)),
         }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    fn unsent(&self) -> usize {
-        self.buffer.len() - self.sent
     }
 }
 
-impl<S: AsRawFd + AsyncWrite + Unpin> CoalescedWrites<S> {
+/// What sends a deferred socket's writes: wraps the future that uses the socket.
+pub struct DeferredSends<S: AsRawFd> {
+    socket: Rc<RefCell<Socket<S>>>,
+}
+
+impl<S: AsRawFd + AsyncWrite + Unpin> DeferredSends<S> {
+    pub fn after_each_poll<F: Future>(self, future: F) -> SendAfterPoll<F, S> {
+        SendAfterPoll {
+            future: Box::pin(future),
+            socket: self.socket,
+        }
+    }
+}
+
+impl<F: Future, S: AsRawFd + AsyncWrite + Unpin> Future for SendAfterPoll<F, S> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let polled = self.future.as_mut().poll(cx);
+        let mut socket = self.socket.borrow_mut();
+        if socket.due && socket.failed.is_none() {
+            match socket.poll_send_buffered(cx) {
+                Poll::Ready(Ok(())) => socket.due = false,
+                Poll::Ready(Err(e)) => socket.failed = Some(e.kind()),
+                // Woken when the socket is writable; this poll runs again and sends the rest.
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsRawFd + AsyncWrite + Unpin> Socket<S> {
+    fn unsent(&self) -> usize {
+        self.buffer.len() - self.sent
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.failed {
+            Some(kind) => Err(kind.into()),
+            None => Ok(()),
+        }
+    }
+
     /// Sends what is buffered; ready once all of it is gone.
     fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.buffer.len() {
@@ -67,6 +151,7 @@ impl<S: AsRawFd + AsyncWrite + Unpin> CoalescedWrites<S> {
 
     /// Room for `len` more bytes without passing the bound, sending first if needed.
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<()>> {
+        self.check()?;
         if self.unsent() > 0 && self.unsent() + len > COALESCED_WRITE_MAX_BYTES {
             return self.poll_send_buffered(cx);
         }
@@ -76,65 +161,73 @@ impl<S: AsRawFd + AsyncWrite + Unpin> CoalescedWrites<S> {
 
 impl<S: AsRawFd + AsyncRead + Unpin> AsyncRead for CoalescedWrites<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let mut socket = self.socket.borrow_mut();
+        Pin::new(&mut socket.inner).poll_read(cx, buf)
     }
 }
 
 impl<S: AsRawFd + AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        futures::ready!(this.poll_room(cx, buf.len()))?;
-        if this.unsent() == 0 && buf.len() >= COALESCED_WRITE_MAX_BYTES {
+        let mut socket = self.socket.borrow_mut();
+        futures::ready!(socket.poll_room(cx, buf.len()))?;
+        if socket.unsent() == 0 && buf.len() >= COALESCED_WRITE_MAX_BYTES {
             // Nothing to join it with: a copy would only cost.
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            return Pin::new(&mut socket.inner).poll_write(cx, buf);
         }
-        this.buffer.extend_from_slice(buf);
+        socket.buffer.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
+        let mut socket = self.socket.borrow_mut();
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        futures::ready!(this.poll_room(cx, total.min(COALESCED_WRITE_MAX_BYTES)))?;
+        futures::ready!(socket.poll_room(cx, total.min(COALESCED_WRITE_MAX_BYTES)))?;
         let mut taken = 0;
         for buf in bufs {
             // Whole slices only past the first, so a caller's record is never split
             // across a bound it did not ask for; the first is always taken.
-            if taken > 0 && this.unsent() + buf.len() > COALESCED_WRITE_MAX_BYTES {
+            if taken > 0 && socket.unsent() + buf.len() > COALESCED_WRITE_MAX_BYTES {
                 break;
             }
-            this.buffer.extend_from_slice(buf);
+            socket.buffer.extend_from_slice(buf);
             taken += buf.len();
         }
         Poll::Ready(Ok(taken))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        futures::ready!(this.poll_send_buffered(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut socket = self.socket.borrow_mut();
+        socket.check()?;
+        if socket.deferred {
+            socket.due |= socket.unsent() > 0;
+            return Poll::Ready(Ok(()));
+        }
+        futures::ready!(socket.poll_send_buffered(cx))?;
+        Pin::new(&mut socket.inner).poll_flush(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        futures::ready!(this.poll_send_buffered(cx))?;
-        Pin::new(&mut this.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut socket = self.socket.borrow_mut();
+        socket.check()?;
+        futures::ready!(socket.poll_send_buffered(cx))?;
+        socket.due = false;
+        Pin::new(&mut socket.inner).poll_close(cx)
     }
 }
 
-impl<S: AsRawFd> Drop for CoalescedWrites<S> {
+impl<S: AsRawFd> Drop for Socket<S> {
     fn drop(&mut self) {
         let rest = &self.buffer[self.sent..];
         if rest.is_empty() {
@@ -163,13 +256,18 @@ mod tests {
     use std::time::Duration;
 
     /// A connected pair on loopback: (the side under test, the peer).
-    async fn pair() -> (CoalescedWrites<TcpStream>, TcpStream) {
+    async fn raw_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connect = glommio::spawn_local(async move { TcpStream::connect(addr).await });
         let accepted = listener.accept().await.unwrap();
         let peer = connect.await.unwrap();
-        (CoalescedWrites::new(accepted), peer)
+        (accepted, peer)
+    }
+
+    async fn pair() -> (CoalescedWrites<TcpStream>, TcpStream) {
+        let (ours, peer) = raw_pair().await;
+        (CoalescedWrites::new(ours), peer)
     }
 
     /// What the peer can read within a short wait (nothing: empty).
@@ -213,7 +311,7 @@ mod tests {
                 got.extend(readable(&mut peer, 64).await);
             }
             assert_eq!(got, b"hello world");
-            assert_eq!(ours.buffer.capacity(), 0, "freed once sent");
+            assert_eq!(ours.socket.borrow().buffer.capacity(), 0, "freed once sent");
         });
     }
 
@@ -252,6 +350,39 @@ mod tests {
             let mut got = Vec::new();
             peer.read_to_end(&mut got).await.unwrap();
             assert_eq!(got, b"alert");
+        });
+    }
+
+    /// Goal: on a deferred socket, flushes within one poll of the task go out together
+    /// after the poll, and nothing waits past it. Method: two write+flush pairs in one
+    /// poll of a `SendAfterPoll` task that then waits; the peer reads both at once.
+    #[test]
+    fn a_deferred_socket_sends_once_after_the_poll() {
+        executor().run(async {
+            let (inner, mut peer) = raw_pair().await;
+            let (mut ours, sends) = CoalescedWrites::deferred(inner);
+            let (flushed_tx, flushed_rx) = futures::channel::oneshot::channel::<()>();
+            let task = glommio::spawn_local(sends.after_each_poll(async move {
+                ours.write_all(b"first ").await.unwrap();
+                ours.flush().await.unwrap();
+                ours.write_all(b"second").await.unwrap();
+                ours.flush().await.unwrap();
+                let due = ours.socket.borrow().due;
+                let unsent = ours.socket.borrow().unsent();
+                let _ = flushed_tx.send(());
+                // Waits (the poll returns) with both flights still in the buffer.
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                (due, unsent)
+            }));
+            flushed_rx.await.unwrap();
+            let got = readable(&mut peer, 64).await;
+            assert_eq!(
+                got, b"first second",
+                "both flights in one read, before the task ends"
+            );
+            let (due, unsent) = task.await;
+            assert!(due, "the flushes were deferred");
+            assert_eq!(unsent, 12, "nothing was sent inside the poll");
         });
     }
 }

@@ -26,6 +26,7 @@ use crate::limits::{
     TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
 };
 use crate::metrics::{metrics, ConnectionRefusal};
+use crate::runtime::coalesced_writes::CoalescedWrites;
 use crate::sessions::shard::ShardCtx;
 use crate::transport::admission::Admission;
 use crate::transport::agent_conn;
@@ -135,8 +136,13 @@ fn admit(
         acceptor.clone(),
         live.clone(),
     );
+    // One send per poll of the connection task (runtime/coalesced_writes.rs).
+    let (socket, sends) = CoalescedWrites::deferred(stream);
+    let serve = sends.after_each_poll(agent_conn::serve(
+        ctx, admission, acceptor, socket, handshake, source,
+    ));
     glommio::spawn_local(async move {
-        agent_conn::serve(ctx, admission, acceptor, stream, handshake, source).await;
+        serve.await;
         live.set(live.get() - 1);
     })
     .detach();

@@ -60,7 +60,7 @@ pub async fn serve(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     acceptor: TlsAcceptor,
-    stream: TcpStream,
+    stream: CoalescedWrites<TcpStream>,
     handshake: StaticPermit,
     source: SourceSlot,
 ) {
@@ -68,7 +68,7 @@ pub async fn serve(
     let _open = OpenGuard;
     let limits = &ctx.config.limits;
     let started = Instant::now();
-    let (watched, hello) = HelloWatch::new(CoalescedWrites::new(stream));
+    let (watched, hello) = HelloWatch::new(stream);
     // The handshake futures are boxed so that their state is freed once the connection is
     // up; inline, they would size this task's allocation for the connection's whole life.
     let accept = Box::pin(acceptor.accept(watched));
