@@ -15,6 +15,7 @@ LOADGEN_CPUS=${LOADGEN_CPUS-1}
 CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-300}
 FE_PID="" LG_PID="" GUI_PORT=""
 ALL_FE_PIDS=() ALL_LG_PIDS=()
+ALL_AUX_PIDS=()   # background helpers of a target (e.g. box-fleet's memory watchdog): SIGTERM
 
 lib_init() {   # lib_init NAME: binaries, log, trap
     local name=$1 tool
@@ -41,6 +42,7 @@ lib_init() {   # lib_init NAME: binaries, log, trap
 
 lib_cleanup() {
     local p
+    for p in "${ALL_AUX_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${ALL_LG_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
     for p in "${ALL_FE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 2

@@ -52,6 +52,16 @@
 #                                         the shared mount with tasking, hunts, files and events, minions
 #                                         killed and the master restarted; checked against loadgen's
 #                                         record (benches/soak.sh)
+#   bash benches/targets.sh box-fleet [N] N idle agents on the box (N=200000) past one process's 20,000
+#                                         open files: a master + ceil(N / AGENTS_PER_FRONTEND) - 1 minions
+#                                         (18500 each, shards 1) on one datastore, loadgen workers of
+#                                         <= AGENTS_PER_WORKER (18000) from SOURCE_IPS (ceil(N / 20000),
+#                                         >= 16) addresses; agents per frontend, RSS per agent on both sides,
+#                                         MemAvailable and kernel memory, IDLE_S (20) s of idle CPU, a tasking
+#                                         round (TASKS=1000 at TASK_RATE=20/s to MEASURE=100 probe agents)
+#                                         and one unthrottled hunt over all (HUNT_ARTIFACT); a watchdog stops
+#                                         loadgen if MemAvailable falls below WATCHDOG_MIN_MIB (1024).
+#                                         REPEATS=1 by default; KEEP_DATA=1 keeps the datastore
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
@@ -67,7 +77,8 @@
 # measured on. p2, p3 and p4 keep the generated one-shard-per-core layout (a frontend as
 # deployed), so there loadgen (still on cpu 1) shares cpu 1 with shard 1: the box has only
 # two cores. p1-fleet's three frontends all put their one shard on cpu 0, and so do p5's
-# master and minions. curl and dd are never pinned.
+# and box-fleet's master and minions; box-fleet's loadgen workers all share cpu 1. curl and
+# dd are never pinned.
 #
 # CPU figures are the frontend's whole-process CPU (all threads' schedstat run time;
 # utime + stime ticks are logged alongside in run.log). The box is shared: read single
@@ -82,6 +93,7 @@ usage() { sed -n '2,/^set -euo pipefail$/{/^set -euo/!p}' "$0" >&2; exit 2; }   
 TARGET=${1:-}
 [[ -n $TARGET ]] || usage
 shift
+[[ $TARGET == box-fleet ]] && REPEATS=${REPEATS:-1}   # one 200,000-agent run is ~15 min
 REPEATS=${REPEATS:-3}
 RAMP=${RAMP:-1000}
 OUT=${OUT:-$(mktemp -d "/tmp/packhunt-$TARGET.XXXXXX")}
@@ -1377,6 +1389,422 @@ run_files() {
     print_table "files: file uploads vs the datastore disk's sequential append, $n agents x $FILE_BYTES bytes ($OUT)"
 }
 
+# ---------------------------------------------------------------- box-fleet ----------
+# The box's ceiling in idle agents, past the 20,000 open files one process may hold here:
+# one cluster, a master and M minions sharing the one datastore (deploy_cluster), with
+# M = ceil(N / AGENTS_PER_FRONTEND) - 1. A frontend takes at most max_open_files (20,000)
+# less RESERVED_FILES_COUNT (512) = 19,488 agents and refuses the next ones before any TLS
+# work (out_of_files); AGENTS_PER_FRONTEND (18,500) keeps each frontend's share below that
+# with room for the spread. Every frontend runs one shard ([frontend] shards = 1, SHARDS),
+# so all their agent shards are on cpu 0 and loadgen has cpu 1 (LOADGEN_CPUS).
+#
+# How the agents spread: an agent starts at a uniformly random URL of client.config.toml's
+# server_urls (src/agent/run.rs: `gen_range(0..n)`), and moves to the next URL in the list
+# (wrapping) when a connect fails or a frontend tells it to move. `config frontend` appends
+# each minion's URL once, so the list is the master and every minion, once each: N agents
+# fall binomially, N / F per frontend with a standard deviation of sqrt(N (F - 1)) / F (129
+# at 200,000 over 11, so the fullest frontend lands near 18,500, far from 19,488); only a
+# frontend at its limit passes agents on to its neighbour in the list. No hash is involved.
+#
+# loadgen: one coordinator forking ceil(N / AGENTS_PER_WORKER) worker processes (at most
+# 18,000 agents each, the same number each), on LOADGEN_CPUS (the workers inherit the
+# pinning). SOURCE_IPS (default ceil(N / 20,000), loadgen's AGENTS_PER_SOURCE_IP, and at
+# least 16) is passed explicitly: it bounds every source address to 20,000 connections in
+# all, so ~20,000 / F towards any one frontend port (28,232 ephemeral ports), and keeps a
+# source's handshakes in flight at one frontend under its cap of 32 (p6's reasoning; from
+# one address a 600-agent ramp over 2 frontends had 243 connections refused by it). With
+# --source-ips 0 each worker would pick its own count from its own last agent index, and
+# the low addresses would carry several times their share.
+#
+# A memory watchdog (box_watchdog) samples MemAvailable every second into memavail.tsv
+# while the fleet is up; below WATCHDOG_MIN_MIB (1,024) it snapshots every frontend's and
+# loadgen's RSS, stops every loadgen (SIGINT, SIGKILL after 10 s or at once below half the
+# floor) and the run goes on to the cleanup: the box has no swap.
+#
+# Rounds, once everything is connected, every agent's facts are on disk and SETTLE_S has
+# passed: memory (frontend and loadgen RSS, MemAvailable, kernel memory), IDLE_S of idle
+# CPU, a tasking round, then a hunt round. The tasking round is a measuring loadgen of
+# MEASURE agents (hostnames probe-*, spread over the same frontends) with --scenario
+# tasking: TASKS collections at TASK_RATE/s through the master's API to random connected
+# probe agents. loadgen's tasking scenario schedules from the moment its fleet is connected
+# until it stops and keeps one latency histogram for its whole run, so the big fleet itself
+# stays idle: started with the scenario, it would be tasked during the idle window and its
+# histogram would mix the tasking round with the hunt's N tasks. The hunt round is one hunt
+# over every agent (no condition, recruitment unthrottled, HUNT_ARTIFACT
+# Generic.Client.Info as p2-fleet): its record on disk, the fleet's task counter and its
+# report's last task.
+
+# box_watchdog DIR MIN_MIB FLEET_ERR FE_PIDS...: runs until killed or until it fires.
+box_watchdog() {
+    local dir=$1 min=$2 err=$3 avail p lg k i fe_kib=0 lg_kib=0 pids=()
+    shift 3
+    while :; do
+        avail=$(mem_available_mib)
+        printf '%s\t%s\n' "$(now_ms)" "$avail" >>"$dir/memavail.tsv"
+        if ((avail < min)); then break; fi
+        sleep 1
+    done
+    k=$(LG_ERR=$err progress connected)
+    mapfile -t pids <"$dir/loadgen.pids"
+    # What was held when it fired, read before anything is stopped (a few /proc reads).
+    for p in "$@"; do fe_kib=$((fe_kib + $(rss_kib "$p"))); done
+    for p in "${pids[@]}"; do
+        for lg in $(pgrep -P "$p" -x loadgen || true); do
+            lg_kib=$((lg_kib + $(rss_kib "$lg")))
+            for i in $(pgrep -P "$lg" || true); do lg_kib=$((lg_kib + $(rss_kib "$i"))); done
+        done
+    done
+    printf 'agents %s\tmem_available_mib %s\tfrontend_rss_kib %s\tloadgen_rss_kib %s\n' "$k" "$avail" "$fe_kib" "$lg_kib" >"$dir/watchdog.tsv"
+    log "MEMORY WATCHDOG: MemAvailable $avail MiB < $min MiB with $k agents connected; stopping every loadgen"
+    for p in "${pids[@]}"; do
+        lg=$(pgrep -P "$p" -x loadgen | head -1 || true)
+        kill -INT "${lg:-$p}" 2>/dev/null || true
+    done
+    for ((i = 0; i < 50; i++)); do
+        avail=$(mem_available_mib)
+        printf '%s\t%s\n' "$(now_ms)" "$avail" >>"$dir/memavail.tsv"
+        if ((avail < min / 2)); then break; fi
+        lg=0
+        for p in "${pids[@]}"; do if kill -0 "$p" 2>/dev/null; then lg=1; fi; done
+        if ((lg == 0)); then break; fi
+        sleep 0.2
+    done
+    for p in "${pids[@]}"; do
+        for lg in $(pgrep -P "$p" -x loadgen || true); do
+            pkill -KILL -P "$lg" 2>/dev/null || true
+            kill -KILL "$lg" 2>/dev/null || true
+        done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    log "memory watchdog: loadgen stopped; MemAvailable now $(mem_available_mib) MiB"
+}
+
+mem_available_mib() { awk '$1 == "MemAvailable:" { print int($2 / 1024) }' /proc/meminfo; }
+meminfo_kib() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+kernel_kib() { awk '$1 == "Slab:" || $1 == "KernelStack:" || $1 == "PageTables:" { s += $2 } END { print s }' /proc/meminfo; }
+# rss_kib PID: VmRSS, always a number (0 for a process that is gone or a zombie)
+rss_kib() { local v; v=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null) || v=0; echo "${v:-0}"; }
+rss_sum_kib() {   # rss_sum_kib PID...: VmRSS summed
+    local p s=0
+    for p in "$@"; do s=$((s + $(rss_kib "$p"))); done
+    echo "$s"
+}
+cpu_ns_sum() {
+    local p s=0
+    for p in "$@"; do s=$((s + $(cpu_ns "$p"))); done
+    echo "$s"
+}
+# refusals_sum FILE...: "reason n, ..." of the nonzero connection refusals summed over
+# every frontend's metrics, and the per-source handshake refusals
+refusals_sum() {
+    awk -F'[{}"= ]+' '/^packhunt_connection_refusals_total\{/ { s[$3] += $NF }
+                      /^packhunt_agentport_source_handshakes_refused_total / { s["source_handshakes"] += $NF }
+                      END { for (k in s) if (s[k]) { printf "%s%s %d", sep, k, s[k]; sep = ", " }
+                            if (!sep) printf "none" }' "$@"
+}
+# slab_growth BEFORE AFTER: the ten slab caches that grew most (KiB), from /proc/slabinfo copies
+slab_growth() {
+    awk 'FNR == 1 { file++ } /^#|^slabinfo/ { next }
+         { kib = $3 * $4 / 1024; if (file == 1) a[$1] = kib; else b[$1] = kib }
+         END { for (k in b) printf "%.0f %s\n", b[k] - a[k], k }' "$1" "$2" | sort -rn | head -10 | paste -sd, -
+}
+
+box_fleet_metrics() {   # box_fleet_metrics DIR TAG: every frontend's /metrics, DIR/metrics-TAG-{master,minion-K}.txt
+    local k
+    metrics_to "$1/metrics-$2-master.txt"
+    for ((k = 0; k < MINIONS; k++)); do metrics_at "${MINION_METRICS_PORTS[k]}" "$1/metrics-$2-minion-$((k + 1)).txt"; done
+}
+
+# box_fleet_ok: the watchdog has not fired, the fleet's loadgen and every frontend still
+# run (a dead frontend is logged once into frontends-down.txt). Uses box_fleet_one's dir,
+# fe, fleet_pid and fleet_err.
+box_fleet_ok() {
+    local k
+    [[ -s $dir/watchdog.tsv ]] && return 1
+    if [[ -n $fleet_pid ]] && ! kill -0 "$fleet_pid" 2>/dev/null; then
+        [[ -e $dir/fleet-gone ]] || { log "box-fleet: the fleet's loadgen is gone: $(tail -n 1 "$fleet_err")"; : >"$dir/fleet-gone"; }
+        return 1
+    fi
+    for ((k = 0; k < ${#fe[@]}; k++)); do
+        kill -0 "${fe[k]}" 2>/dev/null && continue
+        if ! grep -qx "$( ((k == 0)) && echo master || echo "minion-$k")" "$dir/frontends-down.txt" 2>/dev/null; then
+            log "box-fleet: frontend $( ((k == 0)) && echo master || echo "minion $k") (pid ${fe[k]}) is gone; the rounds after this are skipped"
+            { ((k == 0)) && echo master || echo "minion-$k"; } >>"$dir/frontends-down.txt"
+        fi
+        return 1
+    done
+}
+
+box_fleet_one() {   # box_fleet_one N REPEAT
+    local n=$1 r=$2 dir=$OUT/box-fleet-$2 arm=fleet fe=() node k f w=0 t0 t1 sips apw conn=0 counts=() c
+    local lg lgs=() fe_base fe_rss lg_rss avail0 avail1 kern0 kern1 unrec0 unrec1 keys mfiles=()
+    local box0 box1 fe0 fe1 lg0 lg1 wall stopped="" wd_pid rp id="" tasks0=0 t_post start_ms st cc e
+    local fleet_pid="" fleet_err="" last_us first_us hunt_n hunt_t1 same cross_urls=() rej=0 f1 wk wa wf wl
+    local frontends=$((MINIONS + 1))
+    deploy_cluster "$dir" "$MINIONS"
+    set_key "$dir" frontend shards "${SHARDS:-1}"
+    set_key "$dir" limits hunt_recruitment_per_second 1000000
+    # The generated gRPC API port is the fixed 8890: another deployment on the box may hold it.
+    set_key "$dir" api port "$(free_port)"
+    start_frontend "$dir"
+    fe+=("$FE_PID")
+    for node in "${MINION_NODES[@]}"; do
+        start_minion "$dir" "$node"
+        fe+=("$FE_PID")
+    done
+    wait_frontends_up "$frontends" 120 || true
+    log "box-fleet r$r: server_urls of the agents: $(grep -A$((frontends + 1)) '^server_urls' "$dir/client.config.toml" | tr -d '\n ' | cut -c1-400)"
+    sleep 2
+    fe_base=$(rss_sum_kib "${fe[@]}")
+    avail0=$(meminfo_kib MemAvailable) kern0=$(kernel_kib) unrec0=$(meminfo_kib SUnreclaim)
+    cat /proc/slabinfo >"$dir/slabinfo-before.txt" 2>/dev/null || : >"$dir/slabinfo-before.txt"
+    w=$(((n + AGENTS_PER_WORKER - 1) / AGENTS_PER_WORKER))
+    apw=$(((n + w - 1) / w))
+    sips=${SOURCE_IPS:-$(((n + 19999) / 20000))}
+    ((sips >= 16)) || sips=${SOURCE_IPS:-16}
+    record "frontends (master + minions)" "$arm" "$frontends"
+    record "loadgen processes x agents each" "$arm" "${w}x$apw"
+    log "box-fleet r$r: $frontends frontends (master + $MINIONS minions), $n agents from $w loadgen process(es) of <= $apw agents over $sips source addresses, ramp $RAMP/s; MemAvailable $((avail0 / 1024)) MiB; frontends' RSS $((fe_base / 1024)) MiB"
+
+    # ---- the fleet
+    start_loadgen "$dir" fleet "$FLEET_LIMIT" --clients "$n" --ramp-per-second "$RAMP" --duration-s "$FLEET_LIMIT" \
+        --agents-per-worker "$apw" --source-ips "$sips" --probe-rate-per-second 0
+    fleet_pid=$LG_PID fleet_err=$LG_ERR
+    echo "$fleet_pid" >"$dir/loadgen.pids"
+    : >"$dir/memavail.tsv"
+    box_watchdog "$dir" "$WATCHDOG_MIN_MIB" "$fleet_err" "${fe[@]}" &
+    wd_pid=$!
+    ALL_AUX_PIDS+=("$wd_pid")
+    t0=$(now_ms)
+    # Each worker makes its agents' keys before its ramp begins: time to connect counts
+    # from the last worker's keys.
+    while :; do
+        c=$(grep -c 'identities ready' "$fleet_err" 2>/dev/null) || c=0
+        ((c >= w)) && break
+        kill -0 "$fleet_pid" 2>/dev/null || break
+        (($(now_ms) - t0 > CONNECT_S * 1000)) && break
+        sleep 0.2
+    done
+    keys=$(ms_to_s "$t0" "$(now_ms)")
+    t0=$(now_ms) RAMP_S=miss
+    while :; do
+        if (($(progress connected) >= n)); then RAMP_S=$(ms_to_s "$t0" "$(now_ms)"); break; fi
+        box_fleet_ok || break
+        if ! kill -0 "$fleet_pid" 2>/dev/null || (($(now_ms) - t0 > CONNECT_S * 1000)); then
+            log "box-fleet r$r: loadgen connected only $(progress connected) of $n"
+            break
+        fi
+        sleep 0.5
+    done
+    box_fleet_ok || stopped=1
+    lg=$(loadgen_pid)
+    [[ -n $lg ]] && mapfile -t lgs < <(echo "$lg"; pgrep -P "$lg" || true)
+    if [[ -z $stopped ]]; then
+        facts_ready "$dir" "$(progress connected)" "$FACTS_S" || true
+        sleep "$SETTLE_S"
+        box_fleet_ok || stopped=1
+    fi
+
+    # ---- at full size: agents, memory (a fleet the watchdog stopped is measured by its snapshot)
+    if [[ -z $stopped ]]; then
+        box_fleet_metrics "$dir" full
+        mfiles=("$dir/metrics-full-master.txt")
+        for ((k = 1; k <= MINIONS; k++)); do mfiles+=("$dir/metrics-full-minion-$k.txt"); done
+        for f in "${mfiles[@]}"; do
+            c=$(metric_in "$f" packhunt_sessions_open)
+            counts+=("$c")
+            conn=$((conn + c))
+        done
+        fe_rss=$(rss_sum_kib "${fe[@]}")
+        lg_rss=$(rss_sum_kib "${lgs[@]}")
+        avail1=$(meminfo_kib MemAvailable) kern1=$(kernel_kib) unrec1=$(meminfo_kib SUnreclaim)
+        cat /proc/slabinfo >"$dir/slabinfo-full.txt" 2>/dev/null || : >"$dir/slabinfo-full.txt"
+        log "box-fleet r$r: sessions per frontend (master, minion 1..$MINIONS): ${counts[*]}; RSS per frontend (MiB): $(for f in "${fe[@]}"; do printf '%s ' $(($(rss_kib "$f") / 1024)); done)"
+        log "box-fleet r$r: slab caches grown most (KiB): $(slab_growth "$dir/slabinfo-before.txt" "$dir/slabinfo-full.txt")"
+        record "agents connected (sessions_open, all frontends)" "$arm" "$conn"
+        record "agents connected (loadgen)" "$arm" "$(progress connected)"
+        record "agents per frontend, min" "$arm" "$(printf '%s\n' "${counts[@]}" | sort -n | head -1)"
+        record "agents per frontend, max" "$arm" "$(printf '%s\n' "${counts[@]}" | sort -n | tail -1)"
+        record "agents per frontend (master, minions)" "$arm" "$(IFS=/; echo "${counts[*]}")"
+        record "time to make the agents' keys (s)" "$arm" "$keys"
+        record "time to connect all (s), from the last worker's keys" "$arm" "$RAMP_S"
+        record "connection refusals, all frontends" "$arm" "$(refusals_sum "${mfiles[@]}" | tr ' ' _)"
+        record "loadgen errors (failed connects) until full size" "$arm" "$(progress errors)"
+        record "frontends' RSS before agents, sum (MiB)" "$arm" "$(calc "$fe_base / 1024" 1)"
+        record "frontends' RSS at full size, sum (MiB)" "$arm" "$(calc "$fe_rss / 1024" 1)"
+        record "frontend RSS per agent (KiB)" "$arm" "$(calc "$conn > 0 ? ($fe_rss - $fe_base) / $conn : 0" 1)"
+        record "loadgen RSS, coordinator + workers (MiB)" "$arm" "$(calc "$lg_rss / 1024" 1)"
+        record "loadgen RSS per agent (KiB)" "$arm" "$(calc "$conn > 0 ? $lg_rss / $conn : 0" 1)"
+        record "MemAvailable before agents (MiB)" "$arm" "$((avail0 / 1024))"
+        record "MemAvailable at full size (MiB)" "$arm" "$((avail1 / 1024))"
+        record "MemAvailable used per agent (KiB)" "$arm" "$(calc "$conn > 0 ? ($avail0 - $avail1) / $conn : 0" 1)"
+        record "kernel memory growth, Slab + KernelStack + PageTables (MiB)" "$arm" "$(calc "($kern1 - $kern0) / 1024" 1)"
+        record "kernel memory per agent connection, both sockets (KiB)" "$arm" "$(calc "$conn > 0 ? ($kern1 - $kern0) / $conn : 0" 2)"
+        # Slab also holds the datastore's inodes and dentries (reclaimable): the unreclaimable
+        # part is closer to the sockets' own.
+        record "of which SUnreclaim per agent connection (KiB)" "$arm" "$(calc "$conn > 0 ? ($unrec1 - $unrec0) / $conn : 0" 2)"
+    fi
+
+    # ---- idle
+    if [[ -z $stopped ]]; then
+        box0=$(box_busy_ticks) fe0=$(cpu_ns_sum "${fe[@]}") lg0=$(cpu_ns_sum "${lgs[@]}") t1=$(now_ms)
+        sleep "$IDLE_S"
+        box1=$(box_busy_ticks) fe1=$(cpu_ns_sum "${fe[@]}") lg1=$(cpu_ns_sum "${lgs[@]}")
+        wall=$(ms_to_s "$t1" "$(now_ms)")
+        record "idle: whole box CPU-s/s (of $(nproc))" "$arm" "$(calc "($box1 - $box0) / $CLK_TCK / $wall" 3)"
+        record "idle: $frontends frontends CPU-s/s" "$arm" "$(calc "($fe1 - $fe0) / 1e9 / $wall" 3)"
+        record "idle: loadgen CPU-s/s" "$arm" "$(calc "($lg1 - $lg0) / 1e9 / $wall" 3)"
+        record "idle: everything else on the box CPU-s/s" "$arm" \
+            "$(calc "($box1 - $box0) / $CLK_TCK / $wall - ($fe1 - $fe0 + $lg1 - $lg0) / 1e9 / $wall" 3)"
+        record "idle: frontend CPU per agent (us/s)" "$arm" "$(calc "$conn > 0 ? ($fe1 - $fe0) / 1e3 / $wall / $conn : 0" 3)"
+        box_fleet_ok || stopped=1
+    fi
+
+    # ---- tasking round: MEASURE probe agents tasked through the master's API
+    if [[ -z $stopped ]]; then
+        # shellcheck disable=SC2046
+        start_loadgen "$dir" tasking $((CONNECT_TIMEOUT + TASKS * 4 / ${TASK_RATE%.*} + 600)) --clients "$MEASURE" \
+            --hostname-prefix probe- --ramp-per-second "$RAMP" --duration-s $((CONNECT_TIMEOUT + TASKS * 4 / ${TASK_RATE%.*} + 600)) \
+            --scenario tasking --task-rate-per-second "$TASK_RATE" --probe-rate-per-second 0 $(api_args)
+        echo "$LG_PID" >>"$dir/loadgen.pids"
+        t1=$(now_ms)
+        if wait_identities && wait_progress connected "$MEASURE" "$CONNECT_TIMEOUT"; then
+            wait_progress tasks "$TASKS" $((TASKS * 4 / ${TASK_RATE%.*} + 300)) || true
+        fi
+        wall=$(ms_to_s "$t1" "$(now_ms)")
+        stop_loadgen
+        box_fleet_ok || stopped=1
+        rp=$dir/tasking.json
+        record "tasking: task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp" 2>/dev/null || echo -)"
+        record "tasking: task latency p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$rp" 2>/dev/null || echo -)"
+        record "tasking: task latency max (ms)" "$arm" "$(rep '.task_latency.max_us / 1000' "$rp" 2>/dev/null || echo -)"
+        record "tasking: tasks received / scheduled ($MEASURE probe agents)" "$arm" "$(rep '"\(.tasks_received)/\(.collections_scheduled)"' "$rp" 2>/dev/null || echo -)"
+        record "tasking: round's wall time, probe agents' start included (s)" "$arm" "$wall"
+        if ((MINIONS > 0)) && [[ -s $rp ]]; then
+            same=https://$MASTER_NODE/
+            cross_urls=()
+            for node in "${MINION_NODES[@]}"; do cross_urls+=(--frontend "https://$node/"); done
+            "$LOADGEN" --config "$dir/client.config.toml" --task-latency-of "$rp" --frontend "$same" >"$dir/latency-master.json" 2>>"$OUT/run.log" ||
+                echo '{}' >"$dir/latency-master.json"
+            "$LOADGEN" --config "$dir/client.config.toml" --task-latency-of "$rp" "${cross_urls[@]}" >"$dir/latency-minions.json" 2>>"$OUT/run.log" ||
+                echo '{}' >"$dir/latency-minions.json"
+            record "tasking: p99, agents on the master (ms)" "$arm" "$(rep '(.p99_us // null) / 1000' "$dir/latency-master.json" 2>/dev/null || echo -)"
+            record "tasking: p99, agents on a minion (ms)" "$arm" "$(rep '(.p99_us // null) / 1000' "$dir/latency-minions.json" 2>/dev/null || echo -)"
+        fi
+    fi
+
+    # ---- hunt round: one collection to every connected agent
+    if [[ -z $stopped ]]; then
+        LG_PID=$fleet_pid LG_ERR=$fleet_err
+        hunt_n=$(progress connected)
+        id=$(hunt_create "$HUNT_ARTIFACT") || id=""
+        [[ $id == null ]] && id=""
+        [[ -z $id ]] && log "box-fleet r$r: the hunt could not be created"
+    fi
+    if [[ -z $stopped && -n $id ]]; then
+        tasks0=$(progress tasks)
+        box_fleet_metrics "$dir" hunt0
+        box0=$(box_busy_ticks) fe0=$(cpu_ns_sum "${fe[@]}")
+        t_post=$(now_ms)
+        api_post "/api/v1/hunts/$id/start" >"$dir/start.json" || log "box-fleet r$r: hunt start POST: curl exit $?"
+        while (($(progress tasks) < tasks0 + hunt_n)); do
+            box_fleet_ok || break
+            if ! kill -0 "$fleet_pid" 2>/dev/null || (($(now_ms) - t_post > FANOUT_TIMEOUT * 1000)); then
+                log "box-fleet r$r: the hunt's task reached $(($(progress tasks) - tasks0)) of $hunt_n agents"
+                break
+            fi
+            sleep 0.2
+        done
+        box1=$(box_busy_ticks) fe1=$(cpu_ns_sum "${fe[@]}")
+        wall=$(ms_to_s "$t_post" "$(now_ms)")
+        t1=$(now_ms)
+        while box_fleet_ok; do
+            st=$(api "/api/v1/hunts/$id") || st={}
+            read -r cc e <<<"$(jq -r '[.completed, .errors] | @tsv' <<<"$st" 2>/dev/null || echo '0 0')"
+            ((${cc:-0} + ${e:-0} >= hunt_n || $(now_ms) - t1 > HUNT_TIMEOUT * 1000)) && break
+            sleep 1
+        done
+        api "/api/v1/hunts/$id" >"$dir/hunt.json" || true
+        start_ms=$(jq -r '.start_time_ms // 0' "$dir/hunt.json" 2>/dev/null || echo 0)
+        hunt_t1=$(now_ms)
+        box_fleet_metrics "$dir" hunt1
+        box_fleet_ok || true
+    fi
+
+    # ---- cleanup: the watchdog (one that fired finishes stopping loadgen), loadgen, every
+    # frontend (minions first)
+    [[ -s $dir/watchdog.tsv ]] || kill -TERM "$wd_pid" 2>/dev/null || true
+    wait "$wd_pid" 2>/dev/null || true
+    LG_PID=$fleet_pid
+    stop_loadgen
+    for ((k = ${#fe[@]} - 1; k >= 0; k--)); do FE_PID=${fe[k]}; stop_frontend; done
+
+    if [[ -n $id ]]; then
+        rp=$dir/fleet.json
+        record_hunt_disk hunt "$dir" "$id" "$start_ms" "$hunt_n"
+        last_us=$(rep '.last_task_unix_us // 0' "$rp" 2>/dev/null || echo 0)
+        first_us=$(rep '.first_task_unix_us // 0' "$rp" 2>/dev/null || echo 0)
+        record "hunt: agents with its task / agents connected (loadgen)" hunt "$(($(rep .tasks_received "$rp" 2>/dev/null || echo "$tasks0") - tasks0))/$hunt_n"
+        record "hunt: start -> first agent has its task (s)" hunt "$(calc "$first_us > 0 ? ($first_us / 1000 - $start_ms) / 1000 : -1" 2)"
+        record "hunt: start -> last agent has its task (s)" hunt "$(calc "$last_us > 0 ? ($last_us / 1000 - $start_ms) / 1000 : -1" 2)"
+        record "hunt: start POST -> loadgen counted all tasks (s)" hunt "$wall"
+        record "hunt: frontends CPU-s in that window" hunt "$(calc "($fe1 - $fe0) / 1e9" 2)"
+        record "hunt: whole box CPU-s/s in that window" hunt "$(calc "($box1 - $box0) / $CLK_TCK / $wall" 2)"
+        for f in "$dir"/metrics-hunt0-*.txt; do
+            f1=${f/hunt0/hunt1}
+            rej=$((rej + $(metric_in "$f1" 'packhunt_upload_rejections_total{reason="concurrency"}') - $(metric_in "$f" 'packhunt_upload_rejections_total{reason="concurrency"}')))
+        done
+        record "hunt: upload 503s (concurrency), all frontends" hunt "$rej"
+        record "hunt: MemAvailable, lowest while it ran (MiB)" hunt \
+            "$(awk -F'\t' -v a="$t_post" -v b="$hunt_t1" '$1 >= a && $1 <= b { if (!n++ || $2 < m) m = $2 } END { print n ? m : "-" }' "$dir/memavail.tsv")"
+    fi
+    record "MemAvailable, lowest while the fleet was up (MiB)" "$arm" "$(awk -F'\t' '{ if (!n++ || $2 < m) m = $2 } END { print m + 0 }' "$dir/memavail.tsv")"
+    [[ -s $dir/frontends-down.txt ]] && record "frontends that died during the run" "$arm" "$(paste -sd' ' "$dir/frontends-down.txt")"
+    if [[ -s $dir/watchdog.tsv ]]; then
+        read -r _ wk _ wa _ wf _ wl <"$dir/watchdog.tsv"
+        record "memory watchdog" "$arm" "stopped by memory watchdog at $wk agents"
+        record "at the stop: MemAvailable (MiB)" "$arm" "$wa"
+        record "at the stop: frontend RSS per agent (KiB)" "$arm" "$(calc "$wk > 0 ? ($wf - $fe_base) / $wk : 0" 1)"
+        record "at the stop: loadgen RSS per agent (KiB)" "$arm" "$(calc "$wk > 0 ? $wl / $wk : 0" 1)"
+    else
+        record "memory watchdog" "$arm" "not triggered (floor $WATCHDOG_MIN_MIB MiB)"
+    fi
+    # Deleted after the last repeat: a repeat's first contact would pay for this one's deletion.
+    drop_datastore_later "$dir"
+}
+
+run_box_fleet() {
+    local n=${1:-${N:-200000}} r
+    AGENTS_PER_FRONTEND=${AGENTS_PER_FRONTEND:-18500}
+    AGENTS_PER_WORKER=${AGENTS_PER_WORKER:-18000}
+    MINIONS=$(((n + AGENTS_PER_FRONTEND - 1) / AGENTS_PER_FRONTEND - 1))
+    ((MINIONS < 0)) && MINIONS=0
+    WATCHDOG_MIN_MIB=${WATCHDOG_MIN_MIB:-1024}
+    TASKS=${TASKS:-1000}
+    TASK_RATE=${TASK_RATE:-20}
+    MEASURE=${MEASURE:-100}
+    HUNT_ARTIFACT=${HUNT_ARTIFACT:-Generic.Client.Info}
+    SETTLE_S=${SETTLE_S:-5}
+    IDLE_S=${IDLE_S:-20}
+    FACTS_S=${FACTS_S:-600}
+    # The ramp alone takes N / RAMP seconds; CONNECT_TIMEOUT (300) is for the small fleets.
+    CONNECT_S=$((n * 2 / RAMP + CONNECT_TIMEOUT))
+    FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-$((n / 500 + 300))}
+    HUNT_TIMEOUT=${HUNT_TIMEOUT:-$((n / 500 + 180))}
+    FLEET_LIMIT=$((CONNECT_S * 2 + FACTS_S + IDLE_S + TASKS * 4 / ${TASK_RATE%.*} + FANOUT_TIMEOUT + HUNT_TIMEOUT + 1200))
+    ((AGENTS_PER_FRONTEND <= 19488)) || log "box-fleet: AGENTS_PER_FRONTEND $AGENTS_PER_FRONTEND is above what a frontend takes (20,000 - 512 = 19,488): expect out_of_files refusals"
+    ((AGENTS_PER_WORKER <= 19800)) || { log "box-fleet: AGENTS_PER_WORKER $AGENTS_PER_WORKER leaves loadgen fewer than 200 spare files of 20,000"; exit 1; }
+    log "box-fleet: $n agents over a master + $MINIONS minions (AGENTS_PER_FRONTEND $AGENTS_PER_FRONTEND), shards ${SHARDS:-1} each; loadgen workers of <= $AGENTS_PER_WORKER; memory floor $WATCHDOG_MIN_MIB MiB; then $TASKS tasks at $TASK_RATE/s to $MEASURE probe agents and one hunt ($HUNT_ARTIFACT) over all"
+    for ((r = 1; r <= REPEATS; r++)); do box_fleet_one "$n" "$r"; done
+    print_table "box-fleet: $n idle agents on one box, a master + $MINIONS minions, loadgen workers of <= $AGENTS_PER_WORKER ($OUT)"
+    if [[ ${KEEP_DATA:-0} == 1 ]]; then
+        log "box-fleet: datastores kept (KEEP_DATA=1): ${DEFERRED_DATASTORES[*]}"
+    else
+        log "box-fleet: deleting $REPEATS datastore(s) of ~$n client folders each. On this box's ext4 without a journal, inode allocations skip recently deleted inodes for 60-360 s afterwards (tuning.md, \"the disk's memory of deletions\"): runs that create many files in the next minutes are slower"
+        drop_deferred_datastores
+    fi
+}
+
 # ---------------------------------------------------------------- gui-paint ------------
 # Time to first paint of each GUI view in headless Chromium (tests/gui_paint.rs, an ignored
 # test that prints one JSON line per view), SEED clients (50,000) in the client index.
@@ -1401,6 +1829,7 @@ case $TARGET in
     hunt) run_hunt "$@" ;;
     storm) run_storm "$@" ;;
     p2-fleet) run_p2_fleet "$@" ;;
+    box-fleet) run_box_fleet "$@" ;;
     events) run_events "$@" ;;
     files) run_files "$@" ;;
     gui-paint) run_gui_paint "$@" ;;
