@@ -1,22 +1,19 @@
-//! A socket whose writes wait for the next flush, or for the end of the connection
-//! task's poll, and then go out as one `send`.
+//! A socket whose flushed writes wait for the end of the connection task's poll and then
+//! go out as one `send`.
 //!
 //! Under TLS every record was its own `send()`: a reconnecting agent cost the server ten
 //! of them (the handshake flight's records, the session tickets, SETTINGS, SETTINGS ACK,
 //! WINDOW_UPDATE, the task stream's headers, Hello, the facts answer), and on loopback
 //! each one also runs the peer's receive path on the sender's CPU (tuning.md, P6). The
 //! layers above say when a batch is complete: rustls's handshake and h2 flush after each
-//! flight of records or frames. So writes are copied into one buffer and sent at
-//! `poll_flush` (or when `COALESCED_WRITE_MAX_BYTES` would be passed, so a writer that
-//! never flushes still makes progress).
-//!
-//! Several flights often follow each other within one poll of the connection task (the
-//! tickets, then h2's SETTINGS; SETTINGS ACK, then a stream's headers and first frame).
-//! A socket made with [`CoalescedWrites::deferred`] therefore only notes a flush, and the
-//! task's [`SendAfterPoll`] sends once the task's poll returns: one `send` per poll. All
-//! of a connection's socket I/O happens in that one task (h2 does its I/O in the
-//! connection future), so nothing written waits past the poll that wrote it. A close
-//! always sends first.
+//! flight of records or frames, and several flights often follow each other within one
+//! poll of the connection task (the tickets, then h2's SETTINGS; SETTINGS ACK, then a
+//! stream's headers and first frame). So writes are copied into one buffer, a flush only
+//! marks them due, and the task's [`SendAfterPoll`] sends once the task's poll returns:
+//! one `send` per poll. All of a connection's socket I/O happens in that one task (h2 does
+//! its I/O in the connection future), so nothing flushed waits past the poll that flushed
+//! it. A close always sends first, and so does a write that would pass
+//! `COALESCED_WRITE_MAX_BYTES` (a writer that never flushes still makes progress).
 //!
 //! An idle connection keeps no buffer: it is freed once everything is sent. Bytes still
 //! unsent when the socket is dropped (a TLS alert written on a failed handshake, with no
@@ -43,8 +40,7 @@ struct Socket<S: AsRawFd> {
     /// Written, not yet sent; `sent` of them are gone already.
     buffer: Vec<u8>,
     sent: usize,
-    /// Flushes only mark `due`; the task's `SendAfterPoll` sends.
-    deferred: bool,
+    /// A flush marked the buffer for the task's `SendAfterPoll` to send.
     due: bool,
     /// A deferred send failed: the next call on the socket reports it.
     failed: Option<io::ErrorKind>,
@@ -58,33 +54,20 @@ pub struct SendAfterPoll<F, S: AsRawFd> {
 }
 
 impl<S: AsRawFd> CoalescedWrites<S> {
-    /// Sends at each flush.
-    pub fn new(inner: S) -> Self {
-        Self::with(inner, false)
-    }
-
     /// Sends after each poll of the future that the returned handle wraps; every use of
     /// the socket must be inside that future.
     pub fn deferred(inner: S) -> (Self, DeferredSends<S>) {
-        let this = Self::with(inner, true);
-        let sends = DeferredSends {
-            socket: this.socket.clone(),
-        };
-        (this, sends)
-    }
-
-    fn with(inner: S, deferred: bool) -> Self {
-        let socket = Socket {
+        let socket = Rc::new(RefCell::new(Socket {
             inner,
             buffer: Vec::new(),
             sent: 0,
-            deferred,
             due: false,
             failed: None,
+        }));
+        let sends = DeferredSends {
+            socket: socket.clone(),
         };
-        Self {
-            socket: Rc::new(RefCell::new(socket)),
-        }
+        (Self { socket }, sends)
     }
 }
 
@@ -207,15 +190,11 @@ impl<S: AsRawFd + AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<S> {
         Poll::Ready(Ok(taken))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut socket = self.socket.borrow_mut();
         socket.check()?;
-        if socket.deferred {
-            socket.due |= socket.unsent() > 0;
-            return Poll::Ready(Ok(()));
-        }
-        futures::ready!(socket.poll_send_buffered(cx))?;
-        Pin::new(&mut socket.inner).poll_flush(cx)
+        socket.due |= socket.unsent() > 0;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -265,11 +244,6 @@ mod tests {
         (accepted, peer)
     }
 
-    async fn pair() -> (CoalescedWrites<TcpStream>, TcpStream) {
-        let (ours, peer) = raw_pair().await;
-        (CoalescedWrites::new(ours), peer)
-    }
-
     /// What the peer can read within a short wait (nothing: empty).
     async fn readable(peer: &mut TcpStream, max: usize) -> Vec<u8> {
         peer.set_read_timeout(Some(Duration::from_millis(100)))
@@ -290,28 +264,33 @@ mod tests {
 
     /// Goal: writes are held until a flush and then arrive whole and in order, and the
     /// buffer is freed once sent. Method: two writes (one vectored), a read before and
-    /// after the flush.
+    /// after the flush, all in the task the socket's sends wrap.
     #[test]
     fn writes_wait_for_the_flush_and_arrive_in_order() {
         executor().run(async {
-            let (mut ours, mut peer) = pair().await;
-            ours.write_all(b"hello ").await.unwrap();
-            let n = ours
-                .write_vectored(&[io::IoSlice::new(b"wor"), io::IoSlice::new(b"ld")])
-                .await
-                .unwrap();
-            assert_eq!(n, 5);
-            assert!(
-                readable(&mut peer, 64).await.is_empty(),
-                "nothing before the flush"
-            );
-            ours.flush().await.unwrap();
-            let mut got = Vec::new();
-            while got.len() < 11 {
-                got.extend(readable(&mut peer, 64).await);
-            }
-            assert_eq!(got, b"hello world");
-            assert_eq!(ours.socket.borrow().buffer.capacity(), 0, "freed once sent");
+            let (inner, mut peer) = raw_pair().await;
+            let (mut ours, sends) = CoalescedWrites::deferred(inner);
+            sends
+                .after_each_poll(async move {
+                    ours.write_all(b"hello ").await.unwrap();
+                    let n = ours
+                        .write_vectored(&[io::IoSlice::new(b"wor"), io::IoSlice::new(b"ld")])
+                        .await
+                        .unwrap();
+                    assert_eq!(n, 5);
+                    assert!(
+                        readable(&mut peer, 64).await.is_empty(),
+                        "nothing before the flush"
+                    );
+                    ours.flush().await.unwrap();
+                    let mut got = Vec::new();
+                    while got.len() < 11 {
+                        got.extend(readable(&mut peer, 64).await);
+                    }
+                    assert_eq!(got, b"hello world");
+                    assert_eq!(ours.socket.borrow().buffer.capacity(), 0, "freed once sent");
+                })
+                .await;
         });
     }
 
@@ -321,21 +300,26 @@ mod tests {
     #[test]
     fn the_bound_sends_without_a_flush() {
         executor().run(async {
-            let (mut ours, mut peer) = pair().await;
-            let chunk = vec![7u8; COALESCED_WRITE_MAX_BYTES / 2 + 1];
-            ours.write_all(&chunk).await.unwrap();
-            ours.write_all(&chunk).await.unwrap();
-            let first = readable(&mut peer, COALESCED_WRITE_MAX_BYTES * 2).await;
-            assert!(!first.is_empty(), "the first chunk was sent to make room");
-            let big = vec![9u8; COALESCED_WRITE_MAX_BYTES];
-            ours.flush().await.unwrap();
-            ours.write_all(&big).await.unwrap();
-            let mut total = first.len();
-            while total < chunk.len() * 2 + big.len() {
-                let got = readable(&mut peer, 1 << 20).await;
-                assert!(!got.is_empty(), "everything arrives without another flush");
-                total += got.len();
-            }
+            let (inner, mut peer) = raw_pair().await;
+            let (mut ours, sends) = CoalescedWrites::deferred(inner);
+            sends
+                .after_each_poll(async move {
+                    let chunk = vec![7u8; COALESCED_WRITE_MAX_BYTES / 2 + 1];
+                    ours.write_all(&chunk).await.unwrap();
+                    ours.write_all(&chunk).await.unwrap();
+                    let first = readable(&mut peer, COALESCED_WRITE_MAX_BYTES * 2).await;
+                    assert!(!first.is_empty(), "the first chunk was sent to make room");
+                    let big = vec![9u8; COALESCED_WRITE_MAX_BYTES];
+                    ours.flush().await.unwrap();
+                    ours.write_all(&big).await.unwrap();
+                    let mut total = first.len();
+                    while total < chunk.len() * 2 + big.len() {
+                        let got = readable(&mut peer, 1 << 20).await;
+                        assert!(!got.is_empty(), "everything arrives without another flush");
+                        total += got.len();
+                    }
+                })
+                .await;
         });
     }
 
@@ -344,16 +328,17 @@ mod tests {
     #[test]
     fn unsent_bytes_go_out_on_drop() {
         executor().run(async {
-            let (mut ours, mut peer) = pair().await;
+            let (inner, mut peer) = raw_pair().await;
+            let (mut ours, sends) = CoalescedWrites::deferred(inner);
             ours.write_all(b"alert").await.unwrap();
-            drop(ours);
+            drop((ours, sends));
             let mut got = Vec::new();
             peer.read_to_end(&mut got).await.unwrap();
             assert_eq!(got, b"alert");
         });
     }
 
-    /// Goal: on a deferred socket, flushes within one poll of the task go out together
+    /// Goal: flushes within one poll of the task go out together
     /// after the poll, and nothing waits past it. Method: two write+flush pairs in one
     /// poll of a `SendAfterPoll` task that then waits; the peer reads both at once.
     #[test]

@@ -16,8 +16,8 @@ use crate::datastore::{client_info, flow, Datastore, DatastoreError};
 use crate::ids::{ClientId, FlowId};
 use crate::limits::{
     CONNECT_READS_PER_TRIP_COUNT, CONNECT_READ_BATCH_WINDOW, CONNECT_READ_TRIPS_IN_FLIGHT_COUNT,
+    MAX_TASK_STREAM_QUEUED_BYTES, TASK_STREAM_STALL_TIMEOUT,
 };
-use crate::limits::{MAX_TASK_STREAM_QUEUED_BYTES, TASK_STREAM_STALL_TIMEOUT};
 use crate::metrics::metrics;
 use crate::notify::mesh::{CancelledFlows, ShardEvent};
 use crate::protocol::event_table::{event_table_frame, FleetTable, TableDigest};
