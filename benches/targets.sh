@@ -1479,11 +1479,11 @@ box_watchdog() {
     log "memory watchdog: loadgen stopped; MemAvailable now $(mem_available_mib) MiB"
 }
 
-mem_available_mib() { awk '$1 == "MemAvailable:" { print int($2 / 1024) }' /proc/meminfo; }
 meminfo_kib() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+mem_available_mib() { echo $(($(meminfo_kib MemAvailable) / 1024)); }
 kernel_kib() { awk '$1 == "Slab:" || $1 == "KernelStack:" || $1 == "PageTables:" { s += $2 } END { print s }' /proc/meminfo; }
 # rss_kib PID: VmRSS, always a number (0 for a process that is gone or a zombie)
-rss_kib() { local v; v=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null) || v=0; echo "${v:-0}"; }
+rss_kib() { local v; v=$(status_kib "$1" VmRSS 2>/dev/null) || v=0; echo "${v:-0}"; }
 rss_sum_kib() {   # rss_sum_kib PID...: VmRSS summed
     local p s=0
     for p in "$@"; do s=$((s + $(rss_kib "$p"))); done
