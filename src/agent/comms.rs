@@ -14,7 +14,10 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::url::ServerUrl;
 use crate::config::EnrolmentSecret;
-use crate::limits::{AGENT_CONNECT_TIMEOUT, AGENT_UPLOAD_TIMEOUT, MAX_ACK_BYTES};
+use crate::limits::{
+    AGENT_CONNECT_TIMEOUT, AGENT_UPLOAD_TIMEOUT, MAX_ACK_BYTES, TCP_KEEPALIVE_IDLE,
+    TCP_KEEPALIVE_INTERVAL,
+};
 use crate::protocol::event_table::{TableDigest, EVENT_TABLE_HEADER};
 use crate::protocol::framing::{self, FrameDecoder, FrameError};
 use crate::protocol::{pb, CONTENT_TYPE, ENROLMENT_HEADER, TASKS_PATH, UPLOAD_PATH};
@@ -141,6 +144,7 @@ async fn connect_inner(
     }
     let tcp = socket.connect(addr).await.map_err(io_err)?;
     tcp.set_nodelay(true).map_err(io_err)?;
+    set_keepalive(&tcp).map_err(io_err)?;
     let name = ServerName::try_from(url.host.clone())
         .map_err(|_| CommsError::ServerName(url.host.clone()))?;
     let tls_stream = TlsConnector::from(tls)
@@ -302,6 +306,18 @@ async fn send_body(stream: &mut h2::SendStream<Bytes>, mut body: Bytes) -> Resul
     Ok(())
 }
 
+/// The agent's own liveness check of its connection. The task stream is quiet for as long
+/// as nobody tasks the agent, so without it a connection the frontend dropped without a
+/// FIN (its host gone, a balancer's state lost, a loopback backlog drop under load) would
+/// look open to the agent forever and it would never reconnect. Same timing as the
+/// frontend's side of the socket.
+fn set_keepalive(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)
+}
+
 /// Lets `connect` pick the source port of a socket bound to a source address. Bound to
 /// port 0 alone, the kernel must find a port free of any binding at bind time, a scan
 /// that grows with every socket already bound: a simulated fleet of 19,000 agents on
@@ -321,5 +337,27 @@ pub fn defer_port_choice(socket: &impl std::os::fd::AsFd) {
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn agent_socket_probes_a_quiet_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tcp, _peer) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let tcp = tcp.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(
+            !sock.keepalive().unwrap(),
+            "off by default, so the setting is ours"
+        );
+        set_keepalive(&tcp).unwrap();
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), TCP_KEEPALIVE_IDLE);
+        assert_eq!(sock.keepalive_interval().unwrap(), TCP_KEEPALIVE_INTERVAL);
     }
 }
