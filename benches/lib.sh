@@ -16,6 +16,7 @@ CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-300}
 FE_PID="" LG_PID="" GUI_PORT=""
 ALL_FE_PIDS=() ALL_LG_PIDS=()
 ALL_AUX_PIDS=()   # background helpers of a target (e.g. box-fleet's memory watchdog): SIGTERM
+ON_EXIT=()        # commands run last at exit (e.g. a kernel setting a target changed, restored)
 
 lib_init() {   # lib_init NAME: binaries, log, trap
     local name=$1 tool
@@ -51,6 +52,7 @@ lib_cleanup() {
         pkill -KILL -P "$p" 2>/dev/null || true
         kill -KILL "$p" 2>/dev/null || true
     done
+    for p in "${ON_EXIT[@]}"; do eval "$p" || true; done
 }
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/run.log" >&2; }
@@ -324,6 +326,38 @@ box_busy_ticks() {   # CPU ticks the whole box spent busy (user, nice, system, i
     awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
 }
 
+# net_snapshot FILE: the kernel's network counters as "name value" lines: every TcpExt and
+# Tcp counter (/proc/net/netstat, /proc/net/snmp), the backlog drops and time squeezes
+# summed over the cpus (/proc/net/softnet_stat, hex), and the TCP socket gauges of
+# /proc/net/sockstat (mem in pages). Whole-uptime counters: compare two snapshots.
+net_snapshot() {
+    {
+        awk '$1 == "TcpExt:" || $1 == "Tcp:" { if (!($1 in names)) { names[$1] = $0; next }
+                                              n = split(names[$1], k); for (i = 2; i <= n; i++) print k[i], $i }' \
+            /proc/net/netstat /proc/net/snmp
+        local _ d q dropped=0 squeezed=0
+        while read -r _ d q _; do ((dropped += 16#$d, squeezed += 16#$q)); done </proc/net/softnet_stat
+        echo "softnet_dropped $dropped"
+        echo "softnet_time_squeeze $squeezed"
+        awk '$1 == "TCP:" { for (i = 2; i < NF; i += 2) print "sockstat_tcp_" $i, $(i + 1) }' /proc/net/sockstat
+    } >"$1" 2>/dev/null
+}
+# net_delta BEFORE AFTER NAME...: "name delta, ..." of the named counters that changed
+# between two net_snapshot files ("none" when none did)
+net_delta() {
+    local a=$1 b=$2
+    shift 2
+    awk -v want="$*" 'BEGIN { n = split(want, w); for (i = 1; i <= n; i++) keep[w[i]] = i }
+                      FNR == 1 { file++ } ($1 in keep) { v[file, $1] = $2 }
+                      END { for (i = 1; i <= n; i++) { d = v[2, w[i]] - v[1, w[i]]
+                                                       if (d) { printf "%s%s %d", sep, w[i], d; sep = ", " } }
+                            if (!sep) printf "none" }' "$a" "$b"
+}
+# What kills or refuses loopback connections under load, for net_delta.
+NET_TROUBLE_COUNTERS="TCPAbortOnTimeout TCPAbortOnMemory TCPAbortOnData TCPAbortOnClose TCPAbortOnLinger TCPAbortFailed
+ListenOverflows ListenDrops TCPBacklogDrop TCPMemoryPressures TCPReqQFullDrop TCPTimeouts TCPSynRetrans
+EstabResets AttemptFails softnet_dropped softnet_time_squeeze"
+
 metrics_at() {   # metrics_at PORT FILE: /metrics of the frontend serving it on PORT (a minion's)
     curl -sk --max-time 60 -u "admin:$PW" "https://127.0.0.1:$1/metrics" >"$2" 2>/dev/null || : >"$2"
 }
@@ -361,17 +395,20 @@ drop_deferred_datastores() {
 }
 
 # hunt_disk_times DIR HUNT_ID -> "participants first_create_us last_create_us
-# flows_finished flows_failed last_finish_ms" from the participants file and each flow's
-# request.json and status.json: the hunt's own record, reproducible after the run.
+# flows_finished flows_failed last_finish_ms flows_on_disk" from the participants file
+# (a line per recruit) and each flow's request.json and status.json: the hunt's own
+# record, reproducible after the run. A hunt's flow folder comes with its agent's first
+# answer, so the create times and states are those of the flows_on_disk that answered.
 hunt_disk_times() {
     local ds=$1/datastore part=$1/datastore/hunts/$2.participants
-    [[ -s $part ]] || { echo "0 0 0 0 0 0"; return; }
+    [[ -s $part ]] || { echo "0 0 0 0 0 0 0"; return; }
     paste -d' ' \
-        <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/request.json" }' "$part" | xargs -d '\n' cat |
-            jq -rs '[length, (map(.create_time_us) | min), (map(.create_time_us) | max)] | @tsv' | tr '\t' ' ') \
-        <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/status.json" }' "$part" | xargs -d '\n' cat |
+        <(wc -l <"$part") \
+        <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/request.json" }' "$part" | xargs -d '\n' cat 2>/dev/null |
+            jq -rs '[(map(.create_time_us) | min // 0), (map(.create_time_us) | max // 0)] | @tsv' | tr '\t' ' ') \
+        <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/status.json" }' "$part" | xargs -d '\n' cat 2>/dev/null |
             jq -rs '[(map(select(.state == "finished")) | length), (map(select(.state == "error")) | length),
-                     (map(.finish_time_ms // 0) | max)] | @tsv' | tr '\t' ' ')
+                     (map(.finish_time_ms // 0) | max // 0), length] | @tsv' | tr '\t' ' ')
 }
 
 # ---------------------------------------------------------------- results ------------

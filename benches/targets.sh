@@ -60,8 +60,10 @@
 #                                         MemAvailable and kernel memory, IDLE_S (20) s of idle CPU, a tasking
 #                                         round (TASKS=1000 at TASK_RATE=20/s to MEASURE=100 probe agents)
 #                                         and one unthrottled hunt over all (HUNT_ARTIFACT); a watchdog stops
-#                                         loadgen if MemAvailable falls below WATCHDOG_MIN_MIB (1024).
-#                                         REPEATS=1 by default; KEEP_DATA=1 keeps the datastore
+#                                         loadgen if MemAvailable falls below WATCHDOG_MIN_MIB (1024);
+#                                         the kernel's TCP aborts, drops and socket memory per phase.
+#                                         REPEATS=1 by default; KEEP_DATA=1 keeps the datastore;
+#                                         NETDEV_MAX_BACKLOG (65536; keep: the box's) for the run
 #
 # Environment (all optional): REPEATS=3, OUT (default: new mktemp -d), BIN_DIR,
 # RAMP=1000 (agents/s), CONNECT_TIMEOUT=300 (s), LOADGEN_CPUS=1 (taskset for loadgen; empty
@@ -822,12 +824,13 @@ probe_for() {   # probe_for DIR NAME SECONDS: a fixed-length probe, waited for
 
 # record_hunt_disk ARM DIR HUNT START_MS N: figures from the hunt's record on disk
 record_hunt_disk() {
-    local arm=$1 dir=$2 id=$3 start_ms=$4 n=$5 parts first last fin failed last_fin
-    read -r parts first last fin failed last_fin <<<"$(hunt_disk_times "$dir" "$id")"
-    echo "hunt $id on disk: participants $parts create_us $first..$last finished $fin failed $failed last_finish_ms $last_fin start_ms $start_ms" >>"$OUT/run.log"
+    local arm=$1 dir=$2 id=$3 start_ms=$4 n=$5 parts first last fin failed last_fin on_disk
+    read -r parts first last fin failed last_fin on_disk <<<"$(hunt_disk_times "$dir" "$id")"
+    echo "hunt $id on disk: participants $parts create_us $first..$last finished $fin failed $failed last_finish_ms $last_fin flows_on_disk $on_disk start_ms $start_ms" >>"$OUT/run.log"
     record "participants / agents" "$arm" "$parts/$n"
+    record "participants whose flow is on disk (answered)" "$arm" "$on_disk"
     record "recruitment rate achieved (/s): (n-1) / (last - first create_time)" "$arm" \
-        "$(calc "$last > $first ? ($parts - 1) / (($last - $first) / 1e6) : 0" 0)"
+        "$(calc "$last > $first ? ($on_disk - 1) / (($last - $first) / 1e6) : 0" 0)"
     record "time to schedule all (s): start -> last create_time" "$arm" "$(calc "($last / 1000 - $start_ms) / 1000" 2)"
     record "time to complete all (s): start -> last finish_time" "$arm" "$(calc "($last_fin - $start_ms) / 1000" 2)"
     record "flows finished / failed (status.json)" "$arm" "$fin/$failed"
@@ -1535,6 +1538,25 @@ box_fleet_ok() {
     done
 }
 
+# box_fleet_net DIR: what the kernel counted against TCP in each phase (net_delta of the
+# phase's net_snapshot against the one before; a phase the run did not reach has none),
+# and TCP's socket memory against its limit (tcp_mem, pages): above the limit's middle
+# value TCP is under memory pressure, above its last it drops and aborts.
+box_fleet_net() {
+    local dir=$1 prev="" f phase
+    for f in "$dir"/net-[0-9]-*.txt; do
+        [[ -e $f ]] || continue
+        phase=${f##*/net-?-}
+        phase=${phase%.txt}
+        [[ -n $prev ]] && record "kernel TCP trouble, $phase phase" "$arm" "$(net_delta "$prev" "$f" $NET_TROUBLE_COUNTERS | tr ' ' _)"
+        record "kernel TCP sockets / socket memory (MiB) after the $phase phase" "$arm" \
+            "$(awk '$1 == "sockstat_tcp_alloc" { a = $2 } $1 == "sockstat_tcp_mem" { m = $2 } END { printf "%d/%.0f", a, m * 4 / 1024 }' "$f")"
+        prev=$f
+    done
+    record "kernel tcp_mem pressure / limit (MiB)" "$arm" "$(awk '{ printf "%.0f/%.0f", $2 * 4 / 1024, $3 * 4 / 1024 }' /proc/sys/net/ipv4/tcp_mem)"
+    record "kernel netdev_max_backlog" "$arm" "$(cat /proc/sys/net/core/netdev_max_backlog)"
+}
+
 box_fleet_one() {   # box_fleet_one N REPEAT
     local n=$1 r=$2 dir=$OUT/box-fleet-$2 arm=fleet fe=() node k f w=0 t0 t1 sips apw conn=0 counts=() c
     local lg lgs=() fe_base fe_rss lg_rss avail0 avail1 kern0 kern1 unrec0 unrec1 keys mfiles=()
@@ -1558,6 +1580,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
     fe_base=$(rss_sum_kib "${fe[@]}")
     avail0=$(meminfo_kib MemAvailable) kern0=$(kernel_kib) unrec0=$(meminfo_kib SUnreclaim)
     cat /proc/slabinfo >"$dir/slabinfo-before.txt" 2>/dev/null || : >"$dir/slabinfo-before.txt"
+    net_snapshot "$dir/net-0-before.txt"
     w=$(((n + AGENTS_PER_WORKER - 1) / AGENTS_PER_WORKER))
     apw=$(((n + w - 1) / w))
     sips=${SOURCE_IPS:-$(((n + 19999) / 20000))}
@@ -1597,6 +1620,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
         sleep 0.5
     done
     box_fleet_ok || stopped=1
+    net_snapshot "$dir/net-1-ramp.txt"
     lg=$(loadgen_pid)
     [[ -n $lg ]] && mapfile -t lgs < <(echo "$lg"; pgrep -P "$lg" || true)
     if [[ -z $stopped ]]; then
@@ -1619,6 +1643,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
         lg_rss=$(rss_sum_kib "${lgs[@]}")
         avail1=$(meminfo_kib MemAvailable) kern1=$(kernel_kib) unrec1=$(meminfo_kib SUnreclaim)
         cat /proc/slabinfo >"$dir/slabinfo-full.txt" 2>/dev/null || : >"$dir/slabinfo-full.txt"
+        net_snapshot "$dir/net-2-full.txt"
         log "box-fleet r$r: sessions per frontend (master, minion 1..$MINIONS): ${counts[*]}; RSS per frontend (MiB): $(for f in "${fe[@]}"; do printf '%s ' $(($(rss_kib "$f") / 1024)); done)"
         log "box-fleet r$r: slab caches grown most (KiB): $(slab_growth "$dir/slabinfo-before.txt" "$dir/slabinfo-full.txt")"
         record "agents connected (sessions_open, all frontends)" "$arm" "$conn"
@@ -1657,6 +1682,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
         record "idle: everything else on the box CPU-s/s" "$arm" \
             "$(calc "($box1 - $box0) / $CLK_TCK / $wall - ($fe1 - $fe0 + $lg1 - $lg0) / 1e9 / $wall" 3)"
         record "idle: frontend CPU per agent (us/s)" "$arm" "$(calc "$conn > 0 ? ($fe1 - $fe0) / 1e3 / $wall / $conn : 0" 3)"
+        net_snapshot "$dir/net-3-idle.txt"
         box_fleet_ok || stopped=1
     fi
 
@@ -1673,6 +1699,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
         fi
         wall=$(ms_to_s "$t1" "$(now_ms)")
         stop_loadgen
+        net_snapshot "$dir/net-4-tasking.txt"
         box_fleet_ok || stopped=1
         rp=$dir/tasking.json
         record "tasking: task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp" 2>/dev/null || echo -)"
@@ -1728,6 +1755,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
         start_ms=$(jq -r '.start_time_ms // 0' "$dir/hunt.json" 2>/dev/null || echo 0)
         hunt_t1=$(now_ms)
         box_fleet_metrics "$dir" hunt1
+        net_snapshot "$dir/net-5-hunt.txt"
         box_fleet_ok || true
     fi
 
@@ -1758,6 +1786,7 @@ box_fleet_one() {   # box_fleet_one N REPEAT
         record "hunt: MemAvailable, lowest while it ran (MiB)" hunt \
             "$(awk -F'\t' -v a="$t_post" -v b="$hunt_t1" '$1 >= a && $1 <= b { if (!n++ || $2 < m) m = $2 } END { print n ? m : "-" }' "$dir/memavail.tsv")"
     fi
+    box_fleet_net "$dir"
     record "MemAvailable, lowest while the fleet was up (MiB)" "$arm" "$(awk -F'\t' '{ if (!n++ || $2 < m) m = $2 } END { print m + 0 }' "$dir/memavail.tsv")"
     [[ -s $dir/frontends-down.txt ]] && record "frontends that died during the run" "$arm" "$(paste -sd' ' "$dir/frontends-down.txt")"
     if [[ -s $dir/watchdog.tsv ]]; then
@@ -1794,6 +1823,17 @@ run_box_fleet() {
     FLEET_LIMIT=$((CONNECT_S * 2 + FACTS_S + IDLE_S + TASKS * 4 / ${TASK_RATE%.*} + FANOUT_TIMEOUT + HUNT_TIMEOUT + 1200))
     ((AGENTS_PER_FRONTEND <= 19488)) || log "box-fleet: AGENTS_PER_FRONTEND $AGENTS_PER_FRONTEND is above what a frontend takes (20,000 - 512 = 19,488): expect out_of_files refusals"
     ((AGENTS_PER_WORKER <= 19800)) || { log "box-fleet: AGENTS_PER_WORKER $AGENTS_PER_WORKER leaves loadgen fewer than 200 spare files of 20,000"; exit 1; }
+    # The loopback's packets wait in the sending cpu's backlog (netdev_max_backlog, 1,000 by
+    # default) until its softirq runs. With every frontend on cpu 0 and loadgen on cpu 1,
+    # both busy, a 200,000-agent ramp overflowed it 805,828 times and connections died
+    # unnoticed later (tuning.md); at 65,536, none. So the target raises it for the run,
+    # as an operator of a busy server does, and restores it at exit (root; `keep` leaves
+    # the box's value).
+    NETDEV_MAX_BACKLOG=${NETDEV_MAX_BACKLOG:-65536}
+    if [[ $NETDEV_MAX_BACKLOG != keep ]]; then
+        ON_EXIT+=("sysctl -qw net.core.netdev_max_backlog=$(cat /proc/sys/net/core/netdev_max_backlog)")
+        sysctl -qw "net.core.netdev_max_backlog=$NETDEV_MAX_BACKLOG" || { log "box-fleet: cannot set netdev_max_backlog (not root?)"; exit 1; }
+    fi
     log "box-fleet: $n agents over a master + $MINIONS minions (AGENTS_PER_FRONTEND $AGENTS_PER_FRONTEND), shards ${SHARDS:-1} each; loadgen workers of <= $AGENTS_PER_WORKER; memory floor $WATCHDOG_MIN_MIB MiB; then $TASKS tasks at $TASK_RATE/s to $MEASURE probe agents and one hunt ($HUNT_ARTIFACT) over all"
     for ((r = 1; r <= REPEATS; r++)); do box_fleet_one "$n" "$r"; done
     print_table "box-fleet: $n idle agents on one box, a master + $MINIONS minions, loadgen workers of <= $AGENTS_PER_WORKER ($OUT)"
