@@ -1832,7 +1832,7 @@ run_box_fleet() {
     NETDEV_MAX_BACKLOG=${NETDEV_MAX_BACKLOG:-65536}
     if [[ $NETDEV_MAX_BACKLOG != keep ]]; then
         ON_EXIT+=("sysctl -qw net.core.netdev_max_backlog=$(cat /proc/sys/net/core/netdev_max_backlog)")
-        sysctl -qw "net.core.netdev_max_backlog=$NETDEV_MAX_BACKLOG" || { log "box-fleet: cannot set netdev_max_backlog (not root?)"; exit 1; }
+        sysctl -qw "net.core.netdev_max_backlog=$NETDEV_MAX_BACKLOG" || { log "box-fleet: cannot set netdev_max_backlog (not root?); NETDEV_MAX_BACKLOG=keep runs with the box's"; exit 1; }
     fi
     log "box-fleet: $n agents over a master + $MINIONS minions (AGENTS_PER_FRONTEND $AGENTS_PER_FRONTEND), shards ${SHARDS:-1} each; loadgen workers of <= $AGENTS_PER_WORKER; memory floor $WATCHDOG_MIN_MIB MiB; then $TASKS tasks at $TASK_RATE/s to $MEASURE probe agents and one hunt ($HUNT_ARTIFACT) over all"
     for ((r = 1; r <= REPEATS; r++)); do box_fleet_one "$n" "$r"; done
