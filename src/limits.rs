@@ -51,6 +51,20 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Result batches at least this large are appended with direct writes
+/// (datastore/direct_append.rs) instead of through the page cache: below it, the
+/// device round trip of a direct write costs more than copying a few pages.
+pub const DIRECT_WRITE_MIN_BATCH_BYTES: u64 = 64 * 1024;
+
+/// Alignment of a direct write's buffer, offset and length: the page size, which covers
+/// devices with 512-byte and 4 KiB logical blocks alike.
+pub const DIRECT_WRITE_ALIGN_BYTES: u64 = 4096;
+
+/// Bytes a direct append writes at once, and the aligned buffer each blocking-pool thread
+/// keeps for it: large enough that the device sees few big writes, small enough that the
+/// pool's threads together hold a few MiB.
+pub const DIRECT_WRITE_CHUNK_BYTES: u64 = 1024 * 1024;
+
 /// Smallest `client.max_upload_bytes` an agent config may set: the floor it has always
 /// had; the agent keeps about 1 KiB of each upload for framing (agent/outbox.rs).
 pub const MIN_CLIENT_UPLOAD_BYTES: u64 = 1024;

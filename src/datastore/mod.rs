@@ -3,7 +3,8 @@
 //! Owns every byte packhunt keeps on disk for clients and flows: where it lives
 //! (`path`), how whole documents are replaced (`atomic`), how result rows are checked
 //! and indexed (`jsonl`) and appended exactly once (`rowlog`, under a flow's result sets
-//! in `resultset` and a client's monitoring day sets in `monitoring`), and the flow, task
+//! in `resultset` and a client's monitoring day sets in `monitoring`; large batches bypass
+//! the page cache through `direct_append`), and the flow, task
 //! and client documents (`flow`, `client_info`). It must not know about sessions, shards or
 //! HTTP: callers map [`DatastoreError::fault`] to a status code.
 //!
@@ -13,6 +14,7 @@
 
 pub mod atomic;
 pub mod client_info;
+mod direct_append;
 pub mod flow;
 pub mod hunt;
 pub mod jsonl;

@@ -2,7 +2,8 @@
 //! (`resultset.rs`) and a client's monitoring day sets (`monitoring.rs`).
 //!
 //! Owns three files (see `path.rs` for where they live):
-//! - `.jsonl`: the rows, byte for byte as the agent sent them;
+//! - `.jsonl`: the rows, byte for byte as the agent sent them (a batch of at least
+//!   `DIRECT_WRITE_MIN_BATCH_BYTES` is written with direct writes, `direct_append.rs`);
 //! - `.index`: one fixed-size entry per row whose first u64 LE is the row's offset in
 //!   `.jsonl` (the format says what, if anything, follows it);
 //! - `.batches`: one 32-byte record per batch, `(seq, end_offset, end_rows, check)` as
@@ -21,9 +22,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::atomic::{ensure_dir, sync_dir};
+use super::direct_append::{self, Appended};
 use super::path::RowSetPaths;
 use super::{io_error, DatastoreError};
-use crate::limits::MAX_MAX_UPLOAD_BYTES;
+use crate::limits::{DIRECT_WRITE_MIN_BATCH_BYTES, MAX_MAX_UPLOAD_BYTES};
 
 /// Size of one `.batches` record: four u64 LE.
 pub const BATCH_RECORD_BYTES: u64 = 32;
@@ -81,8 +83,30 @@ impl Committed {
 pub(crate) struct RowLog<F: LogFormat> {
     paths: RowSetPaths,
     files: OwnedFiles,
+    direct: Direct,
     committed: Committed,
     format: PhantomData<F>,
+}
+
+/// The `.jsonl` file's handle for direct writes.
+enum Direct {
+    Untried,
+    Open(File),
+    /// The file system refused them: appends go through the page cache.
+    Unsupported,
+}
+
+/// Says once per process that the datastore's file system takes no direct writes, so an
+/// operator comparing ingest rates knows which path ran.
+fn warn_no_direct_writes(path: &Path) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::info!(
+            path = %path.display(),
+            "the datastore's file system takes no direct (O_DIRECT) writes: result rows \
+             are appended through the page cache"
+        );
+    });
 }
 
 impl<F: LogFormat> RowLog<F> {
@@ -103,6 +127,7 @@ impl<F: LogFormat> RowLog<F> {
                 index,
                 batches,
             },
+            direct: Direct::Untried,
             committed: Committed::default(),
             format: PhantomData,
         };
@@ -149,11 +174,8 @@ impl<F: LogFormat> RowLog<F> {
         index: &[u8],
         after: Committed,
     ) -> Result<(), DatastoreError> {
+        self.write_rows(&[jsonl])?;
         let (paths, files) = (&self.paths, &mut self.files);
-        files
-            .jsonl
-            .write_all(jsonl)
-            .map_err(io_error("append", paths.jsonl()))?;
         files
             .index
             .write_all(index)
@@ -185,6 +207,50 @@ impl<F: LogFormat> RowLog<F> {
                 .map_err(io_error("fsync", paths.batches()))?;
         }
         Ok(())
+    }
+
+    /// Appends a batch's rows at the committed end: a large batch with direct writes
+    /// where the file system has them (`direct_append.rs`), otherwise through the page
+    /// cache.
+    fn write_rows(&mut self, parts: &[&[u8]]) -> Result<(), DatastoreError> {
+        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if bytes >= DIRECT_WRITE_MIN_BATCH_BYTES && self.open_direct()? {
+            let path = self.paths.jsonl();
+            if let Direct::Open(direct) = &self.direct {
+                let start = self.committed.end_offset;
+                let appended = direct_append::append(direct, &self.files.jsonl, start, parts)
+                    .map_err(io_error("append", path))?;
+                if appended == Appended::Done {
+                    return Ok(());
+                }
+                warn_no_direct_writes(path);
+                self.direct = Direct::Unsupported;
+            }
+        }
+        let path = self.paths.jsonl();
+        for part in parts {
+            self.files
+                .jsonl
+                .write_all(part)
+                .map_err(io_error("append", path))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the `.jsonl` file for direct writes on first use; false where the file
+    /// system has none.
+    fn open_direct(&mut self) -> Result<bool, DatastoreError> {
+        if let Direct::Untried = self.direct {
+            let path = self.paths.jsonl();
+            self.direct = match direct_append::open(path).map_err(io_error("open", path))? {
+                Some(file) => Direct::Open(file),
+                None => {
+                    warn_no_direct_writes(path);
+                    Direct::Unsupported
+                }
+            };
+        }
+        Ok(matches!(self.direct, Direct::Open(_)))
     }
 
     /// After a failed write (e.g. ENOSPC halfway), cut every file back to the committed
