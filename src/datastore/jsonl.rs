@@ -70,6 +70,99 @@ pub fn validate_and_index(
     result
 }
 
+/// [`validate_and_index`] for a batch that arrives in parts (the frames of an upload
+/// body), with the same verdict, row count and index for every way of cutting the same
+/// bytes. Rows inside a part are scanned where they lie; only a row cut between parts is
+/// copied, into one buffer as large as that row.
+pub fn validate_and_index_parts<B: AsRef<[u8]>>(
+    parts: &[B],
+    base_offset: u64,
+    index_out: &mut Vec<u8>,
+) -> Result<u64, JsonlError> {
+    if let [one] = parts {
+        return validate_and_index(one.as_ref(), base_offset, index_out);
+    }
+    let len_before = index_out.len();
+    let result = check_parts_end(parts).and_then(|()| index_parts(parts, base_offset, index_out));
+    if result.is_err() {
+        index_out.truncate(len_before);
+    }
+    result
+}
+
+fn check_parts_end<B: AsRef<[u8]>>(parts: &[B]) -> Result<(), JsonlError> {
+    let last = parts.iter().rev().find_map(|p| p.as_ref().last().copied());
+    match last {
+        None => Err(JsonlError {
+            line: 1,
+            reason: JsonlReason::EmptyBatch,
+        }),
+        Some(b'\n') => Ok(()),
+        Some(_) => Err(JsonlError {
+            line: parts
+                .iter()
+                .map(|p| memchr::memchr_iter(b'\n', p.as_ref()).count() as u64)
+                .sum::<u64>()
+                + 1,
+            reason: JsonlReason::MissingFinalNewline,
+        }),
+    }
+}
+
+/// Requires the last byte of the parts to be `\n` (checked first).
+fn index_parts<B: AsRef<[u8]>>(
+    parts: &[B],
+    base_offset: u64,
+    index_out: &mut Vec<u8>,
+) -> Result<u64, JsonlError> {
+    // A row cut between parts: its bytes so far, and where it starts in the batch.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut carry_start = 0u64;
+    let mut rows = 0u64;
+    let mut part_start = 0u64;
+    // Scans whole rows of `bytes` (ending in `\n`) found at batch offset `at`.
+    let scan = |bytes: &[u8], at: u64, rows: &mut u64, index_out: &mut Vec<u8>| {
+        let n = index_rows(bytes, base_offset + at, index_out).map_err(|mut e| {
+            e.line += *rows;
+            e
+        })?;
+        *rows += n;
+        Ok::<(), JsonlError>(())
+    };
+    for part in parts {
+        let mut bytes = part.as_ref();
+        let len = bytes.len() as u64;
+        let mut at = part_start;
+        if !carry.is_empty() {
+            match memchr::memchr(b'\n', bytes) {
+                None => {
+                    carry.extend_from_slice(bytes);
+                    part_start += len;
+                    continue;
+                }
+                Some(nl) => {
+                    carry.extend_from_slice(&bytes[..=nl]);
+                    scan(&carry, carry_start, &mut rows, index_out)?;
+                    carry.clear();
+                    bytes = &bytes[nl + 1..];
+                    at += nl as u64 + 1;
+                }
+            }
+        }
+        let whole = memchr::memrchr(b'\n', bytes).map_or(0, |nl| nl + 1);
+        if whole > 0 {
+            scan(&bytes[..whole], at, &mut rows, index_out)?;
+        }
+        if whole < bytes.len() {
+            carry.extend_from_slice(&bytes[whole..]);
+            carry_start = at + whole as u64;
+        }
+        part_start += len;
+    }
+    debug_assert!(carry.is_empty(), "the batch ends with \\n");
+    Ok(rows)
+}
+
 /// Whole-batch checks before any per-row work: not empty, ends with `\n` (which the
 /// scanner relies on to stop).
 fn check_batch_end(bytes: &[u8]) -> Result<(), JsonlError> {

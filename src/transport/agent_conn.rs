@@ -529,7 +529,8 @@ async fn handle_facts(
         ),
     );
     let bytes = match read.await {
-        Some(Ok(bytes)) => bytes,
+        // At most MAX_FACTS_UPLOAD_BYTES: joined when it came in several frames.
+        Some(Ok(body)) => body.into_contiguous(),
         Some(Err(e)) => return refuse_body(&ctx, &client_id, respond, Some(e)),
         None => return refuse_body(&ctx, &client_id, respond, None),
     };

@@ -462,6 +462,81 @@ proptest! {
     }
 }
 
+/// Cuts `batch` at `cuts` (taken modulo its length, so any list of numbers works).
+fn cut(batch: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (batch.len() + 1)).collect();
+    at.sort_unstable();
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for to in at {
+        parts.push(batch[from..to].to_vec());
+        from = to;
+    }
+    parts.push(batch[from..].to_vec());
+    parts
+}
+
+/// Checks that `validate_and_index_parts` on `batch` cut at `cuts` decides exactly as
+/// `validate_and_index` on the whole: verdict, error (line, reason, column) and index.
+fn parts_agree_with_whole(batch: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+    let parts = cut(batch, cuts);
+    let (mut whole_index, mut parts_index) = (b"prior".to_vec(), b"prior".to_vec());
+    let whole = validate_and_index(batch, 77, &mut whole_index);
+    let in_parts = validate_and_index_parts(&parts, 77, &mut parts_index);
+    prop_assert_eq!(
+        &in_parts,
+        &whole,
+        "{:?} cut {:?}",
+        String::from_utf8_lossy(batch),
+        cuts
+    );
+    prop_assert_eq!(parts_index, whole_index);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Goal: a batch cut into frames is decided as the same batch in one piece. Method:
+    /// the mutated batches above and arbitrary bytes, cut at arbitrary places (rows cut
+    /// anywhere, empty parts, a part holding only a `\n`).
+    #[test]
+    fn batches_in_parts_are_decided_as_whole_batches(
+        batch in batch(),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        parts_agree_with_whole(&batch, &cuts)?;
+    }
+
+    #[test]
+    fn any_bytes_in_parts_are_decided_as_whole_batches(
+        batch in prop::collection::vec(any::<u8>(), 0..256),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        parts_agree_with_whole(&batch, &cuts)?;
+        let mut with_newline = batch;
+        with_newline.push(b'\n');
+        parts_agree_with_whole(&with_newline, &cuts)?;
+    }
+}
+
+#[test]
+fn every_cut_of_a_small_batch_is_decided_as_the_whole() {
+    let batches: [&[u8]; 4] = [
+        b"{\"a\":1}\n{\"b\":[1,2]}\n{}\n",
+        b"{\"a\":1}\n\n{}\n",
+        b"{\"a\":1}\n{\"b\":tru}\n",
+        b"{\"a\":1}\n{}",
+    ];
+    for batch in batches {
+        for i in 0..=batch.len() {
+            for j in i..=batch.len() {
+                parts_agree_with_whole(batch, &[i, j]).unwrap();
+            }
+        }
+    }
+}
+
 // ---- Tables ---------------------------------------------------------------------------
 
 /// Rows on both sides of each grammar rule (after JSONTestSuite's y_/n_ cases), checked
