@@ -51,12 +51,6 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024;
 /// while validated, so `concurrency × max_upload_bytes` bounds upload memory.
 pub const MAX_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
-/// An upload body's DATA frames at least this large are kept as received and decoded in
-/// place (protocol/chunked.rs); smaller ones are copied together, so a peer sending tiny
-/// frames cannot make the body a long list of pinned receive buffers. Well under the
-/// 16 KiB frames HTTP/2 peers send by default.
-pub const BODY_FRAME_KEEP_MIN_BYTES: u64 = 4096;
-
 /// Result batches at least this large are appended with direct writes
 /// (datastore/direct_append.rs) instead of through the page cache: below it, the
 /// device round trip of a direct write costs more than copying a few pages.

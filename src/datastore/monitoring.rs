@@ -141,7 +141,7 @@ impl EventStream {
             previous_key,
             &mut self.entries,
         );
-        log.append(seq, &[jsonl], &self.entries)?;
+        log.append(seq, jsonl, &self.entries)?;
         self.last_seq = Some(seq);
         Ok(EventAppend::Written { rows, day })
     }

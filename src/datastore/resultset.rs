@@ -5,7 +5,7 @@
 //! 0, 1, 2, ... with no gaps: record number `n` carries seq `n`. It must not decide what
 //! to answer the agent beyond [`AppendOutcome`]; that is the session's job.
 
-use super::jsonl::validate_and_index_parts;
+use super::jsonl::validate_and_index;
 use super::path::ResultPaths;
 use super::rowlog::{self, LogFormat, RowLog, RowReader};
 use super::DatastoreError;
@@ -80,16 +80,6 @@ impl ResultSet {
         seq: u64,
         jsonl: &[u8],
     ) -> Result<AppendOutcome, DatastoreError> {
-        self.append_batch_parts(seq, &[jsonl])
-    }
-
-    /// [`Self::append_batch`] for a batch that arrives in parts (the frames of an upload
-    /// body): the batch is their concatenation, and no part is copied to join them.
-    pub fn append_batch_parts(
-        &mut self,
-        seq: u64,
-        jsonl: &[&[u8]],
-    ) -> Result<AppendOutcome, DatastoreError> {
         self.log.refresh_if_moved()?;
         let next = self.next_seq();
         if seq < next {
@@ -100,7 +90,7 @@ impl ResultSet {
         }
         self.index_buf.clear();
         let base = self.log.committed().end_offset;
-        let rows = validate_and_index_parts(jsonl, base, &mut self.index_buf)?;
+        let rows = validate_and_index(jsonl, base, &mut self.index_buf)?;
         self.log.append(seq, jsonl, &self.index_buf)?;
         Ok(AppendOutcome::Written { rows })
     }

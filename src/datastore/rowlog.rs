@@ -144,26 +144,20 @@ impl<F: LogFormat> RowLog<F> {
         read_entry::<F>(&self.files.index, &self.paths, self.committed, row)
     }
 
-    /// Appends one batch: `jsonl` (already validated; the concatenation of its parts), its `index` entries (one per row,
+    /// Appends one batch: `jsonl` (already validated), its `index` entries (one per row,
     /// `F::INDEX_ENTRY_BYTES` each, offsets from `committed().end_offset`) and then the
     /// commit record carrying `seq`. With `paths.sync()` the batch is durable when this
     /// returns. On error the files are cut back to the committed state (best effort).
-    pub fn append(
-        &mut self,
-        seq: u64,
-        jsonl: &[&[u8]],
-        index: &[u8],
-    ) -> Result<(), DatastoreError> {
-        let jsonl_bytes: u64 = jsonl.iter().map(|p| p.len() as u64).sum();
+    pub fn append(&mut self, seq: u64, jsonl: &[u8], index: &[u8]) -> Result<(), DatastoreError> {
         debug_assert!(
-            jsonl_bytes <= MAX_MAX_UPLOAD_BYTES,
+            jsonl.len() as u64 <= MAX_MAX_UPLOAD_BYTES,
             "sessions cap batches at max_upload_bytes"
         );
         debug_assert_eq!(index.len() as u64 % F::INDEX_ENTRY_BYTES, 0);
         let rows = index.len() as u64 / F::INDEX_ENTRY_BYTES;
         let after = self
             .committed
-            .after_batch(seq, jsonl_bytes, rows)
+            .after_batch(seq, jsonl.len() as u64, rows)
             .ok_or_else(|| corrupt(self.paths.batches(), "size overflow"))?;
         if let Err(err) = self.write_batch(jsonl, index, after) {
             self.roll_back();
@@ -176,11 +170,11 @@ impl<F: LogFormat> RowLog<F> {
     /// Rows, index entries, then the commit record; each step only after the last.
     fn write_batch(
         &mut self,
-        jsonl: &[&[u8]],
+        jsonl: &[u8],
         index: &[u8],
         after: Committed,
     ) -> Result<(), DatastoreError> {
-        self.write_rows(jsonl)?;
+        self.write_rows(&[jsonl])?;
         let (paths, files) = (&self.paths, &mut self.files);
         files
             .index

@@ -1,7 +1,6 @@
 //! The agent protocol shared by both ends: prost types generated from proto/agent.proto
 //! and the length-delimited framing they travel in.
 
-pub mod chunked;
 pub mod event_table;
 pub mod framing;
 pub mod tasks;

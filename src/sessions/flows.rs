@@ -152,13 +152,11 @@ impl OpenFlow {
         })
     }
 
-    /// Appends rows as batch `seq` of `artifact`; the batch is the concatenation of
-    /// `jsonl` (the frames of the upload body that carried it).
     pub fn append(
         &mut self,
         artifact: &str,
         seq: u64,
-        jsonl: &[&[u8]],
+        jsonl: &[u8],
     ) -> Result<BatchOutcome, UploadError> {
         let flow_id = self.dir.id().clone();
         if !self
@@ -181,7 +179,7 @@ impl OpenFlow {
                 self.check_max_rows(&name, set.rows(), jsonl)?;
             }
         }
-        let mut outcome = match set.append_batch_parts(seq, jsonl)? {
+        let mut outcome = match set.append_batch(seq, jsonl)? {
             AppendOutcome::Written { rows } => BatchOutcome::Written {
                 rows,
                 next_seq: set.next_seq(),
@@ -410,7 +408,7 @@ impl OpenFlow {
         &mut self,
         artifact: &ArtifactName,
         artifact_rows: u64,
-        jsonl: &[&[u8]],
+        jsonl: &[u8],
     ) -> Result<(), UploadError> {
         let max_rows = self.request.limits.max_rows;
         if max_rows == 0 {
@@ -429,10 +427,7 @@ impl OpenFlow {
         let stored: u64 = rows.values().sum();
         // Every row of a valid batch ends with `\n` (jsonl.rs); an invalid one is
         // refused by the append that follows.
-        let batch_rows: u64 = jsonl
-            .iter()
-            .map(|part| memchr::memchr_iter(b'\n', part).count() as u64)
-            .sum();
+        let batch_rows = memchr::memchr_iter(b'\n', jsonl).count() as u64;
         if stored.saturating_add(batch_rows) > max_rows {
             return Err(UploadError::MaxRows {
                 flow: self.dir.id().clone(),

@@ -13,7 +13,6 @@ use crate::ids::{ClientId, FlowId, IdError};
 use crate::limits::RETRY_AFTER_BUSY;
 use crate::metrics::{metrics, DiskFullUpload, FileRefusal, RejectReason};
 use crate::notify::mesh::ShardEvent;
-use crate::protocol::chunked::{self, ChunkedBody, DecodedUpload};
 use crate::protocol::framing::{self, FrameError};
 use crate::protocol::pb::{self, upload_ack};
 use crate::sessions::file_upload::ChunkOutcome;
@@ -191,17 +190,19 @@ pub async fn handle(
     ctx: &ShardCtx,
     client_id: &ClientId,
     flows: &OpenFlows,
-    body: ChunkedBody,
+    body: Bytes,
 ) -> Answer {
     let body_bytes = body.len() as u64;
-    let (result, kind) =
-        match chunked::decode_upload(body, ctx.config.limits.max_upload_bytes.get()) {
-            Ok(DecodedUpload { upload, rows }) => {
-                let kind = carries(&upload);
-                (dispatch(ctx, client_id, flows, upload, rows).await, kind)
-            }
-            Err(e) => (Err(e.into()), None),
-        };
+    let (result, kind) = match framing::decode_single::<pb::Upload>(
+        body,
+        ctx.config.limits.max_upload_bytes.get(),
+    ) {
+        Ok(upload) => {
+            let kind = carries(&upload);
+            (dispatch(ctx, client_id, flows, upload).await, kind)
+        }
+        Err(e) => (Err(e.into()), None),
+    };
     let retry_after = ctx.config.limits.disk_full_retry_after;
     match result {
         Ok(answer) => {
@@ -244,19 +245,16 @@ async fn dispatch(
     client_id: &ClientId,
     flows: &OpenFlows,
     upload: pb::Upload,
-    rows: Vec<Bytes>,
 ) -> Result<Answer, UploadError> {
     use pb::upload::Kind;
     let ds = &ctx.datastore;
     match upload.kind.ok_or(UploadError::Empty)? {
         Kind::Result(batch) => {
             let flow_id = FlowId::parse(&batch.flow_id)?;
-            // The rows, as slices of the body's frames (protocol/chunked.rs).
-            let bytes: u64 = rows.iter().map(|part| part.len() as u64).sum();
+            let bytes = batch.jsonl.len() as u64;
             let appended = flows
                 .with_flow(ds, client_id, &flow_id, move |flow| {
-                    let parts: Vec<&[u8]> = rows.iter().map(|part| &part[..]).collect();
-                    flow.append(&batch.artifact, batch.seq, &parts)
+                    flow.append(&batch.artifact, batch.seq, &batch.jsonl)
                 })
                 .await;
             let outcome = match appended {

@@ -529,8 +529,7 @@ async fn handle_facts(
         ),
     );
     let bytes = match read.await {
-        // At most MAX_FACTS_UPLOAD_BYTES: joined when it came in several frames.
-        Some(Ok(body)) => body.into_contiguous(),
+        Some(Ok(bytes)) => bytes,
         Some(Err(e)) => return refuse_body(&ctx, &client_id, respond, Some(e)),
         None => return refuse_body(&ctx, &client_id, respond, None),
     };

@@ -5,11 +5,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
-
-use crate::limits::BODY_FRAME_KEEP_MIN_BYTES;
-use crate::protocol::chunked::ChunkedBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -51,24 +48,24 @@ pub async fn first_chunk(
 }
 
 /// Reads the whole body, starting with `first` (from [`first_chunk`]), if it stays
-/// within `max_bytes` and no gap between DATA frames is longer than `idle`. The frames
-/// are kept as they came (protocol/chunked.rs decodes across them): nothing is copied.
+/// within `max_bytes` and no gap between DATA frames is longer than `idle`.
 pub async fn read_capped(
     body: &mut RecvStream,
     first: Bytes,
     declared: Option<u64>,
     max_bytes: u64,
     idle: Duration,
-) -> Result<ChunkedBody, BodyError> {
+) -> Result<Bytes, BodyError> {
     if declared_too_large(declared, max_bytes) || first.len() as u64 > max_bytes {
         return Err(BodyError::TooLarge { max_bytes });
     }
     let _ = body.flow_control().release_capacity(first.len());
-    let mut chunks = ChunkedBody::new(BODY_FRAME_KEEP_MIN_BYTES as usize);
-    chunks.push(first);
     if body.is_end_stream() {
-        return Ok(chunks);
+        return Ok(first);
     }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max_bytes) as usize);
+    // A single-chunk body is passed through without a copy.
+    let mut single: Option<Bytes> = (!first.is_empty()).then_some(first);
     loop {
         let next = crate::runtime::deadline::with_deadline(idle, body.data()).await;
         let chunk = match next {
@@ -77,10 +74,18 @@ pub async fn read_capped(
             Some(Some(chunk)) => chunk?,
         };
         let _ = body.flow_control().release_capacity(chunk.len());
-        if (chunks.len() + chunk.len()) as u64 > max_bytes {
+        let total = buf.len() + single.as_ref().map_or(0, |b| b.len()) + chunk.len();
+        if total as u64 > max_bytes {
             return Err(BodyError::TooLarge { max_bytes });
         }
-        chunks.push(chunk);
+        if buf.is_empty() && single.is_none() {
+            single = Some(chunk);
+            continue;
+        }
+        if let Some(first) = single.take() {
+            buf.extend_from_slice(&first);
+        }
+        buf.extend_from_slice(&chunk);
     }
-    Ok(chunks)
+    Ok(single.unwrap_or_else(|| buf.freeze()))
 }

@@ -3,7 +3,6 @@
 //! in a tempdir and, where it simulates a crash, edits them the way a crash would.
 
 use super::*;
-use crate::datastore::jsonl::validate_and_index;
 use crate::datastore::path::{ArtifactName, Datastore};
 use crate::datastore::rowlog::BatchRecord;
 use crate::ids::{ClientId, FlowId};
