@@ -27,13 +27,17 @@ const EXIT_WAIT: Duration = Duration::from_secs(30);
 const AGENTS: usize = 40;
 const ARTIFACT: &str = "Generic.Client.Info";
 
-/// An upload whose body is sent in two halves, on its own connection.
+/// An upload whose body is sent half at once, then a byte every `TRICKLE_EVERY` (well
+/// inside the server's 5 s idle limit between DATA frames, however long the test's waits
+/// take on a busy machine), and the rest when told, on its own connection.
 struct HalfSentUpload {
     rt: tokio::runtime::Runtime,
-    stream: h2::SendStream<Bytes>,
+    finish: tokio::sync::oneshot::Sender<()>,
+    sent: tokio::task::JoinHandle<Result<(), h2::Error>>,
     response: h2::client::ResponseFuture,
-    rest: Bytes,
 }
+
+const TRICKLE_EVERY: Duration = Duration::from_secs(1);
 
 impl HalfSentUpload {
     /// Opens the upload of `upload` to `port` and sends the first half of its body.
@@ -44,7 +48,7 @@ impl HalfSentUpload {
             .enable_all()
             .build()?;
         let body = framing::encode(upload);
-        let (stream, response, rest) = rt.block_on(async {
+        let (finish, sent, response) = rt.block_on(async {
             let tls = common::agent_tls_connect(port, tls).await?;
             let (send, conn) = h2::client::handshake(tls).await?;
             tokio::spawn(async move {
@@ -59,22 +63,41 @@ impl HalfSentUpload {
             .body(())?;
             let (response, mut stream) = send.ready().await?.send_request(request, false)?;
             let mut first = body.clone();
-            let rest = first.split_off(body.len() / 2);
+            let mut rest = first.split_off(body.len() / 2);
             stream.send_data(first, false)?;
-            anyhow::Ok((stream, response, rest))
+            let (finish, mut finish_rx) = tokio::sync::oneshot::channel::<()>();
+            let sent = tokio::spawn(async move {
+                // One byte at a time while told to wait; one is kept for the end of the
+                // stream.
+                let mut told = false;
+                while !told && rest.len() > 1 {
+                    tokio::select! {
+                        _ = &mut finish_rx => told = true,
+                        _ = tokio::time::sleep(TRICKLE_EVERY) => {
+                            stream.send_data(rest.split_to(1), false)?;
+                        }
+                    }
+                }
+                if !told {
+                    let _ = finish_rx.await;
+                }
+                stream.send_data(rest, true)
+            });
+            anyhow::Ok((finish, sent, response))
         })?;
         Ok(Self {
             rt,
-            stream,
+            finish,
+            sent,
             response,
-            rest,
         })
     }
 
     /// Sends the rest of the body; returns the status and the ack.
-    fn finish(mut self) -> Result<(u16, pb::UploadAck)> {
-        self.stream.send_data(self.rest, true)?;
+    fn finish(self) -> Result<(u16, pb::UploadAck)> {
+        let _ = self.finish.send(());
         self.rt.block_on(async {
+            self.sent.await.context("the sending task")??;
             let response = tokio::time::timeout(Duration::from_secs(30), self.response)
                 .await
                 .context("no answer to the upload")??;
