@@ -59,34 +59,29 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Appends the concatenation of `parts` at `start`, which must be the file's length.
+/// Appends `bytes` at `start`, which must be the file's length.
 /// `direct` is the same file opened by [`open`]; `file` is the ordinary handle (opened
 /// for reading and appending), through which the committed bytes of `start`'s block are
 /// read and the last partial block is appended. On an error other than
 /// [`Appended::Unsupported`] some bytes may have been written: the caller cuts the file
 /// back to `start`, as after any failed append.
-pub(crate) fn append<B: AsRef<[u8]>>(
-    direct: &File,
-    file: &File,
-    start: u64,
-    parts: &[B],
-) -> io::Result<Appended> {
+pub(crate) fn append(direct: &File, file: &File, start: u64, bytes: &[u8]) -> io::Result<Appended> {
     BUFFER.with_borrow_mut(|buffer| {
         if buffer.len() < CHUNK + ALIGN {
             buffer.resize(CHUNK + ALIGN, 0);
         }
         let skew = buffer.as_ptr().align_offset(ALIGN);
         let window = &mut buffer[skew..skew + CHUNK];
-        append_through(window, direct, file, start, parts)
+        append_through(window, direct, file, start, bytes)
     })
 }
 
-fn append_through<B: AsRef<[u8]>>(
+fn append_through(
     window: &mut [u8],
     direct: &File,
     mut file: &File,
     start: u64,
-    parts: &[B],
+    bytes: &[u8],
 ) -> io::Result<Appended> {
     let head = (start % ALIGN as u64) as usize;
     // File offset of window[0]; moves only when whole blocks have been written.
@@ -94,21 +89,19 @@ fn append_through<B: AsRef<[u8]>>(
     file.read_exact_at(&mut window[..head], at)?;
     let mut filled = head;
     let mut wrote_direct = false;
-    for part in parts {
-        let mut rest = part.as_ref();
-        while !rest.is_empty() {
-            let n = rest.len().min(CHUNK - filled);
-            window[filled..filled + n].copy_from_slice(&rest[..n]);
-            filled += n;
-            rest = &rest[n..];
-            if filled == CHUNK {
-                if !write_blocks(direct, &window[..CHUNK], at, wrote_direct)? {
-                    return Ok(Appended::Unsupported);
-                }
-                wrote_direct = true;
-                at += CHUNK as u64;
-                filled = 0;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = rest.len().min(CHUNK - filled);
+        window[filled..filled + n].copy_from_slice(&rest[..n]);
+        filled += n;
+        rest = &rest[n..];
+        if filled == CHUNK {
+            if !write_blocks(direct, &window[..CHUNK], at, wrote_direct)? {
+                return Ok(Appended::Unsupported);
             }
+            wrote_direct = true;
+            at += CHUNK as u64;
+            filled = 0;
         }
     }
     let whole = filled / ALIGN * ALIGN;
@@ -223,11 +216,8 @@ mod tests {
                     (seed >> 56) as u8
                 })
                 .collect();
-            // Split into uneven parts, as frames of a body arrive.
-            let cut = size / 3;
-            let parts = [&bytes[..cut], &bytes[cut..]];
             let start = expected.len() as u64;
-            let appended = append(&direct, &file, start, &parts).unwrap();
+            let appended = append(&direct, &file, start, &bytes).unwrap();
             assert_eq!(appended, Appended::Done, "append {i} of {size} bytes");
             expected.extend_from_slice(&bytes);
             let on_disk = std::fs::read(&path).unwrap();

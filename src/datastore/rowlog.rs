@@ -174,7 +174,7 @@ impl<F: LogFormat> RowLog<F> {
         index: &[u8],
         after: Committed,
     ) -> Result<(), DatastoreError> {
-        self.write_rows(&[jsonl])?;
+        self.write_rows(jsonl)?;
         let (paths, files) = (&self.paths, &mut self.files);
         files
             .index
@@ -212,13 +212,12 @@ impl<F: LogFormat> RowLog<F> {
     /// Appends a batch's rows at the committed end: a large batch with direct writes
     /// where the file system has them (`direct_append.rs`), otherwise through the page
     /// cache.
-    fn write_rows(&mut self, parts: &[&[u8]]) -> Result<(), DatastoreError> {
-        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        if bytes >= DIRECT_WRITE_MIN_BATCH_BYTES && self.open_direct()? {
+    fn write_rows(&mut self, jsonl: &[u8]) -> Result<(), DatastoreError> {
+        if jsonl.len() as u64 >= DIRECT_WRITE_MIN_BATCH_BYTES && self.open_direct()? {
             let path = self.paths.jsonl();
             if let Direct::Open(direct) = &self.direct {
                 let start = self.committed.end_offset;
-                let appended = direct_append::append(direct, &self.files.jsonl, start, parts)
+                let appended = direct_append::append(direct, &self.files.jsonl, start, jsonl)
                     .map_err(io_error("append", path))?;
                 if appended == Appended::Done {
                     return Ok(());
@@ -228,13 +227,10 @@ impl<F: LogFormat> RowLog<F> {
             }
         }
         let path = self.paths.jsonl();
-        for part in parts {
-            self.files
-                .jsonl
-                .write_all(part)
-                .map_err(io_error("append", path))?;
-        }
-        Ok(())
+        self.files
+            .jsonl
+            .write_all(jsonl)
+            .map_err(io_error("append", path))
     }
 
     /// Opens the `.jsonl` file for direct writes on first use; false where the file
