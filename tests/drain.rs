@@ -169,9 +169,18 @@ fn sigterm_moves_agents_at_once_and_finishes_the_upload_in_flight() -> Result<()
     let flow = raw.tasked(&deployment, &[ARTIFACT])?;
     let client = raw.client_id.clone();
     let upload = HalfSentUpload::start(minion.agent_port, raw.tls.clone(), &batch(&flow, 7))?;
+    // The upload is in flight once the minion holds it: on a busy machine the client has
+    // sent its half before the minion has accepted the connection, and a SIGTERM then
+    // finds nothing to wait for.
+    let metrics = minion.metrics_api(&deployment);
+    wait_until(
+        "the minion holding the upload",
+        Duration::from_secs(10),
+        || metrics.metric("packhunt_uploads_in_flight"),
+        |v| *v == 1,
+    )?;
 
     minion.terminate()?;
-    let metrics = minion.metrics_api(&deployment);
     wait_until(
         "the minion draining",
         Duration::from_secs(10),
