@@ -288,12 +288,18 @@ run_p3() {
     P3_CONCURRENCY=${P3_CONCURRENCY-}
     log "p3: $n agents x $UPLOAD_BYTES bytes (upload scenario) vs dd ${DD_MB} MiB append+fdatasync, alternating; datastore.fsync_documents = $P3_FSYNC; limits.concurrency = ${P3_CONCURRENCY:-default}"
     for ((r = 1; r <= REPEATS; r++)); do
+        # dd before and after: the one after finds the page cache the ingest left (a
+        # direct-writing ingest leaves it clean and dd then runs faster), the one before
+        # whatever came earlier; both are reported.
+        log "p3 dd-before r$r on $(df --output=source,fstype "$OUT" | tail -1 | tr -s ' ')"
+        record "ingest MB/s (result bytes, first create -> last finish)" dd-before "$(dd_rate "$OUT" "$DD_MB")"
         p3_ingest "$n" "$r"
         log "p3 dd r$r on $(df --output=source,fstype "$P3_DIR/datastore" | tail -1 | tr -s ' ')"
         record "ingest MB/s (result bytes, first create -> last finish)" dd "$(dd_rate "$P3_DIR/datastore" "$DD_MB")"
         [[ $KEEP_DATA == 1 ]] || rm -rf "$P3_DIR/datastore"
     done
     ratio "ingest / dd" "ingest MB/s (result bytes, first create -> last finish)" ingest "ingest MB/s (result bytes, first create -> last finish)" dd
+    ratio "ingest / dd-before" "ingest MB/s (result bytes, first create -> last finish)" ingest "ingest MB/s (result bytes, first create -> last finish)" dd-before
     print_table "p3: result ingest vs the datastore disk's sequential append, $n agents ($OUT)"
 }
 
@@ -954,6 +960,9 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     [[ -n ${SHARDS:-} ]] && set_key "$dir" frontend shards "$SHARDS"
     [[ -n $depth ]] && set_key "$dir" frontend io_ring_depth "$depth"
     set_key "$dir" limits hunt_recruitment_per_second 1000000
+    # P2F_CONCURRENCY: upload permits (default: the frontend's), to see what the first
+    # answers' 503s cost the fan-out.
+    [[ -n ${P2F_CONCURRENCY:-} ]] && put_key "$dir" limits concurrency "$P2F_CONCURRENCY"
     if [[ $kind == tmpfs ]]; then
         # The same work without this box's disk and filesystem: what packhunt itself costs.
         arm=tmpfs
@@ -969,7 +978,9 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     id=$(hunt_create "$P2F_ARTIFACT")
     tasks0=$(progress tasks)
     if [[ ${PERF:-0} == 1 ]]; then
-        perf record -F 999 -g -p "$FE_PID" -o "$dir/perf.data" -- sleep "$PERF_S" >"$dir/perf.log" 2>&1 &
+        # PERF_ALL=1: the whole box (loadgen's agents share it), sorted by comm later.
+        if [[ ${PERF_ALL:-0} == 1 ]]; then perf_who=(-a); else perf_who=(-p "$FE_PID"); fi
+        perf record -F 999 -g "${perf_who[@]}" -o "$dir/perf.data" -- sleep "$PERF_S" >"$dir/perf.log" 2>&1 &
         perf_pid=$!
         sleep 0.5
     fi

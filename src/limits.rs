@@ -309,6 +309,19 @@ pub const DEFAULT_IO_RING_DEPTH: usize = 4096;
 pub const MIN_IO_RING_DEPTH: usize = 64;
 pub const MAX_IO_RING_DEPTH: usize = 32_768;
 
+/// Nice value of the agent shards' file-work threads (their blocking pools: result and
+/// upload writes with their fsyncs, facts, queue reads). At 10 such a thread weighs ~1/9
+/// of a default one (the CFS weight table), so while the box is busy the shards' network
+/// work (task delivery, handshakes) and everything else at the default priority run
+/// first; ingest is throughput work behind upload permits and Retry-After, and takes
+/// the CPU left over. tuning.md, "P2 fan-out": 19,000 first answers ingested while a
+/// hunt goes out.
+pub const DEFAULT_FILE_WORK_NICE: i32 = 10;
+/// Bounds on `frontend.file_work_nice`: an unprivileged process may only raise its own
+/// nice value, and 19 is the kernel's lowest priority.
+pub const MIN_FILE_WORK_NICE: i32 = 0;
+pub const MAX_FILE_WORK_NICE: i32 = 19;
+
 /// Datastore I/O threads per executor. An fsynced document costs milliseconds on a
 /// disk and an NFS round trip about a millisecond: with one thread
 /// a shard could write at most a few hundred documents a second. 8 overlap that waiting
@@ -1157,6 +1170,8 @@ const _: () = assert!(DEFAULT_MAX_UPLOAD_BYTES <= MAX_MAX_UPLOAD_BYTES);
 const _: () = assert!(MIN_IO_MEMORY_BYTES <= DEFAULT_IO_MEMORY_BYTES);
 const _: () = assert!(MIN_IO_RING_DEPTH <= DEFAULT_IO_RING_DEPTH);
 const _: () = assert!(DEFAULT_IO_RING_DEPTH <= MAX_IO_RING_DEPTH);
+const _: () = assert!(MIN_FILE_WORK_NICE <= DEFAULT_FILE_WORK_NICE);
+const _: () = assert!(DEFAULT_FILE_WORK_NICE <= MAX_FILE_WORK_NICE);
 const _: () = assert!(DEFAULT_IO_THREADS_PER_EXECUTOR <= MAX_IO_THREADS_PER_EXECUTOR);
 const _: () = assert!(RESERVED_FILES_COUNT < DEFAULT_MAX_OPEN_FILES);
 const _: () = assert!(DEFAULT_MAX_GUI_CONNECTIONS_COUNT as u64 <= RESERVED_FILES_COUNT / 2);

@@ -60,6 +60,10 @@ pub struct FrontendSection {
     /// table of outstanding polls (one per idle agent) more buckets (tuning.md).
     #[serde(default = "default_io_ring_depth")]
     pub io_ring_depth: usize,
+    /// Nice value of the agent shards' file-work threads (writes, fsyncs): above 0 they
+    /// yield the CPU to task delivery and connections while the box is busy.
+    #[serde(default = "default_file_work_nice")]
+    pub file_work_nice: i32,
     /// Open files this process may use (production raises `LimitNOFILE`).
     #[serde(default = "default_max_open_files")]
     pub max_open_files: u64,
@@ -429,6 +433,9 @@ fn default_min_free_bytes() -> u64 {
 }
 fn default_io_ring_depth() -> usize {
     limits::DEFAULT_IO_RING_DEPTH
+}
+fn default_file_work_nice() -> i32 {
+    limits::DEFAULT_FILE_WORK_NICE
 }
 
 fn default_io_memory_bytes() -> usize {

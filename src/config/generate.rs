@@ -340,6 +340,7 @@ fn server_config(
             shards: 0,
             io_memory_bytes: crate::limits::DEFAULT_IO_MEMORY_BYTES,
             io_ring_depth: crate::limits::DEFAULT_IO_RING_DEPTH,
+            file_work_nice: crate::limits::DEFAULT_FILE_WORK_NICE,
             max_open_files: crate::limits::DEFAULT_MAX_OPEN_FILES,
             transparent_huge_pages: false,
             drain_timeout_ms: crate::limits::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,

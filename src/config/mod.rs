@@ -97,6 +97,8 @@ pub struct Frontend {
     pub io_memory_bytes: usize,
     /// Invariant: within `limits::MIN_IO_RING_DEPTH..=limits::MAX_IO_RING_DEPTH`.
     pub io_ring_depth: usize,
+    /// Invariant: within `limits::MIN_FILE_WORK_NICE..=limits::MAX_FILE_WORK_NICE`.
+    pub file_work_nice: i32,
     /// Invariant: above `limits::RESERVED_FILES_COUNT`.
     pub max_open_files: u64,
     pub transparent_huge_pages: bool,
@@ -666,6 +668,16 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
             ),
         ));
     }
+    if !(limits::MIN_FILE_WORK_NICE..=limits::MAX_FILE_WORK_NICE).contains(&f.file_work_nice) {
+        return Err(check.invalid(
+            "frontend.file_work_nice",
+            format!(
+                "must be between {} and {}",
+                limits::MIN_FILE_WORK_NICE,
+                limits::MAX_FILE_WORK_NICE
+            ),
+        ));
+    }
     if f.io_memory_bytes < limits::MIN_IO_MEMORY_BYTES {
         return Err(check.invalid(
             "frontend.io_memory_bytes",
@@ -695,6 +707,7 @@ fn parse_frontend(check: &Checker<'_>, f: &FrontendSection) -> Result<Frontend, 
         shards: NonZeroUsize::new(f.shards),
         io_memory_bytes: f.io_memory_bytes,
         io_ring_depth: f.io_ring_depth,
+        file_work_nice: f.file_work_nice,
         max_open_files: f.max_open_files,
         transparent_huge_pages: f.transparent_huge_pages,
         drain_timeout: parse_drain_timeout(check, f.drain_timeout_ms)?,
@@ -1033,6 +1046,29 @@ mod tests {
         std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
         let config = ServerConfig::load(&path).expect("config without io_ring_depth");
         assert_eq!(config.frontend.io_ring_depth, limits::DEFAULT_IO_RING_DEPTH);
+    }
+
+    // Goal: `frontend.file_work_nice` outside what a process may set itself (0–19) is
+    // refused by name, and configs written before the key existed get the default.
+    #[test]
+    fn file_work_nice_is_checked_and_defaults() {
+        for nice in [-1, 20] {
+            let (_, err) = load_edited(|v| {
+                table(v, "frontend").insert("file_work_nice".into(), nice.into());
+            });
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == "frontend.file_work_nice"),
+                "{nice}: {err}"
+            );
+        }
+        let (_dir, path, mut value) = generated();
+        table(&mut value, "frontend").remove("file_work_nice");
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        let config = ServerConfig::load(&path).expect("config without file_work_nice");
+        assert_eq!(
+            config.frontend.file_work_nice,
+            limits::DEFAULT_FILE_WORK_NICE
+        );
     }
 
     // Goal: the disk-full Retry-After is a key with bounds agents honour, and configs

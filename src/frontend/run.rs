@@ -145,6 +145,7 @@ pub fn run_frontend(
             "io_ring_depth",
             as_gauge(config.frontend.io_ring_depth as u64),
         ),
+        ("file_work_nice", i64::from(config.frontend.file_work_nice)),
     ]);
     m.upload_concurrency_limit.store(
         i64::from(config.limits.concurrency.get()),
@@ -539,6 +540,10 @@ async fn run_shard(setup: ShardSetup, stages: ShardStages) {
         audit,
         facts_memory,
     } = setup;
+    // The `shared` baseline schedules everything alike (and shard 0's pool is the GUI's).
+    if config.gui.priority != GuiPriority::Shared {
+        yield_file_work(config.frontend.file_work_nice);
+    }
     // In the `shared` baseline the hub runs here: start it before waiting on the queue
     // ends below, since their other ends are the hub's and would never connect.
     let hub = hub.map(|hub| glommio::spawn_local(run_hub(hub, hub_stop, ready.clone())));
@@ -892,13 +897,38 @@ fn favour_this_thread(priority: GuiPriority) {
 /// competed on equal terms with the shards' ingest of the first answers (tuning.md,
 /// "P2 fan-out": the recruiter's writes were 45 % of the frontend's CPU samples).
 fn favour_blocking_pool() {
+    let niced = renice_blocking_pool(PRIORITY_THREAD_NICE);
+    tracing::debug!(threads = niced, "GUI/API blocking pool niced");
+}
+
+/// Nices this agent shard's blocking pool (its file work) to `nice`
+/// (`frontend.file_work_nice`). Best effort, like the GUI's favour: a thread that keeps
+/// the default priority still works, and the log says so once per shard.
+fn yield_file_work(nice: libc::c_int) {
+    if nice == 0 {
+        return;
+    }
+    let niced = renice_blocking_pool(nice);
+    if niced == 0 {
+        tracing::info!(
+            nice,
+            "agent shard file-work threads keep the default priority"
+        );
+    } else {
+        tracing::debug!(threads = niced, nice, "agent shard file-work threads niced");
+    }
+}
+
+/// Sets `nice` on every thread of this process that carries the calling thread's name
+/// but is not it: the calling executor's blocking pool. Returns how many took it.
+fn renice_blocking_pool(nice: libc::c_int) -> usize {
     let own = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
     // SAFETY: gettid takes nothing and returns an integer.
     let me = unsafe { libc::gettid() };
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
+        return 0;
     };
-    let mut favoured = 0;
+    let mut niced = 0;
     for task in tasks.flatten() {
         let Some(tid) = task
             .file_name()
@@ -913,11 +943,9 @@ fn favour_blocking_pool() {
         }
         // SAFETY: setpriority takes integers only; PRIO_PROCESS with a thread id changes
         // that one thread.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, PRIORITY_THREAD_NICE) }
-            == 0
-        {
-            favoured += 1;
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } == 0 {
+            niced += 1;
         }
     }
-    tracing::debug!(threads = favoured, "GUI/API blocking pool niced");
+    niced
 }
