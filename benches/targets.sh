@@ -984,6 +984,14 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
         perf_pid=$!
         sleep 0.5
     fi
+    # P2F_PUSH_TRACE=1: the server's tasks-pushed counter every ~50 ms (a curl each, on
+    # the priority executor), to tell the frontend's delivery from loadgen's reading.
+    local pushed0 trace_pid=""
+    if [[ ${P2F_PUSH_TRACE:-0} == 1 ]]; then
+        pushed0=$(metric packhunt_tasks_pushed_total)
+        (for _ in $(seq 1 160); do echo "$(now_ms) $(metric packhunt_tasks_pushed_total)"; sleep 0.03; done) >"$dir/pushed.tsv" &
+        trace_pid=$!
+    fi
     a=$(cpu_snap "$FE_PID")
     box0=$(box_busy_ticks)
     t_post=$(now_ms)
@@ -1016,6 +1024,15 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     record "start -> last flow written (ms, last create_time)" "$arm" "$(calc "$HUNT_LAST_CREATE_US / 1000 - $start_ms" 0)"
     record "last flow written -> last task arrived (ms)" "$arm" "$(calc "($last_us - $HUNT_LAST_CREATE_US) / 1000" 0)"
     record "within 2 s" "$arm" "$(calc "$last_us / 1000 - $start_ms <= 2000 ? 1 : 0" 0)"
+    if [[ -n $trace_pid ]]; then
+        wait "$trace_pid" 2>/dev/null || true
+        # The first sample with every task pushed (the counter is the shards' pushes into
+        # their streams, before TLS and the socket).
+        local pushed_ms
+        pushed_ms=$(awk -v want=$((pushed0 + n)) '$2 >= want { print $1; exit }' "$dir/pushed.tsv")
+        record "start -> the server had pushed every task (ms, sampled ~50 ms)" "$arm" "$(calc "${pushed_ms:-0} - $start_ms" 0)"
+        record "server pushed every task -> last agent has its task (ms)" "$arm" "$(calc "$last_us / 1000 - ${pushed_ms:-0}" 0)"
+    fi
     record "agent-side task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp")"
     record "agent-side task latency p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$rp")"
     record "agent-side task latency max (ms)" "$arm" "$(rep '.task_latency.max_us / 1000' "$rp")"
