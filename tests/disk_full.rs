@@ -1,6 +1,7 @@
 //! Goal: when the datastore's disk is full, an upload is refused with 503 and a long
 //! Retry-After (so agents keep their data instead of starting a re-upload storm), the
-//! result set stays whole, and once there is room the same batch is accepted.
+//! result set stays whole, and once there is room the same batch is accepted. The API
+//! answers a write on the full disk with 503 and the same Retry-After.
 //! Method: the datastore on a 4 MiB tmpfs (skipped, counted, where mounting is not
 //! allowed: `common::skip`), a real frontend, and the agent comms client uploading 512 KiB batches.
 
@@ -15,6 +16,21 @@ fn rows(n: usize, width: usize) -> Vec<u8> {
     (0..n)
         .flat_map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(width)).into_bytes())
         .collect()
+}
+
+/// Writes `path` until the file system has no byte left (ENOSPC).
+fn fill_up(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let block = vec![0u8; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[test]
@@ -77,7 +93,28 @@ fn full_disk_answers_503_with_retry_after_and_keeps_results_whole() -> anyhow::R
         lines * 8
     );
 
+    // The API says the same to an operator scheduling work on the full disk: 503 with the
+    // configured wait. The batch did not fit, a small document still would: the last
+    // bytes go to a second filler first.
+    let squeeze = datastore.join("squeeze");
+    fill_up(&squeeze)?;
+    let (status, headers, body) = deployment.api().post_with_headers(
+        &format!("/api/v1/clients/{client_id}/collections"),
+        &serde_json::json!({ "artifacts": ["Linux.Sys.Users"] }),
+    )?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("300"),
+        "{headers:?}"
+    );
+    assert_eq!(
+        deployment.metric("packhunt_limit{name=\"disk_full_retry_after_s\"}")?,
+        300
+    );
+
     // Make room: the agent resends the very batch it kept, and it is appended once.
+    std::fs::remove_file(&squeeze)?;
     std::fs::remove_file(&filler)?;
     let reply = agent.upload(&batch(seq, chunk.clone()))?;
     assert_eq!(reply.status, 200, "{reply:?}");

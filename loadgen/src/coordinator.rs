@@ -119,7 +119,10 @@ fn spawn_worker(
         "--ramp-per-second",
         &(args.ramp_per_second / workers as u64).max(1).to_string(),
     ]);
-    cmd.args(["--source-ips", &args.source_ips.to_string()]);
+    // Resolved for the whole fleet here: every worker spreads over the same addresses.
+    let source_ips =
+        crate::fleet::source_ip_count(args.source_ips, args.first_agent + args.clients);
+    cmd.args(["--source-ips", &source_ips.to_string()]);
     cmd.args([
         "--drop-connection-every-uploads",
         &args.drop_connection_every_uploads.to_string(),

@@ -23,14 +23,9 @@ use rustls::pki_types::CertificateDer;
 pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     let urls = config.client.server_urls.clone();
     let identities = load_identities(&args)?;
-    let fleet_size = args.first_agent + args.clients;
-    let source_ips = if args.source_ips == 0 {
-        fleet_size
-            .div_ceil(AGENTS_PER_SOURCE_IP)
-            .max(MIN_SOURCE_IPS)
-    } else {
-        args.source_ips
-    };
+    // A worker is handed the coordinator's resolved count; on its own, its part of the
+    // fleet would pick a different one from the other workers'.
+    let source_ips = source_ip_count(args.source_ips, args.first_agent + args.clients);
     let stats = Arc::new(Stats::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(SyntheticRunner::for_args(&args));
@@ -142,6 +137,18 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
 /// Source address of agent (or connection) `i` spread over `count` of them: 127.0.0.1,
 /// 127.0.0.2, ... Linux routes all of 127.0.0.0/8 to loopback, so past 127.0.0.255 it
 /// carries on in 127.0.1.x instead of wrapping. `count` must be at least 1.
+/// How many source addresses a fleet of `fleet_size` agents spreads over: `asked`, or for
+/// 0 as many as the fleet needs for ports and at least `MIN_SOURCE_IPS`.
+pub(crate) fn source_ip_count(asked: usize, fleet_size: usize) -> usize {
+    if asked == 0 {
+        fleet_size
+            .div_ceil(AGENTS_PER_SOURCE_IP)
+            .max(MIN_SOURCE_IPS)
+    } else {
+        asked
+    }
+}
+
 pub(crate) fn source_ip(i: usize, count: usize) -> IpAddr {
     debug_assert!(count > 0, "callers pick at least one source address");
     let first = u32::from(Ipv4Addr::new(127, 0, 0, 1));
@@ -377,5 +384,30 @@ impl AgentPlan {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: the automatic count covers the whole fleet's ports with at least
+    // MIN_SOURCE_IPS addresses, an explicit count is kept, and a worker handed the
+    // coordinator's count maps each agent to the address the coordinator would.
+    #[test]
+    fn source_addresses_follow_the_whole_fleet() {
+        assert_eq!(source_ip_count(0, 1), MIN_SOURCE_IPS);
+        assert_eq!(
+            source_ip_count(0, AGENTS_PER_SOURCE_IP * (MIN_SOURCE_IPS + 4)),
+            MIN_SOURCE_IPS + 4
+        );
+        assert_eq!(source_ip_count(0, AGENTS_PER_SOURCE_IP * 20 + 1), 21);
+        assert_eq!(source_ip_count(3, 1_000_000), 3);
+        let fleet = AGENTS_PER_SOURCE_IP * 25;
+        let whole = source_ip_count(0, fleet);
+        // A worker's own guess from its part differs; the resolved count passed on does not.
+        assert_ne!(source_ip_count(0, 19_000), whole);
+        assert_eq!(source_ip_count(whole, 19_000), whole);
+        assert_eq!(source_ip(whole, whole), source_ip(0, whole));
     }
 }

@@ -123,14 +123,21 @@ pub async fn handle(ctx: &ApiCtx, req: hyper::Request<Incoming>) -> ApiResponse 
         &m.api_write_latency
     }
     .observe(started.elapsed());
-    let mut response = result.unwrap_or_else(|e| error_response(&e, from_app));
+    let disk_full_retry_after = ctx.config.limits.disk_full_retry_after;
+    let mut response =
+        result.unwrap_or_else(|e| error_response(&e, from_app, disk_full_retry_after));
     request_checks::add_security_headers(&mut response);
     response
 }
 
 /// `{"error"}` with the status that says whose fault it was. A 401 invites a Basic prompt
-/// only for requests that are not the GUI's own fetches (they show the login form).
-fn error_response(e: &ApiError, from_app: bool) -> ApiResponse {
+/// only for requests that are not the GUI's own fetches (they show the login form); a full
+/// disk's 503 carries `limits.disk_full_retry_after_s`, as agents get it.
+fn error_response(
+    e: &ApiError,
+    from_app: bool,
+    disk_full_retry_after: std::time::Duration,
+) -> ApiResponse {
     let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
     match e {
         ApiError::Unauthorized | ApiError::WrongCredentials => {
@@ -144,6 +151,11 @@ fn error_response(e: &ApiError, from_app: bool) -> ApiResponse {
         }
         ApiError::Throttled { retry_after, .. } => {
             let seconds = retry_after.as_secs().max(1);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        ApiError::Datastore(d) if !d.is_not_found() && d.fault() == Fault::Overload => {
+            let seconds = disk_full_retry_after.as_secs().max(1);
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }

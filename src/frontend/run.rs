@@ -146,6 +146,10 @@ pub fn run_frontend(
             as_gauge(config.frontend.io_ring_depth as u64),
         ),
         ("file_work_nice", i64::from(config.frontend.file_work_nice)),
+        (
+            "disk_full_retry_after_s",
+            as_gauge(l.disk_full_retry_after.as_secs()),
+        ),
     ]);
     m.upload_concurrency_limit.store(
         i64::from(config.limits.concurrency.get()),

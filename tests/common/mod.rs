@@ -928,6 +928,31 @@ impl Api {
         body: &[u8],
         delay: Duration,
     ) -> Result<(u16, Vec<u8>)> {
+        let (status, _, body) = self.post_h2(path, body, delay)?;
+        Ok((status, body))
+    }
+
+    /// POSTs `body` over HTTP/2 (at once); returns the status, headers and body.
+    pub fn post_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, http::HeaderMap, Value)> {
+        let (status, headers, body) =
+            self.post_h2(path, &serde_json::to_vec(body)?, Duration::ZERO)?;
+        Ok((
+            status,
+            headers,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        ))
+    }
+
+    fn post_h2(
+        &self,
+        path: &str,
+        body: &[u8],
+        delay: Duration,
+    ) -> Result<(u16, http::HeaderMap, Vec<u8>)> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -953,10 +978,13 @@ impl Api {
                 req = req.header("authorization", value);
             }
             let (response, mut stream) = client.send_request(req.body(())?, false)?;
-            tokio::time::sleep(delay).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             stream.send_data(Bytes::copy_from_slice(body), true)?;
             let response = response.await?;
             let status = response.status().as_u16();
+            let headers = response.headers().clone();
             let mut body = response.into_body();
             let mut bytes = Vec::new();
             while let Some(chunk) = body.data().await {
@@ -964,7 +992,7 @@ impl Api {
                 body.flow_control().release_capacity(chunk.len())?;
                 bytes.extend_from_slice(&chunk);
             }
-            Ok((status, bytes))
+            Ok((status, headers, bytes))
         })
     }
 
