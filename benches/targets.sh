@@ -34,7 +34,9 @@
 #                                         and the datastore on tmpfs (P2F_ARMS; an arm ARM@D
 #                                         sets [frontend] io_ring_depth = D); KEEP_DATA=1 keeps every
 #                                         datastore (on ext4 without a journal a mass delete slows the
-#                                         next run's inode allocations for minutes: tuning.md)
+#                                         next run's inode allocations for minutes: tuning.md); each
+#                                         kept 19,000-agent datastore holds ~0.8 GB in ~10^6 files
+#                                         and takes minutes to delete: watch the disk over a series
 #   bash benches/targets.sh events [N]    N agents x EPS events/s for EVENTS_S s (N=15000, EPS=1,
 #                                         EVENTS_S=300) on EVENTS_FRONTENDS (1; 3 = master + 2 minions):
 #                                         ingest rows/s and MB/s, watch lag, a file sink's lag (1 frontend),
