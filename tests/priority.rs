@@ -1,8 +1,8 @@
 //! Goal: with `gui.priority = "executor"` (the default) the GUI/API thread is favoured by
 //! the kernel over the agent shards; with "realtime" it runs under SCHED_RR; with "shared"
 //! there is no such thread (and the shards' file work is not niced either). The agent
-//! shards' blocking pools run at `frontend.file_work_nice`. Method: read the frontend's threads' names, nice values and
-//! scheduling policies from /proc.
+//! shards' blocking pools run at `frontend.file_work_nice`. Method: read the frontend's
+//! threads' names, nice values and scheduling policies from /proc.
 
 mod common;
 

@@ -134,9 +134,6 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
     Ok(())
 }
 
-/// Source address of agent (or connection) `i` spread over `count` of them: 127.0.0.1,
-/// 127.0.0.2, ... Linux routes all of 127.0.0.0/8 to loopback, so past 127.0.0.255 it
-/// carries on in 127.0.1.x instead of wrapping. `count` must be at least 1.
 /// How many source addresses a fleet of `fleet_size` agents spreads over: `asked`, or for
 /// 0 as many as the fleet needs for ports and at least `MIN_SOURCE_IPS`.
 pub(crate) fn source_ip_count(asked: usize, fleet_size: usize) -> usize {
@@ -149,6 +146,9 @@ pub(crate) fn source_ip_count(asked: usize, fleet_size: usize) -> usize {
     }
 }
 
+/// Source address of agent (or connection) `i` spread over `count` of them: 127.0.0.1,
+/// 127.0.0.2, ... Linux routes all of 127.0.0.0/8 to loopback, so past 127.0.0.255 it
+/// carries on in 127.0.1.x instead of wrapping. `count` must be at least 1.
 pub(crate) fn source_ip(i: usize, count: usize) -> IpAddr {
     debug_assert!(count > 0, "callers pick at least one source address");
     let first = u32::from(Ipv4Addr::new(127, 0, 0, 1));

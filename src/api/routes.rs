@@ -139,7 +139,7 @@ fn error_response(
     disk_full_retry_after: std::time::Duration,
 ) -> ApiResponse {
     let mut resp = json_response(e.status(), &json!({ "error": e.to_string() }));
-    match e {
+    let retry_after = match e {
         ApiError::Unauthorized | ApiError::WrongCredentials => {
             metrics().api_unauthorized.fetch_add(1, Ordering::Relaxed);
             if !from_app {
@@ -148,18 +148,19 @@ fn error_response(
                     header::HeaderValue::from_static("Basic realm=\"packhunt\""),
                 );
             }
+            None
         }
-        ApiError::Throttled { retry_after, .. } => {
-            let seconds = retry_after.as_secs().max(1);
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-        }
+        ApiError::Throttled { retry_after, .. } => Some(*retry_after),
         ApiError::Datastore(d) if !d.is_not_found() && d.fault() == Fault::Overload => {
-            let seconds = disk_full_retry_after.as_secs().max(1);
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            Some(disk_full_retry_after)
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some(wait) = retry_after {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(wait.as_secs().max(1)),
+        );
     }
     resp
 }

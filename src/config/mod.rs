@@ -978,6 +978,14 @@ mod tests {
         (path, err)
     }
 
+    /// A generated config with `edit` applied, which must load.
+    fn load_accepted(edit: impl FnOnce(&mut toml::Value)) -> ServerConfig {
+        let (_dir, path, mut value) = generated();
+        edit(&mut value);
+        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+        ServerConfig::load(&path).expect("edited config must load")
+    }
+
     fn table<'a>(value: &'a mut toml::Value, key: &str) -> &'a mut toml::Table {
         value
             .get_mut(key)
@@ -1041,10 +1049,9 @@ mod tests {
             );
         }
         // Configs written before the key existed load with the default.
-        let (_dir, path, mut value) = generated();
-        table(&mut value, "frontend").remove("io_ring_depth");
-        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
-        let config = ServerConfig::load(&path).expect("config without io_ring_depth");
+        let config = load_accepted(|v| {
+            table(v, "frontend").remove("io_ring_depth");
+        });
         assert_eq!(config.frontend.io_ring_depth, limits::DEFAULT_IO_RING_DEPTH);
     }
 
@@ -1061,10 +1068,9 @@ mod tests {
                 "{nice}: {err}"
             );
         }
-        let (_dir, path, mut value) = generated();
-        table(&mut value, "frontend").remove("file_work_nice");
-        std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
-        let config = ServerConfig::load(&path).expect("config without file_work_nice");
+        let config = load_accepted(|v| {
+            table(v, "frontend").remove("file_work_nice");
+        });
         assert_eq!(
             config.frontend.file_work_nice,
             limits::DEFAULT_FILE_WORK_NICE

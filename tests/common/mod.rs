@@ -978,9 +978,7 @@ impl Api {
                 req = req.header("authorization", value);
             }
             let (response, mut stream) = client.send_request(req.body(())?, false)?;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            tokio::time::sleep(delay).await;
             stream.send_data(Bytes::copy_from_slice(body), true)?;
             let response = response.await?;
             let status = response.status().as_u16();
