@@ -101,7 +101,12 @@ pub fn user_command(config: &Path, args: &[&str], stdin: Option<&str>) -> Result
     {
         let mut input = child.stdin.take().context("stdin")?;
         if let Some(text) = stdin {
-            input.write_all(text.as_bytes())?;
+            // A refused command may exit before it reads its input; that is its answer,
+            // not the helper's failure.
+            match input.write_all(text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
         }
     }
     let out = child.wait_with_output()?;
