@@ -5,14 +5,17 @@
 //! - `folder_and_three_documents`: the flow as a collection's (folder, request.json,
 //!   status.json, queue entry) and the participants line: what a recruit wrote before
 //!   hunt flows were made at the agent's first answer;
-//! - `queue_entry`: the recruiting journal line, one queue entry naming the hunt, and the
-//!   participants line: what a recruit writes now.
+//! - `queue_entry_renamed`: the recruiting journal line, one queue entry naming the hunt
+//!   written as a temp file and renamed, and the participants line;
+//! - `queue_entry`: the same with the entry created in place (one create and one write):
+//!   what a recruit writes now.
 //!
 //! Run: `cargo bench --bench recruitment -- --warm-up-time 1 --measurement-time 2`
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use packhunt::datastore::atomic::write_atomic;
 use packhunt::datastore::flow::{write_hunt_recruit, ArtifactRequestDoc, FlowRequest};
 use packhunt::datastore::hunt::{self, HuntDoc, HuntState};
 use packhunt::datastore::{write_scheduled, ArtifactName, Datastore};
@@ -109,6 +112,28 @@ fn bench_recruitment(c: &mut Criterion) {
                     write_scheduled(&f.ds.client(&r.client_id), r).expect("scheduled");
                 }
                 hunt::append_participants(&f.ds, &f.hunt.hunt_id, &pairs(batch)).expect("line");
+            })
+        })
+    });
+    group.bench_function("queue_entry_renamed", |b| {
+        b.iter_custom(|iters| {
+            timed(iters, |f, batch| {
+                let lines = pairs(batch);
+                hunt::append_recruiting(&f.ds, &f.hunt.hunt_id, &lines).expect("journal");
+                for r in batch {
+                    let client = f.ds.client(&r.client_id);
+                    let entry = serde_json::json!({
+                        "hunt_id": f.hunt.hunt_id.to_string(),
+                        "create_time_us": r.create_time_us,
+                    });
+                    let bytes = serde_json::to_vec(&entry).expect("entry");
+                    let path = client.task_path(&r.flow_id);
+                    if write_atomic(&path, &bytes, false).is_err() {
+                        std::fs::create_dir_all(client.tasks_dir()).expect("tasks folder");
+                        write_atomic(&path, &bytes, false).expect("entry");
+                    }
+                }
+                hunt::append_participants(&f.ds, &f.hunt.hunt_id, &lines).expect("line");
             })
         })
     });

@@ -184,6 +184,14 @@ fn a_hunt_over_three_frontends_recruits_exactly_the_labelled_half_under_the_flee
         RATE
     );
     assert_eq!(deployment.metric("packhunt_hunt_recruited_total")?, n);
+    // The labelled agents were listed by the client search before the start: the
+    // recruiter checked them on the index's facts, reading no info.json for them.
+    assert!(
+        deployment.metric("packhunt_hunt_facts_from_memory_total")? >= n,
+        "facts from memory: {}, read: {}",
+        deployment.metric("packhunt_hunt_facts_from_memory_total")?,
+        deployment.metric("packhunt_hunt_facts_read_total")?
+    );
 
     // The hunt's results: every row, each with its client and flow.
     let (status, results) = deployment.api().get(&format!(

@@ -38,6 +38,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), Datast
     Ok(())
 }
 
+/// Writes a document under a name no one has used (a random id): created in place with
+/// one write, no temp file and rename. A reader may meet it empty in the instant between
+/// the create and the write, or after a crash between them: readers of such names treat
+/// an empty file as not there yet (`flow::read_recruit_entry`). Not synced. Removed
+/// again on a failed write, so a full disk leaves nothing behind.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DATASTORE_FILE_MODE)
+        .open(path)
+        .map_err(io_error("create", path))?;
+    if let Err(e) = file.write_all(bytes) {
+        // Best effort: the error that matters is the one we return.
+        let _ = fs::remove_file(path);
+        return Err(io_error("write", path)(e));
+    }
+    Ok(())
+}
+
 fn write_temp(temp: &Path, bytes: &[u8], fsync: bool) -> Result<(), DatastoreError> {
     // create_new: a leftover temp with the same random name is never reused.
     let mut file = OpenOptions::new()

@@ -20,7 +20,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{ensure_dir, read_json, sync_dir, sync_file, write_atomic, write_json};
+use super::atomic::{
+    ensure_dir, read_json, sync_dir, sync_file, write_atomic, write_json, write_new,
+};
 use super::listing::ids_in;
 use super::path::{ArtifactName, ClientDir};
 use super::{io_error, serde_ids, DatastoreError};
@@ -267,12 +269,14 @@ pub fn write_hunt_recruit(client: &ClientDir, request: &FlowRequest) -> Result<(
         source,
     })?;
     // The queue folder is made with the client's facts at first contact: looked for only
-    // when the write finds it missing (a stat per recruit was ~18 % of recruiting).
+    // when the write finds it missing (a stat per recruit was ~18 % of recruiting). The
+    // entry's name is a new random flow id, so it is created in place: a temp file and a
+    // rename per recruit were a third of the recruiter's file calls.
     let path = client.task_path(&request.flow_id);
-    match write_atomic(&path, &bytes, false) {
+    match write_new(&path, &bytes) {
         Err(e) if e.is_not_found() => {
             ensure_dir(&client.tasks_dir(), false)?;
-            write_atomic(&path, &bytes, false)
+            write_new(&path, &bytes)
         }
         written => written,
     }
@@ -329,7 +333,9 @@ fn read_recruit_entry(
     let path = client.task_path(flow_id);
     let bytes = fs::read(&path).map_err(io_error("read", &path))?;
     if bytes.first() != Some(&b'{') {
-        // A collection's entry: its request.json is what is missing.
+        // A collection's entry (its request.json is what is missing), or a recruit's
+        // being written (created empty, then written: `write_new`), or one a crash left
+        // empty, which its hunt's recruiting journal takes back at the next start.
         return Err(DatastoreError::NotFound { path });
     }
     serde_json::from_slice(&bytes).map_err(|source| DatastoreError::Document { path, source })
@@ -781,6 +787,27 @@ mod tests {
             FlowState::Cancelled
         );
         assert!(!pending_tasks(&client).unwrap().contains(&other.flow_id));
+
+        // An entry created but not written yet (or left so by a crash) is not there yet:
+        // no task, no flow, not listed; and its name is never written over.
+        let being_written = FlowId::random();
+        fs::write(client.task_path(&being_written), b"").unwrap();
+        assert!(queued_request(&client, &being_written)
+            .unwrap_err()
+            .is_not_found());
+        assert!(open_documents(&client, &being_written)
+            .unwrap_err()
+            .is_not_found());
+        assert!(!has_recruit_entry(&client, &being_written));
+        assert!(!list_flows(&client).unwrap().contains(&being_written));
+        let late = FlowRequest {
+            flow_id: being_written.clone(),
+            ..recruit.clone()
+        };
+        assert!(write_hunt_recruit(&client, &late).is_err());
+        assert!(fs::read(client.task_path(&being_written))
+            .unwrap()
+            .is_empty());
 
         // Neither a collection's entry without its request nor no entry opens a flow.
         let plain = FlowId::random();

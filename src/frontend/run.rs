@@ -733,10 +733,18 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     ));
     let mut recruiter = None;
     let hunts = if is_master {
+        // The recruiter checks conditions on the facts the client index holds.
+        let known_facts = clients.clone().map(|index| -> crate::hunts::KnownFacts {
+            Rc::new(move |client| {
+                let view = index.get(client).filter(|v| !v.os.is_empty())?;
+                Some((view.os, view.labels))
+            })
+        });
         match crate::hunts::Hunts::load(
             datastore.clone(),
             fleet.clone(),
             presence.clone(),
+            known_facts,
             config.limits.hunt_recruitment_per_second.get(),
         )
         .await

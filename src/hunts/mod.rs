@@ -99,8 +99,14 @@ impl HuntRun {
     }
 }
 
+/// An agent's OS and labels as the master already holds them in memory (the client
+/// index); None when it does not (not loaded yet, unreadable), and the recruiter reads
+/// the agent's info.json instead.
+pub type KnownFacts = Rc<dyn Fn(&ClientId) -> Option<(String, Vec<String>)>>;
+
 pub struct Hunts {
     datastore: Datastore,
+    known_facts: Option<KnownFacts>,
     fleet: Rc<FleetNotifier>,
     presence: Rc<Presence>,
     runs: RefCell<BTreeMap<HuntId, HuntRun>>,
@@ -144,6 +150,7 @@ impl Hunts {
         datastore: Datastore,
         fleet: Rc<FleetNotifier>,
         presence: Rc<Presence>,
+        known_facts: Option<KnownFacts>,
         recruitment_per_second: u32,
     ) -> Result<Rc<Self>, DatastoreError> {
         presence.tap();
@@ -155,6 +162,7 @@ impl Hunts {
         let budget = TokenBucket::new(rate, (rate / 4).max(1));
         let hunts = Rc::new(Self {
             datastore,
+            known_facts,
             fleet,
             presence,
             runs: RefCell::new(BTreeMap::new()),
@@ -698,7 +706,8 @@ mod tests {
     // appended (it died in between) are settled at the next load: a queued one of a
     // running hunt joins it (counted, still queued for its agent, and returned to be
     // told), also when its agent already answered on another frontend; one whose queue
-    // entry was never completed is taken back without a trace; a recruit already
+    // entry was never completed (a temp file, or an entry created and never written) is
+    // taken back without a trace; a recruit already
     // recorded is left as it is; a stopped hunt takes back even a whole one. The journal
     // is then empty.
     #[test]
@@ -719,18 +728,25 @@ mod tests {
         let (running, stopped) = (doc(HuntState::Running), doc(HuntState::Stopped));
         hunt::write_hunt(&ds, &running).unwrap();
         hunt::write_hunt(&ds, &stopped).unwrap();
-        let (recorded, whole, answered, half) = (
+        let (recorded, whole, answered, half, empty) = (
             recruit(&ds, &running, 1),
             recruit(&ds, &running, 2),
             recruit(&ds, &running, 5),
             recruit(&ds, &running, 3),
+            recruit(&ds, &running, 6),
         );
         let of_stopped = recruit(&ds, &stopped, 4);
         let pair = |r: &FlowRequest| (r.client_id.clone(), r.flow_id.clone());
         hunt::append_recruiting(
             &ds,
             &running.hunt_id,
-            &[pair(&recorded), pair(&whole), pair(&answered), pair(&half)],
+            &[
+                pair(&recorded),
+                pair(&whole),
+                pair(&answered),
+                pair(&half),
+                pair(&empty),
+            ],
         )
         .unwrap();
         hunt::append_recruiting(&ds, &stopped.hunt_id, &[pair(&of_stopped)]).unwrap();
@@ -748,6 +764,10 @@ mod tests {
         std::fs::create_dir_all(half_dir.tasks_dir()).unwrap();
         let tmp = crate::datastore::path::temp_sibling(&half_dir.task_path(&half.flow_id)).unwrap();
         std::fs::write(&tmp, b"{").unwrap();
+        // The empty one: created in place, and the process died before its write.
+        let empty_dir = ds.client(&empty.client_id);
+        std::fs::create_dir_all(empty_dir.tasks_dir()).unwrap();
+        std::fs::write(empty_dir.task_path(&empty.flow_id), b"").unwrap();
 
         let (runs, joined) = recount_all(&ds).unwrap();
         assert_eq!(
@@ -777,6 +797,10 @@ mod tests {
         }
         assert!(!tmp.exists(), "the half-written entry is gone");
         assert!(datastore::pending_tasks(&half_dir).unwrap().is_empty());
+        assert!(
+            datastore::pending_tasks(&empty_dir).unwrap().is_empty(),
+            "the empty entry is taken back"
+        );
         assert!(
             datastore::pending_tasks(&ds.client(&of_stopped.client_id))
                 .unwrap()

@@ -98,18 +98,38 @@ async fn finish(hunts: &Hunts) {
 /// An agent's facts as the conditions need them; None while unknown (no info.json yet).
 pub(super) type Facts = Option<(String, Vec<String>)>;
 
-/// Reads the facts of the next batch of candidates in the background, so that the
-/// recruiter spends its tokens while the disk works (reading in line stalled it for up to
-/// 230 ms on a busy box, and a stall longer than the bucket's burst loses rate).
+/// Finds the facts of the next batch of candidates: from memory where the master holds
+/// them (the client index: a whole fleet's hunt then reads no info.json at all), else
+/// read in the background, so that the recruiter spends its tokens while the disk works
+/// (reading in line stalled it for up to 230 ms on a busy box, and a stall longer than
+/// the bucket's burst loses rate).
 fn prefetch_facts(hunts: &Rc<Hunts>) {
     if hunts.reading.get() || hunts.checked.borrow().len() >= RECRUIT_CHECK_BATCH_COUNT {
         return;
     }
-    let batch: Vec<ClientId> = {
+    let mut batch: Vec<ClientId> = {
         let mut candidates = hunts.candidates.borrow_mut();
         let n = candidates.len().min(RECRUIT_CHECK_BATCH_COUNT);
         candidates.drain(..n).collect()
     };
+    let n = batch.len();
+    if let Some(known) = &hunts.known_facts {
+        let mut checked = hunts.checked.borrow_mut();
+        batch.retain(|c| match known(c) {
+            Some(facts) => {
+                checked.push_back((c.clone(), Some(facts)));
+                false
+            }
+            None => true,
+        });
+    }
+    let (from_memory, to_read) = (n - batch.len(), batch.len());
+    metrics()
+        .hunt_facts_from_memory
+        .fetch_add(from_memory as u64, Ordering::Relaxed);
+    metrics()
+        .hunt_facts_read
+        .fetch_add(to_read as u64, Ordering::Relaxed);
     if batch.is_empty() {
         return;
     }

@@ -226,6 +226,10 @@ pub struct Metrics {
     pub api_unauthorized: AtomicU64,
     pub replication_links_up: AtomicI64,
     pub hunt_recruited: AtomicU64,
+    /// Recruitment candidates whose facts came from the master's client index.
+    pub hunt_facts_from_memory: AtomicU64,
+    /// Recruitment candidates whose info.json was read (not in the index yet).
+    pub hunt_facts_read: AtomicU64,
     pub hunt_pending_recruitment: AtomicI64,
     /// EventTable frames sent down task streams (at connect and on a table change).
     pub event_table_frames_sent: AtomicU64,
@@ -1066,11 +1070,13 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 25] = [
+        let counters: [(&str, &str, &AtomicU64); 27] = [
             ("packhunt_event_table_frames_sent_total", "Client event table frames sent to agents", &self.event_table_frames_sent),
             ("packhunt_event_table_frames_skipped_total", "Client event table frames not sent: the agent already held that table (digest at connect, or a change that left its queries as they were)", &self.event_table_frames_skipped),
             ("packhunt_event_table_handoffs_dropped_total", "Client event table hand-offs to a shard dropped (queue full past deadline)", &self.event_table_handoffs_dropped),
             ("packhunt_hunt_recruited_total", "Agents assigned to hunts (flows scheduled by the recruiter)", &self.hunt_recruited),
+            ("packhunt_hunt_facts_from_memory_total", "Hunt recruitment candidates checked on the facts the master's client index holds", &self.hunt_facts_from_memory),
+            ("packhunt_hunt_facts_read_total", "Hunt recruitment candidates whose info.json was read (facts not in the client index yet)", &self.hunt_facts_read),
             ("packhunt_connections_accepted_total", "Agent TCP connections accepted", &self.connections_accepted),
             ("packhunt_handshakes_completed_total", "Agent mTLS handshakes completed", &self.handshakes_completed),
             ("packhunt_handshakes_resumed_total", "Completed agent handshakes that resumed a session (ticket): about half the CPU of a full one", &self.handshakes_resumed),
