@@ -324,7 +324,8 @@ fn queued_frames(
     let queued = crate::datastore::flow::pending_tasks(&client)?;
     let mut frames = Vec::new();
     for flow_id in flows.iter().filter(|f| queued.contains(f)) {
-        let request = crate::datastore::flow::read_request(&client, flow_id)?;
+        // A hunt recruit not answered yet has its queue entry, not a request.json.
+        let request = crate::datastore::flow::queued_request(&client, flow_id)?;
         let frame = crate::protocol::tasks::task_frame(request.into_task());
         frames.push((flow_id.clone(), frame));
     }
@@ -529,6 +530,61 @@ mod tests {
 
     fn at(name: &str) -> Option<Rc<str>> {
         Some(Rc::from(name))
+    }
+
+    // Goal: a resend after a move builds the frames of the tasks still queued, a hunt
+    // recruit's (a queue entry, no request.json yet) as well as a collection's, and
+    // leaves out one the agent already took. Method: both kinds queued on a temp
+    // datastore, a third flow not queued.
+    #[test]
+    fn a_resend_builds_the_frames_of_queued_collections_and_hunt_recruits() {
+        use crate::datastore::flow::{write_hunt_recruit, ArtifactRequestDoc, FlowRequest};
+        use crate::datastore::hunt::{write_hunt, HuntDoc, HuntState};
+        use crate::datastore::ArtifactName;
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_path_buf(), false).unwrap();
+        let (client_id, dir_of) = (client(1), |c: &ClientId| ds.client(c));
+        let artifacts = vec![ArtifactRequestDoc {
+            name: ArtifactName::parse("Generic.Client.Info").unwrap(),
+            parameters: Default::default(),
+        }];
+        let hunt = HuntDoc {
+            hunt_id: crate::ids::HuntId::random(),
+            artifacts: artifacts.clone(),
+            condition: Default::default(),
+            create_time_ms: 1,
+            expires_ms: 0,
+            state: HuntState::Running,
+            start_time_ms: Some(1),
+            stop_time_ms: None,
+            limits: Default::default(),
+        };
+        write_hunt(&ds, &hunt).unwrap();
+        let request = |flow_id: FlowId, hunt_id: Option<String>| FlowRequest {
+            flow_id,
+            client_id: client_id.clone(),
+            artifacts: artifacts.clone(),
+            create_time_ms: 1,
+            create_time_us: 1_000,
+            hunt_id,
+            limits: Default::default(),
+        };
+        let collection = request(flow(1), None);
+        crate::datastore::write_scheduled(&dir_of(&client_id), &collection).unwrap();
+        let recruit = request(flow(2), Some(hunt.hunt_id.to_string()));
+        write_hunt_recruit(&dir_of(&client_id), &recruit).unwrap();
+
+        let frames = queued_frames(&ds, &client_id, &[flow(1), flow(2), flow(3)]).unwrap();
+        let flows: Vec<&FlowId> = frames.iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            flows,
+            [&flow(1), &flow(2)],
+            "the one not queued is left out"
+        );
+        for (flow_id, frame) in &frames {
+            let text = String::from_utf8_lossy(frame);
+            assert!(text.contains(flow_id.as_str()), "{flow_id}: {text:?}");
+        }
     }
 
     // Goal: a notice goes to the one frontend presence names (none for this frontend's
