@@ -974,7 +974,10 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     fi
     [[ -n $depth ]] && arm=$arm-ring$depth
     start_frontend "$dir"
-    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 900)) --probe-rate-per-second 0 || true
+    # P2F_COLLECT_MS: each agent holds its collection that long before answering, as a
+    # real one takes time (0: loadgen answers at once, the answers' ingest inside the
+    # fan-out's seconds).
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 900)) --probe-rate-per-second 0 --collect-ms "${P2F_COLLECT_MS:-0}" || true
     facts_ready "$dir" "$n" 180 || true
     sleep "$SETTLE_S"
     id=$(hunt_create "$P2F_ARTIFACT")

@@ -626,3 +626,86 @@ fn a_hunt_flow_is_made_by_its_first_answer_and_a_stop_cancels_the_unanswered() -
     );
     Ok(())
 }
+
+/// Goal: a loadgen agent holding its collection (`--collect-ms`, as a real collection
+/// takes time) keeps serving its stream: a stop with `cancel_flows` reaches it mid-hold
+/// and it answers nothing, while a short hold answers once it ends. Method: two fleets
+/// of loadgen agents, one holding for ten minutes and one for half a second, two hunts;
+/// the hunts' counts and the rows on disk are read back.
+#[test]
+fn held_collections_answer_when_their_hold_ends_and_a_cancel_reaches_them_mid_hold() -> Result<()> {
+    const AGENTS: usize = 10;
+    let deployment = Deployment::start()?;
+    let spawn = |name: &str, hold_ms: &str| -> Result<Proc> {
+        common::spawn_loadgen(
+            &deployment.client_config(),
+            AGENTS,
+            300,
+            &deployment.path().join(format!("{name}.json")),
+            &["--collect-ms", hold_ms, "--hostname-prefix", name],
+        )
+    };
+    let _long = spawn("long-", "600000")?;
+    let _short = spawn("short-", "500")?;
+    deployment.wait_connected(2 * AGENTS, Duration::from_secs(60))?;
+    // Labels split the fleets: the client search by hostname, then a label per fleet.
+    for fleet in ["long-", "short-"] {
+        let found = wait_until(
+            &format!("the {fleet} fleet's facts listed"),
+            Duration::from_secs(60),
+            || {
+                let (_, found) = deployment
+                    .api()
+                    .get(&format!("/api/v1/clients?search=host:{fleet}&limit=100"))?;
+                Ok(found)
+            },
+            |found| found["items"].as_array().map(Vec::len) == Some(AGENTS),
+        )?;
+        for item in found["items"].as_array().context("items")? {
+            let id = item["client_id"].as_str().context("client_id")?;
+            post(
+                &deployment,
+                &format!("/api/v1/clients/{id}/labels"),
+                json!({ "add": [fleet.trim_end_matches('-')] }),
+            )?;
+        }
+    }
+    let start_hunt = |label: &str| -> Result<String> {
+        let created = post(
+            &deployment,
+            "/api/v1/hunts",
+            json!({ "artifacts": ["Generic.Client.Info"], "condition": { "labels": [label] } }),
+        )?;
+        let id = created["hunt_id"].as_str().context("hunt_id")?.to_string();
+        post(&deployment, &format!("/api/v1/hunts/{id}/start"), json!({}))?;
+        Ok(id)
+    };
+    let (long, short) = (start_hunt("long")?, start_hunt("short")?);
+    let n = AGENTS as u64;
+    let done = wait_hunt(&deployment, &short, Duration::from_secs(60), |h| {
+        h["completed"] == n
+    })?;
+    assert_eq!(
+        done["total_rows"], n,
+        "one row per agent after its hold: {done}"
+    );
+    let held = wait_hunt(&deployment, &long, Duration::from_secs(60), |h| {
+        h["scheduled"] == n
+    })?;
+    assert_eq!(
+        (held["completed"].as_u64(), held["errors"].as_u64()),
+        (Some(0), Some(0)),
+        "still holding: {held}"
+    );
+    let stopped = post(
+        &deployment,
+        &format!("/api/v1/hunts/{long}/stop"),
+        json!({ "cancel_flows": true }),
+    )?;
+    assert_eq!(stopped["cancelling"], n, "{stopped}");
+    let cancelled = wait_hunt(&deployment, &long, Duration::from_secs(60), |h| {
+        h["cancelled"] == n
+    })?;
+    assert_eq!(cancelled["total_rows"], 0, "nothing answered: {cancelled}");
+    Ok(())
+}

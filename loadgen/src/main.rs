@@ -153,6 +153,12 @@ pub struct Args {
     /// p50/p99/max. Any scenario; needs --api-url.
     #[arg(long, value_name = "A")]
     pub watch_artifact: Option<String>,
+    /// Each simulated collection is held this many milliseconds before its answer is
+    /// queued, as a real agent's collection takes time (0: at once). The agent keeps
+    /// serving its task stream meanwhile; a cancel or the flow's timeout ends it as it
+    /// would a real one.
+    #[arg(long, default_value_t = 0)]
+    pub collect_ms: u64,
     /// Linux.Sys.Pslist answers with this many rows (default: its usual count, or in the
     /// upload scenario enough rows for --upload-bytes-per-agent). Long flows for
     /// fail-over tests.
@@ -307,6 +313,8 @@ pub struct SyntheticRunner {
     /// With `--record`: every row starts with its index (`record::ROW_ID_FIELD`), so the
     /// verifier can tell a lost row from a duplicated one.
     tag_rows: bool,
+    /// `--collect-ms`: how long each collection is held before it answers.
+    collect_time: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -331,6 +339,7 @@ impl SyntheticRunner {
                 .then_some(args.file_bytes_per_agent),
             files: Default::default(),
             tag_rows: args.record.is_some(),
+            collect_time: std::time::Duration::from_millis(args.collect_ms),
         }
     }
 
@@ -396,6 +405,10 @@ impl Runner for SyntheticRunner {
 
     fn is_blocking(&self) -> bool {
         false
+    }
+
+    fn collect_time(&self) -> std::time::Duration {
+        self.collect_time
     }
 }
 

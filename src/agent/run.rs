@@ -479,7 +479,8 @@ async fn queue_outputs(
 }
 
 /// Starts a task's collection beside the session (on a blocking thread when the runner
-/// blocks; loadgen's synthetic runner answers at once and is queued straight away).
+/// blocks; loadgen's synthetic runner answers at once and is queued straight away, or
+/// after its `collect_time`).
 /// The deadline counts from now, when the task is taken up.
 async fn start_collection(
     state: &mut AgentState,
@@ -499,15 +500,24 @@ async fn start_collection(
         deadline,
         files_dir,
     };
-    if !runner.is_blocking() {
-        let outputs = runner.collect(&task, &ctx);
-        queue_outputs(state, task.flow_id, outputs, observer).await;
-        return;
-    }
-    let runner = runner.clone();
     let cancelled = ctx.cancelled.clone();
     let flow_id = task.flow_id.clone();
-    let handle = tokio::task::spawn_blocking(move || runner.collect(&task, &ctx));
+    let handle = if runner.is_blocking() {
+        let runner = runner.clone();
+        tokio::task::spawn_blocking(move || runner.collect(&task, &ctx))
+    } else {
+        let outputs = runner.collect(&task, &ctx);
+        let held = runner.collect_time();
+        if held.is_zero() {
+            queue_outputs(state, task.flow_id, outputs, observer).await;
+            return;
+        }
+        // Held like a running collection: a cancel or the deadline ends it the same way.
+        tokio::spawn(async move {
+            tokio::time::sleep(held).await;
+            outputs
+        })
+    };
     state.collecting = Some(Running {
         flow_id,
         handle,

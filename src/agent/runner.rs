@@ -10,6 +10,12 @@ pub trait Runner: Send + Sync + 'static {
     /// snapshots go). May block (it runs on a blocking thread when `is_blocking` says so).
     fn collect(&self, task: &pb::Task, ctx: &CollectContext) -> Vec<ArtifactOutput>;
     fn is_blocking(&self) -> bool;
+    /// For a runner that makes its output at once (not blocking): how long the
+    /// collection is held before its output is queued, as a real collection would take
+    /// (loadgen's `--collect-ms`). The session keeps serving its stream meanwhile.
+    fn collect_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 // Event queries are per agent, not per runner (loadgen shares one runner between
