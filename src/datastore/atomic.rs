@@ -44,12 +44,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), Datast
 /// an empty file as not there yet (`flow::read_recruit_entry`). Not synced. Removed
 /// again on a failed write, so a full disk leaves nothing behind.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(DATASTORE_FILE_MODE)
-        .open(path)
-        .map_err(io_error("create", path))?;
+    let mut file = create_new(path)?;
     if let Err(e) = file.write_all(bytes) {
         // Best effort: the error that matters is the one we return.
         let _ = fs::remove_file(path);
@@ -58,14 +53,19 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
     Ok(())
 }
 
-fn write_temp(temp: &Path, bytes: &[u8], fsync: bool) -> Result<(), DatastoreError> {
-    // create_new: a leftover temp with the same random name is never reused.
-    let mut file = OpenOptions::new()
+/// Creates `path`, which must not exist: a name already taken is never written over.
+fn create_new(path: &Path) -> Result<File, DatastoreError> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(DATASTORE_FILE_MODE)
-        .open(temp)
-        .map_err(io_error("create", temp))?;
+        .open(path)
+        .map_err(io_error("create", path))
+}
+
+fn write_temp(temp: &Path, bytes: &[u8], fsync: bool) -> Result<(), DatastoreError> {
+    // create_new: a leftover temp with the same random name is never reused.
+    let mut file = create_new(temp)?;
     file.write_all(bytes).map_err(io_error("write", temp))?;
     if fsync {
         file.sync_all().map_err(io_error("fsync", temp))?;
