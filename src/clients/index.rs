@@ -200,6 +200,23 @@ impl ClientIndex {
             .then(|| entries.view(slot, &self.presence))
     }
 
+    /// A client's OS and labels, for checking a hunt's condition without its info.json:
+    /// None when not listed, or listed with facts that could not be read (empty OS).
+    pub fn os_and_labels(&self, client_id: &ClientId) -> Option<(String, Vec<String>)> {
+        let entries = self.entries.borrow();
+        let slot = *entries.by_id.get(&id_number(client_id))?;
+        let e = &entries.slots[slot as usize];
+        let os = entries.strings.name(e.os);
+        if !e.listed() || os.is_empty() {
+            return None;
+        }
+        let labels = e
+            .labels
+            .iter()
+            .map(|l| entries.strings.name(*l).to_string());
+        Some((os.to_string(), labels.collect()))
+    }
+
     /// The clients matching `query`, in order, from `start`, at most `limit` of them,
     /// with the count of all that match.
     pub fn search(&self, query: &Query, start: usize, limit: usize) -> Page {
@@ -571,6 +588,28 @@ mod tests {
 
     fn search(index: &ClientIndex, search: &str, connected: Option<bool>) -> Page {
         index.search(&Query::parse(search, connected).unwrap(), 0, 1000)
+    }
+
+    // Goal: a hunt's condition is checked on the facts and labels the index holds, and
+    // on nothing for a client it does not list or whose facts could not be read.
+    #[test]
+    fn os_and_labels_only_for_clients_with_known_facts() {
+        let (index, _) = index();
+        let reads = vec![
+            DiskRead::Found(doc(1, "web", "linux", &["eu"], 1)),
+            DiskRead::Missing(id(2)),
+            DiskRead::Unreadable(id(3)),
+        ];
+        index.disk_reads(reads, ClientIndexRefresh::Load);
+        assert_eq!(
+            index.os_and_labels(&id(1)),
+            Some(("linux".to_string(), vec!["eu".to_string()]))
+        );
+        index.set_labels(&id(1), &["prod".to_string()]);
+        assert_eq!(index.os_and_labels(&id(1)).unwrap().1, ["prod"]);
+        for unknown in [2, 3, 4] {
+            assert_eq!(index.os_and_labels(&id(unknown)), None, "{unknown}");
+        }
     }
 
     #[test]

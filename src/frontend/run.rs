@@ -735,10 +735,7 @@ async fn run_hub(setup: HubSetup, shutdown: ShutdownSignal, ready: mpsc::Sender<
     let hunts = if is_master {
         // The recruiter checks conditions on the facts the client index holds.
         let known_facts = clients.clone().map(|index| -> crate::hunts::KnownFacts {
-            Rc::new(move |client| {
-                let view = index.get(client).filter(|v| !v.os.is_empty())?;
-                Some((view.os, view.labels))
-            })
+            Rc::new(move |client| index.os_and_labels(client))
         });
         match crate::hunts::Hunts::load(
             datastore.clone(),
