@@ -355,6 +355,14 @@ pub const CONNECT_READ_TRIPS_IN_FLIGHT_COUNT: usize = 4;
 /// buffer as a record, several times over.
 pub const COALESCED_WRITE_MAX_BYTES: usize = 64 * 1024;
 
+/// Ciphertext the agent port's TLS reads at once into its per-thread buffer
+/// (transport/agent_tls.rs): two whole records, so an upload arrives in few reads.
+pub const TLS_READ_SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Plaintext the agent port's TLS encrypts per write call: h2's 16 KiB buffer and the
+/// payloads it chains behind it, as up to four records.
+pub const TLS_WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
 /// Cross-shard queues (priority shard <-> agent shards): bounded, see notify/mesh.rs.
 pub const MESH_QUEUE_COUNT: usize = 65_536;
 

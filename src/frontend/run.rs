@@ -32,6 +32,7 @@ use crate::sessions::facts::FactsMemory;
 use crate::sessions::shard::ShardCtx;
 use crate::tls::server::{agent_server_config, gui_server_config};
 use crate::transport::admission::Admission;
+use crate::transport::agent_tls::AgentTlsConfig;
 use crate::transport::drain::DrainReport;
 use crate::transport::upload_permits::UploadPermits;
 
@@ -95,7 +96,7 @@ pub fn run_frontend(
     .with_fsync_events(config.datastore.fsync_events);
     // One writer thread per process; every executor records through clones.
     let audit = AuditLog::open(&datastore);
-    let agent_tls = TlsAcceptor::from(agent_server_config(&identity.tls)?);
+    let agent_tls = AgentTlsConfig::new(agent_server_config(&identity.tls)?);
     let gui_tls = TlsAcceptor::from(gui_server_config(&identity.tls)?);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -506,7 +507,7 @@ struct ShardSetup {
     agent_port: u16,
     datastore: Datastore,
     ends: ShardEnds,
-    tls: TlsAcceptor,
+    tls: AgentTlsConfig,
     name: String,
     hub: Option<HubSetup>,
     event_taps: EventTaps,

@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 
 use futures::future::{self, Either};
 use futures::pin_mut;
-use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
@@ -30,6 +29,7 @@ use crate::runtime::coalesced_writes::CoalescedWrites;
 use crate::sessions::shard::ShardCtx;
 use crate::transport::admission::Admission;
 use crate::transport::agent_conn;
+use crate::transport::agent_tls::AgentTlsConfig;
 use crate::transport::drain::{self, DrainReport};
 use crate::transport::source_handshakes::{SourceHandshakes, SourceSlot};
 
@@ -47,7 +47,7 @@ pub async fn run(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: AgentTlsConfig,
 ) -> DrainReport {
     let max_connections = (ctx.config.frontend.max_open_files - RESERVED_FILES_COUNT) as i64;
     let live = Rc::new(Cell::new(0usize));
@@ -121,7 +121,7 @@ pub async fn run(
 fn admit(
     ctx: &Rc<ShardCtx>,
     admission: &Rc<Admission>,
-    acceptor: &TlsAcceptor,
+    acceptor: &AgentTlsConfig,
     live: &Rc<Cell<usize>>,
     stream: TcpStream,
     (handshake, source): (StaticPermit, SourceSlot),

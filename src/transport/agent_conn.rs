@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{self, Either};
 use futures::pin_mut;
-use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 use h2::server::SendResponse;
@@ -34,6 +33,7 @@ use crate::sessions::flows::OpenFlows;
 use crate::sessions::shard::ShardCtx;
 use crate::sessions::{facts, tasks, upload};
 use crate::transport::admission::Admission;
+use crate::transport::agent_tls::{AgentTls, AgentTlsConfig};
 use crate::transport::body::{self, BodyError};
 use crate::transport::client_hello::{HelloSeen, HelloWatch};
 use crate::transport::frame_meter::{FloodAlarm, FrameMeter};
@@ -43,8 +43,8 @@ use crate::transport::upload_permits::ConnectionUploads;
 
 /// An agent connection as h2 sees it: TLS over the ClientHello watch over a socket that
 /// sends at each flush, metered.
-type AgentTls = futures_rustls::server::TlsStream<HelloWatch<CoalescedWrites<TcpStream>>>;
-type AgentIo = compat::TokioCompat<FrameMeter<AgentTls>>;
+type AgentTlsStream = AgentTls<HelloWatch<CoalescedWrites<TcpStream>>>;
+type AgentIo = compat::TokioCompat<FrameMeter<AgentTlsStream>>;
 
 /// Decrements the open-connection gauge however the connection ends.
 struct OpenGuard;
@@ -59,7 +59,7 @@ impl Drop for OpenGuard {
 pub async fn serve(
     ctx: Rc<ShardCtx>,
     admission: Rc<Admission>,
-    acceptor: TlsAcceptor,
+    acceptor: AgentTlsConfig,
     stream: CoalescedWrites<TcpStream>,
     handshake: StaticPermit,
     source: SourceSlot,
@@ -98,8 +98,7 @@ pub async fn serve(
     drop(handshake);
     drop(source);
     let client_id = tls
-        .get_ref()
-        .1
+        .connection()
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|cert| crate::tls::identity::client_id_from_certificate(cert).ok());
@@ -109,7 +108,7 @@ pub async fn serve(
     metrics()
         .handshakes_completed
         .fetch_add(1, Ordering::Relaxed);
-    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+    if tls.connection().handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
         metrics().handshakes_resumed.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod admission;
 pub mod agent_conn;
+pub mod agent_tls;
 pub mod body;
 pub mod client_hello;
 pub mod drain;
