@@ -49,16 +49,15 @@ impl FloodAlarm {
         self.0.tripped.get()
     }
 
-    /// Resolves with the flooded kind once the meter tripped.
-    pub async fn wait(&self) -> FloodFrame {
-        futures::future::poll_fn(|cx| match self.0.tripped.get() {
+    /// Ready with the flooded kind once the meter tripped.
+    pub fn poll_tripped(&self, cx: &mut std::task::Context<'_>) -> Poll<FloodFrame> {
+        match self.0.tripped.get() {
             Some(frame) => Poll::Ready(frame),
             None => {
                 self.0.waker.set(Some(cx.waker().clone()));
                 Poll::Pending
             }
-        })
-        .await
+        }
     }
 }
 

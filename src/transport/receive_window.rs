@@ -48,17 +48,19 @@ impl ReceiveWindow {
     /// call; the driver then hands it to h2 (which sends the WINDOW_UPDATE, or holds
     /// updates back until what is in flight falls under a narrower target).
     pub async fn changed(&self) -> u32 {
-        futures::future::poll_fn(|cx| {
-            let admitted = self.admitted.get();
-            if admitted != self.applied.get() {
-                self.applied.set(admitted);
-                Poll::Ready(Self::target_bytes(admitted))
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        futures::future::poll_fn(|cx| self.poll_changed(cx)).await
+    }
+
+    /// [`Self::changed`] as a poll, for a driver that waits on several things at once.
+    pub fn poll_changed(&self, cx: &mut std::task::Context<'_>) -> Poll<u32> {
+        let admitted = self.admitted.get();
+        if admitted != self.applied.get() {
+            self.applied.set(admitted);
+            Poll::Ready(Self::target_bytes(admitted))
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
     }
 
     fn set_admitted(&self, admitted: u32) {
