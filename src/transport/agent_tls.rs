@@ -309,6 +309,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
             }
             match ready!(self.poll_read_tls(cx, &mut PlainOut::none()))? {
                 Reached::NeedInput | Reached::Established => {}
+                // A peer may finish the handshake, send its requests and close in one
+                // go: the handshake is done all the same, and the stream's reader gets
+                // the requests, then the end.
+                Reached::PeerClosed if !self.conn.is_handshaking() => {}
                 Reached::PeerClosed => {
                     return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                 }
@@ -533,9 +537,6 @@ mod tests {
     use rustls::{ClientConfig, ClientConnection};
 
     use super::*;
-    use crate::config::generate::{generate, GenerateOptions};
-    use crate::config::{ClientConfig as ClientFile, ServerConfig as ServerFile};
-    use crate::tls::agent_key::AgentIdentity;
 
     /// The server's socket: what the client sent, handed out `step` bytes per read (so
     /// records arrive split), and what the server wrote.
@@ -593,27 +594,12 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = GenerateOptions::new(dir.path());
-        opts.admin_password = Some("pw".into());
-        let generated = generate(&opts).unwrap();
-        let server_file = ServerFile::load(&generated.server_config_path).unwrap();
-        let client_file = ClientFile::load(&generated.client_config_path).unwrap();
-        let tls = server_file.frontend.master_tls().unwrap();
-        let server = crate::tls::server::agent_server_config(tls).unwrap();
-        let agent = AgentIdentity::generate().unwrap();
-        let client = crate::tls::client::agent_client_config(
-            &client_file.client.ca_certificate,
-            agent.rustls_cert_chain(),
-            agent.rustls_private_key(),
-        )
-        .unwrap();
-        let name = ServerName::try_from(server_file.frontend.master.host.clone()).unwrap();
+        let configs = crate::tls::server::test_configs::agent_port_configs();
         Fixture {
-            server: AgentTlsConfig::new(server),
-            client,
-            name,
-            _dir: dir,
+            server: AgentTlsConfig::new(configs.server),
+            client: configs.client,
+            name: configs.name,
+            _dir: configs.dir,
         }
     }
 
@@ -750,6 +736,44 @@ mod tests {
             client.process_new_packets().unwrap().peer_has_closed(),
             "clean close"
         );
+    }
+
+    /// A client that finishes its handshake, sends a request and closes before the
+    /// server has read its Finished: the handshake is done, the request readable.
+    #[test]
+    fn a_peer_that_finishes_writes_and_closes_at_once_is_accepted() {
+        let f = fixture();
+        let wire = Wire {
+            step: usize::MAX,
+            ..Wire::default()
+        };
+        let mut client = ClientConnection::new(f.client.clone(), f.name.clone()).unwrap();
+        let mut accept = Box::pin(f.server.accept(wire.clone()));
+        while client.is_handshaking() {
+            let _ = exchange(&mut client, &wire);
+            assert!(
+                poll_once(&mut accept).is_pending(),
+                "the server needs the Finished"
+            );
+        }
+        client.writer().write_all(b"PRI * HTTP/2.0").unwrap();
+        client.send_close_notify();
+        let _ = exchange(&mut client, &wire);
+        let mut server = match poll_once(&mut accept) {
+            Poll::Ready(Ok(server)) => server,
+            Poll::Ready(Err(e)) => panic!("handshake failed: {e}"),
+            Poll::Pending => panic!("the Finished is in"),
+        };
+        let mut buf = [0u8; 64];
+        let n = match poll_once(&mut server.read(&mut buf)) {
+            Poll::Ready(Ok(n)) => n,
+            other => panic!("read: {other:?}"),
+        };
+        assert_eq!(&buf[..n], b"PRI * HTTP/2.0");
+        assert!(matches!(
+            poll_once(&mut server.read(&mut buf)),
+            Poll::Ready(Ok(0))
+        ));
     }
 
     #[test]
