@@ -6,3 +6,5 @@ pub mod identity;
 pub mod pem;
 pub mod replication;
 pub mod server;
+#[cfg(test)]
+pub mod tests;

@@ -117,49 +117,6 @@ pub fn gui_server_config(own: &CertificateAndKey) -> Result<Arc<ServerConfig>, T
     Ok(Arc::new(config))
 }
 
-/// A generated deployment's agent-port configs, for unit tests of the agent port's TLS.
-#[cfg(test)]
-pub mod test_configs {
-    use super::*;
-    use crate::config::generate::{generate, GenerateOptions};
-    use crate::config::{ClientConfig as ClientFile, ServerConfig as ServerFile};
-    use crate::tls::agent_key::AgentIdentity;
-    use rustls::pki_types::ServerName;
-
-    pub struct AgentPortConfigs {
-        pub server: Arc<ServerConfig>,
-        /// A fresh agent's config, client certificate included.
-        pub client: Arc<rustls::ClientConfig>,
-        pub name: ServerName<'static>,
-        /// Holds the generated files.
-        pub dir: tempfile::TempDir,
-    }
-
-    pub fn agent_port_configs() -> AgentPortConfigs {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = GenerateOptions::new(dir.path());
-        opts.admin_password = Some("pw".into());
-        let generated = generate(&opts).unwrap();
-        let server_file = ServerFile::load(&generated.server_config_path).unwrap();
-        let client_file = ClientFile::load(&generated.client_config_path).unwrap();
-        let server = agent_server_config(server_file.frontend.master_tls().unwrap()).unwrap();
-        let agent = AgentIdentity::generate().unwrap();
-        let client = crate::tls::client::agent_client_config(
-            &client_file.client.ca_certificate,
-            agent.rustls_cert_chain(),
-            agent.rustls_private_key(),
-        )
-        .unwrap();
-        let name = ServerName::try_from(server_file.frontend.master.host.clone()).unwrap();
-        AgentPortConfigs {
-            server,
-            client,
-            name,
-            dir,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use rustls::{ClientConnection, ServerConnection};
@@ -189,7 +146,7 @@ mod tests {
 
     #[test]
     fn agents_negotiate_aes_128_and_resume_with_the_ticket() {
-        let configs = super::test_configs::agent_port_configs();
+        let configs = crate::tls::tests::agent_port_configs();
         let (server_config, client_config, name) = (configs.server, configs.client, configs.name);
 
         let mut kinds = Vec::new();

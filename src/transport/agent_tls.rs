@@ -594,7 +594,7 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let configs = crate::tls::server::test_configs::agent_port_configs();
+        let configs = crate::tls::tests::agent_port_configs();
         Fixture {
             server: AgentTlsConfig::new(configs.server),
             client: configs.client,
