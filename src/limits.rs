@@ -359,6 +359,14 @@ pub const COALESCED_WRITE_MAX_BYTES: usize = 64 * 1024;
 /// (transport/agent_tls.rs): two whole records, so an upload arrives in few reads.
 pub const TLS_READ_SCRATCH_BYTES: usize = 64 * 1024;
 
+/// The smallest ciphertext read of the agent port's TLS once connected, however little
+/// room its reader has: tiny reads would copy a record's first part again at each one.
+pub const TLS_MIN_READ_BYTES: usize = 4 * 1024;
+
+/// A TLS 1.3 record's bytes beyond its plaintext with AES-GCM: header (5), content type
+/// (1), tag (16).
+pub const TLS_RECORD_OVERHEAD_BYTES: usize = 22;
+
 /// Plaintext the agent port's TLS encrypts per write call: h2's 16 KiB buffer and the
 /// payloads it chains behind it, as up to four records.
 pub const TLS_WRITE_CHUNK_BYTES: usize = 64 * 1024;

@@ -23,7 +23,9 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
 use rustls::ServerConfig;
 
-use crate::limits::{TLS_READ_SCRATCH_BYTES, TLS_WRITE_CHUNK_BYTES};
+use crate::limits::{
+    TLS_MIN_READ_BYTES, TLS_READ_SCRATCH_BYTES, TLS_RECORD_OVERHEAD_BYTES, TLS_WRITE_CHUNK_BYTES,
+};
 
 thread_local! {
     /// Ciphertext as read: a connection's left-over bytes, then what the socket had.
@@ -295,6 +297,17 @@ impl InsufficientSize for EncryptError {
     }
 }
 
+/// Bytes still missing of the record `kept` begins with (0 if its header is not whole).
+fn record_rest(kept: &[u8]) -> usize {
+    match kept {
+        [_, _, _, hi, lo, ..] => {
+            let record = 5 + u16::from_be_bytes([*hi, *lo]) as usize;
+            record.saturating_sub(kept.len())
+        }
+        _ => 0,
+    }
+}
+
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -346,7 +359,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
                 scratch.resize(kept + TLS_READ_SCRATCH_BYTES / 2, 0);
             }
             scratch[..kept].copy_from_slice(&self.incoming);
-            let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut scratch[kept..]))?;
+            // Ciphertext for about what the reader has room for: more would be decrypted
+            // only to wait in the spill, copied twice more and allocated per burst. At
+            // least the rest of a record already begun, and never tiny reads.
+            let room = out.buf.len() - out.filled;
+            let want = if room == 0 {
+                TLS_READ_SCRATCH_BYTES / 2
+            } else {
+                (room + TLS_RECORD_OVERHEAD_BYTES)
+                    .max(TLS_MIN_READ_BYTES)
+                    .max(record_rest(&self.incoming))
+            };
+            let end = (kept + want).min(scratch.len());
+            let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut scratch[kept..end]))?;
             if n == 0 {
                 self.read_closed = true;
                 if kept > 0 || self.conn.is_handshaking() {
