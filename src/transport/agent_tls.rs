@@ -358,7 +358,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
             if scratch.len() < kept + TLS_READ_SCRATCH_BYTES / 2 {
                 scratch.resize(kept + TLS_READ_SCRATCH_BYTES / 2, 0);
             }
-            scratch[..kept].copy_from_slice(&self.incoming);
             // Ciphertext for about what the reader has room for: more would be decrypted
             // only to wait in the spill, copied twice more and allocated per burst. At
             // least the rest of a record already begun, and never tiny reads.
@@ -372,6 +371,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
             };
             let end = (kept + want).min(scratch.len());
             let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut scratch[kept..end]))?;
+            // The kept bytes go in front only now: a poll that finds the socket empty
+            // (most of them, mid-upload) does not copy them for nothing.
+            scratch[..kept].copy_from_slice(&self.incoming);
             if n == 0 {
                 self.read_closed = true;
                 if kept > 0 || self.conn.is_handshaking() {
