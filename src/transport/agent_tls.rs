@@ -430,16 +430,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
             loop {
                 // The bytes kept from the last read, not an empty buffer: rustls's
                 // handshake deframer may keep positions in them (a handshake message
-                // split across records). Complete records never wait there, so nothing
-                // new is deframed.
+                // split across records). Whatever rustls says it is done with is
+                // discarded, as after any other call.
                 let UnbufferedStatus { discard, state } =
                     self.conn.process_tls_records(&mut self.incoming);
-                debug_assert_eq!(discard, 0, "kept bytes are never whole records");
-                match state.map_err(tls_error)? {
+                let encrypted = match state.map_err(tls_error)? {
                     ConnectionState::WriteTraffic(mut traffic) => {
                         encode_into(&mut scratch, |out| traffic.encrypt(data, out))
                             .map_err(|e| io::Error::other(e.to_string()))?;
-                        break;
+                        true
                     }
                     other => {
                         let mut none = PlainOut::none();
@@ -453,7 +452,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
                             let message = format!("TLS not writable: {stop:?}");
                             return Err(io::Error::new(io::ErrorKind::NotConnected, message));
                         }
+                        false
                     }
+                };
+                self.incoming.drain(..discard);
+                if encrypted {
+                    break;
                 }
             }
             self.queue(cx, &scratch)
