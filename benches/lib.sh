@@ -411,6 +411,16 @@ hunt_disk_times() {
                      (map(.finish_time_ms // 0) | max // 0), length] | @tsv' | tr '\t' ' ')
 }
 
+# hunt_answers_by DIR HUNT_ID UNTIL_MS -> how many of the hunt's flows had their first
+# answer written (status.json start_time_ms) by UNTIL_MS: the answers' ingest that fell
+# inside a window such as the fan-out's.
+hunt_answers_by() {
+    local ds=$1/datastore part=$1/datastore/hunts/$2.participants
+    [[ -s $part ]] || { echo 0; return; }
+    awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/status.json" }' "$part" | xargs -d '\n' cat 2>/dev/null |
+        jq -s --argjson until "$3" 'map(select((.start_time_ms // 1e18) <= $until)) | length'
+}
+
 # ---------------------------------------------------------------- results ------------
 # record FIGURE ARM VALUE: one repeat's value (in repeat order) of FIGURE for ARM.
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; log "  $1 [$2] = $3"; }

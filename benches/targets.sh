@@ -977,7 +977,10 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     # P2F_COLLECT_MS: each agent holds its collection that long before answering, as a
     # real one takes time (0: loadgen answers at once, the answers' ingest inside the
     # fan-out's seconds).
-    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 900)) --probe-rate-per-second 0 --collect-ms "${P2F_COLLECT_MS:-0}" || true
+    # P2F_ANSWER_NICE=N: loadgen's agents answer on threads at nice N, their connections
+    # reading at the default priority (loadgen --answer-nice), as agents with CPUs of
+    # their own would: one agent's answer does not hold up another's reading.
+    fleet_up "$dir" fleet "$n" $((CONNECT_TIMEOUT + 900)) --probe-rate-per-second 0 --collect-ms "${P2F_COLLECT_MS:-0}" ${P2F_ANSWER_NICE:+--answer-nice "$P2F_ANSWER_NICE"} || true
     facts_ready "$dir" "$n" 180 || true
     sleep "$SETTLE_S"
     id=$(hunt_create "$P2F_ARTIFACT")
@@ -1032,6 +1035,7 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     record "start -> last token taken (ms, last create_time)" "$arm" "$(calc "$HUNT_LAST_CREATE_US / 1000 - $start_ms" 0)"
     record "last token taken -> last task arrived (ms)" "$arm" "$(calc "($last_us - $HUNT_LAST_CREATE_US) / 1000" 0)"
     record "within 2 s" "$arm" "$(calc "$last_us / 1000 - $start_ms <= 2000 ? 1 : 0" 0)"
+    record "first answers written by then (flows started by the last task's arrival)" "$arm" "$(hunt_answers_by "$dir" "$id" "$((last_us / 1000))")"
     if [[ -n $trace_pid ]]; then
         wait "$trace_pid" 2>/dev/null || true
         # The first sample with every task pushed (the counter is the shards' pushes into

@@ -323,6 +323,7 @@ impl Fleet {
                     outbox_dir: None,
                     max_outbox_bytes: packhunt::limits::DEFAULT_MAX_OUTBOX_BYTES,
                     rekey: None,
+                    io: None,
                 };
                 let observer = Arc::new(Counted(flows_done.clone()));
                 let agent =

@@ -67,6 +67,39 @@ fn agents_reconnecting_mid_flow_lose_and_duplicate_nothing() -> anyhow::Result<(
 }
 
 #[test]
+fn agents_answering_on_niced_threads_lose_and_duplicate_nothing() -> anyhow::Result<()> {
+    // Goal: with --answer-nice the agents' connections run on a runtime of their own and
+    // their answering on niced threads, in each worker process, and every row still lands
+    // once, across reconnects made from the answering side.
+    let deployment = fleet_deployment()?;
+    let config = deployment.client_config_with("small.client.config.toml", |c| {
+        c.client.max_upload_bytes = 4096
+    })?;
+    let report = run_fleet(
+        &deployment,
+        40,
+        &config,
+        &[
+            "--answer-nice",
+            "5",
+            "--agents-per-worker",
+            "20",
+            "--drop-connection-every-uploads",
+            "3",
+        ],
+        &["Linux.Sys.Pslist"],
+        |_| Ok(()),
+    )?;
+    assert_eq!(report["workers"], 2);
+    assert_eq!(
+        report["task_latency"]["count"], 40,
+        "every agent read its task"
+    );
+    assert!(deployment.metric("packhunt_uploads_duplicate_total")? > 0);
+    Ok(())
+}
+
+#[test]
 fn frontend_restart_mid_upload_finishes_cleanly_and_flows_complete() -> anyhow::Result<()> {
     // Goal: SIGTERM while uploads are in flight exits cleanly (status 0) and leaves only
     // whole batches on disk; after a restart the agents reconnect and every flow ends

@@ -145,6 +145,10 @@ fn spawn_worker(
         "--file-bytes-per-agent",
         &args.file_bytes_per_agent.to_string(),
     ]);
+    cmd.args(["--collect-ms", &args.collect_ms.to_string()]);
+    if let Some(nice) = args.answer_nice {
+        cmd.args(["--answer-nice", &nice.to_string()]);
+    }
     if let Some(rows) = args.pslist_rows {
         cmd.args(["--pslist-rows", &rows.to_string()]);
     }

@@ -20,7 +20,14 @@ use crate::{Args, SyntheticRunner, AGENTS_PER_SOURCE_IP, MIN_SOURCE_IPS};
 use packhunt::agent::events::EventSpool;
 use rustls::pki_types::CertificateDer;
 
-pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
+/// `answering`: the runtime the agents themselves run on (`--answer-nice`), their
+/// connections staying on this one; None runs both here.
+pub async fn run_fleet(
+    args: Args,
+    config: ClientConfig,
+    answering: Option<tokio::runtime::Handle>,
+) -> Result<()> {
+    let io = answering.is_some().then(tokio::runtime::Handle::current);
     let urls = config.client.server_urls.clone();
     let identities = load_identities(&args)?;
     // A worker is handed the coordinator's resolved count; on its own, its part of the
@@ -69,6 +76,7 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             identity,
             events: event_plan,
             tags: None,
+            io: io.clone(),
         };
         let tls = plan.tls(&stats)?;
         let client_id = plan.identity.client_id().to_string();
@@ -98,10 +106,14 @@ pub async fn run_fleet(args: Args, config: ClientConfig) -> Result<()> {
             stats.clone(),
         );
         let delay = Duration::from_micros(local as u64 * 1_000_000 / args.ramp_per_second.max(1));
-        agents.push(tokio::spawn(async move {
+        let agent = async move {
             tokio::time::sleep(delay).await;
             plan.run(tls, runner, observer, stop, storm, stats).await;
-        }));
+        };
+        agents.push(match &answering {
+            Some(rt) => rt.spawn(agent),
+            None => tokio::spawn(agent),
+        });
     }
     let connect_all = watch_progress(&args, &stats, started).await;
     let _ = stop_tx.send(true);
@@ -299,6 +311,8 @@ struct AgentPlan {
     events: Option<EventPlan>,
     /// `--record`: what numbers this agent's event rows.
     tags: Option<EventTags>,
+    /// The runtime its connections run on (`--answer-nice`); None: the agent's own.
+    io: Option<tokio::runtime::Handle>,
 }
 
 impl AgentPlan {
@@ -339,6 +353,7 @@ impl AgentPlan {
             max_outbox_bytes: packhunt::limits::DEFAULT_MAX_OUTBOX_BYTES,
             // Simulated agents each make their own key: no clones, nothing to re-key.
             rekey: None,
+            io: self.io.clone(),
         };
         (options, spool)
     }

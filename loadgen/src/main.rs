@@ -159,6 +159,16 @@ pub struct Args {
     /// would a real one.
     #[arg(long, default_value_t = 0)]
     pub collect_ms: u64,
+    /// Run the simulated agents' own work (taking a task up, the synthetic collection,
+    /// posting answers and waiting out 503s) on threads at this nice value, and their
+    /// connections (socket, TLS, HTTP/2, reading the task stream) on threads of their own
+    /// at the default priority. On a real fleet each agent has its own CPU and one
+    /// agent's answer never delays another's reading; here thousands share two cores, and
+    /// without this an agent's answer is built and sent before the next agent's task is
+    /// read. Unset: one set of threads for both.
+    #[arg(long, value_name = "NICE", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub answer_nice: Option<i32>,
     /// Linux.Sys.Pslist answers with this many rows (default: its usual count, or in the
     /// upload scenario enough rows for --upload-bytes-per-agent). Long flows for
     /// fail-over tests.
@@ -507,10 +517,44 @@ fn run() -> Result<()> {
         return coordinator::run(&args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(LOADGEN_THREADS)
         .enable_all()
         .build()?;
-    runtime.block_on(fleet::run_fleet(args, config))
+    let answering = args.answer_nice.map(answering_runtime).transpose()?;
+    let handle = answering.as_ref().map(|rt| rt.handle().clone());
+    let done = runtime.block_on(fleet::run_fleet(args, config, handle));
+    // Agents still winding down on it are dropped, not waited for: the report is out.
+    if let Some(rt) = answering {
+        rt.shutdown_background();
+    }
+    done
+}
+
+/// Worker threads of each of loadgen's runtimes (the box it was sized for has 2 cores).
+const LOADGEN_THREADS: usize = 2;
+
+/// `--answer-nice`: the runtime the simulated agents' own work runs on, its threads at
+/// `nice`. A thread that cannot take it says so and runs at the default priority.
+fn answering_runtime(nice: i32) -> Result<tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(LOADGEN_THREADS)
+        .thread_name("loadgen-answer")
+        .on_thread_start(move || {
+            // SAFETY: gettid and setpriority take and return integers only; on Linux
+            // PRIO_PROCESS with a thread id changes that one thread.
+            let rc = unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice)
+            };
+            if rc != 0 {
+                eprintln!(
+                    "loadgen: an answering thread keeps the default priority (nice {nice}): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        })
+        .enable_all()
+        .build()?;
+    Ok(runtime)
 }
 
 /// `--bare-tls-server`: serves until the time is up or SIGTERM/SIGINT, then prints the

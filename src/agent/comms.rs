@@ -38,6 +38,9 @@ pub enum CommsError {
     Frame(#[from] FrameError),
     #[error("bad server name `{0}`")]
     ServerName(String),
+    /// The runtime the connection was to run on stopped or its task failed.
+    #[error("the connection's runtime: {0}")]
+    Runtime(String),
 }
 
 /// An open connection to one frontend.

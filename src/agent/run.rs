@@ -85,6 +85,12 @@ pub struct AgentOptions {
     /// writeback) and returns the TLS config that presents it. None: the agent cannot
     /// re-key; it logs the request and reconnects as it is.
     pub rekey: Option<Rekeyer>,
+    /// The runtime the connection's own work runs on: its socket, TLS and HTTP/2 driver,
+    /// and the task stream's reader (which stamps each task's arrival). None: the runtime
+    /// the agent runs on. loadgen runs thousands of agents in one process and gives their
+    /// connections a runtime of their own, so that one agent's answering does not delay
+    /// another's reading, as it cannot on a fleet where each agent has its own CPU.
+    pub io: Option<tokio::runtime::Handle>,
 }
 
 /// Makes and keeps a new identity; returns its TLS config or why it could not. Blocking
@@ -189,16 +195,7 @@ pub async fn run(
     while !*stop.borrow() {
         let url = &opts.urls[next % n];
         let held = state.event_table.as_ref().map(|(_, digest)| *digest);
-        let secret = opts.enrolment_secret.as_ref();
-        let failed = match comms::connect_enrolled(
-            url,
-            opts.tls.clone(),
-            opts.local_ip,
-            held,
-            secret,
-        )
-        .await
-        {
+        let failed = match connect(&opts, url, held).await {
             Ok((conn, tasks)) => {
                 observer.connected(&conn.url, conn.connect_time, first);
                 first = false;
@@ -243,6 +240,27 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Connects to `url` on the runtime `opts.io` names (this one when None): a socket
+/// registers with the reactor of the runtime it is made on, and the HTTP/2 driver is
+/// spawned beside it.
+async fn connect(
+    opts: &AgentOptions,
+    url: &ServerUrl,
+    held: Option<TableDigest>,
+) -> Result<(Connection, TaskStream), CommsError> {
+    let (tls, local_ip) = (opts.tls.clone(), opts.local_ip);
+    let secret = opts.enrolment_secret.clone();
+    let Some(io) = &opts.io else {
+        return comms::connect_enrolled(url, tls, local_ip, held, secret.as_ref()).await;
+    };
+    let url = url.clone();
+    io.spawn(
+        async move { comms::connect_enrolled(&url, tls, local_ip, held, secret.as_ref()).await },
+    )
+    .await
+    .unwrap_or_else(|e| Err(CommsError::Runtime(e.to_string())))
 }
 
 /// Replaces the agent's identity as the server asked (`reason`), so the next connect
@@ -322,7 +340,10 @@ async fn session(
     observer: &dyn Observer,
 ) -> SessionEnd {
     let (tx, mut rx) = mpsc::channel::<Pushed>(MAX_AGENT_QUEUED_TASKS_COUNT);
-    let reader = tokio::spawn(read_tasks(tasks, tx));
+    let reader = match &opts.io {
+        Some(io) => io.spawn(read_tasks(tasks, tx)),
+        None => tokio::spawn(read_tasks(tasks, tx)),
+    };
     let _abort = AbortOnDrop(reader);
     let info = pb::Upload {
         kind: Some(pb::upload::Kind::Info(opts.info.clone())),

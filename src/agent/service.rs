@@ -90,6 +90,7 @@ pub async fn run_from_config(config: ClientConfig) -> Result<(), AgentError> {
         outbox_dir: Some(config.client.outbox_dir.clone()),
         max_outbox_bytes: config.client.max_outbox_bytes,
         rekey: Some(rekeyer(&config)),
+        io: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
