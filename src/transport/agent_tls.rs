@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus, WriteTraffic};
 use rustls::ServerConfig;
 
 use crate::limits::{
@@ -424,6 +424,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
     /// Encrypts `data` (and whatever rustls wants sent first) and hands it to the socket;
     /// what the socket does not take now waits in `outgoing`.
     fn encrypt_and_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> io::Result<()> {
+        self.write_records(cx, |traffic, out| traffic.encrypt(data, out))
+    }
+
+    /// Has rustls encode records once the connection can write (what it reads meanwhile
+    /// goes to the plaintext spill) and queues them for the socket.
+    fn write_records(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut encode: impl FnMut(
+            &mut WriteTraffic<'_, ServerConnectionData>,
+            &mut [u8],
+        ) -> Result<usize, EncryptError>,
+    ) -> io::Result<()> {
         WRITE_SCRATCH.with(|scratch| -> io::Result<()> {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
@@ -436,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
                     self.conn.process_tls_records(&mut self.incoming);
                 let encrypted = match state.map_err(tls_error)? {
                     ConnectionState::WriteTraffic(mut traffic) => {
-                        encode_into(&mut scratch, |out| traffic.encrypt(data, out))
+                        encode_into(&mut scratch, |out| encode(&mut traffic, out))
                             .map_err(|e| io::Error::other(e.to_string()))?;
                         true
                     }
@@ -540,13 +553,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for AgentTls<S> {
         let this = &mut *self;
         if !this.close_notify_sent {
             this.close_notify_sent = true;
-            let UnbufferedStatus { state, .. } = this.conn.process_tls_records(&mut this.incoming);
-            if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
-                let mut alert = Vec::new();
-                if encode_into(&mut alert, |out| traffic.queue_close_notify(out)).is_ok() {
-                    this.queue(cx, &alert)?;
-                }
-            }
+            // Best effort: a connection that can no longer write (the handshake never
+            // finished, a TLS error) closes without it; the socket's own errors show
+            // below.
+            let _ = this.write_records(cx, |traffic, out| traffic.queue_close_notify(out));
         }
         ready!(this.poll_send_outgoing(cx))?;
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
@@ -760,6 +770,32 @@ mod tests {
         assert!(matches!(
             poll_once(&mut server.read(&mut buf)),
             Poll::Ready(Ok(0))
+        ));
+        assert!(poll_once(&mut server.close()).is_ready());
+        let _ = exchange(&mut client, &wire);
+        assert!(
+            client.process_new_packets().unwrap().peer_has_closed(),
+            "clean close"
+        );
+    }
+
+    /// A close while records the reader has not taken yet are buffered (a 10-byte read of
+    /// two 100-byte records) still sends close_notify.
+    #[test]
+    fn close_with_records_unread_still_sends_close_notify() {
+        let f = fixture();
+        let wire = Wire {
+            step: usize::MAX,
+            ..Wire::default()
+        };
+        let (mut client, mut server) = handshake(&f, &wire);
+        client.writer().write_all(&[7u8; 100]).unwrap();
+        client.writer().write_all(&[8u8; 100]).unwrap();
+        let _ = exchange(&mut client, &wire);
+        let mut buf = [0u8; 10];
+        assert!(matches!(
+            poll_once(&mut server.read(&mut buf)),
+            Poll::Ready(Ok(10))
         ));
         assert!(poll_once(&mut server.close()).is_ready());
         let _ = exchange(&mut client, &wire);
