@@ -25,11 +25,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
 
 use crate::limits::COALESCED_WRITE_MAX_BYTES;
+use crate::runtime::write_out::poll_write_out;
 
 pub struct CoalescedWrites<S: AsRawFd> {
     socket: Rc<RefCell<Socket<S>>>,
@@ -117,15 +118,12 @@ impl<S: AsRawFd + AsyncWrite + Unpin> Socket<S> {
 
     /// Sends what is buffered; ready once all of it is gone.
     fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.buffer.len() {
-            let rest = &self.buffer[self.sent..];
-            match Pin::new(&mut self.inner).poll_write(cx, rest) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.sent += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        ready!(poll_write_out(
+            &mut self.inner,
+            cx,
+            &self.buffer,
+            &mut self.sent
+        ))?;
         // Freed rather than kept: most connections are idle between rare small writes.
         self.buffer = Vec::new();
         self.sent = 0;

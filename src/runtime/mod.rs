@@ -17,3 +17,4 @@ pub mod queued_permits;
 pub mod rate;
 pub mod readiness;
 pub mod shutdown;
+pub mod write_out;

@@ -26,6 +26,7 @@ use rustls::ServerConfig;
 use crate::limits::{
     TLS_MIN_READ_BYTES, TLS_READ_SCRATCH_BYTES, TLS_RECORD_OVERHEAD_BYTES, TLS_WRITE_CHUNK_BYTES,
 };
+use crate::runtime::write_out::poll_write_out;
 
 thread_local! {
     /// Ciphertext as read: a connection's left-over bytes, then what the socket had.
@@ -406,13 +407,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
 
     /// Hands the socket every encrypted byte not taken yet.
     fn poll_send_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_at < self.outgoing.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing[self.out_at..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_at += n;
-        }
+        ready!(poll_write_out(
+            &mut self.io,
+            cx,
+            &self.outgoing,
+            &mut self.out_at
+        ))?;
         if !self.outgoing.is_empty() {
             self.outgoing = Vec::new();
             self.out_at = 0;
@@ -481,13 +481,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentTls<S> {
     fn queue(&mut self, cx: &mut Context<'_>, records: &[u8]) -> io::Result<()> {
         let mut at = 0;
         if self.out_at == self.outgoing.len() {
-            while at < records.len() {
-                match Pin::new(&mut self.io).poll_write(cx, &records[at..]) {
-                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                    Poll::Ready(Ok(n)) => at += n,
-                    Poll::Ready(Err(e)) => return Err(e),
-                    Poll::Pending => break,
-                }
+            if let Poll::Ready(Err(e)) = poll_write_out(&mut self.io, cx, records, &mut at) {
+                return Err(e);
             }
         }
         self.outgoing.extend_from_slice(&records[at..]);
