@@ -993,11 +993,17 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
         sleep 0.5
     fi
     # P2F_PUSH_TRACE=1: the server's tasks-pushed counter every ~50 ms (a curl each, on
-    # the priority executor), to tell the frontend's delivery from loadgen's reading.
-    local pushed0 trace_pid=""
+    # the priority executor), to tell the frontend's delivery from loadgen's reading; beside
+    # it the uploads refused for concurrency, the answers' work the frontend did meanwhile.
+    local pushed0 refused0 trace_pid=""
     if [[ ${P2F_PUSH_TRACE:-0} == 1 ]]; then
         pushed0=$(metric packhunt_tasks_pushed_total)
-        (for _ in $(seq 1 160); do echo "$(now_ms) $(metric packhunt_tasks_pushed_total)"; sleep 0.03; done) >"$dir/pushed.tsv" &
+        refused0=$(metric 'packhunt_upload_rejections_total{reason="concurrency"}')
+        (for _ in $(seq 1 160); do
+            echo "$(now_ms) $(api /metrics 2>/dev/null | awk '$1 == "packhunt_tasks_pushed_total" { p = $2 }
+                $1 == "packhunt_upload_rejections_total{reason=\"concurrency\"}" { r = $2 } END { print p + 0, r + 0 }')"
+            sleep 0.03
+        done) >"$dir/pushed.tsv" &
         trace_pid=$!
     fi
     a=$(cpu_snap "$FE_PID")
@@ -1044,6 +1050,8 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
         pushed_ms=$(awk -v want=$((pushed0 + n)) '$2 >= want { print $1; exit }' "$dir/pushed.tsv")
         record "start -> the server had pushed every task (ms, sampled ~50 ms)" "$arm" "$(calc "${pushed_ms:-0} - $start_ms" 0)"
         record "server pushed every task -> last agent has its task (ms)" "$arm" "$(calc "$last_us / 1000 - ${pushed_ms:-0}" 0)"
+        record "upload 503s by the last task's arrival (sampled)" "$arm" \
+            "$(awk -v until=$((last_us / 1000)) -v base="$refused0" '$1 <= until { r = $3 } END { print (r ? r - base : 0) }' "$dir/pushed.tsv")"
     fi
     record "agent-side task latency p50 (ms)" "$arm" "$(rep '.task_latency.p50_us / 1000' "$rp")"
     record "agent-side task latency p99 (ms)" "$arm" "$(rep '.task_latency.p99_us / 1000' "$rp")"
