@@ -540,15 +540,9 @@ fn answering_runtime(nice: i32) -> Result<tokio::runtime::Runtime> {
         .worker_threads(LOADGEN_THREADS)
         .thread_name("loadgen-answer")
         .on_thread_start(move || {
-            // SAFETY: gettid and setpriority take and return integers only; on Linux
-            // PRIO_PROCESS with a thread id changes that one thread.
-            let rc = unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice)
-            };
-            if rc != 0 {
+            if let Err(e) = packhunt::runtime::thread_nice::nice_this_thread(nice) {
                 eprintln!(
-                    "loadgen: an answering thread keeps the default priority (nice {nice}): {}",
-                    std::io::Error::last_os_error()
+                    "loadgen: an answering thread keeps the default priority (nice {nice}): {e}"
                 );
             }
         })

@@ -28,6 +28,7 @@ use crate::replication::queue::{self as link_queue, Inbox, InboxReceiver, Outbox
 use crate::replication::thread::LinkThread;
 use crate::runtime::channel::connect_polled;
 use crate::runtime::shutdown::{self, ShutdownSignal};
+use crate::runtime::thread_nice::{nice_this_thread, nice_thread};
 use crate::sessions::facts::FactsMemory;
 use crate::sessions::shard::ShardCtx;
 use crate::tls::server::{agent_server_config, gui_server_config};
@@ -881,20 +882,8 @@ fn favour_this_thread(priority: GuiPriority) {
             std::io::Error::last_os_error()
         );
     }
-    // SAFETY: gettid and setpriority take and return integers only; on Linux
-    // PRIO_PROCESS with a thread id changes that one thread.
-    let rc = unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            libc::gettid() as libc::id_t,
-            PRIORITY_THREAD_NICE,
-        )
-    };
-    if rc != 0 {
-        tracing::info!(
-            "GUI/API thread keeps the default priority: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = nice_this_thread(PRIORITY_THREAD_NICE) {
+        tracing::info!("GUI/API thread keeps the default priority: {e}");
         return;
     }
     favour_blocking_pool();
@@ -951,9 +940,7 @@ fn renice_blocking_pool(nice: libc::c_int) -> usize {
         if tid == me || comm != own {
             continue;
         }
-        // SAFETY: setpriority takes integers only; PRIO_PROCESS with a thread id changes
-        // that one thread.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } == 0 {
+        if nice_thread(tid, nice).is_ok() {
             niced += 1;
         }
     }

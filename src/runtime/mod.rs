@@ -17,4 +17,5 @@ pub mod queued_permits;
 pub mod rate;
 pub mod readiness;
 pub mod shutdown;
+pub mod thread_nice;
 pub mod write_out;
