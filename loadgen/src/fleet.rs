@@ -27,7 +27,8 @@ pub async fn run_fleet(
     config: ClientConfig,
     answering: Option<tokio::runtime::Handle>,
 ) -> Result<()> {
-    let io = answering.is_some().then(tokio::runtime::Handle::current);
+    let here = tokio::runtime::Handle::current();
+    let io = answering.is_some().then(|| here.clone());
     let urls = config.client.server_urls.clone();
     let identities = load_identities(&args)?;
     // A worker is handed the coordinator's resolved count; on its own, its part of the
@@ -110,10 +111,7 @@ pub async fn run_fleet(
             tokio::time::sleep(delay).await;
             plan.run(tls, runner, observer, stop, storm, stats).await;
         };
-        agents.push(match &answering {
-            Some(rt) => rt.spawn(agent),
-            None => tokio::spawn(agent),
-        });
+        agents.push(answering.as_ref().unwrap_or(&here).spawn(agent));
     }
     let connect_all = watch_progress(&args, &stats, started).await;
     let _ = stop_tx.send(true);

@@ -251,11 +251,11 @@ async fn connect(
     held: Option<TableDigest>,
 ) -> Result<(Connection, TaskStream), CommsError> {
     let (tls, local_ip) = (opts.tls.clone(), opts.local_ip);
-    let secret = opts.enrolment_secret.clone();
     let Some(io) = &opts.io else {
-        return comms::connect_enrolled(url, tls, local_ip, held, secret.as_ref()).await;
+        let secret = opts.enrolment_secret.as_ref();
+        return comms::connect_enrolled(url, tls, local_ip, held, secret).await;
     };
-    let url = url.clone();
+    let (url, secret) = (url.clone(), opts.enrolment_secret.clone());
     io.spawn(
         async move { comms::connect_enrolled(&url, tls, local_ip, held, secret.as_ref()).await },
     )
@@ -340,10 +340,11 @@ async fn session(
     observer: &dyn Observer,
 ) -> SessionEnd {
     let (tx, mut rx) = mpsc::channel::<Pushed>(MAX_AGENT_QUEUED_TASKS_COUNT);
-    let reader = match &opts.io {
-        Some(io) => io.spawn(read_tasks(tasks, tx)),
-        None => tokio::spawn(read_tasks(tasks, tx)),
-    };
+    let io = opts
+        .io
+        .clone()
+        .unwrap_or_else(tokio::runtime::Handle::current);
+    let reader = io.spawn(read_tasks(tasks, tx));
     let _abort = AbortOnDrop(reader);
     let info = pb::Upload {
         kind: Some(pb::upload::Kind::Info(opts.info.clone())),
