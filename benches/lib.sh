@@ -394,31 +394,24 @@ drop_deferred_datastores() {
     DEFERRED_DATASTORES=()
 }
 
-# hunt_disk_times DIR HUNT_ID -> "participants first_create_us last_create_us
-# flows_finished flows_failed last_finish_ms flows_on_disk" from the participants file
+# hunt_disk_times DIR HUNT_ID [UNTIL_MS] -> "participants first_create_us last_create_us
+# flows_finished flows_failed last_finish_ms flows_on_disk answered_by" from the participants file
 # (a line per recruit) and each flow's request.json and status.json: the hunt's own
 # record, reproducible after the run. A hunt's flow folder comes with its agent's first
 # answer, so the create times and states are those of the flows_on_disk that answered.
+# answered_by: flows whose first answer was written (start_time_ms) by UNTIL_MS (default
+# 0), the answers' ingest that fell inside a window such as the fan-out's.
 hunt_disk_times() {
     local ds=$1/datastore part=$1/datastore/hunts/$2.participants
-    [[ -s $part ]] || { echo "0 0 0 0 0 0 0"; return; }
+    [[ -s $part ]] || { echo "0 0 0 0 0 0 0 0"; return; }
     paste -d' ' \
         <(wc -l <"$part") \
         <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/request.json" }' "$part" | xargs -d '\n' cat 2>/dev/null |
             jq -rs '[(map(.create_time_us) | min // 0), (map(.create_time_us) | max // 0)] | @tsv' | tr '\t' ' ') \
         <(awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/status.json" }' "$part" | xargs -d '\n' cat 2>/dev/null |
-            jq -rs '[(map(select(.state == "finished")) | length), (map(select(.state == "error")) | length),
-                     (map(.finish_time_ms // 0) | max // 0), length] | @tsv' | tr '\t' ' ')
-}
-
-# hunt_answers_by DIR HUNT_ID UNTIL_MS -> how many of the hunt's flows had their first
-# answer written (status.json start_time_ms) by UNTIL_MS: the answers' ingest that fell
-# inside a window such as the fan-out's.
-hunt_answers_by() {
-    local ds=$1/datastore part=$1/datastore/hunts/$2.participants
-    [[ -s $part ]] || { echo 0; return; }
-    awk -v d="$ds/clients" '{ print d "/" $1 "/collections/" $2 "/status.json" }' "$part" | xargs -d '\n' cat 2>/dev/null |
-        jq -s --argjson until "$3" 'map(select((.start_time_ms // 1e18) <= $until)) | length'
+            jq -rs --argjson until "${3:-0}" '[(map(select(.state == "finished")) | length), (map(select(.state == "error")) | length),
+                     (map(.finish_time_ms // 0) | max // 0), length,
+                     (map(select((.start_time_ms // 1e18) <= $until)) | length)] | @tsv' | tr '\t' ' ')
 }
 
 # ---------------------------------------------------------------- results ------------

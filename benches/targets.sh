@@ -830,10 +830,11 @@ probe_for() {   # probe_for DIR NAME SECONDS: a fixed-length probe, waited for
     LG_PID=$keep_pid LG_ERR=$keep_err
 }
 
-# record_hunt_disk ARM DIR HUNT START_MS N: figures from the hunt's record on disk
+# record_hunt_disk ARM DIR HUNT START_MS N [UNTIL_MS]: figures from the hunt's record on
+# disk; HUNT_ANSWERED_BY is how many first answers were written by UNTIL_MS.
 record_hunt_disk() {
-    local arm=$1 dir=$2 id=$3 start_ms=$4 n=$5 parts first last fin failed last_fin on_disk
-    read -r parts first last fin failed last_fin on_disk <<<"$(hunt_disk_times "$dir" "$id")"
+    local arm=$1 dir=$2 id=$3 start_ms=$4 n=$5 parts first last fin failed last_fin on_disk answered_by
+    read -r parts first last fin failed last_fin on_disk answered_by <<<"$(hunt_disk_times "$dir" "$id" "${6:-0}")"
     echo "hunt $id on disk: participants $parts create_us $first..$last finished $fin failed $failed last_finish_ms $last_fin flows_on_disk $on_disk start_ms $start_ms" >>"$OUT/run.log"
     record "participants / agents" "$arm" "$parts/$n"
     record "participants whose flow is on disk (answered)" "$arm" "$on_disk"
@@ -843,6 +844,7 @@ record_hunt_disk() {
     record "time to complete all (s): start -> last finish_time" "$arm" "$(calc "($last_fin - $start_ms) / 1000" 2)"
     record "flows finished / failed (status.json)" "$arm" "$fin/$failed"
     HUNT_LAST_CREATE_US=$last
+    HUNT_ANSWERED_BY=$answered_by
 }
 
 # hunt_one RATE PRIORITY N REPEAT
@@ -954,6 +956,12 @@ run_hunt() {
 # start_time_ms (stamped by the start call before it writes the hunt document); both come
 # from this host's clock. Generic.Client.Info (one row) so that the figure is delivery, not
 # result ingest.
+# p2f_trace_sample -> "tasks_pushed uploads_refused_for_concurrency", one /metrics read.
+p2f_trace_sample() {
+    api /metrics 2>/dev/null | awk '$1 == "packhunt_tasks_pushed_total" { p = $2 }
+        $1 == "packhunt_upload_rejections_total{reason=\"concurrency\"}" { r = $2 } END { print p + 0, r + 0 }'
+}
+
 p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     local kind=${1%@*} depth="" n=$2 r=$3 arm dir=$OUT/p2f-$1-$3 id t_post tasks0 a b d start_ms rp first_us last_us st c e t0 perf_pid="" box0 box1
     [[ $1 == *@* ]] && depth=${1#*@}
@@ -997,13 +1005,8 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     # it the uploads refused for concurrency, the answers' work the frontend did meanwhile.
     local pushed0 refused0 trace_pid=""
     if [[ ${P2F_PUSH_TRACE:-0} == 1 ]]; then
-        pushed0=$(metric packhunt_tasks_pushed_total)
-        refused0=$(metric 'packhunt_upload_rejections_total{reason="concurrency"}')
-        (for _ in $(seq 1 160); do
-            echo "$(now_ms) $(api /metrics 2>/dev/null | awk '$1 == "packhunt_tasks_pushed_total" { p = $2 }
-                $1 == "packhunt_upload_rejections_total{reason=\"concurrency\"}" { r = $2 } END { print p + 0, r + 0 }')"
-            sleep 0.03
-        done) >"$dir/pushed.tsv" &
+        read -r pushed0 refused0 <<<"$(p2f_trace_sample)"
+        (for _ in $(seq 1 160); do echo "$(now_ms) $(p2f_trace_sample)"; sleep 0.03; done) >"$dir/pushed.tsv" &
         trace_pid=$!
     fi
     a=$(cpu_snap "$FE_PID")
@@ -1031,7 +1034,7 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     rp=$dir/fleet.json
     first_us=$(rep '.first_task_unix_us // 0' "$rp")
     last_us=$(rep '.last_task_unix_us // 0' "$rp")
-    record_hunt_disk "$arm" "$dir" "$id" "$start_ms" "$n"
+    record_hunt_disk "$arm" "$dir" "$id" "$start_ms" "$n" "$((last_us / 1000))"
     record "fan-out (ms): start -> last agent has its task" "$arm" "$(calc "$last_us / 1000 - $start_ms" 0)"
     record "fan-out from the start POST sent (ms, curl included)" "$arm" "$(calc "$last_us / 1000 - $t_post" 0)"
     record "start -> first agent has its task (ms)" "$arm" "$(calc "$first_us / 1000 - $start_ms" 0)"
@@ -1041,7 +1044,7 @@ p2f_one() {   # p2f_one ARM(true|false|tmpfs, optionally @RING_DEPTH) N REPEAT
     record "start -> last token taken (ms, last create_time)" "$arm" "$(calc "$HUNT_LAST_CREATE_US / 1000 - $start_ms" 0)"
     record "last token taken -> last task arrived (ms)" "$arm" "$(calc "($last_us - $HUNT_LAST_CREATE_US) / 1000" 0)"
     record "within 2 s" "$arm" "$(calc "$last_us / 1000 - $start_ms <= 2000 ? 1 : 0" 0)"
-    record "first answers written by then (flows started by the last task's arrival)" "$arm" "$(hunt_answers_by "$dir" "$id" "$((last_us / 1000))")"
+    record "first answers written by then (flows started by the last task's arrival)" "$arm" "$HUNT_ANSWERED_BY"
     if [[ -n $trace_pid ]]; then
         wait "$trace_pid" 2>/dev/null || true
         # The first sample with every task pushed (the counter is the shards' pushes into
